@@ -1,0 +1,358 @@
+//! The async client of bangerd's API: HTTP/1.1 over the daemon's Unix socket, one connection
+//! per request (a local socket connect costs microseconds, and it keeps the client stateless).
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, body::Incoming};
+use hyper_util::rt::TokioIo;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::net::UnixStream;
+
+use crate::{
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
+    RegisterImageRequest, UpdateVmRequest, Vm,
+};
+
+/// Why a request did not produce the answer the caller wanted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    #[error("cannot reach bangerd at {}: {source}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// The conversation broke (daemon died mid-request, garbage on the socket).
+    #[error("talking to bangerd failed: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The API error, if the daemon answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn is_code(&self, code: ErrorCode) -> bool {
+        self.api().is_some_and(|e| e.code == code)
+    }
+}
+
+/// Client of one daemon socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    build_id: Option<String>,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client {
+            socket: socket.into(),
+            build_id: None,
+        }
+    }
+
+    /// Sends `build_id` with every request: a daemon of another build refuses with
+    /// [`ErrorCode::DaemonOutdated`] instead of acting.
+    pub fn expecting_build(mut self, build_id: impl Into<String>) -> Self {
+        self.build_id = Some(build_id.into());
+        self
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            // The connection ends with the response; its error, if any, surfaces there.
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "bangerd");
+        if let Some(id) = &self.build_id {
+            request = request.header(BUILD_ID_HEADER, id);
+        }
+        let has_body = body.is_some();
+        if has_body {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends a request and returns status and body, turning error statuses into
+    /// [`ClientError::Api`].
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(ClientError::Api(decode_error(status, &bytes)));
+        }
+        Ok((status, bytes))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (_, bytes) = self.raw(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Protocol(format!("bangerd sent an answer banger cannot read: {e}"))
+        })
+    }
+
+    pub async fn daemon_info(&self) -> Result<DaemonInfo, ClientError> {
+        self.call(Method::GET, "/v1/daemon", None::<&()>).await
+    }
+
+    /// Asks the daemon to exit gracefully.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.raw(Method::POST, "/v1/daemon/shutdown", None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn capacity(&self) -> Result<Capacity, ClientError> {
+        self.call(Method::GET, "/v1/capacity", None::<&()>).await
+    }
+
+    pub async fn list_vms(&self) -> Result<Vec<Vm>, ClientError> {
+        self.call(Method::GET, "/v1/vms", None::<&()>).await
+    }
+
+    pub async fn get_vm(&self, name: &str) -> Result<Vm, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/vms/{}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn create_vm(&self, request: &CreateVmRequest) -> Result<Vm, ClientError> {
+        self.call(Method::POST, "/v1/vms", Some(request)).await
+    }
+
+    pub async fn update_vm(
+        &self,
+        name: &str,
+        request: &UpdateVmRequest,
+    ) -> Result<Vm, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/vms/{}", escape(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    pub async fn delete_vm(&self, name: &str) -> Result<(), ClientError> {
+        self.raw(Method::DELETE, &format!("/v1/vms/{}", escape(name)), None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<Image>, ClientError> {
+        self.call(Method::GET, "/v1/images", None::<&()>).await
+    }
+
+    pub async fn get_image(&self, name: &str) -> Result<Image, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/images/{}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Starts an image registration; follow it with [`Client::watch_operation`].
+    pub async fn register_image(
+        &self,
+        request: &RegisterImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(Method::POST, "/v1/images", Some(request)).await
+    }
+
+    pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {
+        self.raw(
+            Method::DELETE,
+            &format!("/v1/images/{}", escape(name)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn list_operations(&self) -> Result<Vec<Operation>, ClientError> {
+        self.call(Method::GET, "/v1/operations", None::<&()>).await
+    }
+
+    pub async fn get_operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/operations/{}", escape(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn cancel_operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/operations/{}/cancel", escape(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Follows an operation through its streaming endpoint, calling `on_update` for every
+    /// version, and returns the finished operation.
+    pub async fn watch_operation(
+        &self,
+        id: &str,
+        mut on_update: impl FnMut(&Operation),
+    ) -> Result<Operation, ClientError> {
+        let response = self
+            .send(
+                Method::GET,
+                &format!("/v1/operations/{}/stream", escape(id)),
+                None,
+            )
+            .await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Err(ClientError::Api(decode_error(status, &bytes)));
+        }
+        let mut buffer = Vec::new();
+        let mut last: Option<Operation> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            buffer.extend_from_slice(data);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let op: Operation = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Protocol(format!("bad operation update: {e}")))?;
+                on_update(&op);
+                last = Some(op);
+            }
+        }
+        match last {
+            Some(op) if op.state.is_finished() => Ok(op),
+            // The stream ended early (daemon restarted?): ask once more for the final word.
+            _ => self.get_operation(id).await,
+        }
+    }
+}
+
+fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
+    serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| {
+        ApiError::internal(format!(
+            "bangerd answered {status} with a body banger cannot read: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    })
+}
+
+/// Percent-escapes a path segment. Names are DNS labels, but a user can type anything and
+/// the daemon must see it verbatim to say what was wrong with it.
+fn escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_path_segments() {
+        assert_eq!(escape("dev-1"), "dev-1");
+        assert_eq!(escape("a/b c"), "a%2Fb%20c");
+        assert_eq!(escape("<x>"), "%3Cx%3E");
+    }
+
+    #[test]
+    fn undecodable_error_bodies_become_internal_errors() {
+        let e = decode_error(StatusCode::BAD_GATEWAY, b"oops");
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("502"));
+    }
+
+    #[tokio::test]
+    async fn connect_failure_names_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::new(dir.path().join("nope.sock"));
+        let err = client.list_vms().await.unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }));
+        assert!(err.to_string().contains("nope.sock"));
+    }
+}

@@ -1,0 +1,437 @@
+//! Wire types of the REST API. Requests we receive deny unknown fields; fields a client may
+//! omit are `Option`s so that "not given" (use the default) differs from "given but invalid"
+//! (a 400). Numbers a user types are `i64` on the way in so that a negative value reaches
+//! validation and gets a precise message instead of a decoding error.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{ApiError, Timestamp};
+
+/// What a VM is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Stopped,
+    Starting,
+    Running,
+    Paused,
+    Stopping,
+    Failed,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Failed => "failed",
+        }
+    }
+
+    /// Whether the VM holds host CPU and memory (counts against capacity).
+    pub fn holds_resources(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping
+        )
+    }
+}
+
+impl std::str::FromStr for VmState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "stopped" => VmState::Stopped,
+            "starting" => VmState::Starting,
+            "running" => VmState::Running,
+            "paused" => VmState::Paused,
+            "stopping" => VmState::Stopping,
+            "failed" => VmState::Failed,
+            other => return Err(format!("unknown VM state {other:?}")),
+        })
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which virtual machine monitor runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmKind {
+    /// Firecracker when it can boot a stock guest kernel here, QEMU otherwise.
+    #[default]
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+impl VmmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmmKind::Auto => "auto",
+            VmmKind::Firecracker => "firecracker",
+            VmmKind::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::str::FromStr for VmmKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => VmmKind::Auto,
+            "firecracker" => VmmKind::Firecracker,
+            "qemu" => VmmKind::Qemu,
+            other => {
+                return Err(format!(
+                    "unknown VMM {other:?}; expected auto, firecracker or qemu"
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for VmmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VM's identity on banger's private network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmNetwork {
+    /// Guest IPv4 address inside banger's subnet.
+    pub ip: String,
+    /// Host address on the bridge, the guest's gateway.
+    pub gateway: String,
+    /// Prefix length of the subnet.
+    pub prefix_len: u8,
+    pub mac: String,
+    /// vsock context id (>= 3).
+    pub vsock_cid: u32,
+}
+
+/// A reference to an image by id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A VM as banger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Vm {
+    pub id: String,
+    pub name: String,
+    pub image: ImageRef,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Size of the VM's copy-on-write root overlay disk.
+    pub disk_bytes: u64,
+    /// Size of the persistent work disk mounted at `/root`.
+    pub work_disk_bytes: u64,
+    /// Whether the VM's traffic is masqueraded to the host's network.
+    pub nat: bool,
+    pub vmm: VmmKind,
+    pub state: VmState,
+    pub network: VmNetwork,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// `POST /v1/vms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// DNS label; generated when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Image name or id; the configured default image when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_disk_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<VmmKind>,
+    /// Start the VM after creating it (default true). This build records VMs only, so it
+    /// must be `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+}
+
+/// `PATCH /v1/vms/{name}`: change resources of a stopped VM. At least one field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVmRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<i64>,
+    /// The work disk can only grow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_disk_bytes: Option<i64>,
+}
+
+/// How an image came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    Registered,
+    Bootstrapped,
+    Built,
+    Promoted,
+}
+
+impl ImageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageSource::Registered => "registered",
+            ImageSource::Bootstrapped => "bootstrapped",
+            ImageSource::Built => "built",
+            ImageSource::Promoted => "promoted",
+        }
+    }
+}
+
+impl std::str::FromStr for ImageSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "registered" => ImageSource::Registered,
+            "bootstrapped" => ImageSource::Bootstrapped,
+            "built" => ImageSource::Built,
+            "promoted" => ImageSource::Promoted,
+            other => return Err(format!("unknown image source {other:?}")),
+        })
+    }
+}
+
+/// One file of an image's boot set, as stored in banger's image store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageFile {
+    /// Path inside the image store.
+    pub path: String,
+    /// Apparent size.
+    pub bytes: u64,
+    /// Bytes actually allocated on disk (`st_blocks`).
+    pub allocated_bytes: u64,
+}
+
+/// The files of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageFiles {
+    pub kernel: ImageFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<ImageFile>,
+    pub rootfs: ImageFile,
+}
+
+/// A package installed in an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+}
+
+/// A TCP service the image provides; readiness waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceCheck {
+    pub name: String,
+    pub port: u16,
+}
+
+/// `manifest.json` of an image: what it is and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageManifest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distro: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    /// Read from the kernel's version banner when banger can find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    #[serde(default)]
+    pub services: Vec<ServiceCheck>,
+    /// Human-readable origin, e.g. the source paths of a registration.
+    pub created_from: String,
+    pub created_at: Timestamp,
+}
+
+/// An image as banger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub source: ImageSource,
+    pub files: ImageFiles,
+    pub manifest: ImageManifest,
+    pub created_at: Timestamp,
+}
+
+/// `POST /v1/images`: adopt existing boot files. Paths must be absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterImageRequest {
+    pub name: String,
+    /// An uncompressed ELF `vmlinux`.
+    pub kernel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// An ext4 filesystem image.
+    pub rootfs: String,
+}
+
+/// What kind of long work an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    RegisterImage,
+}
+
+/// Overall state of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl OperationState {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, OperationState::Running)
+    }
+}
+
+/// State of one named stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StageState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+/// Progress of a stage that moves a known amount of work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    /// What `done` and `total` count, e.g. "bytes".
+    pub unit: String,
+}
+
+/// One named step of an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stage {
+    pub name: String,
+    pub state: StageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// Long work the daemon does in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Operation {
+    pub id: String,
+    pub kind: OperationKind,
+    /// The name of what the operation works on (an image or VM name).
+    pub target: String,
+    pub state: OperationState,
+    pub stages: Vec<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    /// The created or changed resource once the operation succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    pub cancel_requested: bool,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Increases with every change; the stream endpoint sends one line per version.
+    pub version: u64,
+}
+
+/// `GET /v1/daemon`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DaemonInfo {
+    pub version: String,
+    /// Identity of the running daemon binary; clients compare it with the binary they would
+    /// start.
+    pub build_id: String,
+    pub pid: u32,
+    pub socket: String,
+    pub state_dir: String,
+    pub log_file: String,
+    pub started_at: Timestamp,
+    pub uptime_secs: u64,
+}
+
+/// CPU figures of `GET /v1/capacity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CpuCapacity {
+    pub host_cpus: u32,
+    /// vCPUs of VMs that hold resources (starting, running, paused, stopping).
+    pub reserved_vcpus: u32,
+}
+
+/// Memory figures of `GET /v1/capacity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemoryCapacity {
+    pub host_bytes: u64,
+    pub available_bytes: u64,
+    pub reserved_bytes: u64,
+}
+
+/// Disk figures of `GET /v1/capacity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiskCapacity {
+    /// The directory whose filesystem is measured (banger's state dir).
+    pub path: String,
+    pub fs_total_bytes: u64,
+    pub fs_available_bytes: u64,
+    /// Bytes actually allocated by all VMs' overlay and work disks.
+    pub vm_allocated_bytes: u64,
+    /// Bytes actually allocated by the image store.
+    pub image_allocated_bytes: u64,
+}
+
+/// `GET /v1/capacity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Capacity {
+    pub cpu: CpuCapacity,
+    pub memory: MemoryCapacity,
+    pub disk: DiskCapacity,
+    pub vms_total: u32,
+    pub vms_running: u32,
+}

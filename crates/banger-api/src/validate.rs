@@ -1,0 +1,239 @@
+//! Validation rules shared by the CLI (first line of defence, no round trip) and the daemon
+//! (the authority, which checks again before anything is stored and adds host-specific limits).
+
+use crate::error::ApiError;
+
+/// Smallest guest memory banger accepts: below this a Debian guest does not get to its init.
+pub const MIN_MEMORY_MIB: i64 = 128;
+/// Firecracker's vCPU ceiling; QEMU microvm follows the same limit in banger.
+pub const MAX_VCPUS: i64 = 32;
+/// Smallest root overlay disk.
+pub const MIN_DISK_BYTES: i64 = 256 * MIB as i64;
+/// Smallest work disk (`/root`).
+pub const MIN_WORK_DISK_BYTES: i64 = 64 * MIB as i64;
+/// Largest disk banger creates (16 TiB): ext4 with 4 KiB blocks and sparse files handle it.
+pub const MAX_DISK_BYTES: i64 = 16 * 1024 * 1024 * MIB as i64;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+pub const TIB: u64 = 1024 * GIB;
+
+/// A VM or image name must be a DNS label: it becomes the guest's hostname.
+pub fn name(kind: &str, value: &str) -> Result<(), ApiError> {
+    let hint =
+        "use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit";
+    if value.is_empty() {
+        return Err(ApiError::invalid(format!("{kind} name is empty")).with_hint(hint));
+    }
+    if value.len() > 63 {
+        return Err(ApiError::invalid(format!(
+            "{kind} name {value:?} is {} characters long; the limit is 63",
+            value.len()
+        ))
+        .with_hint(hint));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        let extra = if bad.is_ascii_uppercase() {
+            " (names are lower-case)"
+        } else {
+            ""
+        };
+        return Err(
+            ApiError::invalid(format!("{kind} name {value:?} contains {bad:?}{extra}"))
+                .with_hint(hint),
+        );
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(
+            ApiError::invalid(format!("{kind} name {value:?} starts or ends with '-'"))
+                .with_hint(hint),
+        );
+    }
+    Ok(())
+}
+
+/// vCPU count: at least 1, at most [`MAX_VCPUS`]. The daemon also caps it at the host's CPUs.
+pub fn vcpus(value: i64) -> Result<u32, ApiError> {
+    if value < 1 {
+        return Err(
+            ApiError::invalid(format!("vCPUs must be at least 1 (got {value})"))
+                .with_hint(format!("pass --vcpus with a value from 1 to {MAX_VCPUS}")),
+        );
+    }
+    if value > MAX_VCPUS {
+        return Err(
+            ApiError::invalid(format!("vCPUs must be at most {MAX_VCPUS} (got {value})"))
+                .with_hint(format!("pass --vcpus with a value from 1 to {MAX_VCPUS}")),
+        );
+    }
+    Ok(value as u32)
+}
+
+/// Guest memory in MiB: at least [`MIN_MEMORY_MIB`]. The daemon also caps it at host RAM.
+pub fn memory_mib(value: i64) -> Result<u32, ApiError> {
+    if value < MIN_MEMORY_MIB {
+        return Err(ApiError::invalid(format!(
+            "memory must be at least {MIN_MEMORY_MIB} MiB (got {value})"
+        ))
+        .with_hint("pass --memory in MiB, e.g. --memory 1024"));
+    }
+    if value > u32::MAX as i64 {
+        return Err(
+            ApiError::invalid(format!("memory of {value} MiB is beyond any host"))
+                .with_hint("pass --memory in MiB, e.g. --memory 1024"),
+        );
+    }
+    Ok(value as u32)
+}
+
+/// A disk size in bytes for `field` ("disk" or "work disk").
+pub fn disk_bytes(field: &str, value: i64, min: i64) -> Result<u64, ApiError> {
+    if value < min {
+        return Err(ApiError::invalid(format!(
+            "{field} size must be at least {} (got {})",
+            format_size(min as u64),
+            if value < 0 {
+                value.to_string()
+            } else {
+                format_size(value as u64)
+            }
+        ))
+        .with_hint("sizes take a unit: 512M, 4G, 1T"));
+    }
+    if value > MAX_DISK_BYTES {
+        return Err(ApiError::invalid(format!(
+            "{field} size must be at most {} (got {})",
+            format_size(MAX_DISK_BYTES as u64),
+            format_size(value as u64)
+        ))
+        .with_hint("sizes take a unit: 512M, 4G, 1T"));
+    }
+    Ok(value as u64)
+}
+
+/// Parses `512M`, `4G`, `1.5G`, `10GiB`, `4096` (bytes). Units are binary (K = 1024).
+pub fn parse_size(text: &str) -> Result<u64, ApiError> {
+    let hint = "write a number with a unit: 512M, 4G, 1.5T (K, M, G, T are powers of 1024)";
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let bad = || ApiError::invalid(format!("{text:?} is not a size")).with_hint(hint);
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let multiplier = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => KIB,
+        "M" | "MB" | "MIB" => MIB,
+        "G" | "GB" | "GIB" => GIB,
+        "T" | "TB" | "TIB" => TIB,
+        _ => return Err(bad()),
+    };
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(multiplier).ok_or_else(bad);
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Formats bytes the way [`parse_size`] reads them back: `512M`, `4G`, `1.5G`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(TIB, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if bytes % size == 0 {
+                format!("{}{unit}", bytes / size)
+            } else {
+                let text = format!("{value:.1}");
+                format!("{}{unit}", text.trim_end_matches(".0"))
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        for ok in ["dev", "a", "web-1", "0x", &"a".repeat(63)] {
+            assert!(name("VM", ok).is_ok(), "{ok} should be accepted");
+        }
+        for bad in [
+            "",
+            "-dev",
+            "dev-",
+            "Dev",
+            "dev_1",
+            "dév",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            let err = name("VM", bad).unwrap_err();
+            assert_eq!(err.code, crate::ErrorCode::InvalidInput, "{bad}");
+            assert!(err.hint.is_some());
+        }
+        assert!(
+            name("VM", "Dev")
+                .unwrap_err()
+                .message
+                .contains("lower-case")
+        );
+    }
+
+    #[test]
+    fn vcpus_and_memory_reject_zero_and_negative() {
+        assert_eq!(vcpus(1).unwrap(), 1);
+        assert!(vcpus(0).unwrap_err().message.contains("at least 1 (got 0)"));
+        assert!(vcpus(-3).unwrap_err().message.contains("got -3"));
+        assert!(vcpus(33).unwrap_err().message.contains("at most 32"));
+        assert_eq!(memory_mib(128).unwrap(), 128);
+        assert!(memory_mib(0).is_err());
+        assert!(memory_mib(-1).is_err());
+        assert!(memory_mib(127).unwrap_err().message.contains("128 MiB"));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M").unwrap(), 512 * MIB);
+        assert_eq!(parse_size("4G").unwrap(), 4 * GIB);
+        assert_eq!(parse_size("4g").unwrap(), 4 * GIB);
+        assert_eq!(parse_size("10GiB").unwrap(), 10 * GIB);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 * GIB / 2);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size(" 2T ").unwrap(), 2 * TIB);
+        for bad in ["", "G", "4X", "-4G", "4..G", "1e9", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn format_size_round_trips() {
+        for bytes in [512 * MIB, 4 * GIB, 3 * GIB / 2, 1023, TIB] {
+            assert_eq!(parse_size(&format_size(bytes)).unwrap(), bytes);
+        }
+        assert_eq!(format_size(8 * GIB), "8G");
+    }
+
+    #[test]
+    fn disk_sizes_have_bounds() {
+        assert!(disk_bytes("disk", MIN_DISK_BYTES, MIN_DISK_BYTES).is_ok());
+        let err = disk_bytes("work disk", 4096, MIN_WORK_DISK_BYTES).unwrap_err();
+        assert_eq!(err.message, "work disk size must be at least 64M (got 4K)");
+        assert!(disk_bytes("disk", -1, MIN_DISK_BYTES).is_err());
+        assert!(disk_bytes("disk", MAX_DISK_BYTES + 1, MIN_DISK_BYTES).is_err());
+    }
+}

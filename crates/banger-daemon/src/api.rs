@@ -1,0 +1,378 @@
+//! The REST API on the Unix socket: routes, the JSON error shape for every failure (including
+//! malformed bodies, unknown routes and wrong methods), the request body limit, the build-id
+//! check, and the OpenAPI document generated from the handlers' annotations.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use banger_api::{
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
+    RegisterImageRequest, UpdateVmRequest, Vm,
+};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::{Daemon, image, vm};
+
+/// Largest request body accepted. Every request banger defines is a few hundred bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// An error answer: the status follows the code.
+#[derive(Debug)]
+pub struct Failure(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.into())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = %self.0.code, message = %self.0.message, "request failed");
+        }
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type Answer<T> = Result<T, Failure>;
+
+/// A JSON body whose rejections are answered in banger's error shape.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(Failure(json_rejection(rejection))),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be JSON",
+        )
+        .with_hint("send the header Content-Type: application/json"),
+        _ => {
+            let detail = match &rejection {
+                JsonRejection::JsonDataError(e) => std::error::Error::source(e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.body_text()),
+                JsonRejection::JsonSyntaxError(e) => format!(
+                    "malformed JSON: {}",
+                    std::error::Error::source(e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.body_text())
+                ),
+                other => other.body_text(),
+            };
+            ApiError::invalid(detail).with_hint("see /v1/openapi.json for the request shapes")
+        }
+    }
+}
+
+/// Runs store-bound work off the async workers.
+async fn blocking<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T, ApiError> + Send + 'static,
+) -> Answer<T> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| Failure(ApiError::internal(format!("request task failed: {e}"))))?
+        .map_err(Failure)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bangerd",
+        description = "The API of banger's daemon, served over HTTP/1.1 on a Unix socket \
+                       ($XDG_RUNTIME_DIR/banger/bangerd.sock). Errors are {code, message, hint}."
+    ),
+    paths(
+        daemon_info,
+        shutdown,
+        capacity,
+        list_vms,
+        create_vm,
+        get_vm,
+        update_vm,
+        delete_vm,
+        list_images,
+        register_image,
+        get_image,
+        delete_image,
+        list_operations,
+        get_operation,
+        stream_operation,
+        cancel_operation
+    )
+)]
+pub struct ApiDoc;
+
+/// The router of the whole API.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/daemon", get(daemon_info))
+        .route("/v1/daemon/shutdown", post(shutdown))
+        .route("/v1/capacity", get(capacity))
+        .route("/v1/vms", get(list_vms).post(create_vm))
+        .route(
+            "/v1/vms/{name}",
+            get(get_vm).patch(update_vm).delete(delete_vm),
+        )
+        .route("/v1/images", get(list_images).post(register_image))
+        .route("/v1/images/{name}", get(get_image).delete(delete_image))
+        .route("/v1/operations", get(list_operations))
+        .route("/v1/operations/{id}", get(get_operation))
+        .route("/v1/operations/{id}/stream", get(stream_operation))
+        .route("/v1/operations/{id}/cancel", post(cancel_operation))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async {
+            Failure(
+                ApiError::not_found("no such API route")
+                    .with_hint("see /v1/openapi.json for the routes"),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Failure(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not accept that method",
+            ))
+        })
+        .layer(middleware::from_fn_with_state(d.clone(), check_build))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(d)
+}
+
+/// Refuses, without acting, a request from a client that expects another daemon build. The
+/// daemon routes stay open so an outdated daemon can still be asked who it is and to exit.
+async fn check_build(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    if let Some(expected) = req.headers().get(BUILD_ID_HEADER)
+        && expected.as_bytes() != d.build_id.as_bytes()
+        && !req.uri().path().starts_with("/v1/daemon")
+    {
+        return Failure(
+            ApiError::new(
+                ErrorCode::DaemonOutdated,
+                format!(
+                    "bangerd is running build {}, the client expects {}",
+                    d.build_id,
+                    expected.to_str().unwrap_or("?")
+                ),
+            )
+            .with_hint("restart the daemon: banger daemon restart"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[utoipa::path(get, path = "/v1/daemon", responses((status = 200, body = DaemonInfo)))]
+async fn daemon_info(State(d): State<Arc<Daemon>>) -> Json<DaemonInfo> {
+    Json(d.info())
+}
+
+/// Asks the daemon to exit: running operations are cancelled and rolled back first.
+#[utoipa::path(post, path = "/v1/daemon/shutdown", responses((status = 202, body = DaemonInfo)))]
+async fn shutdown(State(d): State<Arc<Daemon>>) -> (StatusCode, Json<DaemonInfo>) {
+    tracing::info!("shutdown requested through the API");
+    d.request_shutdown();
+    (StatusCode::ACCEPTED, Json(d.info()))
+}
+
+#[utoipa::path(get, path = "/v1/capacity", responses((status = 200, body = Capacity)))]
+async fn capacity(State(d): State<Arc<Daemon>>) -> Answer<Json<Capacity>> {
+    blocking(&d, |d| d.capacity()).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [Vm])))]
+async fn list_vms(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Vm>>> {
+    blocking(&d, |d| Ok(d.store.list_vms()?)).await.map(Json)
+}
+
+/// Creates a VM record. `start` must be false in this build.
+#[utoipa::path(post, path = "/v1/vms", request_body = CreateVmRequest, responses(
+    (status = 201, body = Vm), (status = 400, body = ApiError), (status = 409, body = ApiError),
+    (status = 501, body = ApiError)))]
+async fn create_vm(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<CreateVmRequest>,
+) -> Answer<(StatusCode, Json<Vm>)> {
+    blocking(&d, move |d| vm::create(d, req))
+        .await
+        .map(|vm| (StatusCode::CREATED, Json(vm)))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 404, body = ApiError)))]
+async fn get_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| vm::find(d, &name)).await.map(Json)
+}
+
+#[utoipa::path(patch, path = "/v1/vms/{name}", request_body = UpdateVmRequest,
+    params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn update_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(req): Body<UpdateVmRequest>,
+) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| vm::update(d, &name, req))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 404, body = ApiError)))]
+async fn delete_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| vm::delete(d, &name)).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [Image])))]
+async fn list_images(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Image>>> {
+    blocking(&d, |d| Ok(d.store.list_images()?)).await.map(Json)
+}
+
+/// Registers an image from existing files: checks them, then copies them into the image
+/// store as an operation.
+#[utoipa::path(post, path = "/v1/images", request_body = RegisterImageRequest, responses(
+    (status = 202, body = Operation), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn register_image(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<RegisterImageRequest>,
+) -> Answer<Response> {
+    let sources = {
+        let req = req.clone();
+        blocking(&d, move |d| image::check_register(d, &req)).await?
+    };
+    let op = image::start_register(d.clone(), req.name, sources);
+    Ok(accepted(op))
+}
+
+fn accepted(op: Operation) -> Response {
+    let location = format!("/v1/operations/{}", op.id);
+    let mut response = (StatusCode::ACCEPTED, Json(op)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+#[utoipa::path(get, path = "/v1/images/{name}", params(("name" = String, Path, description = "image name or id")),
+    responses((status = 200, body = Image), (status = 404, body = ApiError)))]
+async fn get_image(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Image>> {
+    blocking(&d, move |d| image::find(d, &name)).await.map(Json)
+}
+
+/// Deletes an image; refused with `in_use` while VMs use it.
+#[utoipa::path(delete, path = "/v1/images/{name}", params(("name" = String, Path, description = "image name or id")),
+    responses((status = 200, body = Image), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn delete_image(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Answer<Json<Image>> {
+    blocking(&d, move |d| image::delete(d, &name))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/operations", responses((status = 200, body = [Operation])))]
+async fn list_operations(State(d): State<Arc<Daemon>>) -> Json<Vec<Operation>> {
+    Json(d.ops.list())
+}
+
+#[utoipa::path(get, path = "/v1/operations/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Operation), (status = 404, body = ApiError)))]
+async fn get_operation(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Answer<Json<Operation>> {
+    d.ops
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| operation_not_found(&id))
+}
+
+/// Streams the operation as newline-delimited JSON: the current state at once, then one line
+/// per change, ending after the line that reports it finished.
+#[utoipa::path(get, path = "/v1/operations/{id}/stream", params(("id" = String, Path)),
+    responses((status = 200, description = "application/x-ndjson, one Operation per line", body = Operation),
+    (status = 404, body = ApiError)))]
+async fn stream_operation(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Answer<Response> {
+    let rx = d
+        .ops
+        .subscribe(&id)
+        .ok_or_else(|| operation_not_found(&id))?;
+    let lines =
+        futures_util::stream::unfold((rx, true, false), |(mut rx, first, done)| async move {
+            if done {
+                return None;
+            }
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let op = rx.borrow_and_update().clone();
+            let mut line = serde_json::to_vec(&op).unwrap_or_default();
+            line.push(b'\n');
+            let finished = op.state.is_finished();
+            Some((
+                Ok::<_, Infallible>(Bytes::from(line)),
+                (rx, false, finished),
+            ))
+        });
+    let mut response = axum::body::Body::from_stream(lines).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// Requests cancellation; the operation rolls back what it did and ends `cancelled`.
+#[utoipa::path(post, path = "/v1/operations/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 202, body = Operation), (status = 404, body = ApiError)))]
+async fn cancel_operation(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> Answer<(StatusCode, Json<Operation>)> {
+    d.ops
+        .cancel(&id)
+        .map(|op| (StatusCode::ACCEPTED, Json(op)))
+        .ok_or_else(|| operation_not_found(&id))
+}
+
+fn operation_not_found(id: &str) -> Failure {
+    Failure(
+        ApiError::not_found(format!("no operation {id:?}"))
+            .with_hint("finished operations are kept for a while; list them at /v1/operations"),
+    )
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,130 @@
+//! `GET /v1/capacity`: how much of the host banger's VMs hold. CPU and memory count what VMs
+//! that hold resources reserve; disk counts bytes actually allocated (`st_blocks`), not the
+//! sparse files' apparent sizes, against the filesystem that holds the state directory.
+
+use banger_api::{Capacity, CpuCapacity, DiskCapacity, MemoryCapacity, Vm, validate};
+
+use crate::host::HostFacts;
+
+/// Measurements that come from the filesystem, taken by the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskFigures {
+    pub fs_total_bytes: u64,
+    pub fs_available_bytes: u64,
+    pub vm_allocated_bytes: u64,
+    pub image_allocated_bytes: u64,
+}
+
+/// Aggregates VM records and host measurements.
+pub fn aggregate(
+    vms: &[Vm],
+    host: HostFacts,
+    memory_available_bytes: u64,
+    disk_path: &str,
+    disk: DiskFigures,
+) -> Capacity {
+    let holding: Vec<&Vm> = vms.iter().filter(|vm| vm.state.holds_resources()).collect();
+    Capacity {
+        cpu: CpuCapacity {
+            host_cpus: host.cpus,
+            reserved_vcpus: holding.iter().map(|vm| vm.vcpus).sum(),
+        },
+        memory: MemoryCapacity {
+            host_bytes: host.memory_bytes,
+            available_bytes: memory_available_bytes,
+            reserved_bytes: holding
+                .iter()
+                .map(|vm| u64::from(vm.memory_mib) * validate::MIB)
+                .sum(),
+        },
+        disk: DiskCapacity {
+            path: disk_path.to_owned(),
+            fs_total_bytes: disk.fs_total_bytes,
+            fs_available_bytes: disk.fs_available_bytes,
+            vm_allocated_bytes: disk.vm_allocated_bytes,
+            image_allocated_bytes: disk.image_allocated_bytes,
+        },
+        vms_total: vms.len() as u32,
+        vms_running: vms
+            .iter()
+            .filter(|vm| vm.state == banger_api::VmState::Running)
+            .count() as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_api::{ImageRef, Timestamp, VmNetwork, VmState, VmmKind};
+
+    fn vm(name: &str, state: VmState, vcpus: u32, memory_mib: u32) -> Vm {
+        Vm {
+            id: name.into(),
+            name: name.into(),
+            image: ImageRef {
+                id: "i".into(),
+                name: "img".into(),
+            },
+            vcpus,
+            memory_mib,
+            disk_bytes: 8 * validate::GIB,
+            work_disk_bytes: 8 * validate::GIB,
+            nat: false,
+            vmm: VmmKind::Auto,
+            state,
+            network: VmNetwork {
+                ip: "172.30.0.2".into(),
+                gateway: "172.30.0.1".into(),
+                prefix_len: 24,
+                mac: "06:00:ac:1e:00:02".into(),
+                vsock_cid: 3,
+            },
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn only_vms_holding_resources_are_reserved() {
+        let vms = [
+            vm("a", VmState::Running, 2, 1024),
+            vm("b", VmState::Stopped, 4, 4096),
+            vm("c", VmState::Paused, 1, 512),
+            vm("d", VmState::Failed, 8, 8192),
+        ];
+        let host = HostFacts {
+            cpus: 16,
+            memory_bytes: 32 * validate::GIB,
+        };
+        let cap = aggregate(&vms, host, 10, "/state", DiskFigures::default());
+        assert_eq!(cap.cpu.reserved_vcpus, 3);
+        assert_eq!(cap.memory.reserved_bytes, 1536 * validate::MIB);
+        assert_eq!(cap.vms_total, 4);
+        assert_eq!(cap.vms_running, 1);
+        assert_eq!(cap.cpu.host_cpus, 16);
+    }
+
+    #[test]
+    fn disk_figures_pass_through_untouched() {
+        let disk = DiskFigures {
+            fs_total_bytes: 100,
+            fs_available_bytes: 40,
+            vm_allocated_bytes: 7,
+            image_allocated_bytes: 9,
+        };
+        let cap = aggregate(
+            &[],
+            HostFacts {
+                cpus: 1,
+                memory_bytes: 1,
+            },
+            1,
+            "/s",
+            disk,
+        );
+        assert_eq!(cap.disk.vm_allocated_bytes, 7);
+        assert_eq!(cap.disk.image_allocated_bytes, 9);
+        assert_eq!(cap.disk.fs_available_bytes, 40);
+        assert_eq!(cap.disk.path, "/s");
+    }
+}

@@ -1,0 +1,94 @@
+//! `bangerd`, banger's daemon: it owns the state (SQLite under the XDG state dir), runs the
+//! long work as operations, and serves the one REST API every client (CLI, TUI, web console)
+//! uses, on a Unix socket only its owner can open.
+//!
+//! The binary is thin ([`main`]); [`start`] runs a daemon inside any tokio runtime so tests can
+//! drive a real daemon on a temporary socket with temporary XDG directories.
+
+pub mod api;
+pub mod capacity;
+pub mod config;
+pub mod host;
+pub mod image;
+mod lifecycle;
+pub mod operation;
+pub mod vm;
+
+use std::time::Instant;
+
+use banger_api::paths::Paths;
+use banger_api::{ApiError, Capacity, DaemonInfo, Timestamp};
+use banger_store::{NetworkPool, Store};
+
+pub use lifecycle::{DaemonError, RunningDaemon, main, start};
+
+use crate::config::Config;
+use crate::host::HostFacts;
+use crate::operation::Operations;
+
+/// The daemon's shared state, one per process.
+pub struct Daemon {
+    pub paths: Paths,
+    pub config: Config,
+    pub store: Store,
+    pub pool: NetworkPool,
+    pub ops: Operations,
+    pub host: HostFacts,
+    pub build_id: String,
+    started_at: Timestamp,
+    started: Instant,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("socket", &self.paths.socket())
+            .field("build_id", &self.build_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    pub fn info(&self) -> DaemonInfo {
+        DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            build_id: self.build_id.clone(),
+            pid: std::process::id(),
+            socket: self.paths.socket().display().to_string(),
+            state_dir: self.paths.state_dir.display().to_string(),
+            log_file: self.paths.log_file().display().to_string(),
+            started_at: self.started_at,
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Asks the server to stop accepting requests and exit.
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Measures what banger's VMs hold of the host.
+    pub fn capacity(&self) -> Result<Capacity, ApiError> {
+        let vms = self.store.list_vms()?;
+        let available = banger_host::resources::meminfo()
+            .map(|m| m.available_bytes)
+            .map_err(|e| ApiError::internal(format!("cannot read memory figures: {e}")))?;
+        let fs = banger_host::disk::filesystem_usage(&self.paths.state_dir)
+            .map_err(|e| ApiError::internal(format!("cannot measure the state filesystem: {e}")))?;
+        let allocated =
+            |dir: &std::path::Path| banger_host::disk::allocated_bytes(dir).unwrap_or(0);
+        Ok(capacity::aggregate(
+            &vms,
+            self.host,
+            available,
+            &self.paths.state_dir.display().to_string(),
+            capacity::DiskFigures {
+                fs_total_bytes: fs.total_bytes,
+                fs_available_bytes: fs.available_bytes,
+                vm_allocated_bytes: allocated(&self.paths.vms_dir()),
+                image_allocated_bytes: allocated(&self.paths.images_dir()),
+            },
+        ))
+    }
+}

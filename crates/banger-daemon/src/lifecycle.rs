@@ -1,0 +1,352 @@
+//! Starting and stopping the daemon: private directories, the one-instance lock, logging,
+//! the socket (mode 0600), and a graceful exit on SIGTERM, SIGINT or `POST /v1/daemon/shutdown`
+//! that cancels running operations (which roll back) before the process ends.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::Timestamp;
+use banger_api::paths::Paths;
+use banger_store::{NetworkPool, Store};
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::host::HostFacts;
+use crate::operation::Operations;
+use crate::{Daemon, api};
+
+/// How long running operations get to roll back when the daemon exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot find banger's directories: {0}")]
+    Paths(#[from] banger_api::paths::PathsError),
+    #[error("cannot prepare {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} belongs to another user (uid {owner}); refusing to use it", path.display())]
+    NotOwner { path: PathBuf, owner: u32 },
+    #[error("bangerd is already running (pid {pid}, lock {})", lock.display())]
+    AlreadyRunning { pid: String, lock: PathBuf },
+    #[error("cannot take the daemon lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Store(#[from] banger_store::StoreError),
+    #[error("cannot read the host's CPU and memory figures: {0}")]
+    Host(String),
+    #[error("cannot listen on {}: {source}", path.display())]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot identify the daemon binary: {0}")]
+    BuildId(std::io::Error),
+}
+
+/// A daemon serving in the current runtime.
+#[derive(Debug)]
+pub struct RunningDaemon {
+    pub daemon: Arc<Daemon>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningDaemon {
+    pub fn socket(&self) -> PathBuf {
+        self.daemon.paths.socket()
+    }
+
+    /// Requests shutdown and waits until the server has finished.
+    pub async fn stop(self) {
+        self.daemon.request_shutdown();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the daemon exits by itself (signal or API request).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Prepares everything and starts serving on `paths.socket()`.
+pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
+    private_dir(&paths.runtime_dir)?;
+    private_dir(&paths.state_dir)?;
+    let lock = take_lock(&paths.lock_file())?;
+    let config = Config::load(&paths.config_file)?;
+    let pool = NetworkPool::new(&config.subnet)?;
+    let store = Store::open(&paths.database())?;
+    let host = HostFacts::read().map_err(DaemonError::Host)?;
+    let build_id = banger_api::build::own_build_id().map_err(DaemonError::BuildId)?;
+
+    let socket = paths.socket();
+    match std::fs::remove_file(&socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DaemonError::Listen {
+                path: socket,
+                source,
+            });
+        }
+    }
+    let listener = UnixListener::bind(&socket).map_err(|source| DaemonError::Listen {
+        path: socket.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(
+        |source| DaemonError::Listen {
+            path: socket.clone(),
+            source,
+        },
+    )?;
+
+    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        paths,
+        config,
+        store,
+        pool,
+        ops: Operations::default(),
+        host,
+        build_id,
+        started_at: Timestamp::now(),
+        started: Instant::now(),
+        shutdown,
+    });
+    tracing::info!(
+        socket = %socket.display(),
+        pid = std::process::id(),
+        build = %daemon.build_id,
+        "bangerd serving"
+    );
+
+    let router = api::router(daemon.clone());
+    let d = daemon.clone();
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+        let served = server.into_future();
+        tokio::pin!(served);
+        let mut stop_rx = d.shutdown.subscribe();
+        tokio::select! {
+            result = &mut served => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "server failed");
+                }
+            }
+            () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
+                finish_operations(&d).await;
+                // Connections still open (a client following a stream) get a bounded wait.
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
+                    tracing::warn!("connections still open at shutdown; closing them");
+                }
+            }
+        }
+        let socket = d.paths.socket();
+        if let Err(e) = std::fs::remove_file(&socket)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %socket.display(), error = %e, "cannot remove the socket");
+        }
+        drop(lock);
+        tracing::info!("bangerd stopped");
+    });
+    Ok(RunningDaemon { daemon, task })
+}
+
+/// Cancels running operations and waits for them to roll back.
+async fn finish_operations(d: &Daemon) {
+    let cancelled = d.ops.cancel_all();
+    if cancelled.is_empty() {
+        return;
+    }
+    tracing::info!(count = cancelled.len(), "cancelling running operations");
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while d.ops.running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates `path` as a directory only the current user can enter, or checks an existing one
+/// belongs to the current user.
+fn private_dir(path: &Path) -> Result<(), DaemonError> {
+    let dir_error = |source| DaemonError::Dir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(dir_error)?;
+    let meta = std::fs::metadata(path).map_err(dir_error)?;
+    let me = rustix::process::getuid().as_raw();
+    if meta.uid() != me {
+        return Err(DaemonError::NotOwner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+        });
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(dir_error)?;
+    }
+    Ok(())
+}
+
+/// The one-instance lock: an exclusive `flock` held for the daemon's life, with the pid
+/// written inside for the message a second daemon prints.
+fn take_lock(path: &Path) -> Result<File, DaemonError> {
+    let lock_error = |source| DaemonError::Lock {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(lock_error)?;
+    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(DaemonError::AlreadyRunning {
+                pid: pid.trim().to_owned(),
+                lock: path.to_owned(),
+            });
+        }
+        return Err(lock_error(e.into()));
+    }
+    file.set_len(0).map_err(lock_error)?;
+    file.rewind().map_err(lock_error)?;
+    writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+    Ok(file)
+}
+
+fn init_logging(paths: &Paths) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let path = paths.log_file();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let filter = EnvFilter::try_from_env("BANGER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
+const USAGE: &str = "\
+bangerd: banger's daemon
+
+Usage: bangerd [--version | --help]
+
+The banger CLI starts bangerd when needed; run it by hand only to supervise it yourself
+(it stays in the foreground). It serves the API on $XDG_RUNTIME_DIR/banger/bangerd.sock and
+logs to $XDG_STATE_HOME/banger/bangerd.log (BANGER_LOG sets the level, e.g. debug).
+";
+
+/// The `bangerd` binary.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {}
+        ["--version"] | ["-V"] => {
+            println!("bangerd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        ["--help"] | ["-h"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("bangerd: unexpected arguments {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    // Everything bangerd creates (database, images, sockets) is private to its user.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bangerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = init_logging(&paths) {
+        eprintln!("bangerd: cannot open the log: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bangerd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match start(paths).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "bangerd cannot start");
+                eprintln!("bangerd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let daemon = running.daemon.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, shutting down");
+            daemon.request_shutdown();
+        });
+        running.wait().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop bangerd through its API");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,756 @@
+//! Daemon tests: a real bangerd (in-process) on a temporary socket with temporary XDG
+//! directories, driven through the real API client and, for malformed requests, raw HTTP.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use banger_api::paths::Paths;
+use banger_api::{
+    Client, CreateVmRequest, ErrorCode, ImageSource, OperationState, RegisterImageRequest,
+    StageState, UpdateVmRequest, VmState, validate,
+};
+use banger_daemon::RunningDaemon;
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    daemon: Option<RunningDaemon>,
+    client: Client,
+    files: PathBuf,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_file: dir.path().join("config/banger/config.toml"),
+            state_dir: dir.path().join("state/banger"),
+            runtime_dir: dir.path().join("run/banger"),
+        };
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        Self::with(dir, paths, files).await
+    }
+
+    async fn with(dir: tempfile::TempDir, paths: Paths, files: PathBuf) -> Harness {
+        let daemon = banger_daemon::start(paths.clone()).await.unwrap();
+        let client = Client::new(daemon.socket());
+        Harness {
+            _dir: dir,
+            paths,
+            daemon: Some(daemon),
+            client,
+            files,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+
+    /// A kernel, an ext4 rootfs and an initrd that pass registration's checks.
+    fn boot_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let kernel = self.files.join("vmlinux");
+        if !kernel.exists() {
+            std::fs::write(&kernel, fake_vmlinux()).unwrap();
+            let rootfs = self.files.join("rootfs.ext4");
+            std::fs::File::create(&rootfs)
+                .unwrap()
+                .set_len(16 << 20)
+                .unwrap();
+            RealRunner
+                .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
+                .unwrap();
+            let mut initrd = b"070701".to_vec();
+            initrd.resize(512, 0);
+            std::fs::write(self.files.join("initrd"), initrd).unwrap();
+        }
+        (
+            kernel,
+            self.files.join("rootfs.ext4"),
+            self.files.join("initrd"),
+        )
+    }
+
+    async fn register(&self, name: &str) -> banger_api::Image {
+        let (kernel, rootfs, initrd) = self.boot_files();
+        let op = self
+            .client
+            .register_image(&RegisterImageRequest {
+                name: name.into(),
+                kernel: kernel.display().to_string(),
+                initrd: Some(initrd.display().to_string()),
+                rootfs: rootfs.display().to_string(),
+            })
+            .await
+            .unwrap();
+        let done = self.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+        serde_json::from_value(done.result.unwrap()).unwrap()
+    }
+
+    async fn create(&self, name: &str, image: &str) -> banger_api::Vm {
+        self.client
+            .create_vm(&CreateVmRequest {
+                name: Some(name.into()),
+                image: Some(image.into()),
+                vcpus: Some(1),
+                memory_mib: Some(256),
+                start: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Sends raw bytes on the socket and returns status and body.
+    async fn raw_http(&self, request: &str) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::UnixStream::connect(self.paths.socket())
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+fn fake_vmlinux() -> Vec<u8> {
+    let mut elf = vec![0u8; 4096];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // ELF version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
+    elf[1024..1024 + banner.len()].copy_from_slice(banner);
+    elf
+}
+
+fn http(method: &str, path: &str, headers: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: bangerd\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_its_identity_and_openapi_on_a_private_socket() {
+    let mut h = Harness::start().await;
+    let mode = std::fs::metadata(h.paths.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket must be owner-only");
+    let runtime_mode = std::fs::metadata(&h.paths.runtime_dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(runtime_mode & 0o077, 0);
+
+    let info = h.client.daemon_info().await.unwrap();
+    assert_eq!(info.pid, std::process::id());
+    assert_eq!(info.socket, h.paths.socket().display().to_string());
+    assert!(!info.build_id.is_empty());
+
+    let (status, body) = h
+        .client
+        .raw(hyper::Method::GET, "/v1/openapi.json", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for path in [
+        "/v1/vms",
+        "/v1/vms/{name}",
+        "/v1/images",
+        "/v1/operations/{id}/stream",
+        "/v1/capacity",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert!(
+        doc["components"]["schemas"]
+            .get("CreateVmRequest")
+            .is_some()
+    );
+    h.stop().await;
+    assert!(
+        !h.paths.socket().exists(),
+        "socket left behind after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_directories_is_refused() {
+    let mut h = Harness::start().await;
+    let err = banger_daemon::start(h.paths.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+    // The first one is unaffected.
+    h.client.daemon_info().await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_registration_copies_and_records() {
+    let mut h = Harness::start().await;
+    let (kernel, rootfs, _) = h.boot_files();
+    let op = h
+        .client
+        .register_image(&RegisterImageRequest {
+            name: "base".into(),
+            kernel: kernel.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Running);
+    let names: Vec<_> = op.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "copy kernel",
+            "copy initrd",
+            "copy rootfs",
+            "write manifest",
+            "record"
+        ]
+    );
+    let mut updates = 0;
+    let done = h
+        .client
+        .watch_operation(&op.id, |_| updates += 1)
+        .await
+        .unwrap();
+    assert!(updates >= 1);
+    assert_eq!(done.state, OperationState::Succeeded);
+    let states: Vec<_> = done.stages.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [
+            StageState::Done,
+            StageState::Skipped,
+            StageState::Done,
+            StageState::Done,
+            StageState::Done
+        ]
+    );
+
+    let image = h.client.get_image("base").await.unwrap();
+    assert_eq!(image.source, ImageSource::Registered);
+    assert_eq!(
+        image.manifest.kernel_version.as_deref(),
+        Some("6.1.0-banger-test")
+    );
+    let stored = PathBuf::from(&image.files.rootfs.path);
+    assert!(stored.starts_with(h.paths.images_dir()));
+    // The store holds its own copy: changing the source does not change the image.
+    std::fs::write(&rootfs, b"clobbered").unwrap();
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), 16 << 20);
+    assert!(h.paths.image_dir(&image.id).join("manifest.json").is_file());
+    assert_eq!(h.client.list_images().await.unwrap().len(), 1);
+
+    // The finished operation stays readable, and cancelling it changes nothing.
+    let again = h.client.cancel_operation(&op.id).await.unwrap();
+    assert_eq!(again.state, OperationState::Succeeded);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_refuses_bad_files_before_starting() {
+    let mut h = Harness::start().await;
+    let (kernel, rootfs, _) = h.boot_files();
+    let k = kernel.display().to_string();
+    let r = rootfs.display().to_string();
+    let cases = [
+        ("Bad_Name", k.clone(), r.clone(), "contains"),
+        ("ok", "relative/vmlinux".into(), r.clone(), "not absolute"),
+        (
+            "ok",
+            "/nonexistent/vmlinux".into(),
+            r.clone(),
+            "/nonexistent/vmlinux",
+        ),
+        ("ok", r.clone(), r.clone(), "kernel"),
+        ("ok", k.clone(), k.clone(), "rootfs"),
+    ];
+    for (name, kernel, rootfs, needle) in cases {
+        let err = h
+            .client
+            .register_image(&RegisterImageRequest {
+                name: name.into(),
+                kernel,
+                initrd: None,
+                rootfs,
+            })
+            .await
+            .unwrap_err();
+        let api = err.api().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(api.code, ErrorCode::InvalidInput, "{api:?}");
+        assert!(api.message.contains(needle), "{needle}: {}", api.message);
+    }
+    assert!(h.client.list_operations().await.unwrap().is_empty());
+    assert!(h.client.list_images().await.unwrap().is_empty());
+    h.register("base").await;
+    let err = h
+        .client
+        .register_image(&RegisterImageRequest {
+            name: "base".into(),
+            kernel: k,
+            initrd: None,
+            rootfs: r,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::AlreadyExists));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_records_round_trip() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    let vm = h.create("dev", "base").await;
+    assert_eq!(vm.state, VmState::Stopped);
+    assert_eq!(vm.image.name, "base");
+    assert_eq!(vm.network.ip, "172.30.0.2");
+    assert_eq!(vm.network.gateway, "172.30.0.1");
+    assert_eq!(vm.network.vsock_cid, 3);
+    assert_eq!(vm.work_disk_bytes, 8 * validate::GIB, "config default");
+
+    let generated = h
+        .client
+        .create_vm(&CreateVmRequest {
+            image: Some("base".into()),
+            start: Some(false),
+            vcpus: Some(1),
+            memory_mib: Some(256),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    validate::name("VM", &generated.name).unwrap();
+    assert_eq!(generated.network.ip, "172.30.0.3");
+
+    let list = h.client.list_vms().await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(h.client.get_vm("dev").await.unwrap(), vm);
+    assert_eq!(h.client.get_vm(&vm.id).await.unwrap().name, "dev");
+
+    let changed = h
+        .client
+        .update_vm(
+            "dev",
+            &UpdateVmRequest {
+                vcpus: Some(2),
+                memory_mib: Some(512),
+                work_disk_bytes: Some(16 * validate::GIB as i64),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((changed.vcpus, changed.memory_mib), (2, 512));
+    assert_eq!(changed.work_disk_bytes, 16 * validate::GIB);
+    let shrink = h
+        .client
+        .update_vm(
+            "dev",
+            &UpdateVmRequest {
+                work_disk_bytes: Some(validate::GIB as i64),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(shrink.api().unwrap().message.contains("can only grow"));
+
+    // The image is in use: deleting it is refused and names the VMs.
+    let err = h.client.delete_image("base").await.unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.code, ErrorCode::InUse);
+    assert!(api.message.contains("dev"), "{}", api.message);
+
+    h.client.delete_vm("dev").await.unwrap();
+    assert!(
+        h.client
+            .get_vm("dev")
+            .await
+            .unwrap_err()
+            .is_code(ErrorCode::NotFound)
+    );
+    // Released allocations are reused.
+    let again = h.create("dev2", "base").await;
+    assert_eq!(again.network.ip, "172.30.0.2");
+    h.client.delete_vm("dev2").await.unwrap();
+    h.client.delete_vm(&generated.name).await.unwrap();
+    let image = h.client.get_image("base").await.unwrap();
+    h.client.delete_image("base").await.unwrap();
+    assert!(
+        !h.paths.image_dir(&image.id).exists(),
+        "image files left behind"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_vm_requests_are_refused_and_store_nothing() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    h.create("taken", "base").await;
+    let host_cpus = h.client.capacity().await.unwrap().cpu.host_cpus as i64;
+    let base = CreateVmRequest {
+        name: Some("new".into()),
+        image: Some("base".into()),
+        start: Some(false),
+        ..Default::default()
+    };
+    let cases: Vec<(CreateVmRequest, ErrorCode, &str)> = vec![
+        (
+            CreateVmRequest {
+                vcpus: Some(0),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "at least 1 (got 0)",
+        ),
+        (
+            CreateVmRequest {
+                vcpus: Some(-2),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "got -2",
+        ),
+        (
+            CreateVmRequest {
+                vcpus: Some(host_cpus + 1),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "CPUs on this host",
+        ),
+        (
+            CreateVmRequest {
+                memory_mib: Some(0),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "at least 128 MiB",
+        ),
+        (
+            CreateVmRequest {
+                memory_mib: Some(-512),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "got -512",
+        ),
+        (
+            CreateVmRequest {
+                memory_mib: Some(1 << 30),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "this host's RAM",
+        ),
+        (
+            CreateVmRequest {
+                disk_bytes: Some(1024),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "disk size must be at least",
+        ),
+        (
+            CreateVmRequest {
+                work_disk_bytes: Some(-1),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "work disk size",
+        ),
+        (
+            CreateVmRequest {
+                name: Some("No_Good".into()),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "contains",
+        ),
+        (
+            CreateVmRequest {
+                name: Some("taken".into()),
+                ..base.clone()
+            },
+            ErrorCode::AlreadyExists,
+            "already exists",
+        ),
+        (
+            CreateVmRequest {
+                image: Some("ghost".into()),
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "unknown image",
+        ),
+        (
+            CreateVmRequest {
+                image: None,
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "\"debian\"",
+        ),
+        (
+            CreateVmRequest {
+                start: None,
+                ..base.clone()
+            },
+            ErrorCode::Unsupported,
+            "no VMM backend",
+        ),
+    ];
+    for (req, code, needle) in cases {
+        let err = h.client.create_vm(&req).await.unwrap_err();
+        let api = err.api().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(api.code, code, "{req:?}: {api:?}");
+        assert!(
+            api.message.contains(needle),
+            "{needle:?} not in {:?}",
+            api.message
+        );
+        assert!(api.hint.is_some(), "no hint for {req:?}");
+    }
+    let err = h
+        .client
+        .update_vm("taken", &UpdateVmRequest::default())
+        .await
+        .unwrap_err();
+    assert!(err.api().unwrap().message.contains("nothing to change"));
+    let err = h
+        .client
+        .update_vm(
+            "taken",
+            &UpdateVmRequest {
+                vcpus: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidInput));
+    let vms = h.client.list_vms().await.unwrap();
+    assert_eq!(vms.len(), 1, "a refused request stored something");
+    assert_eq!(vms[0].vcpus, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors_not_500s() {
+    let mut h = Harness::start().await;
+    let json = "Content-Type: application/json\r\n";
+    let cases = [
+        (
+            http("POST", "/v1/vms", json, "{not json"),
+            400,
+            "invalid_input",
+            "malformed JSON",
+        ),
+        (
+            http("POST", "/v1/vms", json, r#"{"nmae":"x"}"#),
+            400,
+            "invalid_input",
+            "unknown field `nmae`",
+        ),
+        (
+            http("POST", "/v1/vms", json, r#"{"vcpus":"two"}"#),
+            400,
+            "invalid_input",
+            "vcpus",
+        ),
+        (
+            http("POST", "/v1/vms", "", r#"{}"#),
+            415,
+            "unsupported_media_type",
+            "JSON",
+        ),
+        (
+            http(
+                "POST",
+                "/v1/vms",
+                json,
+                &format!(r#"{{"name":"{}"}}"#, "a".repeat(70_000)),
+            ),
+            413,
+            "payload_too_large",
+            "larger than",
+        ),
+        (
+            http("GET", "/v1/nothing", "", ""),
+            404,
+            "not_found",
+            "no such API route",
+        ),
+        (
+            http("PUT", "/v1/vms", json, "{}"),
+            405,
+            "method_not_allowed",
+            "method",
+        ),
+        (
+            http("GET", "/v1/vms/ghost", "", ""),
+            404,
+            "not_found",
+            "ghost",
+        ),
+        (
+            http("GET", "/v1/operations/op-nope", "", ""),
+            404,
+            "not_found",
+            "op-nope",
+        ),
+    ];
+    for (request, status, code, needle) in cases {
+        let (got, body) = h.raw_http(&request).await;
+        assert_eq!(got, status, "{request:.60}: {body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{needle}: {body}"
+        );
+    }
+    assert!(h.client.list_vms().await.unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_daemon_refuses_without_acting() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    let stale = Client::new(h.paths.socket()).expecting_build("some-other-build");
+    let err = stale
+        .create_vm(&CreateVmRequest {
+            name: Some("x".into()),
+            image: Some("base".into()),
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::DaemonOutdated), "{err}");
+    assert!(h.client.list_vms().await.unwrap().is_empty());
+    // It can still be asked who it is, which is how a client finds the pid to replace.
+    stale.daemon_info().await.unwrap();
+    // A client expecting this very build is served.
+    let own = h.client.daemon_info().await.unwrap().build_id;
+    Client::new(h.paths.socket())
+        .expecting_build(own)
+        .list_vms()
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_get_distinct_allocations() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let client = h.client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .create_vm(&CreateVmRequest {
+                    name: (i % 2 == 0).then(|| format!("vm-{i}")),
+                    image: Some("base".into()),
+                    vcpus: Some(1),
+                    memory_mib: Some(128),
+                    start: Some(false),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut vms = Vec::new();
+    for t in tasks {
+        vms.push(t.await.unwrap());
+    }
+    let distinct = |f: fn(&banger_api::Vm) -> String| {
+        let mut v: Vec<String> = vms.iter().map(f).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    assert_eq!(distinct(|v| v.name.clone()), 24);
+    assert_eq!(distinct(|v| v.network.ip.clone()), 24);
+    assert_eq!(distinct(|v| v.network.mac.clone()), 24);
+    assert_eq!(distinct(|v| v.network.vsock_cid.to_string()), 24);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_reports_the_host_and_state_filesystem() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    h.create("dev", "base").await;
+    let cap = h.client.capacity().await.unwrap();
+    assert!(cap.cpu.host_cpus >= 1);
+    assert_eq!(cap.cpu.reserved_vcpus, 0, "a stopped VM reserves nothing");
+    assert_eq!(cap.memory.reserved_bytes, 0);
+    assert!(cap.memory.host_bytes >= cap.memory.available_bytes);
+    assert!(cap.disk.fs_total_bytes >= cap.disk.fs_available_bytes);
+    assert!(
+        cap.disk.image_allocated_bytes > 0,
+        "the image store holds the registered files"
+    );
+    assert_eq!(cap.disk.path, h.paths.state_dir.display().to_string());
+    assert_eq!((cap.vms_total, cap.vms_running), (1, 0));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_daemon_restart() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    let vm = h.create("dev", "base").await;
+    h.stop().await;
+    let daemon = banger_daemon::start(h.paths.clone()).await.unwrap();
+    h.daemon = Some(daemon);
+    assert_eq!(h.client.get_vm("dev").await.unwrap(), vm);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_stops_the_daemon_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_file: dir.path().join("config.toml"),
+        state_dir: dir.path().join("state"),
+        runtime_dir: dir.path().join("run"),
+    };
+    std::fs::write(&paths.config_file, "[defaults]\nvcpu = 2\n").unwrap();
+    let err = banger_daemon::start(paths.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vcpu"), "{err}");
+    assert!(
+        err.contains(&paths.config_file.display().to_string()),
+        "{err}"
+    );
+    assert!(!Path::new(&paths.socket()).exists());
+}
