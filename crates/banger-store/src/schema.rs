@@ -1,0 +1,98 @@
+//! The database schema as an append-only list of migrations, and the code that brings a
+//! database up to date. `PRAGMA user_version` records how many migrations a database has had;
+//! every pending migration runs inside one `BEGIN IMMEDIATE` transaction, so a crash or a
+//! failing step leaves the database exactly as it was, and two daemons opening the same file
+//! at once cannot both apply the same step.
+//!
+//! Never edit or reorder an entry once released: add a new one instead.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    //
+    // Images keep their boot set (`files`) and manifest as JSON documents: they are written
+    // once (images are immutable) and always read whole. VMs keep every allocated value in its
+    // own UNIQUE column so that the database, not only the allocator, refuses duplicates, and
+    // keep the gateway and prefix they were given so a later change of the configured subnet
+    // does not change how an existing VM decodes.
+    "
+    CREATE TABLE images (
+        id          TEXT PRIMARY KEY NOT NULL,
+        name        TEXT NOT NULL UNIQUE,
+        source      TEXT NOT NULL,
+        files       TEXT NOT NULL,
+        manifest    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE vms (
+        id               TEXT PRIMARY KEY NOT NULL,
+        name             TEXT NOT NULL UNIQUE,
+        image_id         TEXT NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+        vcpus            INTEGER NOT NULL,
+        memory_mib       INTEGER NOT NULL,
+        disk_bytes       INTEGER NOT NULL,
+        work_disk_bytes  INTEGER NOT NULL,
+        nat              INTEGER NOT NULL,
+        vmm              TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        ip               TEXT NOT NULL UNIQUE,
+        gateway          TEXT NOT NULL,
+        prefix_len       INTEGER NOT NULL,
+        mac              TEXT NOT NULL UNIQUE,
+        vsock_cid        INTEGER NOT NULL UNIQUE,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    ) STRICT;
+    ",
+    // 2: "which VMs use this image" (image delete, image show) without a full scan of vms;
+    // SQLite does not index the child side of a foreign key by itself.
+    "
+    CREATE INDEX vms_image_id ON vms (image_id);
+    ",
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Applies every pending migration in one transaction; returns the resulting version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Read inside the write transaction: another process may have migrated since we opened.
+    let found = read_version(&tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(found);
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as u32 + 1;
+        tx.execute_batch(sql)
+            .map_err(|source| StoreError::Migrate { version, source })?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|source| StoreError::Migrate {
+            version: SCHEMA_VERSION,
+            source,
+        })?;
+    tx.commit()?;
+    tracing::info!(
+        from = found,
+        to = SCHEMA_VERSION,
+        "migrated the state database"
+    );
+    Ok(SCHEMA_VERSION)
+}
+
+pub(crate) fn read_version(conn: &Connection) -> Result<u32, StoreError> {
+    let raw: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    u32::try_from(raw).map_err(|_| StoreError::BadSchemaVersion { found: raw })
+}

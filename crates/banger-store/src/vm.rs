@@ -1,0 +1,375 @@
+//! VM records and the allocation of what makes each VM unique on the host: its name, guest
+//! IP, MAC and vsock CID. Allocation happens inside one `BEGIN IMMEDIATE` transaction, which
+//! takes SQLite's write lock before reading, so concurrent creators (threads sharing a
+//! `Store`, several `Store`s, several processes) see each other's choices and never hand out
+//! a value twice; the UNIQUE constraints are the backstop. Values of deleted VMs are reused,
+//! lowest first.
+
+use std::net::Ipv4Addr;
+
+use banger_api::{ImageRef, Timestamp, Vm, VmNetwork, VmState, VmmKind};
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::names::random_name;
+use crate::network::mac_for_ip;
+use crate::store::{RowReader, to_i64};
+use crate::{NetworkPool, Store, StoreError};
+
+const TABLE: &str = "vms";
+
+/// Lowest vsock CID a guest can have: 0-2 are the hypervisor, local and host.
+const FIRST_CID: i64 = 3;
+/// Highest usable CID: `u32::MAX` is `VMADDR_CID_ANY`.
+const LAST_CID: i64 = u32::MAX as i64 - 1;
+
+/// Random names tried before falling back to a numeric suffix.
+const NAME_ATTEMPTS: usize = 32;
+
+/// Every VM query selects these columns, joined to the image for its name, so that a list
+/// is one statement however many VMs there are.
+macro_rules! select_vms {
+    ($tail:literal) => {
+        concat!(
+            "SELECT v.id, v.name, v.image_id, i.name, v.vcpus, v.memory_mib, v.disk_bytes,
+                    v.work_disk_bytes, v.nat, v.vmm, v.state, v.ip, v.gateway, v.prefix_len,
+                    v.mac, v.vsock_cid, v.created_at, v.updated_at
+             FROM vms v LEFT JOIN images i ON i.id = v.image_id ",
+            $tail
+        )
+    };
+}
+
+/// What the daemon asks for when it creates a VM; the store adds id, IP, MAC, CID and
+/// timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVm {
+    /// Generated (`adjective-noun`) when `None`.
+    pub name: Option<String>,
+    pub image_id: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
+    pub nat: bool,
+    pub vmm: VmmKind,
+    pub state: VmState,
+}
+
+/// A change of a VM's resources; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmResources {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub work_disk_bytes: Option<u64>,
+}
+
+impl Store {
+    /// Records a new VM, allocating its name (when not given), guest IP from `pool`, MAC and
+    /// vsock CID.
+    pub fn create_vm(&self, new: &NewVm, pool: &NetworkPool) -> Result<Vm, StoreError> {
+        let disk_bytes = to_i64("disk_bytes", new.disk_bytes)?;
+        let work_disk_bytes = to_i64("work_disk_bytes", new.work_disk_bytes)?;
+        let mut rng = rand::rng();
+
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let image_name: String = tx
+            .prepare_cached("SELECT name FROM images WHERE id = ?1")?
+            .query_row([&new.image_id], |row| row.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::ImageNotFound {
+                image: new.image_id.clone(),
+            })?;
+        let name = match &new.name {
+            Some(name) if name_taken(&tx, name)? => {
+                return Err(StoreError::AlreadyExists {
+                    kind: "VM",
+                    name: name.clone(),
+                });
+            }
+            Some(name) => name.clone(),
+            None => generate_name(&tx, &mut rng)?,
+        };
+        let ip = lowest_free_ip(&tx, pool)?;
+        let vsock_cid = lowest_free_cid(&tx)?;
+        let mac = mac_for_ip(ip);
+        let id = fresh_id(&tx, &mut rng)?;
+        let now = Timestamp::now();
+        tx.prepare_cached(
+            "INSERT INTO vms (id, name, image_id, vcpus, memory_mib, disk_bytes, work_disk_bytes,
+                              nat, vmm, state, ip, gateway, prefix_len, mac, vsock_cid,
+                              created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+        )?
+        .execute(params![
+            id,
+            name,
+            new.image_id,
+            new.vcpus,
+            new.memory_mib,
+            disk_bytes,
+            work_disk_bytes,
+            new.nat,
+            new.vmm.as_str(),
+            new.state.as_str(),
+            ip.to_string(),
+            pool.gateway().to_string(),
+            pool.prefix_len(),
+            mac,
+            vsock_cid,
+            now.as_millis(),
+        ])?;
+        tx.commit()?;
+        tracing::debug!(vm = %name, %ip, vsock_cid, "allocated a VM");
+        Ok(Vm {
+            id,
+            name,
+            image: ImageRef {
+                id: new.image_id.clone(),
+                name: image_name,
+            },
+            vcpus: new.vcpus,
+            memory_mib: new.memory_mib,
+            disk_bytes: new.disk_bytes,
+            work_disk_bytes: new.work_disk_bytes,
+            nat: new.nat,
+            vmm: new.vmm,
+            state: new.state,
+            network: VmNetwork {
+                ip: ip.to_string(),
+                gateway: pool.gateway().to_string(),
+                prefix_len: pool.prefix_len(),
+                mac,
+                vsock_cid,
+            },
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Every VM, ordered by name.
+    pub fn list_vms(&self) -> Result<Vec<Vm>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(select_vms!("ORDER BY v.name"))?;
+        let mut rows = stmt.query([])?;
+        let mut vms = Vec::new();
+        while let Some(row) = rows.next()? {
+            vms.push(decode_vm(row)?);
+        }
+        Ok(vms)
+    }
+
+    /// The VM whose id or, failing that, name is `name_or_id`.
+    pub fn find_vm(&self, name_or_id: &str) -> Result<Option<Vm>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(select_vms!(
+            "WHERE v.id = ?1 OR v.name = ?1 ORDER BY v.id = ?1 DESC LIMIT 1"
+        ))?;
+        let mut rows = stmt.query([name_or_id])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(decode_vm(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes the given resources of the VM with `id` and returns it as stored.
+    pub fn update_vm_resources(&self, id: &str, change: &VmResources) -> Result<Vm, StoreError> {
+        let work_disk_bytes = change
+            .work_disk_bytes
+            .map(|bytes| to_i64("work_disk_bytes", bytes))
+            .transpose()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE vms SET vcpus = COALESCE(?2, vcpus),
+                                memory_mib = COALESCE(?3, memory_mib),
+                                work_disk_bytes = COALESCE(?4, work_disk_bytes),
+                                updated_at = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                change.vcpus,
+                change.memory_mib,
+                work_disk_bytes,
+                Timestamp::now().as_millis(),
+            ])?;
+        if changed == 0 {
+            return Err(vm_not_found(id));
+        }
+        let vm = vm_by_id(&tx, id)?.ok_or_else(|| vm_not_found(id))?;
+        tx.commit()?;
+        Ok(vm)
+    }
+
+    /// Records what the VM with `id` is doing now.
+    pub fn set_vm_state(&self, id: &str, state: VmState) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, state.as_str(), Timestamp::now().as_millis()])?;
+        if changed == 0 {
+            return Err(vm_not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Forgets the VM with `id`, returning it as it was. Its name, IP, MAC and CID become
+    /// free for the next VM.
+    pub fn delete_vm(&self, id: &str) -> Result<Vm, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let vm = vm_by_id(&tx, id)?.ok_or_else(|| vm_not_found(id))?;
+        tx.prepare_cached("DELETE FROM vms WHERE id = ?1")?
+            .execute([id])?;
+        tx.commit()?;
+        Ok(vm)
+    }
+}
+
+fn vm_not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "VM",
+        name: id.to_owned(),
+    }
+}
+
+fn vm_by_id(conn: &Connection, id: &str) -> Result<Option<Vm>, StoreError> {
+    let mut stmt = conn.prepare_cached(select_vms!("WHERE v.id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(decode_vm(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn name_taken(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM vms WHERE name = ?1)")?
+        .query_row([name], |row| row.get(0))?)
+}
+
+/// A random `adjective-noun` that no VM has; after [`NAME_ATTEMPTS`] collisions, one of them
+/// with the lowest free numeric suffix (`brave-otter-2`).
+fn generate_name(conn: &Connection, rng: &mut impl Rng) -> Result<String, StoreError> {
+    for _ in 0..NAME_ATTEMPTS {
+        let name = random_name(rng);
+        if !name_taken(conn, &name)? {
+            return Ok(name);
+        }
+    }
+    let base = random_name(rng);
+    let mut suffix: u64 = 2;
+    loop {
+        let name = format!("{base}-{suffix}");
+        if !name_taken(conn, &name)? {
+            return Ok(name);
+        }
+        // Terminates: each taken suffix is a distinct row.
+        suffix += 1;
+    }
+}
+
+/// 16 lower-case hex characters no VM has.
+fn fresh_id(conn: &Connection, rng: &mut impl Rng) -> Result<String, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM vms WHERE id = ?1)")?;
+    loop {
+        let id = format!("{:016x}", rng.random::<u64>());
+        let taken: bool = stmt.query_row([&id], |row| row.get(0))?;
+        if !taken {
+            return Ok(id);
+        }
+    }
+}
+
+/// The lowest guest address of `pool` that no VM holds. VMs whose address lies outside the
+/// pool (given under an earlier `subnet`) keep it and do not count.
+fn lowest_free_ip(conn: &Connection, pool: &NetworkPool) -> Result<Ipv4Addr, StoreError> {
+    let mut used = vec![false; pool.capacity() as usize];
+    let mut stmt = conn.prepare_cached("SELECT id, ip FROM vms")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let r = RowReader::new(row, TABLE, 0)?;
+        let ip: Ipv4Addr = r.parse(1, "ip")?;
+        if let Some(index) = pool.guest_index(ip) {
+            used[index as usize] = true;
+        }
+    }
+    used.iter()
+        .position(|taken| !taken)
+        .and_then(|index| pool.guest_address(index as u32))
+        .ok_or_else(|| StoreError::Exhausted {
+            what: format!("guest IPs in {pool}"),
+            hint: format!(
+                "all {} addresses are taken; delete VMs you no longer need (`banger vm \
+                 delete NAME`) or configure a larger `subnet` in config.toml",
+                pool.capacity()
+            ),
+        })
+}
+
+/// The lowest vsock CID (>= 3) that no VM holds.
+fn lowest_free_cid(conn: &Connection) -> Result<u32, StoreError> {
+    // Walks the UNIQUE index in order and stops at the first gap.
+    let mut stmt =
+        conn.prepare_cached("SELECT vsock_cid FROM vms WHERE vsock_cid >= ?1 ORDER BY vsock_cid")?;
+    let mut rows = stmt.query([FIRST_CID])?;
+    let mut candidate = FIRST_CID;
+    while let Some(row) = rows.next()? {
+        let cid: i64 = row.get(0)?;
+        if cid > candidate {
+            break;
+        }
+        candidate = cid + 1;
+    }
+    if candidate > LAST_CID {
+        return Err(StoreError::Exhausted {
+            what: "vsock CIDs".into(),
+            hint: "delete VMs you no longer need (`banger vm delete NAME`)".into(),
+        });
+    }
+    // In range: FIRST_CID..=LAST_CID fits in u32.
+    Ok(candidate as u32)
+}
+
+fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
+    let r = RowReader::new(row, TABLE, 0)?;
+    let image_id: String = r.get(2, "image_id")?;
+    let image_name: Option<String> = r.get(3, "image name")?;
+    let Some(image_name) = image_name else {
+        return Err(r.corrupt(format!("its image {image_id:?} does not exist")));
+    };
+    let ip: Ipv4Addr = r.parse(11, "ip")?;
+    let gateway: Ipv4Addr = r.parse(12, "gateway")?;
+    let prefix_len = r.u32(13, "prefix_len")?;
+    let prefix_len = u8::try_from(prefix_len)
+        .ok()
+        .filter(|len| *len <= 32)
+        .ok_or_else(|| r.corrupt(format!("prefix_len is {prefix_len}, not 0..=32")))?;
+    Ok(Vm {
+        id: r.id().to_owned(),
+        name: r.get(1, "name")?,
+        image: ImageRef {
+            id: image_id,
+            name: image_name,
+        },
+        vcpus: r.u32(4, "vcpus")?,
+        memory_mib: r.u32(5, "memory_mib")?,
+        disk_bytes: r.u64(6, "disk_bytes")?,
+        work_disk_bytes: r.u64(7, "work_disk_bytes")?,
+        nat: r.bool(8, "nat")?,
+        vmm: r.parse(9, "vmm")?,
+        state: r.parse(10, "state")?,
+        network: VmNetwork {
+            ip: ip.to_string(),
+            gateway: gateway.to_string(),
+            prefix_len,
+            mac: r.get(14, "mac")?,
+            vsock_cid: r.u32(15, "vsock_cid")?,
+        },
+        created_at: Timestamp::from_millis(r.get(16, "created_at")?),
+        updated_at: Timestamp::from_millis(r.get(17, "updated_at")?),
+    })
+}
