@@ -312,12 +312,10 @@ mod tests {
 
     async fn finished(ops: &Operations, id: &str) -> Operation {
         let mut rx = ops.subscribe(id).unwrap();
-        let op = rx
-            .wait_for(|op| op.state.is_finished())
+        rx.wait_for(|op| op.state.is_finished())
             .await
+            .map(|op| op.clone())
             .unwrap()
-            .clone();
-        op
     }
 
     #[tokio::test]

@@ -114,10 +114,10 @@ pub fn install(
     std::fs::create_dir(image_dir)
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", image_dir.display())))?;
     let result = install_into(id, name, sources, image_dir, reporter, copier);
-    if result.is_err() {
-        if let Err(e) = std::fs::remove_dir_all(image_dir) {
-            tracing::error!(dir = %image_dir.display(), error = %e, "cannot remove a failed image");
-        }
+    if result.is_err()
+        && let Err(e) = std::fs::remove_dir_all(image_dir)
+    {
+        tracing::error!(dir = %image_dir.display(), error = %e, "cannot remove a failed image");
     }
     result
 }

@@ -1,0 +1,1155 @@
+//! Recognising the files a user hands to `banger image register` before banger adopts them: the
+//! kernel must be an uncompressed x86_64 ELF `vmlinux`, the rootfs a bare ext4 filesystem image,
+//! the initrd a newc cpio archive (optionally compressed). Checks read only a file's first
+//! bytes (and, for the kernel version, scan the kernel once); every rejection says what the file
+//! looks like instead and, through [`FormatError::hint`], what to do about it.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// How much of a file's start the sniffers look at: the ext superblock ends at 2048.
+const HEAD_LEN: usize = 2048;
+/// Kernel version scan: bytes read at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+const BANNER: &[u8] = b"Linux version ";
+/// The longest version token accepted after [`BANNER`].
+const MAX_VERSION_LEN: usize = 64;
+
+const EXT_MAGIC: u16 = 0xEF53;
+const EXT_COMPAT_HAS_JOURNAL: u32 = 0x4;
+const EXT_INCOMPAT_EXTENTS: u32 = 0x40;
+const EXT_INCOMPAT_64BIT: u32 = 0x80;
+const EXT_INCOMPAT_FLEX_BG: u32 = 0x200;
+
+/// Which boot file of an image a file was given as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    Kernel,
+    Rootfs,
+    Initrd,
+}
+
+impl fmt::Display for FileRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileRole::Kernel => "kernel",
+            FileRole::Rootfs => "rootfs",
+            FileRole::Initrd => "initrd",
+        })
+    }
+}
+
+/// What a file looks like, judged by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Elf,
+    BzImage,
+    Gzip,
+    Zstd,
+    Xz,
+    Lz4,
+    Bzip2,
+    Lzma,
+    /// A newc cpio archive (`070701`, or `070702` with checksums): what Linux unpacks.
+    Cpio,
+    /// The old portable cpio format (`070707`), which Linux cannot unpack.
+    OldCpio,
+    ExtFilesystem,
+    GptDisk,
+    MbrDisk,
+    /// A PE executable (`MZ`), e.g. an EFI application.
+    Pe,
+    Unknown,
+}
+
+impl FileKind {
+    fn is_compressed(self) -> bool {
+        use FileKind::*;
+        matches!(self, Gzip | Zstd | Xz | Lz4 | Bzip2 | Lzma)
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Elf => "an ELF file",
+            FileKind::BzImage => "a bzImage kernel",
+            FileKind::Gzip => "gzip-compressed data",
+            FileKind::Zstd => "zstd-compressed data",
+            FileKind::Xz => "xz-compressed data",
+            FileKind::Lz4 => "lz4-compressed data",
+            FileKind::Bzip2 => "bzip2-compressed data",
+            FileKind::Lzma => "lzma-compressed data",
+            FileKind::Cpio => "a cpio archive",
+            FileKind::OldCpio => "an old-format (odc) cpio archive",
+            FileKind::ExtFilesystem => "an ext2/3/4 filesystem image",
+            FileKind::GptDisk => "a partitioned disk image (GPT)",
+            FileKind::MbrDisk => "a partitioned disk image (MBR)",
+            FileKind::Pe => "a PE/EFI executable",
+            FileKind::Unknown => "unrecognised data",
+        })
+    }
+}
+
+/// What [`check_kernel`] learnt about a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// The release from the kernel's `Linux version ...` banner, e.g. `6.1.0-28-cloud-amd64`.
+    pub version: Option<String>,
+}
+
+/// What [`check_rootfs`] learnt about an ext4 image, from its superblock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsInfo {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub label: Option<String>,
+    /// The filesystem UUID, lowercase and hyphenated.
+    pub uuid: String,
+}
+
+impl RootfsInfo {
+    /// The size of the filesystem (not of the file holding it).
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks.saturating_mul(u64::from(self.block_size))
+    }
+}
+
+/// The container format of an initrd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitrdFormat {
+    /// An uncompressed newc cpio archive.
+    Cpio,
+    Gzip,
+    Zstd,
+    Xz,
+    /// lz4, legacy or frame format.
+    Lz4,
+    Bzip2,
+    Lzma,
+}
+
+impl fmt::Display for InitrdFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitrdFormat::Cpio => "cpio",
+            InitrdFormat::Gzip => "gzip",
+            InitrdFormat::Zstd => "zstd",
+            InitrdFormat::Xz => "xz",
+            InitrdFormat::Lz4 => "lz4",
+            InitrdFormat::Bzip2 => "bzip2",
+            InitrdFormat::Lzma => "lzma",
+        })
+    }
+}
+
+/// A file given as a kernel, rootfs or initrd is missing, unreadable or not what its role needs.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{role} {}: no such file", path.display())]
+    Missing { role: FileRole, path: PathBuf },
+
+    #[error("{role} {} is a directory, not a file", path.display())]
+    Directory { role: FileRole, path: PathBuf },
+
+    #[error("{role} {} is not a regular file", path.display())]
+    NotAFile { role: FileRole, path: PathBuf },
+
+    #[error("{role} {}: permission denied", path.display())]
+    PermissionDenied { role: FileRole, path: PathBuf },
+
+    #[error("cannot read {role} {}", path.display())]
+    Read {
+        role: FileRole,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("{role} {} is empty", path.display())]
+    Empty { role: FileRole, path: PathBuf },
+
+    #[error("kernel {} is a compressed bzImage, not an uncompressed ELF vmlinux", path.display())]
+    BzImage { path: PathBuf },
+
+    #[error("kernel {} is not a kernel (found {found})", path.display())]
+    NotAKernel { path: PathBuf, found: FileKind },
+
+    #[error("kernel {} is not an x86_64 vmlinux: it is {problem}", path.display())]
+    WrongElf { path: PathBuf, problem: String },
+
+    #[error("rootfs {} is an {fs} filesystem; banger needs ext4", path.display())]
+    OldExt { path: PathBuf, fs: &'static str },
+
+    #[error("rootfs {} is {found}, not a bare filesystem image", path.display())]
+    PartitionedDisk { path: PathBuf, found: FileKind },
+
+    #[error("rootfs {} is not an ext4 filesystem image (found {found})", path.display())]
+    NotExt4 { path: PathBuf, found: FileKind },
+
+    #[error("rootfs {} has a corrupt ext4 superblock: {problem}", path.display())]
+    CorruptExt4 { path: PathBuf, problem: String },
+
+    #[error(
+        "rootfs {} is truncated: its filesystem spans {fs_bytes} bytes but the file has {file_bytes}",
+        path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        fs_bytes: u64,
+        file_bytes: u64,
+    },
+
+    #[error("initrd {} is not an initramfs (found {found})", path.display())]
+    NotInitrd { path: PathBuf, found: FileKind },
+}
+
+impl FormatError {
+    /// The role the file was given as.
+    pub fn role(&self) -> FileRole {
+        use FormatError::*;
+        match self {
+            Missing { role, .. }
+            | Directory { role, .. }
+            | NotAFile { role, .. }
+            | PermissionDenied { role, .. }
+            | Read { role, .. }
+            | Empty { role, .. } => *role,
+            BzImage { .. } | NotAKernel { .. } | WrongElf { .. } => FileRole::Kernel,
+            OldExt { .. }
+            | PartitionedDisk { .. }
+            | NotExt4 { .. }
+            | CorruptExt4 { .. }
+            | Truncated { .. } => FileRole::Rootfs,
+            NotInitrd { .. } => FileRole::Initrd,
+        }
+    }
+
+    /// The offending file.
+    pub fn path(&self) -> &Path {
+        use FormatError::*;
+        match self {
+            Missing { path, .. }
+            | Directory { path, .. }
+            | NotAFile { path, .. }
+            | PermissionDenied { path, .. }
+            | Read { path, .. }
+            | Empty { path, .. }
+            | BzImage { path }
+            | NotAKernel { path, .. }
+            | WrongElf { path, .. }
+            | OldExt { path, .. }
+            | PartitionedDisk { path, .. }
+            | NotExt4 { path, .. }
+            | CorruptExt4 { path, .. }
+            | Truncated { path, .. }
+            | NotInitrd { path, .. } => path,
+        }
+    }
+
+    /// What the user can do about it, when there is something specific to say.
+    pub fn hint(&self) -> Option<String> {
+        use FormatError::*;
+        let hint = match self {
+            Missing { .. } | Read { .. } => return None,
+            Directory { role, .. } => match role {
+                FileRole::Kernel => "pass the vmlinux file itself".to_owned(),
+                FileRole::Rootfs => "pass an ext4 image file; to make one from a directory tree \
+                                     run `mkfs.ext4 -d DIR rootfs.ext4 4G`"
+                    .to_owned(),
+                FileRole::Initrd => "pass the initramfs file; to pack a directory run \
+                                     `(cd DIR && find . | cpio -o -H newc | gzip) > initrd.img`"
+                    .to_owned(),
+            },
+            NotAFile { .. } => {
+                "pass a regular file; devices, sockets and pipes cannot be registered".to_owned()
+            }
+            PermissionDenied { path, .. } => format!(
+                "make it readable by the user running bangerd, e.g. `chmod a+r {}` (kernels \
+                 under /boot are often readable by root only)",
+                path.display()
+            ),
+            Empty { .. } => {
+                "the file has no content; was a download or build cut short?".to_owned()
+            }
+            BzImage { .. } => "banger boots the uncompressed ELF `vmlinux`: extract it with \
+                               `scripts/extract-vmlinux bzImage > vmlinux` from the Linux source \
+                               tree, or build a ready image with `banger image bootstrap debian`"
+                .to_owned(),
+            NotAKernel { found, .. } => kernel_hint(*found),
+            WrongElf { .. } => "pass an uncompressed vmlinux built for x86_64 (64-bit)".to_owned(),
+            OldExt { path, fs } => {
+                let journal = if *fs == "ext2" { "has_journal," } else { "" };
+                format!(
+                    "convert it (work on a copy): `tune2fs -O {journal}extents,uninit_bg,dir_index \
+                     {path} && e2fsck -fD {path}`, or remake it from its files with \
+                     `mkfs.ext4 -d DIR rootfs.ext4 SIZE`",
+                    path = path.display()
+                )
+            }
+            PartitionedDisk { path, .. } => format!(
+                "extract the root partition into its own file: find its start and size in \
+                 sectors with `sfdisk -d {path}`, then `dd if={path} of=rootfs.ext4 bs=512 \
+                 skip=START count=SIZE`; or build a bare image with `mkfs.ext4 -d`",
+                path = path.display()
+            ),
+            NotExt4 { found, .. } => rootfs_hint(*found),
+            CorruptExt4 { path, .. } => {
+                format!("check it with `e2fsck -fn {}`", path.display())
+            }
+            Truncated { .. } => {
+                "the file is shorter than the filesystem it holds; the copy or download was \
+                 probably cut short"
+                    .to_owned()
+            }
+            NotInitrd { found, .. } => initrd_hint(*found),
+        };
+        Some(hint)
+    }
+}
+
+fn kernel_hint(found: FileKind) -> String {
+    match found {
+        FileKind::Cpio | FileKind::OldCpio => {
+            "this looks like an initrd; were --kernel and --initrd swapped?".to_owned()
+        }
+        FileKind::ExtFilesystem => {
+            "this looks like a root filesystem; were --kernel and --rootfs swapped?".to_owned()
+        }
+        kind if kind.is_compressed() => format!(
+            "if it is a compressed vmlinux, decompress it first; a compressed kernel inside a \
+             bzImage can be extracted with `scripts/extract-vmlinux` ({kind})"
+        ),
+        _ => "pass an uncompressed x86_64 ELF vmlinux, e.g. from `banger image bootstrap debian`"
+            .to_owned(),
+    }
+}
+
+fn rootfs_hint(found: FileKind) -> String {
+    match found {
+        FileKind::Elf | FileKind::BzImage => {
+            "this looks like a kernel; were --rootfs and --kernel swapped?".to_owned()
+        }
+        FileKind::Cpio => {
+            "this looks like an initrd; were --rootfs and --initrd swapped?".to_owned()
+        }
+        kind if kind.is_compressed() => {
+            format!("it is {kind}; decompress it first and register the ext4 image inside")
+        }
+        _ => "make an ext4 image from a directory tree with `mkfs.ext4 -d DIR rootfs.ext4 SIZE`"
+            .to_owned(),
+    }
+}
+
+fn initrd_hint(found: FileKind) -> String {
+    match found {
+        FileKind::Elf | FileKind::BzImage => {
+            "this looks like a kernel; were --initrd and --kernel swapped?".to_owned()
+        }
+        FileKind::ExtFilesystem => {
+            "this looks like a root filesystem; were --initrd and --rootfs swapped?".to_owned()
+        }
+        FileKind::OldCpio => {
+            "Linux only unpacks newc cpio archives; repack with `cpio -o -H newc`".to_owned()
+        }
+        _ => "pass a newc cpio archive, optionally compressed with gzip, zstd, xz, lz4, bzip2 or \
+              lzma (what mkinitramfs and dracut produce)"
+            .to_owned(),
+    }
+}
+
+/// Checks that `path` is an uncompressed x86_64 ELF kernel (`vmlinux`) and reads its version.
+pub fn check_kernel(path: &Path) -> Result<KernelInfo, FormatError> {
+    let role = FileRole::Kernel;
+    let (file, _) = open(role, path)?;
+    let head = read_head(role, path, &file)?;
+    match sniff(&head) {
+        FileKind::Elf => {}
+        FileKind::BzImage => {
+            return Err(FormatError::BzImage {
+                path: path.to_owned(),
+            });
+        }
+        found => {
+            return Err(FormatError::NotAKernel {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
+    if let Some(problem) = elf_problem(&head) {
+        return Err(FormatError::WrongElf {
+            path: path.to_owned(),
+            problem,
+        });
+    }
+    let version = find_linux_version(&file).map_err(|source| read_error(role, path, source))?;
+    Ok(KernelInfo { version })
+}
+
+/// Checks that `path` is a bare ext4 filesystem image and reads its superblock.
+pub fn check_rootfs(path: &Path) -> Result<RootfsInfo, FormatError> {
+    let role = FileRole::Rootfs;
+    let (file, file_bytes) = open(role, path)?;
+    let head = read_head(role, path, &file)?;
+    let found = sniff(&head);
+    match found {
+        FileKind::ExtFilesystem => {}
+        FileKind::GptDisk | FileKind::MbrDisk => {
+            return Err(FormatError::PartitionedDisk {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        found => {
+            return Err(FormatError::NotExt4 {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
+    let sb = &head[1024..];
+    let corrupt = |problem: String| FormatError::CorruptExt4 {
+        path: path.to_owned(),
+        problem,
+    };
+
+    let incompat = le32(sb, 0x60);
+    if incompat & (EXT_INCOMPAT_EXTENTS | EXT_INCOMPAT_FLEX_BG | EXT_INCOMPAT_64BIT) == 0 {
+        let fs = if le32(sb, 0x5C) & EXT_COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
+        return Err(FormatError::OldExt {
+            path: path.to_owned(),
+            fs,
+        });
+    }
+
+    let log_block_size = le32(sb, 0x18);
+    if log_block_size > 6 {
+        return Err(corrupt(format!("block size 2^{} KiB", log_block_size)));
+    }
+    let block_size = 1024u32 << log_block_size;
+    let mut blocks = u64::from(le32(sb, 0x04));
+    if incompat & EXT_INCOMPAT_64BIT != 0 {
+        blocks |= u64::from(le32(sb, 0x150)) << 32;
+    }
+    if blocks == 0 {
+        return Err(corrupt("zero blocks".to_owned()));
+    }
+    let fs_bytes = blocks.saturating_mul(u64::from(block_size));
+    if fs_bytes > file_bytes {
+        return Err(FormatError::Truncated {
+            path: path.to_owned(),
+            fs_bytes,
+            file_bytes,
+        });
+    }
+
+    let label_bytes = &sb[0x78..0x88];
+    let label_end = label_bytes
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(label_bytes.len());
+    let label = String::from_utf8_lossy(&label_bytes[..label_end])
+        .trim()
+        .to_owned();
+    Ok(RootfsInfo {
+        block_size,
+        blocks,
+        label: (!label.is_empty()).then_some(label),
+        uuid: format_uuid(&sb[0x68..0x78]),
+    })
+}
+
+/// Checks that `path` is an initramfs: a newc cpio archive, bare or compressed.
+pub fn check_initrd(path: &Path) -> Result<InitrdFormat, FormatError> {
+    let role = FileRole::Initrd;
+    let (file, _) = open(role, path)?;
+    let head = read_head(role, path, &file)?;
+    match sniff(&head) {
+        FileKind::Cpio => Ok(InitrdFormat::Cpio),
+        FileKind::Gzip => Ok(InitrdFormat::Gzip),
+        FileKind::Zstd => Ok(InitrdFormat::Zstd),
+        FileKind::Xz => Ok(InitrdFormat::Xz),
+        FileKind::Lz4 => Ok(InitrdFormat::Lz4),
+        FileKind::Bzip2 => Ok(InitrdFormat::Bzip2),
+        FileKind::Lzma => Ok(InitrdFormat::Lzma),
+        found => Err(FormatError::NotInitrd {
+            path: path.to_owned(),
+            found,
+        }),
+    }
+}
+
+/// Opens a regular, non-empty file; returns it with its length.
+fn open(role: FileRole, path: &Path) -> Result<(File, u64), FormatError> {
+    let meta = std::fs::metadata(path).map_err(|e| open_error(role, path, e))?;
+    if meta.is_dir() {
+        return Err(FormatError::Directory {
+            role,
+            path: path.to_owned(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(FormatError::NotAFile {
+            role,
+            path: path.to_owned(),
+        });
+    }
+    let file = File::open(path).map_err(|e| open_error(role, path, e))?;
+    if meta.len() == 0 {
+        return Err(FormatError::Empty {
+            role,
+            path: path.to_owned(),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+fn open_error(role: FileRole, path: &Path, source: io::Error) -> FormatError {
+    let path = path.to_owned();
+    match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+            FormatError::Missing { role, path }
+        }
+        io::ErrorKind::PermissionDenied => FormatError::PermissionDenied { role, path },
+        _ => FormatError::Read { role, path, source },
+    }
+}
+
+fn read_error(role: FileRole, path: &Path, source: io::Error) -> FormatError {
+    FormatError::Read {
+        role,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The first [`HEAD_LEN`] bytes of `file`, or all of it when shorter.
+fn read_head(role: FileRole, path: &Path, file: &File) -> Result<Vec<u8>, FormatError> {
+    let mut head = vec![0; HEAD_LEN];
+    let n = read_full_at(file, &mut head, 0).map_err(|e| read_error(role, path, e))?;
+    head.truncate(n);
+    Ok(head)
+}
+
+/// Reads until `buf` is full or the file ends; returns how many bytes were read.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Judges a file by its first bytes. Stronger signatures are tried first: a bzImage also
+/// starts with `MZ`, and an ext image may carry a boot sector with the MBR signature.
+pub fn sniff(head: &[u8]) -> FileKind {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    if at(0, b"\x7fELF") {
+        FileKind::Elf
+    } else if at(0x202, b"HdrS") {
+        FileKind::BzImage
+    } else if at(0, &[0x1f, 0x8b]) {
+        FileKind::Gzip
+    } else if at(0, &[0x28, 0xb5, 0x2f, 0xfd]) {
+        FileKind::Zstd
+    } else if at(0, &[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        FileKind::Xz
+    } else if at(0, &[0x02, 0x21, 0x4c, 0x18]) || at(0, &[0x04, 0x22, 0x4d, 0x18]) {
+        FileKind::Lz4
+    } else if at(0, b"BZh") {
+        FileKind::Bzip2
+    } else if at(0, b"070701") || at(0, b"070702") {
+        FileKind::Cpio
+    } else if at(0, b"070707") {
+        FileKind::OldCpio
+    } else if head.len() >= HEAD_LEN && le16(head, 1024 + 0x38) == EXT_MAGIC {
+        FileKind::ExtFilesystem
+    } else if at(512, b"EFI PART") {
+        FileKind::GptDisk
+    } else if at(510, &[0x55, 0xaa]) {
+        FileKind::MbrDisk
+    } else if at(0, b"MZ") {
+        FileKind::Pe
+    } else if at(0, &[0x5d, 0x00, 0x00]) {
+        FileKind::Lzma
+    } else {
+        FileKind::Unknown
+    }
+}
+
+/// Why an ELF header is not that of an x86_64 vmlinux, or `None` when it is.
+fn elf_problem(head: &[u8]) -> Option<String> {
+    if head.len() < 64 {
+        return Some("a truncated ELF file".to_owned());
+    }
+    if head[4] != 2 {
+        return Some("a 32-bit ELF file".to_owned());
+    }
+    if head[5] != 1 {
+        return Some("a big-endian ELF file".to_owned());
+    }
+    let machine = le16(head, 0x12);
+    if machine != 0x3E {
+        let name = match machine {
+            0x03 => "i386",
+            0x08 => "MIPS",
+            0x15 => "PowerPC64",
+            0x16 => "s390",
+            0x28 => "ARM",
+            0xB7 => "AArch64",
+            0xF3 => "RISC-V",
+            _ => "another architecture",
+        };
+        return Some(format!("built for {name} (ELF machine {machine:#x})"));
+    }
+    match le16(head, 0x10) {
+        2 => None,
+        1 => Some("a relocatable object, such as a kernel module".to_owned()),
+        3 => Some("a shared object or position-independent executable".to_owned()),
+        4 => Some("a core dump".to_owned()),
+        other => Some(format!("an ELF file of type {other}, not an executable")),
+    }
+}
+
+/// Finds the `Linux version X.Y.Z...` banner and returns the release token after it. The file
+/// is scanned in chunks; the end of each chunk is carried over so a banner split across two
+/// chunks is still found.
+fn find_linux_version(file: &File) -> io::Result<Option<String>> {
+    let keep = BANNER.len() + MAX_VERSION_LEN;
+    let mut buf = vec![0u8; keep + SCAN_CHUNK];
+    let mut carried = 0;
+    let mut offset = 0u64;
+    loop {
+        let n = read_full_at(file, &mut buf[carried..], offset)?;
+        let at_end = n < buf.len() - carried;
+        let window = &buf[..carried + n];
+        let mut from = 0;
+        while let Some(found) = find(&window[from..], BANNER) {
+            let start = from + found + BANNER.len();
+            let rest = &window[start..];
+            match rest.iter().position(|b| !b.is_ascii_graphic()) {
+                Some(len) if is_release(&rest[..len]) => {
+                    return Ok(Some(String::from_utf8_lossy(&rest[..len]).into_owned()));
+                }
+                None if at_end && is_release(rest) => {
+                    return Ok(Some(String::from_utf8_lossy(rest).into_owned()));
+                }
+                _ => from = start,
+            }
+        }
+        if at_end {
+            return Ok(None);
+        }
+        offset += n as u64;
+        let tail = window.len().saturating_sub(keep);
+        carried = window.len() - tail;
+        buf.copy_within(tail..tail + carried, 0);
+    }
+}
+
+fn is_release(token: &[u8]) -> bool {
+    (1..=MAX_VERSION_LEN).contains(&token.len()) && token[0].is_ascii_digit()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = needle[0];
+    let mut from = 0;
+    while let Some(i) = haystack[from..].iter().position(|&b| b == first) {
+        let at = from + i;
+        if haystack[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+fn le16(bytes: &[u8], offset: usize) -> u16 {
+    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+}
+
+fn le32(bytes: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes([
+        bytes[offset],
+        bytes[offset + 1],
+        bytes[offset + 2],
+        bytes[offset + 3],
+    ])
+}
+
+fn format_uuid(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+    use std::os::unix::fs::PermissionsExt;
+
+    const MIB: u64 = 1 << 20;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn elf_header(class: u8, data: u8, e_type: u16, machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = class;
+        h[5] = data;
+        h[6] = 1;
+        h[0x10..0x12].copy_from_slice(&e_type.to_le_bytes());
+        h[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+        h[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        h
+    }
+
+    fn vmlinux() -> Vec<u8> {
+        elf_header(2, 1, 2, 0x3E)
+    }
+
+    const DEBIAN_BANNER: &[u8] = b"Linux version 6.1.0-28-cloud-amd64 \
+        (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP \
+        PREEMPT_DYNAMIC Debian 6.1.119-1 (2024-11-22)\n\0";
+
+    /// A vmlinux of `len` bytes with the banner at `at`.
+    fn vmlinux_with_banner(len: usize, at: usize) -> Vec<u8> {
+        let mut bytes = vmlinux();
+        bytes.resize(len, 0x90);
+        // Decoys the scan must skip: no release token, and a format string.
+        bytes[100..114].copy_from_slice(BANNER);
+        bytes[200..216].copy_from_slice(b"Linux version %s");
+        bytes[at..at + DEBIAN_BANNER.len()].copy_from_slice(DEBIAN_BANNER);
+        bytes
+    }
+
+    fn sbin(tool: &str) -> String {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|dir| format!("{dir}/{tool}"))
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| tool.to_owned())
+    }
+
+    fn mkfs(dir: &Path, tool: &str, label: &str) -> PathBuf {
+        let path = dir.join(format!("{tool}.img"));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(8 * MIB)
+            .unwrap();
+        RealRunner
+            .run(
+                &CommandSpec::new(sbin(tool))
+                    .args(["-q", "-F", "-L", label])
+                    .arg(path.to_str().unwrap()),
+            )
+            .unwrap_or_else(|e| panic!("{tool} (e2fsprogs) is needed by this test: {e}"));
+        path
+    }
+
+    #[test]
+    fn vmlinux_with_banner_has_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "vmlinux",
+            &vmlinux_with_banner(3 * MIB as usize, 2_500_000),
+        );
+        let info = check_kernel(&path).unwrap();
+        assert_eq!(info.version.as_deref(), Some("6.1.0-28-cloud-amd64"));
+    }
+
+    #[test]
+    fn banner_across_a_chunk_boundary_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        for at in [SCAN_CHUNK - 5, SCAN_CHUNK - 20, SCAN_CHUNK + 60] {
+            let bytes = vmlinux_with_banner(2 * SCAN_CHUNK + 100, at);
+            let path = write(dir.path(), "vmlinux", &bytes);
+            assert_eq!(
+                check_kernel(&path).unwrap().version.as_deref(),
+                Some("6.1.0-28-cloud-amd64"),
+                "banner at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn banner_at_the_very_end_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vmlinux();
+        bytes.extend_from_slice(b"Linux version 6.12.3");
+        let path = write(dir.path(), "vmlinux", &bytes);
+        assert_eq!(
+            check_kernel(&path).unwrap().version.as_deref(),
+            Some("6.12.3")
+        );
+    }
+
+    #[test]
+    fn vmlinux_without_banner_has_no_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vmlinux();
+        bytes.resize(100_000, 0);
+        let path = write(dir.path(), "vmlinux", &bytes);
+        assert_eq!(check_kernel(&path).unwrap(), KernelInfo { version: None });
+    }
+
+    #[test]
+    fn bzimage_is_refused_with_extraction_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0u8; 4096];
+        bytes[..2].copy_from_slice(b"MZ");
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        let path = write(dir.path(), "vmlinuz", &bytes);
+        let err = check_kernel(&path).unwrap_err();
+        assert!(matches!(err, FormatError::BzImage { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "kernel {} is a compressed bzImage, not an uncompressed ELF vmlinux",
+                path.display()
+            )
+        );
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("extract-vmlinux"), "{hint}");
+        assert!(hint.contains("banger image bootstrap"), "{hint}");
+    }
+
+    #[test]
+    fn wrong_elves_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (elf_header(1, 1, 2, 0x03), "32-bit"),
+            (elf_header(2, 2, 2, 0x3E), "big-endian"),
+            (elf_header(2, 1, 2, 0xB7), "AArch64"),
+            (elf_header(2, 1, 1, 0x3E), "kernel module"),
+            (elf_header(2, 1, 3, 0x3E), "shared object"),
+            (b"\x7fELF\x02\x01".to_vec(), "truncated"),
+        ];
+        for (bytes, says) in cases {
+            let path = write(dir.path(), "elf", &bytes);
+            let err = check_kernel(&path).unwrap_err();
+            assert!(matches!(err, FormatError::WrongElf { .. }), "{err:?}");
+            assert!(err.to_string().contains(says), "{err} should say {says}");
+        }
+    }
+
+    #[test]
+    fn other_files_are_not_kernels() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = write(dir.path(), "vmlinux.gz", &[0x1f, 0x8b, 8, 0, 0, 0]);
+        let err = check_kernel(&gz).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::NotAKernel {
+                    found: FileKind::Gzip,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not a kernel"), "{err}");
+        assert!(err.hint().unwrap().contains("decompress"));
+
+        let cpio = write(dir.path(), "initrd", b"070701000000");
+        let err = check_kernel(&cpio).unwrap_err();
+        assert!(err.hint().unwrap().contains("swapped"), "{:?}", err.hint());
+
+        let text = write(dir.path(), "notes.txt", b"hello");
+        let err = check_kernel(&text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "kernel {} is not a kernel (found unrecognised data)",
+                text.display()
+            )
+        );
+    }
+
+    #[test]
+    fn real_ext4_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mkfs(dir.path(), "mkfs.ext4", "banger-test");
+        let info = check_rootfs(&path).unwrap();
+        assert_eq!(info.label.as_deref(), Some("banger-test"));
+        assert_eq!(info.size_bytes(), 8 * MIB);
+        assert!([1024, 4096].contains(&info.block_size), "{info:?}");
+        assert_eq!(info.uuid.len(), 36);
+
+        let out = RealRunner
+            .run(
+                &CommandSpec::new(sbin("blkid"))
+                    .args(["-o", "value", "-s", "UUID"])
+                    .arg(path.to_str().unwrap()),
+            )
+            .unwrap();
+        assert_eq!(out.stdout_lossy().trim(), info.uuid, "same UUID as blkid");
+    }
+
+    #[test]
+    fn ext4_without_label_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mkfs(dir.path(), "mkfs.ext4", "");
+        assert_eq!(check_rootfs(&path).unwrap().label, None);
+    }
+
+    #[test]
+    fn ext2_and_ext3_are_refused_with_conversion_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        for (tool, fs) in [("mkfs.ext2", "ext2"), ("mkfs.ext3", "ext3")] {
+            let path = mkfs(dir.path(), tool, "old");
+            let err = check_rootfs(&path).unwrap_err();
+            assert!(
+                matches!(&err, FormatError::OldExt { fs: found, .. } if *found == fs),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "rootfs {} is an {fs} filesystem; banger needs ext4",
+                    path.display()
+                )
+            );
+            let hint = err.hint().unwrap();
+            assert!(hint.contains("tune2fs -O"), "{hint}");
+            assert!(hint.contains("mkfs.ext4 -d"), "{hint}");
+        }
+    }
+
+    #[test]
+    fn truncated_ext4_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = mkfs(dir.path(), "mkfs.ext4", "cut");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4 * MIB)
+            .unwrap();
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Truncated { fs_bytes, file_bytes, .. }
+                    if fs_bytes == 8 * MIB && file_bytes == 4 * MIB
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn partitioned_disks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mbr = vec![0u8; 4096];
+        mbr[510] = 0x55;
+        mbr[511] = 0xAA;
+        let path = write(dir.path(), "disk.img", &mbr);
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(
+            matches!(err, FormatError::PartitionedDisk { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("not a bare filesystem image"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("partition"));
+
+        let mut gpt = mbr.clone();
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        let path = write(dir.path(), "gpt.img", &gpt);
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::PartitionedDisk {
+                    found: FileKind::GptDisk,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn other_files_are_not_ext4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "rootfs.ext4", &[0u8; 1500]);
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::NotExt4 {
+                    found: FileKind::Unknown,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("rootfs "), "{err}");
+
+        let path = write(dir.path(), "vmlinux", &vmlinux());
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(err.hint().unwrap().contains("swapped"));
+    }
+
+    #[test]
+    fn corrupt_superblock_is_refused_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0u8; 2048];
+        bytes[1024 + 0x38..1024 + 0x3A].copy_from_slice(&EXT_MAGIC.to_le_bytes());
+        bytes[1024 + 0x60..1024 + 0x64].copy_from_slice(&EXT_INCOMPAT_EXTENTS.to_le_bytes());
+        bytes[1024 + 0x18..1024 + 0x1C].copy_from_slice(&40u32.to_le_bytes());
+        let path = write(dir.path(), "rootfs.ext4", &bytes);
+        let err = check_rootfs(&path).unwrap_err();
+        assert!(matches!(err, FormatError::CorruptExt4 { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn initrd_formats_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], InitrdFormat); 9] = [
+            (b"07070100000001", InitrdFormat::Cpio),
+            (b"07070200000001", InitrdFormat::Cpio),
+            (&[0x1f, 0x8b, 0x08, 0x00], InitrdFormat::Gzip),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0x00], InitrdFormat::Zstd),
+            (
+                &[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00],
+                InitrdFormat::Xz,
+            ),
+            (&[0x02, 0x21, 0x4c, 0x18, 0x00], InitrdFormat::Lz4),
+            (&[0x04, 0x22, 0x4d, 0x18, 0x00], InitrdFormat::Lz4),
+            (b"BZh91AY&SY", InitrdFormat::Bzip2),
+            (&[0x5d, 0x00, 0x00, 0x80, 0x00], InitrdFormat::Lzma),
+        ];
+        for (bytes, format) in cases {
+            let path = write(dir.path(), "initrd.img", bytes);
+            assert_eq!(check_initrd(&path).unwrap(), format, "{bytes:x?}");
+        }
+    }
+
+    #[test]
+    fn other_files_are_not_initrds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "initrd.img", b"070707odc");
+        let err = check_initrd(&path).unwrap_err();
+        assert!(err.hint().unwrap().contains("newc"), "{:?}", err.hint());
+
+        let path = write(dir.path(), "initrd.img", b"#!/bin/sh\n");
+        let err = check_initrd(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "initrd {} is not an initramfs (found unrecognised data)",
+                path.display()
+            )
+        );
+        assert!(err.hint().is_some());
+    }
+
+    #[test]
+    fn common_failures_name_role_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let empty = write(dir.path(), "empty", b"");
+        type Check = fn(&Path) -> Result<(), FormatError>;
+        let checks: [(&str, Check); 3] = [
+            ("kernel", |p| check_kernel(p).map(drop)),
+            ("rootfs", |p| check_rootfs(p).map(drop)),
+            ("initrd", |p| check_initrd(p).map(drop)),
+        ];
+        for (role, check) in checks {
+            let err = check(&missing).unwrap_err();
+            assert!(matches!(err, FormatError::Missing { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("{role} {}: no such file", missing.display())
+            );
+            assert_eq!(err.role().to_string(), role);
+            assert_eq!(err.path(), missing);
+
+            let err = check(&missing.join("below")).unwrap_err();
+            assert!(matches!(err, FormatError::Missing { .. }), "{err:?}");
+
+            let err = check(dir.path()).unwrap_err();
+            assert!(matches!(err, FormatError::Directory { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("{role} {} is a directory, not a file", dir.path().display())
+            );
+            assert!(err.hint().is_some());
+
+            let err = check(&empty).unwrap_err();
+            assert!(matches!(err, FormatError::Empty { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("{role} {} is empty", empty.display())
+            );
+
+            let err = check(Path::new("/dev/null")).unwrap_err();
+            assert!(matches!(err, FormatError::NotAFile { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn open_errors_are_classified() {
+        let path = Path::new("/k");
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let err = open_error(FileRole::Kernel, path, denied);
+        assert!(
+            matches!(err, FormatError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "kernel /k: permission denied");
+        assert!(err.hint().unwrap().contains("chmod a+r /k"));
+        let other = io::Error::other("EIO");
+        let err = open_error(FileRole::Initrd, path, other);
+        assert!(matches!(err, FormatError::Read { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "cannot read initrd /k");
+    }
+
+    #[test]
+    fn unreadable_file_is_permission_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "vmlinux", &vmlinux());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if File::open(&path).is_ok() {
+            eprintln!("SKIP: running as root, a mode-000 file is still readable");
+            return;
+        }
+        let err = check_kernel(&path).unwrap_err();
+        assert!(
+            matches!(err, FormatError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("kernel {}: permission denied", path.display())
+        );
+        assert!(err.hint().unwrap().contains("chmod a+r"));
+    }
+}
