@@ -1,0 +1,310 @@
+//! The command line, defined once with clap's derive API: `--help`, the man page
+//! (`banger man`) and shell completions (`banger completions`) are all generated from these
+//! definitions, so they cannot drift apart.
+//!
+//! Values a user types are kept raw here (numbers as `i64`, sizes as strings) so that the
+//! shared rules in `banger_api::validate` produce the messages, in the CLI and in the daemon
+//! alike.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Manage disposable Firecracker microVMs on this workstation.
+///
+/// banger is a client of bangerd, the daemon that owns banger's state; the first command that
+/// needs bangerd starts it, and a running bangerd of another build is restarted.
+#[derive(Debug, Parser)]
+#[command(
+    name = "banger",
+    version,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, 4 not found, \
+                  5 conflict, 6 daemon unavailable, 7 operation failed, 8 cancelled, 9 unsupported."
+)]
+pub struct Cli {
+    /// How to print results: aligned text for people, or the API's JSON for scripts
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Text,
+        value_name = "FORMAT",
+        // After each command's own options, where a reader looks last.
+        display_order = 900
+    )]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `-o/--output` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and `key: value` blocks
+    Text,
+    /// The API's JSON, pretty-printed; errors as `{code, message, hint}` on stderr
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect, resize and delete VMs
+    #[command(subcommand)]
+    Vm(VmCommand),
+
+    /// Register, list, inspect and delete images (kernel, initrd and root filesystem)
+    #[command(subcommand)]
+    Image(ImageCommand),
+
+    /// Inspect, start, stop or restart bangerd
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example (bash): banger completions bash > ~/.local/share/bash-completion/completions/banger"
+    )]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print banger's man page (roff)
+    #[command(after_help = "Example: banger man | man -l -")]
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Record a new VM: its image, resources, network identity and disks
+    #[command(
+        after_help = "Example: banger vm create --no-start --name dev --vcpus 2 --memory 2048 --work-disk 16G"
+    )]
+    Create(CreateArgs),
+
+    /// List VMs
+    #[command(visible_alias = "ls")]
+    List,
+
+    /// Show one VM
+    Show {
+        /// VM name
+        name: String,
+    },
+
+    /// Change the vCPUs, memory or work disk size of a stopped VM
+    #[command(after_help = "Example: banger vm set dev --vcpus 4 --work-disk 32G")]
+    Set(SetArgs),
+
+    /// Delete a VM and its disks
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// VM name
+        name: String,
+    },
+}
+
+/// `banger vm create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Record the VM without starting it. Required in this build: starting VMs arrives with a
+    /// VMM backend
+    #[arg(long, required = true)]
+    pub no_start: bool,
+
+    /// VM name, a DNS label (a-z, 0-9, '-'); it becomes the guest's hostname [default: generated]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Image name or id [default: the configured default image]
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Number of vCPUs, 1 to 32 [default: from config]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vcpus: Option<i64>,
+
+    /// Guest memory in MiB, at least 128 [default: from config]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub memory: Option<i64>,
+
+    /// Size of the copy-on-write root disk, e.g. 8G; at least 256M [default: from config]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub disk: Option<String>,
+
+    /// Size of the persistent work disk mounted at /root, e.g. 16G; at least 64M
+    /// [default: from config]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub work_disk: Option<String>,
+
+    /// Masquerade the VM's traffic to the host's network (without it the VM reaches only the
+    /// host)
+    #[arg(long)]
+    pub nat: bool,
+
+    /// Virtual machine monitor to run the VM with [default: from config]
+    #[arg(long, value_enum, value_name = "VMM")]
+    pub vmm: Option<VmmArg>,
+}
+
+/// `--vmm` choices, mirroring `banger_api::VmmKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmArg {
+    /// Firecracker when it can boot a stock guest kernel here, QEMU otherwise
+    Auto,
+    /// Firecracker
+    Firecracker,
+    /// QEMU's microvm machine (KVM when usable)
+    Qemu,
+}
+
+impl From<VmmArg> for banger_api::VmmKind {
+    fn from(vmm: VmmArg) -> Self {
+        match vmm {
+            VmmArg::Auto => banger_api::VmmKind::Auto,
+            VmmArg::Firecracker => banger_api::VmmKind::Firecracker,
+            VmmArg::Qemu => banger_api::VmmKind::Qemu,
+        }
+    }
+}
+
+/// `banger vm set`.
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    /// VM name
+    pub name: String,
+
+    /// Number of vCPUs, 1 to 32
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub vcpus: Option<i64>,
+
+    /// Guest memory in MiB, at least 128
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub memory: Option<i64>,
+
+    /// New size of the work disk, e.g. 32G; it can only grow
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub work_disk: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Adopt an existing kernel, optional initrd and ext4 root filesystem as an image
+    ///
+    /// The files are copied into banger's image store; the originals are left alone.
+    #[command(
+        after_help = "Example: banger image register --name debian --kernel vmlinux --rootfs rootfs.ext4"
+    )]
+    Register(RegisterArgs),
+
+    /// List images
+    #[command(visible_alias = "ls")]
+    List,
+
+    /// Show one image
+    Show {
+        /// Image name
+        name: String,
+    },
+
+    /// Delete an image no VM uses
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Image name
+        name: String,
+    },
+}
+
+/// `banger image register`.
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// Image name, a DNS label (a-z, 0-9, '-')
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// Uncompressed ELF kernel (vmlinux)
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+
+    /// Initial ramdisk
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+
+    /// ext4 filesystem image of the root filesystem
+    #[arg(long, value_name = "FILE")]
+    pub rootfs: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Show whether bangerd runs, and its pid, build, uptime and files (does not start it)
+    Status,
+    /// Start bangerd unless it is running
+    Start,
+    /// Ask bangerd to exit and wait until it has
+    Stop,
+    /// Stop bangerd, then start it again
+    Restart,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_is_global_and_defaults_to_text() {
+        let cli = Cli::try_parse_from(["banger", "vm", "list"]).unwrap();
+        assert_eq!(cli.output, OutputFormat::Text);
+        let cli = Cli::try_parse_from(["banger", "vm", "list", "-o", "json"]).unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        let cli = Cli::try_parse_from(["banger", "--output", "json", "image", "list"]).unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn negative_numbers_reach_validation() {
+        let cli =
+            Cli::try_parse_from(["banger", "vm", "create", "--no-start", "--vcpus", "-2"]).unwrap();
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.vcpus, Some(-2));
+    }
+
+    #[test]
+    fn create_requires_no_start() {
+        let err = Cli::try_parse_from(["banger", "vm", "create", "--name", "dev"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert_eq!(err.exit_code(), 2);
+        insta::assert_snapshot!(err.render().to_string());
+    }
+
+    fn long_help(path: &[&str]) -> String {
+        let mut cmd = Cli::command().term_width(100);
+        cmd.build();
+        let mut cmd = &mut cmd;
+        for name in path {
+            cmd = cmd.find_subcommand_mut(name).unwrap();
+        }
+        cmd.render_long_help().to_string()
+    }
+
+    #[test]
+    fn help_texts() {
+        insta::assert_snapshot!("help_banger", long_help(&[]));
+        insta::assert_snapshot!("help_vm_create", long_help(&["vm", "create"]));
+        insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
+        insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
+        insta::assert_snapshot!("help_daemon", long_help(&["daemon"]));
+    }
+}

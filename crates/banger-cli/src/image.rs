@@ -1,0 +1,247 @@
+//! `banger image …`. Registration checks the boot files locally first — a typo in a path
+//! should be reported against the path the user typed, not as a failed operation — and sends
+//! them as absolute paths, since bangerd runs in another working directory.
+
+use std::path::Path;
+
+use banger_api::validate;
+use banger_api::{ApiError, Image, RegisterImageRequest, Timestamp};
+
+use crate::cli::{ImageCommand, OutputFormat, RegisterArgs};
+use crate::daemon::Daemon;
+use crate::exit::Failure;
+use crate::operation;
+use crate::output;
+
+/// The request of `banger image register`, once the name is valid and every file is a
+/// readable regular file.
+pub fn register_request(args: &RegisterArgs) -> Result<RegisterImageRequest, ApiError> {
+    validate::name("image", &args.name)?;
+    Ok(RegisterImageRequest {
+        name: args.name.clone(),
+        kernel: boot_file("kernel", &args.kernel)?,
+        initrd: args
+            .initrd
+            .as_deref()
+            .map(|p| boot_file("initrd", p))
+            .transpose()?,
+        rootfs: boot_file("rootfs", &args.rootfs)?,
+    })
+}
+
+/// Checks one boot file and returns its absolute, symlink-free path.
+fn boot_file(what: &str, path: &Path) -> Result<String, ApiError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let message = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{what} file {shown} does not exist")
+        } else {
+            format!("cannot read {what} file {shown}: {e}")
+        };
+        ApiError::invalid(message).with_hint(format!("pass --{what} with the path of the {what}"))
+    })?;
+    if !meta.is_file() {
+        return Err(ApiError::invalid(format!(
+            "{what} {shown} is not a regular file"
+        )));
+    }
+    std::fs::File::open(path)
+        .map_err(|e| ApiError::invalid(format!("cannot read {what} file {shown}: {e}")))?;
+    let absolute = std::fs::canonicalize(path)
+        .map_err(|e| ApiError::invalid(format!("cannot resolve {what} file {shown}: {e}")))?;
+    absolute.into_os_string().into_string().map_err(|raw| {
+        ApiError::invalid(format!(
+            "{what} path {} is not valid UTF-8",
+            Path::new(&raw).display()
+        ))
+        .with_hint("rename the file or a directory above it")
+    })
+}
+
+pub async fn run(command: &ImageCommand, format: OutputFormat) -> Result<(), Failure> {
+    let text = match command {
+        ImageCommand::Register(args) => register(args, format).await?,
+        ImageCommand::List => {
+            let daemon = Daemon::locate()?;
+            let images = daemon
+                .call(async |client| client.list_images().await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&images),
+                OutputFormat::Text => output::image_list(&images, Timestamp::now()),
+            }
+        }
+        ImageCommand::Show { name } => {
+            let daemon = Daemon::locate()?;
+            let image = daemon
+                .call(async |client| client.get_image(name).await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&image),
+                OutputFormat::Text => output::image_show(&image, Timestamp::now()),
+            }
+        }
+        ImageCommand::Delete { name } => {
+            let daemon = Daemon::locate()?;
+            daemon
+                .call(async |client| client.delete_image(name).await)
+                .await?;
+            output::deleted("image", name, format)
+        }
+    };
+    output::print(&text);
+    Ok(())
+}
+
+async fn register(args: &RegisterArgs, format: OutputFormat) -> Result<String, Failure> {
+    let request = register_request(args)?;
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.register_image(&request).await)
+        .await?;
+    let text_mode = format == OutputFormat::Text;
+    if text_mode {
+        output::eprint(&format!("Registering image {}\n", request.name));
+    }
+    let finished = operation::follow(daemon.client(), started, text_mode).await?;
+    // The result is the image; asking for it by name covers a daemon that omits it.
+    let image = match finished
+        .result
+        .and_then(|value| serde_json::from_value::<Image>(value).ok())
+    {
+        Some(image) => image,
+        None => daemon.client().get_image(&finished.target).await?,
+    };
+    Ok(match format {
+        OutputFormat::Json => output::json(&image),
+        OutputFormat::Text => format!(
+            "Registered image {}.\n\n{}",
+            image.name,
+            output::image_show(&image, Timestamp::now())
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::exit::Exit;
+    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn request(dir: &Path, args: &[&str]) -> Result<RegisterImageRequest, String> {
+        let argv = ["banger", "image", "register"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Image(ImageCommand::Register(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        register_request(&args).map_err(|e| {
+            let failure = Failure::from(e);
+            assert_eq!(failure.exit, Exit::InvalidInput);
+            output::error(&failure.error, OutputFormat::Text)
+                .replace(&dir.display().to_string(), "DIR")
+        })
+    }
+
+    #[test]
+    fn files_are_checked_and_sent_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        for f in ["vmlinux", "initrd", "rootfs.ext4"] {
+            std::fs::write(base.join(f), b"x").unwrap();
+        }
+        std::fs::create_dir(base.join("subdir")).unwrap();
+        let p = |name: &str| base.join(name).display().to_string();
+
+        let ok = request(
+            &base,
+            &[
+                "--name",
+                "debian",
+                "--kernel",
+                &p("vmlinux"),
+                "--initrd",
+                &p("initrd"),
+                "--rootfs",
+                &p("subdir/../rootfs.ext4"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.kernel, p("vmlinux"));
+        assert_eq!(ok.initrd, Some(p("initrd")));
+        assert_eq!(ok.rootfs, p("rootfs.ext4"), "paths are canonical");
+
+        let err = request(
+            &base,
+            &[
+                "--name",
+                "debian",
+                "--kernel",
+                &p("nope"),
+                "--rootfs",
+                &p("rootfs.ext4"),
+            ],
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(err, @r"
+        error: kernel file DIR/nope does not exist
+        hint: pass --kernel with the path of the kernel
+        ");
+
+        let err = request(
+            &base,
+            &[
+                "--name",
+                "debian",
+                "--kernel",
+                &p("vmlinux"),
+                "--rootfs",
+                &p("subdir"),
+            ],
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(err, @"error: rootfs DIR/subdir is not a regular file");
+
+        let err = request(
+            &base,
+            &[
+                "--name",
+                "Debian",
+                "--kernel",
+                &p("vmlinux"),
+                "--rootfs",
+                &p("rootfs.ext4"),
+            ],
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(err, @r#"
+        error: image name "Debian" contains 'D' (names are lower-case)
+        hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
+        "#);
+    }
+
+    #[test]
+    fn unreadable_files_are_refused() {
+        // Root reads everything: the check cannot fail there.
+        if reads_everything() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"x").unwrap();
+        std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let err = boot_file("kernel", &kernel).unwrap_err();
+        assert!(
+            err.message.starts_with("cannot read kernel file"),
+            "{err:?}"
+        );
+    }
+
+    fn reads_everything() -> bool {
+        // Without a permission bit, only a privileged reader can open the file.
+        let probe = tempfile::NamedTempFile::new().unwrap();
+        std::fs::set_permissions(probe.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::File::open(probe.path()).is_ok()
+    }
+}

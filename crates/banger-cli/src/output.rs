@@ -1,0 +1,644 @@
+//! What `banger` prints. Every renderer is a pure function from API data (and, where ages are
+//! shown, the current time) to a `String`, so each view has a snapshot test and a change in
+//! what users see is a reviewed change. Text output is aligned tables for lists and
+//! `key: value` blocks for single resources; JSON output is the API's own JSON, pretty-printed.
+
+use std::io::Write;
+use std::time::Duration;
+
+use banger_api::validate::{MIB, format_size};
+use banger_api::{ApiError, DaemonInfo, Image, ImageFile, Timestamp, Vm};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+
+/// Writes `text` to stdout. A closed pipe (`banger vm list | head -1`) is not an error worth
+/// reporting, so write failures are ignored rather than panicking like `print!` does.
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Writes `text` to stderr, ignoring failures for the same reason as [`print`].
+pub fn eprint(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    // Serialising the API's own types cannot fail: they have no maps with non-string keys.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|e| {
+        serde_json::json!({"code": "internal", "message": e.to_string()}).to_string()
+    });
+    text.push('\n');
+    text
+}
+
+/// An error as printed on stderr: `error:`/`hint:` lines, or the `{code, message, hint}` object.
+pub fn error(error: &ApiError, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json(error),
+        OutputFormat::Text => {
+            let mut text = format!("error: {}\n", error.message);
+            if let Some(hint) = &error.hint {
+                text.push_str(&format!("hint: {hint}\n"));
+            }
+            text
+        }
+    }
+}
+
+/// The confirmation of a deletion; `kind` is "VM" or "image".
+pub fn deleted(kind: &str, name: &str, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json(&serde_json::json!({ "deleted": name })),
+        OutputFormat::Text => format!("Deleted {kind} {name}.\n"),
+    }
+}
+
+/// `banger vm list`.
+pub fn vm_list(vms: &[Vm]) -> String {
+    if vms.is_empty() {
+        return "No VMs yet. Create one with: banger vm create --no-start --name dev\n".into();
+    }
+    let mut table = Table::new([
+        ("NAME", Align::Left),
+        ("STATE", Align::Left),
+        ("IMAGE", Align::Left),
+        ("VCPUS", Align::Right),
+        ("MEMORY", Align::Right),
+        ("DISK", Align::Right),
+        ("WORK", Align::Right),
+        ("IP", Align::Left),
+        ("NAT", Align::Left),
+    ]);
+    for vm in vms {
+        table.row([
+            vm.name.clone(),
+            vm.state.to_string(),
+            vm.image.name.clone(),
+            vm.vcpus.to_string(),
+            memory(vm.memory_mib),
+            format_size(vm.disk_bytes),
+            format_size(vm.work_disk_bytes),
+            vm.network.ip.clone(),
+            yes_no(vm.nat).into(),
+        ]);
+    }
+    table.render()
+}
+
+/// `banger vm show`, and the result of `vm create` / `vm set`.
+pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
+    let net = &vm.network;
+    KeyValues::default()
+        .add("name", &vm.name)
+        .add("id", &vm.id)
+        .add("state", vm.state)
+        .add("image", format!("{} ({})", vm.image.name, vm.image.id))
+        .add("vmm", vm.vmm)
+        .add("vcpus", vm.vcpus)
+        .add("memory", memory(vm.memory_mib))
+        .add(
+            "disk",
+            format!("{} (copy-on-write root)", format_size(vm.disk_bytes)),
+        )
+        .add(
+            "work disk",
+            format!("{} (mounted at /root)", format_size(vm.work_disk_bytes)),
+        )
+        .add("ip", format!("{}/{}", net.ip, net.prefix_len))
+        .add("gateway", &net.gateway)
+        .add("mac", &net.mac)
+        .add("vsock cid", net.vsock_cid)
+        .add("nat", if vm.nat { "on" } else { "off" })
+        .add("created", dated(vm.created_at, now))
+        .add("updated", dated(vm.updated_at, now))
+        .render()
+}
+
+/// `banger image list`.
+pub fn image_list(images: &[Image], now: Timestamp) -> String {
+    if images.is_empty() {
+        return "No images yet. Register one with: banger image register --name NAME \
+                --kernel vmlinux --rootfs rootfs.ext4\n"
+            .into();
+    }
+    let mut table = Table::new([
+        ("NAME", Align::Left),
+        ("SOURCE", Align::Left),
+        ("KERNEL", Align::Left),
+        ("SIZE", Align::Right),
+        ("CREATED", Align::Left),
+    ]);
+    for image in images {
+        table.row([
+            image.name.clone(),
+            image.source.as_str().into(),
+            image
+                .manifest
+                .kernel_version
+                .clone()
+                .unwrap_or_else(|| "-".into()),
+            format_size(allocated(image)),
+            age(image.created_at, now),
+        ]);
+    }
+    table.render()
+}
+
+/// `banger image show`, and the result of `image register`.
+pub fn image_show(image: &Image, now: Timestamp) -> String {
+    let m = &image.manifest;
+    let mut kv = KeyValues::default()
+        .add("name", &image.name)
+        .add("id", &image.id)
+        .add("source", image.source.as_str())
+        .add("kernel", file(&image.files.kernel))
+        .add(
+            "kernel version",
+            m.kernel_version.as_deref().unwrap_or("unknown"),
+        )
+        .add(
+            "initrd",
+            image
+                .files
+                .initrd
+                .as_ref()
+                .map_or_else(|| "none".into(), file),
+        )
+        .add("rootfs", file(&image.files.rootfs))
+        .add("size", format!("{} on disk", format_size(allocated(image))));
+    if let Some(distro) = &m.distro {
+        let suite = m
+            .suite
+            .as_deref()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
+        kv = kv.add("distro", format!("{distro}{suite}"));
+    }
+    if !m.packages.is_empty() {
+        kv = kv.add("packages", m.packages.len());
+    }
+    if !m.services.is_empty() {
+        let services: Vec<String> = m
+            .services
+            .iter()
+            .map(|s| format!("{} (port {})", s.name, s.port))
+            .collect();
+        kv = kv.add("services", services.join(", "));
+    }
+    kv.add("created from", &m.created_from)
+        .add("created", dated(image.created_at, now))
+        .render()
+}
+
+/// `banger daemon status` (text). `outdated_against` names the daemon binary this banger
+/// would start when the running daemon is another build.
+pub fn daemon_status(info: &DaemonInfo, outdated_against: Option<&str>) -> String {
+    let mut kv = KeyValues::default()
+        .add("status", "running")
+        .add("socket", &info.socket)
+        .add("pid", info.pid)
+        .add("version", &info.version)
+        .add("build", &info.build_id);
+    if let Some(binary) = outdated_against {
+        kv = kv.add(
+            "outdated",
+            format!("the running build differs from {binary}; the next banger command restarts it"),
+        );
+    }
+    kv.add("uptime", uptime(Duration::from_secs(info.uptime_secs)))
+        .add("started", info.started_at)
+        .add("state dir", &info.state_dir)
+        .add("log file", &info.log_file)
+        .render()
+}
+
+fn memory(mib: u32) -> String {
+    format_size(u64::from(mib) * MIB)
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+fn file(f: &ImageFile) -> String {
+    format!(
+        "{} ({}, {} allocated)",
+        f.path,
+        format_size(f.bytes),
+        format_size(f.allocated_bytes)
+    )
+}
+
+/// Bytes an image occupies on disk: what the disk accounting of the architecture counts.
+fn allocated(image: &Image) -> u64 {
+    let files = &image.files;
+    files.kernel.allocated_bytes
+        + files.rootfs.allocated_bytes
+        + files.initrd.as_ref().map_or(0, |f| f.allocated_bytes)
+}
+
+fn dated(t: Timestamp, now: Timestamp) -> String {
+    format!("{t} ({})", age(t, now))
+}
+
+/// How long ago `then` was, e.g. `3m ago`; old enough instants show their date instead.
+pub fn age(then: Timestamp, now: Timestamp) -> String {
+    let secs = then.until(now).as_secs();
+    match secs {
+        0..5 => "just now".into(),
+        5..60 => format!("{secs}s ago"),
+        60..3_600 => format!("{}m ago", secs / 60),
+        3_600..172_800 => format!("{}h ago", secs / 3_600),
+        172_800..5_184_000 => format!("{}d ago", secs / 86_400),
+        _ => then.to_string().chars().take(10).collect(),
+    }
+}
+
+/// A duration for people: `45s`, `12m 3s`, `5h 2m`, `3d 4h`.
+pub fn uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m {}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+/// A duration measured by an operation's stage: `12ms`, `1.3s`, `2m 5s`.
+pub fn elapsed(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        uptime(d)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns separated by two spaces, each as wide as its widest cell, no trailing spaces.
+struct Table<const N: usize> {
+    columns: [(&'static str, Align); N],
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(columns: [(&'static str, Align); N]) -> Self {
+        Table {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let header: [String; N] = self.columns.map(|(title, _)| title.to_string());
+        let mut widths = [0; N];
+        for row in std::iter::once(&header).chain(&self.rows) {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i] - cell.chars().count();
+                match self.columns[i].1 {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A `key: value` block with the values aligned.
+#[derive(Default)]
+struct KeyValues {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl KeyValues {
+    fn add(mut self, key: &'static str, value: impl std::fmt::Display) -> Self {
+        self.pairs.push((key, value.to_string()));
+        self
+    }
+
+    fn render(&self) -> String {
+        let width = self
+            .pairs
+            .iter()
+            .map(|(k, _)| k.len() + 1)
+            .max()
+            .unwrap_or(0);
+        self.pairs
+            .iter()
+            .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use banger_api::validate::GIB;
+    use banger_api::{
+        ErrorCode, ImageFiles, ImageManifest, ImageRef, ImageSource, Package, ServiceCheck,
+        VmNetwork, VmState, VmmKind,
+    };
+
+    /// 2025-11-23T12:13:20Z, the "now" of every snapshot.
+    pub(crate) const NOW: Timestamp = Timestamp(1_763_900_000_000);
+
+    fn ago(secs: i64) -> Timestamp {
+        Timestamp(NOW.0 - secs * 1000)
+    }
+
+    pub(crate) fn vm(name: &str, ip: &str, state: VmState) -> Vm {
+        Vm {
+            id: format!("vm-{name}-0123456789abcdef"),
+            name: name.into(),
+            image: ImageRef {
+                id: "img-0123456789abcdef".into(),
+                name: "debian".into(),
+            },
+            vcpus: 2,
+            memory_mib: 1024,
+            disk_bytes: 8 * GIB,
+            work_disk_bytes: 16 * GIB,
+            nat: false,
+            vmm: VmmKind::Auto,
+            state,
+            network: VmNetwork {
+                ip: ip.into(),
+                gateway: "172.30.0.1".into(),
+                prefix_len: 24,
+                mac: "06:00:ac:1e:00:02".into(),
+                vsock_cid: 3,
+            },
+            created_at: ago(180),
+            updated_at: ago(42),
+        }
+    }
+
+    fn image_file(path: &str, bytes: u64, allocated_bytes: u64) -> ImageFile {
+        ImageFile {
+            path: path.into(),
+            bytes,
+            allocated_bytes,
+        }
+    }
+
+    pub(crate) fn image(name: &str, created_at: Timestamp) -> Image {
+        let dir = format!("/home/u/.local/state/banger/images/img-{name}");
+        Image {
+            id: format!("img-{name}-0123456789abcdef"),
+            name: name.into(),
+            source: ImageSource::Registered,
+            files: ImageFiles {
+                kernel: image_file(&format!("{dir}/vmlinux"), 40 * MIB, 40 * MIB),
+                initrd: Some(image_file(&format!("{dir}/initrd"), 12 * MIB, 12 * MIB)),
+                rootfs: image_file(&format!("{dir}/rootfs.ext4"), 2 * GIB, 700 * MIB),
+            },
+            manifest: ImageManifest {
+                name: name.into(),
+                distro: None,
+                suite: None,
+                kernel_version: Some("6.1.0-40-cloud-amd64".into()),
+                packages: vec![],
+                services: vec![],
+                created_from: "/srv/boot/vmlinux, /srv/boot/initrd, /srv/boot/rootfs.ext4".into(),
+                created_at,
+            },
+            created_at,
+        }
+    }
+
+    fn vms() -> Vec<Vm> {
+        let mut web = vm("web-1", "172.30.0.3", VmState::Running);
+        web.nat = true;
+        web.vcpus = 16;
+        web.memory_mib = 16384;
+        web.work_disk_bytes = 3 * GIB / 2;
+        let long = vm(
+            "a-very-long-vm-name-that-uses-most-of-the-sixty-three-chars",
+            "172.30.0.254",
+            VmState::Failed,
+        );
+        vec![vm("dev", "172.30.0.2", VmState::Stopped), web, long]
+    }
+
+    fn images() -> Vec<Image> {
+        let mut bare = image("bare", ago(3 * 86_400));
+        bare.files.initrd = None;
+        bare.manifest.kernel_version = None;
+        let mut old = image(
+            "a-long-image-name-for-the-old-kernel-builds",
+            ago(90 * 86_400),
+        );
+        old.source = ImageSource::Bootstrapped;
+        vec![image("debian", ago(3 * 60)), bare, old]
+    }
+
+    #[test]
+    fn vm_list_text() {
+        insta::assert_snapshot!(vm_list(&vms()));
+    }
+
+    #[test]
+    fn vm_list_empty() {
+        insta::assert_snapshot!(vm_list(&[]));
+    }
+
+    #[test]
+    fn vm_list_json() {
+        insta::assert_snapshot!(json(&vms()));
+    }
+
+    #[test]
+    fn vm_list_empty_json() {
+        assert_eq!(json(&Vec::<Vm>::new()), "[]\n");
+    }
+
+    #[test]
+    fn vm_show_text() {
+        insta::assert_snapshot!(vm_show(&vms()[1], NOW));
+    }
+
+    #[test]
+    fn vm_show_json() {
+        insta::assert_snapshot!(json(&vms()[0]));
+    }
+
+    #[test]
+    fn image_list_text() {
+        insta::assert_snapshot!(image_list(&images(), NOW));
+    }
+
+    #[test]
+    fn image_list_empty() {
+        insta::assert_snapshot!(image_list(&[], NOW));
+    }
+
+    #[test]
+    fn image_list_json() {
+        insta::assert_snapshot!(json(&images()));
+    }
+
+    #[test]
+    fn image_show_text() {
+        insta::assert_snapshot!(image_show(&images()[0], NOW));
+    }
+
+    #[test]
+    fn image_show_text_bootstrapped() {
+        let mut image = images()[1].clone();
+        image.source = ImageSource::Bootstrapped;
+        image.manifest.distro = Some("debian".into());
+        image.manifest.suite = Some("bookworm".into());
+        image.manifest.packages = vec![
+            Package {
+                name: "openssh-server".into(),
+                version: "1:9.2p1-2".into(),
+            },
+            Package {
+                name: "systemd".into(),
+                version: "252.39-1".into(),
+            },
+        ];
+        image.manifest.services = vec![
+            ServiceCheck {
+                name: "ssh".into(),
+                port: 22,
+            },
+            ServiceCheck {
+                name: "opencode".into(),
+                port: 4096,
+            },
+        ];
+        insta::assert_snapshot!(image_show(&image, NOW));
+    }
+
+    #[test]
+    fn image_show_json() {
+        insta::assert_snapshot!(json(&images()[0]));
+    }
+
+    fn info() -> DaemonInfo {
+        DaemonInfo {
+            version: "0.1.0".into(),
+            build_id: "0.1.0-1f2e3d-6923a1b0.000000000-4c2a1".into(),
+            pid: 4242,
+            socket: "/run/user/1000/banger/bangerd.sock".into(),
+            state_dir: "/home/u/.local/state/banger".into(),
+            log_file: "/home/u/.local/state/banger/bangerd.log".into(),
+            started_at: ago(3_725),
+            uptime_secs: 3_725,
+        }
+    }
+
+    #[test]
+    fn daemon_status_text() {
+        insta::assert_snapshot!(daemon_status(&info(), None));
+    }
+
+    #[test]
+    fn daemon_status_text_outdated() {
+        insta::assert_snapshot!(daemon_status(&info(), Some("/usr/local/bin/bangerd")));
+    }
+
+    #[test]
+    fn daemon_status_json() {
+        insta::assert_snapshot!(json(&info()));
+    }
+
+    #[test]
+    fn deletions() {
+        insta::assert_snapshot!(deleted("VM", "dev", OutputFormat::Text), @"Deleted VM dev.");
+        insta::assert_snapshot!(deleted("image", "debian", OutputFormat::Json), @r#"
+        {
+          "deleted": "debian"
+        }
+        "#);
+    }
+
+    #[test]
+    fn errors_text_and_json() {
+        let with_hint = ApiError::new(ErrorCode::InUse, "image \"debian\" is used by 2 VMs")
+            .with_hint("delete the VMs dev and web-1 first");
+        let plain = ApiError::not_found("no VM named \"dev\"");
+        insta::assert_snapshot!(
+            "error_with_hint_text",
+            error(&with_hint, OutputFormat::Text)
+        );
+        insta::assert_snapshot!("error_plain_text", error(&plain, OutputFormat::Text));
+        insta::assert_snapshot!(
+            "error_with_hint_json",
+            error(&with_hint, OutputFormat::Json)
+        );
+        insta::assert_snapshot!("error_plain_json", error(&plain, OutputFormat::Json));
+    }
+
+    #[test]
+    fn ages_and_durations() {
+        let cases = [
+            0,
+            4,
+            5,
+            59,
+            60,
+            3_599,
+            3_600,
+            47 * 3_600,
+            2 * 86_400,
+            59 * 86_400,
+        ];
+        let ages: Vec<String> = cases.iter().map(|s| age(ago(*s), NOW)).collect();
+        assert_eq!(
+            ages,
+            [
+                "just now", "just now", "5s ago", "59s ago", "1m ago", "59m ago", "1h ago",
+                "47h ago", "2d ago", "59d ago"
+            ]
+        );
+        assert_eq!(age(ago(60 * 86_400), NOW), "2025-09-24");
+        // A clock that went backwards is not "in the future".
+        assert_eq!(age(Timestamp(NOW.0 + 5_000), NOW), "just now");
+        assert_eq!(uptime(Duration::from_secs(45)), "45s");
+        assert_eq!(uptime(Duration::from_secs(725)), "12m 5s");
+        assert_eq!(uptime(Duration::from_secs(3_725)), "1h 2m");
+        assert_eq!(uptime(Duration::from_secs(3 * 86_400 + 7_200)), "3d 2h");
+        assert_eq!(elapsed(Duration::from_millis(12)), "12ms");
+        assert_eq!(elapsed(Duration::from_millis(1_340)), "1.3s");
+        assert_eq!(elapsed(Duration::from_secs(125)), "2m 5s");
+    }
+}

@@ -1,0 +1,294 @@
+//! `banger vm …`: turns the command line into API requests, checking every value with the
+//! shared rules first so that a typo costs no round trip and never reaches bangerd's state
+//! (bangerd checks again: it is the authority).
+
+use banger_api::validate::{self, MIN_DISK_BYTES, MIN_WORK_DISK_BYTES};
+use banger_api::{ApiError, CreateVmRequest, Timestamp, UpdateVmRequest};
+
+use crate::cli::{CreateArgs, OutputFormat, SetArgs, VmCommand};
+use crate::daemon::Daemon;
+use crate::exit::Failure;
+use crate::output;
+
+/// The request of `banger vm create`, once every value passed the shared rules.
+pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
+    if let Some(name) = &args.name {
+        validate::name("VM", name)?;
+    }
+    if let Some(vcpus) = args.vcpus {
+        validate::vcpus(vcpus)?;
+    }
+    if let Some(memory) = args.memory {
+        validate::memory_mib(memory)?;
+    }
+    Ok(CreateVmRequest {
+        name: args.name.clone(),
+        image: args.image.clone(),
+        vcpus: args.vcpus,
+        memory_mib: args.memory,
+        disk_bytes: size("disk", args.disk.as_deref(), MIN_DISK_BYTES)?,
+        work_disk_bytes: size("work disk", args.work_disk.as_deref(), MIN_WORK_DISK_BYTES)?,
+        // An absent flag leaves the choice to bangerd's configuration.
+        nat: args.nat.then_some(true),
+        vmm: args.vmm.map(Into::into),
+        start: Some(!args.no_start),
+    })
+}
+
+/// The request of `banger vm set`; asking to change nothing is refused.
+pub fn update_request(args: &SetArgs) -> Result<UpdateVmRequest, ApiError> {
+    if args.vcpus.is_none() && args.memory.is_none() && args.work_disk.is_none() {
+        return Err(
+            ApiError::invalid(format!("nothing to change for VM {:?}", args.name))
+                .with_hint("pass --vcpus, --memory or --work-disk"),
+        );
+    }
+    if let Some(vcpus) = args.vcpus {
+        validate::vcpus(vcpus)?;
+    }
+    if let Some(memory) = args.memory {
+        validate::memory_mib(memory)?;
+    }
+    Ok(UpdateVmRequest {
+        vcpus: args.vcpus,
+        memory_mib: args.memory,
+        work_disk_bytes: size("work disk", args.work_disk.as_deref(), MIN_WORK_DISK_BYTES)?,
+    })
+}
+
+/// Parses and bounds a size flag; `field` names it in messages ("disk", "work disk").
+fn size(field: &str, text: Option<&str>, min: i64) -> Result<Option<i64>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let bytes = validate::parse_size(text)?;
+    // Beyond i64 is beyond the maximum too; let the bound produce the message.
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    validate::disk_bytes(field, bytes, min)?;
+    Ok(Some(bytes))
+}
+
+pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failure> {
+    let text = match command {
+        VmCommand::Create(args) => {
+            let request = create_request(args)?;
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.create_vm(&request).await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&vm),
+                OutputFormat::Text => format!(
+                    "Created VM {} (not started).\n\n{}",
+                    vm.name,
+                    output::vm_show(&vm, Timestamp::now())
+                ),
+            }
+        }
+        VmCommand::List => {
+            let daemon = Daemon::locate()?;
+            let vms = daemon.call(async |client| client.list_vms().await).await?;
+            match format {
+                OutputFormat::Json => output::json(&vms),
+                OutputFormat::Text => output::vm_list(&vms),
+            }
+        }
+        VmCommand::Show { name } => {
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.get_vm(name).await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&vm),
+                OutputFormat::Text => output::vm_show(&vm, Timestamp::now()),
+            }
+        }
+        VmCommand::Set(args) => {
+            let request = update_request(args)?;
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.update_vm(&args.name, &request).await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&vm),
+                OutputFormat::Text => format!(
+                    "Updated VM {}.\n\n{}",
+                    vm.name,
+                    output::vm_show(&vm, Timestamp::now())
+                ),
+            }
+        }
+        VmCommand::Delete { name } => {
+            let daemon = Daemon::locate()?;
+            daemon
+                .call(async |client| client.delete_vm(name).await)
+                .await?;
+            output::deleted("VM", name, format)
+        }
+    };
+    output::print(&text);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::exit::{Exit, Failure};
+    use banger_api::VmmKind;
+    use clap::Parser;
+
+    fn create(args: &[&str]) -> Result<CreateVmRequest, Failure> {
+        let argv = ["banger", "vm", "create", "--no-start"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        create_request(&args).map_err(Failure::from)
+    }
+
+    fn set(args: &[&str]) -> Result<UpdateVmRequest, Failure> {
+        let argv = ["banger", "vm", "set"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Vm(VmCommand::Set(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        update_request(&args).map_err(Failure::from)
+    }
+
+    /// What the user sees for a refused value, and the exit code.
+    fn refusal(result: Result<impl std::fmt::Debug, Failure>) -> String {
+        let failure = result.unwrap_err();
+        assert_eq!(failure.exit, Exit::InvalidInput);
+        output::error(&failure.error, OutputFormat::Text)
+    }
+
+    #[test]
+    fn a_full_create_becomes_one_request() {
+        let request = create(&[
+            "--name",
+            "dev",
+            "--image",
+            "debian",
+            "--vcpus",
+            "2",
+            "--memory",
+            "2048",
+            "--disk",
+            "8G",
+            "--work-disk",
+            "1.5G",
+            "--nat",
+            "--vmm",
+            "qemu",
+        ])
+        .unwrap();
+        assert_eq!(
+            request,
+            CreateVmRequest {
+                name: Some("dev".into()),
+                image: Some("debian".into()),
+                vcpus: Some(2),
+                memory_mib: Some(2048),
+                disk_bytes: Some(8 << 30),
+                work_disk_bytes: Some(3 << 29),
+                nat: Some(true),
+                vmm: Some(VmmKind::Qemu),
+                start: Some(false),
+            }
+        );
+    }
+
+    #[test]
+    fn absent_flags_leave_defaults_to_the_daemon() {
+        let request = create(&[]).unwrap();
+        assert_eq!(
+            request,
+            CreateVmRequest {
+                start: Some(false),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_create_values_are_refused_with_exit_3() {
+        insta::assert_snapshot!(refusal(create(&["--vcpus", "0"])), @r"
+        error: vCPUs must be at least 1 (got 0)
+        hint: pass --vcpus with a value from 1 to 32
+        ");
+        insta::assert_snapshot!(refusal(create(&["--vcpus", "-2"])), @r"
+        error: vCPUs must be at least 1 (got -2)
+        hint: pass --vcpus with a value from 1 to 32
+        ");
+        insta::assert_snapshot!(refusal(create(&["--vcpus", "33"])), @r"
+        error: vCPUs must be at most 32 (got 33)
+        hint: pass --vcpus with a value from 1 to 32
+        ");
+        insta::assert_snapshot!(refusal(create(&["--memory", "64"])), @r"
+        error: memory must be at least 128 MiB (got 64)
+        hint: pass --memory in MiB, e.g. --memory 1024
+        ");
+        insta::assert_snapshot!(refusal(create(&["--memory", "-1"])), @r"
+        error: memory must be at least 128 MiB (got -1)
+        hint: pass --memory in MiB, e.g. --memory 1024
+        ");
+        insta::assert_snapshot!(refusal(create(&["--disk", "4X"])), @r#"
+        error: "4X" is not a size
+        hint: write a number with a unit: 512M, 4G, 1.5T (K, M, G, T are powers of 1024)
+        "#);
+        insta::assert_snapshot!(refusal(create(&["--disk", "-4G"])), @r#"
+        error: "-4G" is not a size
+        hint: write a number with a unit: 512M, 4G, 1.5T (K, M, G, T are powers of 1024)
+        "#);
+        insta::assert_snapshot!(refusal(create(&["--disk", "100M"])), @r"
+        error: disk size must be at least 256M (got 100M)
+        hint: sizes take a unit: 512M, 4G, 1T
+        ");
+        insta::assert_snapshot!(refusal(create(&["--work-disk", "1M"])), @r"
+        error: work disk size must be at least 64M (got 1M)
+        hint: sizes take a unit: 512M, 4G, 1T
+        ");
+        insta::assert_snapshot!(refusal(create(&["--work-disk", "20T"])), @r"
+        error: work disk size must be at most 16T (got 20T)
+        hint: sizes take a unit: 512M, 4G, 1T
+        ");
+        // Beyond i64 but within u64: still the bound's message, not an overflow.
+        insta::assert_snapshot!(refusal(create(&["--disk", "9000000T"])), @r"
+        error: disk size must be at most 16T (got 8388608T)
+        hint: sizes take a unit: 512M, 4G, 1T
+        ");
+        insta::assert_snapshot!(refusal(create(&["--name", "Bad_Name"])), @r#"
+        error: VM name "Bad_Name" contains 'B' (names are lower-case)
+        hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
+        "#);
+        insta::assert_snapshot!(refusal(create(&["--name", "dev-"])), @r#"
+        error: VM name "dev-" starts or ends with '-'
+        hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
+        "#);
+    }
+
+    #[test]
+    fn set_needs_something_to_change() {
+        insta::assert_snapshot!(refusal(set(&["dev"])), @r#"
+        error: nothing to change for VM "dev"
+        hint: pass --vcpus, --memory or --work-disk
+        "#);
+        insta::assert_snapshot!(refusal(set(&["dev", "--vcpus", "-1"])), @r"
+        error: vCPUs must be at least 1 (got -1)
+        hint: pass --vcpus with a value from 1 to 32
+        ");
+        insta::assert_snapshot!(refusal(set(&["dev", "--work-disk", "4X"])), @r#"
+        error: "4X" is not a size
+        hint: write a number with a unit: 512M, 4G, 1.5T (K, M, G, T are powers of 1024)
+        "#);
+        assert_eq!(
+            set(&["dev", "--memory", "4096", "--work-disk", "32G"]).unwrap(),
+            UpdateVmRequest {
+                vcpus: None,
+                memory_mib: Some(4096),
+                work_disk_bytes: Some(32 << 30),
+            }
+        );
+    }
+}

@@ -1,0 +1,649 @@
+//! End-to-end tests of the `banger` binary against a real `bangerd`: each test gets its own
+//! home, XDG directories and daemon (started by banger itself, stopped by a guard), so tests
+//! run in parallel without seeing each other.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+use serde_json::Value;
+
+/// Exit codes of the CLI, as documented in `banger_cli::exit`.
+const INVALID_INPUT: i32 = 3;
+const NOT_FOUND: i32 = 4;
+const CONFLICT: i32 = 5;
+const UNAVAILABLE: i32 = 6;
+const USAGE: i32 = 2;
+
+/// An isolated banger installation; dropping it stops its daemon.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    daemon_bin: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("banger-e2e")
+            .tempdir()
+            .unwrap();
+        Sandbox {
+            dir,
+            daemon_bin: PathBuf::from(env!("CARGO_BIN_EXE_bangerd")),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `banger` invocation in this sandbox.
+    fn banger<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.banger_with(&self.daemon_bin, args)
+    }
+
+    /// A `banger` invocation that would start the daemon binary `daemon_bin`.
+    fn banger_with<I, S>(&self, daemon_bin: &Path, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let root = self.root();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
+        cmd.args(args)
+            .current_dir(root)
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_STATE_HOME", root.join("state"))
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("BANGER_DAEMON_BIN", daemon_bin)
+            .timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    /// Runs banger, expecting `code`; returns stdout and stderr.
+    fn run(&self, args: &[&str], code: i32) -> (String, String) {
+        let out = self.banger(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "banger {args:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+        (stdout, stderr)
+    }
+
+    /// Runs banger expecting success and returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.run(args, 0).0
+    }
+
+    /// Runs banger with `-o json`, expecting success; returns the parsed value.
+    fn json(&self, args: &[&str]) -> Value {
+        let stdout = self.json_text(args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    /// Runs banger with `-o json`, expecting success; returns the JSON as printed.
+    fn json_text(&self, args: &[&str]) -> String {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        self.ok(&args)
+    }
+
+    /// Writes a kernel and an ext4 rootfs that bangerd accepts and returns their paths.
+    fn boot_files(&self) -> (PathBuf, PathBuf) {
+        let kernel = self.root().join("vmlinux");
+        std::fs::write(&kernel, tiny_elf_kernel()).unwrap();
+        let rootfs = self.root().join("rootfs.ext4");
+        let mkfs = CommandSpec::new("mkfs.ext4").args([
+            "-q".into(),
+            "-F".into(),
+            rootfs.display().to_string(),
+            "16M".into(),
+        ]);
+        RealRunner
+            .run(&mkfs)
+            .expect("mkfs.ext4 (e2fsprogs) is needed");
+        (kernel, rootfs)
+    }
+
+    /// Registers an image named `name` and returns banger's stdout and stderr.
+    fn register(&self, name: &str) -> (String, String) {
+        let (kernel, rootfs) = self.boot_files();
+        self.run(
+            &[
+                "image",
+                "register",
+                "--name",
+                name,
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--rootfs",
+                rootfs.to_str().unwrap(),
+            ],
+            0,
+        )
+    }
+
+    fn daemon_pid(&self) -> u64 {
+        self.json(&["daemon", "status"])["pid"].as_u64().unwrap()
+    }
+
+    /// Snapshot settings that hide what differs between runs.
+    fn settings(&self) -> insta::Settings {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(
+            &regex_escape(&self.root().display().to_string()),
+            "[SANDBOX]",
+        );
+        settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
+        settings.add_filter(r#""id": "[^"]+""#, r#""id": "[ID]""#);
+        settings.add_filter(r"\b[0-9a-f]{16}\b", "[ID]");
+        settings.add_filter(r"\((just now|\d+[smhd] ago)\)", "([AGE])");
+        settings.add_filter(
+            r#""allocated_bytes": \d+"#,
+            r#""allocated_bytes": "[ALLOCATED]""#,
+        );
+        settings
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // No daemon may outlive its test (it would hold the sandbox's files open).
+        let _ = self.banger(["daemon", "stop"]).output();
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// The smallest file bangerd takes for a kernel: an ELF64 x86_64 executable header, followed
+/// by a version banner like the one a real vmlinux carries.
+fn tiny_elf_kernel() -> Vec<u8> {
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // ELFCLASS64
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // EV_CURRENT
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // e_version
+    elf[0x18..0x20].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
+    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    elf.extend_from_slice(b"Linux version 6.1.0-test (builder@banger) #1 SMP\n\0");
+    elf
+}
+
+#[test]
+fn the_first_command_starts_the_daemon_and_status_reports_it() {
+    let sandbox = Sandbox::new();
+    let (_, stderr) = sandbox.run(&["daemon", "status"], UNAVAILABLE);
+    let socket = sandbox.root().join("run/banger/bangerd.sock");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: bangerd is not running (socket: {})\n\
+             hint: start it with `banger daemon start`; any other banger command starts it too\n",
+            socket.display()
+        )
+    );
+
+    let stdout = sandbox.ok(&["vm", "list"]);
+    assert_eq!(
+        stdout,
+        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+    );
+    assert_eq!(sandbox.json(&["vm", "list"]), serde_json::json!([]));
+
+    let status = sandbox.ok(&["daemon", "status"]);
+    let info = sandbox.json(&["daemon", "status"]);
+    let pid = info["pid"].as_u64().unwrap();
+    assert!(status.contains(&format!("pid:       {pid}\n")), "{status}");
+    assert_eq!(info["socket"], socket.display().to_string());
+    assert_eq!(
+        info["state_dir"],
+        sandbox.root().join("state/banger").display().to_string()
+    );
+    assert!(
+        !status.contains("outdated"),
+        "the daemon banger started is the expected build: {status}"
+    );
+
+    assert_eq!(
+        sandbox.ok(&["daemon", "start"]),
+        format!("bangerd is already running (pid {pid}).\n")
+    );
+    assert_eq!(
+        sandbox.ok(&["daemon", "stop"]),
+        format!("bangerd stopped (pid {pid}).\n")
+    );
+    sandbox.run(&["daemon", "status"], UNAVAILABLE);
+    assert_eq!(sandbox.ok(&["daemon", "stop"]), "bangerd is not running.\n");
+    let stopped = sandbox.json(&["daemon", "stop"]);
+    assert_eq!(
+        stopped,
+        serde_json::json!({"was_running": false, "pid": null})
+    );
+
+    let started = sandbox.ok(&["daemon", "start"]);
+    let pid = sandbox.daemon_pid();
+    assert_eq!(started, format!("bangerd started (pid {pid}).\n"));
+    let restarted = sandbox.json(&["daemon", "restart"]);
+    assert_ne!(restarted["pid"].as_u64().unwrap(), pid);
+    assert_eq!(restarted["pid"].as_u64().unwrap(), sandbox.daemon_pid());
+}
+
+#[test]
+fn images_and_vms_through_their_lifecycle() {
+    let sandbox = Sandbox::new();
+    assert_eq!(
+        sandbox.ok(&["image", "list"]),
+        "No images yet. Register one with: banger image register --name NAME --kernel vmlinux \
+         --rootfs rootfs.ext4\n"
+    );
+
+    let (stdout, stderr) = sandbox.register("base");
+    assert!(
+        stdout.starts_with("Registered image base.\n\nname:           base\n"),
+        "{stdout}"
+    );
+    assert!(stderr.starts_with("Registering image base\n"), "{stderr}");
+    assert!(stderr.contains(": done"), "stages are shown: {stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+
+    let list = sandbox.ok(&["image", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].starts_with("NAME  SOURCE      KERNEL      SIZE  CREATED"),
+        "{list}"
+    );
+    assert!(
+        lines[1].starts_with("base  registered  6.1.0-test"),
+        "{list}"
+    );
+    let printed = sandbox.json_text(&["image", "list"]);
+    sandbox.settings().bind(|| {
+        insta::assert_snapshot!("image_list_json", printed);
+    });
+    let images: Value = serde_json::from_str(&printed).unwrap();
+    let shown = sandbox.json(&["image", "show", "base"]);
+    assert_eq!(shown, images[0]);
+
+    // One vCPU: bangerd caps vCPUs at the host's CPUs, and a CI machine may have one.
+    let printed = sandbox.json_text(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "dev",
+        "--image",
+        "base",
+        "--vcpus",
+        "1",
+        "--memory",
+        "512",
+        "--disk",
+        "1G",
+        "--work-disk",
+        "256M",
+        "--nat",
+    ]);
+    sandbox.settings().bind(|| {
+        insta::assert_snapshot!("vm_create_json", printed);
+    });
+    let created: Value = serde_json::from_str(&printed).unwrap();
+    let second = sandbox.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "web-1",
+        "--image",
+        "base",
+        "--vcpus",
+        "1",
+    ]);
+    assert!(
+        second.starts_with("Created VM web-1 (not started).\n\nname:"),
+        "{second}"
+    );
+
+    let list = sandbox.ok(&["vm", "list"]);
+    sandbox.settings().bind(|| {
+        insta::assert_snapshot!("vm_list_text", list);
+    });
+    let vms = sandbox.json(&["vm", "list"]);
+    assert_eq!(vms.as_array().unwrap().len(), 2);
+    assert_eq!(vms[0], created);
+
+    let show = sandbox.ok(&["vm", "show", "dev"]);
+    sandbox.settings().bind(|| {
+        insta::assert_snapshot!("vm_show_text", show);
+    });
+    assert_eq!(sandbox.json(&["vm", "show", "dev"]), created);
+
+    let updated = sandbox.json(&["vm", "set", "dev", "--vcpus", "1", "--memory", "1024"]);
+    assert_eq!(updated["vcpus"], 1);
+    assert_eq!(updated["memory_mib"], 1024);
+    let text = sandbox.ok(&["vm", "set", "dev", "--work-disk", "512M"]);
+    assert!(text.starts_with("Updated VM dev.\n\n"), "{text}");
+    assert!(
+        text.contains("work disk: 512M (mounted at /root)\n"),
+        "{text}"
+    );
+
+    // An image in use cannot go.
+    let (_, stderr) = sandbox.run(&["image", "delete", "base"], CONFLICT);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+
+    assert_eq!(sandbox.ok(&["vm", "delete", "dev"]), "Deleted VM dev.\n");
+    assert_eq!(
+        sandbox.json(&["vm", "delete", "web-1"]),
+        serde_json::json!({"deleted": "web-1"})
+    );
+    assert_eq!(sandbox.json(&["vm", "list"]), serde_json::json!([]));
+    assert_eq!(
+        sandbox.ok(&["image", "delete", "base"]),
+        "Deleted image base.\n"
+    );
+    assert_eq!(sandbox.json(&["image", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn bad_values_are_refused_before_reaching_the_daemon() {
+    let sandbox = Sandbox::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--vcpus", "0"],
+            "error: vCPUs must be at least 1 (got 0)\nhint: pass --vcpus with a value from 1 to 32\n",
+        ),
+        (
+            &["--vcpus", "-2"],
+            "error: vCPUs must be at least 1 (got -2)\nhint: pass --vcpus with a value from 1 to 32\n",
+        ),
+        (
+            &["--memory", "64"],
+            "error: memory must be at least 128 MiB (got 64)\nhint: pass --memory in MiB, e.g. --memory 1024\n",
+        ),
+        (
+            &["--disk", "4X"],
+            "error: \"4X\" is not a size\nhint: write a number with a unit: 512M, 4G, 1.5T (K, M, G, T are powers of 1024)\n",
+        ),
+        (
+            &["--work-disk", "1M"],
+            "error: work disk size must be at least 64M (got 1M)\nhint: sizes take a unit: 512M, 4G, 1T\n",
+        ),
+        (
+            &["--name", "Bad_Name"],
+            "error: VM name \"Bad_Name\" contains 'B' (names are lower-case)\nhint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit\n",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut argv = vec!["vm", "create", "--no-start"];
+        argv.extend_from_slice(args);
+        let (stdout, stderr) = sandbox.run(&argv, INVALID_INPUT);
+        assert_eq!(stdout, "");
+        assert_eq!(&stderr, message, "{args:?}");
+    }
+    // JSON mode reports the same error as an object.
+    let out = sandbox
+        .banger(["vm", "create", "--no-start", "--vcpus", "0", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(INVALID_INPUT));
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["code"], "invalid_input");
+    assert_eq!(error["message"], "vCPUs must be at least 1 (got 0)");
+
+    let (_, stderr) = sandbox.run(&["vm", "create", "--name", "dev"], USAGE);
+    assert!(
+        stderr.contains("the following required arguments were not provided:\n  --no-start"),
+        "{stderr}"
+    );
+    let (_, stderr) = sandbox.run(&["vm", "set", "dev"], INVALID_INPUT);
+    assert_eq!(
+        stderr,
+        "error: nothing to change for VM \"dev\"\nhint: pass --vcpus, --memory or --work-disk\n"
+    );
+    let (_, stderr) = sandbox.run(
+        &[
+            "image", "register", "--name", "base", "--kernel", "nope", "--rootfs", "nope",
+        ],
+        INVALID_INPUT,
+    );
+    assert_eq!(
+        stderr,
+        "error: kernel file nope does not exist\nhint: pass --kernel with the path of the kernel\n"
+    );
+
+    // None of that needed bangerd, so none was started.
+    sandbox.run(&["daemon", "status"], UNAVAILABLE);
+}
+
+#[test]
+fn refusals_from_the_daemon_leave_state_unchanged() {
+    let sandbox = Sandbox::new();
+    sandbox.register("base");
+    sandbox.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "dev",
+        "--image",
+        "base",
+    ]);
+    let before = sandbox.json(&["vm", "list"]);
+
+    let (_, stderr) = sandbox.run(
+        &[
+            "vm",
+            "create",
+            "--no-start",
+            "--name",
+            "dev",
+            "--image",
+            "base",
+        ],
+        CONFLICT,
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    // bangerd treats an unknown image in a create request as an invalid value.
+    sandbox.run(
+        &[
+            "vm",
+            "create",
+            "--no-start",
+            "--name",
+            "other",
+            "--image",
+            "nope",
+        ],
+        INVALID_INPUT,
+    );
+    sandbox.run(
+        &["vm", "create", "--no-start", "--name", "x", "--vcpus", "0"],
+        INVALID_INPUT,
+    );
+    // The work disk only grows.
+    sandbox.run(&["vm", "set", "dev", "--work-disk", "64M"], INVALID_INPUT);
+    assert_eq!(sandbox.json(&["vm", "list"]), before);
+
+    let (_, stderr) = sandbox.run(&["vm", "show", "nope"], NOT_FOUND);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    let out = sandbox
+        .banger(["-o", "json", "vm", "delete", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(NOT_FOUND));
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["code"], "not_found");
+    sandbox.run(&["image", "show", "nope"], NOT_FOUND);
+
+    // bangerd checks the files' formats before it starts the registration operation.
+    let kernel = sandbox.root().join("vmlinux");
+    let bogus = sandbox.root().join("bogus.img");
+    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let (_, stderr) = sandbox.run(
+        &[
+            "image",
+            "register",
+            "--name",
+            "bogus",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--rootfs",
+            bogus.to_str().unwrap(),
+        ],
+        INVALID_INPUT,
+    );
+    assert_eq!(
+        stderr,
+        format!(
+            "error: rootfs {} is not an ext4 filesystem image (found unrecognised data)\n\
+             hint: make an ext4 image from a directory tree with \
+             `mkfs.ext4 -d DIR rootfs.ext4 SIZE`\n",
+            bogus.display()
+        )
+    );
+    assert_eq!(
+        sandbox.json(&["image", "list"]).as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn a_daemon_of_another_build_is_restarted() {
+    let sandbox = Sandbox::new();
+    let bin = sandbox.root().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let first = bin.join("bangerd-a");
+    std::fs::copy(env!("CARGO_BIN_EXE_bangerd"), &first).unwrap();
+
+    sandbox
+        .banger_with(&first, ["daemon", "start"])
+        .assert()
+        .success();
+    let before = sandbox.json(&["daemon", "status"]);
+
+    // A rebuilt daemon: another file, so another inode, size or mtime.
+    let second = bin.join("bangerd-b");
+    std::fs::copy(env!("CARGO_BIN_EXE_bangerd"), &second).unwrap();
+
+    // Status only reports the difference; it restarts nothing.
+    let status = sandbox
+        .banger_with(&second, ["daemon", "status"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&format!(
+            "outdated:  the running build differs from {}; the next banger command restarts it\n",
+            second.display()
+        )),
+        "{status}"
+    );
+    assert_eq!(sandbox.json(&["daemon", "status"])["pid"], before["pid"]);
+    let out = sandbox
+        .banger_with(&second, ["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "banger: restarting bangerd (running build differs from {})\n",
+            second.display()
+        )
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+    );
+
+    let after = sandbox.json(&["daemon", "status"]);
+    assert_ne!(after["pid"], before["pid"]);
+    assert_ne!(after["build_id"], before["build_id"]);
+    let expected = banger_api::build::build_id_of(&second).unwrap();
+    assert_eq!(after["build_id"], expected);
+
+    // The old daemon is gone, and the new one is not restarted again.
+    let old_pid = before["pid"].as_u64().unwrap() as u32;
+    assert!(!banger_host::process::pid_alive(old_pid));
+    let again = sandbox
+        .banger_with(&second, ["vm", "list"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stderr), "");
+}
+
+#[test]
+fn a_daemon_that_fails_to_start_is_reported_with_its_startup_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    let broken = sandbox.root().join("broken-bangerd");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\necho 'bangerd: cannot open the database: disk on fire' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = sandbox
+        .banger_with(&broken, ["vm", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(UNAVAILABLE));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = sandbox.root().join("run/banger/bangerd.startup.log");
+    let expected_tail = format!(
+        "exited while starting; the last lines of its startup log {}:\n  \
+         bangerd: cannot open the database: disk on fire\nhint: bangerd's log is ",
+        log.display()
+    );
+    assert!(stderr.starts_with("error: bangerd (pid "), "{stderr}");
+    assert!(stderr.contains(&expected_tail), "{stderr}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_definitions() {
+    let sandbox = Sandbox::new();
+    let bash = sandbox.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("banger__subcmd__vm__subcmd__create"),
+        "bash completion names subcommands"
+    );
+    assert!(bash.contains("--no-start"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(!sandbox.ok(&["completions", shell]).is_empty(), "{shell}");
+    }
+    let man = sandbox.ok(&["man"]);
+    assert!(
+        man.starts_with(".ie \\n(.g .ds Aq"),
+        "{}",
+        &man[..80.min(man.len())]
+    );
+    assert!(man.contains(".TH banger 1"), "roff title");
+    sandbox.run(&["completions", "tcsh"], USAGE);
+    // Neither needed the daemon.
+    sandbox.run(&["daemon", "status"], UNAVAILABLE);
+}
