@@ -1,16 +1,25 @@
 //! Every side effect banger has on the host, behind small synchronous functions and traits:
 //! running commands ([`runner`]), starting and signalling long-lived processes ([`process`]),
-//! reading CPU and memory figures ([`resources`]), and measuring and copying disk files
-//! ([`disk`]). Nothing here knows what a VM is; the daemon calls these from `spawn_blocking`.
-//! This is the only crate of the workspace allowed to create processes.
+//! reading CPU and memory figures ([`resources`]), measuring and copying disk files
+//! ([`disk`]), the bridge, taps and nftables rules of banger's private network ([`network`]),
+//! and the host checks of `banger doctor` and of preflights ([`doctor`]). Nothing here knows
+//! what a VM is beyond the id, tap and address its network needs; the daemon calls these from
+//! `spawn_blocking`. This is the only crate of the workspace allowed to create processes.
 
 pub mod disk;
+pub mod doctor;
+pub mod network;
 pub mod process;
 pub mod resources;
 pub mod runner;
 
 pub use disk::{
     CopyError, CopyMethod, DiskError, FsUsage, allocated_bytes, copy_file, filesystem_usage,
+};
+pub use doctor::{Check, CheckStatus, Doctor, Preflight};
+pub use network::{
+    Acquired, NetConfig, NetworkError, Privilege, ReleaseError, Resource, VmNet, list_orphan_taps,
+    rebuild_nat_table, release, setup_vm_network, tap_name, teardown_vm_network,
 };
 pub use process::{
     ProcessError, Signal, pid_alive, signal, signal_group, spawn_detached, wait_for_exit,

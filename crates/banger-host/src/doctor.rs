@@ -1,0 +1,851 @@
+//! The host checks behind `banger doctor` and the preflights the daemon runs before starting a
+//! VM, setting up NAT or resizing a disk: KVM and its kind, the VMM binaries and which one
+//! `vmm = "auto"` would pick, `/dev/net/tun`, iproute2, nftables, the bridge, `ip_forward`, free
+//! disk space, e2fsprogs, the OpenSSH client and, when the daemon is not root, passwordless
+//! `sudo`. Each check says what it found and, when something is wrong, the command or setting
+//! that fixes it. Programs are probed through the [`CommandRunner`] and files under an
+//! injectable root directory, so every check is testable without the host it describes.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::disk::{DiskError, FsUsage, filesystem_usage};
+use crate::network::{self, NetConfig, Privilege};
+use crate::runner::{CommandRunner, CommandSpec, RunError};
+
+const GIB: u64 = 1 << 30;
+/// Below this much free space in the state directory a check warns...
+const DISK_WARN_BYTES: u64 = 5 * GIB;
+/// ...and below this it fails: one VM's overlay and work disk need about this much to start.
+const DISK_FAIL_BYTES: u64 = GIB;
+
+/// The explanation banger owes a user whose `/dev/kvm` is paravirtual.
+pub const KVM_PVM_EXPLANATION: &str = "kvm_pvm (paravirtual KVM): Firecracker and QEMU \
+    -enable-kvm start but a stock guest kernel cannot boot; banger uses QEMU with TCG here";
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    /// Works, but worse than it could (slower backend, a feature unavailable).
+    Warn,
+    /// Something banger needs is missing or broken.
+    Fail,
+}
+
+/// One finding about the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable short name, e.g. `kvm`, `nftables`.
+    pub name: String,
+    pub status: CheckStatus,
+    /// What was found, in a sentence.
+    pub detail: String,
+    /// The command or setting that fixes it; present whenever the status is not `Ok`.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &str, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn is_fail(&self) -> bool {
+        self.status == CheckStatus::Fail
+    }
+}
+
+/// What an operation is about to do, selecting the checks that matter for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    /// Starting a VM: a VMM that can run it, the network pieces, disk space.
+    Start,
+    /// Setting up NAT for a VM: nftables, forwarding.
+    Nat,
+    /// Resizing a disk: e2fsprogs, disk space.
+    Resize,
+}
+
+/// What is known about `/dev/kvm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KvmKind {
+    Intel,
+    Amd,
+    Pvm,
+    Unknown,
+}
+
+impl KvmKind {
+    fn module(self) -> &'static str {
+        match self {
+            KvmKind::Intel => "kvm_intel",
+            KvmKind::Amd => "kvm_amd",
+            KvmKind::Pvm => "kvm_pvm",
+            KvmKind::Unknown => "kvm",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kvm {
+    Missing,
+    /// Present but not openable read-write.
+    NoAccess(KvmKind, io::Error),
+    Usable(KvmKind),
+}
+
+/// Where a program was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// On the daemon's PATH, where the runner finds it.
+    InPath(PathBuf),
+    /// Only in an sbin directory that PATH lacks (Debian's default for users): `sudo` finds it
+    /// there, an unprivileged run does not.
+    OutsidePath(PathBuf),
+    Missing,
+}
+
+/// Runs host checks. Built with the real host's defaults and overridable for tests.
+#[derive(Debug, Clone)]
+pub struct Doctor<'a> {
+    runner: &'a dyn CommandRunner,
+    net: NetConfig,
+    state_dir: PathBuf,
+    root: PathBuf,
+    path: OsString,
+    firecracker: Option<PathBuf>,
+    fs_usage: fn(&Path) -> Result<FsUsage, DiskError>,
+}
+
+impl<'a> Doctor<'a> {
+    /// Checks for a daemon whose network is `net` and whose state lives in `state_dir`, on the
+    /// real host: files under `/`, programs on this process's PATH, Firecracker from PATH.
+    pub fn new(runner: &'a dyn CommandRunner, net: NetConfig, state_dir: PathBuf) -> Self {
+        Doctor {
+            runner,
+            net,
+            state_dir,
+            root: PathBuf::from("/"),
+            path: std::env::var_os("PATH").unwrap_or_default(),
+            firecracker: None,
+            fs_usage: filesystem_usage,
+        }
+    }
+
+    /// Probes `/dev`, `/sys`, `/proc` and the sbin directories under `root` instead of `/`.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Looks programs up in `path` (a PATH value) instead of this process's PATH.
+    pub fn path_var(mut self, path: impl Into<OsString>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The Firecracker binary configured in config.toml, if any; otherwise it is looked up.
+    pub fn firecracker(mut self, binary: Option<PathBuf>) -> Self {
+        self.firecracker = binary;
+        self
+    }
+
+    /// Measures free space with `f` instead of `statvfs`.
+    pub fn fs_usage(mut self, f: fn(&Path) -> Result<FsUsage, DiskError>) -> Self {
+        self.fs_usage = f;
+        self
+    }
+
+    /// Every check, in the order `banger doctor` prints them.
+    pub fn run(&self) -> Vec<Check> {
+        let kvm = self.kvm();
+        let firecracker = self.firecracker_binary();
+        let qemu = self.qemu_binary();
+        let mut checks = vec![
+            self.check_kvm(&kvm),
+            self.check_firecracker(&firecracker),
+            self.check_qemu(&qemu),
+            self.check_vmm(&kvm, &firecracker, &qemu),
+            self.check_tun(),
+            self.check_iproute2(),
+            self.check_nftables(false),
+            self.check_bridge(),
+            self.check_ip_forward(),
+            self.check_disk(),
+            self.check_e2fsprogs(&["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"]),
+            self.check_openssh(),
+        ];
+        checks.extend(self.check_sudo());
+        checks
+    }
+
+    /// The checks that matter before `kind`; a `Fail` among them should stop the operation
+    /// with that check's detail and fix.
+    pub fn preflight(&self, kind: Preflight) -> Vec<Check> {
+        let mut checks = match kind {
+            Preflight::Start => {
+                let kvm = self.kvm();
+                let firecracker = self.firecracker_binary();
+                let qemu = self.qemu_binary();
+                vec![
+                    self.check_kvm(&kvm),
+                    self.check_firecracker(&firecracker),
+                    self.check_qemu(&qemu),
+                    self.check_vmm(&kvm, &firecracker, &qemu),
+                    self.check_tun(),
+                    self.check_iproute2(),
+                    self.check_bridge(),
+                    self.check_disk(),
+                ]
+            }
+            Preflight::Nat => vec![self.check_nftables(true), self.check_ip_forward()],
+            Preflight::Resize => vec![
+                self.check_e2fsprogs(&["resize2fs", "e2fsck"]),
+                self.check_disk(),
+            ],
+        };
+        checks.extend(self.check_sudo());
+        checks
+    }
+
+    fn under_root(&self, absolute: &str) -> PathBuf {
+        self.root.join(absolute.trim_start_matches('/'))
+    }
+
+    fn find(&self, program: &str) -> Found {
+        for dir in std::env::split_paths(&self.path) {
+            let candidate = dir.join(program);
+            if is_executable(&candidate) {
+                return Found::InPath(candidate);
+            }
+        }
+        for dir in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+            let candidate = self.under_root(dir).join(program);
+            if is_executable(&candidate) {
+                return Found::OutsidePath(candidate);
+            }
+        }
+        Found::Missing
+    }
+
+    /// The first line a program prints for its version (some print it on stderr).
+    fn version(&self, program: &Path, flag: &str) -> Result<String, RunError> {
+        let out = self
+            .runner
+            .run(&CommandSpec::new(program.to_string_lossy()).arg(flag))?;
+        let text = if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            out.stderr_lossy()
+        } else {
+            out.stdout_lossy()
+        };
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    fn kvm(&self) -> Kvm {
+        let device = self.under_root("/dev/kvm");
+        if !device.exists() {
+            return Kvm::Missing;
+        }
+        let module = |name: &str| self.under_root("/sys/module").join(name).exists();
+        // kvm_pvm first: it can be loaded next to a hardware module that has no hardware.
+        let kind = if module("kvm_pvm") {
+            KvmKind::Pvm
+        } else if module("kvm_intel") {
+            KvmKind::Intel
+        } else if module("kvm_amd") {
+            KvmKind::Amd
+        } else {
+            KvmKind::Unknown
+        };
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&device)
+        {
+            Ok(_) => Kvm::Usable(kind),
+            Err(error) => Kvm::NoAccess(kind, error),
+        }
+    }
+
+    fn check_kvm(&self, kvm: &Kvm) -> Check {
+        const NAME: &str = "kvm";
+        match kvm {
+            Kvm::Missing => Check::warn(
+                NAME,
+                "/dev/kvm does not exist: VMs can only run under QEMU with TCG (software \
+                 emulation, several times slower)",
+                "enable hardware virtualization (VT-x/AMD-V) in the firmware, then `sudo \
+                 modprobe kvm_intel` (or `kvm_amd`)",
+            ),
+            Kvm::Usable(KvmKind::Pvm) | Kvm::NoAccess(KvmKind::Pvm, _) => Check::warn(
+                NAME,
+                KVM_PVM_EXPLANATION,
+                "nothing to do for banger; to boot guests under Firecracker, use a host whose \
+                 CPU exposes VT-x or AMD-V (bare metal or nested virtualization)",
+            ),
+            Kvm::NoAccess(kind, error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                Check::fail(
+                    NAME,
+                    format!(
+                        "{}: /dev/kvm exists but this user cannot open it read-write",
+                        kind.module()
+                    ),
+                    "sudo usermod -aG kvm \"$USER\", then log out and in again",
+                )
+            }
+            Kvm::NoAccess(kind, error) => Check::fail(
+                NAME,
+                format!(
+                    "{}: cannot open /dev/kvm read-write: {error}",
+                    kind.module()
+                ),
+                "check that the kvm module loaded cleanly: `sudo dmesg | grep -i kvm`",
+            ),
+            Kvm::Usable(kind) => Check::ok(NAME, format!("{}: /dev/kvm is usable", kind.module())),
+        }
+    }
+
+    /// The Firecracker binary and its version, or why there is none.
+    fn firecracker_binary(&self) -> Result<(PathBuf, String), Check> {
+        const NAME: &str = "firecracker";
+        let path = match &self.firecracker {
+            Some(configured) if is_executable(configured) => configured.clone(),
+            Some(configured) => {
+                return Err(Check::fail(
+                    NAME,
+                    format!(
+                        "the configured binary {} does not exist or is not executable",
+                        configured.display()
+                    ),
+                    "install Firecracker there, or change `firecracker` in config.toml",
+                ));
+            }
+            None => match self.find("firecracker") {
+                Found::InPath(path) => path,
+                Found::OutsidePath(_) | Found::Missing => {
+                    return Err(Check::warn(
+                        NAME,
+                        "not installed (not found in PATH); VMs run under QEMU instead",
+                        "install a release binary from Firecracker's GitHub releases into PATH, \
+                         or set `firecracker = \"/path/to/firecracker\"` in config.toml",
+                    ));
+                }
+            },
+        };
+        match self.version(&path, "--version") {
+            Ok(line) if line.starts_with("Firecracker") => Ok((path, line)),
+            Ok(line) => Err(Check::fail(
+                NAME,
+                format!(
+                    "{} does not look like Firecracker: `--version` printed {line:?}",
+                    path.display()
+                ),
+                "point `firecracker` in config.toml at a Firecracker release binary",
+            )),
+            Err(error) => Err(Check::fail(
+                NAME,
+                format!("{} does not run: {error}", path.display()),
+                "reinstall Firecracker from its GitHub releases (x86_64 build)",
+            )),
+        }
+    }
+
+    fn check_firecracker(&self, found: &Result<(PathBuf, String), Check>) -> Check {
+        match found {
+            Ok((path, version)) => {
+                Check::ok("firecracker", format!("{version} at {}", path.display()))
+            }
+            Err(check) => check.clone(),
+        }
+    }
+
+    fn qemu_binary(&self) -> Result<(PathBuf, String), Check> {
+        const NAME: &str = "qemu";
+        let fix = "sudo apt-get install qemu-system-x86";
+        let path = match self.find("qemu-system-x86_64") {
+            Found::InPath(path) => path,
+            Found::OutsidePath(_) | Found::Missing => {
+                return Err(Check::warn(
+                    NAME,
+                    "qemu-system-x86_64 is not installed; it runs VMs where Firecracker cannot",
+                    fix,
+                ));
+            }
+        };
+        match self.version(&path, "--version") {
+            Ok(line) => {
+                let version = line
+                    .strip_prefix("QEMU emulator version ")
+                    .map_or(line.clone(), |v| format!("QEMU {v}"));
+                Ok((path, version))
+            }
+            Err(error) => Err(Check::fail(
+                NAME,
+                format!("{} does not run: {error}", path.display()),
+                fix,
+            )),
+        }
+    }
+
+    fn check_qemu(&self, found: &Result<(PathBuf, String), Check>) -> Check {
+        match found {
+            Ok((path, version)) => Check::ok("qemu", format!("{version} at {}", path.display())),
+            Err(check) => check.clone(),
+        }
+    }
+
+    /// Which backend `vmm = "auto"` picks here, and why.
+    fn check_vmm(
+        &self,
+        kvm: &Kvm,
+        firecracker: &Result<(PathBuf, String), Check>,
+        qemu: &Result<(PathBuf, String), Check>,
+    ) -> Check {
+        const NAME: &str = "vmm";
+        let hardware_kvm = matches!(kvm, Kvm::Usable(kind) if *kind != KvmKind::Pvm);
+        if hardware_kvm && firecracker.is_ok() {
+            return Check::ok(NAME, "vmm = \"auto\" uses Firecracker");
+        }
+        let why = match kvm {
+            Kvm::Missing => "/dev/kvm does not exist",
+            Kvm::Usable(KvmKind::Pvm) | Kvm::NoAccess(KvmKind::Pvm, _) => {
+                "/dev/kvm is kvm_pvm, which cannot boot a stock guest kernel"
+            }
+            Kvm::NoAccess(..) => "/dev/kvm cannot be opened",
+            Kvm::Usable(_) => "Firecracker is not usable",
+        };
+        match qemu {
+            Ok(_) if hardware_kvm => Check::warn(
+                NAME,
+                format!("vmm = \"auto\" uses QEMU with KVM because {why}"),
+                "install Firecracker (see the firecracker check) for the full feature set",
+            ),
+            Ok(_) => Check::warn(
+                NAME,
+                format!(
+                    "vmm = \"auto\" uses QEMU with TCG (software emulation, slow) because {why}"
+                ),
+                "run banger on a host with hardware virtualization for fast VMs",
+            ),
+            Err(_) => Check::fail(
+                NAME,
+                format!("no backend can run VMs: {why}, and QEMU is not installed"),
+                "sudo apt-get install qemu-system-x86",
+            ),
+        }
+    }
+
+    fn check_tun(&self) -> Check {
+        if self.under_root("/dev/net/tun").exists() {
+            Check::ok("tun", "/dev/net/tun exists")
+        } else {
+            Check::fail(
+                "tun",
+                "/dev/net/tun does not exist: VMs cannot get a network interface",
+                "sudo modprobe tun",
+            )
+        }
+    }
+
+    fn check_iproute2(&self) -> Check {
+        match self.find("ip") {
+            Found::InPath(path) | Found::OutsidePath(path) => {
+                Check::ok("iproute2", format!("ip at {}", path.display()))
+            }
+            Found::Missing => Check::fail(
+                "iproute2",
+                "`ip` is not installed: banger cannot create its bridge and taps",
+                "sudo apt-get install iproute2",
+            ),
+        }
+    }
+
+    /// `required`: NAT is about to be set up, so a missing `nft` fails instead of warning.
+    fn check_nftables(&self, required: bool) -> Check {
+        const NAME: &str = "nftables";
+        let fix = "sudo apt-get install nftables";
+        // nft always runs privileged, and sudo's and root's PATH include the sbin directories.
+        let path = match self.find("nft") {
+            Found::InPath(path) | Found::OutsidePath(path) => path,
+            Found::Missing => {
+                let detail = "`nft` is not installed: VMs created with --nat cannot start";
+                return if required {
+                    Check::fail(NAME, detail, fix)
+                } else {
+                    Check::warn(NAME, detail, fix)
+                };
+            }
+        };
+        match self.version(&path, "--version") {
+            Ok(line) => Check::ok(
+                NAME,
+                format!(
+                    "{} at {}",
+                    line.split(" (").next().unwrap_or(&line),
+                    path.display()
+                ),
+            ),
+            Err(error) => Check::fail(
+                NAME,
+                format!("{} does not run: {error}", path.display()),
+                fix,
+            ),
+        }
+    }
+
+    fn check_bridge(&self) -> Check {
+        const NAME: &str = "bridge";
+        let net = &self.net;
+        let bridge = net.bridge.as_str();
+        let links = match network::host_links(self.runner) {
+            Ok(links) => links,
+            Err(error) => {
+                return Check::warn(
+                    NAME,
+                    format!(
+                        "cannot inspect network interfaces: {}",
+                        crate::network::error_chain(&error)
+                    ),
+                    "sudo apt-get install iproute2",
+                );
+            }
+        };
+        for link in links.iter().filter(|l| l.name != bridge) {
+            if let Some((addr, len)) = link.ipv4.iter().find(|(addr, len)| {
+                network::overlaps(*addr, *len, net.host_address, net.prefix_len)
+            }) {
+                return Check::fail(
+                    NAME,
+                    format!(
+                        "subnet {} overlaps {addr}/{len} on {}",
+                        net.subnet(),
+                        link.name
+                    ),
+                    "set `subnet` in config.toml to a free range, e.g. 172.31.0.0/24",
+                );
+            }
+        }
+        let Some(link) = links.iter().find(|l| l.name == bridge) else {
+            return Check::ok(
+                NAME,
+                format!(
+                    "{bridge} does not exist yet; it is created with {} when the first VM starts",
+                    net.host_cidr()
+                ),
+            );
+        };
+        if link.kind.as_deref() != Some("bridge") {
+            return Check::fail(
+                NAME,
+                format!(
+                    "{bridge} exists but is a {} link, not a bridge",
+                    link.kind.as_deref().unwrap_or("physical")
+                ),
+                format!("sudo ip link del {bridge}"),
+            );
+        }
+        let taps = links
+            .iter()
+            .filter(|l| l.master.as_deref() == Some(bridge))
+            .count();
+        let own = (net.host_address, net.prefix_len);
+        let stale: Vec<String> = link
+            .ipv4
+            .iter()
+            .filter(|a| **a != own)
+            .map(|(a, l)| format!("{a}/{l}"))
+            .collect();
+        if let Some(first) = stale.first() {
+            return Check::warn(
+                NAME,
+                format!(
+                    "{bridge} also carries {} (an earlier subnet?)",
+                    stale.join(", ")
+                ),
+                format!("sudo ip addr del {first} dev {bridge}"),
+            );
+        }
+        if !link.ipv4.contains(&own) || !link.up {
+            return Check::warn(
+                NAME,
+                format!(
+                    "{bridge} exists but is {}; the next VM start fixes it",
+                    if link.up {
+                        format!("missing {}", net.host_cidr())
+                    } else {
+                        "down".to_owned()
+                    }
+                ),
+                format!(
+                    "sudo ip addr replace {} dev {bridge} && sudo ip link set {bridge} up",
+                    net.host_cidr()
+                ),
+            );
+        }
+        let mac = net.bridge_mac();
+        if link.mac.as_deref() != Some(mac.as_str()) {
+            return Check::warn(
+                NAME,
+                format!(
+                    "{bridge} has the MAC address {} instead of banger's fixed {mac}: it can \
+                     change when a tap is removed, cutting the other VMs off until their ARP \
+                     caches expire",
+                    link.mac.as_deref().unwrap_or("(none)")
+                ),
+                format!("sudo ip link set {bridge} address {mac} (with no VM running)"),
+            );
+        }
+        Check::ok(
+            NAME,
+            format!(
+                "{bridge} is up with {} ({taps} tap{} attached)",
+                net.host_cidr(),
+                if taps == 1 { "" } else { "s" }
+            ),
+        )
+    }
+
+    fn check_ip_forward(&self) -> Check {
+        const NAME: &str = "ip_forward";
+        let path = self.under_root("/proc/sys/net/ipv4/ip_forward");
+        match std::fs::read_to_string(&path).as_deref().map(str::trim) {
+            Ok("1") => Check::ok(NAME, "net.ipv4.ip_forward is on"),
+            Ok("0") => Check::ok(
+                NAME,
+                "net.ipv4.ip_forward is off; banger turns it on while a --nat VM runs and \
+                 restores it after the last one",
+            ),
+            Ok(other) => Check::warn(
+                NAME,
+                format!("net.ipv4.ip_forward has the unexpected value {other:?}"),
+                "sudo sysctl -w net.ipv4.ip_forward=0",
+            ),
+            Err(error) => Check::warn(
+                NAME,
+                format!("cannot read {}: {error}", path.display()),
+                "mount /proc, or run banger where /proc/sys/net is visible",
+            ),
+        }
+    }
+
+    fn check_disk(&self) -> Check {
+        const NAME: &str = "disk";
+        // The state directory may not exist before the first run; its filesystem does.
+        let mut dir = self.state_dir.as_path();
+        while !dir.exists() {
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => break,
+            }
+        }
+        let fix = format!(
+            "free space on the filesystem of {}, or move banger's state elsewhere with \
+             XDG_STATE_HOME",
+            dir.display()
+        );
+        match (self.fs_usage)(dir) {
+            Ok(usage) => {
+                let detail = format!(
+                    "{} free of {} in {}",
+                    gib(usage.available_bytes),
+                    gib(usage.total_bytes),
+                    self.state_dir.display()
+                );
+                if usage.available_bytes < DISK_FAIL_BYTES {
+                    Check::fail(NAME, format!("{detail}; VMs need at least 1 GiB"), fix)
+                } else if usage.available_bytes < DISK_WARN_BYTES {
+                    Check::warn(NAME, format!("{detail}; less than 5 GiB"), fix)
+                } else {
+                    Check::ok(NAME, detail)
+                }
+            }
+            Err(error) => Check::warn(
+                NAME,
+                format!(
+                    "cannot measure free space: {}",
+                    crate::network::error_chain(&error)
+                ),
+                fix,
+            ),
+        }
+    }
+
+    fn check_e2fsprogs(&self, programs: &[&str]) -> Check {
+        const NAME: &str = "e2fsprogs";
+        let mut missing = Vec::new();
+        let mut outside = Vec::new();
+        let mut dirs: Vec<String> = Vec::new();
+        for program in programs {
+            match self.find(program) {
+                Found::InPath(path) => {
+                    let dir = path
+                        .parent()
+                        .unwrap_or(Path::new("/"))
+                        .display()
+                        .to_string();
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+                Found::OutsidePath(path) => outside.push(path),
+                Found::Missing => missing.push(*program),
+            }
+        }
+        if !missing.is_empty() {
+            return Check::fail(
+                NAME,
+                format!(
+                    "{} not installed: banger cannot build or resize VM disks",
+                    missing.join(", ")
+                ),
+                "sudo apt-get install e2fsprogs",
+            );
+        }
+        if let Some(first) = outside.first() {
+            let names: Vec<String> = outside
+                .iter()
+                .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                .collect();
+            let dir = first
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .display()
+                .to_string();
+            return Check::fail(
+                NAME,
+                format!("{} found in {dir}, which is not in PATH", names.join(", ")),
+                "add the sbin directories to banger's PATH: export PATH=\"$PATH:/usr/sbin:/sbin\" \
+                 (then `banger daemon restart`)",
+            );
+        }
+        Check::ok(
+            NAME,
+            format!("{} in {}", programs.join(", "), dirs.join(", ")),
+        )
+    }
+
+    fn check_openssh(&self) -> Check {
+        const NAME: &str = "openssh";
+        let fix = "sudo apt-get install openssh-client";
+        let Found::InPath(ssh) = self.find("ssh") else {
+            return Check::fail(
+                NAME,
+                "`ssh` is not installed: `banger vm ssh` cannot work",
+                fix,
+            );
+        };
+        let Found::InPath(_) = self.find("ssh-keygen") else {
+            return Check::fail(
+                NAME,
+                "`ssh-keygen` is not installed: banger cannot make its SSH key",
+                fix,
+            );
+        };
+        match self.version(&ssh, "-V") {
+            Ok(line) => Check::ok(
+                NAME,
+                format!(
+                    "{} at {}",
+                    line.split(',').next().unwrap_or(&line),
+                    ssh.display()
+                ),
+            ),
+            Err(error) => Check::fail(
+                NAME,
+                format!("{} does not run: {error}", ssh.display()),
+                fix,
+            ),
+        }
+    }
+
+    /// Only when the daemon is not root: whether `sudo` runs banger's privileged steps without
+    /// asking for a password.
+    fn check_sudo(&self) -> Option<Check> {
+        const NAME: &str = "sudo";
+        if self.net.privilege == Privilege::Root {
+            return None;
+        }
+        let rule = "echo \"$USER ALL=(root) NOPASSWD: /usr/sbin/ip, /usr/bin/ip, /usr/sbin/nft, \
+                    /usr/sbin/sysctl\" | sudo tee /etc/sudoers.d/banger && sudo chmod 0440 \
+                    /etc/sudoers.d/banger";
+        if self.find("sudo") == Found::Missing {
+            return Some(Check::fail(
+                NAME,
+                "banger is not running as root and `sudo` is not installed: it cannot create \
+                 taps, the bridge or NAT rules",
+                format!("as root: apt-get install sudo; then {rule}"),
+            ));
+        }
+        let sudo = |args: &[&str]| {
+            self.runner
+                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
+        };
+        if sudo(&["-n", "true"]).is_ok() {
+            return Some(Check::ok(NAME, "sudo -n works without a password"));
+        }
+        // A rule limited to the commands banger needs is enough, and the safer setup.
+        let refused: Vec<&str> = ["ip", "nft", "sysctl"]
+            .into_iter()
+            .filter(|program| sudo(&["-n", "-l", program]).is_err())
+            .collect();
+        if refused.is_empty() {
+            return Some(Check::ok(
+                NAME,
+                "sudo allows ip, nft and sysctl without a password",
+            ));
+        }
+        Some(Check::fail(
+            NAME,
+            format!(
+                "banger is not running as root and `sudo -n` refuses {} (a password would be \
+                 needed): taps, the bridge and NAT rules cannot be set up",
+                refused.join(", ")
+            ),
+            rule,
+        ))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / GIB as f64)
+}
+
+#[cfg(test)]
+mod tests;

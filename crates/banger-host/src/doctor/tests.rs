@@ -1,0 +1,523 @@
+//! Doctor checks against a fake host: a temporary directory standing in for `/` (its `dev`,
+//! `sys`, `proc` and `sbin`), a PATH of empty executables, and the fake runner answering the
+//! version and inspection commands.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::runner::{CommandOutput, FakeRunner, Matcher};
+
+/// A fake host's root directory.
+struct FakeHost {
+    dir: tempfile::TempDir,
+}
+
+impl FakeHost {
+    fn new() -> FakeHost {
+        FakeHost {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, path: &str, content: &str) -> &Self {
+        let path = self.root().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    fn dir(&self, path: &str) -> &Self {
+        std::fs::create_dir_all(self.root().join(path)).unwrap();
+        self
+    }
+
+    /// Empty executables named `programs` in `dir` (relative to the root).
+    fn programs(&self, dir: &str, programs: &[&str]) -> &Self {
+        for program in programs {
+            let path = self.root().join(dir).join(program);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        self
+    }
+
+    /// A PATH of the root's `bin`.
+    fn path(&self) -> OsString {
+        self.root().join("bin").into_os_string()
+    }
+
+    /// A host like this project's CI machines: kvm_pvm, everything installed but Firecracker.
+    fn ci_like() -> FakeHost {
+        let host = FakeHost::new();
+        host.file("dev/kvm", "")
+            .file("dev/net/tun", "")
+            .dir("sys/module/kvm")
+            .dir("sys/module/kvm_pvm")
+            .file("proc/sys/net/ipv4/ip_forward", "0\n")
+            .dir("state")
+            .programs(
+                "bin",
+                &[
+                    "ip",
+                    "qemu-system-x86_64",
+                    "mkfs.ext4",
+                    "debugfs",
+                    "resize2fs",
+                    "e2fsck",
+                    "ssh",
+                    "ssh-keygen",
+                    "sudo",
+                ],
+            )
+            .programs("usr/sbin", &["nft"]);
+        host
+    }
+
+    /// A workstation with hardware KVM and Firecracker.
+    fn workstation() -> FakeHost {
+        let host = FakeHost::ci_like();
+        std::fs::remove_dir(host.root().join("sys/module/kvm_pvm")).unwrap();
+        host.dir("sys/module/kvm_intel")
+            .programs("bin", &["firecracker"])
+            .file("proc/sys/net/ipv4/ip_forward", "1\n");
+        host
+    }
+}
+
+fn versions(fake: FakeRunner) -> FakeRunner {
+    fake.respond(
+        "firecracker",
+        CommandOutput::with_stdout(
+            "Firecracker v1.7.0\n\nSupported snapshot data format versions: v1.0.0\n",
+        ),
+    )
+    .respond(
+        "qemu-system-x86_64",
+        CommandOutput::with_stdout(
+            "QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u12)\nCopyright (c) 2003-2022 Fabrice Bellard\n",
+        ),
+    )
+    .respond(
+        "nft",
+        CommandOutput::with_stdout("nftables v1.0.6 (Lester Gooch #5)\n"),
+    )
+    .respond(
+        "ssh",
+        CommandOutput {
+            code: Some(0),
+            stdout: Vec::new(),
+            stderr: b"OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n".to_vec(),
+        },
+    )
+}
+
+fn links(fake: FakeRunner, json: &str) -> FakeRunner {
+    fake.respond(
+        Matcher::prefix("ip", ["-d", "-j"]),
+        CommandOutput::with_stdout(json.to_owned()),
+    )
+}
+
+const BRIDGE_UP: &str = r#"[{"ifname":"lo","flags":["UP"],"addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
+    {"ifname":"banger0","flags":["UP"],"address":"06:00:ac:1e:00:01","linkinfo":{"info_kind":"bridge"},
+     "addr_info":[{"family":"inet","local":"172.30.0.1","prefixlen":24}]},
+    {"ifname":"bt-0123456789ab","flags":["UP"],"master":"banger0","linkinfo":{"info_kind":"tun"}}]"#;
+
+fn net(privilege: Privilege) -> NetConfig {
+    NetConfig {
+        bridge: "banger0".into(),
+        host_address: Ipv4Addr::new(172, 30, 0, 1),
+        prefix_len: 24,
+        privilege,
+        tap_owner: 1000,
+    }
+}
+
+fn plenty(_: &Path) -> Result<FsUsage, DiskError> {
+    Ok(FsUsage {
+        total_bytes: 100 * GIB,
+        available_bytes: 40 * GIB,
+    })
+}
+
+fn doctor<'a>(host: &FakeHost, fake: &'a FakeRunner, privilege: Privilege) -> Doctor<'a> {
+    Doctor::new(fake, net(privilege), host.root().join("state/banger"))
+        .root(host.root())
+        .path_var(host.path())
+        .fs_usage(plenty)
+}
+
+/// The checks as JSON with the temporary root replaced, for snapshots.
+fn redacted(host: &FakeHost, checks: &[Check]) -> serde_json::Value {
+    let text = serde_json::to_string(checks)
+        .unwrap()
+        .replace(host.root().to_str().unwrap(), "[root]");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn find<'c>(checks: &'c [Check], name: &str) -> &'c Check {
+    checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+}
+
+fn assert_every_problem_has_a_fix(checks: &[Check]) {
+    for check in checks {
+        assert_eq!(
+            check.fix.is_some(),
+            check.status != CheckStatus::Ok,
+            "{check:?}"
+        );
+    }
+}
+
+#[test]
+fn a_kvm_pvm_host_is_explained_and_falls_back_to_qemu_tcg() {
+    let host = FakeHost::ci_like();
+    let fake = links(versions(FakeRunner::new()), "[]");
+    let checks = doctor(&host, &fake, Privilege::Root).run();
+    let kvm = find(&checks, "kvm");
+    assert_eq!(kvm.status, CheckStatus::Warn);
+    assert_eq!(
+        kvm.detail,
+        "kvm_pvm (paravirtual KVM): Firecracker and QEMU -enable-kvm start but a stock guest \
+         kernel cannot boot; banger uses QEMU with TCG here"
+    );
+    assert_every_problem_has_a_fix(&checks);
+    assert!(!checks.iter().any(Check::is_fail), "{checks:#?}");
+    insta::assert_json_snapshot!("ci_like_host", redacted(&host, &checks));
+}
+
+#[test]
+fn a_workstation_with_hardware_kvm_uses_firecracker() {
+    let host = FakeHost::workstation();
+    let fake = links(versions(FakeRunner::new()), BRIDGE_UP);
+    let checks = doctor(&host, &fake, Privilege::Root).run();
+    assert!(
+        checks.iter().all(|c| c.status == CheckStatus::Ok),
+        "{checks:#?}"
+    );
+    insta::assert_json_snapshot!("workstation", redacted(&host, &checks));
+    assert_eq!(
+        fake.calls_matching(Matcher::any())
+            .iter()
+            .filter(|c| c.ends_with("firecracker --version"))
+            .count(),
+        1,
+        "probed once per run"
+    );
+}
+
+#[test]
+fn an_unprivileged_user_on_a_bare_host_is_told_what_to_install() {
+    let host = FakeHost::new();
+    host.file("proc/sys/net/ipv4/ip_forward", "0\n")
+        .dir("dev/kvm") // a directory: exists but cannot be opened read-write
+        .dir("sys/module/kvm_amd")
+        .programs("bin", &["ip", "ssh", "sudo"])
+        .programs("usr/sbin", &["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"]);
+    let fake = links(versions(FakeRunner::new()), "[]").respond(
+        "sudo",
+        CommandOutput {
+            code: Some(1),
+            stdout: Vec::new(),
+            stderr: b"sudo: a password is required\n".to_vec(),
+        },
+    );
+    let checks = doctor(&host, &fake, Privilege::Sudo).run();
+    assert_every_problem_has_a_fix(&checks);
+    insta::assert_json_snapshot!("bare_host_unprivileged", redacted(&host, &checks));
+    assert_eq!(
+        fake.calls_matching("sudo"),
+        [
+            "sudo -n true",
+            "sudo -n -l ip",
+            "sudo -n -l nft",
+            "sudo -n -l sysctl"
+        ]
+    );
+}
+
+#[test]
+fn kvm_permission_and_kinds() {
+    let host = FakeHost::workstation();
+    let fake = FakeRunner::new();
+    let d = doctor(&host, &fake, Privilege::Sudo);
+    let denied = d.check_kvm(&Kvm::NoAccess(
+        KvmKind::Intel,
+        io::Error::from(io::ErrorKind::PermissionDenied),
+    ));
+    assert_eq!(denied.status, CheckStatus::Fail);
+    assert_eq!(
+        denied.fix.as_deref(),
+        Some("sudo usermod -aG kvm \"$USER\", then log out and in again")
+    );
+    // kvm_pvm wins over a hardware module loaded next to it.
+    host.dir("sys/module/kvm_pvm");
+    assert!(matches!(d.kvm(), Kvm::Usable(KvmKind::Pvm)));
+    std::fs::remove_dir(host.root().join("sys/module/kvm_pvm")).unwrap();
+    std::fs::remove_dir(host.root().join("sys/module/kvm_intel")).unwrap();
+    assert!(matches!(d.kvm(), Kvm::Usable(KvmKind::Unknown)));
+    std::fs::remove_file(host.root().join("dev/kvm")).unwrap();
+    assert!(matches!(d.kvm(), Kvm::Missing));
+}
+
+#[test]
+fn the_vmm_check_says_what_auto_picks_and_why() {
+    let host = FakeHost::workstation();
+    let fake = versions(FakeRunner::new());
+    let d = doctor(&host, &fake, Privilege::Root);
+    let fc = d.firecracker_binary();
+    let qemu = d.qemu_binary();
+    let no_fc = Err(Check::warn("firecracker", "x", "y"));
+    let no_qemu = Err(Check::warn("qemu", "x", "y"));
+    let cases = [
+        (
+            Kvm::Usable(KvmKind::Intel),
+            &fc,
+            &qemu,
+            CheckStatus::Ok,
+            "vmm = \"auto\" uses Firecracker",
+        ),
+        (
+            Kvm::Usable(KvmKind::Intel),
+            &no_fc,
+            &qemu,
+            CheckStatus::Warn,
+            "vmm = \"auto\" uses QEMU with KVM because Firecracker is not usable",
+        ),
+        (
+            Kvm::Usable(KvmKind::Pvm),
+            &fc,
+            &qemu,
+            CheckStatus::Warn,
+            "vmm = \"auto\" uses QEMU with TCG (software emulation, slow) because /dev/kvm is kvm_pvm, which cannot boot a stock guest kernel",
+        ),
+        (
+            Kvm::Missing,
+            &fc,
+            &qemu,
+            CheckStatus::Warn,
+            "vmm = \"auto\" uses QEMU with TCG (software emulation, slow) because /dev/kvm does not exist",
+        ),
+        (
+            Kvm::Missing,
+            &fc,
+            &no_qemu,
+            CheckStatus::Fail,
+            "no backend can run VMs: /dev/kvm does not exist, and QEMU is not installed",
+        ),
+    ];
+    for (kvm, fc, qemu, status, detail) in cases {
+        let check = d.check_vmm(&kvm, fc, qemu);
+        assert_eq!((check.status, check.detail.as_str()), (status, detail));
+    }
+}
+
+#[test]
+fn a_configured_firecracker_must_exist_and_be_firecracker() {
+    let host = FakeHost::workstation();
+    let fake = FakeRunner::new().respond("firecracker", CommandOutput::with_stdout("hello\n"));
+    let d = doctor(&host, &fake, Privilege::Root)
+        .firecracker(Some(host.root().join("opt/firecracker")));
+    let check = d.check_firecracker(&d.firecracker_binary());
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(
+        check
+            .detail
+            .ends_with("does not exist or is not executable"),
+        "{check:?}"
+    );
+
+    let d = d.firecracker(Some(host.root().join("bin/firecracker")));
+    let check = d.check_firecracker(&d.firecracker_binary());
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(
+        check.detail.contains("does not look like Firecracker"),
+        "{check:?}"
+    );
+
+    let fake = FakeRunner::new().fail_nth("firecracker", 1, "Illegal instruction");
+    let d = doctor(&host, &fake, Privilege::Root);
+    let check = d.check_firecracker(&d.firecracker_binary());
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(check.detail.ends_with("Illegal instruction"), "{check:?}");
+}
+
+#[test]
+fn bridge_states() {
+    let host = FakeHost::ci_like();
+    let cases = [
+        (
+            "[]",
+            CheckStatus::Ok,
+            "banger0 does not exist yet; it is created with 172.30.0.1/24 when the first VM starts",
+        ),
+        (
+            BRIDGE_UP,
+            CheckStatus::Ok,
+            "banger0 is up with 172.30.0.1/24 (1 tap attached)",
+        ),
+        (
+            r#"[{"ifname":"banger0","flags":[],"linkinfo":{"info_kind":"bridge"},"addr_info":[{"family":"inet","local":"172.30.0.1","prefixlen":24}]}]"#,
+            CheckStatus::Warn,
+            "banger0 exists but is down; the next VM start fixes it",
+        ),
+        (
+            r#"[{"ifname":"banger0","flags":["UP"],"linkinfo":{"info_kind":"bridge"},"addr_info":[{"family":"inet","local":"172.30.0.1","prefixlen":24},{"family":"inet","local":"10.9.0.1","prefixlen":24}]}]"#,
+            CheckStatus::Warn,
+            "banger0 also carries 10.9.0.1/24 (an earlier subnet?)",
+        ),
+        (
+            r#"[{"ifname":"banger0","flags":["UP"],"address":"8a:11:22:33:44:55","linkinfo":{"info_kind":"bridge"},"addr_info":[{"family":"inet","local":"172.30.0.1","prefixlen":24}]}]"#,
+            CheckStatus::Warn,
+            "banger0 has the MAC address 8a:11:22:33:44:55 instead of banger's fixed 06:00:ac:1e:00:01: it can change when a tap is removed, cutting the other VMs off until their ARP caches expire",
+        ),
+        (
+            r#"[{"ifname":"banger0","flags":["UP"],"linkinfo":{"info_kind":"veth"}}]"#,
+            CheckStatus::Fail,
+            "banger0 exists but is a veth link, not a bridge",
+        ),
+        (
+            r#"[{"ifname":"docker1","flags":["UP"],"addr_info":[{"family":"inet","local":"172.30.0.1","prefixlen":16}]}]"#,
+            CheckStatus::Fail,
+            "subnet 172.30.0.0/24 overlaps 172.30.0.1/16 on docker1",
+        ),
+    ];
+    for (json, status, detail) in cases {
+        let fake = links(FakeRunner::new(), json);
+        let check = doctor(&host, &fake, Privilege::Root).check_bridge();
+        assert_eq!((check.status, check.detail.as_str()), (status, detail));
+        assert_eq!(check.fix.is_some(), status != CheckStatus::Ok);
+    }
+}
+
+#[test]
+fn disk_space_thresholds() {
+    fn usage(available: u64) -> Result<FsUsage, DiskError> {
+        Ok(FsUsage {
+            total_bytes: 50 * GIB,
+            available_bytes: available,
+        })
+    }
+    fn ample(_: &Path) -> Result<FsUsage, DiskError> {
+        usage(5 * GIB)
+    }
+    fn low(_: &Path) -> Result<FsUsage, DiskError> {
+        usage(5 * GIB - 1)
+    }
+    fn tiny(_: &Path) -> Result<FsUsage, DiskError> {
+        usage(GIB - 1)
+    }
+    let host = FakeHost::ci_like();
+    let fake = FakeRunner::new();
+    let d = doctor(&host, &fake, Privilege::Root);
+    assert_eq!(
+        d.clone().fs_usage(ample).check_disk().status,
+        CheckStatus::Ok
+    );
+    assert_eq!(
+        d.clone().fs_usage(low).check_disk().status,
+        CheckStatus::Warn
+    );
+    let fail = d.fs_usage(tiny).check_disk();
+    assert_eq!(fail.status, CheckStatus::Fail);
+    assert!(fail.detail.ends_with("VMs need at least 1 GiB"), "{fail:?}");
+    assert!(fail.fix.unwrap().contains("XDG_STATE_HOME"));
+}
+
+#[test]
+fn disk_space_is_measured_on_the_nearest_existing_directory() {
+    fn seen(path: &Path) -> Result<FsUsage, DiskError> {
+        assert!(path.exists(), "{}", path.display());
+        assert!(path.ends_with("state"), "{}", path.display());
+        plenty(path)
+    }
+    let host = FakeHost::ci_like();
+    let fake = FakeRunner::new();
+    let check = doctor(&host, &fake, Privilege::Root)
+        .fs_usage(seen)
+        .check_disk();
+    assert_eq!(check.status, CheckStatus::Ok);
+}
+
+#[test]
+fn sudo_readiness() {
+    let host = FakeHost::ci_like();
+    let fake = FakeRunner::new();
+    let check = doctor(&host, &fake, Privilege::Sudo).check_sudo().unwrap();
+    assert_eq!(check.detail, "sudo -n works without a password");
+
+    // A rule limited to what banger runs is enough.
+    let fake = FakeRunner::new().fail_nth(Matcher::prefix("sudo", ["-n", "true"]), 1, "no");
+    let check = doctor(&host, &fake, Privilege::Sudo).check_sudo().unwrap();
+    assert_eq!(check.status, CheckStatus::Ok);
+    assert_eq!(
+        check.detail,
+        "sudo allows ip, nft and sysctl without a password"
+    );
+
+    let fake = FakeRunner::new()
+        .fail_nth(Matcher::prefix("sudo", ["-n", "true"]), 1, "no")
+        .fail_nth(Matcher::prefix("sudo", ["-n", "-l", "nft"]), 1, "no");
+    let check = doctor(&host, &fake, Privilege::Sudo).check_sudo().unwrap();
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(check.detail.contains("refuses nft"), "{check:?}");
+    assert!(check.fix.unwrap().contains("/etc/sudoers.d/banger"));
+
+    assert!(doctor(&host, &fake, Privilege::Root).check_sudo().is_none());
+}
+
+#[test]
+fn preflights_select_their_checks() {
+    let host = FakeHost::ci_like();
+    let fake = links(versions(FakeRunner::new()), "[]");
+    let names = |kind, privilege| -> Vec<String> {
+        doctor(&host, &fake, privilege)
+            .preflight(kind)
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    assert_eq!(
+        names(Preflight::Start, Privilege::Root),
+        [
+            "kvm",
+            "firecracker",
+            "qemu",
+            "vmm",
+            "tun",
+            "iproute2",
+            "bridge",
+            "disk"
+        ]
+    );
+    assert_eq!(
+        names(Preflight::Nat, Privilege::Sudo),
+        ["nftables", "ip_forward", "sudo"]
+    );
+    assert_eq!(
+        names(Preflight::Resize, Privilege::Root),
+        ["e2fsprogs", "disk"]
+    );
+}
+
+#[test]
+fn nat_preflight_fails_without_nft_where_doctor_only_warns() {
+    let host = FakeHost::ci_like();
+    std::fs::remove_file(host.root().join("usr/sbin/nft")).unwrap();
+    let fake = links(versions(FakeRunner::new()), "[]");
+    let d = doctor(&host, &fake, Privilege::Root);
+    assert_eq!(find(&d.run(), "nftables").status, CheckStatus::Warn);
+    let nat = d.preflight(Preflight::Nat);
+    let check = find(&nat, "nftables");
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert_eq!(check.fix.as_deref(), Some("sudo apt-get install nftables"));
+}
