@@ -1,9 +1,15 @@
 //! banger's image store: [`format`] recognises and validates the kernel, rootfs and initrd
 //! files a user registers as an image; [`register`] lays them out in the store
-//! (`images/<id>/`) with their manifest, rolling back on failure.
+//! (`images/<id>/`) with their manifest, rolling back on failure. The boot set banger makes
+//! itself comes from [`kernel`] (a distribution bzImage to an ELF vmlinux) and [`initramfs`]
+//! (banger's guest init plus exactly the modules it needs); [`vmdisk`] makes each VM's
+//! overlay and work disks.
 
 pub mod format;
+pub mod initramfs;
+pub mod kernel;
 pub mod register;
+pub mod vmdisk;
 
 pub use format::{
     FileKind, FileRole, FormatError, InitrdFormat, KernelInfo, RootfsInfo, check_initrd,

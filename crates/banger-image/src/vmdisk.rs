@@ -1,0 +1,912 @@
+//! A VM's own disks, made when the VM is created: the *overlay disk* (the writable upper layer
+//! of its root, pre-filled with everything that makes this VM this VM) and the *work disk*
+//! (persistent, mounted at `/root`, seeded from the image's work seed). Both are sparse ext4
+//! images made by `mkfs.ext4 -d` from a staged directory: no loop devices, no mounts, no root.
+//!
+//! Overlay disk layout, as banger's guest `/init` expects it:
+//!
+//! ```text
+//! upper/                           the overlayfs upper directory: merged over the base image
+//!   etc/hostname, etc/hosts, etc/resolv.conf
+//!   etc/banger/network             static IPv4 configuration, applied by /init (see below)
+//!   etc/banger/authorized_keys     0600; sshd reads it through the drop-in below, because
+//!                                  /root is the work disk and hides the root fs's /root
+//!   etc/banger/agent-token         0600
+//!   etc/ssh/ssh_host_<alg>_key     0600, and .pub
+//!   etc/ssh/sshd_config.d/banger.conf
+//! work/                            the overlayfs work directory (empty)
+//! ```
+//!
+//! Ownership: `mkfs.ext4 -d` copies owners from the staged files, which belong to whoever
+//! runs banger. Files owned by that user are made root's afterwards (`debugfs sif`), so a VM
+//! made by an unprivileged daemon still has a root-owned `/etc` and an sshd that accepts its
+//! key; files staged with any other owner (a work seed made as root) keep it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use banger_host::{CommandRunner, CommandSpec, RunError};
+use sha2::{Digest, Sha256};
+
+/// The filesystem labels banger gives its disks; the guest init can find disks by them.
+pub const OVERLAY_LABEL: &str = "banger-overlay";
+pub const WORK_LABEL: &str = "banger-work";
+
+/// Where the guest init reads the network configuration, relative to the guest's root.
+pub const NETWORK_FILE: &str = "etc/banger/network";
+pub const AUTHORIZED_KEYS_FILE: &str = "etc/banger/authorized_keys";
+pub const AGENT_TOKEN_FILE: &str = "etc/banger/agent-token";
+pub const SSHD_DROP_IN: &str = "etc/ssh/sshd_config.d/banger.conf";
+
+/// Making a VM disk failed. The disk file is removed again before this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum VmDiskError {
+    #[error("invalid VM file: {0}")]
+    Invalid(String),
+
+    #[error("{} already exists", path.display())]
+    Exists { path: PathBuf },
+
+    #[error("cannot stage the disk contents in {}", path.display())]
+    Stage { path: PathBuf, source: io::Error },
+
+    #[error("cannot create disk file {}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+
+    #[error("cannot read the work seed {}", path.display())]
+    Seed { path: PathBuf, source: io::Error },
+
+    #[error("making the ext4 filesystem failed")]
+    Mkfs(#[source] RunError),
+
+    #[error("setting file owners on {} failed", path.display())]
+    Ownership {
+        path: PathBuf,
+        #[source]
+        source: RunError,
+    },
+
+    #[error("setting file owners on {} failed: {detail}", path.display())]
+    OwnershipRejected { path: PathBuf, detail: String },
+}
+
+/// A VM's static IPv4 configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNetwork {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    /// The MAC of the NIC to configure, `aa:bb:cc:dd:ee:ff`; `None`: the first Ethernet NIC.
+    pub mac: Option<String>,
+}
+
+impl GuestNetwork {
+    /// The contents of [`NETWORK_FILE`]: `key=value` lines that `banger-init` parses.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# Written by banger when this VM was created; banger's /init applies it.\n",
+        );
+        let _ = writeln!(out, "address={}/{}", self.address, self.prefix_len);
+        if let Some(gateway) = self.gateway {
+            let _ = writeln!(out, "gateway={gateway}");
+        }
+        for dns in &self.dns {
+            let _ = writeln!(out, "dns={dns}");
+        }
+        if let Some(mac) = &self.mac {
+            let _ = writeln!(out, "mac={}", mac.to_ascii_lowercase());
+        }
+        out
+    }
+
+    fn validate(&self) -> Result<(), VmDiskError> {
+        if self.prefix_len == 0 || self.prefix_len > 32 {
+            return Err(VmDiskError::Invalid(format!(
+                "network prefix length {} is not between 1 and 32",
+                self.prefix_len
+            )));
+        }
+        if let Some(mac) = &self.mac {
+            let ok = mac.split(':').count() == 6
+                && mac
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+            if !ok {
+                return Err(VmDiskError::Invalid(format!("MAC address {mac:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The VM's SSH host key pair, as `ssh-keygen` wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshHostKey {
+    /// `ed25519`, `ecdsa` or `rsa`: names the files `ssh_host_<algorithm>_key[.pub]`.
+    pub algorithm: String,
+    pub private_key: String,
+    pub public_key: String,
+}
+
+/// Any further file to place in the VM's root (relative path, permission bits, contents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    pub path: String,
+    pub mode: u32,
+    pub contents: Vec<u8>,
+}
+
+/// Everything that makes a VM's root its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFiles {
+    pub hostname: String,
+    pub network: GuestNetwork,
+    /// `authorized_keys` lines for root.
+    pub authorized_keys: String,
+    pub ssh_host_key: SshHostKey,
+    pub agent_token: String,
+    pub extra: Vec<StagedFile>,
+}
+
+impl VmFiles {
+    /// The files of the `upper/` tree, relative to the guest's root, with their modes.
+    pub fn files(&self) -> Result<Vec<StagedFile>, VmDiskError> {
+        validate_hostname(&self.hostname)?;
+        self.network.validate()?;
+        let alg = &self.ssh_host_key.algorithm;
+        if alg.is_empty() || !alg.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(VmDiskError::Invalid(format!("SSH key algorithm {alg:?}")));
+        }
+        let file = |path: &str, mode: u32, contents: String| StagedFile {
+            path: path.to_owned(),
+            mode,
+            contents: contents.into_bytes(),
+        };
+        let host_key = format!("etc/ssh/ssh_host_{alg}_key");
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        let _ = writeln!(hosts, "{}\t{}", self.network.address, self.hostname);
+        let resolv: String = self
+            .network
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
+        let mut files = vec![
+            file("etc/hostname", 0o644, format!("{}\n", self.hostname)),
+            file("etc/hosts", 0o644, hosts),
+            file("etc/resolv.conf", 0o644, resolv),
+            file(NETWORK_FILE, 0o644, self.network.render()),
+            file(
+                AUTHORIZED_KEYS_FILE,
+                0o600,
+                with_newline(&self.authorized_keys),
+            ),
+            file(AGENT_TOKEN_FILE, 0o600, self.agent_token.clone()),
+            file(
+                &host_key,
+                0o600,
+                with_newline(&self.ssh_host_key.private_key),
+            ),
+            file(
+                &format!("{host_key}.pub"),
+                0o644,
+                with_newline(&self.ssh_host_key.public_key),
+            ),
+            file(
+                SSHD_DROP_IN,
+                0o644,
+                format!(
+                    "# Written by banger. /root is the VM's work disk, so root's key lives on \
+                     the overlay.\nAuthorizedKeysFile .ssh/authorized_keys /{AUTHORIZED_KEYS_FILE}\n\
+                     HostKey /{host_key}\n"
+                ),
+            ),
+        ];
+        for extra in &self.extra {
+            relative_path(&extra.path)?;
+            files.retain(|f| f.path != extra.path);
+            files.push(extra.clone());
+        }
+        Ok(files)
+    }
+}
+
+fn with_newline(s: &str) -> String {
+    if s.ends_with('\n') {
+        s.to_owned()
+    } else {
+        format!("{s}\n")
+    }
+}
+
+fn validate_hostname(name: &str) -> Result<(), VmDiskError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(VmDiskError::Invalid(format!(
+            "hostname {name:?} is not a DNS label"
+        )))
+    }
+}
+
+/// Checks that `path` is relative and stays inside the tree.
+fn relative_path(path: &str) -> Result<PathBuf, VmDiskError> {
+    let p = Path::new(path);
+    let ok = !path.is_empty()
+        && p.is_relative()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if ok {
+        Ok(p.to_owned())
+    } else {
+        Err(VmDiskError::Invalid(format!(
+            "file path {path:?} must be relative, without `..`"
+        )))
+    }
+}
+
+/// Creates the VM's overlay disk at `path` (which must not exist): a sparse ext4 image of
+/// `size` bytes labelled [`OVERLAY_LABEL`] holding `upper/` with the VM's files and an empty
+/// `work/`. The contents are staged in a temporary directory under `staging_dir` (on the same
+/// filesystem as the VM's directory, ideally), removed afterwards. On failure nothing is left
+/// at `path`.
+pub fn build_overlay_disk(
+    runner: &dyn CommandRunner,
+    staging_dir: &Path,
+    files: &VmFiles,
+    path: &Path,
+    size: u64,
+) -> Result<(), VmDiskError> {
+    let files = files.files()?;
+    let stage = tempfile::Builder::new()
+        .prefix(".overlay-stage-")
+        .tempdir_in(staging_dir)
+        .map_err(|source| VmDiskError::Stage {
+            path: staging_dir.to_owned(),
+            source,
+        })?;
+    let root = stage.path();
+    let stage_error = |path: &Path, source| VmDiskError::Stage {
+        path: path.to_owned(),
+        source,
+    };
+    for dir in ["upper", "work"] {
+        make_dir(&root.join(dir)).map_err(|e| stage_error(&root.join(dir), e))?;
+    }
+    let upper = root.join("upper");
+    for file in &files {
+        let dst = upper.join(relative_path(&file.path)?);
+        stage_file(&upper, &dst, file.mode, &file.contents).map_err(|e| stage_error(&dst, e))?;
+    }
+    make_disk(runner, Some(root), OVERLAY_LABEL, path, size)
+}
+
+/// Creates the VM's work disk at `path` (which must not exist): a sparse ext4 image of `size`
+/// bytes labelled [`WORK_LABEL`], holding a copy of `seed` when given. Returns the seed's
+/// [`fingerprint`] (that of an empty seed when there is none), to record with the VM. On
+/// failure nothing is left at `path`.
+pub fn build_work_disk(
+    runner: &dyn CommandRunner,
+    seed: Option<&Path>,
+    path: &Path,
+    size: u64,
+) -> Result<String, VmDiskError> {
+    let fingerprint = match seed {
+        Some(seed) => fingerprint(seed)?,
+        None => empty_fingerprint(),
+    };
+    make_disk(runner, seed, WORK_LABEL, path, size)?;
+    Ok(fingerprint)
+}
+
+/// Creates the sparse file, runs `mkfs.ext4`, hands files owned by the staging user to root.
+/// Removes the file on any failure.
+fn make_disk(
+    runner: &dyn CommandRunner,
+    contents: Option<&Path>,
+    label: &str,
+    path: &Path,
+    size: u64,
+) -> Result<(), VmDiskError> {
+    // 0600: the overlay carries the VM's SSH host key and agent token.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => VmDiskError::Exists {
+                path: path.to_owned(),
+            },
+            _ => VmDiskError::Create {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+    let result = (|| {
+        file.set_len(size).map_err(|source| VmDiskError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+        drop(file);
+        let mut mkfs = CommandSpec::new("mkfs.ext4").args(["-q", "-F", "-L", label]);
+        if let Some(dir) = contents {
+            mkfs = mkfs.arg("-d").arg(dir.to_string_lossy());
+        }
+        mkfs = mkfs
+            .args(["-E", "root_owner=0:0"])
+            .arg(path.to_string_lossy());
+        runner.run(&mkfs).map_err(VmDiskError::Mkfs)?;
+        if let Some(dir) = contents {
+            give_to_root(runner, dir, path)?;
+        }
+        Ok(())
+    })();
+    if result.is_err()
+        && let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::error!(disk = %path.display(), error = %e, "cannot remove a failed VM disk");
+    }
+    result
+}
+
+/// The `debugfs` commands that make root own what `mkfs.ext4 -d` copied from files owned by
+/// `staging_uid` (paths relative to the filesystem root).
+fn ownership_commands(dir: &Path, staging_uid: u32) -> Result<String, VmDiskError> {
+    let mut commands = String::new();
+    for (rel, meta) in walk(dir).map_err(|source| VmDiskError::Seed {
+        path: dir.to_owned(),
+        source,
+    })? {
+        let quoted = format!("\"/{}\"", rel.replace('"', "\\\""));
+        if meta.uid() == staging_uid && meta.uid() != 0 {
+            let _ = writeln!(commands, "sif {quoted} uid 0");
+        }
+        if meta.uid() == staging_uid && meta.gid() != 0 {
+            let _ = writeln!(commands, "sif {quoted} gid 0");
+        }
+    }
+    Ok(commands)
+}
+
+fn give_to_root(runner: &dyn CommandRunner, dir: &Path, image: &Path) -> Result<(), VmDiskError> {
+    // Whoever made the staging directory is the user running banger.
+    let staging_uid = fs::metadata(dir)
+        .map_err(|source| VmDiskError::Seed {
+            path: dir.to_owned(),
+            source,
+        })?
+        .uid();
+    let commands = ownership_commands(dir, staging_uid)?;
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let out = runner
+        .run(
+            &CommandSpec::new("debugfs")
+                .args(["-w", "-f", "-"])
+                .arg(image.to_string_lossy())
+                .stdin(commands),
+        )
+        .map_err(|source| VmDiskError::Ownership {
+            path: image.to_owned(),
+            source,
+        })?;
+    // debugfs exits 0 even when a command fails; its complaints are on stderr, after the
+    // version banner.
+    let complaints: Vec<String> = out
+        .stderr_lossy()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .map(str::to_owned)
+        .collect();
+    if complaints.is_empty() {
+        Ok(())
+    } else {
+        Err(VmDiskError::OwnershipRejected {
+            path: image.to_owned(),
+            detail: complaints.join("; "),
+        })
+    }
+}
+
+/// Every entry under `dir` (not `dir` itself), sorted by relative path, without following
+/// symlinks.
+fn walk(dir: &Path) -> io::Result<Vec<(String, fs::Metadata)>> {
+    let mut out = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        for entry in fs::read_dir(dir.join(&rel))? {
+            let entry = entry?;
+            let rel = rel.join(entry.file_name());
+            let meta = fs::symlink_metadata(dir.join(&rel))?;
+            if meta.is_dir() {
+                pending.push(rel.clone());
+            }
+            out.push((rel.to_string_lossy().into_owned(), meta));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Directories created with an explicit mode, so the umask cannot change what the guest
+/// sees (the `upper/` directory's mode becomes that of the guest's `/`).
+fn make_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
+
+fn stage_file(upper: &Path, dst: &Path, mode: u32, contents: &[u8]) -> io::Result<()> {
+    let mut dir = dst.parent();
+    let mut missing = Vec::new();
+    while let Some(d) = dir.filter(|d| d.starts_with(upper) && !d.exists()) {
+        missing.push(d.to_owned());
+        dir = d.parent();
+    }
+    for d in missing.iter().rev() {
+        make_dir(d)?;
+    }
+    fs::write(dst, contents)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+/// A fingerprint of a work seed: SHA-256 over every entry's relative path, type, permission
+/// bits and contents (or symlink target), in sorted order. Owners and times are left out: they
+/// change when a seed is copied, the content that reaches the VM does not.
+pub fn fingerprint(seed: &Path) -> Result<String, VmDiskError> {
+    let seed_error = |source| VmDiskError::Seed {
+        path: seed.to_owned(),
+        source,
+    };
+    let mut hash = Sha256::new();
+    for (rel, meta) in walk(seed).map_err(seed_error)? {
+        let full = seed.join(&rel);
+        let kind = if meta.is_dir() {
+            'd'
+        } else if meta.is_symlink() {
+            'l'
+        } else if meta.is_file() {
+            'f'
+        } else {
+            'o'
+        };
+        hash.update(format!("{kind} {:o} {}\0", meta.mode() & 0o7777, rel).as_bytes());
+        if meta.is_file() {
+            let data = fs::read(&full).map_err(seed_error)?;
+            hash.update((data.len() as u64).to_le_bytes());
+            hash.update(&data);
+        } else if meta.is_symlink() {
+            let target = fs::read_link(&full).map_err(seed_error)?;
+            hash.update(target.to_string_lossy().as_bytes());
+            hash.update([0]);
+        }
+    }
+    Ok(hex_digest(hash))
+}
+
+fn empty_fingerprint() -> String {
+    hex_digest(Sha256::new())
+}
+
+fn hex_digest(hash: Sha256) -> String {
+    let digest = hash.finalize();
+    let mut out = String::from("sha256:");
+    for b in digest.iter() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_host::{FakeRunner, Matcher, RealRunner};
+    use std::os::unix::fs::symlink;
+
+    const MIB: u64 = 1 << 20;
+
+    fn files() -> VmFiles {
+        VmFiles {
+            hostname: "dev".to_owned(),
+            network: GuestNetwork {
+                address: Ipv4Addr::new(172, 30, 0, 5),
+                prefix_len: 24,
+                gateway: Some(Ipv4Addr::new(172, 30, 0, 1)),
+                dns: vec![Ipv4Addr::new(172, 30, 0, 1)],
+                mac: Some("52:54:00:AB:CD:EF".to_owned()),
+            },
+            authorized_keys: "ssh-ed25519 AAAAC3Nza... user@host".to_owned(),
+            ssh_host_key: SshHostKey {
+                algorithm: "ed25519".to_owned(),
+                private_key:
+                    "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+                        .to_owned(),
+                public_key: "ssh-ed25519 AAAAhost root@dev".to_owned(),
+            },
+            agent_token: "tok-123".to_owned(),
+            extra: vec![StagedFile {
+                path: "usr/local/bin/banger-hello".to_owned(),
+                mode: 0o755,
+                contents: b"#!/bin/sh\necho hello\n".to_vec(),
+            }],
+        }
+    }
+
+    /// `debugfs -R REQUEST image` through the real runner; stdout.
+    fn debugfs(image: &Path, request: &str) -> String {
+        RealRunner
+            .run(
+                &CommandSpec::new("debugfs")
+                    .arg("-R")
+                    .arg(request)
+                    .arg(image.to_string_lossy()),
+            )
+            .unwrap()
+            .stdout_lossy()
+    }
+
+    /// Mode and owner of `path` in `image`, from `debugfs stat`.
+    fn stat(image: &Path, path: &str) -> (String, String) {
+        let out = debugfs(image, &format!("stat \"{path}\""));
+        let mode = out
+            .split("Mode:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{path} not in {}: {out}", image.display()))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let user = out
+            .split("User:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let group = out
+            .split("Group:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        (mode, format!("{user}:{group}"))
+    }
+
+    fn label(image: &Path) -> String {
+        let out = RealRunner
+            .run(
+                &CommandSpec::new("dumpe2fs")
+                    .arg("-h")
+                    .arg(image.to_string_lossy()),
+            )
+            .unwrap()
+            .stdout_lossy();
+        out.lines()
+            .find_map(|l| l.strip_prefix("Filesystem volume name:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn network_file_format() {
+        assert_eq!(
+            files().network.render(),
+            "# Written by banger when this VM was created; banger's /init applies it.\n\
+             address=172.30.0.5/24\ngateway=172.30.0.1\ndns=172.30.0.1\nmac=52:54:00:ab:cd:ef\n"
+        );
+    }
+
+    #[test]
+    fn invalid_inputs_are_refused_before_anything_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeRunner::new();
+        let disk = dir.path().join("overlay.ext4");
+        type Change = Box<dyn Fn(&mut VmFiles)>;
+        let cases: Vec<Change> = vec![
+            Box::new(|f| f.hostname = "no_underscores".into()),
+            Box::new(|f| f.hostname = "-dash".into()),
+            Box::new(|f| f.network.prefix_len = 33),
+            Box::new(|f| f.network.mac = Some("52:54:00".into())),
+            Box::new(|f| f.ssh_host_key.algorithm = "../x".into()),
+            Box::new(|f| f.extra[0].path = "../../etc/passwd".into()),
+            Box::new(|f| f.extra[0].path = "/etc/passwd".into()),
+        ];
+        for change in cases {
+            let mut f = files();
+            change(&mut f);
+            let err = build_overlay_disk(&fake, dir.path(), &f, &disk, 64 * MIB).unwrap_err();
+            assert!(matches!(err, VmDiskError::Invalid(_)), "{err:?}");
+        }
+        assert!(fake.calls().is_empty());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn overlay_disk_holds_the_vm_files_with_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("overlay.ext4");
+        build_overlay_disk(&RealRunner, dir.path(), &files(), &disk, 64 * MIB).unwrap();
+
+        // Sparse: 64 MiB apparent, a small fraction allocated. Private: it holds keys.
+        assert_eq!(fs::metadata(&disk).unwrap().len(), 64 * MIB);
+        assert_eq!(fs::metadata(&disk).unwrap().mode() & 0o777, 0o600);
+        assert!(banger_host::allocated_bytes(&disk).unwrap() < 16 * MIB);
+        assert_eq!(label(&disk), OVERLAY_LABEL);
+        // The staging directory is gone.
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["overlay.ext4"]);
+
+        assert_eq!(debugfs(&disk, "cat /upper/etc/hostname"), "dev\n");
+        assert!(debugfs(&disk, "cat /upper/etc/hosts").contains("172.30.0.5\tdev\n"));
+        assert_eq!(
+            debugfs(&disk, "cat /upper/etc/resolv.conf"),
+            "nameserver 172.30.0.1\n"
+        );
+        assert_eq!(
+            debugfs(&disk, &format!("cat /upper/{NETWORK_FILE}")),
+            files().network.render()
+        );
+        assert_eq!(
+            debugfs(&disk, &format!("cat /upper/{AGENT_TOKEN_FILE}")),
+            "tok-123"
+        );
+        assert!(
+            debugfs(&disk, &format!("cat /upper/{SSHD_DROP_IN}"))
+                .contains("AuthorizedKeysFile .ssh/authorized_keys /etc/banger/authorized_keys\n")
+        );
+
+        let expect = [
+            ("/", "0755"),
+            ("/upper", "0755"),
+            ("/upper/etc", "0755"),
+            ("/work", "0755"),
+            ("/upper/etc/hostname", "0644"),
+            ("/upper/etc/banger/authorized_keys", "0600"),
+            ("/upper/etc/banger/agent-token", "0600"),
+            ("/upper/etc/ssh/ssh_host_ed25519_key", "0600"),
+            ("/upper/etc/ssh/ssh_host_ed25519_key.pub", "0644"),
+            ("/upper/usr/local/bin/banger-hello", "0755"),
+        ];
+        for (path, mode) in expect {
+            let (got_mode, owner) = stat(&disk, path);
+            assert_eq!(got_mode, mode, "{path}");
+            assert_eq!(owner, "0:0", "{path}");
+        }
+        assert_eq!(
+            debugfs(&disk, "ls -p /work")
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count(),
+            2,
+            "work/ is empty (only . and ..)"
+        );
+    }
+
+    #[test]
+    fn files_owned_by_the_staging_user_become_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        fs::create_dir_all(seed.join("a b")).unwrap();
+        fs::write(seed.join("a b/x"), "x").unwrap();
+        fs::write(seed.join("other"), "o").unwrap();
+        let me = fs::metadata(&seed).unwrap().uid();
+        // As root, pretend user 1234 staged the seed (and someone else owns `other`).
+        let staging = if me == 0 {
+            for path in [seed.clone(), seed.join("a b"), seed.join("a b/x")] {
+                std::os::unix::fs::lchown(&path, Some(1234), Some(1234)).unwrap();
+            }
+            std::os::unix::fs::lchown(seed.join("other"), Some(4321), Some(4321)).unwrap();
+            1234
+        } else {
+            me
+        };
+        let commands = ownership_commands(&seed, staging).unwrap();
+        assert!(commands.contains("sif \"/a b/x\" uid 0\n"), "{commands}");
+        assert!(commands.contains("sif \"/a b\" gid 0\n"), "{commands}");
+        if me != 0 {
+            println!("SKIP: the end-to-end part of the ownership test needs root");
+            return;
+        }
+        assert!(
+            !commands.contains("/other"),
+            "another owner is kept: {commands}"
+        );
+        let disk = dir.path().join("work.ext4");
+        build_work_disk(&RealRunner, Some(&seed), &disk, 32 * MIB).unwrap();
+        assert_eq!(stat(&disk, "/a b/x").1, "0:0");
+        assert_eq!(stat(&disk, "/a b").1, "0:0");
+        assert_eq!(
+            stat(&disk, "/other").1,
+            "4321:4321",
+            "another owner is kept"
+        );
+        assert_eq!(stat(&disk, "/").1, "0:0");
+    }
+
+    #[test]
+    fn work_disk_is_seeded_and_fingerprinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        fs::create_dir_all(seed.join(".config/opencode")).unwrap();
+        fs::write(seed.join(".bashrc"), "export EDITOR=vi\n").unwrap();
+        fs::write(seed.join(".config/opencode/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            seed.join(".config/opencode/run.sh"),
+            fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        symlink(".bashrc", seed.join(".profile")).unwrap();
+
+        let disk = dir.path().join("work.ext4");
+        let fp = build_work_disk(&RealRunner, Some(&seed), &disk, 32 * MIB).unwrap();
+        assert_eq!(fp, fingerprint(&seed).unwrap());
+        assert!(fp.starts_with("sha256:") && fp.len() == 7 + 64, "{fp}");
+        assert_eq!(label(&disk), WORK_LABEL);
+        assert_eq!(debugfs(&disk, "cat /.bashrc"), "export EDITOR=vi\n");
+        assert_eq!(stat(&disk, "/.config/opencode/run.sh").0, "0750");
+        assert_eq!(stat(&disk, "/").0, "0755");
+        assert!(debugfs(&disk, "stat /.profile").contains("Type: symlink"));
+
+        // Unseeded: an empty filesystem and the empty fingerprint.
+        let empty = dir.path().join("empty.ext4");
+        let fp_empty = build_work_disk(&RealRunner, None, &empty, 16 * MIB).unwrap();
+        let empty_seed = dir.path().join("empty-seed");
+        fs::create_dir(&empty_seed).unwrap();
+        assert_eq!(fp_empty, fingerprint(&empty_seed).unwrap());
+        assert_ne!(fp_empty, fp);
+
+        // An existing disk is never overwritten.
+        let err = build_work_disk(&RealRunner, None, &disk, 16 * MIB).unwrap_err();
+        assert!(matches!(err, VmDiskError::Exists { .. }), "{err:?}");
+        assert_eq!(debugfs(&disk, "cat /.bashrc"), "export EDITOR=vi\n");
+    }
+
+    #[test]
+    fn fingerprint_tracks_content_modes_and_names_not_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        fs::create_dir(&seed).unwrap();
+        fs::write(seed.join("a"), "1").unwrap();
+        let first = fingerprint(&seed).unwrap();
+        assert_eq!(first, fingerprint(&seed).unwrap());
+
+        let f = fs::File::options()
+            .write(true)
+            .open(seed.join("a"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(fingerprint(&seed).unwrap(), first, "times do not count");
+
+        fs::set_permissions(seed.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+        let moded = fingerprint(&seed).unwrap();
+        assert_ne!(moded, first, "modes count");
+
+        fs::write(seed.join("a"), "2").unwrap();
+        assert_ne!(fingerprint(&seed).unwrap(), moded, "content counts");
+
+        fs::rename(seed.join("a"), seed.join("b")).unwrap();
+        let renamed = fingerprint(&seed).unwrap();
+        fs::rename(seed.join("b"), seed.join("a")).unwrap();
+        assert_ne!(renamed, fingerprint(&seed).unwrap(), "names count");
+
+        assert!(matches!(
+            fingerprint(&dir.path().join("missing")),
+            Err(VmDiskError::Seed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_failing_mkfs_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake =
+            FakeRunner::new().fail_nth("mkfs.ext4", 1, "mkfs.ext4: Could not allocate block");
+        let disk = dir.path().join("overlay.ext4");
+        let err = build_overlay_disk(&fake, dir.path(), &files(), &disk, 64 * MIB).unwrap_err();
+        assert!(matches!(err, VmDiskError::Mkfs(_)), "{err:?}");
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(
+            calls[0].starts_with("mkfs.ext4 -q -F -L banger-overlay -d ")
+                && calls[0].ends_with(&format!(" -E root_owner=0:0 {}", disk.display())),
+            "{}",
+            calls[0]
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no disk, no stage"
+        );
+
+        let fake = FakeRunner::new().fail_nth("mkfs.ext4", 1, "boom");
+        let err = build_work_disk(&fake, None, &disk, 16 * MIB).unwrap_err();
+        assert!(matches!(err, VmDiskError::Mkfs(_)));
+        assert!(!disk.exists());
+
+        // Too small for the content: the real mkfs fails, nothing is left.
+        let seed = dir.path().join("seed");
+        fs::create_dir(&seed).unwrap();
+        fs::write(seed.join("big"), vec![7u8; 4 * MIB as usize]).unwrap();
+        let err = build_work_disk(&RealRunner, Some(&seed), &disk, MIB).unwrap_err();
+        assert!(matches!(err, VmDiskError::Mkfs(_)), "{err:?}");
+        assert!(!disk.exists());
+    }
+
+    #[test]
+    fn a_failing_ownership_fix_removes_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        fs::create_dir(&seed).unwrap();
+        fs::write(seed.join("f"), "f").unwrap();
+        let staging_uid = fs::metadata(&seed).unwrap().uid();
+        if staging_uid == 0 {
+            // As root the ownership pass has nothing to do; make it run by chowning the seed
+            // to a user and the directory itself, which is what "staged by" is judged by.
+            std::os::unix::fs::lchown(&seed, Some(1234), None).unwrap();
+            std::os::unix::fs::lchown(seed.join("f"), Some(1234), None).unwrap();
+        }
+        let fake = FakeRunner::new().respond(
+            "debugfs",
+            banger_host::CommandOutput {
+                code: Some(0),
+                stdout: Vec::new(),
+                stderr: b"debugfs 1.47.0 (5-Feb-2023)\n/f: File not found by ext2_lookup\n"
+                    .to_vec(),
+            },
+        );
+        let disk = dir.path().join("work.ext4");
+        let err = build_work_disk(&fake, Some(&seed), &disk, 16 * MIB).unwrap_err();
+        assert!(
+            matches!(&err, VmDiskError::OwnershipRejected { detail, .. } if detail.contains("ext2_lookup")),
+            "{err:?}"
+        );
+        assert_eq!(fake.calls_matching(Matcher::program("debugfs")).len(), 1);
+        assert!(!disk.exists());
+    }
+
+    /// The files this module writes are the files banger's guest init reads.
+    #[test]
+    fn the_guest_init_reads_what_is_written_here() {
+        use banger_init::{boot, netconf};
+        assert_eq!(netconf::NETWORK_FILE, NETWORK_FILE);
+        let written = files().network;
+        let read = netconf::parse(&written.render()).unwrap();
+        assert_eq!(
+            (
+                read.address,
+                read.prefix_len,
+                read.gateway,
+                read.dns,
+                read.mac
+            ),
+            (
+                written.address,
+                written.prefix_len,
+                written.gateway,
+                written.dns,
+                Some("52:54:00:ab:cd:ef".to_owned())
+            )
+        );
+        assert_eq!(
+            boot::MODULE_LIST.trim_start_matches('/'),
+            crate::initramfs::MODULE_LIST
+        );
+    }
+}

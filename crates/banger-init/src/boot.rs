@@ -1,0 +1,883 @@
+//! The boot sequence, start to `exec` of the image's init, written against [`Sys`] so it can
+//! be run on the host. In order:
+//!
+//! 1. mount `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs);
+//! 2. read the `banger.*` kernel parameters ([`crate::cmdline`]);
+//! 3. load the modules listed in `/lib/modules/banger.load`, in that order;
+//! 4. wait, up to the timeout each, for the base, overlay and work disks;
+//! 5. mount the base read-only at `/run/banger/base`, the overlay disk at
+//!    `/run/banger/overlay`, and overlayfs (lower = base, upper/work on the overlay disk) at
+//!    `/newroot`; mount the work disk at `/newroot/root`;
+//! 6. set the hostname from the new root's `/etc/hostname` and apply `/etc/banger/network`
+//!    ([`crate::netconf`]) to `lo` and the VM's NIC over netlink;
+//! 7. move `/proc`, `/sys`, `/dev`, `/run` into the new root, make it `/` and chroot into it;
+//! 8. print the ready line and exec the image's init with the arguments the kernel gave us.
+//!
+//! Any failure is returned as a [`BootError`]; `main` prints it as one
+//! `banger-init: FAILED: ...` line and powers the VM off ([`fail`]), so a broken VM stops
+//! instead of hanging.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cmdline::{self, CmdlineError, Config, DeviceSpec};
+use crate::netconf::{self, NetConfig, NetConfigError};
+use crate::sys::{Mount, Sys};
+
+/// Where the initramfs lists the modules to load (banger-image writes it).
+pub const MODULE_LIST: &str = "/lib/modules/banger.load";
+pub const BASE_MOUNT: &str = "/run/banger/base";
+pub const OVERLAY_MOUNT: &str = "/run/banger/overlay";
+pub const NEW_ROOT: &str = "/newroot";
+/// Prefix of every line the init prints.
+pub const PREFIX: &str = "banger-init:";
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// What stopped the boot. Each message names the step and the thing that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("`{mount}` failed: {source}")]
+    Mount { mount: String, source: io::Error },
+
+    #[error("creating {} failed: {source}", path.display())]
+    Mkdir { path: PathBuf, source: io::Error },
+
+    #[error("reading {} failed: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+
+    #[error("loading kernel module {} failed: {source}", path.display())]
+    Module { path: PathBuf, source: io::Error },
+
+    #[error(
+        "the {what} ({spec}) did not appear within {} s; block devices present: {present}",
+        timeout.as_secs()
+    )]
+    DeviceTimeout {
+        what: &'static str,
+        spec: String,
+        timeout: Duration,
+        present: String,
+    },
+
+    #[error(transparent)]
+    NetConfig(#[from] NetConfigError),
+
+    #[error(
+        "no network interface {wanted} appeared within {} s; interfaces present: {present}",
+        timeout.as_secs()
+    )]
+    InterfaceTimeout {
+        wanted: String,
+        timeout: Duration,
+        present: String,
+    },
+
+    #[error("{what} failed: {source}")]
+    Network { what: String, source: io::Error },
+
+    #[error("setting the hostname to {name:?} failed: {source}")]
+    Hostname { name: String, source: io::Error },
+
+    #[error("switching to the new root failed at `{step}`: {source}")]
+    SwitchRoot { step: String, source: io::Error },
+
+    #[error("the image has no init at {path} (set banger.init= to run another program)")]
+    NoInit { path: String },
+
+    #[error("running the image's init {path} failed: {source}")]
+    Exec { path: String, source: io::Error },
+}
+
+/// Runs the boot sequence. Returns only on failure: on success the process has become the
+/// image's init. `args` are the arguments the kernel passed to `/init`, handed on to the
+/// image's init.
+pub fn run(sys: &mut dyn Sys, args: &[String]) -> BootError {
+    match boot(sys, args) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Prints the failure as one line and powers off; returns only if powering off failed.
+pub fn fail(sys: &mut dyn Sys, error: &BootError) {
+    sys.console(&failure_line(&error.to_string()));
+    let e = sys.power_off();
+    sys.console(&format!("{PREFIX} power-off failed: {e}"));
+}
+
+/// `banger-init: FAILED: <what>`, always a single line so a console scraper (or a human
+/// scanning a boot log) sees the whole reason at once.
+pub fn failure_line(what: &str) -> String {
+    let what: Vec<&str> = what
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{PREFIX} FAILED: {}", what.join("; "))
+}
+
+enum Never {}
+
+fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
+    mount_basics(sys)?;
+    let cmdline = read(sys, Path::new("/proc/cmdline"))?;
+    let config = cmdline::parse(&cmdline)?;
+
+    let loaded = load_modules(sys)?;
+
+    let base = wait_for_device(sys, "base image disk", &config.base, config.timeout)?;
+    let overlay = wait_for_device(sys, "overlay disk", &config.overlay, config.timeout)?;
+    let work = match &config.work {
+        Some(spec) => Some(wait_for_device(sys, "work disk", spec, config.timeout)?),
+        None => None,
+    };
+
+    mount_root(sys, &base, &overlay, work.as_deref())?;
+
+    let hostname = apply_hostname(sys)?;
+    let network = apply_network(sys, &config)?;
+
+    sys.console(&format!(
+        "{PREFIX} {loaded} modules loaded; root: {base} + overlay {overlay}; work: {}; \
+         hostname: {}; network: {}",
+        work.as_deref().unwrap_or("none"),
+        hostname.as_deref().unwrap_or("(unset)"),
+        network.as_deref().unwrap_or("none"),
+    ));
+
+    switch_root(sys)?;
+
+    if !sys.exists(Path::new(&config.init)) {
+        return Err(BootError::NoInit { path: config.init });
+    }
+    let ms = sys.uptime().as_millis();
+    sys.console(&format!(
+        "{PREFIX} switching root ({ms} ms since kernel start)"
+    ));
+    let source = sys.exec(&config.init, args);
+    Err(BootError::Exec {
+        path: config.init,
+        source,
+    })
+}
+
+fn mkdir(sys: &mut dyn Sys, path: &str) -> Result<(), BootError> {
+    sys.mkdir_all(Path::new(path))
+        .map_err(|source| BootError::Mkdir {
+            path: path.into(),
+            source,
+        })
+}
+
+fn mount(sys: &mut dyn Sys, m: Mount) -> Result<(), BootError> {
+    sys.mount(&m).map_err(|source| BootError::Mount {
+        mount: m.to_string(),
+        source,
+    })
+}
+
+fn read(sys: &mut dyn Sys, path: &Path) -> Result<String, BootError> {
+    sys.read_to_string(path).map_err(|source| BootError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn mount_basics(sys: &mut dyn Sys) -> Result<(), BootError> {
+    for dir in ["/proc", "/sys", "/dev", "/run"] {
+        mkdir(sys, dir)?;
+    }
+    mount(sys, Mount::new("proc", "/proc", "proc").restricted(true))?;
+    mount(sys, Mount::new("sysfs", "/sys", "sysfs").restricted(true))?;
+    mount(
+        sys,
+        Mount::new("devtmpfs", "/dev", "devtmpfs").data("mode=0755"),
+    )?;
+    sys.ensure_console();
+    mount(
+        sys,
+        Mount::new("tmpfs", "/run", "tmpfs")
+            .restricted(false)
+            .data("mode=0755"),
+    )
+}
+
+/// Loads the listed modules in order; returns how many. A module the kernel already has is
+/// fine. The module files are removed afterwards: they would otherwise occupy memory for the
+/// VM's whole life.
+fn load_modules(sys: &mut dyn Sys) -> Result<usize, BootError> {
+    let list_path = Path::new(MODULE_LIST);
+    let list = match sys.read_to_string(list_path) {
+        Ok(list) => list,
+        // An initramfs for a kernel with everything built in has no list.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(BootError::Read {
+                path: list_path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut loaded = 0;
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = Path::new(line);
+        match sys.load_module(path) {
+            Ok(()) => loaded += 1,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(BootError::Module {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    let _ = sys.remove_tree(Path::new("/lib/modules"));
+    Ok(loaded)
+}
+
+/// Waits until the device appears; returns its path.
+fn wait_for_device(
+    sys: &mut dyn Sys,
+    what: &'static str,
+    spec: &DeviceSpec,
+    timeout: Duration,
+) -> Result<String, BootError> {
+    let deadline = sys.uptime() + timeout;
+    loop {
+        let found = match spec {
+            DeviceSpec::Path(path) => sys
+                .exists(path)
+                .then(|| path.to_string_lossy().into_owned()),
+            DeviceSpec::Label(label) => find_by_label(sys, label),
+        };
+        if let Some(path) = found {
+            return Ok(path);
+        }
+        if sys.uptime() >= deadline {
+            let present = sys
+                .list_dir(Path::new("/sys/class/block"))
+                .map(|names| names.join(" "))
+                .unwrap_or_default();
+            return Err(BootError::DeviceTimeout {
+                what,
+                spec: spec.to_string(),
+                timeout,
+                present: if present.is_empty() {
+                    "none".to_owned()
+                } else {
+                    present
+                },
+            });
+        }
+        sys.sleep(POLL);
+    }
+}
+
+/// The block device whose ext2/3/4 superblock carries `label`.
+fn find_by_label(sys: &mut dyn Sys, label: &str) -> Option<String> {
+    let names = sys.list_dir(Path::new("/sys/class/block")).ok()?;
+    names.into_iter().find_map(|name| {
+        let dev = format!("/dev/{name}");
+        let head = sys.read_head(Path::new(&dev), 2048).ok()?;
+        (ext_label(&head)? == label).then_some(dev)
+    })
+}
+
+/// The volume label of an ext2/3/4 filesystem, from the superblock at byte 1024.
+pub fn ext_label(head: &[u8]) -> Option<String> {
+    let sb = head.get(1024..1024 + 0x88)?;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let raw = &sb[0x78..0x88];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+fn mount_root(
+    sys: &mut dyn Sys,
+    base: &str,
+    overlay: &str,
+    work: Option<&str>,
+) -> Result<(), BootError> {
+    for dir in [BASE_MOUNT, OVERLAY_MOUNT, NEW_ROOT] {
+        mkdir(sys, dir)?;
+    }
+    mount(sys, Mount::new(base, BASE_MOUNT, "ext4").read_only())?;
+    mount(sys, Mount::new(overlay, OVERLAY_MOUNT, "ext4"))?;
+    // A blank overlay disk (no banger files) still boots: overlayfs just needs the two
+    // directories.
+    let upper = format!("{OVERLAY_MOUNT}/upper");
+    let workdir = format!("{OVERLAY_MOUNT}/work");
+    mkdir(sys, &upper)?;
+    mkdir(sys, &workdir)?;
+    mount(
+        sys,
+        Mount::new("overlay", NEW_ROOT, "overlay").data(&format!(
+            "lowerdir={BASE_MOUNT},upperdir={upper},workdir={workdir}"
+        )),
+    )?;
+    if let Some(work) = work {
+        let root_home = format!("{NEW_ROOT}/root");
+        mkdir(sys, &root_home)?;
+        mount(sys, Mount::new(work, &root_home, "ext4"))?;
+    }
+    Ok(())
+}
+
+/// Sets the hostname from the new root's `/etc/hostname`; returns it.
+fn apply_hostname(sys: &mut dyn Sys) -> Result<Option<String>, BootError> {
+    let path = PathBuf::from(format!("{NEW_ROOT}/etc/hostname"));
+    let name = match sys.read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(BootError::Read { path, source }),
+    };
+    if name.is_empty() {
+        return Ok(None);
+    }
+    sys.set_hostname(&name)
+        .map_err(|source| BootError::Hostname {
+            name: name.clone(),
+            source,
+        })?;
+    Ok(Some(name))
+}
+
+/// Applies the new root's network file, if it has one; returns a summary for the console.
+fn apply_network(sys: &mut dyn Sys, config: &Config) -> Result<Option<String>, BootError> {
+    let path = PathBuf::from(format!("{NEW_ROOT}/{}", netconf::NETWORK_FILE));
+    let text = match sys.read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(BootError::Read { path, source }),
+    };
+    let net = netconf::parse(&text)?;
+    let network = |what: String| move |source| BootError::Network { what, source };
+
+    let lo = interface_index(sys, "lo").map_err(network("reading the index of lo".into()))?;
+    sys.link_up(lo).map_err(network("bringing up lo".into()))?;
+
+    let (name, index) = wait_for_interface(sys, &net, config.timeout)?;
+    sys.link_up(index)
+        .map_err(network(format!("bringing up {name}")))?;
+    sys.add_address(index, net.address, net.prefix_len, net.broadcast())
+        .map_err(network(format!(
+            "adding {}/{} to {name}",
+            net.address, net.prefix_len
+        )))?;
+    let mut summary = format!("{name} {}/{}", net.address, net.prefix_len);
+    if let Some(gateway) = net.gateway {
+        sys.add_default_route(index, gateway)
+            .map_err(network(format!("adding the default route via {gateway}")))?;
+        summary.push_str(&format!(" via {gateway}"));
+    }
+    Ok(Some(summary))
+}
+
+fn interface_index(sys: &mut dyn Sys, name: &str) -> io::Result<u32> {
+    let text = sys.read_to_string(&PathBuf::from(format!("/sys/class/net/{name}/ifindex")))?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("ifindex {text:?}")))
+}
+
+/// The NIC to configure: the one with the configured MAC, or the first Ethernet NIC by name.
+fn wait_for_interface(
+    sys: &mut dyn Sys,
+    net: &NetConfig,
+    timeout: Duration,
+) -> Result<(String, u32), BootError> {
+    let deadline = sys.uptime() + timeout;
+    loop {
+        let names = sys
+            .list_dir(Path::new("/sys/class/net"))
+            .unwrap_or_default();
+        for name in &names {
+            let attr = |sys: &mut dyn Sys, a: &str| {
+                sys.read_to_string(&PathBuf::from(format!("/sys/class/net/{name}/{a}")))
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            // type 1 is ARPHRD_ETHER; lo is 772.
+            if attr(sys, "type") != "1" {
+                continue;
+            }
+            if let Some(mac) = &net.mac
+                && attr(sys, "address") != *mac
+            {
+                continue;
+            }
+            if let Ok(index) = interface_index(sys, name) {
+                return Ok((name.clone(), index));
+            }
+        }
+        if sys.uptime() >= deadline {
+            return Err(BootError::InterfaceTimeout {
+                wanted: match &net.mac {
+                    Some(mac) => format!("with MAC {mac}"),
+                    None => "of type Ethernet".to_owned(),
+                },
+                timeout,
+                present: if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(" ")
+                },
+            });
+        }
+        sys.sleep(POLL);
+    }
+}
+
+/// Moves the pseudo filesystems into the new root and makes it `/`, as `switch_root` does.
+fn switch_root(sys: &mut dyn Sys) -> Result<(), BootError> {
+    let step = |what: String| move |source| BootError::SwitchRoot { step: what, source };
+    for dir in ["/proc", "/sys", "/dev", "/run"] {
+        let target = PathBuf::from(format!("{NEW_ROOT}{dir}"));
+        mkdir(sys, &target.to_string_lossy())?;
+        sys.move_mount(Path::new(dir), &target)
+            .map_err(step(format!("mount --move {dir} {}", target.display())))?;
+    }
+    sys.chdir(Path::new(NEW_ROOT))
+        .map_err(step(format!("cd {NEW_ROOT}")))?;
+    sys.move_mount(Path::new("."), Path::new("/"))
+        .map_err(step(format!("mount --move {NEW_ROOT} /")))?;
+    sys.chroot(Path::new("."))
+        .map_err(step("chroot .".into()))?;
+    sys.chdir(Path::new("/")).map_err(step("cd /".into()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::Ipv4Addr;
+
+    /// A recording [`Sys`]: a tiny in-memory filesystem, devices that appear at a given
+    /// uptime, a clock that only sleeps move, and a log of every effect.
+    #[derive(Default)]
+    struct FakeSys {
+        files: BTreeMap<PathBuf, Vec<u8>>,
+        dirs: BTreeSet<PathBuf>,
+        /// path → uptime at which it appears.
+        appears_at: BTreeMap<PathBuf, Duration>,
+        now: Duration,
+        log: Vec<String>,
+        console: Vec<String>,
+        /// Fail the effect whose log line starts with this.
+        fail_on: Option<(String, io::ErrorKind)>,
+        root: PathBuf,
+    }
+
+    impl FakeSys {
+        fn file(&mut self, path: &str, contents: impl Into<Vec<u8>>) {
+            self.files.insert(path.into(), contents.into());
+        }
+
+        fn effect(&mut self, line: String) -> io::Result<()> {
+            let fail =
+                matches!(&self.fail_on, Some((prefix, _)) if line.starts_with(prefix.as_str()));
+            self.log.push(line);
+            match &self.fail_on {
+                Some((_, kind)) if fail => Err(io::Error::from(*kind)),
+                _ => Ok(()),
+            }
+        }
+
+        /// The path as seen after a chroot into /newroot.
+        fn resolve(&self, path: &Path) -> PathBuf {
+            if self.root.as_os_str().is_empty() || !path.is_absolute() {
+                path.to_owned()
+            } else {
+                self.root.join(path.strip_prefix("/").unwrap())
+            }
+        }
+
+        fn visible(&self, path: &Path) -> bool {
+            let path = self.resolve(path);
+            self.files.contains_key(&path)
+                || self.dirs.contains(&path)
+                || self.appears_at.get(&path).is_some_and(|t| *t <= self.now)
+        }
+
+        /// A VM as banger makes it: cmdline, modules, devices, overlay files.
+        fn vm(cmdline: &str) -> FakeSys {
+            let mut sys = FakeSys::default();
+            sys.file("/proc/cmdline", format!("{cmdline}\n"));
+            sys.file(
+                MODULE_LIST,
+                "/lib/modules/6.1/kernel/virtio.ko\n/lib/modules/6.1/kernel/virtio_blk.ko\n\
+                 /lib/modules/6.1/kernel/virtio_net.ko\n",
+            );
+            for (i, dev) in ["vda", "vdb", "vdc"].iter().enumerate() {
+                sys.appears_at.insert(
+                    format!("/dev/{dev}").into(),
+                    Duration::from_millis(300 + 100 * i as u64),
+                );
+            }
+            sys.file("/newroot/etc/hostname", "dev\n");
+            sys.file(
+                "/newroot/etc/banger/network",
+                "address=172.30.0.5/24\ngateway=172.30.0.1\nmac=52:54:00:ab:cd:ef\n",
+            );
+            sys.dirs.insert("/newroot/sbin/init".into());
+            sys.file("/sys/class/net/lo/ifindex", "1\n");
+            sys.file("/sys/class/net/lo/type", "772\n");
+            sys.file("/sys/class/net/eth0/ifindex", "2\n");
+            sys.file("/sys/class/net/eth0/type", "1\n");
+            sys.file("/sys/class/net/eth0/address", "52:54:00:AB:CD:EF\n");
+            sys.now = Duration::from_millis(250);
+            sys
+        }
+    }
+
+    impl Sys for FakeSys {
+        fn mkdir_all(&mut self, path: &Path) -> io::Result<()> {
+            self.dirs.insert(path.to_owned());
+            Ok(())
+        }
+        fn mount(&mut self, m: &Mount) -> io::Result<()> {
+            self.effect(m.to_string())
+        }
+        fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            self.effect(format!("mount --move {} {}", from.display(), to.display()))
+        }
+        fn read_to_string(&mut self, path: &Path) -> io::Result<String> {
+            let path = self.resolve(path);
+            self.files
+                .get(&path)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        }
+        fn read_head(&mut self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+            let mut data = self
+                .files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+            data.truncate(len);
+            Ok(data)
+        }
+        fn exists(&mut self, path: &Path) -> bool {
+            self.visible(path)
+        }
+        fn list_dir(&mut self, path: &Path) -> io::Result<Vec<String>> {
+            let mut names = BTreeSet::new();
+            let visible: Vec<PathBuf> = self
+                .files
+                .keys()
+                .chain(self.dirs.iter())
+                .cloned()
+                .chain(
+                    self.appears_at
+                        .iter()
+                        .filter(|(_, t)| **t <= self.now)
+                        .map(|(p, _)| p.clone()),
+                )
+                .collect();
+            for p in visible {
+                if let Ok(rest) = p.strip_prefix(path)
+                    && let Some(first) = rest.components().next()
+                {
+                    names.insert(first.as_os_str().to_string_lossy().into_owned());
+                }
+            }
+            Ok(names.into_iter().collect())
+        }
+        fn remove_tree(&mut self, path: &Path) -> io::Result<()> {
+            self.effect(format!("rm -r {}", path.display()))
+        }
+        fn load_module(&mut self, path: &Path) -> io::Result<()> {
+            self.effect(format!("insmod {}", path.display()))
+        }
+        fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+            self.effect(format!("hostname {name}"))
+        }
+        fn link_up(&mut self, ifindex: u32) -> io::Result<()> {
+            self.effect(format!("ip link set {ifindex} up"))
+        }
+        fn add_address(
+            &mut self,
+            ifindex: u32,
+            address: Ipv4Addr,
+            prefix_len: u8,
+            broadcast: Ipv4Addr,
+        ) -> io::Result<()> {
+            self.effect(format!(
+                "ip addr replace {address}/{prefix_len} broadcast {broadcast} dev {ifindex}"
+            ))
+        }
+        fn add_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> io::Result<()> {
+            self.effect(format!(
+                "ip route replace default via {gateway} dev {ifindex}"
+            ))
+        }
+        fn chdir(&mut self, path: &Path) -> io::Result<()> {
+            self.effect(format!("cd {}", path.display()))
+        }
+        fn chroot(&mut self, path: &Path) -> io::Result<()> {
+            self.effect(format!("chroot {}", path.display()))?;
+            self.root = NEW_ROOT.into();
+            Ok(())
+        }
+        fn ensure_console(&mut self) {}
+        fn console(&mut self, line: &str) {
+            self.console.push(line.to_owned());
+        }
+        fn uptime(&mut self) -> Duration {
+            self.now
+        }
+        fn sleep(&mut self, duration: Duration) {
+            self.now += duration;
+        }
+        fn exec(&mut self, path: &str, args: &[String]) -> io::Error {
+            let line = format!("exec {path} {}", args.join(" "));
+            match self.effect(line.trim_end().to_owned()) {
+                Ok(()) => io::Error::other("(fake exec: the test ends here)"),
+                Err(e) => e,
+            }
+        }
+        fn power_off(&mut self) -> io::Error {
+            self.log.push("poweroff".into());
+            io::Error::other("fake")
+        }
+    }
+
+    fn boot_error(sys: &mut FakeSys) -> BootError {
+        run(sys, &["single".to_owned()])
+    }
+
+    #[test]
+    fn the_whole_sequence() {
+        let mut sys = FakeSys::vm("console=ttyS0 panic=-1");
+        let err = boot_error(&mut sys);
+        // The fake exec "fails" after recording itself: that is the end of a good boot.
+        assert!(
+            matches!(&err, BootError::Exec { path, .. } if path == "/sbin/init"),
+            "{err}"
+        );
+        assert_eq!(
+            sys.log,
+            [
+                "mount -t proc -o nosuid,nodev,noexec proc /proc",
+                "mount -t sysfs -o nosuid,nodev,noexec sysfs /sys",
+                "mount -t devtmpfs -o mode=0755 devtmpfs /dev",
+                "mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run",
+                "insmod /lib/modules/6.1/kernel/virtio.ko",
+                "insmod /lib/modules/6.1/kernel/virtio_blk.ko",
+                "insmod /lib/modules/6.1/kernel/virtio_net.ko",
+                "rm -r /lib/modules",
+                "mount -t ext4 -o ro /dev/vda /run/banger/base",
+                "mount -t ext4 /dev/vdb /run/banger/overlay",
+                "mount -t overlay -o lowerdir=/run/banger/base,upperdir=/run/banger/overlay/upper,\
+                 workdir=/run/banger/overlay/work overlay /newroot",
+                "mount -t ext4 /dev/vdc /newroot/root",
+                "hostname dev",
+                "ip link set 1 up",
+                "ip link set 2 up",
+                "ip addr replace 172.30.0.5/24 broadcast 172.30.0.255 dev 2",
+                "ip route replace default via 172.30.0.1 dev 2",
+                "mount --move /proc /newroot/proc",
+                "mount --move /sys /newroot/sys",
+                "mount --move /dev /newroot/dev",
+                "mount --move /run /newroot/run",
+                "cd /newroot",
+                "mount --move . /",
+                "chroot .",
+                "cd /",
+                "exec /sbin/init single",
+            ]
+        );
+        assert_eq!(
+            sys.console,
+            [
+                "banger-init: 3 modules loaded; root: /dev/vda + overlay /dev/vdb; work: \
+                 /dev/vdc; hostname: dev; network: eth0 172.30.0.5/24 via 172.30.0.1",
+                // The devices appeared at 300-500 ms, polled every 20 ms.
+                "banger-init: switching root (510 ms since kernel start)",
+            ]
+        );
+    }
+
+    #[test]
+    fn parameters_change_devices_and_init() {
+        let mut sys = FakeSys::vm(
+            "banger.base=/dev/vdc banger.overlay=LABEL=banger-overlay banger.work=none \
+             banger.init=/bin/sh",
+        );
+        // vdb carries the overlay label.
+        let mut sb = vec![0u8; 2048];
+        sb[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[1024 + 0x78..1024 + 0x78 + 14].copy_from_slice(b"banger-overlay");
+        sys.file("/dev/vdb", sb);
+        sys.file("/sys/class/block/vda", "");
+        sys.file("/sys/class/block/vdb", "");
+        sys.files.insert("/newroot/bin/sh".into(), vec![]);
+        let err = boot_error(&mut sys);
+        assert!(
+            matches!(&err, BootError::Exec { path, .. } if path == "/bin/sh"),
+            "{err}"
+        );
+        assert!(
+            sys.log
+                .contains(&"mount -t ext4 -o ro /dev/vdc /run/banger/base".to_owned())
+        );
+        assert!(
+            sys.log
+                .contains(&"mount -t ext4 /dev/vdb /run/banger/overlay".to_owned())
+        );
+        assert!(
+            !sys.log.iter().any(|l| l.contains("/newroot/root")),
+            "no work disk"
+        );
+        assert!(sys.console[0].contains("work: none"), "{}", sys.console[0]);
+    }
+
+    #[test]
+    fn a_missing_device_times_out_naming_it() {
+        let mut sys = FakeSys::vm("banger.timeout=2");
+        sys.appears_at.remove(Path::new("/dev/vdc"));
+        let err = boot_error(&mut sys);
+        assert_eq!(
+            err.to_string(),
+            "the work disk (/dev/vdc) did not appear within 2 s; block devices present: none"
+        );
+        // Waited about the timeout after the device was first looked for.
+        assert!(sys.now >= Duration::from_millis(2400) && sys.now < Duration::from_millis(2600));
+        assert!(!sys.log.iter().any(|l| l.starts_with("mount -t ext4")));
+
+        let mut sys = FakeSys::vm("banger.overlay=LABEL=nope banger.timeout=1");
+        sys.file("/sys/class/block/vda", "");
+        sys.file("/sys/class/block/vdb", "");
+        let err = boot_error(&mut sys);
+        assert_eq!(
+            err.to_string(),
+            "the overlay disk (LABEL=nope) did not appear within 1 s; block devices present: vda vdb"
+        );
+    }
+
+    #[test]
+    fn failures_name_what_failed() {
+        let cases: [(&str, io::ErrorKind, &str); 6] = [
+            (
+                "insmod /lib/modules/6.1/kernel/virtio_blk.ko",
+                io::ErrorKind::InvalidData,
+                "loading kernel module /lib/modules/6.1/kernel/virtio_blk.ko failed",
+            ),
+            (
+                "mount -t overlay",
+                io::ErrorKind::InvalidInput,
+                "`mount -t overlay -o lowerdir=/run/banger/base,",
+            ),
+            (
+                "mount -t ext4 -o ro /dev/vda",
+                io::ErrorKind::InvalidInput,
+                "`mount -t ext4 -o ro /dev/vda /run/banger/base` failed",
+            ),
+            (
+                "ip addr",
+                io::ErrorKind::AddrNotAvailable,
+                "adding 172.30.0.5/24 to eth0 failed",
+            ),
+            (
+                "hostname",
+                io::ErrorKind::PermissionDenied,
+                "setting the hostname to \"dev\"",
+            ),
+            ("chroot", io::ErrorKind::PermissionDenied, "at `chroot .`"),
+        ];
+        for (effect, kind, message) in cases {
+            let mut sys = FakeSys::vm("");
+            sys.fail_on = Some((effect.to_owned(), kind));
+            let err = boot_error(&mut sys);
+            assert!(err.to_string().contains(message), "{effect}: {err}");
+            assert!(!sys.log.iter().any(|l| l.starts_with("exec")), "{effect}");
+
+            fail(&mut sys, &err);
+            assert_eq!(
+                sys.console.last().map(String::as_str),
+                Some("banger-init: power-off failed: fake")
+            );
+            let failed = &sys.console[sys.console.len() - 2];
+            assert!(failed.starts_with("banger-init: FAILED: "), "{failed}");
+            assert_eq!(failed.lines().count(), 1, "one line: {failed}");
+            assert_eq!(sys.log.last().map(String::as_str), Some("poweroff"));
+        }
+    }
+
+    #[test]
+    fn failure_lines_are_single_lines() {
+        assert_eq!(
+            failure_line("panicked at src/main.rs:3:5:\nboom\n"),
+            "banger-init: FAILED: panicked at src/main.rs:3:5:; boom"
+        );
+    }
+
+    #[test]
+    fn an_already_loaded_module_is_fine() {
+        let mut sys = FakeSys::vm("");
+        sys.fail_on = Some(("insmod".into(), io::ErrorKind::AlreadyExists));
+        let err = boot_error(&mut sys);
+        assert!(matches!(err, BootError::Exec { .. }), "{err}");
+        assert!(sys.console[0].starts_with("banger-init: 0 modules loaded"));
+    }
+
+    #[test]
+    fn missing_init_and_bad_parameters() {
+        let mut sys = FakeSys::vm("banger.init=/sbin/nothing");
+        let err = boot_error(&mut sys);
+        assert_eq!(
+            err.to_string(),
+            "the image has no init at /sbin/nothing (set banger.init= to run another program)"
+        );
+        let mut sys = FakeSys::vm("banger.wrok=/dev/vdc");
+        assert_eq!(
+            boot_error(&mut sys).to_string(),
+            "unknown kernel parameter banger.wrok"
+        );
+    }
+
+    #[test]
+    fn network_is_optional_but_must_be_valid_when_present() {
+        let mut sys = FakeSys::vm("");
+        sys.files.remove(Path::new("/newroot/etc/banger/network"));
+        let err = boot_error(&mut sys);
+        assert!(matches!(err, BootError::Exec { .. }), "{err}");
+        assert!(!sys.log.iter().any(|l| l.starts_with("ip ")));
+        assert!(sys.console[0].ends_with("network: none"));
+
+        let mut sys = FakeSys::vm("");
+        sys.file("/newroot/etc/banger/network", "address=172.30.0.5\n");
+        let err = boot_error(&mut sys);
+        assert!(err.to_string().contains("line 1"), "{err}");
+
+        // The NIC with the configured MAC never shows up.
+        let mut sys = FakeSys::vm("banger.timeout=1");
+        sys.file("/sys/class/net/eth0/address", "52:54:00:00:00:01\n");
+        let err = boot_error(&mut sys);
+        assert_eq!(
+            err.to_string(),
+            "no network interface with MAC 52:54:00:ab:cd:ef appeared within 1 s; interfaces \
+             present: eth0 lo"
+        );
+    }
+
+    #[test]
+    fn ext_labels() {
+        let mut sb = vec![0u8; 2048];
+        assert_eq!(ext_label(&sb), None);
+        sb[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert_eq!(ext_label(&sb).as_deref(), Some(""));
+        sb[1024 + 0x78..1024 + 0x78 + 11].copy_from_slice(b"banger-work");
+        assert_eq!(ext_label(&sb).as_deref(), Some("banger-work"));
+        assert_eq!(ext_label(&sb[..1100]), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! banger's guest `/init`, run by the kernel from the initramfs banger generates. It gets a
+//! banger VM from kernel to the image's own init with no shell and no helpers: mount the
+//! basics, load the modules the initramfs lists, wait for the disks, mount overlayfs (the
+//! image's read-only base under the VM's overlay disk) as the new root and the work disk at
+//! `/root`, apply the hostname and static network the overlay carries, switch root and exec
+//! the image's init. On any failure it prints one `banger-init: FAILED: ...` line and powers
+//! the VM off.
+//!
+//! [`boot`] is the sequence, [`cmdline`] its parameters, [`netconf`] the network file,
+//! [`netlink`] the three rtnetlink requests, [`sys`] every side effect behind a trait.
+
+pub mod boot;
+pub mod cmdline;
+pub mod netconf;
+pub mod netlink;
+pub mod sys;

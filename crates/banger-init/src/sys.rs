@@ -1,0 +1,342 @@
+//! Every side effect of the init — mounts, module loading, netlink, the root switch, exec,
+//! power-off — behind the [`Sys`] trait, so the boot sequence in [`crate::boot`] runs on the
+//! host against a recording fake. [`RealSys`] is the Linux implementation the guest uses.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::netlink;
+
+/// One `mount(2)` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub read_only: bool,
+    /// `nosuid,nodev` (and `noexec` where asked), for the pseudo filesystems.
+    pub restricted: bool,
+    pub noexec: bool,
+    pub data: String,
+}
+
+impl Mount {
+    pub fn new(source: &str, target: &str, fstype: &str) -> Mount {
+        Mount {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            fstype: fstype.to_owned(),
+            read_only: false,
+            restricted: false,
+            noexec: false,
+            data: String::new(),
+        }
+    }
+
+    pub fn read_only(mut self) -> Mount {
+        self.read_only = true;
+        self
+    }
+
+    pub fn restricted(mut self, noexec: bool) -> Mount {
+        self.restricted = true;
+        self.noexec = noexec;
+        self
+    }
+
+    pub fn data(mut self, data: &str) -> Mount {
+        self.data = data.to_owned();
+        self
+    }
+}
+
+/// As `mount -t TYPE -o OPTIONS SOURCE TARGET` would say it.
+impl fmt::Display for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut options = Vec::new();
+        if self.read_only {
+            options.push("ro");
+        }
+        if self.restricted {
+            options.extend(["nosuid", "nodev"]);
+        }
+        if self.noexec {
+            options.push("noexec");
+        }
+        if !self.data.is_empty() {
+            options.push(&self.data);
+        }
+        write!(f, "mount -t {}", self.fstype)?;
+        if !options.is_empty() {
+            write!(f, " -o {}", options.join(","))?;
+        }
+        write!(f, " {} {}", self.source, self.target)
+    }
+}
+
+/// The init's window on the kernel.
+pub trait Sys {
+    fn mkdir_all(&mut self, path: &Path) -> io::Result<()>;
+    fn mount(&mut self, mount: &Mount) -> io::Result<()>;
+    /// `mount --move from to`.
+    fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    fn read_to_string(&mut self, path: &Path) -> io::Result<String>;
+    /// The first `len` bytes of a file (fewer when it is shorter).
+    fn read_head(&mut self, path: &Path, len: usize) -> io::Result<Vec<u8>>;
+    /// Whether `path` exists, following symlinks.
+    fn exists(&mut self, path: &Path) -> bool;
+    /// Entry names of a directory, sorted.
+    fn list_dir(&mut self, path: &Path) -> io::Result<Vec<String>>;
+    fn remove_tree(&mut self, path: &Path) -> io::Result<()>;
+    /// `finit_module` on the file; `AlreadyExists` when the module is loaded already.
+    fn load_module(&mut self, path: &Path) -> io::Result<()>;
+    fn set_hostname(&mut self, name: &str) -> io::Result<()>;
+    fn link_up(&mut self, ifindex: u32) -> io::Result<()>;
+    fn add_address(
+        &mut self,
+        ifindex: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+        broadcast: Ipv4Addr,
+    ) -> io::Result<()>;
+    fn add_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> io::Result<()>;
+    fn chdir(&mut self, path: &Path) -> io::Result<()>;
+    fn chroot(&mut self, path: &Path) -> io::Result<()>;
+    /// Makes sure stdin/stdout/stderr are the console (after `/dev` is mounted).
+    fn ensure_console(&mut self);
+    /// Writes one line to the console.
+    fn console(&mut self, line: &str);
+    /// Time since the kernel started.
+    fn uptime(&mut self) -> Duration;
+    fn sleep(&mut self, duration: Duration);
+    /// Replaces the process with `path`; returns only on failure.
+    fn exec(&mut self, path: &str, args: &[String]) -> io::Error;
+    /// Syncs and powers the machine off; returns only on failure.
+    fn power_off(&mut self) -> io::Error;
+}
+
+/// The real thing: Linux system calls.
+#[derive(Debug, Default)]
+pub struct RealSys {
+    netlink: Option<OwnedFd>,
+    seq: u32,
+}
+
+impl RealSys {
+    pub fn new() -> Self {
+        RealSys::default()
+    }
+
+    fn netlink_request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+        use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
+        let fd = match &self.netlink {
+            Some(fd) => fd,
+            None => self.netlink.insert(rustix::net::socket(
+                AddressFamily::NETLINK,
+                SocketType::RAW,
+                None, // NETLINK_ROUTE
+            )?),
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let request = build(seq);
+        // An unconnected netlink socket sends to the kernel.
+        rustix::net::send(fd.as_fd(), &request, SendFlags::empty())?;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (_, n) = rustix::net::recv(fd.as_fd(), &mut buf[..], RecvFlags::empty())?;
+            if let Some(()) = netlink::check_ack(&buf[..n.min(buf.len())], seq)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Sys for RealSys {
+    fn mkdir_all(&mut self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn mount(&mut self, m: &Mount) -> io::Result<()> {
+        use rustix::mount::MountFlags;
+        let mut flags = MountFlags::empty();
+        if m.read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        if m.restricted {
+            flags |= MountFlags::NOSUID | MountFlags::NODEV;
+        }
+        if m.noexec {
+            flags |= MountFlags::NOEXEC;
+        }
+        let data = CString::new(m.data.as_str())?;
+        rustix::mount::mount(
+            m.source.as_str(),
+            m.target.as_str(),
+            m.fstype.as_str(),
+            flags,
+            Some(data.as_c_str()),
+        )?;
+        Ok(())
+    }
+
+    fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        Ok(rustix::mount::mount_move(from, to)?)
+    }
+
+    fn read_to_string(&mut self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+
+    fn read_head(&mut self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        fs::File::open(path)?
+            .take(len as u64)
+            .read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn list_dir(&mut self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_tree(&mut self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn load_module(&mut self, path: &Path) -> io::Result<()> {
+        let file = fs::File::open(path)?;
+        let params = c"";
+        // SAFETY: finit_module reads the module from a file descriptor we own and keep open
+        // for the call, and a NUL-terminated parameter string that outlives the call; it
+        // writes no memory of ours.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                params.as_ptr(),
+                0 as libc::c_int,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+        Ok(rustix::system::sethostname(name.as_bytes())?)
+    }
+
+    fn link_up(&mut self, ifindex: u32) -> io::Result<()> {
+        self.netlink_request(|seq| netlink::link_up(seq, ifindex))
+    }
+
+    fn add_address(
+        &mut self,
+        ifindex: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+        broadcast: Ipv4Addr,
+    ) -> io::Result<()> {
+        self.netlink_request(|seq| {
+            netlink::add_address(seq, ifindex, address, prefix_len, broadcast)
+        })
+    }
+
+    fn add_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> io::Result<()> {
+        self.netlink_request(|seq| netlink::add_default_route(seq, ifindex, gateway))
+    }
+
+    fn chdir(&mut self, path: &Path) -> io::Result<()> {
+        Ok(rustix::process::chdir(path)?)
+    }
+
+    fn chroot(&mut self, path: &Path) -> io::Result<()> {
+        Ok(rustix::process::chroot(path)?)
+    }
+
+    fn ensure_console(&mut self) {
+        // The kernel opens /dev/console for init only if the initramfs has it; banger's has,
+        // but an init without a console would fail silently, so check.
+        if rustix::io::fcntl_getfd(rustix::stdio::stderr()).is_ok() {
+            return;
+        }
+        if let Ok(console) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
+            let _ = rustix::stdio::dup2_stdin(&console);
+            let _ = rustix::stdio::dup2_stdout(&console);
+            let _ = rustix::stdio::dup2_stderr(&console);
+        }
+    }
+
+    fn console(&mut self, line: &str) {
+        let mut err = io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+        let _ = err.flush();
+    }
+
+    fn uptime(&mut self) -> Duration {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn exec(&mut self, path: &str, args: &[String]) -> io::Error {
+        let Ok(program) = CString::new(path) else {
+            return io::Error::new(io::ErrorKind::InvalidInput, "NUL in the init path");
+        };
+        let mut argv = vec![program.clone()];
+        for arg in args {
+            match CString::new(arg.as_str()) {
+                Ok(arg) => argv.push(arg),
+                Err(_) => {
+                    return io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument");
+                }
+            }
+        }
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        // SAFETY: `program` and every `argv` string are NUL-terminated CStrings alive for the
+        // call, and `ptrs` is a NULL-terminated array of pointers to them. execv only returns
+        // on failure, and then has changed nothing.
+        unsafe {
+            libc::execv(program.as_ptr(), ptrs.as_ptr());
+        }
+        io::Error::last_os_error()
+    }
+
+    fn power_off(&mut self) -> io::Error {
+        use rustix::system::{RebootCommand, reboot};
+        rustix::fs::sync();
+        let err = match reboot(RebootCommand::PowerOff) {
+            Ok(()) => io::Error::other("power-off returned"),
+            Err(e) => e.into(),
+        };
+        // A machine without a way to power off (no ACPI) can still be reset, which VMMs
+        // treat as the guest going away (Firecracker exits, QEMU does with -no-reboot).
+        let _ = reboot(RebootCommand::Restart);
+        err
+    }
+}
