@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 
 use crate::{
     ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
-    RegisterImageRequest, UpdateVmRequest, Vm,
+    RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
 };
 
 /// Why a request did not produce the answer the caller wanted.
@@ -160,6 +160,12 @@ impl Client {
         self.raw(Method::POST, "/v1/daemon/shutdown", None)
             .await
             .map(|_| ())
+    }
+
+    /// Mints a one-time login URL for the web console (valid for a few minutes, single use).
+    /// Only the socket's owner can ask, which is what makes the console the owner's.
+    pub async fn web_login(&self) -> Result<WebLogin, ClientError> {
+        self.call(Method::POST, "/v1/web/login", None::<&()>).await
     }
 
     pub async fn capacity(&self) -> Result<Capacity, ClientError> {

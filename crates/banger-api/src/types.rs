@@ -395,6 +395,31 @@ pub struct DaemonInfo {
     pub log_file: String,
     pub started_at: Timestamp,
     pub uptime_secs: u64,
+    /// The localhost web console. Absent in answers of daemons older than the console, which
+    /// a client still decodes (it asks an outdated daemon who it is before replacing it).
+    #[serde(default)]
+    pub web: WebConsoleInfo,
+}
+
+/// Where the web console is served, or why it is not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebConsoleInfo {
+    /// `http://127.0.0.1:PORT/` while the console is serving. Opening it needs a session:
+    /// get a login URL from `POST /v1/web/login` (`banger web`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Why the console is not serving (disabled in the config, port in use, ...).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/web/login`: a one-time login URL for the web console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebLogin {
+    /// Opening this URL once starts a browser session; the token in it then stops working.
+    pub url: String,
+    /// The token is refused after this instant even when unused.
+    pub expires_at: Timestamp,
 }
 
 /// CPU figures of `GET /v1/capacity`.
@@ -434,4 +459,47 @@ pub struct Capacity {
     pub disk: DiskCapacity,
     pub vms_total: u32,
     pub vms_running: u32,
+}
+
+/// How a doctor check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DoctorCheckStatus {
+    Ok,
+    /// Works, but worse than it could (a slower backend, a feature unavailable).
+    Warn,
+    /// Something banger needs is missing or broken.
+    Fail,
+}
+
+/// One finding of `banger doctor` or of an operation's preflight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorCheck {
+    /// Stable short name, e.g. `kvm`, `nftables`, `sudo`.
+    pub name: String,
+    pub status: DoctorCheckStatus,
+    /// What was found.
+    pub detail: String,
+    /// The command or setting that fixes it; present whenever the status is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// `GET /v1/doctor`: every host check, in the order the CLI prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorReport {
+    pub checks: Vec<DoctorCheck>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_info_of_a_daemon_without_a_web_console_still_decodes() {
+        let json = r#"{"version":"0.1.0","build_id":"b","pid":1,"socket":"/s","state_dir":"/d",
+            "log_file":"/l","started_at":"2025-11-23T12:13:20.123Z","uptime_secs":5}"#;
+        let info: DaemonInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(info.web, WebConsoleInfo::default());
+    }
 }

@@ -563,6 +563,7 @@ pub(crate) mod tests {
             log_file: "/home/u/.local/state/banger/bangerd.log".into(),
             started_at: ago(3_725),
             uptime_secs: 3_725,
+            web: Default::default(),
         }
     }
 

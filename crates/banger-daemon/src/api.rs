@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use banger_api::{
     ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
-    RegisterImageRequest, UpdateVmRequest, Vm,
+    RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -126,7 +126,8 @@ async fn blocking<T: Send + 'static>(
         list_operations,
         get_operation,
         stream_operation,
-        cancel_operation
+        cancel_operation,
+        web_login
     )
 )]
 pub struct ApiDoc;
@@ -148,6 +149,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/operations/{id}", get(get_operation))
         .route("/v1/operations/{id}/stream", get(stream_operation))
         .route("/v1/operations/{id}/cancel", post(cancel_operation))
+        .route("/v1/web/login", post(web_login))
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
             Failure(
@@ -371,6 +373,14 @@ fn operation_not_found(id: &str) -> Failure {
         ApiError::not_found(format!("no operation {id:?}"))
             .with_hint("finished operations are kept for a while; list them at /v1/operations"),
     )
+}
+
+/// Mints a one-time URL that signs a browser in to the web console (single use, valid for two
+/// minutes). Only the socket's owner can ask, which is what keeps the console theirs.
+#[utoipa::path(post, path = "/v1/web/login", responses(
+    (status = 200, body = WebLogin), (status = 503, body = ApiError)))]
+async fn web_login(State(d): State<Arc<Daemon>>) -> Answer<Json<WebLogin>> {
+    d.web.login().map(Json).map_err(Failure)
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

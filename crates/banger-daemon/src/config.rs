@@ -1,6 +1,7 @@
 //! `config.toml`: what a user can set, its defaults, and the checks that turn a typo into an
 //! error naming the key and the file instead of a silently ignored setting.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use banger_api::{VmmKind, validate};
@@ -16,6 +17,32 @@ pub struct Config {
     /// VMM used by `vm create` when no `--vmm` is given.
     pub vmm: VmmKind,
     pub defaults: VmDefaults,
+    pub web: WebConfig,
+}
+
+/// `[web]`: the localhost web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Whether bangerd serves the console at all.
+    pub enabled: bool,
+    /// Address and port of the console's TCP listener. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Set (explicitly, by the user) when `listen` is not a loopback address: the console can
+    /// create and delete VMs, and its traffic is plain HTTP.
+    pub allow_remote: bool,
+}
+
+/// Where the console listens unless the config says otherwise.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7878";
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            allow_remote: false,
+        }
+    }
 }
 
 /// Sizes a VM gets when `vm create` does not name them.
@@ -39,6 +66,7 @@ impl Default for Config {
                 disk_bytes: 8 * validate::GIB,
                 work_disk_bytes: 8 * validate::GIB,
             },
+            web: WebConfig::default(),
         }
     }
 }
@@ -63,6 +91,15 @@ struct RawConfig {
     subnet: Option<String>,
     vmm: Option<String>,
     defaults: Option<RawDefaults>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,8 +177,47 @@ impl Config {
                         .map_err(|e| key_error("defaults.work_disk", e))?;
             }
         }
+        if let Some(w) = raw.web {
+            config.web = web(w).map_err(invalid)?;
+        }
         Ok(config)
     }
+}
+
+/// Checks `[web]`. A console reachable from other machines is refused unless the user opted
+/// in, and an every-interface address is refused outright: the Host allowlist that defeats
+/// DNS rebinding needs the one address the console is reached by.
+fn web(raw: RawWeb) -> Result<WebConfig, String> {
+    let mut web = WebConfig::default();
+    if let Some(enabled) = raw.enabled {
+        web.enabled = enabled;
+    }
+    web.allow_remote = raw.allow_remote.unwrap_or(false);
+    if let Some(listen) = raw.listen {
+        web.listen = listen.trim().parse().map_err(|_| {
+            format!(
+                "`web.listen`: {listen:?} is not an IP address and port \
+                 (write e.g. \"{DEFAULT_WEB_LISTEN}\" or \"[::1]:7878\")"
+            )
+        })?;
+    }
+    let ip = web.listen.ip();
+    if ip.is_unspecified() {
+        return Err(format!(
+            "`web.listen`: {} listens on every interface; name the one address the console \
+             is reached by (e.g. \"{DEFAULT_WEB_LISTEN}\")",
+            web.listen
+        ));
+    }
+    if !ip.is_loopback() && !web.allow_remote {
+        return Err(format!(
+            "`web.listen`: {} is not a loopback address; the web console can create and \
+             delete VMs and speaks plain HTTP, so serving it beyond this machine needs \
+             `allow_remote = true` in [web]",
+            web.listen
+        ));
+    }
+    Ok(web)
 }
 
 fn size(field: &str, text: &str, min: i64) -> Result<u64, banger_api::ApiError> {
@@ -186,6 +262,60 @@ mod tests {
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
         assert_eq!(config.defaults.work_disk_bytes, 512 * validate::MIB);
+        assert_eq!(config.web, WebConfig::default());
+    }
+
+    #[test]
+    fn web_defaults_to_loopback_port_7878() {
+        let web = parse("").unwrap().web;
+        assert!(web.enabled);
+        assert_eq!(web.listen.to_string(), DEFAULT_WEB_LISTEN);
+        assert!(!web.allow_remote);
+    }
+
+    #[test]
+    fn reads_the_web_table() {
+        let web = parse("[web]\nenabled = false\nlisten = \"[::1]:0\"")
+            .unwrap()
+            .web;
+        assert!(!web.enabled);
+        assert_eq!(web.listen.to_string(), "[::1]:0");
+        let web = parse("[web]\nlisten = \"192.168.1.5:7878\"\nallow_remote = true")
+            .unwrap()
+            .web;
+        assert_eq!(web.listen.to_string(), "192.168.1.5:7878");
+        assert!(web.allow_remote);
+    }
+
+    #[test]
+    fn remote_web_listen_needs_allow_remote() {
+        let err = parse("[web]\nlisten = \"192.168.1.5:7878\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`web.listen`"), "{err}");
+        assert!(err.contains("allow_remote = true"), "{err}");
+        assert!(err.contains("config.toml"), "{err}");
+        let err = parse("[web]\nlisten = \"0.0.0.0:7878\"\nallow_remote = true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("every interface"), "{err}");
+    }
+
+    #[test]
+    fn bad_web_values_name_the_key() {
+        for (text, key) in [
+            ("[web]\nlisten = \"localhost\"", "web.listen"),
+            ("[web]\nlisten = \"127.0.0.1\"", "web.listen"),
+            ("[web]\nlisten = \"127.0.0.1:99999\"", "web.listen"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+            assert!(err.contains("config.toml"), "{err}");
+        }
+        let err = parse("[web]\nport = 80").unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = parse("[web]\nenabled = \"yes\"").unwrap_err().to_string();
+        assert!(err.contains("enabled"), "{err}");
     }
 
     #[test]

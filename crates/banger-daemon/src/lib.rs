@@ -1,6 +1,7 @@
 //! `bangerd`, banger's daemon: it owns the state (SQLite under the XDG state dir), runs the
 //! long work as operations, and serves the one REST API every client (CLI, TUI, web console)
-//! uses, on a Unix socket only its owner can open.
+//! uses, on a Unix socket only its owner can open. It also serves the localhost web console
+//! ([`web`]), a client of the same services behind a login only the socket's owner can start.
 //!
 //! The binary is thin ([`main`]); [`start`] runs a daemon inside any tokio runtime so tests can
 //! drive a real daemon on a temporary socket with temporary XDG directories.
@@ -13,6 +14,7 @@ pub mod image;
 mod lifecycle;
 pub mod operation;
 pub mod vm;
+pub mod web;
 
 use std::time::Instant;
 
@@ -35,6 +37,7 @@ pub struct Daemon {
     pub ops: Operations,
     pub host: HostFacts,
     pub build_id: String,
+    pub web: web::Console,
     started_at: Timestamp,
     started: Instant,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -60,6 +63,7 @@ impl Daemon {
             log_file: self.paths.log_file().display().to_string(),
             started_at: self.started_at,
             uptime_secs: self.started.elapsed().as_secs(),
+            web: self.web.info(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Starting and stopping the daemon: private directories, the one-instance lock, logging,
-//! the socket (mode 0600), and a graceful exit on SIGTERM, SIGINT or `POST /v1/daemon/shutdown`
-//! that cancels running operations (which roll back) before the process ends.
+//! the socket (mode 0600), the web console's listener next to it, and a graceful exit on
+//! SIGTERM, SIGINT or `POST /v1/daemon/shutdown` that cancels running operations (which roll
+//! back) before the process ends.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -18,7 +19,7 @@ use tokio::net::UnixListener;
 use crate::config::Config;
 use crate::host::HostFacts;
 use crate::operation::Operations;
-use crate::{Daemon, api};
+use crate::{Daemon, api, web};
 
 /// How long running operations get to roll back when the daemon exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -114,6 +115,10 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         },
     )?;
 
+    // The console never stops the daemon from starting: its failure is logged and reported
+    // in `GET /v1/daemon`.
+    let (console, web_listener) = web::prepare(&config.web, &paths).await;
+
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let daemon = Arc::new(Daemon {
         paths,
@@ -123,6 +128,7 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         ops: Operations::default(),
         host,
         build_id,
+        web: console,
         started_at: Timestamp::now(),
         started: Instant::now(),
         shutdown,
@@ -134,6 +140,7 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         "bangerd serving"
     );
 
+    let web_task = web_listener.map(|listener| web::serve(daemon.clone(), listener));
     let router = api::router(daemon.clone());
     let d = daemon.clone();
     let task = tokio::spawn(async move {
@@ -149,6 +156,9 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "server failed");
                 }
+                // On a shutdown request both branches are ready and `select!` picks one at
+                // random: operations must be cancelled whichever it picked.
+                finish_operations(&d).await;
             }
             () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
                 finish_operations(&d).await;
@@ -156,6 +166,13 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
                 if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
                     tracing::warn!("connections still open at shutdown; closing them");
                 }
+            }
+        }
+        if let Some(task) = web_task {
+            // It saw the same shutdown signal; browsers' open connections get a bounded wait.
+            d.request_shutdown();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("web console connections still open at shutdown; closing them");
             }
         }
         let socket = d.paths.socket();

@@ -1,0 +1,88 @@
+// banger web console: progressive enhancement only; every page works without this file.
+// Served from bangerd itself ('self' is all the Content-Security-Policy allows).
+'use strict';
+
+(() => {
+  // Operations in progress: poll their JSON every second and update the page in place.
+  // When one finishes, reload once so the page shows its outcome (links, lists).
+  const poll = (root) => {
+    const url = root.getAttribute('data-op');
+    let busy = false;
+    const timer = setInterval(async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const response = await fetch(url, {
+          credentials: 'same-origin',
+          headers: { Accept: 'application/json' },
+        });
+        if (response.status === 401) {
+          clearInterval(timer);
+          location.reload();
+          return;
+        }
+        if (!response.ok) return;
+        const op = await response.json();
+        update(root, op);
+        if (!op.running) {
+          clearInterval(timer);
+          setTimeout(() => location.reload(), 400);
+        }
+      } catch (_) {
+        // The daemon restarting or the network blipping: try again next second.
+      } finally {
+        busy = false;
+      }
+    }, 1000);
+  };
+
+  const setState = (el, state) => {
+    if (!el) return;
+    el.textContent = state;
+    el.className = 'state state-' + state;
+  };
+
+  const setBar = (el, percent) => {
+    if (!el) return;
+    el.value = percent;
+    el.textContent = percent + '%';
+  };
+
+  const update = (root, op) => {
+    setState(root.querySelector('[data-role="state"]'), op.state);
+    setBar(root.querySelector('[data-role="percent"]'), op.percent);
+    const current = root.querySelector('[data-role="current"]');
+    if (current) current.textContent = op.current;
+    op.stages.forEach((stage, i) => {
+      const row = root.querySelector('[data-stage="' + i + '"]');
+      if (!row) return;
+      setState(row.querySelector('[data-role="stage-state"]'), stage.state);
+      setBar(row.querySelector('[data-role="stage-percent"]'), stage.percent);
+      const detail = row.querySelector('[data-role="stage-detail"]');
+      if (detail) detail.textContent = stage.detail;
+    });
+  };
+
+  // "Browse…" links of the register form: carry what has been typed so far to the picker,
+  // which hands it back with the chosen file.
+  const carry = (link) => {
+    link.addEventListener('click', (event) => {
+      const form = document.getElementById(link.getAttribute('data-carry'));
+      if (!form) return;
+      const url = new URL(link.href, location.href);
+      for (const name of ['name', 'kernel', 'initrd', 'rootfs']) {
+        const input = form.elements.namedItem(name);
+        if (!input) continue;
+        if (input.value) url.searchParams.set(name, input.value);
+        else url.searchParams.delete(name);
+      }
+      event.preventDefault();
+      location.assign(url.pathname + url.search);
+    });
+  };
+
+  document.querySelectorAll('[data-op]').forEach(poll);
+  document.querySelectorAll('a[data-carry]').forEach(carry);
+  // Tells the browser test (and CSS, if it ever needs to) that the script ran.
+  document.documentElement.dataset.console = 'ready';
+})();

@@ -1,0 +1,253 @@
+//! The localhost web console: server-rendered pages (askama templates under `templates/`)
+//! to look at and manage VMs, images and operations from a browser, served by bangerd on a
+//! TCP listener next to its Unix socket.
+//!
+//! Loopback is reachable by every local user, unlike the 0600 socket, so the console is
+//! treated as an admin interface: every page needs a session that only the socket's owner
+//! can start ([`auth`]), every request is checked before a handler runs ([`guard`]), every
+//! change is a POST form carrying a CSRF token ([`forms`]), and GETs change nothing (the
+//! one exception, `/login`, only spends a login token). Handlers ([`pages`]) call the same
+//! services as the REST API (`crate::vm`, `crate::image`, the store, the operations), never
+//! the API itself. The console failing to start (port in use, unreadable secret) never stops
+//! the daemon: it is reported in `GET /v1/daemon` instead.
+//!
+//! Features the daemon does not have yet (starting VMs, health, ports, console logs) are
+//! absent from the pages, not stubbed: each slots in as another action or section of the VM
+//! page ([`views::VmAction`], [`views::VmPage`]) when its service exists.
+
+pub mod auth;
+pub mod forms;
+pub mod guard;
+pub mod pages;
+pub mod picker;
+pub mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use banger_api::paths::Paths;
+use banger_api::{ApiError, ErrorCode, Timestamp, WebConsoleInfo, WebLogin};
+use tokio::net::TcpListener;
+
+use crate::Daemon;
+use crate::config::WebConfig;
+use auth::{Auth, LOGIN_TTL, SecretError};
+use guard::AllowedHosts;
+
+/// Largest form body accepted; every console form is a few hundred bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Why the console is not serving.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("disabled by `web.enabled = false` in {}", config.display())]
+    Disabled { config: PathBuf },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a serving console needs at every request.
+#[derive(Debug)]
+pub struct Serving {
+    pub auth: Auth,
+    pub hosts: AllowedHosts,
+    /// `http://ADDR:PORT/`, with the port actually bound.
+    pub url: String,
+}
+
+/// The console's part of the daemon's state: serving, or the reason it is not.
+#[derive(Debug)]
+pub struct Console {
+    serving: Result<Serving, WebError>,
+}
+
+impl Console {
+    pub fn serving(&self) -> Option<&Serving> {
+        self.serving.as_ref().ok()
+    }
+
+    /// For `GET /v1/daemon`.
+    pub fn info(&self) -> WebConsoleInfo {
+        match &self.serving {
+            Ok(s) => WebConsoleInfo {
+                url: Some(s.url.clone()),
+                error: None,
+            },
+            Err(e) => WebConsoleInfo {
+                url: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// `POST /v1/web/login`: a URL that signs a browser in once.
+    pub fn login(&self) -> Result<WebLogin, ApiError> {
+        self.login_valid_for(LOGIN_TTL)
+    }
+
+    fn login_valid_for(&self, ttl: Duration) -> Result<WebLogin, ApiError> {
+        let serving = self.serving.as_ref().map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the web console is not serving: {e}"),
+            )
+            .with_hint(match e {
+                WebError::Disabled { .. } => {
+                    "set `enabled = true` in the [web] table of config.toml and restart the \
+                     daemon (banger daemon restart)"
+                }
+                WebError::Bind { .. } => {
+                    "free the port or set another `listen` address in the [web] table of \
+                     config.toml, then restart the daemon (banger daemon restart)"
+                }
+                WebError::Secret(_) => {
+                    "check the state directory's permissions, then restart the daemon \
+                     (banger daemon restart)"
+                }
+            })
+        })?;
+        let token = serving.auth.mint_login(ttl);
+        Ok(WebLogin {
+            url: format!("{}login?token={token}", serving.url),
+            expires_at: Timestamp::from_millis(
+                Timestamp::now().as_millis() + ttl.as_millis() as i64,
+            ),
+        })
+    }
+}
+
+/// Reads the secret and binds the listener of `config`. Failures are logged and kept in the
+/// returned console, never returned: the daemon serves its socket regardless.
+pub async fn prepare(config: &WebConfig, paths: &Paths) -> (Console, Option<TcpListener>) {
+    match try_prepare(config, paths).await {
+        Ok((serving, listener)) => (
+            Console {
+                serving: Ok(serving),
+            },
+            Some(listener),
+        ),
+        Err(e) => {
+            if !matches!(e, WebError::Disabled { .. }) {
+                tracing::warn!(error = %e, "the web console is not serving");
+            }
+            (Console { serving: Err(e) }, None)
+        }
+    }
+}
+
+async fn try_prepare(
+    config: &WebConfig,
+    paths: &Paths,
+) -> Result<(Serving, TcpListener), WebError> {
+    if !config.enabled {
+        return Err(WebError::Disabled {
+            config: paths.config_file.clone(),
+        });
+    }
+    let secret = auth::load_or_create_secret(&secret_path(&paths.state_dir))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| WebError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| WebError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    if !addr.ip().is_loopback() {
+        // Said at every start, on purpose: this is a choice a user should not forget making.
+        // Also on stderr, which a supervised or hand-started bangerd shows.
+        eprintln!(
+            "bangerd: WARNING: the web console is reachable from other machines at {addr} \
+             (allow_remote = true); it speaks plain HTTP"
+        );
+        tracing::warn!(
+            %addr,
+            "!!! THE WEB CONSOLE IS REACHABLE FROM OTHER MACHINES ({addr}, `allow_remote = true`). \
+             It can create and delete VMs, and its traffic (session cookie included) is plain, \
+             unencrypted HTTP. Serve it on 127.0.0.1 unless you really mean this. !!!"
+        );
+    }
+    let url = format!("http://{addr}/");
+    tracing::info!(%url, "web console serving");
+    Ok((
+        Serving {
+            auth: Auth::new(secret),
+            hosts: AllowedHosts::for_listener(addr),
+            url,
+        },
+        listener,
+    ))
+}
+
+/// `$STATE/web-secret`.
+pub fn secret_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("web-secret")
+}
+
+/// Serves the console on `listener` until the daemon shuts down.
+pub fn serve(d: Arc<Daemon>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    let mut stop = d.shutdown.subscribe();
+    let app = router(d);
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::error!(error = %e, "the web console's server failed");
+        }
+    })
+}
+
+/// Every route of the console, behind the guard and with the security headers.
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/login", get(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/vms", get(pages::vm_list).post(pages::create_vm))
+        .route("/vms/{name}", get(pages::vm_page))
+        .route(
+            "/vms/{name}/delete",
+            get(pages::confirm_delete_vm).post(pages::delete_vm),
+        )
+        .route("/new/vm", get(pages::new_vm))
+        .route(
+            "/images",
+            get(pages::image_list).post(pages::register_image),
+        )
+        .route("/images/{name}", get(pages::image_page))
+        .route("/new/image", get(pages::new_image))
+        .route("/picker", get(pages::picker))
+        .route("/operations", get(pages::operation_list))
+        .route("/operations/{id}", get(pages::operation_page))
+        .route("/operations/{id}/json", get(pages::operation_json))
+        .route("/operations/{id}/cancel", post(pages::cancel_operation))
+        .route("/static/console.css", get(pages::stylesheet))
+        .route("/static/console.js", get(pages::script))
+        .route("/static/favicon.svg", get(pages::favicon))
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(middleware::from_fn_with_state(d.clone(), guard::gate))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::map_response(guard::headers))
+        .with_state(d)
+}

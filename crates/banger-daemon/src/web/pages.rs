@@ -1,0 +1,635 @@
+//! The console's handlers: each gathers what its page shows from the daemon's services
+//! (the store, `crate::vm`, `crate::image`, the operations, capacity), builds the view
+//! ([`super::views`]) and renders it. GET handlers only read. POST handlers take a
+//! CSRF-checked form, call the service, and answer with a 303 to the page that shows the
+//! result (Post/Redirect/Get), or re-render the form with its errors.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use banger_api::{ApiError, ErrorCode, Image, OperationState};
+use serde::Deserialize;
+
+use super::auth::{self, unix_now};
+use super::forms::{self, CsrfForm, FieldErrors, ImageInput, Viewer, VmInput};
+use super::picker;
+use super::views::{self, Chrome, Link, OpView};
+use crate::{Daemon, image, vm};
+
+const STYLESHEET: &str = include_str!("../../assets/console.css");
+const SCRIPT: &str = include_str!("../../assets/console.js");
+const FAVICON: &str = include_str!("../../assets/favicon.svg");
+
+/// Runs store- and disk-bound work off the async workers.
+async fn blocking<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+/// An error page in the console's layout; the status follows the error's code.
+pub struct PageError {
+    chrome: Chrome,
+    error: ApiError,
+}
+
+impl PageError {
+    fn new(viewer: &Viewer, error: ApiError) -> PageError {
+        PageError {
+            chrome: viewer.chrome(""),
+            error,
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(
+                code = %self.error.code,
+                message = %self.error.message,
+                "web console request failed"
+            );
+        }
+        let title = match self.error.code {
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::Internal | ErrorCode::Unavailable => "Something went wrong",
+            _ => "Cannot do that",
+        };
+        views::render_with(
+            status,
+            &views::ErrorPage {
+                chrome: self.chrome,
+                title: title.to_owned(),
+                message: self.error.message,
+                hint: views::console_hint(self.error.hint.as_deref()),
+            },
+        )
+    }
+}
+
+type Page = Result<Response, PageError>;
+
+/// A 303 to `location`: the answer to every successful POST.
+fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
+}
+
+/// `?notice=...&name=...` after a redirect: fixed messages, so a link cannot make the console
+/// say arbitrary things.
+#[derive(Debug, Default, Deserialize)]
+pub struct Notice {
+    #[serde(default)]
+    notice: String,
+    #[serde(default)]
+    name: String,
+}
+
+impl Notice {
+    fn text(&self) -> Option<String> {
+        match self.notice.as_str() {
+            "vm-created" => Some("VM created.".to_owned()),
+            "vm-deleted" => Some(format!("Deleted VM {}.", self.name)),
+            "cancel-requested" => Some("Cancellation requested.".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+fn chrome(viewer: &Viewer, nav: &'static str, notice: &Notice) -> Chrome {
+    Chrome {
+        notice: notice.text(),
+        ..viewer.chrome(nav)
+    }
+}
+
+// ----- session -----
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /login?token=…`: spends a one-time token and starts a session. The only GET that
+/// changes anything, because the token arrives as a URL a terminal prints.
+pub async fn login(State(d): State<Arc<Daemon>>, Query(q): Query<LoginQuery>) -> Response {
+    let Some(serving) = d.web.serving() else {
+        return views::sign_in_required();
+    };
+    if q.token.is_empty() || !serving.auth.consume_login(&q.token) {
+        tracing::warn!("web console: refused a login with an unknown, used or expired token");
+        return views::refusal(
+            StatusCode::UNAUTHORIZED,
+            "Login link not valid",
+            "This login link is unknown, was already used, or has expired (they work once, for \
+             two minutes). Run `banger web` for a new one.",
+        );
+    }
+    let (session, _) = serving.auth.new_session(unix_now());
+    tracing::info!("web console: a browser signed in");
+    let mut response = see_other("/");
+    if let Ok(cookie) = HeaderValue::from_str(&serving.auth.set_cookie_header(&session)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `POST /logout`: ends this browser's session.
+pub async fn logout(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Response {
+    if let Some(serving) = d.web.serving() {
+        serving.auth.revoke(&form.viewer.session, unix_now());
+    }
+    let mut response = views::refusal(
+        StatusCode::OK,
+        "Signed out",
+        "This browser's session has ended. Run `banger web` to open the console again.",
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&auth::clear_cookie_header()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+// ----- dashboard and lists -----
+
+struct Overview {
+    capacity: Result<banger_api::Capacity, ApiError>,
+    vms: Vec<banger_api::Vm>,
+    images: Vec<Image>,
+}
+
+pub async fn dashboard(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Query(notice): Query<Notice>,
+) -> Page {
+    let overview = blocking(&d, |d| {
+        Ok(Overview {
+            capacity: d.capacity(),
+            vms: d.store.list_vms()?,
+            images: d.store.list_images()?,
+        })
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    let (capacity, capacity_error) = match &overview.capacity {
+        Ok(c) => (views::capacity_cards(c), None),
+        Err(e) => (Vec::new(), Some(e.message.clone())),
+    };
+    Ok(views::render(&views::DashboardPage {
+        chrome: chrome(&viewer, "dashboard", &notice),
+        capacity,
+        capacity_error,
+        operations: d
+            .ops
+            .list()
+            .iter()
+            .rev()
+            .filter(|op| op.state == OperationState::Running)
+            .map(OpView::from)
+            .collect(),
+        vms: overview.vms.iter().map(views::VmRow::from).collect(),
+        images: overview.images.iter().map(views::ImageRow::from).collect(),
+    }))
+}
+
+pub async fn vm_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
+    let vms = blocking(&d, |d| Ok(d.store.list_vms()?))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::VmListPage {
+        chrome: viewer.chrome("vms"),
+        vms: vms.iter().map(views::VmRow::from).collect(),
+    }))
+}
+
+pub async fn image_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
+    let images = blocking(&d, |d| Ok(d.store.list_images()?))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::ImageListPage {
+        chrome: viewer.chrome("images"),
+        images: images.iter().map(views::ImageRow::from).collect(),
+    }))
+}
+
+// ----- VMs -----
+
+pub async fn vm_page(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Page {
+    let vm = blocking(&d, move |d| vm::find(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::VmPage::new(
+        chrome(&viewer, "vms", &notice),
+        &vm,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewVmQuery {
+    #[serde(default)]
+    image: String,
+}
+
+/// `GET /new/vm`: the form with the configured defaults.
+pub async fn new_vm(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Query(q): Query<NewVmQuery>,
+) -> Page {
+    let images = blocking(&d, |d| Ok(d.store.list_images()?))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    // Preselect the asked-for image, else the configured default, else the only one.
+    let image = [q.image.as_str(), d.config.default_image.as_str()]
+        .into_iter()
+        .find(|name| images.iter().any(|i| i.name == *name))
+        .map(str::to_owned)
+        .or_else(|| (images.len() == 1).then(|| images[0].name.clone()))
+        .unwrap_or_default();
+    let input = VmInput::defaults(&d, image);
+    Ok(views::render(&input.page(
+        viewer.chrome("vms"),
+        &images,
+        &FieldErrors::new(),
+    )))
+}
+
+/// `POST /vms`: creates a stopped VM record through `crate::vm::create`.
+pub async fn create_vm(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
+    let viewer = form.viewer;
+    let input = VmInput::from_form(&form.fields);
+    let attempt = input.clone();
+    let (outcome, images) = blocking(&d, move |d| {
+        let outcome = attempt
+            .check(d)
+            .and_then(|request| vm::create(d, request).map_err(forms::service_error));
+        Ok((outcome, d.store.list_images()?))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match outcome {
+        Ok(vm) => Ok(see_other(&views::with_query(
+            &views::vm_href(&vm.name),
+            &[("notice", "vm-created")],
+        ))),
+        Err(errors) => Ok(views::render_with(
+            StatusCode::BAD_REQUEST,
+            &input.page(viewer.chrome("vms"), &images, &errors),
+        )),
+    }
+}
+
+/// `GET /vms/{name}/delete`: the confirmation step. Shows, changes nothing.
+pub async fn confirm_delete_vm(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let vm = blocking(&d, move |d| vm::find(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    let row = views::VmRow::from(&vm);
+    Ok(views::render(&views::VmDeletePage {
+        chrome: viewer.chrome("vms"),
+        action: format!("{}/delete", row.href),
+        vm: row,
+    }))
+}
+
+/// `POST /vms/{name}/delete`.
+pub async fn delete_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let viewer = form.viewer;
+    let vm = blocking(&d, move |d| vm::delete(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(see_other(&views::with_query(
+        "/",
+        &[("notice", "vm-deleted"), ("name", &vm.name)],
+    )))
+}
+
+// ----- images -----
+
+pub async fn image_page(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let (image, used_by) = blocking(&d, move |d| {
+        let image = image::find(d, &name)?;
+        let used_by = d.store.vms_using_image(&image.id)?;
+        Ok((image, used_by))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::ImagePage::new(
+        viewer.chrome("images"),
+        &image,
+        &used_by,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ImageQuery {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kernel: String,
+    #[serde(default)]
+    initrd: String,
+    #[serde(default)]
+    rootfs: String,
+}
+
+impl ImageQuery {
+    fn input(&self) -> ImageInput {
+        ImageInput {
+            name: self.name.trim().to_owned(),
+            kernel: self.kernel.trim().to_owned(),
+            initrd: self.initrd.trim().to_owned(),
+            rootfs: self.rootfs.trim().to_owned(),
+        }
+    }
+}
+
+/// `GET /new/image`: the form, prefilled from the query (the picker comes back here).
+pub async fn new_image(viewer: Viewer, Query(q): Query<ImageQuery>) -> Response {
+    views::render(&q.input().page(viewer.chrome("images"), &FieldErrors::new()))
+}
+
+/// `POST /images`: checks the files, then starts the registration operation and shows it.
+pub async fn register_image(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
+    let viewer = form.viewer;
+    let input = ImageInput::from_form(&form.fields);
+    let attempt = input.clone();
+    let checked = blocking(&d, move |d| {
+        Ok(attempt.check(d).and_then(|request| {
+            image::check_register(d, &request)
+                .map(|sources| (request.name, sources))
+                .map_err(forms::service_error)
+        }))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match checked {
+        Ok((name, sources)) => {
+            let op = image::start_register(d.clone(), name, sources);
+            Ok(see_other(&views::operation_href(&op.id)))
+        }
+        Err(errors) => Ok(views::render_with(
+            StatusCode::BAD_REQUEST,
+            &input.page(viewer.chrome("images"), &errors),
+        )),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PickerQuery {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    dir: String,
+    #[serde(default)]
+    hidden: String,
+    #[serde(flatten)]
+    form: ImageQuery,
+}
+
+/// `GET /picker`: lists one directory for the register form. Read-only.
+pub async fn picker(viewer: Viewer, Query(q): Query<PickerQuery>) -> Page {
+    let field = match q.field.as_str() {
+        "kernel" | "initrd" | "rootfs" => q.field.clone(),
+        _ => {
+            return Err(PageError::new(
+                &viewer,
+                ApiError::invalid("the picker fills the kernel, initrd or rootfs field"),
+            ));
+        }
+    };
+    let form = q.form.input();
+    let current = match field.as_str() {
+        "kernel" => &form.kernel,
+        "initrd" => &form.initrd,
+        _ => &form.rootfs,
+    };
+    let dir = if q.dir.is_empty() {
+        picker::start_dir(current).display().to_string()
+    } else {
+        q.dir.clone()
+    };
+    let hidden = q.hidden == "1";
+    let listing = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || picker::list(&dir, hidden, &picker::readable))
+            .await
+            .map_err(|e| PageError::new(&viewer, ApiError::internal(e.to_string())))?
+    };
+    let carried = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = [
+            ("name", form.name.as_str()),
+            ("kernel", form.kernel.as_str()),
+            ("initrd", form.initrd.as_str()),
+            ("rootfs", form.rootfs.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            match pairs.iter_mut().find(|(key, _)| key == k) {
+                Some(pair) => pair.1 = (*v).to_owned(),
+                None => pairs.push(((*k).to_owned(), (*v).to_owned())),
+            }
+        }
+        pairs
+    };
+    let href = |path: &str, pairs: Vec<(String, String)>| {
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        views::with_query(path, &refs)
+    };
+    let hidden_flag = if hidden { "1" } else { "" };
+    let browse = |dir: &str, hidden_flag: &str| {
+        href(
+            "/picker",
+            carried(&[("field", &field), ("dir", dir), ("hidden", hidden_flag)]),
+        )
+    };
+    let (shown_dir, entries, omitted, error) = match listing {
+        Ok(listing) => {
+            let entries = listing
+                .entries
+                .iter()
+                .map(|e| {
+                    let path = e.path.display().to_string();
+                    views::PickerEntry {
+                        name: e.name.clone(),
+                        href: if e.is_dir {
+                            browse(&path, hidden_flag)
+                        } else {
+                            href("/new/image", carried(&[(field.as_str(), path.as_str())]))
+                        },
+                        is_dir: e.is_dir,
+                        size: e.bytes.map(views::size).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            (listing.dir, entries, listing.omitted, None)
+        }
+        Err(e) => (
+            std::path::PathBuf::from(&dir),
+            Vec::new(),
+            0,
+            Some(e.to_string()),
+        ),
+    };
+    // Breadcrumbs: `/`, then each ancestor down to the directory shown.
+    let mut crumbs = Vec::new();
+    for ancestor in shown_dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        let label = ancestor
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        crumbs.push(Link {
+            label,
+            href: browse(&ancestor.display().to_string(), hidden_flag),
+        });
+    }
+    let shown = shown_dir.display().to_string();
+    Ok(views::render(&views::PickerPage {
+        chrome: viewer.chrome("images"),
+        hidden_toggle: Link {
+            label: if hidden {
+                "Hide hidden files".to_owned()
+            } else {
+                "Show hidden files".to_owned()
+            },
+            href: browse(&shown, if hidden { "" } else { "1" }),
+        },
+        back_href: href("/new/image", carried(&[])),
+        home_href: browse(&picker::home().display().to_string(), hidden_flag),
+        field,
+        dir: shown,
+        crumbs,
+        entries,
+        omitted,
+        error,
+    }))
+}
+
+// ----- operations -----
+
+pub async fn operation_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Response {
+    views::render(&views::OperationListPage {
+        chrome: viewer.chrome("operations"),
+        operations: d.ops.list().iter().rev().map(OpView::from).collect(),
+    })
+}
+
+fn find_operation(d: &Daemon, viewer: &Viewer, id: &str) -> Result<OpView, PageError> {
+    d.ops.get(id).map(|op| OpView::from(&op)).ok_or_else(|| {
+        PageError::new(
+            viewer,
+            ApiError::not_found(format!("no operation {id:?}"))
+                .with_hint("finished operations are kept for a while; see the operations page"),
+        )
+    })
+}
+
+pub async fn operation_page(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Page {
+    let op = find_operation(&d, &viewer, &id)?;
+    Ok(views::render(&views::OperationPage {
+        chrome: chrome(&viewer, "operations", &notice),
+        op,
+    }))
+}
+
+/// `GET /operations/{id}/json`: what the page's script polls every second.
+pub async fn operation_json(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let op = find_operation(&d, &viewer, &id)?;
+    Ok(axum::Json(op).into_response())
+}
+
+/// `POST /operations/{id}/cancel`.
+pub async fn cancel_operation(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let op = d.ops.cancel(&id);
+    if op.is_none() {
+        find_operation(&d, &form.viewer, &id)?;
+    }
+    Ok(see_other(&views::with_query(
+        &views::operation_href(&id),
+        &[("notice", "cancel-requested")],
+    )))
+}
+
+// ----- assets and fallbacks -----
+
+pub async fn stylesheet() -> Response {
+    asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+pub async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+pub async fn favicon() -> Response {
+    asset(FAVICON, "image/svg+xml")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub async fn not_found(viewer: Viewer) -> PageError {
+    PageError::new(
+        &viewer,
+        ApiError::not_found("there is no such page in the console"),
+    )
+}
+
+pub async fn method_not_allowed(viewer: Viewer) -> PageError {
+    PageError::new(
+        &viewer,
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "this page does not accept that kind of request",
+        ),
+    )
+}

@@ -1,0 +1,1051 @@
+//! Handler tests: a real daemon (temporary XDG directories, the console on port 0) whose web
+//! router is driven with `tower::ServiceExt::oneshot`, plus a few requests over the real TCP
+//! listener. Each security rule has a test that a request breaking it is refused and changes
+//! nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use banger_api::paths::Paths;
+use banger_api::{
+    Client, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, OperationKind,
+    OperationState, Timestamp, VmState, VmmKind,
+};
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+use banger_store::NewVm;
+use tower::ServiceExt;
+
+use super::auth::{Auth, SESSION_COOKIE, SESSION_TTL, unix_now};
+use crate::{Daemon, RunningDaemon};
+
+struct Web {
+    dir: tempfile::TempDir,
+    running: Option<RunningDaemon>,
+    d: Arc<Daemon>,
+    router: Router,
+    /// `127.0.0.1:PORT`.
+    host: String,
+}
+
+/// A signed-in browser: its cookie header and CSRF token.
+#[derive(Clone)]
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+fn paths(root: &std::path::Path) -> Paths {
+    Paths {
+        config_file: root.join("config/banger/config.toml"),
+        state_dir: root.join("state/banger"),
+        runtime_dir: root.join("run/banger"),
+    }
+}
+
+impl Web {
+    async fn start() -> Web {
+        Self::with_config("[web]\nlisten = \"127.0.0.1:0\"\n").await
+    }
+
+    async fn with_config(config: &str) -> Web {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+        std::fs::write(&paths.config_file, config).unwrap();
+        let running = crate::start(paths).await.unwrap();
+        let d = running.daemon.clone();
+        let host = d
+            .web
+            .info()
+            .url
+            .map(|u| {
+                u.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        Web {
+            dir,
+            router: super::router(d.clone()),
+            running: Some(running),
+            d,
+            host,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    fn auth(&self) -> &Auth {
+        &self.d.web.serving().unwrap().auth
+    }
+
+    async fn send(&self, req: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(req).await.unwrap()
+    }
+
+    fn get(&self, path: &str, browser: Option<&Browser>) -> Request<Body> {
+        let mut req = Request::get(path).header(header::HOST, &self.host);
+        if let Some(b) = browser {
+            req = req.header(header::COOKIE, &b.cookie);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    fn post(
+        &self,
+        path: &str,
+        browser: Option<&Browser>,
+        fields: &[(&str, &str)],
+    ) -> Request<Body> {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", super::views::encode(v)))
+            .collect();
+        let mut req = Request::post(path)
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(b) = browser {
+            req = req.header(header::COOKIE, &b.cookie);
+        }
+        req.body(Body::from(body.join("&"))).unwrap()
+    }
+
+    /// Signs in the way a user does: a token from the console, spent at `/login`.
+    async fn sign_in(&self) -> Browser {
+        let login = self.d.web.login().unwrap();
+        let path = login
+            .url
+            .strip_prefix(&format!("http://{}", self.host))
+            .unwrap();
+        let response = self.send(self.get(path, None)).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let value = cookie.strip_prefix(&format!("{SESSION_COOKIE}=")).unwrap();
+        let session = self.auth().verify_cookie(value, unix_now()).unwrap();
+        Browser {
+            csrf: self.auth().csrf_token(&session),
+            cookie,
+        }
+    }
+
+    /// A stored image record (its files need not exist for pages and VM records).
+    fn insert_image(&self, name: &str) -> Image {
+        let file = |path: &str, bytes| ImageFile {
+            path: path.into(),
+            bytes,
+            allocated_bytes: bytes / 2,
+        };
+        let image = Image {
+            id: format!("{:016x}", rand::random::<u64>()),
+            name: name.into(),
+            source: ImageSource::Registered,
+            files: ImageFiles {
+                kernel: file("/images/x/vmlinux", 4096),
+                initrd: None,
+                rootfs: file("/images/x/rootfs.ext4", 16 << 20),
+            },
+            manifest: ImageManifest {
+                name: name.into(),
+                distro: None,
+                suite: None,
+                kernel_version: Some("6.1.0-test".into()),
+                packages: vec![],
+                services: vec![],
+                created_from: "test".into(),
+                created_at: Timestamp::now(),
+            },
+            created_at: Timestamp::now(),
+        };
+        self.d.store.insert_image(&image).unwrap();
+        image
+    }
+
+    /// A VM record stored directly, bypassing the API's name rules.
+    fn insert_vm(&self, name: &str, image: &Image) {
+        self.d
+            .store
+            .create_vm(
+                &NewVm {
+                    name: Some(name.into()),
+                    image_id: image.id.clone(),
+                    vcpus: 1,
+                    memory_mib: 256,
+                    disk_bytes: 1 << 30,
+                    work_disk_bytes: 1 << 30,
+                    nat: false,
+                    vmm: VmmKind::Auto,
+                    state: VmState::Stopped,
+                },
+                &self.d.pool,
+            )
+            .unwrap();
+    }
+
+    fn vm_names(&self) -> Vec<String> {
+        self.d
+            .store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// A kernel, an ext4 rootfs and an initrd that pass registration's checks.
+    fn boot_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let files = self.dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let kernel = files.join("vmlinux");
+        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        let rootfs = files.join("rootfs.ext4");
+        std::fs::File::create(&rootfs)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        RealRunner
+            .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
+            .unwrap();
+        let initrd = files.join("initrd");
+        let mut cpio = b"070701".to_vec();
+        cpio.resize(512, 0);
+        std::fs::write(&initrd, cpio).unwrap();
+        (kernel, rootfs, initrd)
+    }
+}
+
+pub(crate) fn fake_vmlinux() -> Vec<u8> {
+    let mut elf = vec![0u8; 4096];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[6] = 1;
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
+    elf[1024..1024 + banner.len()].copy_from_slice(banner);
+    elf
+}
+
+/// An operation that runs until it is cancelled (the daemon cancels it when it stops).
+fn slow_operation(w: &Web) -> banger_api::Operation {
+    w.d.ops
+        .spawn(OperationKind::RegisterImage, "slow", &["wait"], |cx| {
+            cx.begin("wait");
+            cx.progress("wait", 1, 4, "bytes");
+            for _ in 0..3000 {
+                cx.check_cancelled()?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(serde_json::Value::Null)
+        })
+}
+
+async fn text(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn location(response: &Response<Body>) -> &str {
+    response.headers()[header::LOCATION].to_str().unwrap()
+}
+
+/// Every route of the console, with a method that reads.
+const PAGES: &[&str] = &[
+    "/",
+    "/vms",
+    "/vms/dev",
+    "/vms/dev/delete",
+    "/new/vm",
+    "/images",
+    "/images/base",
+    "/new/image",
+    "/picker?field=kernel",
+    "/operations",
+    "/operations/op-1",
+    "/operations/op-1/json",
+    "/static/console.css",
+    "/static/console.js",
+    "/static/favicon.svg",
+    "/no-such-page",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_and_asset_needs_a_session() {
+    let w = Web::start().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let forged = Browser {
+        cookie: format!("{SESSION_COOKIE}=00000000000000000000000000000000.9999999999.00"),
+        csrf: String::new(),
+    };
+    for path in PAGES {
+        for browser in [None, Some(&forged)] {
+            let response = w.send(w.get(path, browser)).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+            let body = text(response).await;
+            assert!(body.contains("banger web"), "{path}: {body}");
+            assert!(!body.contains("dev"), "{path} leaked a VM name");
+        }
+    }
+    // The same pages answer once signed in.
+    let b = w.sign_in().await;
+    for path in &PAGES[..PAGES.len() - 3] {
+        let status = w.send(w.get(path, Some(&b))).await.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            "{path}: {status}"
+        );
+    }
+    // Changes without a session are refused too, and change nothing.
+    let response = w
+        .send(w.post("/vms/dev/delete", None, &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(w.vm_names(), ["dev"]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_token_works_once_then_never_again() {
+    let w = Web::start().await;
+    let login = w.d.web.login().unwrap();
+    assert!(
+        login
+            .url
+            .starts_with(&format!("http://{}/login?token=", w.host))
+    );
+    let expires_in = login.expires_at.as_millis() - Timestamp::now().as_millis();
+    assert!((100_000..=120_000).contains(&expires_in), "{expires_in}");
+    let path = login
+        .url
+        .strip_prefix(&format!("http://{}", w.host))
+        .unwrap();
+
+    let first = w.send(w.get(path, None)).await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&first), "/");
+    let cookie = first.headers()[header::SET_COOKIE].to_str().unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
+
+    let again = w.send(w.get(path, None)).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "reused token");
+    assert!(again.headers().get(header::SET_COOKIE).is_none());
+    assert!(text(again).await.contains("banger web"));
+
+    let expired = w.d.web.login_valid_for(Duration::ZERO).unwrap();
+    let path = expired
+        .url
+        .strip_prefix(&format!("http://{}", w.host))
+        .unwrap();
+    let response = w.send(w.get(path, None)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "expired token");
+
+    for bad in ["/login", "/login?token=", "/login?token=0123abcd"] {
+        let response = w.send(w.get(bad, None)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad}");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_forged_and_signed_out_sessions_are_refused() {
+    let w = Web::start().await;
+    let (_, old) = w.auth().new_session(unix_now() - SESSION_TTL.as_secs() - 1);
+    let (_, foreign) = Auth::new([1; 32]).new_session(unix_now());
+    for cookie in [old, foreign] {
+        let b = Browser {
+            cookie: format!("{SESSION_COOKIE}={cookie}"),
+            csrf: String::new(),
+        };
+        let response = w.send(w.get("/", Some(&b))).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    let b = w.sign_in().await;
+    assert_eq!(w.send(w.get("/", Some(&b))).await.status(), StatusCode::OK);
+    let response = w
+        .send(w.post("/logout", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cleared = response.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let response = w.send(w.get("/", Some(&b))).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "a signed-out cookie kept working"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_another_host_are_refused() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let port = w.host.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let other_port = format!("127.0.0.1:{}", port.wrapping_add(1));
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        &format!("127.0.0.1.nip.io:{port}"),
+        &other_port,
+        "127.0.0.1",
+    ] {
+        // A DNS-rebinding page sends its own name with the victim's cookie.
+        let req = Request::get("/")
+            .header(header::HOST, host)
+            .header(header::COOKIE, &b.cookie)
+            .body(Body::empty())
+            .unwrap();
+        let response = w.send(req).await;
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        assert!(
+            !text(response).await.contains("dev"),
+            "{host} saw the VM list"
+        );
+        let req = Request::post("/vms/dev/delete")
+            .header(header::HOST, host)
+            .header(header::COOKIE, &b.cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf={}", b.csrf)))
+            .unwrap();
+        assert_eq!(w.send(req).await.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
+    let no_host = Request::get("/")
+        .header(header::COOKIE, &b.cookie)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        w.send(no_host).await.status(),
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let req = Request::get("/")
+            .header(header::HOST, &host)
+            .header(header::COOKIE, &b.cookie)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(w.send(req).await.status(), StatusCode::OK, "{host}");
+    }
+    assert_eq!(w.vm_names(), ["dev"]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_changes_are_refused_even_with_a_good_token() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let cases: &[(&str, &str)] = &[
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("origin", &format!("https://{}", w.host)),
+        ("origin", "http://localhost:1"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ];
+    for (name, value) in cases {
+        let mut req = w.post("/vms/dev/delete", Some(&b), &[("csrf", &b.csrf)]);
+        req.headers_mut().insert(*name, value.parse().unwrap());
+        let response = w.send(req).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert_eq!(w.vm_names(), ["dev"], "{name}: {value} deleted the VM");
+    }
+    // What a browser sends from the console's own page is accepted.
+    let mut req = w.post("/vms/dev/delete", Some(&b), &[("csrf", &b.csrf)]);
+    let origin = format!("http://{}", w.host);
+    req.headers_mut()
+        .insert(header::ORIGIN, origin.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-fetch-site", "same-origin".parse().unwrap());
+    let response = w.send(req).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(w.vm_names().is_empty());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_needs_the_sessions_csrf_token() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let other = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let id = slow_operation(&w).id;
+    let create: &[(&str, &str)] = &[
+        ("name", "new"),
+        ("image", "base"),
+        ("vcpus", "1"),
+        ("memory_mib", "256"),
+        ("disk", "1G"),
+        ("work_disk", "1G"),
+        ("vmm", "auto"),
+    ];
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("/vms".into(), create.to_vec()),
+        ("/vms/dev/delete".into(), vec![]),
+        ("/images".into(), vec![("name", "x")]),
+        (format!("/operations/{id}/cancel"), vec![]),
+        ("/logout".into(), vec![]),
+    ];
+    for (path, fields) in &posts {
+        for csrf in [None, Some(""), Some("00ff"), Some(other.csrf.as_str())] {
+            let mut all = fields.clone();
+            if let Some(token) = csrf {
+                all.push(("csrf", token));
+            }
+            let response = w.send(w.post(path, Some(&b), &all)).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {csrf:?}");
+            assert!(text(response).await.contains("Reload the page"));
+        }
+    }
+    assert_eq!(w.vm_names(), ["dev"]);
+    assert!(!w.d.ops.get(&id).unwrap().cancel_requested);
+    assert_eq!(w.send(w.get("/", Some(&b))).await.status(), StatusCode::OK);
+    // A body that is not a form is refused before anything runs.
+    let mut req = w.post("/vms/dev/delete", Some(&b), &[("csrf", &b.csrf)]);
+    req.headers_mut()
+        .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    assert_eq!(
+        w.send(req).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(w.vm_names(), ["dev"]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_change_nothing() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let id = slow_operation(&w).id;
+    // The confirmation page is a page: the VM is still there after it.
+    let response = w.send(w.get("/vms/dev/delete", Some(&b))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(text(response).await.contains("method=\"post\""));
+    for path in [
+        "/vms?name=new&image=base&vcpus=1&memory_mib=256&disk=1G&work_disk=1G&vmm=auto",
+        "/images?name=x&kernel=/k&rootfs=/r",
+        &format!("/operations/{id}/cancel"),
+        "/logout",
+        &format!("/vms/dev/delete?csrf={}", b.csrf),
+    ] {
+        let status = w.send(w.get(path, Some(&b))).await.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::METHOD_NOT_ALLOWED,
+            "{path}: {status}"
+        );
+    }
+    assert_eq!(w.vm_names(), ["dev"]);
+    assert_eq!(w.d.store.list_images().unwrap().len(), 1);
+    assert!(!w.d.ops.get(&id).unwrap().cancel_requested);
+    assert_eq!(
+        w.send(w.get("/", Some(&b))).await.status(),
+        StatusCode::OK,
+        "GET /logout signed out"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers_and_no_cors() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let mut requests = vec![
+        w.get("/", Some(&b)),
+        w.get("/", None),
+        w.get("/static/console.js", Some(&b)),
+        w.get("/no-such-page", Some(&b)),
+        w.get("/login?token=nope", None),
+        w.post("/vms", Some(&b), &[]),
+    ];
+    let mut wrong_host = w.get("/", Some(&b));
+    wrong_host
+        .headers_mut()
+        .insert(header::HOST, "evil.example".parse().unwrap());
+    requests.push(wrong_host);
+    let mut cross = w.post("/logout", Some(&b), &[("csrf", &b.csrf)]);
+    cross
+        .headers_mut()
+        .insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+    requests.push(cross);
+    for mut req in requests {
+        req.headers_mut()
+            .insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        let what = format!("{} {}", req.method(), req.uri());
+        let response = w.send(req).await;
+        let h = response.headers();
+        assert_eq!(
+            h["content-security-policy"],
+            super::guard::CONTENT_SECURITY_POLICY,
+            "{what}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(directive), "{directive}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{what}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{what}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["cache-control"], "no-store", "{what}");
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("access-control-")),
+            "{what}: CORS header"
+        );
+    }
+    let js = w.send(w.get("/static/console.js", Some(&b))).await;
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_markup_render_as_text() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let evil = "<script>alert(1)</script>";
+    let image = w.insert_image(evil);
+    w.insert_vm(&format!("{evil}\"><img src=x>"), &image);
+    let escaped = "&#60;script&#62;alert(1)&#60;/script&#62;";
+    let encoded = super::views::encode(evil);
+    for path in [
+        "/".to_owned(),
+        "/vms".to_owned(),
+        "/images".to_owned(),
+        format!("/images/{encoded}"),
+        format!(
+            "/vms/{}",
+            super::views::encode(&format!("{evil}\"><img src=x>"))
+        ),
+        "/new/vm".to_owned(),
+    ] {
+        let response = w.send(w.get(&path, Some(&b))).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = text(response).await;
+        assert!(!body.contains("<script>"), "{path}: raw script tag\n{body}");
+        assert!(!body.contains("<img"), "{path}: raw img tag");
+        assert!(body.contains(escaped), "{path}: name missing\n{body}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_create_form_creates_a_stopped_vm_or_shows_errors_inline() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    w.insert_image("base");
+    let form = w.send(w.get("/new/vm", Some(&b))).await;
+    let body = text(form).await;
+    assert!(
+        body.contains("value=\"base\" checked"),
+        "the only image is preselected"
+    );
+    assert!(
+        body.contains("href=\"/images/base\""),
+        "the image name is a link"
+    );
+
+    let mut fields = vec![
+        ("csrf", b.csrf.as_str()),
+        ("name", "dev"),
+        ("image", "base"),
+        ("vcpus", "1"),
+        ("memory_mib", "256"),
+        ("disk", "1G"),
+        ("work_disk", "512M"),
+        ("vmm", "qemu"),
+        ("nat", "on"),
+    ];
+    let response = w.send(w.post("/vms", Some(&b), &fields)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/vms/dev?notice=vm-created");
+    let vm = w.d.store.find_vm("dev").unwrap().unwrap();
+    assert_eq!(vm.state, VmState::Stopped);
+    assert_eq!((vm.vcpus, vm.memory_mib, vm.nat), (1, 256, true));
+    assert_eq!(vm.work_disk_bytes, 512 << 20);
+    assert_eq!(vm.vmm, VmmKind::Qemu);
+    let page = text(w.send(w.get("/vms/dev?notice=vm-created", Some(&b))).await).await;
+    assert!(page.contains("VM created."));
+    assert!(page.contains(&vm.network.ip));
+
+    // Every bad field is reported next to itself, at once, and nothing is stored.
+    fields = vec![
+        ("csrf", b.csrf.as_str()),
+        ("name", "dev"),
+        ("image", "ghost"),
+        ("vcpus", "0"),
+        ("memory_mib", "lots"),
+        ("disk", "1K"),
+        ("work_disk", "-1"),
+        ("vmm", "xen"),
+    ];
+    let response = w.send(w.post("/vms", Some(&b), &fields)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = text(response).await;
+    for (id, message) in [
+        ("name", "already exists"),
+        ("image", "unknown image"),
+        ("vcpus", "at least 1 (got 0)"),
+        ("memory_mib", "whole number"),
+        ("disk", "disk size must be at least"),
+        ("work_disk", "not a size"),
+    ] {
+        let marker = format!("id=\"{id}-error\">");
+        let at = body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no inline error for {id}\n{body}"));
+        let error = &body[at..at + 300.min(body.len() - at)];
+        assert!(
+            error.contains(&message.replace('"', "&#34;")),
+            "{id}: {error}"
+        );
+    }
+    assert!(body.contains("unknown VMM"), "vmm error");
+    assert!(body.contains("value=\"lots\""), "what was typed is kept");
+    assert_eq!(w.vm_names(), ["dev"]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_goes_through_a_confirmation() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let page = text(w.send(w.get("/vms/dev", Some(&b))).await).await;
+    assert!(page.contains("href=\"/vms/dev/delete\""));
+    let confirm = text(w.send(w.get("/vms/dev/delete", Some(&b))).await).await;
+    assert!(confirm.contains("action=\"/vms/dev/delete\""));
+    assert!(confirm.contains(&b.csrf));
+    let response = w
+        .send(w.post("/vms/dev/delete", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/?notice=vm-deleted&name=dev");
+    assert!(w.vm_names().is_empty());
+    let dashboard = text(w.send(w.get(location(&response), Some(&b))).await).await;
+    assert!(dashboard.contains("Deleted VM dev."));
+    // Deleting again says what is wrong, in a page.
+    let response = w
+        .send(w.post("/vms/dev/delete", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(text(response).await.contains("no VM named"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_an_image_runs_an_operation_the_page_can_poll() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let (kernel, rootfs, initrd) = w.boot_files();
+
+    let bad = [
+        ("csrf", b.csrf.as_str()),
+        ("name", "Bad_Name"),
+        ("kernel", rootfs.to_str().unwrap()),
+        ("initrd", "relative/initrd"),
+        ("rootfs", ""),
+    ];
+    let response = w.send(w.post("/images", Some(&b), &bad)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = text(response).await;
+    for id in ["name", "kernel", "initrd", "rootfs"] {
+        assert!(body.contains(&format!("id=\"{id}-error\"")), "{id}\n{body}");
+    }
+    assert!(body.contains("choose the rootfs file"));
+    assert!(w.d.ops.list().is_empty());
+
+    let good = [
+        ("csrf", b.csrf.as_str()),
+        ("name", "base"),
+        ("kernel", kernel.to_str().unwrap()),
+        ("initrd", initrd.to_str().unwrap()),
+        ("rootfs", rootfs.to_str().unwrap()),
+    ];
+    let response = w.send(w.post("/images", Some(&b), &good)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    assert!(op_page.starts_with("/operations/op-"), "{op_page}");
+    let id = op_page.trim_start_matches("/operations/").to_owned();
+    let mut rx = w.d.ops.subscribe(&id).unwrap();
+    rx.wait_for(|op| op.state.is_finished()).await.unwrap();
+    let json = text(w.send(w.get(&format!("{op_page}/json"), Some(&b))).await).await;
+    let op: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert_eq!(op["percent"], 100);
+    assert_eq!(op["running"], false);
+    assert_eq!(op["result"]["href"], "/images/base");
+    assert_eq!(op["stages"].as_array().unwrap().len(), 5);
+    let page = text(w.send(w.get(&op_page, Some(&b))).await).await;
+    assert!(page.contains("href=\"/images/base\""));
+    assert!(
+        !page.contains("data-op="),
+        "a finished operation is not polled"
+    );
+    let image = text(w.send(w.get("/images/base", Some(&b))).await).await;
+    assert!(image.contains("6.1.0-banger-test"), "manifest shown");
+    assert!(image.contains("manifest.json"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_operations_are_polled_and_can_be_cancelled() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let first =
+        w.d.ops
+            .spawn(OperationKind::RegisterImage, "slow", &["wait"], |cx| {
+                cx.begin("wait");
+                cx.progress("wait", 1, 4, "bytes");
+                for _ in 0..1000 {
+                    cx.check_cancelled()?;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(serde_json::Value::Null)
+            });
+    let href = format!("/operations/{}", first.id);
+    let dashboard = text(w.send(w.get("/", Some(&b))).await).await;
+    assert!(dashboard.contains("Operations in progress"));
+    assert!(dashboard.contains(&format!("data-op=\"{href}/json\"")));
+    let page = text(w.send(w.get(&href, Some(&b))).await).await;
+    assert!(page.contains(&format!("action=\"{href}/cancel\"")));
+
+    let response = w
+        .send(w.post(&format!("{href}/cancel"), Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&response),
+        format!("{href}?notice=cancel-requested")
+    );
+    let mut rx = w.d.ops.subscribe(&first.id).unwrap();
+    let done = rx
+        .wait_for(|op| op.state.is_finished())
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(done.state, OperationState::Cancelled);
+    let response = w
+        .send(w.post("/operations/op-nope/cancel", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_picker_lists_a_directory_and_fills_the_form() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let (kernel, _, _) = w.boot_files();
+    let files = kernel.parent().unwrap().to_str().unwrap().to_owned();
+    let path = super::views::with_query(
+        "/picker",
+        &[("field", "kernel"), ("dir", &files), ("name", "base")],
+    );
+    let page = text(w.send(w.get(&path, Some(&b))).await).await;
+    let pick = super::views::with_query(
+        "/new/image",
+        &[("name", "base"), ("kernel", kernel.to_str().unwrap())],
+    );
+    assert!(page.contains(&pick.replace('&', "&#38;")), "{page}");
+    assert!(page.contains(">rootfs.ext4<"));
+    let form = text(w.send(w.get(&pick, Some(&b))).await).await;
+    assert!(form.contains(&format!("value=\"{}\"", kernel.display())));
+    assert!(form.contains("value=\"base\""));
+
+    let page = text(
+        w.send(w.get("/picker?field=kernel&dir=relative", Some(&b)))
+            .await,
+    )
+    .await;
+    assert!(page.contains("is not an absolute path"));
+    let response = w.send(w.get("/picker?field=evil&dir=/", Some(&b))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_api_mints_login_urls_for_the_real_listener() {
+    let w = Web::start().await;
+    let client = Client::new(w.d.paths.socket());
+    let info = client.daemon_info().await.unwrap();
+    let url = info.web.url.clone().unwrap();
+    assert_eq!(url, format!("http://{}/", w.host));
+    assert!(!url.ends_with(":0/"), "the real port: {url}");
+    assert_eq!(info.web.error, None);
+    let login = client.web_login().await.unwrap();
+    assert!(login.url.starts_with(&format!("{url}login?token=")));
+    let (_, doc) = client
+        .raw(hyper::Method::GET, "/v1/openapi.json", None)
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    assert!(doc["paths"].get("/v1/web/login").is_some());
+    assert!(doc["components"]["schemas"].get("WebLogin").is_some());
+
+    // Over real TCP: the login sets a cookie, which then opens the dashboard.
+    let path = login
+        .url
+        .strip_prefix(&format!("http://{}", w.host))
+        .unwrap();
+    let (head, _) = raw_http(&w.host, path, "").await;
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (head, body) = raw_http(&w.host, "/", &format!("Cookie: {cookie}\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("<h1>Dashboard</h1>"));
+    let (head, _) = raw_http(&w.host, "/", "").await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    let mode = std::fs::metadata(super::secret_path(&w.d.paths.state_dir))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    w.stop().await;
+}
+
+async fn raw_http(host: &str, path: &str, headers: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_leaves_the_daemon_serving_its_socket() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let w = Web::with_config(&format!("[web]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let client = Client::new(w.d.paths.socket());
+    let info = client.daemon_info().await.unwrap();
+    assert_eq!(info.web.url, None);
+    let error = info.web.error.unwrap();
+    assert!(
+        error.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{error}"
+    );
+    let err = client.web_login().await.unwrap_err();
+    assert!(err.is_code(ErrorCode::Unavailable), "{err}");
+    assert!(
+        err.api()
+            .unwrap()
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("listen")
+    );
+    client.list_vms().await.unwrap();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_console_says_so() {
+    let w = Web::with_config("[web]\nenabled = false\n").await;
+    let info = w.d.info().web;
+    assert_eq!(info.url, None);
+    assert!(info.error.unwrap().contains("web.enabled = false"));
+    assert!(!super::secret_path(&w.d.paths.state_dir).exists());
+    let err = w.d.web.login().unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    w.stop().await;
+}
+
+// ----- snapshots of pages rendered from a live daemon -----
+
+/// Replaces what differs between runs: the temporary directory, ports, tokens, ids, times.
+fn stable(w: &Web, b: &Browser, text: &str) -> String {
+    let root = w.dir.path().to_str().unwrap();
+    text.replace(&b.csrf, "[csrf]")
+        .replace(root, "[tmp]")
+        .replace(&super::views::encode(root), "[tmp-encoded]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picker_page_snapshot() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let (kernel, _, _) = w.boot_files();
+    std::fs::create_dir(kernel.parent().unwrap().join("more")).unwrap();
+    let dir = kernel.parent().unwrap().to_str().unwrap().to_owned();
+    let path = super::views::with_query(
+        "/picker",
+        &[("field", "rootfs"), ("dir", &dir), ("name", "base")],
+    );
+    let page = text(w.send(w.get(&path, Some(&b))).await).await;
+    insta::with_settings!({filters => vec![
+        // Crumbs above the temporary directory depend on $TMPDIR.
+        (r#"(?m)^  <a href="/picker\?[^"]*dir=%2F[^"]*">[^<]*</a>\n"#, ""),
+        (r"\.tmp[A-Za-z0-9]{6}", "[tmpname]"),
+        (r"%2Etmp[A-Za-z0-9]{6}", "[tmpname]"),
+    ]}, {
+        insta::assert_snapshot!(stable(&w, &b, &page));
+    });
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_dashboard_snapshot() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let page = text(w.send(w.get("/", Some(&b))).await).await;
+    // Capacity figures are this host's: the bars' values and figures vary.
+    insta::with_settings!({filters => vec![
+        (r#"<p class="figure">[^<]*</p>"#, r#"<p class="figure">[figure]</p>"#),
+        (r#"value="\d+""#, r#"value="[n]""#),
+        (r">\d+%<", ">[n]%<"),
+        (r#"<p class="note">[^<]*</p>"#, r#"<p class="note">[note]</p>"#),
+    ]}, {
+        insta::assert_snapshot!(stable(&w, &b, &page));
+    });
+    w.stop().await;
+}

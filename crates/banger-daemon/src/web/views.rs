@@ -1,0 +1,1153 @@
+//! What the console's pages show: view models built from the API's types (sizes, times and
+//! links already formatted, so templates stay dumb) and the askama templates that render them.
+//! Everything here is pure, which is what the snapshot tests render.
+//!
+//! Every value reaches HTML through askama's escaping; links are built here with their path
+//! segments and query values percent-encoded, so a VM or image name can never leave its
+//! attribute or its segment.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use banger_api::{
+    Capacity, Image, Operation, OperationKind, OperationState, Stage, StageState, Timestamp, Vm,
+    validate,
+};
+use serde::Serialize;
+
+/// What every page around its content needs.
+#[derive(Debug, Clone, Default)]
+pub struct Chrome {
+    /// The session's CSRF token; every form carries it. Empty on pages shown without a session.
+    pub csrf: String,
+    /// The active navigation entry: `dashboard`, `vms`, `images` or `operations`.
+    pub nav: &'static str,
+    /// A one-line message after a redirect ("Deleted VM dev.").
+    pub notice: Option<String>,
+}
+
+impl Chrome {
+    pub fn signed_in(&self) -> bool {
+        !self.csrf.is_empty()
+    }
+}
+
+/// A link with its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub label: String,
+    pub href: String,
+}
+
+/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters stay).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `path?k=v&...`, leaving out empty values.
+pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let query: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+pub fn vm_href(name: &str) -> String {
+    format!("/vms/{}", encode(name))
+}
+
+pub fn image_href(name: &str) -> String {
+    format!("/images/{}", encode(name))
+}
+
+pub fn operation_href(id: &str) -> String {
+    format!("/operations/{}", encode(id))
+}
+
+/// `2025-11-23 12:13:20 UTC`.
+pub fn time(t: Timestamp) -> String {
+    let text = t.to_string();
+    match (text.get(..10), text.get(11..19)) {
+        (Some(date), Some(clock)) => format!("{date} {clock} UTC"),
+        _ => text,
+    }
+}
+
+/// `0.4 s`, `12 s`, `3 min 05 s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+pub fn size(bytes: u64) -> String {
+    validate::format_size(bytes)
+}
+
+/// A service's hint, when it makes sense in a browser. Hints are written for the CLI; those
+/// naming its flags or commands (`--vcpus`, `banger vm list`) would only confuse here.
+pub fn console_hint(hint: Option<&str>) -> Option<String> {
+    hint.filter(|h| !h.contains("--") && !h.contains("`banger"))
+        .map(str::to_owned)
+}
+
+fn percent(part: u64, whole: u64) -> u32 {
+    part.saturating_mul(100)
+        .checked_div(whole)
+        .map_or(0, |p| p.min(100) as u32)
+}
+
+/// One capacity gauge of the dashboard.
+#[derive(Debug, Clone)]
+pub struct CapacityCard {
+    pub title: &'static str,
+    /// The headline figure, e.g. "2 of 8 vCPUs reserved".
+    pub figure: String,
+    /// Fill of the bar, 0-100 (over-commit shows full; the figure tells the truth).
+    pub percent: u32,
+    pub notes: Vec<String>,
+}
+
+/// The dashboard's gauges: the figures of `GET /v1/capacity`, as the CLI and TUI show them.
+pub fn capacity_cards(c: &Capacity) -> Vec<CapacityCard> {
+    let disk_used = c
+        .disk
+        .fs_total_bytes
+        .saturating_sub(c.disk.fs_available_bytes);
+    vec![
+        CapacityCard {
+            title: "CPU",
+            figure: format!(
+                "{} of {} vCPUs reserved",
+                c.cpu.reserved_vcpus, c.cpu.host_cpus
+            ),
+            percent: percent(c.cpu.reserved_vcpus.into(), c.cpu.host_cpus.into()),
+            notes: vec![format!(
+                "{} VM{}, {} running",
+                c.vms_total,
+                if c.vms_total == 1 { "" } else { "s" },
+                c.vms_running
+            )],
+        },
+        CapacityCard {
+            title: "Memory",
+            figure: format!(
+                "{} of {} reserved",
+                size(c.memory.reserved_bytes),
+                size(c.memory.host_bytes)
+            ),
+            percent: percent(c.memory.reserved_bytes, c.memory.host_bytes),
+            notes: vec![format!(
+                "{} available on the host",
+                size(c.memory.available_bytes)
+            )],
+        },
+        CapacityCard {
+            title: "Disk",
+            figure: format!(
+                "{} of {} used",
+                size(disk_used),
+                size(c.disk.fs_total_bytes)
+            ),
+            percent: percent(disk_used, c.disk.fs_total_bytes),
+            notes: vec![
+                format!(
+                    "VM disks {}, images {} (allocated)",
+                    size(c.disk.vm_allocated_bytes),
+                    size(c.disk.image_allocated_bytes)
+                ),
+                format!(
+                    "{} free in {}",
+                    size(c.disk.fs_available_bytes),
+                    c.disk.path
+                ),
+            ],
+        },
+    ]
+}
+
+/// A VM as lists and its page show it.
+#[derive(Debug, Clone)]
+pub struct VmRow {
+    pub name: String,
+    pub href: String,
+    pub state: &'static str,
+    pub image: String,
+    pub image_href: String,
+    pub vcpus: u32,
+    pub memory: String,
+    pub disk: String,
+    pub work_disk: String,
+    pub ip: String,
+    pub created: String,
+}
+
+impl From<&Vm> for VmRow {
+    fn from(vm: &Vm) -> Self {
+        VmRow {
+            name: vm.name.clone(),
+            href: vm_href(&vm.name),
+            state: vm.state.as_str(),
+            image: vm.image.name.clone(),
+            image_href: image_href(&vm.image.name),
+            vcpus: vm.vcpus,
+            memory: size(u64::from(vm.memory_mib) * validate::MIB),
+            disk: size(vm.disk_bytes),
+            work_disk: size(vm.work_disk_bytes),
+            ip: vm.network.ip.clone(),
+            created: time(vm.created_at),
+        }
+    }
+}
+
+/// An action offered on a VM's page. Each leads to a confirmation page that posts the
+/// change; start, stop and restart join `delete` here once the daemon can run VMs.
+#[derive(Debug, Clone)]
+pub struct VmAction {
+    pub label: &'static str,
+    pub href: String,
+    /// `danger` for destructive actions.
+    pub class: &'static str,
+}
+
+/// An image as lists and its page show it.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub name: String,
+    pub href: String,
+    pub source: &'static str,
+    pub distro: String,
+    pub kernel_version: String,
+    pub rootfs: String,
+    pub allocated: String,
+    pub created: String,
+}
+
+impl From<&Image> for ImageRow {
+    fn from(image: &Image) -> Self {
+        let files = &image.files;
+        let allocated = files.kernel.allocated_bytes
+            + files.rootfs.allocated_bytes
+            + files.initrd.as_ref().map_or(0, |f| f.allocated_bytes);
+        ImageRow {
+            name: image.name.clone(),
+            href: image_href(&image.name),
+            source: image.source.as_str(),
+            distro: match (&image.manifest.distro, &image.manifest.suite) {
+                (Some(d), Some(s)) => format!("{d} {s}"),
+                (Some(d), None) => d.clone(),
+                _ => String::new(),
+            },
+            kernel_version: image.manifest.kernel_version.clone().unwrap_or_default(),
+            rootfs: size(files.rootfs.bytes),
+            allocated: size(allocated),
+            created: time(image.created_at),
+        }
+    }
+}
+
+/// One file of an image's boot set.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub role: &'static str,
+    pub path: String,
+    pub size: String,
+    pub allocated: String,
+}
+
+/// One stage of an operation; the polling endpoint sends these too.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageView {
+    pub name: String,
+    pub state: &'static str,
+    pub percent: u32,
+    pub detail: String,
+}
+
+/// An operation as pages show it and `/operations/{id}/json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpView {
+    pub id: String,
+    pub href: String,
+    pub json_href: String,
+    pub cancel_href: String,
+    pub kind: &'static str,
+    pub target: String,
+    pub state: &'static str,
+    pub running: bool,
+    pub cancel_requested: bool,
+    /// Overall progress, 0-100.
+    pub percent: u32,
+    /// What is happening now, e.g. "copy rootfs: 3M of 16M".
+    pub current: String,
+    pub stages: Vec<StageView>,
+    pub error: Option<String>,
+    pub hint: Option<String>,
+    pub result: Option<Link>,
+    pub created: String,
+    pub ended: Option<String>,
+}
+
+fn kind_label(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::RegisterImage => "Register image",
+    }
+}
+
+fn op_state(state: OperationState) -> &'static str {
+    match state {
+        OperationState::Running => "running",
+        OperationState::Succeeded => "succeeded",
+        OperationState::Failed => "failed",
+        OperationState::Cancelled => "cancelled",
+    }
+}
+
+fn stage_state(state: StageState) -> &'static str {
+    match state {
+        StageState::Pending => "pending",
+        StageState::Running => "running",
+        StageState::Done => "done",
+        StageState::Failed => "failed",
+        StageState::Skipped => "skipped",
+        StageState::Cancelled => "cancelled",
+    }
+}
+
+/// Fraction of a stage's work done, when it reports progress.
+fn stage_fraction(stage: &Stage) -> Option<(u64, u64)> {
+    stage
+        .progress
+        .as_ref()
+        .filter(|p| p.total > 0)
+        .map(|p| (p.done.min(p.total), p.total))
+}
+
+fn stage_view(stage: &Stage) -> StageView {
+    let percent = match stage.state {
+        StageState::Done => 100,
+        StageState::Running => stage_fraction(stage).map_or(0, |(d, t)| percent(d, t)),
+        _ => 0,
+    };
+    let mut detail = Vec::new();
+    if stage.state == StageState::Running
+        && let Some(p) = &stage.progress
+    {
+        detail.push(if p.unit == "bytes" {
+            format!("{} of {}", size(p.done), size(p.total))
+        } else {
+            format!("{} of {} {}", p.done, p.total, p.unit)
+        });
+    }
+    if let (Some(start), Some(end)) = (stage.started_at, stage.ended_at) {
+        detail.push(duration(start.until(end).as_millis() as u64));
+    }
+    if let Some(message) = &stage.message {
+        detail.push(message.clone());
+    }
+    StageView {
+        name: stage.name.clone(),
+        state: stage_state(stage.state),
+        percent,
+        detail: detail.join(", "),
+    }
+}
+
+impl From<&Operation> for OpView {
+    fn from(op: &Operation) -> Self {
+        let counted: Vec<&Stage> = op
+            .stages
+            .iter()
+            .filter(|s| s.state != StageState::Skipped)
+            .collect();
+        let done = counted
+            .iter()
+            .filter(|s| s.state == StageState::Done)
+            .count() as u64;
+        let running = counted.iter().find(|s| s.state == StageState::Running);
+        let percent = if op.state == OperationState::Succeeded {
+            100
+        } else if counted.is_empty() {
+            0
+        } else {
+            // Each counted stage is an equal share; the running one adds what it reports.
+            let share = running
+                .and_then(|s| stage_fraction(s))
+                .map_or(0, |(d, t)| d * 1000 / t);
+            ((done * 1000 + share) * 100 / (counted.len() as u64 * 1000)).min(100) as u32
+        };
+        let current = match (op.state, running) {
+            (OperationState::Running, Some(stage)) => {
+                let view = stage_view(stage);
+                if view.detail.is_empty() {
+                    view.name
+                } else {
+                    format!("{}: {}", view.name, view.detail)
+                }
+            }
+            (OperationState::Running, None) => "starting".to_owned(),
+            // The state badge says it all.
+            _ => String::new(),
+        };
+        let result = match (op.kind, op.state, &op.result) {
+            (OperationKind::RegisterImage, OperationState::Succeeded, Some(value)) => {
+                value.get("name").and_then(|n| n.as_str()).map(|name| Link {
+                    label: format!("image {name}"),
+                    href: image_href(name),
+                })
+            }
+            _ => None,
+        };
+        OpView {
+            id: op.id.clone(),
+            href: operation_href(&op.id),
+            json_href: format!("{}/json", operation_href(&op.id)),
+            cancel_href: format!("{}/cancel", operation_href(&op.id)),
+            kind: kind_label(op.kind),
+            target: op.target.clone(),
+            state: op_state(op.state),
+            running: !op.state.is_finished(),
+            cancel_requested: op.cancel_requested,
+            percent,
+            current,
+            stages: op.stages.iter().map(stage_view).collect(),
+            error: op.error.as_ref().map(|e| e.message.clone()),
+            hint: op
+                .error
+                .as_ref()
+                .and_then(|e| console_hint(e.hint.as_deref())),
+            result,
+            created: time(op.created_at),
+            ended: op.ended_at.map(time),
+        }
+    }
+}
+
+/// A form field: what the user typed and what is wrong with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Field {
+    pub value: String,
+    pub error: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl Field {
+    pub fn new(value: impl Into<String>) -> Field {
+        Field {
+            value: value.into(),
+            ..Field::default()
+        }
+    }
+
+    pub fn invalid(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// An error about the whole form rather than one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// An image offered by the create form.
+#[derive(Debug, Clone)]
+pub struct ImageChoice {
+    pub name: String,
+    pub href: String,
+    pub checked: bool,
+    pub detail: String,
+}
+
+/// An entry of the picker.
+#[derive(Debug, Clone)]
+pub struct PickerEntry {
+    pub name: String,
+    pub href: String,
+    pub is_dir: bool,
+    pub size: String,
+}
+
+// ----- pages -----
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub chrome: Chrome,
+    pub capacity: Vec<CapacityCard>,
+    pub capacity_error: Option<String>,
+    pub operations: Vec<OpView>,
+    pub vms: Vec<VmRow>,
+    pub images: Vec<ImageRow>,
+}
+
+#[derive(Template)]
+#[template(path = "vms.html")]
+pub struct VmListPage {
+    pub chrome: Chrome,
+    pub vms: Vec<VmRow>,
+}
+
+#[derive(Template)]
+#[template(path = "vm.html")]
+pub struct VmPage {
+    pub chrome: Chrome,
+    pub vm: VmRow,
+    pub id: String,
+    pub vmm: &'static str,
+    pub nat: &'static str,
+    pub prefix_len: u8,
+    pub gateway: String,
+    pub mac: String,
+    pub vsock_cid: u32,
+    pub updated: String,
+    pub actions: Vec<VmAction>,
+}
+
+impl VmPage {
+    pub fn new(chrome: Chrome, vm: &Vm) -> VmPage {
+        let row = VmRow::from(vm);
+        VmPage {
+            chrome,
+            actions: vec![VmAction {
+                label: "Delete…",
+                href: format!("{}/delete", row.href),
+                class: "danger",
+            }],
+            vm: row,
+            id: vm.id.clone(),
+            vmm: vm.vmm.as_str(),
+            nat: if vm.nat { "on" } else { "off" },
+            prefix_len: vm.network.prefix_len,
+            gateway: vm.network.gateway.clone(),
+            mac: vm.network.mac.clone(),
+            vsock_cid: vm.network.vsock_cid,
+            updated: time(vm.updated_at),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "vm_delete.html")]
+pub struct VmDeletePage {
+    pub chrome: Chrome,
+    pub vm: VmRow,
+    pub action: String,
+}
+
+#[derive(Template)]
+#[template(path = "vm_new.html")]
+pub struct VmFormPage {
+    pub chrome: Chrome,
+    pub form_error: Option<FormError>,
+    pub name: Field,
+    pub image: Field,
+    pub images: Vec<ImageChoice>,
+    pub vcpus: Field,
+    pub memory_mib: Field,
+    pub disk: Field,
+    pub work_disk: Field,
+    pub nat: bool,
+    pub vmm: Field,
+    pub vmms: Vec<(&'static str, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "images.html")]
+pub struct ImageListPage {
+    pub chrome: Chrome,
+    pub images: Vec<ImageRow>,
+}
+
+#[derive(Template)]
+#[template(path = "image.html")]
+pub struct ImagePage {
+    pub chrome: Chrome,
+    pub image: ImageRow,
+    pub id: String,
+    pub files: Vec<FileRow>,
+    pub created_from: String,
+    pub packages: Vec<(String, String)>,
+    pub services: Vec<(String, u16)>,
+    pub manifest_json: String,
+    pub used_by: Vec<Link>,
+    pub new_vm_href: String,
+}
+
+impl ImagePage {
+    pub fn new(chrome: Chrome, image: &Image, used_by: &[String]) -> ImagePage {
+        let file = |role, f: &banger_api::ImageFile| FileRow {
+            role,
+            path: f.path.clone(),
+            size: size(f.bytes),
+            allocated: size(f.allocated_bytes),
+        };
+        let mut files = vec![file("kernel", &image.files.kernel)];
+        if let Some(initrd) = &image.files.initrd {
+            files.push(file("initrd", initrd));
+        }
+        files.push(file("rootfs", &image.files.rootfs));
+        let m = &image.manifest;
+        ImagePage {
+            chrome,
+            image: ImageRow::from(image),
+            id: image.id.clone(),
+            files,
+            created_from: m.created_from.clone(),
+            packages: m
+                .packages
+                .iter()
+                .map(|p| (p.name.clone(), p.version.clone()))
+                .collect(),
+            services: m
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.port))
+                .collect(),
+            manifest_json: serde_json::to_string_pretty(m).unwrap_or_default(),
+            used_by: used_by
+                .iter()
+                .map(|name| Link {
+                    label: name.clone(),
+                    href: vm_href(name),
+                })
+                .collect(),
+            new_vm_href: with_query("/new/vm", &[("image", &image.name)]),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "image_new.html")]
+pub struct ImageFormPage {
+    pub chrome: Chrome,
+    pub form_error: Option<FormError>,
+    pub name: Field,
+    pub kernel: Field,
+    pub initrd: Field,
+    pub rootfs: Field,
+}
+
+/// A path field of the register form with its picker link.
+#[derive(Debug, Clone)]
+pub struct PathField<'a> {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub help: &'static str,
+    pub field: &'a Field,
+    pub browse_href: String,
+}
+
+impl ImageFormPage {
+    /// The picker link for `field`, carrying what the form holds so nothing is lost.
+    pub fn browse_href(&self, field: &str) -> String {
+        with_query(
+            "/picker",
+            &[
+                ("field", field),
+                ("name", &self.name.value),
+                ("kernel", &self.kernel.value),
+                ("initrd", &self.initrd.value),
+                ("rootfs", &self.rootfs.value),
+            ],
+        )
+    }
+
+    pub fn path_fields(&self) -> Vec<PathField<'_>> {
+        [
+            (
+                "kernel",
+                "Kernel",
+                "An uncompressed ELF vmlinux.",
+                &self.kernel,
+            ),
+            (
+                "initrd",
+                "Initrd (optional)",
+                "A newc cpio archive, bare or compressed.",
+                &self.initrd,
+            ),
+            (
+                "rootfs",
+                "Root filesystem",
+                "An ext4 filesystem image.",
+                &self.rootfs,
+            ),
+        ]
+        .into_iter()
+        .map(|(id, label, help, field)| PathField {
+            id,
+            label,
+            help,
+            field,
+            browse_href: self.browse_href(id),
+        })
+        .collect()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "picker.html")]
+pub struct PickerPage {
+    pub chrome: Chrome,
+    /// `kernel`, `initrd` or `rootfs`.
+    pub field: String,
+    pub dir: String,
+    pub crumbs: Vec<Link>,
+    pub entries: Vec<PickerEntry>,
+    /// Entries not shown because the listing is long.
+    pub omitted: usize,
+    pub hidden_toggle: Link,
+    pub back_href: String,
+    pub home_href: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "operations.html")]
+pub struct OperationListPage {
+    pub chrome: Chrome,
+    pub operations: Vec<OpView>,
+}
+
+#[derive(Template)]
+#[template(path = "operation.html")]
+pub struct OperationPage {
+    pub chrome: Chrome,
+    pub op: OpView,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub chrome: Chrome,
+    pub title: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// A page shown before (or instead of) the console: no session, wrong host, cross-site. It
+/// stands alone, without the stylesheet, which itself needs a session.
+#[derive(Template)]
+#[template(path = "refusal.html")]
+pub struct RefusalPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub sign_in: bool,
+}
+
+/// Renders a page; a template error (a bug) becomes a plain 500.
+pub fn render(template: &impl Template) -> Response {
+    render_with(StatusCode::OK, template)
+}
+
+pub fn render_with(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "web console: a page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+pub fn refusal(status: StatusCode, title: &str, message: &str) -> Response {
+    render_with(
+        status,
+        &RefusalPage {
+            title,
+            message,
+            sign_in: false,
+        },
+    )
+}
+
+/// 401 for everything without a session.
+pub fn sign_in_required() -> Response {
+    let mut response = render_with(
+        StatusCode::UNAUTHORIZED,
+        &RefusalPage {
+            title: "Sign in",
+            message: "This is banger's web console. It needs a session, which only the user who \
+                      runs banger can start.",
+            sign_in: true,
+        },
+    );
+    // Not an HTTP authentication scheme a browser could prompt for; names what to do.
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("banger-login realm=\"run `banger web`\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    //! Snapshots of pages rendered from fixed data: a change in what users see is a reviewed
+    //! change. (Pages rendered by a live daemon are in `web::tests`.)
+
+    use banger_api::{
+        ApiError, CpuCapacity, DiskCapacity, ImageFile, ImageFiles, ImageManifest, ImageRef,
+        ImageSource, MemoryCapacity, Package, Progress, ServiceCheck, VmNetwork, VmState, VmmKind,
+    };
+
+    use super::*;
+    use crate::web::forms::{FieldErrors, ImageInput, VmInput};
+
+    const T: i64 = 1_763_900_000_000;
+
+    fn chrome(nav: &'static str) -> Chrome {
+        Chrome {
+            csrf: "CSRF".into(),
+            nav,
+            notice: None,
+        }
+    }
+
+    fn vm(name: &str, state: VmState, n: u8) -> Vm {
+        Vm {
+            id: format!("vm{n:014}"),
+            name: name.into(),
+            image: ImageRef {
+                id: "img0000000000001".into(),
+                name: "debian".into(),
+            },
+            vcpus: 2,
+            memory_mib: 1024,
+            disk_bytes: 8 * validate::GIB,
+            work_disk_bytes: 8 * validate::GIB,
+            nat: n.is_multiple_of(2),
+            vmm: VmmKind::Auto,
+            state,
+            network: VmNetwork {
+                ip: format!("172.30.0.{}", n + 1),
+                gateway: "172.30.0.1".into(),
+                prefix_len: 24,
+                mac: format!("06:00:ac:1e:00:{:02x}", n + 1),
+                vsock_cid: u32::from(n) + 2,
+            },
+            created_at: Timestamp(T + i64::from(n) * 60_000),
+            updated_at: Timestamp(T + i64::from(n) * 120_000),
+        }
+    }
+
+    fn image(name: &str) -> Image {
+        let file = |path: &str, bytes: u64| ImageFile {
+            path: format!("/home/u/.local/state/banger/images/img0000000000001/{path}"),
+            bytes,
+            allocated_bytes: bytes / 3,
+        };
+        Image {
+            id: "img0000000000001".into(),
+            name: name.into(),
+            source: ImageSource::Bootstrapped,
+            files: ImageFiles {
+                kernel: file("vmlinux", 38 * validate::MIB),
+                initrd: Some(file("initrd", 6 * validate::MIB)),
+                rootfs: file("rootfs.ext4", 2 * validate::GIB),
+            },
+            manifest: ImageManifest {
+                name: name.into(),
+                distro: Some("debian".into()),
+                suite: Some("bookworm".into()),
+                kernel_version: Some("6.1.0-28-cloud-amd64".into()),
+                packages: vec![
+                    Package {
+                        name: "openssh-server".into(),
+                        version: "1:9.2p1-2+deb12u3".into(),
+                    },
+                    Package {
+                        name: "systemd".into(),
+                        version: "252.33-1~deb12u1".into(),
+                    },
+                ],
+                services: vec![ServiceCheck {
+                    name: "opencode".into(),
+                    port: 4096,
+                }],
+                created_from: "debootstrap bookworm (minbase)".into(),
+                created_at: Timestamp(T),
+            },
+            created_at: Timestamp(T),
+        }
+    }
+
+    fn capacity() -> Capacity {
+        Capacity {
+            cpu: CpuCapacity {
+                host_cpus: 8,
+                reserved_vcpus: 4,
+            },
+            memory: MemoryCapacity {
+                host_bytes: 32 * validate::GIB,
+                available_bytes: 20 * validate::GIB,
+                reserved_bytes: 3 * validate::GIB,
+            },
+            disk: DiskCapacity {
+                path: "/home/u/.local/state/banger".into(),
+                fs_total_bytes: 500 * validate::GIB,
+                fs_available_bytes: 350 * validate::GIB,
+                vm_allocated_bytes: 3 * validate::GIB / 2,
+                image_allocated_bytes: 700 * validate::MIB,
+            },
+            vms_total: 3,
+            vms_running: 1,
+        }
+    }
+
+    fn running_op() -> Operation {
+        let stage = |name: &str, state, progress: Option<(u64, u64)>, ends: bool| Stage {
+            name: name.into(),
+            state,
+            started_at: (state != StageState::Pending && state != StageState::Skipped)
+                .then_some(Timestamp(T)),
+            ended_at: ends.then_some(Timestamp(T + 1_250)),
+            message: (state == StageState::Skipped).then(|| "no initrd".to_owned()),
+            progress: progress.map(|(done, total)| Progress {
+                done,
+                total,
+                unit: "bytes".into(),
+            }),
+        };
+        Operation {
+            id: "op-00000000000000aa".into(),
+            kind: OperationKind::RegisterImage,
+            target: "base".into(),
+            state: OperationState::Running,
+            stages: vec![
+                stage("copy kernel", StageState::Done, None, true),
+                stage("copy initrd", StageState::Skipped, None, false),
+                stage(
+                    "copy rootfs",
+                    StageState::Running,
+                    Some((512 * validate::MIB, 2 * validate::GIB)),
+                    false,
+                ),
+                stage("write manifest", StageState::Pending, None, false),
+                stage("record", StageState::Pending, None, false),
+            ],
+            error: None,
+            result: None,
+            cancel_requested: false,
+            created_at: Timestamp(T),
+            ended_at: None,
+            version: 7,
+        }
+    }
+
+    fn render(template: &impl Template) -> String {
+        template.render().unwrap()
+    }
+
+    #[test]
+    fn dashboard_with_data() {
+        let vms = [
+            vm("dev", VmState::Running, 1),
+            vm("web-1", VmState::Stopped, 2),
+            vm("scratch", VmState::Failed, 3),
+        ];
+        insta::assert_snapshot!(render(&DashboardPage {
+            chrome: chrome("dashboard"),
+            capacity: capacity_cards(&capacity()),
+            capacity_error: None,
+            operations: vec![OpView::from(&running_op())],
+            vms: vms.iter().map(VmRow::from).collect(),
+            images: vec![ImageRow::from(&image("debian"))],
+        }));
+    }
+
+    #[test]
+    fn dashboard_empty() {
+        let mut empty = capacity();
+        empty.cpu.reserved_vcpus = 0;
+        empty.memory.reserved_bytes = 0;
+        empty.vms_total = 0;
+        empty.vms_running = 0;
+        insta::assert_snapshot!(render(&DashboardPage {
+            chrome: Chrome {
+                notice: Some("Deleted VM dev.".into()),
+                ..chrome("dashboard")
+            },
+            capacity: capacity_cards(&empty),
+            capacity_error: None,
+            operations: vec![],
+            vms: vec![],
+            images: vec![],
+        }));
+    }
+
+    #[test]
+    fn vm_page() {
+        insta::assert_snapshot!(render(&VmPage::new(
+            chrome("vms"),
+            &vm("dev", VmState::Stopped, 1)
+        )));
+    }
+
+    #[test]
+    fn vm_delete_confirmation() {
+        let row = VmRow::from(&vm("dev", VmState::Stopped, 1));
+        insta::assert_snapshot!(render(&VmDeletePage {
+            chrome: chrome("vms"),
+            action: format!("{}/delete", row.href),
+            vm: row,
+        }));
+    }
+
+    #[test]
+    fn create_form_with_inline_errors() {
+        let input = VmInput {
+            name: "Dev_1".into(),
+            image: "debian".into(),
+            vcpus: "0".into(),
+            memory_mib: "lots".into(),
+            disk: "8G".into(),
+            work_disk: "1M".into(),
+            nat: true,
+            vmm: "qemu".into(),
+        };
+        let errors = FieldErrors::from([
+            ("name", validate::name("VM", "Dev_1").unwrap_err()),
+            ("vcpus", validate::vcpus(0).unwrap_err()),
+            (
+                "memory_mib",
+                ApiError::invalid("memory must be a whole number (got \"lots\")"),
+            ),
+            (
+                "work_disk",
+                validate::disk_bytes("work disk", 1 << 20, validate::MIN_WORK_DISK_BYTES)
+                    .unwrap_err(),
+            ),
+        ]);
+        let images = [image("debian"), image("base")];
+        insta::assert_snapshot!(render(&input.page(chrome("vms"), &images, &errors)));
+    }
+
+    #[test]
+    fn create_form_without_images() {
+        let input = VmInput {
+            vcpus: "2".into(),
+            memory_mib: "1024".into(),
+            disk: "8G".into(),
+            work_disk: "8G".into(),
+            vmm: "auto".into(),
+            ..VmInput::default()
+        };
+        let errors = FieldErrors::from([(
+            "form",
+            ApiError::new(
+                banger_api::ErrorCode::Exhausted,
+                "no free guest IP address is left in 172.30.0.0/24",
+            )
+            .with_hint("delete VMs you no longer need"),
+        )]);
+        insta::assert_snapshot!(render(&input.page(chrome("vms"), &[], &errors)));
+    }
+
+    #[test]
+    fn image_page() {
+        insta::assert_snapshot!(render(&ImagePage::new(
+            chrome("images"),
+            &image("debian"),
+            &["dev".into(), "web-1".into()]
+        )));
+    }
+
+    #[test]
+    fn register_form_with_errors() {
+        let input = ImageInput {
+            name: "base".into(),
+            kernel: "/home/u/bzImage".into(),
+            initrd: String::new(),
+            rootfs: "rootfs.ext4".into(),
+        };
+        let errors = FieldErrors::from([
+            (
+                "kernel",
+                ApiError::invalid("/home/u/bzImage is a bzImage, not an ELF vmlinux")
+                    .with_hint("extract the vmlinux"),
+            ),
+            (
+                "rootfs",
+                ApiError::invalid("\"rootfs.ext4\" is not an absolute path"),
+            ),
+        ]);
+        insta::assert_snapshot!(render(&input.page(chrome("images"), &errors)));
+    }
+
+    #[test]
+    fn operation_page_running_and_failed() {
+        let op = running_op();
+        insta::assert_snapshot!(
+            "operation_running",
+            render(&OperationPage {
+                chrome: chrome("operations"),
+                op: OpView::from(&op),
+            })
+        );
+        let mut failed = op;
+        failed.state = OperationState::Failed;
+        failed.stages[2].state = StageState::Failed;
+        failed.stages[2].ended_at = Some(Timestamp(T + 4_000));
+        failed.ended_at = Some(Timestamp(T + 4_000));
+        failed.error = Some(
+            ApiError::internal("no space left on device").with_hint("free disk space and retry"),
+        );
+        insta::assert_snapshot!(
+            "operation_failed",
+            render(&OperationPage {
+                chrome: chrome("operations"),
+                op: OpView::from(&failed),
+            })
+        );
+    }
+
+    #[test]
+    fn operation_progress_counts_stages_and_the_running_share() {
+        let view = OpView::from(&running_op());
+        // 4 counted stages (one skipped): 1 done + a quarter of the running one.
+        assert_eq!(view.percent, 31);
+        assert_eq!(view.current, "copy rootfs: 512M of 2G");
+        assert_eq!(view.stages[0].detail, "1.2 s");
+        assert_eq!(view.stages[2].percent, 25);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["running"], true);
+        assert_eq!(json["stages"][1]["state"], "skipped");
+    }
+
+    #[test]
+    fn links_encode_what_they_carry() {
+        assert_eq!(vm_href("a b/c"), "/vms/a%20b%2Fc");
+        assert_eq!(
+            with_query("/p", &[("a", "x&y=z"), ("empty", ""), ("b", "/k")]),
+            "/p?a=x%26y%3Dz&b=%2Fk"
+        );
+        assert_eq!(time(Timestamp(T)), "2025-11-23 12:13:20 UTC");
+        assert_eq!(duration(400), "0.4 s");
+        assert_eq!(duration(12_345), "12 s");
+        assert_eq!(duration(185_000), "3 min 05 s");
+    }
+}

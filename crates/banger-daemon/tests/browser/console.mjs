@@ -1,0 +1,180 @@
+// Drives Debian's chromium (headless, through playwright-core) through banger's web console:
+// sign in with a one-time login URL, load the dashboard, create a VM through the form, see it
+// listed, delete it through the confirmation page, see it gone. Saves screenshots.
+//
+// Also registers a second image through the form and the host-path picker, and follows the
+// operation's page to its end.
+//
+// Usage: node console.mjs LOGIN_URL SCREENSHOT_PNG IMAGE_NAME FILES_DIR
+// Run by crates/banger-daemon/tests/web_browser.rs; exits non-zero with a reason on failure.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [loginUrl, screenshot, imageName, filesDir] = process.argv.slice(2);
+if (!loginUrl || !screenshot || !imageName || !filesDir) {
+  console.error('usage: node console.mjs LOGIN_URL SCREENSHOT_PNG IMAGE_NAME FILES_DIR');
+  process.exit(2);
+}
+
+// A hung browser must not hang the test suite.
+setTimeout(() => {
+  console.error('the browser test did not finish within 120 s');
+  process.exit(3);
+}, 120_000).unref();
+
+const fail = (message) => {
+  throw new Error(message);
+};
+
+const vmName = 'browser-vm';
+const profile = mkdtempSync(join(tmpdir(), 'banger-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.BANGER_CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+  viewport: { width: 1280, height: 860 },
+});
+
+// Anything the page complains about (a CSP violation is reported here) fails the test.
+const problems = [];
+const page = context.pages()[0] ?? (await context.newPage());
+try {
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+  });
+  page.setDefaultTimeout(15_000);
+  const shot = (suffix) =>
+    page.screenshot({ path: screenshot.replace(/\.png$/, `${suffix}.png`), fullPage: true });
+
+  // Sign in: the one-time URL sets the session cookie and lands on the dashboard.
+  await page.goto(loginUrl);
+  if (new URL(page.url()).pathname !== '/') fail(`login landed on ${page.url()}`);
+  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+  const cards = await page.locator('.card').count();
+  if (cards !== 3) fail(`expected 3 capacity cards, saw ${cards}`);
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  if (background !== 'rgb(245, 246, 248)') fail(`the stylesheet did not apply (${background})`);
+  const scripted = await page.evaluate(() => document.documentElement.dataset.console);
+  if (scripted !== 'ready') fail('console.js did not run');
+  // The login URL is spent: opening it again is refused.
+  const again = await context.request.get(loginUrl, { maxRedirects: 0 });
+  if (again.status() !== 401) fail(`a used login URL answered ${again.status()}`);
+
+  // The running operation is listed; its bar moves while the page polls, without a reload.
+  const op = page.locator('article.op', { hasText: 'slow' });
+  await op.waitFor();
+  const bar = op.locator('progress');
+  const before = Number(await bar.getAttribute('value'));
+  await page.waitForFunction(
+    ([el, start]) => el.value > start,
+    [await bar.elementHandle(), before],
+    { timeout: 10_000 },
+  );
+  await shot('-operations');
+  // Cancel it from its page; the page follows it to the end.
+  await op.getByRole('link').first().click();
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.getByText('Cancellation requested.').waitFor();
+  await page.locator('h1 .state', { hasText: 'cancelled' }).waitFor({ timeout: 15_000 });
+  await page.getByRole('navigation').getByRole('link', { name: 'Dashboard' }).click();
+
+  // Mistakes show next to their fields and keep what was typed.
+  await page.getByRole('link', { name: 'New VM' }).first().click();
+  await page.getByRole('heading', { name: 'New VM' }).waitFor();
+  await page.fill('#name', 'Bad_Name');
+  await page.fill('#vcpus', '0');
+  await page.getByRole('button', { name: 'Create VM' }).click();
+  await page.locator('#vcpus-error').waitFor();
+  if (!(await page.locator('#name-error').textContent()).includes('lower-case')) {
+    fail('no inline error for the name');
+  }
+  if ((await page.inputValue('#name')) !== 'Bad_Name') fail('the typed name was lost');
+  // The refused form answers 400, which the browser logs; anything else is a problem.
+  const unexpected = problems.filter((p) => !p.includes('status of 400'));
+  if (unexpected.length > 0) fail(`the page reported problems:\n${unexpected.join('\n')}`);
+  problems.length = 0;
+  await shot('-errors');
+
+  // Create a VM through the form.
+  await page.fill('#name', vmName);
+  await page.check(`input[name="image"][value="${imageName}"]`);
+  await page.fill('#vcpus', '1');
+  await page.fill('#memory_mib', '256');
+  await page.fill('#disk', '2G');
+  await page.fill('#work_disk', '1G');
+  await shot('-new-vm');
+  await page.getByRole('button', { name: 'Create VM' }).click();
+  await page.waitForURL((url) => url.pathname === `/vms/${vmName}`);
+  await page.getByText('VM created.').waitFor();
+  await page.getByRole('heading', { name: vmName }).waitFor();
+  await shot('-vm');
+
+  // It is listed on the dashboard.
+  await page.getByRole('navigation').getByRole('link', { name: 'Dashboard' }).click();
+  await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+  const row = page.locator('table.list tr', { hasText: vmName });
+  await row.waitFor();
+  const state = await row.locator('.state').textContent();
+  if (state !== 'stopped') fail(`the new VM is ${state}, expected stopped`);
+  await page.screenshot({ path: screenshot, fullPage: true });
+
+  // Delete it through the confirmation step.
+  await row.getByRole('link', { name: vmName }).click();
+  await page.getByRole('link', { name: 'Delete…' }).click();
+  await page.waitForURL((url) => url.pathname === `/vms/${vmName}/delete`);
+  await page.getByRole('heading', { name: `Delete VM ${vmName}?` }).waitFor();
+  await shot('-delete');
+  await page.getByRole('button', { name: `Delete ${vmName}` }).click();
+  await page.waitForURL((url) => url.pathname === '/');
+  await page.getByText(`Deleted VM ${vmName}.`).waitFor();
+  if ((await page.locator('table.list tr', { hasText: vmName }).count()) !== 0) {
+    fail('the deleted VM is still listed');
+  }
+
+  // Register an image through the form, choosing its files with the picker.
+  await page.getByRole('navigation').getByRole('link', { name: 'Images' }).click();
+  await page.getByRole('link', { name: 'Register image' }).click();
+  await page.fill('#name', 'picked');
+  await page.locator('#kernel + a').click();
+  await page.getByRole('heading', { name: 'Choose the kernel file' }).waitFor();
+  // What was typed travels with the picker (console.js adds it to the link).
+  if (new URL(page.url()).searchParams.get('name') !== 'picked') fail('the picker lost the name');
+  const picker = new URL(page.url());
+  picker.searchParams.set('dir', filesDir);
+  await page.goto(picker.toString());
+  await shot('-picker');
+  await page.getByRole('link', { name: 'vmlinux', exact: true }).click();
+  await page.getByRole('heading', { name: 'Register image' }).waitFor();
+  if ((await page.inputValue('#kernel')) !== `${filesDir}/vmlinux`) fail('the kernel was not filled');
+  if ((await page.inputValue('#name')) !== 'picked') fail('the name was lost');
+  await page.fill('#rootfs', `${filesDir}/rootfs.ext4`);
+  await page.getByRole('button', { name: 'Register' }).click();
+  await page.waitForURL((url) => url.pathname.startsWith('/operations/op-'));
+  await page.getByRole('link', { name: 'image picked' }).waitFor();
+  await page.getByText('succeeded').first().waitFor();
+  await shot('-operation');
+
+  if (problems.length > 0) fail(`the page reported problems:\n${problems.join('\n')}`);
+  console.log(`screenshot: ${screenshot}`);
+} catch (e) {
+  // Say where the browser was and what it showed: that is what debugging needs.
+  const text = await page.locator('body').innerText().catch(() => '(no page)');
+  console.error(`failed at ${page.url()}:\n${text.slice(0, 2000)}\n${problems.join('\n')}`);
+  throw e;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
