@@ -31,6 +31,9 @@ impl Harness {
         };
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
+        // Keep test daemons off the default console port a real banger may be using.
+        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+        std::fs::write(&paths.config_file, "[web]\nlisten = \"127.0.0.1:0\"\n").unwrap();
         Self::with(dir, paths, files).await
     }
 
