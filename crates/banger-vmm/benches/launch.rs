@@ -1,0 +1,150 @@
+//! How long banger takes to launch a VM, against Firecracker launching the same VM by itself.
+//!
+//! - banger: from the `Vmm::launch` call until Firecracker accepted `InstanceStart` (spawn,
+//!   wait for the API socket, eight configuration requests pipelined on one connection,
+//!   `InstanceStart`; the VM has three drives and a vsock device, no network interface).
+//! - raw: `firecracker --no-api --config-file <json> --id <id>` with the same configuration
+//!   (the JSON is banger's own [`configuration`] of the same spec: same kernel, initrd, drives,
+//!   vsock, logger and metrics), from the spawn until Firecracker's log says
+//!   `Successfully started microvm`, which it writes right after starting the vCPUs, the point
+//!   at which it would answer `InstanceStart`. The log is polled every 100 µs.
+//!
+//! Runs alternate between the two so that both see the same machine load; one warm-up run of
+//! each is not counted. Besides the ratio of the medians, the median of the per-pair ratios and
+//! the ratio of the fastest runs are printed: on a shared, busy machine they are the steadier
+//! figures (the fastest runs are the ones the load disturbed least). The guest is the tiny
+//! kernel of the tests' fixture. `BENCH_RUNS` changes the number of runs (default 10).
+
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_vmm::firecracker::{LogLevel, configuration};
+use banger_vmm::{Firecracker, Vmm};
+
+fn main() {
+    let Some(binary) = fixture::firecracker_or_skip() else {
+        return;
+    };
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let fx = fixture::Fixture::new();
+    let fc = Firecracker::new(binary.clone());
+
+    let mut banger = Vec::new();
+    let mut raw = Vec::new();
+    for run in 0..=runs {
+        let b = launch_banger(&fc, &fx, run);
+        let r = launch_raw(&binary.path, &fx, run);
+        if run > 0 {
+            banger.push(b);
+            raw.push(r);
+        }
+    }
+
+    // Each banger run and the raw run after it saw about the same machine load; on a busy
+    // machine the median of those pairs' ratios is steadier than the ratio of the medians.
+    let mut paired: Vec<f64> = banger
+        .iter()
+        .zip(&raw)
+        .map(|(b, r)| b.as_secs_f64() / r.as_secs_f64())
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let paired_median = paired[paired.len() / 2];
+    let (banger_median, raw_median) = (median(&mut banger), median(&mut raw));
+    println!(
+        "launch until InstanceStart is accepted, Firecracker {}, {runs} runs each:",
+        binary.version
+    );
+    println!(
+        "  banger launch (spawn + 9 API requests)  median {}  min {}  max {}",
+        ms(banger_median),
+        ms(banger[0]),
+        ms(banger[banger.len() - 1])
+    );
+    println!(
+        "  raw firecracker --no-api --config-file  median {}  min {}  max {}",
+        ms(raw_median),
+        ms(raw[0]),
+        ms(raw[raw.len() - 1])
+    );
+    println!(
+        "  ratio banger / raw: {:.2} (target: at most 1.30)",
+        banger_median.as_secs_f64() / raw_median.as_secs_f64()
+    );
+    println!("  median of paired run ratios: {paired_median:.2}");
+    println!(
+        "  ratio of the fastest runs: {:.2}",
+        banger[0].as_secs_f64() / raw[0].as_secs_f64()
+    );
+}
+
+fn launch_banger(fc: &Firecracker, fx: &fixture::Fixture, run: usize) -> Duration {
+    let spec = fx.spec(&format!("b{run}"), None);
+    let started = Instant::now();
+    let vm = fc.launch(&spec).expect("banger launch");
+    let elapsed = started.elapsed();
+    fc.stop(&vm, Duration::ZERO).expect("stop");
+    elapsed
+}
+
+fn launch_raw(firecracker: &Path, fx: &fixture::Fixture, run: usize) -> Duration {
+    let id = format!("r{run}");
+    let spec = fx.spec(&id, None);
+    let config = configuration(&spec, LogLevel::Info).expect("configuration");
+    let config_file = fx.path().join(format!("{id}.json"));
+    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+    let console = std::fs::File::create(&spec.paths.console_log).unwrap();
+
+    let started = Instant::now();
+    let mut child = Command::new(firecracker)
+        .arg("--no-api")
+        .arg("--config-file")
+        .arg(&config_file)
+        .args(["--id", &id])
+        .stdin(Stdio::null())
+        .stdout(console.try_clone().unwrap())
+        .stderr(console)
+        .spawn()
+        .expect("spawn firecracker");
+    let deadline = started + Duration::from_secs(10);
+    let elapsed = loop {
+        let log = std::fs::read_to_string(&spec.paths.vmm_log).unwrap_or_default();
+        if log.contains("Successfully started microvm") {
+            break started.elapsed();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "raw firecracker exited with {status}: {:?}",
+                banger_vmm::console_tail(&spec.paths.console_log, 20)
+            );
+        }
+        assert!(Instant::now() < deadline, "raw firecracker never started");
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(spec.vsock.unwrap().uds_path);
+    elapsed
+}
+
+/// Sorts `samples` and returns the median.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    let mid = samples.len() / 2;
+    if samples.len().is_multiple_of(2) {
+        (samples[mid - 1] + samples[mid]) / 2
+    } else {
+        samples[mid]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:6.2} ms", d.as_secs_f64() * 1000.0)
+}

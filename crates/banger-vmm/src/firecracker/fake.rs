@@ -1,0 +1,539 @@
+//! A stand-in for Firecracker and the host it runs on, for tests: [`FakeFirecracker`]
+//! implements both [`ProcessHost`] and [`Transport`], answers the API like a real Firecracker
+//! does (instance state, pause/resume, Ctrl-Alt-Del), records every step in one journal, and can
+//! fail the Nth step or every step that starts with a given text. The daemon's tests can run
+//! whole VM lifecycles on it without a binary or `/dev/kvm`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use banger_host::{ProcessError, Signal};
+
+use super::client::{ApiRequest, ApiResponse, Method, SentRequest, Transport, TransportError};
+use super::host::{ProcessHost, SocketWaitError, firecracker_api_socket};
+use super::{Firecracker, FirecrackerBinary, Timeouts, Version};
+use crate::InstanceState;
+
+/// The pid the first spawned process gets; the next ones count up.
+pub const FIRST_PID: u32 = 4242;
+
+/// What an injected failure says.
+pub const INJECTED: &str = "injected failure";
+
+/// A fake Firecracker host; clones share their state.
+#[derive(Debug, Clone, Default)]
+pub struct FakeFirecracker {
+    state: Arc<Mutex<FakeState>>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    journal: Vec<String>,
+    requests: Vec<SentRequest>,
+    fail_at: Option<usize>,
+    fail_prefixes: Vec<String>,
+    next_pid: u32,
+    processes: BTreeMap<u32, FakeProcess>,
+    files: BTreeSet<PathBuf>,
+    /// Socket files, whether or not anything listens on them.
+    sockets: BTreeSet<PathBuf>,
+    listening: BTreeSet<PathBuf>,
+    ignore_ctrl_alt_del: bool,
+    ignore_term: bool,
+    die_at_start: bool,
+}
+
+#[derive(Debug)]
+struct FakeProcess {
+    argv: Vec<OsString>,
+    alive: bool,
+    state: InstanceState,
+    /// PUT bodies by path, for `GET /vm/config`.
+    config: BTreeMap<String, serde_json::Value>,
+}
+
+impl FakeFirecracker {
+    pub fn new() -> Self {
+        FakeFirecracker::default()
+    }
+
+    /// The `nth` step (1-based, counted over the whole journal) fails.
+    pub fn fail_step(self, nth: usize) -> Self {
+        self.lock().fail_at = Some(nth);
+        self
+    }
+
+    /// Every step whose journal line starts with `prefix` fails, e.g. `"remove /run/x.vsock"`.
+    pub fn fail(self, prefix: impl Into<String>) -> Self {
+        self.lock().fail_prefixes.push(prefix.into());
+        self
+    }
+
+    /// The guest does not shut down on Ctrl-Alt-Del (like a hung or crawling guest).
+    pub fn ignoring_ctrl_alt_del(self) -> Self {
+        self.lock().ignore_ctrl_alt_del = true;
+        self
+    }
+
+    /// Firecracker does not exit on SIGTERM (only SIGKILL ends it).
+    pub fn ignoring_term(self) -> Self {
+        self.lock().ignore_term = true;
+        self
+    }
+
+    /// Spawned processes exit at once, before opening their API socket (like a Firecracker
+    /// that cannot bind its socket).
+    pub fn dying_at_start(self) -> Self {
+        self.lock().die_at_start = true;
+        self
+    }
+
+    /// A socket file nothing listens on any more (its VMM died).
+    pub fn with_stale_socket(self, path: impl Into<PathBuf>) -> Self {
+        self.lock().sockets.insert(path.into());
+        self
+    }
+
+    /// A socket file some other live process accepts connections on.
+    pub fn with_listener(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        {
+            let mut state = self.lock();
+            state.sockets.insert(path.clone());
+            state.listening.insert(path);
+        }
+        self
+    }
+
+    /// A Firecracker that is already running with `argv` (started by a previous daemon), in
+    /// `state`, serving its API socket. Returns its pid.
+    pub fn add_running(&self, argv: &[&str], state: InstanceState) -> u32 {
+        let mut fake = self.lock();
+        let pid = fake.allocate_pid();
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        if let Some(socket) = firecracker_api_socket(&argv) {
+            fake.sockets.insert(socket.clone());
+            fake.listening.insert(socket);
+        }
+        fake.processes.insert(
+            pid,
+            FakeProcess {
+                argv,
+                alive: true,
+                state,
+                config: BTreeMap::new(),
+            },
+        );
+        pid
+    }
+
+    /// A process that is not Firecracker (e.g. one that reused a dead VMM's pid).
+    pub fn add_other_process(&self, argv: &[&str]) -> u32 {
+        self.add_running(argv, InstanceState::NotStarted)
+    }
+
+    /// Ends `pid` as `kill -9` from outside would: its socket files stay behind.
+    pub fn crash(&self, pid: u32) {
+        self.lock().exit(pid);
+    }
+
+    /// Every step so far, in order.
+    pub fn journal(&self) -> Vec<String> {
+        self.lock().journal.clone()
+    }
+
+    /// Every API request so far, with its body.
+    pub fn requests(&self) -> Vec<SentRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The regular files that exist now.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.lock().files.iter().cloned().collect()
+    }
+
+    /// The socket files that exist now.
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        self.lock().sockets.iter().cloned().collect()
+    }
+
+    /// Whether `pid` runs.
+    pub fn alive(&self, pid: u32) -> bool {
+        self.lock().alive(pid)
+    }
+
+    /// The pids that run.
+    pub fn running(&self) -> Vec<u32> {
+        let state = self.lock();
+        state
+            .processes
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// The binary the fake pretends to run: `/usr/bin/firecracker`, version 1.16.1.
+    pub fn binary() -> FirecrackerBinary {
+        FirecrackerBinary {
+            path: PathBuf::from("/usr/bin/firecracker"),
+            version: Version::new(1, 16, 1),
+        }
+    }
+
+    /// A [`Firecracker`] backend running on this fake, with short timeouts.
+    pub fn backend(&self) -> Firecracker {
+        Firecracker::with_host(
+            FakeFirecracker::binary(),
+            Arc::new(self.clone()),
+            Arc::new(self.clone()),
+        )
+        .with_timeouts(Timeouts {
+            api_socket: Duration::from_millis(100),
+            term_grace: Duration::from_millis(100),
+            kill_wait: Duration::from_millis(100),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        // A test that panicked while holding the lock already failed; keep the record readable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl FakeState {
+    /// Journals `step` and says whether it is to fail.
+    fn step(&mut self, step: String) -> bool {
+        self.journal.push(step);
+        let n = self.journal.len();
+        let step = &self.journal[n - 1];
+        self.fail_at == Some(n) || self.fail_prefixes.iter().any(|p| step.starts_with(p))
+    }
+
+    fn allocate_pid(&mut self) -> u32 {
+        if self.next_pid == 0 {
+            self.next_pid = FIRST_PID;
+        }
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        pid
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.alive)
+    }
+
+    fn exit(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.alive = false;
+            if let Some(socket) = firecracker_api_socket(&process.argv) {
+                self.listening.remove(&socket);
+            }
+            if let Some(vsock) = process
+                .config
+                .get("/vsock")
+                .and_then(|v| v.get("uds_path"))
+                .and_then(|v| v.as_str())
+            {
+                self.listening.remove(Path::new(vsock));
+            }
+        }
+    }
+
+    fn serving(&self, socket: &Path) -> Option<u32> {
+        if !self.listening.contains(socket) {
+            return None;
+        }
+        self.processes
+            .iter()
+            .find(|(_, p)| p.alive && firecracker_api_socket(&p.argv).is_some_and(|s| s == socket))
+            .map(|(pid, _)| *pid)
+    }
+}
+
+fn injected_io() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, INJECTED)
+}
+
+fn answer(status: u16, body: serde_json::Value) -> ApiResponse {
+    ApiResponse {
+        status,
+        body: if status == 204 {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        },
+    }
+}
+
+fn fault(message: &str) -> ApiResponse {
+    answer(400, serde_json::json!({ "fault_message": message }))
+}
+
+impl ProcessHost for FakeFirecracker {
+    fn spawn(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        output_log: &Path,
+    ) -> Result<u32, ProcessError> {
+        let mut state = self.lock();
+        let line = std::iter::once(program.as_os_str())
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if state.step(format!("spawn {line} >> {}", output_log.display())) {
+            return Err(ProcessError::Spawn {
+                program: program.to_owned(),
+                source: injected_io(),
+            });
+        }
+        state.files.insert(output_log.to_owned());
+        let pid = state.allocate_pid();
+        let argv: Vec<OsString> = std::iter::once(program.as_os_str().to_owned())
+            .chain(args.iter().cloned())
+            .collect();
+        let alive = !state.die_at_start;
+        if let Some(socket) = firecracker_api_socket(&argv).filter(|_| alive) {
+            state.sockets.insert(socket.clone());
+            state.listening.insert(socket);
+        }
+        state.processes.insert(
+            pid,
+            FakeProcess {
+                argv,
+                alive,
+                state: InstanceState::NotStarted,
+                config: BTreeMap::new(),
+            },
+        );
+        Ok(pid)
+    }
+
+    fn wait_for_socket(
+        &self,
+        socket: &Path,
+        pid: u32,
+        timeout: Duration,
+    ) -> Result<(), SocketWaitError> {
+        let mut state = self.lock();
+        if state.step(format!("wait-socket {}", socket.display())) {
+            return Err(SocketWaitError::TimedOut(timeout));
+        }
+        if !state.alive(pid) {
+            return Err(SocketWaitError::Exited);
+        }
+        if state.listening.contains(socket) {
+            Ok(())
+        } else {
+            Err(SocketWaitError::TimedOut(timeout))
+        }
+    }
+
+    fn pid_alive(&self, pid: u32) -> bool {
+        self.lock().alive(pid)
+    }
+
+    fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
+        let mut state = self.lock();
+        if state.step(format!("signal {pid} {signal}")) {
+            return Err(ProcessError::Signal {
+                pid,
+                signal,
+                source: injected_io(),
+            });
+        }
+        if !state.alive(pid) {
+            return Err(ProcessError::Gone { pid });
+        }
+        if signal == Signal::Kill || !state.ignore_term {
+            state.exit(pid);
+        }
+        Ok(())
+    }
+
+    fn wait_for_exit(&self, pid: u32, _timeout: Duration) -> bool {
+        let mut state = self.lock();
+        if state.step(format!("wait-exit {pid}")) {
+            return false;
+        }
+        !state.alive(pid)
+    }
+
+    fn cmdline(&self, pid: u32) -> Option<Vec<OsString>> {
+        let state = self.lock();
+        state
+            .processes
+            .get(&pid)
+            .filter(|p| p.alive)
+            .map(|p| p.argv.clone())
+    }
+
+    fn processes(&self) -> Vec<(u32, Vec<OsString>)> {
+        let state = self.lock();
+        state
+            .processes
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(pid, p)| (*pid, p.argv.clone()))
+            .collect()
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("create {}", path.display())) {
+            return Err(injected_io());
+        }
+        state.files.insert(path.to_owned());
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("remove {}", path.display())) {
+            return Err(injected_io());
+        }
+        state.files.remove(path);
+        state.sockets.remove(path);
+        state.listening.remove(path);
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let state = self.lock();
+        state.files.contains(path) || state.sockets.contains(path)
+    }
+
+    fn socket_accepts(&self, path: &Path) -> bool {
+        self.lock().listening.contains(path)
+    }
+
+    fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let state = self.lock();
+        Ok(state
+            .sockets
+            .iter()
+            .filter(|f| f.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+}
+
+impl Transport for FakeFirecracker {
+    fn send(&self, socket: &Path, request: &ApiRequest) -> Result<ApiResponse, TransportError> {
+        let mut state = self.lock();
+        let fail = state.step(request.resource());
+        state.requests.push(SentRequest {
+            socket: socket.to_owned(),
+            request: request.clone(),
+        });
+        let Some(pid) = state.serving(socket) else {
+            return Err(TransportError::Connect(io::Error::from(
+                io::ErrorKind::ConnectionRefused,
+            )));
+        };
+        if fail {
+            return Ok(fault(INJECTED));
+        }
+        let body: serde_json::Value = match &request.body {
+            Some(bytes) => match serde_json::from_slice(bytes) {
+                Ok(value) => value,
+                Err(e) => return Ok(fault(&format!("invalid JSON: {e}"))),
+            },
+            None => serde_json::Value::Null,
+        };
+        let ignore_ctrl_alt_del = state.ignore_ctrl_alt_del;
+        let Some(process) = state.processes.get_mut(&pid) else {
+            return Err(TransportError::Connect(io::Error::from(
+                io::ErrorKind::ConnectionRefused,
+            )));
+        };
+        let started = process.state != InstanceState::NotStarted;
+        let mut exits = false;
+        let response = match (request.method, request.path.as_str()) {
+            (Method::Get, "/") => {
+                let id = process
+                    .argv
+                    .iter()
+                    .skip_while(|a| *a != "--id")
+                    .nth(1)
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "anonymous-instance".into());
+                answer(
+                    200,
+                    serde_json::json!({
+                        "id": id,
+                        "state": process.state,
+                        "vmm_version": "1.16.1",
+                        "app_name": "Firecracker",
+                    }),
+                )
+            }
+            (Method::Get, "/vm/config") => answer(
+                200,
+                serde_json::json!({
+                    "vsock": process.config.get("/vsock"),
+                    "drives": [],
+                    "network-interfaces": [],
+                }),
+            ),
+            (Method::Get, "/version") => {
+                answer(200, serde_json::json!({ "firecracker_version": "1.16.1" }))
+            }
+            (Method::Put, "/actions") => match body["action_type"].as_str() {
+                Some("InstanceStart") if started => {
+                    fault("The requested operation is not supported after starting the microVM.")
+                }
+                Some("InstanceStart") => {
+                    process.state = InstanceState::Running;
+                    answer(204, serde_json::Value::Null)
+                }
+                Some("SendCtrlAltDel") if !started => {
+                    fault("The requested operation is not supported before starting the microVM.")
+                }
+                Some("SendCtrlAltDel") => {
+                    exits = !ignore_ctrl_alt_del;
+                    answer(204, serde_json::Value::Null)
+                }
+                Some("FlushMetrics") => answer(204, serde_json::Value::Null),
+                _ => fault("An error occurred when deserializing the json body of a request"),
+            },
+            (Method::Patch, "/vm") if !started => {
+                fault("The requested operation is not supported before starting the microVM.")
+            }
+            (Method::Patch, "/vm") => {
+                process.state = match body["state"].as_str() {
+                    Some("Paused") => InstanceState::Paused,
+                    _ => InstanceState::Running,
+                };
+                answer(204, serde_json::Value::Null)
+            }
+            (Method::Put, path) if started && !path.starts_with("/snapshot/create") => {
+                fault("The requested operation is not supported after starting the microVM.")
+            }
+            (Method::Put, path) => {
+                process.config.insert(path.to_owned(), body.clone());
+                answer(204, serde_json::Value::Null)
+            }
+            (method, path) => fault(&format!(
+                "Invalid request method and/or path: {method} {path}."
+            )),
+        };
+        if let Some(uds) = body["uds_path"].as_str()
+            && request.path == "/vsock"
+            && response.status == 204
+        {
+            state.sockets.insert(PathBuf::from(uds));
+            state.listening.insert(PathBuf::from(uds));
+        }
+        if exits {
+            state.exit(pid);
+        }
+        Ok(response)
+    }
+}

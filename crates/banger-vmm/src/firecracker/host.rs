@@ -1,0 +1,304 @@
+//! The host side effects of running Firecracker (starting and signalling its process, waiting
+//! for its API socket, creating and removing its files, reading `/proc`) behind the
+//! [`ProcessHost`] trait, so that launch, stop and rollback are tested without a binary.
+//! [`RealHost`] does them through banger-host's [`process`](banger_host::process) functions;
+//! [`super::fake::FakeFirecracker`] records them.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use banger_host::{ProcessError, Signal};
+
+/// Waiting for a VMM's API socket ended without it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SocketWaitError {
+    #[error("the process exited first")]
+    Exited,
+    #[error("not there after {0:?}")]
+    TimedOut(Duration),
+}
+
+/// The host operations the Firecracker backend performs. Every method is one observable step.
+pub trait ProcessHost: Send + Sync + fmt::Debug {
+    /// Starts `program` detached, stdout and stderr appended to `output_log`; returns its pid.
+    fn spawn(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        output_log: &Path,
+    ) -> Result<u32, ProcessError>;
+
+    /// Waits until something accepts connections on `socket`, giving up when `pid` exits or
+    /// `timeout` passes.
+    fn wait_for_socket(
+        &self,
+        socket: &Path,
+        pid: u32,
+        timeout: Duration,
+    ) -> Result<(), SocketWaitError>;
+
+    fn pid_alive(&self, pid: u32) -> bool;
+
+    /// Sends `signal`; a process that is already gone is [`ProcessError::Gone`].
+    fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError>;
+
+    /// True when `pid` exited within `timeout`.
+    fn wait_for_exit(&self, pid: u32, timeout: Duration) -> bool;
+
+    /// The command line of `pid`, `None` when it is gone or unreadable.
+    fn cmdline(&self, pid: u32) -> Option<Vec<OsString>>;
+
+    /// Every process whose command line is readable, as `(pid, argv)`.
+    fn processes(&self) -> Vec<(u32, Vec<OsString>)>;
+
+    /// Creates `path` empty with mode 0600 when it does not exist, so the file is the user's
+    /// alone before Firecracker opens it.
+    fn create_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Removes `path`; one that does not exist is not an error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Whether `path` exists (as anything).
+    fn exists(&self, path: &Path) -> bool;
+
+    /// Whether a process accepts connections on the Unix socket `path`.
+    fn socket_accepts(&self, path: &Path) -> bool;
+
+    /// The Unix sockets directly inside `dir`.
+    fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// The real host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealHost;
+
+impl ProcessHost for RealHost {
+    fn spawn(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        output_log: &Path,
+    ) -> Result<u32, ProcessError> {
+        banger_host::spawn_detached(program, args, &[], output_log)
+    }
+
+    fn wait_for_socket(
+        &self,
+        socket: &Path,
+        pid: u32,
+        timeout: Duration,
+    ) -> Result<(), SocketWaitError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // Firecracker opens its socket a few milliseconds after exec. A connect attempt costs
+        // microseconds, so the first 100 ms are polled every 200 µs (a coarser poll showed up
+        // as a millisecond of launch time); a Firecracker that takes longer is polled less
+        // and less often.
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            if !banger_host::pid_alive(pid) {
+                return Err(SocketWaitError::Exited);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SocketWaitError::TimedOut(timeout));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            if now - started > Duration::from_millis(100) {
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn pid_alive(&self, pid: u32) -> bool {
+        banger_host::pid_alive(pid)
+    }
+
+    fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
+        banger_host::signal(pid, signal)
+    }
+
+    fn wait_for_exit(&self, pid: u32, timeout: Duration) -> bool {
+        banger_host::wait_for_exit(pid, timeout)
+    }
+
+    fn cmdline(&self, pid: u32) -> Option<Vec<OsString>> {
+        read_cmdline(Path::new(&format!("/proc/{pid}/cmdline")))
+    }
+
+    fn processes(&self) -> Vec<(u32, Vec<OsString>)> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u32, Vec<OsString>)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| Some((pid, self.cmdline(pid)?)))
+            .collect();
+        found.sort_by_key(|(pid, _)| *pid);
+        found
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok()
+    }
+
+    fn socket_accepts(&self, path: &Path) -> bool {
+        UnixStream::connect(path).is_ok()
+    }
+
+    fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut sockets = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_socket() {
+                sockets.push(entry.path());
+            }
+        }
+        sockets.sort();
+        Ok(sockets)
+    }
+}
+
+/// A `/proc/PID/cmdline`: NUL-separated arguments; empty for kernel threads and zombies.
+fn read_cmdline(path: &Path) -> Option<Vec<OsString>> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.is_empty() {
+        return None;
+    }
+    Some(
+        bytes
+            .split(|b| *b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| OsString::from_vec(arg.to_vec()))
+            .collect(),
+    )
+}
+
+/// The API socket a Firecracker command line serves (`--api-sock PATH`), `None` when `argv`
+/// is not a Firecracker's: its program's file name must start with `firecracker`.
+pub fn firecracker_api_socket(argv: &[OsString]) -> Option<PathBuf> {
+    let program = Path::new(argv.first()?).file_name()?.to_str()?;
+    if !program.starts_with("firecracker") {
+        return None;
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--api-sock" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--api-sock=")) {
+            return Some(PathBuf::from(value));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn api_socket_is_read_from_a_firecracker_command_line() {
+        assert_eq!(
+            firecracker_api_socket(&argv(&[
+                "/usr/local/bin/firecracker",
+                "--api-sock",
+                "/run/b/vm.sock",
+                "--id",
+                "vm"
+            ])),
+            Some(PathBuf::from("/run/b/vm.sock"))
+        );
+        assert_eq!(
+            firecracker_api_socket(&argv(&["firecracker", "--api-sock=/s"])),
+            Some(PathBuf::from("/s"))
+        );
+        assert_eq!(
+            firecracker_api_socket(&argv(&["sleep", "--api-sock", "/s"])),
+            None,
+            "another program reusing the pid"
+        );
+        assert_eq!(
+            firecracker_api_socket(&argv(&["firecracker", "--no-api"])),
+            None
+        );
+        assert_eq!(firecracker_api_socket(&[]), None);
+    }
+
+    #[test]
+    fn real_host_files_and_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fc.log");
+        RealHost.create_file(&file).unwrap();
+        std::fs::write(&file, "kept\n").unwrap();
+        RealHost.create_file(&file).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "kept\n",
+            "not truncated"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let socket = dir.path().join("api.sock");
+        assert!(!RealHost.socket_accepts(&socket));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(RealHost.socket_accepts(&socket));
+        assert_eq!(
+            RealHost.sockets_in(dir.path()).unwrap(),
+            std::slice::from_ref(&socket)
+        );
+        drop(listener);
+        assert!(!RealHost.socket_accepts(&socket), "stale socket file");
+        assert!(RealHost.exists(&socket));
+        RealHost.remove_file(&socket).unwrap();
+        RealHost.remove_file(&socket).unwrap();
+        assert!(!RealHost.exists(&socket));
+    }
+
+    #[test]
+    fn own_cmdline_is_readable() {
+        let me = RealHost.cmdline(std::process::id()).unwrap();
+        assert!(!me.is_empty());
+        assert!(
+            RealHost
+                .processes()
+                .iter()
+                .any(|(pid, _)| *pid == std::process::id())
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! Launching one VM in a fresh Firecracker process: the configuration a [`VmSpec`] becomes, the
+//! ordered steps that spawn, configure and start it, and the ledger of what each step acquired.
+//! A step that fails releases the ledger newest first; a release that fails does not stop the
+//! others, and all of their errors travel with the launch error. Stop and post-crash cleanup
+//! release the same [`Resource`] values through the same [`release`], so there is one code path
+//! that kills a VMM or removes its sockets.
+//!
+//! The order of the requests is Firecracker's own: logger and metrics first (so that the rest
+//! is logged), then machine config, boot source, drives, network interfaces, vsock; these go
+//! pipelined in one batch, and `InstanceStart` follows once every one of them was accepted.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use banger_host::{ProcessError, Signal};
+
+use super::Firecracker;
+use super::actions::ActionType;
+use super::boot_source::BootSource;
+use super::client::{ApiClient, ApiRequest, Method, json_request};
+use super::drive::Drive;
+use super::host::{ProcessHost, SocketWaitError};
+use super::logger::{LogLevel, Logger};
+use super::machine_config::MachineConfiguration;
+use super::metrics::Metrics;
+use super::network_interface::NetworkInterface;
+use super::vm_config::FullVmConfiguration;
+use super::vsock::Vsock;
+use crate::{VmHandle, VmSpec, VmmError, error_chain};
+
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// How many console lines an error about a dead Firecracker carries.
+const CONSOLE_LINES: usize = 20;
+
+/// Firecracker's limit on `--id`.
+const MAX_ID_LEN: usize = 64;
+
+/// The interface id banger gives the VM's only network interface.
+pub const IFACE_ID: &str = "eth0";
+
+/// One thing a launch acquired that must be released when the VM goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// The Firecracker process.
+    Process { pid: u32 },
+    /// Its API socket file (Firecracker creates it; nobody removes it when Firecracker dies).
+    ApiSocket { path: PathBuf },
+    /// The vsock device's host socket file, bound by Firecracker when `PUT /vsock` succeeds.
+    VsockSocket { path: PathBuf },
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Process { pid } => write!(f, "Firecracker process {pid}"),
+            Resource::ApiSocket { path } => write!(f, "API socket {}", path.display()),
+            Resource::VsockSocket { path } => write!(f, "vsock socket {}", path.display()),
+        }
+    }
+}
+
+/// Releasing one [`Resource`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupFailure {
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+
+    #[error("cannot kill Firecracker (pid {pid}): {}", error_chain(source))]
+    Kill { pid: u32, source: ProcessError },
+
+    #[error("Firecracker (pid {pid}) is still running after SIGKILL")]
+    StillRunning { pid: u32 },
+}
+
+/// Releases one resource. Releasing something already gone succeeds, so this is safe to repeat.
+/// A process is killed outright: whoever releases it has given up on its guest (a graceful stop
+/// is [`crate::Vmm::stop`]'s business, before it releases).
+pub fn release(
+    host: &dyn ProcessHost,
+    resource: &Resource,
+    kill_wait: Duration,
+) -> Result<(), CleanupFailure> {
+    tracing::debug!(%resource, "releasing");
+    match resource {
+        Resource::Process { pid } => {
+            match host.signal(*pid, Signal::Kill) {
+                Ok(()) | Err(ProcessError::Gone { .. }) => {}
+                Err(source) => return Err(CleanupFailure::Kill { pid: *pid, source }),
+            }
+            if host.wait_for_exit(*pid, kill_wait) {
+                Ok(())
+            } else {
+                Err(CleanupFailure::StillRunning { pid: *pid })
+            }
+        }
+        Resource::ApiSocket { path } | Resource::VsockSocket { path } => host
+            .remove_file(path)
+            .map_err(|source| CleanupFailure::Remove {
+                path: path.clone(),
+                source,
+            }),
+    }
+}
+
+/// Releases `acquired` newest first, returning every failure.
+pub fn release_all(
+    host: &dyn ProcessHost,
+    acquired: Vec<Resource>,
+    kill_wait: Duration,
+) -> Vec<CleanupFailure> {
+    acquired
+        .into_iter()
+        .rev()
+        .filter_map(|resource| {
+            release(host, &resource, kill_wait)
+                .inspect_err(|error| tracing::warn!(%resource, %error, "cannot release"))
+                .err()
+        })
+        .collect()
+}
+
+/// The Firecracker configuration of `spec`: what a launch sends request by request, and what
+/// `firecracker --config-file` would read in one document.
+pub fn configuration(spec: &VmSpec, log_level: LogLevel) -> Result<FullVmConfiguration, VmmError> {
+    validate(spec)?;
+    let vcpu_count = u8::try_from(spec.vcpus)
+        .map_err(|_| VmmError::InvalidSpec(format!("{} vCPUs is too many", spec.vcpus)))?;
+    Ok(FullVmConfiguration {
+        logger: Some(Logger::to_file(&spec.paths.vmm_log, log_level)),
+        metrics: Some(Metrics {
+            metrics_path: spec.paths.metrics.clone(),
+        }),
+        machine_config: Some(MachineConfiguration::new(
+            vcpu_count,
+            u64::from(spec.memory_mib),
+        )),
+        boot_source: Some(BootSource {
+            kernel_image_path: spec.kernel.clone(),
+            initrd_path: spec.initrd.clone(),
+            boot_args: Some(spec.boot_args.clone()),
+        }),
+        drives: spec
+            .drives
+            .iter()
+            .map(|d| Drive::file(&d.id, &d.path, d.read_only, d.is_root))
+            .collect(),
+        network_interfaces: spec
+            .net
+            .iter()
+            .map(|net| NetworkInterface {
+                iface_id: IFACE_ID.to_owned(),
+                host_dev_name: net.tap.clone(),
+                guest_mac: Some(net.mac.clone()),
+                mtu: None,
+                rx_rate_limiter: None,
+                tx_rate_limiter: None,
+            })
+            .collect(),
+        vsock: spec.vsock.as_ref().map(|v| Vsock {
+            guest_cid: v.cid,
+            uds_path: v.uds_path.clone(),
+        }),
+    })
+}
+
+/// What Firecracker would reject with a less helpful message, or would accept although banger
+/// must not send it.
+fn validate(spec: &VmSpec) -> Result<(), VmmError> {
+    let invalid = |message: String| Err(VmmError::InvalidSpec(message));
+    let id = &spec.vm_id;
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return invalid(format!(
+            "VM id {id:?} must be 1 to {MAX_ID_LEN} ASCII letters, digits or dashes"
+        ));
+    }
+    if spec.vcpus == 0 {
+        return invalid("a VM needs at least one vCPU".into());
+    }
+    if spec.memory_mib == 0 {
+        return invalid("a VM needs memory".into());
+    }
+    if let Some(arg) = spec
+        .boot_args
+        .split_whitespace()
+        .find(|arg| arg.starts_with("ip="))
+    {
+        return invalid(format!(
+            "the kernel command line must not configure the network ({arg}); the guest does"
+        ));
+    }
+    let sockets =
+        std::iter::once(&spec.paths.api_socket).chain(spec.vsock.as_ref().map(|v| &v.uds_path));
+    for socket in sockets {
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return invalid(format!(
+                "socket path {} is {len} bytes; Unix sockets allow {MAX_SOCKET_PATH}",
+                socket.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The requests that configure a VM, in Firecracker's order, `InstanceStart` excluded.
+pub fn configuration_requests(config: &FullVmConfiguration) -> Result<Vec<ApiRequest>, VmmError> {
+    let mut requests = Vec::new();
+    if let Some(logger) = &config.logger {
+        requests.push(json_request(Method::Put, "/logger", logger)?);
+    }
+    if let Some(metrics) = &config.metrics {
+        requests.push(json_request(Method::Put, "/metrics", metrics)?);
+    }
+    if let Some(machine) = &config.machine_config {
+        requests.push(json_request(Method::Put, "/machine-config", machine)?);
+    }
+    if let Some(boot) = &config.boot_source {
+        requests.push(json_request(Method::Put, "/boot-source", boot)?);
+    }
+    for drive in &config.drives {
+        let path = format!("/drives/{}", drive.drive_id);
+        requests.push(json_request(Method::Put, &path, drive)?);
+    }
+    for iface in &config.network_interfaces {
+        let path = format!("/network-interfaces/{}", iface.iface_id);
+        requests.push(json_request(Method::Put, &path, iface)?);
+    }
+    if let Some(vsock) = &config.vsock {
+        requests.push(json_request(Method::Put, "/vsock", vsock)?);
+    }
+    Ok(requests)
+}
+
+/// The arguments Firecracker is started with. Logging and metrics are configured through the
+/// API like everything else, so the process's command line is only what identifies it.
+pub fn process_args(spec: &VmSpec) -> Vec<OsString> {
+    vec![
+        "--api-sock".into(),
+        spec.paths.api_socket.clone().into(),
+        "--id".into(),
+        spec.vm_id.clone().into(),
+    ]
+}
+
+impl Firecracker {
+    pub(crate) fn launch_vm(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+        let config = configuration(spec, self.log_level)?;
+        let mut acquired = Vec::new();
+        match self.launch_steps(spec, &config, &mut acquired) {
+            Ok(handle) => Ok(handle),
+            Err(error) => {
+                let error = self.explain(error, &acquired, &spec.paths.console_log);
+                let cleanup = release_all(&*self.host, acquired, self.timeouts.kill_wait);
+                Err(VmmError::Launch {
+                    vm_id: spec.vm_id.clone(),
+                    error: Box::new(error),
+                    cleanup,
+                })
+            }
+        }
+    }
+
+    fn launch_steps(
+        &self,
+        spec: &VmSpec,
+        config: &FullVmConfiguration,
+        acquired: &mut Vec<Resource>,
+    ) -> Result<VmHandle, VmmError> {
+        let host = &*self.host;
+        let api_socket = &spec.paths.api_socket;
+        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
+
+        // Sockets left by a VMM that died: Firecracker refuses to bind over them.
+        for socket in std::iter::once(api_socket).chain(vsock_socket.as_ref()) {
+            self.clear_stale_socket(socket)?;
+        }
+        // Created here, mode 0600, so that they are the user's alone; Firecracker would create
+        // them world-readable. They outlive the VM: they are how a failure is diagnosed.
+        // (The console log is opened by the spawn, with the same mode.)
+        for file in [&spec.paths.vmm_log, &spec.paths.metrics] {
+            host.create_file(file).map_err(|source| VmmError::File {
+                path: file.clone(),
+                source,
+            })?;
+        }
+
+        let pid = host
+            .spawn(
+                &self.binary.path,
+                &process_args(spec),
+                &spec.paths.console_log,
+            )
+            .map_err(VmmError::Spawn)?;
+        record(acquired, Resource::Process { pid });
+        // The socket is Firecracker's from the moment it starts; recorded before the wait so
+        // that a socket which appears late is still removed.
+        record(
+            acquired,
+            Resource::ApiSocket {
+                path: api_socket.clone(),
+            },
+        );
+        host.wait_for_socket(api_socket, pid, self.timeouts.api_socket)
+            .map_err(|e| match e {
+                SocketWaitError::Exited => VmmError::Exited {
+                    pid,
+                    during: "before opening its API socket".into(),
+                    console: Vec::new(),
+                },
+                SocketWaitError::TimedOut(timeout) => VmmError::SocketTimeout {
+                    socket: api_socket.clone(),
+                    timeout,
+                },
+            })?;
+
+        // The configuration goes in one pipelined batch: requests that may all be applied
+        // whatever the others' fate, since a refusal rolls the whole process back anyway.
+        // `InstanceStart` waits for every answer: a VM must not start half configured.
+        let api = ApiClient::new(&*self.transport, api_socket);
+        let batch = configuration_requests(config)?;
+        if let Some(vsock) = &config.vsock {
+            // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does even when an
+            // earlier request of the batch was refused.
+            record(
+                acquired,
+                Resource::VsockSocket {
+                    path: vsock.uds_path.clone(),
+                },
+            );
+        }
+        api.send_all(&batch)?;
+        api.action(ActionType::InstanceStart)?;
+        tracing::info!(vm = %spec.vm_id, pid, "Firecracker instance started");
+
+        Ok(VmHandle {
+            vm_id: spec.vm_id.clone(),
+            pid,
+            api_socket: api_socket.clone(),
+            vsock_socket,
+        })
+    }
+
+    /// Removes a socket file nobody listens on; refuses one a live process serves.
+    fn clear_stale_socket(&self, socket: &Path) -> Result<(), VmmError> {
+        if !self.host.exists(socket) {
+            return Ok(());
+        }
+        if self.host.socket_accepts(socket) {
+            return Err(VmmError::SocketInUse {
+                path: socket.to_owned(),
+            });
+        }
+        tracing::debug!(socket = %socket.display(), "removing a stale socket");
+        self.host
+            .remove_file(socket)
+            .map_err(|source| VmmError::File {
+                path: socket.to_owned(),
+                source,
+            })
+    }
+
+    /// A request that failed because Firecracker died says so, with Firecracker's last words.
+    fn explain(&self, error: VmmError, acquired: &[Resource], console_log: &Path) -> VmmError {
+        let Some(pid) = acquired.iter().find_map(|r| match r {
+            Resource::Process { pid } => Some(*pid),
+            _ => None,
+        }) else {
+            return error;
+        };
+        let console = || crate::console_tail(console_log, CONSOLE_LINES).unwrap_or_default();
+        match error {
+            VmmError::Exited { pid, during, .. } => VmmError::Exited {
+                pid,
+                during,
+                console: console(),
+            },
+            VmmError::Transport { .. } | VmmError::SocketTimeout { .. }
+                if !self.host.pid_alive(pid) =>
+            {
+                VmmError::Exited {
+                    pid,
+                    during: "while being configured".into(),
+                    console: console(),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn record(acquired: &mut Vec<Resource>, resource: Resource) {
+    tracing::debug!(%resource, "acquired");
+    acquired.push(resource);
+}

@@ -1,0 +1,350 @@
+//! The Firecracker backend: one Firecracker process per VM, started with only `--api-sock` and
+//! `--id`, configured request by request over its API socket, supervised by pid.
+//!
+//! The request types follow Firecracker's swagger (`src/firecracker/swagger/firecracker.yaml`),
+//! one module per API resource like Firecracker's own `vmm_config`: [`machine_config`],
+//! [`boot_source`], [`drive`], [`network_interface`], [`vsock`], [`actions`], [`logger`],
+//! [`metrics`], [`vm`] (pause/resume), [`instance_info`], [`snapshot`] and [`vm_config`]. The
+//! [`client`] sends them; [`launch`] orders them and rolls back; [`host`] holds the process and
+//! file side effects; [`fake`] stands in for both in tests; [`hybrid_vsock`] connects to a
+//! guest port through the vsock socket; [`binary`] finds and checks the executable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_host::{ProcessError, Signal};
+
+pub mod actions;
+pub mod binary;
+pub mod boot_source;
+pub mod client;
+pub mod drive;
+pub mod fake;
+pub mod host;
+pub mod hybrid_vsock;
+pub mod instance_info;
+pub mod launch;
+pub mod logger;
+pub mod machine_config;
+pub mod metrics;
+pub mod network_interface;
+pub mod rate_limiter;
+pub mod snapshot;
+pub mod vm;
+pub mod vm_config;
+pub mod vsock;
+
+#[cfg(test)]
+mod tests;
+
+pub use binary::{BinaryError, FirecrackerBinary, MIN_VERSION, Version};
+pub use client::{ApiClient, Transport, TransportError, UnixTransport};
+pub use host::{ProcessHost, RealHost};
+pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
+pub use logger::LogLevel;
+
+use crate::reconcile::{FoundProcess, HostScan, Observation};
+use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
+use actions::ActionType;
+use host::firecracker_api_socket;
+use snapshot::{SnapshotCreateParams, SnapshotLoadParams};
+
+/// How long stop, adopt and reconcile give a request to a Firecracker that may be hung.
+const QUICK_REQUEST: Duration = Duration::from_secs(2);
+
+/// How long the backend waits for Firecracker at each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From spawn until the API socket accepts connections.
+    pub api_socket: Duration,
+    /// From SIGTERM until the process must have exited.
+    pub term_grace: Duration,
+    /// From SIGKILL until the process must have exited.
+    pub kill_wait: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            api_socket: Duration::from_secs(5),
+            term_grace: Duration::from_secs(3),
+            kill_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Firecracker [`Vmm`].
+#[derive(Debug, Clone)]
+pub struct Firecracker {
+    binary: FirecrackerBinary,
+    host: Arc<dyn ProcessHost>,
+    transport: Arc<dyn Transport>,
+    timeouts: Timeouts,
+    log_level: LogLevel,
+}
+
+impl Firecracker {
+    /// The backend for a checked binary, on the real host.
+    pub fn new(binary: FirecrackerBinary) -> Self {
+        Firecracker::with_host(
+            binary,
+            Arc::new(RealHost),
+            Arc::new(UnixTransport::default()),
+        )
+    }
+
+    /// The backend with its side effects and API transport supplied by the caller (a fake in
+    /// tests).
+    pub fn with_host(
+        binary: FirecrackerBinary,
+        host: Arc<dyn ProcessHost>,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Firecracker {
+            binary,
+            host,
+            transport,
+            timeouts: Timeouts::default(),
+            log_level: LogLevel::Info,
+        }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The level of Firecracker's own log (default `Info`).
+    pub fn with_log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    pub fn binary(&self) -> &FirecrackerBinary {
+        &self.binary
+    }
+
+    /// The typed API client of the Firecracker serving `socket`.
+    pub fn client<'a>(&'a self, socket: &'a Path) -> ApiClient<'a> {
+        ApiClient::new(&*self.transport, socket)
+    }
+
+    /// Whether `pid` is alive and is the Firecracker serving `api_socket`: a pid taken over by
+    /// another process after Firecracker died must never be signalled.
+    pub fn owns(&self, pid: u32, api_socket: &Path) -> bool {
+        self.host.pid_alive(pid)
+            && self
+                .host
+                .cmdline(pid)
+                .and_then(|argv| firecracker_api_socket(&argv))
+                .is_some_and(|socket| socket == api_socket)
+    }
+
+    /// What a restarting daemon needs to know about a VMM it recorded, for
+    /// [`crate::reconcile::decide`].
+    pub fn observe(&self, pid: u32, api_socket: &Path) -> Observation {
+        let alive = self.host.pid_alive(pid);
+        let owned = alive && self.owns(pid, api_socket);
+        let socket_exists = self.host.exists(api_socket);
+        let answer = if owned && socket_exists {
+            self.client(api_socket)
+                .with_timeout(QUICK_REQUEST)
+                .describe_instance()
+                .map(|info| info.state)
+                .ok()
+        } else {
+            None
+        };
+        Observation {
+            alive,
+            owned,
+            socket_exists,
+            answer,
+        }
+    }
+
+    /// The Unix sockets in `socket_dir` and the Firecracker processes serving a socket there:
+    /// what a restarting daemon compares with its records to find orphans. `socket_dir` must
+    /// hold nothing but VM sockets (not the daemon's own).
+    pub fn scan(&self, socket_dir: &Path) -> HostScan {
+        let sockets = self.host.sockets_in(socket_dir).unwrap_or_default();
+        let processes = self
+            .host
+            .processes()
+            .into_iter()
+            .filter_map(|(pid, argv)| {
+                let api_socket = firecracker_api_socket(&argv)?;
+                api_socket
+                    .starts_with(socket_dir)
+                    .then_some(FoundProcess { pid, api_socket })
+            })
+            .collect();
+        HostScan { sockets, processes }
+    }
+
+    /// Writes a snapshot of a paused VM.
+    pub fn snapshot(&self, vm: &VmHandle, params: &SnapshotCreateParams) -> Result<(), VmmError> {
+        self.client(&vm.api_socket).create_snapshot(params)
+    }
+
+    /// Loads a snapshot into a fresh, unconfigured Firecracker (`vsock_override` needs 1.16).
+    pub fn load_snapshot(
+        &self,
+        api_socket: &Path,
+        params: &SnapshotLoadParams,
+    ) -> Result<(), VmmError> {
+        if params.vsock_override.is_some() && !self.binary.supports(&binary::VSOCK_OVERRIDE_VERSION)
+        {
+            return Err(VmmError::InvalidSpec(format!(
+                "restoring onto another vsock socket needs Firecracker {} or newer; this is {}",
+                binary::VSOCK_OVERRIDE_VERSION,
+                self.binary.version
+            )));
+        }
+        self.client(api_socket).load_snapshot(params)
+    }
+
+    /// Asks Firecracker to write its metrics now.
+    pub fn flush_metrics(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        self.client(&vm.api_socket).action(ActionType::FlushMetrics)
+    }
+
+    /// Ends the process: Ctrl-Alt-Del and a wait (unless paused or `graceful` is zero), then
+    /// SIGTERM, then SIGKILL.
+    fn terminate(&self, vm: &VmHandle, graceful: Duration) -> Result<StopOutcome, VmmError> {
+        let pid = vm.pid;
+        let mut asked_guest = false;
+        if !graceful.is_zero() {
+            let api = self
+                .client(&vm.api_socket)
+                .with_timeout(graceful.min(QUICK_REQUEST));
+            // A paused guest cannot see the key press; waiting for it would only waste time.
+            let paused = api
+                .describe_instance()
+                .is_ok_and(|info| info.state == InstanceState::Paused);
+            if !paused {
+                match api.action(ActionType::SendCtrlAltDel) {
+                    Ok(()) => {
+                        asked_guest = true;
+                        if self.host.wait_for_exit(pid, graceful) {
+                            return Ok(StopOutcome::ShutDown);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(pid, error = %crate::error_chain(&error), "Ctrl-Alt-Del refused")
+                    }
+                }
+            }
+        }
+        let exited_anyway = if asked_guest {
+            StopOutcome::ShutDown
+        } else {
+            StopOutcome::AlreadyExited
+        };
+        match self.host.signal(pid, Signal::Term) {
+            Ok(()) => {}
+            Err(ProcessError::Gone { .. }) => return Ok(exited_anyway),
+            Err(e) => return Err(VmmError::Signal(e)),
+        }
+        if self.host.wait_for_exit(pid, self.timeouts.term_grace) {
+            return Ok(StopOutcome::Terminated);
+        }
+        tracing::warn!(pid, "Firecracker ignored SIGTERM; killing it");
+        match self.host.signal(pid, Signal::Kill) {
+            Ok(()) => {}
+            Err(ProcessError::Gone { .. }) => return Ok(StopOutcome::Terminated),
+            Err(e) => return Err(VmmError::Signal(e)),
+        }
+        if self.host.wait_for_exit(pid, self.timeouts.kill_wait) {
+            Ok(StopOutcome::Killed)
+        } else {
+            Err(VmmError::StillRunning { pid })
+        }
+    }
+
+    /// The files a stopped VMM leaves behind, in the order a launch acquired them.
+    fn sockets_of(vm: &VmHandle) -> Vec<Resource> {
+        let mut resources = vec![Resource::ApiSocket {
+            path: vm.api_socket.clone(),
+        }];
+        if let Some(path) = &vm.vsock_socket {
+            resources.push(Resource::VsockSocket { path: path.clone() });
+        }
+        resources
+    }
+
+    fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
+        match error {
+            VmmError::Transport { .. } if !self.host.pid_alive(vm.pid) => {
+                VmmError::NotRunning { pid: vm.pid }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Vmm for Firecracker {
+    fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+        self.launch_vm(spec)
+    }
+
+    fn pause(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        self.client(&vm.api_socket)
+            .patch_vm(vm::VmState::Paused)
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn resume(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        self.client(&vm.api_socket)
+            .patch_vm(vm::VmState::Resumed)
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn stop(&self, vm: &VmHandle, graceful_timeout: Duration) -> Result<StopOutcome, VmmError> {
+        let outcome = if self.owns(vm.pid, &vm.api_socket) {
+            self.terminate(vm, graceful_timeout)?
+        } else {
+            StopOutcome::AlreadyExited
+        };
+        let failures = release_all(&*self.host, Self::sockets_of(vm), self.timeouts.kill_wait);
+        tracing::info!(vm = %vm.vm_id, pid = vm.pid, ?outcome, "Firecracker stopped");
+        if failures.is_empty() {
+            Ok(outcome)
+        } else {
+            Err(VmmError::Release(failures))
+        }
+    }
+
+    fn state(&self, vm: &VmHandle) -> Result<InstanceState, VmmError> {
+        self.client(&vm.api_socket)
+            .describe_instance()
+            .map(|info| info.state)
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn adopt(&self, pid: u32, api_socket: &Path) -> Option<VmHandle> {
+        if !self.owns(pid, api_socket) {
+            return None;
+        }
+        let api = self.client(api_socket).with_timeout(QUICK_REQUEST);
+        let info = api
+            .describe_instance()
+            .inspect_err(|e| tracing::warn!(pid, error = %crate::error_chain(e), "cannot adopt"))
+            .ok()?;
+        // Where the vsock socket is was decided by the daemon that launched it; Firecracker
+        // remembers.
+        let vsock_socket: Option<PathBuf> = api
+            .vm_config()
+            .ok()
+            .and_then(|config| config.vsock)
+            .map(|vsock| vsock.uds_path);
+        tracing::info!(vm = %info.id, pid, state = %info.state, "adopted a running Firecracker");
+        Some(VmHandle {
+            vm_id: info.id,
+            pid,
+            api_socket: api_socket.to_owned(),
+            vsock_socket,
+        })
+    }
+}

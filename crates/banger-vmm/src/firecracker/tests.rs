@@ -1,0 +1,672 @@
+//! The Firecracker backend on [`FakeFirecracker`]: the requests it sends, the rollback of every
+//! launch step, stop sequences, adoption and reconcile observations.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::fake::{FIRST_PID, FakeFirecracker, INJECTED};
+use super::snapshot::{
+    MemoryBackend, MemoryBackendType, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams,
+    SnapshotType, VsockOverride,
+};
+use super::*;
+use crate::reconcile::{self, Action, KillReason, Record, StopReason};
+use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
+
+const API: &str = "/run/banger/vms/vm-1.sock";
+const VSOCK: &str = "/run/banger/vms/vm-1.vsock";
+
+fn spec() -> VmSpec {
+    let image = Path::new("/var/lib/banger/images/01j9image");
+    let vm = Path::new("/var/lib/banger/vms/vm-1");
+    VmSpec {
+        vm_id: "vm-1".into(),
+        vcpus: 2,
+        memory_mib: 1024,
+        kernel: image.join("vmlinux"),
+        initrd: Some(image.join("initrd")),
+        boot_args: "console=ttyS0 reboot=k panic=1 i8042.noaux quiet".into(),
+        drives: vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: image.join("rootfs.ext4"),
+                read_only: true,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "overlay".into(),
+                path: vm.join("overlay.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "work".into(),
+                path: vm.join("work.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: "bt-0123456789ab".into(),
+            mac: "06:00:ac:1e:00:02".into(),
+        }),
+        vsock: Some(VsockSpec {
+            cid: 3,
+            uds_path: VSOCK.into(),
+        }),
+        paths: VmPaths {
+            api_socket: API.into(),
+            console_log: vm.join("console.log"),
+            vmm_log: vm.join("firecracker.log"),
+            metrics: vm.join("metrics.json"),
+        },
+    }
+}
+
+/// The requests a fake received: `METHOD /path`, the socket, and the body exactly as sent.
+fn describe_requests(fake: &FakeFirecracker) -> String {
+    fake.requests()
+        .iter()
+        .map(|sent| {
+            let body = sent
+                .request
+                .body
+                .as_ref()
+                .map(|b| format!("\n{}", String::from_utf8_lossy(b)))
+                .unwrap_or_default();
+            format!(
+                "{} {} (on {}){body}\n",
+                sent.request.method,
+                sent.request.path,
+                sent.socket.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The journal of a successful launch of [`spec`].
+fn launch_journal() -> Vec<String> {
+    vec![
+        "create /var/lib/banger/vms/vm-1/firecracker.log".into(),
+        "create /var/lib/banger/vms/vm-1/metrics.json".into(),
+        format!(
+            "spawn /usr/bin/firecracker --api-sock {API} --id vm-1 >> \
+             /var/lib/banger/vms/vm-1/console.log"
+        ),
+        format!("wait-socket {API}"),
+        "PUT /logger".into(),
+        "PUT /metrics".into(),
+        "PUT /machine-config".into(),
+        "PUT /boot-source".into(),
+        "PUT /drives/rootfs".into(),
+        "PUT /drives/overlay".into(),
+        "PUT /drives/work".into(),
+        "PUT /network-interfaces/eth0".into(),
+        "PUT /vsock".into(),
+        "PUT /actions".into(),
+    ]
+}
+
+fn strings(lines: &[&str]) -> Vec<String> {
+    lines.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn launch_configures_in_firecrackers_order_and_starts() {
+    let fake = FakeFirecracker::new();
+    let handle = fake.backend().launch(&spec()).unwrap();
+    assert_eq!(
+        handle,
+        VmHandle {
+            vm_id: "vm-1".into(),
+            pid: FIRST_PID,
+            api_socket: API.into(),
+            vsock_socket: Some(VSOCK.into()),
+        }
+    );
+    assert_eq!(fake.journal(), launch_journal());
+    assert_eq!(
+        fake.backend().state(&handle).unwrap(),
+        InstanceState::Running
+    );
+}
+
+#[test]
+fn request_bodies_of_a_whole_lifecycle() {
+    let fake = FakeFirecracker::new();
+    let fc = fake.backend();
+    let vm = fc.launch(&spec()).unwrap();
+    fc.pause(&vm).unwrap();
+    fc.snapshot(
+        &vm,
+        &SnapshotCreateParams {
+            snapshot_type: Some(SnapshotType::Full),
+            snapshot_path: "/var/lib/banger/snapshots/s1/vmstate".into(),
+            mem_file_path: "/var/lib/banger/snapshots/s1/memory".into(),
+        },
+    )
+    .unwrap();
+    fc.resume(&vm).unwrap();
+    fc.flush_metrics(&vm).unwrap();
+    assert_eq!(
+        fc.stop(&vm, Duration::from_secs(10)).unwrap(),
+        StopOutcome::ShutDown
+    );
+
+    let clone_socket = "/run/banger/vms/vm-2.sock";
+    fake.add_running(
+        &[
+            "/usr/bin/firecracker",
+            "--api-sock",
+            clone_socket,
+            "--id",
+            "vm-2",
+        ],
+        InstanceState::NotStarted,
+    );
+    fc.load_snapshot(
+        Path::new(clone_socket),
+        &SnapshotLoadParams {
+            snapshot_path: "/var/lib/banger/snapshots/s1/vmstate".into(),
+            mem_backend: MemoryBackend {
+                backend_type: MemoryBackendType::File,
+                backend_path: "/var/lib/banger/snapshots/s1/memory".into(),
+            },
+            track_dirty_pages: None,
+            resume_vm: Some(true),
+            network_overrides: vec![NetworkOverride {
+                iface_id: launch::IFACE_ID.into(),
+                host_dev_name: "bt-fedcba987654".into(),
+            }],
+            vsock_override: Some(VsockOverride {
+                uds_path: "/run/banger/vms/vm-2.vsock".into(),
+            }),
+        },
+    )
+    .unwrap();
+    insta::assert_snapshot!(describe_requests(&fake));
+}
+
+#[test]
+fn the_configuration_as_one_document() {
+    let config = configuration(&spec(), LogLevel::Info).unwrap();
+    insta::assert_json_snapshot!(config);
+}
+
+/// The whole journal of a launch whose step `failing` (an index into [`launch_journal`]) fails:
+/// the steps taken, then what is undone, newest first.
+fn expected_journal(failing: usize) -> Vec<String> {
+    let steps = launch_journal();
+    let pid = FIRST_PID;
+    let kill = [format!("signal {pid} SIGKILL"), format!("wait-exit {pid}")];
+    let api = format!("remove {API}");
+    let vsock = format!("remove {VSOCK}");
+    let step = steps[failing].as_str();
+    let (taken, undo): (usize, Vec<String>) =
+        if step.starts_with("create") || step.starts_with("spawn") {
+            // Nothing was acquired yet; the log files are kept, they are how failures are read.
+            (failing + 1, Vec::new())
+        } else if step.starts_with("wait-socket") {
+            (failing + 1, std::iter::once(api).chain(kill).collect())
+        } else {
+            // The configuration is one pipelined batch: all of it is sent whichever request is
+            // refused, so the vsock socket may exist whenever any of it failed.
+            let batch_end = steps.iter().position(|s| s == "PUT /vsock").unwrap() + 1;
+            (
+                (failing + 1).max(batch_end),
+                [vsock, api].into_iter().chain(kill).collect(),
+            )
+        };
+    steps[..taken].iter().cloned().chain(undo).collect()
+}
+
+#[test]
+fn every_failing_launch_step_is_rolled_back_exactly() {
+    let steps = launch_journal();
+    for (i, failing) in steps.iter().enumerate() {
+        let fake = FakeFirecracker::new().fail_step(i + 1);
+        let err = fake.backend().launch(&spec()).unwrap_err();
+        assert_eq!(fake.journal(), expected_journal(i), "when {failing} fails");
+        assert!(fake.running().is_empty(), "no process after {failing}");
+        assert!(
+            fake.sockets().is_empty(),
+            "no socket left after {failing}: {:?}",
+            fake.sockets()
+        );
+        match &err {
+            VmmError::Launch { vm_id, cleanup, .. } => {
+                assert_eq!(vm_id, "vm-1");
+                assert!(cleanup.is_empty(), "{failing}: {cleanup:?}");
+            }
+            other => panic!("{failing}: expected a launch error, got {other:?}"),
+        }
+    }
+    // Spelled out once, for the reader: a refused drive.
+    let fake = FakeFirecracker::new().fail("PUT /drives/overlay");
+    fake.backend().launch(&spec()).unwrap_err();
+    let journal = fake.journal();
+    assert_eq!(
+        journal[journal.len() - 5..],
+        strings(&[
+            "PUT /vsock",
+            &format!("remove {VSOCK}"),
+            &format!("remove {API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert!(
+        !journal.contains(&"PUT /actions".to_string()),
+        "never started"
+    );
+}
+
+#[test]
+fn a_refused_request_is_reported_with_firecrackers_words() {
+    let fake = FakeFirecracker::new().fail("PUT /boot-source");
+    let err = fake.backend().launch(&spec()).unwrap_err();
+    match err.root() {
+        VmmError::Api {
+            resource,
+            status,
+            fault_message,
+        } => {
+            assert_eq!(resource, "PUT /boot-source");
+            assert_eq!(*status, 400);
+            assert_eq!(fault_message, INJECTED);
+        }
+        other => panic!("expected an API error, got {other:?}"),
+    }
+    assert_eq!(
+        crate::error_chain(&err),
+        "cannot launch VM vm-1: PUT /boot-source: Firecracker answered 400: injected failure"
+    );
+}
+
+#[test]
+fn a_failing_cleanup_step_does_not_stop_the_others() {
+    let fake = FakeFirecracker::new()
+        .fail("PUT /actions")
+        .fail(format!("remove {VSOCK}"))
+        .fail(format!("wait-exit {FIRST_PID}"));
+    let err = fake.backend().launch(&spec()).unwrap_err();
+    let journal = fake.journal();
+    assert_eq!(
+        journal[journal.len() - 4..],
+        strings(&[
+            &format!("remove {VSOCK}"),
+            &format!("remove {API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    let VmmError::Launch { cleanup, .. } = &err else {
+        panic!("expected a launch error, got {err:?}");
+    };
+    assert_eq!(cleanup.len(), 2, "{cleanup:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot launch VM vm-1 (cleanup also failed: cannot remove {VSOCK}: injected \
+             failure; Firecracker (pid {FIRST_PID}) is still running after SIGKILL)"
+        )
+    );
+    assert!(
+        !fake.sockets().contains(&PathBuf::from(API)),
+        "the API socket went anyway"
+    );
+
+    // A signal that cannot be sent is reported, and the sockets still go.
+    let fake = FakeFirecracker::new()
+        .fail("PUT /actions")
+        .fail(format!("remove {API}"))
+        .fail(format!("signal {FIRST_PID} SIGKILL"));
+    let err = fake.backend().launch(&spec()).unwrap_err();
+    assert!(
+        err.to_string().ends_with(&format!(
+            "(cleanup also failed: cannot remove {API}: injected failure; cannot kill \
+             Firecracker (pid {FIRST_PID}): cannot send SIGKILL to process {FIRST_PID}: \
+             injected failure)"
+        )),
+        "{err}"
+    );
+    assert!(!fake.sockets().contains(&PathBuf::from(VSOCK)));
+}
+
+#[test]
+fn a_firecracker_that_dies_at_start_is_reported_with_its_console() {
+    let fake = FakeFirecracker::new().dying_at_start();
+    let err = fake.backend().launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::Exited { pid, during, .. }
+            if *pid == FIRST_PID && during == "before opening its API socket"),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.journal()[4..],
+        strings(&[
+            &format!("remove {API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ]),
+        "a process that is already gone is not an error to clean up"
+    );
+    assert!(matches!(&err, VmmError::Launch { cleanup, .. } if cleanup.is_empty()));
+}
+
+#[test]
+fn a_stale_socket_is_removed_and_a_live_one_refused() {
+    let fake = FakeFirecracker::new()
+        .with_stale_socket(API)
+        .with_stale_socket(VSOCK);
+    fake.backend().launch(&spec()).unwrap();
+    assert_eq!(
+        fake.journal()[..2],
+        strings(&[&format!("remove {API}"), &format!("remove {VSOCK}")])
+    );
+
+    let fake = FakeFirecracker::new().with_listener(API);
+    let err = fake.backend().launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::SocketInUse { path } if path == Path::new(API)),
+        "{err:?}"
+    );
+    assert!(
+        fake.journal().is_empty(),
+        "nothing started: {:?}",
+        fake.journal()
+    );
+}
+
+#[test]
+fn specs_firecracker_would_misread_are_refused_before_anything_runs() {
+    type Change = fn(&mut VmSpec);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |s| {
+                s.boot_args
+                    .push_str(" ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off")
+            },
+            "must not configure the network",
+        ),
+        (
+            |s| s.vm_id = "my vm".into(),
+            "ASCII letters, digits or dashes",
+        ),
+        (|s| s.vm_id = "x".repeat(65), "1 to 64"),
+        (|s| s.vcpus = 0, "at least one vCPU"),
+        (|s| s.vcpus = 300, "too many"),
+        (|s| s.memory_mib = 0, "needs memory"),
+        (
+            |s| s.paths.api_socket = PathBuf::from(format!("/run/{}.sock", "d".repeat(100))),
+            "Unix sockets allow 107",
+        ),
+    ];
+    for (change, message) in cases {
+        let mut spec = spec();
+        change(&mut spec);
+        let fake = FakeFirecracker::new();
+        let err = fake.backend().launch(&spec).unwrap_err();
+        assert!(matches!(err, VmmError::InvalidSpec(_)), "{err:?}");
+        assert!(err.to_string().contains(message), "{err} lacks {message:?}");
+        assert!(fake.journal().is_empty());
+    }
+}
+
+fn launched(fake: &FakeFirecracker) -> VmHandle {
+    let vm = fake.backend().launch(&spec()).unwrap();
+    // Only what follows the launch matters below.
+    assert_eq!(fake.journal().len(), launch_journal().len());
+    vm
+}
+
+fn after_launch(fake: &FakeFirecracker) -> Vec<String> {
+    fake.journal()[launch_journal().len()..].to_vec()
+}
+
+#[test]
+fn stop_asks_the_guest_first() {
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(outcome, StopOutcome::ShutDown);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[
+            "GET /",
+            "PUT /actions",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {VSOCK}"),
+            &format!("remove {API}"),
+        ])
+    );
+    let last = fake
+        .requests()
+        .last()
+        .unwrap()
+        .request
+        .body
+        .clone()
+        .unwrap();
+    assert_eq!(last, br#"{"action_type":"SendCtrlAltDel"}"#);
+}
+
+#[test]
+fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
+    let fake = FakeFirecracker::new().ignoring_ctrl_alt_del();
+    let vm = launched(&fake);
+    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[
+            "GET /",
+            "PUT /actions",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {VSOCK}"),
+            &format!("remove {API}"),
+        ])
+    );
+
+    let fake = FakeFirecracker::new()
+        .ignoring_ctrl_alt_del()
+        .ignoring_term();
+    let vm = launched(&fake);
+    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(outcome, StopOutcome::Killed);
+    assert_eq!(
+        after_launch(&fake)[3..6],
+        strings(&[
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+        ])
+    );
+    assert!(fake.running().is_empty());
+}
+
+#[test]
+fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    fake.backend().pause(&vm).unwrap();
+    fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        after_launch(&fake)[..4],
+        strings(&[
+            "PATCH /vm",
+            "GET /",
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}")
+        ])
+    );
+
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    let outcome = fake.backend().stop(&vm, Duration::ZERO).unwrap();
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert_eq!(
+        after_launch(&fake)[0],
+        format!("signal {FIRST_PID} SIGTERM")
+    );
+}
+
+#[test]
+fn stopping_a_crashed_vmm_only_releases_its_sockets() {
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    fake.crash(vm.pid);
+    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(outcome, StopOutcome::AlreadyExited);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[&format!("remove {VSOCK}"), &format!("remove {API}")])
+    );
+}
+
+#[test]
+fn a_reused_pid_is_never_signalled() {
+    let fake = FakeFirecracker::new();
+    let mut vm = launched(&fake);
+    fake.crash(vm.pid);
+    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
+    assert_eq!(
+        fake.backend().stop(&vm, Duration::from_secs(5)).unwrap(),
+        StopOutcome::AlreadyExited
+    );
+    assert!(fake.alive(vm.pid), "the other process lives on");
+    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+}
+
+#[test]
+fn a_failing_socket_removal_is_reported_by_stop() {
+    let fake = FakeFirecracker::new().fail(format!("remove {VSOCK}"));
+    let vm = launched(&fake);
+    let err = fake.backend().stop(&vm, Duration::ZERO).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot release cannot remove {VSOCK}: injected failure")
+    );
+    assert_eq!(
+        after_launch(&fake).last().unwrap(),
+        &format!("remove {API}")
+    );
+}
+
+#[test]
+fn pause_resume_and_state() {
+    let fake = FakeFirecracker::new();
+    let fc = fake.backend();
+    let vm = launched(&fake);
+    fc.pause(&vm).unwrap();
+    assert_eq!(fc.state(&vm).unwrap(), InstanceState::Paused);
+    fc.resume(&vm).unwrap();
+    assert_eq!(fc.state(&vm).unwrap(), InstanceState::Running);
+    let bodies: Vec<_> = fake
+        .requests()
+        .iter()
+        .filter(|s| s.request.path == "/vm")
+        .map(|s| String::from_utf8(s.request.body.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies, [r#"{"state":"Paused"}"#, r#"{"state":"Resumed"}"#]);
+
+    fake.crash(vm.pid);
+    let err = fc.pause(&vm).unwrap_err();
+    assert!(
+        matches!(err, VmmError::NotRunning { pid } if pid == vm.pid),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_fresh_backend_adopts_what_another_launched() {
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    // A new daemon: a new backend value that knows nothing but the recorded pid and socket.
+    let next = fake.backend();
+    assert_eq!(next.adopt(vm.pid, &vm.api_socket), Some(vm.clone()));
+    assert_eq!(next.state(&vm).unwrap(), InstanceState::Running);
+
+    assert_eq!(
+        next.adopt(vm.pid, Path::new("/run/banger/vms/other.sock")),
+        None
+    );
+    let other = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
+    assert_eq!(next.adopt(other, &vm.api_socket), None);
+    fake.crash(vm.pid);
+    assert_eq!(next.adopt(vm.pid, &vm.api_socket), None);
+}
+
+#[test]
+fn reconcile_after_a_daemon_restart() {
+    let fake = FakeFirecracker::new();
+    let fc = fake.backend();
+    let dir = Path::new("/run/banger/vms");
+    let alive = fc.launch(&spec()).unwrap();
+    let mut crashed_spec = spec();
+    crashed_spec.vm_id = "vm-2".into();
+    crashed_spec.paths.api_socket = dir.join("vm-2.sock");
+    crashed_spec.vsock = None;
+    let crashed = fc.launch(&crashed_spec).unwrap();
+    fake.crash(crashed.pid);
+    let orphan = fake.add_running(
+        &[
+            "firecracker",
+            "--api-sock",
+            "/run/banger/vms/lost.sock",
+            "--id",
+            "lost",
+        ],
+        InstanceState::Running,
+    );
+
+    let records = vec![
+        Record {
+            vm_id: "vm-1".into(),
+            state: banger_api::VmState::Running,
+            pid: Some(alive.pid),
+            api_socket: Some(alive.api_socket.clone()),
+            vsock_socket: alive.vsock_socket.clone(),
+        },
+        Record {
+            vm_id: "vm-2".into(),
+            state: banger_api::VmState::Running,
+            pid: Some(crashed.pid),
+            api_socket: Some(crashed.api_socket.clone()),
+            vsock_socket: None,
+        },
+    ];
+    let observations: Vec<_> = records
+        .iter()
+        .map(|r| Some(fc.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
+        .collect();
+    let scan = fc.scan(dir);
+    assert_eq!(
+        reconcile::decide(&records, &observations, &scan),
+        vec![
+            Action::Adopt {
+                vm_id: "vm-1".into(),
+                pid: alive.pid,
+                state: InstanceState::Running
+            },
+            Action::MarkStopped {
+                vm_id: "vm-2".into(),
+                reason: StopReason::ProcessGone
+            },
+            Action::Kill {
+                pid: orphan,
+                api_socket: dir.join("lost.sock"),
+                reason: KillReason::Orphan
+            },
+            Action::RemoveSocket {
+                path: dir.join("lost.sock")
+            },
+            Action::RemoveSocket {
+                path: dir.join("vm-2.sock")
+            },
+        ]
+    );
+}
