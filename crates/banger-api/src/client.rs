@@ -11,8 +11,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
-    RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, DoctorReport, ErrorCode,
+    Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
 };
 
 /// Why a request did not produce the answer the caller wanted.
@@ -166,6 +166,11 @@ impl Client {
     /// Only the socket's owner can ask, which is what makes the console the owner's.
     pub async fn web_login(&self) -> Result<WebLogin, ClientError> {
         self.call(Method::POST, "/v1/web/login", None::<&()>).await
+    }
+
+    /// Runs the daemon's host checks.
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.call(Method::GET, "/v1/doctor", None::<&()>).await
     }
 
     pub async fn capacity(&self) -> Result<Capacity, ClientError> {

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use banger_api::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, ErrorCode, Image, Operation,
-    RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, DoctorReport, ErrorCode,
+    Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -114,6 +114,7 @@ async fn blocking<T: Send + 'static>(
         daemon_info,
         shutdown,
         capacity,
+        doctor,
         list_vms,
         create_vm,
         get_vm,
@@ -138,6 +139,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/daemon", get(daemon_info))
         .route("/v1/daemon/shutdown", post(shutdown))
         .route("/v1/capacity", get(capacity))
+        .route("/v1/doctor", get(doctor))
         .route("/v1/vms", get(list_vms).post(create_vm))
         .route(
             "/v1/vms/{name}",
@@ -207,6 +209,14 @@ async fn shutdown(State(d): State<Arc<Daemon>>) -> (StatusCode, Json<DaemonInfo>
 #[utoipa::path(get, path = "/v1/capacity", responses((status = 200, body = Capacity)))]
 async fn capacity(State(d): State<Arc<Daemon>>) -> Answer<Json<Capacity>> {
     blocking(&d, |d| d.capacity()).await.map(Json)
+}
+
+/// Checks the host: KVM and its kind, VMMs, networking tools, disk, e2fsprogs, OpenSSH, sudo.
+#[utoipa::path(get, path = "/v1/doctor", responses((status = 200, body = DoctorReport)))]
+async fn doctor(State(d): State<Arc<Daemon>>) -> Answer<Json<DoctorReport>> {
+    blocking(&d, |d| Ok(crate::doctor::report(d)))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [Vm])))]

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod capacity;
 pub mod config;
+pub mod doctor;
 pub mod host;
 pub mod image;
 mod lifecycle;

@@ -757,3 +757,35 @@ async fn a_bad_config_stops_the_daemon_from_starting() {
     );
     assert!(!Path::new(&paths.socket()).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_every_check_with_a_fix_for_each_problem() {
+    let mut h = Harness::start().await;
+    let report = h.client.doctor().await.unwrap();
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    for expected in [
+        "kvm",
+        "firecracker",
+        "tun",
+        "nftables",
+        "disk",
+        "e2fsprogs",
+        "openssh",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "no {expected} check in {names:?}"
+        );
+    }
+    for check in &report.checks {
+        if check.status != banger_api::DoctorCheckStatus::Ok {
+            assert!(check.fix.is_some(), "{} has no fix: {check:?}", check.name);
+        }
+    }
+    // On a kvm_pvm host the KVM check must say plainly that stock guests cannot boot.
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        let kvm = report.checks.iter().find(|c| c.name == "kvm").unwrap();
+        assert!(kvm.detail.contains("kvm_pvm"), "{kvm:?}");
+    }
+    h.stop().await;
+}
