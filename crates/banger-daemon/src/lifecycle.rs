@@ -151,21 +151,22 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         let served = server.into_future();
         tokio::pin!(served);
         let mut stop_rx = d.shutdown.subscribe();
+        // Biased towards the stop request: operations must be cancelled before the server
+        // waits for its connections, because a client following an operation's stream keeps
+        // its connection open until that operation ends.
         tokio::select! {
+            biased;
+            () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
+                finish_operations(&d).await;
+                if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
+                    tracing::warn!("connections still open at shutdown; closing them");
+                }
+            }
             result = &mut served => {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "server failed");
                 }
-                // On a shutdown request both branches are ready and `select!` picks one at
-                // random: operations must be cancelled whichever it picked.
                 finish_operations(&d).await;
-            }
-            () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
-                finish_operations(&d).await;
-                // Connections still open (a client following a stream) get a bounded wait.
-                if tokio::time::timeout(SHUTDOWN_GRACE, &mut served).await.is_err() {
-                    tracing::warn!("connections still open at shutdown; closing them");
-                }
             }
         }
         if let Some(task) = web_task {
