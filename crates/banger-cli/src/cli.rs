@@ -63,6 +63,12 @@ pub enum Command {
     #[command(subcommand)]
     Daemon(DaemonCommand),
 
+    /// Open the terminal UI
+    ///
+    /// VMs, images and the host's capacity at a glance, with live updates; create and delete
+    /// VMs from it. Press ? inside for the keys. Honours NO_COLOR.
+    Tui,
+
     /// Print a shell completion script
     #[command(
         after_help = "Example (bash): banger completions bash > ~/.local/share/bash-completion/completions/banger"

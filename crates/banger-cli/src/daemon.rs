@@ -45,6 +45,20 @@ pub struct Daemon {
     build_id: String,
     /// Sends `build_id` with every request.
     client: Client,
+    /// Keeps restart notices off stderr: a full-screen terminal UI reports them itself, and a
+    /// stray line would land in the middle of its screen.
+    quiet: bool,
+}
+
+/// Who answers on the daemon's socket, as [`Daemon::find`] sees it without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A daemon of the expected build.
+    Ready(DaemonInfo),
+    /// Nothing: bangerd is not running.
+    Absent,
+    /// A daemon of another build, which refuses requests until it is replaced.
+    Outdated(DaemonInfo),
 }
 
 impl Daemon {
@@ -68,7 +82,26 @@ impl Daemon {
             binary,
             build_id,
             client,
+            quiet: false,
         })
+    }
+
+    /// The same daemon, without notices on stderr (see the `quiet` field).
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
+    /// Asks who answers on the socket without starting or replacing anything, for callers
+    /// that report each step of the bootstrap themselves (the TUI); follow it with
+    /// [`Daemon::spawn`] or [`Daemon::replace_outdated`].
+    pub async fn find(&self) -> Result<Found, Failure> {
+        match self.plain().daemon_info().await {
+            Ok(info) if info.build_id == self.build_id => Ok(Found::Ready(info)),
+            Ok(info) => Ok(Found::Outdated(info)),
+            Err(ClientError::Connect { .. }) => Ok(Found::Absent),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The client that names this binary's build; use it after [`Daemon::call`] succeeded once
@@ -102,7 +135,7 @@ impl Daemon {
     }
 
     /// Starts bangerd and waits until it answers.
-    async fn spawn(&self) -> Result<DaemonInfo, Failure> {
+    pub async fn spawn(&self) -> Result<DaemonInfo, Failure> {
         let runtime_dir = &self.paths.runtime_dir;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -115,6 +148,8 @@ impl Daemon {
                 )
             })?;
         let startup_log = self.paths.startup_log();
+        // The log is appended to; only what this start writes speaks for it.
+        let log_start = std::fs::metadata(&startup_log).map_or(0, |m| m.len() as usize);
         let no_args: [OsString; 0] = [];
         let pid =
             process::spawn_detached(&self.binary, &no_args, &[], &startup_log).map_err(|e| {
@@ -136,7 +171,13 @@ impl Daemon {
             // A concurrent banger may have started a daemon that won the socket, so ours exited:
             // whoever answers is fine, hence the last look before giving up.
             let exited = !process::pid_alive(pid);
-            if exited || Instant::now() >= deadline {
+            // Ours lost the lock to a daemon that is still binding its socket: wait for that one.
+            let lost_race = exited
+                && std::fs::read(&startup_log).is_ok_and(|log| {
+                    String::from_utf8_lossy(log.get(log_start..).unwrap_or_default())
+                        .contains("already running")
+                });
+            if (exited && !lost_race) || Instant::now() >= deadline {
                 if let Ok(info) = plain.daemon_info().await {
                     return Ok(info);
                 }
@@ -163,19 +204,22 @@ impl Daemon {
     }
 
     /// Replaces a running daemon of another build with this binary.
-    async fn replace_outdated(&self) -> Result<DaemonInfo, Failure> {
-        output::eprint(&format!(
-            "banger: restarting bangerd (running build differs from {})\n",
-            self.binary.display()
-        ));
-        stop(&self.plain()).await?;
+    pub async fn replace_outdated(&self) -> Result<DaemonInfo, Failure> {
+        if !self.quiet {
+            output::eprint(&format!(
+                "banger: restarting bangerd (running build differs from {})\n",
+                self.binary.display()
+            ));
+        }
+        stop(&self.plain(), self.quiet).await?;
         self.spawn().await
     }
 }
 
 /// Asks the daemon answering on `client`'s socket to exit and waits until it has, escalating
 /// to SIGTERM and SIGKILL. Returns the pid it stopped, or `None` when nothing was running.
-async fn stop(client: &Client) -> Result<Option<u32>, Failure> {
+/// With `quiet`, the escalation is not announced on stderr.
+async fn stop(client: &Client, quiet: bool) -> Result<Option<u32>, Failure> {
     let pid = match client.daemon_info().await {
         Ok(info) => Some(info.pid),
         Err(ClientError::Connect { .. }) => return Ok(None),
@@ -208,9 +252,11 @@ async fn stop(client: &Client) -> Result<Option<u32>, Failure> {
         return Ok(Some(pid));
     }
     for signal in [Signal::Term, Signal::Kill] {
-        output::eprint(&format!(
-            "banger: bangerd (pid {pid}) is still running; sending {signal}\n"
-        ));
+        if !quiet {
+            output::eprint(&format!(
+                "banger: bangerd (pid {pid}) is still running; sending {signal}\n"
+            ));
+        }
         // The process may exit between the check and the signal: the wait tells.
         let _ = process::signal(pid, signal);
         if wait_until(SIGNAL_TIMEOUT, exited).await {
@@ -344,12 +390,12 @@ pub async fn run(command: &DaemonCommand, format: OutputFormat) -> Result<(), Fa
             }
         }
         DaemonCommand::Stop => {
-            let stopped = stop(&Client::new(paths()?.socket())).await?;
+            let stopped = stop(&Client::new(paths()?.socket()), false).await?;
             stop_text(stopped, format)
         }
         DaemonCommand::Restart => {
             let daemon = Daemon::locate()?;
-            let stopped = stop(&daemon.plain()).await?;
+            let stopped = stop(&daemon.plain(), false).await?;
             let info = daemon.spawn().await?;
             match format {
                 OutputFormat::Json => output::json(&info),
@@ -490,6 +536,6 @@ mod tests {
     async fn stopping_nothing_is_fine() {
         let dir = tempfile::tempdir().unwrap();
         let client = Client::new(dir.path().join("bangerd.sock"));
-        assert_eq!(stop(&client).await.unwrap(), None);
+        assert_eq!(stop(&client, false).await.unwrap(), None);
     }
 }

@@ -1,8 +1,8 @@
 //! `banger`, the command line of banger: a client of bangerd's API and nothing else. It parses
 //! the command line (`cli`), checks values with the shared rules before any round trip (`vm`,
 //! `image`), finds, starts and replaces bangerd as needed (`daemon`), follows long operations
-//! (`operation`), renders results as text or JSON (`output`), and maps every failure to a
-//! stable exit code (`exit`).
+//! (`operation`), renders results as text or JSON (`output`), maps every failure to a
+//! stable exit code (`exit`), and runs the terminal UI (`tui`).
 
 pub mod cli;
 pub mod daemon;
@@ -10,6 +10,7 @@ pub mod exit;
 pub mod image;
 pub mod operation;
 pub mod output;
+pub mod tui;
 pub mod vm;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Vm(command) => vm::run(command, cli.output).await,
         Command::Image(command) => image::run(command, cli.output).await,
         Command::Daemon(command) => daemon::run(command, cli.output).await,
+        Command::Tui => tui::run().await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "banger", &mut out);

@@ -1,0 +1,721 @@
+//! The TUI's state and how it changes: every key press, answer from bangerd and clock tick is a
+//! [`Msg`]; [`App::update`] applies it and returns the [`Effect`]s (requests to bangerd) to run
+//! in the background. Nothing here does I/O or reads a clock, so every behaviour — the staged
+//! startup, polling cadence, selection, the create form, delete confirmation — is testable by
+//! feeding messages, and `ui` renders any state without side effects.
+//!
+//! Actions on VMs are an [`Effect`] each with a key in [`App::main_key`]; lifecycle actions
+//! (start, stop, logs, ssh) join them once bangerd can run VMs.
+
+use std::time::Duration;
+
+use banger_api::{
+    ApiError, Capacity, CreateVmRequest, DaemonInfo, Image, Operation, OperationState, Timestamp,
+    Vm,
+};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::form::{CreateForm, Outcome};
+use super::theme::Theme;
+
+/// Polling cadence when nothing is under way: VM list, capacity and operations are cheap
+/// reads for bangerd (its list is its hot path, operations live in memory).
+pub const POLL_IDLE: Duration = Duration::from_secs(2);
+/// Polling cadence while an operation runs or an action waits for its answer, so stages move.
+pub const POLL_BUSY: Duration = Duration::from_millis(500);
+/// Images change only through operations (which trigger a reload when they end), so the
+/// periodic poll reads them only every this many rounds, for changes made elsewhere.
+const IMAGES_EVERY: u64 = 5;
+/// How long a notice stays on the status line.
+const NOTICE_FOR: Duration = Duration::from_secs(8);
+
+/// A step of the startup, timed on the status line so that a slow one is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    FindDaemon,
+    StartDaemon,
+    RestartDaemon,
+    LoadVms,
+    LoadImages,
+    LoadCapacity,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::FindDaemon => "find daemon",
+            Stage::StartDaemon => "start daemon",
+            Stage::RestartDaemon => "restart daemon",
+            Stage::LoadVms => "load VMs",
+            Stage::LoadImages => "load images",
+            Stage::LoadCapacity => "load capacity",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageState {
+    /// Started at this point of the app's clock.
+    Running {
+        since: Duration,
+    },
+    Done(Duration),
+    Failed(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageReport {
+    pub stage: Stage,
+    pub state: StageState,
+}
+
+/// Data that arrives from bangerd in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load<T> {
+    Loading,
+    Ready(T),
+    /// Never loaded, for this reason.
+    Failed(ApiError),
+}
+
+impl<T> Load<T> {
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Load::Ready(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// A load still waiting takes the bootstrap's error: it will not arrive.
+    fn fail(&mut self, error: &ApiError) {
+        if matches!(self, Load::Loading) {
+            *self = Load::Failed(error.clone());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Vms,
+    Images,
+}
+
+/// What covers the main view and takes the keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    Help,
+    Create(Box<CreateForm>),
+    /// Asks before deleting the VM of this name.
+    ConfirmDelete(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Info,
+    Success,
+    Error,
+}
+
+/// A line for the status row about what just happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub text: String,
+    pub hint: Option<String>,
+    pub since: Duration,
+}
+
+/// Everything that changes the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// The terminal changed size: only a redraw is needed.
+    Resize,
+    /// Time passed (see [`App::set_clock`]).
+    Tick,
+    StageStarted(Stage),
+    StageDone(Stage, Duration),
+    /// The bootstrap gave up at `stage` after the given time.
+    BootstrapFailed(Stage, Duration, ApiError),
+    DaemonReady(DaemonInfo),
+    /// Each load reports how long it took (the startup stages show it).
+    Vms(Result<Vec<Vm>, ApiError>, Duration),
+    Images(Result<Vec<Image>, ApiError>, Duration),
+    Capacity(Result<Capacity, ApiError>, Duration),
+    Operations(Result<Vec<Operation>, ApiError>),
+    Created(Result<Vm, ApiError>),
+    Deleted(String, Result<(), ApiError>),
+}
+
+/// Work for the background: each becomes a task that answers with a [`Msg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Find bangerd, start or replace it as needed, then report it ready.
+    Bootstrap,
+    LoadVms,
+    LoadImages,
+    LoadCapacity,
+    LoadOperations,
+    CreateVm(CreateVmRequest),
+    DeleteVm(String),
+}
+
+/// Loads on their way, so a slow answer is not asked for again on top of itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct InFlight {
+    vms: bool,
+    images: bool,
+    capacity: bool,
+    operations: bool,
+    /// Create or delete requests waiting for their answer.
+    actions: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub theme: Theme,
+    /// Time since the TUI started: stage timers, notices and the polling schedule use it.
+    pub clock: Duration,
+    /// Wall-clock time, for VM ages and uptimes.
+    pub now: Timestamp,
+    pub startup: Vec<StageReport>,
+    /// Why bangerd could not be found or started, when it could not.
+    pub bootstrap_error: Option<ApiError>,
+    pub daemon: Option<DaemonInfo>,
+    pub vms: Load<Vec<Vm>>,
+    pub images: Load<Vec<Image>>,
+    pub capacity: Load<Capacity>,
+    /// Operations still running, as of the last poll.
+    pub operations: Vec<Operation>,
+    pub view: View,
+    pub vm_cursor: usize,
+    pub image_cursor: usize,
+    pub overlay: Option<Overlay>,
+    pub notice: Option<Notice>,
+    /// The last refresh failed: what is shown may be out of date.
+    pub poll_error: Option<ApiError>,
+    pub quit: bool,
+    in_flight: InFlight,
+    next_poll: Duration,
+    polls: u64,
+    /// The VM to keep selected across refreshes (the list may reorder or shrink).
+    selected_vm: Option<String>,
+    /// Ids of the finished operations bangerd reported last time (`None` before the first
+    /// answer): one that newly appears finished changed something, even when it ran too
+    /// briefly for a poll to see it running (a CLI `image register` of a small image).
+    finished: Option<Vec<String>>,
+}
+
+impl App {
+    /// The state of the very first frame: nothing known yet, finding bangerd.
+    pub fn new(theme: Theme, now: Timestamp) -> App {
+        App {
+            theme,
+            clock: Duration::ZERO,
+            now,
+            // The bootstrap's first step is under way as soon as anything is on screen.
+            startup: vec![StageReport {
+                stage: Stage::FindDaemon,
+                state: StageState::Running {
+                    since: Duration::ZERO,
+                },
+            }],
+            bootstrap_error: None,
+            daemon: None,
+            vms: Load::Loading,
+            images: Load::Loading,
+            capacity: Load::Loading,
+            operations: Vec::new(),
+            view: View::Vms,
+            vm_cursor: 0,
+            image_cursor: 0,
+            overlay: None,
+            notice: None,
+            poll_error: None,
+            quit: false,
+            in_flight: InFlight::default(),
+            next_poll: Duration::MAX,
+            polls: 0,
+            selected_vm: None,
+            finished: None,
+        }
+    }
+
+    /// The effects that start the TUI's work; the first frame is drawn before they run.
+    pub fn start(&mut self) -> Vec<Effect> {
+        vec![Effect::Bootstrap]
+    }
+
+    /// Moves the app's clocks; the caller does this before every [`App::update`].
+    pub fn set_clock(&mut self, clock: Duration, now: Timestamp) {
+        self.clock = clock;
+        self.now = now;
+    }
+
+    /// How soon the app wants a [`Msg::Tick`]: often while timers run on screen, rarely when
+    /// only uptimes move.
+    pub fn tick_interval(&self) -> Duration {
+        let stage_running = self
+            .startup
+            .iter()
+            .any(|s| matches!(s.state, StageState::Running { .. }));
+        if stage_running {
+            Duration::from_millis(100)
+        } else if self.busy() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        }
+    }
+
+    /// Operations run or actions wait: poll faster.
+    fn busy(&self) -> bool {
+        !self.operations.is_empty() || self.in_flight.actions > 0
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        if self.busy() { POLL_BUSY } else { POLL_IDLE }
+    }
+
+    pub fn selected_vm(&self) -> Option<&Vm> {
+        self.vms.ready().and_then(|vms| vms.get(self.vm_cursor))
+    }
+
+    pub fn selected_image(&self) -> Option<&Image> {
+        self.images
+            .ready()
+            .and_then(|images| images.get(self.image_cursor))
+    }
+
+    /// The names the create form's image field cycles through.
+    pub fn image_names(&self) -> Vec<String> {
+        self.images
+            .ready()
+            .map(|images| images.iter().map(|i| i.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The notice still worth showing.
+    pub fn current_notice(&self) -> Option<&Notice> {
+        self.notice
+            .as_ref()
+            .filter(|n| self.clock.saturating_sub(n.since) < NOTICE_FOR)
+    }
+
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(key) => self.key(key),
+            Msg::Resize => Vec::new(),
+            Msg::Tick => {
+                if self.daemon.is_some() && self.clock >= self.next_poll {
+                    self.poll(self.polls.is_multiple_of(IMAGES_EVERY))
+                } else {
+                    Vec::new()
+                }
+            }
+            Msg::StageStarted(stage) => {
+                self.stage(stage, StageState::Running { since: self.clock });
+                Vec::new()
+            }
+            Msg::StageDone(stage, took) => {
+                self.stage(stage, StageState::Done(took));
+                Vec::new()
+            }
+            Msg::BootstrapFailed(stage, took, error) => {
+                self.stage(stage, StageState::Failed(took));
+                self.vms.fail(&error);
+                self.images.fail(&error);
+                self.capacity.fail(&error);
+                self.bootstrap_error = Some(error);
+                Vec::new()
+            }
+            Msg::DaemonReady(info) => {
+                self.daemon = Some(info);
+                self.bootstrap_error = None;
+                self.poll_error = None;
+                for stage in [Stage::LoadVms, Stage::LoadImages, Stage::LoadCapacity] {
+                    self.stage(stage, StageState::Running { since: self.clock });
+                }
+                self.polls = 0;
+                self.poll(true)
+            }
+            Msg::Vms(result, took) => {
+                self.in_flight.vms = false;
+                self.loaded(Stage::LoadVms, result.as_ref().map(|_| ()), took);
+                match result {
+                    Ok(vms) => self.set_vms(vms),
+                    Err(e) => self.failed_load(e, |app| &mut app.vms),
+                }
+                Vec::new()
+            }
+            Msg::Images(result, took) => {
+                self.in_flight.images = false;
+                self.loaded(Stage::LoadImages, result.as_ref().map(|_| ()), took);
+                match result {
+                    Ok(images) => {
+                        self.image_cursor = self.image_cursor.min(images.len().saturating_sub(1));
+                        self.images = Load::Ready(images);
+                    }
+                    Err(e) => self.failed_load(e, |app| &mut app.images),
+                }
+                Vec::new()
+            }
+            Msg::Capacity(result, took) => {
+                self.in_flight.capacity = false;
+                self.loaded(Stage::LoadCapacity, result.as_ref().map(|_| ()), took);
+                match result {
+                    Ok(capacity) => self.capacity = Load::Ready(capacity),
+                    Err(e) => self.failed_load(e, |app| &mut app.capacity),
+                }
+                Vec::new()
+            }
+            Msg::Operations(result) => {
+                self.in_flight.operations = false;
+                match result {
+                    Ok(all) => self.set_operations(all),
+                    Err(e) => {
+                        self.poll_error = Some(e);
+                        Vec::new()
+                    }
+                }
+            }
+            Msg::Created(result) => {
+                self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
+                match result {
+                    Ok(vm) => {
+                        if matches!(self.overlay, Some(Overlay::Create(_))) {
+                            self.overlay = None;
+                        }
+                        self.notify(
+                            NoticeKind::Success,
+                            format!("Created VM {} (recorded, not started).", vm.name),
+                            None,
+                        );
+                        self.selected_vm = Some(vm.name.clone());
+                        self.view = View::Vms;
+                        // Shown at once; the reload brings the daemon's order and capacity.
+                        if let Load::Ready(vms) = &mut self.vms {
+                            vms.push(vm);
+                            let list = std::mem::take(vms);
+                            self.set_vms(list);
+                        }
+                        self.refresh()
+                    }
+                    Err(e) => {
+                        if let Some(Overlay::Create(form)) = &mut self.overlay {
+                            form.refused(e);
+                        } else {
+                            self.notify_error("Creating the VM failed", e);
+                        }
+                        Vec::new()
+                    }
+                }
+            }
+            Msg::Deleted(name, result) => {
+                self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
+                match result {
+                    Ok(()) => {
+                        self.notify(NoticeKind::Success, format!("Deleted VM {name}."), None);
+                        self.refresh()
+                    }
+                    Err(e) => {
+                        self.notify_error(&format!("Deleting VM {name} failed"), e);
+                        self.refresh()
+                    }
+                }
+            }
+        }
+    }
+
+    fn stage(&mut self, stage: Stage, state: StageState) {
+        match self.startup.iter_mut().find(|s| s.stage == stage) {
+            Some(report) => report.state = state,
+            None => self.startup.push(StageReport { stage, state }),
+        }
+    }
+
+    /// Ends a startup stage when this load was the first of its kind.
+    fn loaded(&mut self, stage: Stage, result: Result<(), &ApiError>, took: Duration) {
+        let running = self
+            .startup
+            .iter()
+            .any(|s| s.stage == stage && matches!(s.state, StageState::Running { .. }));
+        if running {
+            let state = match result {
+                Ok(()) => StageState::Done(took),
+                Err(_) => StageState::Failed(took),
+            };
+            self.stage(stage, state);
+        }
+    }
+
+    /// A load failed: data already shown stays (marked out of date by the status line);
+    /// data never loaded shows the error in its place.
+    fn failed_load<T>(&mut self, error: ApiError, load: impl Fn(&mut App) -> &mut Load<T>) {
+        if load(self).ready().is_none() {
+            *load(self) = Load::Failed(error.clone());
+        }
+        self.poll_error = Some(error);
+    }
+
+    fn set_vms(&mut self, vms: Vec<Vm>) {
+        let wanted = self
+            .selected_vm
+            .as_ref()
+            .and_then(|name| vms.iter().position(|vm| &vm.name == name));
+        self.vm_cursor = wanted.unwrap_or(self.vm_cursor.min(vms.len().saturating_sub(1)));
+        self.selected_vm = vms.get(self.vm_cursor).map(|vm| vm.name.clone());
+        self.vms = Load::Ready(vms);
+        self.poll_error = None;
+    }
+
+    fn set_operations(&mut self, all: Vec<Operation>) -> Vec<Effect> {
+        let running: Vec<Operation> = all
+            .iter()
+            .filter(|op| op.state == OperationState::Running)
+            .cloned()
+            .collect();
+        let finished: Vec<String> = all
+            .iter()
+            .filter(|op| op.state.is_finished())
+            .map(|op| op.id.clone())
+            .collect();
+        let mut effects = Vec::new();
+        if let Some(before) = &self.finished
+            && finished.iter().any(|id| !before.contains(id))
+        {
+            effects = vec![Effect::LoadImages, Effect::LoadVms, Effect::LoadCapacity];
+        }
+        self.finished = Some(finished);
+        // Operations that were running and are not any more: say how they ended.
+        for gone in self
+            .operations
+            .iter()
+            .filter(|old| !running.iter().any(|op| op.id == old.id))
+        {
+            let ended = all.iter().find(|op| op.id == gone.id);
+            let (kind, text) = match ended.map(|op| op.state) {
+                Some(OperationState::Succeeded) => (
+                    NoticeKind::Success,
+                    format!("{} succeeded.", describe(gone)),
+                ),
+                Some(OperationState::Failed) => (
+                    NoticeKind::Error,
+                    format!(
+                        "{} failed: {}",
+                        describe(gone),
+                        ended
+                            .and_then(|op| op.error.as_ref())
+                            .map_or("no reason given", |e| e.message.as_str())
+                    ),
+                ),
+                Some(OperationState::Cancelled) => (
+                    NoticeKind::Info,
+                    format!("{} was cancelled.", describe(gone)),
+                ),
+                _ => (NoticeKind::Info, format!("{} ended.", describe(gone))),
+            };
+            self.notice = Some(Notice {
+                kind,
+                text,
+                hint: None,
+                since: self.clock,
+            });
+            effects = vec![Effect::LoadImages, Effect::LoadVms, Effect::LoadCapacity];
+        }
+        let speeding_up = self.operations.is_empty() && !running.is_empty();
+        self.operations = running;
+        if speeding_up {
+            self.next_poll = self.next_poll.min(self.clock + POLL_BUSY);
+        }
+        effects.retain(|e| self.claim(e));
+        effects
+    }
+
+    /// Marks a load as in flight; false when it already is.
+    fn claim(&mut self, effect: &Effect) -> bool {
+        let flag = match effect {
+            Effect::LoadVms => &mut self.in_flight.vms,
+            Effect::LoadImages => &mut self.in_flight.images,
+            Effect::LoadCapacity => &mut self.in_flight.capacity,
+            Effect::LoadOperations => &mut self.in_flight.operations,
+            _ => return true,
+        };
+        !std::mem::replace(flag, true)
+    }
+
+    /// One round of polling.
+    fn poll(&mut self, with_images: bool) -> Vec<Effect> {
+        let mut effects = vec![
+            Effect::LoadVms,
+            Effect::LoadCapacity,
+            Effect::LoadOperations,
+        ];
+        if with_images {
+            effects.push(Effect::LoadImages);
+        }
+        effects.retain(|e| self.claim(e));
+        self.polls += 1;
+        self.next_poll = self.clock + self.poll_interval();
+        effects
+    }
+
+    /// Reload what an action changed, now rather than at the next poll.
+    fn refresh(&mut self) -> Vec<Effect> {
+        let mut effects = vec![Effect::LoadVms, Effect::LoadCapacity];
+        effects.retain(|e| self.claim(e));
+        effects
+    }
+
+    fn notify(&mut self, kind: NoticeKind, text: String, hint: Option<String>) {
+        self.notice = Some(Notice {
+            kind,
+            text,
+            hint,
+            since: self.clock,
+        });
+    }
+
+    fn notify_error(&mut self, what: &str, error: ApiError) {
+        self.notify(
+            NoticeKind::Error,
+            format!("{what}: {}", error.message),
+            error.hint,
+        );
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        // Terminals that report releases and repeats would otherwise act twice.
+        if key.kind != KeyEventKind::Press {
+            return Vec::new();
+        }
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return Vec::new();
+        }
+        match self.overlay.take() {
+            None => self.main_key(key),
+            Some(Overlay::Help) => {
+                if !matches!(
+                    key.code,
+                    KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter
+                ) {
+                    self.overlay = Some(Overlay::Help);
+                }
+                Vec::new()
+            }
+            Some(Overlay::ConfirmDelete(name)) => match key.code {
+                KeyCode::Char('y' | 'Y') => {
+                    self.in_flight.actions += 1;
+                    self.notify(NoticeKind::Info, format!("Deleting VM {name}…"), None);
+                    vec![Effect::DeleteVm(name)]
+                }
+                KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Vec::new(),
+                _ => {
+                    self.overlay = Some(Overlay::ConfirmDelete(name));
+                    Vec::new()
+                }
+            },
+            Some(Overlay::Create(mut form)) => {
+                let images = self.image_names();
+                match form.handle_key(key, &images) {
+                    Outcome::Editing => {
+                        self.overlay = Some(Overlay::Create(form));
+                        Vec::new()
+                    }
+                    Outcome::Cancel => Vec::new(),
+                    Outcome::Submit(request) => {
+                        self.overlay = Some(Overlay::Create(form));
+                        self.in_flight.actions += 1;
+                        vec![Effect::CreateVm(request)]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keys of the main view: navigation, views, and the actions on VMs.
+    fn main_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Tab | KeyCode::BackTab => {
+                self.view = match self.view {
+                    View::Vms => View::Images,
+                    View::Images => View::Vms,
+                }
+            }
+            KeyCode::Char('1') => self.view = View::Vms,
+            KeyCode::Char('2') => self.view = View::Images,
+            KeyCode::Down | KeyCode::Char('j') => self.move_cursor(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_cursor(-1),
+            KeyCode::PageDown => self.move_cursor(10),
+            KeyCode::PageUp => self.move_cursor(-10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_cursor(isize::MIN),
+            KeyCode::End | KeyCode::Char('G') => self.move_cursor(isize::MAX),
+            KeyCode::Char('c') => {
+                self.view = View::Vms;
+                self.overlay = Some(Overlay::Create(Box::default()));
+            }
+            KeyCode::Char('d') | KeyCode::Delete if self.view == View::Vms => {
+                if let Some(vm) = self.selected_vm() {
+                    self.overlay = Some(Overlay::ConfirmDelete(vm.name.clone()));
+                }
+            }
+            KeyCode::Char('r') => return self.reload(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// `r`: ask again now. When bangerd could not be reached, this runs the bootstrap again,
+    /// which starts it if needed.
+    fn reload(&mut self) -> Vec<Effect> {
+        let bootstrapping = self.startup.iter().any(|s| {
+            matches!(
+                s.stage,
+                Stage::FindDaemon | Stage::StartDaemon | Stage::RestartDaemon
+            ) && matches!(s.state, StageState::Running { .. })
+        });
+        if bootstrapping {
+            // One bootstrap at a time: two could each start a daemon.
+            return Vec::new();
+        }
+        if self.daemon.is_none() || self.bootstrap_error.is_some() || self.poll_error.is_some() {
+            self.daemon = None;
+            self.bootstrap_error = None;
+            self.startup.clear();
+            self.stage(Stage::FindDaemon, StageState::Running { since: self.clock });
+            self.notice = None;
+            return vec![Effect::Bootstrap];
+        }
+        self.notify(NoticeKind::Info, "Reloading…".into(), None);
+        self.poll(true)
+    }
+
+    fn move_cursor(&mut self, by: isize) {
+        let (len, cursor) = match self.view {
+            View::Vms => (self.vms.ready().map_or(0, Vec::len), &mut self.vm_cursor),
+            View::Images => (
+                self.images.ready().map_or(0, Vec::len),
+                &mut self.image_cursor,
+            ),
+        };
+        if len == 0 {
+            return;
+        }
+        *cursor = cursor.saturating_add_signed(by).min(len - 1);
+        if self.view == View::Vms {
+            self.selected_vm = self.selected_vm().map(|vm| vm.name.clone());
+        }
+    }
+}
+
+/// What the status line calls an operation, e.g. "register image debian".
+pub fn describe(op: &Operation) -> String {
+    let kind = serde_json::to_value(op.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_else(|| "operation".into());
+    format!("{kind} {}", op.target)
+}

@@ -1,0 +1,908 @@
+//! What the TUI shows and does, without a terminal: states are built by feeding the app the
+//! messages the real loop would, frames are rendered into ratatui's `TestBackend` and compared
+//! as text snapshots (a change in what users see is a reviewed change), and colours are
+//! checked on the cells that carry them.
+
+use std::time::Duration;
+
+use banger_api::validate::{GIB, MIB};
+use banger_api::{
+    ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
+    MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress, ServiceCheck,
+    Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmState,
+};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
+
+use super::app::{App, Effect, Msg, Overlay, Stage, StageState, View};
+use super::form::{CreateForm, Field, Outcome, field_of};
+use super::theme::Theme;
+use super::ui;
+use crate::output::tests::{NOW, image, vm};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn ago(secs: i64) -> Timestamp {
+    Timestamp(NOW.0 - secs * 1000)
+}
+
+fn info() -> DaemonInfo {
+    // From JSON so that fields added to the daemon's description later keep their defaults.
+    serde_json::from_value(serde_json::json!({
+        "version": "0.1.0",
+        "build_id": "0.1.0-test",
+        "pid": 4242,
+        "socket": "/run/user/1000/banger/bangerd.sock",
+        "state_dir": "/home/u/.local/state/banger",
+        "log_file": "/home/u/.local/state/banger/bangerd.log",
+        "started_at": "2025-11-23T11:00:00Z",
+        "uptime_secs": 4400
+    }))
+    .unwrap()
+}
+
+fn capacity(cpu: (u32, u32), ram_gib: (u64, u64), disk_gib: (u64, u64)) -> Capacity {
+    Capacity {
+        cpu: CpuCapacity {
+            reserved_vcpus: cpu.0,
+            host_cpus: cpu.1,
+        },
+        memory: MemoryCapacity {
+            reserved_bytes: ram_gib.0 * GIB,
+            host_bytes: ram_gib.1 * GIB,
+            available_bytes: ram_gib.1 * GIB / 2,
+        },
+        disk: DiskCapacity {
+            path: "/home/u/.local/state/banger".into(),
+            vm_allocated_bytes: disk_gib.0 * GIB,
+            fs_total_bytes: disk_gib.1 * GIB,
+            fs_available_bytes: disk_gib.1 * GIB / 2,
+            image_allocated_bytes: GIB,
+        },
+        vms_total: 3,
+        vms_running: 1,
+    }
+}
+
+fn vms() -> Vec<Vm> {
+    let mut web = vm("web-1", "172.30.0.3", VmState::Running);
+    web.vcpus = 4;
+    web.memory_mib = 4096;
+    web.nat = true;
+    let long = vm(
+        "a-very-long-vm-name-that-uses-most-of-the-sixty-three-chars",
+        "172.30.0.254",
+        VmState::Failed,
+    );
+    vec![vm("dev", "172.30.0.2", VmState::Stopped), web, long]
+}
+
+fn images() -> Vec<Image> {
+    let mut built = image("builder", ago(3 * 86_400));
+    built.source = ImageSource::Bootstrapped;
+    built.manifest.distro = Some("debian".into());
+    built.manifest.suite = Some("bookworm".into());
+    built.manifest.packages = ["openssh-server", "systemd", "ca-certificates", "curl"]
+        .iter()
+        .map(|name| Package {
+            name: (*name).into(),
+            version: "1".into(),
+        })
+        .collect();
+    built.manifest.services = vec![
+        ServiceCheck {
+            name: "ssh".into(),
+            port: 22,
+        },
+        ServiceCheck {
+            name: "opencode".into(),
+            port: 4096,
+        },
+    ];
+    vec![built, image("debian", ago(180))]
+}
+
+/// The app as the real loop leaves it after a clean start with a running daemon.
+fn loaded(theme: Theme, vms: Vec<Vm>, images: Vec<Image>, capacity: Capacity) -> App {
+    let mut app = App::new(theme, NOW);
+    let at = |app: &mut App, clock: u64, msg: Msg| {
+        app.set_clock(ms(clock), NOW);
+        app.update(msg)
+    };
+    at(&mut app, 1, Msg::StageStarted(Stage::FindDaemon));
+    at(&mut app, 4, Msg::StageDone(Stage::FindDaemon, ms(3)));
+    at(&mut app, 4, Msg::DaemonReady(info()));
+    at(&mut app, 9, Msg::Vms(Ok(vms), ms(5)));
+    at(&mut app, 11, Msg::Capacity(Ok(capacity), ms(7)));
+    at(&mut app, 16, Msg::Images(Ok(images), ms(12)));
+    at(&mut app, 16, Msg::Operations(Ok(Vec::new())));
+    app
+}
+
+fn usual() -> App {
+    loaded(
+        Theme::colored(),
+        vms(),
+        images(),
+        capacity((4, 16), (8, 32), (120, 460)),
+    )
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn press(app: &mut App, keys: &str) -> Vec<Effect> {
+    keys.chars()
+        .flat_map(|c| app.update(key(KeyCode::Char(c))))
+        .collect()
+}
+
+fn render(app: &App, width: u16, height: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, app)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+/// The frame as text, one quoted line per row (trailing blanks stay visible).
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, app)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn row_text(buffer: &Buffer, y: u16) -> String {
+    (0..buffer.area.width)
+        .map(|x| buffer[(x, y)].symbol())
+        .collect()
+}
+
+fn contains(app: &App, width: u16, height: u16, text: &str) -> bool {
+    let buffer = render(app, width, height);
+    (0..height).any(|y| row_text(&buffer, y).contains(text))
+}
+
+// ---- startup ------------------------------------------------------------------------------
+
+#[test]
+fn the_first_frame_needs_nothing_but_the_app() {
+    let mut app = App::new(Theme::colored(), NOW);
+    assert_eq!(app.start(), vec![Effect::Bootstrap]);
+    insta::assert_snapshot!("loading_first_frame", screen(&app, 100, 30));
+}
+
+#[test]
+fn startup_stages_show_their_timings_while_they_run() {
+    let mut app = App::new(Theme::colored(), NOW);
+    app.set_clock(ms(1), NOW);
+    app.update(Msg::StageStarted(Stage::FindDaemon));
+    app.set_clock(ms(4), NOW);
+    app.update(Msg::StageDone(Stage::FindDaemon, ms(3)));
+    app.update(Msg::StageStarted(Stage::StartDaemon));
+    app.set_clock(ms(436), NOW);
+    app.update(Msg::Tick);
+    insta::assert_snapshot!("loading_daemon_starting", screen(&app, 100, 12));
+    assert_eq!(app.tick_interval(), ms(100), "a running timer ticks often");
+}
+
+#[test]
+fn vms_appear_before_images_finish_loading() {
+    let mut app = App::new(Theme::colored(), NOW);
+    app.update(Msg::StageDone(Stage::FindDaemon, ms(3)));
+    let effects = app.update(Msg::DaemonReady(info()));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::LoadVms,
+            Effect::LoadCapacity,
+            Effect::LoadOperations,
+            Effect::LoadImages
+        ]
+    );
+    app.set_clock(ms(9), NOW);
+    app.update(Msg::Vms(Ok(vms()), ms(5)));
+    let stages: Vec<(Stage, StageState)> = app.startup.iter().map(|s| (s.stage, s.state)).collect();
+    assert_eq!(
+        stages,
+        vec![
+            (Stage::FindDaemon, StageState::Done(ms(3))),
+            (Stage::LoadVms, StageState::Done(ms(5))),
+            (Stage::LoadImages, StageState::Running { since: ms(0) }),
+            (Stage::LoadCapacity, StageState::Running { since: ms(0) }),
+        ]
+    );
+    insta::assert_snapshot!("loading_vms_before_images", screen(&app, 100, 16));
+}
+
+#[test]
+fn the_status_line_keeps_every_startup_timing() {
+    let app = usual();
+    insta::assert_snapshot!(
+        row_text(&render(&app, 100, 30), 29).trim_end(),
+        @" find daemon 3ms · load VMs 5ms · load images 12ms · load capacity 7ms"
+    );
+}
+
+#[test]
+fn an_unreachable_daemon_is_explained_in_place_of_the_lists() {
+    let mut app = App::new(Theme::colored(), NOW);
+    app.update(Msg::StageDone(Stage::FindDaemon, ms(2)));
+    app.update(Msg::StageStarted(Stage::StartDaemon));
+    let error = ApiError::new(
+        ErrorCode::Unavailable,
+        "bangerd (pid 977) exited while starting; its startup log /run/user/1000/banger/bangerd.startup.log is empty",
+    )
+    .with_hint("bangerd's log is /home/u/.local/state/banger/bangerd.log");
+    app.update(Msg::BootstrapFailed(Stage::StartDaemon, ms(812), error));
+    insta::assert_snapshot!("error_daemon_unreachable", screen(&app, 100, 16));
+    // `r` tries again from the start, once.
+    assert_eq!(press(&mut app, "r"), vec![Effect::Bootstrap]);
+    assert_eq!(app.startup.len(), 1);
+    assert!(
+        press(&mut app, "r").is_empty(),
+        "a bootstrap is already running"
+    );
+}
+
+#[test]
+fn a_failed_refresh_keeps_what_was_loaded_and_says_so() {
+    let mut app = usual();
+    app.set_clock(ms(2_100), NOW);
+    let effects = app.update(Msg::Tick);
+    assert!(effects.contains(&Effect::LoadVms));
+    let error = ApiError::new(
+        ErrorCode::Unavailable,
+        "cannot reach bangerd at /run/user/1000/banger/bangerd.sock: Connection refused (os error 111)",
+    );
+    app.update(Msg::Vms(Err(error), ms(1)));
+    assert_eq!(app.vms.ready().map(Vec::len), Some(3), "the list stays");
+    insta::assert_snapshot!(
+        row_text(&render(&app, 120, 30), 29).trim_end(),
+        @" ✗ not refreshed (r retries): cannot reach bangerd at /run/user/1000/banger/bangerd.sock: Connection refused (os error"
+    );
+    assert_eq!(press(&mut app, "r"), vec![Effect::Bootstrap]);
+}
+
+// ---- capacity bars ------------------------------------------------------------------------
+
+/// Every bar at exactly `percent`.
+fn bars_at(theme: Theme, percent: u64) -> App {
+    let mut c = capacity((percent as u32, 100), (0, 32), (0, 500));
+    // Rounded up: 70 % of 32 GiB is not a whole number of bytes, and 69.99 % reads "69%".
+    c.memory.reserved_bytes = (c.memory.host_bytes * percent).div_ceil(100);
+    c.disk.vm_allocated_bytes = (c.disk.fs_total_bytes * percent).div_ceil(100);
+    loaded(theme, vms(), images(), c)
+}
+
+#[test]
+fn bars_at_0_50_90_100_percent_and_unknown_totals() {
+    let mut rows = String::new();
+    for percent in [0, 50, 70, 90, 100] {
+        let app = bars_at(Theme::colored(), percent);
+        rows.push_str(&format!(
+            "{percent:>3}%  |{}|\n",
+            row_text(&render(&app, 100, 30), 1)
+        ));
+    }
+    let zero = loaded(
+        Theme::colored(),
+        vms(),
+        images(),
+        capacity((3, 0), (0, 0), (0, 0)),
+    );
+    rows.push_str(&format!(
+        " n/a  |{}|\n",
+        row_text(&render(&zero, 100, 30), 1)
+    ));
+    let over = loaded(
+        Theme::colored(),
+        vms(),
+        images(),
+        capacity((24, 16), (40, 32), (10, 460)),
+    );
+    rows.push_str(&format!(
+        "over  |{}|\n",
+        row_text(&render(&over, 100, 30), 1)
+    ));
+    insta::assert_snapshot!("bars_levels", rows);
+}
+
+/// The colour of the first filled cell of the bar labelled `label` on the capacity row.
+fn bar_color(buffer: &Buffer, label: &str) -> Color {
+    let row = row_text(buffer, 1);
+    let start = row.find(label).expect(label);
+    let column = row[..start].chars().count() as u16;
+    (column..buffer.area.width)
+        .map(|x| &buffer[(x, 1)])
+        .find(|cell| "█▉▊▋▌▍▎▏".contains(cell.symbol()) && cell.symbol() != "▏")
+        .map(|cell| cell.fg)
+        .unwrap()
+}
+
+#[test]
+fn bar_colours_change_at_the_thresholds() {
+    let expect = [
+        (20, Color::Green),
+        (50, Color::Green),
+        (69, Color::Green),
+        (70, Color::Yellow),
+        (89, Color::Yellow),
+        (90, Color::Red),
+        (100, Color::Red),
+    ];
+    for (percent, color) in expect {
+        let buffer = render(&bars_at(Theme::colored(), percent), 100, 30);
+        for label in ["CPU", "RAM", "Disk"] {
+            assert_eq!(bar_color(&buffer, label), color, "{label} at {percent}%");
+        }
+    }
+    // The figures follow the bar's level: bold from 70 %.
+    let buffer = render(&bars_at(Theme::colored(), 95), 100, 30);
+    let row = row_text(&buffer, 1);
+    let at = row.find("95/100 vCPU").unwrap();
+    let cell = &buffer[(row[..at].chars().count() as u16, 1)];
+    assert_eq!(cell.fg, Color::Red);
+    assert!(cell.modifier.contains(Modifier::BOLD));
+}
+
+#[test]
+fn no_color_means_no_colour_anywhere_and_symbols_instead() {
+    for percent in [0, 75, 95] {
+        let mut app = bars_at(Theme::plain(), percent);
+        for overlay in [
+            None,
+            Some(Overlay::Help),
+            Some(Overlay::Create(Box::default())),
+        ] {
+            app.overlay = overlay;
+            let buffer = render(&app, 100, 30);
+            for cell in buffer.content() {
+                assert_eq!(cell.fg, Color::Reset, "{percent}%: {:?}", cell.symbol());
+                assert_eq!(cell.bg, Color::Reset, "{percent}%: {:?}", cell.symbol());
+            }
+        }
+    }
+    let row = |percent| row_text(&render(&bars_at(Theme::plain(), percent), 100, 30), 1);
+    assert!(!row(50).contains('!'), "{}", row(50));
+    assert!(row(75).contains("75% !"), "{}", row(75));
+    assert!(row(95).contains("95% !!"), "{}", row(95));
+    insta::assert_snapshot!(
+        "bars_no_color",
+        format!("{}\n{}\n{}", row(50), row(75), row(95))
+    );
+    // Levels still stand out: bold figures.
+    let buffer = render(&bars_at(Theme::plain(), 95), 100, 30);
+    let text = row_text(&buffer, 1);
+    let at = text.find("95% !!").unwrap();
+    assert!(
+        buffer[(text[..at].chars().count() as u16, 1)]
+            .modifier
+            .contains(Modifier::BOLD)
+    );
+}
+
+#[test]
+fn no_color_counts_when_it_is_not_empty() {
+    let theme = |value: Option<&str>| Theme::for_no_color(value.map(std::ffi::OsStr::new));
+    assert_eq!(theme(None), Theme::colored());
+    assert_eq!(theme(Some("")), Theme::colored());
+    assert_eq!(theme(Some("1")), Theme::plain());
+    assert_eq!(theme(Some("yes")), Theme::plain());
+}
+
+// ---- lists and details --------------------------------------------------------------------
+
+#[test]
+fn vm_list_with_details() {
+    let mut app = usual();
+    insta::assert_snapshot!("vms_list_100x30", screen(&app, 100, 30));
+    press(&mut app, "j");
+    insta::assert_snapshot!("vms_list_80x24_second_selected", screen(&app, 80, 24));
+}
+
+#[test]
+fn uptime_is_shown_only_for_vms_that_run() {
+    let app = usual();
+    let buffer = render(&app, 100, 30);
+    // The last column of the row of each VM.
+    let uptime = |name: &str| {
+        let row = (4..7)
+            .map(|y| row_text(&buffer, y))
+            .find(|row| row.contains(name))
+            .unwrap();
+        let cells: Vec<String> = row
+            .trim_matches(['│', ' '])
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        cells.last().cloned().unwrap()
+    };
+    assert_eq!(uptime("dev"), "-");
+    assert_eq!(uptime("web-1"), "42s");
+    assert_eq!(uptime("a-very-long"), "-", "a failed VM holds nothing");
+}
+
+#[test]
+fn empty_lists_say_how_to_fill_them() {
+    let mut app = loaded(
+        Theme::colored(),
+        vec![],
+        vec![],
+        capacity((0, 16), (0, 32), (0, 460)),
+    );
+    insta::assert_snapshot!("vms_empty", screen(&app, 80, 12));
+    press(&mut app, "2");
+    assert_eq!(app.view, View::Images);
+    insta::assert_snapshot!("images_empty", screen(&app, 80, 12));
+    // Nothing to select or delete.
+    assert!(press(&mut app, "1jjdkG").is_empty());
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn image_list_with_manifest() {
+    let mut app = usual();
+    press(&mut app, "2");
+    insta::assert_snapshot!("images_list_100x30", screen(&app, 100, 30));
+}
+
+#[test]
+fn operations_in_progress_show_their_current_stage() {
+    let mut app = usual();
+    let stage = |name: &str, state| OpStage {
+        name: name.into(),
+        state,
+        started_at: None,
+        ended_at: None,
+        message: None,
+        progress: None,
+    };
+    let mut copy = stage("copy files", OpStageState::Running);
+    copy.progress = Some(Progress {
+        done: 900 * MIB,
+        total: 2 * GIB,
+        unit: "bytes".into(),
+    });
+    let op = Operation {
+        id: "op-1".into(),
+        kind: OperationKind::RegisterImage,
+        target: "big".into(),
+        state: OperationState::Running,
+        stages: vec![
+            stage("check files", OpStageState::Done),
+            copy,
+            stage("write manifest", OpStageState::Pending),
+        ],
+        error: None,
+        result: None,
+        cancel_requested: false,
+        created_at: ago(3),
+        ended_at: None,
+        version: 7,
+    };
+    app.update(Msg::Operations(Ok(vec![op.clone()])));
+    assert_eq!(app.poll_interval(), ms(500), "polls faster while work runs");
+    insta::assert_snapshot!("operations_running_80x24", screen(&app, 80, 24));
+
+    // When it ends: a notice, and the images (and VMs, capacity) are read again.
+    app.set_clock(ms(3_000), NOW);
+    let done = Operation {
+        state: OperationState::Succeeded,
+        ..op
+    };
+    let effects = app.update(Msg::Operations(Ok(vec![done])));
+    assert!(effects.contains(&Effect::LoadImages), "{effects:?}");
+    assert_eq!(app.poll_interval(), ms(2_000));
+    assert!(contains(&app, 80, 24, "✓ register image big succeeded."));
+}
+
+#[test]
+fn an_operation_too_quick_to_be_seen_running_still_reloads_images() {
+    let mut app = usual();
+    let op = |id: &str| Operation {
+        id: id.into(),
+        kind: OperationKind::RegisterImage,
+        target: "x".into(),
+        state: OperationState::Succeeded,
+        stages: vec![],
+        error: None,
+        result: None,
+        cancel_requested: false,
+        created_at: ago(3),
+        ended_at: Some(ago(2)),
+        version: 3,
+    };
+    assert!(
+        app.update(Msg::Operations(Ok(vec![op("a")])))
+            .contains(&Effect::LoadImages)
+    );
+    assert!(app.update(Msg::Operations(Ok(vec![op("a")]))).is_empty());
+}
+
+// ---- polling ------------------------------------------------------------------------------
+
+#[test]
+fn polling_is_cheap_and_never_piles_up() {
+    let mut app = usual();
+    let tick = |app: &mut App, clock: u64| {
+        app.set_clock(ms(clock), NOW);
+        app.update(Msg::Tick)
+    };
+    assert!(tick(&mut app, 1_000).is_empty(), "not due before 2 s");
+    let first = tick(&mut app, 2_010);
+    assert_eq!(
+        first,
+        vec![
+            Effect::LoadVms,
+            Effect::LoadCapacity,
+            Effect::LoadOperations
+        ]
+    );
+    // The answers have not come back: the next round asks only for nothing twice.
+    assert!(tick(&mut app, 4_100).is_empty());
+    app.update(Msg::Vms(Ok(vms()), ms(2)));
+    app.update(Msg::Capacity(
+        Ok(capacity((4, 16), (8, 32), (120, 460))),
+        ms(2),
+    ));
+    app.update(Msg::Operations(Ok(vec![])));
+    let mut rounds = vec![];
+    for n in 0..6 {
+        let effects = tick(&mut app, 6_200 + n * 2_100);
+        rounds.push(effects.contains(&Effect::LoadImages));
+        for effect in effects {
+            match effect {
+                Effect::LoadVms => app.update(Msg::Vms(Ok(vms()), ms(1))),
+                Effect::LoadCapacity => app.update(Msg::Capacity(
+                    Ok(capacity((4, 16), (8, 32), (120, 460))),
+                    ms(1),
+                )),
+                Effect::LoadOperations => app.update(Msg::Operations(Ok(vec![]))),
+                Effect::LoadImages => app.update(Msg::Images(Ok(images()), ms(1))),
+                other => panic!("{other:?}"),
+            };
+        }
+    }
+    // Images are read every fifth round.
+    assert_eq!(rounds.iter().filter(|r| **r).count(), 1, "{rounds:?}");
+    // Startup stages are not touched by later loads.
+    assert!(
+        app.startup
+            .iter()
+            .all(|s| matches!(s.state, StageState::Done(_)))
+    );
+}
+
+// ---- selection and keys -------------------------------------------------------------------
+
+#[test]
+fn selection_moves_clamps_and_follows_the_vm() {
+    let mut app = usual();
+    assert_eq!(app.selected_vm().unwrap().name, "dev");
+    press(&mut app, "jjjj");
+    assert_eq!(app.vm_cursor, 2);
+    press(&mut app, "k");
+    assert_eq!(app.selected_vm().unwrap().name, "web-1");
+    press(&mut app, "g");
+    assert_eq!(app.vm_cursor, 0);
+    press(&mut app, "G");
+    assert_eq!(app.vm_cursor, 2);
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.selected_vm().unwrap().name, "web-1");
+    // A refresh where another VM appears before it keeps web-1 selected.
+    let mut more = vms();
+    more.insert(0, vm("aaa", "172.30.0.9", VmState::Stopped));
+    app.update(Msg::Vms(Ok(more), ms(1)));
+    assert_eq!(app.selected_vm().unwrap().name, "web-1");
+    // And when it is gone, the cursor stays in range.
+    app.update(Msg::Vms(
+        Ok(vec![vm("aaa", "172.30.0.9", VmState::Stopped)]),
+        ms(1),
+    ));
+    assert_eq!(app.selected_vm().unwrap().name, "aaa");
+}
+
+#[test]
+fn quitting_with_q_or_ctrl_c_from_anywhere() {
+    let mut app = usual();
+    press(&mut app, "q");
+    assert!(app.quit);
+    let mut app = usual();
+    press(&mut app, "c");
+    press(&mut app, "q");
+    assert!(!app.quit, "q is text in the form");
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    assert!(app.quit);
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = usual();
+    press(&mut app, "?");
+    assert_eq!(app.overlay, Some(Overlay::Help));
+    insta::assert_snapshot!("help_80x24", screen(&app, 80, 24));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.overlay, None);
+    assert!(!app.quit);
+}
+
+#[test]
+fn delete_asks_first() {
+    let mut app = usual();
+    press(&mut app, "jd");
+    assert_eq!(app.overlay, Some(Overlay::ConfirmDelete("web-1".into())));
+    insta::assert_snapshot!("delete_confirmation", screen(&app, 80, 24));
+    assert!(press(&mut app, "x").is_empty(), "other keys keep asking");
+    assert!(press(&mut app, "n").is_empty());
+    assert_eq!(app.overlay, None);
+    press(&mut app, "d");
+    assert_eq!(press(&mut app, "y"), vec![Effect::DeleteVm("web-1".into())]);
+    assert!(contains(&app, 80, 24, "Deleting VM web-1…"));
+    let effects = app.update(Msg::Deleted("web-1".into(), Ok(())));
+    assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
+    assert!(contains(&app, 80, 24, "✓ Deleted VM web-1."));
+    // Delete is for VMs only.
+    press(&mut app, "2d");
+    assert_eq!(app.overlay, None);
+}
+
+// ---- the create form ----------------------------------------------------------------------
+
+fn type_into(app: &mut App, field_text: &[&str]) {
+    for (i, text) in field_text.iter().enumerate() {
+        if i > 0 {
+            app.update(key(KeyCode::Tab));
+        }
+        for c in text.chars() {
+            app.update(key(KeyCode::Char(c)));
+        }
+    }
+}
+
+#[test]
+fn the_form_refuses_what_the_cli_refuses_under_each_field() {
+    let mut app = usual();
+    press(&mut app, "c");
+    // Name, Image (skipped: no text), vCPUs, memory, disk, work disk.
+    type_into(&mut app, &["Bad_Name", "", "0", "64", "4X", "20T"]);
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    let Some(Overlay::Create(form)) = &app.overlay else {
+        panic!("the form closed");
+    };
+    let errors: Vec<String> = Field::ALL
+        .iter()
+        .filter_map(|f| {
+            form.error(*f)
+                .map(|e| format!("{}: {}", f.label(), e.message))
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            r#"Name: VM name "Bad_Name" contains 'B' (names are lower-case)"#,
+            "vCPUs: vCPUs must be at least 1 (got 0)",
+            "Memory MiB: memory must be at least 128 MiB (got 64)",
+            r#"Disk: "4X" is not a size"#,
+            "Work disk: work disk size must be at most 16T (got 20T)",
+        ]
+    );
+    assert_eq!(form.focus, Field::Name, "the first error gets the focus");
+    insta::assert_snapshot!("create_form_errors_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn errors_clear_as_they_are_fixed_and_a_valid_form_sends_the_clis_request() {
+    let mut app = usual();
+    press(&mut app, "c");
+    type_into(&mut app, &["dev2", "", "x"]);
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    let form = |app: &App| match &app.overlay {
+        Some(Overlay::Create(form)) => (**form).clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        form(&app).error(Field::Vcpus).unwrap().message,
+        r#"vCPUs must be a whole number (got "x")"#
+    );
+    app.update(key(KeyCode::Backspace));
+    assert_eq!(form(&app).error(Field::Vcpus), None, "fixed by emptying it");
+    press(&mut app, "2");
+    // Image: choose the second image with →.
+    app.update(key(KeyCode::Up));
+    app.update(key(KeyCode::Right));
+    app.update(key(KeyCode::Right));
+    assert_eq!(form(&app).image.as_deref(), Some("debian"));
+    for _ in 0..5 {
+        app.update(key(KeyCode::Down));
+    }
+    assert_eq!(form(&app).focus, Field::Nat);
+    press(&mut app, " ");
+    let effects = app.update(key(KeyCode::Enter));
+    let expected = banger_api::CreateVmRequest {
+        name: Some("dev2".into()),
+        image: Some("debian".into()),
+        vcpus: Some(2),
+        nat: Some(true),
+        start: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(effects, vec![Effect::CreateVm(expected)]);
+    assert!(form(&app).pending);
+    insta::assert_snapshot!("create_form_pending", screen(&app, 80, 24));
+    assert!(
+        press(&mut app, "zz").is_empty(),
+        "no edits while it is sent"
+    );
+
+    // bangerd refuses: the answer lands under the field it is about.
+    app.update(Msg::Created(Err(ApiError::new(
+        ErrorCode::InvalidInput,
+        "vCPUs must be at most 16, the number of CPUs on this host (got 20)",
+    ))));
+    assert_eq!(form(&app).focus, Field::Vcpus);
+    assert!(!form(&app).pending);
+    insta::assert_snapshot!("create_form_daemon_refusal", screen(&app, 80, 24));
+
+    // Accepted: the form closes, the new VM is selected and the list is reloaded.
+    app.update(key(KeyCode::Enter));
+    let mut created = vm("dev2", "172.30.0.5", VmState::Stopped);
+    created.nat = true;
+    let effects = app.update(Msg::Created(Ok(created)));
+    assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.selected_vm().unwrap().name, "dev2");
+    assert!(contains(
+        &app,
+        80,
+        24,
+        "✓ Created VM dev2 (recorded, not started)."
+    ));
+}
+
+#[test]
+fn esc_cancels_the_form() {
+    let mut app = usual();
+    press(&mut app, "cabc");
+    assert!(app.update(key(KeyCode::Esc)).is_empty());
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn the_image_choice_cycles_through_the_default_and_the_loaded_images() {
+    let mut form = CreateForm::default();
+    let images = vec!["a".to_string(), "b".to_string()];
+    form.focus = Field::Image;
+    let mut seen = vec![];
+    for _ in 0..4 {
+        form.handle_key(KeyEvent::new(KeyCode::Right, KeyModifiers::NONE), &images);
+        seen.push(form.image.clone());
+    }
+    assert_eq!(
+        seen,
+        [Some("a".into()), Some("b".into()), None, Some("a".into())]
+    );
+    form.handle_key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE), &images);
+    assert_eq!(form.image, None);
+    // With no images loaded there is only the default.
+    form.handle_key(KeyEvent::new(KeyCode::Right, KeyModifiers::NONE), &[]);
+    assert_eq!(form.image, None);
+    assert_eq!(
+        form.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &[]),
+        Outcome::Submit(banger_api::CreateVmRequest {
+            start: Some(false),
+            ..Default::default()
+        })
+    );
+}
+
+#[test]
+fn daemon_refusals_are_placed_under_their_field() {
+    let cases = [
+        (
+            ErrorCode::AlreadyExists,
+            r#"a VM named "dev" already exists"#,
+            Some(Field::Name),
+        ),
+        (
+            ErrorCode::InvalidInput,
+            r#"unknown image "debian""#,
+            Some(Field::Image),
+        ),
+        (
+            ErrorCode::InvalidInput,
+            "vCPUs must be at most 2, the number of CPUs on this host (got 3)",
+            Some(Field::Vcpus),
+        ),
+        (
+            ErrorCode::InvalidInput,
+            "memory of 99999 MiB is more than this host's 8G",
+            Some(Field::Memory),
+        ),
+        (
+            ErrorCode::InvalidInput,
+            "disk size must be at least 256M (got 1M)",
+            Some(Field::Disk),
+        ),
+        (
+            ErrorCode::InvalidInput,
+            "work disk size must be at least 64M (got 1M)",
+            Some(Field::WorkDisk),
+        ),
+        (
+            ErrorCode::Exhausted,
+            "no free guest IP left in 172.30.0.0/24",
+            None,
+        ),
+    ];
+    for (code, message, field) in cases {
+        assert_eq!(field_of(&ApiError::new(code, message)), field, "{message}");
+    }
+    let mut app = usual();
+    press(&mut app, "c");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Created(Err(ApiError::new(
+        ErrorCode::Exhausted,
+        "no free guest IP left in 172.30.0.0/24",
+    )
+    .with_hint(
+        "delete VMs you no longer need, or choose a larger subnet",
+    ))));
+    insta::assert_snapshot!("create_form_general_error", screen(&app, 80, 24));
+}
+
+// ---- sizes --------------------------------------------------------------------------------
+
+#[test]
+fn small_terminals_degrade_without_panicking() {
+    let mut app = usual();
+    insta::assert_snapshot!("tiny_40x12", screen(&app, 40, 12));
+    press(&mut app, "c");
+    insta::assert_snapshot!("tiny_40x12_form", screen(&app, 40, 12));
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "?");
+    insta::assert_snapshot!("tiny_40x12_help", screen(&app, 40, 12));
+}
+
+#[test]
+fn every_state_renders_at_every_size() {
+    let mut states = vec![App::new(Theme::colored(), NOW), usual()];
+    let mut app = usual();
+    press(&mut app, "c");
+    type_into(&mut app, &["Bad_Name", "", "0", "64", "4X", "20T"]);
+    app.update(key(KeyCode::Enter));
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "d");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "?");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "2");
+    states.push(app.clone());
+    states.push(bars_at(Theme::plain(), 100));
+    for state in &states {
+        for (w, h) in [
+            (1, 1),
+            (2, 2),
+            (10, 3),
+            (20, 5),
+            (30, 8),
+            (40, 12),
+            (60, 15),
+            (80, 24),
+            (132, 43),
+            (300, 100),
+        ] {
+            render(state, w, h);
+        }
+    }
+}

@@ -1,0 +1,995 @@
+//! Drawing: a pure function from an [`App`] to a frame, so that every screen — loading,
+//! errors, lists, forms, overlays, any terminal size — has a snapshot test.
+//!
+//! Layout, top to bottom: a header (title, the two views, key hints), the capacity row, the
+//! selected view (a list over the selected item's details), running operations (only while
+//! there are any) and the status line. Small terminals drop the details first, then table
+//! columns and bar figures; nothing here may panic at any size.
+
+use std::time::Duration;
+
+use banger_api::validate::{MIB, format_size};
+use banger_api::{Image, ImageFile, Operation, StageState as OpStageState, Vm};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Block, Cell, Clear, HighlightSpacing, Padding, Paragraph, Row, Table, TableState, Wrap,
+};
+
+use super::app::{App, Load, NoticeKind, Overlay, StageState, View, describe};
+use super::bars::{Meter, meter_row};
+use super::form::{CreateForm, Field};
+use super::theme::Theme;
+use crate::output;
+
+/// The marker of the selected row (also what the terminal test looks for).
+pub const SELECTED: &str = "▶ ";
+/// Operations listed at most; more are counted on the last line.
+const MAX_OPERATION_ROWS: usize = 3;
+
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let area = frame.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    // Operations get rows only when there is room for the list too.
+    let op_rows = if area.height >= 16 {
+        app.operations.len().min(MAX_OPERATION_ROWS) as u16
+    } else {
+        0
+    };
+    let [header_area, bars_area, main, ops_area, status_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(op_rows),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    header(frame, header_area, app);
+    // One column of margin, in line with the header's title and the panes' contents.
+    let margin = |r: Rect| Rect {
+        x: r.x.saturating_add(1).min(r.right()),
+        width: r.width.saturating_sub(2),
+        ..r
+    };
+    capacity(frame, margin(bars_area), app);
+    match app.view {
+        View::Vms => vms_view(frame, main, app),
+        View::Images => images_view(frame, main, app),
+    }
+    operations(frame, margin(ops_area), app);
+    status(frame, margin(status_area), app);
+    match &app.overlay {
+        None => {}
+        Some(Overlay::Help) => help(frame, area, &app.theme),
+        Some(Overlay::Create(form)) => create_form(frame, area, app, form),
+        Some(Overlay::ConfirmDelete(name)) => confirm_delete(frame, area, &app.theme, name),
+    }
+}
+
+fn header(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let vm_count = count(&app.vms);
+    let image_count = count(&app.images);
+    let tab = |label: String, active: bool| {
+        if active {
+            Span::styled(label, t.tab_active())
+        } else {
+            Span::raw(label)
+        }
+    };
+    let left = Line::from(vec![
+        Span::styled(" banger ", t.title()),
+        Span::raw(" "),
+        tab(format!(" VMs {vm_count} "), app.view == View::Vms),
+        Span::raw(" "),
+        tab(format!(" Images {image_count} "), app.view == View::Images),
+    ]);
+    let right = Line::from(vec![
+        Span::styled("?", t.key()),
+        Span::raw(" help  "),
+        Span::styled("q", t.key()),
+        Span::raw(" quit "),
+    ]);
+    let right_width = right.width() as u16;
+    let room = area.width.saturating_sub(left.width() as u16);
+    if room > right_width {
+        let [l, r] =
+            Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(area);
+        frame.render_widget(Paragraph::new(left), l);
+        frame.render_widget(Paragraph::new(right), r);
+    } else {
+        frame.render_widget(Paragraph::new(left), area);
+    }
+}
+
+/// A tab's count: the number of items, or how their loading stands.
+fn count<T>(load: &Load<Vec<T>>) -> String {
+    match load {
+        Load::Loading => "…".into(),
+        Load::Failed(_) => "!".into(),
+        Load::Ready(items) => items.len().to_string(),
+    }
+}
+
+fn capacity(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let line = match &app.capacity {
+        Load::Ready(capacity) => meter_row(&Meter::from_capacity(capacity), area.width, t),
+        Load::Loading => {
+            let mut spans = Vec::new();
+            for (i, label) in ["CPU", "RAM", "Disk"].into_iter().enumerate() {
+                if i > 0 {
+                    spans.push(Span::raw("  "));
+                }
+                spans.push(Span::styled(format!("{label} "), t.label()));
+                spans.push(Span::styled("loading…", t.dim()));
+            }
+            Line::from(spans)
+        }
+        // The panes below explain why bangerd is not there.
+        Load::Failed(_) if app.bootstrap_error.is_some() => Line::from(vec![
+            Span::styled("CPU ", t.label()),
+            Span::styled("–  ", t.dim()),
+            Span::styled("RAM ", t.label()),
+            Span::styled("–  ", t.dim()),
+            Span::styled("Disk ", t.label()),
+            Span::styled("–", t.dim()),
+        ]),
+        Load::Failed(e) => Line::from(vec![
+            Span::styled("Capacity ", t.label()),
+            Span::styled(format!("unavailable: {}", e.message), t.error()),
+        ]),
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// A bordered pane.
+fn pane<'a>(title: impl Into<Line<'a>>, t: &Theme) -> Block<'a> {
+    Block::bordered()
+        .border_style(t.dim())
+        .padding(Padding::horizontal(1))
+        .title(title.into().style(t.title()))
+}
+
+/// What a list shows when it has no rows: loading, an error, or how to get some.
+fn placeholder<T>(
+    load: &Load<Vec<T>>,
+    what: &str,
+    empty: Vec<Line<'static>>,
+    app: &App,
+) -> Option<Vec<Line<'static>>> {
+    let t = &app.theme;
+    match load {
+        Load::Loading => {
+            let waiting = if app.daemon.is_none() {
+                let stage = app
+                    .startup
+                    .iter()
+                    .rev()
+                    .find(|s| matches!(s.state, StageState::Running { .. }))
+                    .map(|s| s.stage.label())
+                    .unwrap_or("find daemon");
+                format!("Loading {what}… (waiting for bangerd: {stage})")
+            } else {
+                format!("Loading {what}…")
+            };
+            Some(vec![Line::styled(waiting, t.dim())])
+        }
+        Load::Failed(e) => {
+            let mut lines = vec![Line::styled(
+                format!("Cannot load {what}: {}", e.message),
+                t.error(),
+            )];
+            if let Some(hint) = &e.hint {
+                lines.push(Line::raw(format!("hint: {hint}")));
+            }
+            lines.push(Line::from(vec![
+                Span::raw("Press "),
+                Span::styled("r", t.key()),
+                Span::raw(" to try again."),
+            ]));
+            Some(lines)
+        }
+        Load::Ready(items) if items.is_empty() => Some(empty),
+        Load::Ready(_) => None,
+    }
+}
+
+/// Splits `area` into a list of `rows` rows (plus borders and header) and the detail pane
+/// below it; the details go when the terminal is too short for both.
+fn list_and_detail(area: Rect, rows: usize) -> (Rect, Option<Rect>) {
+    if area.height < 12 {
+        return (area, None);
+    }
+    let wanted = rows as u16 + 3;
+    let list = wanted.clamp(4, area.height / 2);
+    let [list_area, detail_area] =
+        Layout::vertical([Constraint::Length(list), Constraint::Min(0)]).areas(area);
+    (list_area, Some(detail_area))
+}
+
+/// A table column: what it shows and how wide it wants to be. When the table is too wide,
+/// columns first shrink to `min` (long names get an ellipsis), then are dropped in `drop`
+/// order, highest first.
+struct Column {
+    title: &'static str,
+    width: u16,
+    min: u16,
+    right: bool,
+    drop: u8,
+}
+
+impl Column {
+    fn new(title: &'static str, width: u16, drop: u8) -> Column {
+        Column {
+            title,
+            width,
+            min: width,
+            right: false,
+            drop,
+        }
+    }
+
+    fn right(mut self) -> Column {
+        self.right = true;
+        self
+    }
+
+    /// The column may shrink to `min` cells.
+    fn shrinks_to(mut self, min: u16) -> Column {
+        self.min = min.min(self.width);
+        self
+    }
+}
+
+/// The columns that fit in `width` and how wide each gets, as (index, width) pairs.
+fn fitting(columns: &[Column], width: u16) -> Vec<(usize, u16)> {
+    let mut kept: Vec<usize> = (0..columns.len()).collect();
+    let spacing = |kept: &[usize]| 2 * kept.len().saturating_sub(1) as u16;
+    let sum = |kept: &[usize], w: fn(&Column) -> u16| -> u16 {
+        kept.iter().map(|i| w(&columns[*i])).sum::<u16>() + spacing(kept)
+    };
+    while sum(&kept, |c| c.min) > width && kept.len() > 1 {
+        let worst = kept
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, i)| columns[**i].drop)
+            .map(|(pos, _)| pos)
+            .unwrap_or(0);
+        kept.remove(worst);
+    }
+    // Shrink what may shrink, by as little as needed.
+    let mut over = sum(&kept, |c| c.width).saturating_sub(width);
+    kept.iter()
+        .map(|i| {
+            let c = &columns[*i];
+            let cut = over.min(c.width - c.min);
+            over -= cut;
+            (*i, c.width - cut)
+        })
+        .collect()
+}
+
+/// `text` cut to `width` characters, with an ellipsis when it was longer.
+fn fit(text: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn table<'a>(
+    columns: &[Column],
+    cells: Vec<Vec<Content<'a>>>,
+    selected: usize,
+    block: Block<'a>,
+    area: Rect,
+    frame: &mut Frame<'_>,
+    t: &Theme,
+) {
+    let inner_width = block
+        .inner(area)
+        .width
+        .saturating_sub(SELECTED.chars().count() as u16);
+    let kept = fitting(columns, inner_width);
+    let cell = |column: &Column, text: String, style: Style| {
+        let line = Line::styled(text, style);
+        Cell::from(if column.right {
+            line.right_aligned()
+        } else {
+            line
+        })
+    };
+    let header = Row::new(
+        kept.iter()
+            .map(|(i, _)| cell(&columns[*i], columns[*i].title.into(), Style::new())),
+    )
+    .style(t.label());
+    let rows = cells.into_iter().map(|row| {
+        Row::new(
+            kept.iter()
+                .map(|(i, width)| match row.get(*i) {
+                    Some((text, style)) => cell(&columns[*i], fit(text, *width), *style),
+                    None => Cell::default(),
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    let widths: Vec<Constraint> = kept.iter().map(|(_, w)| Constraint::Length(*w)).collect();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .column_spacing(2)
+        .highlight_symbol(SELECTED)
+        .highlight_spacing(HighlightSpacing::Always)
+        .row_highlight_style(t.selected());
+    let mut state = TableState::default().with_selected(Some(selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn text_width(texts: impl Iterator<Item = usize>, title: &str, cap: usize) -> u16 {
+    texts.max().unwrap_or(0).max(title.len()).min(cap) as u16
+}
+
+/// A cell's text and style; the column decides alignment and width.
+type Content<'a> = (String, Style);
+
+fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let empty = vec![Line::from(vec![
+        Span::raw("No VMs yet. Press "),
+        Span::styled("c", t.key()),
+        Span::raw(" to create one."),
+    ])];
+    let title = match app.vms.ready() {
+        Some(vms) => format!(" VMs ({}) ", vms.len()),
+        None => " VMs ".into(),
+    };
+    if let Some(lines) = placeholder(&app.vms, "VMs", empty, app) {
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(pane(title, t)),
+            area,
+        );
+        return;
+    }
+    let vms = app.vms.ready().map(Vec::as_slice).unwrap_or_default();
+    let (list_area, detail_area) = list_and_detail(area, vms.len());
+    let columns = [
+        Column::new(
+            "NAME",
+            text_width(vms.iter().map(|v| v.name.len()), "NAME", 32),
+            0,
+        )
+        .shrinks_to(12),
+        Column::new(
+            "STATE",
+            text_width(vms.iter().map(|v| v.state.as_str().len()), "STATE", 8),
+            1,
+        ),
+        Column::new(
+            "IMAGE",
+            text_width(vms.iter().map(|v| v.image.name.len()), "IMAGE", 20),
+            5,
+        )
+        .shrinks_to(8),
+        Column::new("VCPUS", 5, 3).right(),
+        Column::new("MEMORY", 6, 4).right(),
+        Column::new(
+            "IP",
+            text_width(vms.iter().map(|v| v.network.ip.len()), "IP", 15),
+            2,
+        ),
+        Column::new("UPTIME", 7, 6).right(),
+    ];
+    let plain = Style::new();
+    let cells = vms
+        .iter()
+        .map(|vm| {
+            vec![
+                (vm.name.clone(), plain),
+                (vm.state.to_string(), t.state(vm.state)),
+                (vm.image.name.clone(), plain),
+                (vm.vcpus.to_string(), plain),
+                (memory(vm.memory_mib), plain),
+                (vm.network.ip.clone(), plain),
+                (uptime(vm, app), plain),
+            ]
+        })
+        .collect();
+    table(
+        &columns,
+        cells,
+        app.vm_cursor,
+        pane(title, t),
+        list_area,
+        frame,
+        t,
+    );
+    if let (Some(detail_area), Some(vm)) = (detail_area, app.selected_vm()) {
+        vm_detail(frame, detail_area, app, vm);
+    }
+}
+
+fn memory(mib: u32) -> String {
+    format_size(u64::from(mib) * MIB)
+}
+
+/// How long a VM that holds resources has been in its state ("-" for stopped VMs). A VM's
+/// record changes when its state does, and a running VM's resources cannot be changed, so
+/// `updated_at` is when it started.
+fn uptime(vm: &Vm, app: &App) -> String {
+    if vm.state.holds_resources() {
+        output::uptime(vm.updated_at.until(app.now))
+    } else {
+        "-".into()
+    }
+}
+
+/// Key-value pairs in one or two columns, whichever the width allows.
+fn key_values(frame: &mut Frame<'_>, area: Rect, pairs: Vec<(&'static str, String)>, t: &Theme) {
+    let two = area.width >= 70 && pairs.len() > area.height as usize;
+    let render = |frame: &mut Frame<'_>, area: Rect, pairs: &[(&'static str, String)]| {
+        let key_width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let lines: Vec<Line<'_>> = pairs
+            .iter()
+            .map(|(k, v)| {
+                Line::from(vec![
+                    Span::styled(format!("{k:<key_width$}  "), t.dim()),
+                    Span::raw(v.clone()),
+                ])
+            })
+            .collect();
+        frame.render_widget(Paragraph::new(lines), area);
+    };
+    if two {
+        // Column by column: the left one full before the right one starts, so the most useful
+        // pairs (first) are the ones a short pane shows.
+        let per_column = pairs.len().div_ceil(2).min(usize::from(area.height)).max(1);
+        let [left, right] = Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)])
+            .spacing(2)
+            .areas(area);
+        render(frame, left, &pairs[..per_column]);
+        let end = (2 * per_column).min(pairs.len());
+        render(frame, right, &pairs[per_column..end]);
+    } else {
+        render(frame, area, &pairs);
+    }
+}
+
+fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
+    let t = &app.theme;
+    let block = pane(format!(" {} ", vm.name), t);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let net = &vm.network;
+    // Most useful first: a short pane shows the top of the list.
+    let pairs = vec![
+        ("state", vm.state.to_string()),
+        ("image", vm.image.name.clone()),
+        ("vcpus", vm.vcpus.to_string()),
+        ("memory", memory(vm.memory_mib)),
+        ("ip", format!("{}/{}", net.ip, net.prefix_len)),
+        ("nat", if vm.nat { "on" } else { "off" }.into()),
+        (
+            "disk",
+            format!("{} copy-on-write root", format_size(vm.disk_bytes)),
+        ),
+        (
+            "work disk",
+            format!("{} at /root", format_size(vm.work_disk_bytes)),
+        ),
+        ("vmm", vm.vmm.to_string()),
+        ("gateway", net.gateway.clone()),
+        ("mac", net.mac.clone()),
+        ("vsock cid", net.vsock_cid.to_string()),
+        ("created", output::age(vm.created_at, app.now)),
+        ("updated", output::age(vm.updated_at, app.now)),
+        ("id", vm.id.clone()),
+    ];
+    key_values(frame, inner, pairs, t);
+}
+
+fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let empty = vec![
+        Line::raw("No images yet. Register one with:"),
+        Line::styled(
+            "banger image register --name NAME --kernel vmlinux --rootfs rootfs.ext4",
+            t.key(),
+        ),
+    ];
+    let title = match app.images.ready() {
+        Some(images) => format!(" Images ({}) ", images.len()),
+        None => " Images ".into(),
+    };
+    if let Some(lines) = placeholder(&app.images, "images", empty, app) {
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(pane(title, t)),
+            area,
+        );
+        return;
+    }
+    let images = app.images.ready().map(Vec::as_slice).unwrap_or_default();
+    let (list_area, detail_area) = list_and_detail(area, images.len());
+    let kernel = |i: &Image| {
+        i.manifest
+            .kernel_version
+            .clone()
+            .unwrap_or_else(|| "-".into())
+    };
+    let columns = [
+        Column::new(
+            "NAME",
+            text_width(images.iter().map(|i| i.name.len()), "NAME", 32),
+            0,
+        )
+        .shrinks_to(12),
+        Column::new("SOURCE", 12, 2),
+        Column::new(
+            "KERNEL",
+            text_width(images.iter().map(|i| kernel(i).len()), "KERNEL", 24),
+            3,
+        )
+        .shrinks_to(10),
+        Column::new("SIZE", 6, 1).right(),
+        Column::new("CREATED", 10, 4),
+    ];
+    let plain = Style::new();
+    let cells = images
+        .iter()
+        .map(|image| {
+            vec![
+                (image.name.clone(), plain),
+                (image.source.as_str().to_string(), plain),
+                (kernel(image), plain),
+                (format_size(allocated(image)), plain),
+                (output::age(image.created_at, app.now), plain),
+            ]
+        })
+        .collect();
+    table(
+        &columns,
+        cells,
+        app.image_cursor,
+        pane(title, t),
+        list_area,
+        frame,
+        t,
+    );
+    if let (Some(detail_area), Some(image)) = (detail_area, app.selected_image()) {
+        image_detail(frame, detail_area, app, image);
+    }
+}
+
+fn allocated(image: &Image) -> u64 {
+    let f = &image.files;
+    f.kernel.allocated_bytes
+        + f.rootfs.allocated_bytes
+        + f.initrd.as_ref().map_or(0, |i| i.allocated_bytes)
+}
+
+fn file(f: &ImageFile) -> String {
+    format!(
+        "{} ({}, {} allocated)",
+        f.path,
+        format_size(f.bytes),
+        format_size(f.allocated_bytes)
+    )
+}
+
+fn image_detail(frame: &mut Frame<'_>, area: Rect, app: &App, image: &Image) {
+    let t = &app.theme;
+    let m = &image.manifest;
+    let block = pane(format!(" {} · manifest ", image.name), t);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let mut pairs = vec![
+        ("source", image.source.as_str().to_string()),
+        (
+            "kernel version",
+            m.kernel_version.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+    ];
+    if let Some(distro) = &m.distro {
+        let suite = m
+            .suite
+            .as_deref()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
+        pairs.push(("distro", format!("{distro}{suite}")));
+    }
+    pairs.push(("size", format!("{} on disk", format_size(allocated(image)))));
+    if !m.services.is_empty() {
+        let services: Vec<String> = m
+            .services
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.port))
+            .collect();
+        pairs.push(("services", services.join(", ")));
+    }
+    if !m.packages.is_empty() {
+        let names: Vec<&str> = m.packages.iter().map(|p| p.name.as_str()).collect();
+        pairs.push(("packages", format!("{}: {}", names.len(), names.join(", "))));
+    }
+    pairs.push(("created from", m.created_from.clone()));
+    pairs.push(("created", output::age(image.created_at, app.now)));
+    pairs.push(("kernel", file(&image.files.kernel)));
+    pairs.push((
+        "initrd",
+        image
+            .files
+            .initrd
+            .as_ref()
+            .map_or_else(|| "none".into(), file),
+    ));
+    pairs.push(("rootfs", file(&image.files.rootfs)));
+    pairs.push(("id", image.id.clone()));
+    // Paths and package lists are long: one column, wrapped.
+    let key_width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let lines: Vec<Line<'_>> = pairs
+        .into_iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<key_width$}  "), t.dim()),
+                Span::raw(v),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn operations(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    if area.height == 0 {
+        return;
+    }
+    let t = &app.theme;
+    let rows = usize::from(area.height);
+    let mut lines: Vec<Line<'_>> = app
+        .operations
+        .iter()
+        .take(rows)
+        .map(|op| operation_line(op, app))
+        .collect();
+    let more = app.operations.len().saturating_sub(rows);
+    if more > 0
+        && let Some(last) = lines.last_mut()
+    {
+        last.push_span(Span::styled(format!("  (+{more} more)"), t.dim()));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// "⟳ register image debian · copy rootfs 45% (128M/2G) · 3.2s"
+fn operation_line(op: &Operation, app: &App) -> Line<'static> {
+    let t = &app.theme;
+    let current = op
+        .stages
+        .iter()
+        .find(|s| s.state == OpStageState::Running)
+        .or_else(|| {
+            op.stages
+                .iter()
+                .rev()
+                .find(|s| s.state != OpStageState::Pending)
+        });
+    let mut spans = vec![
+        Span::styled("⟳ ", t.busy()),
+        Span::styled(describe(op), t.label()),
+    ];
+    if let Some(stage) = current {
+        spans.push(Span::raw(format!(" · {}", stage.name)));
+        if let Some(p) = &stage.progress {
+            let percent = super::bars::Gauge::new(p.done, p.total).percent_text();
+            let figures = if p.unit == "bytes" {
+                format!("{}/{}", format_size(p.done), format_size(p.total))
+            } else {
+                format!("{}/{} {}", p.done, p.total, p.unit)
+            };
+            spans.push(Span::styled(format!(" {percent} ({figures})"), t.busy()));
+        }
+    }
+    let took = op.created_at.until(app.now);
+    spans.push(Span::styled(
+        format!(" · {}", output::elapsed(took)),
+        t.dim(),
+    ));
+    Line::from(spans)
+}
+
+fn status(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let line = if let Some(notice) = app.current_notice() {
+        let (mark, style) = match notice.kind {
+            NoticeKind::Success => ("✓ ", t.success()),
+            NoticeKind::Error => ("✗ ", t.error()),
+            NoticeKind::Info => ("· ", t.busy()),
+        };
+        let mut spans = vec![
+            Span::styled(mark, style),
+            Span::styled(notice.text.clone(), style),
+        ];
+        if let Some(hint) = &notice.hint {
+            spans.push(Span::styled(format!("  hint: {hint}"), t.dim()));
+        }
+        Line::from(spans)
+    } else if let Some(e) = &app.poll_error {
+        // What is on screen is the last answer; the message can be long, so the key first.
+        Line::from(vec![
+            Span::styled("✗ not refreshed ", t.error()),
+            Span::styled("(r retries)", t.dim()),
+            Span::styled(format!(": {}", e.message), t.error()),
+        ])
+    } else {
+        stages(app)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// The startup stages with their timings: "find daemon 2ms · load VMs 3ms · …".
+fn stages(app: &App) -> Line<'static> {
+    let t = &app.theme;
+    let mut spans = Vec::new();
+    for (i, report) in app.startup.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled(" · ", t.dim()));
+        }
+        let label = report.stage.label();
+        match report.state {
+            StageState::Running { since } => spans.push(Span::styled(
+                format!("{label} {}…", ms(app.clock.saturating_sub(since))),
+                t.busy(),
+            )),
+            StageState::Done(took) => {
+                spans.push(Span::styled(format!("{label} "), t.dim()));
+                spans.push(Span::raw(ms(took)));
+            }
+            StageState::Failed(took) => spans.push(Span::styled(
+                format!("{label} failed after {}", ms(took)),
+                t.error(),
+            )),
+        }
+    }
+    Line::from(spans)
+}
+
+fn ms(d: Duration) -> String {
+    output::elapsed(d)
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces (a longer word is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(8);
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let current = lines.last_mut().expect("never empty");
+        let len = current.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(String::new());
+        }
+        let current = lines.last_mut().expect("never empty");
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    lines
+        .into_iter()
+        .flat_map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            chars
+                .chunks(width)
+                .map(|c| c.iter().collect::<String>())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// How many rows `lines` take when wrapped inside a padded pane `width` columns wide.
+fn rows(lines: &[Line<'_>], width: u16) -> u16 {
+    let inner = usize::from(width.saturating_sub(4)).max(1);
+    lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner).max(1))
+        .sum::<usize>()
+        .try_into()
+        .unwrap_or(u16::MAX)
+}
+
+/// A box of `width`×`height` centred in `area`, shrunk to fit.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
+
+fn key_line<'a>(t: &Theme, keys: &'a str, what: &'a str) -> Line<'a> {
+    Line::from(vec![
+        Span::styled(format!("{keys:<12}"), t.key()),
+        Span::raw(what),
+    ])
+}
+
+fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
+    let lines = vec![
+        key_line(t, "↑ ↓  k j", "move the selection (g G: first, last)"),
+        key_line(t, "Tab  1 2", "switch between VMs and images"),
+        key_line(t, "c", "create a VM (a form)"),
+        key_line(t, "d  Del", "delete the selected VM (asks first)"),
+        key_line(t, "r", "reload now; starts bangerd if it is not answering"),
+        key_line(t, "?", "this help (Esc closes it)"),
+        key_line(t, "q  Ctrl-C", "quit"),
+        Line::raw(""),
+        Line::styled("In the create form", t.label()),
+        key_line(t, "Tab  ↑ ↓", "next or previous field"),
+        key_line(t, "← →", "choose the image, toggle NAT (also Space)"),
+        key_line(t, "Enter  Esc", "create, cancel"),
+        Line::raw(""),
+        Line::styled("The bars", t.label()),
+        Line::raw("CPU and RAM reserved by running VMs, of the host's total; disk"),
+        Line::raw("allocated by VMs' disks, of the filesystem holding banger's state."),
+        Line::raw(if t.color {
+            "Green below 70 %, yellow below 90 %, red from 90 %."
+        } else {
+            "! from 70 %, !! from 90 % (NO_COLOR is set)."
+        }),
+    ];
+    let rect = centered(area, 76, rows(&lines, 76.min(area.width)) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(Paragraph::new(lines).block(pane(" Keys ", t)), rect);
+}
+
+fn confirm_delete(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str) {
+    let lines = vec![
+        Line::from(vec![
+            Span::raw("Delete VM "),
+            Span::styled(name.to_string(), t.label()),
+            Span::raw(" and its disks?"),
+        ]),
+        Line::raw("Its overlay and work disk are removed; this cannot be undone."),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled("y", t.key()),
+            Span::raw(" delete   "),
+            Span::styled("n", t.key()),
+            Span::raw(" keep"),
+        ]),
+    ];
+    let rect = centered(area, 68, rows(&lines, 68.min(area.width)) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(" Delete VM ", t).border_style(t.error())),
+        rect,
+    );
+}
+
+fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) {
+    let t = &app.theme;
+    let width = 78.min(area.width);
+    // Label column, then the value; the hint follows when there is room.
+    let label_width = 12;
+    let value_width = 22;
+    let show_hints = width >= 4 + 2 + label_width + value_width + 1 + 34;
+    let mut lines = Vec::new();
+    for field in Field::ALL {
+        let focused = form.focus == field;
+        let mut spans = vec![
+            Span::styled(if focused { "▶ " } else { "  " }, t.focused()),
+            Span::styled(
+                format!("{:<w$}", field.label(), w = label_width as usize),
+                if focused { t.focused() } else { t.label() },
+            ),
+        ];
+        let (value, style) = field_value(form, field, app, focused);
+        let mut shown = value.chars().count();
+        spans.push(Span::styled(value, style));
+        if focused && field.is_text() {
+            spans.push(Span::styled(" ", t.selected()));
+            shown += 1;
+        }
+        if show_hints {
+            let pad = (value_width as usize).saturating_sub(shown);
+            spans.push(Span::raw(" ".repeat(pad + 1)));
+            spans.push(Span::styled(field.hint(), t.dim()));
+        }
+        lines.push(Line::from(spans));
+        if let Some(e) = form.error(field) {
+            let indent = 2 + usize::from(label_width);
+            let inner = usize::from(width.saturating_sub(4));
+            for (i, piece) in wrap(&e.message, inner.saturating_sub(indent + 2))
+                .into_iter()
+                .enumerate()
+            {
+                let mark = if i == 0 { "✗ " } else { "  " };
+                lines.push(Line::styled(
+                    format!("{:indent$}{mark}{piece}", ""),
+                    t.error(),
+                ));
+            }
+        }
+    }
+    lines.push(Line::raw(""));
+    if let Some(e) = form.general_error() {
+        lines.push(Line::styled(format!("✗ {}", e.message), t.error()));
+        if let Some(hint) = &e.hint {
+            lines.push(Line::raw(format!("hint: {hint}")));
+        }
+    }
+    if form.pending {
+        lines.push(Line::styled("Creating…", t.busy()));
+    } else {
+        lines.push(Line::from(vec![
+            Span::styled("Enter", t.key()),
+            Span::raw(" create  "),
+            Span::styled("Tab", t.key()),
+            Span::raw(" next field  "),
+            Span::styled("Esc", t.key()),
+            Span::raw(" cancel"),
+        ]));
+    }
+    let rect = centered(area, width, rows(&lines, width) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(" Create VM (recorded, not started) ", t)),
+        rect,
+    );
+}
+
+/// The value of a field as shown, with its style: typed text, or what empty means.
+fn field_value(form: &CreateForm, field: Field, app: &App, focused: bool) -> (String, Style) {
+    let t = &app.theme;
+    match field {
+        Field::Image => {
+            let name = match (&form.image, &app.images) {
+                (Some(name), _) => name.clone(),
+                (None, Load::Loading) => "configured default (images loading…)".into(),
+                (None, Load::Ready(images)) if images.is_empty() => {
+                    "configured default (no images registered)".into()
+                }
+                (None, _) => "configured default".into(),
+            };
+            let style = if form.image.is_some() {
+                Style::new()
+            } else {
+                t.dim()
+            };
+            (format!("◀ {name} ▶"), style)
+        }
+        Field::Nat => (
+            if form.nat { "[x] on" } else { "[ ] off" }.into(),
+            Style::new(),
+        ),
+        _ => {
+            let text = form.text(field);
+            if text.is_empty() && !focused {
+                let empty = if field == Field::Name {
+                    "generated"
+                } else {
+                    "default"
+                };
+                (empty.into(), t.dim())
+            } else {
+                (text.to_string(), Style::new())
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Runs the app's [`Effect`]s as background tasks on the TUI's thread (a `LocalSet`: the CLI's
+//! runtime has one thread, and the daemon helpers' futures are not `Send`) and reports each
+//! outcome back as a [`Msg`], so the render loop never waits for bangerd.
+//!
+//! The bootstrap reuses the CLI's [`Daemon`]: find it, then start it or replace an outdated
+//! build, reporting each step with its timing. Reads go straight to the socket with the
+//! daemon's client (polling must not start a daemon the user just stopped); actions go
+//! through [`Daemon::call`], which starts or replaces bangerd like any CLI command would.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_api::{ApiError, ClientError};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::app::{Effect, Msg, Stage};
+use crate::daemon::{Daemon, Found};
+use crate::exit::Failure;
+
+pub struct Worker {
+    tx: UnboundedSender<Msg>,
+    /// Set by the bootstrap once bangerd answers.
+    daemon: Arc<Mutex<Option<Daemon>>>,
+}
+
+impl Worker {
+    pub fn new(tx: UnboundedSender<Msg>) -> Worker {
+        Worker {
+            tx,
+            daemon: Arc::default(),
+        }
+    }
+
+    /// Starts `effect` in the background.
+    pub fn run(&self, effect: Effect) {
+        let tx = self.tx.clone();
+        if effect == Effect::Bootstrap {
+            let slot = self.daemon.clone();
+            tokio::task::spawn_local(bootstrap(tx, slot));
+            return;
+        }
+        let daemon = self.daemon.lock().ok().and_then(|d| d.clone());
+        let Some(daemon) = daemon else {
+            let _ = tx.send(not_ready(effect));
+            return;
+        };
+        tokio::task::spawn_local(async move {
+            let client = daemon.client();
+            let started = Instant::now();
+            let msg = match effect {
+                Effect::Bootstrap => return,
+                Effect::LoadVms => Msg::Vms(api(client.list_vms().await), started.elapsed()),
+                Effect::LoadImages => {
+                    Msg::Images(api(client.list_images().await), started.elapsed())
+                }
+                Effect::LoadCapacity => {
+                    Msg::Capacity(api(client.capacity().await), started.elapsed())
+                }
+                Effect::LoadOperations => Msg::Operations(api(client.list_operations().await)),
+                Effect::CreateVm(request) => Msg::Created(
+                    daemon
+                        .call(async |c| c.create_vm(&request).await)
+                        .await
+                        .map_err(|f| f.error),
+                ),
+                Effect::DeleteVm(name) => {
+                    let result = daemon
+                        .call(async |c| c.delete_vm(&name).await)
+                        .await
+                        .map_err(|f| f.error);
+                    Msg::Deleted(name, result)
+                }
+            };
+            // The receiver is gone only when the TUI is quitting.
+            let _ = tx.send(msg);
+        });
+    }
+}
+
+fn api<T>(result: Result<T, ClientError>) -> Result<T, ApiError> {
+    result.map_err(|e| Failure::from(e).error)
+}
+
+/// The answer to an effect asked for before bangerd was found.
+fn not_ready(effect: Effect) -> Msg {
+    let error = ApiError::new(
+        banger_api::ErrorCode::Unavailable,
+        "bangerd is not available yet",
+    )
+    .with_hint("press r to try to start it again");
+    match effect {
+        Effect::Bootstrap | Effect::LoadVms => Msg::Vms(Err(error), Duration::ZERO),
+        Effect::LoadImages => Msg::Images(Err(error), Duration::ZERO),
+        Effect::LoadCapacity => Msg::Capacity(Err(error), Duration::ZERO),
+        Effect::LoadOperations => Msg::Operations(Err(error)),
+        Effect::CreateVm(_) => Msg::Created(Err(error)),
+        Effect::DeleteVm(name) => Msg::Deleted(name, Err(error)),
+    }
+}
+
+/// Finds bangerd, starting or replacing it when needed, one reported stage at a time.
+async fn bootstrap(tx: UnboundedSender<Msg>, slot: Arc<Mutex<Option<Daemon>>>) {
+    let send = |msg| {
+        let _ = tx.send(msg);
+    };
+    let stage = |stage: Stage, started: Instant, result: Result<(), Failure>| match result {
+        Ok(()) => {
+            send(Msg::StageDone(stage, started.elapsed()));
+            true
+        }
+        Err(f) => {
+            send(Msg::BootstrapFailed(stage, started.elapsed(), f.error));
+            false
+        }
+    };
+
+    send(Msg::StageStarted(Stage::FindDaemon));
+    let started = Instant::now();
+    let found = match Daemon::locate() {
+        Ok(daemon) => {
+            let daemon = daemon.quiet();
+            daemon.find().await.map(|found| (daemon, found))
+        }
+        Err(f) => Err(f),
+    };
+    let (daemon, found) = match found {
+        Ok(ok) => {
+            stage(Stage::FindDaemon, started, Ok(()));
+            ok
+        }
+        Err(f) => {
+            stage(Stage::FindDaemon, started, Err(f));
+            return;
+        }
+    };
+    let info = match found {
+        Found::Ready(info) => info,
+        Found::Absent | Found::Outdated(_) => {
+            let which = if matches!(found, Found::Absent) {
+                Stage::StartDaemon
+            } else {
+                Stage::RestartDaemon
+            };
+            send(Msg::StageStarted(which));
+            let started = Instant::now();
+            let result = if which == Stage::StartDaemon {
+                daemon.spawn().await
+            } else {
+                daemon.replace_outdated().await
+            };
+            match result {
+                Ok(info) => {
+                    stage(which, started, Ok(()));
+                    info
+                }
+                Err(f) => {
+                    stage(which, started, Err(f));
+                    return;
+                }
+            }
+        }
+    };
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(daemon);
+    }
+    send(Msg::DaemonReady(info));
+}

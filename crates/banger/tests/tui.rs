@@ -1,0 +1,289 @@
+//! `banger tui` in a real terminal: tmux runs it against a real daemon in a sandbox of its own
+//! (temporary home and XDG directories), and the test reads the screen with `capture-pane`
+//! and types with `send-keys`, as a user would. tmux gets a private server socket so the test
+//! never touches the user's sessions; a guard kills that server and stops the daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// How long the screen may take to show what the test waits for.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("banger-tui")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment of every banger in this sandbox.
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        let root = self.root();
+        vec![
+            ("HOME", root.join("home")),
+            ("XDG_CONFIG_HOME", root.join("config")),
+            ("XDG_STATE_HOME", root.join("state")),
+            ("XDG_RUNTIME_DIR", root.join("run")),
+            ("BANGER_DAEMON_BIN", env!("CARGO_BIN_EXE_bangerd").into()),
+        ]
+    }
+
+    fn banger(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_banger"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "banger {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Registers an image from a tiny kernel and an empty ext4 root filesystem.
+    fn register_image(&self, name: &str) {
+        let kernel = self.root().join("vmlinux");
+        std::fs::write(&kernel, tiny_elf_kernel()).unwrap();
+        let rootfs = self.root().join("rootfs.ext4");
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&rootfs)
+            .arg("16M")
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs) is needed");
+        assert!(mkfs.status.success());
+        self.banger(&[
+            "image",
+            "register",
+            "--name",
+            name,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+        ]);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_banger"))
+            .args(["daemon", "stop"])
+            .envs(self.env())
+            .output();
+    }
+}
+
+/// A tmux server of the test's own with one session; dropping it kills the server.
+struct Tmux {
+    socket: PathBuf,
+    session: String,
+}
+
+impl Tmux {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        // -u: the screen has box drawing and the selection marker.
+        cmd.arg("-u").arg("-S").arg(&self.socket);
+        cmd
+    }
+
+    /// Starts `shell_command` in a detached session `width`×`height` cells large.
+    fn start(socket: PathBuf, width: u16, height: u16, shell_command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket,
+            session: format!("banger-tui-{}", std::process::id()),
+        };
+        let out = tmux
+            .command()
+            .args(["new-session", "-d", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg("-s")
+            .arg(&tmux.session)
+            .arg(shell_command)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn send(&self, key: &str) {
+        let out = self
+            .command()
+            .args(["send-keys", "-t", &self.session, key])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+
+    fn display(&self, format: &str) -> String {
+        let out = self
+            .command()
+            .args(["display-message", "-p", "-t", &self.session, format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until the screen satisfies `ready`; panics with the last screen otherwise.
+    fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("waited {WAIT:?} for {what}; the screen shows:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+    }
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The line of `screen` that carries the selection marker.
+fn selected(screen: &str) -> Option<&str> {
+    screen.lines().find(|l| l.contains("▶ "))
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[test]
+fn vms_appear_the_selection_moves_and_q_quits() {
+    if !tmux_installed() {
+        println!("SKIP: tmux not installed");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.register_image("debian");
+    for name in ["alpha", "bravo"] {
+        sandbox.banger(&[
+            "vm",
+            "create",
+            "--no-start",
+            "--name",
+            name,
+            "--image",
+            "debian",
+        ]);
+    }
+
+    // The shell reports how banger ended and keeps the pane open to be read.
+    let mut command = String::from("env");
+    for (key, value) in sandbox.env() {
+        command.push_str(&format!(
+            " {key}={}",
+            shell_quote(&value.display().to_string())
+        ));
+    }
+    command.push_str(&format!(
+        " {} tui; echo \"tui exited with status $?\"; sleep 60",
+        shell_quote(env!("CARGO_BIN_EXE_banger"))
+    ));
+    let tmux = Tmux::start(sandbox.root().join("tmux.sock"), 100, 30, &command);
+
+    let screen = tmux.wait_for("both VMs", |s| s.contains("alpha") && s.contains("bravo"));
+    // What docs/tui.md shows; printed so a maintainer can refresh it (`--nocapture`).
+    println!("{screen}");
+    assert!(screen.contains("VMs (2)"), "{screen}");
+    assert!(
+        selected(&screen).is_some_and(|l| l.contains("alpha")),
+        "{screen}"
+    );
+    assert_eq!(
+        tmux.display("#{alternate_on}"),
+        "1",
+        "the TUI uses the alternate screen"
+    );
+
+    tmux.send("j");
+    let screen = tmux.wait_for("the selection on bravo", |s| {
+        selected(s).is_some_and(|l| l.contains("bravo"))
+    });
+    assert_eq!(
+        screen.lines().filter(|l| l.contains("▶ ")).count(),
+        1,
+        "{screen}"
+    );
+    // The detail pane follows the selection.
+    assert!(screen.contains("┌ bravo"), "{screen}");
+
+    tmux.send("Up");
+    tmux.wait_for("the selection back on alpha", |s| {
+        selected(s).is_some_and(|l| l.contains("alpha"))
+    });
+    tmux.send("Down");
+    tmux.wait_for("the selection on bravo again", |s| {
+        selected(s).is_some_and(|l| l.contains("bravo"))
+    });
+
+    tmux.send("q");
+    let screen = tmux.wait_for("banger to exit", |s| s.contains("tui exited with status"));
+    assert!(screen.contains("tui exited with status 0"), "{screen}");
+    // The terminal is back to normal: main screen, nothing of the TUI left on it.
+    assert_eq!(tmux.display("#{alternate_on}"), "0");
+    assert!(!screen.contains("alpha"), "{screen}");
+}
+
+/// The smallest file bangerd takes for a kernel: an ELF64 x86_64 executable header, followed
+/// by a version banner like the one a real vmlinux carries.
+fn tiny_elf_kernel() -> Vec<u8> {
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // ELFCLASS64
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // EV_CURRENT
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // e_version
+    elf[0x18..0x20].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
+    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    elf.extend_from_slice(b"Linux version 6.1.0-test (builder@banger) #1 SMP\n\0");
+    elf
+}
