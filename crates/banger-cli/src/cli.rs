@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     max_term_width = 100,
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, 4 not found, \
-                  5 conflict, 6 daemon unavailable, 7 operation failed, 8 cancelled, 9 unsupported."
+                  5 conflict, 6 daemon unavailable, 7 operation failed, 8 cancelled, 9 unsupported, \
+                  10 host not ready (doctor)."
 )]
 pub struct Cli {
     /// How to print results: aligned text for people, or the API's JSON for scripts
@@ -68,6 +69,18 @@ pub enum Command {
     /// VMs, images and the host's capacity at a glance, with live updates; create and delete
     /// VMs from it. Press ? inside for the keys. Honours NO_COLOR.
     Tui,
+
+    /// Check the host: KVM and its kind, Firecracker, QEMU, networking tools, disk, sudo
+    ///
+    /// Runs in bangerd, as bangerd's user. Every problem comes with the command or setting
+    /// that fixes it. Exits 10 when a check fails.
+    Doctor,
+
+    /// Print a one-time URL that signs a browser into the web console
+    ///
+    /// The URL works once, within 2 minutes. Open it yourself rather than passing it to
+    /// another program's command line, where other local users could read it.
+    Web,
 
     /// Print a shell completion script
     #[command(

@@ -18,6 +18,7 @@ use banger_api::{ApiError, ClientError, ErrorCode};
 /// | 7    | operation failed  | a long-running operation (e.g. `image register`) ended in failure  |
 /// | 8    | cancelled         | the operation was cancelled (Ctrl-C while banger waited for it)    |
 /// | 9    | unsupported       | this build of banger cannot do what was asked (`unsupported`)      |
+/// | 10   | host not ready    | `banger doctor` found a failing check                              |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
@@ -30,6 +31,7 @@ pub enum Exit {
     OperationFailed = 7,
     Cancelled = 8,
     Unsupported = 9,
+    HostNotReady = 10,
 }
 
 impl Exit {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod exit;
+pub mod host;
 pub mod image;
 pub mod operation;
 pub mod output;
@@ -60,6 +61,8 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Image(command) => image::run(command, cli.output).await,
         Command::Daemon(command) => daemon::run(command, cli.output).await,
         Command::Tui => tui::run().await,
+        Command::Doctor => host::doctor(cli.output).await,
+        Command::Web => host::web(cli.output).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "banger", &mut out);

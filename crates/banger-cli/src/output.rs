@@ -7,7 +7,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use banger_api::validate::{MIB, format_size};
-use banger_api::{ApiError, DaemonInfo, Image, ImageFile, Timestamp, Vm};
+use banger_api::{
+    ApiError, DaemonInfo, DoctorCheckStatus, DoctorReport, Image, ImageFile, Timestamp, Vm,
+    WebLogin,
+};
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
@@ -211,11 +214,69 @@ pub fn daemon_status(info: &DaemonInfo, outdated_against: Option<&str>) -> Strin
             format!("the running build differs from {binary}; the next banger command restarts it"),
         );
     }
+    let web = match (&info.web.url, &info.web.error) {
+        (Some(url), _) => format!("{url} (sign in with: banger web)"),
+        (None, Some(error)) => format!("not serving: {error}"),
+        (None, None) => "not serving".to_owned(),
+    };
     kv.add("uptime", uptime(Duration::from_secs(info.uptime_secs)))
         .add("started", info.started_at)
         .add("state dir", &info.state_dir)
         .add("log file", &info.log_file)
+        .add("web console", web)
         .render()
+}
+
+/// `banger web`: the one-time login URL and how long it stays valid.
+pub fn web_login(login: &WebLogin, now: Timestamp) -> String {
+    let secs = now.until(login.expires_at).as_secs();
+    format!(
+        "Open this URL in your browser within {}; it signs in once and then stops working:\n\n  {}\n",
+        if secs >= 60 {
+            format!("{} min", secs.div_ceil(60))
+        } else {
+            format!("{secs} s")
+        },
+        login.url
+    )
+}
+
+/// `banger doctor`: one line a check, the fix under each problem, a summary.
+pub fn doctor(report: &DoctorReport) -> String {
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let (mut warn, mut fail) = (0, 0);
+    for check in &report.checks {
+        let mark = match check.status {
+            DoctorCheckStatus::Ok => "ok  ",
+            DoctorCheckStatus::Warn => {
+                warn += 1;
+                "warn"
+            }
+            DoctorCheckStatus::Fail => {
+                fail += 1;
+                "FAIL"
+            }
+        };
+        out.push_str(&format!(
+            "{mark}  {:width$}  {}\n",
+            check.name, check.detail
+        ));
+        if let Some(fix) = &check.fix {
+            out.push_str(&format!("      {:width$}  fix: {fix}\n", ""));
+        }
+    }
+    out.push_str(&match (fail, warn) {
+        (0, 0) => "\nEverything banger needs is in place.\n".to_owned(),
+        (0, w) => format!("\n{w} warning(s); banger works, with the limits above.\n"),
+        (f, _) => format!("\n{f} check(s) failed; apply the fixes above.\n"),
+    });
+    out
 }
 
 fn memory(mib: u32) -> String {
@@ -575,6 +636,73 @@ pub(crate) mod tests {
     #[test]
     fn daemon_status_text_outdated() {
         insta::assert_snapshot!(daemon_status(&info(), Some("/usr/local/bin/bangerd")));
+    }
+
+    #[test]
+    fn daemon_status_text_with_web_console() {
+        let mut serving = info();
+        serving.web.url = Some("http://127.0.0.1:7878/".into());
+        let text = daemon_status(&serving, None);
+        assert!(text.contains("web console: http://127.0.0.1:7878/ (sign in with: banger web)"));
+        let mut busy = info();
+        busy.web.error = Some("cannot listen on 127.0.0.1:7878: address in use".into());
+        let text = daemon_status(&busy, None);
+        assert!(text.contains("web console: not serving: cannot listen on 127.0.0.1:7878"));
+    }
+
+    #[test]
+    fn web_login_text() {
+        let now = Timestamp(1_000_000);
+        let login = banger_api::WebLogin {
+            url: "http://127.0.0.1:7878/login?token=abc".into(),
+            expires_at: Timestamp(1_000_000 + 120_000),
+        };
+        insta::assert_snapshot!(web_login(&login, now), @r"
+        Open this URL in your browser within 2 min; it signs in once and then stops working:
+
+          http://127.0.0.1:7878/login?token=abc
+        ");
+    }
+
+    #[test]
+    fn doctor_text() {
+        use banger_api::DoctorCheck;
+        let check = |name: &str, status, detail: &str, fix: Option<&str>| DoctorCheck {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            fix: fix.map(Into::into),
+        };
+        let report = DoctorReport {
+            checks: vec![
+                check(
+                    "kvm",
+                    DoctorCheckStatus::Warn,
+                    "kvm_pvm (paravirtual KVM)",
+                    Some("use QEMU"),
+                ),
+                check("tun", DoctorCheckStatus::Ok, "/dev/net/tun is usable", None),
+                check(
+                    "nftables",
+                    DoctorCheckStatus::Fail,
+                    "nft not found",
+                    Some("apt-get install nftables"),
+                ),
+            ],
+        };
+        insta::assert_snapshot!(doctor(&report), @r"
+        warn  kvm       kvm_pvm (paravirtual KVM)
+                        fix: use QEMU
+        ok    tun       /dev/net/tun is usable
+        FAIL  nftables  nft not found
+                        fix: apt-get install nftables
+
+        1 check(s) failed; apply the fixes above.
+        ");
+        let healthy = DoctorReport {
+            checks: vec![check("tun", DoctorCheckStatus::Ok, "usable", None)],
+        };
+        assert!(doctor(&healthy).ends_with("Everything banger needs is in place.\n"));
     }
 
     #[test]
