@@ -312,6 +312,11 @@ pub fn main() -> ExitCode {
     }
     // Everything bangerd creates (database, images, sockets) is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if let Some(path) = with_sbin(std::env::var_os("PATH")) {
+        // SAFETY: no other thread exists yet (the runtime is built below), so nothing can read
+        // the environment while it changes.
+        unsafe { std::env::set_var("PATH", path) };
+    }
     let paths = match Paths::from_env() {
         Ok(p) => p,
         Err(e) => {
@@ -354,6 +359,26 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// Debian keeps the tools banger runs (`mkfs.ext4`, `debugfs`, `sysctl`, `nft`, `ip`) in
+/// `/usr/sbin` and `/sbin`, which an ordinary user's PATH lacks. Returns the PATH with them
+/// appended, or `None` when nothing is missing.
+fn with_sbin(path: Option<std::ffi::OsString>) -> Option<std::ffi::OsString> {
+    let current = path.unwrap_or_default();
+    // An empty PATH splits into one empty entry, which would mean the current directory.
+    let mut dirs: Vec<PathBuf> = if current.is_empty() {
+        Vec::new()
+    } else {
+        std::env::split_paths(&current).collect()
+    };
+    let before = dirs.len();
+    for sbin in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d == Path::new(sbin)) {
+            dirs.push(PathBuf::from(sbin));
+        }
+    }
+    (dirs.len() != before).then(|| std::env::join_paths(dirs).unwrap_or(current))
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -366,5 +391,28 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sbin_directories_are_appended_once() {
+        let path = with_sbin(Some("/usr/bin:/bin".into())).unwrap();
+        assert_eq!(path, "/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin");
+        assert_eq!(
+            with_sbin(Some(path)),
+            None,
+            "nothing to add the second time"
+        );
+        let root = with_sbin(Some("/usr/sbin:/usr/bin:/sbin".into())).unwrap();
+        assert_eq!(root, "/usr/sbin:/usr/bin:/sbin:/usr/local/sbin");
+        assert_eq!(
+            with_sbin(None).unwrap(),
+            "/usr/local/sbin:/usr/sbin:/sbin",
+            "an unset PATH still finds the tools"
+        );
     }
 }
