@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::BorrowedFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -26,54 +26,13 @@ const FIRST_FRAME: &[u8] = "find daemon".as_bytes();
 const VM_LISTED: &[u8] = b"bench-vm-1";
 const GIVE_UP: Duration = Duration::from_secs(15);
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-impl Env {
-    fn envs(&self) -> Vec<(&'static str, PathBuf)> {
-        let home = self.dir.path();
-        vec![
-            ("HOME", home.to_path_buf()),
-            ("XDG_CONFIG_HOME", home.join("config")),
-            ("XDG_STATE_HOME", home.join("state")),
-            ("XDG_RUNTIME_DIR", home.join("run")),
-            ("BANGER_DAEMON_BIN", env!("CARGO_BIN_EXE_bangerd").into()),
-        ]
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(args)
-            .envs(self.envs())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run banger");
-        if !out.status.success() {
-            panic!(
-                "banger {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        out
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(["daemon", "stop"])
-            .envs(self.envs())
-            .output();
-    }
-}
+use support::Sandbox;
 
 /// `banger tui` on the slave side of a new pseudo-terminal; returns the child and the master.
-fn spawn_in_pty(env: &Env) -> (Child, File) {
+fn spawn_in_pty(env: &Sandbox) -> (Child, File) {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
     grantpt(&master).expect("grantpt");
     unlockpt(&master).expect("unlockpt");
@@ -95,7 +54,7 @@ fn spawn_in_pty(env: &Env) -> (Child, File) {
         .expect("open the pty slave");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
     cmd.arg("tui")
-        .envs(env.envs())
+        .envs(env.env())
         .env("TERM", "xterm-256color")
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
@@ -185,18 +144,6 @@ fn quit(mut child: Child, mut master: File) {
     }
 }
 
-fn fake_vmlinux(path: &Path) {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    std::fs::write(path, elf).unwrap();
-}
-
 fn stats(mut samples: Vec<Duration>) -> String {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -209,14 +156,14 @@ fn stats(mut samples: Vec<Duration>) -> String {
     )
 }
 
-fn measure(env: &Env, daemon_up: bool, runs: usize) -> (Vec<Duration>, Vec<Duration>) {
+fn measure(env: &Sandbox, daemon_up: bool, runs: usize) -> (Vec<Duration>, Vec<Duration>) {
     let mut first = Vec::with_capacity(runs);
     let mut listed = Vec::with_capacity(runs);
     for _ in 0..runs {
         if daemon_up {
-            env.run(&["daemon", "start"]);
+            env.ok(&["daemon", "start"]);
         } else {
-            env.run(&["daemon", "stop"]);
+            env.ok(&["daemon", "stop"]);
         }
         let started = Instant::now();
         let (child, mut master) = spawn_in_pty(env);
@@ -229,33 +176,10 @@ fn measure(env: &Env, daemon_up: bool, runs: usize) -> (Vec<Duration>, Vec<Durat
 }
 
 fn main() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    fake_vmlinux(&env.path("vmlinux"));
-    let rootfs = env.path("rootfs.ext4");
-    std::fs::File::create(&rootfs)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&rootfs)
-        .status()
-        .expect("mkfs.ext4 (e2fsprogs) is needed");
-    assert!(mkfs.success());
-    env.run(&[
-        "image",
-        "register",
-        "--name",
-        "bench",
-        "--kernel",
-        env.path("vmlinux").to_str().unwrap(),
-        "--rootfs",
-        rootfs.to_str().unwrap(),
-    ]);
+    let env = Sandbox::new();
+    env.register("bench");
     for i in 1..=3 {
-        env.run(&[
+        env.ok(&[
             "vm",
             "create",
             "--no-start",

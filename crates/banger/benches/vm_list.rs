@@ -5,52 +5,16 @@
 //! about time: targets (20 ms per list, 30 MiB idle RSS on a 2-core machine) are for people
 //! to compare against, see docs/benchmarks.md.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::Sandbox;
 
 const VMS: usize = 1000;
 const RUNS: usize = 100;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
-        let home = self.dir.path();
-        cmd.args(args)
-            .env("HOME", home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_STATE_HOME", home.join("state"))
-            .env("XDG_RUNTIME_DIR", home.join("run"))
-            .env("BANGER_DAEMON_BIN", env!("CARGO_BIN_EXE_bangerd"))
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run banger");
-        if !out.status.success() {
-            panic!(
-                "banger {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        out
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.command(&["daemon", "stop"]).output();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -59,24 +23,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn daemon_pid(env: &Env) -> u32 {
-    let out = env.run(&["daemon", "status", "-o", "json"]);
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    info["pid"].as_u64().expect("pid") as u32
-}
-
-fn fake_vmlinux(path: &Path) {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    std::fs::write(path, elf).unwrap();
 }
 
 fn stats(mut samples: Vec<Duration>) -> String {
@@ -94,55 +40,25 @@ fn stats(mut samples: Vec<Duration>) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing we need.
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    std::fs::create_dir_all(env.path("config/banger")).unwrap();
+    let env = Sandbox::new();
     // A /20 holds the 1,000 guest addresses the benchmark needs.
-    std::fs::write(
-        env.path("config/banger/config.toml"),
-        "subnet = \"10.240.0.0/20\"\n",
-    )
-    .unwrap();
+    env.config("subnet = \"10.240.0.0/20\"\n[web]\nlisten = \"127.0.0.1:0\"\n");
 
     let started = Instant::now();
-    env.run(&["daemon", "start"]);
+    env.ok(&["daemon", "start"]);
     println!(
         "daemon start (cold, from the CLI): {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    let pid = daemon_pid(&env);
+    let pid = env.daemon_pid();
     std::thread::sleep(Duration::from_millis(300));
     let idle_empty = rss_kib(pid);
 
-    fake_vmlinux(&env.path("vmlinux"));
-    let rootfs = env.path("rootfs.ext4");
-    std::fs::File::create(&rootfs)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&rootfs)
-        .status()
-        .expect("mkfs.ext4 (e2fsprogs) is needed");
-    assert!(mkfs.success());
-    env.run(&[
-        "image",
-        "register",
-        "--name",
-        "bench",
-        "--kernel",
-        env.path("vmlinux").to_str().unwrap(),
-        "--rootfs",
-        rootfs.to_str().unwrap(),
-    ]);
-
+    env.register("bench");
     let started = Instant::now();
     for i in 0..VMS {
         let name = format!("vm-{i:04}");
-        env.run(&[
+        env.ok(&[
             "vm",
             "create",
             "--no-start",
@@ -163,38 +79,37 @@ fn main() {
     );
 
     // Warm up once, then measure.
-    let out = env.run(&["vm", "list", "-o", "json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = env.json_text(&["vm", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         listed.as_array().map(Vec::len),
         Some(VMS),
         "list returned the wrong count"
     );
-    println!("vm list -o json output: {} KiB", out.stdout.len() / 1024);
+    println!("vm list -o json output: {} KiB", out.len() / 1024);
 
-    let mut samples = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let mut cmd = env.command(&["vm", "list", "-o", "json"]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let t = Instant::now();
-        let status = cmd.status().unwrap();
-        samples.push(t.elapsed());
-        assert!(status.success());
+    for (label, args, target) in [
+        (
+            "banger vm list -o json",
+            &["vm", "list", "-o", "json"][..],
+            "   [target < 20 ms]",
+        ),
+        ("banger vm list (text)", &["vm", "list"][..], ""),
+    ] {
+        let mut samples = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_banger"));
+            cmd.args(args)
+                .envs(env.env())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let t = Instant::now();
+            let status = cmd.status().unwrap();
+            samples.push(t.elapsed());
+            assert!(status.success());
+        }
+        println!("{label}, {VMS} VMs: {}{target}", stats(samples));
     }
-    println!(
-        "banger vm list -o json, {VMS} VMs: {}   [target < 20 ms]",
-        stats(samples)
-    );
-
-    let mut samples = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let mut cmd = env.command(&["vm", "list"]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let t = Instant::now();
-        assert!(cmd.status().unwrap().success());
-        samples.push(t.elapsed());
-    }
-    println!("banger vm list (text), {VMS} VMs: {}", stats(samples));
 
     std::thread::sleep(Duration::from_millis(500));
     println!(

@@ -3,92 +3,17 @@
 //! and types with `send-keys`, as a user would. tmux gets a private server socket so the test
 //! never touches the user's sessions; a guard kills that server and stops the daemon.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long the screen may take to show what the test waits for.
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
+mod support;
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::Builder::new()
-                .prefix("banger-tui")
-                .tempdir()
-                .unwrap(),
-        }
-    }
+use support::Sandbox;
 
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The environment of every banger in this sandbox.
-    fn env(&self) -> Vec<(&'static str, PathBuf)> {
-        let root = self.root();
-        vec![
-            ("HOME", root.join("home")),
-            ("XDG_CONFIG_HOME", root.join("config")),
-            ("XDG_STATE_HOME", root.join("state")),
-            ("XDG_RUNTIME_DIR", root.join("run")),
-            ("BANGER_DAEMON_BIN", env!("CARGO_BIN_EXE_bangerd").into()),
-        ]
-    }
-
-    fn banger(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(args)
-            .envs(self.env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "banger {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// Registers an image from a tiny kernel and an empty ext4 root filesystem.
-    fn register_image(&self, name: &str) {
-        let kernel = self.root().join("vmlinux");
-        std::fs::write(&kernel, tiny_elf_kernel()).unwrap();
-        let rootfs = self.root().join("rootfs.ext4");
-        let mkfs = Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&rootfs)
-            .arg("16M")
-            .output()
-            .expect("mkfs.ext4 (e2fsprogs) is needed");
-        assert!(mkfs.status.success());
-        self.banger(&[
-            "image",
-            "register",
-            "--name",
-            name,
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-        ]);
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_banger"))
-            .args(["daemon", "stop"])
-            .envs(self.env())
-            .output();
-    }
-}
-
-/// A tmux server of the test's own with one session; dropping it kills the server.
 struct Tmux {
     socket: PathBuf,
     session: String,
@@ -199,9 +124,9 @@ fn vms_appear_the_selection_moves_and_q_quits() {
         return;
     }
     let sandbox = Sandbox::new();
-    sandbox.register_image("debian");
+    sandbox.register("debian");
     for name in ["alpha", "bravo"] {
-        sandbox.banger(&[
+        sandbox.ok(&[
             "vm",
             "create",
             "--no-start",
@@ -267,23 +192,4 @@ fn vms_appear_the_selection_moves_and_q_quits() {
     // The terminal is back to normal: main screen, nothing of the TUI left on it.
     assert_eq!(tmux.display("#{alternate_on}"), "0");
     assert!(!screen.contains("alpha"), "{screen}");
-}
-
-/// The smallest file bangerd takes for a kernel: an ELF64 x86_64 executable header, followed
-/// by a version banner like the one a real vmlinux carries.
-fn tiny_elf_kernel() -> Vec<u8> {
-    let mut elf = vec![0u8; 64];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // ELFCLASS64
-    elf[5] = 1; // little-endian
-    elf[6] = 1; // EV_CURRENT
-    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
-    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // e_version
-    elf[0x18..0x20].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
-    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-    elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    elf.extend_from_slice(b"Linux version 6.1.0-test (builder@banger) #1 SMP\n\0");
-    elf
 }
