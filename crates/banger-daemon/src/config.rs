@@ -16,6 +16,8 @@ pub struct Config {
     pub subnet: String,
     /// VMM used by `vm create` when no `--vmm` is given.
     pub vmm: VmmKind,
+    /// The Firecracker binary; `firecracker` on PATH when unset.
+    pub firecracker_bin: Option<PathBuf>,
     pub defaults: VmDefaults,
     pub web: WebConfig,
 }
@@ -60,6 +62,7 @@ impl Default for Config {
             default_image: "debian".into(),
             subnet: "172.30.0.0/24".into(),
             vmm: VmmKind::Auto,
+            firecracker_bin: None,
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -90,6 +93,7 @@ struct RawConfig {
     default_image: Option<String>,
     subnet: Option<String>,
     vmm: Option<String>,
+    firecracker_bin: Option<PathBuf>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
 }
@@ -157,6 +161,16 @@ impl Config {
         }
         if let Some(vmm) = raw.vmm {
             config.vmm = vmm.parse().map_err(|e| invalid(format!("`vmm`: {e}")))?;
+        }
+        if let Some(bin) = raw.firecracker_bin {
+            // The daemon runs in its own directory: a relative path would name another file.
+            if !bin.is_absolute() {
+                return Err(invalid(format!(
+                    "`firecracker_bin`: {} is not an absolute path",
+                    bin.display()
+                )));
+            }
+            config.firecracker_bin = Some(bin);
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -247,6 +261,7 @@ mod tests {
             default_image = "base"
             subnet = "10.77.0.0/16"
             vmm = "qemu"
+            firecracker_bin = "/opt/fc/firecracker"
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -258,6 +273,10 @@ mod tests {
         assert_eq!(config.default_image, "base");
         assert_eq!(config.subnet, "10.77.0.0/16");
         assert_eq!(config.vmm, VmmKind::Qemu);
+        assert_eq!(
+            config.firecracker_bin.as_deref(),
+            Some(Path::new("/opt/fc/firecracker"))
+        );
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
@@ -336,6 +355,7 @@ mod tests {
             ("[defaults]\nwork_disk = \"1M\"", "defaults.work_disk"),
             ("subnet = \"10.0.0.1/33\"", "subnet"),
             ("vmm = \"xen\"", "vmm"),
+            ("firecracker_bin = \"bin/firecracker\"", "firecracker_bin"),
             ("default_image = \"Not A Name\"", "default_image"),
         ] {
             let err = parse(text).unwrap_err().to_string();

@@ -13,7 +13,9 @@ use crate::Daemon;
 pub fn report(d: &Daemon) -> DoctorReport {
     let runner = RealRunner;
     let net = NetConfig::new(d.pool.gateway(), d.pool.prefix_len());
-    let checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run();
+    let checks = Doctor::new(&runner, net, d.paths.state_dir.clone())
+        .firecracker(d.config.firecracker_bin.clone())
+        .run();
     DoctorReport {
         checks: checks.into_iter().map(to_wire).collect(),
     }

@@ -789,3 +789,41 @@ async fn doctor_reports_every_check_with_a_fix_for_each_problem() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_configured_firecracker_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_file: dir.path().join("config/banger/config.toml"),
+        state_dir: dir.path().join("state/banger"),
+        runtime_dir: dir.path().join("run/banger"),
+    };
+    let missing = dir.path().join("no-such-firecracker");
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &paths.config_file,
+        format!(
+            "firecracker_bin = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let files = dir.path().join("files");
+    let mut h = Harness::with(dir, paths, files).await;
+    let report = h.client.doctor().await.unwrap();
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "firecracker")
+        .unwrap();
+    assert_eq!(
+        check.status,
+        banger_api::DoctorCheckStatus::Fail,
+        "{check:?}"
+    );
+    assert!(
+        check.detail.contains(&missing.display().to_string()),
+        "{check:?}"
+    );
+    h.stop().await;
+}
