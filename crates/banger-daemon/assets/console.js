@@ -3,6 +3,19 @@
 'use strict';
 
 (() => {
+  // A page the user is leaving must not reload itself: a reload started after the user
+  // clicked a link would cancel their navigation and bring the old page back.
+  let leaving = false;
+  window.addEventListener('beforeunload', () => {
+    leaving = true;
+  });
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) leaving = false;
+  });
+  const reload = () => {
+    if (!leaving) location.reload();
+  };
+
   // Operations in progress: poll their JSON every second and update the page in place.
   // When one finishes, reload once so the page shows its outcome (links, lists).
   const poll = (root) => {
@@ -18,7 +31,7 @@
         });
         if (response.status === 401) {
           clearInterval(timer);
-          location.reload();
+          reload();
           return;
         }
         if (!response.ok) return;
@@ -26,7 +39,7 @@
         update(root, op);
         if (!op.running) {
           clearInterval(timer);
-          setTimeout(() => location.reload(), 400);
+          setTimeout(reload, 400);
         }
       } catch (_) {
         // The daemon restarting or the network blipping: try again next second.

@@ -89,7 +89,14 @@ try {
   await page.getByRole('button', { name: 'Cancel' }).click();
   await page.getByText('Cancellation requested.').waitFor();
   await page.locator('h1 .state', { hasText: 'cancelled' }).waitFor({ timeout: 15_000 });
+  // Leave at once, inside the moment the finished page would reload itself: the user's
+  // navigation must win over that reload.
   await page.getByRole('navigation').getByRole('link', { name: 'Dashboard' }).click();
+  await page.waitForURL((u) => u.pathname === '/');
+  await page.waitForTimeout(1_000);
+  if (new URL(page.url()).pathname !== '/') {
+    fail(`the finished operation's page reloaded over the user's click: ${page.url()}`);
+  }
 
   // Mistakes show next to their fields and keep what was typed.
   await page.getByRole('link', { name: 'New VM' }).first().click();
