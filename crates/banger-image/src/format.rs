@@ -676,11 +676,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-fn le16(bytes: &[u8], offset: usize) -> u16 {
+/// Little-endian integers at `offset`, as on-disk formats (ext4, ELF, the x86 boot header) store
+/// them. The caller has checked the length.
+pub(crate) fn le16(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
 }
 
-fn le32(bytes: &[u8], offset: usize) -> u32 {
+pub(crate) fn le32(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes([
         bytes[offset],
         bytes[offset + 1],

@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FileKind, FormatError, KernelInfo};
+use crate::format::{self, FileKind, FormatError, KernelInfo, le16, le32};
 
 /// Offsets into the x86 boot protocol's setup header (Documentation/arch/x86/boot.rst).
 const SETUP_SECTS: usize = 0x1f1;
@@ -391,19 +391,6 @@ pub(crate) fn partial_path(dst: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dst.with_file_name(format!(".{name}.partial"))
-}
-
-fn le16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
-}
-
-fn le32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([
-        bytes[offset],
-        bytes[offset + 1],
-        bytes[offset + 2],
-        bytes[offset + 3],
-    ])
 }
 
 #[cfg(test)]
