@@ -274,6 +274,23 @@ impl<'a> Doctor<'a> {
             .to_owned())
     }
 
+    /// `program flag`'s first line, or the failed check saying the program does not run.
+    fn version_or_fail(
+        &self,
+        name: &str,
+        program: &Path,
+        flag: &str,
+        fix: &str,
+    ) -> Result<String, Check> {
+        self.version(program, flag).map_err(|error| {
+            Check::fail(
+                name,
+                format!("{} does not run: {error}", program.display()),
+                fix,
+            )
+        })
+    }
+
     fn kvm(&self) -> Kvm {
         let device = self.under_root("/dev/kvm");
         if !device.exists() {
@@ -350,7 +367,7 @@ impl<'a> Doctor<'a> {
                         "the configured binary {} does not exist or is not executable",
                         configured.display()
                     ),
-                    "install Firecracker there, or change `firecracker` in config.toml",
+                    "install Firecracker there, or change `firecracker_bin` in config.toml",
                 ));
             }
             None => match self.find("firecracker") {
@@ -360,27 +377,28 @@ impl<'a> Doctor<'a> {
                         NAME,
                         "not installed (not found in PATH); VMs run under QEMU instead",
                         "install a release binary from Firecracker's GitHub releases into PATH, \
-                         or set `firecracker = \"/path/to/firecracker\"` in config.toml",
+                         or set `firecracker_bin = \"/path/to/firecracker\"` in config.toml",
                     ));
                 }
             },
         };
-        match self.version(&path, "--version") {
-            Ok(line) if line.starts_with("Firecracker") => Ok((path, line)),
-            Ok(line) => Err(Check::fail(
+        let line = self.version_or_fail(
+            NAME,
+            &path,
+            "--version",
+            "reinstall Firecracker from its GitHub releases (x86_64 build)",
+        )?;
+        if !line.starts_with("Firecracker") {
+            return Err(Check::fail(
                 NAME,
                 format!(
                     "{} does not look like Firecracker: `--version` printed {line:?}",
                     path.display()
                 ),
-                "point `firecracker` in config.toml at a Firecracker release binary",
-            )),
-            Err(error) => Err(Check::fail(
-                NAME,
-                format!("{} does not run: {error}", path.display()),
-                "reinstall Firecracker from its GitHub releases (x86_64 build)",
-            )),
+                "point `firecracker_bin` in config.toml at a Firecracker release binary",
+            ));
         }
+        Ok((path, line))
     }
 
     fn check_firecracker(&self, found: &Result<(PathBuf, String), Check>) -> Check {
@@ -405,19 +423,11 @@ impl<'a> Doctor<'a> {
                 ));
             }
         };
-        match self.version(&path, "--version") {
-            Ok(line) => {
-                let version = line
-                    .strip_prefix("QEMU emulator version ")
-                    .map_or(line.clone(), |v| format!("QEMU {v}"));
-                Ok((path, version))
-            }
-            Err(error) => Err(Check::fail(
-                NAME,
-                format!("{} does not run: {error}", path.display()),
-                fix,
-            )),
-        }
+        let line = self.version_or_fail(NAME, &path, "--version", fix)?;
+        let version = line
+            .strip_prefix("QEMU emulator version ")
+            .map_or(line.clone(), |v| format!("QEMU {v}"));
+        Ok((path, version))
     }
 
     fn check_qemu(&self, found: &Result<(PathBuf, String), Check>) -> Check {
@@ -509,7 +519,7 @@ impl<'a> Doctor<'a> {
                 };
             }
         };
-        match self.version(&path, "--version") {
+        match self.version_or_fail(NAME, &path, "--version", fix) {
             Ok(line) => Check::ok(
                 NAME,
                 format!(
@@ -518,11 +528,7 @@ impl<'a> Doctor<'a> {
                     path.display()
                 ),
             ),
-            Err(error) => Check::fail(
-                NAME,
-                format!("{} does not run: {error}", path.display()),
-                fix,
-            ),
+            Err(check) => check,
         }
     }
 
@@ -774,7 +780,7 @@ impl<'a> Doctor<'a> {
                 fix,
             );
         };
-        match self.version(&ssh, "-V") {
+        match self.version_or_fail(NAME, &ssh, "-V", fix) {
             Ok(line) => Check::ok(
                 NAME,
                 format!(
@@ -783,11 +789,7 @@ impl<'a> Doctor<'a> {
                     ssh.display()
                 ),
             ),
-            Err(error) => Check::fail(
-                NAME,
-                format!("{} does not run: {error}", ssh.display()),
-                fix,
-            ),
+            Err(check) => check,
         }
     }
 
