@@ -156,6 +156,37 @@ fn pane<'a>(title: impl Into<Line<'a>>, t: &Theme) -> Block<'a> {
 }
 
 /// What a list shows when it has no rows: loading, an error, or how to get some.
+/// A list pane's title: its name, with the count once the list is loaded.
+fn pane_title<T>(name: &str, load: &Load<Vec<T>>) -> String {
+    match load.ready() {
+        Some(rows) => format!(" {name} ({}) ", rows.len()),
+        None => format!(" {name} "),
+    }
+}
+
+/// Draws a list pane's loading, error or empty state in place of its list and returns `None`;
+/// returns the loaded rows when there is a list to draw.
+fn rows_or_placeholder<'a, T>(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    app: &App,
+    load: &'a Load<Vec<T>>,
+    title: &str,
+    what: &str,
+    empty: Vec<Line<'static>>,
+) -> Option<&'a [T]> {
+    let Some(lines) = placeholder(load, what, empty, app) else {
+        return Some(load.ready().map(Vec::as_slice).unwrap_or_default());
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(title.to_owned(), &app.theme)),
+        area,
+    );
+    None
+}
+
 fn placeholder<T>(
     load: &Load<Vec<T>>,
     what: &str,
@@ -348,20 +379,10 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Span::styled("c", t.key()),
         Span::raw(" to create one."),
     ])];
-    let title = match app.vms.ready() {
-        Some(vms) => format!(" VMs ({}) ", vms.len()),
-        None => " VMs ".into(),
-    };
-    if let Some(lines) = placeholder(&app.vms, "VMs", empty, app) {
-        frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(pane(title, t)),
-            area,
-        );
+    let title = pane_title("VMs", &app.vms);
+    let Some(vms) = rows_or_placeholder(frame, area, app, &app.vms, &title, "VMs", empty) else {
         return;
-    }
-    let vms = app.vms.ready().map(Vec::as_slice).unwrap_or_default();
+    };
     let (list_area, detail_area) = list_and_detail(area, vms.len());
     let columns = [
         Column::new(
@@ -507,20 +528,11 @@ fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
             t.key(),
         ),
     ];
-    let title = match app.images.ready() {
-        Some(images) => format!(" Images ({}) ", images.len()),
-        None => " Images ".into(),
-    };
-    if let Some(lines) = placeholder(&app.images, "images", empty, app) {
-        frame.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(pane(title, t)),
-            area,
-        );
+    let title = pane_title("Images", &app.images);
+    let Some(images) = rows_or_placeholder(frame, area, app, &app.images, &title, "images", empty)
+    else {
         return;
-    }
-    let images = app.images.ready().map(Vec::as_slice).unwrap_or_default();
+    };
     let (list_area, detail_area) = list_and_detail(area, images.len());
     let kernel = |i: &Image| {
         i.manifest
