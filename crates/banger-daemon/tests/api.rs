@@ -10,8 +10,9 @@ use banger_api::{
     StageState, UpdateVmRequest, VmState, validate,
 };
 use banger_daemon::RunningDaemon;
-use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -55,45 +56,12 @@ impl Harness {
         }
     }
 
-    /// A kernel, an ext4 rootfs and an initrd that pass registration's checks.
     fn boot_files(&self) -> (PathBuf, PathBuf, PathBuf) {
-        let kernel = self.files.join("vmlinux");
-        if !kernel.exists() {
-            std::fs::write(&kernel, fake_vmlinux()).unwrap();
-            let rootfs = self.files.join("rootfs.ext4");
-            std::fs::File::create(&rootfs)
-                .unwrap()
-                .set_len(16 << 20)
-                .unwrap();
-            RealRunner
-                .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
-                .unwrap();
-            let mut initrd = b"070701".to_vec();
-            initrd.resize(512, 0);
-            std::fs::write(self.files.join("initrd"), initrd).unwrap();
-        }
-        (
-            kernel,
-            self.files.join("rootfs.ext4"),
-            self.files.join("initrd"),
-        )
+        support::boot_files(&self.files)
     }
 
     async fn register(&self, name: &str) -> banger_api::Image {
-        let (kernel, rootfs, initrd) = self.boot_files();
-        let op = self
-            .client
-            .register_image(&RegisterImageRequest {
-                name: name.into(),
-                kernel: kernel.display().to_string(),
-                initrd: Some(initrd.display().to_string()),
-                rootfs: rootfs.display().to_string(),
-            })
-            .await
-            .unwrap();
-        let done = self.client.watch_operation(&op.id, |_| {}).await.unwrap();
-        assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
-        serde_json::from_value(done.result.unwrap()).unwrap()
+        support::register(&self.client, &self.files, name, true).await
     }
 
     async fn create(&self, name: &str, image: &str) -> banger_api::Vm {
@@ -126,20 +94,6 @@ impl Harness {
             serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
         )
     }
-}
-
-fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // 64-bit
-    elf[5] = 1; // little-endian
-    elf[6] = 1; // ELF version
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
 }
 
 fn http(method: &str, path: &str, headers: &str, body: &str) -> String {

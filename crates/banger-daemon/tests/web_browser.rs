@@ -5,50 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use banger_api::paths::Paths;
-use banger_api::{Client, OperationKind, OperationState, RegisterImageRequest};
+use banger_api::{Client, OperationKind, OperationState};
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // 64-bit
-    elf[5] = 1; // little-endian
-    elf[6] = 1; // ELF version
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
-}
-
-/// Registers an image named `name` from a fake vmlinux and a real (tiny) ext4 rootfs.
-async fn register(client: &Client, files: &Path, name: &str) {
-    std::fs::create_dir_all(files).unwrap();
-    let kernel = files.join("vmlinux");
-    std::fs::write(&kernel, fake_vmlinux()).unwrap();
-    let rootfs = files.join("rootfs.ext4");
-    std::fs::File::create(&rootfs)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    RealRunner
-        .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
-        .unwrap();
-    let op = client
-        .register_image(&RegisterImageRequest {
-            name: name.into(),
-            kernel: kernel.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
-        .await
-        .unwrap();
-    let done = client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
-}
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_headless_chromium() {
@@ -74,7 +36,7 @@ async fn the_console_works_in_headless_chromium() {
         info.web
     );
     let files = dir.path().join("files");
-    register(&client, &files, "base").await;
+    support::register(&client, &files, "base", false).await;
     // A long operation for the browser to watch (its bar moves as the page polls) and cancel.
     let slow = daemon
         .daemon

@@ -1,0 +1,65 @@
+//! What the daemon tests share: boot files that pass registration's checks (a fake ELF vmlinux
+//! with a version banner, a real ext4 made by mkfs.ext4, a cpio-looking initrd) and registering
+//! an image through the real client. Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use banger_api::{Client, Image, OperationState, RegisterImageRequest};
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+
+/// An ELF64 x86_64 executable header and a kernel version banner: what bangerd checks.
+pub fn fake_vmlinux() -> Vec<u8> {
+    let mut elf = vec![0u8; 4096];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // ELF version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
+    elf[1024..1024 + banner.len()].copy_from_slice(banner);
+    elf
+}
+
+/// Writes (once) a kernel, a 16 MiB ext4 rootfs and an initrd into `dir`; returns their paths.
+pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (kernel, rootfs, initrd) = (
+        dir.join("vmlinux"),
+        dir.join("rootfs.ext4"),
+        dir.join("initrd"),
+    );
+    if !kernel.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        std::fs::File::create(&rootfs)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        RealRunner
+            .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
+            .expect("mkfs.ext4 (e2fsprogs) is needed");
+        let mut cpio = b"070701".to_vec();
+        cpio.resize(512, 0);
+        std::fs::write(&initrd, cpio).unwrap();
+    }
+    (kernel, rootfs, initrd)
+}
+
+/// Registers an image named `name` from the boot files in `dir` and waits for it.
+pub async fn register(client: &Client, dir: &Path, name: &str, with_initrd: bool) -> Image {
+    let (kernel, rootfs, initrd) = boot_files(dir);
+    let op = client
+        .register_image(&RegisterImageRequest {
+            name: name.into(),
+            kernel: kernel.display().to_string(),
+            initrd: with_initrd.then(|| initrd.display().to_string()),
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let done = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    serde_json::from_value(done.result.unwrap()).unwrap()
+}
