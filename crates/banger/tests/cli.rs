@@ -59,7 +59,7 @@ fn the_first_command_starts_the_daemon_and_status_reports_it() {
     let stdout = sandbox.ok(&["vm", "list"]);
     assert_eq!(
         stdout,
-        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+        "No VMs yet. Create one with: banger vm create --name dev\n"
     );
     assert_eq!(sandbox.json(&["vm", "list"]), serde_json::json!([]));
 
@@ -436,7 +436,7 @@ fn a_daemon_of_another_build_is_restarted() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+        "No VMs yet. Create one with: banger vm create --name dev\n"
     );
 
     let after = sandbox.json(&["daemon", "status"]);

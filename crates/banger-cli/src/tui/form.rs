@@ -260,6 +260,7 @@ impl CreateForm {
     fn args(&self) -> CreateArgs {
         CreateArgs {
             no_start: true,
+            no_wait: false,
             name: non_empty(&self.name),
             image: self.image.clone(),
             vcpus: non_empty(&self.vcpus).and_then(|v| v.trim().parse().ok()),
@@ -276,6 +277,7 @@ impl CreateForm {
         let all = self.args();
         let alone = || CreateArgs {
             no_start: true,
+            no_wait: false,
             name: None,
             image: None,
             vcpus: None,

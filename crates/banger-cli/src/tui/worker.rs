@@ -61,6 +61,7 @@ impl Worker {
                     daemon
                         .call(async |c| c.create_vm(&request).await)
                         .await
+                        .map(|created| created.vm)
                         .map_err(|f| f.error),
                 ),
                 Effect::DeleteVm(name) => {

@@ -274,17 +274,18 @@ pub async fn create_vm(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
     let viewer = form.viewer;
     let input = VmInput::from_form(&form.fields);
     let attempt = input.clone();
+    let d2 = d.clone();
     let (outcome, images) = blocking(&d, move |d| {
         let outcome = attempt
             .check(d)
-            .and_then(|request| vm::create(d, request).map_err(forms::service_error));
+            .and_then(|request| vm::create(&d2, request).map_err(forms::service_error));
         Ok((outcome, d.store.list_images()?))
     })
     .await
     .map_err(|e| PageError::new(&viewer, e))?;
     match outcome {
-        Ok(vm) => Ok(see_other(&views::with_query(
-            &views::vm_href(&vm.name),
+        Ok(created) => Ok(see_other(&views::with_query(
+            &views::vm_href(&created.vm.name),
             &[("notice", "vm-created")],
         ))),
         Err(errors) => Ok(views::render_with(

@@ -309,6 +309,9 @@ pub struct OpView {
 fn kind_label(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::RegisterImage => "Register image",
+        OperationKind::StartVm => "Start VM",
+        OperationKind::StopVm => "Stop VM",
+        OperationKind::RestartVm => "Restart VM",
     }
 }
 
@@ -849,6 +852,8 @@ mod tests {
                 mac: format!("06:00:ac:1e:00:{:02x}", n + 1),
                 vsock_cid: u32::from(n) + 2,
             },
+            runtime: None,
+            last_error: None,
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }
