@@ -330,7 +330,13 @@ fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiE
     {
         return Err(release_all(e.into()));
     }
-    supervise(d, &vm.id, handle.pid);
+    supervise(
+        d,
+        &vm.id,
+        handle.pid,
+        backend.kind(),
+        handle.api_socket.clone(),
+    );
     cx.done(
         "started",
         Some(
@@ -640,12 +646,25 @@ pub fn stop_for_delete(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
 }
 
 /// Watches the VMM process `pid` of VM `vm_id` and records the VM stopped (or failed) when the
-/// process exits without banger having stopped it.
-pub fn supervise(d: &Arc<Daemon>, vm_id: &str, pid: u32) {
+/// process exits without banger having stopped it. The kernel tells (pidfd) the moment a
+/// process exits; the backend then confirms its process is gone, which also covers a backend
+/// whose processes are not the host's (a fake in tests), checked every 200 ms.
+pub fn supervise(
+    d: &Arc<Daemon>,
+    vm_id: &str,
+    pid: u32,
+    kind: banger_api::VmmKind,
+    api_socket: PathBuf,
+) {
     let d = d.clone();
     let vm_id = vm_id.to_owned();
     d.machines.runtime.clone().spawn(async move {
         banger_vmm::watch_exit(pid).await;
+        if let Ok(backend) = d.machines.backends.for_running(kind) {
+            while backend.owns(pid, &api_socket) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         let d2 = d.clone();
         let _ = tokio::task::spawn_blocking(move || on_exit(&d2, &vm_id, pid)).await;
     });

@@ -94,7 +94,9 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
                     {
                         tracing::error!(vm = %vm_id, error = %e, "cannot record an adopted VM");
                     }
-                    supervise(d, &vm_id, pid);
+                    if let Some(runtime) = &runtime {
+                        supervise(d, &vm_id, pid, kind, runtime.api_socket.clone().into());
+                    }
                     summary.adopted.push(vm_id);
                 }
                 Action::MarkStopped { vm_id, reason } => {
