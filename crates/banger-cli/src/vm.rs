@@ -147,13 +147,13 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             };
             match format {
                 OutputFormat::Json => output::json(&vm),
+                OutputFormat::Text if started => format!(
+                    "Started VM {}.\n\n{}",
+                    vm.name,
+                    output::vm_show(&vm, Timestamp::now())
+                ),
                 OutputFormat::Text => format!(
-                    "{} VM {}.\n\n{}",
-                    if started {
-                        "Started"
-                    } else {
-                        "Created (not started)"
-                    },
+                    "Created VM {} (not started).\n\n{}",
                     vm.name,
                     output::vm_show(&vm, Timestamp::now())
                 ),
