@@ -47,6 +47,7 @@ struct FakeState {
     ignore_powerdown: bool,
     ignore_term: bool,
     die_at_start: bool,
+    exit_on_cont: bool,
     /// The run state `cont` leads to (a guest that crashes at once: `internal-error`).
     after_cont: Option<String>,
 }
@@ -92,6 +93,13 @@ impl FakeQemu {
     /// an option).
     pub fn dying_at_start(self) -> Self {
         self.lock().die_at_start = true;
+        self
+    }
+
+    /// QEMU exits while answering `cont`, dropping the QMP connection (like a QEMU that opened
+    /// its QMP socket before finding an option it cannot honour).
+    pub fn exiting_on_cont(self) -> Self {
+        self.lock().exit_on_cont = true;
         self
     }
 
@@ -451,6 +459,10 @@ impl QmpTransport for FakeQemu {
         };
         if fail {
             return Err(refused(INJECTED));
+        }
+        if command.execute == "cont" && state.exit_on_cont {
+            state.exit(pid, true);
+            return Err(QmpError::Closed);
         }
         let ignore_powerdown = state.ignore_powerdown;
         let after_cont = state.after_cont.clone();

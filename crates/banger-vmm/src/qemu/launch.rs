@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use banger_host::{ProcessError, Signal};
 
 use super::command_line::{self, VHOST_VSOCK};
-use super::qmp::QmpClient;
+use super::qmp::{QmpClient, QmpError};
 use super::{LAUNCH_REQUEST, Qemu};
 use crate::firecracker::CleanupFailure;
 use crate::firecracker::host::{ProcessHost, SocketWaitError};
@@ -24,6 +24,10 @@ use crate::{InstanceState, VmHandle, VmSpec, VmmError};
 
 /// How many lines of QEMU's log an error about a dead QEMU carries.
 const LOG_LINES: usize = 20;
+
+/// How long a launch whose QMP connection broke waits for QEMU to finish exiting, so that the
+/// error can say it exited and why.
+const DYING_WAIT: Duration = Duration::from_secs(1);
 
 /// One thing a QEMU launch acquired that must be released when the VM goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +250,16 @@ impl Qemu {
             VmmError::QemuExited { pid, during, .. } => VmmError::QemuExited {
                 pid,
                 during,
+                log: log(),
+            },
+            // QEMU opens its QMP socket before it checks the rest of its command line, and
+            // a connection it drops is often the first sign that it is exiting.
+            VmmError::Qmp {
+                source: QmpError::Connect(_) | QmpError::Closed | QmpError::Io(_),
+                ..
+            } if self.host.wait_for_exit(pid, DYING_WAIT) => VmmError::QemuExited {
+                pid,
+                during: "while starting the guest".into(),
                 log: log(),
             },
             VmmError::Qmp { .. } | VmmError::QmpSocketTimeout { .. }

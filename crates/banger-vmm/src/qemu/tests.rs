@@ -294,6 +294,28 @@ fn a_qemu_that_dies_at_start_is_reported_with_its_log() {
 }
 
 #[test]
+fn a_qemu_that_exits_while_starting_is_reported_as_exited() {
+    let fake = FakeQemu::new().exiting_on_cont();
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+            if *pid == FIRST_PID && during == "while starting the guest"),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.journal()[4..],
+        strings(&[
+            "qmp cont",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {QMP}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert!(fake.sockets().is_empty());
+}
+
+#[test]
 fn a_stale_socket_is_removed_and_a_live_one_refused() {
     let fake = FakeQemu::new().with_stale_socket(QMP);
     fake.backend(Accel::Tcg).launch(&spec()).unwrap();
