@@ -327,6 +327,12 @@ fn a_qemu_that_refuses_its_configuration_is_rolled_back_with_its_words() {
     let mut spec = spec(&fx, "broken");
     spec.drives[2].path = fx.path().join("no-such-disk.ext4");
     let err = qemu.launch(&spec).unwrap_err();
+    let message = banger_vmm::error_chain(&err);
+    println!("{message}");
+    assert!(
+        message.starts_with("cannot launch VM broken: QEMU (pid ") && message.contains(" exited "),
+        "{message}"
+    );
     let VmmError::Launch { error, cleanup, .. } = &err else {
         panic!("expected a launch error, got {err:?}");
     };
