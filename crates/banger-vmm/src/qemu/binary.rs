@@ -42,7 +42,7 @@ pub enum QemuBinaryError {
     NotExecutable { path: PathBuf },
 
     #[error("cannot ask {} {question}", path.display())]
-    Command {
+    Query {
         path: PathBuf,
         /// What was asked, e.g. `for its version`.
         question: &'static str,
@@ -97,7 +97,7 @@ impl QemuBinary {
             runner
                 .run(&command)
                 .map(|output| output.stdout_lossy())
-                .map_err(|source| QemuBinaryError::Command {
+                .map_err(|source| QemuBinaryError::Query {
                     path: path.clone(),
                     question,
                     source,

@@ -15,7 +15,7 @@ use banger_host::{ProcessError, Signal};
 use serde_json::{Value, json};
 
 use super::command_line::{VHOST_VSOCK, qmp_socket};
-use super::qmp::{Command, QmpError, QmpTransport};
+use super::qmp::{QmpCommand, QmpError, QmpTransport};
 use super::{Accel, Qemu, QemuBinary};
 use crate::Timeouts;
 use crate::firecracker::Version;
@@ -447,7 +447,7 @@ impl QmpTransport for FakeQemu {
     fn execute(
         &self,
         socket: &Path,
-        command: &Command,
+        command: &QmpCommand,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
         let mut state = self.lock();

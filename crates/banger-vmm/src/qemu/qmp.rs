@@ -27,15 +27,15 @@ const MAX_MESSAGE: u64 = 1 << 20;
 
 /// A QMP command: `{"execute": ..., "arguments": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Command {
+pub struct QmpCommand {
     pub execute: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
 }
 
-impl Command {
-    pub fn new(execute: &str) -> Self {
-        Command {
+impl QmpCommand {
+    pub fn named(execute: &str) -> Self {
+        QmpCommand {
             execute: execute.to_owned(),
             arguments: None,
         }
@@ -147,12 +147,12 @@ impl<R: BufRead, W: Write> Session<R, W> {
                 )));
             }
         }
-        session.execute(&Command::new("qmp_capabilities"))?;
+        session.execute(&QmpCommand::named("qmp_capabilities"))?;
         Ok(session)
     }
 
     /// Runs `command` and returns what its `return` holds.
-    pub fn execute(&mut self, command: &Command) -> Result<Value, QmpError> {
+    pub fn execute(&mut self, command: &QmpCommand) -> Result<Value, QmpError> {
         self.next_id += 1;
         let id = Value::String(format!("banger-{}", self.next_id));
         let mut request = serde_json::to_value(command)
@@ -218,7 +218,7 @@ pub trait QmpTransport: Send + Sync + fmt::Debug {
     fn execute(
         &self,
         socket: &Path,
-        command: &Command,
+        command: &QmpCommand,
         timeout: Duration,
     ) -> Result<Value, QmpError>;
 }
@@ -231,7 +231,7 @@ impl QmpTransport for UnixQmp {
     fn execute(
         &self,
         socket: &Path,
-        command: &Command,
+        command: &QmpCommand,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
         let deadline = Instant::now() + timeout;
@@ -298,7 +298,7 @@ impl<'a> QmpClient<'a> {
 
     fn execute(&self, command: &str) -> Result<Value, crate::VmmError> {
         self.transport
-            .execute(self.socket, &Command::new(command), self.timeout)
+            .execute(self.socket, &QmpCommand::named(command), self.timeout)
             .map_err(|source| crate::VmmError::Qmp {
                 socket: self.socket.to_owned(),
                 command: command.to_owned(),
@@ -411,7 +411,7 @@ mod tests {
         let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
         let mut written = Vec::new();
         let result = Session::open(Cursor::new(input), &mut written)
-            .and_then(|mut session| session.execute(&Command::new(command)));
+            .and_then(|mut session| session.execute(&QmpCommand::named(command)));
         (result, String::from_utf8(written).unwrap())
     }
 
@@ -521,7 +521,7 @@ mod tests {
             }
         });
         let value = UnixQmp
-            .execute(&socket, &Command::new("stop"), Duration::from_secs(5))
+            .execute(&socket, &QmpCommand::named("stop"), Duration::from_secs(5))
             .unwrap();
         assert_eq!(value, serde_json::json!({}));
         let received = server.join().unwrap();
@@ -535,7 +535,7 @@ mod tests {
         let err = UnixQmp
             .execute(
                 &silent,
-                &Command::new("query-status"),
+                &QmpCommand::named("query-status"),
                 Duration::from_millis(300),
             )
             .unwrap_err();
@@ -548,7 +548,7 @@ mod tests {
         let err = UnixQmp
             .execute(
                 &dir.path().join("none.sock"),
-                &Command::new("cont"),
+                &QmpCommand::named("cont"),
                 Duration::from_secs(1),
             )
             .unwrap_err();
