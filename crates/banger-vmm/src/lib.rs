@@ -98,13 +98,9 @@ pub struct VmHandle {
     pub pid: u32,
     pub api_socket: PathBuf,
     /// The Unix socket through which the host reaches the guest's vsock (Firecracker's hybrid
-    /// vsock).
+    /// vsock). Always `None` under QEMU, whose vsock (where the host has one) is reached over
+    /// `AF_VSOCK`: see [`Qemu::vsock_cid`].
     pub vsock_socket: Option<PathBuf>,
-    /// The guest's vsock context id when the host reaches it over `AF_VSOCK` (QEMU's
-    /// vhost-vsock). `None` together with `vsock_socket` means the VM has no vsock: its agent
-    /// is reached over the VM's network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vsock_cid: Option<u32>,
 }
 
 /// What the VMM says about its guest (Firecracker's `InstanceInfo.state`).

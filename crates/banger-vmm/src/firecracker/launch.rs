@@ -355,7 +355,6 @@ impl Firecracker {
             pid,
             api_socket: api_socket.clone(),
             vsock_socket,
-            vsock_cid: None,
         })
     }
 

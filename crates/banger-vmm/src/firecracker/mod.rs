@@ -345,7 +345,6 @@ impl Vmm for Firecracker {
             pid,
             api_socket: api_socket.to_owned(),
             vsock_socket,
-            vsock_cid: None,
         })
     }
 }

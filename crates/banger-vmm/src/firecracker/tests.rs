@@ -123,7 +123,6 @@ fn launch_configures_in_firecrackers_order_and_starts() {
             pid: FIRST_PID,
             api_socket: API.into(),
             vsock_socket: Some(VSOCK.into()),
-            vsock_cid: None,
         }
     );
     assert_eq!(fake.journal(), launch_journal());

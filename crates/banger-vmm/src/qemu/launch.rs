@@ -169,7 +169,7 @@ impl Qemu {
         }
         // Without the device the guest simply has no vsock and its agent answers on the VM's
         // network instead; that is the normal case on hosts without vhost-vsock.
-        let vsock = spec.vsock.is_some() && host.exists(Path::new(VHOST_VSOCK));
+        let vsock = spec.vsock.is_some() && self.attaches_vsock();
         if spec.vsock.is_some() && !vsock {
             tracing::info!(vm = %spec.vm_id, "no {VHOST_VSOCK}: the VM gets no vsock device");
         }
@@ -213,7 +213,6 @@ impl Qemu {
             pid,
             api_socket: qmp_socket.clone(),
             vsock_socket: None,
-            vsock_cid: spec.vsock.as_ref().filter(|_| vsock).map(|v| v.cid),
         })
     }
 

@@ -14,7 +14,7 @@
 //!
 //! Differences from Firecracker a caller sees: no snapshots or metrics (the `metrics` path of
 //! [`crate::VmPaths`] is unused), and vsock only where the host has `/dev/vhost-vsock`, reached
-//! over `AF_VSOCK` at [`VmHandle::vsock_cid`] rather than through a Unix socket.
+//! over `AF_VSOCK` at [`Qemu::vsock_cid`] rather than through a Unix socket.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +95,23 @@ impl Qemu {
 
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// Whether a launch gives the VM the vsock device its spec asks for: only where the host
+    /// has `/dev/vhost-vsock`. Without it the VM has no vsock and its agent is reached over the
+    /// VM's network.
+    pub fn attaches_vsock(&self) -> bool {
+        self.host.exists(Path::new(command_line::VHOST_VSOCK))
+    }
+
+    /// The vsock context id the host reaches `vm`'s guest at over `AF_VSOCK`, `None` when its
+    /// QEMU runs without a vsock device (or is not running). Read from the process's command
+    /// line, so it holds for an adopted VM too.
+    pub fn vsock_cid(&self, vm: &VmHandle) -> Option<u32> {
+        if !self.owns(vm.pid, &vm.api_socket) {
+            return None;
+        }
+        self.host.cmdline(vm.pid).and_then(|argv| guest_cid(&argv))
     }
 
     /// The typed QMP client of the QEMU serving `socket`.
@@ -274,8 +291,6 @@ impl Vmm for Qemu {
             pid,
             api_socket: api_socket.to_owned(),
             vsock_socket: None,
-            // The launching daemon decided; the command line remembers.
-            vsock_cid: guest_cid(&argv),
         })
     }
 }

@@ -148,10 +148,11 @@ fn launch_starts_paused_then_runs_the_guest() {
             pid: FIRST_PID,
             api_socket: QMP.into(),
             vsock_socket: None,
-            vsock_cid: None,
         },
         "no /dev/vhost-vsock: no vsock, silently"
     );
+    assert!(!qemu.attaches_vsock());
+    assert_eq!(qemu.vsock_cid(&handle), None);
     assert_eq!(fake.journal(), launch_journal());
     assert_eq!(qemu.state(&handle).unwrap(), InstanceState::Running);
     assert!(
@@ -163,9 +164,13 @@ fn launch_starts_paused_then_runs_the_guest() {
     );
 
     let fake = FakeQemu::new().with_vhost_vsock();
-    let handle = fake.backend(Accel::Kvm).launch(&spec()).unwrap();
-    assert_eq!(handle.vsock_cid, Some(3));
+    let qemu = fake.backend(Accel::Kvm);
+    let handle = qemu.launch(&spec()).unwrap();
+    assert!(qemu.attaches_vsock());
+    assert_eq!(qemu.vsock_cid(&handle), Some(3));
     assert_eq!(handle.vsock_socket, None);
+    fake.crash(handle.pid);
+    assert_eq!(qemu.vsock_cid(&handle), None, "not running: no vsock");
 }
 
 /// The whole journal of a launch whose step `failing` (an index into [`launch_journal`]) fails:
@@ -552,11 +557,11 @@ fn pause_resume_and_state() {
 fn a_fresh_backend_adopts_what_another_launched() {
     let fake = FakeQemu::new().with_vhost_vsock();
     let vm = fake.backend(Accel::Tcg).launch(&spec()).unwrap();
-    assert_eq!(vm.vsock_cid, Some(3));
     // A new daemon: a new backend value that knows nothing but the recorded pid and socket.
     let next = fake.backend(Accel::Tcg);
     assert_eq!(next.adopt(vm.pid, &vm.api_socket), Some(vm.clone()));
     assert_eq!(next.state(&vm).unwrap(), InstanceState::Running);
+    assert_eq!(next.vsock_cid(&vm), Some(3), "the command line remembers");
 
     assert_eq!(
         next.adopt(vm.pid, Path::new("/run/banger/vms/other.sock")),
