@@ -94,17 +94,20 @@ pub enum Preflight {
     Resize,
 }
 
-/// What is known about `/dev/kvm`.
+/// Which kernel module provides `/dev/kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KvmKind {
+pub enum KvmKind {
     Intel,
     Amd,
+    /// Paravirtual KVM: VMMs start, but a stock guest kernel cannot boot under it.
     Pvm,
+    /// `/dev/kvm` without a module banger recognises (e.g. built into the kernel).
     Unknown,
 }
 
 impl KvmKind {
-    fn module(self) -> &'static str {
+    /// The module's name, as `lsmod` shows it.
+    pub fn module(self) -> &'static str {
         match self {
             KvmKind::Intel => "kvm_intel",
             KvmKind::Amd => "kvm_amd",
@@ -114,12 +117,52 @@ impl KvmKind {
     }
 }
 
+/// What `/dev/kvm` offers this user, as [`probe_kvm`] found it.
 #[derive(Debug)]
-enum Kvm {
+pub enum Kvm {
     Missing,
     /// Present but not openable read-write.
     NoAccess(KvmKind, io::Error),
     Usable(KvmKind),
+}
+
+impl Kvm {
+    /// Whether a VMM using this `/dev/kvm` can boot a stock guest kernel: it is usable and not
+    /// paravirtual.
+    pub fn boots_stock_guests(&self) -> bool {
+        matches!(self, Kvm::Usable(kind) if *kind != KvmKind::Pvm)
+    }
+}
+
+/// Probes `/dev/kvm` and the KVM modules under `root` (`/` on a real host): whether the device
+/// exists, whether this user can open it read-write, and which module provides it. The one
+/// place banger tells hardware KVM from kvm_pvm, shared by `banger doctor` and the VMM
+/// backends' choice of accelerator.
+pub fn probe_kvm(root: &Path) -> Kvm {
+    let under_root = |absolute: &str| root.join(absolute.trim_start_matches('/'));
+    let device = under_root("/dev/kvm");
+    if !device.exists() {
+        return Kvm::Missing;
+    }
+    let module = |name: &str| under_root("/sys/module").join(name).exists();
+    // kvm_pvm first: it can be loaded next to a hardware module that has no hardware.
+    let kind = if module("kvm_pvm") {
+        KvmKind::Pvm
+    } else if module("kvm_intel") {
+        KvmKind::Intel
+    } else if module("kvm_amd") {
+        KvmKind::Amd
+    } else {
+        KvmKind::Unknown
+    };
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&device)
+    {
+        Ok(_) => Kvm::Usable(kind),
+        Err(error) => Kvm::NoAccess(kind, error),
+    }
 }
 
 /// Where a program was found.
@@ -292,29 +335,7 @@ impl<'a> Doctor<'a> {
     }
 
     fn kvm(&self) -> Kvm {
-        let device = self.under_root("/dev/kvm");
-        if !device.exists() {
-            return Kvm::Missing;
-        }
-        let module = |name: &str| self.under_root("/sys/module").join(name).exists();
-        // kvm_pvm first: it can be loaded next to a hardware module that has no hardware.
-        let kind = if module("kvm_pvm") {
-            KvmKind::Pvm
-        } else if module("kvm_intel") {
-            KvmKind::Intel
-        } else if module("kvm_amd") {
-            KvmKind::Amd
-        } else {
-            KvmKind::Unknown
-        };
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&device)
-        {
-            Ok(_) => Kvm::Usable(kind),
-            Err(error) => Kvm::NoAccess(kind, error),
-        }
+        probe_kvm(&self.root)
     }
 
     fn check_kvm(&self, kvm: &Kvm) -> Check {
@@ -445,7 +466,7 @@ impl<'a> Doctor<'a> {
         qemu: &Result<(PathBuf, String), Check>,
     ) -> Check {
         const NAME: &str = "vmm";
-        let hardware_kvm = matches!(kvm, Kvm::Usable(kind) if *kind != KvmKind::Pvm);
+        let hardware_kvm = kvm.boots_stock_guests();
         if hardware_kvm && firecracker.is_ok() {
             return Check::ok(NAME, "vmm = \"auto\" uses Firecracker");
         }

@@ -521,3 +521,24 @@ fn nat_preflight_fails_without_nft_where_doctor_only_warns() {
     assert_eq!(check.status, CheckStatus::Fail);
     assert_eq!(check.fix.as_deref(), Some("sudo apt-get install nftables"));
 }
+
+#[test]
+fn only_hardware_kvm_boots_stock_guests() {
+    let host = FakeHost::workstation();
+    let probed = probe_kvm(host.root());
+    assert!(matches!(probed, Kvm::Usable(KvmKind::Intel)), "{probed:?}");
+    assert!(probed.boots_stock_guests());
+    host.dir("sys/module/kvm_pvm");
+    let probed = probe_kvm(host.root());
+    assert!(matches!(probed, Kvm::Usable(KvmKind::Pvm)), "{probed:?}");
+    assert!(!probed.boots_stock_guests());
+    assert!(
+        !Kvm::NoAccess(
+            KvmKind::Intel,
+            io::Error::from(io::ErrorKind::PermissionDenied)
+        )
+        .boots_stock_guests()
+    );
+    assert!(!Kvm::Missing.boots_stock_guests());
+    assert_eq!(KvmKind::Pvm.module(), "kvm_pvm");
+}
