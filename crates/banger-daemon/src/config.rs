@@ -19,6 +19,8 @@ pub struct Config {
     pub vmm: VmmKind,
     /// The Firecracker binary; `firecracker` on PATH when unset.
     pub firecracker_bin: Option<PathBuf>,
+    /// The QEMU binary; `qemu-system-x86_64` on PATH when unset.
+    pub qemu_bin: Option<PathBuf>,
     /// The private SSH key banger logs into its VMs with (its `.pub` next to it); generated
     /// as `ssh/id_ed25519` in the state dir when unset.
     pub ssh_key: Option<PathBuf>,
@@ -69,6 +71,7 @@ impl Default for Config {
             subnet: "172.30.0.0/24".into(),
             vmm: VmmKind::Auto,
             firecracker_bin: None,
+            qemu_bin: None,
             ssh_key: None,
             defaults: VmDefaults {
                 vcpus: 2,
@@ -102,6 +105,7 @@ struct RawConfig {
     subnet: Option<String>,
     vmm: Option<String>,
     firecracker_bin: Option<PathBuf>,
+    qemu_bin: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
@@ -181,6 +185,15 @@ impl Config {
                 )));
             }
             config.firecracker_bin = Some(bin);
+        }
+        if let Some(bin) = raw.qemu_bin {
+            if !bin.is_absolute() {
+                return Err(invalid(format!(
+                    "`qemu_bin`: {} is not an absolute path",
+                    bin.display()
+                )));
+            }
+            config.qemu_bin = Some(bin);
         }
         if let Some(key) = raw.ssh_key {
             if !key.is_absolute() {

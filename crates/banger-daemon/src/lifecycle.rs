@@ -133,6 +133,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         deps,
         net,
         config.firecracker_bin.clone(),
+        config.qemu_bin.clone(),
         tokio::runtime::Handle::current(),
     );
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);

@@ -19,8 +19,9 @@ use banger_host::network::Privilege;
 use banger_host::runner::{
     CommandOutput, CommandRunner, CommandSpec, FakeRunner, Matcher, RealRunner, RunError,
 };
-use banger_vmm::InstanceState;
 use banger_vmm::firecracker::fake::{FIRST_PID, FakeFirecracker};
+use banger_vmm::qemu::fake::FakeQemu;
+use banger_vmm::{Accel, InstanceState};
 
 mod support;
 
@@ -44,6 +45,7 @@ struct Harness {
     dir: tempfile::TempDir,
     paths: Paths,
     fc: FakeFirecracker,
+    qemu: FakeQemu,
     net: Arc<FakeRunner>,
     daemon: Option<RunningDaemon>,
     client: Client,
@@ -58,6 +60,10 @@ fn fresh_net() -> FakeRunner {
 
 impl Harness {
     async fn start(fc: FakeFirecracker, net: FakeRunner) -> Harness {
+        Harness::with_vmm(fc, FakeQemu::new(), net, "firecracker").await
+    }
+
+    async fn with_vmm(fc: FakeFirecracker, qemu: FakeQemu, net: FakeRunner, vmm: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths {
             config_file: dir.path().join("config/banger/config.toml"),
@@ -67,14 +73,17 @@ impl Harness {
         std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
         std::fs::write(
             &paths.config_file,
-            "vmm = \"firecracker\"\n[defaults]\nstop_timeout = \"100ms\"\n\
-             disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n",
+            format!(
+                "vmm = \"{vmm}\"\n[defaults]\nstop_timeout = \"100ms\"\n\
+                 disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n"
+            ),
         )
         .unwrap();
         let mut h = Harness {
             dir,
             paths,
             fc,
+            qemu,
             net: Arc::new(net),
             daemon: None,
             client: Client::new(PathBuf::new()),
@@ -94,6 +103,7 @@ impl Harness {
                 net: self.net.clone(),
             }),
             firecracker: Some(self.fc.backend()),
+            qemu: Some(self.qemu.backend(Accel::Tcg)),
             preflight: false,
             privilege: Some(Privilege::Root),
         };
@@ -488,4 +498,55 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
         h.vm("alive").await.state == VmState::Failed
     })
     .await;
+}
+
+/// QEMU VMs go through the same lifecycle: started, noticed when they die, adopted by a new
+/// daemon, stopped with nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qemu_vm_goes_through_the_same_lifecycle() {
+    let mut h =
+        Harness::with_vmm(FakeFirecracker::new(), FakeQemu::new(), fresh_net(), "qemu").await;
+    let (vm, op) = h.create("q").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(vm.state, VmState::Running);
+    let runtime = vm.runtime.clone().unwrap();
+    assert_eq!(runtime.vmm, VmmKind::Qemu);
+    assert!(h.qemu.alive(runtime.pid));
+    assert!(h.fc.running().is_empty());
+    // The checks stage says which accelerator QEMU uses and why.
+    let checks = &op.stages[0];
+    assert!(
+        checks.message.as_deref().unwrap_or("").contains("QEMU"),
+        "{checks:?}"
+    );
+
+    h.client.pause_vm("q", true).await.unwrap();
+    h.client.pause_vm("q", false).await.unwrap();
+
+    // A new daemon adopts it; the Firecracker scan does not take its socket for an orphan.
+    h.restart().await;
+    let adopted = h.vm("q").await;
+    assert_eq!(adopted.state, VmState::Running);
+    assert_eq!(adopted.runtime.as_ref().unwrap().pid, runtime.pid);
+    assert!(h.qemu.alive(runtime.pid));
+    assert!(!h.qemu.sockets().is_empty());
+
+    h.qemu.crash(runtime.pid);
+    wait_for("the QEMU crash to be noticed", async || {
+        h.vm("q").await.state == VmState::Failed
+    })
+    .await;
+    assert!(h.qemu.sockets().is_empty(), "{:?}", h.qemu.sockets());
+
+    let op = h.act("q", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let pid = h.vm("q").await.runtime.unwrap().pid;
+    let op = h.act("q", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!h.qemu.alive(pid));
+    assert!(h.qemu.sockets().is_empty());
+    assert_eq!(
+        h.net_calls().last().unwrap(),
+        &format!("ip link del {}", Harness::tap_of(&vm))
+    );
 }

@@ -1,32 +1,38 @@
 //! Which VMM runs a VM. `vmm = "auto"` picks Firecracker when its binary is present and
-//! `/dev/kvm` can run a stock guest kernel; a VM created with an explicit backend gets that one
-//! or a clear error. A running VM is always driven by the backend that started it (recorded in
-//! its runtime), whatever the configuration says now.
+//! `/dev/kvm` can run a stock guest kernel, QEMU otherwise (with KVM when it can, TCG when it
+//! cannot), and says why; a VM created with an explicit backend gets that one or a clear error.
+//! A running VM is always driven by the backend that started it (recorded in its runtime),
+//! whatever the configuration says now.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_api::{ApiError, ErrorCode, VmmKind};
-use banger_host::CommandRunner;
+use banger_host::{CommandRunner, Kvm};
 use banger_vmm::reconcile::{HostScan, Observation};
-use banger_vmm::{Firecracker, FirecrackerBinary, MIN_VERSION, Vmm};
+use banger_vmm::{
+    Accel, Firecracker, FirecrackerBinary, MIN_VERSION, Qemu, QemuBinary, VmHandle, Vmm, VmmChoice,
+};
 
 /// A backend able to drive VMs.
 #[derive(Debug, Clone)]
 pub enum Backend {
     Firecracker(Firecracker),
+    Qemu(Qemu),
 }
 
 impl Backend {
     pub fn kind(&self) -> VmmKind {
         match self {
             Backend::Firecracker(_) => VmmKind::Firecracker,
+            Backend::Qemu(_) => VmmKind::Qemu,
         }
     }
 
     pub fn vmm(&self) -> &dyn Vmm {
         match self {
             Backend::Firecracker(fc) => fc,
+            Backend::Qemu(qemu) => qemu,
         }
     }
 
@@ -34,6 +40,7 @@ impl Backend {
     pub fn observe(&self, pid: u32, api_socket: &Path) -> Observation {
         match self {
             Backend::Firecracker(fc) => fc.observe(pid, api_socket),
+            Backend::Qemu(qemu) => qemu.observe(pid, api_socket),
         }
     }
 
@@ -41,6 +48,7 @@ impl Backend {
     pub fn scan(&self, dir: &Path) -> HostScan {
         match self {
             Backend::Firecracker(fc) => fc.scan(dir),
+            Backend::Qemu(qemu) => qemu.scan(dir),
         }
     }
 
@@ -48,13 +56,33 @@ impl Backend {
     pub fn owns(&self, pid: u32, api_socket: &Path) -> bool {
         match self {
             Backend::Firecracker(fc) => fc.owns(pid, api_socket),
+            Backend::Qemu(qemu) => qemu.owns(pid, api_socket),
         }
     }
 
-    /// How a backend's process ended, from its own log: `Some(0)` when the guest shut down.
-    pub fn exit_code(&self, vmm_log: &Path) -> Option<i32> {
+    /// The guest's vsock context id when the host can reach it over vsock (QEMU only attaches
+    /// vsock where `/dev/vhost-vsock` exists); Firecracker's hybrid vsock is in the handle.
+    pub fn vsock_cid(&self, vm: &VmHandle) -> Option<u32> {
+        match self {
+            Backend::Firecracker(_) => None,
+            Backend::Qemu(qemu) => qemu.vsock_cid(vm),
+        }
+    }
+
+    /// How a backend's process ended: `Some(0)` when the guest shut down, another code when
+    /// the VMM says it failed, `None` when nothing says (killed or crashed). Firecracker logs
+    /// its exit code; QEMU logs nothing on a guest power-off, so the guest kernel's own last
+    /// words on the console tell.
+    pub fn exit_code(&self, vmm_log: &Path, console_log: &Path) -> Option<i32> {
         match self {
             Backend::Firecracker(_) => banger_vmm::exit_code_from_log(vmm_log),
+            Backend::Qemu(_) => {
+                let console = banger_vmm::console_tail(console_log, 5).unwrap_or_default();
+                console
+                    .iter()
+                    .any(|line| line.contains("reboot: Power down"))
+                    .then_some(0)
+            }
         }
     }
 }
@@ -64,47 +92,74 @@ impl Backend {
 pub struct Backends {
     runner: Arc<dyn CommandRunner>,
     firecracker_bin: Option<PathBuf>,
-    /// A prepared Firecracker backend (tests: one on a fake host); `None` detects the binary.
+    qemu_bin: Option<PathBuf>,
+    /// Prepared backends (tests: ones on a fake host); `None` detects the binary.
     firecracker: Option<Firecracker>,
-    /// Whether `/dev/kvm` can boot a stock guest kernel, and why not.
-    kvm: Result<(), String>,
+    qemu: Option<Qemu>,
+    /// What `/dev/kvm` is, probed when the daemon started.
+    kvm: Arc<Kvm>,
 }
 
 impl Backends {
     pub fn new(
         runner: Arc<dyn CommandRunner>,
         firecracker_bin: Option<PathBuf>,
+        qemu_bin: Option<PathBuf>,
         firecracker: Option<Firecracker>,
+        qemu: Option<Qemu>,
     ) -> Backends {
         Backends {
             runner,
             firecracker_bin,
+            qemu_bin,
             firecracker,
-            kvm: stock_kernel_kvm(),
+            qemu,
+            kvm: Arc::new(banger_host::probe_kvm(Path::new("/"))),
         }
+    }
+
+    fn detect_firecracker(&self) -> Result<Firecracker, banger_vmm::BinaryError> {
+        if let Some(fc) = &self.firecracker {
+            return Ok(fc.clone());
+        }
+        FirecrackerBinary::detect(self.firecracker_bin.as_deref(), &*self.runner)
+            .map(Firecracker::new)
     }
 
     /// The Firecracker backend for launching: the binary checked now, so a binary installed
     /// or upgraded since the daemon started is used.
     pub fn firecracker(&self) -> Result<Firecracker, ApiError> {
-        if let Some(fc) = &self.firecracker {
-            return Ok(fc.clone());
+        self.detect_firecracker().map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "Firecracker cannot run VMs here: {}",
+                    banger_vmm::error_chain(&e)
+                ),
+            )
+            .with_hint(format!(
+                "install Firecracker {MIN_VERSION} or newer and put it in PATH, or set \
+                 firecracker_bin in config.toml; `banger doctor` checks it"
+            ))
+        })
+    }
+
+    /// The QEMU backend for launching with `accel`.
+    pub fn qemu(&self, accel: Accel) -> Result<Qemu, ApiError> {
+        if let Some(qemu) = &self.qemu {
+            return Ok(qemu.clone());
         }
-        let binary = FirecrackerBinary::detect(self.firecracker_bin.as_deref(), &*self.runner)
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "Firecracker cannot run VMs here: {}",
-                        banger_vmm::error_chain(&e)
-                    ),
-                )
-                .with_hint(format!(
-                    "install Firecracker {MIN_VERSION} or newer and put it in PATH, or set \
-                     firecracker_bin in config.toml; `banger doctor` checks it"
-                ))
-            })?;
-        Ok(Firecracker::new(binary))
+        let binary = QemuBinary::detect(self.qemu_bin.as_deref(), &*self.runner).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("QEMU cannot run VMs here: {}", banger_vmm::error_chain(&e)),
+            )
+            .with_hint(
+                "install it (sudo apt-get install qemu-system-x86) or set qemu_bin in \
+                 config.toml; `banger doctor` checks it",
+            )
+        })?;
+        Ok(Qemu::new(binary, accel))
     }
 
     /// The backend for a VM to be started with `requested` (`auto` resolved), and a note for
@@ -113,39 +168,43 @@ impl Backends {
         match requested {
             VmmKind::Firecracker => {
                 let fc = self.firecracker()?;
-                let note = self.kvm.as_ref().err().map(|why| {
+                let note = (!self.kvm.boots_stock_guests()).then(|| {
                     format!(
-                        "Firecracker will start the instance, but {why}: the guest kernel \
-                         will not boot on this host"
+                        "Firecracker will start the instance, but {}: a stock guest kernel \
+                         will not boot on this host",
+                        Accel::for_kvm(&self.kvm).1
                     )
                 });
                 Ok((Backend::Firecracker(fc), note))
             }
-            VmmKind::Qemu => Err(qemu_missing()),
-            VmmKind::Auto => match (&self.kvm, self.firecracker()) {
-                (Ok(()), Ok(fc)) => Ok((Backend::Firecracker(fc), None)),
-                (Err(why), _) => Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "vmm = \"auto\" cannot use Firecracker because {why}, and this \
-                             build of banger has no QEMU backend"
-                    ),
-                )
-                .with_hint(
-                    "run banger on a host with hardware virtualization (Intel VT-x or AMD-V \
-                     exposed to /dev/kvm); `banger doctor` explains what it found",
-                )),
-                (Ok(()), Err(e)) => Err(e),
-            },
+            VmmKind::Qemu => {
+                let (accel, why) = Accel::for_kvm(&self.kvm);
+                Ok((Backend::Qemu(self.qemu(accel)?), Some(why)))
+            }
+            VmmKind::Auto => {
+                let firecracker = self.detect_firecracker();
+                let binary = firecracker.as_ref().map(|fc| fc.binary());
+                let (choice, why) = banger_vmm::auto_choice(binary, &self.kvm);
+                match choice {
+                    VmmChoice::Firecracker => {
+                        let fc = firecracker.map_err(|_| self.firecracker().unwrap_err())?;
+                        Ok((Backend::Firecracker(fc), Some(why)))
+                    }
+                    VmmChoice::Qemu(accel) => Ok((
+                        Backend::Qemu(self.qemu(accel)?),
+                        Some(format!("vmm = auto: {why}")),
+                    )),
+                }
+            }
         }
     }
 
     /// The backend that drives a VM `kind` started. Stopping and inspecting need no binary, so
     /// a VM keeps being manageable after its backend's binary was removed.
     pub fn for_running(&self, kind: VmmKind) -> Result<Backend, ApiError> {
-        match kind {
-            VmmKind::Firecracker | VmmKind::Auto => Ok(Backend::Firecracker(
-                self.firecracker.clone().unwrap_or_else(|| {
+        Ok(match kind {
+            VmmKind::Firecracker | VmmKind::Auto => {
+                Backend::Firecracker(self.firecracker.clone().unwrap_or_else(|| {
                     Firecracker::new(FirecrackerBinary {
                         path: self
                             .firecracker_bin
@@ -153,38 +212,28 @@ impl Backends {
                             .unwrap_or_else(|| PathBuf::from("firecracker")),
                         version: MIN_VERSION,
                     })
-                }),
-            )),
-            VmmKind::Qemu => Err(qemu_missing()),
-        }
+                }))
+            }
+            VmmKind::Qemu => Backend::Qemu(self.qemu.clone().unwrap_or_else(|| {
+                Qemu::new(
+                    QemuBinary {
+                        path: self
+                            .qemu_bin
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from(banger_vmm::qemu::binary::PROGRAM)),
+                        version: banger_vmm::qemu::binary::MIN_VERSION,
+                    },
+                    Accel::for_kvm(&self.kvm).0,
+                )
+            })),
+        })
     }
 
     /// Every backend that may have left processes behind, for reconcile.
-    pub fn all_for_reconcile(&self) -> Vec<Backend> {
-        self.for_running(VmmKind::Firecracker).into_iter().collect()
-    }
-}
-
-fn qemu_missing() -> ApiError {
-    ApiError::new(
-        ErrorCode::Unsupported,
-        "this build of banger has no QEMU backend",
-    )
-    .with_hint("create the VM with --vmm firecracker")
-}
-
-/// `Ok` when `/dev/kvm` exists, can be opened and is hardware KVM; otherwise why not.
-fn stock_kernel_kvm() -> Result<(), String> {
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        return Err("/dev/kvm is kvm_pvm, which cannot boot a stock guest kernel".into());
-    }
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("/dev/kvm does not exist".into()),
-        Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),
+    pub fn all(&self) -> Vec<Backend> {
+        [VmmKind::Firecracker, VmmKind::Qemu]
+            .into_iter()
+            .filter_map(|kind| self.for_running(kind).ok())
+            .collect()
     }
 }

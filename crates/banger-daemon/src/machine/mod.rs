@@ -45,6 +45,8 @@ pub struct HostDeps {
     pub runner: Arc<dyn CommandRunner>,
     /// A prepared Firecracker backend (tests: one on a fake host); `None` detects the binary.
     pub firecracker: Option<banger_vmm::Firecracker>,
+    /// The same for QEMU.
+    pub qemu: Option<banger_vmm::Qemu>,
     /// Run the doctor's checks before starting a VM (off for tests on fakes).
     pub preflight: bool,
     /// Overrides how privileged network commands are run (default: detected).
@@ -57,6 +59,7 @@ impl HostDeps {
         HostDeps {
             runner: Arc::new(banger_host::RealRunner),
             firecracker: None,
+            qemu: None,
             preflight: true,
             privilege: None,
         }
@@ -81,6 +84,7 @@ impl Machines {
         deps: HostDeps,
         net: NetConfig,
         firecracker_bin: Option<PathBuf>,
+        qemu_bin: Option<PathBuf>,
         runtime: tokio::runtime::Handle,
     ) -> Machines {
         let mut net = net;
@@ -88,7 +92,13 @@ impl Machines {
             net.privilege = privilege;
         }
         Machines {
-            backends: Backends::new(deps.runner.clone(), firecracker_bin, deps.firecracker),
+            backends: Backends::new(
+                deps.runner.clone(),
+                firecracker_bin,
+                qemu_bin,
+                deps.firecracker,
+                deps.qemu,
+            ),
             runner: deps.runner,
             net,
             preflight: deps.preflight,
@@ -699,7 +709,7 @@ fn on_exit(d: &Daemon, vm_id: &str, pid: u32) {
     let exit_code = backend
         .as_ref()
         .ok()
-        .and_then(|b| b.exit_code(&dir.join(disks::VMM_LOG)));
+        .and_then(|b| b.exit_code(&dir.join(disks::VMM_LOG), &dir.join(disks::CONSOLE_LOG)));
     let console =
         banger_vmm::console_tail(&dir.join(disks::CONSOLE_LOG), CONSOLE_LINES).unwrap_or_default();
     let reason = match exit_code {

@@ -47,85 +47,89 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
     let by_id: HashMap<&str, &Vm> = vms.iter().map(|vm| (vm.id.as_str(), vm)).collect();
     let socket_dir = d.paths.vm_sockets_dir();
 
-    for backend in d.machines.backends.all_for_reconcile() {
-        let kind = backend.kind();
-        let mine: Vec<&Vm> = vms
-            .iter()
-            .filter(|vm| match &vm.runtime {
-                Some(runtime) => runtime.vmm == kind,
-                // A VM marked as holding a VMM without a runtime: the daemon died before
-                // launching it; the first backend handles it.
-                None => vm.state.holds_resources() && kind == VmmKind::Firecracker,
-            })
-            .collect();
-        let records: Vec<Record> = mine
-            .iter()
-            .map(|vm| Record {
-                vm_id: vm.id.clone(),
-                state: vm.state,
-                pid: vm.runtime.as_ref().map(|r| r.pid),
-                api_socket: vm.runtime.as_ref().map(|r| r.api_socket.clone().into()),
-                vsock_socket: vm
-                    .runtime
-                    .as_ref()
-                    .and_then(|r| r.vsock_socket.clone().map(Into::into)),
-            })
-            .collect();
-        let observations: Vec<_> = records
-            .iter()
-            .map(|r| match (r.pid, &r.api_socket) {
-                (Some(pid), Some(socket)) => Some(backend.observe(pid, socket)),
-                _ => None,
-            })
-            .collect();
-        let scan = backend.scan(&socket_dir);
-        for action in decide(&records, &observations, &scan) {
-            tracing::info!(?action, "reconcile");
-            match action {
-                Action::Adopt { vm_id, pid, state } => {
-                    let state = match state {
-                        InstanceState::Paused => VmState::Paused,
-                        _ => VmState::Running,
-                    };
-                    let runtime = by_id.get(vm_id.as_str()).and_then(|vm| vm.runtime.clone());
-                    if let Err(e) = d
-                        .store
-                        .set_vm_run_state(&vm_id, state, runtime.as_ref(), None)
-                    {
-                        tracing::error!(vm = %vm_id, error = %e, "cannot record an adopted VM");
-                    }
-                    if let Some(runtime) = &runtime {
-                        supervise(d, &vm_id, pid, kind, runtime.api_socket.clone().into());
-                    }
-                    summary.adopted.push(vm_id);
+    // One decision over every backend: each record is observed by the backend that started
+    // it, and the scans are merged so no backend takes another's sockets for orphans.
+    let backends = d.machines.backends.all();
+    let backend_of = |kind: VmmKind| backends.iter().find(|b| b.kind() == kind);
+    let records: Vec<Record> = vms
+        .iter()
+        .filter(|vm| vm.runtime.is_some() || vm.state.holds_resources())
+        .map(|vm| Record {
+            vm_id: vm.id.clone(),
+            state: vm.state,
+            pid: vm.runtime.as_ref().map(|r| r.pid),
+            api_socket: vm.runtime.as_ref().map(|r| r.api_socket.clone().into()),
+            vsock_socket: vm
+                .runtime
+                .as_ref()
+                .and_then(|r| r.vsock_socket.clone().map(Into::into)),
+        })
+        .collect();
+    let observations: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let runtime = by_id.get(r.vm_id.as_str())?.runtime.as_ref()?;
+            let backend = backend_of(runtime.vmm)?;
+            Some(backend.observe(runtime.pid, std::path::Path::new(&runtime.api_socket)))
+        })
+        .collect();
+    let scan = backends
+        .iter()
+        .map(|b| b.scan(&socket_dir))
+        .reduce(|a, b| a.merge(b))
+        .unwrap_or_default();
+    for action in decide(&records, &observations, &scan) {
+        tracing::info!(?action, "reconcile");
+        match action {
+            Action::Adopt { vm_id, pid, state } => {
+                let state = match state {
+                    InstanceState::Paused => VmState::Paused,
+                    _ => VmState::Running,
+                };
+                let runtime = by_id.get(vm_id.as_str()).and_then(|vm| vm.runtime.clone());
+                if let Err(e) = d
+                    .store
+                    .set_vm_run_state(&vm_id, state, runtime.as_ref(), None)
+                {
+                    tracing::error!(vm = %vm_id, error = %e, "cannot record an adopted VM");
                 }
-                Action::MarkStopped { vm_id, reason } => {
-                    if let Some(vm) = by_id.get(vm_id.as_str()) {
-                        mark_stopped(d, vm, reason);
-                    }
-                    summary.stopped.push(vm_id);
+                if let Some(runtime) = &runtime {
+                    supervise(
+                        d,
+                        &vm_id,
+                        pid,
+                        runtime.vmm,
+                        runtime.api_socket.clone().into(),
+                    );
                 }
-                Action::Kill {
-                    pid,
-                    api_socket,
-                    reason,
-                } => {
-                    // `decide` only names processes the backend owns (its binary serving a
-                    // socket in banger's directory); check again right before the signal.
-                    if backend.owns(pid, &api_socket) {
-                        if let Err(e) = banger_host::signal(pid, banger_host::Signal::Kill) {
-                            tracing::warn!(pid, error = %e, "cannot kill a leftover VMM");
-                        } else if !banger_host::wait_for_exit(pid, KILL_WAIT) {
-                            tracing::warn!(pid, "a leftover VMM is still running after SIGKILL");
-                        }
-                        summary.killed.push(pid);
-                    }
-                    if reason == KillReason::Orphan {
-                        remove_socket(&api_socket, &mut summary);
-                    }
-                }
-                Action::RemoveSocket { path } => remove_socket(&path, &mut summary),
+                summary.adopted.push(vm_id);
             }
+            Action::MarkStopped { vm_id, reason } => {
+                if let Some(vm) = by_id.get(vm_id.as_str()) {
+                    mark_stopped(d, vm, reason);
+                }
+                summary.stopped.push(vm_id);
+            }
+            Action::Kill {
+                pid,
+                api_socket,
+                reason,
+            } => {
+                // `decide` only names processes a backend owns (its binary serving a socket
+                // in banger's directory); check again right before the signal.
+                if backends.iter().any(|b| b.owns(pid, &api_socket)) {
+                    if let Err(e) = banger_host::signal(pid, banger_host::Signal::Kill) {
+                        tracing::warn!(pid, error = %e, "cannot kill a leftover VMM");
+                    } else if !banger_host::wait_for_exit(pid, KILL_WAIT) {
+                        tracing::warn!(pid, "a leftover VMM is still running after SIGKILL");
+                    }
+                    summary.killed.push(pid);
+                }
+                if reason == KillReason::Orphan {
+                    remove_socket(&api_socket, &mut summary);
+                }
+            }
+            Action::RemoveSocket { path } => remove_socket(&path, &mut summary),
         }
     }
 
