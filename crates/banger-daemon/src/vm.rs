@@ -179,6 +179,14 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
         ))
         .with_hint("shrinking would lose what is stored in /root; create a new VM instead"));
     }
+    if let Some(bytes) = work_disk_bytes
+        && bytes > vm.work_disk_bytes
+    {
+        let disk = d.paths.vm_dir(&vm.id).join(disks::WORK_DISK);
+        if disk.exists() {
+            disks::grow_work_disk(&*d.machines.runner, &disk, bytes)?;
+        }
+    }
     let vm = d.store.update_vm_resources(
         &vm.id,
         &VmResources {

@@ -2,6 +2,7 @@
 //! home, XDG directories and daemon (started by banger itself, stopped by a guard), so tests
 //! run in parallel without seeing each other.
 
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 use serde_json::Value;
 
 /// Exit codes of the CLI, as documented in `banger_cli::exit`.
@@ -209,6 +210,26 @@ fn images_and_vms_through_their_lifecycle() {
         text.contains("work disk: 512M (mounted at /root)\n"),
         "{text}"
     );
+    // The disk itself grew, filesystem included.
+    let work = sandbox
+        .root()
+        .join("state/banger/vms")
+        .join(created["id"].as_str().unwrap())
+        .join("work.ext4");
+    assert_eq!(std::fs::metadata(&work).unwrap().len(), 512 << 20);
+    let out = RealRunner
+        .run(&CommandSpec::new("dumpe2fs").args(["-h".to_owned(), work.display().to_string()]))
+        .unwrap()
+        .stdout_lossy();
+    let field = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("Block count:") * field("Block size:"), 512 << 20);
 
     // An image in use cannot go.
     let (_, stderr) = sandbox.run(&["image", "delete", "base"], CONFLICT);

@@ -209,3 +209,35 @@ pub fn remove_tree(dir: &Path) {
         Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot remove a VM's files"),
     }
 }
+
+/// Grows the work disk at `path` to `bytes`: checks the filesystem (`e2fsck -f -p`; exit 1
+/// means it fixed something, which is fine), extends the file (sparse) and grows the filesystem
+/// with `resize2fs`. Growing never moves data: when `resize2fs` fails the file is merely larger
+/// than its filesystem, which the next attempt fixes, so nothing is rolled back.
+pub fn grow_work_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Result<(), ApiError> {
+    let tool_error = |what: &str, e: &banger_host::RunError| {
+        ApiError::internal(format!(
+            "cannot {what} the work disk {}: {}",
+            path.display(),
+            banger_vmm::error_chain(e)
+        ))
+        .with_hint("`banger doctor` checks that e2fsprogs (e2fsck, resize2fs) is installed")
+    };
+    let fsck = CommandSpec::new("e2fsck")
+        .args(["-f", "-p"])
+        .arg(path.to_string_lossy());
+    match runner.run(&fsck) {
+        Ok(_) => {}
+        Err(banger_host::RunError::Failed { code: Some(1), .. }) => {}
+        Err(e) => return Err(tool_error("check", &e)),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(bytes))
+        .map_err(|e| ApiError::internal(format!("cannot extend {}: {e}", path.display())))?;
+    runner
+        .run(&CommandSpec::new("resize2fs").arg(path.to_string_lossy()))
+        .map_err(|e| tool_error("grow", &e))?;
+    Ok(())
+}
