@@ -396,8 +396,9 @@ fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
     .with_hint(fixes))
 }
 
-/// The complete description of `vm` for its VMM.
-fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
+/// The complete description of `vm` for its VMM (public for the start benchmark, which
+/// launches the same VM with a raw Firecracker).
+pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
     let dir = d.paths.vm_dir(&vm.id);
     let image_file = |p: &str| PathBuf::from(p);
     let kernel = image_file(&image.files.kernel.path);
