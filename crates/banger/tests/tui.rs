@@ -239,10 +239,12 @@ fn a_start_that_fails_and_a_refused_stop_are_shown() {
         "{screen}"
     );
     // The reason stays in the details once the list is read again.
-    tmux.wait_for("the last error in the details", |s| {
+    let screen = tmux.wait_for("the last error in the details", |s| {
         s.contains("last error: Firecracker cannot run VMs here")
             && s.contains("/nonexistent/firecracker")
     });
+    // The second capture of docs/tui.md (`--nocapture` prints it).
+    println!("{screen}");
 
     tmux.send("x");
     let screen = tmux.wait_for("the refusal", |s| {
