@@ -384,7 +384,7 @@ pub fn printable(line: &str) -> String {
         if c == '\u{1b}' {
             // CSI (`ESC [ params final`) or a two-character escape.
             if chars.next_if_eq(&'[').is_some() {
-                while let Some(p) = chars.next() {
+                for p in chars.by_ref() {
                     if ('@'..='~').contains(&p) {
                         break;
                     }
