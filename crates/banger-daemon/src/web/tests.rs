@@ -1351,6 +1351,10 @@ async fn a_start_that_cannot_happen_shows_the_daemons_reason() {
     assert!(page.contains("role=\"alert\""), "{page}");
     assert!(page.contains(&reason.replace('"', "&#34;")), "{page}");
     assert!(page.contains("<a href=\"/vms/dev\">dev</a>"));
+    assert!(
+        page.contains("set firecracker_bin in config.toml</p>"),
+        "the hint's part a browser user can follow"
+    );
     // The VM was made, and is stopped with the reason; it can be started (or deleted).
     let vm = w.vm("dev");
     assert_eq!(vm.state, VmState::Stopped);

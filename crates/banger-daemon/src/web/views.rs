@@ -104,11 +104,15 @@ pub fn size(bytes: u64) -> String {
     validate::format_size(bytes)
 }
 
-/// A service's hint, when it makes sense in a browser. Hints are written for the CLI; those
-/// naming its flags or commands (`--vcpus`, `banger vm list`) would only confuse here.
+/// A service's hint, as far as it makes sense in a browser. Hints are written for the CLI;
+/// their parts (separated by `; `) naming its flags or commands (`--vcpus`, `banger vm list`)
+/// would only confuse here, so only the others are kept.
 pub fn console_hint(hint: Option<&str>) -> Option<String> {
-    hint.filter(|h| !h.contains("--") && !h.contains("`banger"))
-        .map(str::to_owned)
+    let kept: Vec<&str> = hint?
+        .split("; ")
+        .filter(|part| !part.contains("--") && !part.contains("`banger"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 fn percent(part: u64, whole: u64) -> u32 {
@@ -1686,6 +1690,25 @@ mod tests {
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["running"], true);
         assert_eq!(json["stages"][1]["state"], "skipped");
+    }
+
+    #[test]
+    fn hints_keep_what_a_browser_user_can_follow() {
+        let hint = "install Firecracker 1.12.0 or newer and put it in PATH, or set \
+                    firecracker_bin in config.toml; `banger doctor` checks it";
+        assert_eq!(
+            console_hint(Some(hint)).as_deref(),
+            Some(
+                "install Firecracker 1.12.0 or newer and put it in PATH, or set firecracker_bin \
+                 in config.toml"
+            )
+        );
+        assert_eq!(console_hint(Some("run `banger vm list`")), None);
+        assert_eq!(
+            console_hint(Some("pass --vcpus; or fewer VMs")).as_deref(),
+            Some("or fewer VMs")
+        );
+        assert_eq!(console_hint(None), None);
     }
 
     #[test]
