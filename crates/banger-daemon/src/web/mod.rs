@@ -181,7 +181,7 @@ async fn try_prepare(
         tracing::warn!(
             %addr,
             "!!! THE WEB CONSOLE IS REACHABLE FROM OTHER MACHINES ({addr}, `allow_remote = true`). \
-             It can create and delete VMs, and its traffic (session cookie included) is plain, \
+             It can create, run and delete VMs, and its traffic (session cookie included) is plain, \
              unencrypted HTTP. Serve it on 127.0.0.1 unless you really mean this. !!!"
         );
     }
