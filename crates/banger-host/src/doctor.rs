@@ -88,6 +88,9 @@ impl Check {
 pub enum Preflight {
     /// Starting a VM: a VMM that can run it, the network pieces, disk space.
     Start,
+    /// Starting a VM whose VMM the caller already chose and checked: only the network pieces
+    /// and disk space (no VMM binary is run, which keeps a start fast).
+    Host,
     /// Setting up NAT for a VM: nftables, forwarding.
     Nat,
     /// Resizing a disk: e2fsprogs, disk space.
@@ -269,6 +272,12 @@ impl<'a> Doctor<'a> {
                     self.check_disk(),
                 ]
             }
+            Preflight::Host => vec![
+                self.check_tun(),
+                self.check_iproute2(),
+                self.check_bridge(),
+                self.check_disk(),
+            ],
             Preflight::Nat => vec![self.check_nftables(true), self.check_ip_forward()],
             Preflight::Resize => vec![
                 self.check_e2fsprogs(&["resize2fs", "e2fsck"]),

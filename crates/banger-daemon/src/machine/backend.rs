@@ -98,6 +98,31 @@ pub struct Backends {
     qemu: Option<Qemu>,
     /// What `/dev/kvm` is, probed when the daemon started.
     kvm: Arc<Kvm>,
+    /// The last Firecracker binary checked, with the identity of its file: a start does not
+    /// run `firecracker --version` again unless the file changed.
+    checked_firecracker: Arc<std::sync::Mutex<Option<(FileId, FirecrackerBinary)>>>,
+}
+
+/// What identifies a file's contents cheaply: where it is, its size, its change time, its inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    path: PathBuf,
+    len: u64,
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            path: path.to_owned(),
+            len: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+        })
+    }
 }
 
 impl Backends {
@@ -115,6 +140,7 @@ impl Backends {
             firecracker,
             qemu,
             kvm: Arc::new(banger_host::probe_kvm(Path::new("/"))),
+            checked_firecracker: Arc::default(),
         }
     }
 
@@ -122,8 +148,24 @@ impl Backends {
         if let Some(fc) = &self.firecracker {
             return Ok(fc.clone());
         }
-        FirecrackerBinary::detect(self.firecracker_bin.as_deref(), &*self.runner)
-            .map(Firecracker::new)
+        let path_var = std::env::var_os("PATH");
+        let path = banger_vmm::firecracker::binary::locate(
+            self.firecracker_bin.as_deref(),
+            path_var.as_deref(),
+        )?;
+        let id = FileId::of(&path);
+        let mut cache = self
+            .checked_firecracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(id), Some((cached_id, binary))) = (&id, cache.as_ref())
+            && id == cached_id
+        {
+            return Ok(Firecracker::new(binary.clone()));
+        }
+        let binary = FirecrackerBinary::check(path, &*self.runner)?;
+        *cache = id.map(|id| (id, binary.clone()));
+        Ok(Firecracker::new(binary))
     }
 
     /// The Firecracker backend for launching: the binary checked now, so a binary installed

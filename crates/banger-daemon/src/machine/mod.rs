@@ -364,7 +364,7 @@ fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
     let m = &d.machines;
     let doctor = Doctor::new(&*m.runner, m.net.clone(), d.paths.state_dir.clone())
         .firecracker(d.config.firecracker_bin.clone());
-    let mut checks = doctor.preflight(Preflight::Start);
+    let mut checks = doctor.preflight(Preflight::Host);
     if vm.nat {
         checks.extend(doctor.preflight(Preflight::Nat));
     }

@@ -500,6 +500,18 @@ fn preflights_select_their_checks() {
         ]
     );
     assert_eq!(
+        names(Preflight::Host, Privilege::Sudo),
+        ["tun", "iproute2", "bridge", "disk", "sudo"]
+    );
+    // The host preflight runs no VMM binary: only `ip` answers here.
+    let quiet = links(FakeRunner::new(), "[]");
+    doctor(&host, &quiet, Privilege::Root).preflight(Preflight::Host);
+    assert!(
+        quiet.calls().iter().all(|c| c.starts_with("ip ")),
+        "{:?}",
+        quiet.calls()
+    );
+    assert_eq!(
         names(Preflight::Nat, Privilege::Sudo),
         ["nftables", "ip_forward", "sudo"]
     );
