@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use banger_api::paths::Paths;
 use banger_api::{
-    Client, CreateVmRequest, Operation, OperationState, RegisterImageRequest, StageState,
-    VmAction,
+    Client, CreateVmRequest, Operation, OperationState, RegisterImageRequest, StageState, VmAction,
 };
 use banger_daemon::HostDeps;
 use banger_host::network::netns::Netns;
@@ -192,9 +191,15 @@ async fn bench(firecracker: &Path, runs: usize) {
         );
     };
     println!("{runs} rounds, tiny guest kernel, one vCPU, 128 MiB, three drives, tap, vsock");
-    row("vm start: request -> InstanceStart accepted", &mut start_vmm);
+    row(
+        "vm start: request -> InstanceStart accepted",
+        &mut start_vmm,
+    );
     row("vm start: request -> operation done", &mut start_total);
-    row("vm create: request -> InstanceStart accepted", &mut create_vmm);
+    row(
+        "vm create: request -> InstanceStart accepted",
+        &mut create_vmm,
+    );
     println!(
         "{:<44} median {}  min {}",
         "raw firecracker --config-file -> started",

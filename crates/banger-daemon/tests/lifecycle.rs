@@ -326,9 +326,13 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
         Case {
             name: "attach",
             fc: FakeFirecracker::new(),
-            net: fresh_net().fail_nth(Matcher::prefix("ip", ["link", "set"]), 2, "no bridge"),
+            net: fresh_net().fail_nth(
+                Matcher::prefix("ip", ["link", "set", "dev"]),
+                1,
+                "no bridge",
+            ),
             needle: "on the network",
-            last: "ip link set TAP master banger0",
+            last: "ip link set dev TAP master banger0 up",
             cleanup: &[
                 "ip link del TAP",
                 "ip addr del 172.30.0.1/24 dev banger0",
@@ -340,7 +344,7 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
             fc: FakeFirecracker::new().dying_at_start(),
             net: fresh_net(),
             needle: "cannot start VM",
-            last: "ip link set TAP up",
+            last: "ip link set dev TAP master banger0 up",
             cleanup: &["ip link del TAP"],
         },
         Case {
@@ -348,7 +352,7 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
             fc: FakeFirecracker::new().fail("PUT /boot-source"),
             net: fresh_net(),
             needle: "boot-source",
-            last: "ip link set TAP up",
+            last: "ip link set dev TAP master banger0 up",
             cleanup: &["ip link del TAP"],
         },
         Case {
@@ -356,7 +360,7 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
             fc: FakeFirecracker::new().fail("PUT /actions"),
             net: fresh_net(),
             needle: "PUT /actions",
-            last: "ip link set TAP up",
+            last: "ip link set dev TAP master banger0 up",
             cleanup: &["ip link del TAP"],
         },
     ];
