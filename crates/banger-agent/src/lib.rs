@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod body;
+pub mod client;
 pub mod frame;
 pub mod guest;
 pub mod protocol;
