@@ -2,8 +2,9 @@
 //! [`Connect`] gives it, one connection per call, and attaches the VM's token to every
 //! request:
 //!
-//! - Firecracker: a Unix stream through the VM's hybrid-vsock socket, e.g.
-//!   `ConnectWith::new("vsock", move || banger_vmm::firecracker::hybrid_vsock::connect(&socket, VSOCK_PORT))`;
+//! - Firecracker: a Unix stream through the VM's hybrid-vsock socket, through
+//!   [`ConnectWith`] around `banger_vmm::firecracker::hybrid_vsock::connect` (see
+//!   `docs/guest-agent.md`);
 //! - TCP to the VM's private IP ([`Tcp`]), where vsock is unavailable (QEMU here);
 //! - anything else that is `AsyncRead + AsyncWrite` (tests use loopback TCP and in-memory pipes).
 //!

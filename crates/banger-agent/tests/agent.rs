@@ -22,6 +22,10 @@ struct Agent {
 
 impl Agent {
     fn start() -> Agent {
+        Agent::start_with(&["--no-vsock"])
+    }
+
+    fn start_with(extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let token = "t0ken-0123456789abcdef".to_owned();
         let token_file = dir.path().join("agent-token");
@@ -36,7 +40,9 @@ impl Agent {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_banger-agent"))
-            .args(["--listen", "127.0.0.1:0", "--no-vsock", "--token-file"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--token-file")
             .arg(&token_file)
             .arg("--shutdown-command")
             .arg(&script)
@@ -45,7 +51,11 @@ impl Agent {
             .unwrap();
         // The agent says where it listens; port 0 lets the kernel pick a free one.
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
+        let line = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.contains("listening on"))
+            .expect("the agent exited before listening");
         let addr = line
             .split("tcp:")
             .nth(1)
@@ -115,6 +125,44 @@ async fn health_answers() {
     assert!(health.boot[0].at_ms <= health.boot[1].at_ms);
     assert!(health.uptime_ms >= health.boot[1].at_ms);
     assert!(!health.hostname.is_empty());
+}
+
+#[tokio::test]
+async fn without_a_vsock_transport_tcp_still_serves() {
+    // This host may or may not offer AF_VSOCK; either way the agent must come up on TCP and
+    // say which listeners it has.
+    let agent = Agent::start_with(&["--vsock-port", "41024"]);
+    let health = agent.client().health().await.unwrap();
+    assert_eq!(health.listeners[0], format!("tcp:{}", agent.addr));
+    assert!(
+        health.listeners.len() == 1 || health.listeners[1] == "vsock:41024",
+        "{:?}",
+        health.listeners
+    );
+}
+
+#[tokio::test]
+async fn refused_uploads_are_answered_even_when_large() {
+    let agent = Agent::start();
+    let work = tempfile::tempdir().unwrap();
+    // A bad first entry followed by megabytes the agent will never extract.
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"/etc/xx");
+    header.set_size(8 << 20);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    tar.resize(512 + (8 << 20) + 1024, 0);
+    let err = agent
+        .client()
+        .copy_in(
+            work.path().join("d").to_str().unwrap(),
+            std::io::Cursor::new(tar),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("unsafe_archive"), "{err}");
 }
 
 #[tokio::test]
@@ -545,4 +593,44 @@ async fn any_stream_will_do() {
             .starts_with("cannot reach the guest agent over vsock /nonexistent/v.sock"),
         "{err}"
     );
+}
+
+/// Firecracker's side of hybrid vsock, played by the test: accept on the VM's vsock Unix
+/// socket, expect `CONNECT 1024`, answer `OK`, then carry bytes to the agent (here on TCP).
+#[tokio::test]
+async fn through_firecrackers_hybrid_vsock_connector() {
+    use banger_agent::protocol::VSOCK_PORT;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("v.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let agent_addr = agent.addr;
+    tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = tokio::io::BufReader::new(conn);
+                let mut line = String::new();
+                conn.read_line(&mut line).await.unwrap();
+                assert_eq!(line, format!("CONNECT {VSOCK_PORT}\n"));
+                conn.get_mut().write_all(b"OK 1073741824\n").await.unwrap();
+                let mut guest = tokio::net::TcpStream::connect(agent_addr).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut conn, &mut guest).await;
+            });
+        }
+    });
+
+    let connector = ConnectWith::new(format!("vsock {}", socket.display()), move || {
+        let socket = socket.clone();
+        async move { banger_vmm::firecracker::hybrid_vsock::connect(&socket, VSOCK_PORT).await }
+    });
+    let client = AgentClient::new(connector, agent.token.clone());
+    assert!(client.health().await.unwrap().ready);
+    let out = client
+        .exec_output(&ExecRequest::new(["echo", "over vsock"]), None)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"over vsock\n");
 }

@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use crate::archive::{self, ArchiveError, Unpacked};
 use crate::body::{CHANNEL_DEPTH, ChannelBody, ChannelReader, ChannelWriter};
 
+/// How long the rest of a refused upload is read before answering.
+const DRAIN_REFUSED_UPLOAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Extracts the request body into `dir`.
 pub async fn put(dir: PathBuf, mut body: Incoming) -> Result<Unpacked, ArchiveError> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -34,10 +37,23 @@ pub async fn put(dir: PathBuf, mut body: Incoming) -> Result<Unpacked, ArchiveEr
         }
     }
     drop(tx);
-    extract.await.map_err(|e| ArchiveError::Io {
+    let result = extract.await.map_err(|e| ArchiveError::Io {
         what: "extracting the archive".into(),
         source: io::Error::other(e),
-    })?
+    })?;
+    if result.is_err() {
+        drain(&mut body).await;
+    }
+    result
+}
+
+/// Reads and discards what is left of a refused upload, for a short while, so the client gets
+/// to read the error answer instead of a connection reset in the middle of its upload.
+async fn drain(body: &mut Incoming) {
+    let _ = tokio::time::timeout(DRAIN_REFUSED_UPLOAD, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
 }
 
 /// A streamed tar archive of `path`. Failures after the first bytes abort the body, so the
