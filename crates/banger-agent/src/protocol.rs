@@ -248,6 +248,39 @@ mod tests {
         assert_eq!(ok, ExecRequest::new(["ls", "-l"]));
     }
 
+    /// The daemon and CLI read these names; renaming a field is a protocol change.
+    #[test]
+    fn wire_names() {
+        let port = ListeningPort {
+            protocol: Transport::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 22,
+            inode: 7,
+            pid: Some(40),
+            process: Some("sshd".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&port).unwrap(),
+            r#"{"protocol":"tcp","address":"0.0.0.0","port":22,"inode":7,"pid":40,"process":"sshd"}"#
+        );
+        let mut request = ExecRequest::new(["sh"]);
+        request.stdin = true;
+        request.tty = Some(TtySize { rows: 24, cols: 80 });
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"argv":["sh"],"stdin":true,"tty":{"rows":24,"cols":80}}"#
+        );
+        let error = ErrorBody {
+            code: "unauthorized".into(),
+            message: "m".into(),
+            hint: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"code":"unauthorized","message":"m"}"#
+        );
+    }
+
     #[test]
     fn shell_codes() {
         let exited = ExitStatus {

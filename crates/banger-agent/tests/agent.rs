@@ -574,6 +574,47 @@ async fn unknown_endpoints_and_methods() {
     assert!(answer.contains("no endpoint /v2/nothing"), "{answer}");
 }
 
+/// One raw HTTP exchange with the agent, for requests the client would never send.
+fn raw_exchange(agent: &Agent, method: &str, path: &str, body: &[u8]) -> String {
+    let mut raw = std::net::TcpStream::connect(agent.addr).unwrap();
+    write!(
+        raw,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        agent.token,
+        body.len()
+    )
+    .unwrap();
+    raw.write_all(body).unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn malformed_exec_requests_are_refused_before_anything_runs() {
+    use banger_agent::frame::{Frame, FrameKind};
+    let agent = Agent::start();
+
+    let stdin_first = Frame::new(FrameKind::Stdin, &b"hello"[..]).encode();
+    let answer = raw_exchange(&agent, "POST", "/v1/exec", &stdin_first);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("must start with a start frame"), "{answer}");
+
+    let typo = Frame::new(FrameKind::Start, &br#"{"argv":["true"],"ttty":null}"#[..]).encode();
+    let answer = raw_exchange(&agent, "POST", "/v1/exec", &typo);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("unknown field `ttty`"), "{answer}");
+
+    let empty = Frame::new(FrameKind::Start, &br#"{"argv":[]}"#[..]).encode();
+    let answer = raw_exchange(&agent, "POST", "/v1/exec", &empty);
+    assert!(answer.contains("argv is empty"), "{answer}");
+
+    let answer = raw_exchange(&agent, "PUT", "/v1/files", b"");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_path"), "{answer}");
+}
+
 #[tokio::test]
 async fn any_stream_will_do() {
     let agent = Agent::start();
