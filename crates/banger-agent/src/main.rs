@@ -2,21 +2,24 @@
 //! library's [`banger_agent::guest`]; this parses the few flags, reads the token and runs the
 //! server on a small tokio runtime.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use banger_agent::guest::{self, Config, Token, shutdown};
-use banger_agent::protocol::{TOKEN_FILE, VSOCK_PORT};
+use banger_agent::protocol::{TCP_PORT, TOKEN_FILE, VSOCK_PORT};
 
 const USAGE: &str = "\
-usage: banger-agent [--listen IP:PORT]... [--vsock-port N | --no-vsock] [--token-file PATH]
-                    [--shutdown-command PATH]
+usage: banger-agent [--listen IP:PORT]... [--listen-vm-ip] [--vsock-port N | --no-vsock]
+                    [--token-file PATH] [--shutdown-command PATH]
 
 banger's guest agent: HTTP/1.1 on vsock port 1024 and on each --listen address. Every request
 must carry `Authorization: Bearer <token>` with the token from --token-file.
 
   --listen IP:PORT          also listen on TCP (the VM's private IP, e.g. 172.30.0.2:1024)
+  --listen-vm-ip            also listen on TCP port 1024 of the address in /etc/banger/network
+                            (the VM's private IP, as banger configured it); nothing when the
+                            VM has no network file
   --vsock-port N            vsock port (default 1024)
   --no-vsock                do not listen on vsock
   --token-file PATH         the VM's token (default /etc/banger/agent-token, mode 0600)
@@ -27,6 +30,7 @@ must carry `Authorization: Bearer <token>` with the token from --token-file.
 #[derive(Debug, PartialEq)]
 struct Args {
     listen: Vec<SocketAddr>,
+    listen_vm_ip: bool,
     vsock_port: Option<u32>,
     token_file: PathBuf,
     shutdown_command: Option<PathBuf>,
@@ -35,6 +39,7 @@ struct Args {
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         listen: Vec::new(),
+        listen_vm_ip: false,
         vsock_port: Some(VSOCK_PORT),
         token_file: PathBuf::from(TOKEN_FILE),
         shutdown_command: None,
@@ -68,6 +73,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                         .map_err(|_| format!("--vsock-port {v:?} is not a port"))?,
                 );
             }
+            "--listen-vm-ip" => parsed.listen_vm_ip = true,
             "--no-vsock" => parsed.vsock_port = None,
             "--token-file" => parsed.token_file = value("a path")?.into(),
             "--shutdown-command" => parsed.shutdown_command = Some(value("a path")?.into()),
@@ -76,6 +82,17 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(parsed)
+}
+
+/// The VM's network file, written by banger into the overlay disk and applied by its /init.
+const NETWORK_FILE: &str = "/etc/banger/network";
+
+/// The IP of the `address=IP/PREFIX` line of the network file.
+fn vm_address(text: &str) -> Option<IpAddr> {
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("address="))
+        .and_then(|value| value.split('/').next())
+        .and_then(|ip| ip.trim().parse().ok())
 }
 
 fn main() -> ExitCode {
@@ -91,6 +108,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut listen = args.listen;
+    if args.listen_vm_ip {
+        match std::fs::read_to_string(NETWORK_FILE) {
+            Ok(text) => match vm_address(&text) {
+                Some(ip) => listen.push(SocketAddr::new(ip, TCP_PORT)),
+                None => {
+                    eprintln!(
+                        "banger-agent: {NETWORK_FILE} has no valid address= line;                          cannot --listen-vm-ip"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(e) => {
+                eprintln!("banger-agent: no TCP listener for --listen-vm-ip: {NETWORK_FILE}: {e}")
+            }
+        }
+    }
     let token = match Token::from_file(&args.token_file) {
         Ok(token) => token,
         Err(e) => {
@@ -107,7 +141,7 @@ fn main() -> ExitCode {
     };
     let config = Config {
         token,
-        tcp: args.listen,
+        tcp: listen,
         vsock_port: args.vsock_port,
         shutdown,
         proc_root: "/proc".into(),
@@ -173,5 +207,14 @@ mod tests {
             "unknown argument \"--bogus\""
         );
         assert_eq!(args(&["--help"]).unwrap_err(), "");
+        assert!(args(&["--listen-vm-ip"]).unwrap().listen_vm_ip);
+    }
+
+    #[test]
+    fn the_vm_address_comes_from_the_network_file() {
+        let text = "# Written by banger\naddress=172.30.0.5/24\ngateway=172.30.0.1\n";
+        assert_eq!(vm_address(text), Some("172.30.0.5".parse().unwrap()));
+        assert_eq!(vm_address("gateway=172.30.0.1\n"), None);
+        assert_eq!(vm_address("address=nonsense/24\n"), None);
     }
 }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// The guest vsock port the agent listens on.
 pub const VSOCK_PORT: u32 = 1024;
 
+/// The TCP port the agent listens on at the VM's private IP (`--listen-vm-ip`).
+pub const TCP_PORT: u16 = 1024;
+
 /// Where the VM's token sits in the guest: banger writes it into the overlay disk when the VM
 /// is created (`banger_image::vmdisk::AGENT_TOKEN_FILE`, relative to the guest's root).
 pub const TOKEN_FILE: &str = "/etc/banger/agent-token";
