@@ -168,6 +168,17 @@ pub struct VmRuntime {
     /// The VM's tap on banger's bridge.
     pub tap: String,
     pub started_at: Timestamp,
+    /// How long each stage of the start that brought the VM up took, in order (filled in as
+    /// the start proceeds; `vm show` prints it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot: Vec<BootTiming>,
+}
+
+/// One stage of a VM's start and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BootTiming {
+    pub stage: String,
+    pub ms: u64,
 }
 
 /// What `POST /v1/vms/{name}/{action}` does; each answers with an operation.

@@ -62,6 +62,8 @@ pub struct VmDefaults {
     pub work_disk_bytes: u64,
     /// How long `vm stop` waits for the guest to shut down before ending its VMM.
     pub stop_timeout: Duration,
+    /// How long a start waits for the guest agent and the image's services.
+    pub ready_timeout: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
                 disk_bytes: 8 * validate::GIB,
                 work_disk_bytes: 8 * validate::GIB,
                 stop_timeout: Duration::from_secs(10),
+                ready_timeout: Duration::from_secs(120),
             },
             web: WebConfig::default(),
         }
@@ -127,6 +130,7 @@ struct RawDefaults {
     disk: Option<String>,
     work_disk: Option<String>,
     stop_timeout: Option<String>,
+    ready_timeout: Option<String>,
 }
 
 impl Config {
@@ -234,6 +238,19 @@ impl Config {
                     )));
                 }
                 config.defaults.stop_timeout = timeout;
+            }
+            if let Some(v) = d.ready_timeout {
+                let timeout = humantime::parse_duration(v.trim()).map_err(|e| {
+                    invalid(format!(
+                        "`defaults.ready_timeout`: {v:?} is not a duration ({e}); write e.g. \"2m\""
+                    ))
+                })?;
+                if timeout.is_zero() || timeout > Duration::from_secs(3600) {
+                    return Err(invalid(format!(
+                        "`defaults.ready_timeout`: {v} must be more than 0 and at most 1 hour"
+                    )));
+                }
+                config.defaults.ready_timeout = timeout;
             }
         }
         if let Some(w) = raw.web {

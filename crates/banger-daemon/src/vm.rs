@@ -31,8 +31,7 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
         "it changed before it could start",
         None,
     )?;
-    let operation =
-        machine::spawn_start(d, vm.clone(), OperationKind::StartVm, machine::START_STAGES);
+    let operation = machine::spawn_start(d, vm.clone(), OperationKind::StartVm);
     let vm = find(d, &vm.id)?;
     Ok(CreatedVm {
         vm,

@@ -78,6 +78,7 @@ fn runtime(vm: &Vm, secs: i64) -> VmRuntime {
         vsock_socket: Some(format!("/run/user/1000/banger/vms/{}.vsock", vm.id)),
         tap: "bt-0123456789ab".into(),
         started_at: ago(secs),
+        boot: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod disks;
+pub mod guest;
 pub mod reconcile;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use banger_vmm::{DriveSpec, InstanceState, NetSpec, VmHandle, VmPaths, VmSpec, V
 
 use crate::Daemon;
 use crate::operation::OperationContext;
-use backend::Backends;
+use backend::{Backend, Backends};
 
 /// The stages of a start, in order.
 pub const START_STAGES: &[&str] = &["checks", "network", "vmm", "started"];
@@ -107,6 +108,11 @@ impl Machines {
         }
     }
 
+    /// Runs `future` to completion from a blocking thread (operations run on those).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     fn net_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
         self.net_lock.lock().unwrap_or_else(|e| e.into_inner())
@@ -169,7 +175,7 @@ pub fn request_start(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError>
         "only a stopped or failed VM can be started",
         start_hint(vm.state),
     )?;
-    Ok(spawn_start(d, vm, OperationKind::StartVm, START_STAGES))
+    Ok(spawn_start(d, vm, OperationKind::StartVm))
 }
 
 fn start_hint(state: VmState) -> Option<&'static str> {
@@ -184,13 +190,40 @@ fn start_hint(state: VmState) -> Option<&'static str> {
     }
 }
 
+/// The stages of `vm`'s start: the fixed ones, then one per service its image declares (the
+/// guest agent first when it has one).
+pub fn start_stages(d: &Daemon, vm: &Vm) -> Vec<String> {
+    let mut stages: Vec<String> = START_STAGES.iter().map(|s| (*s).to_owned()).collect();
+    if let Ok(Some(image)) = d.store.find_image(&vm.image.id) {
+        stages.extend(image.manifest.services.iter().map(|s| s.name.clone()));
+    }
+    stages
+}
+
 /// Starts the start operation of `vm`, which the caller moved to `starting`.
-pub fn spawn_start(d: &Arc<Daemon>, vm: Vm, kind: OperationKind, stages: &[&str]) -> Operation {
+pub fn spawn_start(d: &Arc<Daemon>, vm: Vm, kind: OperationKind) -> Operation {
+    let stages = start_stages(d, &vm);
+    let stages: Vec<&str> = stages.iter().map(String::as_str).collect();
     let d2 = d.clone();
-    d.ops.spawn(kind, &vm.name.clone(), stages, move |cx| {
+    d.ops.spawn(kind, &vm.name.clone(), &stages, move |cx| {
         let vm = start_vm(&d2, cx, &vm)?;
         serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
     })
+}
+
+/// Why a start did not end with a ready VM.
+enum StartError {
+    /// It was rolled back: nothing of it remains.
+    Failed(ApiError),
+    /// The VM runs, but did not become ready (or banger stopped waiting): it is left running
+    /// for the user to look at.
+    NotReady(ApiError),
+}
+
+impl From<ApiError> for StartError {
+    fn from(e: ApiError) -> Self {
+        StartError::Failed(e)
+    }
 }
 
 /// Starts `vm` (in state `starting`). On failure the VM is back to `stopped` with the error
@@ -198,7 +231,11 @@ pub fn spawn_start(d: &Arc<Daemon>, vm: Vm, kind: OperationKind, stages: &[&str]
 pub fn start_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiError> {
     match try_start(d, cx, vm) {
         Ok(vm) => Ok(vm),
-        Err(e) => {
+        Err(StartError::NotReady(e)) => {
+            tracing::warn!(vm = %vm.name, error = %e.message, "VM started but is not ready");
+            Err(e)
+        }
+        Err(StartError::Failed(e)) => {
             let reason = match &e.hint {
                 Some(hint) => format!("{} ({hint})", e.message),
                 None => e.message.clone(),
@@ -215,7 +252,17 @@ pub fn start_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, A
     }
 }
 
-fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiError> {
+fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, StartError> {
+    let (running, image, backend, runtime) = launch(d, cx, vm)?;
+    wait_until_ready(d, cx, &running, &image, &backend, runtime).map_err(StartError::NotReady)
+}
+
+/// The start up to a running instance, recorded and supervised; rolled back on failure.
+fn launch(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+) -> Result<(Vm, Image, Backend, VmRuntime), ApiError> {
     let m = &d.machines;
     cx.begin("checks");
     let (backend, note) = m.backends.for_start(vm.vmm)?;
@@ -302,6 +349,7 @@ fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiE
             .map(|p| p.display().to_string()),
         tap: net.tap.clone(),
         started_at: Timestamp::now(),
+        boot: Vec::new(),
     };
     let release_all = |e: ApiError| -> ApiError {
         if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {
@@ -347,16 +395,177 @@ fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiE
         backend.kind(),
         handle.api_socket.clone(),
     );
-    cx.done(
-        "started",
-        Some(
-            "instance started; this build has no guest agent, so banger does not wait for \
-             the guest's services"
-                .into(),
-        ),
-    );
     tracing::info!(vm = %vm.name, pid = handle.pid, vmm = %backend.kind(), "VM started");
+    Ok((crate::vm::find(d, &vm.id)?, image, backend, runtime))
+}
+
+/// Waits for the guest agent and the image's services (the stages after `started`), then
+/// records the start's stage timings with the VM. A VM that does not become ready is left
+/// running, with the diagnosis as its `last_error`.
+fn wait_until_ready(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+    image: &Image,
+    backend: &Backend,
+    mut runtime: VmRuntime,
+) -> Result<Vm, ApiError> {
+    let checks = &image.manifest.services;
+    if checks.is_empty() {
+        cx.done(
+            "started",
+            Some("instance started; the image declares no services to wait for".into()),
+        );
+    } else {
+        cx.done("started", None);
+    }
+    let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
+    let api_socket = PathBuf::from(&runtime.api_socket);
+    let waited = guest::wait_ready(
+        d,
+        vm,
+        checks,
+        deadline,
+        |stage| cx.begin(stage),
+        || cx.cancelled(),
+        || backend.owns(runtime.pid, &api_socket),
+    );
+    if let Err(error) = waited {
+        let error = not_ready(d, vm, &runtime, backend, error);
+        if let Ok(Some(now)) = d.store.find_vm(&vm.id)
+            && now.state == VmState::Running
+            && let Err(e) = d.store.set_vm_run_state(
+                &vm.id,
+                VmState::Running,
+                Some(&runtime),
+                Some(&error.message),
+            )
+        {
+            tracing::error!(vm = %vm.name, error = %e, "cannot record why a VM is not ready");
+        }
+        return Err(error);
+    }
+    if let Some(last) = checks.last() {
+        cx.done(&last.name, None);
+    }
+    runtime.boot = cx
+        .snapshot()
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let (start, end) = (stage.started_at?, stage.ended_at?);
+            Some(banger_api::BootTiming {
+                stage: stage.name.clone(),
+                ms: start.until(end).as_millis() as u64,
+            })
+        })
+        .collect();
+    d.store
+        .set_vm_run_state(&vm.id, VmState::Running, Some(&runtime), None)?;
     crate::vm::find(d, &vm.id)
+}
+
+/// The error of a start whose VM runs but is not ready, with what banger can see of it.
+fn not_ready(
+    d: &Daemon,
+    vm: &Vm,
+    runtime: &VmRuntime,
+    backend: &Backend,
+    error: guest::ReadyError,
+) -> ApiError {
+    let (headline, seen) = match error {
+        guest::ReadyError::Setup(e) => return e,
+        guest::ReadyError::Cancelled => {
+            return ApiError::new(
+                ErrorCode::Cancelled,
+                format!(
+                    "stopped waiting for VM {} to become ready; it keeps running",
+                    vm.name
+                ),
+            )
+            .with_hint(format!("stop it with `banger vm stop {}`", vm.name));
+        }
+        guest::ReadyError::Died { check, seen } => (
+            format!(
+                "VM {}'s VMM exited while banger waited for {} (port {})",
+                vm.name, check.name, check.port
+            ),
+            seen,
+        ),
+        guest::ReadyError::Timeout { check, seen } => (
+            format!(
+                "VM {} did not become ready within {}: {} (port {}) never answered",
+                vm.name,
+                humantime::format_duration(d.config.defaults.ready_timeout),
+                check.name,
+                check.port
+            ),
+            seen,
+        ),
+    };
+    let dir = d.paths.vm_dir(&vm.id);
+    let api_socket = PathBuf::from(&runtime.api_socket);
+    let mut lines = vec![
+        headline,
+        format!("last attempt: {seen}"),
+        format!(
+            "VMM: {} pid {} {}",
+            runtime.vmm,
+            runtime.pid,
+            if backend.owns(runtime.pid, &api_socket) {
+                "running"
+            } else {
+                "not running"
+            }
+        ),
+        format!(
+            "control socket {}: {}",
+            api_socket.display(),
+            if api_socket.exists() {
+                "present"
+            } else {
+                "missing"
+            }
+        ),
+    ];
+    let tap = d
+        .machines
+        .runner
+        .run(&banger_host::CommandSpec::new("ip").args([
+            "-br",
+            "link",
+            "show",
+            "dev",
+            &runtime.tap,
+        ]))
+        .map(|out| {
+            out.stdout_lossy()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| format!("{} missing", runtime.tap));
+    lines.push(format!("tap: {tap}"));
+    lines.push(format!(
+        "guest network: {}/{} via {}{}",
+        vm.network.ip,
+        vm.network.prefix_len,
+        vm.network.gateway,
+        if vm.nat { ", NAT on" } else { "" }
+    ));
+    let console = banger_vmm::console_tail(&dir.join(disks::CONSOLE_LOG), 15).unwrap_or_default();
+    if console.is_empty() {
+        lines.push("the guest console is empty".into());
+    } else {
+        lines.push("last console lines:".into());
+        lines.extend(console.into_iter().map(|l| format!("    {l}")));
+    }
+    ApiError::new(ErrorCode::Unavailable, lines.join("\n")).with_hint(format!(
+        "the VM is still running: `banger vm logs {0}` shows its whole console, `banger vm \
+         stop {0}` stops it",
+        vm.name
+    ))
 }
 
 /// The doctor's checks a start depends on, failing with every failed check's fix.
@@ -571,8 +780,9 @@ fn stop_note(outcome: banger_vmm::StopOutcome) -> &'static str {
 /// `POST /v1/vms/{name}/restart`: stop, then start, as one operation.
 pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
     let vm = begin_stop(d, name)?;
+    let start = start_stages(d, &vm);
     let mut stages = vec![RESTART_STOP_STAGE];
-    stages.extend_from_slice(START_STAGES);
+    stages.extend(start.iter().map(String::as_str));
     let d2 = d.clone();
     Ok(d.ops.spawn(
         OperationKind::RestartVm,

@@ -1367,6 +1367,7 @@ mod tests {
             vsock_socket: Some("/run/user/1000/banger/vms/vm00000000000001.vsock".into()),
             tap: "bt-vm0000000000".into(),
             started_at: Timestamp(T + 600_000),
+            boot: Vec::new(),
         }
     }
 
