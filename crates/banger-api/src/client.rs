@@ -11,8 +11,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, DoctorReport,
-    ErrorCode, Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, VmAction, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo,
+    DoctorReport, ErrorCode, Image, Operation, RegisterImageRequest, SshAccess, UpdateVmRequest,
+    Vm, VmAction, WebLogin,
 };
 
 /// Why a request did not produce the answer the caller wanted.
@@ -204,6 +205,72 @@ impl Client {
             None::<&()>,
         )
         .await
+    }
+
+    /// A piece of VM `name`'s guest console from byte `offset` (the end when `None`).
+    pub async fn console(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+    ) -> Result<ConsoleChunk, ClientError> {
+        let query = offset.map(|o| format!("?offset={o}")).unwrap_or_default();
+        self.call(
+            Method::GET,
+            &format!("/v1/vms/{}/console{query}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// What OpenSSH needs to log into VM `name`.
+    pub async fn ssh_access(&self, name: &str) -> Result<SshAccess, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/vms/{}/ssh", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// The guest agent's answer about VM `name`: `what` is `health`, `ports` or `stats`.
+    pub async fn guest_info(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/vms/{}/{what}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Starts a command in VM `name`; `request` is the agent's exec request as JSON. The
+    /// answer's body streams the agent's frames.
+    pub async fn exec(
+        &self,
+        name: &str,
+        request: Vec<u8>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let response = self
+            .send(
+                Method::POST,
+                &format!("/v1/vms/{}/exec", escape(name)),
+                Some(request),
+            )
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Err(ClientError::Api(decode_error(status, &bytes)));
+        }
+        Ok(response)
     }
 
     /// Pauses (`pause = true`) or resumes VM `name`.

@@ -200,6 +200,31 @@ impl VmAction {
     }
 }
 
+/// `GET /v1/vms/{name}/console`: a piece of the guest console log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleChunk {
+    /// Where `text` starts in the log, in bytes.
+    pub offset: u64,
+    /// Where the next read continues.
+    pub next_offset: u64,
+    /// The bytes, as UTF-8 (invalid sequences replaced, carriage returns dropped).
+    pub text: String,
+}
+
+/// `GET /v1/vms/{name}/ssh`: what OpenSSH needs to log into a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SshAccess {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    /// banger's private key.
+    pub identity_file: String,
+    /// A `known_hosts` file holding exactly the VM's own host key.
+    pub known_hosts_file: String,
+    /// Whether the VM runs now.
+    pub running: bool,
+}
+
 /// `POST /v1/vms`: the recorded VM and, when it is being started, the start operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreatedVm {

@@ -141,6 +141,56 @@ pub enum VmCommand {
         name: String,
     },
 
+    /// Open a shell in a VM over SSH (OpenSSH, banger's key, the VM's own host key), or run CMD
+    #[command(after_help = "Examples: banger vm ssh dev\n          banger vm ssh dev -- uname -a")]
+    Ssh {
+        /// VM name
+        name: String,
+        /// A command to run instead of a shell
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+
+    /// Run a command in a VM through its guest agent; banger exits with the command's code
+    #[command(after_help = "Example: banger vm exec dev -- uname -r")]
+    Exec {
+        /// VM name
+        name: String,
+        /// Working directory in the guest [default: /root]
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+
+    /// Print a VM's guest console log
+    Logs {
+        /// VM name
+        name: String,
+        /// Keep printing what the guest writes (Ctrl-C ends)
+        #[arg(short, long)]
+        follow: bool,
+    },
+
+    /// Ask a VM's guest agent whether it is healthy, and the guest's boot timings
+    Health {
+        /// VM name
+        name: String,
+    },
+
+    /// List the sockets listening in a VM
+    Ports {
+        /// VM name
+        name: String,
+    },
+
+    /// Show a VM's memory, load and disk use as the guest sees them
+    Stats {
+        /// VM name
+        name: String,
+    },
+
     /// List VMs
     #[command(visible_alias = "ls")]
     List,

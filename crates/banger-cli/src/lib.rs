@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod exit;
+pub mod guest;
 pub mod host;
 pub mod image;
 pub mod operation;
@@ -43,6 +44,14 @@ pub fn main() -> ExitCode {
             );
         }
     };
+    if let Command::Vm(command @ (cli::VmCommand::Ssh { .. } | cli::VmCommand::Exec { .. })) =
+        &cli.command
+    {
+        return match runtime.block_on(guest::run_remote(command)) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(failure) => fail(&failure, cli.output),
+        };
+    }
     match runtime.block_on(run(&cli)) {
         Ok(()) => Exit::Ok.into(),
         Err(failure) => fail(&failure, cli.output),

@@ -204,6 +204,16 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 .await?;
             vm_result(&vm, format, if pause { "Paused" } else { "Resumed" })
         }
+        VmCommand::Logs { .. }
+        | VmCommand::Health { .. }
+        | VmCommand::Ports { .. }
+        | VmCommand::Stats { .. } => return crate::guest::run(command, format).await,
+        VmCommand::Ssh { .. } | VmCommand::Exec { .. } => {
+            // Their exit code is the remote command's: `banger::main` runs them.
+            return Err(Failure::internal(
+                "vm ssh and vm exec run through run_remote",
+            ));
+        }
         VmCommand::List => {
             let daemon = Daemon::locate()?;
             let vms = daemon.call(async |client| client.list_vms().await).await?;

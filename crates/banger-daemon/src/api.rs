@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
-use crate::{Daemon, image, machine, vm};
+use crate::{Daemon, guest_api, image, machine, vm};
 
 /// Largest request body accepted. Every request banger defines is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -46,7 +46,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type Answer<T> = Result<T, Failure>;
+pub(crate) type Answer<T> = Result<T, Failure>;
 
 /// A JSON body whose rejections are answered in banger's error shape.
 pub struct Body<T>(pub T);
@@ -167,6 +167,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/restart", post(restart_vm))
         .route("/v1/vms/{name}/pause", post(pause_vm))
         .route("/v1/vms/{name}/resume", post(resume_vm))
+        .route("/v1/vms/{name}/exec", post(guest_api::exec))
+        .route("/v1/vms/{name}/health", get(guest_api::health))
+        .route("/v1/vms/{name}/ports", get(guest_api::ports))
+        .route("/v1/vms/{name}/stats", get(guest_api::stats))
+        .route("/v1/vms/{name}/console", get(guest_api::console))
+        .route("/v1/vms/{name}/ssh", get(guest_api::ssh))
         .route("/v1/images", get(list_images).post(register_image))
         .route("/v1/images/{name}", get(get_image).delete(delete_image))
         .route("/v1/operations", get(list_operations))

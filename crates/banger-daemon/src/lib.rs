@@ -10,6 +10,7 @@ pub mod api;
 pub mod capacity;
 pub mod config;
 pub mod doctor;
+mod guest_api;
 pub mod host;
 pub mod image;
 mod lifecycle;

@@ -24,7 +24,8 @@ pub use network::{
     rebuild_nat_table, release, setup_vm_network, tap_name, teardown_vm_network,
 };
 pub use process::{
-    ProcessError, Signal, pid_alive, signal, signal_group, spawn_detached, wait_for_exit,
+    ProcessError, Signal, pid_alive, run_interactive, signal, signal_group, spawn_detached,
+    wait_for_exit,
 };
 pub use resources::{MemInfo, ResourceError, host_cpus, meminfo};
 pub use runner::{

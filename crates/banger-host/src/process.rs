@@ -124,6 +124,31 @@ pub fn spawn_detached(
     Ok(pid)
 }
 
+/// Runs `program` in the foreground with this process's terminal (stdin, stdout, stderr
+/// inherited) and waits for it; returns the exit code a shell would report (128 + signal for a
+/// program killed by a signal). For `banger vm ssh`, which hands the terminal to OpenSSH.
+pub fn run_interactive(program: &str, args: &[String]) -> Result<i32, ProcessError> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ProcessError::NotFound {
+                    program: PathBuf::from(program),
+                }
+            } else {
+                ProcessError::Spawn {
+                    program: PathBuf::from(program),
+                    source,
+                }
+            }
+        })?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
 fn to_pid(pid: u32) -> Option<Pid> {
     Pid::from_raw(i32::try_from(pid).ok()?)
 }

@@ -1,0 +1,247 @@
+//! The routes that reach inside a running VM, for `vm exec`, `vm ssh`, `vm logs`, `vm health`,
+//! `vm ports` and `vm stats`: the daemon holds the VM's agent token and the way to reach its
+//! agent, so clients never need either.
+
+use std::sync::Arc;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use banger_agent::client::ExecEvent;
+use banger_agent::frame::{Frame, FrameKind};
+use banger_agent::protocol::ExecRequest;
+use banger_api::{ApiError, ConsoleChunk, ErrorCode, SshAccess};
+use serde::Deserialize;
+
+use crate::Daemon;
+use crate::api::{Answer, Body, Failure};
+use crate::machine::{disks, guest};
+
+/// Most bytes of the console one request returns.
+const CONSOLE_CHUNK: u64 = 1 << 20;
+/// Where a console read without an offset starts: this far before the end.
+const CONSOLE_TAIL: u64 = 64 << 10;
+
+fn agent_error(e: banger_agent::client::AgentError) -> Failure {
+    let hint = e.hint().map(str::to_owned);
+    let mut error = ApiError::new(ErrorCode::Unavailable, e.to_string());
+    error.hint = Some(hint.unwrap_or_else(|| {
+        "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` shows \
+         the guest console"
+            .to_owned()
+    }));
+    Failure(error)
+}
+
+async fn running_vm(d: &Arc<Daemon>, name: String) -> Result<banger_api::Vm, Failure> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || crate::vm::find(&d, &name))
+        .await
+        .map_err(|e| Failure(ApiError::internal(e.to_string())))?
+        .map_err(Failure)
+}
+
+/// `GET /v1/vms/{name}/health`: the guest agent's health.
+pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        let health = agent.health().await.map_err(agent_error)?;
+        Ok(axum::Json(health).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/vms/{name}/ports`: the guest's listening sockets.
+pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        Ok(axum::Json(agent.ports().await.map_err(agent_error)?).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/vms/{name}/stats`: the guest's memory, load and disks.
+pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        Ok(axum::Json(agent.stats().await.map_err(agent_error)?).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/vms/{name}/exec`: runs a command through the guest agent; the answer streams the
+/// agent's frames (stdout, stderr, then exit; see docs/guest-agent.md) as
+/// `application/vnd.banger.exec-frames`.
+pub async fn exec(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(request): Body<ExecRequest>,
+) -> Response {
+    let result: Answer<Response> = async {
+        if request.argv.is_empty() || request.argv[0].is_empty() {
+            return Err(Failure(
+                ApiError::invalid("no command to run").with_hint("banger vm exec NAME -- CMD..."),
+            ));
+        }
+        if request.stdin || request.tty.is_some() {
+            return Err(Failure(
+                ApiError::new(
+                    ErrorCode::Unsupported,
+                    "exec through bangerd runs commands without standard input or a terminal",
+                )
+                .with_hint("for an interactive session use `banger vm ssh NAME`"),
+            ));
+        }
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        let session = agent.exec(&request).await.map_err(agent_error)?;
+        let stream = futures_util::stream::unfold(Some(session), |state| async move {
+            let mut session = state?;
+            let frame = match session.next().await {
+                Ok(Some(ExecEvent::Stdout(bytes))) => Frame::new(FrameKind::Stdout, bytes),
+                Ok(Some(ExecEvent::Stderr(bytes))) => Frame::new(FrameKind::Stderr, bytes),
+                Ok(Some(ExecEvent::Exit(status))) => {
+                    let json = serde_json::to_vec(&status).unwrap_or_default();
+                    return Some((
+                        Ok::<_, std::io::Error>(Frame::new(FrameKind::Exit, json).encode()),
+                        None,
+                    ));
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    let body = serde_json::json!({"message": e.to_string()});
+                    let frame = Frame::new(
+                        FrameKind::Error,
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    );
+                    return Some((Ok(frame.encode()), None));
+                }
+            };
+            Some((Ok(frame.encode()), Some(session)))
+        });
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/vnd.banger.exec-frames")],
+            HttpBody::from_stream(stream),
+        )
+            .into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsoleQuery {
+    offset: Option<u64>,
+}
+
+/// `GET /v1/vms/{name}/console?offset=N`: the guest console log from byte `offset` (the last
+/// 64 KiB when absent), at most 1 MiB, and where to continue.
+pub async fn console(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<ConsoleQuery>,
+) -> Response {
+    let d2 = d.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<ConsoleChunk, ApiError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let vm = crate::vm::find(&d2, &name)?;
+        let path = d2.paths.vm_dir(&vm.id).join(disks::CONSOLE_LOG);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConsoleChunk {
+                    offset: 0,
+                    next_offset: 0,
+                    text: String::new(),
+                });
+            }
+            Err(e) => {
+                return Err(ApiError::internal(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .len();
+        let start = match query.offset {
+            Some(offset) if offset <= len => offset,
+            // The log was replaced (shorter now): start over.
+            Some(_) => 0,
+            None => len.saturating_sub(CONSOLE_TAIL),
+        };
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(CONSOLE_CHUNK)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(ConsoleChunk {
+            offset: start,
+            next_offset: start + bytes.len() as u64,
+            text: String::from_utf8_lossy(&bytes).replace('\r', ""),
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(chunk)) => axum::Json(chunk).into_response(),
+        Ok(Err(e)) => Failure(e).into_response(),
+        Err(e) => Failure(ApiError::internal(e.to_string())).into_response(),
+    }
+}
+
+/// `GET /v1/vms/{name}/ssh`: what OpenSSH needs to log into the VM as root: its address,
+/// banger's key and a `known_hosts` file with exactly the VM's own host key.
+pub async fn ssh(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    let d2 = d.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<SshAccess, ApiError> {
+        let vm = crate::vm::find(&d2, &name)?;
+        let dir = d2.paths.vm_dir(&vm.id);
+        let host_key = std::fs::read_to_string(dir.join(disks::HOST_KEY_PUB)).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidState,
+                format!("VM {} has no SSH host key on record: {e}", vm.name),
+            )
+            .with_hint("VMs created by older banger builds have none; create the VM again")
+        })?;
+        let mut fields = host_key.split_whitespace();
+        let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
+            return Err(ApiError::internal(format!(
+                "VM {}'s SSH host key record is not a public key",
+                vm.name
+            )));
+        };
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("{} {kind} {key}\n", vm.network.ip)).map_err(|e| {
+            ApiError::internal(format!("cannot write {}: {e}", known_hosts.display()))
+        })?;
+        let identity = match &d2.config.ssh_key {
+            Some(key) => key.clone(),
+            None => d2.paths.state_dir.join("ssh/id_ed25519"),
+        };
+        Ok(SshAccess {
+            user: "root".into(),
+            host: vm.network.ip.clone(),
+            port: 22,
+            identity_file: identity.display().to_string(),
+            known_hosts_file: known_hosts.display().to_string(),
+            running: vm.state == banger_api::VmState::Running,
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(access)) => axum::Json(access).into_response(),
+        Ok(Err(e)) => Failure(e).into_response(),
+        Err(e) => Failure(ApiError::internal(e.to_string())).into_response(),
+    }
+}
