@@ -140,11 +140,17 @@ pub fn files() -> Vec<GuestFile> {
 }
 
 /// Writes [`files`] under `dir` (a user-owned staging directory), ready to be copied into the
-/// root with their modes.
-pub fn stage(dir: &Path) -> std::io::Result<()> {
+/// root with their modes. With `merged_usr` (the root's `/sbin` is a symlink to `usr/sbin`,
+/// as in every Debian since bookworm) `sbin/` entries are staged under `usr/sbin/`, since a
+/// copy must not replace the root's `/sbin` symlink with a directory.
+pub fn stage(dir: &Path, merged_usr: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for entry in files() {
-        let path = dir.join(entry.path());
+        let relative = match entry.path().strip_prefix("sbin/") {
+            Some(rest) if merged_usr => format!("usr/sbin/{rest}"),
+            _ => entry.path().to_owned(),
+        };
+        let path = dir.join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -202,8 +208,8 @@ pub fn install_agent(
     let Some(agent) = agent else {
         return Ok(false);
     };
-    let executable = std::fs::metadata(agent)
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable =
+        std::fs::metadata(agent).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if !executable {
         return Err(AgentError::NotExecutable {
             path: agent.to_owned(),
@@ -267,7 +273,7 @@ mod tests {
     #[test]
     fn staged_files_keep_their_modes_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();
-        stage(dir.path()).unwrap();
+        stage(dir.path(), false).unwrap();
         let mode = |p: &str| {
             std::fs::metadata(dir.path().join(p))
                 .unwrap()
@@ -286,12 +292,21 @@ mod tests {
             std::fs::read_to_string(dir.path().join("etc/machine-id")).unwrap(),
             ""
         );
+
+        // Merged /usr: the init goes where /sbin points.
+        let merged = tempfile::tempdir().unwrap();
+        stage(merged.path(), true).unwrap();
+        assert!(!merged.path().join("sbin").exists());
+        assert_eq!(
+            std::fs::read_link(merged.path().join("usr/sbin/init")).unwrap(),
+            Path::new("/bin/busybox")
+        );
     }
 
     #[test]
     fn rc_boot_is_valid_shell() {
         let dir = tempfile::tempdir().unwrap();
-        stage(dir.path()).unwrap();
+        stage(dir.path(), true).unwrap();
         let script = dir.path().join(RC_BOOT).display().to_string();
         match RealRunner.run(&CommandSpec::new("sh").args(["-n", &script])) {
             Ok(_) => {}

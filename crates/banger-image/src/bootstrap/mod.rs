@@ -151,8 +151,9 @@ pub fn validate_distro(distro: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(
-            ApiError::invalid(format!("cannot bootstrap {distro:?}"))
-                .with_hint("banger bootstraps debian; adopt other systems with `banger image register`"),
+            ApiError::invalid(format!("cannot bootstrap {distro:?}")).with_hint(
+                "banger bootstraps debian; adopt other systems with `banger image register`",
+            ),
         )
     }
 }
@@ -623,7 +624,11 @@ impl Run<'_> {
             }],
             created_from: format!(
                 "debootstrap {} ({}, minbase) from {}, kernel {} {}",
-                self.spec.suite, debootstrap_version, self.spec.mirror, package.name, package.version
+                self.spec.suite,
+                debootstrap_version,
+                self.spec.mirror,
+                package.name,
+                package.version
             ),
             created_at,
         };
@@ -786,7 +791,11 @@ impl Run<'_> {
         if !cached {
             // debootstrap wants the name to end in .tgz; a per-bootstrap name keeps two
             // bootstraps of the same inputs from writing one file.
-            let partial = dir.join(format!(".{}-{}.partial.tgz", self.spec.cache_key(), self.id));
+            let partial = dir.join(format!(
+                ".{}-{}.partial.tgz",
+                self.spec.cache_key(),
+                self.id
+            ));
             let made = self
                 .run(
                     "downloading the packages (debootstrap --make-tarball)",
@@ -880,7 +889,8 @@ impl Run<'_> {
     /// Copies banger's guest files into the root, then installs the agent when given.
     fn configure_guest(&self, root: &Path) -> Result<bool, BootstrapError> {
         let staged = self.staging.join("guest");
-        guest::stage(&staged).map_err(|source| BootstrapError::Io {
+        let merged_usr = std::fs::symlink_metadata(root.join("sbin")).is_ok_and(|m| m.is_symlink());
+        guest::stage(&staged, merged_usr).map_err(|source| BootstrapError::Io {
             what: "stage the guest files in",
             path: staged.clone(),
             source,
@@ -938,7 +948,11 @@ impl Run<'_> {
             })?;
         let release = vmlinuz
             .file_name()
-            .map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_start_matches("vmlinuz-")
+                    .to_owned()
+            })
             .unwrap_or_default();
         let extracted = kernel::extract_vmlinux(&vmlinuz, &self.image_dir.join(KERNEL_FILE))?;
         Ok((tree, release, extracted.bytes))

@@ -108,11 +108,8 @@ impl CommandRunner for Scripted {
             "dpkg-deb" => {
                 let tree = Path::new(&args[2]);
                 std::fs::create_dir_all(tree.join("boot")).unwrap();
-                std::fs::write(
-                    tree.join(format!("boot/vmlinuz-{RELEASE}")),
-                    &self.vmlinuz,
-                )
-                .unwrap();
+                std::fs::write(tree.join(format!("boot/vmlinuz-{RELEASE}")), &self.vmlinuz)
+                    .unwrap();
                 let modules = tree.join("lib/modules").join(RELEASE);
                 std::fs::create_dir_all(modules.join("kernel")).unwrap();
                 std::fs::write(modules.join("modules.dep"), "").unwrap();
@@ -157,8 +154,14 @@ fn fake_debootstrapped_root(root: &Path) {
         ),
         ("etc/ssh/ssh_host_ed25519_key", "secret"),
         ("etc/ssh/ssh_host_ed25519_key.pub", "public"),
-        ("etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n"),
-        ("var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease", "x"),
+        (
+            "etc/ssh/sshd_config",
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        ),
+        (
+            "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+            "x",
+        ),
         ("var/lib/apt/lists/lock", ""),
         ("var/cache/apt/pkgcache.bin", "x"),
         ("var/cache/apt/archives/bash_5.2_amd64.deb", "x"),
@@ -173,6 +176,8 @@ fn fake_debootstrapped_root(root: &Path) {
         std::fs::write(path, contents).unwrap();
     }
     std::fs::create_dir_all(root.join("var/lib/apt/lists/partial")).unwrap();
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::os::unix::fs::symlink("usr/sbin", root.join("sbin")).unwrap();
 }
 
 #[derive(Default)]
@@ -370,7 +375,10 @@ fn a_cold_bootstrap_runs_every_stage_and_writes_the_image() {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     assert!(!env.staging().exists());
-    assert!(env.tarball().is_file() && env.deb().is_file(), "cache filled");
+    assert!(
+        env.tarball().is_file() && env.deb().is_file(),
+        "cache filled"
+    );
     assert_eq!(image.source, ImageSource::Bootstrapped);
     assert_eq!(image.manifest.kernel_version.as_deref(), Some(RELEASE));
     assert_eq!(image.manifest.suite.as_deref(), Some("bookworm"));
@@ -390,7 +398,10 @@ fn a_cold_bootstrap_runs_every_stage_and_writes_the_image() {
     assert_eq!(manifest.image, image.manifest);
     assert_eq!(manifest.inputs.kernel_package, PACKAGE);
     assert_eq!(manifest.inputs.kernel_package_version, VERSION);
-    assert_eq!(manifest.inputs.debootstrap_version, "debootstrap 1.0.128+nmu2");
+    assert_eq!(
+        manifest.inputs.debootstrap_version,
+        "debootstrap 1.0.128+nmu2"
+    );
     assert!(!manifest.inputs.kernel_cached && !manifest.inputs.packages_cached);
     assert_eq!(manifest.inputs.guest_init, "busybox");
     assert_eq!(manifest.sizes.root_used_bytes, 100 * MIB);
@@ -430,8 +441,14 @@ fn a_second_bootstrap_of_the_same_inputs_downloads_nothing() {
     let log = Log::default();
     env.run(&runner, &log).unwrap();
     let calls = runner.calls();
-    assert!(!calls.iter().any(|c| c.contains("apt-get download")), "{calls:#?}");
-    assert!(!calls.iter().any(|c| c.contains("--make-tarball")), "{calls:#?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("apt-get download")),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("--make-tarball")),
+        "{calls:#?}"
+    );
     assert_eq!(
         calls
             .iter()
@@ -489,10 +506,22 @@ fn a_failure_at_any_command_removes_the_staging_and_image_directories() {
         return;
     }
     let cases: &[(Matcher, usize, &str)] = &[
-        (Matcher::prefix("apt-cache", ["depends"]), 1, "resolving the kernel package"),
-        (Matcher::prefix("apt-cache", ["show"]), 1, "resolving the kernel package"),
+        (
+            Matcher::prefix("apt-cache", ["depends"]),
+            1,
+            "resolving the kernel package",
+        ),
+        (
+            Matcher::prefix("apt-cache", ["show"]),
+            1,
+            "resolving the kernel package",
+        ),
         (Matcher::program("sh"), 1, "downloading the kernel package"),
-        (Matcher::prefix("debootstrap", ["--version"]), 1, "debootstrap --version"),
+        (
+            Matcher::prefix("debootstrap", ["--version"]),
+            1,
+            "debootstrap --version",
+        ),
         (
             Matcher::prefix("debootstrap", ["--variant=minbase"]),
             1,
@@ -505,9 +534,17 @@ fn a_failure_at_any_command_removes_the_staging_and_image_directories() {
         ),
         (Matcher::program("rm"), 1, "cleaning up the root filesystem"),
         (Matcher::program("cp"), 1, "installing banger's guest files"),
-        (Matcher::program("dpkg-deb"), 1, "unpacking the kernel package"),
+        (
+            Matcher::program("dpkg-deb"),
+            1,
+            "unpacking the kernel package",
+        ),
         (Matcher::program("du"), 1, "measuring the root filesystem"),
-        (Matcher::program("mkfs.ext4"), 1, "making rootfs.ext4 (mkfs.ext4 -d)"),
+        (
+            Matcher::program("mkfs.ext4"),
+            1,
+            "making rootfs.ext4 (mkfs.ext4 -d)",
+        ),
     ];
     for (matcher, nth, step) in cases {
         let env = Env::new();
@@ -590,9 +627,11 @@ fn leftover_mounts_in_the_staging_directory_are_unmounted_before_removal() {
         ),
     )
     .unwrap();
-    let runner = Scripted::new(
-        FakeRunner::new().fail_nth(Matcher::program("mkfs.ext4"), 1, "no space left"),
-    );
+    let runner = Scripted::new(FakeRunner::new().fail_nth(
+        Matcher::program("mkfs.ext4"),
+        1,
+        "no space left",
+    ));
     env.run(&runner, &Log::default()).unwrap_err();
     let calls = runner.calls();
     let s = staging.display();
@@ -673,7 +712,11 @@ fn errors_carry_hints() {
     };
     assert!(sudo.hint().unwrap().contains("sudo -n"));
     let api: ApiError = sudo.into();
-    assert!(api.message.contains("sudo: a password is required"), "{}", api.message);
+    assert!(
+        api.message.contains("sudo: a password is required"),
+        "{}",
+        api.message
+    );
 }
 
 #[test]
