@@ -309,6 +309,7 @@ pub struct OpView {
 fn kind_label(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::RegisterImage => "Register image",
+        OperationKind::BootstrapImage => "Bootstrap image",
     }
 }
 
@@ -408,12 +409,14 @@ impl From<&Operation> for OpView {
             _ => String::new(),
         };
         let result = match (op.kind, op.state, &op.result) {
-            (OperationKind::RegisterImage, OperationState::Succeeded, Some(value)) => {
-                value.get("name").and_then(|n| n.as_str()).map(|name| Link {
-                    label: format!("image {name}"),
-                    href: image_href(name),
-                })
-            }
+            (
+                OperationKind::RegisterImage | OperationKind::BootstrapImage,
+                OperationState::Succeeded,
+                Some(value),
+            ) => value.get("name").and_then(|n| n.as_str()).map(|name| Link {
+                label: format!("image {name}"),
+                href: image_href(name),
+            }),
             _ => None,
         };
         OpView {

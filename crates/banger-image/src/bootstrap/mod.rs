@@ -126,37 +126,7 @@ impl BootstrapSpec {
     }
 }
 
-/// Checks a Debian suite name (`bookworm`, `trixie`, `stable`, ...): debootstrap turns it
-/// into a path and a URL, so only lowercase letters, digits and `-` are accepted.
-pub fn validate_suite(suite: &str) -> Result<(), ApiError> {
-    let ok = !suite.is_empty()
-        && suite.len() <= 32
-        && suite.starts_with(|c: char| c.is_ascii_lowercase())
-        && suite
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            ApiError::invalid(format!("{suite:?} is not a Debian suite name"))
-                .with_hint("use a codename such as bookworm or trixie"),
-        )
-    }
-}
-
-/// Checks the distribution a user asked for.
-pub fn validate_distro(distro: &str) -> Result<(), ApiError> {
-    if distro == DISTRO {
-        Ok(())
-    } else {
-        Err(
-            ApiError::invalid(format!("cannot bootstrap {distro:?}")).with_hint(
-                "banger bootstraps debian; adopt other systems with `banger image register`",
-            ),
-        )
-    }
-}
+pub use banger_api::validate::{bootstrap_distro as validate_distro, suite as validate_suite};
 
 /// Where and how the host work happens.
 #[derive(Debug)]
