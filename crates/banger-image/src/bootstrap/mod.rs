@@ -668,7 +668,7 @@ impl Run<'_> {
             CommandSpec::new("apt-cache").args(["show", "--no-all-versions", &name]),
         )?;
         let version = debian::version_from_show(&show)
-            .ok_or_else(|| BootstrapError::NoKernelPackage { output: show })?;
+            .ok_or(BootstrapError::NoKernelPackage { output: show })?;
         Ok(KernelPackage { name, version })
     }
 
