@@ -273,7 +273,7 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     };
     let manifest = bootstrap::read_manifest(&image_dir).unwrap();
     println!(
-        "bootstrapped in {:.1} s (kernel {}, packages {}): vmlinux {} B, initrd {} B, \
+        "bootstrapped in {:.1} s (kernel {}, packages {}, installed root {}): vmlinux {} B, initrd {} B, \
          rootfs {} B apparent / {} B allocated, root {} B, {} packages",
         started.elapsed().as_secs_f64(),
         if manifest.inputs.kernel_cached {

@@ -7,7 +7,8 @@
 //! 2. *download kernel*: `apt-get download` into the cache, unless that exact `.deb` is there;
 //! 3. *debootstrap*: `debootstrap --variant=minbase` with [`PACKAGES`] into a staging
 //!    directory, from a tarball of the downloaded packages cached under a key of every input
-//!    (`--make-tarball` once, `--unpack-tarball` every time);
+//!    (`--make-tarball` once, `--unpack-tarball` after), and the installed root cached as a
+//!    tar under the same key, so the next bootstrap of the same inputs only unpacks it;
 //! 4. *clean up root*: no SSH host keys, apt lists, package caches or logs in the image;
 //! 5. *configure guest*: BusyBox init, its boot script and sshd policy ([`guest`]), the guest
 //!    agent when one is given ([`guest::install_agent`]);
@@ -133,8 +134,8 @@ pub use banger_api::validate::{bootstrap_distro as validate_distro, suite as val
 pub struct Host<'a> {
     pub runner: &'a dyn CommandRunner,
     pub privilege: Privilege,
-    /// The download cache (`<state>/cache/bootstrap`): kernel packages and debootstrap
-    /// tarballs, kept across bootstraps.
+    /// The download cache (`<state>/cache/bootstrap`): kernel packages, debootstrap's package
+    /// tarballs and installed roots, kept across bootstraps.
     pub cache_dir: PathBuf,
     /// Where the staging directory is made; on the image store's filesystem ideally, since
     /// the staged root is as large as the image.
@@ -182,6 +183,9 @@ pub struct BootstrapInputs {
     /// Whether the kernel package and the debootstrap tarball came from the cache.
     pub kernel_cached: bool,
     pub packages_cached: bool,
+    /// Whether the installed root came from the cache (no debootstrap run at all).
+    #[serde(default)]
+    pub root_cached: bool,
 }
 
 /// Sizes of the image's files, apparent and allocated (`st_blocks`).
@@ -454,6 +458,14 @@ fn remove_staging(host: &Host<'_>, staging: &Path) -> Result<(), BootstrapError>
     Ok(())
 }
 
+/// Where the staged root came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootSource {
+    Downloaded,
+    PackagesCached,
+    RootCached,
+}
+
 /// The concrete kernel package.
 #[derive(Debug, Clone)]
 struct KernelPackage {
@@ -521,9 +533,18 @@ impl Run<'_> {
             )?
             .trim()
             .to_owned();
-        let (root, packages_cached) = self.debootstrap()?;
-        self.reporter
-            .done(s_debootstrap, Some(cached_note(packages_cached)));
+        let (root, root_source) = self.root()?;
+        self.reporter.done(
+            s_debootstrap,
+            Some(
+                match root_source {
+                    RootSource::RootCached => "installed root cached",
+                    RootSource::PackagesCached => "packages cached",
+                    RootSource::Downloaded => "downloaded",
+                }
+                .to_owned(),
+            ),
+        );
 
         self.begin(s_clean)?;
         let removed = self.clean_root(&root)?;
@@ -616,7 +637,8 @@ impl Run<'_> {
                 guest_init: "busybox".to_owned(),
                 agent,
                 kernel_cached,
-                packages_cached,
+                packages_cached: root_source != RootSource::Downloaded,
+                root_cached: root_source == RootSource::RootCached,
             },
             sizes: ImageSizes {
                 vmlinux_bytes,
@@ -743,9 +765,99 @@ impl Run<'_> {
         ]
     }
 
-    /// Installs the root into `<staging>/root` from the cached package tarball, making the
-    /// tarball first when it is missing. Returns the root and whether the tarball was cached.
-    fn debootstrap(&self) -> Result<(PathBuf, bool), BootstrapError> {
+    /// Installs the root into `<staging>/root`. The fastest source wins: the cached installed
+    /// root (a tar of a previous debootstrap of the same inputs, taken before banger changed
+    /// anything), else the cached package tarball (`--unpack-tarball`), else the mirror
+    /// (`--make-tarball` first, then the same). After a debootstrap the installed root is
+    /// cached for next time; failing to cache it only costs speed, so it is logged, not fatal.
+    fn root(&self) -> Result<(PathBuf, RootSource), BootstrapError> {
+        let dir = self.host.cache_dir.join("rootfs");
+        let cached_root = dir.join(format!(
+            "{}-{ARCH}-{}.tar",
+            self.spec.suite,
+            self.spec.cache_key()
+        ));
+        let root = self.staging.join("root");
+        if cached_root.is_file() {
+            std::fs::create_dir(&root).map_err(|source| BootstrapError::Io {
+                what: "create",
+                path: root.clone(),
+                source,
+            })?;
+            self.run(
+                "unpacking the cached root filesystem",
+                self.host.privileged(
+                    "tar",
+                    [
+                        "-C".to_owned(),
+                        root.display().to_string(),
+                        "--numeric-owner".to_owned(),
+                        "--xattrs".to_owned(),
+                        "-xpf".to_owned(),
+                        cached_root.display().to_string(),
+                    ],
+                ),
+            )?;
+            return Ok((root, RootSource::RootCached));
+        }
+        let packages_cached = self.debootstrap(&root)?;
+        if self.reporter.cancelled() {
+            return Err(BootstrapError::Cancelled);
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot cache the installed root");
+        } else {
+            let partial = dir.join(format!(
+                ".{}-{}.partial.tar",
+                self.spec.cache_key(),
+                self.id
+            ));
+            let cached = self
+                .run(
+                    "caching the installed root filesystem",
+                    self.host.privileged(
+                        "tar",
+                        [
+                            "-C".to_owned(),
+                            root.display().to_string(),
+                            "--numeric-owner".to_owned(),
+                            "--xattrs".to_owned(),
+                            "--one-file-system".to_owned(),
+                            "-cpf".to_owned(),
+                            partial.display().to_string(),
+                            ".".to_owned(),
+                        ],
+                    ),
+                )
+                .and_then(|_| {
+                    std::fs::rename(&partial, &cached_root).map_err(|source| BootstrapError::Io {
+                        what: "move the root tarball to",
+                        path: cached_root.clone(),
+                        source,
+                    })
+                });
+            if let Err(e) = cached {
+                tracing::warn!(error = %chain(&e), "cannot cache the installed root; the next bootstrap installs the packages again");
+                if let Err(rm) = std::fs::remove_file(&partial)
+                    && rm.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial root tarball");
+                }
+            }
+        }
+        Ok((
+            root,
+            if packages_cached {
+                RootSource::PackagesCached
+            } else {
+                RootSource::Downloaded
+            },
+        ))
+    }
+
+    /// debootstraps into `root` from the cached package tarball, making the tarball first
+    /// when it is missing. Returns whether the tarball was cached.
+    fn debootstrap(&self, root: &Path) -> Result<bool, BootstrapError> {
         let dir = self.host.cache_dir.join("debootstrap");
         std::fs::create_dir_all(&dir).map_err(|source| BootstrapError::Io {
             what: "create",
@@ -797,15 +909,14 @@ impl Run<'_> {
                 return Err(BootstrapError::Cancelled);
             }
         }
-        let root = self.staging.join("root");
         self.run(
             "installing the root filesystem (debootstrap)",
             self.host.privileged(
                 "debootstrap",
-                self.debootstrap_args(&tarball.display().to_string(), true, &root),
+                self.debootstrap_args(&tarball.display().to_string(), true, root),
             ),
         )?;
-        Ok((root, cached))
+        Ok(cached)
     }
 
     /// Removes what must not be shared by every VM of the image or is dead weight: SSH host

@@ -120,6 +120,14 @@ impl CommandRunner for Scripted {
                     .collect();
                 std::fs::write(modules.join("modules.builtin"), builtin).unwrap();
             }
+            "tar" => {
+                let root = Path::new(&args[1]);
+                if let Some(at) = args.iter().position(|a| a == "-cpf") {
+                    std::fs::write(&args[at + 1], b"installed root").unwrap();
+                } else {
+                    fake_debootstrapped_root(root);
+                }
+            }
             "mkfs.ext4" => {
                 return RealRunner.run(&CommandSpec::new("mkfs.ext4").args(args));
             }
@@ -251,6 +259,13 @@ impl Env {
         ))
     }
 
+    fn root_tarball(&self) -> PathBuf {
+        self.tmp.path().join(format!(
+            "cache/rootfs/bookworm-amd64-{}.tar",
+            self.spec.cache_key()
+        ))
+    }
+
     fn deb(&self) -> PathBuf {
         self.tmp
             .path()
@@ -293,6 +308,10 @@ impl Env {
             format!(
                 "debootstrap --variant=minbase --arch=amd64 {includes} --unpack-tarball={} bookworm {root} http://deb.debian.org/debian",
                 self.tarball().display()
+            ),
+            format!(
+                "tar -C {root} --numeric-owner --xattrs --one-file-system -cpf {}/rootfs/.{key}-0123456789abcdef.partial.tar .",
+                cache.display()
             ),
             format!(
                 "rm -rf --one-file-system -- {root}/etc/ssh/ssh_host_ed25519_key {root}/etc/ssh/ssh_host_ed25519_key.pub \
@@ -342,9 +361,14 @@ fn assert_rolled_back(env: &Env, runner: &Scripted) {
         &format!("rm -rf --one-file-system -- {}", env.staging().display()),
         "the staging directory is removed last"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(env.tmp.path().join("cache/debootstrap"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let leftovers: Vec<_> = ["cache/debootstrap", "cache/rootfs"]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(env.tmp.path().join(dir))
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .unwrap_or_else(|_| Vec::new())
+        })
+        .collect();
     assert!(
         leftovers
             .iter()
@@ -446,21 +470,48 @@ fn a_second_bootstrap_of_the_same_inputs_downloads_nothing() {
         "{calls:#?}"
     );
     assert!(
+        !calls.iter().any(|c| c.contains("debootstrap --variant")),
+        "{calls:#?}"
+    );
+    let root = env.staging().join("root");
+    assert!(calls.contains(&format!(
+        "tar -C {} --numeric-owner --xattrs -xpf {}",
+        root.display(),
+        env.root_tarball().display()
+    )));
+    {
+        let events = log.events.borrow();
+        assert!(events.contains(&"done download kernel: cached".to_owned()));
+        assert!(events.contains(&"done debootstrap: installed root cached".to_owned()));
+    }
+    let manifest = read_manifest(&env.image_dir()).unwrap();
+    assert!(manifest.inputs.kernel_cached && manifest.inputs.packages_cached);
+    assert!(manifest.inputs.root_cached);
+
+    // Without the installed root, the package tarball still saves the download.
+    std::fs::remove_dir_all(env.image_dir()).unwrap();
+    std::fs::remove_file(env.root_tarball()).unwrap();
+    let runner = Scripted::new(FakeRunner::new());
+    let log = Log::default();
+    env.run(&runner, &log).unwrap();
+    let calls = runner.calls();
+    assert!(
         !calls.iter().any(|c| c.contains("--make-tarball")),
         "{calls:#?}"
     );
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| c.contains("--unpack-tarball"))
-            .count(),
-        1
+    assert!(
+        calls.iter().any(|c| c.contains("--unpack-tarball")),
+        "{calls:#?}"
     );
-    let events = log.events.borrow();
-    assert!(events.contains(&"done download kernel: cached".to_owned()));
-    assert!(events.contains(&"done debootstrap: cached".to_owned()));
-    let manifest = read_manifest(&env.image_dir()).unwrap();
-    assert!(manifest.inputs.kernel_cached && manifest.inputs.packages_cached);
+    assert!(
+        log.events
+            .borrow()
+            .contains(&"done debootstrap: packages cached".to_owned())
+    );
+    assert!(
+        env.root_tarball().is_file(),
+        "the installed root is cached again"
+    );
 
     // Another suite is another key.
     let mut other = env.spec.clone();
@@ -487,7 +538,14 @@ fn without_root_every_step_on_the_root_filesystem_goes_through_sudo() {
         .cold_calls()
         .into_iter()
         .map(|c| {
-            let privileged = ["debootstrap --variant", "rm ", "cp ", "du ", "mkfs.ext4 "];
+            let privileged = [
+                "debootstrap --variant",
+                "rm ",
+                "cp ",
+                "du ",
+                "mkfs.ext4 ",
+                "tar ",
+            ];
             if privileged.iter().any(|p| c.starts_with(p)) {
                 format!("sudo -n {c}")
             } else {
@@ -560,6 +618,47 @@ fn a_failure_at_any_command_removes_the_staging_and_image_directories() {
             assert!(!env.tarball().exists(), "a failed download is not cached");
         }
     }
+}
+
+#[test]
+fn a_root_cache_that_cannot_be_written_costs_only_speed() {
+    if !mkfs_available() {
+        return;
+    }
+    let env = Env::new();
+    let runner = Scripted::new(FakeRunner::new().fail_nth(
+        Matcher::program("tar"),
+        1,
+        "No space left on device",
+    ));
+    env.run(&runner, &Log::default()).unwrap();
+    assert!(!env.root_tarball().exists());
+    let left: Vec<_> = std::fs::read_dir(env.tmp.path().join("cache/rootfs"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "a partial root tarball was left: {left:?}");
+}
+
+#[test]
+fn a_broken_root_cache_fails_and_rolls_back() {
+    if !mkfs_available() {
+        return;
+    }
+    let env = Env::new();
+    env.run(&Scripted::new(FakeRunner::new()), &Log::default())
+        .unwrap();
+    std::fs::remove_dir_all(env.image_dir()).unwrap();
+    let runner = Scripted::new(FakeRunner::new().fail_nth(
+        Matcher::program("tar"),
+        1,
+        "tar: Unexpected EOF in archive",
+    ));
+    let err = env.run(&runner, &Log::default()).unwrap_err();
+    assert!(
+        matches!(&err, BootstrapError::Command { step, .. } if *step == "unpacking the cached root filesystem"),
+        "{err}"
+    );
+    assert_rolled_back(&env, &runner);
 }
 
 #[test]
