@@ -286,6 +286,11 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
         } else {
             "downloaded"
         },
+        if manifest.inputs.root_cached {
+            "cached"
+        } else {
+            "installed"
+        },
         manifest.sizes.vmlinux_bytes,
         manifest.sizes.initrd_bytes,
         manifest.sizes.rootfs_bytes,
