@@ -140,6 +140,22 @@ pub fn start_bootstrap(d: Arc<Daemon>, checked: CheckedBootstrap) -> Operation {
             .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", init.display())))?;
         let spec = bootstrap::BootstrapSpec::new(&checked.name, &checked.suite, init);
         let host = bootstrap::Host::new(&RealRunner, bootstrap_cache_dir(&d), staging_parent);
+        // What a bootstrap interrupted by a crash left behind, when no other bootstrap runs.
+        let running = d
+            .ops
+            .list()
+            .iter()
+            .filter(|op| op.kind == OperationKind::BootstrapImage && !op.state.is_finished())
+            .count();
+        if running == 1 {
+            match bootstrap::remove_stale_staging(&host) {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(?removed, "removed the staging of interrupted bootstraps");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove an interrupted bootstrap's staging"),
+            }
+        }
         let image = bootstrap::bootstrap(&id, &spec, &host, &dir, &OpReporter(cx))
             .map_err(ApiError::from)?;
         cx.begin(RECORD_STAGE);

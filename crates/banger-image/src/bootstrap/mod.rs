@@ -419,6 +419,33 @@ pub fn bootstrap(
     result
 }
 
+/// Removes the staging directories of bootstraps that did not finish (the daemon died or the
+/// host rebooted mid-bootstrap), as root since debootstrap's tree is root's. Call it when no
+/// bootstrap is running, e.g. at daemon start. Returns the directories removed.
+pub fn remove_stale_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapError> {
+    let entries = match std::fs::read_dir(&host.staging_parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(BootstrapError::Io {
+                what: "read",
+                path: host.staging_parent.clone(),
+                source,
+            });
+        }
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("bootstrap-"))
+        .map(|e| e.path())
+        .collect();
+    stale.sort();
+    for dir in &stale {
+        remove_staging(host, dir)?;
+    }
+    Ok(stale)
+}
+
 /// Unmounts anything left mounted under `staging` (debootstrap mounts `/proc` and `/sys` in
 /// the target while it works), deepest first, then removes the tree without crossing into
 /// any other filesystem.

@@ -746,6 +746,52 @@ fn leftover_mounts_in_the_staging_directory_are_unmounted_before_removal() {
 }
 
 #[test]
+fn stale_staging_directories_are_removed_with_their_leftover_mounts() {
+    let env = Env::new();
+    let runner = Scripted::new(FakeRunner::new());
+    let host = env.host(&runner, Privilege::Sudo);
+    assert!(
+        remove_stale_staging(&host).unwrap().is_empty(),
+        "no staging dir yet"
+    );
+
+    let staging = env.tmp.path().join("staging");
+    for dir in [
+        "bootstrap-aaaa/root/proc",
+        "bootstrap-bbbb/root",
+        "unrelated",
+    ] {
+        std::fs::create_dir_all(staging.join(dir)).unwrap();
+    }
+    std::fs::write(
+        env.tmp.path().join("mounts"),
+        format!(
+            "proc {}/bootstrap-aaaa/root/proc proc rw 0 0\n",
+            staging.display()
+        ),
+    )
+    .unwrap();
+    let removed = remove_stale_staging(&host).unwrap();
+    assert_eq!(
+        removed,
+        [
+            staging.join("bootstrap-aaaa"),
+            staging.join("bootstrap-bbbb")
+        ]
+    );
+    let s = staging.display();
+    assert_eq!(
+        runner.calls(),
+        [
+            format!("sudo -n umount -l {s}/bootstrap-aaaa/root/proc"),
+            format!("sudo -n rm -rf --one-file-system -- {s}/bootstrap-aaaa"),
+            format!("sudo -n rm -rf --one-file-system -- {s}/bootstrap-bbbb"),
+        ]
+    );
+    assert!(staging.join("unrelated").exists());
+}
+
+#[test]
 fn an_existing_image_directory_is_left_alone() {
     let env = Env::new();
     std::fs::create_dir_all(env.image_dir()).unwrap();
