@@ -12,8 +12,8 @@ use tokio::net::UnixStream;
 
 use crate::BootstrapImageRequest;
 use crate::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, DoctorReport, ErrorCode,
-    Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, DoctorReport,
+    ErrorCode, Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, VmAction, WebLogin,
 };
 
 /// Why a request did not produce the answer the caller wanted.
@@ -191,8 +191,31 @@ impl Client {
         .await
     }
 
-    pub async fn create_vm(&self, request: &CreateVmRequest) -> Result<Vm, ClientError> {
+    /// Creates a VM; when it is being started, the answer carries the start operation.
+    pub async fn create_vm(&self, request: &CreateVmRequest) -> Result<CreatedVm, ClientError> {
         self.call(Method::POST, "/v1/vms", Some(request)).await
+    }
+
+    /// Starts, stops or restarts VM `name` (`action` is `start`, `stop` or `restart`); follow
+    /// the operation with [`Client::watch_operation`].
+    pub async fn vm_action(&self, name: &str, action: VmAction) -> Result<Operation, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/{}", escape(name), action.as_str()),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Pauses (`pause = true`) or resumes VM `name`.
+    pub async fn pause_vm(&self, name: &str, pause: bool) -> Result<Vm, ClientError> {
+        let verb = if pause { "pause" } else { "resume" };
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/{verb}", escape(name)),
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn update_vm(

@@ -84,6 +84,24 @@ impl Paths {
         self.vms_dir().join(id)
     }
 
+    /// Where VMs' control and vsock sockets live: nothing else goes there, so that a
+    /// restarting daemon can tell every socket in it belongs to a VM.
+    pub fn vm_sockets_dir(&self) -> PathBuf {
+        self.runtime_dir.join("vms")
+    }
+
+    /// The control socket of VM `id`'s VMM (Firecracker's API socket, QEMU's QMP socket).
+    /// VM ids are 16 hex digits, which keeps the path far below the 107 bytes a socket path
+    /// may have.
+    pub fn vm_api_socket(&self, id: &str) -> PathBuf {
+        self.vm_sockets_dir().join(format!("{id}.api"))
+    }
+
+    /// The host end of VM `id`'s vsock device.
+    pub fn vm_vsock_socket(&self, id: &str) -> PathBuf {
+        self.vm_sockets_dir().join(format!("{id}.vsock"))
+    }
+
     /// The directory the state lives in, for messages.
     pub fn state_display(&self) -> &Path {
         &self.state_dir

@@ -143,8 +143,69 @@ pub struct Vm {
     pub vmm: VmmKind,
     pub state: VmState,
     pub network: VmNetwork,
+    /// The VMM process running the VM, while it runs (starting, running, paused, stopping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<VmRuntime>,
+    /// Why the VM last failed (state `failed`), or why its last start did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// The VMM process of a running VM, as much as is needed to drive it and to find it again
+/// after a daemon restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmRuntime {
+    /// The backend actually running the VM (never `auto`).
+    pub vmm: VmmKind,
+    pub pid: u32,
+    /// The VMM's control socket (Firecracker's API socket, QEMU's QMP socket).
+    pub api_socket: String,
+    /// The host end of the VM's vsock device, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_socket: Option<String>,
+    /// The VM's tap on banger's bridge.
+    pub tap: String,
+    pub started_at: Timestamp,
+    /// How long each stage of the start that brought the VM up took, in order (filled in as
+    /// the start proceeds; `vm show` prints it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot: Vec<BootTiming>,
+}
+
+/// One stage of a VM's start and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BootTiming {
+    pub stage: String,
+    pub ms: u64,
+}
+
+/// What `POST /v1/vms/{name}/{action}` does; each answers with an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmAction {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl VmAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Start => "start",
+            VmAction::Stop => "stop",
+            VmAction::Restart => "restart",
+        }
+    }
+}
+
+/// `POST /v1/vms`: the recorded VM and, when it is being started, the start operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedVm {
+    pub vm: Vm,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
 }
 
 /// `POST /v1/vms`.
@@ -169,8 +230,7 @@ pub struct CreateVmRequest {
     pub nat: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmm: Option<VmmKind>,
-    /// Start the VM after creating it (default true). This build records VMs only, so it
-    /// must be `false`.
+    /// Start the VM after creating it (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
 }
@@ -320,6 +380,9 @@ pub struct BootstrapImageRequest {
 pub enum OperationKind {
     RegisterImage,
     BootstrapImage,
+    StartVm,
+    StopVm,
+    RestartVm,
 }
 
 /// Overall state of an operation.

@@ -99,11 +99,47 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Record a new VM: its image, resources, network identity and disks
+    /// Create a VM (its disks, network identity and resources) and start it
     #[command(
-        after_help = "Example: banger vm create --no-start --name dev --vcpus 2 --memory 2048 --work-disk 16G"
+        after_help = "Example: banger vm create --name dev --vcpus 2 --memory 2048 --work-disk 16G"
     )]
     Create(CreateArgs),
+
+    /// Start a stopped VM
+    Start {
+        /// VM name
+        name: String,
+        /// Return once the instance is started instead of waiting for the whole start
+        #[arg(long)]
+        no_wait: bool,
+    },
+
+    /// Stop a VM: ask the guest to shut down, end its VMM after defaults.stop_timeout
+    Stop {
+        /// VM name
+        name: String,
+    },
+
+    /// Stop and start a VM
+    Restart {
+        /// VM name
+        name: String,
+        /// Return once the instance is started instead of waiting for the whole start
+        #[arg(long)]
+        no_wait: bool,
+    },
+
+    /// Pause a running VM (its vCPUs stop; its memory stays allocated)
+    Pause {
+        /// VM name
+        name: String,
+    },
+
+    /// Resume a paused VM
+    Resume {
+        /// VM name
+        name: String,
+    },
 
     /// List VMs
     #[command(visible_alias = "ls")]
@@ -119,7 +155,7 @@ pub enum VmCommand {
     #[command(after_help = "Example: banger vm set dev --vcpus 4 --work-disk 32G")]
     Set(SetArgs),
 
-    /// Delete a VM and its disks
+    /// Delete a VM and its disks (a running VM is stopped first)
     #[command(visible_alias = "rm")]
     Delete {
         /// VM name
@@ -130,10 +166,13 @@ pub enum VmCommand {
 /// `banger vm create`.
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
-    /// Record the VM without starting it. Required in this build: starting VMs arrives with a
-    /// VMM backend
-    #[arg(long, required = true)]
+    /// Create the VM without starting it
+    #[arg(long, conflicts_with = "no_wait")]
     pub no_start: bool,
+
+    /// Return once the instance is started instead of waiting for the whole start
+    #[arg(long)]
+    pub no_wait: bool,
 
     /// VM name, a DNS label (a-z, 0-9, '-'); it becomes the guest's hostname [default: generated]
     #[arg(long, value_name = "NAME")]
@@ -327,11 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn create_requires_no_start() {
-        let err = Cli::try_parse_from(["banger", "vm", "create", "--name", "dev"]).unwrap_err();
-        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    fn no_start_and_no_wait_exclude_each_other() {
+        let err =
+            Cli::try_parse_from(["banger", "vm", "create", "--no-start", "--no-wait"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
         assert_eq!(err.exit_code(), 2);
-        insta::assert_snapshot!(err.render().to_string());
+        let cli = Cli::try_parse_from(["banger", "vm", "create", "--name", "dev"]).unwrap();
+        let Command::Vm(VmCommand::Create(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert!(!args.no_start && !args.no_wait);
     }
 
     fn long_help(path: &[&str]) -> String {

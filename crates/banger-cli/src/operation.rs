@@ -52,6 +52,32 @@ pub async fn follow(
     }
 }
 
+/// Follows `operation` until stage `stage` has ended (or the whole operation, if sooner),
+/// then returns it, still running in bangerd. A failure before that is a [`Failure`].
+pub async fn follow_until(
+    client: &Client,
+    operation: Operation,
+    show_stages: bool,
+    stage: &str,
+) -> Result<Operation, Failure> {
+    let id = operation.id.clone();
+    let mut reporter = Reporter::new(show_stages, std::io::stderr().is_terminal());
+    reporter.update(&operation);
+    let mut current = operation;
+    while !current.state.is_finished() && !crate::vm::stage_ended(&current, stage) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        current = client.get_operation(&id).await?;
+        reporter.update(&current);
+    }
+    reporter.finish();
+    match (current.state, &current.error) {
+        (OperationState::Failed | OperationState::Cancelled, Some(error)) => {
+            Err(Failure::operation(error.clone()))
+        }
+        _ => Ok(current),
+    }
+}
+
 /// After a Ctrl-C: asks bangerd to cancel and waits for the operation to wind down; a second
 /// Ctrl-C stops waiting.
 async fn cancel(client: &Client, id: &str, reporter: &mut Reporter) -> Result<Operation, Failure> {

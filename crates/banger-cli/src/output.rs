@@ -65,7 +65,7 @@ pub fn deleted(kind: &str, name: &str, format: OutputFormat) -> String {
 /// `banger vm list`.
 pub fn vm_list(vms: &[Vm]) -> String {
     if vms.is_empty() {
-        return "No VMs yet. Create one with: banger vm create --no-start --name dev\n".into();
+        return "No VMs yet. Create one with: banger vm create --name dev\n".into();
     }
     let mut table = Table::new([
         ("NAME", Align::Left),
@@ -97,13 +97,32 @@ pub fn vm_list(vms: &[Vm]) -> String {
 /// `banger vm show`, and the result of `vm create` / `vm set`.
 pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
     let net = &vm.network;
-    KeyValues::default()
+    let mut kv = KeyValues::default()
         .add("name", &vm.name)
         .add("id", &vm.id)
-        .add("state", vm.state)
-        .add("image", format!("{} ({})", vm.image.name, vm.image.id))
-        .add("vmm", vm.vmm)
-        .add("vcpus", vm.vcpus)
+        .add("state", vm.state);
+    if let Some(error) = &vm.last_error {
+        let label = if vm.state == banger_api::VmState::Failed {
+            "failure"
+        } else {
+            "last error"
+        };
+        kv = kv.add(label, error.replace('\n', "\n    "));
+    }
+    kv = kv.add("image", format!("{} ({})", vm.image.name, vm.image.id));
+    kv = match &vm.runtime {
+        Some(rt) if rt.vmm != vm.vmm => {
+            kv.add("vmm", format!("{} (chosen for {})", rt.vmm, vm.vmm))
+        }
+        _ => kv.add("vmm", vm.vmm),
+    };
+    if let Some(rt) = &vm.runtime {
+        kv = kv
+            .add("pid", rt.pid)
+            .add("up since", dated(rt.started_at, now))
+            .add("tap", &rt.tap);
+    }
+    kv.add("vcpus", vm.vcpus)
         .add("memory", memory(vm.memory_mib))
         .add(
             "disk",
@@ -466,6 +485,8 @@ pub(crate) mod tests {
                 mac: "06:00:ac:1e:00:02".into(),
                 vsock_cid: 3,
             },
+            runtime: None,
+            last_error: None,
             created_at: ago(180),
             updated_at: ago(42),
         }

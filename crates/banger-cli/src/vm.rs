@@ -3,12 +3,67 @@
 //! (bangerd checks again: it is the authority).
 
 use banger_api::validate::{self, MIN_DISK_BYTES, MIN_WORK_DISK_BYTES};
-use banger_api::{ApiError, CreateVmRequest, Timestamp, UpdateVmRequest};
+use banger_api::{
+    ApiError, CreateVmRequest, Operation, StageState, Timestamp, UpdateVmRequest, Vm, VmAction,
+};
 
 use crate::cli::{CreateArgs, OutputFormat, SetArgs, VmCommand};
 use crate::daemon::Daemon;
 use crate::exit::Failure;
-use crate::output;
+use crate::{operation, output};
+
+/// The start stage after which `--no-wait` returns: the instance runs.
+const STARTED_STAGE: &str = "started";
+
+/// Follows a start (or restart) operation to its end, or with `no_wait` until the instance is
+/// started; returns the VM as it is then.
+async fn follow_start(
+    daemon: &Daemon,
+    op: Operation,
+    no_wait: bool,
+    show_stages: bool,
+) -> Result<Vm, Failure> {
+    let target = op.target.clone();
+    if no_wait {
+        operation::follow_until(daemon.client(), op, show_stages, STARTED_STAGE).await?;
+        return Ok(daemon.client().get_vm(&target).await?);
+    }
+    let finished = operation::follow(daemon.client(), op, show_stages).await?;
+    result_vm(daemon, finished).await
+}
+
+/// The VM an operation ended with; asking by name covers a daemon that omits it.
+async fn result_vm(daemon: &Daemon, finished: Operation) -> Result<Vm, Failure> {
+    match finished
+        .result
+        .and_then(|value| serde_json::from_value::<Vm>(value).ok())
+    {
+        Some(vm) => Ok(vm),
+        None => Ok(daemon.client().get_vm(&finished.target).await?),
+    }
+}
+
+fn vm_result(vm: &Vm, format: OutputFormat, done: &str) -> String {
+    match format {
+        OutputFormat::Json => output::json(vm),
+        OutputFormat::Text => format!(
+            "{done} VM {}.\n\n{}",
+            vm.name,
+            output::vm_show(vm, Timestamp::now())
+        ),
+    }
+}
+
+/// Whether a stage has ended, well or not.
+pub fn stage_ended(op: &Operation, stage: &str) -> bool {
+    op.stages.iter().any(|s| {
+        s.name == stage
+            && matches!(
+                s.state,
+                StageState::Done | StageState::Skipped | StageState::Failed | StageState::Cancelled
+            )
+    })
+}
 
 /// The request of `banger vm create`, once every value passed the shared rules.
 pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
@@ -73,17 +128,81 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
         VmCommand::Create(args) => {
             let request = create_request(args)?;
             let daemon = Daemon::locate()?;
-            let vm = daemon
+            let created = daemon
                 .call(async |client| client.create_vm(&request).await)
                 .await?;
+            let text_mode = format == OutputFormat::Text;
+            let (vm, started) = match created.operation {
+                Some(op) => {
+                    if text_mode {
+                        output::eprint(&format!(
+                            "Created VM {} ({}); starting it\n",
+                            created.vm.name, created.vm.network.ip
+                        ));
+                    }
+                    let vm = follow_start(&daemon, op, args.no_wait, text_mode).await?;
+                    (vm, true)
+                }
+                None => (created.vm, false),
+            };
             match format {
                 OutputFormat::Json => output::json(&vm),
+                OutputFormat::Text if started => format!(
+                    "Started VM {}.\n\n{}",
+                    vm.name,
+                    output::vm_show(&vm, Timestamp::now())
+                ),
                 OutputFormat::Text => format!(
                     "Created VM {} (not started).\n\n{}",
                     vm.name,
                     output::vm_show(&vm, Timestamp::now())
                 ),
             }
+        }
+        VmCommand::Start { name, no_wait } | VmCommand::Restart { name, no_wait } => {
+            let (action, verb) = match command {
+                VmCommand::Start { .. } => (VmAction::Start, "Starting"),
+                _ => (VmAction::Restart, "Restarting"),
+            };
+            let daemon = Daemon::locate()?;
+            let op = daemon
+                .call(async |client| client.vm_action(name, action).await)
+                .await?;
+            let text_mode = format == OutputFormat::Text;
+            if text_mode {
+                output::eprint(&format!("{verb} VM {name}\n"));
+            }
+            let vm = follow_start(&daemon, op, *no_wait, text_mode).await?;
+            vm_result(
+                &vm,
+                format,
+                if *no_wait {
+                    "Started (not waited for)"
+                } else {
+                    "Started"
+                },
+            )
+        }
+        VmCommand::Stop { name } => {
+            let daemon = Daemon::locate()?;
+            let op = daemon
+                .call(async |client| client.vm_action(name, VmAction::Stop).await)
+                .await?;
+            let text_mode = format == OutputFormat::Text;
+            if text_mode {
+                output::eprint(&format!("Stopping VM {name}\n"));
+            }
+            let finished = operation::follow(daemon.client(), op, text_mode).await?;
+            let vm = result_vm(&daemon, finished).await?;
+            vm_result(&vm, format, "Stopped")
+        }
+        VmCommand::Pause { name } | VmCommand::Resume { name } => {
+            let pause = matches!(command, VmCommand::Pause { .. });
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.pause_vm(name, pause).await)
+                .await?;
+            vm_result(&vm, format, if pause { "Paused" } else { "Resumed" })
         }
         VmCommand::List => {
             let daemon = Daemon::locate()?;

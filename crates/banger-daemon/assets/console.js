@@ -76,6 +76,52 @@
     });
   };
 
+  // A VM's console while its VMM runs: poll its last lines every two seconds and show them
+  // in place, keeping the view at the bottom unless the user scrolled up. When the VM's state
+  // changes (it stopped, or died), reload once so the page shows the new state and actions.
+  const follow = (root) => {
+    const url = root.getAttribute('data-console');
+    const state = root.getAttribute('data-vm-state');
+    const pre = root.querySelector('[data-role="console"]');
+    const note = root.querySelector('[data-role="console-note"]');
+    if (!pre) return;
+    pre.scrollTop = pre.scrollHeight;
+    let busy = false;
+    const timer = setInterval(async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const response = await fetch(url, {
+          credentials: 'same-origin',
+          headers: { Accept: 'application/json' },
+        });
+        if (response.status === 401 || response.status === 404) {
+          clearInterval(timer);
+          reload();
+          return;
+        }
+        if (!response.ok) return;
+        const tail = await response.json();
+        if (tail.state !== state) {
+          clearInterval(timer);
+          reload();
+          return;
+        }
+        const text = tail.lines.join('\n');
+        if (pre.textContent !== text) {
+          const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+          pre.textContent = text;
+          if (atEnd) pre.scrollTop = pre.scrollHeight;
+          if (note) note.textContent = tail.note;
+        }
+      } catch (_) {
+        // The daemon restarting or the network blipping: try again next time.
+      } finally {
+        busy = false;
+      }
+    }, 2000);
+  };
+
   // "Browse…" links of the register form: carry what has been typed so far to the picker,
   // which hands it back with the chosen file.
   const carry = (link) => {
@@ -95,6 +141,7 @@
   };
 
   document.querySelectorAll('[data-op]').forEach(poll);
+  document.querySelectorAll('[data-console]').forEach(follow);
   document.querySelectorAll('a[data-carry]').forEach(carry);
   // Tells the browser test (and CSS, if it ever needs to) that the script ran.
   document.documentElement.dataset.console = 'ready';

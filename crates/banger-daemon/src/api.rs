@@ -13,14 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use banger_api::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, DaemonInfo, DoctorReport, ErrorCode,
-    Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, DoctorReport,
+    ErrorCode, Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
-use crate::{Daemon, image, vm};
+use crate::{Daemon, image, machine, vm};
 
 /// Largest request body accepted. Every request banger defines is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -103,6 +103,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(Failure)
 }
 
+/// [`blocking`] for work that keeps a handle on the daemon (operations, supervision).
+async fn blocking_arc<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&Arc<Daemon>) -> Result<T, ApiError> + Send + 'static,
+) -> Answer<T> {
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| Failure(ApiError::internal(format!("request task failed: {e}"))))?
+        .map_err(Failure)
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -120,6 +132,11 @@ async fn blocking<T: Send + 'static>(
         get_vm,
         update_vm,
         delete_vm,
+        start_vm,
+        stop_vm,
+        restart_vm,
+        pause_vm,
+        resume_vm,
         list_images,
         register_image,
         bootstrap_image,
@@ -146,6 +163,11 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/v1/vms/{name}",
             get(get_vm).patch(update_vm).delete(delete_vm),
         )
+        .route("/v1/vms/{name}/start", post(start_vm))
+        .route("/v1/vms/{name}/stop", post(stop_vm))
+        .route("/v1/vms/{name}/restart", post(restart_vm))
+        .route("/v1/vms/{name}/pause", post(pause_vm))
+        .route("/v1/vms/{name}/resume", post(resume_vm))
         .route("/v1/images", get(list_images).post(register_image))
         // An image may be named "bootstrap": its GET and DELETE still work on this path.
         .route(
@@ -236,17 +258,63 @@ async fn list_vms(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Vm>>> {
     blocking(&d, |d| Ok(d.store.list_vms()?)).await.map(Json)
 }
 
-/// Creates a VM record. `start` must be false in this build.
+/// Creates a VM: records it, makes its disks and, unless `start` is false, starts it. The
+/// answer carries the start operation to follow.
 #[utoipa::path(post, path = "/v1/vms", request_body = CreateVmRequest, responses(
-    (status = 201, body = Vm), (status = 400, body = ApiError), (status = 409, body = ApiError),
-    (status = 501, body = ApiError)))]
+    (status = 201, body = CreatedVm), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
 async fn create_vm(
     State(d): State<Arc<Daemon>>,
     Body(req): Body<CreateVmRequest>,
-) -> Answer<(StatusCode, Json<Vm>)> {
-    blocking(&d, move |d| vm::create(d, req))
+) -> Answer<(StatusCode, Json<CreatedVm>)> {
+    blocking_arc(&d, move |d| vm::create(d, req))
         .await
-        .map(|vm| (StatusCode::CREATED, Json(vm)))
+        .map(|created| (StatusCode::CREATED, Json(created)))
+}
+
+/// Starts a stopped or failed VM, as an operation.
+#[utoipa::path(post, path = "/v1/vms/{name}/start", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn start_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+    blocking_arc(&d, move |d| machine::request_start(d, &name))
+        .await
+        .map(accepted)
+}
+
+/// Stops a running or paused VM, as an operation: the guest is asked to shut down, and its
+/// VMM ended after `defaults.stop_timeout`.
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn stop_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+    blocking_arc(&d, move |d| machine::request_stop(d, &name))
+        .await
+        .map(accepted)
+}
+
+/// Stops and starts a running or paused VM, as one operation.
+#[utoipa::path(post, path = "/v1/vms/{name}/restart", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn restart_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+    blocking_arc(&d, move |d| machine::request_restart(d, &name))
+        .await
+        .map(accepted)
+}
+
+/// Pauses a running VM (its vCPUs stop; memory stays allocated).
+#[utoipa::path(post, path = "/v1/vms/{name}/pause", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn pause_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| machine::pause_or_resume(d, &name, true))
+        .await
+        .map(Json)
+}
+
+/// Resumes a paused VM.
+#[utoipa::path(post, path = "/v1/vms/{name}/resume", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn resume_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| machine::pause_or_resume(d, &name, false))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", params(("name" = String, Path, description = "VM name or id")),

@@ -79,6 +79,8 @@ mod tests {
                 mac: "06:00:ac:1e:00:02".into(),
                 vsock_cid: 3,
             },
+            runtime: None,
+            last_error: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

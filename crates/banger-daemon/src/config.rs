@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use banger_api::{VmmKind, validate};
 use serde::Deserialize;
@@ -18,6 +19,11 @@ pub struct Config {
     pub vmm: VmmKind,
     /// The Firecracker binary; `firecracker` on PATH when unset.
     pub firecracker_bin: Option<PathBuf>,
+    /// The QEMU binary; `qemu-system-x86_64` on PATH when unset.
+    pub qemu_bin: Option<PathBuf>,
+    /// The private SSH key banger logs into its VMs with (its `.pub` next to it); generated
+    /// as `ssh/id_ed25519` in the state dir when unset.
+    pub ssh_key: Option<PathBuf>,
     pub defaults: VmDefaults,
     pub web: WebConfig,
 }
@@ -54,6 +60,10 @@ pub struct VmDefaults {
     pub memory_mib: u32,
     pub disk_bytes: u64,
     pub work_disk_bytes: u64,
+    /// How long `vm stop` waits for the guest to shut down before ending its VMM.
+    pub stop_timeout: Duration,
+    /// How long a start waits for the guest agent and the image's services.
+    pub ready_timeout: Duration,
 }
 
 impl Default for Config {
@@ -63,11 +73,15 @@ impl Default for Config {
             subnet: "172.30.0.0/24".into(),
             vmm: VmmKind::Auto,
             firecracker_bin: None,
+            qemu_bin: None,
+            ssh_key: None,
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
                 disk_bytes: 8 * validate::GIB,
                 work_disk_bytes: 8 * validate::GIB,
+                stop_timeout: Duration::from_secs(10),
+                ready_timeout: Duration::from_secs(120),
             },
             web: WebConfig::default(),
         }
@@ -94,6 +108,8 @@ struct RawConfig {
     subnet: Option<String>,
     vmm: Option<String>,
     firecracker_bin: Option<PathBuf>,
+    qemu_bin: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
 }
@@ -113,6 +129,8 @@ struct RawDefaults {
     memory_mib: Option<i64>,
     disk: Option<String>,
     work_disk: Option<String>,
+    stop_timeout: Option<String>,
+    ready_timeout: Option<String>,
 }
 
 impl Config {
@@ -172,6 +190,24 @@ impl Config {
             }
             config.firecracker_bin = Some(bin);
         }
+        if let Some(bin) = raw.qemu_bin {
+            if !bin.is_absolute() {
+                return Err(invalid(format!(
+                    "`qemu_bin`: {} is not an absolute path",
+                    bin.display()
+                )));
+            }
+            config.qemu_bin = Some(bin);
+        }
+        if let Some(key) = raw.ssh_key {
+            if !key.is_absolute() {
+                return Err(invalid(format!(
+                    "`ssh_key`: {} is not an absolute path",
+                    key.display()
+                )));
+            }
+            config.ssh_key = Some(key);
+        }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
                 config.defaults.vcpus =
@@ -189,6 +225,32 @@ impl Config {
                 config.defaults.work_disk_bytes =
                     size("work disk", &v, validate::MIN_WORK_DISK_BYTES)
                         .map_err(|e| key_error("defaults.work_disk", e))?;
+            }
+            if let Some(v) = d.stop_timeout {
+                let timeout = humantime::parse_duration(v.trim()).map_err(|e| {
+                    invalid(format!(
+                        "`defaults.stop_timeout`: {v:?} is not a duration ({e}); write e.g. \"10s\""
+                    ))
+                })?;
+                if timeout > Duration::from_secs(600) {
+                    return Err(invalid(format!(
+                        "`defaults.stop_timeout`: {v} is longer than 10 minutes"
+                    )));
+                }
+                config.defaults.stop_timeout = timeout;
+            }
+            if let Some(v) = d.ready_timeout {
+                let timeout = humantime::parse_duration(v.trim()).map_err(|e| {
+                    invalid(format!(
+                        "`defaults.ready_timeout`: {v:?} is not a duration ({e}); write e.g. \"2m\""
+                    ))
+                })?;
+                if timeout.is_zero() || timeout > Duration::from_secs(3600) {
+                    return Err(invalid(format!(
+                        "`defaults.ready_timeout`: {v} must be more than 0 and at most 1 hour"
+                    )));
+                }
+                config.defaults.ready_timeout = timeout;
             }
         }
         if let Some(w) = raw.web {

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod host;
 pub mod image;
 mod lifecycle;
+pub mod machine;
 pub mod operation;
 pub mod vm;
 pub mod web;
@@ -23,7 +24,8 @@ use banger_api::paths::Paths;
 use banger_api::{ApiError, Capacity, DaemonInfo, Timestamp};
 use banger_store::{NetworkPool, Store};
 
-pub use lifecycle::{DaemonError, RunningDaemon, main, start};
+pub use lifecycle::{DaemonError, RunningDaemon, main, start, start_with};
+pub use machine::HostDeps;
 
 use crate::config::Config;
 use crate::host::HostFacts;
@@ -37,6 +39,7 @@ pub struct Daemon {
     pub pool: NetworkPool,
     pub ops: Operations,
     pub host: HostFacts,
+    pub machines: machine::Machines,
     pub build_id: String,
     pub web: web::Console,
     started_at: Timestamp,

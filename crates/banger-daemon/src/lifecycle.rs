@@ -16,8 +16,12 @@ use banger_api::paths::Paths;
 use banger_store::{NetworkPool, Store};
 use tokio::net::UnixListener;
 
+use banger_host::network::NetConfig;
+
 use crate::config::Config;
 use crate::host::HostFacts;
+use crate::machine::reconcile::reconcile;
+use crate::machine::{HostDeps, Machines};
 use crate::operation::Operations;
 use crate::{Daemon, api, web};
 
@@ -84,6 +88,11 @@ impl RunningDaemon {
 
 /// Prepares everything and starts serving on `paths.socket()`.
 pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
+    start_with(paths, HostDeps::real()).await
+}
+
+/// [`start`] with the host's side effects supplied by the caller (tests: fakes).
+pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, DaemonError> {
     private_dir(&paths.runtime_dir)?;
     private_dir(&paths.state_dir)?;
     let lock = take_lock(&paths.lock_file())?;
@@ -119,6 +128,14 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
     // in `GET /v1/daemon`.
     let (console, web_listener) = web::prepare(&config.web, &paths).await;
 
+    let net = NetConfig::new(pool.gateway(), pool.prefix_len());
+    let machines = Machines::new(
+        deps,
+        net,
+        config.firecracker_bin.clone(),
+        config.qemu_bin.clone(),
+        tokio::runtime::Handle::current(),
+    );
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let daemon = Arc::new(Daemon {
         paths,
@@ -127,6 +144,7 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         pool,
         ops: Operations::default(),
         host,
+        machines,
         build_id,
         web: console,
         started_at: Timestamp::now(),
@@ -139,6 +157,12 @@ pub async fn start(paths: Paths) -> Result<RunningDaemon, DaemonError> {
         build = %daemon.build_id,
         "bangerd serving"
     );
+
+    // VMs the previous daemon left: adopted or cleaned up before any request can touch them.
+    let d = daemon.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&d)).await {
+        tracing::error!(error = %e, "reconcile panicked");
+    }
 
     let web_task = web_listener.map(|listener| web::serve(daemon.clone(), listener));
     let router = api::router(daemon.clone());

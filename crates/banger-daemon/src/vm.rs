@@ -1,13 +1,46 @@
-//! The VM service: creating, changing and deleting VM records. Every request is validated
-//! here, against the shared rules and the host's limits, before the store is touched.
+//! The VM service: creating, changing and deleting VMs. Every request is validated here,
+//! against the shared rules and the host's limits, before the store is touched. Running VMs
+//! are [`crate::machine`]'s business.
 
-use banger_api::{ApiError, CreateVmRequest, ErrorCode, UpdateVmRequest, Vm, VmState, validate};
+use std::sync::Arc;
+
+use banger_api::{
+    ApiError, CreateVmRequest, CreatedVm, ErrorCode, OperationKind, UpdateVmRequest, Vm, VmState,
+    validate,
+};
 use banger_store::{NewVm, VmResources};
 
 use crate::Daemon;
+use crate::machine::{self, disks};
 
-/// `POST /v1/vms`.
-pub fn create(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
+/// `POST /v1/vms`: records the VM, makes its disks and, unless `start` is false, starts it
+/// (the operation comes back with the VM).
+pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiError> {
+    let start = req.start.unwrap_or(true);
+    let vm = create_stopped(d, req)?;
+    if !start {
+        return Ok(CreatedVm {
+            vm,
+            operation: None,
+        });
+    }
+    let vm = d.store.transition_vm(
+        &vm.id,
+        &[VmState::Stopped],
+        VmState::Starting,
+        "it changed before it could start",
+        None,
+    )?;
+    let operation = machine::spawn_start(d, vm.clone(), OperationKind::StartVm);
+    let vm = find(d, &vm.id)?;
+    Ok(CreatedVm {
+        vm,
+        operation: Some(operation),
+    })
+}
+
+/// Records a VM and makes its files; on failure neither the record nor any file remains.
+fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
     if let Some(name) = &req.name {
         validate::name("VM", name)?;
     }
@@ -30,15 +63,6 @@ pub fn create(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
         Some(b) => validate::disk_bytes("work disk", b, validate::MIN_WORK_DISK_BYTES)?,
         None => defaults.work_disk_bytes,
     };
-    if req.start.unwrap_or(true) {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "this build of banger records VMs but has no VMM backend to start them",
-        )
-        .with_hint(
-            "create the VM without starting it: `start: false` (banger vm create --no-start)",
-        ));
-    }
     let image_name = req.image.as_deref().unwrap_or(&d.config.default_image);
     let image = d.store.find_image(image_name)?.ok_or_else(|| {
         let mut e = ApiError::invalid(format!("unknown image {image_name:?}"));
@@ -64,7 +88,7 @@ pub fn create(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
     let vm = d.store.create_vm(
         &NewVm {
             name: req.name,
-            image_id: image.id,
+            image_id: image.id.clone(),
             vcpus,
             memory_mib,
             disk_bytes,
@@ -75,6 +99,37 @@ pub fn create(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
         },
         &d.pool,
     )?;
+    let dir = d.paths.vm_dir(&vm.id);
+    let made = (|| {
+        let key = disks::banger_public_key(
+            &*d.machines.runner,
+            d.config.ssh_key.as_deref(),
+            &d.paths.state_dir,
+        )?;
+        std::fs::create_dir_all(d.paths.vms_dir()).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot create {}: {e}",
+                d.paths.vms_dir().display()
+            ))
+        })?;
+        disks::make_vm_dir(&dir)?;
+        let seed = disks::make_vm_files(
+            &*d.machines.runner,
+            &vm,
+            &d.paths.image_dir(&image.id),
+            &dir,
+            &key,
+        )?;
+        d.store.set_vm_work_seed(&vm.id, &seed)?;
+        Ok::<(), ApiError>(())
+    })();
+    if let Err(e) = made {
+        disks::remove_tree(&dir);
+        if let Err(store) = d.store.delete_vm(&vm.id) {
+            tracing::error!(vm = %vm.name, error = %store, "cannot remove the record of a VM whose files failed");
+        }
+        return Err(e);
+    }
     tracing::info!(vm = %vm.name, id = %vm.id, ip = %vm.network.ip, "VM created");
     Ok(vm)
 }
@@ -123,6 +178,14 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
         ))
         .with_hint("shrinking would lose what is stored in /root; create a new VM instead"));
     }
+    if let Some(bytes) = work_disk_bytes
+        && bytes > vm.work_disk_bytes
+    {
+        let disk = d.paths.vm_dir(&vm.id).join(disks::WORK_DISK);
+        if disk.exists() {
+            disks::grow_work_disk(&*d.machines.runner, &disk, bytes)?;
+        }
+    }
     let vm = d.store.update_vm_resources(
         &vm.id,
         &VmResources {
@@ -135,16 +198,21 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
     Ok(vm)
 }
 
-/// `DELETE /v1/vms/{name}`: the record, its allocations and its directory.
+/// `DELETE /v1/vms/{name}`: stops a running VM first, then removes the record, its
+/// allocations and its files.
 pub fn delete(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     let vm = find(d, name)?;
+    let vm = machine::stop_for_delete(d, &vm)?;
     let vm = d.store.delete_vm(&vm.id)?;
-    let dir = d.paths.vm_dir(&vm.id);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot remove a deleted VM's files")
+    disks::remove_tree(&d.paths.vm_dir(&vm.id));
+    for socket in [
+        d.paths.vm_api_socket(&vm.id),
+        d.paths.vm_vsock_socket(&vm.id),
+    ] {
+        if let Err(e) = std::fs::remove_file(&socket)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %socket.display(), error = %e, "cannot remove a deleted VM's socket");
         }
     }
     tracing::info!(vm = %vm.name, id = %vm.id, "VM deleted");

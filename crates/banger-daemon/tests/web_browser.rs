@@ -1,6 +1,7 @@
 //! The web console in a real browser: Debian's headless `chromium`, driven by playwright-core
 //! (`tests/browser/console.mjs`), against a real daemon with temporary XDG directories and the
-//! console on a free port. CI installs both (`.ci/run`); without them the test says SKIP.
+//! console on a free port. CI installs both (`.ci/run`); without them the test says SKIP. The
+//! daemon's Firecracker binary does not exist, so VM starts fail alike everywhere.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,14 @@ async fn the_console_works_in_headless_chromium() {
         runtime_dir: dir.path().join("run/banger"),
     };
     std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(&paths.config_file, "[web]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    // A Firecracker that does not exist: a start fails the same way on every machine, which
+    // is what the browser checks the console shows.
+    std::fs::write(
+        &paths.config_file,
+        "vmm = \"firecracker\"\nfirecracker_bin = \"/nonexistent/fc\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let daemon = banger_daemon::start(paths).await.unwrap();
     let client = Client::new(daemon.socket());
     let info = client.daemon_info().await.unwrap();

@@ -88,6 +88,9 @@ impl Check {
 pub enum Preflight {
     /// Starting a VM: a VMM that can run it, the network pieces, disk space.
     Start,
+    /// Starting a VM whose VMM the caller already chose and checked: only the network pieces
+    /// and disk space (no VMM binary is run, which keeps a start fast).
+    Host,
     /// Setting up NAT for a VM: nftables, forwarding.
     Nat,
     /// Resizing a disk: e2fsprogs, disk space.
@@ -97,17 +100,20 @@ pub enum Preflight {
     Bootstrap,
 }
 
-/// What is known about `/dev/kvm`.
+/// Which kernel module provides `/dev/kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KvmKind {
+pub enum KvmKind {
     Intel,
     Amd,
+    /// Paravirtual KVM: VMMs start, but a stock guest kernel cannot boot under it.
     Pvm,
+    /// `/dev/kvm` without a module banger recognises (e.g. built into the kernel).
     Unknown,
 }
 
 impl KvmKind {
-    fn module(self) -> &'static str {
+    /// The module's name, as `lsmod` shows it.
+    pub fn module(self) -> &'static str {
         match self {
             KvmKind::Intel => "kvm_intel",
             KvmKind::Amd => "kvm_amd",
@@ -117,12 +123,52 @@ impl KvmKind {
     }
 }
 
+/// What `/dev/kvm` offers this user, as [`probe_kvm`] found it.
 #[derive(Debug)]
-enum Kvm {
+pub enum Kvm {
     Missing,
     /// Present but not openable read-write.
     NoAccess(KvmKind, io::Error),
     Usable(KvmKind),
+}
+
+impl Kvm {
+    /// Whether a VMM using this `/dev/kvm` can boot a stock guest kernel: it is usable and not
+    /// paravirtual.
+    pub fn boots_stock_guests(&self) -> bool {
+        matches!(self, Kvm::Usable(kind) if *kind != KvmKind::Pvm)
+    }
+}
+
+/// Probes `/dev/kvm` and the KVM modules under `root` (`/` on a real host): whether the device
+/// exists, whether this user can open it read-write, and which module provides it. The one
+/// place banger tells hardware KVM from kvm_pvm, shared by `banger doctor` and the VMM
+/// backends' choice of accelerator.
+pub fn probe_kvm(root: &Path) -> Kvm {
+    let under_root = |absolute: &str| root.join(absolute.trim_start_matches('/'));
+    let device = under_root("/dev/kvm");
+    if !device.exists() {
+        return Kvm::Missing;
+    }
+    let module = |name: &str| under_root("/sys/module").join(name).exists();
+    // kvm_pvm first: it can be loaded next to a hardware module that has no hardware.
+    let kind = if module("kvm_pvm") {
+        KvmKind::Pvm
+    } else if module("kvm_intel") {
+        KvmKind::Intel
+    } else if module("kvm_amd") {
+        KvmKind::Amd
+    } else {
+        KvmKind::Unknown
+    };
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&device)
+    {
+        Ok(_) => Kvm::Usable(kind),
+        Err(error) => Kvm::NoAccess(kind, error),
+    }
 }
 
 /// Where a program was found.
@@ -231,6 +277,9 @@ impl<'a> Doctor<'a> {
                     self.check_disk(),
                 ]
             }
+            // No bridge check: the network setup checks the same conflicts itself, with the
+            // same messages, and one `ip` process fewer keeps a start fast.
+            Preflight::Host => vec![self.check_tun(), self.check_iproute2(), self.check_disk()],
             Preflight::Nat => vec![self.check_nftables(true), self.check_ip_forward()],
             Preflight::Resize => vec![
                 self.check_e2fsprogs(&["resize2fs", "e2fsck"]),
@@ -306,29 +355,7 @@ impl<'a> Doctor<'a> {
     }
 
     fn kvm(&self) -> Kvm {
-        let device = self.under_root("/dev/kvm");
-        if !device.exists() {
-            return Kvm::Missing;
-        }
-        let module = |name: &str| self.under_root("/sys/module").join(name).exists();
-        // kvm_pvm first: it can be loaded next to a hardware module that has no hardware.
-        let kind = if module("kvm_pvm") {
-            KvmKind::Pvm
-        } else if module("kvm_intel") {
-            KvmKind::Intel
-        } else if module("kvm_amd") {
-            KvmKind::Amd
-        } else {
-            KvmKind::Unknown
-        };
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&device)
-        {
-            Ok(_) => Kvm::Usable(kind),
-            Err(error) => Kvm::NoAccess(kind, error),
-        }
+        probe_kvm(&self.root)
     }
 
     fn check_kvm(&self, kvm: &Kvm) -> Check {
@@ -459,7 +486,7 @@ impl<'a> Doctor<'a> {
         qemu: &Result<(PathBuf, String), Check>,
     ) -> Check {
         const NAME: &str = "vmm";
-        let hardware_kvm = matches!(kvm, Kvm::Usable(kind) if *kind != KvmKind::Pvm);
+        let hardware_kvm = kvm.boots_stock_guests();
         if hardware_kvm && firecracker.is_ok() {
             return Check::ok(NAME, "vmm = \"auto\" uses Firecracker");
         }

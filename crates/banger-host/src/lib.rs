@@ -16,7 +16,9 @@ pub mod runner;
 pub use disk::{
     CopyError, CopyMethod, DiskError, FsUsage, allocated_bytes, copy_file, filesystem_usage,
 };
-pub use doctor::{Check, CheckStatus, Doctor, Preflight};
+pub use doctor::{
+    Check, CheckStatus, Doctor, KVM_PVM_EXPLANATION, Kvm, KvmKind, Preflight, probe_kvm,
+};
 pub use network::{
     Acquired, NetConfig, NetworkError, Privilege, ReleaseError, Resource, VmNet, list_orphan_taps,
     rebuild_nat_table, release, setup_vm_network, tap_name, teardown_vm_network,

@@ -242,7 +242,7 @@ fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
     };
     let acquired = network::setup_vm_network(&counting, &cfg, &nat).unwrap();
     let steps = counting.seen.load(Ordering::SeqCst);
-    assert_eq!(steps, 12);
+    assert_eq!(steps, 11);
     acquired.release_all(&ns.runner(), &cfg).unwrap();
     assert_pristine(&ns.runner(), "after a clean setup and release");
 

@@ -50,6 +50,15 @@ pub enum StoreError {
     #[error("image {image:?} is used by {}: {}", plural(vms.len(), "VM"), vms.join(", "))]
     ImageInUse { image: String, vms: Vec<String> },
 
+    /// A VM is not in a state the requested change can start from.
+    #[error("VM {name:?} is {state}; {action}")]
+    WrongState {
+        name: String,
+        state: banger_api::VmState,
+        action: String,
+        hint: Option<String>,
+    },
+
     #[error("no free {what} left")]
     Exhausted { what: String, hint: String },
 
@@ -65,6 +74,13 @@ pub enum StoreError {
 
     #[error("{field} = {value} does not fit in the database")]
     OutOfRange { field: &'static str, value: u64 },
+
+    #[error("cannot encode the {what} of VM {vm:?}")]
+    EncodeVm {
+        what: &'static str,
+        vm: String,
+        source: serde_json::Error,
+    },
 
     #[error("cannot encode the {what} of image {image:?}")]
     Encode {
@@ -89,6 +105,7 @@ impl StoreError {
             StoreError::NotFound { .. } | StoreError::ImageNotFound { .. } => ErrorCode::NotFound,
             StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             StoreError::ImageInUse { .. } => ErrorCode::InUse,
+            StoreError::WrongState { .. } => ErrorCode::InvalidState,
             StoreError::Exhausted { .. } => ErrorCode::Exhausted,
             StoreError::InvalidSubnet { .. } | StoreError::OutOfRange { .. } => {
                 ErrorCode::InvalidInput
@@ -100,7 +117,8 @@ impl StoreError {
             | StoreError::BadSchemaVersion { .. }
             | StoreError::Sqlite(_)
             | StoreError::Corrupt { .. }
-            | StoreError::Encode { .. } => ErrorCode::Internal,
+            | StoreError::Encode { .. }
+            | StoreError::EncodeVm { .. } => ErrorCode::Internal,
         }
     }
 
@@ -113,6 +131,7 @@ impl StoreError {
                     .into(),
             ),
             StoreError::Exhausted { hint, .. } => Some(hint.clone()),
+            StoreError::WrongState { hint, .. } => hint.clone(),
             StoreError::ImageInUse { .. } => {
                 Some("delete those VMs first (`banger vm delete NAME`)".into())
             }

@@ -54,6 +54,14 @@ pub const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX vms_image_id ON vms (image_id);
     ",
+    // 3: what a running VM is made of on the host (its VMM process and sockets, its tap) so a
+    // restarted daemon can find it again; why it last failed; the work seed its work disk was
+    // made from. `runtime` is a JSON document written whole at each start and cleared at stop.
+    "
+    ALTER TABLE vms ADD COLUMN runtime TEXT;
+    ALTER TABLE vms ADD COLUMN last_error TEXT;
+    ALTER TABLE vms ADD COLUMN work_seed TEXT;
+    ",
 ];
 
 /// The schema version this build writes and understands.

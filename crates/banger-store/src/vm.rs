@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use banger_api::{ImageRef, Timestamp, Vm, VmNetwork, VmState, VmmKind};
+use banger_api::{ImageRef, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind};
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -33,7 +33,7 @@ macro_rules! select_vms {
         concat!(
             "SELECT v.id, v.name, v.image_id, i.name, v.vcpus, v.memory_mib, v.disk_bytes,
                     v.work_disk_bytes, v.nat, v.vmm, v.state, v.ip, v.gateway, v.prefix_len,
-                    v.mac, v.vsock_cid, v.created_at, v.updated_at
+                    v.mac, v.vsock_cid, v.created_at, v.updated_at, v.runtime, v.last_error
              FROM vms v LEFT JOIN images i ON i.id = v.image_id ",
             $tail
         )
@@ -143,6 +143,8 @@ impl Store {
                 mac,
                 vsock_cid,
             },
+            runtime: None,
+            last_error: None,
             created_at: now,
             updated_at: now,
         })
@@ -214,6 +216,92 @@ impl Store {
             return Err(vm_not_found(id));
         }
         Ok(())
+    }
+
+    /// Moves the VM with `id` from one of `from` to `to` in one transaction, so that two
+    /// requests cannot both start (or stop) the same VM. Returns the VM as it was before.
+    /// `action` completes the refusal's message ("VM \"dev\" is running; <action>").
+    pub fn transition_vm(
+        &self,
+        id: &str,
+        from: &[VmState],
+        to: VmState,
+        action: &str,
+        hint: Option<&str>,
+    ) -> Result<Vm, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let vm = vm_by_id(&tx, id)?.ok_or_else(|| vm_not_found(id))?;
+        if !from.contains(&vm.state) {
+            return Err(StoreError::WrongState {
+                name: vm.name,
+                state: vm.state,
+                action: action.to_owned(),
+                hint: hint.map(str::to_owned),
+            });
+        }
+        tx.prepare_cached("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, to.as_str(), Timestamp::now().as_millis()])?;
+        tx.commit()?;
+        Ok(vm)
+    }
+
+    /// Records the VMM process now running the VM (or `None` once it is gone), its state and
+    /// why it last failed, in one write.
+    pub fn set_vm_run_state(
+        &self,
+        id: &str,
+        state: VmState,
+        runtime: Option<&VmRuntime>,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let runtime = runtime
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|source| StoreError::EncodeVm {
+                what: "runtime",
+                vm: id.to_owned(),
+                source,
+            })?;
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE vms SET state = ?2, runtime = ?3, last_error = ?4, updated_at = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                state.as_str(),
+                runtime,
+                last_error,
+                Timestamp::now().as_millis()
+            ])?;
+        if changed == 0 {
+            return Err(vm_not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Records the fingerprint of the work seed the VM's work disk was made from.
+    pub fn set_vm_work_seed(&self, id: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let changed = conn
+            .prepare_cached("UPDATE vms SET work_seed = ?2 WHERE id = ?1")?
+            .execute(params![id, fingerprint])?;
+        if changed == 0 {
+            return Err(vm_not_found(id));
+        }
+        Ok(())
+    }
+
+    /// The fingerprint of the work seed the VM's work disk was made from, when recorded.
+    pub fn vm_work_seed(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .prepare_cached("SELECT work_seed FROM vms WHERE id = ?1")?
+            .query_row([id], |row| row.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
     }
 
     /// Forgets the VM with `id`, returning it as it was. Its name, IP, MAC and CID become
@@ -343,6 +431,7 @@ fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
     };
     let ip: Ipv4Addr = r.parse(11, "ip")?;
     let gateway: Ipv4Addr = r.parse(12, "gateway")?;
+    let runtime: Option<String> = r.get(18, "runtime")?;
     let prefix_len = r.u32(13, "prefix_len")?;
     let prefix_len = u8::try_from(prefix_len)
         .ok()
@@ -369,6 +458,13 @@ fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
             mac: r.get(14, "mac")?,
             vsock_cid: r.u32(15, "vsock_cid")?,
         },
+        runtime: runtime
+            .map(|json| {
+                serde_json::from_str::<VmRuntime>(&json)
+                    .map_err(|e| r.corrupt(format!("runtime is not a VM runtime document: {e}")))
+            })
+            .transpose()?,
+        last_error: r.get(19, "last_error")?,
         created_at: Timestamp::from_millis(r.get(16, "created_at")?),
         updated_at: Timestamp::from_millis(r.get(17, "updated_at")?),
     })

@@ -1,7 +1,8 @@
 //! The virtual machine monitors banger runs VMs with, behind one small [`Vmm`] trait: launch a
 //! VM from a [`VmSpec`] (spawn, configure, start), pause, resume, stop, ask its state, and adopt
 //! a VMM process a previous daemon left running. The Firecracker backend lives in
-//! [`firecracker`]; [`supervise`] notices VMM processes that exit on their own and reads their
+//! [`firecracker`], the QEMU microvm backend in [`qemu`]; [`auto`] says which of them
+//! `vmm = "auto"` picks on this host and why; [`supervise`] notices VMM processes that exit on their own and reads their
 //! console; [`reconcile`] decides, as a pure function, what a starting daemon does with the VMs
 //! its store says are running. Nothing here decides policy (names, paths, which VM runs where,
 //! what state a VM is in): the daemon passes complete specs and records what it is told.
@@ -14,14 +15,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod auto;
 pub mod firecracker;
+pub mod qemu;
 pub mod reconcile;
 pub mod supervise;
 
+pub use auto::{VmmChoice, auto_choice};
 pub use firecracker::{
     BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, MIN_VERSION, Resource, Timeouts,
     TransportError, Version,
 };
+pub use qemu::{Accel, Qemu, QemuBinary, QemuBinaryError, QmpError};
 pub use supervise::{console_tail, exit_code_from_log, watch_exit};
 
 /// Everything a VMM needs to run one VM. Paths are absolute and already decided by the caller;
@@ -92,6 +97,9 @@ pub struct VmHandle {
     pub vm_id: String,
     pub pid: u32,
     pub api_socket: PathBuf,
+    /// The Unix socket through which the host reaches the guest's vsock (Firecracker's hybrid
+    /// vsock). Always `None` under QEMU, whose vsock (where the host has one) is reached over
+    /// `AF_VSOCK`: see [`Qemu::vsock_cid`].
     pub vsock_socket: Option<PathBuf>,
 }
 
@@ -163,6 +171,9 @@ pub enum VmmError {
     #[error(transparent)]
     Binary(#[from] BinaryError),
 
+    #[error(transparent)]
+    QemuBinary(#[from] QemuBinaryError),
+
     /// The VMM refused a request; `fault_message` is its own words, verbatim.
     #[error("{resource}: Firecracker answered {status}: {fault_message}")]
     Api {
@@ -225,6 +236,41 @@ pub enum VmmError {
         cleanup: Vec<CleanupFailure>,
     },
 
+    /// A QMP command failed: QEMU refused it, or could not be reached or understood.
+    #[error("QMP {command} on {}", socket.display())]
+    Qmp {
+        socket: PathBuf,
+        command: String,
+        #[source]
+        source: QmpError,
+    },
+
+    #[error("cannot start QEMU")]
+    QemuSpawn(#[source] banger_host::ProcessError),
+
+    #[error("QEMU did not open its QMP socket {} within {timeout:?}", socket.display())]
+    QmpSocketTimeout { socket: PathBuf, timeout: Duration },
+
+    /// QEMU went away while it was being set up.
+    #[error("QEMU (pid {pid}) exited {during}{}", log_suffix(log))]
+    QemuExited {
+        pid: u32,
+        during: String,
+        /// The last lines of QEMU's own log, where it prints why it exits.
+        log: Vec<String>,
+    },
+
+    #[error("cannot signal QEMU")]
+    QemuSignal(#[source] banger_host::ProcessError),
+
+    #[error("QEMU (pid {pid}) is still running after SIGKILL")]
+    QemuStillRunning { pid: u32 },
+
+    /// The VMM runs but its guest does not, and cannot be resumed (it crashed, panicked or
+    /// hit an emulation error); `status` is the VMM's own word for it.
+    #[error("the guest is not running: the VMM reports {status:?}")]
+    GuestStopped { status: String },
+
     /// Releasing a stopped VMM's resources failed for some of them.
     #[error("cannot release {}", join_failures(.0))]
     Release(Vec<CleanupFailure>),
@@ -245,6 +291,14 @@ fn console_suffix(console: &[String]) -> String {
         String::new()
     } else {
         format!("; last console lines:\n{}", console.join("\n"))
+    }
+}
+
+fn log_suffix(log: &[String]) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines of its log:\n{}", log.join("\n"))
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a starting daemon does with the VMs its store says hold a VMM, decided as a pure
 //! function of the records and of what the host shows ([`decide`]). The daemon gathers the
-//! observations ([`crate::Firecracker::observe`], [`crate::Firecracker::scan`]), calls
+//! observations ([`crate::Firecracker::observe`], [`crate::Firecracker::scan`], and the same
+//! for [`crate::Qemu`], merged with [`HostScan::merge`]), calls
 //! [`decide`], and carries the actions out: adopting a VM keeps it running under the new
 //! daemon; a VM whose VMM is gone is marked stopped and its resources released; VMM processes
 //! and sockets no record owns are removed. Taps and nftables rules are the network's orphans and
@@ -33,7 +34,8 @@ pub struct Record {
 pub struct Observation {
     /// The pid is a live process.
     pub alive: bool,
-    /// ... and it is a Firecracker serving the recorded API socket (not a reused pid).
+    /// ... and it is the record's VMM (Firecracker or QEMU) serving the recorded API socket
+    /// (not a reused pid).
     pub owned: bool,
     /// The API socket file exists.
     pub socket_exists: bool,
@@ -41,7 +43,8 @@ pub struct Observation {
     pub answer: Option<InstanceState>,
 }
 
-/// A Firecracker process found on the host, with the API socket it serves.
+/// A VMM process (Firecracker, or QEMU with its QMP socket) found on the host, with the API
+/// socket it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundProcess {
     pub pid: u32,
@@ -53,6 +56,21 @@ pub struct FoundProcess {
 pub struct HostScan {
     pub sockets: Vec<PathBuf>,
     pub processes: Vec<FoundProcess>,
+}
+
+impl HostScan {
+    /// Both scans of one socket directory as one: every backend lists its own processes and
+    /// every socket, so a daemon running Firecracker and QEMU VMs merges the two before
+    /// [`decide`].
+    pub fn merge(mut self, other: HostScan) -> HostScan {
+        self.sockets.extend(other.sockets);
+        self.sockets.sort();
+        self.sockets.dedup();
+        self.processes.extend(other.processes);
+        self.processes.sort_by_key(|p| p.pid);
+        self.processes.dedup();
+        self
+    }
 }
 
 /// Why a VM is no longer running.
@@ -420,6 +438,29 @@ mod tests {
                     path: sock("a.sock")
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn scans_of_both_backends_merge_into_one() {
+        let found = |pid, name: &str| FoundProcess {
+            pid,
+            api_socket: sock(name),
+        };
+        let firecracker = HostScan {
+            sockets: vec![sock("a.sock"), sock("b.sock")],
+            processes: vec![found(200, "b.sock")],
+        };
+        let qemu = HostScan {
+            sockets: vec![sock("b.sock"), sock("a.sock")],
+            processes: vec![found(100, "a.sock")],
+        };
+        assert_eq!(
+            firecracker.merge(qemu),
+            HostScan {
+                sockets: vec![sock("a.sock"), sock("b.sock")],
+                processes: vec![found(100, "a.sock"), found(200, "b.sock")],
+            }
         );
     }
 

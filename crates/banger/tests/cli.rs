@@ -2,6 +2,7 @@
 //! home, XDG directories and daemon (started by banger itself, stopped by a guard), so tests
 //! run in parallel without seeing each other.
 
+use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 use serde_json::Value;
 
 /// Exit codes of the CLI, as documented in `banger_cli::exit`.
@@ -9,6 +10,7 @@ const INVALID_INPUT: i32 = 3;
 const NOT_FOUND: i32 = 4;
 const CONFLICT: i32 = 5;
 const UNAVAILABLE: i32 = 6;
+const OPERATION_FAILED: i32 = 7;
 const USAGE: i32 = 2;
 
 mod support;
@@ -59,7 +61,7 @@ fn the_first_command_starts_the_daemon_and_status_reports_it() {
     let stdout = sandbox.ok(&["vm", "list"]);
     assert_eq!(
         stdout,
-        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+        "No VMs yet. Create one with: banger vm create --name dev\n"
     );
     assert_eq!(sandbox.json(&["vm", "list"]), serde_json::json!([]));
 
@@ -208,6 +210,26 @@ fn images_and_vms_through_their_lifecycle() {
         text.contains("work disk: 512M (mounted at /root)\n"),
         "{text}"
     );
+    // The disk itself grew, filesystem included.
+    let work = sandbox
+        .root()
+        .join("state/banger/vms")
+        .join(created["id"].as_str().unwrap())
+        .join("work.ext4");
+    assert_eq!(std::fs::metadata(&work).unwrap().len(), 512 << 20);
+    let out = RealRunner
+        .run(&CommandSpec::new("dumpe2fs").args(["-h".to_owned(), work.display().to_string()]))
+        .unwrap()
+        .stdout_lossy();
+    let field = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("Block count:") * field("Block size:"), 512 << 20);
 
     // An image in use cannot go.
     let (_, stderr) = sandbox.run(&["image", "delete", "base"], CONFLICT);
@@ -272,11 +294,8 @@ fn bad_values_are_refused_before_reaching_the_daemon() {
     assert_eq!(error["code"], "invalid_input");
     assert_eq!(error["message"], "vCPUs must be at least 1 (got 0)");
 
-    let (_, stderr) = sandbox.run(&["vm", "create", "--name", "dev"], USAGE);
-    assert!(
-        stderr.contains("the following required arguments were not provided:\n  --no-start"),
-        "{stderr}"
-    );
+    let (_, stderr) = sandbox.run(&["vm", "create", "--no-start", "--no-wait"], USAGE);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
     let (_, stderr) = sandbox.run(&["vm", "set", "dev"], INVALID_INPUT);
     assert_eq!(
         stderr,
@@ -389,6 +408,69 @@ fn refusals_from_the_daemon_leave_state_unchanged() {
     );
 }
 
+/// A start that cannot happen (here: the configured Firecracker does not exist) fails with the
+/// reason, leaves the VM stopped with that reason recorded, and the lifecycle commands refuse
+/// what the VM's state does not allow.
+#[test]
+fn a_start_that_cannot_happen_leaves_the_vm_stopped_with_the_reason() {
+    let sandbox = Sandbox::new();
+    sandbox.config(
+        "vmm = \"firecracker\"\nfirecracker_bin = \"/nonexistent/firecracker\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    sandbox.register("base");
+    let (_, stderr) = sandbox.run(
+        &[
+            "vm", "create", "--name", "dev", "--image", "base", "--vcpus", "1",
+        ],
+        OPERATION_FAILED,
+    );
+    assert!(
+        stderr.contains("Created VM dev (172.30.0.2); starting it\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: Firecracker cannot run VMs here: ")
+            && stderr.contains("/nonexistent/firecracker"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: install Firecracker"), "{stderr}");
+    let vm = sandbox.json(&["vm", "show", "dev"]);
+    assert_eq!(vm["state"], "stopped");
+    assert!(vm.get("runtime").is_none(), "{vm}");
+    assert!(
+        vm["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/firecracker"),
+        "{vm}"
+    );
+    let show = sandbox.ok(&["vm", "show", "dev"]);
+    assert!(
+        show.contains("\nlast error: Firecracker cannot run VMs here"),
+        "{show}"
+    );
+    // The same through `vm start`, and the refusals of what a stopped VM cannot do.
+    sandbox.run(&["vm", "start", "dev"], OPERATION_FAILED);
+    let (_, stderr) = sandbox.run(&["vm", "stop", "dev"], CONFLICT);
+    assert!(
+        stderr.starts_with(
+            "error: VM \"dev\" is stopped; only a running or paused VM can be stopped"
+        ),
+        "{stderr}"
+    );
+    sandbox.run(&["vm", "pause", "dev"], CONFLICT);
+    sandbox.run(&["vm", "resume", "dev"], CONFLICT);
+    sandbox.run(&["vm", "restart", "dev"], CONFLICT);
+    sandbox.run(&["vm", "start", "nope"], NOT_FOUND);
+    // A stopped VM is deleted with its files.
+    let id = vm["id"].as_str().unwrap().to_owned();
+    let dir = sandbox.root().join("state/banger/vms").join(&id);
+    assert!(dir.join("overlay.ext4").exists() && dir.join("work.ext4").exists());
+    sandbox.ok(&["vm", "delete", "dev"]);
+    assert!(!dir.exists());
+}
+
 #[test]
 fn a_daemon_of_another_build_is_restarted() {
     let sandbox = Sandbox::new();
@@ -436,7 +518,7 @@ fn a_daemon_of_another_build_is_restarted() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "No VMs yet. Create one with: banger vm create --no-start --name dev\n"
+        "No VMs yet. Create one with: banger vm create --name dev\n"
     );
 
     let after = sandbox.json(&["daemon", "status"]);

@@ -117,6 +117,23 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// `banger tui` in the sandbox, in a 100×30 tmux pane. The shell reports how banger ended and
+/// keeps the pane open to be read.
+fn tui(sandbox: &Sandbox) -> Tmux {
+    let mut command = String::from("env");
+    for (key, value) in sandbox.env() {
+        command.push_str(&format!(
+            " {key}={}",
+            shell_quote(&value.display().to_string())
+        ));
+    }
+    command.push_str(&format!(
+        " {} tui; echo \"tui exited with status $?\"; sleep 60",
+        shell_quote(env!("CARGO_BIN_EXE_banger"))
+    ));
+    Tmux::start(sandbox.root().join("tmux.sock"), 100, 30, &command)
+}
+
 #[test]
 fn vms_appear_the_selection_moves_and_q_quits() {
     if !tmux_installed() {
@@ -137,19 +154,7 @@ fn vms_appear_the_selection_moves_and_q_quits() {
         ]);
     }
 
-    // The shell reports how banger ended and keeps the pane open to be read.
-    let mut command = String::from("env");
-    for (key, value) in sandbox.env() {
-        command.push_str(&format!(
-            " {key}={}",
-            shell_quote(&value.display().to_string())
-        ));
-    }
-    command.push_str(&format!(
-        " {} tui; echo \"tui exited with status $?\"; sleep 60",
-        shell_quote(env!("CARGO_BIN_EXE_banger"))
-    ));
-    let tmux = Tmux::start(sandbox.root().join("tmux.sock"), 100, 30, &command);
+    let tmux = tui(&sandbox);
 
     let screen = tmux.wait_for("both VMs", |s| s.contains("alpha") && s.contains("bravo"));
     // What docs/tui.md shows; printed so a maintainer can refresh it (`--nocapture`).
@@ -192,4 +197,62 @@ fn vms_appear_the_selection_moves_and_q_quits() {
     // The terminal is back to normal: main screen, nothing of the TUI left on it.
     assert_eq!(tmux.display("#{alternate_on}"), "0");
     assert!(!screen.contains("alpha"), "{screen}");
+}
+
+/// The lifecycle keys against a real daemon on a machine where no VM can start: the configured
+/// Firecracker does not exist, so a start fails the same way everywhere, whatever the host has.
+/// `s` shows the start's failure with bangerd's reason, the VM stays stopped with that reason in
+/// its details, and `x` on the stopped VM goes to bangerd without a question and shows its
+/// refusal.
+#[test]
+fn a_start_that_fails_and_a_refused_stop_are_shown() {
+    if !tmux_installed() {
+        println!("SKIP: tmux not installed");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.config(
+        "vmm = \"firecracker\"\nfirecracker_bin = \"/nonexistent/firecracker\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    sandbox.register("debian");
+    sandbox.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "dev",
+        "--image",
+        "debian",
+        "--vcpus",
+        "1",
+    ]);
+    let tmux = tui(&sandbox);
+    tmux.wait_for("the VM", |s| selected(s).is_some_and(|l| l.contains("dev")));
+
+    tmux.send("s");
+    let screen = tmux.wait_for("the start's failure", |s| {
+        s.contains("✗ start vm dev failed: Firecracker cannot run VMs here")
+    });
+    assert!(
+        selected(&screen).is_some_and(|l| l.contains("stopped")),
+        "{screen}"
+    );
+    // The reason stays in the details once the list is read again.
+    let screen = tmux.wait_for("the last error in the details", |s| {
+        s.contains("last error: Firecracker cannot run VMs here")
+            && s.contains("/nonexistent/firecracker")
+    });
+    // The second capture of docs/tui.md (`--nocapture` prints it).
+    println!("{screen}");
+
+    tmux.send("x");
+    let screen = tmux.wait_for("the refusal", |s| {
+        s.contains(r#"✗ Cannot stop VM dev: VM "dev" is stopped; only a running or paused VM"#)
+    });
+    assert!(!screen.contains("Stop VM dev?"), "no question: {screen}");
+
+    tmux.send("q");
+    let screen = tmux.wait_for("banger to exit", |s| s.contains("tui exited with status"));
+    assert!(screen.contains("tui exited with status 0"), "{screen}");
 }

@@ -1,17 +1,19 @@
 //! The TUI's state and how it changes: every key press, answer from bangerd and clock tick is a
 //! [`Msg`]; [`App::update`] applies it and returns the [`Effect`]s (requests to bangerd) to run
 //! in the background. Nothing here does I/O or reads a clock, so every behaviour — the staged
-//! startup, polling cadence, selection, the create form, delete confirmation — is testable by
+//! startup, polling cadence, selection, the create form, confirmations — is testable by
 //! feeding messages, and `ui` renders any state without side effects.
 //!
-//! Actions on VMs are an [`Effect`] each with a key in [`App::main_key`]; lifecycle actions
-//! (start, stop, logs, ssh) join them once bangerd can run VMs.
+//! Actions on the selected VM (start, stop, restart, pause, resume, delete) are one
+//! [`Action`] each, with a key in [`App::main_key`]; the ones that end what runs in a VM or
+//! lose its disks ask first through [`Overlay::Confirm`]. bangerd decides whether an action is
+//! allowed: a refusal (a stopped VM cannot be stopped) is shown with its hint, not guessed here.
 
 use std::time::Duration;
 
 use banger_api::{
-    ApiError, Capacity, CreateVmRequest, DaemonInfo, Image, Operation, OperationState, Timestamp,
-    Vm,
+    ApiError, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, Image, Operation, OperationKind,
+    OperationState, Timestamp, Vm, VmAction, VmState,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -100,13 +102,93 @@ pub enum View {
     Images,
 }
 
+/// What the user asks of the selected VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+    Pause,
+    Resume,
+    Delete,
+}
+
+impl Action {
+    /// The verb, for refusals: "Cannot stop VM dev: …".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// What the status line says while the request is on its way: "Stopping VM dev…".
+    fn doing(self) -> &'static str {
+        match self {
+            Action::Start => "Starting",
+            Action::Stop => "Stopping",
+            Action::Restart => "Restarting",
+            Action::Pause => "Pausing",
+            Action::Resume => "Resuming",
+            Action::Delete => "Deleting",
+        }
+    }
+
+    /// What an immediate answer means: pause, resume and delete are done when bangerd answers.
+    fn done(self) -> &'static str {
+        match self {
+            Action::Start => "Started",
+            Action::Stop => "Stopped",
+            Action::Restart => "Restarted",
+            Action::Pause => "Paused",
+            Action::Resume => "Resumed",
+            Action::Delete => "Deleted",
+        }
+    }
+
+    /// The lifecycle request of the actions bangerd runs as an operation.
+    pub fn lifecycle(self) -> Option<VmAction> {
+        match self {
+            Action::Start => Some(VmAction::Start),
+            Action::Stop => Some(VmAction::Stop),
+            Action::Restart => Some(VmAction::Restart),
+            Action::Pause | Action::Resume | Action::Delete => None,
+        }
+    }
+
+    /// Whether to ask before doing it to `vm`: deleting loses its disks; stopping and
+    /// restarting end what runs in it, which matters only while it runs. A stop asked of a
+    /// stopped VM goes straight to bangerd, whose refusal says why.
+    fn asks_first(self, vm: &Vm) -> bool {
+        match self {
+            Action::Delete => true,
+            Action::Stop | Action::Restart => vm.state.holds_resources(),
+            Action::Start | Action::Pause | Action::Resume => false,
+        }
+    }
+}
+
+/// bangerd's answer to an [`Action`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acted {
+    /// Start, stop, restart: the operation doing it, followed by polling.
+    Operation(Operation),
+    /// Pause, resume: the VM as it is now.
+    Vm(Vm),
+    Deleted,
+}
+
 /// What covers the main view and takes the keys.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     Help,
     Create(Box<CreateForm>),
-    /// Asks before deleting the VM of this name.
-    ConfirmDelete(String),
+    /// Asks before doing `Action` (stop, restart or delete) to the VM of this name.
+    Confirm(String, Action),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +225,9 @@ pub enum Msg {
     Images(Result<Vec<Image>, ApiError>, Duration),
     Capacity(Result<Capacity, ApiError>, Duration),
     Operations(Result<Vec<Operation>, ApiError>),
-    Created(Result<Vm, ApiError>),
-    Deleted(String, Result<(), ApiError>),
+    Created(Result<CreatedVm, ApiError>),
+    /// bangerd answered `Action` on the VM of this name.
+    Acted(String, Action, Result<Acted, ApiError>),
 }
 
 /// Work for the background: each becomes a task that answers with a [`Msg`].
@@ -157,7 +240,8 @@ pub enum Effect {
     LoadCapacity,
     LoadOperations,
     CreateVm(CreateVmRequest),
-    DeleteVm(String),
+    /// Do `Action` to the VM of this name.
+    Act(String, Action),
 }
 
 /// Loads on their way, so a slow answer is not asked for again on top of itself.
@@ -167,7 +251,7 @@ struct InFlight {
     images: bool,
     capacity: bool,
     operations: bool,
-    /// Create or delete requests waiting for their answer.
+    /// Create requests and VM actions waiting for their answer.
     actions: u32,
 }
 
@@ -204,6 +288,9 @@ pub struct App {
     /// answer): one that newly appears finished changed something, even when it ran too
     /// briefly for a poll to see it running (a CLI `image register` of a small image).
     finished: Option<Vec<String>>,
+    /// Operations this TUI started that no poll has listed yet, each with whether a poll
+    /// asked before it started is still on its way (that answer cannot know it).
+    unlisted: Vec<(String, bool)>,
 }
 
 impl App {
@@ -238,6 +325,7 @@ impl App {
             polls: 0,
             selected_vm: None,
             finished: None,
+            unlisted: Vec::new(),
         }
     }
 
@@ -279,6 +367,17 @@ impl App {
 
     pub fn selected_vm(&self) -> Option<&Vm> {
         self.vms.ready().and_then(|vms| vms.get(self.vm_cursor))
+    }
+
+    /// The running start, stop or restart of `vm`, whose stage its row and details show.
+    pub fn operation_on(&self, vm: &Vm) -> Option<&Operation> {
+        self.operations.iter().find(|op| {
+            op.target == vm.name
+                && matches!(
+                    op.kind,
+                    OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm
+                )
+        })
     }
 
     pub fn selected_image(&self) -> Option<&Image> {
@@ -382,15 +481,25 @@ impl App {
             Msg::Created(result) => {
                 self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
                 match result {
-                    Ok(vm) => {
+                    Ok(CreatedVm { vm, operation }) => {
                         if matches!(self.overlay, Some(Overlay::Create(_))) {
                             self.overlay = None;
                         }
-                        self.notify(
-                            NoticeKind::Success,
-                            format!("Created VM {} (recorded, not started).", vm.name),
-                            None,
-                        );
+                        match operation {
+                            Some(op) => {
+                                self.notify(
+                                    NoticeKind::Info,
+                                    format!("Created VM {}; starting it…", vm.name),
+                                    None,
+                                );
+                                self.track(op);
+                            }
+                            None => self.notify(
+                                NoticeKind::Success,
+                                format!("Created VM {} (not started).", vm.name),
+                                None,
+                            ),
+                        }
                         self.selected_vm = Some(vm.name.clone());
                         self.view = View::Vms;
                         // Shown at once; the reload brings the daemon's order and capacity.
@@ -411,18 +520,32 @@ impl App {
                     }
                 }
             }
-            Msg::Deleted(name, result) => {
+            Msg::Acted(name, action, result) => {
                 self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
                 match result {
-                    Ok(()) => {
-                        self.notify(NoticeKind::Success, format!("Deleted VM {name}."), None);
-                        self.refresh()
+                    // The notice sent with the request ("Starting VM dev…") stays until the
+                    // operation ends; its stage shows on the VM meanwhile.
+                    Ok(Acted::Operation(op)) => self.track(op),
+                    Ok(Acted::Vm(vm)) => {
+                        self.notify(
+                            NoticeKind::Success,
+                            format!("{} VM {name}.", action.done()),
+                            None,
+                        );
+                        if let Load::Ready(vms) = &mut self.vms
+                            && let Some(shown) = vms.iter_mut().find(|v| v.name == vm.name)
+                        {
+                            *shown = vm;
+                        }
                     }
-                    Err(e) => {
-                        self.notify_error(&format!("Deleting VM {name} failed"), e);
-                        self.refresh()
-                    }
+                    Ok(Acted::Deleted) => self.notify(
+                        NoticeKind::Success,
+                        format!("{} VM {name}.", action.done()),
+                        None,
+                    ),
+                    Err(e) => self.notify_error(&format!("Cannot {} VM {name}", action.verb()), e),
                 }
+                self.refresh()
             }
         }
     }
@@ -470,11 +593,25 @@ impl App {
     }
 
     fn set_operations(&mut self, all: Vec<Operation>) -> Vec<Effect> {
-        let running: Vec<Operation> = all
+        let mut running: Vec<Operation> = all
             .iter()
             .filter(|op| op.state == OperationState::Running)
             .cloned()
             .collect();
+        // An operation this TUI just started stays shown when an answer to a poll sent before
+        // it started does not list it yet; the next answer decides.
+        let mut unlisted = std::mem::take(&mut self.unlisted);
+        unlisted.retain_mut(|(id, stale_answer_due)| {
+            if all.iter().any(|op| &op.id == id) || !*stale_answer_due {
+                return false;
+            }
+            *stale_answer_due = false;
+            if let Some(op) = self.operations.iter().find(|op| &op.id == id) {
+                running.push(op.clone());
+            }
+            true
+        });
+        self.unlisted = unlisted;
         let finished: Vec<String> = all
             .iter()
             .filter(|op| op.state.is_finished())
@@ -488,39 +625,14 @@ impl App {
         }
         self.finished = Some(finished);
         // Operations that were running and are not any more: say how they ended.
-        for gone in self
+        let gone: Vec<Operation> = self
             .operations
             .iter()
             .filter(|old| !running.iter().any(|op| op.id == old.id))
-        {
-            let ended = all.iter().find(|op| op.id == gone.id);
-            let (kind, text) = match ended.map(|op| op.state) {
-                Some(OperationState::Succeeded) => (
-                    NoticeKind::Success,
-                    format!("{} succeeded.", describe(gone)),
-                ),
-                Some(OperationState::Failed) => (
-                    NoticeKind::Error,
-                    format!(
-                        "{} failed: {}",
-                        describe(gone),
-                        ended
-                            .and_then(|op| op.error.as_ref())
-                            .map_or("no reason given", |e| e.message.as_str())
-                    ),
-                ),
-                Some(OperationState::Cancelled) => (
-                    NoticeKind::Info,
-                    format!("{} was cancelled.", describe(gone)),
-                ),
-                _ => (NoticeKind::Info, format!("{} ended.", describe(gone))),
-            };
-            self.notice = Some(Notice {
-                kind,
-                text,
-                hint: None,
-                since: self.clock,
-            });
+            .cloned()
+            .collect();
+        for gone in &gone {
+            self.ended(gone, all.iter().find(|op| op.id == gone.id));
             effects = vec![Effect::LoadImages, Effect::LoadVms, Effect::LoadCapacity];
         }
         let speeding_up = self.operations.is_empty() && !running.is_empty();
@@ -530,6 +642,52 @@ impl App {
         }
         effects.retain(|e| self.claim(e));
         effects
+    }
+
+    /// Says on the status line how `op` ended, as `ended` (its last state) reports it; a
+    /// failure brings bangerd's hint along.
+    fn ended(&mut self, op: &Operation, ended: Option<&Operation>) {
+        let (kind, text, hint) = match ended.map(|op| op.state) {
+            Some(OperationState::Succeeded) => (
+                NoticeKind::Success,
+                format!("{} succeeded.", describe(op)),
+                None,
+            ),
+            Some(OperationState::Failed) => {
+                let error = ended.and_then(|op| op.error.as_ref());
+                (
+                    NoticeKind::Error,
+                    format!(
+                        "{} failed: {}",
+                        describe(op),
+                        error.map_or("no reason given", |e| e.message.as_str())
+                    ),
+                    error.and_then(|e| e.hint.clone()),
+                )
+            }
+            Some(OperationState::Cancelled) => (
+                NoticeKind::Info,
+                format!("{} was cancelled.", describe(op)),
+                None,
+            ),
+            _ => (NoticeKind::Info, format!("{} ended.", describe(op)), None),
+        };
+        self.notify(kind, text, hint);
+    }
+
+    /// Follows an operation this TUI started: shown at once as running (so the VM shows its
+    /// stage and polling speeds up), or, when it already ended, said how.
+    fn track(&mut self, op: Operation) {
+        if op.state.is_finished() {
+            self.ended(&op, Some(&op));
+            return;
+        }
+        if !self.operations.iter().any(|known| known.id == op.id) {
+            self.unlisted
+                .push((op.id.clone(), self.in_flight.operations));
+            self.operations.push(op);
+        }
+        self.next_poll = self.next_poll.min(self.clock + POLL_BUSY);
     }
 
     /// Marks a load as in flight; false when it already is.
@@ -604,15 +762,11 @@ impl App {
                 }
                 Vec::new()
             }
-            Some(Overlay::ConfirmDelete(name)) => match key.code {
-                KeyCode::Char('y' | 'Y') => {
-                    self.in_flight.actions += 1;
-                    self.notify(NoticeKind::Info, format!("Deleting VM {name}…"), None);
-                    vec![Effect::DeleteVm(name)]
-                }
+            Some(Overlay::Confirm(name, action)) => match key.code {
+                KeyCode::Char('y' | 'Y') => self.act(name, action),
                 KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Vec::new(),
                 _ => {
-                    self.overlay = Some(Overlay::ConfirmDelete(name));
+                    self.overlay = Some(Overlay::Confirm(name, action));
                     Vec::new()
                 }
             },
@@ -657,15 +811,52 @@ impl App {
                 self.view = View::Vms;
                 self.overlay = Some(Overlay::Create(Box::default()));
             }
-            KeyCode::Char('d') | KeyCode::Delete if self.view == View::Vms => {
-                if let Some(vm) = self.selected_vm() {
-                    self.overlay = Some(Overlay::ConfirmDelete(vm.name.clone()));
-                }
+            KeyCode::Char('d') | KeyCode::Delete => return self.ask(Action::Delete),
+            KeyCode::Char('s') => return self.ask(Action::Start),
+            KeyCode::Char('x') => return self.ask(Action::Stop),
+            KeyCode::Char('R') => return self.ask(Action::Restart),
+            KeyCode::Char('p') => {
+                // One key both ways: what the VM's state calls for.
+                let paused = self
+                    .selected_vm()
+                    .is_some_and(|vm| vm.state == VmState::Paused);
+                return self.ask(if paused {
+                    Action::Resume
+                } else {
+                    Action::Pause
+                });
             }
             KeyCode::Char('r') => return self.reload(),
             _ => {}
         }
         Vec::new()
+    }
+
+    /// An action key in the VM view: asks first when the action calls for it, else sends it.
+    fn ask(&mut self, action: Action) -> Vec<Effect> {
+        if self.view != View::Vms {
+            return Vec::new();
+        }
+        let Some(vm) = self.selected_vm() else {
+            return Vec::new();
+        };
+        let name = vm.name.clone();
+        if action.asks_first(vm) {
+            self.overlay = Some(Overlay::Confirm(name, action));
+            return Vec::new();
+        }
+        self.act(name, action)
+    }
+
+    /// Sends `action` for the VM `name`; the status line says so until bangerd answers.
+    fn act(&mut self, name: String, action: Action) -> Vec<Effect> {
+        self.in_flight.actions += 1;
+        self.notify(
+            NoticeKind::Info,
+            format!("{} VM {name}…", action.doing()),
+            None,
+        );
+        vec![Effect::Act(name, action)]
     }
 
     /// `r`: ask again now. When bangerd could not be reached, this runs the bootstrap again,

@@ -259,7 +259,9 @@ impl CreateForm {
     /// left out here; [`CreateForm::check`] reports them.
     fn args(&self) -> CreateArgs {
         CreateArgs {
-            no_start: true,
+            // Like `banger vm create`: the VM starts, and the app follows the start.
+            no_start: false,
+            no_wait: false,
             name: non_empty(&self.name),
             image: self.image.clone(),
             vcpus: non_empty(&self.vcpus).and_then(|v| v.trim().parse().ok()),
@@ -275,7 +277,8 @@ impl CreateForm {
     fn check(&self) -> Vec<(Field, ApiError)> {
         let all = self.args();
         let alone = || CreateArgs {
-            no_start: true,
+            no_start: false,
+            no_wait: false,
             name: None,
             image: None,
             vcpus: None,

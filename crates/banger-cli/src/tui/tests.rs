@@ -9,7 +9,7 @@ use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
     MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress, ServiceCheck,
-    Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmState,
+    Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmRuntime, VmState, VmmKind,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
@@ -17,7 +17,7 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
 
-use super::app::{App, Effect, Msg, Overlay, Stage, StageState, View};
+use super::app::{Acted, Action, App, Effect, Msg, Overlay, Stage, StageState, View};
 use super::form::{CreateForm, Field, Outcome, field_of};
 use super::theme::Theme;
 use super::ui;
@@ -69,16 +69,39 @@ fn capacity(cpu: (u32, u32), ram_gib: (u64, u64), disk_gib: (u64, u64)) -> Capac
     }
 }
 
+/// What bangerd records while a VM's VMM runs, started `secs` ago.
+fn runtime(vm: &Vm, secs: i64) -> VmRuntime {
+    VmRuntime {
+        vmm: VmmKind::Firecracker,
+        pid: 4242,
+        api_socket: format!("/run/user/1000/banger/vms/{}.api", vm.id),
+        vsock_socket: Some(format!("/run/user/1000/banger/vms/{}.vsock", vm.id)),
+        tap: "bt-0123456789ab".into(),
+        started_at: ago(secs),
+        boot: Vec::new(),
+    }
+}
+
+/// A VM whose VMM died, with the reason and the console's last lines as bangerd records them.
+fn failed(name: &str) -> Vm {
+    let mut vm = vm(name, "172.30.0.254", VmState::Failed);
+    vm.last_error = Some(
+        "its VMM (pid 4242) was killed or crashed; last console lines:\n    \
+         [    3.101] VFS: Cannot open root device \"vda\" or unknown-block(0,0): error -6\n    \
+         [    3.102] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
+            .into(),
+    );
+    vm
+}
+
 fn vms() -> Vec<Vm> {
     let mut web = vm("web-1", "172.30.0.3", VmState::Running);
     web.vcpus = 4;
     web.memory_mib = 4096;
     web.nat = true;
-    let long = vm(
-        "a-very-long-vm-name-that-uses-most-of-the-sixty-three-chars",
-        "172.30.0.254",
-        VmState::Failed,
-    );
+    // Up for 1 h 2 min, while its record last changed 42 s ago: uptime comes from the runtime.
+    web.runtime = Some(runtime(&web, 3_720));
+    let long = failed("a-very-long-vm-name-that-uses-most-of-the-sixty-three-chars");
     vec![vm("dev", "172.30.0.2", VmState::Stopped), web, long]
 }
 
@@ -358,6 +381,8 @@ fn no_color_means_no_colour_anywhere_and_symbols_instead() {
             None,
             Some(Overlay::Help),
             Some(Overlay::Create(Box::default())),
+            Some(Overlay::Confirm("web-1".into(), Action::Stop)),
+            Some(Overlay::Confirm("web-1".into(), Action::Delete)),
         ] {
             app.overlay = overlay;
             let buffer = render(&app, 100, 30);
@@ -409,22 +434,25 @@ fn vm_list_with_details() {
 fn uptime_is_shown_only_for_vms_that_run() {
     let app = usual();
     let buffer = render(&app, 100, 30);
-    // The last column of the row of each VM.
-    let uptime = |name: &str| {
-        let row = (4..7)
+    // The row of each VM, which ends with its uptime.
+    let row = |name: &str| {
+        (4..7)
             .map(|y| row_text(&buffer, y))
             .find(|row| row.contains(name))
-            .unwrap();
-        let cells: Vec<String> = row
+            .unwrap()
             .trim_matches(['│', ' '])
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        cells.last().cloned().unwrap()
+            .to_owned()
     };
-    assert_eq!(uptime("dev"), "-");
-    assert_eq!(uptime("web-1"), "42s");
-    assert_eq!(uptime("a-very-long"), "-", "a failed VM holds nothing");
+    assert!(row("dev").ends_with("  -"), "{}", row("dev"));
+    assert!(
+        row("web-1").ends_with("  1h 2m"),
+        "from the runtime's start, not the record's last change: {}",
+        row("web-1")
+    );
+    assert!(
+        row("a-very-long").ends_with("  -"),
+        "a failed VM holds nothing"
+    );
 }
 
 #[test]
@@ -638,20 +666,358 @@ fn help_overlay() {
 fn delete_asks_first() {
     let mut app = usual();
     press(&mut app, "jd");
-    assert_eq!(app.overlay, Some(Overlay::ConfirmDelete("web-1".into())));
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::Confirm("web-1".into(), Action::Delete))
+    );
     insta::assert_snapshot!("delete_confirmation", screen(&app, 80, 24));
     assert!(press(&mut app, "x").is_empty(), "other keys keep asking");
     assert!(press(&mut app, "n").is_empty());
     assert_eq!(app.overlay, None);
     press(&mut app, "d");
-    assert_eq!(press(&mut app, "y"), vec![Effect::DeleteVm("web-1".into())]);
+    assert_eq!(
+        press(&mut app, "y"),
+        vec![Effect::Act("web-1".into(), Action::Delete)]
+    );
     assert!(contains(&app, 80, 24, "Deleting VM web-1…"));
-    let effects = app.update(Msg::Deleted("web-1".into(), Ok(())));
+    let effects = app.update(Msg::Acted(
+        "web-1".into(),
+        Action::Delete,
+        Ok(Acted::Deleted),
+    ));
     assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
     assert!(contains(&app, 80, 24, "✓ Deleted VM web-1."));
     // Delete is for VMs only.
     press(&mut app, "2d");
     assert_eq!(app.overlay, None);
+}
+
+// ---- VM actions ---------------------------------------------------------------------------
+
+/// A running operation on `target` at stage `at` of the start's (or a stop's) stages.
+fn operation(id: &str, kind: OperationKind, target: &str, at: &str) -> Operation {
+    let names: &[&str] = match kind {
+        OperationKind::StopVm => &["stop"],
+        OperationKind::RestartVm => &["stop", "checks", "network", "vmm", "started"],
+        _ => &["checks", "network", "vmm", "started"],
+    };
+    let at_index = names.iter().position(|n| *n == at).unwrap();
+    let stages = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| OpStage {
+            name: (*name).into(),
+            state: match i.cmp(&at_index) {
+                std::cmp::Ordering::Less => OpStageState::Done,
+                std::cmp::Ordering::Equal => OpStageState::Running,
+                std::cmp::Ordering::Greater => OpStageState::Pending,
+            },
+            started_at: None,
+            ended_at: None,
+            message: None,
+            progress: None,
+        })
+        .collect();
+    Operation {
+        id: id.into(),
+        kind,
+        target: target.into(),
+        state: OperationState::Running,
+        stages,
+        error: None,
+        result: None,
+        cancel_requested: false,
+        created_at: ago(2),
+        ended_at: None,
+        version: 2,
+    }
+}
+
+/// `op` as it ends, failed with bangerd's error.
+fn failed_with(op: &Operation, error: ApiError) -> Operation {
+    let mut op = op.clone();
+    op.state = OperationState::Failed;
+    for stage in &mut op.stages {
+        if stage.state == OpStageState::Running {
+            stage.state = OpStageState::Failed;
+        }
+    }
+    op.error = Some(error);
+    op.ended_at = Some(NOW);
+    op
+}
+
+fn no_firecracker() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "Firecracker cannot run VMs here: the configured firecracker binary /nonexistent/firecracker does not exist",
+    )
+    .with_hint("install Firecracker 1.12.0 or newer and put it in PATH, or set firecracker_bin in config.toml")
+}
+
+#[test]
+fn action_keys_act_on_the_selected_vm() {
+    let mut app = usual();
+    // dev is stopped: start goes straight out, and so does a stop (bangerd will refuse it).
+    assert_eq!(
+        press(&mut app, "s"),
+        vec![Effect::Act("dev".into(), Action::Start)]
+    );
+    assert!(contains(&app, 100, 30, "· Starting VM dev…"));
+    assert_eq!(app.tick_interval(), ms(250), "an answer is awaited");
+    assert_eq!(
+        press(&mut app, "x"),
+        vec![Effect::Act("dev".into(), Action::Stop)]
+    );
+    assert_eq!(
+        app.overlay, None,
+        "nothing runs in a stopped VM: no question"
+    );
+    // web-1 runs: p pauses it; once paused, p resumes it.
+    assert_eq!(
+        press(&mut app, "jp"),
+        vec![Effect::Act("web-1".into(), Action::Pause)]
+    );
+    let mut paused = vms()[1].clone();
+    paused.state = VmState::Paused;
+    app.update(Msg::Acted(
+        "web-1".into(),
+        Action::Pause,
+        Ok(Acted::Vm(paused)),
+    ));
+    assert_eq!(
+        app.selected_vm().unwrap().state,
+        VmState::Paused,
+        "shown at once"
+    );
+    assert!(contains(&app, 100, 30, "✓ Paused VM web-1."));
+    assert_eq!(
+        press(&mut app, "p"),
+        vec![Effect::Act("web-1".into(), Action::Resume)]
+    );
+    // R and x on a VM that runs ask first.
+    assert!(press(&mut app, "R").is_empty());
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::Confirm("web-1".into(), Action::Restart))
+    );
+    app.update(key(KeyCode::Esc));
+    // The image view has no VM actions.
+    assert!(press(&mut app, "2sxRpd").is_empty());
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn stop_and_restart_ask_first_while_the_vm_runs() {
+    let mut app = usual();
+    assert!(press(&mut app, "jx").is_empty());
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::Confirm("web-1".into(), Action::Stop))
+    );
+    insta::assert_snapshot!("stop_confirmation_80x24", screen(&app, 80, 24));
+    assert!(press(&mut app, "s").is_empty(), "other keys keep asking");
+    assert!(app.update(key(KeyCode::Esc)).is_empty());
+    assert_eq!(app.overlay, None);
+    press(&mut app, "x");
+    assert_eq!(
+        press(&mut app, "y"),
+        vec![Effect::Act("web-1".into(), Action::Stop)]
+    );
+    assert!(contains(&app, 80, 24, "· Stopping VM web-1…"));
+
+    press(&mut app, "R");
+    insta::assert_snapshot!("restart_confirmation_80x24", screen(&app, 80, 24));
+    assert!(press(&mut app, "n").is_empty());
+    assert_eq!(app.overlay, None);
+    press(&mut app, "R");
+    assert_eq!(
+        press(&mut app, "Y"),
+        vec![Effect::Act("web-1".into(), Action::Restart)]
+    );
+}
+
+#[test]
+fn a_refused_action_shows_bangerds_message_and_hint() {
+    let mut app = usual();
+    press(&mut app, "x");
+    let refusal = ApiError::new(
+        ErrorCode::InvalidState,
+        r#"VM "dev" is stopped; only a running or paused VM can be stopped"#,
+    )
+    .with_hint("`banger vm start dev` starts it");
+    let effects = app.update(Msg::Acted("dev".into(), Action::Stop, Err(refusal)));
+    assert_eq!(
+        effects,
+        vec![Effect::LoadVms, Effect::LoadCapacity],
+        "what is shown may be out of date: read it again"
+    );
+    insta::assert_snapshot!(
+        row_text(&render(&app, 132, 30), 29).trim_end(),
+        @r#" ✗ Cannot stop VM dev: VM "dev" is stopped; only a running or paused VM can be stopped  hint: `banger vm start dev` starts it"#
+    );
+    assert_eq!(
+        app.tick_interval(),
+        ms(1_000),
+        "nothing is awaited any more"
+    );
+}
+
+#[test]
+fn a_start_shows_its_stage_on_the_vm_until_it_ends() {
+    let mut app = usual();
+    app.set_clock(ms(100), NOW);
+    press(&mut app, "s");
+    let start = operation("op-7", OperationKind::StartVm, "dev", "checks");
+    let effects = app.update(Msg::Acted(
+        "dev".into(),
+        Action::Start,
+        Ok(Acted::Operation(start.clone())),
+    ));
+    assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
+    assert_eq!(app.poll_interval(), ms(500), "polls faster while it runs");
+    // The next poll comes within the busy interval, not the idle one.
+    app.set_clock(ms(2_000), NOW);
+    app.update(Msg::Tick);
+    app.update(Msg::Vms(Ok(vms()), ms(1)));
+    app.update(Msg::Capacity(
+        Ok(capacity((4, 16), (8, 32), (120, 460))),
+        ms(1),
+    ));
+    app.set_clock(ms(2_600), NOW);
+    let effects = app.update(Msg::Tick);
+    assert!(effects.contains(&Effect::LoadVms), "{effects:?}");
+
+    // bangerd reports the VM starting and the operation at its vmm stage.
+    let mut list = vms();
+    list[0].state = VmState::Starting;
+    app.update(Msg::Vms(Ok(list), ms(1)));
+    let at_vmm = operation("op-7", OperationKind::StartVm, "dev", "vmm");
+    app.update(Msg::Operations(Ok(vec![at_vmm.clone()])));
+    insta::assert_snapshot!("vm_starting_80x24", screen(&app, 80, 24));
+
+    // It fails: the status line says why, with bangerd's hint, and the lists are read again.
+    let effects = app.update(Msg::Operations(Ok(vec![failed_with(
+        &at_vmm,
+        no_firecracker(),
+    )])));
+    assert!(effects.contains(&Effect::LoadVms), "{effects:?}");
+    assert!(app.operations.is_empty());
+    let status = row_text(&render(&app, 200, 30), 29);
+    assert!(
+        status.contains(
+            "✗ start vm dev failed: Firecracker cannot run VMs here: the configured firecracker binary /nonexistent/firecracker does not exist  hint: install Firecracker"
+        ),
+        "{status}"
+    );
+    assert_eq!(app.poll_interval(), ms(2_000));
+}
+
+#[test]
+fn a_poll_sent_before_an_action_does_not_end_its_operation() {
+    let mut app = usual();
+    app.set_clock(ms(2_100), NOW);
+    let effects = app.update(Msg::Tick);
+    assert!(effects.contains(&Effect::LoadOperations));
+    press(&mut app, "s");
+    let start = operation("op-8", OperationKind::StartVm, "dev", "checks");
+    app.update(Msg::Acted(
+        "dev".into(),
+        Action::Start,
+        Ok(Acted::Operation(start.clone())),
+    ));
+    // The answer to the poll asked before the start: it cannot list the operation yet.
+    app.update(Msg::Operations(Ok(vec![])));
+    assert_eq!(app.operations, vec![start.clone()], "still followed");
+    assert!(contains(&app, 100, 30, "· Starting VM dev…"));
+    // A later answer that lists it, then one where it succeeded.
+    app.update(Msg::Operations(Ok(vec![start.clone()])));
+    let mut done = start.clone();
+    done.state = OperationState::Succeeded;
+    app.update(Msg::Operations(Ok(vec![done])));
+    assert!(app.operations.is_empty());
+    assert!(contains(&app, 100, 30, "✓ start vm dev succeeded."));
+
+    // Without a poll on its way, an operation the daemon does not list has ended (bangerd
+    // restarted and forgot it): the app does not wait for it forever.
+    let mut app = usual();
+    press(&mut app, "s");
+    app.update(Msg::Acted(
+        "dev".into(),
+        Action::Start,
+        Ok(Acted::Operation(start)),
+    ));
+    app.update(Msg::Operations(Ok(vec![])));
+    assert!(app.operations.is_empty());
+    assert!(contains(&app, 100, 30, "· start vm dev ended."));
+}
+
+#[test]
+fn an_operation_that_ended_before_its_answer_is_said_at_once() {
+    let mut app = usual();
+    press(&mut app, "s");
+    let start = operation("op-9", OperationKind::StartVm, "dev", "checks");
+    app.update(Msg::Acted(
+        "dev".into(),
+        Action::Start,
+        Ok(Acted::Operation(failed_with(&start, no_firecracker()))),
+    ));
+    assert!(app.operations.is_empty());
+    assert!(contains(
+        &app,
+        200,
+        30,
+        "✗ start vm dev failed: Firecracker cannot run VMs here"
+    ));
+}
+
+#[test]
+fn a_failed_vm_shows_why_with_its_console_lines() {
+    let mut app = usual();
+    press(&mut app, "G");
+    insta::assert_snapshot!("vm_failed_detail_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("vm_failed_detail_100x30", screen(&app, 100, 30));
+    // A stopped VM whose last start failed says so more quietly.
+    let mut stopped = vm("dev", "172.30.0.2", VmState::Stopped);
+    stopped.last_error = Some(no_firecracker().message);
+    let app = loaded(
+        Theme::colored(),
+        vec![stopped],
+        images(),
+        capacity((0, 16), (0, 32), (1, 460)),
+    );
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "last error: Firecracker cannot run VMs here: the configured firecracker binary"
+    ));
+}
+
+#[test]
+fn states_are_coloured_in_the_list_and_the_details() {
+    let app = usual();
+    let buffer = render(&app, 100, 30);
+    let colour_of = |y: u16, text: &str| {
+        let row = row_text(&buffer, y);
+        let at = row.find(text).unwrap_or_else(|| panic!("{text} in {row}"));
+        buffer[(row[..at].chars().count() as u16, y)].fg
+    };
+    let row_of = |name: &str| {
+        (0..30)
+            .find(|y| row_text(&buffer, *y).contains(name))
+            .unwrap()
+    };
+    assert_eq!(colour_of(row_of("web-1"), "running"), Color::Green);
+    assert_eq!(colour_of(row_of("a-very-long"), "failed"), Color::Red);
+    // The details of dev (selected): its state line.
+    let detail_state = (8..30)
+        .find(|y| row_text(&buffer, *y).contains("state  "))
+        .unwrap();
+    assert_eq!(
+        colour_of(detail_state, "stopped"),
+        Theme::colored().state(VmState::Stopped).fg.unwrap()
+    );
 }
 
 // ---- the create form ----------------------------------------------------------------------
@@ -731,7 +1097,7 @@ fn errors_clear_as_they_are_fixed_and_a_valid_form_sends_the_clis_request() {
         image: Some("debian".into()),
         vcpus: Some(2),
         nat: Some(true),
-        start: Some(false),
+        start: Some(true),
         ..Default::default()
     };
     assert_eq!(effects, vec![Effect::CreateVm(expected)]);
@@ -751,20 +1117,36 @@ fn errors_clear_as_they_are_fixed_and_a_valid_form_sends_the_clis_request() {
     assert!(!form(&app).pending);
     insta::assert_snapshot!("create_form_daemon_refusal", screen(&app, 80, 24));
 
-    // Accepted: the form closes, the new VM is selected and the list is reloaded.
+    // Accepted: the form closes, the new VM is selected and the list is reloaded; its start
+    // is followed like any other.
     app.update(key(KeyCode::Enter));
-    let mut created = vm("dev2", "172.30.0.5", VmState::Stopped);
+    let mut created = vm("dev2", "172.30.0.5", VmState::Starting);
     created.nat = true;
-    let effects = app.update(Msg::Created(Ok(created)));
+    let start = operation("op-start", OperationKind::StartVm, "dev2", "checks");
+    let effects = app.update(Msg::Created(Ok(banger_api::CreatedVm {
+        vm: created,
+        operation: Some(start.clone()),
+    })));
     assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
     assert_eq!(app.overlay, None);
     assert_eq!(app.selected_vm().unwrap().name, "dev2");
-    assert!(contains(
-        &app,
-        80,
-        24,
-        "✓ Created VM dev2 (recorded, not started)."
-    ));
+    assert!(contains(&app, 80, 24, "· Created VM dev2; starting it…"));
+    assert_eq!(app.operations, vec![start]);
+    assert!(contains(&app, 100, 30, "starting · checks"));
+    assert_eq!(app.poll_interval(), ms(500));
+}
+
+#[test]
+fn a_vm_created_without_start_says_so() {
+    let mut app = usual();
+    press(&mut app, "c");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Created(Ok(banger_api::CreatedVm {
+        vm: vm("dev3", "172.30.0.6", VmState::Stopped),
+        operation: None,
+    })));
+    assert!(contains(&app, 80, 24, "✓ Created VM dev3 (not started)."));
+    assert!(app.operations.is_empty());
 }
 
 #[test]
@@ -797,7 +1179,7 @@ fn the_image_choice_cycles_through_the_default_and_the_loaded_images() {
     assert_eq!(
         form.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &[]),
         Outcome::Submit(banger_api::CreateVmRequest {
-            start: Some(false),
+            start: Some(true),
             ..Default::default()
         })
     );
@@ -883,6 +1265,19 @@ fn every_state_renders_at_every_size() {
     press(&mut app, "d");
     states.push(app.clone());
     app.update(key(KeyCode::Esc));
+    press(&mut app, "jx");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "j");
+    states.push(app.clone());
+    app.update(Msg::Operations(Ok(vec![operation(
+        "op-stop",
+        OperationKind::StopVm,
+        "web-1",
+        "stop",
+    )])));
+    press(&mut app, "k");
+    states.push(app.clone());
     press(&mut app, "?");
     states.push(app.clone());
     app.update(key(KeyCode::Esc));

@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use banger_api::validate::{MIB, format_size};
-use banger_api::{Image, ImageFile, Operation, StageState as OpStageState, Vm};
+use banger_api::{
+    Image, ImageFile, Operation, Stage as OpStage, StageState as OpStageState, Timestamp, Vm,
+    VmState,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -18,7 +21,7 @@ use ratatui::widgets::{
     Block, Cell, Clear, HighlightSpacing, Padding, Paragraph, Row, Table, TableState, Wrap,
 };
 
-use super::app::{App, Load, NoticeKind, Overlay, StageState, View, describe};
+use super::app::{Action, App, Load, NoticeKind, Overlay, StageState, View, describe};
 use super::bars::{Meter, meter_row};
 use super::form::{CreateForm, Field};
 use super::theme::Theme;
@@ -66,7 +69,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         None => {}
         Some(Overlay::Help) => help(frame, area, &app.theme),
         Some(Overlay::Create(form)) => create_form(frame, area, app, form),
-        Some(Overlay::ConfirmDelete(name)) => confirm_delete(frame, area, &app.theme, name),
+        Some(Overlay::Confirm(name, action)) => confirm(frame, area, &app.theme, name, *action),
     }
 }
 
@@ -384,6 +387,7 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
         return;
     };
     let (list_area, detail_area) = list_and_detail(area, vms.len());
+    let states: Vec<String> = vms.iter().map(|vm| state_text(vm, app)).collect();
     let columns = [
         Column::new(
             "NAME",
@@ -393,9 +397,10 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .shrinks_to(12),
         Column::new(
             "STATE",
-            text_width(vms.iter().map(|v| v.state.as_str().len()), "STATE", 8),
+            text_width(states.iter().map(|s| s.chars().count()), "STATE", 22),
             1,
-        ),
+        )
+        .shrinks_to(8),
         Column::new(
             "IMAGE",
             text_width(vms.iter().map(|v| v.image.name.len()), "IMAGE", 20),
@@ -414,10 +419,11 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let plain = Style::new();
     let cells = vms
         .iter()
-        .map(|vm| {
+        .zip(states)
+        .map(|(vm, state)| {
             vec![
                 (vm.name.clone(), plain),
-                (vm.state.to_string(), t.state(vm.state)),
+                (state, t.state(vm.state)),
                 (vm.image.name.clone(), plain),
                 (vm.vcpus.to_string(), plain),
                 (memory(vm.memory_mib), plain),
@@ -444,28 +450,37 @@ fn memory(mib: u32) -> String {
     format_size(u64::from(mib) * MIB)
 }
 
-/// How long a VM that holds resources has been in its state ("-" for stopped VMs). A VM's
-/// record changes when its state does, and a running VM's resources cannot be changed, so
-/// `updated_at` is when it started.
+/// How long the VM's VMM has run ("-" for a VM without one: stopped, failed, or starting
+/// before its VMM is up).
 fn uptime(vm: &Vm, app: &App) -> String {
-    if vm.state.holds_resources() {
-        output::uptime(vm.updated_at.until(app.now))
-    } else {
-        "-".into()
+    match &vm.runtime {
+        Some(rt) if vm.state.holds_resources() => output::uptime(rt.started_at.until(app.now)),
+        _ => "-".into(),
     }
 }
 
+/// A VM's state, with the stage of the start or stop running on it: "starting · vmm".
+fn state_text(vm: &Vm, app: &App) -> String {
+    match app.operation_on(vm).and_then(current_stage) {
+        Some(stage) => format!("{} · {}", vm.state, stage.name),
+        None => vm.state.to_string(),
+    }
+}
+
+/// A detail pane's line: a key, and its value with its style.
+type Pair = (&'static str, String, Style);
+
 /// Key-value pairs in one or two columns, whichever the width allows.
-fn key_values(frame: &mut Frame<'_>, area: Rect, pairs: Vec<(&'static str, String)>, t: &Theme) {
-    let two = area.width >= 70 && pairs.len() > area.height as usize;
-    let render = |frame: &mut Frame<'_>, area: Rect, pairs: &[(&'static str, String)]| {
-        let key_width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+fn key_values(frame: &mut Frame<'_>, area: Rect, pairs: &[Pair], t: &Theme) {
+    let two = two_columns(area, pairs.len());
+    let render = |frame: &mut Frame<'_>, area: Rect, pairs: &[Pair]| {
+        let key_width = pairs.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
         let lines: Vec<Line<'_>> = pairs
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, v, style)| {
                 Line::from(vec![
                     Span::styled(format!("{k:<key_width$}  "), t.dim()),
-                    Span::raw(v.clone()),
+                    Span::styled(v.clone(), *style),
                 ])
             })
             .collect();
@@ -482,8 +497,24 @@ fn key_values(frame: &mut Frame<'_>, area: Rect, pairs: Vec<(&'static str, Strin
         let end = (2 * per_column).min(pairs.len());
         render(frame, right, &pairs[per_column..end]);
     } else {
-        render(frame, area, &pairs);
+        render(frame, area, pairs);
     }
+}
+
+/// Whether `count` pairs go in two columns: when one is too short and the pane wide enough.
+fn two_columns(area: Rect, count: usize) -> bool {
+    area.width >= 70 && count > usize::from(area.height)
+}
+
+/// The rows `count` pairs take in a pane `width` wide with room for `height` rows.
+fn pair_rows(width: u16, height: u16, count: usize) -> u16 {
+    let area = Rect::new(0, 0, width, height);
+    let rows = if two_columns(area, count) {
+        count.div_ceil(2)
+    } else {
+        count
+    };
+    u16::try_from(rows).unwrap_or(u16::MAX)
 }
 
 fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
@@ -492,31 +523,121 @@ fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let net = &vm.network;
+    let plain = Style::new();
     // Most useful first: a short pane shows the top of the list.
-    let pairs = vec![
-        ("state", vm.state.to_string()),
-        ("image", vm.image.name.clone()),
-        ("vcpus", vm.vcpus.to_string()),
-        ("memory", memory(vm.memory_mib)),
-        ("ip", format!("{}/{}", net.ip, net.prefix_len)),
-        ("nat", if vm.nat { "on" } else { "off" }.into()),
+    let mut pairs: Vec<Pair> = vec![("state", vm.state.to_string(), t.state(vm.state))];
+    if let Some(op) = app.operation_on(vm) {
+        pairs.push(("operation", operation_text(op, app), t.busy()));
+    }
+    if let Some(rt) = &vm.runtime {
+        // The backend that runs it, and what the VM asked for when that differs ("auto").
+        let backend = if rt.vmm == vm.vmm {
+            rt.vmm.to_string()
+        } else {
+            format!("{} ({})", rt.vmm, vm.vmm)
+        };
+        pairs.extend([
+            ("up since", moment(rt.started_at), plain),
+            ("vmm", backend, plain),
+            ("pid", rt.pid.to_string(), plain),
+            ("tap", rt.tap.clone(), plain),
+        ]);
+    }
+    pairs.extend([
+        ("image", vm.image.name.clone(), plain),
+        ("vcpus", vm.vcpus.to_string(), plain),
+        ("memory", memory(vm.memory_mib), plain),
+        ("ip", format!("{}/{}", net.ip, net.prefix_len), plain),
+        ("nat", if vm.nat { "on" } else { "off" }.into(), plain),
         (
             "disk",
             format!("{} copy-on-write root", format_size(vm.disk_bytes)),
+            plain,
         ),
         (
             "work disk",
             format!("{} at /root", format_size(vm.work_disk_bytes)),
+            plain,
         ),
-        ("vmm", vm.vmm.to_string()),
-        ("gateway", net.gateway.clone()),
-        ("mac", net.mac.clone()),
-        ("vsock cid", net.vsock_cid.to_string()),
-        ("created", output::age(vm.created_at, app.now)),
-        ("updated", output::age(vm.updated_at, app.now)),
-        ("id", vm.id.clone()),
-    ];
-    key_values(frame, inner, pairs, t);
+    ]);
+    if vm.runtime.is_none() {
+        pairs.push(("vmm", vm.vmm.to_string(), plain));
+    }
+    pairs.extend([
+        ("gateway", net.gateway.clone(), plain),
+        ("mac", net.mac.clone(), plain),
+        ("vsock cid", net.vsock_cid.to_string(), plain),
+        ("created", output::age(vm.created_at, app.now), plain),
+        ("updated", output::age(vm.updated_at, app.now), plain),
+        ("id", vm.id.clone(), plain),
+    ]);
+    let Some(error) = &vm.last_error else {
+        key_values(frame, inner, &pairs, t);
+        return;
+    };
+    // The reason goes under the pairs, wrapped, with the console lines it carries; it gets at
+    // least half of a short pane, since on a failed VM it is what matters.
+    let lines = error_lines(vm.state, error, inner.width, t);
+    let height = inner.height;
+    let wanted = u16::try_from(lines.len()).unwrap_or(u16::MAX);
+    let for_pairs = pair_rows(inner.width, height, pairs.len());
+    let pairs_height = if for_pairs.saturating_add(wanted) < height {
+        // Room for all, and a blank row between.
+        for_pairs + 1
+    } else if for_pairs.saturating_add(wanted) == height {
+        for_pairs
+    } else {
+        height - wanted.min(height.saturating_sub(for_pairs).max(height / 2))
+    };
+    let [pairs_area, error_area] =
+        Layout::vertical([Constraint::Length(pairs_height), Constraint::Min(0)]).areas(inner);
+    key_values(frame, pairs_area, &pairs, t);
+    frame.render_widget(Paragraph::new(lines), error_area);
+}
+
+/// An instant short enough for a detail column: "2025-11-23 11:11:20 UTC".
+fn moment(t: Timestamp) -> String {
+    let text = t.to_string();
+    match (text.get(..10), text.get(11..19)) {
+        (Some(day), Some(time)) => format!("{day} {time} UTC"),
+        _ => text,
+    }
+}
+
+/// `last_error` as the detail pane shows it: "failure:" (the VM is failed) or "last error:"
+/// (its last start did not complete), then the text wrapped to `width`, each of its own lines
+/// (the console's last lines) keeping its indentation.
+fn error_lines(state: VmState, error: &str, width: u16, t: &Theme) -> Vec<Line<'static>> {
+    let label = if state == VmState::Failed {
+        "failure: "
+    } else {
+        "last error: "
+    };
+    let width = usize::from(width);
+    let mut lines = Vec::new();
+    for (n, text) in error.lines().enumerate() {
+        let body = text.trim_start();
+        let indent = if n == 0 {
+            label.len()
+        } else {
+            text.len() - body.len()
+        };
+        for (i, piece) in wrap(body, width.saturating_sub(indent))
+            .into_iter()
+            .enumerate()
+        {
+            let line = if n == 0 && i == 0 {
+                Line::from(vec![
+                    Span::styled(label, t.error()),
+                    Span::styled(piece, t.error()),
+                ])
+            } else {
+                Line::raw(format!("{:indent$}{piece}", ""))
+            };
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -682,11 +803,9 @@ fn operations(frame: &mut Frame<'_>, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-/// "⟳ register image debian · copy rootfs 45% (128M/2G) · 3.2s"
-fn operation_line(op: &Operation, app: &App) -> Line<'static> {
-    let t = &app.theme;
-    let current = op
-        .stages
+/// The stage an operation is at: the running one, else the last that started.
+fn current_stage(op: &Operation) -> Option<&OpStage> {
+    op.stages
         .iter()
         .find(|s| s.state == OpStageState::Running)
         .or_else(|| {
@@ -694,21 +813,32 @@ fn operation_line(op: &Operation, app: &App) -> Line<'static> {
                 .iter()
                 .rev()
                 .find(|s| s.state != OpStageState::Pending)
-        });
+        })
+}
+
+/// A stage's progress: "45% (128M/2G)".
+fn progress_text(stage: &OpStage) -> Option<String> {
+    let p = stage.progress.as_ref()?;
+    let percent = super::bars::Gauge::new(p.done, p.total).percent_text();
+    let figures = if p.unit == "bytes" {
+        format!("{}/{}", format_size(p.done), format_size(p.total))
+    } else {
+        format!("{}/{} {}", p.done, p.total, p.unit)
+    };
+    Some(format!("{percent} ({figures})"))
+}
+
+/// "⟳ register image debian · copy rootfs 45% (128M/2G) · 3.2s"
+fn operation_line(op: &Operation, app: &App) -> Line<'static> {
+    let t = &app.theme;
     let mut spans = vec![
         Span::styled("⟳ ", t.busy()),
         Span::styled(describe(op), t.label()),
     ];
-    if let Some(stage) = current {
+    if let Some(stage) = current_stage(op) {
         spans.push(Span::raw(format!(" · {}", stage.name)));
-        if let Some(p) = &stage.progress {
-            let percent = super::bars::Gauge::new(p.done, p.total).percent_text();
-            let figures = if p.unit == "bytes" {
-                format!("{}/{}", format_size(p.done), format_size(p.total))
-            } else {
-                format!("{}/{} {}", p.done, p.total, p.unit)
-            };
-            spans.push(Span::styled(format!(" {percent} ({figures})"), t.busy()));
+        if let Some(progress) = progress_text(stage) {
+            spans.push(Span::styled(format!(" {progress}"), t.busy()));
         }
     }
     let took = op.created_at.until(app.now);
@@ -717,6 +847,24 @@ fn operation_line(op: &Operation, app: &App) -> Line<'static> {
         t.dim(),
     ));
     Line::from(spans)
+}
+
+/// An operation in its VM's detail pane, which names the VM already: "⟳ start · vmm · 1.2s".
+fn operation_text(op: &Operation, app: &App) -> String {
+    let kind = describe(op);
+    let kind = kind.split(' ').next().unwrap_or_default();
+    let mut text = format!("⟳ {kind}");
+    if let Some(stage) = current_stage(op) {
+        text.push_str(&format!(" · {}", stage.name));
+        if let Some(progress) = progress_text(stage) {
+            text.push_str(&format!(" {progress}"));
+        }
+    }
+    text.push_str(&format!(
+        " · {}",
+        output::elapsed(op.created_at.until(app.now))
+    ));
+    text
 }
 
 fn status(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -841,8 +989,11 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
     let lines = vec![
         key_line(t, "↑ ↓  k j", "move the selection (g G: first, last)"),
         key_line(t, "Tab  1 2", "switch between VMs and images"),
-        key_line(t, "c", "create a VM (a form)"),
-        key_line(t, "d  Del", "delete the selected VM (asks first)"),
+        key_line(t, "c", "create and start a VM (a form)"),
+        key_line(t, "s", "start the selected VM"),
+        key_line(t, "x  R", "stop it, restart it (ask first while it runs)"),
+        key_line(t, "p", "pause it, or resume it when paused"),
+        key_line(t, "d  Del", "delete it and its disks (asks first)"),
         key_line(t, "r", "reload now; starts bangerd if it is not answering"),
         key_line(t, "?", "this help (Esc closes it)"),
         key_line(t, "q  Ctrl-C", "quit"),
@@ -866,20 +1017,49 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
     frame.render_widget(Paragraph::new(lines).block(pane(" Keys ", t)), rect);
 }
 
-fn confirm_delete(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str) {
+/// The question before a stop, restart or delete: what will happen, and the two keys.
+fn confirm(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str, action: Action) {
+    let (title, question, consequence, yes, no, border) = match action {
+        Action::Stop => (
+            " Stop VM ",
+            "?",
+            "The guest is asked to shut down; its VMM is ended if it has not within the stop \
+             timeout. Its disks are kept.",
+            " stop   ",
+            " keep it running",
+            t.busy(),
+        ),
+        Action::Restart => (
+            " Restart VM ",
+            "?",
+            "The guest is shut down and booted again: what runs in it ends. Its disks are kept.",
+            " restart   ",
+            " keep it running",
+            t.busy(),
+        ),
+        // Only stop, restart and delete ask first.
+        _ => (
+            " Delete VM ",
+            " and its disks?",
+            "Its overlay and work disk are removed; this cannot be undone.",
+            " delete   ",
+            " keep",
+            t.error(),
+        ),
+    };
     let lines = vec![
         Line::from(vec![
-            Span::raw("Delete VM "),
+            Span::raw(format!("{} VM ", capitalized(action.verb()))),
             Span::styled(name.to_string(), t.label()),
-            Span::raw(" and its disks?"),
+            Span::raw(question),
         ]),
-        Line::raw("Its overlay and work disk are removed; this cannot be undone."),
+        Line::raw(consequence),
         Line::raw(""),
         Line::from(vec![
             Span::styled("y", t.key()),
-            Span::raw(" delete   "),
+            Span::raw(yes),
             Span::styled("n", t.key()),
-            Span::raw(" keep"),
+            Span::raw(no),
         ]),
     ];
     let rect = centered(area, 68, rows(&lines, 68.min(area.width)) + 2);
@@ -887,9 +1067,17 @@ fn confirm_delete(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str) {
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .block(pane(" Delete VM ", t).border_style(t.error())),
+            .block(pane(title, t).border_style(border)),
         rect,
     );
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) {
@@ -949,7 +1137,7 @@ fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) 
     } else {
         lines.push(Line::from(vec![
             Span::styled("Enter", t.key()),
-            Span::raw(" create  "),
+            Span::raw(" create and start  "),
             Span::styled("Tab", t.key()),
             Span::raw(" next field  "),
             Span::styled("Esc", t.key()),
@@ -961,7 +1149,7 @@ fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) 
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
-            .block(pane(" Create VM (recorded, not started) ", t)),
+            .block(pane(" Create VM ", t)),
         rect,
     );
 }

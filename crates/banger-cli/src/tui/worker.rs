@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use banger_api::{ApiError, ClientError};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::app::{Effect, Msg, Stage};
+use super::app::{Acted, Action, Effect, Msg, Stage};
 use crate::daemon::{Daemon, Found};
 use crate::exit::Failure;
 
@@ -63,17 +63,38 @@ impl Worker {
                         .await
                         .map_err(|f| f.error),
                 ),
-                Effect::DeleteVm(name) => {
-                    let result = daemon
-                        .call(async |c| c.delete_vm(&name).await)
-                        .await
-                        .map_err(|f| f.error);
-                    Msg::Deleted(name, result)
+                Effect::Act(name, action) => {
+                    let result = act(&daemon, &name, action).await.map_err(|f| f.error);
+                    Msg::Acted(name, action, result)
                 }
             };
             // The receiver is gone only when the TUI is quitting.
             let _ = tx.send(msg);
         });
+    }
+}
+
+/// Sends `action` for the VM `name`; start, stop and restart answer with their operation,
+/// which the app follows by polling.
+async fn act(daemon: &Daemon, name: &str, action: Action) -> Result<Acted, Failure> {
+    if let Some(lifecycle) = action.lifecycle() {
+        return daemon
+            .call(async |c| c.vm_action(name, lifecycle).await)
+            .await
+            .map(Acted::Operation);
+    }
+    match action {
+        Action::Delete => daemon
+            .call(async |c| c.delete_vm(name).await)
+            .await
+            .map(|()| Acted::Deleted),
+        _ => {
+            let pause = action == Action::Pause;
+            daemon
+                .call(async |c| c.pause_vm(name, pause).await)
+                .await
+                .map(Acted::Vm)
+        }
     }
 }
 
@@ -94,7 +115,7 @@ fn not_ready(effect: Effect) -> Msg {
         Effect::LoadCapacity => Msg::Capacity(Err(error), Duration::ZERO),
         Effect::LoadOperations => Msg::Operations(Err(error)),
         Effect::CreateVm(_) => Msg::Created(Err(error)),
-        Effect::DeleteVm(name) => Msg::Deleted(name, Err(error)),
+        Effect::Act(name, action) => Msg::Acted(name, action, Err(error)),
     }
 }
 

@@ -151,6 +151,8 @@ pub struct VmInput {
     pub work_disk: String,
     pub nat: bool,
     pub vmm: String,
+    /// "Start after creating" (checked unless the user unticked it).
+    pub start: bool,
 }
 
 impl VmInput {
@@ -166,6 +168,7 @@ impl VmInput {
             work_disk: validate::format_size(defaults.work_disk_bytes),
             nat: false,
             vmm: d.config.vmm.as_str().to_owned(),
+            start: true,
         }
     }
 
@@ -179,6 +182,8 @@ impl VmInput {
             work_disk: f.get("work_disk").to_owned(),
             nat: f.get("nat") == "on",
             vmm: f.get("vmm").to_owned(),
+            // An unticked box sends nothing.
+            start: f.get("start") == "on",
         }
     }
 
@@ -256,8 +261,7 @@ impl VmInput {
                     work_disk_bytes: Some(work_disk as i64),
                     nat: Some(self.nat),
                     vmm: Some(vmm),
-                    // The daemon records VMs only; the form grows a "start" box with the VMM.
-                    start: Some(false),
+                    start: Some(self.start),
                 })
             }
             _ => Err(errors),
@@ -302,6 +306,7 @@ impl VmInput {
                 .into_iter()
                 .map(|k| (k.as_str(), k.as_str() == self.vmm))
                 .collect(),
+            start: self.start,
         }
     }
 }

@@ -11,9 +11,11 @@
 //! the API itself. The console failing to start (port in use, unreadable secret) never stops
 //! the daemon: it is reported in `GET /v1/daemon` instead.
 //!
-//! Features the daemon does not have yet (starting VMs, health, ports, console logs) are
-//! absent from the pages, not stubbed: each slots in as another action or section of the VM
-//! page ([`views::VmAction`], [`views::VmPage`]) when its service exists.
+//! The VM page drives the VM lifecycle (`crate::machine`): start, stop, restart, pause and
+//! resume, stop and restart behind a confirmation page like delete; long ones answer with
+//! their operation's page, which polls and can cancel. Features the daemon does not have yet
+//! (guest health, listening ports: they need the guest agent) are absent, not stubbed: each
+//! slots in as another section of the VM page ([`views::VmPage`]) when its service exists.
 
 pub mod auth;
 pub mod forms;
@@ -179,7 +181,7 @@ async fn try_prepare(
         tracing::warn!(
             %addr,
             "!!! THE WEB CONSOLE IS REACHABLE FROM OTHER MACHINES ({addr}, `allow_remote = true`). \
-             It can create and delete VMs, and its traffic (session cookie included) is plain, \
+             It can create, run and delete VMs, and its traffic (session cookie included) is plain, \
              unencrypted HTTP. Serve it on 127.0.0.1 unless you really mean this. !!!"
         );
     }
@@ -229,6 +231,18 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/vms/{name}/delete",
             get(pages::confirm_delete_vm).post(pages::delete_vm),
         )
+        .route("/vms/{name}/console", get(pages::vm_console))
+        .route("/vms/{name}/start", post(pages::start_vm))
+        .route(
+            "/vms/{name}/stop",
+            get(pages::confirm_stop_vm).post(pages::stop_vm),
+        )
+        .route(
+            "/vms/{name}/restart",
+            get(pages::confirm_restart_vm).post(pages::restart_vm),
+        )
+        .route("/vms/{name}/pause", post(pages::pause_vm))
+        .route("/vms/{name}/resume", post(pages::resume_vm))
         .route("/new/vm", get(pages::new_vm))
         .route(
             "/images",

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use banger_api::{ApiError, ErrorCode, Image, OperationState};
+use banger_api::{ApiError, ErrorCode, Image, OperationState, Vm, VmState};
 use serde::Deserialize;
 
 use super::auth::{self, unix_now};
 use super::forms::{self, CsrfForm, FieldErrors, ImageInput, Viewer, VmInput};
 use super::picker;
 use super::views::{self, Chrome, Link, OpView};
+use crate::machine::{self, disks};
 use crate::{Daemon, image, vm};
 
 const STYLESHEET: &str = include_str!("../../assets/console.css");
@@ -98,6 +99,8 @@ impl Notice {
         match self.notice.as_str() {
             "vm-created" => Some("VM created.".to_owned()),
             "vm-deleted" => Some(format!("Deleted VM {}.", self.name)),
+            "vm-paused" => Some("VM paused.".to_owned()),
+            "vm-resumed" => Some("VM resumed.".to_owned()),
             "cancel-requested" => Some("Cancellation requested.".to_owned()),
             _ => None,
         }
@@ -224,19 +227,48 @@ pub async fn image_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
 
 // ----- VMs -----
 
+/// The last lines of `vm`'s guest console, or why they cannot be read.
+fn console_tail(d: &Daemon, vm: &Vm, lines: usize) -> Result<Vec<String>, String> {
+    let path = d.paths.vm_dir(&vm.id).join(disks::CONSOLE_LOG);
+    banger_vmm::console_tail(&path, lines)
+        .map_err(|e| format!("cannot read the console log {}: {e}", path.display()))
+}
+
 pub async fn vm_page(
     State(d): State<Arc<Daemon>>,
     viewer: Viewer,
     Path(name): Path<String>,
     Query(notice): Query<Notice>,
 ) -> Page {
-    let vm = blocking(&d, move |d| vm::find(d, &name))
-        .await
-        .map_err(|e| PageError::new(&viewer, e))?;
+    let (vm, console) = blocking(&d, move |d| {
+        let vm = vm::find(d, &name)?;
+        let console = console_tail(d, &vm, views::CONSOLE_LINES);
+        Ok((vm, console))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
     Ok(views::render(&views::VmPage::new(
         chrome(&viewer, "vms", &notice),
         &vm,
+        &d.ops.list(),
+        console,
     )))
+}
+
+/// `GET /vms/{name}/console`: what the VM page's script polls while the VM runs.
+pub async fn vm_console(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let console = blocking(&d, move |d| {
+        let vm = vm::find(d, &name)?;
+        let tail = console_tail(d, &vm, views::CONSOLE_LINES);
+        Ok(views::ConsoleJson::new(&vm, tail))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(axum::Json(console).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,24 +301,29 @@ pub async fn new_vm(
     )))
 }
 
-/// `POST /vms`: creates a stopped VM record through `crate::vm::create`.
+/// `POST /vms`: creates the VM through `crate::vm::create`, then shows its start's progress,
+/// or the VM when it was not to be started.
 pub async fn create_vm(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
     let viewer = form.viewer;
     let input = VmInput::from_form(&form.fields);
     let attempt = input.clone();
+    let d2 = d.clone();
     let (outcome, images) = blocking(&d, move |d| {
         let outcome = attempt
             .check(d)
-            .and_then(|request| vm::create(d, request).map_err(forms::service_error));
+            .and_then(|request| vm::create(&d2, request).map_err(forms::service_error));
         Ok((outcome, d.store.list_images()?))
     })
     .await
     .map_err(|e| PageError::new(&viewer, e))?;
     match outcome {
-        Ok(vm) => Ok(see_other(&views::with_query(
-            &views::vm_href(&vm.name),
-            &[("notice", "vm-created")],
-        ))),
+        Ok(created) => Ok(see_other(&match created.operation {
+            Some(op) => views::operation_href(&op.id),
+            None => views::with_query(
+                &views::vm_href(&created.vm.name),
+                &[("notice", "vm-created")],
+            ),
+        })),
         Err(errors) => Ok(views::render_with(
             StatusCode::BAD_REQUEST,
             &input.page(viewer.chrome("vms"), &images, &errors),
@@ -324,6 +361,127 @@ pub async fn delete_vm(
     Ok(see_other(&views::with_query(
         "/",
         &[("notice", "vm-deleted"), ("name", &vm.name)],
+    )))
+}
+
+/// `POST /vms/{name}/start`: starts the start operation and shows it.
+pub async fn start_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let d2 = d.clone();
+    let op = blocking(&d, move |_| machine::request_start(&d2, &name))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::operation_href(&op.id)))
+}
+
+/// The VM a stop or restart would act on, refused (as the service would) unless it runs.
+async fn stoppable(
+    d: &Arc<Daemon>,
+    viewer: &Viewer,
+    name: String,
+    verb: &str,
+) -> Result<Vm, PageError> {
+    let vm = blocking(d, move |d| vm::find(d, &name))
+        .await
+        .map_err(|e| PageError::new(viewer, e))?;
+    match vm.state {
+        VmState::Running | VmState::Paused => Ok(vm),
+        state => Err(PageError::new(
+            viewer,
+            ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {:?} is {state}; only a running or paused VM can be {verb}",
+                    vm.name
+                ),
+            ),
+        )),
+    }
+}
+
+/// `GET /vms/{name}/stop`: the confirmation step. Shows, changes nothing.
+pub async fn confirm_stop_vm(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let vm = stoppable(&d, &viewer, name, "stopped").await?;
+    Ok(views::render(&views::VmConfirmPage::stop(
+        viewer.chrome("vms"),
+        &vm,
+        d.config.defaults.stop_timeout,
+    )))
+}
+
+/// `POST /vms/{name}/stop`: starts the stop operation and shows it.
+pub async fn stop_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let d2 = d.clone();
+    let op = blocking(&d, move |_| machine::request_stop(&d2, &name))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::operation_href(&op.id)))
+}
+
+/// `GET /vms/{name}/restart`: the confirmation step. Shows, changes nothing.
+pub async fn confirm_restart_vm(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let vm = stoppable(&d, &viewer, name, "restarted").await?;
+    Ok(views::render(&views::VmConfirmPage::restart(
+        viewer.chrome("vms"),
+        &vm,
+        d.config.defaults.stop_timeout,
+    )))
+}
+
+/// `POST /vms/{name}/restart`: starts the restart operation and shows it.
+pub async fn restart_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let d2 = d.clone();
+    let op = blocking(&d, move |_| machine::request_restart(&d2, &name))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::operation_href(&op.id)))
+}
+
+/// `POST /vms/{name}/pause`.
+pub async fn pause_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    pause_or_resume(d, name, form, true).await
+}
+
+/// `POST /vms/{name}/resume`.
+pub async fn resume_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    pause_or_resume(d, name, form, false).await
+}
+
+/// Pausing and resuming answer at once: back to the VM's page, which shows its new state.
+async fn pause_or_resume(d: Arc<Daemon>, name: String, form: CsrfForm, pause: bool) -> Page {
+    let vm = blocking(&d, move |d| machine::pause_or_resume(d, &name, pause))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::with_query(
+        &views::vm_href(&vm.name),
+        &[("notice", if pause { "vm-paused" } else { "vm-resumed" })],
     )))
 }
 

@@ -15,12 +15,19 @@ use banger_api::{
     Client, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, OperationKind,
     OperationState, Timestamp, VmState, VmmKind,
 };
-use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+use banger_host::network::Privilege;
+use banger_host::runner::{
+    CommandOutput, CommandRunner, CommandSpec, FakeRunner, Matcher, RealRunner, RunError,
+};
 use banger_store::NewVm;
+use banger_vmm::Accel;
+use banger_vmm::firecracker::fake::{FIRST_PID, FakeFirecracker};
+use banger_vmm::qemu::fake::FakeQemu;
 use tower::ServiceExt;
 
 use super::auth::{Auth, SESSION_COOKIE, SESSION_TTL, unix_now};
-use crate::{Daemon, RunningDaemon};
+use crate::machine::disks;
+use crate::{Daemon, HostDeps, RunningDaemon};
 
 struct Web {
     dir: tempfile::TempDir,
@@ -52,11 +59,36 @@ impl Web {
     }
 
     async fn with_config(config: &str) -> Web {
+        Self::launch(config, HostDeps::real()).await
+    }
+
+    /// A daemon whose host is fake (banger-vmm's in-memory Firecracker, a recording runner
+    /// for `ip`, `nft` and `sysctl`; the disk tools run for real), so VMs really start, run,
+    /// pause and stop without a VMM or root.
+    async fn with_fake_host() -> (Web, FakeFirecracker) {
+        let fc = FakeFirecracker::new();
+        let net = FakeRunner::new().respond(
+            Matcher::prefix("sysctl", ["-n"]),
+            CommandOutput::with_stdout("0\n"),
+        );
+        let deps = HostDeps {
+            runner: Arc::new(SplitRunner { net: Arc::new(net) }),
+            firecracker: Some(fc.backend()),
+            qemu: Some(FakeQemu::new().backend(Accel::Tcg)),
+            preflight: false,
+            privilege: Some(Privilege::Root),
+        };
+        let config = "vmm = \"firecracker\"\n[defaults]\nstop_timeout = \"100ms\"\n\
+                      [web]\nlisten = \"127.0.0.1:0\"\n";
+        (Self::launch(config, deps).await, fc)
+    }
+
+    async fn launch(config: &str, deps: HostDeps) -> Web {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
         std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
         std::fs::write(&paths.config_file, config).unwrap();
-        let running = crate::start(paths).await.unwrap();
+        let running = crate::start_with(paths, deps).await.unwrap();
         let d = running.daemon.clone();
         let host = d
             .web
@@ -139,6 +171,16 @@ impl Web {
 
     /// A stored image record (its files need not exist for pages and VM records).
     fn insert_image(&self, name: &str) -> Image {
+        self.insert_image_at(name, "/images/x/vmlinux", "/images/x/rootfs.ext4")
+    }
+
+    /// An image whose files exist, which a VM can start from.
+    fn insert_bootable_image(&self, name: &str) -> Image {
+        let (kernel, rootfs, _) = self.boot_files();
+        self.insert_image_at(name, kernel.to_str().unwrap(), rootfs.to_str().unwrap())
+    }
+
+    fn insert_image_at(&self, name: &str, kernel: &str, rootfs: &str) -> Image {
         let file = |path: &str, bytes| ImageFile {
             path: path.into(),
             bytes,
@@ -149,9 +191,9 @@ impl Web {
             name: name.into(),
             source: ImageSource::Registered,
             files: ImageFiles {
-                kernel: file("/images/x/vmlinux", 4096),
+                kernel: file(kernel, 4096),
                 initrd: None,
-                rootfs: file("/images/x/rootfs.ext4", 16 << 20),
+                rootfs: file(rootfs, 16 << 20),
             },
             manifest: ImageManifest {
                 name: name.into(),
@@ -222,6 +264,22 @@ impl Web {
     }
 }
 
+/// Network commands go to the fake, everything else (mkfs.ext4, debugfs, ssh-keygen) runs.
+#[derive(Debug)]
+struct SplitRunner {
+    net: Arc<FakeRunner>,
+}
+
+impl CommandRunner for SplitRunner {
+    fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
+        if ["ip", "nft", "sysctl", "sudo"].contains(&cmd.program.as_str()) {
+            self.net.run(cmd)
+        } else {
+            RealRunner.run(cmd)
+        }
+    }
+}
+
 pub(crate) fn fake_vmlinux() -> Vec<u8> {
     let mut elf = vec![0u8; 4096];
     elf[..4].copy_from_slice(b"\x7fELF");
@@ -267,6 +325,9 @@ const PAGES: &[&str] = &[
     "/vms",
     "/vms/dev",
     "/vms/dev/delete",
+    "/vms/dev/stop",
+    "/vms/dev/restart",
+    "/vms/dev/console",
     "/new/vm",
     "/images",
     "/images/base",
@@ -303,8 +364,11 @@ async fn every_page_and_asset_needs_a_session() {
     let b = w.sign_in().await;
     for path in &PAGES[..PAGES.len() - 3] {
         let status = w.send(w.get(path, Some(&b))).await.status();
+        // A stopped VM has nothing to stop or restart: its confirmation pages say so.
+        let refused = status == StatusCode::CONFLICT
+            && (path.ends_with("/stop") || path.ends_with("/restart"));
         assert!(
-            status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND || refused,
             "{path}: {status}"
         );
     }
@@ -506,6 +570,11 @@ async fn every_change_needs_the_sessions_csrf_token() {
     let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
         ("/vms".into(), create.to_vec()),
         ("/vms/dev/delete".into(), vec![]),
+        ("/vms/dev/start".into(), vec![]),
+        ("/vms/dev/stop".into(), vec![]),
+        ("/vms/dev/restart".into(), vec![]),
+        ("/vms/dev/pause".into(), vec![]),
+        ("/vms/dev/resume".into(), vec![]),
         ("/images".into(), vec![("name", "x")]),
         (format!("/operations/{id}/cancel"), vec![]),
         ("/logout".into(), vec![]),
@@ -522,6 +591,8 @@ async fn every_change_needs_the_sessions_csrf_token() {
         }
     }
     assert_eq!(w.vm_names(), ["dev"]);
+    assert_eq!(w.vm("dev").state, VmState::Stopped);
+    assert_eq!(w.d.ops.list().len(), 1, "only the slow operation");
     assert!(!w.d.ops.get(&id).unwrap().cancel_requested);
     assert_eq!(w.send(w.get("/", Some(&b))).await.status(), StatusCode::OK);
     // A body that is not a form is refused before anything runs.
@@ -553,6 +624,9 @@ async fn gets_change_nothing() {
         &format!("/operations/{id}/cancel"),
         "/logout",
         &format!("/vms/dev/delete?csrf={}", b.csrf),
+        &format!("/vms/dev/start?csrf={}", b.csrf),
+        &format!("/vms/dev/pause?csrf={}", b.csrf),
+        &format!("/vms/dev/resume?csrf={}", b.csrf),
     ] {
         let status = w.send(w.get(path, Some(&b))).await.status();
         assert!(
@@ -561,6 +635,8 @@ async fn gets_change_nothing() {
         );
     }
     assert_eq!(w.vm_names(), ["dev"]);
+    assert_eq!(w.vm("dev").state, VmState::Stopped);
+    assert_eq!(w.d.ops.list().len(), 1, "only the slow operation");
     assert_eq!(w.d.store.list_images().unwrap().len(), 1);
     assert!(!w.d.ops.get(&id).unwrap().cancel_requested);
     assert_eq!(
@@ -997,6 +1073,411 @@ async fn a_disabled_console_says_so() {
     assert!(!super::secret_path(&w.d.paths.state_dir).exists());
     let err = w.d.web.login().unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
+    w.stop().await;
+}
+
+// ----- the VM lifecycle -----
+
+impl Web {
+    fn vm(&self, name: &str) -> banger_api::Vm {
+        self.d.store.find_vm(name).unwrap().unwrap()
+    }
+
+    /// Waits for the operation whose page `op_page` is to finish; returns it.
+    async fn finish(&self, op_page: &str) -> banger_api::Operation {
+        let id = op_page
+            .strip_prefix("/operations/")
+            .unwrap_or_else(|| panic!("not an operation page: {op_page}"));
+        let mut rx = self.d.ops.subscribe(id).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|op| op.state.is_finished()),
+        )
+        .await
+        .expect("the operation did not finish within 30 s")
+        .unwrap()
+        .clone()
+    }
+
+    /// Posts `path` with this browser's token; returns where the 303 leads.
+    async fn act(&self, b: &Browser, path: &str) -> String {
+        let response = self
+            .send(self.post(path, Some(b), &[("csrf", &b.csrf)]))
+            .await;
+        let status = response.status();
+        if status != StatusCode::SEE_OTHER {
+            panic!("{path}: {status}\n{}", text(response).await);
+        }
+        location(&response).to_owned()
+    }
+
+    async fn page(&self, b: &Browser, path: &str) -> String {
+        let response = self.send(self.get(path, Some(b))).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        text(response).await
+    }
+
+    fn vm_form<'a>(b: &'a Browser, name: &'a str, start: bool) -> Vec<(&'a str, &'a str)> {
+        let mut fields = vec![
+            ("csrf", b.csrf.as_str()),
+            ("name", name),
+            ("image", "base"),
+            ("vcpus", "1"),
+            ("memory_mib", "256"),
+            ("disk", "256M"),
+            ("work_disk", "64M"),
+            ("vmm", "firecracker"),
+        ];
+        if start {
+            fields.push(("start", "on"));
+        }
+        fields
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
+    let (w, fc) = Web::with_fake_host().await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let form = w.page(&b, "/new/vm").await;
+    assert!(
+        form.contains("name=\"start\" value=\"on\" checked"),
+        "starting is the default"
+    );
+
+    // Creating with "start" ticked shows the start's progress, which links to the VM.
+    let response = w
+        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    let op = w.finish(&op_page).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(op.kind, OperationKind::StartVm);
+    let page = w.page(&b, &op_page).await;
+    assert!(
+        page.contains("Start VM <a href=\"/vms/dev\">dev</a>"),
+        "{page}"
+    );
+    let vm = w.vm("dev");
+    assert_eq!(vm.state, VmState::Running);
+    let runtime = vm.runtime.clone().unwrap();
+    assert_eq!(runtime.pid, FIRST_PID);
+
+    // The guest writes to its console; the page shows the end of it, as text.
+    let log = w.d.paths.vm_dir(&vm.id).join(disks::CONSOLE_LOG);
+    let mut lines: Vec<String> = (1..=60).map(|i| format!("boot line {i}")).collect();
+    lines.push("\u{1b}[0;32m  OK  \u{1b}[0m Reached <b>multi-user</b> & more".into());
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let page = w.page(&b, "/vms/dev").await;
+    for shown in [
+        "<h2>Runtime</h2>",
+        &format!("<dt>VMM pid</dt><dd>{FIRST_PID}</dd>"),
+        &format!("<code>{}</code>", runtime.tap),
+        "<dt>Backend</dt><dd>firecracker</dd>",
+        "<h2>Last start</h2>",
+        "<td>checks</td>",
+        "<td>started</td>",
+        &format!("href=\"{op_page}\""),
+        "data-console=\"/vms/dev/console\"",
+        "OK   Reached &#60;b&#62;multi-user&#60;/b&#62; &#38; more",
+        "boot line 22\n",
+        "action=\"/vms/dev/pause\"",
+        "href=\"/vms/dev/stop\"",
+        "href=\"/vms/dev/restart\"",
+    ] {
+        assert!(page.contains(shown), "the page lacks {shown:?}\n{page}");
+    }
+    assert!(!page.contains("boot line 21\n"), "only the last 40 lines");
+    assert!(!page.contains("<b>"), "console markup went through");
+    assert!(
+        !page.contains("action=\"/vms/dev/start\""),
+        "Start on a running VM"
+    );
+    let json = text(w.send(w.get("/vms/dev/console", Some(&b))).await).await;
+    let console: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(console["state"], "running");
+    assert_eq!(console["lines"].as_array().unwrap().len(), 40);
+    assert_eq!(console["lines"][0], "boot line 22");
+
+    // Stopping and restarting ask first; the question changes nothing.
+    for (path, button) in [
+        ("/vms/dev/stop", "Stop dev"),
+        ("/vms/dev/restart", "Restart dev"),
+    ] {
+        let confirm = w.page(&b, path).await;
+        assert!(confirm.contains(&format!("action=\"{path}\"")), "{confirm}");
+        assert!(confirm.contains(button));
+        assert!(confirm.contains(&b.csrf));
+    }
+    assert_eq!(w.vm("dev").state, VmState::Running);
+
+    // Pause and resume answer at once, on the VM's page.
+    assert_eq!(
+        w.act(&b, "/vms/dev/pause").await,
+        "/vms/dev?notice=vm-paused"
+    );
+    assert_eq!(w.vm("dev").state, VmState::Paused);
+    let page = w.page(&b, "/vms/dev?notice=vm-paused").await;
+    assert!(page.contains("VM paused."));
+    assert!(page.contains("action=\"/vms/dev/resume\""));
+    assert!(!page.contains("action=\"/vms/dev/pause\""));
+    let again = w
+        .send(w.post("/vms/dev/pause", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert!(
+        text(again)
+            .await
+            .contains("only a running VM can be paused")
+    );
+    assert_eq!(
+        w.act(&b, "/vms/dev/resume").await,
+        "/vms/dev?notice=vm-resumed"
+    );
+    assert_eq!(w.vm("dev").state, VmState::Running);
+
+    // Restart: a new VMM process, and the page's last start is the restart.
+    let op_page = w.act(&b, "/vms/dev/restart").await;
+    let op = w.finish(&op_page).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let vm = w.vm("dev");
+    assert_eq!(vm.state, VmState::Running);
+    let new_pid = vm.runtime.as_ref().unwrap().pid;
+    assert_ne!(new_pid, FIRST_PID);
+    assert!(!fc.alive(FIRST_PID) && fc.alive(new_pid));
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(
+        page.contains(&format!("href=\"{op_page}\">Restart VM")),
+        "{page}"
+    );
+
+    // Stop: the VMM is gone, the page offers Start and keeps the console, no longer followed.
+    let op_page = w.act(&b, "/vms/dev/stop").await;
+    let op = w.finish(&op_page).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(op.kind, OperationKind::StopVm);
+    let vm = w.vm("dev");
+    assert_eq!((vm.state, vm.runtime), (VmState::Stopped, None));
+    assert!(!fc.alive(new_pid));
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(page.contains("action=\"/vms/dev/start\""));
+    assert!(!page.contains("<h2>Runtime</h2>"));
+    assert!(page.contains("boot line 60"));
+    assert!(
+        !page.contains("data-console="),
+        "a stopped VM's console is not polled"
+    );
+    for path in ["/vms/dev/stop", "/vms/dev/restart"] {
+        let response = w.send(w.post(path, Some(&b), &[("csrf", &b.csrf)])).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+        assert!(text(response).await.contains("is stopped"));
+        let response = w.send(w.get(path, Some(&b))).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "GET {path}");
+    }
+
+    // Start again, then a VMM that dies on its own: the page says why.
+    let op = w.finish(&w.act(&b, "/vms/dev/start").await).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let pid = w.vm("dev").runtime.unwrap().pid;
+    std::fs::write(&log, "[    3.101] Kernel panic - not syncing: <fatal>\n").unwrap();
+    fc.crash(pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.vm("dev").state != VmState::Failed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crash was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(page.contains("<strong>Last error</strong>"), "{page}");
+    assert!(page.contains("killed or crashed; last console lines:\n"));
+    assert!(page.contains("Kernel panic - not syncing: &#60;fatal&#62;"));
+    assert!(page.contains("action=\"/vms/dev/start\""));
+
+    // Deleting it through its confirmation leaves nothing running.
+    assert_eq!(
+        w.act(&b, "/vms/dev/delete").await,
+        "/?notice=vm-deleted&name=dev"
+    );
+    assert!(w.vm_names().is_empty());
+    assert!(fc.running().is_empty(), "{:?}", fc.running());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_vm_stops_it_first() {
+    let (w, fc) = Web::with_fake_host().await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let response = w
+        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
+        .await;
+    let op = w.finish(location(&response)).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let confirm = w.page(&b, "/vms/dev/delete").await;
+    assert!(confirm.contains("It is stopped first."), "{confirm}");
+    assert_eq!(
+        w.act(&b, "/vms/dev/delete").await,
+        "/?notice=vm-deleted&name=dev"
+    );
+    assert!(w.vm_names().is_empty());
+    assert!(fc.running().is_empty(), "{:?}", fc.running());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_happen_shows_the_daemons_reason() {
+    let w = Web::with_config(
+        "vmm = \"firecracker\"\nfirecracker_bin = \"/nonexistent/fc\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let response = w
+        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    let op = w.finish(&op_page).await;
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let reason = op.error.unwrap().message;
+    assert!(reason.contains("/nonexistent/fc"), "{reason}");
+
+    let page = w.page(&b, &op_page).await;
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert!(page.contains(&reason.replace('"', "&#34;")), "{page}");
+    assert!(page.contains("<a href=\"/vms/dev\">dev</a>"));
+    assert!(
+        page.contains("set firecracker_bin in config.toml</p>"),
+        "the hint's part a browser user can follow"
+    );
+    // The VM was made, and is stopped with the reason; it can be started (or deleted).
+    let vm = w.vm("dev");
+    assert_eq!(vm.state, VmState::Stopped);
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(page.contains("<strong>Last error</strong>"));
+    assert!(page.contains("/nonexistent/fc"));
+    assert!(page.contains("<h2>Last start</h2>"));
+    assert!(page.contains("state-failed"));
+    assert!(page.contains("action=\"/vms/dev/start\""));
+    assert!(
+        !page.contains("<h2>Console</h2>"),
+        "nothing ran, nothing to show"
+    );
+    // Starting it from its page fails the same way, as an operation.
+    let op = w.finish(&w.act(&b, "/vms/dev/start").await).await;
+    assert_eq!(op.state, OperationState::Failed);
+    assert_eq!(w.vm("dev").state, VmState::Stopped);
+    w.stop().await;
+}
+
+/// What each refused request must leave as it was.
+fn lifecycle_snapshot(w: &Web) -> Vec<(String, VmState, Option<u32>)> {
+    let mut vms: Vec<_> =
+        w.d.store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|vm| (vm.name, vm.state, vm.runtime.map(|r| r.pid)))
+            .collect();
+    vms.sort_by(|a, b| a.0.cmp(&b.0));
+    vms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_actions_need_a_session_the_csrf_token_and_the_same_origin() {
+    let (w, fc) = Web::with_fake_host().await;
+    let b = w.sign_in().await;
+    let other = w.sign_in().await;
+    w.insert_bootable_image("base");
+    for (name, start) in [("dev", true), ("held", true), ("idle", false)] {
+        let response = w
+            .send(w.post("/vms", Some(&b), &Web::vm_form(&b, name, start)))
+            .await;
+        if start {
+            let op = w.finish(location(&response)).await;
+            assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+        }
+    }
+    assert_eq!(
+        w.act(&b, "/vms/held/pause").await,
+        "/vms/held?notice=vm-paused"
+    );
+    let before = lifecycle_snapshot(&w);
+    let ops_before = w.d.ops.list().len();
+    let origin = format!("http://{}", w.host);
+
+    let paths = [
+        "/vms/idle/start",
+        "/vms/dev/stop",
+        "/vms/dev/restart",
+        "/vms/dev/pause",
+        "/vms/held/resume",
+        "/vms/held/stop",
+    ];
+    for path in paths {
+        // No session at all, or a forged cookie.
+        let forged = Browser {
+            cookie: format!("{SESSION_COOKIE}=00000000000000000000000000000000.9999999999.00"),
+            csrf: b.csrf.clone(),
+        };
+        for browser in [None, Some(&forged)] {
+            let response = w
+                .send(w.post(path, browser, &[("csrf", b.csrf.as_str())]))
+                .await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        // The session, without its own token.
+        for csrf in [None, Some(""), Some("00ff"), Some(other.csrf.as_str())] {
+            let fields: Vec<(&str, &str)> = csrf.map(|t| ("csrf", t)).into_iter().collect();
+            let response = w.send(w.post(path, Some(&b), &fields)).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {csrf:?}");
+        }
+        // The right token, sent by another site.
+        for (header, value) in [
+            ("origin", "http://evil.example"),
+            ("origin", "null"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let mut req = w.post(path, Some(&b), &[("csrf", &b.csrf)]);
+            req.headers_mut().insert(header, value.parse().unwrap());
+            let response = w.send(req).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{path} {header}: {value}"
+            );
+        }
+        // And GET, the method a link or an image can make a browser send.
+        let status = w
+            .send(w.get(&format!("{path}?csrf={}", b.csrf), Some(&b)))
+            .await
+            .status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::METHOD_NOT_ALLOWED,
+            "GET {path}: {status}"
+        );
+        assert_eq!(lifecycle_snapshot(&w), before, "{path} changed a VM");
+        assert_eq!(
+            w.d.ops.list().len(),
+            ops_before,
+            "{path} started an operation"
+        );
+    }
+    assert_eq!(fc.running().len(), 2);
+
+    // The same requests from the console's own page work.
+    let mut req = w.post("/vms/dev/pause", Some(&b), &[("csrf", &b.csrf)]);
+    req.headers_mut()
+        .insert(header::ORIGIN, origin.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-fetch-site", "same-origin".parse().unwrap());
+    assert_eq!(w.send(req).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(w.vm("dev").state, VmState::Paused);
     w.stop().await;
 }
 

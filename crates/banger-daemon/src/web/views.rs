@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use banger_api::{
     Capacity, Image, Operation, OperationKind, OperationState, Stage, StageState, Timestamp, Vm,
-    validate,
+    VmRuntime, VmState, validate,
 };
 use serde::Serialize;
 
@@ -87,9 +87,11 @@ pub fn time(t: Timestamp) -> String {
     }
 }
 
-/// `0.4 s`, `12 s`, `3 min 05 s`.
+/// `35 ms`, `1.4 s`, `12 s`, `3 min 05 s`: a VM's start stages take milliseconds.
 pub fn duration(ms: u64) -> String {
-    if ms < 10_000 {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 10_000 {
         format!("{:.1} s", ms as f64 / 1000.0)
     } else if ms < 60_000 {
         format!("{} s", ms / 1000)
@@ -102,11 +104,15 @@ pub fn size(bytes: u64) -> String {
     validate::format_size(bytes)
 }
 
-/// A service's hint, when it makes sense in a browser. Hints are written for the CLI; those
-/// naming its flags or commands (`--vcpus`, `banger vm list`) would only confuse here.
+/// A service's hint, as far as it makes sense in a browser. Hints are written for the CLI;
+/// their parts (separated by `; `) naming its flags or commands (`--vcpus`, `banger vm list`)
+/// would only confuse here, so only the others are kept.
 pub fn console_hint(hint: Option<&str>) -> Option<String> {
-    hint.filter(|h| !h.contains("--") && !h.contains("`banger"))
-        .map(str::to_owned)
+    let kept: Vec<&str> = hint?
+        .split("; ")
+        .filter(|part| !part.contains("--") && !part.contains("`banger"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 fn percent(part: u64, whole: u64) -> u32 {
@@ -218,14 +224,219 @@ impl From<&Vm> for VmRow {
     }
 }
 
-/// An action offered on a VM's page. Each leads to a confirmation page that posts the
-/// change; start, stop and restart join `delete` here once the daemon can run VMs.
+/// An action offered on a VM's page: a button that posts the change at once (start, pause,
+/// resume), or a link to a confirmation page that posts it (stop, restart, delete).
 #[derive(Debug, Clone)]
 pub struct VmAction {
     pub label: &'static str,
     pub href: String,
-    /// `danger` for destructive actions.
+    /// `primary` for what the state invites, `danger` for destructive actions, `secondary`
+    /// for the others.
     pub class: &'static str,
+    /// A POST form with the CSRF token rather than a link.
+    pub post: bool,
+}
+
+/// What may be done to `vm` in its state, in the order the page shows them. A VM being
+/// started or stopped has none: its operation's Cancel (for a start) is the only control.
+pub fn vm_actions(vm: &Vm) -> Vec<VmAction> {
+    let href = vm_href(&vm.name);
+    let post = |label, action: &str, class| VmAction {
+        label,
+        href: format!("{href}/{action}"),
+        class,
+        post: true,
+    };
+    let confirm = |label, action: &str, class| VmAction {
+        label,
+        href: format!("{href}/{action}"),
+        class,
+        post: false,
+    };
+    match vm.state {
+        VmState::Stopped | VmState::Failed => vec![
+            post("Start", "start", "primary"),
+            confirm("Delete…", "delete", "danger"),
+        ],
+        VmState::Running => vec![
+            confirm("Stop…", "stop", "secondary"),
+            confirm("Restart…", "restart", "secondary"),
+            post("Pause", "pause", "secondary"),
+            confirm("Delete…", "delete", "danger"),
+        ],
+        VmState::Paused => vec![
+            post("Resume", "resume", "primary"),
+            confirm("Stop…", "stop", "secondary"),
+            confirm("Restart…", "restart", "secondary"),
+            confirm("Delete…", "delete", "danger"),
+        ],
+        VmState::Starting | VmState::Stopping => Vec::new(),
+    }
+}
+
+/// A running VM's VMM, as its page shows it.
+#[derive(Debug, Clone)]
+pub struct RuntimeView {
+    /// The backend actually running it (`firecracker`, `qemu`).
+    pub backend: &'static str,
+    pub pid: u32,
+    pub tap: String,
+    pub api_socket: String,
+    pub up_since: String,
+}
+
+impl From<&VmRuntime> for RuntimeView {
+    fn from(r: &VmRuntime) -> Self {
+        RuntimeView {
+            backend: r.vmm.as_str(),
+            pid: r.pid,
+            tap: r.tap.clone(),
+            api_socket: r.api_socket.clone(),
+            up_since: time(r.started_at),
+        }
+    }
+}
+
+/// One stage of a VM's last start, with how long it took.
+#[derive(Debug, Clone)]
+pub struct BootStage {
+    pub name: String,
+    pub state: &'static str,
+    pub took: String,
+    pub note: String,
+}
+
+/// The stage timings of a VM's last start (or restart) the daemon remembers.
+#[derive(Debug, Clone)]
+pub struct BootView {
+    pub kind: &'static str,
+    pub href: String,
+    pub state: &'static str,
+    pub started: String,
+    /// From the request to the end, when it ended.
+    pub took: Option<String>,
+    pub stages: Vec<BootStage>,
+}
+
+impl From<&Operation> for BootView {
+    fn from(op: &Operation) -> Self {
+        BootView {
+            kind: kind_label(op.kind),
+            href: operation_href(&op.id),
+            state: op_state(op.state),
+            started: time(op.created_at),
+            took: op
+                .ended_at
+                .map(|end| duration(op.created_at.until(end).as_millis() as u64)),
+            stages: op
+                .stages
+                .iter()
+                .map(|s| BootStage {
+                    name: s.name.clone(),
+                    state: stage_state(s.state),
+                    took: match (s.started_at, s.ended_at) {
+                        (Some(start), Some(end)) => duration(start.until(end).as_millis() as u64),
+                        _ => String::new(),
+                    },
+                    note: s.message.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The operations of VM `vm` among `ops`: those started on its name since it was created
+/// (an older VM of the same name is another VM), newest first.
+fn operations_of<'a>(vm: &Vm, ops: &'a [Operation]) -> Vec<&'a Operation> {
+    let mut mine: Vec<&Operation> = ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.kind,
+                OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm
+            ) && op.target == vm.name
+                && op.created_at >= vm.created_at
+        })
+        .collect();
+    mine.sort_by_key(|op| std::cmp::Reverse((op.created_at, op.version)));
+    mine
+}
+
+/// The end of a VM's guest console, as its page shows it.
+#[derive(Debug, Clone)]
+pub struct ConsoleView {
+    /// The last lines, control characters removed (askama escapes the rest).
+    pub text: String,
+    /// What the text is ("The last 40 lines of the guest's console.").
+    pub note: String,
+    /// Where the page's script polls for newer lines; `None` when nothing runs that could
+    /// write any.
+    pub live_href: Option<String>,
+    /// Why the log could not be read.
+    pub error: Option<String>,
+}
+
+/// How many console lines the VM page shows.
+pub const CONSOLE_LINES: usize = 40;
+
+/// `line` without terminal escape sequences and control characters: a guest's console is
+/// written for a terminal, and a browser shows those as boxes or not at all.
+pub fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI (`ESC [ params final`) or a two-character escape.
+            if chars.next_if_eq(&'[').is_some() {
+                for p in chars.by_ref() {
+                    if ('@'..='~').contains(&p) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the console section shows; the page's script writes the same as lines arrive.
+fn console_note(lines: usize, live: bool) -> String {
+    let following = if live { ", following it" } else { "" };
+    match lines {
+        0 => "The guest has written nothing to its console yet.".to_owned(),
+        1 => format!("The last line of the guest's console{following}."),
+        n => format!("The last {n} lines of the guest's console{following}."),
+    }
+}
+
+/// The JSON the VM page's script polls: the VM's state (a change reloads the page) and the
+/// console's last lines.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleJson {
+    pub state: &'static str,
+    pub lines: Vec<String>,
+    /// The note above the lines.
+    pub note: String,
+    pub error: Option<String>,
+}
+
+impl ConsoleJson {
+    pub fn new(vm: &Vm, tail: Result<Vec<String>, String>) -> ConsoleJson {
+        let (lines, error) = match tail {
+            Ok(lines) => (lines.iter().map(|l| printable(l)).collect(), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        ConsoleJson {
+            state: vm.state.as_str(),
+            note: console_note(lines.len(), true),
+            lines,
+            error,
+        }
+    }
 }
 
 /// An image as lists and its page show it.
@@ -291,6 +502,9 @@ pub struct OpView {
     pub cancel_href: String,
     pub kind: &'static str,
     pub target: String,
+    /// The page of what the operation works on, when it has one (a VM; an image once
+    /// registered).
+    pub target_href: Option<String>,
     pub state: &'static str,
     pub running: bool,
     pub cancel_requested: bool,
@@ -310,6 +524,9 @@ fn kind_label(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::RegisterImage => "Register image",
         OperationKind::BootstrapImage => "Bootstrap image",
+        OperationKind::StartVm => "Start VM",
+        OperationKind::StopVm => "Stop VM",
+        OperationKind::RestartVm => "Restart VM",
     }
 }
 
@@ -417,7 +634,23 @@ impl From<&Operation> for OpView {
                 label: format!("image {name}"),
                 href: image_href(name),
             }),
+            (
+                OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm,
+                OperationState::Succeeded,
+                _,
+            ) => Some(Link {
+                label: format!("VM {}", op.target),
+                href: vm_href(&op.target),
+            }),
             _ => None,
+        };
+        let target_href = match op.kind {
+            OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm => {
+                Some(vm_href(&op.target))
+            }
+            OperationKind::RegisterImage | OperationKind::BootstrapImage => {
+                result.as_ref().map(|link| link.href.clone())
+            }
         };
         OpView {
             id: op.id.clone(),
@@ -426,6 +659,7 @@ impl From<&Operation> for OpView {
             cancel_href: format!("{}/cancel", operation_href(&op.id)),
             kind: kind_label(op.kind),
             target: op.target.clone(),
+            target_href,
             state: op_state(op.state),
             running: !op.state.is_finished(),
             cancel_requested: op.cancel_requested,
@@ -524,18 +758,64 @@ pub struct VmPage {
     pub vsock_cid: u32,
     pub updated: String,
     pub actions: Vec<VmAction>,
+    pub runtime: Option<RuntimeView>,
+    pub last_error: Option<String>,
+    /// A start, stop or restart of this VM in progress (polled, with Cancel).
+    pub operation: Option<OpView>,
+    /// The last finished start or restart, when the daemon still remembers it.
+    pub boot: Option<BootView>,
+    /// Absent while the VM has never written to its console and runs nothing that could.
+    pub console: Option<ConsoleView>,
 }
 
 impl VmPage {
-    pub fn new(chrome: Chrome, vm: &Vm) -> VmPage {
+    /// `ops`: the operations the daemon knows (any order); `console`: the log's last lines or
+    /// why they could not be read.
+    pub fn new(
+        chrome: Chrome,
+        vm: &Vm,
+        ops: &[Operation],
+        console: Result<Vec<String>, String>,
+    ) -> VmPage {
         let row = VmRow::from(vm);
+        let mine = operations_of(vm, ops);
+        let operation = mine
+            .iter()
+            .find(|op| !op.state.is_finished())
+            .map(|op| OpView::from(*op));
+        let boot = mine
+            .iter()
+            .find(|op| {
+                op.state.is_finished()
+                    && matches!(op.kind, OperationKind::StartVm | OperationKind::RestartVm)
+            })
+            .map(|op| BootView::from(*op));
+        let has_vmm = matches!(
+            vm.state,
+            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping
+        );
+        let console = match console {
+            Ok(lines) if lines.is_empty() && !has_vmm => None,
+            Ok(lines) => Some(ConsoleView {
+                text: lines
+                    .iter()
+                    .map(|l| printable(l))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                note: console_note(lines.len(), has_vmm),
+                live_href: has_vmm.then(|| format!("{}/console", row.href)),
+                error: None,
+            }),
+            Err(e) => Some(ConsoleView {
+                text: String::new(),
+                note: String::new(),
+                live_href: None,
+                error: Some(e),
+            }),
+        };
         VmPage {
             chrome,
-            actions: vec![VmAction {
-                label: "Delete…",
-                href: format!("{}/delete", row.href),
-                class: "danger",
-            }],
+            actions: vm_actions(vm),
             vm: row,
             id: vm.id.clone(),
             vmm: vm.vmm.as_str(),
@@ -545,7 +825,75 @@ impl VmPage {
             mac: vm.network.mac.clone(),
             vsock_cid: vm.network.vsock_cid,
             updated: time(vm.updated_at),
+            runtime: vm.runtime.as_ref().map(RuntimeView::from),
+            last_error: vm.last_error.clone(),
+            operation,
+            boot,
+            console,
         }
+    }
+}
+
+/// The confirmation step of a stop or restart: says what happens and asks again.
+#[derive(Template)]
+#[template(path = "vm_confirm.html")]
+pub struct VmConfirmPage {
+    pub chrome: Chrome,
+    pub vm: VmRow,
+    /// `Stop VM dev?`
+    pub title: String,
+    pub explanation: String,
+    pub action: String,
+    pub button: String,
+}
+
+impl VmConfirmPage {
+    /// `graceful`: how long the guest is given to shut down (`defaults.stop_timeout`).
+    pub fn stop(chrome: Chrome, vm: &Vm, graceful: std::time::Duration) -> VmConfirmPage {
+        let row = VmRow::from(vm);
+        let how = stop_explanation(vm, graceful);
+        VmConfirmPage {
+            chrome,
+            title: format!("Stop VM {}?", vm.name),
+            explanation: format!(
+                "{how} Programs running in the guest end; its disks, IP address and record are \
+                 kept, and it can be started again."
+            ),
+            action: format!("{}/stop", row.href),
+            button: format!("Stop {}", vm.name),
+            vm: row,
+        }
+    }
+
+    pub fn restart(chrome: Chrome, vm: &Vm, graceful: std::time::Duration) -> VmConfirmPage {
+        let row = VmRow::from(vm);
+        let how = stop_explanation(vm, graceful);
+        VmConfirmPage {
+            chrome,
+            title: format!("Restart VM {}?", vm.name),
+            explanation: format!(
+                "{how} Then it is started again from its disks. Programs running in the guest \
+                 end; what they did not write to disk is lost."
+            ),
+            action: format!("{}/restart", row.href),
+            button: format!("Restart {}", vm.name),
+            vm: row,
+        }
+    }
+}
+
+fn stop_explanation(vm: &Vm, graceful: std::time::Duration) -> String {
+    if vm.state == VmState::Paused {
+        format!(
+            "VM {} is paused, so its guest cannot shut down by itself: its VMM is ended at once.",
+            vm.name
+        )
+    } else {
+        format!(
+            "The guest of VM {} is asked to shut down; if it has not within {}, its VMM is ended.",
+            vm.name,
+            duration(graceful.as_millis() as u64)
+        )
     }
 }
 
@@ -572,6 +920,8 @@ pub struct VmFormPage {
     pub nat: bool,
     pub vmm: Field,
     pub vmms: Vec<(&'static str, bool)>,
+    /// Start the VM once it is made.
+    pub start: bool,
 }
 
 #[derive(Template)]
@@ -814,7 +1164,7 @@ mod tests {
 
     use banger_api::{
         ApiError, CpuCapacity, DiskCapacity, ImageFile, ImageFiles, ImageManifest, ImageRef,
-        ImageSource, MemoryCapacity, Package, Progress, ServiceCheck, VmNetwork, VmState, VmmKind,
+        ImageSource, MemoryCapacity, Package, Progress, ServiceCheck, VmNetwork, VmmKind,
     };
 
     use super::*;
@@ -852,6 +1202,8 @@ mod tests {
                 mac: format!("06:00:ac:1e:00:{:02x}", n + 1),
                 vsock_cid: u32::from(n) + 2,
             },
+            runtime: None,
+            last_error: None,
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }
@@ -1006,8 +1358,211 @@ mod tests {
     fn vm_page() {
         insta::assert_snapshot!(render(&VmPage::new(
             chrome("vms"),
-            &vm("dev", VmState::Stopped, 1)
+            &vm("dev", VmState::Stopped, 1),
+            &[],
+            Ok(vec![]),
         )));
+    }
+
+    fn runtime() -> VmRuntime {
+        VmRuntime {
+            vmm: VmmKind::Firecracker,
+            pid: 4242,
+            api_socket: "/run/user/1000/banger/vms/vm00000000000001.api".into(),
+            vsock_socket: Some("/run/user/1000/banger/vms/vm00000000000001.vsock".into()),
+            tap: "bt-vm0000000000".into(),
+            started_at: Timestamp(T + 600_000),
+            boot: Vec::new(),
+        }
+    }
+
+    /// A start of `target` at `at`, finished (`Some(state)`) or at its `vmm` stage.
+    fn start_op(target: &str, at: i64, end: Option<OperationState>) -> Operation {
+        let stage = |name: &str, from: i64, took: Option<i64>, message: Option<&str>| Stage {
+            name: name.into(),
+            state: if took.is_some() {
+                StageState::Done
+            } else if end.is_some() {
+                StageState::Failed
+            } else {
+                StageState::Running
+            },
+            started_at: Some(Timestamp(at + from)),
+            ended_at: took.map(|t| Timestamp(at + from + t)),
+            message: message.map(str::to_owned),
+            progress: None,
+        };
+        let ok = end == Some(OperationState::Succeeded);
+        let mut stages = vec![
+            stage(
+                "checks",
+                0,
+                Some(35),
+                Some("Firecracker will start the instance, but KVM cannot boot a stock kernel"),
+            ),
+            stage("network", 35, Some(120), None),
+            stage(
+                "vmm",
+                155,
+                ok.then_some(480),
+                Some("firecracker pid 4242").filter(|_| ok),
+            ),
+        ];
+        stages.push(Stage {
+            name: "started".into(),
+            state: if ok {
+                StageState::Done
+            } else {
+                StageState::Pending
+            },
+            started_at: ok.then_some(Timestamp(at + 635)),
+            ended_at: ok.then_some(Timestamp(at + 640)),
+            message: None,
+            progress: None,
+        });
+        Operation {
+            id: format!("op-{at:016x}"),
+            kind: OperationKind::StartVm,
+            target: target.into(),
+            state: end.unwrap_or(OperationState::Running),
+            stages,
+            error: (end == Some(OperationState::Failed))
+                .then(|| ApiError::internal("cannot start VM dev: the VMM exited during boot")),
+            result: None,
+            cancel_requested: false,
+            created_at: Timestamp(at),
+            ended_at: end.map(|_| Timestamp(at + 640)),
+            version: 9,
+        }
+    }
+
+    #[test]
+    fn vm_page_running_with_runtime_boot_timings_and_console() {
+        let mut dev = vm("dev", VmState::Running, 1);
+        dev.runtime = Some(runtime());
+        let ops = [
+            // Of an older VM that had the same name: not this one's.
+            start_op("dev", T, Some(OperationState::Failed)),
+            start_op("dev", T + 600_000, Some(OperationState::Succeeded)),
+            start_op("web-1", T + 700_000, Some(OperationState::Succeeded)),
+        ];
+        let console = vec![
+            "[    0.000000] Linux version 6.1.0-28-cloud-amd64".to_owned(),
+            "\u{1b}[0;32m  OK  \u{1b}[0m Reached target <multi-user.target> & more".to_owned(),
+            "dev login: ".to_owned(),
+        ];
+        insta::assert_snapshot!(render(&VmPage::new(chrome("vms"), &dev, &ops, Ok(console))));
+    }
+
+    #[test]
+    fn vm_page_failed_with_last_error() {
+        let mut scratch = vm("scratch", VmState::Failed, 3);
+        scratch.last_error = Some(
+            "its VMM (pid 4242) was killed or crashed; last console lines:\n    [    3.101] \
+             Kernel panic - not syncing: VFS: Unable to mount root fs"
+                .into(),
+        );
+        let ops = [start_op(
+            "scratch",
+            T + 200_000,
+            Some(OperationState::Succeeded),
+        )];
+        insta::assert_snapshot!(render(&VmPage::new(
+            chrome("vms"),
+            &scratch,
+            &ops,
+            Ok(vec![
+                "[    3.101] Kernel panic - not syncing: VFS: Unable to mount root fs".into()
+            ]),
+        )));
+    }
+
+    #[test]
+    fn vm_page_starting_shows_its_operation_in_progress() {
+        let dev = vm("dev", VmState::Starting, 1);
+        let ops = [start_op("dev", T + 600_000, None)];
+        let page = VmPage::new(chrome("vms"), &dev, &ops, Ok(vec![]));
+        assert!(page.actions.is_empty(), "nothing to do while it starts");
+        assert!(
+            page.boot.is_none(),
+            "the running start is shown as in progress"
+        );
+        insta::assert_snapshot!(render(&page));
+    }
+
+    #[test]
+    fn vm_actions_follow_the_state() {
+        let labels = |state| -> Vec<&'static str> {
+            vm_actions(&vm("dev", state, 1))
+                .iter()
+                .map(|a| a.label)
+                .collect()
+        };
+        assert_eq!(labels(VmState::Stopped), ["Start", "Delete…"]);
+        assert_eq!(labels(VmState::Failed), ["Start", "Delete…"]);
+        assert_eq!(
+            labels(VmState::Running),
+            ["Stop…", "Restart…", "Pause", "Delete…"]
+        );
+        assert_eq!(
+            labels(VmState::Paused),
+            ["Resume", "Stop…", "Restart…", "Delete…"]
+        );
+        assert!(labels(VmState::Starting).is_empty());
+        assert!(labels(VmState::Stopping).is_empty());
+        // Those without a confirmation page post at once; the others link to theirs.
+        for action in vm_actions(&vm("dev", VmState::Paused, 1)) {
+            assert_eq!(
+                action.post,
+                !action.label.ends_with('…'),
+                "{}",
+                action.label
+            );
+        }
+    }
+
+    #[test]
+    fn console_lines_lose_terminal_escapes_and_control_characters() {
+        assert_eq!(
+            printable("\u{1b}[0;32m  OK  \u{1b}[0m done\r\u{7}\tx"),
+            "  OK   done\tx"
+        );
+        assert_eq!(printable("\u{1b}7saved\u{1b}8"), "saved");
+        assert_eq!(printable("plain <b>"), "plain <b>");
+    }
+
+    #[test]
+    fn vm_stop_and_restart_confirmations() {
+        let dev = vm("dev", VmState::Running, 1);
+        insta::assert_snapshot!(
+            "vm_stop_confirmation",
+            render(&VmConfirmPage::stop(
+                chrome("vms"),
+                &dev,
+                std::time::Duration::from_secs(10)
+            ))
+        );
+        let paused = vm("dev", VmState::Paused, 1);
+        let page = VmConfirmPage::restart(chrome("vms"), &paused, std::time::Duration::ZERO);
+        assert_eq!(page.action, "/vms/dev/restart");
+        assert!(page.explanation.contains("paused"), "{}", page.explanation);
+        assert!(render(&page).contains("value=\"CSRF\""));
+    }
+
+    #[test]
+    fn vm_operations_link_to_their_vm() {
+        let failed = OpView::from(&start_op("dev", T, Some(OperationState::Failed)));
+        assert_eq!(failed.target_href.as_deref(), Some("/vms/dev"));
+        assert_eq!(failed.result, None);
+        let done = OpView::from(&start_op("dev", T, Some(OperationState::Succeeded)));
+        assert_eq!(done.result.unwrap().label, "VM dev");
+        insta::assert_snapshot!(
+            "operation_start_failed",
+            render(&OperationPage {
+                chrome: chrome("operations"),
+                op: failed,
+            })
+        );
     }
 
     #[test]
@@ -1031,6 +1586,7 @@ mod tests {
             work_disk: "1M".into(),
             nat: true,
             vmm: "qemu".into(),
+            start: false,
         };
         let errors = FieldErrors::from([
             ("name", validate::name("VM", "Dev_1").unwrap_err()),
@@ -1057,6 +1613,7 @@ mod tests {
             disk: "8G".into(),
             work_disk: "8G".into(),
             vmm: "auto".into(),
+            start: true,
             ..VmInput::default()
         };
         let errors = FieldErrors::from([(
@@ -1142,6 +1699,25 @@ mod tests {
     }
 
     #[test]
+    fn hints_keep_what_a_browser_user_can_follow() {
+        let hint = "install Firecracker 1.12.0 or newer and put it in PATH, or set \
+                    firecracker_bin in config.toml; `banger doctor` checks it";
+        assert_eq!(
+            console_hint(Some(hint)).as_deref(),
+            Some(
+                "install Firecracker 1.12.0 or newer and put it in PATH, or set firecracker_bin \
+                 in config.toml"
+            )
+        );
+        assert_eq!(console_hint(Some("run `banger vm list`")), None);
+        assert_eq!(
+            console_hint(Some("pass --vcpus; or fewer VMs")).as_deref(),
+            Some("or fewer VMs")
+        );
+        assert_eq!(console_hint(None), None);
+    }
+
+    #[test]
     fn links_encode_what_they_carry() {
         assert_eq!(vm_href("a b/c"), "/vms/a%20b%2Fc");
         assert_eq!(
@@ -1149,7 +1725,8 @@ mod tests {
             "/p?a=x%26y%3Dz&b=%2Fk"
         );
         assert_eq!(time(Timestamp(T)), "2025-11-23 12:13:20 UTC");
-        assert_eq!(duration(400), "0.4 s");
+        assert_eq!(duration(35), "35 ms");
+        assert_eq!(duration(1_400), "1.4 s");
         assert_eq!(duration(12_345), "12 s");
         assert_eq!(duration(185_000), "3 min 05 s");
     }

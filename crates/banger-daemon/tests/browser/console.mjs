@@ -1,6 +1,8 @@
 // Drives Debian's chromium (headless, through playwright-core) through banger's web console:
 // sign in with a one-time login URL, load the dashboard, create a VM through the form, see it
-// listed, delete it through the confirmation page, see it gone. Saves screenshots.
+// listed, delete it through the confirmation page, see it gone; create one that starts and
+// see the start fail with the daemon's reason on the operation's and the VM's pages (the
+// daemon's Firecracker binary does not exist). Saves screenshots.
 //
 // Also registers a second image through the form and the host-path picker, and follows the
 // operation's page to its end.
@@ -122,6 +124,9 @@ try {
   await page.fill('#memory_mib', '256');
   await page.fill('#disk', '2G');
   await page.fill('#work_disk', '1G');
+  // Starting is the default; this one is only recorded.
+  if (!(await page.isChecked('input[name="start"]'))) fail('"Start it after creating" is not ticked');
+  await page.uncheck('input[name="start"]');
   await shot('-new-vm');
   await page.getByRole('button', { name: 'Create VM' }).click();
   await page.waitForURL((url) => url.pathname === `/vms/${vmName}`);
@@ -150,6 +155,41 @@ try {
   if ((await page.locator('table.list tr', { hasText: vmName }).count()) !== 0) {
     fail('the deleted VM is still listed');
   }
+
+  // Create one that starts: this daemon's Firecracker binary does not exist, so the start
+  // fails the same way on every machine, and the console shows the daemon's reason.
+  const failing = 'browser-start';
+  await page.getByRole('navigation').getByRole('link', { name: 'VMs' }).click();
+  await page.getByRole('link', { name: 'New VM' }).first().click();
+  await page.fill('#name', failing);
+  await page.check(`input[name="image"][value="${imageName}"]`);
+  await page.fill('#vcpus', '1');
+  await page.fill('#memory_mib', '256');
+  await page.getByRole('button', { name: 'Create VM' }).click();
+  await page.waitForURL((url) => url.pathname.startsWith('/operations/op-'));
+  await page.locator('h1 .state', { hasText: 'failed' }).waitFor({ timeout: 15_000 });
+  const reason = await page.locator('.error-box').textContent();
+  if (!reason.includes('/nonexistent/fc')) fail(`the start failed without the daemon's reason: ${reason}`);
+  if (!reason.includes('firecracker_bin')) fail(`the start's failure has no hint: ${reason}`);
+  await shot('-start-failed');
+  // The operation links to its VM, which is stopped with the same reason and can be started.
+  await page.locator('h1').getByRole('link', { name: failing }).click();
+  await page.waitForURL((url) => url.pathname === `/vms/${failing}`);
+  await page.getByText('Last error').waitFor();
+  if (!(await page.locator('.error-box').textContent()).includes('/nonexistent/fc')) {
+    fail('the VM page does not say why its start failed');
+  }
+  const vmState = await page.locator('h1 .state').textContent();
+  if (vmState !== 'stopped') fail(`the VM whose start failed is ${vmState}, expected stopped`);
+  await page.getByRole('heading', { name: 'Last start' }).waitFor();
+  await shot('-vm-failed');
+  await page.getByRole('button', { name: 'Start' }).click();
+  await page.waitForURL((url) => url.pathname.startsWith('/operations/op-'));
+  await page.locator('h1 .state', { hasText: 'failed' }).waitFor({ timeout: 15_000 });
+  await page.locator('h1').getByRole('link', { name: failing }).click();
+  await page.getByRole('link', { name: 'Delete…' }).click();
+  await page.getByRole('button', { name: `Delete ${failing}` }).click();
+  await page.getByText(`Deleted VM ${failing}.`).waitFor();
 
   // Register an image through the form, choosing its files with the picker.
   await page.getByRole('navigation').getByRole('link', { name: 'Images' }).click();

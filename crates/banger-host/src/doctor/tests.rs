@@ -587,6 +587,15 @@ fn preflights_select_their_checks() {
         ]
     );
     assert_eq!(
+        names(Preflight::Host, Privilege::Sudo),
+        ["tun", "iproute2", "disk", "sudo"]
+    );
+    // The host preflight of a root daemon runs nothing at all: every process costs a start
+    // milliseconds.
+    let quiet = links(FakeRunner::new(), "[]");
+    doctor(&host, &quiet, Privilege::Root).preflight(Preflight::Host);
+    assert!(quiet.calls().is_empty(), "{:?}", quiet.calls());
+    assert_eq!(
         names(Preflight::Nat, Privilege::Sudo),
         ["nftables", "ip_forward", "sudo"]
     );
@@ -607,4 +616,25 @@ fn nat_preflight_fails_without_nft_where_doctor_only_warns() {
     let check = find(&nat, "nftables");
     assert_eq!(check.status, CheckStatus::Fail);
     assert_eq!(check.fix.as_deref(), Some("sudo apt-get install nftables"));
+}
+
+#[test]
+fn only_hardware_kvm_boots_stock_guests() {
+    let host = FakeHost::workstation();
+    let probed = probe_kvm(host.root());
+    assert!(matches!(probed, Kvm::Usable(KvmKind::Intel)), "{probed:?}");
+    assert!(probed.boots_stock_guests());
+    host.dir("sys/module/kvm_pvm");
+    let probed = probe_kvm(host.root());
+    assert!(matches!(probed, Kvm::Usable(KvmKind::Pvm)), "{probed:?}");
+    assert!(!probed.boots_stock_guests());
+    assert!(
+        !Kvm::NoAccess(
+            KvmKind::Intel,
+            io::Error::from(io::ErrorKind::PermissionDenied)
+        )
+        .boots_stock_guests()
+    );
+    assert!(!Kvm::Missing.boots_stock_guests());
+    assert_eq!(KvmKind::Pvm.module(), "kvm_pvm");
 }

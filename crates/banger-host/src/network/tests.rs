@@ -83,11 +83,7 @@ const NAT_SETUP: &[Step] = &[
         release: &["ip link del bt-0123456789ab"],
     },
     Step {
-        command: "ip link set bt-0123456789ab master banger0",
-        release: &[],
-    },
-    Step {
-        command: "ip link set bt-0123456789ab up",
+        command: "ip link set dev bt-0123456789ab master banger0 up",
         release: &[],
     },
     Step {
@@ -141,8 +137,8 @@ fn nat_setup_on_a_fresh_host_runs_every_step_and_records_every_resource() {
     let stdin = |i: usize| -> serde_json::Value {
         serde_json::from_slice(specs[i].stdin.as_deref().unwrap()).unwrap()
     };
-    assert_eq!(stdin(8), nft::table_document(&cfg()));
-    assert_eq!(stdin(9), nft::vm_rules_document(&cfg(), &nat_vm(), &[]));
+    assert_eq!(stdin(7), nft::table_document(&cfg()));
+    assert_eq!(stdin(8), nft::vm_rules_document(&cfg(), &nat_vm(), &[]));
 }
 
 /// The guard of the rollback contract: whichever step fails, exactly the resources acquired
@@ -275,8 +271,7 @@ fn setup_only_creates_what_is_missing() {
         [
             "ip -d -j addr show",
             "ip tuntap add dev bt-0123456789ab mode tap user 1000",
-            "ip link set bt-0123456789ab master banger0",
-            "ip link set bt-0123456789ab up",
+            "ip link set dev bt-0123456789ab master banger0 up",
             "nft -j list tables",
             "nft -j list table inet banger",
             "nft -j -f -",
@@ -292,7 +287,7 @@ fn setup_only_creates_what_is_missing() {
     );
     // Rules left by an earlier run are replaced in the same transaction.
     let doc: serde_json::Value =
-        serde_json::from_slice(fake.specs()[6].stdin.as_deref().unwrap()).unwrap();
+        serde_json::from_slice(fake.specs()[5].stdin.as_deref().unwrap()).unwrap();
     insta::assert_json_snapshot!("vm_rules_replacing_stale", doc);
 }
 
@@ -311,8 +306,7 @@ fn a_bridge_without_its_address_gets_it_and_is_brought_up() {
             "ip addr add 172.30.0.1/24 dev banger0",
             "ip link set banger0 up",
             "ip tuntap add dev bt-0123456789ab mode tap user 1000",
-            "ip link set bt-0123456789ab master banger0",
-            "ip link set bt-0123456789ab up",
+            "ip link set dev bt-0123456789ab master banger0 up",
         ]
     );
     assert_eq!(acquired.len(), 2);
@@ -336,8 +330,7 @@ fn a_tap_left_by_a_crash_is_replaced() {
             "ip -d -j addr show",
             "ip link del bt-0123456789ab",
             "ip tuntap add dev bt-0123456789ab mode tap user 1000",
-            "ip link set bt-0123456789ab master banger0",
-            "ip link set bt-0123456789ab up",
+            "ip link set dev bt-0123456789ab master banger0 up",
         ]
     );
 }
@@ -431,8 +424,8 @@ fn sudo_prefixes_privileged_commands_but_not_reads_of_links() {
         calls[1],
         "sudo -n ip link add banger0 address 06:00:ac:1e:00:01 type bridge"
     );
-    assert_eq!(calls[7], "sudo -n nft -j list tables");
-    let nft = &fake.specs()[8];
+    assert_eq!(calls[6], "sudo -n nft -j list tables");
+    let nft = &fake.specs()[7];
     assert_eq!(nft.args, ["-n", "nft", "-j", "-f", "-"]);
     assert!(nft.stdin.is_some(), "the document still goes to stdin");
 }

@@ -78,6 +78,12 @@ pub enum CleanupFailure {
 
     #[error("Firecracker (pid {pid}) is still running after SIGKILL")]
     StillRunning { pid: u32 },
+
+    #[error("cannot kill QEMU (pid {pid}): {}", error_chain(source))]
+    KillQemu { pid: u32, source: ProcessError },
+
+    #[error("QEMU (pid {pid}) is still running after SIGKILL")]
+    QemuStillRunning { pid: u32 },
 }
 
 /// Releases one resource. Releasing something already gone succeeds, so this is safe to repeat.
@@ -172,8 +178,9 @@ pub fn configuration(spec: &VmSpec, log_level: LogLevel) -> Result<FullVmConfigu
 }
 
 /// What Firecracker would reject with a less helpful message, or would accept although banger
-/// must not send it.
-fn validate(spec: &VmSpec) -> Result<(), VmmError> {
+/// must not send it. The QEMU backend holds specs to the same rules, so that a VM can move
+/// between backends.
+pub(crate) fn validate(spec: &VmSpec) -> Result<(), VmmError> {
     let invalid = |message: String| Err(VmmError::InvalidSpec(message));
     let id = &spec.vm_id;
     if id.is_empty()

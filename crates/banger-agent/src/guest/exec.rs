@@ -1,0 +1,618 @@
+//! `POST /v1/exec`: runs a command for the host and streams it both ways in the framing of
+//! [`crate::frame`]. The request body's first frame says what to run; later frames carry
+//! standard input and terminal resizes. The answer streams stdout/stderr frames and ends with
+//! one exit frame.
+//!
+//! Every command runs in its own process group (with a TTY: its own session, the terminal
+//! as controlling terminal), and the group is killed with SIGKILL when the client goes away
+//! before the command has exited: a hung-up connection, an aborted request body, or hyper
+//! dropping the answer. After the command exits, output still in the pipes is forwarded for
+//! up to [`DRAIN_AFTER_EXIT`]; background processes that keep the pipes open past that are
+//! left running, as a shell would.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::fdio::FdStream;
+use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
+use crate::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
+
+/// How long output is still forwarded after the command exited.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Bytes read from the command per frame.
+const CHUNK: usize = 64 * 1024;
+
+/// The `PATH` commands get unless the request sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The request could not be turned into a running command; answered before streaming starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("the exec request body must start with a start frame, got {0:?}")]
+    NoStart(Option<FrameKind>),
+
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+
+    #[error("the exec start frame is not a valid request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+
+    #[error("argv is empty: name the program to run")]
+    EmptyArgv,
+
+    #[error("the working directory {0} does not exist in the guest")]
+    NoCwd(String),
+
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot set up a terminal: {0}")]
+    Pty(#[source] io::Error),
+
+    #[error("the client went away before sending the start frame")]
+    Hangup,
+}
+
+impl ExecError {
+    /// HTTP status, error code and hint for the answer.
+    pub fn http(&self) -> (u16, &'static str, Option<String>) {
+        match self {
+            ExecError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => (
+                404,
+                "command_not_found",
+                Some(format!(
+                    "the program is looked up in PATH ({DEFAULT_PATH} unless the request sets \
+                     PATH); give its full path or install it in the image"
+                )),
+            ),
+            ExecError::Spawn { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                (
+                    403,
+                    "permission_denied",
+                    Some("is the file executable?".into()),
+                )
+            }
+            ExecError::Spawn { .. } | ExecError::Pty(_) => (500, "exec_failed", None),
+            ExecError::NoCwd(_) => (400, "no_such_directory", None),
+            _ => (400, "bad_exec_request", None),
+        }
+    }
+}
+
+/// Frames of an exec request body.
+pub struct FrameInput {
+    body: Incoming,
+    decoder: FrameDecoder,
+    ended: bool,
+}
+
+/// Why the input stopped.
+#[derive(Debug)]
+enum InputError {
+    Frame(FrameError),
+    /// The body broke off: the client hung up.
+    Hangup,
+}
+
+impl FrameInput {
+    pub fn new(body: Incoming) -> Self {
+        FrameInput {
+            body,
+            decoder: FrameDecoder::new(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Frame>, InputError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().map_err(InputError::Frame)? {
+                return Ok(Some(frame));
+            }
+            if self.ended {
+                self.decoder.finish().map_err(InputError::Frame)?;
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.decoder.push(&data);
+                    }
+                }
+                Some(Err(_)) => return Err(InputError::Hangup),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// Reads the start frame and starts the command.
+pub async fn start(mut input: FrameInput) -> Result<Session, ExecError> {
+    let first = match input.next().await {
+        Ok(first) => first,
+        Err(InputError::Frame(e)) => return Err(e.into()),
+        Err(InputError::Hangup) => return Err(ExecError::Hangup),
+    };
+    let request = match first {
+        Some(frame) if frame.kind == FrameKind::Start => {
+            serde_json::from_slice::<ExecRequest>(&frame.payload).map_err(ExecError::BadRequest)?
+        }
+        other => return Err(ExecError::NoStart(other.map(|f| f.kind))),
+    };
+    let (child, io) = spawn(&request)?;
+    Ok(Session { child, io, input })
+}
+
+/// The environment a command starts with: a clean, predictable base (the agent's own
+/// environment is its init's business), then what the request sets.
+pub fn environment(request: &ExecRequest) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = [
+        ("PATH", DEFAULT_PATH),
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("LOGNAME", "root"),
+        ("SHELL", "/bin/sh"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if request.tty.is_some() {
+        env.insert("TERM".into(), "xterm-256color".into());
+    }
+    env.extend(request.env.clone());
+    env
+}
+
+/// Where the command starts: the request's directory, else `/root` (the work disk), else `/`.
+fn working_dir(request: &ExecRequest) -> Result<String, ExecError> {
+    match &request.cwd {
+        Some(cwd) if Path::new(cwd).is_dir() => Ok(cwd.clone()),
+        Some(cwd) => Err(ExecError::NoCwd(cwd.clone())),
+        None if Path::new("/root").is_dir() => Ok("/root".into()),
+        None => Ok("/".into()),
+    }
+}
+
+/// The command's side of the conversation.
+enum SessionIo {
+    Pipes {
+        stdin: Option<tokio::process::ChildStdin>,
+        stdout: tokio::process::ChildStdout,
+        stderr: tokio::process::ChildStderr,
+    },
+    Tty {
+        master: FdStream,
+    },
+}
+
+/// A started command.
+pub struct Session {
+    child: Child,
+    io: SessionIo,
+    input: FrameInput,
+}
+
+fn spawn(request: &ExecRequest) -> Result<(Child, SessionIo), ExecError> {
+    let program = request.argv.first().ok_or(ExecError::EmptyArgv)?;
+    let cwd = working_dir(request)?;
+    let mut command = Command::new(program);
+    command
+        .args(&request.argv[1..])
+        .env_clear()
+        .envs(environment(request))
+        .current_dir(&cwd);
+    let spawn_error = |source| ExecError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    match request.tty {
+        None => {
+            command
+                .stdin(if request.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            let mut child = command.spawn().map_err(spawn_error)?;
+            let io = SessionIo::Pipes {
+                stdin: child.stdin.take(),
+                stdout: child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| spawn_error(missing("stdout")))?,
+                stderr: child
+                    .stderr
+                    .take()
+                    .ok_or_else(|| spawn_error(missing("stderr")))?,
+            };
+            Ok((child, io))
+        }
+        Some(size) => {
+            let (master, slave) = open_pty(size).map_err(ExecError::Pty)?;
+            let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(ExecError::Pty);
+            command
+                .stdin(stdio(&slave)?)
+                .stdout(stdio(&slave)?)
+                .stderr(stdio(&slave)?);
+            // SAFETY: the closure runs in the child between fork and exec and only makes
+            // async-signal-safe system calls (setsid, ioctl).
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().map_err(spawn_error)?;
+            // Our copies of the terminal's slave side must be gone, or reading the master
+            // would never see the end once the command exits.
+            drop(slave);
+            let master = FdStream::new(master).map_err(ExecError::Pty)?;
+            Ok((child, SessionIo::Tty { master }))
+        }
+    }
+}
+
+fn missing(what: &str) -> io::Error {
+    io::Error::other(format!("the child's {what} pipe is missing"))
+}
+
+/// A new pseudo-terminal of the given size: (master, slave).
+fn open_pty(size: TtySize) -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    set_size(&master, size)?;
+    Ok((master, slave))
+}
+
+fn set_size(master: impl AsFd, size: TtySize) -> io::Result<()> {
+    let winsize = rustix::termios::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    Ok(rustix::termios::tcsetwinsize(master, winsize)?)
+}
+
+/// Kills the command's process group when dropped while armed: whatever ends the session
+/// early (hang-up, an aborted task, a panic) takes the command with it.
+struct GroupKiller {
+    pgid: Option<i32>,
+}
+
+impl GroupKiller {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: kill(2) on a negative pid signals that process group; no memory involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type Sink = mpsc::Sender<Result<Bytes, io::Error>>;
+
+/// How the output side ended.
+enum OutputEnd {
+    /// All output read (EOF on every stream).
+    Eof,
+    /// Nobody receives the answer any more.
+    Hangup,
+}
+
+impl Session {
+    /// Streams the command until it exits (sending the exit frame) or the client goes away
+    /// (killing its process group).
+    pub async fn run(self, out: Sink) {
+        let Session {
+            mut child,
+            io,
+            mut input,
+        } = self;
+        let mut killer = GroupKiller {
+            pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
+        };
+
+        let (mut input_writer, output): (Option<InputWriter>, _) = match io {
+            SessionIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => (
+                stdin.map(|s| InputWriter::Pipe(Box::new(s))),
+                Output::Pipes(stdout, stderr),
+            ),
+            SessionIo::Tty { master } => {
+                let master = std::sync::Arc::new(master);
+                (Some(InputWriter::Tty(master.clone())), Output::Tty(master))
+            }
+        };
+
+        let output = output.pump(out.clone());
+        tokio::pin!(output);
+        let mut output_done = false;
+        let mut input_done = false;
+        let mut status: Option<std::process::ExitStatus> = None;
+        let drain = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain);
+
+        loop {
+            tokio::select! {
+                frame = input.next(), if !input_done => match frame {
+                    Ok(Some(frame)) => {
+                        if let Err(e) = apply_input(&mut input_writer, &frame).await {
+                            send_error(&out, "bad_exec_input", &e.to_string()).await;
+                            killer.kill();
+                            break;
+                        }
+                    }
+                    // A clean end of the body closes standard input; the command goes on.
+                    Ok(None) => {
+                        input_done = true;
+                        input_writer = None;
+                    }
+                    Err(InputError::Frame(e)) => {
+                        send_error(&out, "bad_exec_input", &e.to_string()).await;
+                        killer.kill();
+                        break;
+                    }
+                    Err(InputError::Hangup) => {
+                        killer.kill();
+                        break;
+                    }
+                },
+                end = &mut output, if !output_done => match end {
+                    OutputEnd::Eof => output_done = true,
+                    OutputEnd::Hangup => {
+                        killer.kill();
+                        break;
+                    }
+                },
+                exited = child.wait(), if status.is_none() => match exited {
+                    Ok(s) => {
+                        status = Some(s);
+                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                    }
+                    Err(e) => {
+                        send_error(&out, "exec_failed", &format!("waiting for the command failed: {e}")).await;
+                        killer.kill();
+                        break;
+                    }
+                },
+                () = &mut drain => output_done = true,
+                () = out.closed() => {
+                    killer.kill();
+                    break;
+                }
+            }
+            if let (Some(s), true) = (status, output_done) {
+                let exit = ExitStatus {
+                    code: s.code(),
+                    signal: s.signal(),
+                };
+                let payload = serde_json::to_vec(&exit).unwrap_or_default();
+                killer.disarm();
+                let _ = out
+                    .send(Ok(Frame::new(FrameKind::Exit, payload).encode()))
+                    .await;
+                return;
+            }
+        }
+        // Ended early: the group is dead; collect the command so it leaves no zombie.
+        drop(killer);
+        let _ = child.wait().await;
+    }
+}
+
+enum InputWriter {
+    Pipe(Box<tokio::process::ChildStdin>),
+    Tty(std::sync::Arc<FdStream>),
+}
+
+async fn apply_input(writer: &mut Option<InputWriter>, frame: &Frame) -> Result<(), FrameError> {
+    match frame.kind {
+        FrameKind::Stdin => {
+            let result = match writer {
+                Some(InputWriter::Pipe(pipe)) => pipe.write_all(&frame.payload).await,
+                Some(InputWriter::Tty(master)) => write_all_fd(master, &frame.payload).await,
+                None => Ok(()),
+            };
+            // The command closed its input (or exited): later input has nowhere to go.
+            if result.is_err() {
+                *writer = None;
+            }
+        }
+        FrameKind::StdinEof => {
+            // Closing a terminal's input would hang the terminal up; it ignores EOF frames
+            // (send ^D as data instead).
+            if matches!(writer, Some(InputWriter::Pipe(_))) {
+                *writer = None;
+            }
+        }
+        FrameKind::Resize => {
+            let (rows, cols) = frame.resize_size()?;
+            if let Some(InputWriter::Tty(master)) = writer {
+                let _ = set_size(master.fd(), TtySize { rows, cols });
+            }
+        }
+        // A second start frame, or a frame only the agent sends.
+        other => return Err(FrameError::Unexpected(other)),
+    }
+    Ok(())
+}
+
+async fn write_all_fd(master: &FdStream, mut data: &[u8]) -> io::Result<()> {
+    // `&FdStream` is not `AsyncWrite`; the descriptor is shared with the output reader, so
+    // write through a borrowed handle.
+    let mut handle = SharedFd(master);
+    while !data.is_empty() {
+        let n = handle.write(data).await?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// A shared reference to an [`FdStream`] usable as a reader or writer: the terminal master
+/// is read by the output pump and written by the input side at the same time.
+struct SharedFd<'a>(&'a FdStream);
+
+impl AsyncRead for SharedFd<'_> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.0.poll_read_shared(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedFd<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.0.poll_write_shared(cx, data)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+enum Output {
+    Pipes(tokio::process::ChildStdout, tokio::process::ChildStderr),
+    Tty(std::sync::Arc<FdStream>),
+}
+
+impl Output {
+    async fn pump(self, out: Sink) -> OutputEnd {
+        match self {
+            Output::Pipes(stdout, stderr) => {
+                let (a, b) = tokio::join!(
+                    pump(stdout, FrameKind::Stdout, &out),
+                    pump(stderr, FrameKind::Stderr, &out)
+                );
+                match (a, b) {
+                    (OutputEnd::Eof, OutputEnd::Eof) => OutputEnd::Eof,
+                    _ => OutputEnd::Hangup,
+                }
+            }
+            Output::Tty(master) => pump(SharedFd(&master), FrameKind::Stdout, &out).await,
+        }
+    }
+}
+
+/// Forwards one stream as frames of `kind` until EOF. A read error is the end of the stream
+/// (a terminal whose last user closed it answers EIO).
+async fn pump(mut reader: impl AsyncRead + Unpin, kind: FrameKind, out: &Sink) -> OutputEnd {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return OutputEnd::Eof,
+            Ok(n) => n,
+        };
+        let frame = Frame::new(kind, Bytes::copy_from_slice(&buf[..n])).encode();
+        if out.send(Ok(frame)).await.is_err() {
+            return OutputEnd::Hangup;
+        }
+    }
+}
+
+async fn send_error(out: &Sink, code: &str, message: &str) {
+    let body = ErrorBody {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        hint: None,
+    };
+    let payload = serde_json::to_vec(&body).unwrap_or_default();
+    let _ = out
+        .send(Ok(Frame::new(FrameKind::Error, payload).encode()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_is_clean_and_the_request_wins() {
+        let mut request = ExecRequest::new(["env"]);
+        request.env.insert("PATH".into(), "/opt/bin".into());
+        request.env.insert("FOO".into(), "bar".into());
+        let env = environment(&request);
+        assert_eq!(env["PATH"], "/opt/bin");
+        assert_eq!(env["FOO"], "bar");
+        assert_eq!(env["HOME"], "/root");
+        assert!(!env.contains_key("TERM"));
+
+        request.tty = Some(TtySize { rows: 24, cols: 80 });
+        assert_eq!(environment(&request)["TERM"], "xterm-256color");
+    }
+
+    #[test]
+    fn spawn_errors_map_to_statuses() {
+        let not_found = ExecError::Spawn {
+            program: "nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(not_found.http().0, 404);
+        assert_eq!(not_found.http().1, "command_not_found");
+        assert_eq!(ExecError::EmptyArgv.http().0, 400);
+        assert_eq!(ExecError::NoCwd("/x".into()).http().1, "no_such_directory");
+    }
+}

@@ -1,0 +1,591 @@
+//! The agent itself, as it runs in the guest: listeners, the token check, and the routing of
+//! the `/v1` endpoints to their modules. This is the only part of the crate that creates
+//! processes (exec and shutdown); the host-side client never does.
+//!
+//! Robustness: each connection is its own task (a panic or a bad request ends that connection
+//! only), request heads are bounded ([`MAX_HEAD_BYTES`], [`HEAD_TIMEOUT`]), and at most
+//! [`MAX_CONNECTIONS`] connections are served at once (more wait to be accepted).
+
+pub mod exec;
+pub mod fdio;
+pub mod files;
+pub mod ports;
+pub mod shutdown;
+pub mod stats;
+pub mod vsock;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::archive::ArchiveError;
+use crate::body::ChannelBody;
+use crate::protocol::{self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted};
+
+/// Largest request head (request line and headers) accepted; hyper's buffer bound.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A client has this long to send a request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+type AgentBody = UnsyncBoxBody<Bytes, io::Error>;
+
+/// The per-VM secret every request must present as `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// The token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the agent token {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the agent token {} is empty", path.display())]
+    Empty { path: PathBuf },
+
+    #[error("the agent token {} can be read by other users (mode {mode:o}); it must be 0600", path.display())]
+    Exposed { path: PathBuf, mode: u32 },
+}
+
+impl Token {
+    pub fn new(token: impl Into<Vec<u8>>) -> Self {
+        Token(token.into())
+    }
+
+    /// Reads the token file banger wrote into the VM (surrounding whitespace ignored).
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        use std::os::unix::fs::PermissionsExt;
+        let read_error = |source| TokenError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_error)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read(path).map_err(read_error)?;
+        let token = text.trim_ascii();
+        if token.is_empty() {
+            return Err(TokenError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        Ok(Token(token.to_vec()))
+    }
+
+    /// Whether an `Authorization` header carries this token. The comparison takes the same
+    /// time wherever the first difference is, so response timing reveals nothing about the
+    /// token's bytes.
+    pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        constant_time_eq(given, &self.0)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub token: Token,
+    /// TCP addresses to listen on (the VM's private IP, port 1024).
+    pub tcp: Vec<SocketAddr>,
+    /// The vsock port, or `None` for no vsock listener.
+    pub vsock_port: Option<u32>,
+    pub shutdown: shutdown::Method,
+    /// Where the proc filesystem is mounted (`/proc`).
+    pub proc_root: PathBuf,
+    /// Kernel uptime when the agent process started.
+    pub started_at: Duration,
+}
+
+/// The agent cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on TCP {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "no listener: vsock is unavailable ({vsock}) and no TCP address was given (--listen IP:PORT)"
+    )]
+    NoListener { vsock: String },
+}
+
+struct State {
+    config: Config,
+    listeners: Vec<String>,
+    listening_at: Duration,
+}
+
+/// Binds every listener and serves until the process ends.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let mut names = Vec::new();
+    let mut tcp = Vec::new();
+    for addr in &config.tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Tcp {
+                addr: *addr,
+                source,
+            })?;
+        let local = listener.local_addr().unwrap_or(*addr);
+        names.push(format!("tcp:{local}"));
+        tcp.push(listener);
+    }
+    let mut vsock_error = String::from("disabled");
+    let vsock = match config.vsock_port {
+        Some(port) => match vsock::VsockListener::bind(port) {
+            Ok(listener) => {
+                names.push(format!("vsock:{port}"));
+                Some(listener)
+            }
+            Err(e) => {
+                vsock_error = e.to_string();
+                eprintln!("banger-agent: no vsock listener on port {port}: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if names.is_empty() {
+        return Err(ServeError::NoListener { vsock: vsock_error });
+    }
+    let listening_at = stats::uptime(&config.proc_root).unwrap_or(config.started_at);
+    eprintln!("banger-agent: listening on {}", names.join(", "));
+    let state = Arc::new(State {
+        config,
+        listeners: names,
+        listening_at,
+    });
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in tcp {
+        let (state, permits) = (state.clone(), permits.clone());
+        tasks.spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            serve_connection(stream, state).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+    }
+    if let Some(listener) = vsock {
+        let (state, permits) = (state.clone(), permits.clone());
+        tasks.spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            serve_connection(stream, state).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Out of descriptors or a connection reset before accept: say so, pause, go on.
+async fn accept_failed(e: io::Error) {
+    eprintln!("banger-agent: accepting a connection failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    // Errors here are the client's (bad request, hang-up); the connection just ends.
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// The endpoints: (method, path).
+const ROUTES: [(&str, &str); 7] = [
+    ("GET", "/v1/healthz"),
+    ("POST", "/v1/exec"),
+    ("GET", "/v1/files"),
+    ("PUT", "/v1/files"),
+    ("GET", "/v1/ports"),
+    ("GET", "/v1/stats"),
+    ("POST", "/v1/shutdown"),
+];
+
+async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
+    if !state
+        .config
+        .token
+        .accepts(req.headers().get(protocol::AUTHORIZATION))
+    {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong agent token",
+            Some(format!(
+                "send `Authorization: Bearer <token>` with the VM's token (in the guest: {})",
+                protocol::TOKEN_FILE
+            )),
+        );
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/healthz") => json(StatusCode::OK, &health(state)),
+        (Method::POST, "/v1/exec") => {
+            match exec::start(exec::FrameInput::new(req.into_body())).await {
+                Ok(session) => {
+                    let (tx, body) = ChannelBody::channel();
+                    tokio::spawn(session.run(tx));
+                    let mut response = Response::new(body.boxed_unsync());
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/vnd.banger.exec-frames"),
+                    );
+                    response
+                }
+                Err(e) => {
+                    let (status, code, hint) = e.http();
+                    error(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                        code,
+                        &e.to_string(),
+                        hint,
+                    )
+                }
+            }
+        }
+        (Method::PUT, "/v1/files") => {
+            let dir = match absolute_path(query.as_deref()) {
+                Ok(dir) => dir,
+                Err(response) => return *response,
+            };
+            match files::put(dir, req.into_body()).await {
+                Ok(done) => json(
+                    StatusCode::OK,
+                    &CopyInSummary {
+                        entries: done.entries,
+                        bytes: done.bytes,
+                    },
+                ),
+                Err(e) => archive_error(&e),
+            }
+        }
+        (Method::GET, "/v1/files") => {
+            let path = match absolute_path(query.as_deref()) {
+                Ok(path) => path,
+                Err(response) => return *response,
+            };
+            if let Err(e) = std::fs::symlink_metadata(&path) {
+                let status = if e.kind() == io::ErrorKind::NotFound {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                return error(
+                    status,
+                    "not_found",
+                    &format!("cannot read {} in the guest: {e}", path.display()),
+                    None,
+                );
+            }
+            if path.file_name().is_none() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_path",
+                    &format!("{} has no name to archive it under", path.display()),
+                    Some("copy a file or directory inside it".into()),
+                );
+            }
+            let mut response = Response::new(files::get(&path).boxed_unsync());
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+            response
+        }
+        (Method::GET, "/v1/ports") => {
+            let proc_root = state.config.proc_root.clone();
+            match tokio::task::spawn_blocking(move || ports::listening(&proc_root)).await {
+                Ok(Ok(ports)) => json(StatusCode::OK, &ports),
+                Ok(Err(e)) => internal(&e.to_string()),
+                Err(e) => internal(&e.to_string()),
+            }
+        }
+        (Method::GET, "/v1/stats") => {
+            let proc_root = state.config.proc_root.clone();
+            match tokio::task::spawn_blocking(move || stats::collect(&proc_root)).await {
+                Ok(Ok(stats)) => json(StatusCode::OK, &stats),
+                Ok(Err(e)) => internal(&e.to_string()),
+                Err(e) => internal(&e.to_string()),
+            }
+        }
+        (Method::POST, "/v1/shutdown") => {
+            let method = state.config.shutdown.clone();
+            let accepted = ShutdownAccepted {
+                method: method.describe(),
+            };
+            eprintln!(
+                "banger-agent: shutdown requested; powering off via {}",
+                accepted.method
+            );
+            tokio::spawn(async move {
+                // Let the 202 reach the host before the guest goes down.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                method.power_off().await;
+            });
+            json(StatusCode::ACCEPTED, &accepted)
+        }
+        (_, path) if ROUTES.iter().any(|(_, p)| *p == path) => {
+            let allowed: Vec<&str> = ROUTES
+                .iter()
+                .filter(|(_, p)| *p == path)
+                .map(|(m, _)| *m)
+                .collect();
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{path} answers {}", allowed.join(", ")),
+                None,
+            )
+        }
+        (_, path) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no endpoint {path}"),
+            Some(format!(
+                "the agent answers {}",
+                ROUTES.map(|(_, p)| p).join(", ")
+            )),
+        ),
+    }
+}
+
+fn health(state: &State) -> Health {
+    let uptime = stats::uptime(&state.config.proc_root).unwrap_or_default();
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    Health {
+        ready: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname,
+        uptime_ms: uptime.as_millis() as u64,
+        boot: vec![
+            BootStage {
+                name: "agent_started".into(),
+                at_ms: state.config.started_at.as_millis() as u64,
+            },
+            BootStage {
+                name: "agent_listening".into(),
+                at_ms: state.listening_at.as_millis() as u64,
+            },
+        ],
+        listeners: state.listeners.clone(),
+    }
+}
+
+/// The absolute path of a `?path=` query, or the 400 answer saying what is wrong with it.
+fn absolute_path(query: Option<&str>) -> Result<PathBuf, Box<Response<AgentBody>>> {
+    match protocol::query_path(query) {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(path) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            &format!("{path:?} is not an absolute guest path"),
+            None,
+        ))),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path query parameter is missing or not valid percent-encoded UTF-8",
+            Some("call /v1/files?path=/absolute/path".into()),
+        ))),
+    }
+}
+
+fn archive_error(e: &ArchiveError) -> Response<AgentBody> {
+    let (status, code) = match e {
+        ArchiveError::Unsafe { .. } => (StatusCode::BAD_REQUEST, "unsafe_archive"),
+        ArchiveError::Unsupported { .. } | ArchiveError::Corrupt(_) => {
+            (StatusCode::BAD_REQUEST, "bad_archive")
+        }
+        ArchiveError::NotADirectory { .. } => (StatusCode::CONFLICT, "not_a_directory"),
+        ArchiveError::NoName { .. } | ArchiveError::Io { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "io_error")
+        }
+    };
+    error(status, code, &e.to_string(), None)
+}
+
+fn internal(message: &str) -> Response<AgentBody> {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message, None)
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AgentBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    hint: Option<String>,
+) -> Response<AgentBody> {
+    json(
+        status,
+        &ErrorBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            hint,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        let token = Token::new("s3cret-token");
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(token.accepts(Some(&header("Bearer s3cret-token"))));
+        for wrong in [
+            "Bearer s3cret-tokeN",
+            "Bearer s3cret-token2",
+            "Bearer s3cret",
+            "Bearer ",
+            "bearer s3cret-token",
+            "s3cret-token",
+            "Basic s3cret-token",
+        ] {
+            assert!(!token.accepts(Some(&header(wrong))), "{wrong}");
+        }
+        assert!(!token.accepts(None));
+    }
+
+    #[test]
+    fn constant_time_comparison_is_still_a_comparison() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abc\0"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn token_files_must_be_private_and_non_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-token");
+        std::fs::write(&path, "abc123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = Token::from_file(&path).unwrap();
+        assert!(token.accepts(Some(&HeaderValue::from_static("Bearer abc123"))));
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Token::from_file(&path).unwrap_err();
+        assert!(err.to_string().contains("mode 644"), "{err}");
+
+        std::fs::write(&path, "\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            Token::from_file(&path),
+            Err(TokenError::Empty { .. })
+        ));
+
+        let err = Token::from_file(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot read the agent token"),
+            "{err}"
+        );
+    }
+}

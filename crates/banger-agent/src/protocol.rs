@@ -1,0 +1,300 @@
+//! The agent's wire types, shared by the guest side and the host client. Every endpoint lives
+//! under `/v1`; JSON bodies except exec (framed, see [`crate::frame`]) and file copies (tar).
+//! Input the agent receives is parsed with `deny_unknown_fields`, so a client written against
+//! a newer protocol gets a clear 400 instead of silently ignored options.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The guest vsock port the agent listens on.
+pub const VSOCK_PORT: u32 = 1024;
+
+/// The TCP port the agent listens on at the VM's private IP (`--listen-vm-ip`).
+pub const TCP_PORT: u16 = 1024;
+
+/// Where the VM's token sits in the guest: banger writes it into the overlay disk when the VM
+/// is created (`banger_image::vmdisk::AGENT_TOKEN_FILE`, relative to the guest's root).
+pub const TOKEN_FILE: &str = "/etc/banger/agent-token";
+
+/// Header carrying the bearer token.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// The error body of every 4xx/5xx answer, the same shape as bangerd's API errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `unauthorized`, `not_found`, `unsafe_archive`.
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `GET /v1/healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub ready: bool,
+    /// The agent's version (the banger workspace version it was built from).
+    pub version: String,
+    pub hostname: String,
+    /// Time since the guest kernel started, from `/proc/uptime`.
+    pub uptime_ms: u64,
+    /// Boot milestones as the guest saw them, in order, each measured from kernel start.
+    pub boot: Vec<BootStage>,
+    /// Where the agent listens, e.g. `vsock:1024`, `tcp:172.30.0.2:1024`.
+    pub listeners: Vec<String>,
+}
+
+/// One boot milestone: `at_ms` after the kernel started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStage {
+    pub name: String,
+    pub at_ms: u64,
+}
+
+/// The start frame of `POST /v1/exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up in `PATH` when it has no `/`.
+    pub argv: Vec<String>,
+    /// Added to (or replacing entries of) the agent's environment: `PATH`, `HOME=/root`,
+    /// `LANG=C.UTF-8`, plus `TERM` for a TTY.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `/root` (the VM's work disk) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Whether standard input comes from stdin frames; otherwise it is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run on a pseudo-terminal of this size: output arrives as stdout frames only, and the
+    /// command is a session leader with the terminal as its controlling terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+}
+
+impl ExecRequest {
+    /// A request running `argv` with the defaults.
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..ExecRequest::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// How a command ended: exactly one of the two is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// The exit code a shell would report: the code, or 128 + the signal number.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 255,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// `PUT /v1/files?path=DIR`: what was extracted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyInSummary {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Transport protocol of a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// `GET /v1/ports`: one listening TCP socket or bound, unconnected UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPort {
+    pub protocol: Transport,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The socket's inode, which ties it to the processes holding it.
+    pub inode: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The owning process's name (`/proc/<pid>/comm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub uptime_ms: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f64; 3],
+    pub cpus: u32,
+    pub memory: Memory,
+    /// `/` and `/root` (the work disk), when they can be read.
+    pub disks: Vec<DiskUsage>,
+}
+
+/// From `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub free_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_free_bytes: u64,
+}
+
+/// Use of one mounted filesystem, in bytes (`statvfs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub path: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// `POST /v1/shutdown` (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownAccepted {
+    /// How the agent asks the guest to power off, e.g. `systemd (SIGRTMIN+4 to PID 1)`.
+    pub method: String,
+}
+
+/// The query string `path=<percent-encoded path>` of the file endpoints.
+pub fn path_query(path: &str) -> String {
+    let mut out = String::from("path=");
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `path` parameter of a query string, percent-decoded; `None` when absent or malformed.
+pub fn query_path(query: Option<&str>) -> Option<String> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("path="))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_survive_the_query_string() {
+        for path in ["/root/my dir/ü&x=1%", "/", "/a+b"] {
+            let query = path_query(path);
+            assert!(!query[5..].contains(['&', ' ', '+']), "{query}");
+            assert_eq!(query_path(Some(&query)).as_deref(), Some(path));
+        }
+        assert_eq!(query_path(Some("x=1&path=/tmp")).as_deref(), Some("/tmp"));
+        assert_eq!(query_path(Some("path=%zz")), None);
+        assert_eq!(query_path(Some("other=1")), None);
+        assert_eq!(query_path(None), None);
+    }
+
+    #[test]
+    fn exec_requests_refuse_unknown_fields() {
+        let err =
+            serde_json::from_str::<ExecRequest>(r#"{"argv":["ls"],"tyy":{"rows":1}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `tyy`"), "{err}");
+        let ok: ExecRequest = serde_json::from_str(r#"{"argv":["ls","-l"]}"#).unwrap();
+        assert_eq!(ok, ExecRequest::new(["ls", "-l"]));
+    }
+
+    /// The daemon and CLI read these names; renaming a field is a protocol change.
+    #[test]
+    fn wire_names() {
+        let port = ListeningPort {
+            protocol: Transport::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 22,
+            inode: 7,
+            pid: Some(40),
+            process: Some("sshd".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&port).unwrap(),
+            r#"{"protocol":"tcp","address":"0.0.0.0","port":22,"inode":7,"pid":40,"process":"sshd"}"#
+        );
+        let mut request = ExecRequest::new(["sh"]);
+        request.stdin = true;
+        request.tty = Some(TtySize { rows: 24, cols: 80 });
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"argv":["sh"],"stdin":true,"tty":{"rows":24,"cols":80}}"#
+        );
+        let error = ErrorBody {
+            code: "unauthorized".into(),
+            message: "m".into(),
+            hint: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"code":"unauthorized","message":"m"}"#
+        );
+    }
+
+    #[test]
+    fn shell_codes() {
+        let exited = ExitStatus {
+            code: Some(3),
+            signal: None,
+        };
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!((exited.shell_code(), killed.shell_code()), (3, 137));
+        assert!(!exited.success());
+    }
+}

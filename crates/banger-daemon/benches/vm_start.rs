@@ -1,0 +1,281 @@
+//! How long bangerd takes from a request to a running Firecracker instance, against Firecracker
+//! launching the same VM by itself.
+//!
+//! - `vm start`: from `POST /v1/vms/{name}/start` until the client sees the operation's `vmm`
+//!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, the tap on the
+//!   bridge, spawn, configuration and start; and until the whole operation ended.
+//! - `vm create`: from `POST /v1/vms` (with start) until the same point: this adds the record
+//!   and making the VM's overlay and work disks and its SSH host key.
+//! - raw: `firecracker --no-api --config-file` with the configuration of the very same VM
+//!   (the daemon's own spec: kernel, drives, tap, MAC, vsock, logger, metrics), its tap created
+//!   beforehand, from the spawn until Firecracker logs `Successfully started microvm`.
+//!
+//! Runs alternate so that all see the same machine load; one warm-up round is not counted.
+//! Runs a real daemon inside a throw-away network namespace like `tests/firecracker_vm.rs`, so it
+//! needs root, iproute2, nftables is not needed, and Firecracker; it prints `SKIP:` otherwise.
+//! `BENCH_RUNS` sets the number of rounds (default 10).
+
+#[path = "../../banger-vmm/tests/fixture/mod.rs"]
+mod fixture;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_api::paths::Paths;
+use banger_api::{
+    Client, CreateVmRequest, Operation, OperationState, RegisterImageRequest, StageState, VmAction,
+};
+use banger_daemon::HostDeps;
+use banger_host::network::netns::Netns;
+use banger_vmm::firecracker::{LogLevel, configuration};
+
+fn main() {
+    let Some(binary) = fixture::firecracker_or_skip() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: taps and the bridge need root");
+        return;
+    }
+    let netns = match Netns::create("banger-bench-") {
+        Ok(netns) => netns,
+        Err(error) => {
+            println!("SKIP: cannot create a network namespace: {error}");
+            return;
+        }
+    };
+    let namespace = std::fs::File::open(format!("/run/netns/{}", netns.name())).unwrap();
+    {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            namespace.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+    }
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench(&binary.path, runs));
+    drop(runtime);
+    drop(netns);
+}
+
+/// When the `vmm` stage was seen done, and when the operation ended.
+async fn follow(client: &Client, op: Operation, started: Instant) -> (Duration, Duration) {
+    let mut vmm_done = None;
+    let mut check = |op: &Operation| {
+        if vmm_done.is_none()
+            && op
+                .stages
+                .iter()
+                .any(|s| s.name == "vmm" && s.state == StageState::Done)
+        {
+            vmm_done = Some(started.elapsed());
+        }
+    };
+    check(&op);
+    let finished = client.watch_operation(&op.id, &mut check).await.unwrap();
+    let total = started.elapsed();
+    assert_eq!(finished.state, OperationState::Succeeded, "{finished:?}");
+    (vmm_done.unwrap_or(total), total)
+}
+
+async fn bench(firecracker: &Path, runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_file: dir.path().join("config/banger/config.toml"),
+        state_dir: dir.path().join("state/banger"),
+        runtime_dir: dir.path().join("run/banger"),
+    };
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &paths.config_file,
+        format!(
+            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n[defaults]\n\
+             stop_timeout = \"0s\"\ndisk = \"1G\"\nwork_disk = \"1G\"\n[web]\nenabled = false\n",
+            firecracker.display()
+        ),
+    )
+    .unwrap();
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
+    let rootfs = dir.path().join("rootfs.ext4");
+    fixture::ext4(&rootfs, 64);
+    let running = banger_daemon::start_with(paths.clone(), HostDeps::real())
+        .await
+        .unwrap();
+    let d = running.daemon.clone();
+    let client = Client::new(running.socket());
+    let op = client
+        .register_image(&RegisterImageRequest {
+            name: "tiny".into(),
+            kernel: kernel.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let request = |name: &str, start: bool| CreateVmRequest {
+        name: Some(name.into()),
+        image: Some("tiny".into()),
+        vcpus: Some(1),
+        memory_mib: Some(128),
+        start: Some(start),
+        ..Default::default()
+    };
+    client.create_vm(&request("bench", false)).await.unwrap();
+
+    // The raw launch's own tap, on the same bridge, made once (banger makes its tap per start).
+    let raw_tap = "bt-rawbench0";
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip").args(args).status().unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+
+    let (mut start_vmm, mut start_total, mut create_vmm, mut raw) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..=runs {
+        // vm start of an existing VM.
+        let t = Instant::now();
+        let op = client.vm_action("bench", VmAction::Start).await.unwrap();
+        let (vmm, total) = follow(&client, op, t).await;
+        let vm = client.get_vm("bench").await.unwrap();
+        let image = d.store.find_image("tiny").unwrap().unwrap();
+        let spec = banger_daemon::machine::vm_spec(&d, &vm, &image).unwrap();
+        let op = client.vm_action("bench", VmAction::Stop).await.unwrap();
+        client.watch_operation(&op.id, |_| {}).await.unwrap();
+
+        // vm create of a new VM, disks included.
+        let name = format!("c{run}");
+        let t = Instant::now();
+        let created = client.create_vm(&request(&name, true)).await.unwrap();
+        let (created_vmm, _) = follow(&client, created.operation.unwrap(), t).await;
+        client.delete_vm(&name).await.unwrap();
+
+        // Raw Firecracker with the same VM's configuration.
+        if run == 0 {
+            ip(&["tuntap", "add", "dev", raw_tap, "mode", "tap"]);
+            ip(&["link", "set", raw_tap, "master", "banger0"]);
+            ip(&["link", "set", raw_tap, "up"]);
+        }
+        let r = launch_raw(firecracker, spec, raw_tap, dir.path(), run);
+
+        if run > 0 {
+            start_vmm.push(vmm);
+            start_total.push(total);
+            create_vmm.push(created_vmm);
+            raw.push(r);
+        }
+    }
+    client.delete_vm("bench").await.unwrap();
+    running.stop().await;
+
+    let raw_median = median(&mut raw);
+    let row = |what: &str, samples: &mut Vec<Duration>| {
+        let m = median(samples);
+        println!(
+            "{what:<44} median {}  min {}  {:.2}x raw",
+            ms(m),
+            ms(*samples.iter().min().unwrap()),
+            m.as_secs_f64() / raw_median.as_secs_f64()
+        );
+    };
+    println!("{runs} rounds, tiny guest kernel, one vCPU, 128 MiB, three drives, tap, vsock");
+    row(
+        "vm start: request -> InstanceStart accepted",
+        &mut start_vmm,
+    );
+    row("vm start: request -> operation done", &mut start_total);
+    row(
+        "vm create: request -> InstanceStart accepted",
+        &mut create_vmm,
+    );
+    println!(
+        "{:<44} median {}  min {}",
+        "raw firecracker --config-file -> started",
+        ms(raw_median),
+        ms(*raw.iter().min().unwrap())
+    );
+}
+
+fn launch_raw(
+    firecracker: &Path,
+    mut spec: banger_vmm::VmSpec,
+    tap: &str,
+    dir: &Path,
+    run: usize,
+) -> Duration {
+    let id = format!("raw{run}");
+    let raw_dir = dir.join(&id);
+    std::fs::create_dir_all(&raw_dir).unwrap();
+    spec.vm_id = id.clone();
+    spec.paths.api_socket = raw_dir.join("api.sock");
+    spec.paths.console_log = raw_dir.join("console.log");
+    spec.paths.vmm_log = raw_dir.join("vmm.log");
+    spec.paths.metrics = raw_dir.join("metrics.json");
+    if let Some(vsock) = &mut spec.vsock {
+        vsock.uds_path = raw_dir.join("vsock.sock");
+    }
+    if let Some(net) = &mut spec.net {
+        net.tap = tap.to_owned();
+    }
+    let config = configuration(&spec, LogLevel::Info).expect("configuration");
+    let config_file = raw_dir.join("config.json");
+    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::File::create(&spec.paths.vmm_log).unwrap();
+    let console = std::fs::File::create(&spec.paths.console_log).unwrap();
+
+    let started = Instant::now();
+    let mut child = Command::new(firecracker)
+        .arg("--no-api")
+        .arg("--config-file")
+        .arg(&config_file)
+        .args(["--id", &id])
+        .stdin(Stdio::null())
+        .stdout(console.try_clone().unwrap())
+        .stderr(console)
+        .spawn()
+        .expect("spawn firecracker");
+    let deadline = started + Duration::from_secs(10);
+    let elapsed = loop {
+        let log = std::fs::read_to_string(&spec.paths.vmm_log).unwrap_or_default();
+        if log.contains("Successfully started microvm") {
+            break started.elapsed();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "raw firecracker exited with {status}: {:?}",
+                banger_vmm::console_tail(&spec.paths.console_log, 20)
+            );
+        }
+        assert!(Instant::now() < deadline, "raw firecracker never started");
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    elapsed
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    let mid = samples.len() / 2;
+    if samples.len().is_multiple_of(2) {
+        (samples[mid - 1] + samples[mid]) / 2
+    } else {
+        samples[mid]
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:7.2} ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,281 @@
+//! Which VMM runs a VM. `vmm = "auto"` picks Firecracker when its binary is present and
+//! `/dev/kvm` can run a stock guest kernel, QEMU otherwise (with KVM when it can, TCG when it
+//! cannot), and says why; a VM created with an explicit backend gets that one or a clear error.
+//! A running VM is always driven by the backend that started it (recorded in its runtime),
+//! whatever the configuration says now.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_api::{ApiError, ErrorCode, VmmKind};
+use banger_host::{CommandRunner, Kvm};
+use banger_vmm::reconcile::{HostScan, Observation};
+use banger_vmm::{
+    Accel, Firecracker, FirecrackerBinary, MIN_VERSION, Qemu, QemuBinary, VmHandle, Vmm, VmmChoice,
+};
+
+/// A backend able to drive VMs.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Firecracker(Firecracker),
+    Qemu(Qemu),
+}
+
+impl Backend {
+    pub fn kind(&self) -> VmmKind {
+        match self {
+            Backend::Firecracker(_) => VmmKind::Firecracker,
+            Backend::Qemu(_) => VmmKind::Qemu,
+        }
+    }
+
+    pub fn vmm(&self) -> &dyn Vmm {
+        match self {
+            Backend::Firecracker(fc) => fc,
+            Backend::Qemu(qemu) => qemu,
+        }
+    }
+
+    /// What a restarting daemon needs to know about a recorded VMM process.
+    pub fn observe(&self, pid: u32, api_socket: &Path) -> Observation {
+        match self {
+            Backend::Firecracker(fc) => fc.observe(pid, api_socket),
+            Backend::Qemu(qemu) => qemu.observe(pid, api_socket),
+        }
+    }
+
+    /// The sockets in `dir` and this backend's processes serving a socket there.
+    pub fn scan(&self, dir: &Path) -> HostScan {
+        match self {
+            Backend::Firecracker(fc) => fc.scan(dir),
+            Backend::Qemu(qemu) => qemu.scan(dir),
+        }
+    }
+
+    /// Whether `pid` is this backend's process serving `api_socket`.
+    pub fn owns(&self, pid: u32, api_socket: &Path) -> bool {
+        match self {
+            Backend::Firecracker(fc) => fc.owns(pid, api_socket),
+            Backend::Qemu(qemu) => qemu.owns(pid, api_socket),
+        }
+    }
+
+    /// The guest's vsock context id when the host can reach it over vsock (QEMU only attaches
+    /// vsock where `/dev/vhost-vsock` exists); Firecracker's hybrid vsock is in the handle.
+    pub fn vsock_cid(&self, vm: &VmHandle) -> Option<u32> {
+        match self {
+            Backend::Firecracker(_) => None,
+            Backend::Qemu(qemu) => qemu.vsock_cid(vm),
+        }
+    }
+
+    /// How a backend's process ended: `Some(0)` when the guest shut down, another code when
+    /// the VMM says it failed, `None` when nothing says (killed or crashed). Firecracker logs
+    /// its exit code; QEMU logs nothing on a guest power-off, so the guest kernel's own last
+    /// words on the console tell.
+    pub fn exit_code(&self, vmm_log: &Path, console_log: &Path) -> Option<i32> {
+        match self {
+            Backend::Firecracker(_) => banger_vmm::exit_code_from_log(vmm_log),
+            Backend::Qemu(_) => {
+                let console = banger_vmm::console_tail(console_log, 5).unwrap_or_default();
+                console
+                    .iter()
+                    .any(|line| line.contains("reboot: Power down"))
+                    .then_some(0)
+            }
+        }
+    }
+}
+
+/// Finds and checks backends.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    runner: Arc<dyn CommandRunner>,
+    firecracker_bin: Option<PathBuf>,
+    qemu_bin: Option<PathBuf>,
+    /// Prepared backends (tests: ones on a fake host); `None` detects the binary.
+    firecracker: Option<Firecracker>,
+    qemu: Option<Qemu>,
+    /// What `/dev/kvm` is, probed when the daemon started.
+    kvm: Arc<Kvm>,
+    /// The last Firecracker binary checked, with the identity of its file: a start does not
+    /// run `firecracker --version` again unless the file changed.
+    checked_firecracker: Arc<std::sync::Mutex<Option<(FileId, FirecrackerBinary)>>>,
+}
+
+/// What identifies a file's contents cheaply: where it is, its size, its change time, its inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    path: PathBuf,
+    len: u64,
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            path: path.to_owned(),
+            len: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Backends {
+    pub fn new(
+        runner: Arc<dyn CommandRunner>,
+        firecracker_bin: Option<PathBuf>,
+        qemu_bin: Option<PathBuf>,
+        firecracker: Option<Firecracker>,
+        qemu: Option<Qemu>,
+    ) -> Backends {
+        Backends {
+            runner,
+            firecracker_bin,
+            qemu_bin,
+            firecracker,
+            qemu,
+            kvm: Arc::new(banger_host::probe_kvm(Path::new("/"))),
+            checked_firecracker: Arc::default(),
+        }
+    }
+
+    fn detect_firecracker(&self) -> Result<Firecracker, banger_vmm::BinaryError> {
+        if let Some(fc) = &self.firecracker {
+            return Ok(fc.clone());
+        }
+        let path_var = std::env::var_os("PATH");
+        let path = banger_vmm::firecracker::binary::locate(
+            self.firecracker_bin.as_deref(),
+            path_var.as_deref(),
+        )?;
+        let id = FileId::of(&path);
+        let mut cache = self
+            .checked_firecracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(id), Some((cached_id, binary))) = (&id, cache.as_ref())
+            && id == cached_id
+        {
+            return Ok(Firecracker::new(binary.clone()));
+        }
+        let binary = FirecrackerBinary::check(path, &*self.runner)?;
+        *cache = id.map(|id| (id, binary.clone()));
+        Ok(Firecracker::new(binary))
+    }
+
+    /// The Firecracker backend for launching: the binary checked now, so a binary installed
+    /// or upgraded since the daemon started is used.
+    pub fn firecracker(&self) -> Result<Firecracker, ApiError> {
+        self.detect_firecracker().map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "Firecracker cannot run VMs here: {}",
+                    banger_vmm::error_chain(&e)
+                ),
+            )
+            .with_hint(format!(
+                "install Firecracker {MIN_VERSION} or newer and put it in PATH, or set \
+                 firecracker_bin in config.toml; `banger doctor` checks it"
+            ))
+        })
+    }
+
+    /// The QEMU backend for launching with `accel`.
+    pub fn qemu(&self, accel: Accel) -> Result<Qemu, ApiError> {
+        if let Some(qemu) = &self.qemu {
+            return Ok(qemu.clone());
+        }
+        let binary = QemuBinary::detect(self.qemu_bin.as_deref(), &*self.runner).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("QEMU cannot run VMs here: {}", banger_vmm::error_chain(&e)),
+            )
+            .with_hint(
+                "install it (sudo apt-get install qemu-system-x86) or set qemu_bin in \
+                 config.toml; `banger doctor` checks it",
+            )
+        })?;
+        Ok(Qemu::new(binary, accel))
+    }
+
+    /// The backend for a VM to be started with `requested` (`auto` resolved), and a note for
+    /// the user when the choice deserves one.
+    pub fn for_start(&self, requested: VmmKind) -> Result<(Backend, Option<String>), ApiError> {
+        match requested {
+            VmmKind::Firecracker => {
+                let fc = self.firecracker()?;
+                let note = (!self.kvm.boots_stock_guests()).then(|| {
+                    format!(
+                        "Firecracker will start the instance, but {}: a stock guest kernel \
+                         will not boot on this host",
+                        Accel::for_kvm(&self.kvm).1
+                    )
+                });
+                Ok((Backend::Firecracker(fc), note))
+            }
+            VmmKind::Qemu => {
+                let (accel, why) = Accel::for_kvm(&self.kvm);
+                Ok((Backend::Qemu(self.qemu(accel)?), Some(why)))
+            }
+            VmmKind::Auto => {
+                let firecracker = self.detect_firecracker();
+                let binary = firecracker.as_ref().map(|fc| fc.binary());
+                let (choice, why) = banger_vmm::auto_choice(binary, &self.kvm);
+                match choice {
+                    VmmChoice::Firecracker => {
+                        let fc = firecracker.map_err(|_| self.firecracker().unwrap_err())?;
+                        Ok((Backend::Firecracker(fc), Some(why)))
+                    }
+                    VmmChoice::Qemu(accel) => Ok((
+                        Backend::Qemu(self.qemu(accel)?),
+                        Some(format!("vmm = auto: {why}")),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The backend that drives a VM `kind` started. Stopping and inspecting need no binary, so
+    /// a VM keeps being manageable after its backend's binary was removed.
+    pub fn for_running(&self, kind: VmmKind) -> Result<Backend, ApiError> {
+        Ok(match kind {
+            VmmKind::Firecracker | VmmKind::Auto => {
+                Backend::Firecracker(self.firecracker.clone().unwrap_or_else(|| {
+                    Firecracker::new(FirecrackerBinary {
+                        path: self
+                            .firecracker_bin
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("firecracker")),
+                        version: MIN_VERSION,
+                    })
+                }))
+            }
+            VmmKind::Qemu => Backend::Qemu(self.qemu.clone().unwrap_or_else(|| {
+                Qemu::new(
+                    QemuBinary {
+                        path: self
+                            .qemu_bin
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from(banger_vmm::qemu::binary::PROGRAM)),
+                        version: banger_vmm::qemu::binary::MIN_VERSION,
+                    },
+                    Accel::for_kvm(&self.kvm).0,
+                )
+            })),
+        })
+    }
+
+    /// Every backend that may have left processes behind, for reconcile.
+    pub fn all(&self) -> Vec<Backend> {
+        [VmmKind::Firecracker, VmmKind::Qemu]
+            .into_iter()
+            .filter_map(|kind| self.for_running(kind).ok())
+            .collect()
+    }
+}

@@ -1,0 +1,952 @@
+//! Running VMs: start, stop, restart, pause and resume, the supervision that notices a VMM
+//! exiting on its own, and the reconcile a starting daemon does with what the last one left
+//! running. Starting a VM acquires, in order, its place on the network (tap, NAT rules) and its
+//! VMM process; each step that fails releases what the earlier ones acquired, newest first, and
+//! the VM is left stopped with the reason recorded. Stopping, a VMM's own exit and reconcile
+//! release through the same two paths: [`banger_vmm::Vmm::stop`] for the process and its
+//! sockets, [`banger_host::network::teardown_vm_network`] for the tap and rules.
+//!
+//! Who may change a VM is decided by its recorded state, moved in one store transaction
+//! ([`banger_store::Store::transition_vm`]): only one request can take a stopped VM to
+//! `starting` or a running one to `stopping`, so a start never races a stop.
+
+pub mod backend;
+pub mod disks;
+pub mod guest;
+pub mod reconcile;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_api::{
+    ApiError, ErrorCode, Image, Operation, OperationKind, Timestamp, Vm, VmRuntime, VmState,
+};
+use banger_host::network::{self, NetConfig, VmNet};
+use banger_host::{CommandRunner, Doctor, Preflight};
+use banger_vmm::{DriveSpec, InstanceState, NetSpec, VmHandle, VmPaths, VmSpec, VsockSpec};
+
+use crate::Daemon;
+use crate::operation::OperationContext;
+use backend::{Backend, Backends};
+
+/// The stages of a start, in order.
+pub const START_STAGES: &[&str] = &["checks", "network", "vmm", "started"];
+/// The stages of a stop, in order.
+pub const STOP_STAGES: &[&str] = &["vmm", "network"];
+/// The stage a restart stops the VM in, before the start stages.
+pub const RESTART_STOP_STAGE: &str = "stop";
+
+/// How many console lines a failed VM's error carries.
+const CONSOLE_LINES: usize = 10;
+
+/// What the daemon needs from the host to run VMs; tests swap in fakes.
+#[derive(Debug, Clone)]
+pub struct HostDeps {
+    pub runner: Arc<dyn CommandRunner>,
+    /// A prepared Firecracker backend (tests: one on a fake host); `None` detects the binary.
+    pub firecracker: Option<banger_vmm::Firecracker>,
+    /// The same for QEMU.
+    pub qemu: Option<banger_vmm::Qemu>,
+    /// Run the doctor's checks before starting a VM (off for tests on fakes).
+    pub preflight: bool,
+    /// Overrides how privileged network commands are run (default: detected).
+    pub privilege: Option<network::Privilege>,
+}
+
+impl HostDeps {
+    /// The real host.
+    pub fn real() -> HostDeps {
+        HostDeps {
+            runner: Arc::new(banger_host::RealRunner),
+            firecracker: None,
+            qemu: None,
+            preflight: true,
+            privilege: None,
+        }
+    }
+}
+
+/// The VM runtime service's state, one per daemon.
+#[derive(Debug)]
+pub struct Machines {
+    pub runner: Arc<dyn CommandRunner>,
+    pub net: NetConfig,
+    pub backends: Backends,
+    preflight: bool,
+    /// Network setups and teardowns share the bridge, the nftables table and `ip_forward`:
+    /// one at a time.
+    net_lock: Mutex<()>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Machines {
+    pub fn new(
+        deps: HostDeps,
+        net: NetConfig,
+        firecracker_bin: Option<PathBuf>,
+        qemu_bin: Option<PathBuf>,
+        runtime: tokio::runtime::Handle,
+    ) -> Machines {
+        let mut net = net;
+        if let Some(privilege) = deps.privilege {
+            net.privilege = privilege;
+        }
+        Machines {
+            backends: Backends::new(
+                deps.runner.clone(),
+                firecracker_bin,
+                qemu_bin,
+                deps.firecracker,
+                deps.qemu,
+            ),
+            runner: deps.runner,
+            net,
+            preflight: deps.preflight,
+            net_lock: Mutex::new(()),
+            runtime,
+        }
+    }
+
+    /// Runs `future` to completion from a blocking thread (operations run on those).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    fn net_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.net_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `vm` off the network: its tap and NAT rules.
+    fn teardown_network(&self, vm: &Vm, tap: &str) -> Result<(), ApiError> {
+        let _guard = self.net_guard();
+        network::teardown_vm_network(&*self.runner, &self.net, &vm_net(vm, tap), &[]).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot take VM {} off the network: {}",
+                vm.name,
+                banger_vmm::error_chain(&e)
+            ))
+        })
+    }
+}
+
+fn vm_net(vm: &Vm, tap: &str) -> VmNet {
+    VmNet {
+        id: vm.id.clone(),
+        tap: tap.to_owned(),
+        // Validated when the VM was created.
+        ip: vm
+            .network
+            .ip
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        nat: vm.nat,
+    }
+}
+
+fn handle_of(vm: &Vm, runtime: &VmRuntime) -> VmHandle {
+    VmHandle {
+        vm_id: vm.id.clone(),
+        pid: runtime.pid,
+        api_socket: PathBuf::from(&runtime.api_socket),
+        vsock_socket: runtime.vsock_socket.as_ref().map(PathBuf::from),
+    }
+}
+
+fn vmm_error(what: &str, vm: &Vm, e: &banger_vmm::VmmError) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!(
+            "cannot {what} VM {}: {}",
+            vm.name,
+            banger_vmm::error_chain(e)
+        ),
+    )
+}
+
+/// `POST /v1/vms/{name}/start`: checks the VM may start and starts the operation.
+pub fn request_start(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
+    let vm = crate::vm::find(d, name)?;
+    d.store.transition_vm(
+        &vm.id,
+        &[VmState::Stopped, VmState::Failed],
+        VmState::Starting,
+        "only a stopped or failed VM can be started",
+        start_hint(vm.state),
+    )?;
+    Ok(spawn_start(d, vm, OperationKind::StartVm))
+}
+
+fn start_hint(state: VmState) -> Option<&'static str> {
+    match state {
+        VmState::Running | VmState::Paused => {
+            Some("it is already up; `banger vm restart` restarts it")
+        }
+        VmState::Starting | VmState::Stopping => {
+            Some("wait for the operation in progress (`banger vm show NAME`)")
+        }
+        _ => None,
+    }
+}
+
+/// The stages of `vm`'s start: the fixed ones, then one per service its image declares (the
+/// guest agent first when it has one).
+pub fn start_stages(d: &Daemon, vm: &Vm) -> Vec<String> {
+    let mut stages: Vec<String> = START_STAGES.iter().map(|s| (*s).to_owned()).collect();
+    if let Ok(Some(image)) = d.store.find_image(&vm.image.id) {
+        stages.extend(image.manifest.services.iter().map(|s| s.name.clone()));
+    }
+    stages
+}
+
+/// Starts the start operation of `vm`, which the caller moved to `starting`.
+pub fn spawn_start(d: &Arc<Daemon>, vm: Vm, kind: OperationKind) -> Operation {
+    let stages = start_stages(d, &vm);
+    let stages: Vec<&str> = stages.iter().map(String::as_str).collect();
+    let d2 = d.clone();
+    d.ops.spawn(kind, &vm.name.clone(), &stages, move |cx| {
+        let vm = start_vm(&d2, cx, &vm)?;
+        serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
+    })
+}
+
+/// Why a start did not end with a ready VM.
+enum StartError {
+    /// It was rolled back: nothing of it remains.
+    Failed(ApiError),
+    /// The VM runs, but did not become ready (or banger stopped waiting): it is left running
+    /// for the user to look at.
+    NotReady(ApiError),
+}
+
+impl From<ApiError> for StartError {
+    fn from(e: ApiError) -> Self {
+        StartError::Failed(e)
+    }
+}
+
+/// Starts `vm` (in state `starting`). On failure the VM is back to `stopped` with the error
+/// recorded, and nothing it acquired is left.
+pub fn start_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiError> {
+    match try_start(d, cx, vm) {
+        Ok(vm) => Ok(vm),
+        Err(StartError::NotReady(e)) => {
+            tracing::warn!(vm = %vm.name, error = %e.message, "VM started but is not ready");
+            Err(e)
+        }
+        Err(StartError::Failed(e)) => {
+            let reason = match &e.hint {
+                Some(hint) => format!("{} ({hint})", e.message),
+                None => e.message.clone(),
+            };
+            if let Err(store) =
+                d.store
+                    .set_vm_run_state(&vm.id, VmState::Stopped, None, Some(&reason))
+            {
+                tracing::error!(vm = %vm.name, error = %store, "cannot record a failed start");
+            }
+            tracing::warn!(vm = %vm.name, error = %reason, "VM start failed");
+            Err(e)
+        }
+    }
+}
+
+fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, StartError> {
+    let (running, image, backend, runtime) = launch(d, cx, vm)?;
+    wait_until_ready(d, cx, &running, &image, &backend, runtime).map_err(StartError::NotReady)
+}
+
+/// The start up to a running instance, recorded and supervised; rolled back on failure.
+fn launch(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+) -> Result<(Vm, Image, Backend, VmRuntime), ApiError> {
+    let m = &d.machines;
+    cx.begin("checks");
+    let (backend, note) = m.backends.for_start(vm.vmm)?;
+    if m.preflight {
+        preflight(d, vm)?;
+    }
+    let image = d.store.find_image(&vm.image.id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            format!("VM {}'s image {} no longer exists", vm.name, vm.image.name),
+        )
+    })?;
+    let spec = vm_spec(d, vm, &image)?;
+    cx.done("checks", note);
+    cx.check_cancelled()?;
+
+    cx.begin("network");
+    let net = VmNet::new(
+        &vm.id,
+        vm.network.ip.parse().map_err(|_| {
+            ApiError::internal(format!(
+                "VM {} has an invalid IP {:?}",
+                vm.name, vm.network.ip
+            ))
+        })?,
+        vm.nat,
+    );
+    {
+        let _guard = m.net_guard();
+        network::setup_vm_network(&*m.runner, &m.net, &net).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "cannot put VM {} on the network: {}",
+                    vm.name,
+                    banger_vmm::error_chain(&e)
+                ),
+            )
+            .with_hint("`banger doctor` checks the bridge, taps, nftables and sudo")
+        })?;
+    }
+    let undo_network = |e: ApiError| -> ApiError {
+        if let Err(cleanup) = m.teardown_network(vm, &net.tap) {
+            return ApiError::new(
+                e.code,
+                format!(
+                    "{}; cleaning up also failed: {}",
+                    e.message, cleanup.message
+                ),
+            );
+        }
+        e
+    };
+    if let Err(e) = cx.check_cancelled() {
+        return Err(undo_network(e));
+    }
+
+    cx.begin("vmm");
+    if let Err(e) = std::fs::create_dir_all(d.paths.vm_sockets_dir()) {
+        return Err(undo_network(ApiError::internal(format!(
+            "cannot create {}: {e}",
+            d.paths.vm_sockets_dir().display()
+        ))));
+    }
+    let handle = match backend.vmm().launch(&spec) {
+        Ok(handle) => handle,
+        Err(e) => {
+            let mut error = vmm_error("start", vm, &e);
+            error.hint = Some(format!(
+                "the VMM's own log is {}, the guest console {}",
+                spec.paths.vmm_log.display(),
+                spec.paths.console_log.display()
+            ));
+            return Err(undo_network(error));
+        }
+    };
+    let runtime = VmRuntime {
+        vmm: backend.kind(),
+        pid: handle.pid,
+        api_socket: handle.api_socket.display().to_string(),
+        vsock_socket: handle
+            .vsock_socket
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        tap: net.tap.clone(),
+        started_at: Timestamp::now(),
+        boot: Vec::new(),
+    };
+    let release_all = |e: ApiError| -> ApiError {
+        if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {
+            tracing::error!(vm = %vm.name, error = %banger_vmm::error_chain(&stop), "cannot stop a VMM during rollback");
+        }
+        undo_network(e)
+    };
+    if let Err(e) = d
+        .store
+        .set_vm_run_state(&vm.id, VmState::Starting, Some(&runtime), None)
+    {
+        return Err(release_all(e.into()));
+    }
+    cx.done(
+        "vmm",
+        Some(format!("{} pid {}", backend.kind(), handle.pid)),
+    );
+    if let Err(e) = cx.check_cancelled() {
+        return Err(release_all(e));
+    }
+
+    cx.begin("started");
+    match backend.vmm().state(&handle) {
+        Ok(InstanceState::Running) => {}
+        Ok(state) => {
+            return Err(release_all(ApiError::internal(format!(
+                "VM {}'s VMM reports the instance {state} right after starting it",
+                vm.name
+            ))));
+        }
+        Err(e) => return Err(release_all(vmm_error("start", vm, &e))),
+    }
+    if let Err(e) = d
+        .store
+        .set_vm_run_state(&vm.id, VmState::Running, Some(&runtime), None)
+    {
+        return Err(release_all(e.into()));
+    }
+    supervise(
+        d,
+        &vm.id,
+        handle.pid,
+        backend.kind(),
+        handle.api_socket.clone(),
+    );
+    tracing::info!(vm = %vm.name, pid = handle.pid, vmm = %backend.kind(), "VM started");
+    Ok((crate::vm::find(d, &vm.id)?, image, backend, runtime))
+}
+
+/// Waits for the guest agent and the image's services (the stages after `started`), then
+/// records the start's stage timings with the VM. A VM that does not become ready is left
+/// running, with the diagnosis as its `last_error`.
+fn wait_until_ready(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+    image: &Image,
+    backend: &Backend,
+    mut runtime: VmRuntime,
+) -> Result<Vm, ApiError> {
+    let checks = &image.manifest.services;
+    if checks.is_empty() {
+        cx.done(
+            "started",
+            Some("instance started; the image declares no services to wait for".into()),
+        );
+    } else {
+        cx.done("started", None);
+    }
+    let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
+    let api_socket = PathBuf::from(&runtime.api_socket);
+    let waited = guest::wait_ready(
+        d,
+        vm,
+        checks,
+        deadline,
+        |stage| cx.begin(stage),
+        || cx.cancelled(),
+        || backend.owns(runtime.pid, &api_socket),
+    );
+    if let Err(error) = waited {
+        let error = not_ready(d, vm, &runtime, backend, error);
+        if let Ok(Some(now)) = d.store.find_vm(&vm.id)
+            && now.state == VmState::Running
+            && let Err(e) = d.store.set_vm_run_state(
+                &vm.id,
+                VmState::Running,
+                Some(&runtime),
+                Some(&error.message),
+            )
+        {
+            tracing::error!(vm = %vm.name, error = %e, "cannot record why a VM is not ready");
+        }
+        return Err(error);
+    }
+    if let Some(last) = checks.last() {
+        cx.done(&last.name, None);
+    }
+    runtime.boot = cx
+        .snapshot()
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let (start, end) = (stage.started_at?, stage.ended_at?);
+            Some(banger_api::BootTiming {
+                stage: stage.name.clone(),
+                ms: start.until(end).as_millis() as u64,
+            })
+        })
+        .collect();
+    d.store
+        .set_vm_run_state(&vm.id, VmState::Running, Some(&runtime), None)?;
+    crate::vm::find(d, &vm.id)
+}
+
+/// The error of a start whose VM runs but is not ready, with what banger can see of it.
+fn not_ready(
+    d: &Daemon,
+    vm: &Vm,
+    runtime: &VmRuntime,
+    backend: &Backend,
+    error: guest::ReadyError,
+) -> ApiError {
+    let (headline, seen) = match error {
+        guest::ReadyError::Setup(e) => return e,
+        guest::ReadyError::Cancelled => {
+            return ApiError::new(
+                ErrorCode::Cancelled,
+                format!(
+                    "stopped waiting for VM {} to become ready; it keeps running",
+                    vm.name
+                ),
+            )
+            .with_hint(format!("stop it with `banger vm stop {}`", vm.name));
+        }
+        guest::ReadyError::Died { check, seen } => (
+            format!(
+                "VM {}'s VMM exited while banger waited for {} (port {})",
+                vm.name, check.name, check.port
+            ),
+            seen,
+        ),
+        guest::ReadyError::Timeout { check, seen } => (
+            format!(
+                "VM {} did not become ready within {}: {} (port {}) never answered",
+                vm.name,
+                humantime::format_duration(d.config.defaults.ready_timeout),
+                check.name,
+                check.port
+            ),
+            seen,
+        ),
+    };
+    let dir = d.paths.vm_dir(&vm.id);
+    let api_socket = PathBuf::from(&runtime.api_socket);
+    let mut lines = vec![
+        headline,
+        format!("last attempt: {seen}"),
+        format!(
+            "VMM: {} pid {} {}",
+            runtime.vmm,
+            runtime.pid,
+            if backend.owns(runtime.pid, &api_socket) {
+                "running"
+            } else {
+                "not running"
+            }
+        ),
+        format!(
+            "control socket {}: {}",
+            api_socket.display(),
+            if api_socket.exists() {
+                "present"
+            } else {
+                "missing"
+            }
+        ),
+    ];
+    let tap = d
+        .machines
+        .runner
+        .run(&banger_host::CommandSpec::new("ip").args([
+            "-br",
+            "link",
+            "show",
+            "dev",
+            &runtime.tap,
+        ]))
+        .map(|out| {
+            out.stdout_lossy()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| format!("{} missing", runtime.tap));
+    lines.push(format!("tap: {tap}"));
+    lines.push(format!(
+        "guest network: {}/{} via {}{}",
+        vm.network.ip,
+        vm.network.prefix_len,
+        vm.network.gateway,
+        if vm.nat { ", NAT on" } else { "" }
+    ));
+    let console = banger_vmm::console_tail(&dir.join(disks::CONSOLE_LOG), 15).unwrap_or_default();
+    if console.is_empty() {
+        lines.push("the guest console is empty".into());
+    } else {
+        lines.push("last console lines:".into());
+        lines.extend(console.into_iter().map(|l| format!("    {l}")));
+    }
+    ApiError::new(ErrorCode::Unavailable, lines.join("\n")).with_hint(format!(
+        "the VM is still running: `banger vm logs {0}` shows its whole console, `banger vm \
+         stop {0}` stops it",
+        vm.name
+    ))
+}
+
+/// The doctor's checks a start depends on, failing with every failed check's fix.
+fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
+    let m = &d.machines;
+    let doctor = Doctor::new(&*m.runner, m.net.clone(), d.paths.state_dir.clone())
+        .firecracker(d.config.firecracker_bin.clone());
+    let mut checks = doctor.preflight(Preflight::Host);
+    if vm.nat {
+        checks.extend(doctor.preflight(Preflight::Nat));
+    }
+    // Backend availability is the backend choice's business, with its own message.
+    let failed: Vec<_> = checks
+        .into_iter()
+        .filter(|c| {
+            c.status == banger_host::CheckStatus::Fail
+                && !["firecracker", "qemu", "vmm", "kvm"].contains(&c.name.as_str())
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let message = failed
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let fixes = failed
+        .iter()
+        .filter_map(|c| c.fix.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        format!("this host cannot start VM {} now: {message}", vm.name),
+    )
+    .with_hint(fixes))
+}
+
+/// The complete description of `vm` for its VMM (public for the start benchmark, which
+/// launches the same VM with a raw Firecracker).
+pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
+    let dir = d.paths.vm_dir(&vm.id);
+    let image_file = |p: &str| PathBuf::from(p);
+    let kernel = image_file(&image.files.kernel.path);
+    let initrd = image.files.initrd.as_ref().map(|f| image_file(&f.path));
+    let rootfs = image_file(&image.files.rootfs.path);
+    let overlay = dir.join(disks::OVERLAY_DISK);
+    let work = dir.join(disks::WORK_DISK);
+    for (what, path) in [
+        ("kernel", &kernel),
+        ("root filesystem", &rootfs),
+        ("overlay disk", &overlay),
+        ("work disk", &work),
+    ] {
+        if !path.exists() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("VM {}'s {what} {} is missing", vm.name, path.display()),
+            )
+            .with_hint("the file was removed outside banger; delete the VM and create it again"));
+        }
+    }
+    // Firecracker's recommended console and reboot settings; no `ip=`: banger's init (or the
+    // image's own) configures the network from the overlay's files.
+    let mut boot_args = String::from("console=ttyS0 reboot=k panic=1 pci=off");
+    if initrd.is_none() {
+        boot_args.push_str(" root=/dev/vda ro");
+    }
+    Ok(VmSpec {
+        vm_id: vm.id.clone(),
+        vcpus: vm.vcpus,
+        memory_mib: vm.memory_mib,
+        kernel,
+        initrd: initrd.clone(),
+        boot_args,
+        drives: vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: rootfs,
+                read_only: true,
+                is_root: initrd.is_none(),
+            },
+            DriveSpec {
+                id: "overlay".into(),
+                path: overlay,
+                read_only: false,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "work".into(),
+                path: work,
+                read_only: false,
+                is_root: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: network::tap_name(&vm.id),
+            mac: vm.network.mac.clone(),
+        }),
+        vsock: Some(VsockSpec {
+            cid: vm.network.vsock_cid,
+            uds_path: d.paths.vm_vsock_socket(&vm.id),
+        }),
+        paths: VmPaths {
+            api_socket: d.paths.vm_api_socket(&vm.id),
+            console_log: dir.join(disks::CONSOLE_LOG),
+            vmm_log: dir.join(disks::VMM_LOG),
+            metrics: dir.join(disks::METRICS),
+        },
+    })
+}
+
+/// `POST /v1/vms/{name}/stop`.
+pub fn request_stop(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
+    let vm = begin_stop(d, name)?;
+    let d2 = d.clone();
+    Ok(d.ops.spawn(
+        OperationKind::StopVm,
+        &vm.name.clone(),
+        STOP_STAGES,
+        move |cx| {
+            let vm = stop_vm(&d2, Some(cx), &vm, d2.config.defaults.stop_timeout)?;
+            serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
+        },
+    ))
+}
+
+/// Moves a running or paused VM to `stopping`; returns it as it was.
+fn begin_stop(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
+    let vm = crate::vm::find(d, name)?;
+    let hint = match vm.state {
+        VmState::Starting | VmState::Stopping => {
+            Some("wait for the operation in progress (`banger vm show NAME`)")
+        }
+        _ => None,
+    };
+    Ok(d.store.transition_vm(
+        &vm.id,
+        &[VmState::Running, VmState::Paused],
+        VmState::Stopping,
+        "only a running or paused VM can be stopped",
+        hint,
+    )?)
+}
+
+/// Stops `vm` (in state `stopping`): asks the guest to shut down for up to `graceful`, ends
+/// its VMM, takes it off the network and records it stopped. Stopping is not cancellable: a
+/// half-stopped VM helps nobody.
+pub fn stop_vm(
+    d: &Daemon,
+    cx: Option<&OperationContext>,
+    vm: &Vm,
+    graceful: Duration,
+) -> Result<Vm, ApiError> {
+    let m = &d.machines;
+    let begin = |stage: &str| {
+        if let Some(cx) = cx {
+            cx.begin(stage);
+        }
+    };
+    begin("vmm");
+    let mut errors = Vec::new();
+    if let Some(runtime) = &vm.runtime {
+        match m.backends.for_running(runtime.vmm) {
+            Ok(backend) => match backend.vmm().stop(&handle_of(vm, runtime), graceful) {
+                Ok(outcome) => {
+                    tracing::info!(vm = %vm.name, ?outcome, "VMM stopped");
+                    if let Some(cx) = cx {
+                        cx.done("vmm", Some(stop_note(outcome).into()));
+                    }
+                }
+                Err(e) => errors.push(vmm_error("stop", vm, &e).message),
+            },
+            Err(e) => errors.push(e.message),
+        }
+        begin("network");
+        if let Err(e) = m.teardown_network(vm, &runtime.tap) {
+            errors.push(e.message);
+        }
+    }
+    if let Some(cx) = cx {
+        cx.done("network", None);
+    }
+    if errors.is_empty() {
+        d.store
+            .set_vm_run_state(&vm.id, VmState::Stopped, None, None)?;
+        tracing::info!(vm = %vm.name, "VM stopped");
+        crate::vm::find(d, &vm.id)
+    } else {
+        let message = errors.join("; ");
+        // The VMM or tap may still exist: `failed` keeps the record pointing at them for the
+        // next stop or the next daemon's reconcile.
+        d.store
+            .set_vm_run_state(&vm.id, VmState::Failed, vm.runtime.as_ref(), Some(&message))?;
+        Err(ApiError::internal(message)
+            .with_hint("stop it again with `banger vm stop`; `banger doctor` checks the host"))
+    }
+}
+
+fn stop_note(outcome: banger_vmm::StopOutcome) -> &'static str {
+    match outcome {
+        banger_vmm::StopOutcome::AlreadyExited => "the VMM had already exited",
+        banger_vmm::StopOutcome::ShutDown => "the guest shut down",
+        banger_vmm::StopOutcome::Terminated => {
+            "the guest did not shut down in time; its VMM was terminated"
+        }
+        banger_vmm::StopOutcome::Killed => "the VMM had to be killed",
+    }
+}
+
+/// `POST /v1/vms/{name}/restart`: stop, then start, as one operation.
+pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
+    let vm = begin_stop(d, name)?;
+    let start = start_stages(d, &vm);
+    let mut stages = vec![RESTART_STOP_STAGE];
+    stages.extend(start.iter().map(String::as_str));
+    let d2 = d.clone();
+    Ok(d.ops.spawn(
+        OperationKind::RestartVm,
+        &vm.name.clone(),
+        &stages,
+        move |cx| {
+            cx.begin(RESTART_STOP_STAGE);
+            stop_vm(&d2, None, &vm, d2.config.defaults.stop_timeout)?;
+            cx.done(RESTART_STOP_STAGE, None);
+            let vm = d2.store.transition_vm(
+                &vm.id,
+                &[VmState::Stopped],
+                VmState::Starting,
+                "it changed while restarting",
+                None,
+            )?;
+            let vm = start_vm(&d2, cx, &vm)?;
+            serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
+        },
+    ))
+}
+
+/// `POST /v1/vms/{name}/pause` (`pause = true`) and `/resume`.
+pub fn pause_or_resume(d: &Daemon, name: &str, pause: bool) -> Result<Vm, ApiError> {
+    let vm = crate::vm::find(d, name)?;
+    let (from, to, verb) = if pause {
+        (VmState::Running, VmState::Paused, "pause")
+    } else {
+        (VmState::Paused, VmState::Running, "resume")
+    };
+    let runtime = match (&vm.runtime, vm.state == from) {
+        (Some(runtime), true) => runtime,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {:?} is {}; only a {from} VM can be {verb}d",
+                    vm.name, vm.state
+                ),
+            ));
+        }
+    };
+    let backend = d.machines.backends.for_running(runtime.vmm)?;
+    let handle = handle_of(&vm, runtime);
+    let result = if pause {
+        backend.vmm().pause(&handle)
+    } else {
+        backend.vmm().resume(&handle)
+    };
+    result.map_err(|e| vmm_error(verb, &vm, &e))?;
+    d.store.transition_vm(
+        &vm.id,
+        &[from],
+        to,
+        &format!("it changed while being {verb}d"),
+        None,
+    )?;
+    tracing::info!(vm = %vm.name, "VM {verb}d");
+    crate::vm::find(d, &vm.id)
+}
+
+/// Stops a running or paused VM before it is deleted; returns it as stored afterwards.
+pub fn stop_for_delete(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
+    match vm.state {
+        VmState::Running | VmState::Paused => {
+            let vm = begin_stop(d, &vm.id)?;
+            stop_vm(d, None, &vm, d.config.defaults.stop_timeout)
+        }
+        VmState::Starting | VmState::Stopping => Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {:?} is {}; it can be deleted once that finishes",
+                vm.name, vm.state
+            ),
+        )),
+        VmState::Failed if vm.runtime.is_some() => {
+            // A failed stop left a runtime behind: finish that stop first.
+            stop_vm(d, None, vm, Duration::ZERO)
+        }
+        VmState::Stopped | VmState::Failed => Ok(vm.clone()),
+    }
+}
+
+/// Watches the VMM process `pid` of VM `vm_id` and records the VM stopped (or failed) when the
+/// process exits without banger having stopped it. The kernel tells (pidfd) the moment a
+/// process exits; the backend then confirms its process is gone, which also covers a backend
+/// whose processes are not the host's (a fake in tests), checked every 200 ms.
+pub fn supervise(
+    d: &Arc<Daemon>,
+    vm_id: &str,
+    pid: u32,
+    kind: banger_api::VmmKind,
+    api_socket: PathBuf,
+) {
+    let d = d.clone();
+    let vm_id = vm_id.to_owned();
+    d.machines.runtime.clone().spawn(async move {
+        banger_vmm::watch_exit(pid).await;
+        if let Ok(backend) = d.machines.backends.for_running(kind) {
+            while backend.owns(pid, &api_socket) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let d2 = d.clone();
+        let _ = tokio::task::spawn_blocking(move || on_exit(&d2, &vm_id, pid)).await;
+    });
+}
+
+/// The VMM `pid` of VM `vm_id` exited. Unless a stop is under way (it releases everything
+/// itself), release the VM's resources and record why it ended.
+fn on_exit(d: &Daemon, vm_id: &str, pid: u32) {
+    let vm = match d.store.find_vm(vm_id) {
+        Ok(Some(vm)) => vm,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(vm = vm_id, error = %e, "cannot read a VM whose VMM exited");
+            return;
+        }
+    };
+    let Some(runtime) = vm.runtime.clone().filter(|r| r.pid == pid) else {
+        return;
+    };
+    let Ok(vm) = d.store.transition_vm(
+        &vm.id,
+        &[VmState::Running, VmState::Paused],
+        VmState::Stopping,
+        "its VMM exited",
+        None,
+    ) else {
+        // Starting (the start sees the exit itself) or stopping (the stop releases).
+        return;
+    };
+    let dir = d.paths.vm_dir(&vm.id);
+    let backend = d.machines.backends.for_running(runtime.vmm);
+    let exit_code = backend
+        .as_ref()
+        .ok()
+        .and_then(|b| b.exit_code(&dir.join(disks::VMM_LOG), &dir.join(disks::CONSOLE_LOG)));
+    let console =
+        banger_vmm::console_tail(&dir.join(disks::CONSOLE_LOG), CONSOLE_LINES).unwrap_or_default();
+    let reason = match exit_code {
+        Some(0) => None,
+        Some(code) => Some(format!("its VMM (pid {pid}) exited with code {code}")),
+        None => Some(format!("its VMM (pid {pid}) was killed or crashed")),
+    };
+    let reason = reason.map(|r| {
+        if console.is_empty() {
+            r
+        } else {
+            format!("{r}; last console lines:\n{}", console.join("\n"))
+        }
+    });
+    tracing::warn!(vm = %vm.name, pid, reason = reason.as_deref().unwrap_or("guest shut down"), "VMM exited on its own");
+    let graceful = Duration::ZERO;
+    match stop_vm(d, None, &vm, graceful) {
+        Ok(_) => {
+            if let Some(reason) = &reason
+                && let Err(e) =
+                    d.store
+                        .set_vm_run_state(&vm.id, VmState::Failed, None, Some(reason))
+            {
+                tracing::error!(vm = %vm.name, error = %e, "cannot record a VM's failure");
+            }
+        }
+        Err(e) => tracing::error!(vm = %vm.name, error = %e.message, "cannot release an exited VM"),
+    }
+}

@@ -1,0 +1,257 @@
+//! The whole VM lifecycle through a real bangerd, the real `firecracker` binary, real taps on a
+//! real bridge and real nftables rules, inside a throw-away network namespace: the test thread
+//! enters the namespace before it builds the runtime the daemon runs on, so every thread of the
+//! daemon, every command it runs and every Firecracker it starts live there.
+//!
+//! The guest is banger-vmm's tiny test kernel (a stock kernel cannot boot under the paravirtual
+//! KVM of banger's build machines): what is asserted is what Firecracker itself reports, and
+//! what the host shows. Needs root, iproute2, nftables and Firecracker; prints a visible `SKIP:`
+//! line and passes without them.
+
+#[path = "../../banger-vmm/tests/fixture/mod.rs"]
+mod fixture;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use banger_api::paths::Paths;
+use banger_api::{
+    Client, CreateVmRequest, OperationState, RegisterImageRequest, Vm, VmAction, VmState,
+};
+use banger_daemon::HostDeps;
+use banger_host::network::netns::Netns;
+use banger_host::{CommandRunner, CommandSpec, RealRunner};
+use banger_vmm::{InstanceState, Vmm};
+
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    RealRunner
+        .run(&CommandSpec::new(program).args(args.iter().copied()))
+        .map(|out| out.stdout_lossy())
+        .map_err(|e| e.to_string())
+}
+
+fn link_exists(name: &str) -> bool {
+    run("ip", &["link", "show", "dev", name]).is_ok()
+}
+
+/// The comments of the rules in banger's table (none when it does not exist).
+fn nft_comments() -> Vec<String> {
+    let Ok(out) = run("nft", &["-j", "list", "table", "inet", "banger"]) else {
+        return Vec::new();
+    };
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["rule"]["comment"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn instance_state(vm: &Vm) -> Result<InstanceState, banger_vmm::VmmError> {
+    let binary = banger_vmm::FirecrackerBinary {
+        path: "firecracker".into(),
+        version: banger_vmm::MIN_VERSION,
+    };
+    let runtime = vm.runtime.as_ref().expect("a running VM");
+    banger_vmm::Firecracker::new(binary).state(&banger_vmm::VmHandle {
+        vm_id: vm.id.clone(),
+        pid: runtime.pid,
+        api_socket: runtime.api_socket.clone().into(),
+        vsock_socket: None,
+    })
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn vm_lifecycle_with_the_real_firecracker_taps_and_nftables() {
+    let Some(binary) = fixture::firecracker_or_skip() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: taps, bridges and nftables rules need root");
+        return;
+    }
+    if run("nft", &["--version"]).is_err() {
+        println!("SKIP: nft (nftables) not found");
+        return;
+    }
+    let netns = match Netns::create("banger-test-") {
+        Ok(netns) => netns,
+        Err(error) => {
+            println!("SKIP: cannot create a network namespace: {error}");
+            return;
+        }
+    };
+    // This thread, and every thread and process it starts from now on, lives in the namespace.
+    let namespace = std::fs::File::open(format!("/run/netns/{}", netns.name())).unwrap();
+    {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            namespace.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(lifecycle(&binary.path));
+    drop(runtime);
+    drop(netns);
+}
+
+async fn lifecycle(firecracker: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_file: dir.path().join("config/banger/config.toml"),
+        state_dir: dir.path().join("state/banger"),
+        runtime_dir: dir.path().join("run/banger"),
+    };
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &paths.config_file,
+        format!(
+            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n[defaults]\n\
+             stop_timeout = \"300ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
+             [web]\nenabled = false\n",
+            firecracker.display()
+        ),
+    )
+    .unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let kernel = files.join("vmlinux");
+    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
+    let rootfs = files.join("rootfs.ext4");
+    fixture::ext4(&rootfs, 16);
+
+    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
+        .await
+        .unwrap();
+    let client = Client::new(daemon.socket());
+    let op = client
+        .register_image(&RegisterImageRequest {
+            name: "tiny".into(),
+            kernel: kernel.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+
+    // Create starts the VM: Firecracker reports the instance running, the tap is on the bridge.
+    let created = client
+        .create_vm(&CreateVmRequest {
+            name: Some("dev".into()),
+            image: Some("tiny".into()),
+            vcpus: Some(1),
+            memory_mib: Some(128),
+            nat: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let vm = client.get_vm("dev").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    let rt = vm.runtime.clone().unwrap();
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
+    assert!(banger_host::pid_alive(rt.pid));
+    let link = run("ip", &["-j", "link", "show", "dev", &rt.tap]).unwrap();
+    assert!(link.contains("\"master\":\"banger0\""), "{link}");
+    let comment = banger_host::network::vm_comment(&vm.id);
+    assert!(nft_comments().contains(&comment), "{:?}", nft_comments());
+    let console = dir
+        .path()
+        .join(format!("state/banger/vms/{}/console.log", vm.id));
+    wait_for("the guest's console line", async || {
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(fixture::GUEST_HELLO))
+    })
+    .await;
+
+    // Pause and resume are Firecracker's.
+    client.pause_vm("dev", true).await.unwrap();
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Paused);
+    client.pause_vm("dev", false).await.unwrap();
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
+
+    // Stop leaves no process, tap, rule or socket.
+    let op = client.vm_action("dev", VmAction::Stop).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!banger_host::pid_alive(rt.pid));
+    assert!(!link_exists(&rt.tap));
+    assert!(!nft_comments().contains(&comment));
+    assert!(!Path::new(&rt.api_socket).exists());
+    assert!(!Path::new(rt.vsock_socket.as_deref().unwrap()).exists());
+
+    // kill -9 of Firecracker is noticed: the VM fails and its tap, rules and sockets go.
+    let op = client.vm_action("dev", VmAction::Start).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let rt = client.get_vm("dev").await.unwrap().runtime.unwrap();
+    banger_host::signal(rt.pid, banger_host::Signal::Kill).unwrap();
+    wait_for("the killed VMM to be noticed", async || {
+        client.get_vm("dev").await.unwrap().state == VmState::Failed
+    })
+    .await;
+    let vm = client.get_vm("dev").await.unwrap();
+    assert!(
+        vm.last_error
+            .as_deref()
+            .unwrap()
+            .contains(fixture::GUEST_HELLO),
+        "the failure carries the console: {:?}",
+        vm.last_error
+    );
+    assert!(!link_exists(&rt.tap));
+    assert!(!nft_comments().contains(&comment));
+    assert!(!Path::new(&rt.api_socket).exists());
+
+    // A daemon that goes away leaves its VMs running; the next one adopts them.
+    let op = client.vm_action("dev", VmAction::Start).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let rt = client.get_vm("dev").await.unwrap().runtime.unwrap();
+    daemon.stop().await;
+    assert!(banger_host::pid_alive(rt.pid));
+    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
+        .await
+        .unwrap();
+    let client = Client::new(daemon.socket());
+    let vm = client.get_vm("dev").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(vm.runtime.as_ref().unwrap().pid, rt.pid);
+    assert!(link_exists(&rt.tap));
+    assert!(nft_comments().contains(&comment), "NAT rules rebuilt");
+
+    // Delete stops it first and leaves nothing.
+    client.delete_vm("dev").await.unwrap();
+    assert!(!banger_host::pid_alive(rt.pid));
+    assert!(!link_exists(&rt.tap));
+    assert!(!nft_comments().contains(&comment));
+    assert!(!paths.vm_dir(&vm.id).exists());
+    let leftovers: Vec<_> = std::fs::read_dir(paths.vm_sockets_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    daemon.stop().await;
+}

@@ -1,0 +1,556 @@
+//! The VM lifecycle of a real in-process bangerd whose host is fake: Firecracker is
+//! banger-vmm's `FakeFirecracker` (processes, sockets and API answers in memory) and the
+//! privileged network commands (`ip`, `nft`, `sysctl`) go to a recording, failure-injecting
+//! fake runner, while the disk tools (`mkfs.ext4`, `debugfs`, `ssh-keygen`) run for real. This
+//! is where every step of a start is failed in turn and the exact cleanup checked; the real
+//! Firecracker and real taps are exercised by `firecracker_vm.rs`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::paths::Paths;
+use banger_api::{
+    Client, CreateVmRequest, ErrorCode, Operation, OperationState, StageState, Vm, VmAction,
+    VmState, VmmKind,
+};
+use banger_daemon::{HostDeps, RunningDaemon};
+use banger_host::network::Privilege;
+use banger_host::runner::{
+    CommandOutput, CommandRunner, CommandSpec, FakeRunner, Matcher, RealRunner, RunError,
+};
+use banger_vmm::firecracker::fake::{FIRST_PID, FakeFirecracker};
+use banger_vmm::qemu::fake::FakeQemu;
+use banger_vmm::{Accel, InstanceState};
+
+mod support;
+
+/// Network commands go to the fake, everything else runs.
+#[derive(Debug)]
+struct SplitRunner {
+    net: Arc<FakeRunner>,
+}
+
+impl CommandRunner for SplitRunner {
+    fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
+        if ["ip", "nft", "sysctl", "sudo"].contains(&cmd.program.as_str()) {
+            self.net.run(cmd)
+        } else {
+            RealRunner.run(cmd)
+        }
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    paths: Paths,
+    fc: FakeFirecracker,
+    qemu: FakeQemu,
+    net: Arc<FakeRunner>,
+    daemon: Option<RunningDaemon>,
+    client: Client,
+}
+
+fn fresh_net() -> FakeRunner {
+    FakeRunner::new().respond(
+        Matcher::prefix("sysctl", ["-n"]),
+        CommandOutput::with_stdout("0\n"),
+    )
+}
+
+impl Harness {
+    async fn start(fc: FakeFirecracker, net: FakeRunner) -> Harness {
+        Harness::with_vmm(fc, FakeQemu::new(), net, "firecracker").await
+    }
+
+    async fn with_vmm(fc: FakeFirecracker, qemu: FakeQemu, net: FakeRunner, vmm: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_file: dir.path().join("config/banger/config.toml"),
+            state_dir: dir.path().join("state/banger"),
+            runtime_dir: dir.path().join("run/banger"),
+        };
+        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &paths.config_file,
+            format!(
+                "vmm = \"{vmm}\"\n[defaults]\nstop_timeout = \"100ms\"\n\
+                 disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        let mut h = Harness {
+            dir,
+            paths,
+            fc,
+            qemu,
+            net: Arc::new(net),
+            daemon: None,
+            client: Client::new(PathBuf::new()),
+        };
+        h.restart().await;
+        support::register(&h.client, &h.dir.path().join("files"), "base", false).await;
+        h
+    }
+
+    /// Starts (again) a daemon on the same directories and fake host.
+    async fn restart(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+        let deps = HostDeps {
+            runner: Arc::new(SplitRunner {
+                net: self.net.clone(),
+            }),
+            firecracker: Some(self.fc.backend()),
+            qemu: Some(self.qemu.backend(Accel::Tcg)),
+            preflight: false,
+            privilege: Some(Privilege::Root),
+        };
+        let daemon = banger_daemon::start_with(self.paths.clone(), deps)
+            .await
+            .unwrap();
+        self.client = Client::new(daemon.socket());
+        self.daemon = Some(daemon);
+    }
+
+    async fn create(&self, name: &str) -> (Vm, Operation) {
+        let created = self
+            .client
+            .create_vm(&CreateVmRequest {
+                name: Some(name.into()),
+                image: Some("base".into()),
+                vcpus: Some(1),
+                memory_mib: Some(256),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let op = created.operation.expect("a start operation");
+        let op = self.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        (self.vm(name).await, op)
+    }
+
+    async fn act(&self, name: &str, action: VmAction) -> Operation {
+        let op = self.client.vm_action(name, action).await.unwrap();
+        self.client.watch_operation(&op.id, |_| {}).await.unwrap()
+    }
+
+    async fn vm(&self, name: &str) -> Vm {
+        self.client.get_vm(name).await.unwrap()
+    }
+
+    fn tap_of(vm: &Vm) -> String {
+        banger_host::network::tap_name(&vm.id)
+    }
+
+    fn net_calls(&self) -> Vec<String> {
+        self.net.calls()
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_starts_the_vm_and_stop_releases_everything() {
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (vm, op) = h.create("dev").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let stages: Vec<_> = op
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("checks", StageState::Done),
+            ("network", StageState::Done),
+            ("vmm", StageState::Done),
+            ("started", StageState::Done),
+        ]
+    );
+    assert_eq!(vm.state, VmState::Running);
+    let runtime = vm.runtime.clone().expect("a runtime");
+    assert_eq!(runtime.pid, FIRST_PID);
+    assert_eq!(runtime.vmm, VmmKind::Firecracker);
+    let tap = Harness::tap_of(&vm);
+    assert_eq!(runtime.tap, tap);
+    assert!(h.fc.alive(FIRST_PID));
+    let calls = h.net_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("ip tuntap add") && c.contains(&tap)),
+        "{calls:#?}"
+    );
+    // Firecracker got the VM's own disks, tap, MAC and vsock.
+    let body = |path: &str| -> serde_json::Value {
+        let sent = h.fc.requests();
+        let request = sent
+            .iter()
+            .find(|r| r.request.path == path)
+            .unwrap_or_else(|| panic!("no request to {path}"));
+        serde_json::from_slice(request.request.body.as_deref().unwrap()).unwrap()
+    };
+    let dir = h.paths.vm_dir(&vm.id);
+    let rootfs = body("/drives/rootfs");
+    assert_eq!(rootfs["is_read_only"], true);
+    assert!(
+        rootfs["path_on_host"]
+            .as_str()
+            .unwrap()
+            .ends_with("rootfs.ext4")
+    );
+    for (id, file) in [("overlay", "overlay.ext4"), ("work", "work.ext4")] {
+        let drive = body(&format!("/drives/{id}"));
+        assert_eq!(drive["is_read_only"], false);
+        assert_eq!(drive["path_on_host"], dir.join(file).display().to_string());
+    }
+    let iface = body("/network-interfaces/eth0");
+    assert_eq!(iface["host_dev_name"], tap.as_str());
+    assert_eq!(iface["guest_mac"], vm.network.mac.as_str());
+    assert_eq!(body("/vsock")["guest_cid"], vm.network.vsock_cid);
+    assert!(
+        !body("/boot-source")["boot_args"]
+            .as_str()
+            .unwrap()
+            .contains("ip=")
+    );
+    for file in [
+        "overlay.ext4",
+        "work.ext4",
+        "agent-token",
+        "ssh_host_ed25519_key.pub",
+    ] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+
+    // Running VMs refuse a second start and resource changes.
+    let err = h
+        .client
+        .vm_action("dev", VmAction::Start)
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidState), "{err}");
+    let err = h
+        .client
+        .update_vm(
+            "dev",
+            &banger_api::UpdateVmRequest {
+                vcpus: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidState), "{err}");
+
+    // Pause and resume reach Firecracker.
+    let paused = h.client.pause_vm("dev", true).await.unwrap();
+    assert_eq!(paused.state, VmState::Paused);
+    let handle = banger_vmm::VmHandle {
+        vm_id: vm.id.clone(),
+        pid: runtime.pid,
+        api_socket: runtime.api_socket.clone().into(),
+        vsock_socket: None,
+    };
+    use banger_vmm::Vmm;
+    assert_eq!(
+        h.fc.backend().state(&handle).unwrap(),
+        InstanceState::Paused
+    );
+    let err = h.client.pause_vm("dev", true).await.unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidState), "{err}");
+    let resumed = h.client.pause_vm("dev", false).await.unwrap();
+    assert_eq!(resumed.state, VmState::Running);
+    assert_eq!(
+        h.fc.backend().state(&handle).unwrap(),
+        InstanceState::Running
+    );
+
+    let before = h.net_calls().len();
+    let op = h.act("dev", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let vm = h.vm("dev").await;
+    assert_eq!(vm.state, VmState::Stopped);
+    assert_eq!(vm.runtime, None);
+    assert!(!h.fc.alive(FIRST_PID));
+    assert!(h.fc.sockets().is_empty(), "{:?}", h.fc.sockets());
+    assert_eq!(h.net_calls()[before..], [format!("ip link del {tap}")]);
+
+    // Started again, then deleted while running: stopped first, then everything removed.
+    let op = h.act("dev", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let pid = h.vm("dev").await.runtime.unwrap().pid;
+    h.client.delete_vm("dev").await.unwrap();
+    assert!(!h.fc.alive(pid));
+    assert!(h.fc.sockets().is_empty());
+    assert!(!dir.exists());
+    assert_eq!(h.net_calls().last().unwrap(), &format!("ip link del {tap}"));
+}
+
+/// Fails each step of a start in turn: the VM ends stopped with the reason, and exactly what
+/// the failed start acquired is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
+    struct Case {
+        name: &'static str,
+        fc: FakeFirecracker,
+        net: FakeRunner,
+        /// What the error says.
+        needle: &'static str,
+        /// The last network call of the setup (the failing one, or the last before the VMM).
+        last: &'static str,
+        /// The network calls after it: exactly the cleanup.
+        cleanup: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "tap",
+            fc: FakeFirecracker::new(),
+            net: fresh_net().fail_nth(Matcher::prefix("ip", ["tuntap", "add"]), 1, "no tun"),
+            needle: "on the network",
+            last: "ip tuntap add dev TAP mode tap user UID",
+            cleanup: &[
+                "ip addr del 172.30.0.1/24 dev banger0",
+                "ip link del banger0",
+            ],
+        },
+        Case {
+            name: "attach",
+            fc: FakeFirecracker::new(),
+            net: fresh_net().fail_nth(
+                Matcher::prefix("ip", ["link", "set", "dev"]),
+                1,
+                "no bridge",
+            ),
+            needle: "on the network",
+            last: "ip link set dev TAP master banger0 up",
+            cleanup: &[
+                "ip link del TAP",
+                "ip addr del 172.30.0.1/24 dev banger0",
+                "ip link del banger0",
+            ],
+        },
+        Case {
+            name: "spawn",
+            fc: FakeFirecracker::new().dying_at_start(),
+            net: fresh_net(),
+            needle: "cannot start VM",
+            last: "ip link set dev TAP master banger0 up",
+            cleanup: &["ip link del TAP"],
+        },
+        Case {
+            name: "config",
+            fc: FakeFirecracker::new().fail("PUT /boot-source"),
+            net: fresh_net(),
+            needle: "boot-source",
+            last: "ip link set dev TAP master banger0 up",
+            cleanup: &["ip link del TAP"],
+        },
+        Case {
+            name: "instancestart",
+            fc: FakeFirecracker::new().fail("PUT /actions"),
+            net: fresh_net(),
+            needle: "PUT /actions",
+            last: "ip link set dev TAP master banger0 up",
+            cleanup: &["ip link del TAP"],
+        },
+    ];
+    for case in cases {
+        let h = Harness::start(case.fc, case.net).await;
+        let vm_name = format!("vm-{}", case.name);
+        let created = h
+            .client
+            .create_vm(&CreateVmRequest {
+                name: Some(vm_name.clone()),
+                image: Some("base".into()),
+                vcpus: Some(1),
+                memory_mib: Some(256),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let tap = Harness::tap_of(&created.vm);
+        let op = h
+            .client
+            .watch_operation(&created.operation.unwrap().id, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(op.state, OperationState::Failed, "{}: {op:?}", case.name);
+        let error = op.error.clone().unwrap();
+        assert!(
+            error.message.contains(case.needle),
+            "{}: {:?}",
+            case.name,
+            error.message
+        );
+        let vm = h.vm(&vm_name).await;
+        assert_eq!(vm.state, VmState::Stopped, "{}", case.name);
+        assert_eq!(vm.runtime, None, "{}", case.name);
+        assert!(
+            vm.last_error.as_deref().unwrap_or("").contains(case.needle),
+            "{}: {:?}",
+            case.name,
+            vm.last_error
+        );
+        assert!(
+            h.fc.running().is_empty(),
+            "{}: {:?}",
+            case.name,
+            h.fc.running()
+        );
+        assert!(
+            h.fc.sockets().is_empty(),
+            "{}: {:?}",
+            case.name,
+            h.fc.sockets()
+        );
+        // The calls after the failing one are exactly the cleanup.
+        let calls = h.net_calls();
+        let uid = rustix::process::getuid().as_raw().to_string();
+        let last = case.last.replace("TAP", &tap).replace("UID", &uid);
+        let failing = calls
+            .iter()
+            .rposition(|c| *c == last)
+            .unwrap_or_else(|| panic!("{}: no {last:?} in {calls:#?}", case.name));
+        let expected: Vec<String> = case
+            .cleanup
+            .iter()
+            .map(|c| c.replace("TAP", &tap))
+            .collect();
+        assert_eq!(calls[failing + 1..], expected, "{}: {calls:#?}", case.name);
+        // The VM can be started again once the host is fixed; here it is deleted cleanly.
+        h.client.delete_vm(&vm_name).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_that_dies_on_its_own_is_noticed_and_cleaned_up() {
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (vm, _) = h.create("dev").await;
+    let pid = vm.runtime.as_ref().unwrap().pid;
+    let tap = Harness::tap_of(&vm);
+    h.fc.crash(pid);
+    wait_for("the VM to be marked failed", async || {
+        h.vm("dev").await.state == VmState::Failed
+    })
+    .await;
+    let vm = h.vm("dev").await;
+    assert_eq!(vm.runtime, None);
+    assert!(
+        vm.last_error
+            .as_deref()
+            .unwrap()
+            .contains("killed or crashed"),
+        "{:?}",
+        vm.last_error
+    );
+    assert!(h.fc.sockets().is_empty(), "{:?}", h.fc.sockets());
+    assert_eq!(h.net_calls().last().unwrap(), &format!("ip link del {tap}"));
+    // A failed VM starts again.
+    let op = h.act("dev", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(h.vm("dev").await.last_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
+    let mut h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (alive, _) = h.create("alive").await;
+    let (dead, _) = h.create("dead").await;
+    let alive_pid = alive.runtime.as_ref().unwrap().pid;
+    let dead_pid = dead.runtime.as_ref().unwrap().pid;
+    h.client.pause_vm("alive", true).await.unwrap();
+
+    // The daemon goes away without stopping its VMs; one of them dies meanwhile.
+    let daemon = h.daemon.take().unwrap();
+    daemon.stop().await;
+    assert!(h.fc.alive(alive_pid) && h.fc.alive(dead_pid));
+    h.fc.crash(dead_pid);
+    h.restart().await;
+
+    let alive = h.vm("alive").await;
+    assert_eq!(
+        alive.state,
+        VmState::Paused,
+        "adopted as the VMM reports it"
+    );
+    assert_eq!(alive.runtime.as_ref().unwrap().pid, alive_pid);
+    assert!(h.fc.alive(alive_pid));
+    let dead = h.vm("dead").await;
+    assert_eq!(dead.state, VmState::Failed);
+    assert_eq!(dead.runtime, None);
+    assert!(
+        h.net_calls()
+            .contains(&format!("ip link del {}", Harness::tap_of(&dead))),
+        "{:#?}",
+        h.net_calls()
+    );
+
+    // The adopted VM is supervised and driven like any other.
+    h.client.pause_vm("alive", false).await.unwrap();
+    h.fc.crash(alive_pid);
+    wait_for("the adopted VM's death to be noticed", async || {
+        h.vm("alive").await.state == VmState::Failed
+    })
+    .await;
+}
+
+/// QEMU VMs go through the same lifecycle: started, noticed when they die, adopted by a new
+/// daemon, stopped with nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qemu_vm_goes_through_the_same_lifecycle() {
+    let mut h =
+        Harness::with_vmm(FakeFirecracker::new(), FakeQemu::new(), fresh_net(), "qemu").await;
+    let (vm, op) = h.create("q").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(vm.state, VmState::Running);
+    let runtime = vm.runtime.clone().unwrap();
+    assert_eq!(runtime.vmm, VmmKind::Qemu);
+    assert!(h.qemu.alive(runtime.pid));
+    assert!(h.fc.running().is_empty());
+    // The checks stage says which accelerator QEMU uses and why.
+    let checks = &op.stages[0];
+    assert!(
+        checks.message.as_deref().unwrap_or("").contains("QEMU"),
+        "{checks:?}"
+    );
+
+    h.client.pause_vm("q", true).await.unwrap();
+    h.client.pause_vm("q", false).await.unwrap();
+
+    // A new daemon adopts it; the Firecracker scan does not take its socket for an orphan.
+    h.restart().await;
+    let adopted = h.vm("q").await;
+    assert_eq!(adopted.state, VmState::Running);
+    assert_eq!(adopted.runtime.as_ref().unwrap().pid, runtime.pid);
+    assert!(h.qemu.alive(runtime.pid));
+    assert!(!h.qemu.sockets().is_empty());
+
+    h.qemu.crash(runtime.pid);
+    wait_for("the QEMU crash to be noticed", async || {
+        h.vm("q").await.state == VmState::Failed
+    })
+    .await;
+    assert!(h.qemu.sockets().is_empty(), "{:?}", h.qemu.sockets());
+
+    let op = h.act("q", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let pid = h.vm("q").await.runtime.unwrap().pid;
+    let op = h.act("q", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!h.qemu.alive(pid));
+    assert!(h.qemu.sockets().is_empty());
+    assert_eq!(
+        h.net_calls().last().unwrap(),
+        &format!("ip link del {}", Harness::tap_of(&vm))
+    );
+}

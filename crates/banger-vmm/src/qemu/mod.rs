@@ -1,0 +1,296 @@
+//! The QEMU backend: one `qemu-system-x86_64 -M microvm` process per VM, configured by its
+//! command line ([`command_line`]), driven over QMP ([`qmp`]), supervised by pid like a
+//! Firecracker. It boots the same kernel, initrd and disks from the same [`VmSpec`] and keeps the
+//! same lifecycle semantics: a launch that fails leaves nothing behind, a stop asks the guest
+//! first (the ACPI power button) and then terminates and kills, a VM survives a daemon restart
+//! and is found again by its pid and QMP socket, and [`crate::reconcile`] decides about QEMU VMs
+//! from the same observations.
+//!
+//! It exists for hosts where Firecracker cannot boot a guest: no `/dev/kvm`, or a paravirtual
+//! `kvm_pvm` that crashes stock kernels. There it runs with TCG ([`Accel`]). [`binary`] finds
+//! and checks the executable; [`launch`] orders the steps and rolls back; [`fake`] stands in for
+//! the process and QMP in tests. Process side effects go through the Firecracker backend's
+//! [`ProcessHost`], which is not specific to Firecracker.
+//!
+//! Differences from Firecracker a caller sees: no snapshots or metrics (the `metrics` path of
+//! [`crate::VmPaths`] is unused), and vsock only where the host has `/dev/vhost-vsock`, reached
+//! over `AF_VSOCK` at [`Qemu::vsock_cid`] rather than through a Unix socket.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_host::{ProcessError, Signal};
+
+pub mod accel;
+pub mod binary;
+pub mod command_line;
+pub mod fake;
+pub mod launch;
+pub mod qmp;
+
+#[cfg(test)]
+mod tests;
+
+pub use accel::Accel;
+pub use binary::{QemuBinary, QemuBinaryError};
+pub use launch::{Resource, release, release_all};
+pub use qmp::{QmpClient, QmpError, QmpTransport, UnixQmp};
+
+use crate::firecracker::host::{ProcessHost, RealHost};
+use crate::reconcile::{FoundProcess, HostScan, Observation};
+use crate::{InstanceState, StopOutcome, Timeouts, VmHandle, VmSpec, Vmm, VmmError};
+use command_line::{guest_cid, qmp_socket, vm_name};
+
+/// How long stop, adopt and reconcile give a QMP command of a QEMU that may be hung.
+const QUICK_REQUEST: Duration = Duration::from_secs(2);
+
+/// How long the launch, pause, resume and state give a QMP command. QEMU answers from its main
+/// loop, which guest load under TCG can slow down but not stop.
+const LAUNCH_REQUEST: Duration = Duration::from_secs(10);
+
+/// The QEMU [`Vmm`].
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    binary: QemuBinary,
+    accel: Accel,
+    host: Arc<dyn ProcessHost>,
+    qmp: Arc<dyn QmpTransport>,
+    timeouts: Timeouts,
+}
+
+impl Qemu {
+    /// The backend for a checked binary and an accelerator (see [`Accel::detect`]), on the real
+    /// host.
+    pub fn new(binary: QemuBinary, accel: Accel) -> Self {
+        Qemu::with_host(binary, accel, Arc::new(RealHost), Arc::new(UnixQmp))
+    }
+
+    /// The backend with its side effects and QMP transport supplied by the caller (a fake in
+    /// tests).
+    pub fn with_host(
+        binary: QemuBinary,
+        accel: Accel,
+        host: Arc<dyn ProcessHost>,
+        qmp: Arc<dyn QmpTransport>,
+    ) -> Self {
+        Qemu {
+            binary,
+            accel,
+            host,
+            qmp,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// `api_socket` bounds the wait for the QMP socket.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    pub fn binary(&self) -> &QemuBinary {
+        &self.binary
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// Whether a launch gives the VM the vsock device its spec asks for: only where the host
+    /// has `/dev/vhost-vsock`. Without it the VM has no vsock and its agent is reached over the
+    /// VM's network.
+    pub fn attaches_vsock(&self) -> bool {
+        self.host.exists(Path::new(command_line::VHOST_VSOCK))
+    }
+
+    /// The vsock context id the host reaches `vm`'s guest at over `AF_VSOCK`, `None` when its
+    /// QEMU runs without a vsock device (or is not running). Read from the process's command
+    /// line, so it holds for an adopted VM too.
+    pub fn vsock_cid(&self, vm: &VmHandle) -> Option<u32> {
+        if !self.owns(vm.pid, &vm.api_socket) {
+            return None;
+        }
+        self.host.cmdline(vm.pid).and_then(|argv| guest_cid(&argv))
+    }
+
+    /// The typed QMP client of the QEMU serving `socket`.
+    pub fn qmp<'a>(&'a self, socket: &'a Path, timeout: Duration) -> QmpClient<'a> {
+        QmpClient::new(&*self.qmp, socket, timeout)
+    }
+
+    /// Whether `pid` is alive and is the QEMU serving `qmp_socket`: a pid taken over by another
+    /// process after QEMU died must never be signalled.
+    pub fn owns(&self, pid: u32, qmp_socket_path: &Path) -> bool {
+        self.host.pid_alive(pid)
+            && self
+                .host
+                .cmdline(pid)
+                .and_then(|argv| qmp_socket(&argv))
+                .is_some_and(|socket| socket == qmp_socket_path)
+    }
+
+    /// What a restarting daemon needs to know about a QEMU it recorded, for
+    /// [`crate::reconcile::decide`]. A guest QEMU says cannot run again (crashed, panicked)
+    /// counts as not answering, so that reconcile ends it.
+    pub fn observe(&self, pid: u32, qmp_socket_path: &Path) -> Observation {
+        let alive = self.host.pid_alive(pid);
+        let owned = alive && self.owns(pid, qmp_socket_path);
+        let socket_exists = self.host.exists(qmp_socket_path);
+        let answer = if owned && socket_exists {
+            self.qmp(qmp_socket_path, QUICK_REQUEST).state().ok()
+        } else {
+            None
+        };
+        Observation {
+            alive,
+            owned,
+            socket_exists,
+            answer,
+        }
+    }
+
+    /// The Unix sockets in `socket_dir` and the QEMU processes serving a QMP socket there. The
+    /// daemon merges this with the Firecracker backend's scan of the same directory: each
+    /// backend lists only its own processes, and both list every socket.
+    pub fn scan(&self, socket_dir: &Path) -> HostScan {
+        let sockets = self.host.sockets_in(socket_dir).unwrap_or_default();
+        let processes = self
+            .host
+            .processes()
+            .into_iter()
+            .filter_map(|(pid, argv)| {
+                let api_socket = qmp_socket(&argv)?;
+                api_socket
+                    .starts_with(socket_dir)
+                    .then_some(FoundProcess { pid, api_socket })
+            })
+            .collect();
+        HostScan { sockets, processes }
+    }
+
+    /// Ends the process: the ACPI power button and a wait (unless the guest is paused or
+    /// `graceful` is zero), then SIGTERM, then SIGKILL.
+    fn terminate(&self, vm: &VmHandle, graceful: Duration) -> Result<StopOutcome, VmmError> {
+        let pid = vm.pid;
+        let mut asked_guest = false;
+        if !graceful.is_zero() {
+            let qmp = self.qmp(&vm.api_socket, graceful.min(QUICK_REQUEST));
+            // A paused or never started guest cannot see the button; waiting for it would
+            // only waste time.
+            let deaf = matches!(
+                qmp.state(),
+                Ok(InstanceState::Paused | InstanceState::NotStarted)
+            );
+            if !deaf {
+                match qmp.system_powerdown() {
+                    Ok(()) => {
+                        asked_guest = true;
+                        if self.host.wait_for_exit(pid, graceful) {
+                            return Ok(StopOutcome::ShutDown);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(pid, error = %crate::error_chain(&error), "system_powerdown refused")
+                    }
+                }
+            }
+        }
+        let exited_anyway = if asked_guest {
+            StopOutcome::ShutDown
+        } else {
+            StopOutcome::AlreadyExited
+        };
+        match self.host.signal(pid, Signal::Term) {
+            Ok(()) => {}
+            Err(ProcessError::Gone { .. }) => return Ok(exited_anyway),
+            Err(e) => return Err(VmmError::QemuSignal(e)),
+        }
+        if self.host.wait_for_exit(pid, self.timeouts.term_grace) {
+            return Ok(StopOutcome::Terminated);
+        }
+        tracing::warn!(pid, "QEMU ignored SIGTERM; killing it");
+        match self.host.signal(pid, Signal::Kill) {
+            Ok(()) => {}
+            Err(ProcessError::Gone { .. }) => return Ok(StopOutcome::Terminated),
+            Err(e) => return Err(VmmError::QemuSignal(e)),
+        }
+        if self.host.wait_for_exit(pid, self.timeouts.kill_wait) {
+            Ok(StopOutcome::Killed)
+        } else {
+            Err(VmmError::QemuStillRunning { pid })
+        }
+    }
+
+    fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
+        match error {
+            VmmError::Qmp {
+                source: QmpError::Connect(_) | QmpError::Closed,
+                ..
+            } if !self.host.pid_alive(vm.pid) => VmmError::NotRunning { pid: vm.pid },
+            other => other,
+        }
+    }
+}
+
+impl Vmm for Qemu {
+    fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+        self.launch_vm(spec)
+    }
+
+    fn pause(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        self.qmp(&vm.api_socket, LAUNCH_REQUEST)
+            .stop()
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn resume(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        self.qmp(&vm.api_socket, LAUNCH_REQUEST)
+            .cont()
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn stop(&self, vm: &VmHandle, graceful_timeout: Duration) -> Result<StopOutcome, VmmError> {
+        let outcome = if self.owns(vm.pid, &vm.api_socket) {
+            self.terminate(vm, graceful_timeout)?
+        } else {
+            StopOutcome::AlreadyExited
+        };
+        let socket = Resource::QmpSocket {
+            path: vm.api_socket.clone(),
+        };
+        let failures = release_all(&*self.host, vec![socket], self.timeouts.kill_wait);
+        tracing::info!(vm = %vm.vm_id, pid = vm.pid, ?outcome, "QEMU stopped");
+        if failures.is_empty() {
+            Ok(outcome)
+        } else {
+            Err(VmmError::Release(failures))
+        }
+    }
+
+    fn state(&self, vm: &VmHandle) -> Result<InstanceState, VmmError> {
+        self.qmp(&vm.api_socket, LAUNCH_REQUEST)
+            .state()
+            .map_err(|e| self.not_running_or(vm, e))
+    }
+
+    fn adopt(&self, pid: u32, api_socket: &Path) -> Option<VmHandle> {
+        if !self.owns(pid, api_socket) {
+            return None;
+        }
+        let argv = self.host.cmdline(pid)?;
+        let state = self
+            .qmp(api_socket, QUICK_REQUEST)
+            .state()
+            .inspect_err(|e| tracing::warn!(pid, error = %crate::error_chain(e), "cannot adopt"))
+            .ok()?;
+        let vm_id = vm_name(&argv)?;
+        tracing::info!(vm = %vm_id, pid, %state, "adopted a running QEMU");
+        Some(VmHandle {
+            vm_id,
+            pid,
+            api_socket: api_socket.to_owned(),
+            vsock_socket: None,
+        })
+    }
+}

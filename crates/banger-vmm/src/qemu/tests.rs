@@ -1,0 +1,695 @@
+//! The QEMU backend on [`FakeQemu`]: the command line of a full spec, the rollback of every
+//! launch step, stop sequences, pause/resume and state, adoption and reconcile observations.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::fake::{FIRST_PID, FakeQemu, INJECTED};
+use super::*;
+use crate::reconcile::{self, Action, KillReason, Record, StopReason};
+use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
+
+const QMP: &str = "/run/banger/vms/vm-1.sock";
+const VM_DIR: &str = "/var/lib/banger/vms/vm-1";
+
+fn spec() -> VmSpec {
+    let image = Path::new("/var/lib/banger/images/01j9image");
+    let vm = Path::new(VM_DIR);
+    VmSpec {
+        vm_id: "vm-1".into(),
+        vcpus: 2,
+        memory_mib: 1024,
+        kernel: image.join("vmlinux"),
+        initrd: Some(image.join("initrd")),
+        boot_args: "console=ttyS0 reboot=k panic=1 quiet".into(),
+        drives: vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: image.join("rootfs.ext4"),
+                read_only: true,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "overlay".into(),
+                path: vm.join("overlay.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "work".into(),
+                path: vm.join("work.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: "bt-0123456789ab".into(),
+            mac: "06:00:ac:1e:00:02".into(),
+        }),
+        vsock: Some(VsockSpec {
+            cid: 3,
+            uds_path: "/run/banger/vms/vm-1.vsock".into(),
+        }),
+        paths: VmPaths {
+            api_socket: QMP.into(),
+            console_log: vm.join("console.log"),
+            vmm_log: vm.join("qemu.log"),
+            metrics: vm.join("metrics.json"),
+        },
+    }
+}
+
+fn strings(lines: &[&str]) -> Vec<String> {
+    lines.iter().map(|s| s.to_string()).collect()
+}
+
+fn lines(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_command_line_of_a_full_spec() {
+    let args = command_line::process_args(&spec(), Accel::Tcg, false);
+    insta::assert_snapshot!(lines(&args));
+}
+
+#[test]
+fn kvm_vsock_and_commas_change_only_their_arguments() {
+    let tcg = command_line::process_args(&spec(), Accel::Tcg, true);
+    let kvm = command_line::process_args(&spec(), Accel::Kvm, true);
+    let differing: Vec<(String, String)> = tcg
+        .iter()
+        .zip(&kvm)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (a.to_string_lossy().into(), b.to_string_lossy().into()))
+        .collect();
+    assert_eq!(
+        differing,
+        [
+            ("tcg".into(), "kvm".into()),
+            ("max".into(), "host".into()),
+            (
+                "console=ttyS0 reboot=k panic=1 quiet tsc_early_khz=2000000".into(),
+                "console=ttyS0 reboot=k panic=1 quiet".into()
+            ),
+        ]
+    );
+    assert!(
+        tcg.windows(2)
+            .any(|w| w[0] == "-device" && w[1] == "vhost-vsock-device,guest-cid=3"),
+        "{tcg:?}"
+    );
+
+    let mut odd = spec();
+    odd.drives[1].path = "/var/lib/banger/vms/a,b/overlay.ext4".into();
+    odd.paths.api_socket = "/run/banger/vms/a,b.sock".into();
+    odd.boot_args = "console=ttyS0 tsc_early_khz=3000000".into();
+    let args = command_line::process_args(&odd, Accel::Tcg, false);
+    assert!(args.contains(&OsString::from(
+        "id=overlay,file=/var/lib/banger/vms/a,,b/overlay.ext4,format=raw,if=none"
+    )));
+    assert!(args.contains(&OsString::from("console=ttyS0 tsc_early_khz=3000000")));
+    assert_eq!(
+        command_line::qmp_socket(
+            &std::iter::once(OsString::from("qemu-system-x86_64"))
+                .chain(args)
+                .collect::<Vec<_>>()
+        ),
+        Some(PathBuf::from("/run/banger/vms/a,b.sock"))
+    );
+}
+
+/// The journal of a successful launch of [`spec`].
+fn launch_journal() -> Vec<String> {
+    let args = lines(&command_line::process_args(&spec(), Accel::Tcg, false)).replace('\n', " ");
+    vec![
+        format!("create {VM_DIR}/qemu.log"),
+        format!("create {VM_DIR}/console.log"),
+        format!("spawn /usr/bin/qemu-system-x86_64 {args} >> {VM_DIR}/qemu.log"),
+        format!("wait-socket {QMP}"),
+        "qmp cont".into(),
+        "qmp query-status".into(),
+    ]
+}
+
+#[test]
+fn launch_starts_paused_then_runs_the_guest() {
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg);
+    let handle = qemu.launch(&spec()).unwrap();
+    assert_eq!(
+        handle,
+        VmHandle {
+            vm_id: "vm-1".into(),
+            pid: FIRST_PID,
+            api_socket: QMP.into(),
+            vsock_socket: None,
+        },
+        "no /dev/vhost-vsock: no vsock, silently"
+    );
+    assert!(!qemu.attaches_vsock());
+    assert_eq!(qemu.vsock_cid(&handle), None);
+    assert_eq!(fake.journal(), launch_journal());
+    assert_eq!(qemu.state(&handle).unwrap(), InstanceState::Running);
+    assert!(
+        !fake
+            .argv(handle.pid)
+            .unwrap()
+            .iter()
+            .any(|a| a.to_string_lossy().contains("vsock"))
+    );
+
+    let fake = FakeQemu::new().with_vhost_vsock();
+    let qemu = fake.backend(Accel::Kvm);
+    let handle = qemu.launch(&spec()).unwrap();
+    assert!(qemu.attaches_vsock());
+    assert_eq!(qemu.vsock_cid(&handle), Some(3));
+    assert_eq!(handle.vsock_socket, None);
+    fake.crash(handle.pid);
+    assert_eq!(qemu.vsock_cid(&handle), None, "not running: no vsock");
+}
+
+/// The whole journal of a launch whose step `failing` (an index into [`launch_journal`]) fails:
+/// the steps taken, then what is undone, newest first.
+fn expected_journal(failing: usize) -> Vec<String> {
+    let steps = launch_journal();
+    let pid = FIRST_PID;
+    let undo = if steps[failing].starts_with("create") || steps[failing].starts_with("spawn") {
+        // Nothing was acquired yet; the logs are kept, they are how failures are read.
+        Vec::new()
+    } else {
+        vec![
+            format!("remove {QMP}"),
+            format!("signal {pid} SIGKILL"),
+            format!("wait-exit {pid}"),
+        ]
+    };
+    steps[..=failing].iter().cloned().chain(undo).collect()
+}
+
+#[test]
+fn every_failing_launch_step_is_rolled_back_exactly() {
+    let steps = launch_journal();
+    for (i, failing) in steps.iter().enumerate() {
+        let fake = FakeQemu::new().fail_step(i + 1);
+        let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+        assert_eq!(fake.journal(), expected_journal(i), "when {failing} fails");
+        assert!(fake.running().is_empty(), "no process after {failing}");
+        assert!(
+            fake.sockets().is_empty(),
+            "no socket left after {failing}: {:?}",
+            fake.sockets()
+        );
+        match &err {
+            VmmError::Launch { vm_id, cleanup, .. } => {
+                assert_eq!(vm_id, "vm-1");
+                assert!(cleanup.is_empty(), "{failing}: {cleanup:?}");
+            }
+            other => panic!("{failing}: expected a launch error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_refused_qmp_command_is_reported_with_qemus_words() {
+    let fake = FakeQemu::new().fail("qmp cont");
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert_eq!(
+        crate::error_chain(&err),
+        format!("cannot launch VM vm-1: QMP cont on {QMP}: QEMU answered GenericError: {INJECTED}")
+    );
+}
+
+#[test]
+fn a_guest_that_crashes_at_once_fails_the_launch() {
+    let fake = FakeQemu::new().crashing_guest("internal-error");
+    let err = fake.backend(Accel::Kvm).launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::GuestStopped { status } if status == "internal-error"),
+        "{err:?}"
+    );
+    assert!(fake.running().is_empty());
+    assert!(fake.sockets().is_empty());
+    assert_eq!(
+        crate::error_chain(&err),
+        "cannot launch VM vm-1: the guest is not running: the VMM reports \"internal-error\""
+    );
+}
+
+#[test]
+fn a_failing_cleanup_step_does_not_stop_the_others() {
+    let fake = FakeQemu::new()
+        .fail("qmp query-status")
+        .fail(format!("remove {QMP}"))
+        .fail(format!("wait-exit {FIRST_PID}"));
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    let journal = fake.journal();
+    assert_eq!(
+        journal[journal.len() - 3..],
+        strings(&[
+            &format!("remove {QMP}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot launch VM vm-1 (cleanup also failed: cannot remove {QMP}: injected \
+             failure; QEMU (pid {FIRST_PID}) is still running after SIGKILL)"
+        )
+    );
+
+    let fake = FakeQemu::new()
+        .fail("qmp cont")
+        .fail(format!("signal {FIRST_PID} SIGKILL"));
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert!(
+        err.to_string().ends_with(&format!(
+            "(cleanup also failed: cannot kill QEMU (pid {FIRST_PID}): cannot send SIGKILL to \
+             process {FIRST_PID}: injected failure)"
+        )),
+        "{err}"
+    );
+    assert!(fake.sockets().is_empty(), "the socket went anyway");
+}
+
+#[test]
+fn a_qemu_that_dies_at_start_is_reported_with_its_log() {
+    let fake = FakeQemu::new().dying_at_start();
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+            if *pid == FIRST_PID && during == "before opening its QMP socket"),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.journal()[4..],
+        strings(&[
+            &format!("remove {QMP}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert!(matches!(&err, VmmError::Launch { cleanup, .. } if cleanup.is_empty()));
+}
+
+#[test]
+fn a_qemu_that_exits_while_starting_is_reported_as_exited() {
+    let fake = FakeQemu::new().exiting_on_cont();
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+            if *pid == FIRST_PID && during == "while starting the guest"),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.journal()[4..],
+        strings(&[
+            "qmp cont",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {QMP}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert!(fake.sockets().is_empty());
+}
+
+#[test]
+fn a_stale_socket_is_removed_and_a_live_one_refused() {
+    let fake = FakeQemu::new().with_stale_socket(QMP);
+    fake.backend(Accel::Tcg).launch(&spec()).unwrap();
+    assert_eq!(fake.journal()[0], format!("remove {QMP}"));
+
+    let fake = FakeQemu::new().with_listener(QMP);
+    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::SocketInUse { path } if path == Path::new(QMP)),
+        "{err:?}"
+    );
+    assert!(fake.journal().is_empty(), "{:?}", fake.journal());
+}
+
+#[test]
+fn specs_qemu_would_misread_are_refused_before_anything_runs() {
+    type Change = fn(&mut VmSpec);
+    let cases: Vec<(Change, &str)> = vec![
+        (
+            |s| s.boot_args.push_str(" ip=dhcp"),
+            "must not configure the network",
+        ),
+        (
+            |s| s.vm_id = "a,b".into(),
+            "ASCII letters, digits or dashes",
+        ),
+        (|s| s.vcpus = 0, "at least one vCPU"),
+        (|s| s.vcpus = 256, "too many"),
+        (|s| s.memory_mib = 0, "needs memory"),
+        (|s| s.drives[0].id = "1root".into(), "start with a letter"),
+        (|s| s.drives[0].id = "root,fs".into(), "start with a letter"),
+        (
+            |s| s.net.as_mut().unwrap().mac = "06:00:ac:1e:00".into(),
+            "six hex octets",
+        ),
+        (
+            |s| s.paths.api_socket = PathBuf::from(format!("/run/{}.sock", "d".repeat(100))),
+            "Unix sockets allow 107",
+        ),
+    ];
+    for (change, message) in cases {
+        let mut spec = spec();
+        change(&mut spec);
+        let fake = FakeQemu::new();
+        let err = fake.backend(Accel::Tcg).launch(&spec).unwrap_err();
+        assert!(matches!(err, VmmError::InvalidSpec(_)), "{err:?}");
+        assert!(err.to_string().contains(message), "{err} lacks {message:?}");
+        assert!(fake.journal().is_empty());
+    }
+}
+
+fn launched(fake: &FakeQemu) -> VmHandle {
+    let vm = fake.backend(Accel::Tcg).launch(&spec()).unwrap();
+    assert_eq!(fake.journal().len(), launch_journal().len());
+    vm
+}
+
+fn after_launch(fake: &FakeQemu) -> Vec<String> {
+    fake.journal()[launch_journal().len()..].to_vec()
+}
+
+#[test]
+fn stop_presses_the_power_button_first() {
+    let fake = FakeQemu::new();
+    let vm = launched(&fake);
+    let outcome = fake
+        .backend(Accel::Tcg)
+        .stop(&vm, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, StopOutcome::ShutDown);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[
+            "qmp query-status",
+            "qmp system_powerdown",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {QMP}"),
+        ])
+    );
+    assert!(fake.sockets().is_empty());
+}
+
+#[test]
+fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
+    let fake = FakeQemu::new().ignoring_powerdown();
+    let vm = launched(&fake);
+    let outcome = fake
+        .backend(Accel::Tcg)
+        .stop(&vm, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[
+            "qmp query-status",
+            "qmp system_powerdown",
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {QMP}"),
+        ])
+    );
+
+    let fake = FakeQemu::new().ignoring_powerdown().ignoring_term();
+    let vm = launched(&fake);
+    let outcome = fake
+        .backend(Accel::Tcg)
+        .stop(&vm, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, StopOutcome::Killed);
+    assert_eq!(
+        after_launch(&fake)[3..],
+        strings(&[
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {QMP}"),
+        ])
+    );
+    assert!(fake.running().is_empty());
+    assert!(
+        fake.sockets().is_empty(),
+        "a killed QEMU's socket is removed"
+    );
+}
+
+#[test]
+fn stop_skips_the_button_for_a_paused_guest_or_a_zero_timeout() {
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg);
+    let vm = launched(&fake);
+    qemu.pause(&vm).unwrap();
+    assert_eq!(
+        qemu.stop(&vm, Duration::from_secs(5)).unwrap(),
+        StopOutcome::Terminated
+    );
+    assert_eq!(
+        after_launch(&fake)[..4],
+        strings(&[
+            "qmp stop",
+            "qmp query-status",
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}")
+        ])
+    );
+
+    let fake = FakeQemu::new();
+    let vm = launched(&fake);
+    let outcome = fake.backend(Accel::Tcg).stop(&vm, Duration::ZERO).unwrap();
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert_eq!(
+        after_launch(&fake)[0],
+        format!("signal {FIRST_PID} SIGTERM")
+    );
+}
+
+#[test]
+fn stopping_a_crashed_qemu_only_releases_its_socket() {
+    let fake = FakeQemu::new();
+    let vm = launched(&fake);
+    fake.crash(vm.pid);
+    let outcome = fake
+        .backend(Accel::Tcg)
+        .stop(&vm, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(outcome, StopOutcome::AlreadyExited);
+    assert_eq!(after_launch(&fake), strings(&[&format!("remove {QMP}")]));
+    assert!(fake.sockets().is_empty());
+}
+
+#[test]
+fn a_reused_pid_is_never_signalled() {
+    let fake = FakeQemu::new();
+    let mut vm = launched(&fake);
+    fake.crash(vm.pid);
+    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
+    assert_eq!(
+        fake.backend(Accel::Tcg)
+            .stop(&vm, Duration::from_secs(5))
+            .unwrap(),
+        StopOutcome::AlreadyExited
+    );
+    assert!(fake.alive(vm.pid), "the other process lives on");
+    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+}
+
+#[test]
+fn a_failing_socket_removal_is_reported_by_stop() {
+    let fake = FakeQemu::new().fail(format!("remove {QMP}"));
+    let vm = launched(&fake);
+    let err = fake
+        .backend(Accel::Tcg)
+        .stop(&vm, Duration::ZERO)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot release cannot remove {QMP}: injected failure")
+    );
+}
+
+#[test]
+fn pause_resume_and_state() {
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg);
+    let vm = launched(&fake);
+    qemu.pause(&vm).unwrap();
+    assert_eq!(qemu.state(&vm).unwrap(), InstanceState::Paused);
+    qemu.resume(&vm).unwrap();
+    assert_eq!(qemu.state(&vm).unwrap(), InstanceState::Running);
+    assert_eq!(
+        after_launch(&fake),
+        strings(&[
+            "qmp stop",
+            "qmp query-status",
+            "qmp cont",
+            "qmp query-status"
+        ])
+    );
+
+    fake.crash(vm.pid);
+    let err = qemu.pause(&vm).unwrap_err();
+    assert!(
+        matches!(err, VmmError::NotRunning { pid } if pid == vm.pid),
+        "{err:?}"
+    );
+    assert!(matches!(
+        qemu.state(&vm).unwrap_err(),
+        VmmError::NotRunning { .. }
+    ));
+}
+
+#[test]
+fn a_fresh_backend_adopts_what_another_launched() {
+    let fake = FakeQemu::new().with_vhost_vsock();
+    let vm = fake.backend(Accel::Tcg).launch(&spec()).unwrap();
+    // A new daemon: a new backend value that knows nothing but the recorded pid and socket.
+    let next = fake.backend(Accel::Tcg);
+    assert_eq!(next.adopt(vm.pid, &vm.api_socket), Some(vm.clone()));
+    assert_eq!(next.state(&vm).unwrap(), InstanceState::Running);
+    assert_eq!(next.vsock_cid(&vm), Some(3), "the command line remembers");
+
+    assert_eq!(
+        next.adopt(vm.pid, Path::new("/run/banger/vms/other.sock")),
+        None
+    );
+    let other = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
+    assert_eq!(next.adopt(other, &vm.api_socket), None);
+    // A Firecracker is not this backend's to adopt, even on the same socket path.
+    let firecracker = fake.add_running(&["firecracker", "--api-sock", QMP], "running");
+    assert_eq!(next.adopt(firecracker, &vm.api_socket), None);
+    fake.crash(vm.pid);
+    assert_eq!(next.adopt(vm.pid, &vm.api_socket), None);
+}
+
+#[test]
+fn observations_say_what_reconcile_needs() {
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg);
+    let vm = launched(&fake);
+    let seen = qemu.observe(vm.pid, &vm.api_socket);
+    assert_eq!(
+        (seen.alive, seen.owned, seen.socket_exists, seen.answer),
+        (true, true, true, Some(InstanceState::Running))
+    );
+    qemu.pause(&vm).unwrap();
+    assert_eq!(
+        qemu.observe(vm.pid, &vm.api_socket).answer,
+        Some(InstanceState::Paused)
+    );
+
+    // A QEMU whose guest died of an emulation error runs on but cannot be driven back.
+    let broken = fake.add_running(
+        &[
+            "qemu-system-x86_64",
+            "-name",
+            "vm-9",
+            "-chardev",
+            "socket,id=qmp,path=/run/banger/vms/vm-9.sock,server=on,wait=off",
+        ],
+        "internal-error",
+    );
+    let seen = qemu.observe(broken, Path::new("/run/banger/vms/vm-9.sock"));
+    assert!(seen.owned && seen.socket_exists, "{seen:?}");
+    assert_eq!(seen.answer, None, "reconcile ends it as not answering");
+
+    fake.crash(vm.pid);
+    let seen = qemu.observe(vm.pid, &vm.api_socket);
+    assert_eq!(
+        (seen.alive, seen.owned, seen.socket_exists, seen.answer),
+        (false, false, true, None)
+    );
+}
+
+#[test]
+fn reconcile_after_a_daemon_restart() {
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg);
+    let dir = Path::new("/run/banger/vms");
+    let alive = qemu.launch(&spec()).unwrap();
+    let mut crashed_spec = spec();
+    crashed_spec.vm_id = "vm-2".into();
+    crashed_spec.paths.api_socket = dir.join("vm-2.sock");
+    let crashed = qemu.launch(&crashed_spec).unwrap();
+    fake.crash(crashed.pid);
+    let orphan = fake.add_running(
+        &[
+            "/usr/bin/qemu-system-x86_64",
+            "-name",
+            "lost",
+            "-chardev",
+            "socket,id=qmp,path=/run/banger/vms/lost.sock,server=on,wait=off",
+        ],
+        "running",
+    );
+    // Not banger's: a QEMU serving a socket elsewhere.
+    fake.add_running(
+        &[
+            "qemu-system-x86_64",
+            "-chardev",
+            "socket,id=qmp,path=/tmp/mine.sock,server=on,wait=off",
+        ],
+        "running",
+    );
+
+    let records = vec![
+        Record {
+            vm_id: "vm-1".into(),
+            state: banger_api::VmState::Running,
+            pid: Some(alive.pid),
+            api_socket: Some(alive.api_socket.clone()),
+            vsock_socket: None,
+        },
+        Record {
+            vm_id: "vm-2".into(),
+            state: banger_api::VmState::Running,
+            pid: Some(crashed.pid),
+            api_socket: Some(crashed.api_socket.clone()),
+            vsock_socket: None,
+        },
+    ];
+    let observations: Vec<_> = records
+        .iter()
+        .map(|r| Some(qemu.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
+        .collect();
+    let scan = qemu.scan(dir);
+    assert_eq!(
+        reconcile::decide(&records, &observations, &scan),
+        vec![
+            Action::Adopt {
+                vm_id: "vm-1".into(),
+                pid: alive.pid,
+                state: InstanceState::Running
+            },
+            Action::MarkStopped {
+                vm_id: "vm-2".into(),
+                reason: StopReason::ProcessGone
+            },
+            Action::Kill {
+                pid: orphan,
+                api_socket: dir.join("lost.sock"),
+                reason: KillReason::Orphan
+            },
+            Action::RemoveSocket {
+                path: dir.join("lost.sock")
+            },
+            Action::RemoveSocket {
+                path: dir.join("vm-2.sock")
+            },
+        ]
+    );
+}
