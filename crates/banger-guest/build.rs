@@ -18,7 +18,10 @@ use std::process::Command;
 
 /// The guest binaries: (constant name in lib.rs, cargo package, binary name). Adding one is
 /// one line here.
-const GUEST_BINARIES: &[(&str, &str, &str)] = &[("INIT", "banger-init", "banger-init")];
+const GUEST_BINARIES: &[(&str, &str, &str)] = &[
+    ("INIT", "banger-init", "banger-init"),
+    ("AGENT", "banger-agent", "banger-agent"),
+];
 
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";

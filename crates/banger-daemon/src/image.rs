@@ -134,11 +134,19 @@ pub fn start_bootstrap(d: Arc<Daemon>, checked: CheckedBootstrap) -> Operation {
             .prefix(".guest-")
             .tempdir_in(&staging_parent)
             .map_err(|e| ApiError::internal(format!("cannot stage the guest binaries: {e}")))?;
-        let init = binaries.path().join(banger_guest::INIT.name);
-        banger_guest::INIT
-            .write_to(&init)
-            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", init.display())))?;
-        let spec = bootstrap::BootstrapSpec::new(&checked.name, &checked.suite, init);
+        let write = |binary: banger_guest::GuestBinary| {
+            let path = binaries.path().join(binary.name);
+            binary
+                .write_to(&path)
+                .map(|()| path.clone())
+                .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))
+        };
+        let mut spec = bootstrap::BootstrapSpec::new(
+            &checked.name,
+            &checked.suite,
+            write(banger_guest::INIT)?,
+        );
+        spec.agent_binary = Some(write(banger_guest::AGENT)?);
         let host = bootstrap::Host::new(&RealRunner, bootstrap_cache_dir(&d), staging_parent);
         // What a bootstrap interrupted by a crash left behind, when no other bootstrap runs.
         let running = d

@@ -222,6 +222,13 @@ async fn a_bootstrap_operation_builds_and_records_an_image() {
         "{:?}",
         image.manifest.packages
     );
+    let manifest =
+        banger_image::bootstrap::read_manifest(&h.state_dir().join("images").join(&image.id))
+            .unwrap();
+    assert!(
+        manifest.inputs.agent,
+        "the daemon installs its embedded agent"
+    );
     let staging = h.state_dir().join("staging");
     let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
     assert!(left.is_empty(), "staging left behind: {left:?}");

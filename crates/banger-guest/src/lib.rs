@@ -1,7 +1,7 @@
 //! banger's guest binaries, embedded in the daemon so that an installed `bangerd` (say, from
 //! `cargo install --path crates/banger`) can build images without a source tree or a second
-//! toolchain run: [`INIT`] is the initramfs `/init` ([`banger-init`]), a static x86_64
-//! executable. `build.rs` builds them with a nested cargo; see its header for how, and for
+//! toolchain run: [`INIT`] is the initramfs `/init` ([`banger-init`]) and [`AGENT`] the guest
+//! agent (`banger-agent`), both static x86_64 executables. `build.rs` builds them with a nested cargo; see its header for how, and for
 //! `BANGER_GUEST_<NAME>` to embed prebuilt binaries instead.
 //!
 //! [`banger-init`]: ../banger_init/index.html
@@ -30,12 +30,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_init_is_a_static_x86_64_executable() {
-        let b = INIT.bytes;
+    fn the_guest_binaries_are_static_x86_64_executables() {
+        for binary in [INIT, AGENT] {
+            assert_static_x86_64(binary);
+        }
+        assert_eq!(INIT.name, "banger-init");
+        assert_eq!(AGENT.name, "banger-agent");
+    }
+
+    fn assert_static_x86_64(binary: GuestBinary) {
+        let b = binary.bytes;
         assert_eq!(&b[..4], b"\x7fELF");
         assert_eq!(b[4], 2, "64-bit");
         assert_eq!(u16::from_le_bytes([b[0x12], b[0x13]]), 0x3e, "x86_64");
-        assert_eq!(INIT.name, "banger-init");
         // Static: no PT_INTERP program header.
         let u16_at = |o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
         let phoff = usize::try_from(u64::from_le_bytes(b[0x20..0x28].try_into().unwrap())).unwrap();

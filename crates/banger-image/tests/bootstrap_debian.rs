@@ -84,12 +84,14 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, public.trim().to_owned())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free loopback ports (both held until both are known).
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 struct Qemu {
@@ -136,7 +138,7 @@ impl Drop for Qemu {
     }
 }
 
-fn boot(image: &Path, disks: &Path, port: u16) -> Qemu {
+fn boot(image: &Path, disks: &Path, port: u16, agent_port: u16) -> Qemu {
     let drive = |id: &str, path: &Path, readonly: bool| {
         format!(
             "id={id},file={},format=raw,if=none{}",
@@ -179,7 +181,10 @@ fn boot(image: &Path, disks: &Path, port: u16) -> Qemu {
     .args(["-device", "virtio-blk-device,drive=work"])
     .args([
         "-netdev",
-        &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-{GUEST_IP}:22"),
+        &format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-{GUEST_IP}:22,\
+             hostfwd=tcp:127.0.0.1:{agent_port}-{GUEST_IP}:1024"
+        ),
     ])
     .args([
         "-device",
@@ -252,8 +257,11 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     let dir = work.path();
     let init = dir.join("banger-init");
     banger_guest::INIT.write_to(&init).unwrap();
+    let agent = dir.join("banger-agent");
+    banger_guest::AGENT.write_to(&agent).unwrap();
 
-    let spec = BootstrapSpec::new("debian", bootstrap::DEFAULT_SUITE, init);
+    let mut spec = BootstrapSpec::new("debian", bootstrap::DEFAULT_SUITE, init);
+    spec.agent_binary = Some(agent);
     let host = Host {
         runner: &RealRunner,
         privilege: Privilege::Root,
@@ -371,8 +379,8 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     .unwrap();
     assert_eq!(fingerprint, manifest.work_seed.fingerprint);
 
-    let port = free_port();
-    let mut vm = boot(&image_dir, &disks, port);
+    let (port, agent_port) = free_ports();
+    let mut vm = boot(&image_dir, &disks, port, agent_port);
     let powered_on = Instant::now();
     let deadline = powered_on + BOOT_DEADLINE;
     let switched = vm.wait_for("banger-init: switching root", deadline);
@@ -426,6 +434,26 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
         32,
         "a machine id per VM: {out}"
     );
+
+    // The agent BusyBox init started answers on the VM's IP, with the VM's token only.
+    let mut agent = TcpStream::connect(("127.0.0.1", agent_port)).unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut agent,
+        b"GET /v1/healthz HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer token\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = agent.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the agent did not answer: {reply:?}\nconsole:\n{}",
+        vm.log()
+    );
+    println!("agent: {}", reply.lines().next().unwrap_or(""));
 
     // `poweroff` stops the VM by itself.
     let _ = ssh("poweroff");

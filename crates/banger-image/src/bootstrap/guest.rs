@@ -1,5 +1,6 @@
 //! What banger adds to a bootstrapped Debian root besides packages: the image's init and the
-//! few files that make the root a banger guest, and the hook that installs the guest agent.
+//! few files that make the root a banger guest, and the hook that installs the guest agent
+//! (`banger-agent --listen-vm-ip`, respawned by init like sshd).
 //!
 //! The image's init is BusyBox's `init` (Debian's `busybox` package), not systemd. Under QEMU
 //! TCG a light init reaches sshd in about 7 s from power-on against about 19 s with systemd
@@ -58,9 +59,11 @@ fn file(path: &'static str, mode: u32, contents: &str) -> GuestFile {
     }
 }
 
-/// The inittab line that starts the agent; [`install_agent`] appends it.
+/// The inittab line that starts the agent; [`install_agent`] appends it. `--listen-vm-ip`
+/// makes it serve on the VM's private IP too (read from the overlay's network file), the
+/// channel banger uses where there is no vsock.
 pub fn agent_inittab_line() -> String {
-    format!("::respawn:/{AGENT_PATH}\n")
+    format!("::respawn:/{AGENT_PATH} --listen-vm-ip\n")
 }
 
 /// Every file banger writes into a bootstrapped root, paths relative to it.
@@ -355,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_to_string(root.join("etc/inittab")).unwrap(),
-            "::sysinit:/etc/banger/rc.boot\n::respawn:/usr/local/sbin/banger-agent\n"
+            "::sysinit:/etc/banger/rc.boot\n::respawn:/usr/local/sbin/banger-agent --listen-vm-ip\n"
         );
 
         // Through sudo when the daemon is not root.
