@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
+use crate::BootstrapImageRequest;
 use crate::{
     ApiError, BUILD_ID_HEADER, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo,
     DoctorReport, ErrorCode, Image, Operation, RegisterImageRequest, SshAccess, UpdateVmRequest,
@@ -322,6 +323,15 @@ impl Client {
         request: &RegisterImageRequest,
     ) -> Result<Operation, ClientError> {
         self.call(Method::POST, "/v1/images", Some(request)).await
+    }
+
+    /// Starts an image bootstrap; follow it with [`Client::watch_operation`].
+    pub async fn bootstrap_image(
+        &self,
+        request: &BootstrapImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(Method::POST, "/v1/images/bootstrap", Some(request))
+            .await
     }
 
     pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {

@@ -385,11 +385,26 @@ pub struct RegisterImageRequest {
     pub rootfs: String,
 }
 
+/// `POST /v1/images/bootstrap`: build an image from distribution packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapImageRequest {
+    /// The distribution; `debian` is the one banger bootstraps.
+    pub distro: String,
+    /// The distribution's release, e.g. `bookworm` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    /// The image's name; the distribution's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// What kind of long work an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     RegisterImage,
+    BootstrapImage,
     StartVm,
     StopVm,
     RestartVm,

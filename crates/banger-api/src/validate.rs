@@ -56,6 +56,40 @@ pub fn name(kind: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The distributions `image bootstrap` can build.
+pub const BOOTSTRAP_DISTROS: &[&str] = &["debian"];
+
+/// The distribution of `image bootstrap`.
+pub fn bootstrap_distro(value: &str) -> Result<(), ApiError> {
+    if BOOTSTRAP_DISTROS.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!("cannot bootstrap {value:?}")).with_hint(
+            "banger bootstraps debian; adopt another system's boot files with `banger image register`",
+        ))
+    }
+}
+
+/// A Debian suite (`bookworm`, `trixie`, `stable`, `bookworm-backports`): debootstrap makes it
+/// part of a path and a URL, so only lower-case letters, digits and `-`, starting with a
+/// letter, at most 32 characters.
+pub fn suite(value: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            ApiError::invalid(format!("{value:?} is not a Debian suite name"))
+                .with_hint("use a codename such as bookworm or trixie"),
+        )
+    }
+}
+
 /// vCPU count: at least 1, at most [`MAX_VCPUS`]. The daemon also caps it at the host's CPUs.
 pub fn vcpus(value: i64) -> Result<u32, ApiError> {
     if value < 1 {
@@ -166,6 +200,20 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bootstrap_inputs() {
+        bootstrap_distro("debian").unwrap();
+        let err = bootstrap_distro("ubuntu").unwrap_err();
+        assert!(err.hint.unwrap().contains("image register"));
+        for ok in ["bookworm", "trixie", "bookworm-backports", "stable"] {
+            suite(ok).unwrap();
+        }
+        for bad in ["", "Bookworm", "../etc", "a b", "1abc", "x/y"] {
+            assert!(suite(bad).is_err(), "{bad:?}");
+        }
+        assert!(suite(&"x".repeat(33)).is_err());
+    }
 
     #[test]
     fn names_follow_dns_label_rules() {

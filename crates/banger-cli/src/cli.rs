@@ -56,7 +56,7 @@ pub enum Command {
     #[command(subcommand)]
     Vm(VmCommand),
 
-    /// Register, list, inspect and delete images (kernel, initrd and root filesystem)
+    /// Bootstrap, register, list, inspect and delete images (kernel, initrd, rootfs)
     #[command(subcommand)]
     Image(ImageCommand),
 
@@ -301,6 +301,16 @@ pub struct SetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Build an image from Debian packages: debootstrap, the Debian cloud kernel, banger's initramfs
+    ///
+    /// The image gets a minimal Debian with OpenSSH, a light init (BusyBox) and the kernel of
+    /// the linux-image-cloud-amd64 package as resolved by this host's apt. It needs debootstrap
+    /// and root, directly or through passwordless sudo (see `banger doctor`). Downloads (about
+    /// 100 MB) are cached under banger's state directory, so the next bootstrap of the same
+    /// suite downloads nothing.
+    #[command(after_help = "Example: banger image bootstrap debian --suite bookworm --name debian")]
+    Bootstrap(BootstrapArgs),
+
     /// Adopt an existing kernel, optional initrd and ext4 root filesystem as an image
     ///
     /// The files are copied into banger's image store; the originals are left alone.
@@ -325,6 +335,22 @@ pub enum ImageCommand {
         /// Image name
         name: String,
     },
+}
+
+/// `banger image bootstrap`.
+#[derive(Debug, Clone, Args)]
+pub struct BootstrapArgs {
+    /// Distribution to bootstrap: debian
+    #[arg(value_name = "DISTRO")]
+    pub distro: String,
+
+    /// Debian suite (release codename) [default: bookworm]
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+
+    /// Image name, a DNS label (a-z, 0-9, '-') [default: the distribution's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 /// `banger image register`.
@@ -418,6 +444,7 @@ mod tests {
         insta::assert_snapshot!("help_vm_create", long_help(&["vm", "create"]));
         insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
+        insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
         insta::assert_snapshot!("help_daemon", long_help(&["daemon"]));
     }
 }

@@ -1,13 +1,14 @@
 //! `banger image …`. Registration checks the boot files locally first — a typo in a path
 //! should be reported against the path the user typed, not as a failed operation — and sends
-//! them as absolute paths, since bangerd runs in another working directory.
+//! them as absolute paths, since bangerd runs in another working directory. Bootstrap checks
+//! the distribution, suite and name before asking the daemon, which checks them again.
 
 use std::path::Path;
 
 use banger_api::validate;
-use banger_api::{ApiError, Image, RegisterImageRequest, Timestamp};
+use banger_api::{ApiError, BootstrapImageRequest, Image, RegisterImageRequest, Timestamp};
 
-use crate::cli::{ImageCommand, OutputFormat, RegisterArgs};
+use crate::cli::{BootstrapArgs, ImageCommand, OutputFormat, RegisterArgs};
 use crate::daemon::Daemon;
 use crate::exit::Failure;
 use crate::operation;
@@ -26,6 +27,22 @@ pub fn register_request(args: &RegisterArgs) -> Result<RegisterImageRequest, Api
             .map(|p| boot_file("initrd", p))
             .transpose()?,
         rootfs: boot_file("rootfs", &args.rootfs)?,
+    })
+}
+
+/// The request of `banger image bootstrap`, once the distribution, suite and name are valid.
+pub fn bootstrap_request(args: &BootstrapArgs) -> Result<BootstrapImageRequest, ApiError> {
+    validate::bootstrap_distro(&args.distro)?;
+    if let Some(suite) = &args.suite {
+        validate::suite(suite)?;
+    }
+    if let Some(name) = &args.name {
+        validate::name("image", name)?;
+    }
+    Ok(BootstrapImageRequest {
+        distro: args.distro.clone(),
+        suite: args.suite.clone(),
+        name: args.name.clone(),
     })
 }
 
@@ -61,6 +78,7 @@ fn boot_file(what: &str, path: &Path) -> Result<String, ApiError> {
 pub async fn run(command: &ImageCommand, format: OutputFormat) -> Result<(), Failure> {
     let text = match command {
         ImageCommand::Register(args) => register(args, format).await?,
+        ImageCommand::Bootstrap(args) => bootstrap(args, format).await?,
         ImageCommand::List => {
             let daemon = Daemon::locate()?;
             let images = daemon
@@ -116,6 +134,39 @@ async fn register(args: &RegisterArgs, format: OutputFormat) -> Result<String, F
         OutputFormat::Json => output::json(&image),
         OutputFormat::Text => format!(
             "Registered image {}.\n\n{}",
+            image.name,
+            output::image_show(&image, Timestamp::now())
+        ),
+    })
+}
+
+async fn bootstrap(args: &BootstrapArgs, format: OutputFormat) -> Result<String, Failure> {
+    let request = bootstrap_request(args)?;
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.bootstrap_image(&request).await)
+        .await?;
+    let text_mode = format == OutputFormat::Text;
+    if text_mode {
+        output::eprint(&format!(
+            "Bootstrapping image {} from {} {}\n",
+            started.target,
+            request.distro,
+            request.suite.as_deref().unwrap_or("(default suite)")
+        ));
+    }
+    let finished = operation::follow(daemon.client(), started, text_mode).await?;
+    let image = match finished
+        .result
+        .and_then(|value| serde_json::from_value::<Image>(value).ok())
+    {
+        Some(image) => image,
+        None => daemon.client().get_image(&finished.target).await?,
+    };
+    Ok(match format {
+        OutputFormat::Json => output::json(&image),
+        OutputFormat::Text => format!(
+            "Bootstrapped image {}.\n\n{}",
             image.name,
             output::image_show(&image, Timestamp::now())
         ),
@@ -217,6 +268,48 @@ mod tests {
         .unwrap_err();
         insta::assert_snapshot!(err, @r#"
         error: image name "Debian" contains 'D' (names are lower-case)
+        hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
+        "#);
+    }
+
+    fn bootstrap(args: &[&str]) -> Result<BootstrapImageRequest, String> {
+        let argv = ["banger", "image", "bootstrap"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Image(ImageCommand::Bootstrap(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        bootstrap_request(&args).map_err(|e| {
+            let failure = Failure::from(e);
+            assert_eq!(failure.exit, Exit::InvalidInput);
+            output::error(&failure.error, OutputFormat::Text)
+        })
+    }
+
+    #[test]
+    fn bootstrap_inputs_are_checked_before_the_daemon_is_asked() {
+        let ok = bootstrap(&["debian"]).unwrap();
+        assert_eq!(
+            ok,
+            BootstrapImageRequest {
+                distro: "debian".into(),
+                suite: None,
+                name: None
+            }
+        );
+        let ok = bootstrap(&["debian", "--suite", "trixie", "--name", "dev-base"]).unwrap();
+        assert_eq!(ok.suite.as_deref(), Some("trixie"));
+        assert_eq!(ok.name.as_deref(), Some("dev-base"));
+
+        insta::assert_snapshot!(bootstrap(&["ubuntu"]).unwrap_err(), @r#"
+        error: cannot bootstrap "ubuntu"
+        hint: banger bootstraps debian; adopt another system's boot files with `banger image register`
+        "#);
+        insta::assert_snapshot!(bootstrap(&["debian", "--suite", "Bookworm"]).unwrap_err(), @r#"
+        error: "Bookworm" is not a Debian suite name
+        hint: use a codename such as bookworm or trixie
+        "#);
+        insta::assert_snapshot!(bootstrap(&["debian", "--name", "x-"]).unwrap_err(), @r#"
+        error: image name "x-" starts or ends with '-'
         hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
         "#);
     }

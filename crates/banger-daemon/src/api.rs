@@ -139,6 +139,7 @@ async fn blocking_arc<T: Send + 'static>(
         resume_vm,
         list_images,
         register_image,
+        bootstrap_image,
         get_image,
         delete_image,
         list_operations,
@@ -174,6 +175,17 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/console", get(guest_api::console))
         .route("/v1/vms/{name}/ssh", get(guest_api::ssh))
         .route("/v1/images", get(list_images).post(register_image))
+        // An image may be named "bootstrap": its GET and DELETE still work on this path.
+        .route(
+            "/v1/images/bootstrap",
+            post(bootstrap_image)
+                .get(|State(d): State<Arc<Daemon>>| {
+                    get_image(State(d), Path("bootstrap".to_owned()))
+                })
+                .delete(|State(d): State<Arc<Daemon>>| {
+                    delete_image(State(d), Path("bootstrap".to_owned()))
+                }),
+        )
         .route("/v1/images/{name}", get(get_image).delete(delete_image))
         .route("/v1/operations", get(list_operations))
         .route("/v1/operations/{id}", get(get_operation))
@@ -354,6 +366,20 @@ async fn register_image(
         blocking(&d, move |d| image::check_register(d, &req)).await?
     };
     let op = image::start_register(d.clone(), req.name, sources);
+    Ok(accepted(op))
+}
+
+/// Bootstraps an image from distribution packages (debootstrap, the Debian cloud kernel, banger's
+/// initramfs) as an operation. Refused up front when the host lacks what it needs.
+#[utoipa::path(post, path = "/v1/images/bootstrap", request_body = banger_api::BootstrapImageRequest, responses(
+    (status = 202, body = Operation), (status = 400, body = ApiError), (status = 409, body = ApiError),
+    (status = 503, body = ApiError)))]
+async fn bootstrap_image(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<banger_api::BootstrapImageRequest>,
+) -> Answer<Response> {
+    let checked = blocking(&d, move |d| image::check_bootstrap(d, &req)).await?;
+    let op = image::start_bootstrap(d.clone(), checked);
     Ok(accepted(op))
 }
 

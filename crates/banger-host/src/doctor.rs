@@ -95,6 +95,9 @@ pub enum Preflight {
     Nat,
     /// Resizing a disk: e2fsprogs, disk space.
     Resize,
+    /// `image bootstrap`: debootstrap and apt, e2fsprogs, disk space, and `sudo -n` for the
+    /// steps on the root-owned tree when not root.
+    Bootstrap,
 }
 
 /// Which kernel module provides `/dev/kvm`.
@@ -248,8 +251,10 @@ impl<'a> Doctor<'a> {
             self.check_disk(),
             self.check_e2fsprogs(&["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"]),
             self.check_openssh(),
+            self.check_debootstrap(false),
         ];
         checks.extend(self.check_sudo());
+        checks.extend(self.check_bootstrap_sudo(false));
         checks
     }
 
@@ -280,6 +285,15 @@ impl<'a> Doctor<'a> {
                 self.check_e2fsprogs(&["resize2fs", "e2fsck"]),
                 self.check_disk(),
             ],
+            Preflight::Bootstrap => {
+                let mut checks = vec![
+                    self.check_debootstrap(true),
+                    self.check_e2fsprogs(&["mkfs.ext4"]),
+                    self.check_disk(),
+                ];
+                checks.extend(self.check_bootstrap_sudo(true));
+                return checks;
+            }
         };
         checks.extend(self.check_sudo());
         checks
@@ -865,6 +879,103 @@ impl<'a> Doctor<'a> {
             ),
             rule,
         ))
+    }
+}
+
+/// The programs `image bootstrap` runs as root (through `sudo -n` when banger is not root).
+pub const BOOTSTRAP_PRIVILEGED: &[&str] = &[
+    "debootstrap",
+    "mkfs.ext4",
+    "cp",
+    "rm",
+    "du",
+    "umount",
+    "install",
+    "tee",
+];
+
+impl Doctor<'_> {
+    /// debootstrap and the apt tools `image bootstrap` needs. Missing is a warning for
+    /// `banger doctor` (VMs run without them) and a failure before a bootstrap (`strict`).
+    fn check_debootstrap(&self, strict: bool) -> Check {
+        const NAME: &str = "debootstrap";
+        let problem = |detail: String, fix: &str| {
+            if strict {
+                Check::fail(NAME, detail, fix)
+            } else {
+                Check::warn(NAME, detail, fix)
+            }
+        };
+        let missing_apt: Vec<&str> = ["apt-cache", "apt-get", "dpkg-deb"]
+            .into_iter()
+            .filter(|p| self.find(p) == Found::Missing)
+            .collect();
+        if !missing_apt.is_empty() {
+            return problem(
+                format!(
+                    "{} not found: `banger image bootstrap` needs a Debian host's apt to fetch \
+                     the kernel package",
+                    missing_apt.join(", ")
+                ),
+                "bootstrap on a Debian host, or adopt boot files with `banger image register`",
+            );
+        }
+        match self.find(NAME) {
+            Found::Missing => problem(
+                "debootstrap is not installed: `banger image bootstrap debian` cannot build images"
+                    .to_owned(),
+                "sudo apt-get install debootstrap",
+            ),
+            Found::InPath(path) | Found::OutsidePath(path) => Check::ok(
+                NAME,
+                format!("{} (for `banger image bootstrap`)", path.display()),
+            ),
+        }
+    }
+
+    /// When banger is not root, whether `sudo -n` runs what a bootstrap runs as root. `None`
+    /// when banger is root, or when sudo is missing or fully passwordless (the `sudo` check
+    /// says so).
+    fn check_bootstrap_sudo(&self, strict: bool) -> Option<Check> {
+        const NAME: &str = "sudo-bootstrap";
+        if self.net.privilege == Privilege::Root || self.find("sudo") == Found::Missing {
+            return None;
+        }
+        let sudo = |args: &[&str]| {
+            self.runner
+                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
+        };
+        if sudo(&["-n", "true"]).is_ok() {
+            return strict.then(|| Check::ok(NAME, "sudo -n works without a password"));
+        }
+        let refused: Vec<&str> = BOOTSTRAP_PRIVILEGED
+            .iter()
+            .copied()
+            .filter(|program| sudo(&["-n", "-l", program]).is_err())
+            .collect();
+        if refused.is_empty() {
+            return Some(Check::ok(
+                NAME,
+                "sudo allows what `banger image bootstrap` runs as root",
+            ));
+        }
+        let detail = format!(
+            "banger is not running as root and `sudo -n` refuses {}: `banger image bootstrap` \
+             cannot build the root filesystem",
+            refused.join(", ")
+        );
+        // cp, rm and tee as root amount to full root: say so rather than pretend the rule
+        // is narrow.
+        let fix = "echo \"$USER ALL=(root) NOPASSWD: /usr/sbin/debootstrap, /usr/sbin/mkfs.ext4, \
+                   /usr/bin/cp, /usr/bin/rm, /usr/bin/du, /usr/bin/umount, /usr/bin/install, \
+                   /usr/bin/tee\" | sudo tee /etc/sudoers.d/banger-bootstrap && sudo chmod 0440 \
+                   /etc/sudoers.d/banger-bootstrap (this amounts to root for your user), or run \
+                   bangerd as root";
+        Some(if strict {
+            Check::fail(NAME, detail, fix)
+        } else {
+            Check::warn(NAME, detail, fix)
+        })
     }
 }
 

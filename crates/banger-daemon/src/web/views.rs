@@ -523,6 +523,7 @@ pub struct OpView {
 fn kind_label(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::RegisterImage => "Register image",
+        OperationKind::BootstrapImage => "Bootstrap image",
         OperationKind::StartVm => "Start VM",
         OperationKind::StopVm => "Stop VM",
         OperationKind::RestartVm => "Restart VM",
@@ -625,12 +626,14 @@ impl From<&Operation> for OpView {
             _ => String::new(),
         };
         let result = match (op.kind, op.state, &op.result) {
-            (OperationKind::RegisterImage, OperationState::Succeeded, Some(value)) => {
-                value.get("name").and_then(|n| n.as_str()).map(|name| Link {
-                    label: format!("image {name}"),
-                    href: image_href(name),
-                })
-            }
+            (
+                OperationKind::RegisterImage | OperationKind::BootstrapImage,
+                OperationState::Succeeded,
+                Some(value),
+            ) => value.get("name").and_then(|n| n.as_str()).map(|name| Link {
+                label: format!("image {name}"),
+                href: image_href(name),
+            }),
             (
                 OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm,
                 OperationState::Succeeded,
@@ -645,7 +648,9 @@ impl From<&Operation> for OpView {
             OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm => {
                 Some(vm_href(&op.target))
             }
-            OperationKind::RegisterImage => result.as_ref().map(|link| link.href.clone()),
+            OperationKind::RegisterImage | OperationKind::BootstrapImage => {
+                result.as_ref().map(|link| link.href.clone())
+            }
         };
         OpView {
             id: op.id.clone(),

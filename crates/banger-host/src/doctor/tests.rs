@@ -85,6 +85,8 @@ impl FakeHost {
         std::fs::remove_dir(host.root().join("sys/module/kvm_pvm")).unwrap();
         host.dir("sys/module/kvm_intel")
             .programs("bin", &["firecracker"])
+            .programs("bin", &["apt-cache", "apt-get", "dpkg-deb"])
+            .programs("usr/sbin", &["debootstrap"])
             .file("proc/sys/net/ipv4/ip_forward", "1\n");
         host
     }
@@ -240,9 +242,94 @@ fn an_unprivileged_user_on_a_bare_host_is_told_what_to_install() {
             "sudo -n true",
             "sudo -n -l ip",
             "sudo -n -l nft",
-            "sudo -n -l sysctl"
+            "sudo -n -l sysctl",
+            "sudo -n true",
+            "sudo -n -l debootstrap",
+            "sudo -n -l mkfs.ext4",
+            "sudo -n -l cp",
+            "sudo -n -l rm",
+            "sudo -n -l du",
+            "sudo -n -l umount",
+            "sudo -n -l install",
+            "sudo -n -l tee",
         ]
     );
+}
+
+#[test]
+fn bootstrap_preflight_fails_without_debootstrap_where_doctor_only_warns() {
+    let host = FakeHost::workstation();
+    std::fs::remove_file(host.root().join("usr/sbin/debootstrap")).unwrap();
+    let fake = links(versions(FakeRunner::new()), BRIDGE_UP);
+    let d = doctor(&host, &fake, Privilege::Root);
+    assert_eq!(find(&d.run(), "debootstrap").status, CheckStatus::Warn);
+    let checks = d.preflight(Preflight::Bootstrap);
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["debootstrap", "e2fsprogs", "disk"]);
+    let check = find(&checks, "debootstrap");
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert_eq!(
+        check.fix.as_deref(),
+        Some("sudo apt-get install debootstrap")
+    );
+
+    // Without apt the kernel package cannot be fetched either.
+    std::fs::remove_file(host.root().join("bin/apt-cache")).unwrap();
+    let check = d.preflight(Preflight::Bootstrap).remove(0);
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(
+        check.detail.starts_with("apt-cache not found"),
+        "{}",
+        check.detail
+    );
+}
+
+#[test]
+fn bootstrap_needs_sudo_for_its_privileged_programs() {
+    let host = FakeHost::workstation();
+    // sudo rules for the network programs only.
+    let fake = links(versions(FakeRunner::new()), BRIDGE_UP)
+        .fail_nth(
+            Matcher::prefix("sudo", ["-n", "true"]),
+            1,
+            "a password is required",
+        )
+        .fail_nth(
+            Matcher::prefix("sudo", ["-n", "true"]),
+            2,
+            "a password is required",
+        );
+    let fake = BOOTSTRAP_PRIVILEGED.iter().fold(fake, |fake, program| {
+        fake.fail_nth(
+            Matcher::prefix("sudo", ["-n", "-l", program]),
+            1,
+            "not allowed",
+        )
+    });
+    let d = doctor(&host, &fake, Privilege::Sudo);
+    let checks = d.preflight(Preflight::Bootstrap);
+    let check = find(&checks, "sudo-bootstrap");
+    assert_eq!(check.status, CheckStatus::Fail);
+    assert!(
+        check
+            .detail
+            .contains("refuses debootstrap, mkfs.ext4, cp, rm, du, umount, install, tee"),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("/etc/sudoers.d/banger")
+    );
+
+    // Root needs no sudo at all.
+    let fake = FakeRunner::new();
+    let checks = doctor(&host, &fake, Privilege::Root).preflight(Preflight::Bootstrap);
+    assert!(checks.iter().all(|c| c.name != "sudo-bootstrap"));
+    assert!(fake.calls_matching("sudo").is_empty());
 }
 
 #[test]

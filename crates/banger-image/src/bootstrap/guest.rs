@@ -1,0 +1,402 @@
+//! What banger adds to a bootstrapped Debian root besides packages: the image's init and the
+//! few files that make the root a banger guest, and the hook that installs the guest agent
+//! (`banger-agent --listen-vm-ip`, respawned by init like sshd).
+//!
+//! The image's init is BusyBox's `init` (Debian's `busybox` package), not systemd. Under QEMU
+//! TCG a light init reaches sshd in about 7 s from power-on against about 19 s with systemd
+//! (docs/images.md has the figures), and a dev VM needs exactly two long-lived services,
+//! sshd and the agent, both supervised by `inittab` `respawn` entries. `/etc/inittab`:
+//!
+//! - `sysinit` runs [`RC_BOOT`]: what `banger-init` does not already do (devpts, `/dev/shm`,
+//!   sshd's runtime directory, a machine id per VM, a host key only when the VM has none);
+//! - `respawn` keeps `sshd -D -e` running (its log goes to the console, which banger keeps);
+//! - `ctrlaltdel` (Firecracker's `SendCtrlAltDel`) and `shutdown` power off cleanly.
+//!
+//! sshd reads the VM's host key and root's authorized key from the overlay disk through the
+//! drop-in [`crate::vmdisk::SSHD_DROP_IN`] written at VM creation; this module only adds the
+//! image-wide policy (keys only, no passwords).
+
+use std::path::Path;
+
+use banger_host::{CommandRunner, CommandSpec, Privilege, RunError};
+
+/// The sysinit script, relative to the guest's root.
+pub const RC_BOOT: &str = "etc/banger/rc.boot";
+/// Where [`install_agent`] puts the guest agent, relative to the guest's root.
+pub const AGENT_PATH: &str = "usr/local/sbin/banger-agent";
+/// The image-wide sshd policy, read before the per-VM drop-in (`banger.conf`).
+pub const SSHD_IMAGE_DROP_IN: &str = "etc/ssh/sshd_config.d/00-banger-image.conf";
+/// What the console shows once sshd has been started; tests and humans look for it.
+pub const SSHD_STARTED_LINE: &str = "banger: starting sshd";
+
+/// One entry banger writes into the guest's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFile {
+    File {
+        path: &'static str,
+        mode: u32,
+        contents: String,
+    },
+    Symlink {
+        path: &'static str,
+        target: &'static str,
+    },
+}
+
+impl GuestFile {
+    pub fn path(&self) -> &'static str {
+        match self {
+            GuestFile::File { path, .. } | GuestFile::Symlink { path, .. } => path,
+        }
+    }
+}
+
+fn file(path: &'static str, mode: u32, contents: &str) -> GuestFile {
+    GuestFile::File {
+        path,
+        mode,
+        contents: contents.to_owned(),
+    }
+}
+
+/// The inittab line that starts the agent; [`install_agent`] appends it. `--listen-vm-ip`
+/// makes it serve on the VM's private IP too (read from the overlay's network file), the
+/// channel banger uses where there is no vsock.
+pub fn agent_inittab_line() -> String {
+    format!("::respawn:/{AGENT_PATH} --listen-vm-ip\n")
+}
+
+/// Every file banger writes into a bootstrapped root, paths relative to it.
+pub fn files() -> Vec<GuestFile> {
+    let inittab = format!(
+        "# banger's guest init: BusyBox init. banger-init has mounted /proc, /sys, /dev, /run,\n\
+         # the overlay root and the work disk at /root, and configured the network.\n\
+         ::sysinit:/{RC_BOOT}\n\
+         ::respawn:/usr/sbin/sshd -D -e\n\
+         ::ctrlaltdel:/bin/busybox poweroff\n\
+         ::shutdown:/bin/busybox sync\n"
+    );
+    let rc_boot = format!(
+        "#!/bin/sh\n\
+         # Run once at boot by /etc/inittab, before the services start.\n\
+         PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
+         mkdir -p /dev/pts /dev/shm\n\
+         mountpoint -q /dev/pts || mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=666 devpts /dev/pts\n\
+         mountpoint -q /dev/shm || mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm\n\
+         [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n\
+         mkdir -p /run/sshd && chmod 0755 /run/sshd\n\
+         # One machine id per VM, kept on its overlay disk.\n\
+         if [ ! -s /etc/machine-id ]; then\n\
+         \ttr -d - </proc/sys/kernel/random/uuid >/etc/machine-id\n\
+         fi\n\
+         # banger gives every VM its own host key; a root booted some other way gets fresh ones.\n\
+         if ! ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1; then\n\
+         \techo 'banger: this VM has no SSH host key; generating one'\n\
+         \tssh-keygen -A\n\
+         fi\n\
+         echo '{SSHD_STARTED_LINE}'\n"
+    );
+    vec![
+        file("etc/inittab", 0o644, &inittab),
+        file(RC_BOOT, 0o755, &rc_boot),
+        file(
+            SSHD_IMAGE_DROP_IN,
+            0o644,
+            "# Written by banger: keys only. The VM's host key and root's authorized key come\n\
+             # from banger.conf, written when the VM is created.\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\n",
+        ),
+        // debootstrap copies the host's; each VM's overlay brings its own.
+        file("etc/hostname", 0o644, "debian\n"),
+        file(
+            "etc/hosts",
+            0o644,
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
+        file("etc/resolv.conf", 0o644, ""),
+        file(
+            "etc/fstab",
+            0o644,
+            "# banger's /init mounts the root (overlayfs) and the work disk at /root.\n",
+        ),
+        // Empty: every VM makes its own at first boot (see rc.boot).
+        file("etc/machine-id", 0o444, ""),
+        GuestFile::Symlink {
+            path: "sbin/init",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/poweroff",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/reboot",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/halt",
+            target: "/bin/busybox",
+        },
+    ]
+}
+
+/// Writes [`files`] under `dir` (a user-owned staging directory), ready to be copied into the
+/// root with their modes. With `merged_usr` (the root's `/sbin` is a symlink to `usr/sbin`,
+/// as in every Debian since bookworm) `sbin/` entries are staged under `usr/sbin/`, since a
+/// copy must not replace the root's `/sbin` symlink with a directory.
+pub fn stage(dir: &Path, merged_usr: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in files() {
+        let relative = match entry.path().strip_prefix("sbin/") {
+            Some(rest) if merged_usr => format!("usr/sbin/{rest}"),
+            _ => entry.path().to_owned(),
+        };
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match entry {
+            GuestFile::File { mode, contents, .. } => {
+                std::fs::write(&path, contents)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            GuestFile::Symlink { target, .. } => std::os::unix::fs::symlink(target, &path)?,
+        }
+    }
+    // Directories get the modes a root filesystem has, whatever the umask.
+    for entry in walk_dirs(dir)? {
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+fn walk_dirs(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                pending.push(path.clone());
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Installing the guest agent into a root failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the agent binary {} is not an executable file", path.display())]
+    NotExecutable { path: std::path::PathBuf },
+
+    #[error("installing the agent into the image failed")]
+    Install(#[source] RunError),
+}
+
+/// The hook for the guest agent: when `agent` is given, copies it to [`AGENT_PATH`] in `root`
+/// (mode 0755, root-owned) and appends its `respawn` entry to `/etc/inittab`, so BusyBox init
+/// starts it at boot and restarts it when it exits. Returns whether an agent was installed.
+/// Both steps run privileged: `root` belongs to root.
+pub fn install_agent(
+    runner: &dyn CommandRunner,
+    privilege: Privilege,
+    root: &Path,
+    agent: Option<&Path>,
+) -> Result<bool, AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(agent) = agent else {
+        return Ok(false);
+    };
+    let executable =
+        std::fs::metadata(agent).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !executable {
+        return Err(AgentError::NotExecutable {
+            path: agent.to_owned(),
+        });
+    }
+    let dst = root.join(AGENT_PATH);
+    runner
+        .run(&privilege.command(
+            "install",
+            [
+                "-D".to_owned(),
+                "-m".to_owned(),
+                "0755".to_owned(),
+                agent.display().to_string(),
+                dst.display().to_string(),
+            ],
+        ))
+        .map_err(AgentError::Install)?;
+    let inittab = root.join("etc/inittab");
+    let append: CommandSpec = privilege
+        .command("tee", ["-a".to_owned(), inittab.display().to_string()])
+        .stdin(agent_inittab_line());
+    runner.run(&append).map_err(AgentError::Install)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_host::{FakeRunner, Matcher, RealRunner};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_init_runs_rc_boot_then_supervises_sshd() {
+        let files = files();
+        let inittab = files
+            .iter()
+            .find_map(|f| match f {
+                GuestFile::File { path, contents, .. } if *path == "etc/inittab" => {
+                    Some(contents.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let lines: Vec<&str> = inittab.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "::sysinit:/etc/banger/rc.boot",
+                "::respawn:/usr/sbin/sshd -D -e",
+                "::ctrlaltdel:/bin/busybox poweroff",
+                "::shutdown:/bin/busybox sync",
+            ]
+        );
+        assert!(files.contains(&GuestFile::Symlink {
+            path: "sbin/init",
+            target: "/bin/busybox"
+        }));
+    }
+
+    #[test]
+    fn staged_files_keep_their_modes_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        stage(dir.path(), false).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode(RC_BOOT), 0o755);
+        assert_eq!(mode("etc/inittab"), 0o644);
+        assert_eq!(mode("etc/banger"), 0o755);
+        assert_eq!(
+            std::fs::read_link(dir.path().join("sbin/init")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/machine-id")).unwrap(),
+            ""
+        );
+
+        // Merged /usr: the init goes where /sbin points.
+        let merged = tempfile::tempdir().unwrap();
+        stage(merged.path(), true).unwrap();
+        assert!(!merged.path().join("sbin").exists());
+        assert_eq!(
+            std::fs::read_link(merged.path().join("usr/sbin/init")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+    }
+
+    #[test]
+    fn rc_boot_is_valid_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        stage(dir.path(), true).unwrap();
+        let script = dir.path().join(RC_BOOT).display().to_string();
+        match RealRunner.run(&CommandSpec::new("sh").args(["-n", &script])) {
+            Ok(_) => {}
+            Err(RunError::NotFound { .. }) => println!("SKIP: sh not found"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn no_agent_means_no_command() {
+        let fake = FakeRunner::new();
+        let root = tempfile::tempdir().unwrap();
+        assert!(!install_agent(&fake, Privilege::Root, root.path(), None).unwrap());
+        assert!(fake.calls().is_empty());
+    }
+
+    #[test]
+    fn the_agent_is_installed_and_started_by_init() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("banger-agent");
+        std::fs::write(&agent, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/inittab"), "::sysinit:/etc/banger/rc.boot\n").unwrap();
+
+        // For real, as the user running the test: install(1) and tee(1) need no privilege
+        // on a directory the user owns.
+        let installed = install_agent(&RealRunner, Privilege::Root, &root, Some(&agent));
+        match installed {
+            Ok(true) => {}
+            Err(AgentError::Install(RunError::NotFound { program })) => {
+                println!("SKIP: {program} not found");
+                return;
+            }
+            other => panic!("{other:?}"),
+        }
+        let copied = root.join(AGENT_PATH);
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&agent).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&copied).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/inittab")).unwrap(),
+            "::sysinit:/etc/banger/rc.boot\n::respawn:/usr/local/sbin/banger-agent --listen-vm-ip\n"
+        );
+
+        // Through sudo when the daemon is not root.
+        let fake = FakeRunner::new();
+        install_agent(&fake, Privilege::Sudo, &root, Some(&agent)).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                format!(
+                    "sudo -n install -D -m 0755 {} {}",
+                    agent.display(),
+                    copied.display()
+                ),
+                format!("sudo -n tee -a {}/etc/inittab", root.display()),
+            ]
+        );
+        let specs = fake.specs();
+        assert_eq!(
+            specs[1].stdin.as_deref(),
+            Some(agent_inittab_line().as_bytes())
+        );
+    }
+
+    #[test]
+    fn a_non_executable_agent_is_refused_before_any_command() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("agent");
+        std::fs::write(&agent, "data").unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let fake = FakeRunner::new();
+        let err = install_agent(&fake, Privilege::Root, tmp.path(), Some(&agent)).unwrap_err();
+        assert!(matches!(err, AgentError::NotExecutable { .. }), "{err}");
+        assert!(fake.calls().is_empty());
+        // A failing copy is reported and nothing is appended to inittab.
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fake = FakeRunner::new().fail_nth(Matcher::program("install"), 1, "no space");
+        let err = install_agent(&fake, Privilege::Root, tmp.path(), Some(&agent)).unwrap_err();
+        assert!(matches!(err, AgentError::Install(_)), "{err}");
+        assert_eq!(fake.calls().len(), 1);
+    }
+}
