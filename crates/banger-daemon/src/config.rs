@@ -21,6 +21,9 @@ pub struct Config {
     pub firecracker_bin: Option<PathBuf>,
     /// The QEMU binary; `qemu-system-x86_64` on PATH when unset.
     pub qemu_bin: Option<PathBuf>,
+    /// Where downloads (Debian packages, kernels) are cached; `cache/` in the state dir when
+    /// unset.
+    pub cache_dir: Option<PathBuf>,
     /// The private SSH key banger logs into its VMs with (its `.pub` next to it); generated
     /// as `ssh/id_ed25519` in the state dir when unset.
     pub ssh_key: Option<PathBuf>,
@@ -74,6 +77,7 @@ impl Default for Config {
             vmm: VmmKind::Auto,
             firecracker_bin: None,
             qemu_bin: None,
+            cache_dir: None,
             ssh_key: None,
             defaults: VmDefaults {
                 vcpus: 2,
@@ -109,6 +113,7 @@ struct RawConfig {
     vmm: Option<String>,
     firecracker_bin: Option<PathBuf>,
     qemu_bin: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
@@ -198,6 +203,15 @@ impl Config {
                 )));
             }
             config.qemu_bin = Some(bin);
+        }
+        if let Some(dir) = raw.cache_dir {
+            if !dir.is_absolute() {
+                return Err(invalid(format!(
+                    "`cache_dir`: {} is not an absolute path",
+                    dir.display()
+                )));
+            }
+            config.cache_dir = Some(dir);
         }
         if let Some(key) = raw.ssh_key {
             if !key.is_absolute() {

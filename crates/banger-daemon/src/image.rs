@@ -112,7 +112,10 @@ pub fn check_bootstrap(
 
 /// Where bootstraps keep downloads between runs: `<state>/cache/bootstrap`.
 pub fn bootstrap_cache_dir(d: &Daemon) -> std::path::PathBuf {
-    d.paths.state_dir.join("cache/bootstrap")
+    match &d.config.cache_dir {
+        Some(dir) => dir.join("bootstrap"),
+        None => d.paths.state_dir.join("cache/bootstrap"),
+    }
 }
 
 /// Starts the bootstrap operation of a checked request.

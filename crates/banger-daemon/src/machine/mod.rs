@@ -731,7 +731,7 @@ pub fn stop_vm(
     let mut errors = Vec::new();
     if let Some(runtime) = &vm.runtime {
         match m.backends.for_running(runtime.vmm) {
-            Ok(backend) => match backend.vmm().stop(&handle_of(vm, runtime), graceful) {
+            Ok(backend) => match stop_guest(d, vm, runtime, &backend, graceful) {
                 Ok(outcome) => {
                     tracing::info!(vm = %vm.name, ?outcome, "VMM stopped");
                     if let Some(cx) = cx {
@@ -764,6 +764,57 @@ pub fn stop_vm(
         Err(ApiError::internal(message)
             .with_hint("stop it again with `banger vm stop`; `banger doctor` checks the host"))
     }
+}
+
+/// Ends a VM's VMM: first through the guest agent when the image has one (it syncs the
+/// guest's disks and powers it off, which works the same on every backend, where an ACPI power
+/// button needs a daemon in the guest to listen), then through the backend, which asks the
+/// guest once more and ends the VMM after what is left of `graceful`.
+fn stop_guest(
+    d: &Daemon,
+    vm: &Vm,
+    runtime: &VmRuntime,
+    backend: &Backend,
+    graceful: Duration,
+) -> Result<banger_vmm::StopOutcome, banger_vmm::VmmError> {
+    let handle = handle_of(vm, runtime);
+    let started = std::time::Instant::now();
+    let has_agent = d
+        .store
+        .find_image(&vm.image.id)
+        .ok()
+        .flatten()
+        .is_some_and(|image| {
+            image
+                .manifest
+                .services
+                .iter()
+                .any(|s| s.name == guest::AGENT_SERVICE)
+        });
+    if has_agent && !graceful.is_zero() && vm.state == VmState::Running {
+        let asked = guest::agent(d, vm).ok().is_some_and(|agent| {
+            d.machines
+                .block_on(tokio::time::timeout(
+                    graceful.min(Duration::from_secs(3)),
+                    agent.shutdown(),
+                ))
+                .is_ok_and(|answer| answer.is_ok())
+        });
+        if asked {
+            let api_socket = handle.api_socket.clone();
+            while backend.owns(runtime.pid, &api_socket) && started.elapsed() < graceful {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !backend.owns(runtime.pid, &api_socket) {
+                // Only the sockets are left to remove.
+                backend.vmm().stop(&handle, Duration::ZERO)?;
+                return Ok(banger_vmm::StopOutcome::ShutDown);
+            }
+        }
+    }
+    backend
+        .vmm()
+        .stop(&handle, graceful.saturating_sub(started.elapsed()))
 }
 
 fn stop_note(outcome: banger_vmm::StopOutcome) -> &'static str {

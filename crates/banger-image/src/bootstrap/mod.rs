@@ -50,6 +50,11 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// The metapackage whose dependency is the current cloud kernel.
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const ARCH: &str = "amd64";
+/// The TCP port banger's guest agent listens on (`banger-agent --listen-vm-ip`).
+fn banger_agent_port() -> u16 {
+    1024
+}
+
 /// What a dev VM needs on top of minbase: sshd, `ip`, TLS roots, `ps`/`top`, the init
 /// (BusyBox), `/etc/services` and `/etc/protocols`.
 pub const PACKAGES: &[&str] = &[
@@ -636,10 +641,18 @@ impl Run<'_> {
             suite: Some(self.spec.suite.clone()),
             kernel_version: Some(release.clone()),
             packages: debian::installed_packages(&status),
-            services: vec![ServiceCheck {
-                name: "ssh".to_owned(),
-                port: 22,
-            }],
+            // The agent first: a start waits for each in this order.
+            services: agent
+                .then(|| ServiceCheck {
+                    name: "agent".to_owned(),
+                    port: banger_agent_port(),
+                })
+                .into_iter()
+                .chain([ServiceCheck {
+                    name: "ssh".to_owned(),
+                    port: 22,
+                }])
+                .collect(),
             created_from: format!(
                 "debootstrap {} ({}, minbase) from {}, kernel {} {}",
                 self.spec.suite,
