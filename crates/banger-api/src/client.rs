@@ -274,6 +274,34 @@ impl Client {
         Ok(response)
     }
 
+    /// Extracts the tar archive `tar` into directory `dir` of VM `name`.
+    pub async fn copy_in(
+        &self,
+        name: &str,
+        dir: &str,
+        tar: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let (_, bytes) = self
+            .raw(
+                Method::PUT,
+                &format!("/v1/vms/{}/files?path={}", escape(name), escape(dir)),
+                Some(tar),
+            )
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// A tar archive of `path` in VM `name`.
+    pub async fn copy_out(&self, name: &str, path: &str) -> Result<Bytes, ClientError> {
+        self.raw(
+            Method::GET,
+            &format!("/v1/vms/{}/files?path={}", escape(name), escape(path)),
+            None,
+        )
+        .await
+        .map(|(_, bytes)| bytes)
+    }
+
     /// Pauses (`pause = true`) or resumes VM `name`.
     pub async fn pause_vm(&self, name: &str, pause: bool) -> Result<Vm, ClientError> {
         let verb = if pause { "pause" } else { "resume" };

@@ -164,6 +164,20 @@ pub enum VmCommand {
         command: Vec<String>,
     },
 
+    /// Copy a file or directory into a VM or out of it (NAME:PATH names the VM's side)
+    ///
+    /// Into a VM, DST is a directory there and SRC lands in it under its own name; out of a
+    /// VM, DST is a local directory (created when missing). Modes are kept, owners are not.
+    #[command(
+        after_help = "Examples: banger vm cp ./src dev:/root\n          banger vm cp dev:/etc/os-release ."
+    )]
+    Cp {
+        /// What to copy: a local path, or NAME:PATH in a VM
+        src: String,
+        /// Where to: NAME:DIR in a VM, or a local directory
+        dst: String,
+    },
+
     /// Print a VM's guest console log
     Logs {
         /// VM name

@@ -137,10 +137,58 @@ async fn exec(name: &str, cwd: Option<String>, command: &[String]) -> Result<i32
     }
 }
 
-/// `vm logs`, `vm health`, `vm ports`, `vm stats`.
+/// `NAME:PATH` as (NAME, PATH); a local path (no `:` before the first `/`) is `None`.
+fn remote(spec: &str) -> Option<(&str, &str)> {
+    let (name, path) = spec.split_once(':')?;
+    (!name.is_empty() && !name.contains('/')).then_some((name, path))
+}
+
+async fn copy(daemon: &Daemon, src: &str, dst: &str) -> Result<String, Failure> {
+    let usage = |what: &str| {
+        Failure::new(
+            ApiError::invalid(what.to_owned())
+                .with_hint("banger vm cp LOCAL NAME:DIR, or banger vm cp NAME:PATH LOCAL_DIR"),
+        )
+    };
+    match (remote(src), remote(dst)) {
+        (None, Some((name, dir))) => {
+            validate::name("VM", name)?;
+            let source = std::path::Path::new(src);
+            let tar = banger_agent::archive::pack(source, Vec::new())
+                .map_err(|e| Failure::new(ApiError::invalid(format!("cannot read {src}: {e}"))))?;
+            let dir = if dir.is_empty() { "/root" } else { dir };
+            daemon
+                .call(async |client| client.copy_in(name, dir, tar.clone()).await)
+                .await?;
+            Ok(format!("Copied {src} to {name}:{dir}.\n"))
+        }
+        (Some((name, path)), None) => {
+            validate::name("VM", name)?;
+            let tar = daemon
+                .call(async |client| client.copy_out(name, path).await)
+                .await?;
+            let dest = std::path::Path::new(dst);
+            banger_agent::archive::unpack(std::io::Cursor::new(tar), dest).map_err(|e| {
+                Failure::new(ApiError::invalid(format!("cannot write into {dst}: {e}")))
+            })?;
+            Ok(format!("Copied {name}:{path} to {dst}.\n"))
+        }
+        (Some(_), Some(_)) => Err(usage("both sides name a VM; one must be local")),
+        (None, None) => Err(usage("neither side names a VM (NAME:PATH)")),
+    }
+}
+
+/// `vm cp`, `vm logs`, `vm health`, `vm ports`, `vm stats`.
 pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failure> {
     let daemon = Daemon::locate()?;
     match command {
+        VmCommand::Cp { src, dst } => {
+            let text = copy(&daemon, src, dst).await?;
+            if format == OutputFormat::Text {
+                output::print(&text);
+            }
+            Ok(())
+        }
         VmCommand::Logs { name, follow } => {
             let mut chunk = daemon
                 .call(async |client| client.console(name, None).await)

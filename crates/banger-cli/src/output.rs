@@ -121,6 +121,14 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
             .add("pid", rt.pid)
             .add("up since", dated(rt.started_at, now))
             .add("tap", &rt.tap);
+        if !rt.boot.is_empty() {
+            let stages: Vec<String> = rt
+                .boot
+                .iter()
+                .map(|b| format!("{} {}", b.stage, duration_ms(b.ms)))
+                .collect();
+            kv = kv.add("boot", stages.join(", "));
+        }
     }
     kv.add("vcpus", vm.vcpus)
         .add("memory", memory(vm.memory_mib))
@@ -321,6 +329,15 @@ fn allocated(image: &Image) -> u64 {
     files.kernel.allocated_bytes
         + files.rootfs.allocated_bytes
         + files.initrd.as_ref().map_or(0, |f| f.allocated_bytes)
+}
+
+/// `350ms`, `4.7s`.
+fn duration_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
 }
 
 fn dated(t: Timestamp, now: Timestamp) -> String {

@@ -205,6 +205,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             vm_result(&vm, format, if pause { "Paused" } else { "Resumed" })
         }
         VmCommand::Logs { .. }
+        | VmCommand::Cp { .. }
         | VmCommand::Health { .. }
         | VmCommand::Ports { .. }
         | VmCommand::Stats { .. } => return crate::guest::run(command, format).await,

@@ -174,6 +174,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/stats", get(guest_api::stats))
         .route("/v1/vms/{name}/console", get(guest_api::console))
         .route("/v1/vms/{name}/ssh", get(guest_api::ssh))
+        .route(
+            "/v1/vms/{name}/files",
+            get(guest_api::copy_out).put(guest_api::copy_in),
+        )
         .route("/v1/images", get(list_images).post(register_image))
         // An image may be named "bootstrap": its GET and DELETE still work on this path.
         .route(

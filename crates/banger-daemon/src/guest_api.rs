@@ -138,6 +138,57 @@ pub async fn exec(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    path: String,
+}
+
+/// `PUT /v1/vms/{name}/files?path=DIR`: the request body, a tar archive, is extracted into the
+/// guest directory `DIR` by the agent (which refuses entries that would land outside it).
+pub async fn copy_in(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<PathQuery>,
+    body: HttpBody,
+) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        use futures_util::TryStreamExt;
+        let reader = tokio_util::io::StreamReader::new(
+            body.into_data_stream().map_err(std::io::Error::other),
+        );
+        let summary = agent
+            .copy_in(&query.path, reader)
+            .await
+            .map_err(agent_error)?;
+        Ok(axum::Json(summary).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/vms/{name}/files?path=P`: a tar archive of the guest file or directory `P`.
+pub async fn copy_out(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<PathQuery>,
+) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        let tar = agent.copy_out(&query.path).await.map_err(agent_error)?;
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-tar")],
+            HttpBody::from_stream(tokio_util::io::ReaderStream::new(tar)),
+        )
+            .into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Debug, Deserialize)]
 pub struct ConsoleQuery {
     offset: Option<u64>,
 }

@@ -183,6 +183,7 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
     {
         let disk = d.paths.vm_dir(&vm.id).join(disks::WORK_DISK);
         if disk.exists() {
+            machine::preflight_resize(d)?;
             disks::grow_work_disk(&*d.machines.runner, &disk, bytes)?;
         }
     }

@@ -259,6 +259,42 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         "{listening:?}"
     );
     assert_eq!(t.json(&["vm", "health", "e2e"])["ready"], true);
+    assert!(
+        t.ok(&["vm", "show", "e2e"])
+            .contains("\nboot:      checks ")
+    );
+
+    // cp round-trips a directory, modes included.
+    let local = t.sandbox.root().join("cp-src");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    std::fs::write(local.join("sub/tool.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            local.join("sub/tool.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    t.ok(&["vm", "cp", local.to_str().unwrap(), "e2e:/root"]);
+    assert_eq!(
+        t.ok(&["vm", "exec", "e2e", "--", "/root/cp-src/sub/tool.sh"]),
+        "hi\n"
+    );
+    let back = t.sandbox.root().join("cp-back");
+    t.ok(&["vm", "cp", "e2e:/root/cp-src", back.to_str().unwrap()]);
+    let copied = back.join("cp-src/sub/tool.sh");
+    assert_eq!(
+        std::fs::read_to_string(&copied).unwrap(),
+        "#!/bin/sh\necho hi\n"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&copied).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
 
     // The work disk (and the root's overlay) survive a restart; the guest shut down cleanly.
     t.ok(&[
@@ -323,12 +359,28 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     t.ok(&["vm", "delete", "e2e-kill"]);
 
     // A guest that is not ready in time: the start fails with a diagnosis, the VM keeps running.
+    // kill -9 of the daemon leaves the VM running; the next daemon (started by the next
+    // command, with the new configuration) adopts it.
+    let vm_pid = t.vm("e2e")["runtime"]["pid"].as_u64().unwrap();
+    let daemon_pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as i32;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemon_pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    t.wait_for("the daemon to die", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{daemon_pid}")).exists()
+    });
     t.config("1s");
-    t.ok(&["daemon", "restart"]);
+    let adopted = t.vm("e2e");
     assert_eq!(
-        t.vm("e2e")["state"],
-        "running",
-        "the restarted daemon adopted the VM"
+        adopted["state"], "running",
+        "the next daemon adopted the VM"
+    );
+    assert_eq!(adopted["runtime"]["pid"].as_u64().unwrap(), vm_pid);
+    assert_eq!(
+        t.ok(&["vm", "exec", "e2e", "--", "cat", "/root/kept"]),
+        "kept\n"
     );
     let (code, _, err) = t.banger(&["vm", "create", "--name", "e2e-slow"]);
     assert_ne!(code, 0);

@@ -605,6 +605,41 @@ fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
     .with_hint(fixes))
 }
 
+/// The doctor's checks a disk resize depends on (e2fsprogs, free space).
+pub fn preflight_resize(d: &Daemon) -> Result<(), ApiError> {
+    let m = &d.machines;
+    if !m.preflight {
+        return Ok(());
+    }
+    let doctor = Doctor::new(&*m.runner, m.net.clone(), d.paths.state_dir.clone());
+    let failed: Vec<_> = doctor
+        .preflight(Preflight::Resize)
+        .into_iter()
+        .filter(|c| c.status == banger_host::CheckStatus::Fail && c.name != "sudo")
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "cannot grow the work disk now: {}",
+            failed
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    )
+    .with_hint(
+        failed
+            .iter()
+            .filter_map(|c| c.fix.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
+}
+
 /// The complete description of `vm` for its VMM (public for the start benchmark, which
 /// launches the same VM with a raw Firecracker).
 pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
