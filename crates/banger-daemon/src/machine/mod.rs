@@ -554,6 +554,25 @@ fn not_ready(
         vm.network.gateway,
         if vm.nat { ", NAT on" } else { "" }
     ));
+    if vm.nat {
+        let listing = d.machines.runner.run(
+            &d.machines
+                .net
+                .privilege
+                .command("nft", ["-j", "list", "table", "inet", network::NFT_TABLE]),
+        );
+        let comment = network::vm_comment(&vm.id);
+        lines.push(match listing {
+            Ok(out) => {
+                let rules = out.stdout_lossy().matches(comment.as_str()).count();
+                format!(
+                    "NAT rules ({comment}): {rules} in table inet {}",
+                    network::NFT_TABLE
+                )
+            }
+            Err(e) => format!("NAT rules: cannot list them: {e}"),
+        });
+    }
     let console = banger_vmm::console_tail(&dir.join(disks::CONSOLE_LOG), 15).unwrap_or_default();
     if console.is_empty() {
         lines.push("the guest console is empty".into());
