@@ -372,9 +372,13 @@ impl Session {
             }
         };
 
-        let output = output.pump(out.clone());
-        tokio::pin!(output);
+        // The output is pumped by a task of its own: writing a large input to a command that
+        // echoes it (`cat`) must not stop its output from being read, or both pipes fill and
+        // the command, the agent and the client wait on each other for ever.
+        let mut output = tokio::spawn(output.pump(out.clone()));
         let mut output_done = false;
+        // Whether the pump task ended (its handle must not be polled again).
+        let mut pump_ended = false;
         let mut input_done = false;
         let mut status: Option<std::process::ExitStatus> = None;
         let drain = tokio::time::sleep(Duration::MAX);
@@ -405,9 +409,12 @@ impl Session {
                         break;
                     }
                 },
-                end = &mut output, if !output_done => match end {
-                    OutputEnd::Eof => output_done = true,
-                    OutputEnd::Hangup => {
+                end = &mut output, if !pump_ended => match end {
+                    Ok(OutputEnd::Eof) => {
+                        pump_ended = true;
+                        output_done = true;
+                    }
+                    Ok(OutputEnd::Hangup) | Err(_) => {
                         killer.kill();
                         break;
                     }
@@ -435,6 +442,12 @@ impl Session {
                     signal: s.signal(),
                 };
                 let payload = serde_json::to_vec(&exit).unwrap_or_default();
+                // After the drain deadline the pump may still wait on pipes a background
+                // process holds: stop it, and be sure it sent its last frame before the exit.
+                if !pump_ended {
+                    output.abort();
+                    let _ = (&mut output).await;
+                }
                 killer.disarm();
                 let _ = out
                     .send(Ok(Frame::new(FrameKind::Exit, payload).encode()))
@@ -443,6 +456,7 @@ impl Session {
             }
         }
         // Ended early: the group is dead; collect the command so it leaves no zombie.
+        output.abort();
         drop(killer);
         let _ = child.wait().await;
     }
