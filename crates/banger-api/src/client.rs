@@ -123,7 +123,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let response = self.send(method, path, body).await?;
+        let response = self.send_ok(method, path, body).await?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -131,10 +131,29 @@ impl Client {
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends a request; an answer with an error status becomes the API error it carries, any
+    /// other comes back with its body still to be read (streams are read as they arrive).
+    async fn send_ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
         if status.is_client_error() || status.is_server_error() {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
             return Err(ClientError::Api(decode_error(status, &bytes)));
         }
-        Ok((status, bytes))
+        Ok(response)
     }
 
     async fn call<T: DeserializeOwned>(
@@ -254,24 +273,12 @@ impl Client {
         name: &str,
         request: Vec<u8>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let response = self
-            .send(
-                Method::POST,
-                &format!("/v1/vms/{}/exec", escape(name)),
-                Some(request),
-            )
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Err(ClientError::Api(decode_error(status, &bytes)));
-        }
-        Ok(response)
+        self.send_ok(
+            Method::POST,
+            &format!("/v1/vms/{}/exec", escape(name)),
+            Some(request),
+        )
+        .await
     }
 
     /// Extracts the tar archive `tar` into directory `dir` of VM `name`.
@@ -401,23 +408,14 @@ impl Client {
         id: &str,
         mut on_update: impl FnMut(&Operation),
     ) -> Result<Operation, ClientError> {
-        let response = self
-            .send(
+        let mut body = self
+            .send_ok(
                 Method::GET,
                 &format!("/v1/operations/{}/stream", escape(id)),
                 None,
             )
-            .await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Err(ClientError::Api(decode_error(status, &bytes)));
-        }
+            .await?
+            .into_body();
         let mut buffer = Vec::new();
         let mut last: Option<Operation> = None;
         while let Some(frame) = body.frame().await {

@@ -19,7 +19,7 @@
 mod fixture;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use banger_api::paths::Paths;
@@ -28,7 +28,6 @@ use banger_api::{
 };
 use banger_daemon::HostDeps;
 use banger_host::network::netns::Netns;
-use banger_vmm::firecracker::{LogLevel, configuration};
 
 fn main() {
     let Some(binary) = fixture::firecracker_or_skip() else {
@@ -180,9 +179,9 @@ async fn bench(firecracker: &Path, runs: usize) {
     client.delete_vm("bench").await.unwrap();
     running.stop().await;
 
-    let raw_median = median(&mut raw);
+    let raw_median = fixture::median(&mut raw);
     let row = |what: &str, samples: &mut Vec<Duration>| {
-        let m = median(samples);
+        let m = fixture::median(samples);
         println!(
             "{what:<44} median {}  min {}  {:.2}x raw",
             ms(m),
@@ -208,6 +207,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     );
 }
 
+/// The raw launch of `spec` with paths of its own and `tap`.
 fn launch_raw(
     firecracker: &Path,
     mut spec: banger_vmm::VmSpec,
@@ -218,7 +218,7 @@ fn launch_raw(
     let id = format!("raw{run}");
     let raw_dir = dir.join(&id);
     std::fs::create_dir_all(&raw_dir).unwrap();
-    spec.vm_id = id.clone();
+    spec.vm_id = id;
     spec.paths.api_socket = raw_dir.join("api.sock");
     spec.paths.console_log = raw_dir.join("console.log");
     spec.paths.vmm_log = raw_dir.join("vmm.log");
@@ -229,51 +229,7 @@ fn launch_raw(
     if let Some(net) = &mut spec.net {
         net.tap = tap.to_owned();
     }
-    let config = configuration(&spec, LogLevel::Info).expect("configuration");
-    let config_file = raw_dir.join("config.json");
-    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-    std::fs::File::create(&spec.paths.vmm_log).unwrap();
-    let console = std::fs::File::create(&spec.paths.console_log).unwrap();
-
-    let started = Instant::now();
-    let mut child = Command::new(firecracker)
-        .arg("--no-api")
-        .arg("--config-file")
-        .arg(&config_file)
-        .args(["--id", &id])
-        .stdin(Stdio::null())
-        .stdout(console.try_clone().unwrap())
-        .stderr(console)
-        .spawn()
-        .expect("spawn firecracker");
-    let deadline = started + Duration::from_secs(10);
-    let elapsed = loop {
-        let log = std::fs::read_to_string(&spec.paths.vmm_log).unwrap_or_default();
-        if log.contains("Successfully started microvm") {
-            break started.elapsed();
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "raw firecracker exited with {status}: {:?}",
-                banger_vmm::console_tail(&spec.paths.console_log, 20)
-            );
-        }
-        assert!(Instant::now() < deadline, "raw firecracker never started");
-        std::thread::sleep(Duration::from_micros(100));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    elapsed
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    let mid = samples.len() / 2;
-    if samples.len().is_multiple_of(2) {
-        (samples[mid - 1] + samples[mid]) / 2
-    } else {
-        samples[mid]
-    }
+    fixture::launch_raw(firecracker, &spec)
 }
 
 fn ms(d: Duration) -> String {

@@ -19,10 +19,8 @@
 mod fixture;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_vmm::firecracker::{LogLevel, configuration};
 use banger_vmm::{Firecracker, Vmm};
 
 fn main() {
@@ -57,7 +55,7 @@ fn main() {
         .collect();
     paired.sort_by(f64::total_cmp);
     let paired_median = paired[paired.len() / 2];
-    let (banger_median, raw_median) = (median(&mut banger), median(&mut raw));
+    let (banger_median, raw_median) = (fixture::median(&mut banger), fixture::median(&mut raw));
     println!(
         "launch until InstanceStart is accepted, Firecracker {}, {runs} runs each:",
         binary.version
@@ -95,54 +93,7 @@ fn launch_banger(fc: &Firecracker, fx: &fixture::Fixture, run: usize) -> Duratio
 }
 
 fn launch_raw(firecracker: &Path, fx: &fixture::Fixture, run: usize) -> Duration {
-    let id = format!("r{run}");
-    let spec = fx.spec(&id, None);
-    let config = configuration(&spec, LogLevel::Info).expect("configuration");
-    let config_file = fx.path().join(format!("{id}.json"));
-    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-    let console = std::fs::File::create(&spec.paths.console_log).unwrap();
-
-    let started = Instant::now();
-    let mut child = Command::new(firecracker)
-        .arg("--no-api")
-        .arg("--config-file")
-        .arg(&config_file)
-        .args(["--id", &id])
-        .stdin(Stdio::null())
-        .stdout(console.try_clone().unwrap())
-        .stderr(console)
-        .spawn()
-        .expect("spawn firecracker");
-    let deadline = started + Duration::from_secs(10);
-    let elapsed = loop {
-        let log = std::fs::read_to_string(&spec.paths.vmm_log).unwrap_or_default();
-        if log.contains("Successfully started microvm") {
-            break started.elapsed();
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "raw firecracker exited with {status}: {:?}",
-                banger_vmm::console_tail(&spec.paths.console_log, 20)
-            );
-        }
-        assert!(Instant::now() < deadline, "raw firecracker never started");
-        std::thread::sleep(Duration::from_micros(100));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let _ = std::fs::remove_file(spec.vsock.unwrap().uds_path);
-    elapsed
-}
-
-/// Sorts `samples` and returns the median.
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    let mid = samples.len() / 2;
-    if samples.len().is_multiple_of(2) {
-        (samples[mid - 1] + samples[mid]) / 2
-    } else {
-        samples[mid]
-    }
+    fixture::launch_raw(firecracker, &fx.spec(&format!("r{run}"), None))
 }
 
 fn ms(d: Duration) -> String {
