@@ -4,9 +4,13 @@
 //! Long-lived processes (a VMM) are not run here but by [`crate::process`].
 
 use std::fmt;
-use std::io::{self, Write};
-use std::process::{Command, Stdio};
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::process::{Signal, signal_group};
 
 /// How much of a failed command's stderr an error message keeps, in bytes.
 const STDERR_HEAD: usize = 1536;
@@ -140,6 +144,11 @@ pub enum RunError {
         /// Trimmed, and shortened in the middle when long.
         stderr: String,
     },
+
+    /// The caller asked for the command to stop ([`CommandRunner::run_cancellable`]); it and
+    /// every process it started were terminated.
+    #[error("`{command}` was cancelled")]
+    Cancelled { command: String },
 }
 
 fn describe_exit(code: Option<i32>) -> String {
@@ -206,22 +215,43 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 pub trait CommandRunner: Send + Sync + fmt::Debug {
     /// Runs `cmd` to completion. A non-zero exit is `Err(RunError::Failed)` carrying stderr.
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError>;
+
+    /// Like [`run`](CommandRunner::run) for a long command (`debootstrap`, a download) that the
+    /// user may cancel: `cancelled` is asked while it runs, and once it answers `true` the
+    /// command and everything it started are terminated and the result is
+    /// [`RunError::Cancelled`]. This default (for fakes) asks before and after the command.
+    fn run_cancellable(
+        &self,
+        cmd: &CommandSpec,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<CommandOutput, RunError> {
+        let cancel = || RunError::Cancelled {
+            command: cmd.display(),
+        };
+        if cancelled() {
+            return Err(cancel());
+        }
+        let output = self.run(cmd)?;
+        if cancelled() {
+            return Err(cancel());
+        }
+        Ok(output)
+    }
 }
+
+/// How often [`RealRunner::run_cancellable`] asks whether to stop.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// How long a cancelled command's process group has between SIGTERM and SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// The runner that really runs commands, with [`std::process::Command`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealRunner;
 
-impl CommandRunner for RealRunner {
-    fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
-        let command_line = cmd.display();
-        tracing::debug!(command = %command_line, "running");
-        let spawn_error = |source: io::Error| RunError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        };
-
-        let mut child = Command::new(&cmd.program)
+impl RealRunner {
+    fn spawn(cmd: &CommandSpec, own_group: bool) -> Result<Child, RunError> {
+        let mut command = Command::new(&cmd.program);
+        command
             .args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(if cmd.stdin.is_some() {
@@ -230,21 +260,30 @@ impl CommandRunner for RealRunner {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::NotFound {
-                    RunError::NotFound {
-                        program: cmd.program.clone(),
-                    }
-                } else {
-                    spawn_error(source)
+            .stderr(Stdio::piped());
+        if own_group {
+            // Its own process group, so that cancelling reaches what it starts too (debootstrap
+            // runs dpkg, sudo runs the real command).
+            command.process_group(0);
+        }
+        command.spawn().map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                RunError::NotFound {
+                    program: cmd.program.clone(),
                 }
-            })?;
+            } else {
+                spawn_error(cmd, source)
+            }
+        })
+    }
 
-        // stdin is written from its own thread: a child that fills its stdout pipe before
-        // reading all of its input would otherwise deadlock against us.
-        let writer = match (child.stdin.take(), &cmd.stdin) {
+    /// stdin is written from its own thread: a child that fills its stdout pipe before reading
+    /// all of its input would otherwise deadlock against us.
+    fn feed_stdin(
+        child: &mut Child,
+        cmd: &CommandSpec,
+    ) -> Option<std::thread::JoinHandle<io::Result<()>>> {
+        match (child.stdin.take(), &cmd.stdin) {
             (Some(mut pipe), Some(bytes)) => {
                 let bytes = bytes.clone();
                 Some(std::thread::spawn(move || match pipe.write_all(&bytes) {
@@ -255,17 +294,22 @@ impl CommandRunner for RealRunner {
                 }))
             }
             _ => None,
-        };
-        let output = child.wait_with_output().map_err(spawn_error)?;
+        }
+    }
+
+    fn finish(
+        cmd: &CommandSpec,
+        writer: Option<std::thread::JoinHandle<io::Result<()>>>,
+        output: std::process::Output,
+    ) -> Result<CommandOutput, RunError> {
         if let Some(writer) = writer {
             match writer.join() {
-                Ok(result) => result.map_err(spawn_error)?,
+                Ok(result) => result.map_err(|e| spawn_error(cmd, e))?,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-
         let code = output.status.code();
-        tracing::debug!(command = %command_line, ?code, "finished");
+        tracing::debug!(command = %cmd.display(), ?code, "finished");
         if !output.status.success() {
             return Err(RunError::failed(cmd, code, &output.stderr));
         }
@@ -274,6 +318,115 @@ impl CommandRunner for RealRunner {
             stdout: output.stdout,
             stderr: output.stderr,
         })
+    }
+}
+
+fn spawn_error(cmd: &CommandSpec, source: io::Error) -> RunError {
+    RunError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    }
+}
+
+/// Reads a pipe to its end on its own thread.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            // A read error ends the output early; the exit status still tells the outcome.
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+impl CommandRunner for RealRunner {
+    fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
+        tracing::debug!(command = %cmd.display(), "running");
+        let mut child = Self::spawn(cmd, false)?;
+        let writer = Self::feed_stdin(&mut child, cmd);
+        let output = child.wait_with_output().map_err(|e| spawn_error(cmd, e))?;
+        Self::finish(cmd, writer, output)
+    }
+
+    fn run_cancellable(
+        &self,
+        cmd: &CommandSpec,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<CommandOutput, RunError> {
+        let command = cmd.display();
+        if cancelled() {
+            return Err(RunError::Cancelled { command });
+        }
+        tracing::debug!(command = %command, "running (cancellable)");
+        let mut child = Self::spawn(cmd, true)?;
+        let writer = Self::feed_stdin(&mut child, cmd);
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| spawn_error(cmd, e))? {
+                break status;
+            }
+            if cancelled() {
+                tracing::info!(command = %command, "cancelling");
+                terminate_group(&mut child);
+                // The readers and the writer end by themselves once the pipes close; they are
+                // not waited for, in case something outside the group still holds a pipe.
+                drop((stdout, stderr, writer));
+                return Err(RunError::Cancelled { command });
+            }
+            std::thread::sleep(CANCEL_POLL);
+        };
+        let join = |h: std::thread::JoinHandle<Vec<u8>>| {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        };
+        let output = std::process::Output {
+            status,
+            stdout: join(stdout),
+            stderr: join(stderr),
+        };
+        Self::finish(cmd, writer, output)
+    }
+}
+
+/// SIGTERM to the child's whole group, SIGKILL to what is left after [`CANCEL_GRACE`], and the
+/// child reaped. Returns once no process of the group is left (or, should one survive SIGKILL
+/// in an uninterruptible sleep, after a further bounded wait).
+fn terminate_group(child: &mut Child) {
+    let group = child.id();
+    let _ = signal_group(group, Signal::Term);
+    if !wait_group_gone(child, CANCEL_GRACE) {
+        tracing::warn!(
+            pgid = group,
+            "cancelled command ignored SIGTERM; killing it"
+        );
+        let _ = signal_group(group, Signal::Kill);
+        let _ = child.wait();
+        if !wait_group_gone(child, CANCEL_GRACE) {
+            tracing::error!(
+                pgid = group,
+                "processes of a cancelled command survive SIGKILL"
+            );
+        }
+    }
+}
+
+/// Waits up to `limit` for the leader to exit (it is reaped here) and for every other process of
+/// its group to be gone (signal 0 to the group finds nobody; orphans are reaped by init).
+fn wait_group_gone(child: &mut Child, limit: Duration) -> bool {
+    let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) else {
+        return true;
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let leader_done = matches!(child.try_wait(), Ok(Some(_)));
+        if leader_done && rustix::process::test_kill_process_group(group).is_err() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -667,5 +820,76 @@ mod tests {
         let wide = "é".repeat(3000);
         let s = summarize_stderr(wide.as_bytes());
         assert!(s.contains("bytes omitted"));
+    }
+
+    #[test]
+    fn cancellable_run_completes_like_run() {
+        let out = RealRunner
+            .run_cancellable(
+                &CommandSpec::new("sh")
+                    .args(["-c", "cat; echo err >&2"])
+                    .stdin("hello"),
+                &|| false,
+            )
+            .unwrap();
+        assert_eq!(out.stdout_lossy(), "hello");
+        assert_eq!(out.stderr_lossy(), "err\n");
+        let err = RealRunner
+            .run_cancellable(&CommandSpec::new("sh").args(["-c", "exit 3"]), &|| false)
+            .unwrap_err();
+        assert!(
+            matches!(err, RunError::Failed { code: Some(3), .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cancelling_terminates_the_command_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // A parent that ignores nothing and a child that ignores SIGTERM: the escalation to
+        // SIGKILL must reach the child too.
+        let script = format!(
+            "sh -c 'trap \"\" TERM; echo $$ >> {p}; while :; do sleep 0.05; done' & echo $$ >> {p}; wait",
+            p = pids.display()
+        );
+        let started = std::time::Instant::now();
+        let err = RealRunner
+            .run_cancellable(&CommandSpec::new("sh").args(["-c", &script]), &|| {
+                std::fs::read_to_string(&pids)
+                    .map(|s| s.lines().count() == 2)
+                    .unwrap_or(false)
+                    && started.elapsed() > Duration::from_millis(200)
+            })
+            .unwrap_err();
+        assert!(matches!(err, RunError::Cancelled { .. }), "{err}");
+        assert!(err.to_string().ends_with("was cancelled"), "{err}");
+        for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+            let pid: u32 = pid.parse().unwrap();
+            assert!(
+                !crate::process::pid_alive(pid),
+                "process {pid} of the cancelled command is still running"
+            );
+        }
+    }
+
+    #[test]
+    fn cancelled_before_starting_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let err = RealRunner
+            .run_cancellable(
+                &CommandSpec::new("touch").arg(marker.display().to_string()),
+                &|| true,
+            )
+            .unwrap_err();
+        assert!(matches!(err, RunError::Cancelled { .. }));
+        assert!(!marker.exists());
+        let fake = FakeRunner::new();
+        assert!(matches!(
+            fake.run_cancellable(&CommandSpec::new("debootstrap"), &|| true),
+            Err(RunError::Cancelled { .. })
+        ));
+        assert!(fake.calls().is_empty(), "a fake is not asked either");
     }
 }

@@ -321,6 +321,6 @@ fn nft_missing(error: &RunError) -> bool {
     match error {
         RunError::NotFound { program } => program == "nft",
         RunError::Failed { stderr, .. } => stderr.contains("nft: command not found"),
-        RunError::Spawn { .. } => false,
+        RunError::Spawn { .. } | RunError::Cancelled { .. } => false,
     }
 }

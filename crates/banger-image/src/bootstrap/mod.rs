@@ -523,12 +523,18 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Runs one forward step. A cancel request stops it while it runs (debootstrap can take
+    /// minutes): the command's processes are terminated and the usual rollback follows.
     fn run(&self, step: &'static str, cmd: CommandSpec) -> Result<String, BootstrapError> {
-        self.host
+        match self
+            .host
             .runner
-            .run(&cmd)
-            .map(|o| o.stdout_lossy())
-            .map_err(|source| BootstrapError::Command { step, source })
+            .run_cancellable(&cmd, &|| self.reporter.cancelled())
+        {
+            Ok(output) => Ok(output.stdout_lossy()),
+            Err(RunError::Cancelled { .. }) => Err(BootstrapError::Cancelled),
+            Err(source) => Err(BootstrapError::Command { step, source }),
+        }
     }
 
     fn stages(&mut self) -> Result<Image, BootstrapError> {

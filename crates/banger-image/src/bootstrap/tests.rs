@@ -20,6 +20,9 @@ struct Scripted {
     vmlinuz: Vec<u8>,
     /// Modules the unpacked package lists as built in.
     builtin: Vec<&'static str>,
+    /// A debootstrap argument prefix (`--make-tarball=`, `--unpack-tarball=`): that run is
+    /// cancelled half-way, leaving what a real half-run leaves.
+    cancel_during: Option<&'static str>,
 }
 
 impl Scripted {
@@ -51,6 +54,7 @@ impl Scripted {
             fake,
             vmlinuz: fake_vmlinux(),
             builtin: initramfs::GUEST_MODULES.to_vec(),
+            cancel_during: None,
         }
     }
 
@@ -69,6 +73,35 @@ fn unwrapped(cmd: &CommandSpec) -> (String, Vec<String>) {
 }
 
 impl CommandRunner for Scripted {
+    fn run_cancellable(
+        &self,
+        cmd: &CommandSpec,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<CommandOutput, RunError> {
+        let (program, args) = unwrapped(cmd);
+        let Some(prefix) = self.cancel_during else {
+            return self.run(cmd);
+        };
+        let Some(target) = args.iter().find_map(|a| a.strip_prefix(prefix)) else {
+            return self.run(cmd);
+        };
+        assert_eq!(program, "debootstrap");
+        assert!(!cancelled(), "the reporter was not asked to cancel yet");
+        self.fake.run(cmd)?;
+        if prefix == "--make-tarball=" {
+            // Half a download.
+            std::fs::write(target, b"pack").unwrap();
+        } else {
+            // Half an installed root.
+            let root = Path::new(&args[args.len() - 2]);
+            std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+            std::fs::write(root.join("usr/bin/half"), b"").unwrap();
+        }
+        Err(RunError::Cancelled {
+            command: cmd.display(),
+        })
+    }
+
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
         let out = self.fake.run(cmd)?;
         let (program, args) = unwrapped(cmd);
@@ -707,6 +740,32 @@ fn cancelling_after_any_stage_rolls_back() {
         assert_rolled_back(&env, &runner);
         let api: ApiError = err.into();
         assert_eq!(api.code, ErrorCode::Cancelled);
+    }
+}
+
+#[test]
+fn cancelling_during_debootstrap_stops_it_and_rolls_back() {
+    if !mkfs_available() {
+        return;
+    }
+    for during in ["--make-tarball=", "--unpack-tarball="] {
+        let env = Env::new();
+        let mut runner = Scripted::new(FakeRunner::new());
+        runner.cancel_during = Some(during);
+        let err = env.run(&runner, &Log::default()).unwrap_err();
+        assert!(matches!(err, BootstrapError::Cancelled), "{during}: {err}");
+        let calls = runner.calls();
+        let at = calls
+            .iter()
+            .position(|c| c.contains(during))
+            .expect("debootstrap ran");
+        assert!(
+            calls[at + 1..]
+                .iter()
+                .all(|c| !c.starts_with("debootstrap") && !c.starts_with("mkfs")),
+            "{during}: nothing runs after the cancelled step but the cleanup: {calls:?}"
+        );
+        assert_rolled_back(&env, &runner);
     }
 }
 
