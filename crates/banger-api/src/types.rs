@@ -149,8 +149,28 @@ pub struct Vm {
     /// Why the VM last failed (state `failed`), or why its last start did not complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// How the VM's work disk relates to its image's work seed; only `GET /v1/vms/{name}` says
+    /// (it reads the image's seed), lists leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_seed: Option<Box<WorkSeedStatus>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// The work seed a VM's work disk was made from, against the image's seed now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkSeedStatus {
+    /// Fingerprint of the seed the work disk was made from; absent for VMs created before banger
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// Fingerprint of the image's seed as it is now.
+    pub image: String,
+    /// Both are known and differ: files the image seeds now are not in the VM's `/root`.
+    pub changed: bool,
+    /// The image's seed directory on the host (absent when the image has none), to copy from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_dir: Option<String>,
 }
 
 /// The VMM process of a running VM, as much as is needed to drive it and to find it again

@@ -130,7 +130,8 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
             kv = kv.add("boot", stages.join(", "));
         }
     }
-    kv.add("vcpus", vm.vcpus)
+    kv = kv
+        .add("vcpus", vm.vcpus)
         .add("memory", memory(vm.memory_mib))
         .add(
             "disk",
@@ -139,8 +140,24 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
         .add(
             "work disk",
             format!("{} (mounted at /root)", format_size(vm.work_disk_bytes)),
-        )
-        .add("ip", format!("{}/{}", net.ip, net.prefix_len))
+        );
+    if let Some(seed) = vm.work_seed.as_ref().filter(|s| s.changed) {
+        let copy = match &seed.seed_dir {
+            Some(dir) => format!(
+                "; copy what you need from {dir}, e.g. `banger vm cp {dir}/.profile {}:/root`",
+                vm.name
+            ),
+            None => "; the image seeds nothing now".to_owned(),
+        };
+        kv = kv.add(
+            "work seed",
+            format!(
+                "changed in image {} since this work disk was made: what it seeds now is not in /root{copy}",
+                vm.image.name
+            ),
+        );
+    }
+    kv.add("ip", format!("{}/{}", net.ip, net.prefix_len))
         .add("gateway", &net.gateway)
         .add("mac", &net.mac)
         .add("vsock cid", net.vsock_cid)
@@ -153,8 +170,9 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
 /// `banger image list`.
 pub fn image_list(images: &[Image], now: Timestamp) -> String {
     if images.is_empty() {
-        return "No images yet. Register one with: banger image register --name NAME \
-                --kernel vmlinux --rootfs rootfs.ext4\n"
+        return "No images yet. Build the default one from Debian packages:\n  \
+                banger image bootstrap debian\nor register your own:\n  \
+                banger image register --name NAME --kernel vmlinux --rootfs rootfs.ext4\n"
             .into();
     }
     let mut table = Table::new([
@@ -504,6 +522,7 @@ pub(crate) mod tests {
             },
             runtime: None,
             last_error: None,
+            work_seed: None,
             created_at: ago(180),
             updated_at: ago(42),
         }
@@ -591,6 +610,23 @@ pub(crate) mod tests {
     #[test]
     fn vm_show_text() {
         insta::assert_snapshot!(vm_show(&vms()[1], NOW));
+    }
+
+    #[test]
+    fn vm_show_says_when_the_image_seed_changed() {
+        let mut vm = vms()[1].clone();
+        vm.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
+            vm: Some("aa".into()),
+            image: "bb".into(),
+            changed: true,
+            seed_dir: Some("/state/images/0123/work-seed".into()),
+        }));
+        insta::assert_snapshot!(vm_show(&vm, NOW));
+        vm.work_seed.as_mut().unwrap().changed = false;
+        assert!(
+            !vm_show(&vm, NOW).contains("work seed"),
+            "silent when unchanged"
+        );
     }
 
     #[test]

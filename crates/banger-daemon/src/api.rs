@@ -330,7 +330,7 @@ async fn resume_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> An
 #[utoipa::path(get, path = "/v1/vms/{name}", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 200, body = Vm), (status = 404, body = ApiError)))]
 async fn get_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
-    blocking(&d, move |d| vm::find(d, &name)).await.map(Json)
+    blocking(&d, move |d| vm::show(d, &name)).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/v1/vms/{name}", request_body = UpdateVmRequest,

@@ -81,6 +81,7 @@ mod tests {
             },
             runtime: None,
             last_error: None,
+            work_seed: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

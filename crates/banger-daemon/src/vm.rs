@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use banger_api::{
     ApiError, CreateVmRequest, CreatedVm, ErrorCode, OperationKind, UpdateVmRequest, Vm, VmState,
-    validate,
+    WorkSeedStatus, validate,
 };
 use banger_store::{NewVm, VmResources};
 
@@ -134,7 +134,29 @@ fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
     Ok(vm)
 }
 
-/// `GET /v1/vms/{name}`.
+/// `GET /v1/vms/{name}`: the VM with how its work disk relates to its image's work seed.
+pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
+    let mut vm = find(d, name)?;
+    let recorded = d.store.vm_work_seed(&vm.id)?;
+    let seed_dir = d.paths.image_dir(&vm.image.id).join(disks::WORK_SEED_DIR);
+    let seed = seed_dir.is_dir().then_some(seed_dir.as_path());
+    // Read from the seed itself, not the manifest: what matters is what a new VM would get.
+    match banger_image::vmdisk::seed_fingerprint(seed) {
+        Ok(image) => {
+            vm.work_seed = Some(Box::new(WorkSeedStatus {
+                changed: recorded.as_ref().is_some_and(|r| *r != image),
+                vm: recorded,
+                image,
+                seed_dir: seed.map(|p| p.display().to_string()),
+            }));
+        }
+        // Showing the VM matters more than this detail; the log says why it is missing.
+        Err(e) => tracing::warn!(vm = %vm.name, error = %e, "cannot read the image's work seed"),
+    }
+    Ok(vm)
+}
+
+/// A VM by name or id, as the store has it.
 pub fn find(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     d.store.find_vm(name)?.ok_or_else(|| not_found(name))
 }

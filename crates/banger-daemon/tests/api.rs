@@ -776,3 +776,27 @@ async fn doctor_checks_the_configured_firecracker_binary() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn showing_a_vm_says_whether_its_images_work_seed_changed() {
+    let mut h = Harness::start().await;
+    let image = h.register("base").await;
+    h.create("dev", "base").await;
+
+    let listed = h.client.list_vms().await.unwrap();
+    assert!(listed[0].work_seed.is_none(), "lists do not read seeds");
+    let seed = h.client.get_vm("dev").await.unwrap().work_seed.unwrap();
+    assert!(!seed.changed, "{seed:?}");
+    assert_eq!(seed.vm.as_deref(), Some(seed.image.as_str()));
+    assert_eq!(seed.seed_dir, None, "a registered image seeds nothing");
+
+    // The image's seed changes under the VM (here: it gains one).
+    let dir = h.paths.image_dir(&image.id).join("work-seed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".profile"), "export EDITOR=vi\n").unwrap();
+    let seed = h.client.get_vm("dev").await.unwrap().work_seed.unwrap();
+    assert!(seed.changed, "{seed:?}");
+    assert_ne!(seed.vm.as_deref(), Some(seed.image.as_str()));
+    assert_eq!(seed.seed_dir, Some(dir.display().to_string()));
+    h.stop().await;
+}

@@ -302,10 +302,7 @@ pub fn build_work_disk(
     path: &Path,
     size: u64,
 ) -> Result<String, VmDiskError> {
-    let fingerprint = match seed {
-        Some(seed) => fingerprint(seed)?,
-        None => empty_fingerprint(),
-    };
+    let fingerprint = seed_fingerprint(seed)?;
     make_disk(runner, seed, WORK_LABEL, path, size)?;
     Ok(fingerprint)
 }
@@ -497,8 +494,13 @@ pub fn fingerprint(seed: &Path) -> Result<String, VmDiskError> {
     Ok(hex_digest(hash))
 }
 
-fn empty_fingerprint() -> String {
-    hex_digest(Sha256::new())
+/// [`fingerprint`] of `seed`, or that of an empty seed when there is none: what a work disk
+/// made by [`build_work_disk`] records.
+pub fn seed_fingerprint(seed: Option<&Path>) -> Result<String, VmDiskError> {
+    match seed {
+        Some(seed) => fingerprint(seed),
+        None => Ok(hex_digest(Sha256::new())),
+    }
 }
 
 fn hex_digest(hash: Sha256) -> String {

@@ -145,6 +145,7 @@ impl Store {
             },
             runtime: None,
             last_error: None,
+            work_seed: None,
             created_at: now,
             updated_at: now,
         })
@@ -465,6 +466,7 @@ fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
             })
             .transpose()?,
         last_error: r.get(19, "last_error")?,
+        work_seed: None,
         created_at: Timestamp::from_millis(r.get(16, "created_at")?),
         updated_at: Timestamp::from_millis(r.get(17, "updated_at")?),
     })

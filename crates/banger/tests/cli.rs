@@ -116,7 +116,8 @@ fn images_and_vms_through_their_lifecycle() {
     let sandbox = Sandbox::new();
     assert_eq!(
         sandbox.ok(&["image", "list"]),
-        "No images yet. Register one with: banger image register --name NAME --kernel vmlinux \
+        "No images yet. Build the default one from Debian packages:\n  banger image bootstrap \
+         debian\nor register your own:\n  banger image register --name NAME --kernel vmlinux \
          --rootfs rootfs.ext4\n"
     );
 
@@ -199,7 +200,14 @@ fn images_and_vms_through_their_lifecycle() {
     settings(&sandbox).bind(|| {
         insta::assert_snapshot!("vm_show_text", show);
     });
-    assert_eq!(sandbox.json(&["vm", "show", "dev"]), created);
+    let mut shown = sandbox.json(&["vm", "show", "dev"]);
+    let seed = shown.as_object_mut().unwrap().remove("work_seed").unwrap();
+    assert_eq!(seed["changed"], false, "{seed}");
+    assert_eq!(seed["vm"], seed["image"], "{seed}");
+    assert_eq!(
+        shown, created,
+        "show adds only the work seed to what list says"
+    );
 
     let updated = sandbox.json(&["vm", "set", "dev", "--vcpus", "1", "--memory", "1024"]);
     assert_eq!(updated["vcpus"], 1);

@@ -1204,6 +1204,7 @@ mod tests {
             },
             runtime: None,
             last_error: None,
+            work_seed: None,
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }
