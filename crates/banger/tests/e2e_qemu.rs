@@ -237,6 +237,17 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         "echo o; echo e >&2; exit 7",
     ]);
     assert_eq!((code, out.as_str(), err.as_str()), (7, "o\n", "e\n"));
+    // The kernel's modules are in the image: one the initramfs did not load can be loaded.
+    let (code, out, err) = t.banger(&[
+        "vm",
+        "exec",
+        "e2e",
+        "--",
+        "sh",
+        "-c",
+        "/sbin/modprobe dummy && grep -c '^dummy ' /proc/modules",
+    ]);
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
     // ssh, with the VM's own host key and banger's key.
     let (code, out, err) = t.banger(&["vm", "ssh", "e2e", "--", "hostname"]);
     assert_eq!((code, out.trim()), (0, "e2e"), "{err}");

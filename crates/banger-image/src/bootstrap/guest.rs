@@ -139,6 +139,27 @@ pub fn files() -> Vec<GuestFile> {
             path: "sbin/halt",
             target: "/bin/busybox",
         },
+        // The module tools (the root has no kmod): the kernel's modules are in /lib/modules.
+        GuestFile::Symlink {
+            path: "sbin/modprobe",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/insmod",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/rmmod",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/lsmod",
+            target: "/bin/busybox",
+        },
+        GuestFile::Symlink {
+            path: "sbin/depmod",
+            target: "/bin/busybox",
+        },
     ]
 }
 

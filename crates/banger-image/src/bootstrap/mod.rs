@@ -602,7 +602,11 @@ impl Run<'_> {
 
         self.begin(s_kernel)?;
         let (kernel_tree, release, vmlinux_bytes) = self.extract_kernel(&package, &deb)?;
-        self.reporter.done(s_kernel, Some(release.clone()));
+        self.install_modules(&kernel_tree, &release, &root)?;
+        self.reporter.done(
+            s_kernel,
+            Some(format!("{release}, modules in /lib/modules")),
+        );
 
         self.begin(s_initramfs)?;
         let initrd = self.image_dir.join(INITRD_FILE);
@@ -1083,6 +1087,54 @@ impl Run<'_> {
             .unwrap_or_default();
         let extracted = kernel::extract_vmlinux(&vmlinuz, &self.image_dir.join(KERNEL_FILE))?;
         Ok((tree, release, extracted.bytes))
+    }
+
+    /// Copies the kernel's module tree into the root and indexes it there, so that the guest
+    /// can load what its initramfs did not (tun, fuse, nf_tables, ...) with `modprobe`
+    /// (BusyBox's, see [`guest::files`]). The index is made by the root's own BusyBox
+    /// `depmod` inside the root, so it is in the format the guest's `modprobe` reads.
+    fn install_modules(
+        &self,
+        kernel_tree: &Path,
+        release: &str,
+        root: &Path,
+    ) -> Result<(), BootstrapError> {
+        let modules = root.join("lib/modules");
+        self.run(
+            "installing the kernel's modules",
+            self.host
+                .privileged("mkdir", ["-p".to_owned(), modules.display().to_string()]),
+        )?;
+        self.run(
+            "installing the kernel's modules",
+            self.host.privileged(
+                "cp",
+                [
+                    "-R".to_owned(),
+                    "--preserve=mode,timestamps".to_owned(),
+                    "--".to_owned(),
+                    kernel_tree
+                        .join("lib/modules")
+                        .join(release)
+                        .display()
+                        .to_string(),
+                    format!("{}/", modules.display()),
+                ],
+            ),
+        )?;
+        self.run(
+            "indexing the kernel's modules (depmod)",
+            self.host.privileged(
+                "chroot",
+                [
+                    root.display().to_string(),
+                    "/bin/busybox".to_owned(),
+                    "depmod".to_owned(),
+                    release.to_owned(),
+                ],
+            ),
+        )?;
+        Ok(())
     }
 
     /// `rootfs.ext4` from the staged root: sized from `du` plus a quarter and 256 MiB of

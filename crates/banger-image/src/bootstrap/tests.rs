@@ -353,6 +353,11 @@ impl Env {
             ),
             format!("cp -R --preserve=mode --remove-destination -- {s}/guest/. {root}/"),
             format!("dpkg-deb -x {} {s}/kernel", self.deb().display()),
+            format!("mkdir -p {root}/lib/modules"),
+            format!(
+                "cp -R --preserve=mode,timestamps -- {s}/kernel/lib/modules/{RELEASE} {root}/lib/modules/"
+            ),
+            format!("chroot {root} /bin/busybox depmod {RELEASE}"),
             format!("du -s -x -B1 {root}"),
             format!(
                 "mkfs.ext4 -q -F -L banger-base -m 0 -i 8192 -d {root} -E root_owner=0:0 {i}/rootfs.ext4"
@@ -575,6 +580,8 @@ fn without_root_every_step_on_the_root_filesystem_goes_through_sudo() {
                 "debootstrap --variant",
                 "rm ",
                 "cp ",
+                "mkdir ",
+                "chroot ",
                 "du ",
                 "mkfs.ext4 ",
                 "tar ",
@@ -629,6 +636,17 @@ fn a_failure_at_any_command_removes_the_staging_and_image_directories() {
             Matcher::program("dpkg-deb"),
             1,
             "unpacking the kernel package",
+        ),
+        (
+            Matcher::program("mkdir"),
+            1,
+            "installing the kernel's modules",
+        ),
+        (Matcher::program("cp"), 2, "installing the kernel's modules"),
+        (
+            Matcher::program("chroot"),
+            1,
+            "indexing the kernel's modules (depmod)",
         ),
         (Matcher::program("du"), 1, "measuring the root filesystem"),
         (
