@@ -15,9 +15,13 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use banger_api::{ApiError, CreateVmRequest, ErrorCode, RegisterImageRequest, VmmKind, validate};
+use banger_api::{
+    ApiError, BootstrapImageRequest, CreateVmRequest, ErrorCode, RegisterImageRequest, VmmKind,
+    validate,
+};
 
 use super::auth::Session;
+use super::privilege::{PrivilegeStatus, Privileges, Problem};
 use super::views::{self, Chrome, Field, FormError};
 use crate::Daemon;
 
@@ -26,6 +30,8 @@ use crate::Daemon;
 pub struct Viewer {
     pub session: Session,
     pub csrf: String,
+    /// Whether `sudo -n` runs banger's privileged steps (kept for a few seconds).
+    pub privileges: Arc<Privileges>,
 }
 
 impl Viewer {
@@ -34,6 +40,7 @@ impl Viewer {
             csrf: self.csrf.clone(),
             nav,
             notice: None,
+            banner: self.privileges.banner(),
         }
     }
 }
@@ -51,6 +58,7 @@ impl FromRequestParts<Arc<Daemon>> for Viewer {
         Ok(Viewer {
             csrf: serving.auth.csrf_token(&session),
             session,
+            privileges: PrivilegeStatus::current(d).await,
         })
     }
 }
@@ -402,6 +410,75 @@ impl ImageInput {
             kernel: field(&self.kernel, errors, "kernel"),
             initrd: field(&self.initrd, errors, "initrd"),
             rootfs: field(&self.rootfs, errors, "rootfs"),
+        }
+    }
+}
+
+/// What the bootstrap form holds, as typed. The distribution is always Debian, the one banger
+/// bootstraps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootstrapInput {
+    pub name: String,
+    pub suite: String,
+}
+
+/// The only distribution the form offers.
+pub const BOOTSTRAP_DISTRO: &str = "debian";
+
+impl BootstrapInput {
+    /// The form as first shown: what `banger image bootstrap debian` does without options.
+    pub fn defaults() -> BootstrapInput {
+        BootstrapInput {
+            name: BOOTSTRAP_DISTRO.to_owned(),
+            suite: banger_image::bootstrap::DEFAULT_SUITE.to_owned(),
+        }
+    }
+
+    pub fn from_form(f: &FormData) -> BootstrapInput {
+        BootstrapInput {
+            name: f.get("name").to_owned(),
+            suite: f.get("suite").to_owned(),
+        }
+    }
+
+    /// Checks both fields as the API does; the request for the image service when they are
+    /// fine (which checks them again, and the host).
+    pub fn check(&self, d: &Daemon) -> Result<BootstrapImageRequest, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = validate::name("image", &self.name).and_then(|()| {
+            match d.store.find_image(&self.name)? {
+                Some(_) => Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("an image named {:?} already exists", self.name),
+                )
+                .with_hint("pick another name, or delete the old image first")),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = name {
+            errors.insert("name", e);
+        }
+        if let Err(e) = validate::suite(&self.suite) {
+            errors.insert("suite", e);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(BootstrapImageRequest {
+            distro: BOOTSTRAP_DISTRO.to_owned(),
+            suite: Some(self.suite.clone()),
+            name: Some(self.name.clone()),
+        })
+    }
+
+    /// The form showing this input with `errors`; `sudo`: why a bootstrap would be refused
+    /// for want of `sudo -n`, said before the user tries.
+    pub fn form(&self, errors: &FieldErrors, sudo: Option<Problem>) -> views::BootstrapForm {
+        views::BootstrapForm {
+            form_error: form_error(errors),
+            name: field(&self.name, errors, "name"),
+            suite: field(&self.suite, errors, "suite"),
+            sudo,
         }
     }
 }
