@@ -7,7 +7,9 @@
 //! The answer is the doctor's own `sudo` and `sudo-bootstrap` checks (`banger_host::doctor`),
 //! so the console, `banger doctor` and the start preflight never disagree. Those checks run a
 //! few `sudo -n` processes; their result is kept for [`TTL`] so page loads stay cheap, and a
-//! fixed sudoers file shows on the next load after that.
+//! fixed sudoers file shows on the next load after that. Only pages renew it: the requests of
+//! the pages' scripts (polls, every second or two) show no banner and use what is kept, so an
+//! open console does not run `sudo` (and fill the auth log) around the clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +104,11 @@ impl Kept {
         answer
     }
 
+    /// The last answer however old, or none.
+    fn last(&self) -> Option<Arc<Privileges>> {
+        lock(&self.last).as_ref().map(|(_, answer)| answer.clone())
+    }
+
     fn forget(&self) {
         *lock(&self.last) = None;
     }
@@ -151,6 +158,11 @@ impl PrivilegeStatus {
             let probe = lock(&self.probe).clone();
             probe(d)
         })
+    }
+
+    /// The last answer however old, without probing (nothing known yet: nothing to say).
+    pub fn last(&self) -> Arc<Privileges> {
+        self.kept.last().unwrap_or_default()
     }
 
     /// [`Self::get`] from async code: a stale answer is renewed on the blocking pool.

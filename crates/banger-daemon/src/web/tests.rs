@@ -1723,6 +1723,31 @@ async fn every_page_carries_the_sudo_banner_while_sudo_is_not_ready() {
         .privileges
         .set_probe(Arc::new(|_: &Daemon| Privileges::default()));
     assert!(!w.page(&b, "/").await.contains("sudo-banner"));
+
+    // The pages' scripts poll every second or two; they never run the check.
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = probes.clone();
+    w.d.web.privileges.set_probe(Arc::new(move |_: &Daemon| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Privileges::default()
+    }));
+    let id = slow_operation(&w).id;
+    for path in [
+        format!("/operations/{id}/json"),
+        "/vms/dev/console".to_owned(),
+    ] {
+        let mut req = w.get(&path, Some(&b));
+        req.headers_mut()
+            .insert("sec-fetch-dest", "empty".parse().unwrap());
+        assert_eq!(w.send(req).await.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(probes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    w.page(&b, "/").await;
+    assert_eq!(
+        probes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a page load checks"
+    );
     w.stop().await;
 }
 
