@@ -122,6 +122,41 @@
     }, 2000);
   };
 
+  // A running VM's guest section (agent health, listening ports): ask for it again every ten
+  // seconds and swap it in. The answer is HTML the console rendered, escaped, itself; a 204
+  // means the VM stopped running (the console's poll reloads the page for that).
+  const refreshGuest = (section) => {
+    const url = section.getAttribute('data-guest');
+    let current = section;
+    let busy = false;
+    const timer = setInterval(async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const response = await fetch(url, {
+          credentials: 'same-origin',
+          headers: { Accept: 'text/html' },
+        });
+        if (response.status === 204 || response.status === 401 || response.status === 404) {
+          clearInterval(timer);
+          return;
+        }
+        if (!response.ok) return;
+        const template = document.createElement('template');
+        template.innerHTML = await response.text();
+        const fresh = template.content.querySelector('#guest');
+        if (fresh) {
+          current.replaceWith(fresh);
+          current = fresh;
+        }
+      } catch (_) {
+        // The daemon restarting or the network blipping: try again next time.
+      } finally {
+        busy = false;
+      }
+    }, 10000);
+  };
+
   // "Browse…" links of the register form: carry what has been typed so far to the picker,
   // which hands it back with the chosen file.
   const carry = (link) => {
@@ -142,6 +177,7 @@
 
   document.querySelectorAll('[data-op]').forEach(poll);
   document.querySelectorAll('[data-console]').forEach(follow);
+  document.querySelectorAll('[data-guest]').forEach(refreshGuest);
   document.querySelectorAll('a[data-carry]').forEach(carry);
   // Tells the browser test (and CSS, if it ever needs to) that the script ran.
   document.documentElement.dataset.console = 'ready';

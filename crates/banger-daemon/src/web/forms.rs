@@ -15,9 +15,13 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use banger_api::{ApiError, CreateVmRequest, ErrorCode, RegisterImageRequest, VmmKind, validate};
+use banger_api::{
+    ApiError, BootstrapImageRequest, CreateVmRequest, ErrorCode, RegisterImageRequest, VmmKind,
+    validate,
+};
 
 use super::auth::Session;
+use super::privilege::{PrivilegeStatus, Privileges, Problem};
 use super::views::{self, Chrome, Field, FormError};
 use crate::Daemon;
 
@@ -26,6 +30,8 @@ use crate::Daemon;
 pub struct Viewer {
     pub session: Session,
     pub csrf: String,
+    /// Whether `sudo -n` runs banger's privileged steps (kept for a few seconds).
+    pub privileges: Arc<Privileges>,
 }
 
 impl Viewer {
@@ -34,6 +40,7 @@ impl Viewer {
             csrf: self.csrf.clone(),
             nav,
             notice: None,
+            banner: self.privileges.banner(),
         }
     }
 }
@@ -48,9 +55,21 @@ impl FromRequestParts<Arc<Daemon>> for Viewer {
             .cloned()
             .ok_or_else(views::sign_in_required)?;
         let serving = d.web.serving().ok_or_else(views::sign_in_required)?;
+        // A script's fetch (`Sec-Fetch-Dest: empty`: the pages' polls) shows no banner: it takes
+        // what is kept rather than run `sudo`.
+        let from_script = parts
+            .headers
+            .get("sec-fetch-dest")
+            .is_some_and(|dest| dest.as_bytes() == b"empty");
+        let privileges = if from_script {
+            d.web.privileges.last()
+        } else {
+            PrivilegeStatus::current(d).await
+        };
         Ok(Viewer {
             csrf: serving.auth.csrf_token(&session),
             session,
+            privileges,
         })
     }
 }
@@ -402,6 +421,75 @@ impl ImageInput {
             kernel: field(&self.kernel, errors, "kernel"),
             initrd: field(&self.initrd, errors, "initrd"),
             rootfs: field(&self.rootfs, errors, "rootfs"),
+        }
+    }
+}
+
+/// What the bootstrap form holds, as typed. The distribution is always Debian, the one banger
+/// bootstraps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootstrapInput {
+    pub name: String,
+    pub suite: String,
+}
+
+/// The only distribution the form offers.
+pub const BOOTSTRAP_DISTRO: &str = "debian";
+
+impl BootstrapInput {
+    /// The form as first shown: what `banger image bootstrap debian` does without options.
+    pub fn defaults() -> BootstrapInput {
+        BootstrapInput {
+            name: BOOTSTRAP_DISTRO.to_owned(),
+            suite: banger_image::bootstrap::DEFAULT_SUITE.to_owned(),
+        }
+    }
+
+    pub fn from_form(f: &FormData) -> BootstrapInput {
+        BootstrapInput {
+            name: f.get("name").to_owned(),
+            suite: f.get("suite").to_owned(),
+        }
+    }
+
+    /// Checks both fields as the API does; the request for the image service when they are
+    /// fine (which checks them again, and the host).
+    pub fn check(&self, d: &Daemon) -> Result<BootstrapImageRequest, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = validate::name("image", &self.name).and_then(|()| {
+            match d.store.find_image(&self.name)? {
+                Some(_) => Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("an image named {:?} already exists", self.name),
+                )
+                .with_hint("pick another name, or delete the old image first")),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = name {
+            errors.insert("name", e);
+        }
+        if let Err(e) = validate::suite(&self.suite) {
+            errors.insert("suite", e);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(BootstrapImageRequest {
+            distro: BOOTSTRAP_DISTRO.to_owned(),
+            suite: Some(self.suite.clone()),
+            name: Some(self.name.clone()),
+        })
+    }
+
+    /// The form showing this input with `errors`; `sudo`: why a bootstrap would be refused
+    /// for want of `sudo -n`, said before the user tries.
+    pub fn form(&self, errors: &FieldErrors, sudo: Option<Problem>) -> views::BootstrapForm {
+        views::BootstrapForm {
+            form_error: form_error(errors),
+            name: field(&self.name, errors, "name"),
+            suite: field(&self.suite, errors, "suite"),
+            sudo,
         }
     }
 }

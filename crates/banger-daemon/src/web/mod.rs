@@ -13,15 +13,18 @@
 //!
 //! The VM page drives the VM lifecycle (`crate::machine`): start, stop, restart, pause and
 //! resume, stop and restart behind a confirmation page like delete; long ones answer with
-//! their operation's page, which polls and can cancel. Features the daemon does not have yet
-//! (guest health, listening ports: they need the guest agent) are absent, not stubbed: each
-//! slots in as another section of the VM page ([`views::VmPage`]) when its service exists.
+//! their operation's page, which polls and can cancel. A running VM's page also asks its
+//! guest agent for health and listening ports, within a short deadline ([`pages::GUEST_DEADLINE`])
+//! so an agent that does not answer never holds the page. The images page starts image
+//! bootstraps. Every page carries a banner while banger's privileged steps cannot run
+//! ([`privilege`]).
 
 pub mod auth;
 pub mod forms;
 pub mod guard;
 pub mod pages;
 pub mod picker;
+pub mod privilege;
 pub mod views;
 
 #[cfg(test)]
@@ -37,7 +40,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use banger_api::paths::Paths;
-use banger_api::{ApiError, ErrorCode, Timestamp, WebConsoleInfo, WebLogin};
+use banger_api::{
+    ApiError, BootstrapImageRequest, ErrorCode, Operation, Timestamp, WebConsoleInfo, WebLogin,
+};
 use tokio::net::TcpListener;
 
 use crate::Daemon;
@@ -71,13 +76,61 @@ pub struct Serving {
     pub url: String,
 }
 
+/// How the console starts an image bootstrap once its form is valid: the image service's
+/// host checks and operation ([`image_bootstrap`]). Replaceable so that tests of the form
+/// never build an image for real.
+pub type StartBootstrap =
+    Arc<dyn Fn(&Arc<Daemon>, &BootstrapImageRequest) -> Result<Operation, ApiError> + Send + Sync>;
+
+/// The image service's bootstrap: the host checks (debootstrap, disk, `sudo -n`), then the
+/// operation. Blocking.
+pub fn image_bootstrap(
+    d: &Arc<Daemon>,
+    req: &BootstrapImageRequest,
+) -> Result<Operation, ApiError> {
+    let checked = crate::image::check_bootstrap(d, req)?;
+    Ok(crate::image::start_bootstrap(d.clone(), checked))
+}
+
 /// The console's part of the daemon's state: serving, or the reason it is not.
-#[derive(Debug)]
 pub struct Console {
     serving: Result<Serving, WebError>,
+    /// Whether `sudo -n` runs the privileged steps, for the banner.
+    pub privileges: privilege::PrivilegeStatus,
+    bootstrap: std::sync::Mutex<StartBootstrap>,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("serving", &self.serving)
+            .field("privileges", &self.privileges)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Console {
+    fn new(serving: Result<Serving, WebError>) -> Console {
+        Console {
+            serving,
+            privileges: privilege::PrivilegeStatus::default(),
+            bootstrap: std::sync::Mutex::new(Arc::new(image_bootstrap)),
+        }
+    }
+
+    /// How the bootstrap form starts a bootstrap.
+    pub fn bootstrap(&self) -> StartBootstrap {
+        self.bootstrap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces [`Self::bootstrap`] (tests: an operation that builds nothing).
+    pub fn set_bootstrap(&self, start: StartBootstrap) {
+        *self.bootstrap.lock().unwrap_or_else(|e| e.into_inner()) = start;
+    }
+
     pub fn serving(&self) -> Option<&Serving> {
         self.serving.as_ref().ok()
     }
@@ -136,17 +189,12 @@ impl Console {
 /// returned console, never returned: the daemon serves its socket regardless.
 pub async fn prepare(config: &WebConfig, paths: &Paths) -> (Console, Option<TcpListener>) {
     match try_prepare(config, paths).await {
-        Ok((serving, listener)) => (
-            Console {
-                serving: Ok(serving),
-            },
-            Some(listener),
-        ),
+        Ok((serving, listener)) => (Console::new(Ok(serving)), Some(listener)),
         Err(e) => {
             if !matches!(e, WebError::Disabled { .. }) {
                 tracing::warn!(error = %e, "the web console is not serving");
             }
-            (Console { serving: Err(e) }, None)
+            (Console::new(Err(e)), None)
         }
     }
 }
@@ -232,6 +280,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             get(pages::confirm_delete_vm).post(pages::delete_vm),
         )
         .route("/vms/{name}/console", get(pages::vm_console))
+        .route("/vms/{name}/guest", get(pages::vm_guest))
         .route("/vms/{name}/start", post(pages::start_vm))
         .route(
             "/vms/{name}/stop",
@@ -249,6 +298,11 @@ pub fn router(d: Arc<Daemon>) -> Router {
             get(pages::image_list).post(pages::register_image),
         )
         .route("/images/{name}", get(pages::image_page))
+        // An image may be named "bootstrap": its page is still at its name.
+        .route(
+            "/images/bootstrap",
+            get(pages::bootstrap_image_page).post(pages::bootstrap_image),
+        )
         .route("/new/image", get(pages::new_image))
         .route("/picker", get(pages::picker))
         .route("/operations", get(pages::operation_list))

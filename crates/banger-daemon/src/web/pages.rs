@@ -5,6 +5,7 @@
 //! result (Post/Redirect/Get), or re-render the form with its errors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,10 +14,10 @@ use banger_api::{ApiError, ErrorCode, Image, OperationState, Vm, VmState};
 use serde::Deserialize;
 
 use super::auth::{self, unix_now};
-use super::forms::{self, CsrfForm, FieldErrors, ImageInput, Viewer, VmInput};
+use super::forms::{self, BootstrapInput, CsrfForm, FieldErrors, ImageInput, Viewer, VmInput};
 use super::picker;
-use super::views::{self, Chrome, Link, OpView};
-use crate::machine::{self, disks};
+use super::views::{self, Chrome, GuestView, Link, OpView};
+use crate::machine::{self, disks, guest};
 use crate::{Daemon, image, vm};
 
 const STYLESHEET: &str = include_str!("../../assets/console.css");
@@ -36,14 +37,15 @@ async fn blocking<T: Send + 'static>(
 
 /// An error page in the console's layout; the status follows the error's code.
 pub struct PageError {
-    chrome: Chrome,
+    // Boxed: handlers return it in every `Err`, which should stay small.
+    chrome: Box<Chrome>,
     error: ApiError,
 }
 
 impl PageError {
     fn new(viewer: &Viewer, error: ApiError) -> PageError {
         PageError {
-            chrome: viewer.chrome(""),
+            chrome: Box::new(viewer.chrome("")),
             error,
         }
     }
@@ -68,7 +70,7 @@ impl IntoResponse for PageError {
         views::render_with(
             status,
             &views::ErrorPage {
-                chrome: self.chrome,
+                chrome: *self.chrome,
                 title: title.to_owned(),
                 message: self.error.message,
                 hint: views::console_hint(self.error.hint.as_deref()),
@@ -222,6 +224,8 @@ pub async fn image_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
     Ok(views::render(&views::ImageListPage {
         chrome: viewer.chrome("images"),
         images: images.iter().map(views::ImageRow::from).collect(),
+        bootstrap: BootstrapInput::defaults()
+            .form(&FieldErrors::new(), viewer.privileges.bootstrap_problem()),
     }))
 }
 
@@ -247,12 +251,60 @@ pub async fn vm_page(
     })
     .await
     .map_err(|e| PageError::new(&viewer, e))?;
-    Ok(views::render(&views::VmPage::new(
-        chrome(&viewer, "vms", &notice),
-        &vm,
-        &d.ops.list(),
-        console,
-    )))
+    let guest = guest_view(&d, &vm).await;
+    Ok(views::render(
+        &views::VmPage::new(chrome(&viewer, "vms", &notice), &vm, &d.ops.list(), console)
+            .with_guest(guest),
+    ))
+}
+
+/// How long the VM page waits for each of the guest agent's answers: an agent that is not up
+/// yet, or gone, never holds the page.
+pub const GUEST_DEADLINE: Duration = Duration::from_secs(1);
+
+async fn within<T>(
+    answer: impl std::future::Future<Output = Result<T, banger_agent::client::AgentError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(GUEST_DEADLINE, answer).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "it did not answer within {}",
+            views::duration(GUEST_DEADLINE.as_millis() as u64)
+        )),
+    }
+}
+
+/// The guest section of `vm`'s page: its agent's health and listening ports, asked at once.
+/// Only for a running VM (a paused guest cannot answer; a stopped one has no agent).
+async fn guest_view(d: &Arc<Daemon>, vm: &Vm) -> Option<GuestView> {
+    if vm.state != VmState::Running {
+        return None;
+    }
+    let target = vm.clone();
+    // Reads the VM's agent token.
+    let agent = blocking(d, move |d| guest::agent(d, &target)).await;
+    let (health, ports) = match agent {
+        Ok(agent) => tokio::join!(within(agent.health()), within(agent.ports())),
+        Err(e) => (Err(e.message.clone()), Err(e.message)),
+    };
+    Some(GuestView::new(vm, health, ports, env!("CARGO_PKG_VERSION")))
+}
+
+/// `GET /vms/{name}/guest`: the guest section alone, which the VM page's script swaps in
+/// every few seconds; `204` once the VM no longer runs (the page reloads on its own then).
+pub async fn vm_guest(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let vm = blocking(&d, move |d| vm::find(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(match guest_view(&d, &vm).await {
+        Some(guest) => views::render(&views::GuestSection { guest }),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// `GET /vms/{name}/console`: what the VM page's script polls while the VM runs.
@@ -504,6 +556,41 @@ pub async fn image_page(
         &image,
         &used_by,
     )))
+}
+
+/// `GET /images/bootstrap`: the page of an image named "bootstrap" (the path's POST starts
+/// bootstraps).
+pub async fn bootstrap_image_page(d: State<Arc<Daemon>>, viewer: Viewer) -> Page {
+    image_page(d, viewer, Path("bootstrap".to_owned())).await
+}
+
+/// `POST /images/bootstrap`: checks the form, then the host (through the image service), then
+/// starts the bootstrap and shows its operation; mistakes come back inline on the images page.
+pub async fn bootstrap_image(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
+    let viewer = form.viewer;
+    let input = BootstrapInput::from_form(&form.fields);
+    let attempt = input.clone();
+    let start = d.web.bootstrap();
+    let d2 = d.clone();
+    let (outcome, images) = blocking(&d, move |d| {
+        let outcome = attempt
+            .check(d)
+            .and_then(|request| start(&d2, &request).map_err(forms::service_error));
+        Ok((outcome, d.store.list_images()?))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match outcome {
+        Ok(op) => Ok(see_other(&views::operation_href(&op.id))),
+        Err(errors) => Ok(views::render_with(
+            StatusCode::BAD_REQUEST,
+            &views::ImageListPage {
+                chrome: viewer.chrome("images"),
+                images: images.iter().map(views::ImageRow::from).collect(),
+                bootstrap: input.form(&errors, viewer.privileges.bootstrap_problem()),
+            },
+        )),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,8 +66,14 @@ impl Web {
     /// for `ip`, `nft` and `sysctl`; the disk tools run for real), so VMs really start, run,
     /// pause and stop without a VMM or root.
     async fn with_fake_host() -> (Web, FakeFirecracker) {
+        Self::with_fake_host_as(Privilege::Root, FakeRunner::new()).await
+    }
+
+    /// [`Self::with_fake_host`] running privileged commands as `privilege` says, through
+    /// `net` (which may script `sudo`'s answers).
+    async fn with_fake_host_as(privilege: Privilege, net: FakeRunner) -> (Web, FakeFirecracker) {
         let fc = FakeFirecracker::new();
-        let net = FakeRunner::new().respond(
+        let net = net.respond(
             Matcher::prefix("sysctl", ["-n"]),
             CommandOutput::with_stdout("0\n"),
         );
@@ -76,7 +82,7 @@ impl Web {
             firecracker: Some(fc.backend()),
             qemu: Some(FakeQemu::new().backend(Accel::Tcg)),
             preflight: false,
-            privilege: Some(Privilege::Root),
+            privilege: Some(privilege),
         };
         let config = "vmm = \"firecracker\"\n[defaults]\nstop_timeout = \"100ms\"\n\
                       [web]\nlisten = \"127.0.0.1:0\"\n";
@@ -328,9 +334,11 @@ const PAGES: &[&str] = &[
     "/vms/dev/stop",
     "/vms/dev/restart",
     "/vms/dev/console",
+    "/vms/dev/guest",
     "/new/vm",
     "/images",
     "/images/base",
+    "/images/bootstrap",
     "/new/image",
     "/picker?field=kernel",
     "/operations",
@@ -367,8 +375,10 @@ async fn every_page_and_asset_needs_a_session() {
         // A stopped VM has nothing to stop or restart: its confirmation pages say so.
         let refused = status == StatusCode::CONFLICT
             && (path.ends_with("/stop") || path.ends_with("/restart"));
+        // Nor has it a guest to ask.
+        let no_guest = status == StatusCode::NO_CONTENT && path.ends_with("/guest");
         assert!(
-            status == StatusCode::OK || status == StatusCode::NOT_FOUND || refused,
+            status == StatusCode::OK || status == StatusCode::NOT_FOUND || refused || no_guest,
             "{path}: {status}"
         );
     }
@@ -576,6 +586,10 @@ async fn every_change_needs_the_sessions_csrf_token() {
         ("/vms/dev/pause".into(), vec![]),
         ("/vms/dev/resume".into(), vec![]),
         ("/images".into(), vec![("name", "x")]),
+        (
+            "/images/bootstrap".into(),
+            vec![("name", "fresh"), ("suite", "bookworm")],
+        ),
         (format!("/operations/{id}/cancel"), vec![]),
         ("/logout".into(), vec![]),
     ];
@@ -1478,6 +1492,503 @@ async fn vm_actions_need_a_session_the_csrf_token_and_the_same_origin() {
         .insert("sec-fetch-site", "same-origin".parse().unwrap());
     assert_eq!(w.send(req).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(w.vm("dev").state, VmState::Paused);
+    w.stop().await;
+}
+
+// ----- guest health and ports, the sudo banner, image bootstrap -----
+
+/// How the stand-in agent behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AgentMood {
+    Answers,
+    /// Accepts the connection and never says a word.
+    Hangs,
+}
+
+/// A stand-in for a guest agent behind Firecracker's hybrid-vsock socket: it accepts
+/// `CONNECT 1024`, checks the VM's token and answers `/v1/healthz` and `/v1/ports` with what
+/// a guest running a web server (and a process named like markup) would say.
+fn fake_agent(
+    socket: &std::path::Path,
+    token: String,
+    mood: AgentMood,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                let mut line = String::new();
+                stream.read_line(&mut line).await.unwrap();
+                assert_eq!(line, "CONNECT 1024\n");
+                if mood == AgentMood::Hangs {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                stream
+                    .get_mut()
+                    .write_all(b"OK 1073741824\n")
+                    .await
+                    .unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if stream.read(&mut byte).await.unwrap() == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let body = if !head
+                    .contains(&format!("authorization: bearer {}", token.to_lowercase()))
+                {
+                    None
+                } else if path == "/v1/healthz" {
+                    Some(serde_json::json!({
+                        "ready": true,
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "hostname": "dev",
+                        "uptime_ms": 5_250,
+                        "boot": [{"name": "init", "at_ms": 1_200}, {"name": "agent", "at_ms": 2_400}],
+                        "listeners": ["vsock:1024"],
+                    }))
+                } else if path == "/v1/ports" {
+                    Some(serde_json::json!([
+                        {"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "inode": 1,
+                         "pid": 300, "process": "<script>alert(1)</script>"},
+                        {"protocol": "tcp", "address": "127.0.0.1", "port": 5432, "inode": 2,
+                         "pid": 301, "process": "postgres"},
+                    ]))
+                } else {
+                    None
+                };
+                let (status, body) = match body {
+                    Some(json) => ("200 OK", json.to_string()),
+                    None => ("401 Unauthorized", r#"{"message":"no"}"#.to_owned()),
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vms_page_shows_its_guests_health_and_ports() {
+    let (w, _fc) = Web::with_fake_host().await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let response = w
+        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
+        .await;
+    let op = w.finish(location(&response)).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let vm = w.vm("dev");
+    let socket = PathBuf::from(vm.runtime.clone().unwrap().vsock_socket.unwrap());
+    let token = std::fs::read_to_string(w.d.paths.vm_dir(&vm.id).join(disks::AGENT_TOKEN))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // Nothing answers on the VM's vsock socket yet: the page says so, and still shows.
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(
+        page.contains("<strong>Agent not answering.</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("<h2>Runtime</h2>"));
+
+    // An agent that answers: its health and ports, the reachable one as a link, the
+    // process name as text.
+    let agent = fake_agent(&socket, token.clone(), AgentMood::Answers);
+    let page = w.page(&b, "/vms/dev").await;
+    for shown in [
+        "<span class=\"state state-running\">ready</span>",
+        "<dd><code>dev</code></dd>",
+        "<dt>Up for</dt><dd>5 s</dd>",
+        "<tr><td>agent</td><td class=\"num\">2.4 s</td></tr>",
+        &format!(
+            "<a href=\"http://{}:8080/\" target=\"_blank\" rel=\"noopener noreferrer\">",
+            vm.network.ip
+        ),
+        "&#60;script&#62;alert(1)&#60;/script&#62; (pid 300)",
+        "loopback only: not reachable from the host",
+    ] {
+        assert!(page.contains(shown), "{shown} not in\n{page}");
+    }
+    assert!(
+        !page.contains("<script>alert"),
+        "a guest's process name ran as markup"
+    );
+    assert!(!page.contains("bangerd is"), "same version: no note");
+    // The section alone, for the page's script.
+    let section = w.page(&b, "/vms/dev/guest").await;
+    assert!(
+        section.starts_with("<section class=\"panel guest\" id=\"guest\""),
+        "{section}"
+    );
+    assert!(section.contains("&#60;script&#62;"));
+    agent.abort();
+
+    // An agent that accepts and never answers holds the page no longer than the deadline.
+    let hung = fake_agent(&socket, token, AgentMood::Hangs);
+    let asked = std::time::Instant::now();
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(page.contains("it did not answer within 1.0 s"), "{page}");
+    hung.abort();
+
+    // A stopped VM has no guest to ask.
+    let op = w.act(&b, "/vms/dev/stop").await;
+    assert_eq!(w.finish(&op).await.state, OperationState::Succeeded);
+    assert!(!w.page(&b, "/vms/dev").await.contains("id=\"guest\""));
+    let response = w.send(w.get("/vms/dev/guest", Some(&b))).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    w.stop().await;
+}
+
+fn sudo_check(status: banger_host::doctor::CheckStatus) -> banger_host::doctor::Check {
+    banger_host::doctor::Check {
+        name: "sudo".into(),
+        status,
+        detail: "banger is not running as root and `sudo -n` refuses ip, nft".into(),
+        fix: Some("echo rule | sudo tee /etc/sudoers.d/banger".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_carries_the_sudo_banner_while_sudo_is_not_ready() {
+    use super::privilege::Privileges;
+    use banger_host::doctor::CheckStatus;
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    w.insert_vm("dev", &image);
+    let pages = [
+        "/",
+        "/vms",
+        "/vms/dev",
+        "/images",
+        "/new/vm",
+        "/operations",
+        "/no-such-page",
+    ];
+    let answer = |sudo| {
+        move |_: &Daemon| Privileges {
+            sudo: Some(sudo_check(sudo)),
+            bootstrap: None,
+        }
+    };
+    w.d.web
+        .privileges
+        .set_probe(Arc::new(answer(CheckStatus::Fail)));
+    for path in pages {
+        let page = text(w.send(w.get(path, Some(&b))).await).await;
+        assert!(
+            page.contains("<div class=\"banner\" role=\"alert\" id=\"sudo-banner\">"),
+            "{path}"
+        );
+        assert!(page.contains("refuses ip, nft"), "{path}");
+        assert!(
+            page.contains(
+                "<pre class=\"fix\"><code>echo rule | sudo tee /etc/sudoers.d/banger</code></pre>"
+            ),
+            "{path}: {page}"
+        );
+    }
+    // Fixed (or bangerd is root): no banner anywhere.
+    w.d.web
+        .privileges
+        .set_probe(Arc::new(answer(CheckStatus::Ok)));
+    for path in pages {
+        let page = text(w.send(w.get(path, Some(&b))).await).await;
+        assert!(!page.contains("sudo-banner"), "{path}");
+    }
+    w.d.web
+        .privileges
+        .set_probe(Arc::new(|_: &Daemon| Privileges::default()));
+    assert!(!w.page(&b, "/").await.contains("sudo-banner"));
+
+    // The pages' scripts poll every second or two; they never run the check.
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = probes.clone();
+    w.d.web.privileges.set_probe(Arc::new(move |_: &Daemon| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Privileges::default()
+    }));
+    let id = slow_operation(&w).id;
+    for path in [
+        format!("/operations/{id}/json"),
+        "/vms/dev/console".to_owned(),
+    ] {
+        let mut req = w.get(&path, Some(&b));
+        req.headers_mut()
+            .insert("sec-fetch-dest", "empty".parse().unwrap());
+        assert_eq!(w.send(req).await.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(probes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    w.page(&b, "/").await;
+    assert_eq!(
+        probes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a page load checks"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_comes_from_the_doctors_sudo_check() {
+    // Root: the doctor has nothing to check, so nothing to say.
+    let (root, _fc) = Web::with_fake_host().await;
+    let b = root.sign_in().await;
+    assert_eq!(super::privilege::Privileges::probe(&root.d).sudo, None);
+    assert!(!root.page(&b, "/").await.contains("sudo-banner"));
+    root.stop().await;
+
+    // Not root, and sudo wants a password: the doctor's finding and fix, on the page.
+    let refusing = FakeRunner::new().respond(
+        "sudo",
+        CommandOutput {
+            code: Some(1),
+            stdout: Vec::new(),
+            stderr: b"sudo: a password is required\n".to_vec(),
+        },
+    );
+    let (w, _fc) = Web::with_fake_host_as(Privilege::Sudo, refusing).await;
+    let b = w.sign_in().await;
+    let found = super::privilege::Privileges::probe(&w.d);
+    let check = found.sudo.clone().expect("a sudo check when not root");
+    assert!(check.is_fail(), "{check:?}");
+    let page = w.page(&b, "/").await;
+    assert!(page.contains("id=\"sudo-banner\""), "{page}");
+    // Whether sudo is installed on this host or not, the fix names banger's sudoers file.
+    assert!(check.fix.unwrap().contains("/etc/sudoers.d/banger"));
+    assert!(page.contains("/etc/sudoers.d/banger"), "{page}");
+    assert!(page.contains("banger is not running as root"), "{page}");
+    w.stop().await;
+}
+
+/// A stand-in for the image service's bootstrap: the same operation kind, stages and target,
+/// running until it is cancelled, building nothing.
+fn pretend_bootstrap(
+    d: &Arc<Daemon>,
+    req: &banger_api::BootstrapImageRequest,
+) -> Result<banger_api::Operation, banger_api::ApiError> {
+    let name = req.name.clone().unwrap();
+    Ok(d.ops.spawn(
+        OperationKind::BootstrapImage,
+        &name,
+        &["debootstrap", "kernel", "record"],
+        |cx| {
+            cx.begin("debootstrap");
+            cx.progress("debootstrap", 3 << 20, 10 << 20, "bytes");
+            for _ in 0..3000 {
+                cx.check_cancelled()?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(serde_json::Value::Null)
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_form_checks_its_fields_then_starts_an_operation_that_can_be_cancelled() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    w.insert_image("base");
+    let page = w.page(&b, "/images").await;
+    assert!(
+        page.contains("<form method=\"post\" action=\"/images/bootstrap\""),
+        "{page}"
+    );
+    assert!(page.contains("id=\"name\" name=\"name\" type=\"text\" value=\"debian\""));
+    assert!(page.contains("id=\"suite\" name=\"suite\" type=\"text\" value=\"bookworm\""));
+
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = started.clone();
+    w.d.web.set_bootstrap(Arc::new(move |d, req| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pretend_bootstrap(d, req)
+    }));
+    let post = |name: &str, suite: &str| {
+        w.post(
+            "/images/bootstrap",
+            Some(&b),
+            &[("csrf", &b.csrf), ("name", name), ("suite", suite)],
+        )
+    };
+    // Mistakes come back inline, with what was typed, and start nothing.
+    for (name, suite, field, says) in [
+        ("Debian!", "bookworm", "name", "lower-case"),
+        ("base", "bookworm", "name", "already exists"),
+        ("fresh", "Bookworm", "suite", "not a Debian suite name"),
+        ("fresh", "", "suite", "not a Debian suite name"),
+    ] {
+        let response = w.send(post(name, suite)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name} {suite}");
+        let page = text(response).await;
+        let error = page
+            .split(&format!("id=\"{field}-error\">"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {field} error for {name:?} {suite:?}:\n{page}"));
+        assert!(
+            error.split("</p>").next().unwrap().contains(says),
+            "{error}"
+        );
+        assert!(page.contains(&format!("value=\"{name}\"")), "{page}");
+    }
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(w.d.ops.list().is_empty());
+
+    // The host's refusal (the service's checks) shows inline with its fix.
+    w.d.web.set_bootstrap(Arc::new(|_, _| {
+        Err(banger_api::ApiError::new(
+            ErrorCode::Unavailable,
+            "debootstrap is not installed: `banger image bootstrap debian` cannot build images",
+        )
+        .with_hint("sudo apt-get install debootstrap"))
+    }));
+    let response = w.send(post("fresh", "trixie")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = text(response).await;
+    assert!(page.contains("debootstrap is not installed"), "{page}");
+    assert!(
+        page.contains("<p class=\"hint\">sudo apt-get install debootstrap</p>"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"trixie\""));
+
+    // A good form starts the bootstrap and shows its operation, which polls and can cancel.
+    let count = started.clone();
+    w.d.web.set_bootstrap(Arc::new(move |d, req| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(req.distro, "debian");
+        assert_eq!(req.suite.as_deref(), Some("trixie"));
+        pretend_bootstrap(d, req)
+    }));
+    let response = w.send(post("fresh", "trixie")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    assert!(op_page.starts_with("/operations/op-"), "{op_page}");
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let page = w.page(&b, &op_page).await;
+    assert!(page.contains("Bootstrap image fresh"), "{page}");
+    assert!(
+        page.contains(&format!("data-op=\"{op_page}/json\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("action=\"{op_page}/cancel\"")),
+        "{page}"
+    );
+    assert!(page.contains(">Cancel</button>"));
+    let json: serde_json::Value =
+        serde_json::from_str(&w.page(&b, &format!("{op_page}/json")).await).unwrap();
+    assert_eq!(json["running"], true);
+    assert_eq!(json["current"], "debootstrap: 3M of 10M");
+    // Cancel, from the page's button.
+    let after = w.act(&b, &format!("{op_page}/cancel")).await;
+    assert_eq!(after, format!("{op_page}?notice=cancel-requested"));
+    let op = w.finish(&op_page).await;
+    assert_eq!(op.state, OperationState::Cancelled);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_post_needs_a_session_the_csrf_token_and_the_same_origin() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let other = w.sign_in().await;
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = started.clone();
+    w.d.web.set_bootstrap(Arc::new(move |d, req| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pretend_bootstrap(d, req)
+    }));
+    let fields = |csrf: Option<&str>| -> Vec<(String, String)> {
+        let mut f = vec![
+            ("name".to_owned(), "fresh".to_owned()),
+            ("suite".to_owned(), "bookworm".to_owned()),
+        ];
+        if let Some(token) = csrf {
+            f.push(("csrf".to_owned(), token.to_owned()));
+        }
+        f
+    };
+    let post = |browser: Option<&Browser>, csrf: Option<&str>| {
+        let f = fields(csrf);
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        w.post("/images/bootstrap", browser, &refs)
+    };
+    let forged = Browser {
+        cookie: format!("{SESSION_COOKIE}=00000000000000000000000000000000.9999999999.00"),
+        csrf: b.csrf.clone(),
+    };
+    for browser in [None, Some(&forged)] {
+        let response = w.send(post(browser, Some(&b.csrf))).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    for csrf in [None, Some(""), Some("00ff"), Some(other.csrf.as_str())] {
+        let response = w.send(post(Some(&b), csrf)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{csrf:?}");
+    }
+    for (header, value) in [
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let mut req = post(Some(&b), Some(&b.csrf));
+        req.headers_mut().insert(header, value.parse().unwrap());
+        assert_eq!(
+            w.send(req).await.status(),
+            StatusCode::FORBIDDEN,
+            "{header}: {value}"
+        );
+    }
+    // GET, which links and images can make a browser send, is the page of an image named
+    // "bootstrap".
+    let status = w
+        .send(w.get(
+            &format!(
+                "/images/bootstrap?name=fresh&suite=bookworm&csrf={}",
+                b.csrf
+            ),
+            Some(&b),
+        ))
+        .await
+        .status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        w.d.ops.list().is_empty(),
+        "a refused request started an operation"
+    );
+
+    // From the console's own page it works.
+    let mut req = post(Some(&b), Some(&b.csrf));
+    req.headers_mut().insert(
+        header::ORIGIN,
+        format!("http://{}", w.host).parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("sec-fetch-site", "same-origin".parse().unwrap());
+    assert_eq!(w.send(req).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
     w.stop().await;
 }
 

@@ -9,11 +9,16 @@
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use std::net::{IpAddr, Ipv4Addr};
+
+use banger_agent::protocol::{Health, ListeningPort, Transport};
 use banger_api::{
     Capacity, Image, Operation, OperationKind, OperationState, Stage, StageState, Timestamp, Vm,
     VmRuntime, VmState, validate,
 };
 use serde::Serialize;
+
+use super::privilege::Problem;
 
 /// What every page around its content needs.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +29,8 @@ pub struct Chrome {
     pub nav: &'static str,
     /// A one-line message after a redirect ("Deleted VM dev.").
     pub notice: Option<String>,
+    /// Why banger's privileged steps cannot run (`sudo -n` refused), shown above every page.
+    pub banner: Option<Problem>,
 }
 
 impl Chrome {
@@ -439,6 +446,215 @@ impl ConsoleJson {
     }
 }
 
+/// `42 s`, `12 min`, `3 h 05 min`, `2 d 4 h`: how long a guest has been up.
+pub fn uptime(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h {:02} min", secs / 3600, (secs / 60) % 60),
+        _ => format!("{} d {} h", secs / 86400, (secs / 3600) % 24),
+    }
+}
+
+/// Text that came from inside a guest (process names, its hostname): untrusted, so it is
+/// stripped of control characters and cut to `max` characters before askama escapes it.
+fn guest_text(text: &str, max: usize) -> String {
+    let clean = printable(text);
+    match clean.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &clean[..cut]),
+        None => clean,
+    }
+}
+
+/// What the guest agent says about itself.
+#[derive(Debug, Clone)]
+pub struct HealthView {
+    /// `ready`, or `not ready` while the agent says it is still coming up.
+    pub state: &'static str,
+    /// A class of the state badge.
+    pub class: &'static str,
+    pub version: String,
+    /// Set when the agent is another version than bangerd ("bangerd is 0.2.0").
+    pub version_note: Option<String>,
+    pub hostname: String,
+    pub uptime: String,
+    /// Boot milestones as the guest saw them: name and time since its kernel started.
+    pub boot: Vec<(String, String)>,
+    pub listeners: String,
+}
+
+impl HealthView {
+    pub fn new(health: &Health, daemon_version: &str) -> HealthView {
+        let version = guest_text(&health.version, 40);
+        HealthView {
+            state: if health.ready { "ready" } else { "not ready" },
+            class: if health.ready { "running" } else { "starting" },
+            version_note: (version != daemon_version)
+                .then(|| format!("bangerd is {daemon_version}")),
+            version,
+            hostname: guest_text(&health.hostname, 64),
+            uptime: uptime(health.uptime_ms),
+            boot: health
+                .boot
+                .iter()
+                .take(32)
+                .map(|stage| (guest_text(&stage.name, 64), duration(stage.at_ms)))
+                .collect(),
+            listeners: health
+                .listeners
+                .iter()
+                .take(8)
+                .map(|l| guest_text(l, 64))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+/// Where a listening socket can be reached from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every address of the guest (`0.0.0.0`, `::`), the VM's own IP among them.
+    Everywhere,
+    /// The VM's IP, which the host reaches over banger's bridge.
+    VmIp,
+    /// Loopback only: programs inside the guest alone.
+    Loopback,
+    /// Another of the guest's addresses (a container bridge, say).
+    Other,
+}
+
+impl Reach {
+    pub fn of(address: IpAddr, vm_ip: Option<Ipv4Addr>) -> Reach {
+        let address = address.to_canonical();
+        if address.is_unspecified() {
+            Reach::Everywhere
+        } else if address.is_loopback() {
+            Reach::Loopback
+        } else if vm_ip.is_some_and(|ip| address == IpAddr::V4(ip)) {
+            Reach::VmIp
+        } else {
+            Reach::Other
+        }
+    }
+}
+
+/// One listening socket of the guest.
+#[derive(Debug, Clone)]
+pub struct PortRow {
+    pub port: u16,
+    pub protocol: &'static str,
+    pub address: String,
+    /// `nginx (pid 412)`, or empty when the agent could not tell.
+    pub process: String,
+    /// `http://VM-IP:PORT/` for a TCP port the host can reach.
+    pub href: Option<String>,
+    /// Why there is no link.
+    pub note: &'static str,
+}
+
+impl PortRow {
+    pub fn new(port: &ListeningPort, vm_ip: Option<Ipv4Addr>) -> PortRow {
+        let reach = Reach::of(port.address, vm_ip);
+        let reachable = matches!(reach, Reach::Everywhere | Reach::VmIp);
+        let (href, note) = match (reach, port.protocol, vm_ip) {
+            (_, Transport::Tcp, Some(ip)) if reachable => {
+                (Some(format!("http://{ip}:{}/", port.port)), "")
+            }
+            (_, Transport::Udp, _) if reachable => {
+                (None, "UDP: reachable from the host, not a web page")
+            }
+            (Reach::Loopback, _, _) => (None, "loopback only: not reachable from the host"),
+            _ => (
+                None,
+                "bound to another of the guest's addresses: not reachable from the host",
+            ),
+        };
+        let process = match (&port.process, port.pid) {
+            (Some(name), Some(pid)) => format!("{} (pid {pid})", guest_text(name, 32)),
+            (Some(name), None) => guest_text(name, 32),
+            (None, Some(pid)) => format!("pid {pid}"),
+            (None, None) => String::new(),
+        };
+        PortRow {
+            port: port.port,
+            protocol: match port.protocol {
+                Transport::Tcp => "tcp",
+                Transport::Udp => "udp",
+            },
+            address: port.address.to_canonical().to_string(),
+            process,
+            href,
+            note,
+        }
+    }
+}
+
+/// Most listening sockets the VM page lists.
+pub const MAX_PORTS: usize = 200;
+
+/// A running VM's guest, as its agent answered the VM page (within a short deadline).
+#[derive(Debug, Clone)]
+pub struct GuestView {
+    pub vm_href: String,
+    /// What the page's script fetches to refresh this section.
+    pub refresh_href: String,
+    /// `None` when the agent did not answer; `unreachable` says why.
+    pub health: Option<HealthView>,
+    pub unreachable: Option<String>,
+    /// TCP before UDP, by port.
+    pub ports: Vec<PortRow>,
+    /// Why the ports could not be listed (when the agent answered about its health).
+    pub ports_error: Option<String>,
+    /// Sockets beyond [`MAX_PORTS`], not listed.
+    pub ports_omitted: usize,
+}
+
+impl GuestView {
+    pub fn new(
+        vm: &Vm,
+        health: Result<Health, String>,
+        ports: Result<Vec<ListeningPort>, String>,
+        daemon_version: &str,
+    ) -> GuestView {
+        let vm_ip: Option<Ipv4Addr> = vm.network.ip.parse().ok();
+        let (health, unreachable) = match health {
+            Ok(h) => (Some(HealthView::new(&h, daemon_version)), None),
+            Err(e) => (None, Some(e)),
+        };
+        let (mut ports, ports_error) = match ports {
+            Ok(list) => (list, None),
+            // One message is enough when the agent answers nothing at all.
+            Err(_) if unreachable.is_some() => (Vec::new(), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        ports.sort_by_key(|p| (p.protocol == Transport::Udp, p.port, p.address));
+        ports.dedup_by_key(|p| (p.protocol, p.port, p.address));
+        let omitted = ports.len().saturating_sub(MAX_PORTS);
+        GuestView {
+            vm_href: vm_href(&vm.name),
+            refresh_href: format!("{}/guest", vm_href(&vm.name)),
+            health,
+            unreachable,
+            ports: ports
+                .iter()
+                .take(MAX_PORTS)
+                .map(|p| PortRow::new(p, vm_ip))
+                .collect(),
+            ports_error,
+            ports_omitted: omitted,
+        }
+    }
+}
+
+/// The guest section alone: what `/vms/{name}/guest` answers for the page's script to swap in.
+#[derive(Template)]
+#[template(source = "{% include \"vm_guest.html\" %}", ext = "html")]
+pub struct GuestSection {
+    pub guest: GuestView,
+}
+
 /// An image as lists and its page show it.
 #[derive(Debug, Clone)]
 pub struct ImageRow {
@@ -766,6 +982,8 @@ pub struct VmPage {
     pub boot: Option<BootView>,
     /// Absent while the VM has never written to its console and runs nothing that could.
     pub console: Option<ConsoleView>,
+    /// Health and listening ports from the guest agent: only while the VM runs.
+    pub guest: Option<GuestView>,
 }
 
 impl VmPage {
@@ -830,7 +1048,14 @@ impl VmPage {
             operation,
             boot,
             console,
+            guest: None,
         }
+    }
+
+    /// The page with what the guest agent answered.
+    pub fn with_guest(mut self, guest: Option<GuestView>) -> VmPage {
+        self.guest = guest;
+        self
     }
 }
 
@@ -929,6 +1154,17 @@ pub struct VmFormPage {
 pub struct ImageListPage {
     pub chrome: Chrome,
     pub images: Vec<ImageRow>,
+    pub bootstrap: BootstrapForm,
+}
+
+/// The images page's bootstrap form.
+#[derive(Debug, Clone)]
+pub struct BootstrapForm {
+    pub form_error: Option<FormError>,
+    pub name: Field,
+    pub suite: Field,
+    /// Why `sudo -n` would refuse a bootstrap's root-owned steps (the doctor's check).
+    pub sudo: Option<Problem>,
 }
 
 #[derive(Template)]
@@ -1167,8 +1403,10 @@ mod tests {
         ImageSource, MemoryCapacity, Package, Progress, ServiceCheck, VmNetwork, VmmKind,
     };
 
+    use banger_agent::protocol::BootStage as GuestBootStage;
+
     use super::*;
-    use crate::web::forms::{FieldErrors, ImageInput, VmInput};
+    use crate::web::forms::{BootstrapInput, FieldErrors, ImageInput, VmInput};
 
     const T: i64 = 1_763_900_000_000;
 
@@ -1177,6 +1415,7 @@ mod tests {
             csrf: "CSRF".into(),
             nav,
             notice: None,
+            banner: None,
         }
     }
 
@@ -1489,6 +1728,266 @@ mod tests {
             "the running start is shown as in progress"
         );
         insta::assert_snapshot!(render(&page));
+    }
+
+    fn health() -> Health {
+        Health {
+            ready: true,
+            version: "0.1.0".into(),
+            hostname: "dev".into(),
+            uptime_ms: 3_723_000,
+            boot: vec![
+                GuestBootStage {
+                    name: "init".into(),
+                    at_ms: 1_480,
+                },
+                GuestBootStage {
+                    name: "agent".into(),
+                    at_ms: 2_950,
+                },
+            ],
+            listeners: vec!["vsock:1024".into(), "tcp:172.30.0.2:1024".into()],
+        }
+    }
+
+    fn port(protocol: Transport, address: &str, port: u16, process: Option<&str>) -> ListeningPort {
+        ListeningPort {
+            protocol,
+            address: address.parse().unwrap(),
+            port,
+            inode: u64::from(port),
+            pid: process.map(|_| 400 + u32::from(port % 100)),
+            process: process.map(str::to_owned),
+        }
+    }
+
+    /// A guest's sockets of every kind: on every address, on the VM's IP, on loopback, on
+    /// another address, UDP, and a process whose name is markup.
+    fn ports() -> Vec<ListeningPort> {
+        vec![
+            port(Transport::Udp, "0.0.0.0", 68, Some("dhclient")),
+            port(Transport::Tcp, "127.0.0.1", 5432, Some("postgres")),
+            port(
+                Transport::Tcp,
+                "0.0.0.0",
+                8080,
+                Some("<script>alert(1)</script>"),
+            ),
+            port(Transport::Tcp, "::", 22, Some("sshd")),
+            port(Transport::Tcp, "172.30.0.2", 3000, Some("node")),
+            port(Transport::Tcp, "172.17.0.1", 9000, None),
+            port(Transport::Tcp, "::1", 6379, Some("redis-server")),
+            // The same socket reported twice is listed once.
+            port(Transport::Tcp, "::", 22, Some("sshd")),
+        ]
+    }
+
+    fn running_dev() -> Vm {
+        let mut dev = vm("dev", VmState::Running, 1);
+        dev.runtime = Some(runtime());
+        dev
+    }
+
+    #[test]
+    fn guest_section_with_health_and_ports() {
+        let guest = GuestView::new(&running_dev(), Ok(health()), Ok(ports()), "0.1.0");
+        let links: Vec<Option<&str>> = guest.ports.iter().map(|p| p.href.as_deref()).collect();
+        assert_eq!(
+            links,
+            [
+                Some("http://172.30.0.2:22/"),
+                Some("http://172.30.0.2:3000/"),
+                None,
+                None,
+                Some("http://172.30.0.2:8080/"),
+                None,
+                None,
+            ],
+            "TCP on every address or the VM's IP links; loopback, other addresses and UDP do not"
+        );
+        let html = render(&GuestSection { guest });
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;/script&#62; (pid 480)"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<a href=\"http://172.30.0.2:8080/\" target=\"_blank\" rel=\"noopener noreferrer\">"
+            ),
+            "{html}"
+        );
+        insta::assert_snapshot!(html);
+    }
+
+    #[test]
+    fn guest_section_when_the_agent_does_not_answer() {
+        let guest = GuestView::new(
+            &running_dev(),
+            Err("it did not answer within 1.0 s".into()),
+            Err("it did not answer within 1.0 s".into()),
+            "0.1.0",
+        );
+        assert_eq!(guest.ports_error, None, "one message for both");
+        insta::assert_snapshot!(render(&GuestSection { guest }));
+    }
+
+    #[test]
+    fn guest_text_is_cleaned_and_a_version_mismatch_is_noted() {
+        let mut h = health();
+        h.version = "0.0.9".into();
+        h.hostname = "dev\u{1b}[31m\u{7}".into();
+        h.ready = false;
+        let view = HealthView::new(&h, "0.1.0");
+        assert_eq!(view.hostname, "dev");
+        assert_eq!(view.state, "not ready");
+        assert_eq!(view.version_note.as_deref(), Some("bangerd is 0.1.0"));
+        let long = "x".repeat(100);
+        let row = PortRow::new(&port(Transport::Tcp, "::", 1, Some(&long)), None);
+        assert_eq!(row.process, format!("{}… (pid 401)", "x".repeat(32)));
+        assert_eq!(row.href, None, "no VM IP, no link");
+    }
+
+    #[test]
+    fn the_vm_page_shows_its_guest_section_only_when_given() {
+        let dev = running_dev();
+        let page = VmPage::new(chrome("vms"), &dev, &[], Ok(vec![]));
+        assert!(!render(&page).contains("id=\"guest\""));
+        let guest = GuestView::new(&dev, Ok(health()), Ok(vec![]), "0.1.0");
+        let html = render(&page.with_guest(Some(guest)));
+        assert!(html.contains(
+            "<section class=\"panel guest\" id=\"guest\" data-guest=\"/vms/dev/guest\">"
+        ));
+        assert!(html.contains("Nothing in the guest is listening."));
+    }
+
+    #[test]
+    fn reach_and_uptime() {
+        let ip: Option<Ipv4Addr> = Some("172.30.0.2".parse().unwrap());
+        let reach = |a: &str| Reach::of(a.parse().unwrap(), ip);
+        assert_eq!(reach("0.0.0.0"), Reach::Everywhere);
+        assert_eq!(reach("::"), Reach::Everywhere);
+        assert_eq!(reach("172.30.0.2"), Reach::VmIp);
+        assert_eq!(reach("::ffff:172.30.0.2"), Reach::VmIp);
+        assert_eq!(reach("127.0.0.53"), Reach::Loopback);
+        assert_eq!(reach("::1"), Reach::Loopback);
+        assert_eq!(reach("172.30.0.3"), Reach::Other);
+        assert_eq!(uptime(42_000), "42 s");
+        assert_eq!(uptime(720_000), "12 min");
+        assert_eq!(uptime(3_723_000), "1 h 02 min");
+        assert_eq!(uptime(187_200_000), "2 d 4 h");
+    }
+
+    fn sudo_banner() -> Problem {
+        Problem {
+            detail: "banger is not running as root and `sudo -n` refuses ip, nft, sysctl (a \
+                     password would be needed): taps, the bridge and NAT rules cannot be set up"
+                .into(),
+            fix: Some(
+                "echo \"$USER ALL=(root) NOPASSWD: /usr/sbin/ip\" | sudo tee \
+                 /etc/sudoers.d/banger && sudo chmod 0440 /etc/sudoers.d/banger"
+                    .into(),
+            ),
+        }
+    }
+
+    #[test]
+    fn the_sudo_banner_is_on_every_page_while_sudo_is_not_ready() {
+        let with = |banner: Option<Problem>| Chrome {
+            banner,
+            ..chrome("images")
+        };
+        let page = |banner| {
+            render(&ImageListPage {
+                chrome: with(banner),
+                images: vec![],
+                bootstrap: BootstrapInput::defaults().form(&FieldErrors::new(), None),
+            })
+        };
+        let off = page(None);
+        assert!(!off.contains("sudo-banner"), "{off}");
+        insta::assert_snapshot!("images_page_with_sudo_banner", page(Some(sudo_banner())));
+        // Error pages too.
+        let error = render(&ErrorPage {
+            chrome: with(Some(sudo_banner())),
+            title: "Not found".into(),
+            message: "no VM named \"x\"".into(),
+            hint: None,
+        });
+        assert!(error.contains("id=\"sudo-banner\""));
+    }
+
+    #[test]
+    fn bootstrap_form_with_errors() {
+        let input = BootstrapInput {
+            name: "Debian!".into(),
+            suite: "Bookworm".into(),
+        };
+        let errors = FieldErrors::from([
+            ("name", validate::name("image", "Debian!").unwrap_err()),
+            ("suite", validate::suite("Bookworm").unwrap_err()),
+            (
+                "form",
+                ApiError::new(
+                    banger_api::ErrorCode::Unavailable,
+                    "debootstrap is not installed: `banger image bootstrap debian` cannot build images",
+                )
+                .with_hint("sudo apt-get install debootstrap"),
+            ),
+        ]);
+        let sudo = Problem {
+            detail: "banger is not running as root and `sudo -n` refuses debootstrap, mkfs.ext4: \
+                     `banger image bootstrap` cannot build the root filesystem"
+                .into(),
+            fix: Some(
+                "echo \"$USER ALL=(root) NOPASSWD: /usr/sbin/debootstrap\" | sudo tee \
+                 /etc/sudoers.d/banger-bootstrap"
+                    .into(),
+            ),
+        };
+        insta::assert_snapshot!(render(&ImageListPage {
+            chrome: chrome("images"),
+            images: vec![ImageRow::from(&image("base"))],
+            bootstrap: input.form(&errors, Some(sudo)),
+        }));
+    }
+
+    #[test]
+    fn a_running_bootstrap_has_its_progress_and_a_cancel_button() {
+        // The image service's stages, at debootstrap, which reports what it has downloaded.
+        let mut op = running_op();
+        op.kind = OperationKind::BootstrapImage;
+        op.target = "debian".into();
+        let mut names: Vec<&str> = banger_image::bootstrap::STAGES.to_vec();
+        names.push("record");
+        op.stages = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Stage {
+                name: (*name).into(),
+                state: match i {
+                    0 | 1 => StageState::Done,
+                    2 => StageState::Running,
+                    _ => StageState::Pending,
+                },
+                started_at: (i <= 2).then_some(Timestamp(T + i as i64 * 1_000)),
+                ended_at: (i < 2).then_some(Timestamp(T + i as i64 * 1_000 + 900)),
+                message: (i == 1).then(|| "linux-image-6.1.0-28-cloud-amd64".to_owned()),
+                progress: (i == 2).then(|| Progress {
+                    done: 96 * validate::MIB,
+                    total: 240 * validate::MIB,
+                    unit: "bytes".into(),
+                }),
+            })
+            .collect();
+        let view = OpView::from(&op);
+        assert_eq!(view.cancel_href, "/operations/op-00000000000000aa/cancel");
+        let html = render(&OperationPage {
+            chrome: chrome("operations"),
+            op: view,
+        });
+        assert!(html.contains("action=\"/operations/op-00000000000000aa/cancel\""));
+        insta::assert_snapshot!("operation_bootstrap_running", html);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 // daemon's Firecracker binary does not exist). Saves screenshots.
 //
 // Also registers a second image through the form and the host-path picker, and follows the
-// operation's page to its end.
+// operation's page to its end; and submits the bootstrap form with a bad suite to see its
+// error inline (a valid one would build an image, which this test never does).
 //
 // Usage: node console.mjs LOGIN_URL SCREENSHOT_PNG IMAGE_NAME FILES_DIR
 // Run by crates/banger-daemon/tests/web_browser.rs; exits non-zero with a reason on failure.
@@ -214,7 +215,22 @@ try {
   await page.getByText('succeeded').first().waitFor();
   await shot('-operation');
 
-  if (problems.length > 0) fail(`the page reported problems:\n${problems.join('\n')}`);
+  // The bootstrap form: a mistake is shown next to its field, with what was typed kept.
+  await page.getByRole('navigation').getByRole('link', { name: 'Images' }).click();
+  await page.getByRole('heading', { name: 'Bootstrap an image' }).waitFor();
+  if ((await page.inputValue('#suite')) !== 'bookworm') fail('the suite is not bookworm by default');
+  await page.fill('#suite', 'Not A Suite');
+  await page.getByRole('button', { name: 'Bootstrap', exact: true }).click();
+  await page.locator('#suite-error').waitFor();
+  const suiteError = await page.locator('#suite-error').textContent();
+  if (!suiteError.includes('not a Debian suite name')) fail(`no inline error for the suite: ${suiteError}`);
+  if ((await page.inputValue('#suite')) !== 'Not A Suite') fail('the typed suite was lost');
+  if ((await page.locator('article.op, [data-op]').count()) !== 0) fail('a refused bootstrap started');
+  await shot('-bootstrap-errors');
+
+  // The refused forms answer 400, which the browser logs; anything else is a problem.
+  const left = problems.filter((p) => !p.includes('status of 400'));
+  if (left.length > 0) fail(`the page reported problems:\n${left.join('\n')}`);
   console.log(`screenshot: ${screenshot}`);
 } catch (e) {
   // Say where the browser was and what it showed: that is what debugging needs.
