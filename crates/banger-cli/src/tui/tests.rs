@@ -1808,6 +1808,24 @@ fn every_state_renders_at_every_size() {
     press(&mut app, "2");
     states.push(app.clone());
     states.push(bars_at(Theme::plain(), 100));
+    // The console view, empty and with long lines shifted; health of every kind.
+    let mut app = usual();
+    press(&mut app, "jl");
+    states.push(app.clone());
+    let long: String = (0..40)
+        .map(|n| format!("{n} {}\n", "x".repeat(200)))
+        .collect();
+    app.update(Msg::Console("web-1".into(), None, Ok(chunk(0, &long))));
+    app.update(key(KeyCode::Right));
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    app.update(Msg::Health("web-1".into(), Ok(health(true))));
+    states.push(app.clone());
+    app.update(Msg::Health(
+        "web-1".into(),
+        Err(ApiError::new(ErrorCode::Unavailable, "x ".repeat(300))),
+    ));
+    states.push(app.clone());
     for state in &states {
         for (w, h) in [
             (1, 1),
