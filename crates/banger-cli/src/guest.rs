@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use banger_agent::frame::{FrameDecoder, FrameKind};
 use banger_agent::protocol::{ExecRequest, ExitStatus, Health, ListeningPort, Stats};
-use banger_api::{ApiError, ErrorCode, VmState, validate};
+use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
 use http_body_util::BodyExt;
 
 use crate::cli::{OutputFormat, VmCommand};
@@ -26,53 +26,106 @@ pub async fn run_remote(command: &VmCommand) -> Result<i32, Failure> {
 
 async fn ssh(name: &str, command: &[String]) -> Result<i32, Failure> {
     let daemon = Daemon::locate()?;
-    let access = daemon
-        .call(async |client| client.ssh_access(name).await)
-        .await?;
-    if !access.running {
-        return Err(Failure::new(
-            ApiError::new(
-                ErrorCode::InvalidState,
-                format!("VM {name:?} is not running"),
-            )
-            .with_hint(format!("start it with `banger vm start {name}`")),
-        ));
-    }
-    let mut args = vec![
-        "-i".to_owned(),
-        access.identity_file,
-        "-o".into(),
-        format!("UserKnownHostsFile={}", access.known_hosts_file),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        "LogLevel=ERROR".into(),
-        "-p".into(),
-        access.port.to_string(),
-        format!("{}@{}", access.user, access.host),
-    ];
-    let interactive = command.is_empty();
-    if !interactive {
-        args.push("--".into());
-        args.extend(command.iter().cloned());
-    }
-    let code = banger_host::run_interactive("ssh", &args).map_err(|e| {
-        Failure::new(
-            ApiError::new(ErrorCode::Unavailable, format!("cannot run ssh: {e}"))
-                .with_hint("install the OpenSSH client (sudo apt-get install openssh-client)"),
-        )
-    })?;
-    if interactive
-        && let Ok(vm) = daemon.client().get_vm(name).await
-        && vm.state == VmState::Running
-    {
-        output::eprint(&format!(
-            "banger: VM {name} is still running; stop it with `banger vm stop {name}`\n"
-        ));
+    let session = SshSession::prepare(&daemon, name, command).await?;
+    let code = session.run()?;
+    if session.interactive && session.still_running(&daemon).await {
+        output::eprint(&format!("banger: {}\n", still_running(name)));
     }
     Ok(code)
+}
+
+/// An OpenSSH session into a running VM as bangerd describes it: banger's key, and a
+/// `known_hosts` holding exactly the VM's own host key (no trust on first use). `banger vm ssh`
+/// and the TUI's ssh key both run one, the TUI around suspending its screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSession {
+    name: String,
+    args: Vec<String>,
+    /// A shell rather than one command: the user may leave the VM running without noticing.
+    interactive: bool,
+}
+
+impl SshSession {
+    /// Asks bangerd how to reach VM `name`; a VM that does not run is refused with how to
+    /// start it. An empty `command` is an interactive login.
+    pub async fn prepare(
+        daemon: &Daemon,
+        name: &str,
+        command: &[String],
+    ) -> Result<SshSession, Failure> {
+        let access = daemon
+            .call(async |client| client.ssh_access(name).await)
+            .await?;
+        if !access.running {
+            return Err(Failure::new(
+                ApiError::new(
+                    ErrorCode::InvalidState,
+                    format!("VM {name:?} is not running"),
+                )
+                .with_hint(format!("start it with `banger vm start {name}`")),
+            ));
+        }
+        Ok(SshSession::new(name, access, command))
+    }
+
+    pub(crate) fn new(name: &str, access: SshAccess, command: &[String]) -> SshSession {
+        let mut args = vec![
+            "-i".to_owned(),
+            access.identity_file,
+            "-o".into(),
+            format!("UserKnownHostsFile={}", access.known_hosts_file),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-p".into(),
+            access.port.to_string(),
+            format!("{}@{}", access.user, access.host),
+        ];
+        let interactive = command.is_empty();
+        if !interactive {
+            args.push("--".into());
+            args.extend(command.iter().cloned());
+        }
+        SshSession {
+            name: name.to_owned(),
+            args,
+            interactive,
+        }
+    }
+
+    /// The VM this session logs into.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands this process's terminal to OpenSSH until it exits (blocking) and returns its exit
+    /// code: the remote command's, or 255 when ssh itself failed.
+    pub fn run(&self) -> Result<i32, Failure> {
+        banger_host::run_interactive("ssh", &self.args).map_err(|e| {
+            Failure::new(
+                ApiError::new(ErrorCode::Unavailable, format!("cannot run ssh: {e}"))
+                    .with_hint("install the OpenSSH client (sudo apt-get install openssh-client)"),
+            )
+        })
+    }
+
+    /// Whether the VM still runs after the session, for the reminder after an interactive
+    /// one; a VM bangerd cannot tell about counts as not running (no reminder).
+    pub async fn still_running(&self, daemon: &Daemon) -> bool {
+        daemon
+            .client()
+            .get_vm(&self.name)
+            .await
+            .is_ok_and(|vm| vm.state == VmState::Running)
+    }
+}
+
+/// The reminder after an interactive session into VM `name`, which still runs.
+pub fn still_running(name: &str) -> String {
+    format!("VM {name} is still running; stop it with `banger vm stop {name}`")
 }
 
 async fn exec(name: &str, cwd: Option<String>, command: &[String]) -> Result<i32, Failure> {
@@ -311,5 +364,61 @@ fn humanize(ms: u64) -> String {
             0..3600 => format!("{}m {}s", secs / 60, secs % 60),
             _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access() -> SshAccess {
+        SshAccess {
+            user: "root".into(),
+            host: "172.30.0.3".into(),
+            port: 22,
+            identity_file: "/state/ssh/id_ed25519".into(),
+            known_hosts_file: "/state/vms/x/known_hosts".into(),
+            running: true,
+        }
+    }
+
+    #[test]
+    fn a_session_trusts_exactly_the_vms_host_key_and_only_bangers_key() {
+        let session = SshSession::new("web-1", access(), &[]);
+        assert_eq!(session.name(), "web-1");
+        assert!(session.interactive);
+        assert_eq!(
+            session.args,
+            [
+                "-i",
+                "/state/ssh/id_ed25519",
+                "-o",
+                "UserKnownHostsFile=/state/vms/x/known_hosts",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                "22",
+                "root@172.30.0.3",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_command_follows_a_double_dash_and_is_not_interactive() {
+        let command = ["uname".to_owned(), "-a".to_owned()];
+        let session = SshSession::new("web-1", access(), &command);
+        assert!(!session.interactive);
+        assert_eq!(
+            session.args[session.args.len() - 3..],
+            ["--", "uname", "-a"]
+        );
+        assert_eq!(
+            still_running("web-1"),
+            "VM web-1 is still running; stop it with `banger vm stop web-1`"
+        );
     }
 }

@@ -203,7 +203,8 @@ fn vms_appear_the_selection_moves_and_q_quits() {
 /// Firecracker does not exist, so a start fails the same way everywhere, whatever the host has.
 /// `s` shows the start's failure with bangerd's reason, the VM stays stopped with that reason in
 /// its details, and `x` on the stopped VM goes to bangerd without a question and shows its
-/// refusal.
+/// refusal. Then what needs no booted guest of the console and ssh keys: `l` shows that the
+/// console is empty and Esc closes it; `S` on the stopped VM says to start it.
 #[test]
 fn a_start_that_fails_and_a_refused_stop_are_shown() {
     if !tmux_installed() {
@@ -251,6 +252,33 @@ fn a_start_that_fails_and_a_refused_stop_are_shown() {
         s.contains(r#"✗ Cannot stop VM dev: VM "dev" is stopped; only a running or paused VM"#)
     });
     assert!(!screen.contains("Stop VM dev?"), "no question: {screen}");
+
+    // `l`: the console of a VM that never booted says so, and Esc brings the list back.
+    tmux.send("l");
+    let screen = tmux.wait_for("the console view", |s| {
+        s.contains("dev · console") && s.contains("No console output from dev yet.")
+    });
+    assert!(screen.contains("stopped: its last boot"), "{screen}");
+    tmux.send("Escape");
+    let screen = tmux.wait_for("the list again", |s| {
+        !s.contains("dev · console") && s.contains("┌ dev ")
+    });
+    assert!(
+        selected(&screen).is_some_and(|l| l.contains("dev")),
+        "{screen}"
+    );
+
+    // The ssh key on a VM that does not run: a notice with what to do, and no session.
+    tmux.send("S");
+    let screen = tmux.wait_for("the ssh refusal", |s| {
+        s.contains("✗ Cannot ssh into VM dev: VM dev is stopped, not running")
+    });
+    assert!(screen.contains("hint: s starts it"), "{screen}");
+    assert_eq!(
+        tmux.display("#{alternate_on}"),
+        "1",
+        "the TUI kept the screen"
+    );
 
     tmux.send("q");
     let screen = tmux.wait_for("banger to exit", |s| s.contains("tui exited with status"));

@@ -8,17 +8,27 @@
 //! [`Action`] each, with a key in [`App::main_key`]; the ones that end what runs in a VM or
 //! lose its disks ask first through [`Overlay::Confirm`]. bangerd decides whether an action is
 //! allowed: a refusal (a stopped VM cannot be stopped) is shown with its hint, not guessed here.
+//!
+//! Inside a VM: `l` opens its console ([`Overlay::Logs`], read on while open), `S` or Enter
+//! logs into a running VM with ssh — the one thing the TUI cannot do in the background: once
+//! bangerd said how to reach the VM, the session waits in [`App::take_session`] for the main
+//! loop, which hands it the terminal. The guest agent's health of each running VM is polled
+//! one request at a time on a schedule of its own ([`App::health_of`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use banger_agent::protocol::Health;
 use banger_api::{
-    ApiError, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, Image, Operation, OperationKind,
-    OperationState, Timestamp, Vm, VmAction, VmState,
+    ApiError, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo, ErrorCode, Image,
+    Operation, OperationKind, OperationState, Timestamp, Vm, VmAction, VmState,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::form::{CreateForm, Outcome};
+use super::logs::{Logs, LogsKey};
 use super::theme::Theme;
+use crate::guest::SshSession;
 
 /// Polling cadence when nothing is under way: VM list, capacity and operations are cheap
 /// reads for bangerd (its list is its hot path, operations live in memory).
@@ -30,6 +40,10 @@ pub const POLL_BUSY: Duration = Duration::from_millis(500);
 const IMAGES_EVERY: u64 = 5;
 /// How long a notice stays on the status line.
 const NOTICE_FOR: Duration = Duration::from_secs(8);
+/// How often the guest agent's health of a running VM is asked for; the selected VM's more
+/// often, since its details show it. One request at a time for all VMs together.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(10);
+pub const HEALTH_SELECTED_EVERY: Duration = Duration::from_secs(3);
 
 /// A step of the startup, timed on the status line so that a slow one is visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +203,39 @@ pub enum Overlay {
     Create(Box<CreateForm>),
     /// Asks before doing `Action` (stop, restart or delete) to the VM of this name.
     Confirm(String, Action),
+    /// A VM's console, read on while it is open.
+    Logs(Box<Logs>),
+}
+
+/// The guest agent's last answer about a running VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestHealth {
+    /// When it was asked for, on the app's clock.
+    pub checked: Duration,
+    pub answer: Result<Health, ApiError>,
+}
+
+/// What the health column says about a VM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HealthShown<'a> {
+    /// The VM does not run: there is no agent to ask.
+    NotRunning,
+    /// Running, not asked yet.
+    Unknown,
+    /// The agent answers and reports the guest ready.
+    Ready(&'a Health),
+    /// The agent answers; the guest's boot has not finished.
+    Starting(&'a Health),
+    /// The agent did not answer, for this reason.
+    Unreachable(&'a ApiError),
+}
+
+/// How an ssh session from the TUI ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SshEnded {
+    /// ssh's exit code: the shell's, or 255 when ssh itself failed.
+    pub code: i32,
+    pub still_running: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +258,8 @@ pub struct Notice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Key(KeyEvent),
-    /// The terminal changed size: only a redraw is needed.
-    Resize,
+    /// The terminal's size (columns, rows): at start and whenever it changes.
+    Resize(u16, u16),
     /// Time passed (see [`App::set_clock`]).
     Tick,
     StageStarted(Stage),
@@ -228,6 +275,14 @@ pub enum Msg {
     Created(Result<CreatedVm, ApiError>),
     /// bangerd answered `Action` on the VM of this name.
     Acted(String, Action, Result<Acted, ApiError>),
+    /// The console of the VM of this name, read from the offset asked for (`None`: its tail).
+    Console(String, Option<u64>, Result<ConsoleChunk, ApiError>),
+    /// The guest agent's health of the VM of this name.
+    Health(String, Result<Health, ApiError>),
+    /// How to ssh into the VM of this name, or why not.
+    SshReady(String, Result<SshSession, ApiError>),
+    /// The ssh session into the VM of this name is over.
+    SshEnded(String, Result<SshEnded, ApiError>),
 }
 
 /// Work for the background: each becomes a task that answers with a [`Msg`].
@@ -242,6 +297,12 @@ pub enum Effect {
     CreateVm(CreateVmRequest),
     /// Do `Action` to the VM of this name.
     Act(String, Action),
+    /// Read the VM's console from this offset (`None`: its tail).
+    LoadConsole(String, Option<u64>),
+    /// Ask the VM's guest agent how it is; answered within a few seconds even when it hangs.
+    LoadHealth(String),
+    /// Ask bangerd how to ssh into the VM (the session itself runs in the foreground).
+    PrepareSsh(String),
 }
 
 /// Loads on their way, so a slow answer is not asked for again on top of itself.
@@ -279,6 +340,16 @@ pub struct App {
     /// The last refresh failed: what is shown may be out of date.
     pub poll_error: Option<ApiError>,
     pub quit: bool,
+    /// The terminal's size, for the console view's page.
+    pub size: (u16, u16),
+    /// The guest agent's last answer for each running VM.
+    pub health: BTreeMap<String, GuestHealth>,
+    /// The VM whose health is being asked for (one request at a time).
+    health_in_flight: Option<String>,
+    /// An ssh session ready to take the terminal.
+    session: Option<SshSession>,
+    /// bangerd is being asked how to ssh into a VM: another press waits for that.
+    preparing_ssh: bool,
     in_flight: InFlight,
     next_poll: Duration,
     polls: u64,
@@ -320,6 +391,11 @@ impl App {
             notice: None,
             poll_error: None,
             quit: false,
+            size: (80, 24),
+            health: BTreeMap::new(),
+            health_in_flight: None,
+            session: None,
+            preparing_ssh: false,
             in_flight: InFlight::default(),
             next_poll: Duration::MAX,
             polls: 0,
@@ -349,7 +425,7 @@ impl App {
             .any(|s| matches!(s.state, StageState::Running { .. }));
         if stage_running {
             Duration::from_millis(100)
-        } else if self.busy() {
+        } else if self.busy() || matches!(self.overlay, Some(Overlay::Logs(_))) {
             Duration::from_millis(250)
         } else {
             Duration::from_secs(1)
@@ -401,16 +477,121 @@ impl App {
             .filter(|n| self.clock.saturating_sub(n.since) < NOTICE_FOR)
     }
 
+    /// The ssh session waiting for the terminal, if any; the main loop takes it, runs it
+    /// and answers with [`Msg::SshEnded`].
+    pub fn take_session(&mut self) -> Option<SshSession> {
+        self.session.take()
+    }
+
+    /// What the health column shows for `vm`.
+    pub fn health_of(&self, vm: &Vm) -> HealthShown<'_> {
+        if vm.state != VmState::Running {
+            return HealthShown::NotRunning;
+        }
+        match self.health.get(&vm.name).map(|h| &h.answer) {
+            None => HealthShown::Unknown,
+            Some(Ok(health)) if health.ready => HealthShown::Ready(health),
+            Some(Ok(health)) => HealthShown::Starting(health),
+            Some(Err(e)) => HealthShown::Unreachable(e),
+        }
+    }
+
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(key) => self.key(key),
-            Msg::Resize => Vec::new(),
+            Msg::Resize(width, height) => {
+                self.size = (width, height);
+                if let Some(Overlay::Logs(logs)) = &mut self.overlay {
+                    logs.page = logs_page(height);
+                }
+                Vec::new()
+            }
             Msg::Tick => {
-                if self.daemon.is_some() && self.clock >= self.next_poll {
+                let mut effects = if self.daemon.is_some() && self.clock >= self.next_poll {
                     self.poll(self.polls.is_multiple_of(IMAGES_EVERY))
                 } else {
                     Vec::new()
+                };
+                effects.extend(self.read_console());
+                effects.extend(self.check_health());
+                effects
+            }
+            Msg::Console(name, asked, result) => {
+                if let Some(Overlay::Logs(logs)) = &mut self.overlay
+                    && logs.name == name
+                {
+                    logs.answer(asked, result, self.clock);
                 }
+                Vec::new()
+            }
+            Msg::Health(name, answer) => {
+                if self.health_in_flight.as_ref() == Some(&name) {
+                    self.health_in_flight = None;
+                }
+                // A VM that stopped meanwhile keeps no answer: it would be stale at its next
+                // start.
+                let running = self.vms.ready().is_some_and(|vms| {
+                    vms.iter()
+                        .any(|vm| vm.name == name && vm.state == VmState::Running)
+                });
+                if running {
+                    self.health.insert(
+                        name,
+                        GuestHealth {
+                            checked: self.clock,
+                            answer,
+                        },
+                    );
+                }
+                // Another VM may be due already (several started since the last round).
+                self.check_health().into_iter().collect()
+            }
+            Msg::SshReady(name, result) => {
+                self.preparing_ssh = false;
+                match result {
+                    Ok(session) => {
+                        self.notify(NoticeKind::Info, format!("ssh into VM {name}…"), None);
+                        self.session = Some(session);
+                    }
+                    Err(e) => self.notify_error(&format!("Cannot ssh into VM {name}"), e),
+                }
+                Vec::new()
+            }
+            Msg::SshEnded(name, result) => {
+                match result {
+                    // ssh's own failure (it cannot connect, the host key does not match):
+                    // its message was on the terminal until the user pressed Enter.
+                    Ok(SshEnded {
+                        code: 255,
+                        still_running,
+                    }) => self.notify(
+                        NoticeKind::Error,
+                        format!("ssh into VM {name} failed (exit status 255)."),
+                        Some(if still_running {
+                            format!("`banger vm logs {name}` or l shows whether its sshd started")
+                        } else {
+                            format!("VM {name} is not running any more; s starts it")
+                        }),
+                    ),
+                    Ok(SshEnded {
+                        code,
+                        still_running: true,
+                    }) => self.notify(
+                        NoticeKind::Info,
+                        format!(
+                            "Back from VM {name} (ssh exit status {code}); it is still running."
+                        ),
+                        Some("x stops it".into()),
+                    ),
+                    Ok(SshEnded { code, .. }) => self.notify(
+                        NoticeKind::Success,
+                        format!("Back from VM {name} (ssh exit status {code}); it has stopped."),
+                        None,
+                    ),
+                    Err(e) => self.notify_error(&format!("Cannot ssh into VM {name}"), e),
+                }
+                // The guest may have been shut down from inside.
+                self.refresh()
             }
             Msg::StageStarted(stage) => {
                 self.stage(stage, StageState::Running { since: self.clock });
@@ -442,10 +623,16 @@ impl App {
                 self.in_flight.vms = false;
                 self.loaded(Stage::LoadVms, result.as_ref().map(|_| ()), took);
                 match result {
-                    Ok(vms) => self.set_vms(vms),
-                    Err(e) => self.failed_load(e, |app| &mut app.vms),
+                    Ok(vms) => {
+                        self.set_vms(vms);
+                        // A VM that just came up is asked about at once, not at the next tick.
+                        self.check_health().into_iter().collect()
+                    }
+                    Err(e) => {
+                        self.failed_load(e, |app| &mut app.vms);
+                        Vec::new()
+                    }
                 }
-                Vec::new()
             }
             Msg::Images(result, took) => {
                 self.in_flight.images = false;
@@ -588,6 +775,11 @@ impl App {
             .and_then(|name| vms.iter().position(|vm| &vm.name == name));
         self.vm_cursor = wanted.unwrap_or(self.vm_cursor.min(vms.len().saturating_sub(1)));
         self.selected_vm = vms.get(self.vm_cursor).map(|vm| vm.name.clone());
+        // Only running VMs have an agent to answer; a stopped one starts afresh next time.
+        self.health.retain(|name, _| {
+            vms.iter()
+                .any(|vm| &vm.name == name && vm.state == VmState::Running)
+        });
         self.vms = Load::Ready(vms);
         self.poll_error = None;
     }
@@ -718,6 +910,44 @@ impl App {
         effects
     }
 
+    /// The next console read of the open console view, when one is due.
+    fn read_console(&mut self) -> Option<Effect> {
+        let Some(Overlay::Logs(logs)) = &mut self.overlay else {
+            return None;
+        };
+        self.daemon.as_ref()?;
+        let offset = logs.due(self.clock)?;
+        Some(Effect::LoadConsole(logs.name.clone(), offset))
+    }
+
+    /// The next health request, when none is on its way and a running VM is due: the one
+    /// waiting longest past its time (never asked: due at once), the selected one first on a
+    /// tie.
+    fn check_health(&mut self) -> Option<Effect> {
+        if self.health_in_flight.is_some() || self.daemon.is_none() {
+            return None;
+        }
+        let selected = self.selected_vm.as_deref();
+        let name = self
+            .vms
+            .ready()?
+            .iter()
+            .filter(|vm| vm.state == VmState::Running)
+            .filter_map(|vm| {
+                let is_selected = selected == Some(vm.name.as_str());
+                let due = match self.health.get(&vm.name) {
+                    None => Duration::ZERO,
+                    Some(h) if is_selected => h.checked + HEALTH_SELECTED_EVERY,
+                    Some(h) => h.checked + HEALTH_EVERY,
+                };
+                (due <= self.clock).then_some((due, !is_selected, vm.name.clone()))
+            })
+            .min()
+            .map(|(_, _, name)| name)?;
+        self.health_in_flight = Some(name.clone());
+        Some(Effect::LoadHealth(name))
+    }
+
     /// Reload what an action changed, now rather than at the next poll.
     fn refresh(&mut self) -> Vec<Effect> {
         let mut effects = vec![Effect::LoadVms, Effect::LoadCapacity];
@@ -759,6 +989,12 @@ impl App {
                     KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter
                 ) {
                     self.overlay = Some(Overlay::Help);
+                }
+                Vec::new()
+            }
+            Some(Overlay::Logs(mut logs)) => {
+                if logs.key(key) == LogsKey::Keep {
+                    self.overlay = Some(Overlay::Logs(logs));
                 }
                 Vec::new()
             }
@@ -827,9 +1063,55 @@ impl App {
                 });
             }
             KeyCode::Char('r') => return self.reload(),
+            KeyCode::Char('l') => return self.open_logs(),
+            KeyCode::Char('S') | KeyCode::Enter => return self.ssh(),
             _ => {}
         }
         Vec::new()
+    }
+
+    /// `l`: the selected VM's console, read at once and then on while the view is open.
+    fn open_logs(&mut self) -> Vec<Effect> {
+        if self.view != View::Vms {
+            return Vec::new();
+        }
+        let Some(vm) = self.selected_vm() else {
+            return Vec::new();
+        };
+        let mut logs = Logs::new(vm.name.clone());
+        logs.page = logs_page(self.size.1);
+        self.overlay = Some(Overlay::Logs(Box::new(logs)));
+        self.read_console().into_iter().collect()
+    }
+
+    /// `S` or Enter: ssh into the selected VM when it runs; bangerd is asked how first, and
+    /// the session takes the terminal once it answers.
+    fn ssh(&mut self) -> Vec<Effect> {
+        if self.view != View::Vms || self.preparing_ssh || self.session.is_some() {
+            return Vec::new();
+        }
+        let Some(vm) = self.selected_vm() else {
+            return Vec::new();
+        };
+        let name = vm.name.clone();
+        let refusal = match vm.state {
+            VmState::Running => None,
+            VmState::Paused => Some("p resumes it"),
+            VmState::Starting => Some("wait until it runs"),
+            VmState::Stopped | VmState::Failed | VmState::Stopping => Some("s starts it"),
+        };
+        if let Some(hint) = refusal {
+            let error = ApiError::new(
+                ErrorCode::InvalidState,
+                format!("VM {name} is {}, not running", vm.state),
+            )
+            .with_hint(hint);
+            self.notify_error(&format!("Cannot ssh into VM {name}"), error);
+            return Vec::new();
+        }
+        self.notify(NoticeKind::Info, format!("Connecting to VM {name}…"), None);
+        self.preparing_ssh = true;
+        vec![Effect::PrepareSsh(name)]
     }
 
     /// An action key in the VM view: asks first when the action calls for it, else sends it.
@@ -900,6 +1182,12 @@ impl App {
             self.selected_vm = self.selected_vm().map(|vm| vm.name.clone());
         }
     }
+}
+
+/// The rows the console view shows in a terminal `height` rows high: all but the header, the
+/// capacity row, the status line, the view's borders and its key line.
+pub fn logs_page(height: u16) -> usize {
+    usize::from(height.saturating_sub(6)).max(1)
 }
 
 /// What the status line calls an operation, e.g. "register image debian".

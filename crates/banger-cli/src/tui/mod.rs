@@ -5,13 +5,17 @@
 //!
 //! The parts: `app` holds the state and turns messages (keys, answers, ticks) into new state
 //! plus effects; `worker` runs those effects as tasks; `ui` draws an `&App` (pure, so every
-//! screen has a snapshot test), with `bars` for the capacity row and `form` for VM creation;
-//! `theme` holds the styles (honouring `NO_COLOR`); `terminal` enters and restores the
-//! terminal on every way out, panics included.
+//! screen has a snapshot test), with `bars` for the capacity row, `form` for VM creation and
+//! `logs` for a VM's console; `theme` holds the styles (honouring `NO_COLOR`); `terminal`
+//! enters and restores the terminal on every way out, panics included.
+//!
+//! One thing runs in the foreground: an ssh session, which gets the terminal while the TUI
+//! waits (see [`ssh_in_foreground`]).
 
 mod app;
 mod bars;
 mod form;
+mod logs;
 mod terminal;
 mod theme;
 mod ui;
@@ -23,14 +27,17 @@ mod tests;
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use banger_api::Timestamp;
+use banger_api::{ApiError, Timestamp};
 use crossterm::event::{Event, EventStream};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use crate::exit::Failure;
-use app::{App, Msg};
+use crate::guest::SshSession;
+use crate::output;
+use app::{App, Msg, SshEnded};
 use terminal::Screen;
 use theme::Theme;
 use worker::Worker;
@@ -51,7 +58,14 @@ async fn run_local(launched: Instant) -> Result<(), Failure> {
     }
     let mut app = App::new(Theme::from_env(), Timestamp::now());
     let mut screen = Screen::enter().map_err(terminal_failure)?;
+    if let Ok((width, height)) = screen.size() {
+        app.update(Msg::Resize(width, height));
+    }
     screen.draw(&app).map_err(terminal_failure)?;
+    // An interrupt from outside (raw mode makes Ctrl-C a key) quits like `q`, so the terminal
+    // is restored; it also keeps one typed during an ssh session from ending banger.
+    let mut interrupts = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::internal(format!("cannot watch for interrupts: {e}")))?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = Worker::new(tx);
@@ -64,20 +78,35 @@ async fn run_local(launched: Instant) -> Result<(), Failure> {
         let msg = tokio::select! {
             event = events.next() => match event {
                 Some(Ok(Event::Key(key))) => Msg::Key(key),
-                Some(Ok(Event::Resize(..))) => Msg::Resize,
+                Some(Ok(Event::Resize(width, height))) => Msg::Resize(width, height),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(terminal_failure(e)),
                 // The terminal went away.
                 None => break,
             },
             Some(msg) = rx.recv() => msg,
+            Some(()) = interrupts.recv() => break,
             () = sleep_until(next_tick) => {
                 next_tick = tokio::time::Instant::now() + app.tick_interval();
                 Msg::Tick
             }
         };
         app.set_clock(launched.elapsed(), Timestamp::now());
-        for effect in app.update(msg) {
+        let mut effects = app.update(msg);
+        if let Some(session) = app.take_session() {
+            // Nothing may read the terminal while ssh has it: the event stream's reader
+            // thread ends with it, and a new one starts afterwards.
+            drop(events);
+            let ended = ssh_in_foreground(&mut screen, &worker, session, &mut interrupts).await;
+            events = EventStream::new();
+            app.set_clock(launched.elapsed(), Timestamp::now());
+            effects.extend(app.update(ended?));
+            // The terminal may have been resized meanwhile.
+            if let Ok((width, height)) = screen.size() {
+                app.update(Msg::Resize(width, height));
+            }
+        }
+        for effect in effects {
             worker.run(effect);
         }
         // A faster cadence (work started) takes effect now, not after the slow tick.
@@ -94,6 +123,57 @@ async fn run_local(launched: Instant) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// Runs `session` with the terminal: the screen is suspended for it and taken back however
+/// the session ends (an error, ssh missing, a panic in its thread), and the answer says how it
+/// went. The main loop waits meanwhile; background requests go on and their answers queue.
+async fn ssh_in_foreground(
+    screen: &mut Screen,
+    worker: &Worker,
+    session: SshSession,
+    interrupts: &mut Signal,
+) -> Result<Msg, Failure> {
+    let name = session.name().to_owned();
+    if let Err(e) = screen.suspend() {
+        screen.resume().map_err(terminal_failure)?;
+        return Err(terminal_failure(e));
+    }
+    output::eprint(&format!(
+        "banger: ssh into VM {name}; leaving its shell brings banger tui back\n"
+    ));
+    let after = session.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let code = session.run()?;
+        if code == 255 {
+            // ssh's own failure: its message is on screen; let it be read before the TUI
+            // covers it.
+            output::eprint("banger: ssh failed (status 255); press Enter to return to banger tui");
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+        Ok::<i32, Failure>(code)
+    })
+    .await;
+    // Ctrl-C typed while ssh connected was meant for it, not for the TUI.
+    while let Some(Some(())) = interrupts.recv().now_or_never() {}
+    screen.resume().map_err(terminal_failure)?;
+    let result = match ran {
+        Ok(Ok(code)) => {
+            let still_running = match worker.daemon() {
+                Some(daemon) => after.still_running(&daemon).await,
+                None => false,
+            };
+            Ok(SshEnded {
+                code,
+                still_running,
+            })
+        }
+        Ok(Err(failure)) => Err(failure.error),
+        Err(e) => Err(ApiError::internal(format!(
+            "the ssh session ended abnormally: {e}"
+        ))),
+    };
+    Ok(Msg::SshEnded(name, result))
 }
 
 fn terminal_failure(e: std::io::Error) -> Failure {

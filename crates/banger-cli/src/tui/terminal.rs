@@ -3,8 +3,11 @@
 //! restores the terminal before the panic message is printed, so the message is readable and
 //! the shell usable; the main loop then sees [`panicked`] and ends (a panic inside a
 //! background task would otherwise leave the UI running on a restored terminal).
+//!
+//! An ssh session borrows the terminal: [`Screen::suspend`] puts it back as the shell had it,
+//! [`Screen::resume`] takes it again and has the next frame drawn whole.
 
-use std::io::{self, BufWriter, Stdout};
+use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,6 +52,27 @@ impl Screen {
 
     pub fn draw(&mut self, app: &App) -> io::Result<()> {
         self.terminal.draw(|frame| ui::draw(frame, app)).map(|_| ())
+    }
+
+    /// The terminal's size in cells (columns, rows).
+    pub fn size(&self) -> io::Result<(u16, u16)> {
+        self.terminal.size().map(|s| (s.width, s.height))
+    }
+
+    /// Hands the terminal back in the state the shell left it (main screen, cursor, cooked
+    /// mode), for a program that runs in the foreground.
+    pub fn suspend(&mut self) -> io::Result<()> {
+        self.terminal.backend_mut().flush()?;
+        restore();
+        Ok(())
+    }
+
+    /// Takes the terminal again after [`Screen::suspend`]; the next draw repaints everything,
+    /// since the program that ran may have left anything on screen.
+    pub fn resume(&mut self) -> io::Result<()> {
+        terminal::enable_raw_mode()?;
+        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+        self.terminal.clear()
     }
 }
 

@@ -5,22 +5,25 @@
 
 use std::time::Duration;
 
+use banger_agent::protocol::{BootStage, Health};
 use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
     MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress, ServiceCheck,
     Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmRuntime, VmState, VmmKind,
 };
+use banger_api::{ConsoleChunk, SshAccess};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
 
-use super::app::{Acted, Action, App, Effect, Msg, Overlay, Stage, StageState, View};
+use super::app::{Acted, Action, App, Effect, Msg, Overlay, SshEnded, Stage, StageState, View};
 use super::form::{CreateForm, Field, Outcome, field_of};
 use super::theme::Theme;
 use super::ui;
+use crate::guest::SshSession;
 use crate::output::tests::{NOW, image, vm};
 
 fn ms(n: u64) -> Duration {
@@ -1240,6 +1243,527 @@ fn daemon_refusals_are_placed_under_their_field() {
     insta::assert_snapshot!("create_form_general_error", screen(&app, 80, 24));
 }
 
+// ---- console, ssh and health ---------------------------------------------------------------
+
+fn chunk(offset: u64, text: &str) -> ConsoleChunk {
+    ConsoleChunk {
+        offset,
+        next_offset: offset + text.len() as u64,
+        text: text.into(),
+    }
+}
+
+/// What a booting Debian guest prints, colours, a terminal title and a tab included.
+const CONSOLE: &str = "[    0.000000] Linux version 6.1.0-27-cloud-amd64 (debian-kernel@lists.debian.org)\n\
+    [    0.412345] virtio_blk virtio0: [vda] 16777216 512-byte logical blocks (8.59 GB/8.00 GiB)\n\
+    [    1.020000] banger-init: mounting the overlay root\n\
+    \u{1b}]0;dev\u{7}[  \u{1b}[0;32mOK\u{1b}[0m  ] Started \u{1b}[0;1;39mssh.service\u{1b}[0m - OpenBSD Secure Shell server.\n\
+    [  \u{1b}[0;32mOK\u{1b}[0m  ] Reached target multi-user.target\tMulti-User System.\n\
+    \n\
+    Debian GNU/Linux 12 dev ttyS0\n\
+    \n\
+    dev login: ";
+
+fn at(app: &mut App, clock: u64, msg: Msg) -> Vec<Effect> {
+    app.set_clock(ms(clock), NOW);
+    app.update(msg)
+}
+
+#[test]
+fn l_opens_the_console_reads_on_while_open_and_esc_closes_it() {
+    let mut app = usual();
+    app.update(Msg::Resize(80, 24));
+    press(&mut app, "j");
+    assert_eq!(
+        press(&mut app, "l"),
+        vec![Effect::LoadConsole("web-1".into(), None)],
+        "the tail first"
+    );
+    assert!(contains(&app, 80, 24, "Reading the console of web-1…"));
+    assert!(
+        at(&mut app, 600, Msg::Tick).is_empty(),
+        "one read at a time"
+    );
+    at(
+        &mut app,
+        700,
+        Msg::Console("web-1".into(), None, Ok(chunk(0, CONSOLE))),
+    );
+    insta::assert_snapshot!("logs_view_80x24", screen(&app, 80, 24));
+    let shown = screen(&app, 80, 24);
+    assert!(!shown.contains('\u{1b}'), "no escape reaches the terminal");
+    assert!(shown.contains("] Started ssh.service - OpenBSD"), "{shown}");
+    assert!(at(&mut app, 1_000, Msg::Tick).is_empty(), "not due yet");
+    let end = CONSOLE.len() as u64;
+    let next = Some(end);
+    assert_eq!(
+        at(&mut app, 1_200, Msg::Tick),
+        vec![Effect::LoadConsole("web-1".into(), next)],
+        "then on from where the last read ended"
+    );
+    at(
+        &mut app,
+        1_250,
+        Msg::Console("web-1".into(), next, Ok(chunk(end, "root\n"))),
+    );
+    assert!(contains(&app, 80, 24, "dev login: root"));
+    assert!(contains(&app, 80, 24, " following "));
+    // Everything fits: there is nothing to scroll back to.
+    press(&mut app, "k");
+    assert!(contains(&app, 80, 24, " following "));
+    // More than fits: the view scrolls back and forth; the title says where it is.
+    let more: String = (1..=20)
+        .map(|n| format!("[  OK  ] Started unit {n}.\n"))
+        .collect();
+    let from = end + 5;
+    at(&mut app, 2_000, Msg::Tick);
+    at(
+        &mut app,
+        2_010,
+        Msg::Console("web-1".into(), Some(from), Ok(chunk(from, &more))),
+    );
+    assert!(contains(&app, 80, 24, "Started unit 20."));
+    press(&mut app, "kk");
+    assert!(contains(&app, 80, 24, " 2 lines back "));
+    assert!(!contains(&app, 80, 24, "Started unit 20."));
+    assert!(contains(&app, 80, 24, "Started unit 18."));
+    press(&mut app, "G");
+    assert!(contains(&app, 80, 24, " following "));
+    // Other keys of the main view do nothing while it is open.
+    assert!(press(&mut app, "sxd").is_empty());
+    assert!(matches!(app.overlay, Some(Overlay::Logs(_))));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.overlay, None);
+    assert!(
+        at(&mut app, 5_000, Msg::Tick)
+            .iter()
+            .all(|e| !matches!(e, Effect::LoadConsole(..))),
+        "a closed view is not read"
+    );
+    // An answer that arrives after the view closed changes nothing.
+    at(
+        &mut app,
+        5_001,
+        Msg::Console("web-1".into(), next, Ok(chunk(0, "late\n"))),
+    );
+    assert_eq!(app.overlay, None);
+    press(&mut app, "lq");
+    assert_eq!(app.overlay, None, "q closes it, and does not quit");
+    assert!(!app.quit);
+}
+
+#[test]
+fn the_console_of_a_stopped_vm_is_its_last_boot_or_says_it_is_empty() {
+    let mut app = usual();
+    app.update(Msg::Resize(80, 24));
+    press(&mut app, "l");
+    at(
+        &mut app,
+        100,
+        Msg::Console("dev".into(), None, Ok(chunk(0, ""))),
+    );
+    insta::assert_snapshot!("logs_empty_stopped_80x24", screen(&app, 80, 24));
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "l");
+    at(
+        &mut app,
+        200,
+        Msg::Console(
+            "dev".into(),
+            None,
+            Ok(chunk(0, "[    3.1] reboot: Power down\n")),
+        ),
+    );
+    assert!(contains(&app, 80, 24, " stopped: its last boot "));
+    // A failed read says so under what was read before.
+    let effects = at(&mut app, 800, Msg::Tick);
+    assert_eq!(effects, vec![Effect::LoadConsole("dev".into(), Some(29))]);
+    at(
+        &mut app,
+        810,
+        Msg::Console(
+            "dev".into(),
+            Some(29),
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "bangerd is not running",
+            )),
+        ),
+    );
+    assert!(contains(&app, 80, 24, "reboot: Power down"));
+    assert!(contains(
+        &app,
+        80,
+        24,
+        "✗ cannot read the console: bangerd is not running"
+    ));
+    // The console is a VM's: nothing to open in the image view.
+    app.update(key(KeyCode::Esc));
+    assert!(press(&mut app, "2l").is_empty());
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn the_console_page_follows_the_terminal_size() {
+    let mut app = usual();
+    app.update(Msg::Resize(100, 30));
+    press(&mut app, "l");
+    let text: String = (1..=100).map(|n| format!("line {n} tail {n}\n")).collect();
+    at(
+        &mut app,
+        100,
+        Msg::Console("dev".into(), None, Ok(chunk(0, &text))),
+    );
+    // 30 rows: header, bars, status, two borders and the key line leave 24 for the console.
+    let buffer = render(&app, 100, 30);
+    assert!(row_text(&buffer, 3).contains("line 77"));
+    assert!(row_text(&buffer, 26).contains("line 100"));
+    press(&mut app, "g");
+    assert!(contains(&app, 100, 30, "line 1 "));
+    assert!(contains(&app, 100, 30, "line 24 "));
+    assert!(!contains(&app, 100, 30, "line 25 "));
+    app.update(key(KeyCode::PageDown));
+    assert!(contains(&app, 100, 30, "line 48 "));
+    // A smaller terminal: the view keeps a full page.
+    app.update(Msg::Resize(80, 24));
+    app.update(key(KeyCode::Home));
+    assert!(contains(&app, 80, 24, "line 18 "));
+    assert!(!contains(&app, 80, 24, "line 19 "));
+    // ← → shift long lines.
+    app.update(key(KeyCode::Right));
+    assert!(!contains(&app, 80, 24, "line 18 "));
+    assert!(contains(&app, 80, 24, "│ tail 18 "));
+}
+
+fn ssh_session(name: &str) -> SshSession {
+    let access = SshAccess {
+        user: "root".into(),
+        host: "172.30.0.3".into(),
+        port: 22,
+        identity_file: "/home/u/.local/state/banger/ssh/id_ed25519".into(),
+        known_hosts_file: "/home/u/.local/state/banger/vms/x/known_hosts".into(),
+        running: true,
+    };
+    SshSession::new(name, access, &[])
+}
+
+#[test]
+fn ssh_is_refused_for_a_vm_that_does_not_run() {
+    let mut app = usual();
+    // dev is stopped.
+    assert!(press(&mut app, "S").is_empty());
+    assert!(app.take_session().is_none());
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "✗ Cannot ssh into VM dev: VM dev is stopped, not running  hint: s starts it"
+    ));
+    assert!(app.update(key(KeyCode::Enter)).is_empty(), "Enter too");
+    // A paused VM is resumed first.
+    let mut paused = vms();
+    paused[1].state = VmState::Paused;
+    app.update(Msg::Vms(Ok(paused), ms(1)));
+    press(&mut app, "j");
+    assert!(press(&mut app, "S").is_empty());
+    assert!(contains(&app, 100, 30, "hint: p resumes it"));
+    // ssh is for VMs only.
+    assert!(press(&mut app, "2S").is_empty());
+}
+
+#[test]
+fn ssh_runs_once_bangerd_says_how_and_says_the_vm_still_runs_after() {
+    let mut app = usual();
+    press(&mut app, "j");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::PrepareSsh("web-1".into())]
+    );
+    assert!(
+        press(&mut app, "S").is_empty(),
+        "a second press while bangerd is asked would start a second session"
+    );
+    assert!(contains(&app, 100, 30, "Connecting to VM web-1…"));
+    assert!(app.take_session().is_none(), "not before bangerd answered");
+    app.update(Msg::SshReady("web-1".into(), Ok(ssh_session("web-1"))));
+    let session = app
+        .take_session()
+        .expect("the session waits for the terminal");
+    assert_eq!(session.name(), "web-1");
+    assert!(app.take_session().is_none(), "taken once");
+    let effects = app.update(Msg::SshEnded(
+        "web-1".into(),
+        Ok(SshEnded {
+            code: 0,
+            still_running: true,
+        }),
+    ));
+    assert_eq!(
+        effects,
+        vec![Effect::LoadVms, Effect::LoadCapacity],
+        "the guest may have been shut down from inside"
+    );
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "· Back from VM web-1 (ssh exit status 0); it is still running.  hint: x stops it"
+    ));
+    app.update(Msg::SshEnded(
+        "web-1".into(),
+        Ok(SshEnded {
+            code: 0,
+            still_running: false,
+        }),
+    ));
+    assert!(contains(&app, 100, 30, "it has stopped."));
+    app.update(Msg::SshEnded(
+        "web-1".into(),
+        Ok(SshEnded {
+            code: 255,
+            still_running: true,
+        }),
+    ));
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "✗ ssh into VM web-1 failed (exit status 255)."
+    ));
+}
+
+#[test]
+fn ssh_refusals_and_a_missing_ssh_are_shown_with_their_hint() {
+    let mut app = usual();
+    press(&mut app, "jS");
+    app.update(Msg::SshReady(
+        "web-1".into(),
+        Err(
+            ApiError::new(ErrorCode::InvalidState, r#"VM "web-1" is not running"#)
+                .with_hint("start it with `banger vm start web-1`"),
+        ),
+    ));
+    assert!(app.take_session().is_none());
+    assert!(contains(
+        &app,
+        100,
+        30,
+        r#"✗ Cannot ssh into VM web-1: VM "web-1" is not running"#
+    ));
+    app.update(Msg::SshEnded(
+        "web-1".into(),
+        Err(
+            ApiError::new(ErrorCode::Unavailable, "cannot run ssh: ssh was not found")
+                .with_hint("install the OpenSSH client (sudo apt-get install openssh-client)"),
+        ),
+    ));
+    assert!(contains(
+        &app,
+        200,
+        30,
+        "✗ Cannot ssh into VM web-1: cannot run ssh: ssh was not found  hint: install the OpenSSH client"
+    ));
+}
+
+fn health(ready: bool) -> Health {
+    Health {
+        ready,
+        version: "0.1.0".into(),
+        hostname: "web-1".into(),
+        uptime_ms: 61_500,
+        boot: [
+            ("kernel", 0),
+            ("init", 812),
+            ("network", 1_204),
+            ("agent", 1_530),
+        ]
+        .into_iter()
+        .map(|(name, at_ms)| BootStage {
+            name: name.into(),
+            at_ms,
+        })
+        .collect(),
+        listeners: vec!["tcp:172.30.0.3:1024".into()],
+    }
+}
+
+fn running(name: &str, ip: &str) -> Vm {
+    let mut vm = vm(name, ip, VmState::Running);
+    vm.runtime = Some(runtime(&vm, 120));
+    vm
+}
+
+/// An app that found bangerd and has everything but the VM list.
+fn without_vms() -> App {
+    let mut app = App::new(Theme::colored(), NOW);
+    app.update(Msg::DaemonReady(info()));
+    app.update(Msg::Operations(Ok(Vec::new())));
+    app.update(Msg::Capacity(
+        Ok(capacity((4, 16), (8, 32), (120, 460))),
+        ms(1),
+    ));
+    app.update(Msg::Images(Ok(images()), ms(1)));
+    app
+}
+
+#[test]
+fn health_is_asked_one_vm_at_a_time_on_a_schedule() {
+    let three = vec![
+        running("alpha", "172.30.0.2"),
+        vm("bravo", "172.30.0.3", VmState::Stopped),
+        running("charlie", "172.30.0.4"),
+    ];
+    let mut app = without_vms();
+    // Nothing runs before the list arrives: nothing to ask.
+    assert!(
+        at(&mut app, 0, Msg::Tick)
+            .iter()
+            .all(|e| !matches!(e, Effect::LoadHealth(_)))
+    );
+    let health_of = |effects: Vec<Effect>| -> Vec<String> {
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::LoadHealth(name) => Some(name),
+                _ => None,
+            })
+            .collect()
+    };
+    // The list arrives: the selected running VM is asked at once, and only it.
+    let effects = at(&mut app, 10, Msg::Vms(Ok(three.clone()), ms(1)));
+    assert_eq!(health_of(effects), ["alpha"]);
+    assert!(
+        health_of(at(&mut app, 1_000, Msg::Tick)).is_empty(),
+        "one in flight at most"
+    );
+    assert!(health_of(at(&mut app, 1_100, Msg::Vms(Ok(three.clone()), ms(1)))).is_empty());
+    // Its answer lets the next due VM be asked at once; a stopped one never is.
+    let effects = at(
+        &mut app,
+        1_200,
+        Msg::Health("alpha".into(), Ok(health(true))),
+    );
+    assert_eq!(health_of(effects), ["charlie"]);
+    let effects = at(
+        &mut app,
+        1_300,
+        Msg::Health(
+            "charlie".into(),
+            Err(ApiError::new(ErrorCode::Unavailable, "connection refused")),
+        ),
+    );
+    assert!(health_of(effects).is_empty(), "nobody is due");
+    // The selected VM every 3 s, the others every 10 s.
+    assert!(health_of(at(&mut app, 4_100, Msg::Tick)).is_empty());
+    assert_eq!(health_of(at(&mut app, 4_200, Msg::Tick)), ["alpha"]);
+    at(
+        &mut app,
+        4_300,
+        Msg::Health("alpha".into(), Ok(health(true))),
+    );
+    assert_eq!(health_of(at(&mut app, 7_300, Msg::Tick)), ["alpha"]);
+    at(
+        &mut app,
+        7_400,
+        Msg::Health("alpha".into(), Ok(health(true))),
+    );
+    assert_eq!(health_of(at(&mut app, 10_400, Msg::Tick)), ["alpha"]);
+    at(
+        &mut app,
+        10_500,
+        Msg::Health("alpha".into(), Ok(health(true))),
+    );
+    assert!(
+        health_of(at(&mut app, 11_200, Msg::Tick)).is_empty(),
+        "charlie's 10 s are not over"
+    );
+    assert_eq!(health_of(at(&mut app, 11_300, Msg::Tick)), ["charlie"]);
+    at(
+        &mut app,
+        11_400,
+        Msg::Health("charlie".into(), Ok(health(false))),
+    );
+    // Selecting charlie puts it on the 3 s schedule.
+    press(&mut app, "G");
+    assert_eq!(app.selected_vm().unwrap().name, "charlie");
+    assert_eq!(health_of(at(&mut app, 14_400, Msg::Tick)), ["charlie"]);
+    // A VM that stops loses its answer; its next start is asked afresh.
+    let mut stopped = three.clone();
+    stopped[2].state = VmState::Stopped;
+    at(
+        &mut app,
+        14_500,
+        Msg::Health("charlie".into(), Ok(health(true))),
+    );
+    at(&mut app, 14_600, Msg::Vms(Ok(stopped), ms(1)));
+    assert!(!app.health.contains_key("charlie"));
+    assert!(app.health.contains_key("alpha"));
+}
+
+#[test]
+fn the_health_column_and_the_details_at_80x24() {
+    let mut web = running("web-1", "172.30.0.3");
+    web.vcpus = 4;
+    web.memory_mib = 4096;
+    let list = vec![
+        vm("dev", "172.30.0.2", VmState::Stopped),
+        web,
+        running("api", "172.30.0.4"),
+        running("build-worker-7", "172.30.0.5"),
+        running("fresh", "172.30.0.6"),
+    ];
+    let mut app = loaded(
+        Theme::colored(),
+        list,
+        images(),
+        capacity((4, 16), (8, 32), (120, 460)),
+    );
+    app.set_clock(ms(100), NOW);
+    app.update(Msg::Health("web-1".into(), Ok(health(true))));
+    app.update(Msg::Health("api".into(), Ok(health(false))));
+    app.update(Msg::Health(
+        "build-worker-7".into(),
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the guest agent did not answer within 5s",
+        )),
+    ));
+    app.set_clock(ms(2_100), NOW);
+    press(&mut app, "j");
+    insta::assert_snapshot!("health_column_80x24", screen(&app, 80, 24));
+    let shown = screen(&app, 80, 24);
+    for expected in [
+        "ok · up 1m 3s · agent 0.1.0",
+        "boot: kernel 0ms · init 812ms · network 1.2s · agent 1.5s",
+    ] {
+        assert!(shown.contains(expected), "{expected}: {shown}");
+    }
+    press(&mut app, "jj");
+    assert!(contains(
+        &app,
+        132,
+        43,
+        "unreachable: the guest agent did not answer within 5s"
+    ));
+    press(&mut app, "j");
+    assert!(contains(&app, 80, 24, "asking…"));
+    // The colours say the same as the words.
+    let buffer = render(&app, 80, 24);
+    let color_of = |word: &str| {
+        (0..24)
+            .find_map(|y| {
+                let row = row_text(&buffer, y);
+                let x = row.find(&format!("  {word}"))?;
+                let col = row[..x + 2].chars().count() as u16;
+                Some(buffer[(col, y)].fg)
+            })
+            .unwrap()
+    };
+    assert_eq!(color_of("ok"), Color::Green);
+    assert_eq!(color_of("starting"), Color::Yellow);
+    assert_eq!(color_of("unreachable"), Color::Red);
+}
+
 // ---- sizes --------------------------------------------------------------------------------
 
 #[test]
@@ -1284,6 +1808,24 @@ fn every_state_renders_at_every_size() {
     press(&mut app, "2");
     states.push(app.clone());
     states.push(bars_at(Theme::plain(), 100));
+    // The console view, empty and with long lines shifted; health of every kind.
+    let mut app = usual();
+    press(&mut app, "jl");
+    states.push(app.clone());
+    let long: String = (0..40)
+        .map(|n| format!("{n} {}\n", "x".repeat(200)))
+        .collect();
+    app.update(Msg::Console("web-1".into(), None, Ok(chunk(0, &long))));
+    app.update(key(KeyCode::Right));
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    app.update(Msg::Health("web-1".into(), Ok(health(true))));
+    states.push(app.clone());
+    app.update(Msg::Health(
+        "web-1".into(),
+        Err(ApiError::new(ErrorCode::Unavailable, "x ".repeat(300))),
+    ));
+    states.push(app.clone());
     for state in &states {
         for (w, h) in [
             (1, 1),

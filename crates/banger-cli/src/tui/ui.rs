@@ -21,9 +21,10 @@ use ratatui::widgets::{
     Block, Cell, Clear, HighlightSpacing, Padding, Paragraph, Row, Table, TableState, Wrap,
 };
 
-use super::app::{Action, App, Load, NoticeKind, Overlay, StageState, View, describe};
+use super::app::{Action, App, HealthShown, Load, NoticeKind, Overlay, StageState, View, describe};
 use super::bars::{Meter, meter_row};
 use super::form::{CreateForm, Field};
+use super::logs::Logs;
 use super::theme::Theme;
 use crate::output;
 
@@ -70,6 +71,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Some(Overlay::Help) => help(frame, area, &app.theme),
         Some(Overlay::Create(form)) => create_form(frame, area, app, form),
         Some(Overlay::Confirm(name, action)) => confirm(frame, area, &app.theme, name, *action),
+        // Over the lists and the operations; the status line stays in view.
+        Some(Overlay::Logs(logs)) => logs_view(
+            frame,
+            Rect {
+                height: main.height + ops_area.height,
+                ..main
+            },
+            app,
+            logs,
+        ),
     }
 }
 
@@ -388,6 +399,7 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
     };
     let (list_area, detail_area) = list_and_detail(area, vms.len());
     let states: Vec<String> = vms.iter().map(|vm| state_text(vm, app)).collect();
+    let health: Vec<Content<'_>> = vms.iter().map(|vm| health_cell(vm, app)).collect();
     let columns = [
         Column::new(
             "NAME",
@@ -402,9 +414,15 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
         )
         .shrinks_to(8),
         Column::new(
+            "HEALTH",
+            text_width(health.iter().map(|(h, _)| h.chars().count()), "HEALTH", 11),
+            5,
+        ),
+        // The details show the image too: the first column to go in a narrow terminal.
+        Column::new(
             "IMAGE",
             text_width(vms.iter().map(|v| v.image.name.len()), "IMAGE", 20),
-            5,
+            7,
         )
         .shrinks_to(8),
         Column::new("VCPUS", 5, 3).right(),
@@ -420,10 +438,12 @@ fn vms_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let cells = vms
         .iter()
         .zip(states)
-        .map(|(vm, state)| {
+        .zip(health)
+        .map(|((vm, state), health)| {
             vec![
                 (vm.name.clone(), plain),
                 (state, t.state(vm.state)),
+                health,
                 (vm.image.name.clone(), plain),
                 (vm.vcpus.to_string(), plain),
                 (memory(vm.memory_mib), plain),
@@ -456,6 +476,73 @@ fn uptime(vm: &Vm, app: &App) -> String {
     match &vm.runtime {
         Some(rt) if vm.state.holds_resources() => output::uptime(rt.started_at.until(app.now)),
         _ => "-".into(),
+    }
+}
+
+/// The health column: what the guest agent says about a running VM.
+fn health_cell(vm: &Vm, app: &App) -> Content<'static> {
+    let t = &app.theme;
+    match app.health_of(vm) {
+        HealthShown::NotRunning => ("-".into(), t.dim()),
+        HealthShown::Unknown => ("…".into(), t.dim()),
+        HealthShown::Ready(_) => ("ok".into(), t.success()),
+        HealthShown::Starting(_) => ("starting".into(), t.busy()),
+        HealthShown::Unreachable(_) => ("unreachable".into(), t.error()),
+    }
+}
+
+/// The detail pane's account of the guest agent's answer: a pair short enough for a detail
+/// column ("ok · up 1m 3s · agent 0.1.0"), and lines for under the pairs, at full width: the
+/// boot's milestones as the guest timed them, or why the agent did not answer.
+fn health_detail(vm: &Vm, app: &App, width: u16) -> (Option<Pair>, Vec<Line<'static>>) {
+    let t = &app.theme;
+    let summary = |state: &str, health: &banger_agent::protocol::Health| {
+        // The guest's uptime as of now, not as of the answer.
+        let since = app
+            .health
+            .get(&vm.name)
+            .map_or(Duration::ZERO, |h| app.clock.saturating_sub(h.checked));
+        format!(
+            "{state} · up {} · agent {}",
+            output::uptime(Duration::from_millis(health.uptime_ms) + since),
+            health.version,
+        )
+    };
+    let labelled = |label: &'static str, text: &str, style: Style| -> Vec<Line<'static>> {
+        wrap(text, usize::from(width).saturating_sub(label.len()))
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let head = if i == 0 {
+                    Span::styled(label, t.dim())
+                } else {
+                    Span::raw(" ".repeat(label.len()))
+                };
+                Line::from(vec![head, Span::styled(piece, style)])
+            })
+            .collect()
+    };
+    let boot = |health: &banger_agent::protocol::Health| {
+        let stages: Vec<String> = health
+            .boot
+            .iter()
+            .map(|s| format!("{} {}", s.name, ms(Duration::from_millis(s.at_ms))))
+            .collect();
+        if stages.is_empty() {
+            Vec::new()
+        } else {
+            labelled("boot: ", &stages.join(" · "), Style::new())
+        }
+    };
+    match app.health_of(vm) {
+        HealthShown::NotRunning => (None, Vec::new()),
+        HealthShown::Unknown => (Some(("health", "asking…".into(), t.dim())), Vec::new()),
+        HealthShown::Ready(h) => (Some(("health", summary("ok", h), t.success())), boot(h)),
+        HealthShown::Starting(h) => (Some(("health", summary("starting", h), t.busy())), boot(h)),
+        HealthShown::Unreachable(e) => (
+            Some(("health", "unreachable".into(), t.error())),
+            labelled("unreachable: ", &e.message, t.error()),
+        ),
     }
 }
 
@@ -529,6 +616,8 @@ fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
     if let Some(op) = app.operation_on(vm) {
         pairs.push(("operation", operation_text(op, app), t.busy()));
     }
+    let (health, mut lines) = health_detail(vm, app, inner.width);
+    pairs.extend(health);
     if let Some(rt) = &vm.runtime {
         // The backend that runs it, and what the VM asked for when that differs ("auto").
         let backend = if rt.vmm == vm.vmm {
@@ -571,13 +660,19 @@ fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
         ("updated", output::age(vm.updated_at, app.now), plain),
         ("id", vm.id.clone(), plain),
     ]);
-    let Some(error) = &vm.last_error else {
+    if let Some(error) = &vm.last_error {
+        if !lines.is_empty() {
+            lines.push(Line::raw(""));
+        }
+        lines.extend(error_lines(vm.state, error, inner.width, t));
+    }
+    if lines.is_empty() {
         key_values(frame, inner, &pairs, t);
         return;
-    };
-    // The reason goes under the pairs, wrapped, with the console lines it carries; it gets at
-    // least half of a short pane, since on a failed VM it is what matters.
-    let lines = error_lines(vm.state, error, inner.width, t);
+    }
+    // The guest's boot and the last error go under the pairs, wrapped, the error with the
+    // console lines it carries; they get at least half of a short pane, since on a failed VM
+    // the reason is what matters.
     let height = inner.height;
     let wanted = u16::try_from(lines.len()).unwrap_or(u16::MAX);
     let for_pairs = pair_rows(inner.width, height, pairs.len());
@@ -985,6 +1080,84 @@ fn key_line<'a>(t: &Theme, keys: &'a str, what: &'a str) -> Line<'a> {
     ])
 }
 
+/// The console view: the lines that fit, ending where the view is scrolled to, with where
+/// that is in its title and the keys (or why the last read failed) on its last row.
+fn logs_view(frame: &mut Frame<'_>, area: Rect, app: &App, logs: &Logs) {
+    let t = &app.theme;
+    let state = app
+        .vms
+        .ready()
+        .and_then(|vms| vms.iter().find(|vm| vm.name == logs.name))
+        .map(|vm| vm.state);
+    let position = if logs.scroll > 0 {
+        format!(" {} lines back ", logs.scroll)
+    } else {
+        match state {
+            Some(VmState::Running | VmState::Starting | VmState::Paused | VmState::Stopping) => {
+                " following ".into()
+            }
+            Some(state) => format!(" {state}: its last boot "),
+            None => " deleted ".into(),
+        }
+    };
+    let block = pane(format!(" {} · console ", logs.name), t)
+        .title_top(Line::styled(position, t.dim()).right_aligned());
+    let inner = block.inner(area);
+    frame.render_widget(Clear, area);
+    frame.render_widget(block, area);
+    if inner.height == 0 {
+        return;
+    }
+    let footer = inner.height >= 2;
+    let [body, footer_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(u16::from(footer))]).areas(inner);
+    let lines: Vec<Line<'_>> = if !logs.loaded {
+        vec![Line::styled(
+            format!("Reading the console of {}…", logs.name),
+            t.dim(),
+        )]
+    } else if logs.is_empty() {
+        let mut lines = vec![Line::raw(format!(
+            "No console output from {} yet.",
+            logs.name
+        ))];
+        if state != Some(VmState::Running) {
+            lines.push(Line::styled(
+                "It has not booted, or printed nothing; its next boot's console shows here.",
+                t.dim(),
+            ));
+        }
+        lines
+    } else {
+        logs.window(usize::from(body.height))
+            .into_iter()
+            .map(Line::raw)
+            .collect()
+    };
+    let shift = u16::try_from(logs.shift).unwrap_or(u16::MAX);
+    frame.render_widget(Paragraph::new(lines).scroll((0, shift)), body);
+    if !footer {
+        return;
+    }
+    let line = match &logs.error {
+        Some(e) => Line::styled(
+            format!("✗ cannot read the console: {}", e.message),
+            t.error(),
+        ),
+        None => Line::from(vec![
+            Span::styled("Esc", t.key()),
+            Span::raw(" close  "),
+            Span::styled("↑ ↓ PgUp PgDn", t.key()),
+            Span::raw(" scroll  "),
+            Span::styled("g G", t.key()),
+            Span::raw(" first, follow  "),
+            Span::styled("← →", t.key()),
+            Span::raw(" shift"),
+        ]),
+    };
+    frame.render_widget(Paragraph::new(line), footer_area);
+}
+
 fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
     let lines = vec![
         key_line(t, "↑ ↓  k j", "move the selection (g G: first, last)"),
@@ -994,9 +1167,14 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
         key_line(t, "x  R", "stop it, restart it (ask first while it runs)"),
         key_line(t, "p", "pause it, or resume it when paused"),
         key_line(t, "d  Del", "delete it and its disks (asks first)"),
+        key_line(t, "l", "its console: ↑ ↓ PgUp PgDn g G scroll, ← → shift"),
+        key_line(
+            t,
+            "S  Enter",
+            "ssh into it while it runs; leave the shell to return",
+        ),
         key_line(t, "r", "reload now; starts bangerd if it is not answering"),
-        key_line(t, "?", "this help (Esc closes it)"),
-        key_line(t, "q  Ctrl-C", "quit"),
+        key_line(t, "?  q", "this help (Esc closes it); q or Ctrl-C quits"),
         Line::raw(""),
         Line::styled("In the create form", t.label()),
         key_line(t, "Tab  ↑ ↓", "next or previous field"),

@@ -10,12 +10,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_api::{ApiError, ClientError};
+use banger_agent::protocol::Health;
+use banger_api::{ApiError, ClientError, ErrorCode};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::app::{Acted, Action, Effect, Msg, Stage};
 use crate::daemon::{Daemon, Found};
 use crate::exit::Failure;
+use crate::guest::SshSession;
+
+/// How long a health request may take: a guest agent that hangs shows as unreachable instead
+/// of holding the (single) health request forever.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     tx: UnboundedSender<Msg>,
@@ -31,6 +37,11 @@ impl Worker {
         }
     }
 
+    /// bangerd, once the bootstrap found it.
+    pub fn daemon(&self) -> Option<Daemon> {
+        self.daemon.lock().ok().and_then(|d| d.clone())
+    }
+
     /// Starts `effect` in the background.
     pub fn run(&self, effect: Effect) {
         let tx = self.tx.clone();
@@ -39,8 +50,7 @@ impl Worker {
             tokio::task::spawn_local(bootstrap(tx, slot));
             return;
         }
-        let daemon = self.daemon.lock().ok().and_then(|d| d.clone());
-        let Some(daemon) = daemon else {
+        let Some(daemon) = self.daemon() else {
             let _ = tx.send(not_ready(effect));
             return;
         };
@@ -66,6 +76,20 @@ impl Worker {
                 Effect::Act(name, action) => {
                     let result = act(&daemon, &name, action).await.map_err(|f| f.error);
                     Msg::Acted(name, action, result)
+                }
+                Effect::LoadConsole(name, offset) => {
+                    let result = api(client.console(&name, offset).await);
+                    Msg::Console(name, offset, result)
+                }
+                Effect::LoadHealth(name) => {
+                    let result = health(&daemon, &name).await;
+                    Msg::Health(name, result)
+                }
+                Effect::PrepareSsh(name) => {
+                    let result = SshSession::prepare(&daemon, &name, &[])
+                        .await
+                        .map_err(|f| f.error);
+                    Msg::SshReady(name, result)
                 }
             };
             // The receiver is gone only when the TUI is quitting.
@@ -98,6 +122,27 @@ async fn act(daemon: &Daemon, name: &str, action: Action) -> Result<Acted, Failu
     }
 }
 
+/// The guest agent's health of VM `name`, within [`HEALTH_TIMEOUT`].
+async fn health(daemon: &Daemon, name: &str) -> Result<Health, ApiError> {
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, daemon.client().guest_info(name, "health"))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the guest agent did not answer within {}s",
+                    HEALTH_TIMEOUT.as_secs()
+                ),
+            )
+            .with_hint(format!("`banger vm logs {name}` shows the guest console"))
+        })?;
+    serde_json::from_value(api(answer)?).map_err(|e| {
+        ApiError::internal(format!(
+            "bangerd sent a health answer banger cannot read: {e}"
+        ))
+    })
+}
+
 fn api<T>(result: Result<T, ClientError>) -> Result<T, ApiError> {
     result.map_err(|e| Failure::from(e).error)
 }
@@ -116,6 +161,9 @@ fn not_ready(effect: Effect) -> Msg {
         Effect::LoadOperations => Msg::Operations(Err(error)),
         Effect::CreateVm(_) => Msg::Created(Err(error)),
         Effect::Act(name, action) => Msg::Acted(name, action, Err(error)),
+        Effect::LoadConsole(name, offset) => Msg::Console(name, offset, Err(error)),
+        Effect::LoadHealth(name) => Msg::Health(name, Err(error)),
+        Effect::PrepareSsh(name) => Msg::SshReady(name, Err(error)),
     }
 }
 
