@@ -738,7 +738,9 @@ fn error_lines(state: VmState, error: &str, width: u16, t: &Theme) -> Vec<Line<'
 fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let t = &app.theme;
     let empty = vec![
-        Line::raw("No images yet. Register one with:"),
+        Line::raw("No images yet. Build the default one from Debian packages:"),
+        Line::styled("banger image bootstrap debian", t.key()),
+        Line::raw("or register your own:"),
         Line::styled(
             "banger image register --name NAME --kernel vmlinux --rootfs rootfs.ext4",
             t.key(),
