@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod auto;
+mod escalate;
 pub mod firecracker;
 pub mod qemu;
 pub mod reconcile;

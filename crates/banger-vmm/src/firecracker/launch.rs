@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use banger_host::{ProcessError, Signal};
+use crate::escalate::{self, Stubborn};
+use banger_host::ProcessError;
 
 use super::Firecracker;
 use super::actions::ActionType;
@@ -96,17 +97,10 @@ pub fn release(
 ) -> Result<(), CleanupFailure> {
     tracing::debug!(%resource, "releasing");
     match resource {
-        Resource::Process { pid } => {
-            match host.signal(*pid, Signal::Kill) {
-                Ok(()) | Err(ProcessError::Gone { .. }) => {}
-                Err(source) => return Err(CleanupFailure::Kill { pid: *pid, source }),
-            }
-            if host.wait_for_exit(*pid, kill_wait) {
-                Ok(())
-            } else {
-                Err(CleanupFailure::StillRunning { pid: *pid })
-            }
-        }
+        Resource::Process { pid } => escalate::kill(host, *pid, kill_wait).map_err(|e| match e {
+            Stubborn::Signal(source) => CleanupFailure::Kill { pid: *pid, source },
+            Stubborn::StillRunning => CleanupFailure::StillRunning { pid: *pid },
+        }),
         Resource::ApiSocket { path } | Resource::VsockSocket { path } => host
             .remove_file(path)
             .map_err(|source| CleanupFailure::Remove {
@@ -122,15 +116,7 @@ pub fn release_all(
     acquired: Vec<Resource>,
     kill_wait: Duration,
 ) -> Vec<CleanupFailure> {
-    acquired
-        .into_iter()
-        .rev()
-        .filter_map(|resource| {
-            release(host, &resource, kill_wait)
-                .inspect_err(|error| tracing::warn!(%resource, %error, "cannot release"))
-                .err()
-        })
-        .collect()
+    escalate::release_newest_first(acquired, |resource| release(host, resource, kill_wait))
 }
 
 /// The Firecracker configuration of `spec`: what a launch sends request by request, and what

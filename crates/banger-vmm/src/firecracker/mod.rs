@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_host::{ProcessError, Signal};
-
 pub mod actions;
 pub mod binary;
 pub mod boot_source;
@@ -44,6 +42,7 @@ pub use host::{ProcessHost, RealHost};
 pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 
+use crate::escalate::{self, Stubborn};
 use crate::reconcile::{FoundProcess, HostScan, Observation};
 use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
 use actions::ActionType;
@@ -214,53 +213,35 @@ impl Firecracker {
     /// SIGTERM, then SIGKILL.
     fn terminate(&self, vm: &VmHandle, graceful: Duration) -> Result<StopOutcome, VmmError> {
         let pid = vm.pid;
-        let mut asked_guest = false;
-        if !graceful.is_zero() {
+        let ask_guest = || {
             let api = self
                 .client(&vm.api_socket)
                 .with_timeout(graceful.min(QUICK_REQUEST));
             // A paused guest cannot see the key press; waiting for it would only waste time.
-            let paused = api
+            if api
                 .describe_instance()
-                .is_ok_and(|info| info.state == InstanceState::Paused);
-            if !paused {
-                match api.action(ActionType::SendCtrlAltDel) {
-                    Ok(()) => {
-                        asked_guest = true;
-                        if self.host.wait_for_exit(pid, graceful) {
-                            return Ok(StopOutcome::ShutDown);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(pid, error = %crate::error_chain(&error), "Ctrl-Alt-Del refused")
-                    }
-                }
+                .is_ok_and(|info| info.state == InstanceState::Paused)
+            {
+                return false;
             }
-        }
-        let exited_anyway = if asked_guest {
-            StopOutcome::ShutDown
-        } else {
-            StopOutcome::AlreadyExited
+            api.action(ActionType::SendCtrlAltDel)
+                .inspect_err(|error| {
+                    tracing::warn!(pid, error = %crate::error_chain(error), "Ctrl-Alt-Del refused")
+                })
+                .is_ok()
         };
-        match self.host.signal(pid, Signal::Term) {
-            Ok(()) => {}
-            Err(ProcessError::Gone { .. }) => return Ok(exited_anyway),
-            Err(e) => return Err(VmmError::Signal(e)),
-        }
-        if self.host.wait_for_exit(pid, self.timeouts.term_grace) {
-            return Ok(StopOutcome::Terminated);
-        }
-        tracing::warn!(pid, "Firecracker ignored SIGTERM; killing it");
-        match self.host.signal(pid, Signal::Kill) {
-            Ok(()) => {}
-            Err(ProcessError::Gone { .. }) => return Ok(StopOutcome::Terminated),
-            Err(e) => return Err(VmmError::Signal(e)),
-        }
-        if self.host.wait_for_exit(pid, self.timeouts.kill_wait) {
-            Ok(StopOutcome::Killed)
-        } else {
-            Err(VmmError::StillRunning { pid })
-        }
+        escalate::end_process(
+            &*self.host,
+            pid,
+            graceful,
+            &self.timeouts,
+            "Firecracker",
+            ask_guest,
+        )
+        .map_err(|e| match e {
+            Stubborn::Signal(e) => VmmError::Signal(e),
+            Stubborn::StillRunning => VmmError::StillRunning { pid },
+        })
     }
 
     /// The files a stopped VMM leaves behind, in the order a launch acquired them.

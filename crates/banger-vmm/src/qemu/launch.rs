@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use banger_host::{ProcessError, Signal};
+use crate::escalate::{self, Stubborn};
 
 use super::command_line::{self, VHOST_VSOCK};
 use super::qmp::{QmpClient, QmpError};
@@ -57,17 +57,10 @@ pub fn release(
 ) -> Result<(), CleanupFailure> {
     tracing::debug!(%resource, "releasing");
     match resource {
-        Resource::Process { pid } => {
-            match host.signal(*pid, Signal::Kill) {
-                Ok(()) | Err(ProcessError::Gone { .. }) => {}
-                Err(source) => return Err(CleanupFailure::KillQemu { pid: *pid, source }),
-            }
-            if host.wait_for_exit(*pid, kill_wait) {
-                Ok(())
-            } else {
-                Err(CleanupFailure::QemuStillRunning { pid: *pid })
-            }
-        }
+        Resource::Process { pid } => escalate::kill(host, *pid, kill_wait).map_err(|e| match e {
+            Stubborn::Signal(source) => CleanupFailure::KillQemu { pid: *pid, source },
+            Stubborn::StillRunning => CleanupFailure::QemuStillRunning { pid: *pid },
+        }),
         Resource::QmpSocket { path } => {
             host.remove_file(path)
                 .map_err(|source| CleanupFailure::Remove {
@@ -84,15 +77,7 @@ pub fn release_all(
     acquired: Vec<Resource>,
     kill_wait: Duration,
 ) -> Vec<CleanupFailure> {
-    acquired
-        .into_iter()
-        .rev()
-        .filter_map(|resource| {
-            release(host, &resource, kill_wait)
-                .inspect_err(|error| tracing::warn!(%resource, %error, "cannot release"))
-                .err()
-        })
-        .collect()
+    escalate::release_newest_first(acquired, |resource| release(host, resource, kill_wait))
 }
 
 /// The rules every backend holds a spec to, plus QEMU's own: drive ids QEMU accepts as ids.

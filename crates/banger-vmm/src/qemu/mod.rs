@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_host::{ProcessError, Signal};
+use crate::escalate::{self, Stubborn};
 
 pub mod accel;
 pub mod binary;
@@ -173,53 +173,34 @@ impl Qemu {
     /// `graceful` is zero), then SIGTERM, then SIGKILL.
     fn terminate(&self, vm: &VmHandle, graceful: Duration) -> Result<StopOutcome, VmmError> {
         let pid = vm.pid;
-        let mut asked_guest = false;
-        if !graceful.is_zero() {
+        let ask_guest = || {
             let qmp = self.qmp(&vm.api_socket, graceful.min(QUICK_REQUEST));
             // A paused or never started guest cannot see the button; waiting for it would
             // only waste time.
-            let deaf = matches!(
+            if matches!(
                 qmp.state(),
                 Ok(InstanceState::Paused | InstanceState::NotStarted)
-            );
-            if !deaf {
-                match qmp.system_powerdown() {
-                    Ok(()) => {
-                        asked_guest = true;
-                        if self.host.wait_for_exit(pid, graceful) {
-                            return Ok(StopOutcome::ShutDown);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(pid, error = %crate::error_chain(&error), "system_powerdown refused")
-                    }
-                }
+            ) {
+                return false;
             }
-        }
-        let exited_anyway = if asked_guest {
-            StopOutcome::ShutDown
-        } else {
-            StopOutcome::AlreadyExited
+            qmp.system_powerdown()
+                .inspect_err(|error| {
+                    tracing::warn!(pid, error = %crate::error_chain(error), "system_powerdown refused")
+                })
+                .is_ok()
         };
-        match self.host.signal(pid, Signal::Term) {
-            Ok(()) => {}
-            Err(ProcessError::Gone { .. }) => return Ok(exited_anyway),
-            Err(e) => return Err(VmmError::QemuSignal(e)),
-        }
-        if self.host.wait_for_exit(pid, self.timeouts.term_grace) {
-            return Ok(StopOutcome::Terminated);
-        }
-        tracing::warn!(pid, "QEMU ignored SIGTERM; killing it");
-        match self.host.signal(pid, Signal::Kill) {
-            Ok(()) => {}
-            Err(ProcessError::Gone { .. }) => return Ok(StopOutcome::Terminated),
-            Err(e) => return Err(VmmError::QemuSignal(e)),
-        }
-        if self.host.wait_for_exit(pid, self.timeouts.kill_wait) {
-            Ok(StopOutcome::Killed)
-        } else {
-            Err(VmmError::QemuStillRunning { pid })
-        }
+        escalate::end_process(
+            &*self.host,
+            pid,
+            graceful,
+            &self.timeouts,
+            "QEMU",
+            ask_guest,
+        )
+        .map_err(|e| match e {
+            Stubborn::Signal(e) => VmmError::QemuSignal(e),
+            Stubborn::StillRunning => VmmError::QemuStillRunning { pid },
+        })
     }
 
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
