@@ -5,7 +5,7 @@
 //! initramfs-tools. Every variant boots the same kernel, the same `rootfs.ext4` (the image's,
 //! plus one marker file) and the same devices (base, overlay and work disks, a NIC), with
 //! bangerd's kernel command line. The real root's init is the marker `/banger-boot-mark`, a
-//! three-line `sh` script that prints `/proc/uptime` (the guest's clock since kernel start) on
+//! short `sh` script that prints `/proc/uptime` (the guest's clock since kernel start) on
 //! the console and powers the VM off.
 //! - `banger`: the image's `initrd` (banger-init plus its modules, gzip), the normal banger
 //!   layout: overlayfs of the read-only base and the VM's overlay disk, the work disk on
