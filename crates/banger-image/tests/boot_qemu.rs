@@ -16,10 +16,10 @@
 //! The guest's NIC is attached to a QEMU hub port with nothing else on the hub: it gets
 //! configured, but no packet can leave the VM.
 
-use std::io::{BufRead, BufReader};
+#[path = "qemu_guest/mod.rs"]
+mod qemu_guest;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use banger_host::{CommandRunner, CommandSpec, RealRunner, RunError};
@@ -262,118 +262,24 @@ fn debian_cloud_kernel_boots_to_the_image_init_under_qemu_tcg() {
     let work_disk = dir.join("work.ext4");
     vmdisk::build_work_disk(&RealRunner, Some(&seed), &work_disk, 64 * MIB).unwrap();
 
-    let drive = |id: &str, path: &Path, readonly: bool| {
-        format!(
-            "id={id},file={},format=raw,if=none{}",
-            path.display(),
-            if readonly { ",readonly=on" } else { "" }
+    let mut machine = qemu_guest::Machine::new(&vmlinux, Some(&initrd))
+        .banger_disks(&rootfs, &overlay, &work_disk);
+    machine.mac = "52:54:00:99:00:07".to_owned();
+    let mut guest = machine.boot();
+    let started = guest.started;
+    let ready = guest
+        .wait_until(
+            |line| line.contains("BANGER-READY") || line.contains("banger-init: FAILED"),
+            started + BOOT_DEADLINE,
         )
-    };
-    let mut qemu = std::process::Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-M",
-        "microvm,acpi=on",
-        "-cpu",
-        "max",
-        "-m",
-        "512",
-        "-smp",
-        "1",
-    ])
-    .args([
-        "-nographic",
-        "-no-reboot",
-        "-nodefaults",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-kernel")
-    .arg(&vmlinux)
-    .arg("-initrd")
-    .arg(&initrd)
-    // microvm has no PIT-calibrated TSC under TCG and no HPET or PM timer: without a
-    // given TSC frequency the kernel hangs after "tsc: Marking TSC unstable".
-    .args(["-append", "console=ttyS0 panic=-1 tsc_early_khz=2000000"])
-    .args(["-drive", &drive("base", &rootfs, true)])
-    .args(["-device", "virtio-blk-device,drive=base"])
-    .args(["-drive", &drive("overlay", &overlay, false)])
-    .args(["-device", "virtio-blk-device,drive=overlay"])
-    .args(["-drive", &drive("work", &work_disk, false)])
-    .args(["-device", "virtio-blk-device,drive=work"])
-    // A hub port with nothing else on the hub: a NIC whose packets go nowhere.
-    .args(["-netdev", "hubport,id=net0,hubid=0"])
-    .args([
-        "-device",
-        "virtio-net-device,netdev=net0,mac=52:54:00:99:00:07",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = qemu.spawn().expect("start qemu");
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("[qemu stderr] {line}"));
-        }
-    });
-
-    let mut console = Vec::new();
-    let mut ready = None;
-    let mut switching = None;
-    while started.elapsed() < BOOT_DEADLINE {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(line) => {
-                let line = line.trim_end_matches('\r').to_owned();
-                if line.contains("banger-init: switching root") {
-                    switching = Some((started.elapsed(), line.clone()));
-                }
-                let done = line.contains("BANGER-READY") || line.contains("banger-init: FAILED");
-                if line.contains("BANGER-READY") {
-                    ready = Some((started.elapsed(), line.clone()));
-                }
-                console.push(line);
-                if done {
-                    break;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // qemu is gone; its exit status is collected below
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+        .filter(|(_, line)| line.contains("BANGER-READY"))
+        .map(|(at, line)| (at - started, line));
+    let switching = guest
+        .seen("banger-init: switching root")
+        .map(|(at, line)| (*at - started, line.clone()));
     // The guest powers itself off after the ready line; give it a moment, then make sure.
-    let exit_deadline = Instant::now() + Duration::from_secs(20);
-    let mut exited_by_itself = false;
-    while Instant::now() < exit_deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            exited_by_itself = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if !exited_by_itself {
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    while let Ok(line) = rx.try_recv() {
-        console.push(line);
-    }
-    let log = console.join("\n");
+    let status = guest.wait_exit(Duration::from_secs(20));
+    let log = guest.log();
 
     let (ready_at, ready_line) = ready.unwrap_or_else(|| {
         panic!(
@@ -386,9 +292,9 @@ fn debian_cloud_kernel_boots_to_the_image_init_under_qemu_tcg() {
     println!("{ready_line}  [wall {:.1} s]", ready_at.as_secs_f64());
     println!(
         "qemu {} after the ready line",
-        match (exited_by_itself, status) {
-            (true, Ok(status)) => format!("exited by itself ({status})"),
-            _ => "was killed".to_owned(),
+        match status {
+            Some(status) => format!("exited by itself ({status})"),
+            None => "was killed".to_owned(),
         }
     );
     assert!(

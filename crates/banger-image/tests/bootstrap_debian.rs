@@ -15,11 +15,12 @@
 //! The guest's NIC is QEMU user networking with `restrict=on` (no packet leaves for the host
 //! or the outside) and one forward from a loopback port to the guest's sshd.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "qemu_guest/mod.rs"]
+mod qemu_guest;
+
+use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use banger_host::{CommandRunner, CommandSpec, Privilege, RealRunner, RunError};
@@ -29,7 +30,7 @@ use banger_image::vmdisk::{self, GuestNetwork, SshHostKey, VmFiles};
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 const MIB: u64 = 1 << 20;
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const GUEST_IP: Ipv4Addr = qemu_guest::USER_NET_GUEST_IP;
 
 fn run(cmd: CommandSpec) -> Result<String, RunError> {
     RealRunner.run(&cmd).map(|o| o.stdout_lossy())
@@ -92,148 +93,6 @@ fn free_ports() -> (u16, u16) {
         a.local_addr().unwrap().port(),
         b.local_addr().unwrap().port(),
     )
-}
-
-struct Qemu {
-    child: Child,
-    console: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl Qemu {
-    /// Reads console lines until one contains `needle`; returns the time it appeared.
-    fn wait_for(&mut self, needle: &str, deadline: Instant) -> Option<Instant> {
-        while Instant::now() < deadline {
-            match self.console.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.lines.push(line);
-                    if found {
-                        return Some(Instant::now());
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(_)) = self.child.try_wait() {
-                        return None;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-        None
-    }
-
-    fn log(&mut self) -> String {
-        while let Ok(line) = self.console.try_recv() {
-            self.lines.push(line);
-        }
-        self.lines.join("\n")
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn boot(image: &Path, disks: &Path, port: u16, agent_port: u16) -> Qemu {
-    let drive = |id: &str, path: &Path, readonly: bool| {
-        format!(
-            "id={id},file={},format=raw,if=none{}",
-            path.display(),
-            if readonly { ",readonly=on" } else { "" }
-        )
-    };
-    let mut qemu = std::process::Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-M",
-        "microvm,acpi=on",
-        "-cpu",
-        "max",
-        "-m",
-        "512",
-        "-smp",
-        "1",
-    ])
-    .args([
-        "-nographic",
-        "-no-reboot",
-        "-nodefaults",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-kernel")
-    .arg(image.join("vmlinux"))
-    .arg("-initrd")
-    .arg(image.join("initrd"))
-    // No PIT-calibrated TSC under TCG on microvm: give the kernel its frequency.
-    .args(["-append", "console=ttyS0 panic=-1 tsc_early_khz=2000000"])
-    .args(["-drive", &drive("base", &image.join("rootfs.ext4"), true)])
-    .args(["-device", "virtio-blk-device,drive=base"])
-    .args([
-        "-drive",
-        &drive("overlay", &disks.join("overlay.ext4"), false),
-    ])
-    .args(["-device", "virtio-blk-device,drive=overlay"])
-    .args(["-drive", &drive("work", &disks.join("work.ext4"), false)])
-    .args(["-device", "virtio-blk-device,drive=work"])
-    .args([
-        "-netdev",
-        &format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-{GUEST_IP}:22,\
-             hostfwd=tcp:127.0.0.1:{agent_port}-{GUEST_IP}:1024"
-        ),
-    ])
-    .args([
-        "-device",
-        "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = qemu.spawn().expect("start qemu");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("[qemu stderr] {line}"));
-        }
-    });
-    Qemu {
-        child,
-        console: rx,
-        lines: Vec::new(),
-    }
-}
-
-/// The banner sshd sends first, read through the forwarded port.
-fn ssh_banner(port: u16, deadline: Instant) -> Option<String> {
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut buf = [0u8; 64];
-            if let Ok(n) = stream.read(&mut buf)
-                && n > 0
-            {
-                return Some(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    None
 }
 
 #[test]
@@ -380,14 +239,30 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     assert_eq!(fingerprint, manifest.work_seed.fingerprint);
 
     let (port, agent_port) = free_ports();
-    let mut vm = boot(&image_dir, &disks, port, agent_port);
-    let powered_on = Instant::now();
+    let mut machine =
+        qemu_guest::Machine::new(&image_dir.join("vmlinux"), Some(&image_dir.join("initrd")))
+            .banger_disks(
+                &image_dir.join("rootfs.ext4"),
+                &disks.join("overlay.ext4"),
+                &disks.join("work.ext4"),
+            );
+    machine.nic = qemu_guest::Nic::User {
+        forwards: vec![(port, 22), (agent_port, 1024)],
+    };
+    let mut vm = machine.boot();
+    let powered_on = vm.started;
     let deadline = powered_on + BOOT_DEADLINE;
-    let switched = vm.wait_for("banger-init: switching root", deadline);
-    let sshd_started = switched.and_then(|_| vm.wait_for(guest::SSHD_STARTED_LINE, deadline));
-    let banner = sshd_started.and_then(|_| ssh_banner(port, deadline));
+    let switched = vm
+        .wait_for("banger-init: switching root", deadline)
+        .map(|(at, _)| at);
+    let sshd_started = switched.and_then(|_| {
+        vm.wait_for(guest::SSHD_STARTED_LINE, deadline)
+            .map(|(at, _)| at)
+    });
+    let banner = sshd_started
+        .and_then(|_| qemu_guest::ssh_banner(port, deadline, Duration::from_millis(300)));
     let answered = Instant::now();
-    let Some(banner) = banner else {
+    let Some((_, banner)) = banner else {
         panic!(
             "sshd did not answer within {} s; console:\n{}",
             BOOT_DEADLINE.as_secs(),
@@ -457,14 +332,6 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
 
     // `poweroff` stops the VM by itself.
     let _ = ssh("poweroff");
-    let off_deadline = Instant::now() + Duration::from_secs(60);
-    let mut exited = false;
-    while Instant::now() < off_deadline {
-        if let Ok(Some(_)) = vm.child.try_wait() {
-            exited = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let exited = vm.wait_exit(Duration::from_secs(60)).is_some();
     assert!(exited, "the VM did not power off; console:\n{}", vm.log());
 }
