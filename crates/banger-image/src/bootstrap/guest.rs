@@ -3,7 +3,7 @@
 //! (`banger-agent --listen-vm-ip`, respawned by init like sshd).
 //!
 //! The image's init is BusyBox's `init` (Debian's `busybox` package), not systemd. Under QEMU
-//! TCG a light init reaches sshd in about 7 s from power-on against about 19 s with systemd
+//! TCG a light init reaches sshd in about 7.5 s from power-on against about 24 s with systemd
 //! (docs/images.md has the figures), and a dev VM needs exactly two long-lived services,
 //! sshd and the agent, both supervised by `inittab` `respawn` entries. `/etc/inittab`:
 //!
