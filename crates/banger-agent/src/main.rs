@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use banger_agent::guest::{self, Config, Token, shutdown};
-use banger_agent::protocol::{TCP_PORT, TOKEN_FILE, VSOCK_PORT};
+use banger_agent::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK_PORT};
 
 const USAGE: &str = "\
 usage: banger-agent [--listen IP:PORT]... [--listen-vm-ip] [--vsock-port N | --no-vsock]
-                    [--token-file PATH] [--shutdown-command PATH]
+                    [--token-file PATH] [--shutdown-command PATH] [--boot-stages-file PATH]
 
 banger's guest agent: HTTP/1.1 on vsock port 1024 and on each --listen address. Every request
 must carry `Authorization: Bearer <token>` with the token from --token-file.
@@ -24,6 +24,8 @@ must carry `Authorization: Bearer <token>` with the token from --token-file.
   --no-vsock                do not listen on vsock
   --token-file PATH         the VM's token (default /etc/banger/agent-token, mode 0600)
   --shutdown-command PATH   run PATH on POST /v1/shutdown instead of powering off
+  --boot-stages-file PATH   the boot milestones banger's /init recorded, shown first in
+                            /v1/health (default /run/banger/boot-stages; absent is fine)
 ";
 
 /// Parsed command line.
@@ -34,6 +36,7 @@ struct Args {
     vsock_port: Option<u32>,
     token_file: PathBuf,
     shutdown_command: Option<PathBuf>,
+    boot_stages_file: PathBuf,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -43,6 +46,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         vsock_port: Some(VSOCK_PORT),
         token_file: PathBuf::from(TOKEN_FILE),
         shutdown_command: None,
+        boot_stages_file: PathBuf::from(INIT_STAGES_FILE),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -77,6 +81,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--no-vsock" => parsed.vsock_port = None,
             "--token-file" => parsed.token_file = value("a path")?.into(),
             "--shutdown-command" => parsed.shutdown_command = Some(value("a path")?.into()),
+            "--boot-stages-file" => parsed.boot_stages_file = value("a path")?.into(),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
                 Some(ip) => listen.push(SocketAddr::new(ip, TCP_PORT)),
                 None => {
                     eprintln!(
-                        "banger-agent: {NETWORK_FILE} has no valid address= line;                          cannot --listen-vm-ip"
+                        "banger-agent: {NETWORK_FILE} has no valid address= line; cannot --listen-vm-ip"
                     );
                     return ExitCode::FAILURE;
                 }
@@ -146,6 +151,10 @@ fn main() -> ExitCode {
         shutdown,
         proc_root: "/proc".into(),
         started_at,
+        // Absent when the image brings its own initramfs: then health starts with the agent.
+        boot_stages: std::fs::read_to_string(&args.boot_stages_file)
+            .map(|text| protocol::parse_boot_stages(&text))
+            .unwrap_or_default(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

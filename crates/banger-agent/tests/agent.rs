@@ -115,6 +115,28 @@ fn process_gone(pid: u32) -> bool {
 }
 
 #[tokio::test]
+async fn health_starts_with_the_stages_the_init_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("boot-stages");
+    std::fs::write(
+        &file,
+        "init_started 180\ninit_switch_root 2400\nnot a stage\n",
+    )
+    .unwrap();
+    let agent = Agent::start_with(&["--no-vsock", "--boot-stages-file", file.to_str().unwrap()]);
+    let health = agent.client().health().await.unwrap();
+    let stages: Vec<(&str, u64)> = health
+        .boot
+        .iter()
+        .map(|s| (s.name.as_str(), s.at_ms))
+        .take(2)
+        .collect();
+    assert_eq!(stages, [("init_started", 180), ("init_switch_root", 2400)]);
+    let names: Vec<&str> = health.boot.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names[2..], ["agent_started", "agent_listening"]);
+}
+
+#[tokio::test]
 async fn health_answers() {
     let agent = Agent::start();
     let health = agent.client().health().await.unwrap();

@@ -29,6 +29,10 @@ use crate::sys::{Mount, Sys};
 pub const MODULE_LIST: &str = "/lib/modules/banger.load";
 pub const BASE_MOUNT: &str = "/run/banger/base";
 pub const OVERLAY_MOUNT: &str = "/run/banger/overlay";
+/// Where the init leaves its boot milestones for the guest agent (`/run` moves into the new
+/// root with it): one `name milliseconds-since-kernel-start` line each, in order. The agent's
+/// health answer (banger_agent::protocol::INIT_STAGES_FILE) starts with them.
+pub const BOOT_STAGES_FILE: &str = "/run/banger/boot-stages";
 pub const NEW_ROOT: &str = "/newroot";
 /// Prefix of every line the init prints.
 pub const PREFIX: &str = "banger-init:";
@@ -123,12 +127,28 @@ pub fn failure_line(what: &str) -> String {
 
 enum Never {}
 
+/// Boot milestones, each at its uptime.
+struct Stages(Vec<(&'static str, u128)>);
+
+impl Stages {
+    fn mark(&mut self, sys: &mut dyn Sys, name: &'static str) {
+        self.0.push((name, sys.uptime().as_millis()));
+    }
+
+    fn text(&self) -> String {
+        self.0.iter().map(|(n, ms)| format!("{n} {ms}\n")).collect()
+    }
+}
+
 fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
+    let mut stages = Stages(Vec::new());
+    stages.mark(sys, "init_started");
     mount_basics(sys)?;
     let cmdline = read(sys, Path::new("/proc/cmdline"))?;
     let config = cmdline::parse(&cmdline)?;
 
     let loaded = load_modules(sys)?;
+    stages.mark(sys, "init_modules_loaded");
 
     let base = wait_for_device(sys, "base image disk", &config.base, config.timeout)?;
     let overlay = wait_for_device(sys, "overlay disk", &config.overlay, config.timeout)?;
@@ -136,11 +156,14 @@ fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
         Some(spec) => Some(wait_for_device(sys, "work disk", spec, config.timeout)?),
         None => None,
     };
+    stages.mark(sys, "init_disks_found");
 
     mount_root(sys, &base, &overlay, work.as_deref())?;
+    stages.mark(sys, "init_root_mounted");
 
     let hostname = apply_hostname(sys)?;
     let network = apply_network(sys, &config)?;
+    stages.mark(sys, "init_network_configured");
 
     sys.console(&format!(
         "{PREFIX} {loaded} modules loaded; root: {base} + overlay {overlay}; work: {}; \
@@ -155,7 +178,14 @@ fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
     if !sys.exists(Path::new(&config.init)) {
         return Err(BootError::NoInit { path: config.init });
     }
-    let ms = sys.uptime().as_millis();
+    stages.mark(sys, "init_switch_root");
+    let ms = stages.0.last().map_or(0, |(_, ms)| *ms);
+    // Only for the agent's health answer: a boot does not fail for it.
+    if let Err(e) = sys.write_file(Path::new(BOOT_STAGES_FILE), stages.text().as_bytes()) {
+        sys.console(&format!(
+            "{PREFIX} cannot record the boot stages in {BOOT_STAGES_FILE}: {e}"
+        ));
+    }
     sys.console(&format!(
         "{PREFIX} switching root ({ms} ms since kernel start)"
     ));
@@ -601,6 +631,12 @@ mod tests {
         fn set_hostname(&mut self, name: &str) -> io::Result<()> {
             self.effect(format!("hostname {name}"))
         }
+        fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()> {
+            self.effect(format!("write {}", path.display()))?;
+            let path = self.resolve(path);
+            self.files.insert(path, contents.to_owned());
+            Ok(())
+        }
         fn link_up(&mut self, ifindex: u32) -> io::Result<()> {
             self.effect(format!("ip link set {ifindex} up"))
         }
@@ -693,8 +729,16 @@ mod tests {
                 "mount --move . /",
                 "chroot .",
                 "cd /",
+                "write /run/banger/boot-stages",
                 "exec /sbin/init single",
             ]
+        );
+        assert_eq!(
+            String::from_utf8(sys.files[Path::new("/newroot/run/banger/boot-stages")].clone())
+                .unwrap(),
+            // The fake clock starts at 250 ms and moves only while waiting for devices.
+            "init_started 250\ninit_modules_loaded 250\ninit_disks_found 510\n\
+             init_root_mounted 510\ninit_network_configured 510\ninit_switch_root 510\n"
         );
         assert_eq!(
             sys.console,
@@ -704,6 +748,21 @@ mod tests {
                 // The devices appeared at 300-500 ms, polled every 20 ms.
                 "banger-init: switching root (510 ms since kernel start)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_boot_does_not_fail_for_its_stage_record() {
+        let mut sys = FakeSys::vm("console=ttyS0");
+        sys.fail_on = Some(("write".into(), io::ErrorKind::ReadOnlyFilesystem));
+        let err = boot_error(&mut sys);
+        assert!(matches!(&err, BootError::Exec { .. }), "{err}");
+        assert!(
+            sys.console
+                .iter()
+                .any(|l| l.starts_with("banger-init: cannot record the boot stages")),
+            "{:?}",
+            sys.console
         );
     }
 

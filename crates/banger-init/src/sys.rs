@@ -87,6 +87,8 @@ pub trait Sys {
     /// `mount --move from to`.
     fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()>;
     fn read_to_string(&mut self, path: &Path) -> io::Result<String>;
+    /// Creates or replaces a file (mode 0644).
+    fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()>;
     /// The first `len` bytes of a file (fewer when it is shorter).
     fn read_head(&mut self, path: &Path, len: usize) -> io::Result<Vec<u8>>;
     /// Whether `path` exists, following symlinks.
@@ -188,6 +190,10 @@ impl Sys for RealSys {
 
     fn move_mount(&mut self, from: &Path, to: &Path) -> io::Result<()> {
         Ok(rustix::mount::mount_move(from, to)?)
+    }
+
+    fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        fs::write(path, contents)
     }
 
     fn read_to_string(&mut self, path: &Path) -> io::Result<String> {

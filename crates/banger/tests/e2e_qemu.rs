@@ -269,7 +269,29 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         listening.contains(&(1024, "banger-agent".into())),
         "{listening:?}"
     );
-    assert_eq!(t.json(&["vm", "health", "e2e"])["ready"], true);
+    let health = t.json(&["vm", "health", "e2e"]);
+    assert_eq!(health["ready"], true);
+    // The boot as the guest saw it: banger's /init first, then the agent.
+    let guest_stages: Vec<&str> = health["boot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        guest_stages,
+        [
+            "init_started",
+            "init_modules_loaded",
+            "init_disks_found",
+            "init_root_mounted",
+            "init_network_configured",
+            "init_switch_root",
+            "agent_started",
+            "agent_listening"
+        ],
+        "{health}"
+    );
     assert!(
         t.ok(&["vm", "show", "e2e"])
             .contains("\nboot:      checks ")

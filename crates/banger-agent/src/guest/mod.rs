@@ -137,6 +137,8 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// Kernel uptime when the agent process started.
     pub started_at: Duration,
+    /// The milestones of the boot before the agent (from banger's `/init`), in order.
+    pub boot_stages: Vec<BootStage>,
 }
 
 /// The agent cannot serve.
@@ -448,16 +450,22 @@ fn health(state: &State) -> Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname,
         uptime_ms: uptime.as_millis() as u64,
-        boot: vec![
-            BootStage {
-                name: "agent_started".into(),
-                at_ms: state.config.started_at.as_millis() as u64,
-            },
-            BootStage {
-                name: "agent_listening".into(),
-                at_ms: state.listening_at.as_millis() as u64,
-            },
-        ],
+        boot: state
+            .config
+            .boot_stages
+            .iter()
+            .cloned()
+            .chain([
+                BootStage {
+                    name: "agent_started".into(),
+                    at_ms: state.config.started_at.as_millis() as u64,
+                },
+                BootStage {
+                    name: "agent_listening".into(),
+                    at_ms: state.listening_at.as_millis() as u64,
+                },
+            ])
+            .collect(),
         listeners: state.listeners.clone(),
     }
 }
