@@ -206,6 +206,14 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 pub trait CommandRunner: Send + Sync + fmt::Debug {
     /// Runs `cmd` to completion. A non-zero exit is `Err(RunError::Failed)` carrying stderr.
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError>;
+
+    /// Whether this runner runs each command for real, as a child of the calling thread: in its
+    /// network namespace, with its privileges. Only then may work be done in-process instead of
+    /// through a command (netlink instead of `ip`) with the same effect; a fake must keep seeing
+    /// the commands, and a wrapper may run them elsewhere (another namespace, through sudo).
+    fn is_real(&self) -> bool {
+        false
+    }
 }
 
 /// The runner that really runs commands, with [`std::process::Command`].
@@ -213,6 +221,10 @@ pub trait CommandRunner: Send + Sync + fmt::Debug {
 pub struct RealRunner;
 
 impl CommandRunner for RealRunner {
+    fn is_real(&self) -> bool {
+        true
+    }
+
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
         let command_line = cmd.display();
         tracing::debug!(command = %command_line, "running");
