@@ -13,7 +13,9 @@
 //! Runs alternate so that all see the same machine load; one warm-up round is not counted.
 //! Runs a real daemon inside a throw-away network namespace like `tests/firecracker_vm.rs`, so it
 //! needs root, iproute2, nftables is not needed, and Firecracker; it prints `SKIP:` otherwise.
-//! `BENCH_RUNS` sets the number of rounds (default 10).
+//! `BENCH_RUNS` sets the number of rounds (default 10). `BENCH_TRACE=debug` (any tracing filter)
+//! prints the daemon's log with microsecond timestamps on stderr, which shows where a start's
+//! time goes.
 
 #[path = "../../banger-vmm/tests/fixture/mod.rs"]
 mod fixture;
@@ -30,6 +32,13 @@ use banger_daemon::HostDeps;
 use banger_host::network::netns::Netns;
 
 fn main() {
+    if let Ok(filter) = std::env::var("BENCH_TRACE") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let Some(binary) = fixture::firecracker_or_skip() else {
         return;
     };
