@@ -13,7 +13,10 @@
 //! Runs alternate so that all see the same machine load; one warm-up round is not counted.
 //! Runs a real daemon inside a throw-away network namespace like `tests/firecracker_vm.rs`, so it
 //! needs root, iproute2, nftables is not needed, and Firecracker; it prints `SKIP:` otherwise.
-//! `BENCH_RUNS` sets the number of rounds (default 10).
+//! `BENCH_RUNS` sets the number of rounds (default 10). `BENCH_TRACE=debug` (any tracing filter)
+//! prints the daemon's log with microsecond timestamps on stderr, which shows where a start's
+//! time goes. `BENCH_LINKS=ip` makes the daemon's taps with `ip` commands, as a daemon that is not
+//! root does (without sudo's own cost), instead of in-process.
 
 #[path = "../../banger-vmm/tests/fixture/mod.rs"]
 mod fixture;
@@ -28,8 +31,16 @@ use banger_api::{
 };
 use banger_daemon::HostDeps;
 use banger_host::network::netns::Netns;
+use banger_host::runner::{CommandOutput, CommandRunner, CommandSpec, RealRunner, RunError};
 
 fn main() {
+    if let Ok(filter) = std::env::var("BENCH_TRACE") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let Some(binary) = fixture::firecracker_or_skip() else {
         return;
     };
@@ -66,6 +77,17 @@ fn main() {
     runtime.block_on(bench(&binary.path, runs));
     drop(runtime);
     drop(netns);
+}
+
+/// Runs every command for real but does not say so, so that the daemon keeps to `ip` commands
+/// for its taps instead of doing the same in-process.
+#[derive(Debug)]
+struct Commands;
+
+impl CommandRunner for Commands {
+    fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
+        RealRunner.run(cmd)
+    }
 }
 
 /// When the `vmm` stage was seen done, and when the operation ended.
@@ -109,7 +131,14 @@ async fn bench(firecracker: &Path, runs: usize) {
     std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
     let rootfs = dir.path().join("rootfs.ext4");
     fixture::ext4(&rootfs, 64);
-    let running = banger_daemon::start_with(paths.clone(), HostDeps::real())
+    let mut deps = HostDeps::real();
+    let links = if std::env::var("BENCH_LINKS").as_deref() == Ok("ip") {
+        deps.runner = std::sync::Arc::new(Commands);
+        "taps made with ip commands"
+    } else {
+        "taps made in-process"
+    };
+    let running = banger_daemon::start_with(paths.clone(), deps)
         .await
         .unwrap();
     let d = running.daemon.clone();
@@ -189,7 +218,9 @@ async fn bench(firecracker: &Path, runs: usize) {
             m.as_secs_f64() / raw_median.as_secs_f64()
         );
     };
-    println!("{runs} rounds, tiny guest kernel, one vCPU, 128 MiB, three drives, tap, vsock");
+    println!(
+        "{runs} rounds, tiny guest kernel, one vCPU, 128 MiB, three drives, tap, vsock; {links}"
+    );
     row(
         "vm start: request -> InstanceStart accepted",
         &mut start_vmm,

@@ -219,6 +219,7 @@ impl OperationContext {
 
     /// Marks a stage running. Ends whatever stage was running before.
     pub fn begin(&self, name: &str) {
+        tracing::debug!(stage = name, "stage begins");
         let now = Timestamp::now();
         self.update(|op| {
             for stage in op.stages.iter_mut() {
@@ -236,6 +237,7 @@ impl OperationContext {
 
     /// Marks a stage done, with an optional note (e.g. "reflinked").
     pub fn done(&self, name: &str, message: Option<String>) {
+        tracing::debug!(stage = name, "stage done");
         self.with_stage(name, |stage| {
             stage.state = StageState::Done;
             stage.ended_at = Some(Timestamp::now());

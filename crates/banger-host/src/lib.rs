@@ -20,8 +20,9 @@ pub use doctor::{
     Check, CheckStatus, Doctor, KVM_PVM_EXPLANATION, Kvm, KvmKind, Preflight, probe_kvm,
 };
 pub use network::{
-    Acquired, NetConfig, NetworkError, Privilege, ReleaseError, Resource, VmNet, list_orphan_taps,
-    rebuild_nat_table, release, setup_vm_network, tap_name, teardown_vm_network,
+    Acquired, IpLinks, Links, NetConfig, NetlinkLinks, NetworkError, Privilege, ReleaseError,
+    Resource, VmNet, list_orphan_taps, rebuild_nat_table, release, setup_vm_network, tap_name,
+    teardown_vm_network,
 };
 pub use process::{
     ProcessError, Signal, pid_alive, run_interactive, signal, signal_group, spawn_detached,

@@ -237,6 +237,14 @@ pub trait CommandRunner: Send + Sync + fmt::Debug {
         }
         Ok(output)
     }
+
+    /// Whether this runner runs each command for real, as a child of the calling thread: in its
+    /// network namespace, with its privileges. Only then may work be done in-process instead of
+    /// through a command (netlink instead of `ip`) with the same effect; a fake must keep seeing
+    /// the commands, and a wrapper may run them elsewhere (another namespace, through sudo).
+    fn is_real(&self) -> bool {
+        false
+    }
 }
 
 /// How often [`RealRunner::run_cancellable`] asks whether to stop.
@@ -341,6 +349,10 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<V
 }
 
 impl CommandRunner for RealRunner {
+    fn is_real(&self) -> bool {
+        true
+    }
+
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
         tracing::debug!(command = %cmd.display(), "running");
         let mut child = Self::spawn(cmd, false)?;

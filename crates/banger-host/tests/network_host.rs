@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use banger_host::network::netns::{Netns, NetnsRunner};
 use banger_host::network::{
-    self, IP_FORWARD, NetConfig, NetworkError, Privilege, Resource, VmNet, host_links,
+    self, IP_FORWARD, IpLinks, NetConfig, NetworkError, Privilege, Resource, VmNet, host_links,
 };
 use banger_host::runner::{CommandOutput, CommandRunner, CommandSpec, RealRunner, RunError};
 use serde_json::Value;
@@ -126,8 +126,8 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
 
     let nat = vm("aaaaaaaaaaaa0001", 2, true);
     let plain = vm("bbbbbbbbbbbb0002", 3, false);
-    let nat_acquired = network::setup_vm_network(&runner, &cfg, &nat).unwrap();
-    let plain_acquired = network::setup_vm_network(&runner, &cfg, &plain).unwrap();
+    let nat_acquired = network::setup_vm_network(&runner, &IpLinks, &cfg, &nat).unwrap();
+    let plain_acquired = network::setup_vm_network(&runner, &IpLinks, &cfg, &plain).unwrap();
     assert_eq!(nat_acquired.len(), 6, "{nat_acquired:?}");
     assert_eq!(
         plain_acquired.resources(),
@@ -163,7 +163,7 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
     assert_eq!(ip_forward(&runner), "1");
 
     // Setting the NAT VM up again (a restart after a crash) replaces, not duplicates.
-    let again = network::setup_vm_network(&runner, &cfg, &nat).unwrap();
+    let again = network::setup_vm_network(&runner, &IpLinks, &cfg, &nat).unwrap();
     assert_eq!(
         again.resources(),
         [
@@ -186,7 +186,7 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
     let (sysctl, network_wide): (Vec<Resource>, Vec<Resource>) = shared
         .into_iter()
         .partition(|r| matches!(r, Resource::Sysctl { .. }));
-    network::teardown_vm_network(&runner, &cfg, &nat, &sysctl).unwrap();
+    network::teardown_vm_network(&runner, &IpLinks, &cfg, &nat, &sysctl).unwrap();
     assert_eq!(ip_forward(&runner), "0");
     // Regression: a bridge takes the lowest address of its ports unless it has one of its own,
     // so removing a tap used to change it under the other guests' ARP caches.
@@ -203,11 +203,11 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
     );
 
     // The last VM goes with the bridge and the table, as a caller removing the network asks.
-    network::teardown_vm_network(&runner, &cfg, &plain, &network_wide).unwrap();
+    network::teardown_vm_network(&runner, &IpLinks, &cfg, &plain, &network_wide).unwrap();
     assert_pristine(&runner, "after teardown");
 
     // Tearing down again finds nothing and is still fine.
-    network::teardown_vm_network(&runner, &cfg, &nat, &network_wide).unwrap();
+    network::teardown_vm_network(&runner, &IpLinks, &cfg, &nat, &network_wide).unwrap();
 }
 
 /// Fails the `n`th command it is given (1-based) without running it; runs the others.
@@ -240,10 +240,10 @@ fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
         n: 0,
         seen: AtomicUsize::new(0),
     };
-    let acquired = network::setup_vm_network(&counting, &cfg, &nat).unwrap();
+    let acquired = network::setup_vm_network(&counting, &IpLinks, &cfg, &nat).unwrap();
     let steps = counting.seen.load(Ordering::SeqCst);
     assert_eq!(steps, 11);
-    acquired.release_all(&ns.runner(), &cfg).unwrap();
+    acquired.release_all(&ns.runner(), &IpLinks, &cfg).unwrap();
     assert_pristine(&ns.runner(), "after a clean setup and release");
 
     for n in 1..=steps {
@@ -252,7 +252,7 @@ fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
             n,
             seen: AtomicUsize::new(0),
         };
-        let err = network::setup_vm_network(&failing, &cfg, &nat).unwrap_err();
+        let err = network::setup_vm_network(&failing, &IpLinks, &cfg, &nat).unwrap_err();
         assert!(
             matches!(err, NetworkError::Command { .. }),
             "step {n}: {err:?}"
@@ -273,7 +273,7 @@ fn a_tap_name_the_kernel_refuses_leaves_nothing_behind() {
         tap: "bt-far-too-long-name".into(),
         ..vm("dddddddddddd0004", 5, true)
     };
-    let err = network::setup_vm_network(&runner, &cfg, &bad).unwrap_err();
+    let err = network::setup_vm_network(&runner, &IpLinks, &cfg, &bad).unwrap_err();
     assert!(
         matches!(err, NetworkError::InvalidTapName { .. }),
         "{err:?}"
@@ -287,8 +287,8 @@ fn a_tap_name_the_kernel_refuses_leaves_nothing_behind() {
         from: "bt-dddddddddddd".into(),
         to: "bt-with/slash".into(),
     };
-    let err =
-        network::setup_vm_network(&sneaky, &cfg, &vm("dddddddddddd0004", 5, true)).unwrap_err();
+    let err = network::setup_vm_network(&sneaky, &IpLinks, &cfg, &vm("dddddddddddd0004", 5, true))
+        .unwrap_err();
     let text = format!("{err}: {:?}", std::error::Error::source(&err));
     assert!(text.contains("create tap"), "{text}");
     assert_pristine(&runner, "after the kernel refused the tap");
@@ -326,16 +326,17 @@ fn orphans_are_found_and_the_table_is_rebuilt_from_a_list() {
     let b = vm("ffffffffffff0006", 7, true);
     let mut shared = Vec::new();
     for v in [&a, &b] {
-        let acquired = network::setup_vm_network(&runner, &cfg, v).unwrap();
+        let acquired = network::setup_vm_network(&runner, &IpLinks, &cfg, v).unwrap();
         shared.extend(acquired.into_iter().filter(Resource::is_shared));
     }
 
     // After a "crash", the store only knows `a`: `b`'s tap is an orphan and its rules go with
     // the rebuild.
-    let orphans = network::list_orphan_taps(&runner, std::slice::from_ref(&a.tap)).unwrap();
+    let orphans =
+        network::list_orphan_taps(&runner, &IpLinks, std::slice::from_ref(&a.tap)).unwrap();
     assert_eq!(orphans, std::slice::from_ref(&b.tap));
     for tap in orphans {
-        network::release(&runner, &cfg, &Resource::Tap { name: tap }).unwrap();
+        network::release(&runner, &IpLinks, &cfg, &Resource::Tap { name: tap }).unwrap();
     }
     network::rebuild_nat_table(&runner, &cfg, std::slice::from_ref(&a)).unwrap();
     let comments = banger_rule_comments(&runner);
@@ -351,7 +352,7 @@ fn orphans_are_found_and_the_table_is_rebuilt_from_a_list() {
     // With no NAT VM left the table goes.
     network::rebuild_nat_table(&runner, &cfg, &[]).unwrap();
     assert!(!banger_table_exists(&runner));
-    network::teardown_vm_network(&runner, &cfg, &a, &shared).unwrap();
+    network::teardown_vm_network(&runner, &IpLinks, &cfg, &a, &shared).unwrap();
     assert_pristine(&runner, "after rebuild and teardown");
 }
 
@@ -423,8 +424,8 @@ fn nat_vms_reach_the_outside_masqueraded_and_plain_vms_do_not() {
     let cfg = cfg();
     let nat = vm("aaaaaaaaaaaa0007", 2, true);
     let plain = vm("bbbbbbbbbbbb0008", 3, false);
-    network::setup_vm_network(&host.runner(), &cfg, &nat).unwrap();
-    network::setup_vm_network(&host.runner(), &cfg, &plain).unwrap();
+    network::setup_vm_network(&host.runner(), &IpLinks, &cfg, &nat).unwrap();
+    network::setup_vm_network(&host.runner(), &IpLinks, &cfg, &plain).unwrap();
 
     for (guest, ip, port) in [
         (&nat_guest, "172.30.0.2", "g1"),
@@ -476,7 +477,7 @@ fn nat_vms_reach_the_outside_masqueraded_and_plain_vms_do_not() {
     );
 
     // Without its rules (forwarding still on) the NAT VM is cut off too.
-    network::teardown_vm_network(&host.runner(), &cfg, &nat, &[]).unwrap();
+    network::teardown_vm_network(&host.runner(), &IpLinks, &cfg, &nat, &[]).unwrap();
     assert_eq!(ip_forward(&host.runner()), "1");
     assert!(must_not_connect(nat_guest.name(), target));
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use banger_api::{
     ApiError, ErrorCode, Image, Operation, OperationKind, Timestamp, Vm, VmRuntime, VmState,
 };
-use banger_host::network::{self, NetConfig, VmNet};
+use banger_host::network::{self, IpLinks, Links, NetConfig, NetlinkLinks, Privilege, VmNet};
 use banger_host::{CommandRunner, Doctor, Preflight};
 use banger_vmm::{DriveSpec, InstanceState, NetSpec, VmHandle, VmPaths, VmSpec, VsockSpec};
 
@@ -71,6 +71,9 @@ impl HostDeps {
 #[derive(Debug)]
 pub struct Machines {
     pub runner: Arc<dyn CommandRunner>,
+    /// How VMs' taps are made and links listed: in-process (netlink) when the daemon is root
+    /// and its runner the real one, `ip` commands through the runner otherwise.
+    pub links: Arc<dyn Links>,
     pub net: NetConfig,
     pub backends: Backends,
     preflight: bool,
@@ -92,6 +95,12 @@ impl Machines {
         if let Some(privilege) = deps.privilege {
             net.privilege = privilege;
         }
+        let links: Arc<dyn Links> = if net.privilege == Privilege::Root && deps.runner.is_real() {
+            Arc::new(NetlinkLinks)
+        } else {
+            Arc::new(IpLinks)
+        };
+        tracing::debug!(?links, privilege = ?net.privilege, "how taps are made");
         Machines {
             backends: Backends::new(
                 deps.runner.clone(),
@@ -101,6 +110,7 @@ impl Machines {
                 deps.qemu,
             ),
             runner: deps.runner,
+            links,
             net,
             preflight: deps.preflight,
             net_lock: Mutex::new(()),
@@ -121,7 +131,14 @@ impl Machines {
     /// Takes `vm` off the network: its tap and NAT rules.
     fn teardown_network(&self, vm: &Vm, tap: &str) -> Result<(), ApiError> {
         let _guard = self.net_guard();
-        network::teardown_vm_network(&*self.runner, &self.net, &vm_net(vm, tap), &[]).map_err(|e| {
+        network::teardown_vm_network(
+            &*self.runner,
+            &*self.links,
+            &self.net,
+            &vm_net(vm, tap),
+            &[],
+        )
+        .map_err(|e| {
             ApiError::internal(format!(
                 "cannot take VM {} off the network: {}",
                 vm.name,
@@ -292,7 +309,7 @@ fn launch(
     );
     {
         let _guard = m.net_guard();
-        network::setup_vm_network(&*m.runner, &m.net, &net).map_err(|e| {
+        network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net).map_err(|e| {
             ApiError::new(
                 ErrorCode::Internal,
                 format!(

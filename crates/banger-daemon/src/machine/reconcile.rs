@@ -143,12 +143,13 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
         Err(_) => Vec::new(),
     };
     let own_taps: Vec<String> = vms.iter().map(|vm| network::tap_name(&vm.id)).collect();
-    match network::list_orphan_taps(&*d.machines.runner, &running_taps) {
+    match network::list_orphan_taps(&*d.machines.runner, &*d.machines.links, &running_taps) {
         Ok(orphans) => {
             for tap in orphans.into_iter().filter(|t| own_taps.contains(t)) {
                 let _guard = d.machines.net_guard();
                 match network::release(
                     &*d.machines.runner,
+                    &*d.machines.links,
                     &d.machines.net,
                     &Resource::Tap { name: tap.clone() },
                 ) {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetConfig, NetworkError, forwarding, link, nft};
+use super::{Links, NetConfig, NetworkError, forwarding, link, nft};
 use crate::runner::CommandRunner;
 
 /// One host resource a network setup acquired.
@@ -88,11 +88,12 @@ impl Acquired {
     pub fn release_all(
         self,
         runner: &dyn CommandRunner,
+        links: &dyn Links,
         cfg: &NetConfig,
     ) -> Result<(), ReleaseError> {
         let mut failures = Vec::new();
         for resource in self.resources.into_iter().rev() {
-            if let Err(error) = release(runner, cfg, &resource) {
+            if let Err(error) = release(runner, links, cfg, &resource) {
                 tracing::warn!(%resource, error = %error_chain(&error), "cannot release");
                 failures.push(ReleaseFailure { resource, error });
             }
@@ -119,18 +120,20 @@ impl IntoIterator for Acquired {
     }
 }
 
-/// Releases one resource. Releasing something that is already gone succeeds, so this is safe
-/// to repeat and to call on the guesses of a post-crash reconcile.
+/// Releases one resource (links, the bridge and taps, through `links`). Releasing something
+/// that is already gone succeeds, so this is safe to repeat and to call on the guesses of a
+/// post-crash reconcile.
 pub fn release(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     cfg: &NetConfig,
     resource: &Resource,
 ) -> Result<(), NetworkError> {
     tracing::debug!(%resource, "releasing");
     match resource {
-        Resource::Bridge { name } => link::delete_link(runner, cfg, name),
+        Resource::Bridge { name } => links.delete(runner, cfg, name),
         Resource::BridgeAddress { bridge, cidr } => link::delete_address(runner, cfg, bridge, cidr),
-        Resource::Tap { name } => link::delete_link(runner, cfg, name),
+        Resource::Tap { name } => links.delete(runner, cfg, name),
         Resource::NftTable => nft::delete_table(runner, cfg),
         Resource::NftVmRules { vm } => nft::delete_vm_rules(runner, cfg, vm),
         Resource::Sysctl { key, previous } => forwarding::write(runner, cfg, key, previous),

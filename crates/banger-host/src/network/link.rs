@@ -1,13 +1,168 @@
-//! Links banger manages with iproute2: reading the host's links and addresses (`ip -d -j addr
-//! show`), the bridge and its host address, and the VMs' taps. Creation only adds what is
-//! missing; deletion of something already gone succeeds, so every step can be repeated.
+//! Links banger manages: reading the host's links and addresses, the bridge and its host
+//! address, and the VMs' taps. The per-VM work (listing, creating a tap, attaching it, deleting
+//! it) goes through a [`Links`]: [`IpLinks`] runs iproute2 (`ip -d -j addr show`, `ip tuntap
+//! add`, ...) through the runner, behind `sudo -n` when the daemon is not root; [`NetlinkLinks`]
+//! does the same in-process (netlink and `/dev/net/tun`) when it is root. The bridge, made once,
+//! is always made with `ip`. Creation only adds what is missing; deletion of something already
+//! gone succeeds, so every step can be repeated.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::Deserialize;
 
-use super::{Acquired, NetConfig, NetworkError, Resource, overlaps, run};
+use super::{Acquired, NetConfig, NetworkError, Resource, netlink, overlaps, run, tun};
 use crate::runner::{CommandRunner, CommandSpec, RunError};
+
+/// How banger reads and changes the host's links one VM at a time. Each method takes the
+/// runner, so that either implementation can stand where the other did; [`NetlinkLinks`] does
+/// not use it.
+pub trait Links: Send + Sync + fmt::Debug {
+    /// Every link (of the current network namespace) with its IPv4 addresses.
+    fn list(&self, runner: &dyn CommandRunner) -> Result<Vec<HostLink>, NetworkError>;
+
+    /// Creates the persistent tap `name` for [`NetConfig::tap_owner`], not yet attached.
+    fn create_tap(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError>;
+
+    /// Makes link `name` a port of [`NetConfig::bridge`] and brings it up.
+    fn attach_up(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError>;
+
+    /// Deletes link `name` (a tap or the bridge); one that does not exist is fine.
+    fn delete(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError>;
+}
+
+/// Links through `ip` commands run by the runner: what a daemon that is not root uses (through
+/// `sudo -n`), and what tests on a fake runner see.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IpLinks;
+
+impl Links for IpLinks {
+    fn list(&self, runner: &dyn CommandRunner) -> Result<Vec<HostLink>, NetworkError> {
+        host_links(runner)
+    }
+
+    fn create_tap(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        let owner = cfg.tap_owner.to_string();
+        run(
+            runner,
+            &cfg.privileged(
+                "ip",
+                ["tuntap", "add", "dev", name, "mode", "tap", "user", &owner],
+            ),
+            format!("create tap {name}"),
+        )
+        .map(drop)
+    }
+
+    fn attach_up(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        // One command for both: every `ip` process costs milliseconds of a VM's start.
+        run(
+            runner,
+            &cfg.privileged(
+                "ip",
+                ["link", "set", "dev", name, "master", &cfg.bridge, "up"],
+            ),
+            attach_action(cfg, name),
+        )
+        .map(drop)
+    }
+
+    fn delete(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        delete_link(runner, cfg, name)
+    }
+}
+
+/// Links changed in-process: netlink messages and `/dev/net/tun` ioctls, each a few
+/// microseconds where an `ip` process costs milliseconds. Needs root (`CAP_NET_ADMIN`), and acts
+/// in the network namespace of the calling thread, as a command started from it would.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetlinkLinks;
+
+impl Links for NetlinkLinks {
+    fn list(&self, _runner: &dyn CommandRunner) -> Result<Vec<HostLink>, NetworkError> {
+        netlink::list_links().map_err(|source| NetworkError::System {
+            action: "list network interfaces".into(),
+            source,
+        })
+    }
+
+    fn create_tap(
+        &self,
+        _runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        tun::create_tap(name, cfg.tap_owner).map_err(|source| NetworkError::System {
+            action: format!("create tap {name}"),
+            source,
+        })
+    }
+
+    fn attach_up(
+        &self,
+        _runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        netlink::attach_up(name, &cfg.bridge).map_err(|source| NetworkError::System {
+            action: attach_action(cfg, name),
+            source,
+        })
+    }
+
+    fn delete(
+        &self,
+        _runner: &dyn CommandRunner,
+        _cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        match netlink::delete_link(name) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!(link = name, "already gone");
+                Ok(())
+            }
+            Err(source) => Err(NetworkError::System {
+                action: format!("delete {name}"),
+                source,
+            }),
+        }
+    }
+}
+
+fn attach_action(cfg: &NetConfig, name: &str) -> String {
+    format!("attach tap {name} to {} and bring it up", cfg.bridge)
+}
 
 /// One network interface of the host, as far as banger cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,40 +346,25 @@ pub(crate) fn ensure_bridge(
 
 /// Creates the tap `name` for [`NetConfig::tap_owner`], attaches it to the bridge and brings it
 /// up. A tap of that name left by a crash is deleted first ([`check_conflicts`] has refused any
-/// other kind of link of that name).
+/// other kind of link of that name). The tap is recorded the moment it exists, so a failure to
+/// attach it releases it.
 pub(crate) fn create_tap(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     cfg: &NetConfig,
-    links: &[HostLink],
+    existing: &[HostLink],
     name: &str,
     acquired: &mut Acquired,
 ) -> Result<(), NetworkError> {
-    if links.iter().any(|l| l.name == name) {
+    if existing.iter().any(|l| l.name == name) {
         tracing::info!(tap = name, "deleting a tap left behind by an earlier run");
-        delete_link(runner, cfg, name)?;
+        links.delete(runner, cfg, name)?;
     }
-    let owner = cfg.tap_owner.to_string();
-    run(
-        runner,
-        &cfg.privileged(
-            "ip",
-            ["tuntap", "add", "dev", name, "mode", "tap", "user", &owner],
-        ),
-        format!("create tap {name}"),
-    )?;
+    links.create_tap(runner, cfg, name)?;
     acquired.record(Resource::Tap {
         name: name.to_owned(),
     });
-    // One command for both: every `ip` process costs milliseconds of a VM's start.
-    run(
-        runner,
-        &cfg.privileged(
-            "ip",
-            ["link", "set", "dev", name, "master", &cfg.bridge, "up"],
-        ),
-        format!("attach tap {name} to {} and bring it up", cfg.bridge),
-    )?;
-    Ok(())
+    links.attach_up(runner, cfg, name)
 }
 
 /// `stderr` says the device or address is not there: the goal of a deletion is reached.

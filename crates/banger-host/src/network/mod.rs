@@ -2,9 +2,11 @@
 //! of the configured subnet, one tap per VM attached to it, and, for `--nat` VMs, masquerade and
 //! forward rules in banger's own nftables table (`inet banger`) with `net.ipv4.ip_forward` on.
 //! Every privileged step runs through a [`CommandRunner`], prefixed with `sudo -n` when the
-//! daemon is not root, and records what it acquired in an [`Acquired`] ledger; a failure releases
-//! that ledger in reverse order, and normal teardown and post-crash reconcile go through the same
-//! [`release`]. The bridge, the table and the sysctl are shared by all VMs, so callers serialise
+//! daemon is not root, except the per-VM link work (listing links, the tap), which goes through
+//! a [`Links`]: `ip` commands through the runner ([`IpLinks`]) or, for a daemon that is root,
+//! netlink and `/dev/net/tun` in-process ([`NetlinkLinks`]). Each step records what it acquired
+//! in an [`Acquired`] ledger; a failure releases that ledger in reverse order, and normal
+//! teardown and post-crash reconcile go through the same [`release`]. The bridge, the table and the sysctl are shared by all VMs, so callers serialise
 //! setups and teardowns (the daemon holds one lock for them).
 
 use std::net::Ipv4Addr;
@@ -16,13 +18,15 @@ use crate::runner::{CommandRunner, CommandSpec, RunError};
 mod forwarding;
 mod ledger;
 mod link;
+mod netlink;
 pub mod netns;
 mod nft;
+mod tun;
 
 pub use forwarding::IP_FORWARD;
 pub(crate) use ledger::error_chain;
 pub use ledger::{Acquired, ReleaseError, ReleaseFailure, Resource, release};
-pub use link::{HostLink, host_links};
+pub use link::{HostLink, IpLinks, Links, NetlinkLinks, host_links};
 pub use nft::{TABLE as NFT_TABLE, rebuild_nat_table, vm_comment};
 
 /// The bridge's name unless configured otherwise.
@@ -221,6 +225,13 @@ pub enum NetworkError {
     #[error("cannot {action}")]
     Command { action: String, source: RunError },
 
+    /// A system call done in-process (netlink, `/dev/net/tun`) failed.
+    #[error("cannot {action}")]
+    System {
+        action: String,
+        source: std::io::Error,
+    },
+
     #[error("cannot understand the output of `{command}`: {reason}")]
     UnexpectedOutput { command: String, reason: String },
 
@@ -273,21 +284,23 @@ pub(crate) fn run(
 
 /// Gives `vm` its place on the network: the bridge (created and addressed when missing), the
 /// VM's tap (created for [`NetConfig::tap_owner`], attached to the bridge, up) and, for a NAT
-/// VM, its rules in `inet banger` and `ip_forward` on. Returns what this call acquired; on
-/// failure everything it acquired is released again (newest first) and nothing is left behind.
+/// VM, its rules in `inet banger` and `ip_forward` on. Links are listed and the tap made through
+/// `links`; everything else runs through `runner`. Returns what this call acquired; on failure
+/// everything it acquired is released again (newest first) and nothing is left behind.
 pub fn setup_vm_network(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     cfg: &NetConfig,
     vm: &VmNet,
 ) -> Result<Acquired, NetworkError> {
     cfg.validate()?;
     validate_tap(&vm.tap)?;
     let mut acquired = Acquired::new();
-    match acquire(runner, cfg, vm, &mut acquired) {
+    match acquire(runner, links, cfg, vm, &mut acquired) {
         Ok(()) => Ok(acquired),
         Err(cause) => {
             tracing::warn!(vm = %vm.id, error = %ledger::error_chain(&cause), "network setup failed; rolling back");
-            match acquired.release_all(runner, cfg) {
+            match acquired.release_all(runner, links, cfg) {
                 Ok(()) => Err(cause),
                 Err(cleanup) => Err(NetworkError::CleanupFailed {
                     cause: Box::new(cause),
@@ -300,14 +313,15 @@ pub fn setup_vm_network(
 
 fn acquire(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     cfg: &NetConfig,
     vm: &VmNet,
     acquired: &mut Acquired,
 ) -> Result<(), NetworkError> {
-    let links = host_links(runner)?;
-    link::check_conflicts(cfg, &links, &vm.tap)?;
-    link::ensure_bridge(runner, cfg, &links, acquired)?;
-    link::create_tap(runner, cfg, &links, &vm.tap, acquired)?;
+    let existing = links.list(runner)?;
+    link::check_conflicts(cfg, &existing, &vm.tap)?;
+    link::ensure_bridge(runner, cfg, &existing, acquired)?;
+    link::create_tap(runner, links, cfg, &existing, &vm.tap, acquired)?;
     if vm.nat {
         nft::add_vm_rules(runner, cfg, vm, acquired)?;
         forwarding::enable_ip_forward(runner, cfg, acquired)?;
@@ -333,22 +347,25 @@ pub fn vm_resources(vm: &VmNet) -> Vec<Resource> {
 /// Continues past failures and reports them all; what is already gone counts as released.
 pub fn teardown_vm_network(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     cfg: &NetConfig,
     vm: &VmNet,
     shared: &[Resource],
 ) -> Result<(), ReleaseError> {
     let mut resources = shared.to_vec();
     resources.extend(vm_resources(vm));
-    Acquired::from(resources).release_all(runner, cfg)
+    Acquired::from(resources).release_all(runner, links, cfg)
 }
 
 /// Taps named `bt-*` that none of `known` is: left behind by a crash. Release each with
 /// [`release`] of a [`Resource::Tap`].
 pub fn list_orphan_taps(
     runner: &dyn CommandRunner,
+    links: &dyn Links,
     known: &[String],
 ) -> Result<Vec<String>, NetworkError> {
-    Ok(host_links(runner)?
+    Ok(links
+        .list(runner)?
         .into_iter()
         .filter(|l| l.name.starts_with(TAP_PREFIX) && !known.contains(&l.name))
         .map(|l| l.name)

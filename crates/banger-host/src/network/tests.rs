@@ -111,7 +111,7 @@ const NAT_SETUP: &[Step] = &[
 #[test]
 fn nat_setup_on_a_fresh_host_runs_every_step_and_records_every_resource() {
     let fake = fresh_host(FakeRunner::new());
-    let acquired = setup_vm_network(&fake, &cfg(), &nat_vm()).unwrap();
+    let acquired = setup_vm_network(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap();
     let expected: Vec<&str> = NAT_SETUP.iter().map(|s| s.command).collect();
     assert_eq!(fake.calls(), expected);
     assert_eq!(
@@ -147,7 +147,7 @@ fn nat_setup_on_a_fresh_host_runs_every_step_and_records_every_resource() {
 fn a_failure_at_each_step_releases_exactly_what_was_acquired_in_reverse() {
     for n in 1..=NAT_SETUP.len() {
         let fake = fresh_host(FakeRunner::new().fail_nth(Matcher::any(), n, "boom"));
-        let err = setup_vm_network(&fake, &cfg(), &nat_vm()).unwrap_err();
+        let err = setup_vm_network(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap_err();
 
         let mut expected: Vec<&str> = NAT_SETUP[..n].iter().map(|s| s.command).collect();
         for step in NAT_SETUP[..n - 1].iter().rev() {
@@ -174,7 +174,7 @@ fn a_failing_cleanup_step_does_not_stop_the_others_and_is_reported() {
             .fail_nth(Matcher::prefix("sysctl", ["-w"]), 1, "sysctl boom")
             .fail_nth(Matcher::prefix("ip", ["link", "del", TAP]), 1, "tap boom"),
     );
-    let err = setup_vm_network(&fake, &cfg(), &nat_vm()).unwrap_err();
+    let err = setup_vm_network(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap_err();
 
     let mut expected: Vec<&str> = NAT_SETUP.iter().map(|s| s.command).collect();
     expected.extend([
@@ -217,7 +217,7 @@ fn release_all_joins_every_failure() {
         Resource::NftTable,
         Resource::Tap { name: TAP.into() },
     ]);
-    let err = acquired.release_all(&fake, &cfg()).unwrap_err();
+    let err = acquired.release_all(&fake, &IpLinks, &cfg()).unwrap_err();
     assert_eq!(
         fake.calls(),
         [
@@ -265,7 +265,7 @@ fn setup_only_creates_what_is_missing() {
                 CommandOutput::with_stdout("1\n"),
             ),
     );
-    let acquired = setup_vm_network(&fake, &cfg(), &nat_vm()).unwrap();
+    let acquired = setup_vm_network(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap();
     assert_eq!(
         fake.calls(),
         [
@@ -298,7 +298,7 @@ fn a_bridge_without_its_address_gets_it_and_is_brought_up() {
         Matcher::prefix("ip", ["-d", "-j"]),
         CommandOutput::with_stdout(links),
     );
-    let acquired = setup_vm_network(&fake, &cfg(), &plain_vm()).unwrap();
+    let acquired = setup_vm_network(&fake, &IpLinks, &cfg(), &plain_vm()).unwrap();
     assert_eq!(
         fake.calls(),
         [
@@ -323,7 +323,7 @@ fn a_tap_left_by_a_crash_is_replaced() {
         Matcher::prefix("ip", ["-d", "-j"]),
         CommandOutput::with_stdout(links),
     );
-    setup_vm_network(&fake, &cfg(), &plain_vm()).unwrap();
+    setup_vm_network(&fake, &IpLinks, &cfg(), &plain_vm()).unwrap();
     assert_eq!(
         fake.calls(),
         [
@@ -356,7 +356,7 @@ fn conflicts_are_refused_before_anything_is_changed() {
             Matcher::prefix("ip", ["-d", "-j"]),
             CommandOutput::with_stdout(links),
         );
-        let err = setup_vm_network(&fake, &cfg(), &plain_vm()).unwrap_err();
+        let err = setup_vm_network(&fake, &IpLinks, &cfg(), &plain_vm()).unwrap_err();
         assert_eq!(err.to_string(), message);
         assert_eq!(fake.calls(), ["ip -d -j addr show"]);
     }
@@ -376,7 +376,7 @@ fn invalid_tap_names_are_refused_without_running_anything() {
             tap: tap.into(),
             ..plain_vm()
         };
-        let err = setup_vm_network(&fake, &cfg(), &vm).unwrap_err();
+        let err = setup_vm_network(&fake, &IpLinks, &cfg(), &vm).unwrap_err();
         assert!(
             matches!(&err, NetworkError::InvalidTapName { name, .. } if name == tap),
             "{err:?}"
@@ -392,13 +392,13 @@ fn invalid_configuration_is_refused() {
     let mut bad = cfg();
     bad.prefix_len = 31;
     assert!(matches!(
-        setup_vm_network(&fake, &bad, &plain_vm()),
+        setup_vm_network(&fake, &IpLinks, &bad, &plain_vm()),
         Err(NetworkError::InvalidConfig { .. })
     ));
     let mut bad = cfg();
     bad.bridge = "a-bridge-name-too-long".into();
     assert!(matches!(
-        setup_vm_network(&fake, &bad, &plain_vm()),
+        setup_vm_network(&fake, &IpLinks, &bad, &plain_vm()),
         Err(NetworkError::InvalidConfig { .. })
     ));
     assert!(fake.calls().is_empty());
@@ -414,7 +414,7 @@ fn sudo_prefixes_privileged_commands_but_not_reads_of_links() {
         privilege: Privilege::Sudo,
         ..cfg()
     };
-    setup_vm_network(&fake, &cfg, &nat_vm()).unwrap();
+    setup_vm_network(&fake, &IpLinks, &cfg, &nat_vm()).unwrap();
     let calls = fake.calls();
     assert_eq!(calls[0], "ip -d -j addr show");
     for call in &calls[1..] {
@@ -449,9 +449,10 @@ fn releasing_what_is_already_gone_succeeds() {
             "Error: No such file or directory\nlist table inet banger",
         );
     let c = cfg();
-    release(&fake, &c, &Resource::Tap { name: TAP.into() }).unwrap();
+    release(&fake, &IpLinks, &c, &Resource::Tap { name: TAP.into() }).unwrap();
     release(
         &fake,
+        &IpLinks,
         &c,
         &Resource::BridgeAddress {
             bridge: "banger0".into(),
@@ -459,9 +460,21 @@ fn releasing_what_is_already_gone_succeeds() {
         },
     )
     .unwrap();
-    release(&fake, &c, &Resource::NftVmRules { vm: VM_ID.into() }).unwrap();
+    release(
+        &fake,
+        &IpLinks,
+        &c,
+        &Resource::NftVmRules { vm: VM_ID.into() },
+    )
+    .unwrap();
     // A VM without rules in an existing table: nothing to delete, no second nft call.
-    release(&fake, &c, &Resource::NftVmRules { vm: VM_ID.into() }).unwrap();
+    release(
+        &fake,
+        &IpLinks,
+        &c,
+        &Resource::NftVmRules { vm: VM_ID.into() },
+    )
+    .unwrap();
     assert_eq!(
         fake.calls(),
         [
@@ -473,7 +486,7 @@ fn releasing_what_is_already_gone_succeeds() {
     );
     // Other failures are errors.
     let fake = FakeRunner::new().fail_nth("ip", 1, "Operation not permitted");
-    let err = release(&fake, &c, &Resource::Tap { name: TAP.into() }).unwrap_err();
+    let err = release(&fake, &IpLinks, &c, &Resource::Tap { name: TAP.into() }).unwrap_err();
     assert!(
         ledger::error_chain(&err).ends_with("Operation not permitted"),
         "{err}"
@@ -487,7 +500,7 @@ fn teardown_releases_the_vm_first_then_the_shared_resources_given() {
         key: IP_FORWARD.into(),
         previous: "0".into(),
     }];
-    teardown_vm_network(&fake, &cfg(), &nat_vm(), &shared).unwrap();
+    teardown_vm_network(&fake, &IpLinks, &cfg(), &nat_vm(), &shared).unwrap();
     assert_eq!(
         fake.calls(),
         [
@@ -505,6 +518,7 @@ fn teardown_releases_the_vm_first_then_the_shared_resources_given() {
     let fake = FakeRunner::new().fail_nth("ip", 1, "busy");
     let err = teardown_vm_network(
         &fake,
+        &IpLinks,
         &cfg(),
         &plain_vm(),
         &[Resource::Bridge {
@@ -527,14 +541,14 @@ fn orphan_taps_are_banger_taps_no_record_owns() {
         Matcher::prefix("ip", ["-d", "-j"]),
         CommandOutput::with_stdout(links),
     );
-    let orphans = list_orphan_taps(&fake, &["bt-aaaaaaaaaaaa".into()]).unwrap();
+    let orphans = list_orphan_taps(&fake, &IpLinks, &["bt-aaaaaaaaaaaa".into()]).unwrap();
     assert_eq!(orphans, ["bt-bbbbbbbbbbbb"]);
 
     let fake = FakeRunner::new().respond(
         Matcher::prefix("ip", ["-d", "-j"]),
         CommandOutput::with_stdout("not json"),
     );
-    let err = list_orphan_taps(&fake, &[]).unwrap_err();
+    let err = list_orphan_taps(&fake, &IpLinks, &[]).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("cannot understand the output of `ip -d -j addr show`"),
@@ -668,5 +682,109 @@ fn acquired_round_trips_through_json() {
             "NAT rules of VM 0123456789abcdef",
             "sysctl net.ipv4.ip_forward (restoring 0)",
         ]
+    );
+}
+
+/// A [`Links`] done "in-process" whose every step is handed to the recording runner as a
+/// pseudo-command (`netlink create-tap NAME`, ...), so that one ordered list shows the link
+/// steps among the commands, and the fake's failure injection reaches them too.
+#[derive(Debug)]
+struct InProcessLinks;
+
+impl InProcessLinks {
+    fn step(
+        runner: &dyn CommandRunner,
+        args: &[&str],
+    ) -> Result<crate::runner::CommandOutput, NetworkError> {
+        run(
+            runner,
+            &CommandSpec::new("netlink").args(args.iter().copied()),
+            args.join(" "),
+        )
+    }
+}
+
+impl Links for InProcessLinks {
+    fn list(&self, runner: &dyn CommandRunner) -> Result<Vec<HostLink>, NetworkError> {
+        let out = Self::step(runner, &["list"])?;
+        Ok(link::parse_links(&out.stdout_lossy()).unwrap())
+    }
+    fn create_tap(
+        &self,
+        runner: &dyn CommandRunner,
+        _cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        Self::step(runner, &["create-tap", name]).map(drop)
+    }
+    fn attach_up(
+        &self,
+        runner: &dyn CommandRunner,
+        cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        Self::step(runner, &["attach-up", name, &cfg.bridge]).map(drop)
+    }
+    fn delete(
+        &self,
+        runner: &dyn CommandRunner,
+        _cfg: &NetConfig,
+        name: &str,
+    ) -> Result<(), NetworkError> {
+        Self::step(runner, &["delete", name]).map(drop)
+    }
+}
+
+/// The rollback contract holds for in-process links too: links are listed, the tap made and
+/// attached through the [`Links`], and whichever step fails, what was acquired before it is
+/// released newest first, the tap and the bridge through the same [`Links`].
+#[test]
+fn in_process_links_are_rolled_back_like_commands() {
+    let setup = [
+        "netlink list",
+        "ip link add banger0 address 06:00:ac:1e:00:01 type bridge",
+        "ip addr add 172.30.0.1/24 dev banger0",
+        "ip link set banger0 up",
+        "netlink create-tap bt-0123456789ab",
+        "netlink attach-up bt-0123456789ab banger0",
+    ];
+    let releases: [&[&str]; 6] = [
+        &[],
+        &["netlink delete banger0"],
+        &["ip addr del 172.30.0.1/24 dev banger0"],
+        &[],
+        &["netlink delete bt-0123456789ab"],
+        &[],
+    ];
+    let fake = FakeRunner::new();
+    let acquired = setup_vm_network(&fake, &InProcessLinks, &cfg(), &plain_vm()).unwrap();
+    assert_eq!(fake.calls(), setup);
+    assert_eq!(acquired.len(), 3);
+
+    for n in 1..=setup.len() {
+        let fake = FakeRunner::new().fail_nth(Matcher::any(), n, "boom");
+        let err = setup_vm_network(&fake, &InProcessLinks, &cfg(), &plain_vm()).unwrap_err();
+        let mut expected: Vec<&str> = setup[..n].to_vec();
+        for release in releases[..n - 1].iter().rev() {
+            expected.extend(release.iter());
+        }
+        assert_eq!(fake.calls(), expected, "failing step {n}");
+        assert!(
+            ledger::error_chain(&err).ends_with("boom"),
+            "step {n}: {err}"
+        );
+    }
+
+    // Teardown and orphan listing go through the same links.
+    let fake = FakeRunner::new().respond(
+        Matcher::prefix("netlink", ["list"]),
+        CommandOutput::with_stdout(r#"[{"ifname":"lo"},{"ifname":"bt-bbbbbbbbbbbb"}]"#),
+    );
+    teardown_vm_network(&fake, &InProcessLinks, &cfg(), &plain_vm(), &[]).unwrap();
+    let orphans = list_orphan_taps(&fake, &InProcessLinks, &[]).unwrap();
+    assert_eq!(orphans, ["bt-bbbbbbbbbbbb"]);
+    assert_eq!(
+        fake.calls(),
+        ["netlink delete bt-0123456789ab", "netlink list"]
     );
 }
