@@ -25,19 +25,26 @@ use banger_vmm::{Accel, InstanceState};
 
 mod support;
 
-/// Network commands go to the fake, everything else runs.
+/// Network commands go to the fake, everything else runs, except a disk command the test
+/// chose to fail.
 #[derive(Debug)]
 struct SplitRunner {
     net: Arc<FakeRunner>,
+    fail_disk: Arc<std::sync::Mutex<Option<&'static str>>>,
 }
 
 impl CommandRunner for SplitRunner {
     fn run(&self, cmd: &CommandSpec) -> Result<CommandOutput, RunError> {
         if ["ip", "nft", "sysctl", "sudo"].contains(&cmd.program.as_str()) {
-            self.net.run(cmd)
-        } else {
-            RealRunner.run(cmd)
+            return self.net.run(cmd);
         }
+        let mut fail = self.fail_disk.lock().unwrap();
+        if fail.is_some_and(|needle| cmd.display().contains(needle)) {
+            *fail = None;
+            return Err(RunError::failed(cmd, Some(1), b"injected failure"));
+        }
+        drop(fail);
+        RealRunner.run(cmd)
     }
 }
 
@@ -47,6 +54,7 @@ struct Harness {
     fc: FakeFirecracker,
     qemu: FakeQemu,
     net: Arc<FakeRunner>,
+    fail_disk: Arc<std::sync::Mutex<Option<&'static str>>>,
     daemon: Option<RunningDaemon>,
     client: Client,
 }
@@ -85,6 +93,7 @@ impl Harness {
             fc,
             qemu,
             net: Arc::new(net),
+            fail_disk: Arc::default(),
             daemon: None,
             client: Client::new(PathBuf::new()),
         };
@@ -101,6 +110,7 @@ impl Harness {
         let deps = HostDeps {
             runner: Arc::new(SplitRunner {
                 net: self.net.clone(),
+                fail_disk: self.fail_disk.clone(),
             }),
             firecracker: Some(self.fc.backend()),
             qemu: Some(self.qemu.backend(Accel::Tcg)),
@@ -298,6 +308,49 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
 
 /// Fails each step of a start in turn: the VM ends stopped with the reason, and exactly what
 /// the failed start acquired is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_making_any_of_a_vms_files_leaves_no_record_and_no_file() {
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    // banger's own key (made at the first create), the VM's host key, the overlay disk and the
+    // work disk (made alongside the other two).
+    for step in [
+        "ssh-keygen -q -t ed25519 -N '' -C banger",
+        "-C root@dev",
+        "-L banger-overlay",
+        "-L banger-work",
+    ] {
+        *h.fail_disk.lock().unwrap() = Some(step);
+        let err = h
+            .client
+            .create_vm(&CreateVmRequest {
+                name: Some("dev".into()),
+                image: Some("base".into()),
+                vcpus: Some(1),
+                memory_mib: Some(256),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("injected failure"),
+            "{step}: {err}"
+        );
+        assert!(h.fail_disk.lock().unwrap().is_none(), "{step} ran");
+        assert!(h.client.list_vms().await.unwrap().is_empty(), "{step}");
+        let left: Vec<_> = std::fs::read_dir(h.paths.vms_dir())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{step}: {left:?} left in the VMs directory"
+        );
+    }
+    // Nothing stands in the way of the same VM afterwards.
+    let (vm, op) = h.create("dev").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(vm.state, VmState::Running);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
     struct Case {

@@ -152,28 +152,6 @@ pub fn make_vm_files(
             vm.name, vm.network.gateway
         ))
     })?;
-    let host_key = host_key(runner, dir, vm)?;
-    let token = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
-    let files = VmFiles {
-        hostname: vm.name.clone(),
-        network: GuestNetwork {
-            address,
-            prefix_len: vm.network.prefix_len,
-            gateway: Some(gateway),
-            dns: host_dns(),
-            mac: Some(vm.network.mac.clone()),
-        },
-        authorized_keys: authorized_key.to_owned(),
-        ssh_host_key: host_key.clone(),
-        agent_token: token.clone(),
-        extra: Vec::new(),
-    };
     let disk_error = |what: &str, e: vmdisk::VmDiskError| {
         ApiError::internal(format!(
             "cannot make the VM's {what}: {}",
@@ -181,13 +159,50 @@ pub fn make_vm_files(
         ))
         .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4, debugfs) is installed")
     };
-    vmdisk::build_overlay_disk(runner, dir, &files, &dir.join(OVERLAY_DISK), vm.disk_bytes)
-        .map_err(|e| disk_error("overlay disk", e))?;
     let seed = image_dir.join(WORK_SEED_DIR);
     let seed = seed.is_dir().then_some(seed.as_path());
-    let fingerprint =
-        vmdisk::build_work_disk(runner, seed, &dir.join(WORK_DISK), vm.work_disk_bytes)
-            .map_err(|e| disk_error("work disk", e))?;
+    // The work disk needs nothing of the rest: it is made alongside the host key and the
+    // overlay disk (each is a process or two), which about halves what a create waits for. Both
+    // finish before this returns, whatever fails, so the caller's cleanup finds no writer left.
+    let (work, rest) = std::thread::scope(|scope| {
+        let work = scope.spawn(|| {
+            vmdisk::build_work_disk(runner, seed, &dir.join(WORK_DISK), vm.work_disk_bytes)
+                .map_err(|e| disk_error("work disk", e))
+        });
+        let rest = (|| {
+            let host_key = host_key(runner, dir, vm)?;
+            let token = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            let files = VmFiles {
+                hostname: vm.name.clone(),
+                network: GuestNetwork {
+                    address,
+                    prefix_len: vm.network.prefix_len,
+                    gateway: Some(gateway),
+                    dns: host_dns(),
+                    mac: Some(vm.network.mac.clone()),
+                },
+                authorized_keys: authorized_key.to_owned(),
+                ssh_host_key: host_key.clone(),
+                agent_token: token.clone(),
+                extra: Vec::new(),
+            };
+            vmdisk::build_overlay_disk(runner, dir, &files, &dir.join(OVERLAY_DISK), vm.disk_bytes)
+                .map_err(|e| disk_error("overlay disk", e))?;
+            Ok::<_, ApiError>((host_key, token))
+        })();
+        let work = work
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (work, rest)
+    });
+    let (host_key, token) = rest?;
+    let fingerprint = work?;
     private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
     private_file(&dir.join(AGENT_TOKEN), &token)?;
     Ok(fingerprint)
