@@ -68,9 +68,22 @@ impl Store {
         };
         // First, so that the pragmas below wait for a concurrent opener instead of failing.
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err)?;
+        // Switching a new file to WAL needs its exclusive lock. When another connection opens
+        // the same new file at that moment, SQLite may answer SQLITE_BUSY at once instead of
+        // calling the busy handler (it does so where waiting could deadlock), so the switch is
+        // retried here until the same timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.map_err(open_err)?,
+            }
+        };
         if mode != "wal" && mode != "memory" {
             tracing::warn!(
                 path = %path.display(),
