@@ -1,14 +1,34 @@
-//! What every backend does the same way to end its VMM process and to undo a launch: ask the
-//! guest to shut down (each backend its own way) and wait, then SIGTERM, then SIGKILL; and
-//! release what a launch acquired, newest first, collecting every failure.
+//! What every backend does the same way around its VMM process: clear a stale control socket
+//! before a launch; end the process (ask the guest to shut down, each backend its own way, and
+//! wait, then SIGTERM, then SIGKILL); and release what a launch acquired, newest first,
+//! collecting every failure.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use banger_host::{ProcessError, Signal};
 
 use crate::firecracker::ProcessHost;
-use crate::{StopOutcome, Timeouts};
+use crate::{StopOutcome, Timeouts, VmmError};
+
+/// Removes a socket file nobody listens on (left by a VMM that died); refuses one a live process
+/// serves.
+pub(crate) fn clear_stale_socket(host: &dyn ProcessHost, socket: &Path) -> Result<(), VmmError> {
+    if !host.exists(socket) {
+        return Ok(());
+    }
+    if host.socket_accepts(socket) {
+        return Err(VmmError::SocketInUse {
+            path: socket.to_owned(),
+        });
+    }
+    tracing::debug!(socket = %socket.display(), "removing a stale socket");
+    host.remove_file(socket).map_err(|source| VmmError::File {
+        path: socket.to_owned(),
+        source,
+    })
+}
 
 /// Why a process could not be ended; each backend words it as its own error.
 #[derive(Debug)]

@@ -276,7 +276,7 @@ impl Firecracker {
 
         // Sockets left by a VMM that died: Firecracker refuses to bind over them.
         for socket in std::iter::once(api_socket).chain(vsock_socket.as_ref()) {
-            self.clear_stale_socket(socket)?;
+            escalate::clear_stale_socket(&*self.host, socket)?;
         }
         // Created here, mode 0600, so that they are the user's alone; Firecracker would create
         // them world-readable. They outlive the VM: they are how a failure is diagnosed.
@@ -342,25 +342,6 @@ impl Firecracker {
             api_socket: api_socket.clone(),
             vsock_socket,
         })
-    }
-
-    /// Removes a socket file nobody listens on; refuses one a live process serves.
-    fn clear_stale_socket(&self, socket: &Path) -> Result<(), VmmError> {
-        if !self.host.exists(socket) {
-            return Ok(());
-        }
-        if self.host.socket_accepts(socket) {
-            return Err(VmmError::SocketInUse {
-                path: socket.to_owned(),
-            });
-        }
-        tracing::debug!(socket = %socket.display(), "removing a stale socket");
-        self.host
-            .remove_file(socket)
-            .map_err(|source| VmmError::File {
-                path: socket.to_owned(),
-                source,
-            })
     }
 
     /// A request that failed because Firecracker died says so, with Firecracker's last words.

@@ -143,7 +143,7 @@ impl Qemu {
     ) -> Result<VmHandle, VmmError> {
         let host = &*self.host;
         let qmp_socket = &spec.paths.api_socket;
-        self.clear_stale_socket(qmp_socket)?;
+        escalate::clear_stale_socket(&*self.host, qmp_socket)?;
         // Created here, mode 0600, so that they are the user's alone (QEMU would create the
         // console log world-readable). They outlive the VM: they are how a failure is read.
         for file in [&spec.paths.vmm_log, &spec.paths.console_log] {
@@ -199,25 +199,6 @@ impl Qemu {
             api_socket: qmp_socket.clone(),
             vsock_socket: None,
         })
-    }
-
-    /// Removes a socket file nobody listens on; refuses one a live process serves.
-    fn clear_stale_socket(&self, socket: &Path) -> Result<(), VmmError> {
-        if !self.host.exists(socket) {
-            return Ok(());
-        }
-        if self.host.socket_accepts(socket) {
-            return Err(VmmError::SocketInUse {
-                path: socket.to_owned(),
-            });
-        }
-        tracing::debug!(socket = %socket.display(), "removing a stale socket");
-        self.host
-            .remove_file(socket)
-            .map_err(|source| VmmError::File {
-                path: socket.to_owned(),
-                source,
-            })
     }
 
     /// A step that failed because QEMU died says so, with QEMU's last words (it prints why it
