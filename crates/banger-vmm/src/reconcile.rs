@@ -59,6 +59,28 @@ pub struct HostScan {
 }
 
 impl HostScan {
+    /// The Unix sockets in `socket_dir` and the processes `host` runs whose command line
+    /// (`socket_of`, one backend's parser) names a control socket there. `socket_dir` must hold
+    /// nothing but VM sockets (not the daemon's own).
+    pub(crate) fn of(
+        host: &dyn crate::firecracker::ProcessHost,
+        socket_dir: &Path,
+        socket_of: impl Fn(&[std::ffi::OsString]) -> Option<PathBuf>,
+    ) -> HostScan {
+        let sockets = host.sockets_in(socket_dir).unwrap_or_default();
+        let processes = host
+            .processes()
+            .into_iter()
+            .filter_map(|(pid, argv)| {
+                let api_socket = socket_of(&argv)?;
+                api_socket
+                    .starts_with(socket_dir)
+                    .then_some(FoundProcess { pid, api_socket })
+            })
+            .collect();
+        HostScan { sockets, processes }
+    }
+
     /// Both scans of one socket directory as one: every backend lists its own processes and
     /// every socket, so a daemon running Firecracker and QEMU VMs merges the two before
     /// [`decide`].

@@ -43,7 +43,7 @@ pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 
 use crate::escalate::{self, Stubborn};
-use crate::reconcile::{FoundProcess, HostScan, Observation};
+use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
 use actions::ActionType;
 use host::firecracker_api_socket;
@@ -167,19 +167,7 @@ impl Firecracker {
     /// what a restarting daemon compares with its records to find orphans. `socket_dir` must
     /// hold nothing but VM sockets (not the daemon's own).
     pub fn scan(&self, socket_dir: &Path) -> HostScan {
-        let sockets = self.host.sockets_in(socket_dir).unwrap_or_default();
-        let processes = self
-            .host
-            .processes()
-            .into_iter()
-            .filter_map(|(pid, argv)| {
-                let api_socket = firecracker_api_socket(&argv)?;
-                api_socket
-                    .starts_with(socket_dir)
-                    .then_some(FoundProcess { pid, api_socket })
-            })
-            .collect();
-        HostScan { sockets, processes }
+        HostScan::of(&*self.host, socket_dir, firecracker_api_socket)
     }
 
     /// Writes a snapshot of a paused VM.

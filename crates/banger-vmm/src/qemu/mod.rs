@@ -38,7 +38,7 @@ pub use launch::{Resource, release, release_all};
 pub use qmp::{QmpClient, QmpError, QmpTransport, UnixQmp};
 
 use crate::firecracker::host::{ProcessHost, RealHost};
-use crate::reconcile::{FoundProcess, HostScan, Observation};
+use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, Timeouts, VmHandle, VmSpec, Vmm, VmmError};
 use command_line::{guest_cid, qmp_socket, vm_name};
 
@@ -154,19 +154,7 @@ impl Qemu {
     /// daemon merges this with the Firecracker backend's scan of the same directory: each
     /// backend lists only its own processes, and both list every socket.
     pub fn scan(&self, socket_dir: &Path) -> HostScan {
-        let sockets = self.host.sockets_in(socket_dir).unwrap_or_default();
-        let processes = self
-            .host
-            .processes()
-            .into_iter()
-            .filter_map(|(pid, argv)| {
-                let api_socket = qmp_socket(&argv)?;
-                api_socket
-                    .starts_with(socket_dir)
-                    .then_some(FoundProcess { pid, api_socket })
-            })
-            .collect();
-        HostScan { sockets, processes }
+        HostScan::of(&*self.host, socket_dir, qmp_socket)
     }
 
     /// Ends the process: the ACPI power button and a wait (unless the guest is paused or
