@@ -165,10 +165,16 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Exited, not yet reaped. A multi-threaded process (bangerd, Firecracker, QEMU) shows its
+/// main thread as a zombie while its other threads are still exiting, and until the last one
+/// has, its file descriptors (sockets, the tap) are still open: it counts as a zombie only once
+/// no other thread is left.
 fn is_zombie(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat_state(&stat) == Some('Z'),
-        Err(_) => false,
+        Ok(stat) if stat_state(&stat) == Some('Z') => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| tasks.count() <= 1)
+        }
+        _ => false,
     }
 }
 
@@ -333,6 +339,46 @@ mod tests {
         assert!(!pid_alive(u32::MAX));
         assert!(pid_alive(std::process::id()));
         assert!(pid_alive(1), "init exists; EPERM would count as alive");
+    }
+
+    #[test]
+    fn a_process_whose_main_thread_exited_is_alive_while_another_thread_runs() {
+        // The state of a multi-threaded process being killed: its main thread is a zombie,
+        // another thread still runs (and still holds the process's descriptors).
+        let Ok(mut child) = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, threading, time\n\
+                 threading.Thread(target=lambda: time.sleep(1.5)).start()\n\
+                 time.sleep(0.2)\n\
+                 ctypes.CDLL(None).pthread_exit(None)\n",
+            ])
+            .spawn()
+        else {
+            println!("SKIP: python3 not found");
+            return;
+        };
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let zombie_leader = loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat_state(&stat) == Some('Z') {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(zombie_leader, "the main thread never exited");
+        if child.try_wait().unwrap().is_none() {
+            assert!(
+                pid_alive(pid),
+                "a thread still runs, so the process is alive"
+            );
+        }
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
     }
 
     #[test]
