@@ -20,19 +20,25 @@ use crate::operation::OperationContext;
 /// The last stage of a registration: the store learns about the image.
 const RECORD_STAGE: &str = "record";
 
+/// A valid name no image has yet: what registering and bootstrapping (API and console) need.
+pub fn check_new_name(d: &Daemon, name: &str) -> Result<(), ApiError> {
+    validate::name("image", name)?;
+    if d.store.find_image(name)?.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("an image named {name:?} already exists"),
+        )
+        .with_hint("pick another name, or delete the old image with `banger image delete NAME`"));
+    }
+    Ok(())
+}
+
 /// Checks a registration request. Runs on the blocking pool (it reads file headers).
 pub fn check_register(
     d: &Daemon,
     req: &RegisterImageRequest,
 ) -> Result<register::CheckedSources, ApiError> {
-    validate::name("image", &req.name)?;
-    if d.store.find_image(&req.name)?.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::AlreadyExists,
-            format!("an image named {:?} already exists", req.name),
-        )
-        .with_hint("pick another --name, or delete the old image with `banger image delete`"));
-    }
+    check_new_name(d, &req.name)?;
     register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)
 }
 
@@ -84,19 +90,12 @@ pub fn check_bootstrap(
 ) -> Result<CheckedBootstrap, ApiError> {
     validate::bootstrap_distro(&req.distro)?;
     let name = req.name.clone().unwrap_or_else(|| req.distro.clone());
-    validate::name("image", &name)?;
+    check_new_name(d, &name)?;
     let suite = req
         .suite
         .clone()
         .unwrap_or_else(|| bootstrap::DEFAULT_SUITE.to_owned());
     validate::suite(&suite)?;
-    if d.store.find_image(&name)?.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::AlreadyExists,
-            format!("an image named {name:?} already exists"),
-        )
-        .with_hint("pick another --name, or delete the old image with `banger image delete`"));
-    }
     let net = NetConfig::new(d.pool.gateway(), d.pool.prefix_len());
     let checks =
         Doctor::new(&RealRunner, net, d.paths.state_dir.clone()).preflight(Preflight::Bootstrap);

@@ -353,17 +353,7 @@ impl ImageInput {
     /// for `crate::image::check_register` when all are fine.
     pub fn check(&self, d: &Daemon) -> Result<RegisterImageRequest, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let name = validate::name("image", &self.name).and_then(|()| {
-            match d.store.find_image(&self.name)? {
-                Some(_) => Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("an image named {:?} already exists", self.name),
-                )
-                .with_hint("pick another name")),
-                None => Ok(()),
-            }
-        });
-        if let Err(e) = name {
+        if let Err(e) = crate::image::check_new_name(d, &self.name) {
             errors.insert("name", e);
         }
         let path = |label: &str, text: &str| -> Result<std::path::PathBuf, ApiError> {
@@ -456,17 +446,7 @@ impl BootstrapInput {
     /// fine (which checks them again, and the host).
     pub fn check(&self, d: &Daemon) -> Result<BootstrapImageRequest, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let name = validate::name("image", &self.name).and_then(|()| {
-            match d.store.find_image(&self.name)? {
-                Some(_) => Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("an image named {:?} already exists", self.name),
-                )
-                .with_hint("pick another name, or delete the old image first")),
-                None => Ok(()),
-            }
-        });
-        if let Err(e) = name {
+        if let Err(e) = crate::image::check_new_name(d, &self.name) {
             errors.insert("name", e);
         }
         if let Err(e) = validate::suite(&self.suite) {
