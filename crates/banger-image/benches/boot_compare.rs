@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 use banger_host::{CommandRunner, CommandSpec, Privilege, RealRunner, RunError};
 use banger_image::bootstrap::{self, BootstrapSpec, Host, guest};
 use banger_image::initramfs;
-use banger_image::register::Reporter;
 use banger_image::vmdisk::{self, GuestNetwork, SshHostKey, VmFiles};
 use sha2::{Digest, Sha256};
 
@@ -121,29 +120,6 @@ fn sha_key(parts: &[&str]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Bootstrap stages on one line each, as they finish.
-struct Quiet {
-    started: Instant,
-}
-
-impl Reporter for Quiet {
-    fn begin(&self, _stage: &str) {}
-    fn progress(&self, _stage: &str, _done: u64, _total: u64) {}
-    fn done(&self, stage: &str, note: Option<String>) {
-        println!(
-            "  [{:5.1} s] {stage} {}",
-            self.started.elapsed().as_secs_f64(),
-            note.unwrap_or_default()
-        );
-    }
-    fn skip(&self, stage: &str, reason: &str) {
-        println!("  {stage}: skipped ({reason})");
-    }
-    fn cancelled(&self) -> bool {
-        false
-    }
 }
 
 /// A shell script run as root inside `root` (a throw-away copy of a debootstrapped root).
@@ -620,7 +596,13 @@ fn main() {
     let image_dir = dir.join("image");
     println!("bootstrapping the image:");
     let started = Instant::now();
-    if let Err(e) = bootstrap::bootstrap("bench", &spec, &host, &image_dir, &Quiet { started }) {
+    if let Err(e) = bootstrap::bootstrap(
+        "bench",
+        &spec,
+        &host,
+        &image_dir,
+        &qemu_guest::StagePrinter { started },
+    ) {
         match e {
             bootstrap::BootstrapError::NoKernelPackage { .. } => {
                 println!("SKIP: {e} (apt-get update?)");

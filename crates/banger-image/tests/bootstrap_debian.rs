@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use banger_host::{CommandRunner, CommandSpec, Privilege, RealRunner, RunError};
 use banger_image::bootstrap::{self, BootstrapSpec, Host, guest};
-use banger_image::register::Reporter;
 use banger_image::vmdisk::{self, GuestNetwork, SshHostKey, VmFiles};
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
@@ -43,34 +42,6 @@ fn missing(program: &str, probe: &[&str]) -> bool {
             true
         }
         _ => false,
-    }
-}
-
-/// Prints each stage with its time, as the CLI would.
-struct Printer {
-    started: Instant,
-}
-
-impl Reporter for Printer {
-    fn begin(&self, stage: &str) {
-        println!(
-            "[{:6.1} s] {stage} ...",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-    fn progress(&self, _stage: &str, _done: u64, _total: u64) {}
-    fn done(&self, stage: &str, note: Option<String>) {
-        println!(
-            "[{:6.1} s] {stage}: done {}",
-            self.started.elapsed().as_secs_f64(),
-            note.unwrap_or_default()
-        );
-    }
-    fn skip(&self, stage: &str, reason: &str) {
-        println!("{stage}: skipped ({reason})");
-    }
-    fn cancelled(&self) -> bool {
-        false
     }
 }
 
@@ -130,7 +101,13 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     };
     let image_dir = dir.join("images/test");
     let started = Instant::now();
-    let image = match bootstrap::bootstrap("test", &spec, &host, &image_dir, &Printer { started }) {
+    let image = match bootstrap::bootstrap(
+        "test",
+        &spec,
+        &host,
+        &image_dir,
+        &qemu_guest::StagePrinter { started },
+    ) {
         Ok(image) => image,
         Err(e @ bootstrap::BootstrapError::NoKernelPackage { .. }) => {
             println!("SKIP: {e} (apt-get update?)");

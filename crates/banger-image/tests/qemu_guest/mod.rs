@@ -297,3 +297,32 @@ pub fn ssh_banner(port: u16, deadline: Instant, poll: Duration) -> Option<(Insta
     }
     None
 }
+
+/// Prints each bootstrap stage with the time since `started`, as the CLI would; for the tests
+/// and the benchmark that bootstrap the image they boot.
+pub struct StagePrinter {
+    pub started: Instant,
+}
+
+impl banger_image::register::Reporter for StagePrinter {
+    fn begin(&self, stage: &str) {
+        println!(
+            "[{:6.1} s] {stage} ...",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+    fn progress(&self, _stage: &str, _done: u64, _total: u64) {}
+    fn done(&self, stage: &str, note: Option<String>) {
+        println!(
+            "[{:6.1} s] {stage}: done {}",
+            self.started.elapsed().as_secs_f64(),
+            note.unwrap_or_default()
+        );
+    }
+    fn skip(&self, stage: &str, reason: &str) {
+        println!("{stage}: skipped ({reason})");
+    }
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
