@@ -55,15 +55,7 @@ fn main() {
             return;
         }
     };
-    let namespace = std::fs::File::open(format!("/run/netns/{}", netns.name())).unwrap();
-    {
-        use std::os::fd::AsFd;
-        rustix::thread::move_into_link_name_space(
-            namespace.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-    }
+    netns.enter().unwrap();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())

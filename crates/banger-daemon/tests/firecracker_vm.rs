@@ -92,15 +92,7 @@ fn vm_lifecycle_with_the_real_firecracker_taps_and_nftables() {
         }
     };
     // This thread, and every thread and process it starts from now on, lives in the namespace.
-    let namespace = std::fs::File::open(format!("/run/netns/{}", netns.name())).unwrap();
-    {
-        use std::os::fd::AsFd;
-        rustix::thread::move_into_link_name_space(
-            namespace.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
-    }
+    netns.enter().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

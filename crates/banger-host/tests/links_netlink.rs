@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use banger_host::network::netns::Netns;
+use banger_host::network::netns::{self, Netns};
 use banger_host::network::{
     self, HostLink, IpLinks, Links, NetConfig, NetlinkLinks, NetworkError, Privilege, Resource,
     VmNet,
@@ -38,14 +38,9 @@ macro_rules! require_host {
 
 /// Runs `f` on a thread that entered `ns`, and returns what it returned (or its panic).
 fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{}", ns.name())).unwrap();
+    let name = ns.name().to_owned();
     std::thread::spawn(move || {
-        use std::os::fd::AsFd;
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
+        netns::enter(&name).unwrap();
         f()
     })
     .join()

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use banger_host::network::netns::{Netns, NetnsRunner};
+use banger_host::network::netns::{self, Netns, NetnsRunner};
 use banger_host::network::{
     self, IP_FORWARD, IpLinks, NetConfig, NetworkError, Privilege, Resource, VmNet, host_links,
 };
@@ -361,14 +361,9 @@ fn in_netns<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
-    let file = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+    let name = netns.to_owned();
     std::thread::spawn(move || {
-        use std::os::fd::AsFd;
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap();
+        netns::enter(&name).unwrap();
         f()
     })
 }

@@ -352,16 +352,10 @@ fn launch_with_a_tap_in_a_throwaway_network_namespace() {
     );
     let fc = Firecracker::new(binary);
     // Firecracker inherits the network namespace of the thread that starts it.
-    let namespace = std::fs::File::open(format!("/run/netns/{}", netns.name())).unwrap();
     let (vm, config) = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                use std::os::fd::AsFd;
-                rustix::thread::move_into_link_name_space(
-                    namespace.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap();
+                netns.enter().unwrap();
                 let vm = fc.launch(&spec).unwrap();
                 let config = fc.client(&vm.api_socket).vm_config().unwrap();
                 (vm, config)

@@ -9,6 +9,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{NetworkError, run};
 use crate::runner::{CommandOutput, CommandRunner, CommandSpec, RealRunner, RunError};
 
+/// Moves the calling thread (only it) into the network namespace `name` (`/run/netns/<name>`):
+/// the sockets it opens and the processes it starts from then on live there, while the rest of
+/// the process stays where it was. Needs root.
+pub fn enter(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open(format!("/run/netns/{name}"))?;
+    rustix::thread::move_into_link_name_space(
+        file.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )?;
+    Ok(())
+}
+
 /// A network namespace that exists until this value is dropped.
 #[derive(Debug)]
 pub struct Netns {
@@ -42,6 +55,11 @@ impl Netns {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Moves the calling thread into this namespace (see [`enter`]).
+    pub fn enter(&self) -> std::io::Result<()> {
+        enter(&self.name)
     }
 
     /// A runner whose commands run inside this namespace.
