@@ -4,9 +4,10 @@
 //! 1. mount `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs);
 //! 2. read the `banger.*` kernel parameters ([`crate::cmdline`]);
 //! 3. load the modules listed in `/lib/modules/banger.load`, in that order;
-//! 4. wait, up to the timeout each, for the base, overlay and work disks;
+//! 4. wait, up to the timeout each, for the base, overlay and work disks and the config drive;
 //! 5. mount the base read-only at `/run/banger/base`, the overlay disk at
-//!    `/run/banger/overlay`, and overlayfs (lower = base, upper/work on the overlay disk) at
+//!    `/run/banger/overlay`, copy the config drive's files into its upper directory
+//!    ([`crate::config_drive`]), and mount overlayfs (lower = base, upper/work on the overlay disk) at
 //!    `/newroot`; mount the work disk at `/newroot/root`;
 //! 6. set the hostname from the new root's `/etc/hostname` and apply `/etc/banger/network`
 //!    ([`crate::netconf`]) to `lo` and the VM's NIC over netlink;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cmdline::{self, CmdlineError, Config, DeviceSpec};
+use crate::config_drive::{self, ConfigDriveError};
 use crate::netconf::{self, NetConfig, NetConfigError};
 use crate::sys::{Mount, Sys};
 
@@ -67,6 +69,15 @@ pub enum BootError {
         timeout: Duration,
         present: String,
     },
+
+    #[error("{device}: {source}")]
+    ConfigDrive {
+        device: String,
+        source: ConfigDriveError,
+    },
+
+    #[error("applying the config drive failed writing {}: {source}", path.display())]
+    ApplyConfig { path: PathBuf, source: io::Error },
 
     #[error(transparent)]
     NetConfig(#[from] NetConfigError),
@@ -156,9 +167,19 @@ fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
         Some(spec) => Some(wait_for_device(sys, "work disk", spec, config.timeout)?),
         None => None,
     };
+    let config_drive = match &config.config {
+        Some(spec) => Some(wait_for_device(sys, "config drive", spec, config.timeout)?),
+        None => None,
+    };
     stages.mark(sys, "init_disks_found");
 
-    mount_root(sys, &base, &overlay, work.as_deref())?;
+    let applied = mount_root(
+        sys,
+        &base,
+        &overlay,
+        work.as_deref(),
+        config_drive.as_deref(),
+    )?;
     stages.mark(sys, "init_root_mounted");
 
     let hostname = apply_hostname(sys)?;
@@ -167,7 +188,7 @@ fn boot(sys: &mut dyn Sys, args: &[String]) -> Result<Never, BootError> {
 
     sys.console(&format!(
         "{PREFIX} {loaded} modules loaded; root: {base} + overlay {overlay}; work: {}; \
-         hostname: {}; network: {}",
+         config: {applied}; hostname: {}; network: {}",
         work.as_deref().unwrap_or("none"),
         hostname.as_deref().unwrap_or("(unset)"),
         network.as_deref().unwrap_or("none"),
@@ -309,13 +330,14 @@ fn wait_for_device(
     }
 }
 
-/// The block device whose ext2/3/4 superblock carries `label`.
+/// The block device whose ext2/3/4 superblock carries `label`, or the config drive with it.
 fn find_by_label(sys: &mut dyn Sys, label: &str) -> Option<String> {
     let names = sys.list_dir(Path::new("/sys/class/block")).ok()?;
     names.into_iter().find_map(|name| {
         let dev = format!("/dev/{name}");
         let head = sys.read_head(Path::new(&dev), 2048).ok()?;
-        (ext_label(&head)? == label).then_some(dev)
+        let found = ext_label(&head).or_else(|| config_drive::label(&head))?;
+        (found == label).then_some(dev)
     })
 }
 
@@ -335,7 +357,8 @@ fn mount_root(
     base: &str,
     overlay: &str,
     work: Option<&str>,
-) -> Result<(), BootError> {
+    config_drive: Option<&str>,
+) -> Result<String, BootError> {
     for dir in [BASE_MOUNT, OVERLAY_MOUNT, NEW_ROOT] {
         mkdir(sys, dir)?;
     }
@@ -347,6 +370,12 @@ fn mount_root(
     let workdir = format!("{OVERLAY_MOUNT}/work");
     mkdir(sys, &upper)?;
     mkdir(sys, &workdir)?;
+    // Into the upper directory before overlayfs is mounted over it: changing it afterwards is
+    // not allowed.
+    let applied = match config_drive {
+        Some(device) => apply_config_drive(sys, device, Path::new(&upper))?,
+        None => "none".to_owned(),
+    };
     mount(
         sys,
         Mount::new("overlay", NEW_ROOT, "overlay").data(&format!(
@@ -358,7 +387,59 @@ fn mount_root(
         mkdir(sys, &root_home)?;
         mount(sys, Mount::new(work, &root_home, "ext4"))?;
     }
-    Ok(())
+    Ok(applied)
+}
+
+/// Copies the config drive's files into `upper` unless this very drive was applied before
+/// (see [`config_drive`]); says what it did.
+fn apply_config_drive(sys: &mut dyn Sys, device: &str, upper: &Path) -> Result<String, BootError> {
+    let bytes = sys
+        .read_head(Path::new(device), config_drive::MAX_SIZE)
+        .map_err(|source| BootError::Read {
+            path: device.into(),
+            source,
+        })?;
+    let entries = config_drive::parse(&bytes).map_err(|source| BootError::ConfigDrive {
+        device: device.to_owned(),
+        source,
+    })?;
+    let copy = upper.join(config_drive::APPLIED_COPY);
+    if sys
+        .read_head(&copy, config_drive::MAX_SIZE)
+        .is_ok_and(|old| old == bytes)
+    {
+        return Ok(format!("{device} (applied before)"));
+    }
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BootError::ApplyConfig { path, source }
+    };
+    let mut files = 0;
+    // The marker says what the drive is; it is not a file of the guest.
+    for entry in entries.iter().skip(1) {
+        match entry {
+            config_drive::Entry::Dir { path, mode } => {
+                let path = upper.join(path);
+                sys.make_dir(&path, *mode).map_err(failed(&path))?;
+            }
+            config_drive::Entry::File { path, mode, data } => {
+                let path = upper.join(path);
+                if let Some(parent) = path.parent() {
+                    sys.mkdir_all(parent).map_err(failed(parent))?;
+                }
+                sys.install_file(&path, data, *mode)
+                    .map_err(failed(&path))?;
+                files += 1;
+            }
+        }
+    }
+    // Last: a boot that stops half-way applies the drive again next time.
+    if let Some(parent) = copy.parent() {
+        sys.mkdir_all(parent).map_err(failed(parent))?;
+    }
+    sys.install_file(&copy, &bytes, 0o600)
+        .map_err(failed(&copy))?;
+    Ok(format!("{device} ({files} files applied)"))
 }
 
 /// Sets the hostname from the new root's `/etc/hostname`; returns it.
@@ -574,6 +655,16 @@ mod tests {
             self.dirs.insert(path.to_owned());
             Ok(())
         }
+        fn make_dir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+            self.effect(format!("mkdir -m {mode:o} {}", path.display()))?;
+            self.dirs.insert(path.to_owned());
+            Ok(())
+        }
+        fn install_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+            self.effect(format!("install -m {mode:o} {}", path.display()))?;
+            self.files.insert(path.to_owned(), contents.to_owned());
+            Ok(())
+        }
         fn mount(&mut self, m: &Mount) -> io::Result<()> {
             self.effect(m.to_string())
         }
@@ -744,10 +835,121 @@ mod tests {
             sys.console,
             [
                 "banger-init: 3 modules loaded; root: /dev/vda + overlay /dev/vdb; work: \
-                 /dev/vdc; hostname: dev; network: eth0 172.30.0.5/24 via 172.30.0.1",
+                 /dev/vdc; config: none; hostname: dev; network: eth0 172.30.0.5/24 via \
+                 172.30.0.1",
                 // The devices appeared at 300-500 ms, polled every 20 ms.
                 "banger-init: switching root (510 ms since kernel start)",
             ]
+        );
+    }
+
+    /// A VM whose files come on a config drive (vdd), found by its label.
+    fn vm_with_config_drive() -> (FakeSys, Vec<u8>) {
+        use crate::config_drive::{MARKER_CONTENTS, MARKER_ENTRY, testing::drive};
+        let mut sys = FakeSys::vm("banger.config=LABEL=banger-config");
+        let bytes = drive(&[
+            (MARKER_ENTRY, 0o100644, MARKER_CONTENTS.as_bytes()),
+            ("etc", 0o040755, b""),
+            ("etc/hostname", 0o100644, b"dev\n"),
+            ("etc/banger", 0o040755, b""),
+            ("etc/banger/agent-token", 0o100600, b"secret"),
+        ]);
+        sys.file("/dev/vdd", bytes.clone());
+        for dev in ["vda", "vdb", "vdc", "vdd"] {
+            sys.file(&format!("/sys/class/block/{dev}"), "");
+        }
+        (sys, bytes)
+    }
+
+    #[test]
+    fn the_config_drive_is_applied_to_the_upper_directory_once() {
+        let (mut sys, bytes) = vm_with_config_drive();
+        let err = boot_error(&mut sys);
+        assert!(matches!(&err, BootError::Exec { .. }), "{err}");
+        let applied: Vec<&str> = sys
+            .log
+            .iter()
+            .map(String::as_str)
+            .skip_while(|l| !l.starts_with("mount -t ext4 /dev/vdb"))
+            .take_while(|l| !l.starts_with("mount -t overlay"))
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                "mount -t ext4 /dev/vdb /run/banger/overlay",
+                "mkdir -m 755 /run/banger/overlay/upper/etc",
+                "install -m 644 /run/banger/overlay/upper/etc/hostname",
+                "mkdir -m 755 /run/banger/overlay/upper/etc/banger",
+                "install -m 600 /run/banger/overlay/upper/etc/banger/agent-token",
+                "install -m 600 /run/banger/overlay/upper/etc/banger/config-drive",
+            ],
+            "before overlayfs is mounted, the copy last"
+        );
+        assert_eq!(
+            sys.files[Path::new("/run/banger/overlay/upper/etc/banger/agent-token")],
+            b"secret"
+        );
+        assert_eq!(
+            sys.files[Path::new("/run/banger/overlay/upper/etc/banger/config-drive")],
+            bytes
+        );
+        assert!(
+            sys.console[0].contains("config: /dev/vdd (2 files applied)"),
+            "{}",
+            sys.console[0]
+        );
+
+        // The next boot with the same drive leaves the VM's files alone.
+        let (mut again, _) = vm_with_config_drive();
+        again.files.insert(
+            "/run/banger/overlay/upper/etc/banger/config-drive".into(),
+            bytes,
+        );
+        again.file("/run/banger/overlay/upper/etc/hostname", "renamed\n");
+        boot_error(&mut again);
+        assert!(
+            !again.log.iter().any(|l| l.starts_with("install")),
+            "{:?}",
+            again.log
+        );
+        assert_eq!(
+            again.files[Path::new("/run/banger/overlay/upper/etc/hostname")],
+            b"renamed\n"
+        );
+        assert!(again.console[0].contains("config: /dev/vdd (applied before)"));
+    }
+
+    #[test]
+    fn a_damaged_config_drive_stops_the_boot_naming_it() {
+        let (mut sys, mut bytes) = vm_with_config_drive();
+        bytes.truncate(200);
+        sys.file("/dev/vdd", bytes);
+        let err = boot_error(&mut sys);
+        assert!(
+            err.to_string()
+                .starts_with("/dev/vdd: the config drive is damaged:"),
+            "{err}"
+        );
+        assert!(!sys.log.iter().any(|l| l.starts_with("mount -t overlay")));
+
+        let (mut sys, _) = vm_with_config_drive();
+        sys.fail_on = Some((
+            "install -m 600 /run/banger/overlay/upper/etc/banger/agent-token".into(),
+            io::ErrorKind::StorageFull,
+        ));
+        let err = boot_error(&mut sys);
+        assert!(
+            err.to_string().starts_with(
+                "applying the config drive failed writing \
+                 /run/banger/overlay/upper/etc/banger/agent-token:"
+            ),
+            "{err}"
+        );
+        assert!(
+            !sys.files.contains_key(Path::new(
+                "/run/banger/overlay/upper/etc/banger/config-drive"
+            )),
+            "not recorded as applied"
         );
     }
 

@@ -7,12 +7,13 @@
 //! | `banger.base=DEV` | `/dev/vda` | the image's read-only root filesystem (ext4) |
 //! | `banger.overlay=DEV` | `/dev/vdb` | the VM's overlay disk (ext4 with `upper/`, `work/`) |
 //! | `banger.work=DEV` | `/dev/vdc` | the VM's work disk, mounted at `/root`; `none` to skip |
+//! | `banger.config=DEV` | none | the VM's config drive ([`crate::config_drive`]), applied to the overlay |
 //! | `banger.init=PATH` | `/sbin/init` | the image's init, run after the root switch |
 //! | `banger.timeout=SECONDS` | `10` | how long to wait for each device and the NIC |
 //!
 //! `DEV` is a device path (`/dev/vdb`) or `LABEL=name`, matched against ext4 filesystem
-//! labels (banger labels its disks `banger-overlay` and `banger-work`), for VMMs whose device
-//! order is not the attach order. An unknown `banger.*` parameter is an error rather than
+//! labels (banger labels its disks `banger-overlay` and `banger-work`; the config drive's label
+//! is `banger-config`), for VMMs whose device order is not the attach order. An unknown `banger.*` parameter is an error rather than
 //! silently ignored: a typo would otherwise boot with a default the user did not ask for.
 
 use std::fmt;
@@ -43,6 +44,8 @@ pub struct Config {
     pub overlay: DeviceSpec,
     /// `None` when `banger.work=none`.
     pub work: Option<DeviceSpec>,
+    /// The config drive; `None` (the default) when the VM's files are already on its overlay.
+    pub config: Option<DeviceSpec>,
     pub init: String,
     pub timeout: Duration,
 }
@@ -53,6 +56,7 @@ impl Default for Config {
             base: DeviceSpec::Path("/dev/vda".into()),
             overlay: DeviceSpec::Path("/dev/vdb".into()),
             work: Some(DeviceSpec::Path("/dev/vdc".into())),
+            config: None,
             init: "/sbin/init".to_owned(),
             timeout: Duration::from_secs(10),
         }
@@ -92,6 +96,8 @@ pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
             "overlay" => config.overlay = device(value).ok_or_else(|| bad(DEVICE_PROBLEM))?,
             "work" if value == "none" => config.work = None,
             "work" => config.work = Some(device(value).ok_or_else(|| bad(DEVICE_PROBLEM))?),
+            "config" if value == "none" => config.config = None,
+            "config" => config.config = Some(device(value).ok_or_else(|| bad(DEVICE_PROBLEM))?),
             "init" if value.starts_with('/') => config.init = value.to_owned(),
             "init" => return Err(bad("must be an absolute path")),
             "timeout" => {
@@ -167,9 +173,11 @@ mod tests {
     fn every_parameter() {
         let c = parse(
             "console=ttyS0 banger.base=/dev/vdc banger.overlay=LABEL=banger-overlay \
-             banger.work=none banger.init=/lib/systemd/systemd banger.timeout=30",
+             banger.work=none banger.init=/lib/systemd/systemd banger.timeout=30 \
+             banger.config=LABEL=banger-config",
         )
         .unwrap();
+        assert_eq!(c.config, Some(DeviceSpec::Label("banger-config".into())));
         assert_eq!(c.base, DeviceSpec::Path("/dev/vdc".into()));
         assert_eq!(c.overlay, DeviceSpec::Label("banger-overlay".into()));
         assert_eq!(c.work, None);
@@ -195,6 +203,7 @@ mod tests {
             "banger.base=vda",
             "banger.base=/dev/",
             "banger.work=LABEL=",
+            "banger.config=vdd",
             "banger.overlay=/dev/../etc/passwd",
             "banger.init=sbin/init",
             "banger.timeout=0",

@@ -6,11 +6,12 @@
 //! the image's init. On any failure it prints one `banger-init: FAILED: ...` line and powers
 //! the VM off.
 //!
-//! [`boot`] is the sequence, [`cmdline`] its parameters, [`netconf`] the network file,
+//! [`boot`] is the sequence, [`cmdline`] its parameters, [`config_drive`] the VM's own files, [`netconf`] the network file,
 //! [`netlink`] the three rtnetlink requests, [`sys`] every side effect behind a trait.
 
 pub mod boot;
 pub mod cmdline;
+pub mod config_drive;
 pub mod netconf;
 pub mod netlink;
 pub mod sys;

@@ -89,6 +89,11 @@ pub trait Sys {
     fn read_to_string(&mut self, path: &Path) -> io::Result<String>;
     /// Creates or replaces a file (mode 0644).
     fn write_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()>;
+    /// Creates one directory with these permission bits; an existing one is left as it is.
+    fn make_dir(&mut self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Creates or replaces a file with these permission bits, atomically (a new file renamed
+    /// over the old one), owned by root.
+    fn install_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()>;
     /// The first `len` bytes of a file (fewer when it is shorter).
     fn read_head(&mut self, path: &Path, len: usize) -> io::Result<Vec<u8>>;
     /// Whether `path` exists, following symlinks.
@@ -163,6 +168,33 @@ impl RealSys {
 impl Sys for RealSys {
     fn mkdir_all(&mut self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
+    }
+
+    fn make_dir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match fs::DirBuilder::new().mode(mode).create(path) {
+            // The umask must not narrow what the drive asked for.
+            Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn install_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut new = path.as_os_str().to_owned();
+        new.push(".banger-new");
+        let new = Path::new(&new);
+        let _ = fs::remove_file(new);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(new)?;
+        file.write_all(contents)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        drop(file);
+        fs::rename(new, path)
     }
 
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
