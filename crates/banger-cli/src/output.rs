@@ -554,6 +554,7 @@ pub(crate) mod tests {
                 kernel_version: Some("6.1.0-40-cloud-amd64".into()),
                 packages: vec![],
                 services: vec![],
+                init_features: Vec::new(),
                 created_from: "/srv/boot/vmlinux, /srv/boot/initrd, /srv/boot/rootfs.ext4".into(),
                 created_at,
             },

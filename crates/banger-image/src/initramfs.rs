@@ -32,6 +32,8 @@ pub const GUEST_MODULES: &[&str] = &[
 pub const MODULE_LIST: &str = "lib/modules/banger.load";
 /// Where the init binary goes.
 pub const INIT_PATH: &str = "init";
+/// Where the initramfs lists the init's features ([`banger_init::FEATURES`]), one a line.
+pub const FEATURES_PATH: &str = "banger-init.features";
 
 /// The fixed modification time of every entry, so archives are reproducible.
 const MTIME: u32 = 0;
@@ -647,7 +649,76 @@ pub fn assemble(
         archive.file(&path, 0o644, bytes)?;
     }
     archive.file(MODULE_LIST, 0o644, list)?;
+    let features: String = banger_init::FEATURES
+        .iter()
+        .map(|f| format!("{f}\n"))
+        .collect();
+    archive.file(FEATURES_PATH, 0o644, features)?;
     Ok((archive, resolution))
+}
+
+/// The init features an initrd lists at [`FEATURES_PATH`]: what banger's initramfs says of
+/// its init. Empty for any other initrd (another format, another compression than none or
+/// gzip, no such entry). Reads only up to that entry, which banger's archives put near the
+/// start.
+pub fn init_features(initrd: &Path) -> Result<Vec<String>, InitramfsError> {
+    let read_error = |source| InitramfsError::Read {
+        path: initrd.to_owned(),
+        source,
+    };
+    let mut file = io::BufReader::new(std::fs::File::open(initrd).map_err(read_error)?);
+    let mut magic = [0u8; 2];
+    let head = io::Read::read(&mut file, &mut magic).map_err(read_error)?;
+    let prefix = io::Cursor::new(magic[..head].to_vec());
+    let mut archive: Box<dyn Read> = if magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(prefix.chain(file)))
+    } else {
+        Box::new(prefix.chain(file))
+    };
+    match find_entry(&mut archive, FEATURES_PATH) {
+        Ok(Some(data)) => Ok(String::from_utf8_lossy(&data)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        // Not a newc archive, or one without the list: not banger's initramfs.
+        Ok(None) | Err(_) => Ok(Vec::new()),
+    }
+}
+
+/// The data of the entry named `wanted` in the newc archive `r`, reading no further.
+fn find_entry(r: &mut dyn Read, wanted: &str) -> io::Result<Option<Vec<u8>>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a newc archive");
+    loop {
+        let mut header = [0u8; 110];
+        r.read_exact(&mut header)?;
+        if &header[..6] != b"070701" {
+            return Err(bad());
+        }
+        let field = |i: usize| {
+            std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i])
+                .ok()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or_else(bad)
+        };
+        let size = field(6)?;
+        let name_len = field(11)?;
+        let name_pad = (4 - (110 + name_len) % 4) % 4;
+        let mut name = vec![0u8; (name_len + name_pad) as usize];
+        r.read_exact(&mut name)?;
+        name.truncate(name_len.saturating_sub(1) as usize);
+        let data_pad = (4 - size % 4) % 4;
+        if name == b"TRAILER!!!" {
+            return Ok(None);
+        }
+        if name == wanted.as_bytes() {
+            let mut data = vec![0u8; size as usize];
+            r.read_exact(&mut data)?;
+            return Ok(Some(data));
+        }
+        io::copy(&mut r.take(size + data_pad), &mut io::sink())?;
+    }
 }
 
 /// [`assemble`]s the initramfs and writes it to `out` (under a temporary name first, so a
@@ -1144,6 +1215,12 @@ mod tests {
         assert!(entries.iter().all(|e| !e.name.contains("hid")));
         // Nothing else was left next to the output.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The init's features are listed, and found again in the compressed and plain forms.
+        assert_eq!(init_features(&out).unwrap(), banger_init::FEATURES);
+        let plain = dir.path().join("initrd.cpio");
+        std::fs::write(&plain, &cpio).unwrap();
+        assert_eq!(init_features(&plain).unwrap(), ["config-drive"]);
+        std::fs::remove_file(&plain).unwrap();
 
         // Same inputs, same bytes.
         let again = dir.path().join("initrd2");
@@ -1156,6 +1233,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    }
+
+    #[test]
+    fn other_initrds_list_no_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let without = dir.path().join("without");
+        let mut archive = Initramfs::new();
+        archive
+            .file("init", 0o755, b"#!/bin/sh\n".to_vec())
+            .unwrap();
+        archive.file("zz", 0o644, b"x".to_vec()).unwrap();
+        std::fs::write(&without, archive.to_bytes()).unwrap();
+        assert!(init_features(&without).unwrap().is_empty());
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"\x28\xb5\x2f\xfd zstd, not read").unwrap();
+        assert!(init_features(&junk).unwrap().is_empty());
+        std::fs::write(&junk, b"").unwrap();
+        assert!(init_features(&junk).unwrap().is_empty());
+        assert!(init_features(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -188,6 +188,13 @@ fn install_into(
         kernel_version: sources.kernel_version.clone(),
         packages: Vec::new(),
         services: Vec::new(),
+        // Read from the initrd: an image registered with an initrd banger made gets the same
+        // fast VM creation as a bootstrapped one.
+        init_features: match &sources.initrd {
+            Some(initrd) => crate::initramfs::init_features(initrd)
+                .map_err(|e| ApiError::invalid(error_chain(&e)))?,
+            None => Vec::new(),
+        },
         created_from,
         created_at,
     };

@@ -292,6 +292,72 @@ pub fn build_overlay_disk(
     make_disk(runner, Some(root), OVERLAY_LABEL, path, size)
 }
 
+/// Creates a blank overlay disk at `path` (which must not exist): a sparse ext4 image of
+/// `size` bytes labelled [`OVERLAY_LABEL`], nothing in it. The guest init makes `upper/` and
+/// `work/` and copies the VM's files from its config drive ([`config_drive`]), so a blank disk
+/// fits any VM of any image whose init has that feature and can be made before it is needed.
+/// On failure nothing is left at `path`.
+pub fn build_blank_overlay_disk(
+    runner: &dyn CommandRunner,
+    path: &Path,
+    size: u64,
+) -> Result<(), VmDiskError> {
+    make_disk(runner, None, OVERLAY_LABEL, path, size)
+}
+
+/// The VM's config drive: its files ([`VmFiles::files`]) as the newc archive banger's init
+/// applies to the overlay at boot (see [`banger_init::config_drive`]), padded to whole
+/// sectors. A few KiB, made in microseconds.
+pub fn config_drive(files: &VmFiles) -> Result<Vec<u8>, VmDiskError> {
+    use banger_init::config_drive::{MARKER_CONTENTS, MARKER_ENTRY};
+    let invalid = |e: crate::initramfs::InitramfsError| VmDiskError::Invalid(e.to_string());
+    let mut archive = crate::initramfs::Initramfs::new();
+    archive
+        .file(MARKER_ENTRY, 0o644, MARKER_CONTENTS)
+        .map_err(invalid)?;
+    for file in files.files()? {
+        relative_path(&file.path)?;
+        archive
+            .file(&file.path, file.mode, file.contents)
+            .map_err(invalid)?;
+    }
+    // The init finds the drive by its first entry; archives are sorted by path.
+    if archive.paths().next() != Some(MARKER_ENTRY) {
+        return Err(VmDiskError::Invalid(format!(
+            "a VM file's path sorts before {MARKER_ENTRY}"
+        )));
+    }
+    Ok(archive.to_bytes())
+}
+
+/// Writes [`config_drive`] to `path` (which must not exist), mode 0600: it carries the VM's
+/// SSH host key and agent token. On failure nothing is left at `path`.
+pub fn write_config_drive(files: &VmFiles, path: &Path) -> Result<(), VmDiskError> {
+    use std::io::Write;
+    let bytes = config_drive(files)?;
+    let create_error = |source| VmDiskError::Create {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => VmDiskError::Exists {
+                path: path.to_owned(),
+            },
+            _ => create_error(source),
+        })?;
+    if let Err(e) = file.write_all(&bytes) {
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(create_error(e));
+    }
+    Ok(())
+}
+
 /// Creates the VM's work disk at `path` (which must not exist): a sparse ext4 image of `size`
 /// bytes labelled [`WORK_LABEL`], holding a copy of `seed` when given. Returns the seed's
 /// [`fingerprint`] (that of an empty seed when there is none), to record with the VM. On
@@ -813,6 +879,66 @@ mod tests {
             fingerprint(&dir.path().join("missing")),
             Err(VmDiskError::Seed { .. })
         ));
+    }
+
+    #[test]
+    fn the_config_drive_carries_the_vm_files_for_the_init() {
+        use banger_init::config_drive::{self as cd, Entry};
+        let bytes = config_drive(&files()).unwrap();
+        assert_eq!(bytes.len() % 512, 0, "whole sectors");
+        assert_eq!(cd::label(&bytes).as_deref(), Some(cd::LABEL));
+        let entries = cd::parse(&bytes).unwrap();
+        let wanted = files().files().unwrap();
+        let got: Vec<(&str, u32, &[u8])> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::File { path, mode, data } if path != cd::MARKER_ENTRY => {
+                    Some((path.as_str(), *mode, data.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut expected: Vec<(&str, u32, &[u8])> = wanted
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice()))
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected);
+        assert!(entries.contains(&Entry::Dir {
+            path: "etc/ssh".into(),
+            mode: 0o755
+        }));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.cpio");
+        write_config_drive(&files(), &path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(matches!(
+            write_config_drive(&files(), &path),
+            Err(VmDiskError::Exists { .. })
+        ));
+
+        let mut early = files();
+        early.extra.push(StagedFile {
+            path: "-early".into(),
+            mode: 0o644,
+            contents: vec![],
+        });
+        assert!(matches!(config_drive(&early), Err(VmDiskError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_blank_overlay_disk_is_labelled_and_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("overlay.ext4");
+        build_blank_overlay_disk(&RealRunner, &disk, 64 * MIB).unwrap();
+        assert_eq!(fs::metadata(&disk).unwrap().len(), 64 * MIB);
+        let head = fs::read(&disk).unwrap();
+        assert_eq!(
+            banger_init::boot::ext_label(&head[..2048]).as_deref(),
+            Some(OVERLAY_LABEL)
+        );
     }
 
     #[test]

@@ -15,3 +15,11 @@ pub mod config_drive;
 pub mod netconf;
 pub mod netlink;
 pub mod sys;
+
+/// What this init understands beyond the basics, listed in the initramfs banger makes (one a
+/// line, at `banger-init.features`) so the daemon knows what a VM of the image may rely on:
+/// `config-drive` — a VM's own files may come on a config drive ([`config_drive`]).
+pub const FEATURES: &[&str] = &["config-drive"];
+
+/// The feature that lets a VM's files come on a config drive.
+pub const FEATURE_CONFIG_DRIVE: &str = "config-drive";

@@ -43,6 +43,7 @@ fn image(id: &str, name: &str) -> Image {
                 name: "opencode".into(),
                 port: 4096,
             }],
+            init_features: Vec::new(),
             created_from: "banger image bootstrap debian".into(),
             created_at: Timestamp(1_763_900_000_123),
         },

@@ -208,6 +208,7 @@ impl Web {
                 kernel_version: Some("6.1.0-test".into()),
                 packages: vec![],
                 services: vec![],
+                init_features: Vec::new(),
                 created_from: "test".into(),
                 created_at: Timestamp::now(),
             },

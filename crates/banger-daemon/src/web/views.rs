@@ -1483,6 +1483,7 @@ mod tests {
                     name: "opencode".into(),
                     port: 4096,
                 }],
+                init_features: Vec::new(),
                 created_from: "debootstrap bookworm (minbase)".into(),
                 created_at: Timestamp(T),
             },

@@ -663,6 +663,13 @@ impl Run<'_> {
                     port: 22,
                 }])
                 .collect(),
+            init_features: crate::initramfs::init_features(&initrd).map_err(|e| {
+                BootstrapError::Io {
+                    what: "read",
+                    path: initrd.clone(),
+                    source: io::Error::other(e),
+                }
+            })?,
             created_from: format!(
                 "debootstrap {} ({}, minbase) from {}, kernel {} {}",
                 self.spec.suite,
