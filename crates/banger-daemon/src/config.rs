@@ -27,9 +27,16 @@ pub struct Config {
     /// The private SSH key banger logs into its VMs with (its `.pub` next to it); generated
     /// as `ssh/id_ed25519` in the state dir when unset.
     pub ssh_key: Option<PathBuf>,
+    /// How many ready-made disks bangerd keeps for each kind of disk `vm create` asks for
+    /// (overlay disks of a size, work disks of an image and size), so a create takes a disk
+    /// instead of making one. 0 turns the pool off.
+    pub disk_pool: u32,
     pub defaults: VmDefaults,
     pub web: WebConfig,
 }
+
+/// The most ready-made disks a config may ask to keep of each kind.
+pub const MAX_DISK_POOL: u32 = 8;
 
 /// `[web]`: the localhost web console.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +86,7 @@ impl Default for Config {
             qemu_bin: None,
             cache_dir: None,
             ssh_key: None,
+            disk_pool: 1,
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -115,6 +123,7 @@ struct RawConfig {
     qemu_bin: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
+    disk_pool: Option<i64>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
 }
@@ -221,6 +230,16 @@ impl Config {
                 )));
             }
             config.ssh_key = Some(key);
+        }
+        if let Some(n) = raw.disk_pool {
+            config.disk_pool = u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_DISK_POOL)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "`disk_pool`: {n} is not between 0 (no pool) and {MAX_DISK_POOL}"
+                    ))
+                })?;
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -338,6 +357,7 @@ mod tests {
             subnet = "10.77.0.0/16"
             vmm = "qemu"
             firecracker_bin = "/opt/fc/firecracker"
+            disk_pool = 3
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -353,6 +373,7 @@ mod tests {
             config.firecracker_bin.as_deref(),
             Some(Path::new("/opt/fc/firecracker"))
         );
+        assert_eq!(config.disk_pool, 3);
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
@@ -433,6 +454,8 @@ mod tests {
             ("vmm = \"xen\"", "vmm"),
             ("firecracker_bin = \"bin/firecracker\"", "firecracker_bin"),
             ("default_image = \"Not A Name\"", "default_image"),
+            ("disk_pool = 9", "disk_pool"),
+            ("disk_pool = -1", "disk_pool"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");

@@ -213,6 +213,7 @@ pub fn find(d: &Daemon, name: &str) -> Result<Image, ApiError> {
 pub fn delete(d: &Daemon, name: &str) -> Result<Image, ApiError> {
     let image = find(d, name)?;
     d.store.delete_image(&image.id)?;
+    d.disks.forget_image(&image.id);
     let dir = d.paths.image_dir(&image.id);
     if let Err(e) = std::fs::remove_dir_all(&dir)
         && e.kind() != std::io::ErrorKind::NotFound

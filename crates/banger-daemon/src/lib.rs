@@ -41,6 +41,8 @@ pub struct Daemon {
     pub ops: Operations,
     pub host: HostFacts,
     pub machines: machine::Machines,
+    /// Ready-made VM disks.
+    pub disks: machine::pool::DiskPool,
     pub build_id: String,
     pub web: web::Console,
     started_at: Timestamp,

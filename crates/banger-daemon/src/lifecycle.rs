@@ -20,8 +20,9 @@ use banger_host::network::NetConfig;
 
 use crate::config::Config;
 use crate::host::HostFacts;
+use crate::machine::pool::DiskPool;
 use crate::machine::reconcile::reconcile;
-use crate::machine::{HostDeps, Machines};
+use crate::machine::{HostDeps, Machines, disks};
 use crate::operation::Operations;
 use crate::{Daemon, api, web};
 
@@ -136,6 +137,21 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         config.qemu_bin.clone(),
         tokio::runtime::Handle::current(),
     );
+    let default_image = store.find_image(&config.default_image).ok().flatten();
+    let disks = DiskPool::open(
+        &paths.state_dir,
+        config.disk_pool,
+        machines.runner.clone(),
+        disks::default_disk_kinds(
+            default_image.as_ref(),
+            &default_image
+                .as_ref()
+                .map(|i| paths.image_dir(&i.id))
+                .unwrap_or_default(),
+            config.defaults.disk_bytes,
+            config.defaults.work_disk_bytes,
+        ),
+    );
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let daemon = Arc::new(Daemon {
         paths,
@@ -145,6 +161,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         ops: Operations::default(),
         host,
         machines,
+        disks,
         build_id,
         web: console,
         started_at: Timestamp::now(),
@@ -199,6 +216,11 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
             if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
                 tracing::warn!("web console connections still open at shutdown; closing them");
             }
+        }
+        // No mkfs.ext4 of the pool's outlives the daemon.
+        let pool = d.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || pool.disks.stop()).await {
+            tracing::error!(error = %e, "stopping the disk pool panicked");
         }
         let socket = d.paths.socket();
         if let Err(e) = std::fs::remove_file(&socket)

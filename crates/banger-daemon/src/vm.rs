@@ -101,11 +101,7 @@ fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
     )?;
     let dir = d.paths.vm_dir(&vm.id);
     let made = (|| {
-        let key = disks::banger_public_key(
-            &*d.machines.runner,
-            d.config.ssh_key.as_deref(),
-            &d.paths.state_dir,
-        )?;
+        let key = disks::banger_public_key(d.config.ssh_key.as_deref(), &d.paths.state_dir)?;
         std::fs::create_dir_all(d.paths.vms_dir()).map_err(|e| {
             ApiError::internal(format!(
                 "cannot create {}: {e}",
@@ -114,11 +110,15 @@ fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
         })?;
         disks::make_vm_dir(&dir)?;
         let seed = disks::make_vm_files(
-            &*d.machines.runner,
+            &disks::VmFileSources {
+                runner: &*d.machines.runner,
+                pool: &d.disks,
+                image: &image,
+                image_dir: &d.paths.image_dir(&image.id),
+                authorized_key: &key,
+            },
             &vm,
-            &d.paths.image_dir(&image.id),
             &dir,
-            &key,
         )?;
         d.store.set_vm_work_seed(&vm.id, &seed)?;
         Ok::<(), ApiError>(())

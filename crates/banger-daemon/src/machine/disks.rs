@@ -1,16 +1,22 @@
-//! A VM's own files, made when it is created: the overlay disk (the writable layer of its root,
-//! carrying its hostname, network configuration, banger's SSH key, its own SSH host key and its
-//! agent token), the work disk mounted at `/root`, and the host-side copies banger needs later
-//! (the host key's public half for an exact `known_hosts` entry, the agent token).
+//! A VM's own files, made when it is created: the config drive (its hostname, network
+//! configuration, banger's SSH key, its own SSH host key and its agent token, which the guest
+//! init copies into the root), the overlay disk (the writable layer of its root, blank, from
+//! the [`pool`](super::pool)), the work disk mounted at `/root` (from the pool too), and the
+//! host-side copies banger needs later (the host key's public half for an exact `known_hosts`
+//! entry, the agent token). For an image whose init reads no config drive, those files are
+//! written into an overlay disk made for the VM instead.
 
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use banger_api::{ApiError, Vm};
+use banger_api::{ApiError, Image, Vm};
 use banger_host::{CommandRunner, CommandSpec};
 use banger_image::vmdisk::{self, GuestNetwork, SshHostKey, VmFiles};
+
+use super::pool::{DiskKind, DiskPool};
+use super::sshkey;
 
 /// Files in a VM's state directory.
 pub const OVERLAY_DISK: &str = "overlay.ext4";
@@ -20,17 +26,15 @@ pub const VMM_LOG: &str = "vmm.log";
 pub const METRICS: &str = "metrics.json";
 pub const HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
 pub const AGENT_TOKEN: &str = "agent-token";
+/// The VM's config drive ([`banger_init::config_drive`]), when its image's init reads one.
+pub const CONFIG_DRIVE: &str = "config.cpio";
 
 /// Where an image keeps the initial content of its VMs' work disks, when it has one.
 pub const WORK_SEED_DIR: &str = "work-seed";
 
 /// banger's own SSH key pair: the configured one, or `ssh/id_ed25519` in the state dir,
 /// generated the first time a VM needs it. Returns the public key line.
-pub fn banger_public_key(
-    runner: &dyn CommandRunner,
-    configured: Option<&Path>,
-    state_dir: &Path,
-) -> Result<String, ApiError> {
+pub fn banger_public_key(configured: Option<&Path>, state_dir: &Path) -> Result<String, ApiError> {
     // Concurrent creates must not both generate the key.
     static KEYGEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = KEYGEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -40,14 +44,7 @@ pub fn banger_public_key(
             let dir = state_dir.join("ssh");
             let path = dir.join("id_ed25519");
             if !path.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(|e| {
-                        ApiError::internal(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                keygen(runner, &path, "banger")?;
+                make_banger_key(&dir, &path)?;
             }
             path
         }
@@ -71,40 +68,35 @@ pub fn banger_public_key(
     Ok(line.trim().to_owned())
 }
 
-fn keygen(runner: &dyn CommandRunner, path: &Path, comment: &str) -> Result<(), ApiError> {
-    runner
-        .run(
-            &CommandSpec::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-                .arg(path.to_string_lossy()),
-        )
-        .map(drop)
-        .map_err(|e| {
-            ApiError::internal(format!(
-                "cannot make an SSH key: {}",
-                banger_vmm::error_chain(&e)
-            ))
-            .with_hint("install the OpenSSH client (sudo apt-get install openssh-client)")
-        })
-}
-
-/// A fresh ed25519 host key pair for one VM, made in `scratch` and removed from it.
-fn host_key(runner: &dyn CommandRunner, scratch: &Path, vm: &Vm) -> Result<SshHostKey, ApiError> {
-    let dir = tempfile::Builder::new()
-        .prefix(".hostkey-")
-        .tempdir_in(scratch)
-        .map_err(|e| ApiError::internal(format!("cannot make a scratch directory: {e}")))?;
-    let path = dir.path().join("key");
-    keygen(runner, &path, &format!("root@{}", vm.name))?;
-    let read = |p: &Path| {
-        fs::read_to_string(p)
-            .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", p.display())))
+/// Writes a new key pair at `path` and `path.pub`: the public half first, so a private key
+/// is never found without it; the private key under a temporary name renamed into place.
+fn make_banger_key(dir: &Path, path: &Path) -> Result<(), ApiError> {
+    let failed = |what: &Path, e: std::io::Error| {
+        ApiError::internal(format!(
+            "cannot make banger's SSH key {}: {e}",
+            what.display()
+        ))
     };
-    Ok(SshHostKey {
-        algorithm: "ed25519".into(),
-        private_key: read(&path)?,
-        public_key: read(&dir.path().join("key.pub"))?,
-    })
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| failed(dir, e))?;
+    let pair = sshkey::generate("banger");
+    let public = PathBuf::from(format!("{}.pub", path.display()));
+    fs::write(&public, format!("{}\n", pair.public_key)).map_err(|e| failed(&public, e))?;
+    let partial = dir.join(".id_ed25519.new");
+    let _ = fs::remove_file(&partial);
+    private_file(&partial, &pair.private_key)
+        .and_then(|()| {
+            fs::rename(&partial, path).map_err(|e| {
+                let _ = fs::remove_file(&partial);
+                failed(path, e)
+            })
+        })
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&public);
+        })
 }
 
 /// The host's DNS servers a guest can reach: `/etc/resolv.conf`'s nameservers, without
@@ -132,16 +124,25 @@ fn private_file(path: &Path, contents: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Makes everything in `dir` (which exists and is empty) that VM `vm` of the image in
-/// `image_dir` needs: both disks, the host key's public half and the agent token. Returns the
-/// work seed's fingerprint. On failure the caller removes `dir`.
-pub fn make_vm_files(
-    runner: &dyn CommandRunner,
-    vm: &Vm,
-    image_dir: &Path,
-    dir: &Path,
-    authorized_key: &str,
-) -> Result<String, ApiError> {
+/// What a VM's files are made from.
+pub struct VmFileSources<'a> {
+    pub runner: &'a dyn CommandRunner,
+    pub pool: &'a DiskPool,
+    pub image: &'a Image,
+    pub image_dir: &'a Path,
+    /// banger's public key, for root's `authorized_keys`.
+    pub authorized_key: &'a str,
+}
+
+/// Makes everything in `dir` (which exists and is empty) that VM `vm` needs: its overlay and
+/// work disks, its config drive when the image's init reads one, the host key's public half
+/// and the agent token. Returns the work seed's fingerprint. On failure the caller removes
+/// `dir`.
+///
+/// With a config drive the overlay disk is blank, so both disks can come from the pool; an
+/// image whose init predates config drives gets its VM's files in the overlay disk itself,
+/// made for it here.
+pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<String, ApiError> {
     let address: Ipv4Addr =
         vm.network.ip.parse().map_err(|_| {
             ApiError::internal(format!("VM {} has IP {:?}", vm.name, vm.network.ip))
@@ -159,53 +160,130 @@ pub fn make_vm_files(
         ))
         .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4, debugfs) is installed")
     };
-    let seed = image_dir.join(WORK_SEED_DIR);
-    let seed = seed.is_dir().then_some(seed.as_path());
-    // The work disk needs nothing of the rest: it is made alongside the host key and the
-    // overlay disk (each is a process or two), which about halves what a create waits for. Both
-    // finish before this returns, whatever fails, so the caller's cleanup finds no writer left.
-    let (work, rest) = std::thread::scope(|scope| {
-        let work = scope.spawn(|| {
-            vmdisk::build_work_disk(runner, seed, &dir.join(WORK_DISK), vm.work_disk_bytes)
-                .map_err(|e| disk_error("work disk", e))
+    let seed = src.image_dir.join(WORK_SEED_DIR);
+    let seed = seed.is_dir().then_some(seed);
+    let fingerprint =
+        vmdisk::seed_fingerprint(seed.as_deref()).map_err(|e| disk_error("work disk", e))?;
+    let work_kind = DiskKind::Work {
+        image_id: src.image.id.clone(),
+        seed,
+        fingerprint: fingerprint.clone(),
+        bytes: vm.work_disk_bytes,
+    };
+    let with_config_drive = src
+        .image
+        .manifest
+        .init_features
+        .iter()
+        .any(|f| f == banger_init::FEATURE_CONFIG_DRIVE);
+
+    let host_key = sshkey::generate(&format!("root@{}", vm.name));
+    let token = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let files = VmFiles {
+        hostname: vm.name.clone(),
+        network: GuestNetwork {
+            address,
+            prefix_len: vm.network.prefix_len,
+            gateway: Some(gateway),
+            dns: host_dns(),
+            mac: Some(vm.network.mac.clone()),
+        },
+        authorized_keys: src.authorized_key.to_owned(),
+        ssh_host_key: SshHostKey {
+            algorithm: "ed25519".into(),
+            private_key: host_key.private_key,
+            public_key: host_key.public_key.clone(),
+        },
+        agent_token: token.clone(),
+        extra: Vec::new(),
+    };
+
+    let overlay = dir.join(OVERLAY_DISK);
+    let work = dir.join(WORK_DISK);
+    let overlay_kind = DiskKind::Overlay {
+        bytes: vm.disk_bytes,
+    };
+    let overlay_ready = if with_config_drive {
+        vmdisk::write_config_drive(&files, &dir.join(CONFIG_DRIVE))
+            .map_err(|e| disk_error("config drive", e))?;
+        src.pool.take(&overlay_kind, &overlay)
+    } else {
+        false
+    };
+    let work_ready = src.pool.take(&work_kind, &work);
+    // What the pool did not have is made now, the two disks alongside each other. Both finish
+    // before this returns, whatever fails, so the caller's cleanup finds no writer left.
+    let (work_made, overlay_made) = std::thread::scope(|scope| {
+        let work_made = (!work_ready).then(|| {
+            scope.spawn(|| {
+                work_kind
+                    .make(src.runner, &work)
+                    .map_err(|e| disk_error("work disk", e))
+            })
         });
-        let rest = (|| {
-            let host_key = host_key(runner, dir, vm)?;
-            let token = format!(
-                "{:016x}{:016x}{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            );
-            let files = VmFiles {
-                hostname: vm.name.clone(),
-                network: GuestNetwork {
-                    address,
-                    prefix_len: vm.network.prefix_len,
-                    gateway: Some(gateway),
-                    dns: host_dns(),
-                    mac: Some(vm.network.mac.clone()),
-                },
-                authorized_keys: authorized_key.to_owned(),
-                ssh_host_key: host_key.clone(),
-                agent_token: token.clone(),
-                extra: Vec::new(),
-            };
-            vmdisk::build_overlay_disk(runner, dir, &files, &dir.join(OVERLAY_DISK), vm.disk_bytes)
-                .map_err(|e| disk_error("overlay disk", e))?;
-            Ok::<_, ApiError>((host_key, token))
-        })();
-        let work = work
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (work, rest)
+        let overlay_made = if overlay_ready {
+            Ok(())
+        } else if with_config_drive {
+            overlay_kind
+                .make(src.runner, &overlay)
+                .map_err(|e| disk_error("overlay disk", e))
+        } else {
+            vmdisk::build_overlay_disk(src.runner, dir, &files, &overlay, vm.disk_bytes)
+                .map_err(|e| disk_error("overlay disk", e))
+        };
+        let work_made = work_made.map_or(Ok(()), |t| {
+            t.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (work_made, overlay_made)
     });
-    let (host_key, token) = rest?;
-    let fingerprint = work?;
+    overlay_made?;
+    work_made?;
     private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
     private_file(&dir.join(AGENT_TOKEN), &token)?;
     Ok(fingerprint)
+}
+
+/// The kinds of disk a `vm create` that names no image and no sizes takes: kept ready from
+/// the daemon's start. None while the default image does not exist.
+pub fn default_disk_kinds(
+    image: Option<&Image>,
+    image_dir: &Path,
+    disk_bytes: u64,
+    work_disk_bytes: u64,
+) -> Vec<DiskKind> {
+    let Some(image) = image else {
+        return Vec::new();
+    };
+    let mut kinds = Vec::new();
+    if image
+        .manifest
+        .init_features
+        .iter()
+        .any(|f| f == banger_init::FEATURE_CONFIG_DRIVE)
+    {
+        kinds.push(DiskKind::Overlay { bytes: disk_bytes });
+    }
+    let seed = image_dir.join(WORK_SEED_DIR);
+    let seed = seed.is_dir().then_some(seed);
+    match vmdisk::seed_fingerprint(seed.as_deref()) {
+        Ok(fingerprint) => kinds.push(DiskKind::Work {
+            image_id: image.id.clone(),
+            seed,
+            fingerprint,
+            bytes: work_disk_bytes,
+        }),
+        Err(e) => {
+            tracing::warn!(image = %image.name, error = %e, "cannot read the image's work seed")
+        }
+    }
+    kinds
 }
 
 /// Creates a VM's state directory (mode 0700, must not exist).

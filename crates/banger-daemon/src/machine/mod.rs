@@ -13,7 +13,9 @@
 pub mod backend;
 pub mod disks;
 pub mod guest;
+pub mod pool;
 pub mod reconcile;
+pub mod sshkey;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -686,6 +688,9 @@ pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
     let rootfs = image_file(&image.files.rootfs.path);
     let overlay = dir.join(disks::OVERLAY_DISK);
     let work = dir.join(disks::WORK_DISK);
+    // VMs made before config drives, or of an image whose init reads none, have their files
+    // on the overlay disk.
+    let config_drive = Some(dir.join(disks::CONFIG_DRIVE)).filter(|p| p.exists());
     for (what, path) in [
         ("kernel", &kernel),
         ("root filesystem", &rootfs),
@@ -706,6 +711,38 @@ pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
     if initrd.is_none() {
         boot_args.push_str(" root=/dev/vda ro");
     }
+    if config_drive.is_some() {
+        boot_args.push_str(" banger.config=LABEL=");
+        boot_args.push_str(banger_init::config_drive::LABEL);
+    }
+    let mut drives = vec![
+        DriveSpec {
+            id: "rootfs".into(),
+            path: rootfs,
+            read_only: true,
+            is_root: initrd.is_none(),
+        },
+        DriveSpec {
+            id: "overlay".into(),
+            path: overlay,
+            read_only: false,
+            is_root: false,
+        },
+        DriveSpec {
+            id: "work".into(),
+            path: work,
+            read_only: false,
+            is_root: false,
+        },
+    ];
+    if let Some(path) = config_drive {
+        drives.push(DriveSpec {
+            id: "config".into(),
+            path,
+            read_only: true,
+            is_root: false,
+        });
+    }
     Ok(VmSpec {
         vm_id: vm.id.clone(),
         vcpus: vm.vcpus,
@@ -713,26 +750,7 @@ pub fn vm_spec(d: &Daemon, vm: &Vm, image: &Image) -> Result<VmSpec, ApiError> {
         kernel,
         initrd: initrd.clone(),
         boot_args,
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: rootfs,
-                read_only: true,
-                is_root: initrd.is_none(),
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: overlay,
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: work,
-                read_only: false,
-                is_root: false,
-            },
-        ],
+        drives,
         net: Some(NetSpec {
             tap: network::tap_name(&vm.id),
             mac: vm.network.mac.clone(),
