@@ -4,8 +4,10 @@
 //! - `vm start`: from `POST /v1/vms/{name}/start` until the client sees the operation's `vmm`
 //!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, the tap on the
 //!   bridge, spawn, configuration and start; and until the whole operation ended.
-//! - `vm create`: from `POST /v1/vms` (with start) until the same point: this adds the record
-//!   and making the VM's overlay and work disks and its SSH host key.
+//! - `vm create`: from `POST /v1/vms` (with start) until the same point: this adds the record,
+//!   the VM's SSH host key and config drive, and taking its overlay and work disks from the
+//!   pool (which is given the time to refill between rounds, as between a user's creates);
+//!   and the same with sizes the pool has never seen, so both disks are made by the create.
 //! - raw: `firecracker --no-api --config-file` with the configuration of the very same VM
 //!   (the daemon's own spec: kernel, drives, tap, MAC, vsock, logger, metrics), its tap created
 //!   beforehand, from the spawn until Firecracker logs `Successfully started microvm`.
@@ -121,6 +123,17 @@ async fn bench(firecracker: &Path, runs: usize) {
     .unwrap();
     let kernel = dir.path().join("vmlinux");
     std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
+    // An initrd that lists banger's init features, so the VMs get config drives (the guest
+    // never gets that far: the tiny kernel has nothing to run).
+    let initrd = dir.path().join("initrd");
+    let mut cpio = banger_image::initramfs::Initramfs::new();
+    cpio.file(
+        banger_image::initramfs::FEATURES_PATH,
+        0o644,
+        banger_init::FEATURES.join("\n"),
+    )
+    .unwrap();
+    std::fs::write(&initrd, cpio.to_bytes()).unwrap();
     let rootfs = dir.path().join("rootfs.ext4");
     fixture::ext4(&rootfs, 64);
     let mut deps = HostDeps::real();
@@ -139,7 +152,7 @@ async fn bench(firecracker: &Path, runs: usize) {
         .register_image(&RegisterImageRequest {
             name: "tiny".into(),
             kernel: kernel.display().to_string(),
-            initrd: None,
+            initrd: Some(initrd.display().to_string()),
             rootfs: rootfs.display().to_string(),
         })
         .await
@@ -153,6 +166,12 @@ async fn bench(firecracker: &Path, runs: usize) {
         start: Some(start),
         ..Default::default()
     };
+    // Sizes no create asked for before: nothing of them is pooled.
+    let unpooled = |name: &str, run: usize| CreateVmRequest {
+        disk_bytes: Some((1 << 30) + ((run as i64 + 1) << 20)),
+        work_disk_bytes: Some((1 << 30) + ((run as i64 + 1) << 20)),
+        ..request(name, true)
+    };
     client.create_vm(&request("bench", false)).await.unwrap();
 
     // The raw launch's own tap, on the same bridge, made once (banger makes its tap per start).
@@ -162,8 +181,8 @@ async fn bench(firecracker: &Path, runs: usize) {
         assert!(status.success(), "ip {args:?}");
     };
 
-    let (mut start_vmm, mut start_total, mut create_vmm, mut raw) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut start_vmm, mut start_total, mut create_vmm, mut unpooled_vmm, mut raw) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..=runs {
         // vm start of an existing VM.
         let t = Instant::now();
@@ -175,11 +194,24 @@ async fn bench(firecracker: &Path, runs: usize) {
         let op = client.vm_action("bench", VmAction::Stop).await.unwrap();
         client.watch_operation(&op.id, |_| {}).await.unwrap();
 
-        // vm create of a new VM, disks included.
+        // vm create of a new VM, its disks ready in the pool.
+        let pool = d.clone();
+        let filled =
+            tokio::task::spawn_blocking(move || pool.disks.wait_filled(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert!(filled, "the disk pool did not refill within 30 s");
         let name = format!("c{run}");
         let t = Instant::now();
         let created = client.create_vm(&request(&name, true)).await.unwrap();
         let (created_vmm, _) = follow(&client, created.operation.unwrap(), t).await;
+        client.delete_vm(&name).await.unwrap();
+
+        // vm create with sizes the pool does not hold: both disks made by the create.
+        let name = format!("u{run}");
+        let t = Instant::now();
+        let created = client.create_vm(&unpooled(&name, run)).await.unwrap();
+        let (made_vmm, _) = follow(&client, created.operation.unwrap(), t).await;
         client.delete_vm(&name).await.unwrap();
 
         // Raw Firecracker with the same VM's configuration.
@@ -194,6 +226,7 @@ async fn bench(firecracker: &Path, runs: usize) {
             start_vmm.push(vmm);
             start_total.push(total);
             create_vmm.push(created_vmm);
+            unpooled_vmm.push(made_vmm);
             raw.push(r);
         }
     }
@@ -211,7 +244,8 @@ async fn bench(firecracker: &Path, runs: usize) {
         );
     };
     println!(
-        "{runs} rounds, tiny guest kernel, one vCPU, 128 MiB, three drives, tap, vsock; {links}"
+        "{runs} rounds, tiny guest kernel and initrd, one vCPU, 128 MiB, four drives (root, \
+         overlay, work, config), tap, vsock; {links}"
     );
     row(
         "vm start: request -> InstanceStart accepted",
@@ -222,6 +256,7 @@ async fn bench(firecracker: &Path, runs: usize) {
         "vm create: request -> InstanceStart accepted",
         &mut create_vmm,
     );
+    row("vm create, disks not pooled: same", &mut unpooled_vmm);
     println!(
         "{:<44} median {}  min {}",
         "raw firecracker --config-file -> started",

@@ -1,7 +1,7 @@
 //! The VM lifecycle of a real in-process bangerd whose host is fake: Firecracker is
 //! banger-vmm's `FakeFirecracker` (processes, sockets and API answers in memory) and the
 //! privileged network commands (`ip`, `nft`, `sysctl`) go to a recording, failure-injecting
-//! fake runner, while the disk tools (`mkfs.ext4`, `debugfs`, `ssh-keygen`) run for real. This
+//! fake runner, while the disk tools (`mkfs.ext4`, `debugfs`) run for real. This
 //! is where every step of a start is failed in turn and the exact cleanup checked; the real
 //! Firecracker and real taps are exercised by `firecracker_vm.rs`.
 
@@ -72,6 +72,16 @@ impl Harness {
     }
 
     async fn with_vmm(fc: FakeFirecracker, qemu: FakeQemu, net: FakeRunner, vmm: &str) -> Harness {
+        Harness::with_config(fc, qemu, net, &format!("vmm = \"{vmm}\"\n")).await
+    }
+
+    /// A daemon whose config.toml starts with `config` (top-level keys).
+    async fn with_config(
+        fc: FakeFirecracker,
+        qemu: FakeQemu,
+        net: FakeRunner,
+        config: &str,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths {
             config_file: dir.path().join("config/banger/config.toml"),
@@ -82,7 +92,7 @@ impl Harness {
         std::fs::write(
             &paths.config_file,
             format!(
-                "vmm = \"{vmm}\"\n[defaults]\nstop_timeout = \"100ms\"\n\
+                "{config}[defaults]\nstop_timeout = \"100ms\"\n\
                  disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n"
             ),
         )
@@ -125,11 +135,15 @@ impl Harness {
     }
 
     async fn create(&self, name: &str) -> (Vm, Operation) {
+        self.create_from(name, "base").await
+    }
+
+    async fn create_from(&self, name: &str, image: &str) -> (Vm, Operation) {
         let created = self
             .client
             .create_vm(&CreateVmRequest {
                 name: Some(name.into()),
-                image: Some("base".into()),
+                image: Some(image.into()),
                 vcpus: Some(1),
                 memory_mib: Some(256),
                 ..Default::default()
@@ -306,51 +320,214 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
     assert_eq!(h.net_calls().last().unwrap(), &format!("ip link del {tap}"));
 }
 
-/// Fails each step of a start in turn: the VM ends stopped with the reason, and exactly what
-/// the failed start acquired is released.
+/// Fails each step of making a VM's files in turn, for an image whose init reads a config
+/// drive (`fast`) and one whose init does not (`base`), with the pool off so the create makes
+/// every disk itself: no record and no file remain, and the same VM can be created afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_making_any_of_a_vms_files_leaves_no_record_and_no_file() {
-    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
-    // banger's own key (made at the first create), the VM's host key, the overlay disk and the
-    // work disk (made alongside the other two).
-    for step in [
-        "ssh-keygen -q -t ed25519 -N '' -C banger",
-        "-C root@dev",
-        "-L banger-overlay",
-        "-L banger-work",
-    ] {
-        *h.fail_disk.lock().unwrap() = Some(step);
-        let err = h
-            .client
-            .create_vm(&CreateVmRequest {
-                name: Some("dev".into()),
-                image: Some("base".into()),
-                vcpus: Some(1),
-                memory_mib: Some(256),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("injected failure"),
-            "{step}: {err}"
-        );
-        assert!(h.fail_disk.lock().unwrap().is_none(), "{step} ran");
-        assert!(h.client.list_vms().await.unwrap().is_empty(), "{step}");
-        let left: Vec<_> = std::fs::read_dir(h.paths.vms_dir())
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(
-            left.is_empty(),
-            "{step}: {left:?} left in the VMs directory"
-        );
+    let h = Harness::with_config(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        "vmm = \"firecracker\"\ndisk_pool = 0\n",
+    )
+    .await;
+    support::register(&h.client, &h.dir.path().join("files"), "fast", true).await;
+    let ssh_dir = h.paths.state_dir.join("ssh");
+    for image in ["base", "fast"] {
+        // banger's own key (made at a create when missing), the overlay disk and the work disk
+        // (made alongside each other).
+        for step in ["banger's key", "-L banger-overlay", "-L banger-work"] {
+            let expected = if step == "banger's key" {
+                // A file where banger's key directory goes.
+                let _ = std::fs::remove_dir_all(&ssh_dir);
+                std::fs::write(&ssh_dir, "").unwrap();
+                "cannot make banger's SSH key"
+            } else {
+                *h.fail_disk.lock().unwrap() = Some(step);
+                "injected failure"
+            };
+            let err = h
+                .client
+                .create_vm(&CreateVmRequest {
+                    name: Some("dev".into()),
+                    image: Some(image.into()),
+                    vcpus: Some(1),
+                    memory_mib: Some(256),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(expected), "{image}, {step}: {err}");
+            if step == "banger's key" {
+                std::fs::remove_file(&ssh_dir).unwrap();
+            }
+            assert!(h.fail_disk.lock().unwrap().is_none(), "{step} ran");
+            assert!(h.client.list_vms().await.unwrap().is_empty(), "{step}");
+            let left: Vec<_> = std::fs::read_dir(h.paths.vms_dir())
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "{image}, {step}: {left:?} left in the VMs directory"
+            );
+        }
+        // Nothing stands in the way of the same VM afterwards.
+        let (vm, op) = h.create_from("dev", image).await;
+        assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+        assert_eq!(vm.state, VmState::Running);
+        let config_drive = h.paths.vm_dir(&vm.id).join("config.cpio");
+        assert_eq!(config_drive.exists(), image == "fast", "{image}");
+        h.client.delete_vm("dev").await.unwrap();
     }
-    // Nothing stands in the way of the same VM afterwards.
-    let (vm, op) = h.create("dev").await;
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
-    assert_eq!(vm.state, VmState::Running);
+    assert!(!h.paths.state_dir.join("pool").exists(), "no pool");
 }
 
+/// Waits until the pool holds a ready disk in each directory whose name starts with one of
+/// `kinds`; returns those disks.
+async fn pool_disks(h: &Harness, kinds: &[&str]) -> Vec<PathBuf> {
+    let pool = h.paths.state_dir.join("pool");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut found = Vec::new();
+        for kind in kinds {
+            let disk = std::fs::read_dir(&pool)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|d| d.file_name().to_string_lossy().starts_with(kind))
+                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+            found.extend(disk);
+        }
+        if found.len() == kinds.len() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "the pool never held {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+/// The pool through the daemon: a create takes ready disks (the very files), the pool refills,
+/// a failed create takes its taken disk along, a restart keeps only the default kinds and
+/// removes half-made disks, and a deleted image takes its work disks along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_take_ready_made_disks_and_the_pool_refills() {
+    let mut h = Harness::with_config(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        "vmm = \"firecracker\"\ndefault_image = \"fast\"\n",
+    )
+    .await;
+    let image = support::register(&h.client, &h.dir.path().join("files"), "fast", true).await;
+    let overlay_kind = "overlay-268435456";
+    let work_kind = format!("work-{}-67108864-", image.id);
+    // The daemon started before its default image existed: the first create makes its disks
+    // and asks the pool for more.
+    let (a, op) = h.create_from("a", "fast").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let ready = pool_disks(&h, &[overlay_kind, &work_kind]).await;
+    let ready: Vec<u64> = ready.iter().map(|p| inode(p)).collect();
+
+    let (b, op) = h.create_from("b", "fast").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let dir = h.paths.vm_dir(&b.id);
+    assert_eq!(
+        [
+            inode(&dir.join("overlay.ext4")),
+            inode(&dir.join("work.ext4"))
+        ],
+        [ready[0], ready[1]],
+        "the pool's disks, moved"
+    );
+    let refilled = pool_disks(&h, &[overlay_kind, &work_kind]).await;
+    assert!(refilled.iter().all(|p| !ready.contains(&inode(p))));
+
+    // A failure after the overlay disk was taken (the work disk's size is not pooled yet, so
+    // the create makes it, and that fails): the taken disk goes with the VM's directory.
+    let vms_dir = h.paths.vms_dir().display().to_string();
+    *h.fail_disk.lock().unwrap() = Some(Box::leak(
+        format!("-L banger-work -E root_owner=0:0 {vms_dir}").into_boxed_str(),
+    ));
+    let taken = inode(&refilled[0]);
+    let err = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("c".into()),
+            image: Some("fast".into()),
+            work_disk_bytes: Some(128 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(h.fail_disk.lock().unwrap().is_none());
+    let mut left: Vec<String> = std::fs::read_dir(h.paths.vms_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![a.id.clone(), b.id.clone()];
+    expected.sort();
+    assert_eq!(left, expected, "only a's and b's directories");
+    let after = pool_disks(
+        &h,
+        &[
+            overlay_kind,
+            &work_kind,
+            &format!("work-{}-134217728-", image.id),
+        ],
+    )
+    .await;
+    assert_ne!(
+        inode(&after[0]),
+        taken,
+        "the taken overlay disk was not put back"
+    );
+
+    // A restart keeps the default kinds' disks and drops the rest and anything half-made.
+    let pool = h.paths.state_dir.join("pool");
+    std::fs::write(pool.join(".making-0123.ext4"), "").unwrap();
+    let kept: Vec<u64> = after[..2].iter().map(|p| inode(p)).collect();
+    h.restart().await;
+    let again = pool_disks(&h, &[overlay_kind, &work_kind]).await;
+    assert_eq!(again.iter().map(|p| inode(p)).collect::<Vec<_>>(), kept);
+    let mut kinds: Vec<String> = std::fs::read_dir(&pool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k == overlay_kind || k.starts_with(&work_kind)),
+        "{kinds:?}"
+    );
+
+    // The image's work disks go with it.
+    for vm in ["a", "b"] {
+        h.client.delete_vm(vm).await.unwrap();
+    }
+    h.client.delete_image("fast").await.unwrap();
+    let kinds: Vec<String> = std::fs::read_dir(&pool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kinds, [overlay_kind], "blank overlays fit any image");
+}
+
+/// Fails each step of a start in turn: the VM ends stopped with the reason, and exactly what
+/// the failed start acquired is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
     struct Case {

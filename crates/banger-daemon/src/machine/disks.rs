@@ -243,6 +243,11 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
         });
         (work_made, overlay_made)
     });
+    // Replacements, now that this create's own mkfs runs (if any) are over.
+    if with_config_drive {
+        src.pool.want(&overlay_kind);
+    }
+    src.pool.want(&work_kind);
     overlay_made?;
     work_made?;
     private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;

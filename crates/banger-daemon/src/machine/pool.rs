@@ -17,6 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use banger_host::CommandRunner;
 use banger_image::vmdisk;
@@ -110,7 +111,14 @@ struct State {
     /// The kinds kept filled.
     wanted: BTreeSet<DiskKind>,
     stopping: bool,
+    /// The last take or want: refills wait [`REFILL_DELAY`] after it.
+    last_demand: Option<Instant>,
 }
+
+/// How long after the last create the pool starts making disks again, so its `mkfs.ext4`
+/// does not compete with the VM that create is starting. The worker also runs at a lower
+/// priority (nice 10) than the daemon.
+pub const REFILL_DELAY: Duration = Duration::from_millis(300);
 
 impl std::fmt::Debug for DiskPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,35 +170,36 @@ impl DiskPool {
     }
 
     /// Moves a ready disk of `kind` to `dest` (which must not exist, on the same filesystem);
-    /// false when there is none (the caller makes one). Either way a replacement is asked for.
+    /// false when there is none (the caller makes one). The caller then asks for a replacement
+    /// with [`want`](Self::want), once its own disks are made: the pool's `mkfs.ext4` must not
+    /// compete with a create's.
     pub fn take(&self, kind: &DiskKind, dest: &Path) -> bool {
         if self.inner.depth == 0 {
             return false;
         }
-        let taken = {
-            // Under the lock: the worker never renames into a directory being taken from.
-            let _state = self.inner.lock();
-            self.inner.ready(kind).into_iter().any(|disk| {
-                match fs::rename(&disk, dest) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(disk = %disk.display(), error = %e, "cannot take a disk from the pool");
-                        false
-                    }
+        // Under the lock: the worker never renames into a directory being taken from.
+        let mut state = self.inner.lock();
+        state.last_demand = Some(Instant::now());
+        self.inner.ready(kind).into_iter().any(|disk| {
+            match fs::rename(&disk, dest) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(disk = %disk.display(), error = %e, "cannot take a disk from the pool");
+                    false
                 }
-            })
-        };
-        self.want(kind);
-        taken
+            }
+        })
     }
 
-    /// Keeps disks of `kind` ready from now on. A work disk of the same image and size with
-    /// another seed fingerprint is forgotten: the seed changed.
+    /// Keeps disks of `kind` ready from now on, starting [`REFILL_DELAY`] after the last
+    /// demand. A work disk of the same image and size with another seed fingerprint is
+    /// forgotten: the seed changed.
     pub fn want(&self, kind: &DiskKind) {
         if self.inner.depth == 0 {
             return;
         }
         let mut state = self.inner.lock();
+        state.last_demand = Some(Instant::now());
         if state.wanted.contains(kind) {
             self.inner.wake.notify_all();
             return;
@@ -305,6 +314,10 @@ impl Inner {
 
     /// The worker: makes a disk for the first kind short of disks, until stopped.
     fn run(&self) {
+        // Children (mkfs.ext4) inherit the thread's priority.
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+            tracing::debug!(error = %e, "cannot lower the disk pool's priority");
+        }
         loop {
             let kind = {
                 let mut state = self.lock();
@@ -317,8 +330,19 @@ impl Inner {
                         .iter()
                         .find(|k| self.ready(k).len() < self.depth)
                         .cloned();
+                    let wait = state
+                        .last_demand
+                        .map(|t| REFILL_DELAY.saturating_sub(t.elapsed()))
+                        .unwrap_or_default();
                     match short {
-                        Some(kind) => break kind,
+                        Some(kind) if wait.is_zero() => break kind,
+                        Some(_) => {
+                            state = self
+                                .wake
+                                .wait_timeout(state, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
                         None => state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
                     }
                 }
@@ -461,6 +485,7 @@ mod tests {
         let dest = state.path().join("overlay.ext4");
         assert!(pool.take(&overlay(), &dest));
         assert!(dest.exists() && !ready.exists(), "moved, not copied");
+        pool.want(&overlay());
         assert!(pool.wait_filled(WAIT));
         assert_eq!(pool.ready(&overlay()), 1, "refilled");
         assert_eq!(
@@ -473,6 +498,7 @@ mod tests {
         let other = work("img1", "aaaa");
         assert!(!pool.take(&other, &state.path().join("work.ext4")));
         assert!(!state.path().join("work.ext4").exists());
+        pool.want(&other);
         assert!(pool.wait_filled(WAIT));
         assert_eq!(pool.ready(&other), 1);
         pool.stop();
@@ -509,6 +535,7 @@ mod tests {
         assert_eq!(fake.calls_matching(Matcher::program("mkfs.ext4")).len(), 1);
 
         assert!(!pool.take(&overlay(), &state.path().join("o.ext4")));
+        pool.want(&overlay());
         assert!(pool.wait_filled(WAIT));
         assert_eq!(pool.ready(&overlay()), 1, "asked again, made");
     }

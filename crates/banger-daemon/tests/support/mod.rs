@@ -1,5 +1,5 @@
 //! What the daemon tests share: boot files that pass registration's checks (a fake ELF vmlinux
-//! with a version banner, a real ext4 made by mkfs.ext4, a cpio-looking initrd) and registering
+//! with a version banner, a real ext4 made by mkfs.ext4, an initrd shaped like banger's, listing its init's features) and registering
 //! an image through the real client. Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -40,9 +40,16 @@ pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         RealRunner
             .run(&CommandSpec::new("mkfs.ext4").args(["-q", "-F", rootfs.to_str().unwrap()]))
             .expect("mkfs.ext4 (e2fsprogs) is needed");
-        let mut cpio = b"070701".to_vec();
-        cpio.resize(512, 0);
-        std::fs::write(&initrd, cpio).unwrap();
+        // Shaped like banger's own: an image with it reads config drives.
+        let mut cpio = banger_image::initramfs::Initramfs::new();
+        cpio.file("init", 0o755, b"\x7fELF".to_vec()).unwrap();
+        cpio.file(
+            banger_image::initramfs::FEATURES_PATH,
+            0o644,
+            banger_init::FEATURES.join("\n"),
+        )
+        .unwrap();
+        std::fs::write(&initrd, cpio.to_bytes()).unwrap();
     }
     (kernel, rootfs, initrd)
 }
