@@ -233,14 +233,24 @@ async fn bench(firecracker: &Path, runs: usize) {
     client.delete_vm("bench").await.unwrap();
     running.stop().await;
 
+    let raw_rounds = raw.clone();
     let raw_median = fixture::median(&mut raw);
+    // Two ratios: of the medians, and the median of each round's ratio to that round's raw
+    // launch, which a change in the machine's load during the run moves less.
     let row = |what: &str, samples: &mut Vec<Duration>| {
+        let mut per_round: Vec<f64> = samples
+            .iter()
+            .zip(&raw_rounds)
+            .map(|(s, r)| s.as_secs_f64() / r.as_secs_f64())
+            .collect();
+        per_round.sort_by(f64::total_cmp);
         let m = fixture::median(samples);
         println!(
-            "{what:<44} median {}  min {}  {:.2}x raw",
+            "{what:<44} median {}  min {}  {:.2}x raw  (per round {:.2}x)",
             ms(m),
             ms(*samples.iter().min().unwrap()),
-            m.as_secs_f64() / raw_median.as_secs_f64()
+            m.as_secs_f64() / raw_median.as_secs_f64(),
+            per_round[per_round.len() / 2]
         );
     };
     println!(

@@ -814,13 +814,6 @@ impl<'a> Doctor<'a> {
                 fix,
             );
         };
-        let Found::InPath(_) = self.find("ssh-keygen") else {
-            return Check::fail(
-                NAME,
-                "`ssh-keygen` is not installed: banger cannot make its SSH key",
-                fix,
-            );
-        };
         match self.version_or_fail(NAME, &ssh, "-V", fix) {
             Ok(line) => Check::ok(
                 NAME,

@@ -145,6 +145,20 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     /// (process, sockets) is released again, newest first.
     fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError>;
 
+    /// [`launch`](Self::launch), running `beside` (work the VM needs before it is configured,
+    /// such as making its tap) while the VMM process starts up: a VMM that takes milliseconds
+    /// to open its API after the spawn runs it right after the spawn, one that needs it at the
+    /// spawn (the tap on QEMU's command line) before. When `beside` fails the launch fails
+    /// with [`VmmError::Beside`] and releases what it acquired; `beside` cleans up after itself.
+    fn launch_beside(
+        &self,
+        spec: &VmSpec,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<VmHandle, VmmError> {
+        beside().map_err(VmmError::Beside)?;
+        self.launch(spec)
+    }
+
     fn pause(&self, vm: &VmHandle) -> Result<(), VmmError>;
 
     fn resume(&self, vm: &VmHandle) -> Result<(), VmmError>;
@@ -227,6 +241,10 @@ pub enum VmmError {
 
     #[error("the VMM process {pid} is not running")]
     NotRunning { pid: u32 },
+
+    /// What [`Vmm::launch_beside`] ran beside the launch failed.
+    #[error("{0}")]
+    Beside(String),
 
     /// A launch failed and was rolled back; `cleanup` lists the rollback steps that failed too.
     #[error("cannot launch VM {vm_id}{}", cleanup_suffix(cleanup))]

@@ -196,6 +196,11 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     t.sandbox.ok(&["image", "bootstrap", "debian"]);
     t.sandbox.ok(&["daemon", "stop"]);
     let image = t.json(&["image", "show", "debian"]);
+    assert_eq!(
+        image["manifest"]["init_features"],
+        serde_json::json!(["config-drive"]),
+        "banger's init reads config drives"
+    );
     let kernel = image["manifest"]["kernel_version"]
         .as_str()
         .unwrap()
@@ -337,7 +342,7 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         "--",
         "sh",
         "-c",
-        "echo kept > /root/kept; echo over > /etc/over",
+        "echo kept > /root/kept; echo over > /etc/over; echo '# mine' >> /etc/hosts",
     ]);
     let (code, _, err) = t.banger(&["vm", "restart", "e2e"]);
     assert_eq!(code, 0, "{err}");
@@ -346,10 +351,30 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         t.ok(&["vm", "exec", "e2e", "--", "cat", "/root/kept", "/etc/over"]),
         "kept\nover\n"
     );
+    // The VM's files came from its config drive at the first boot only: a change to one of
+    // them (here /etc/hosts) survives the restart.
+    assert_eq!(
+        t.ok(&[
+            "vm",
+            "exec",
+            "e2e",
+            "--",
+            "grep",
+            "-c",
+            "mine",
+            "/etc/hosts"
+        ]),
+        "1\n"
+    );
     let logs = t.ok(&["vm", "logs", "e2e"]);
     assert!(
         logs.contains("Linux version"),
         "the console holds the boot: {logs}"
+    );
+    assert!(
+        logs.contains("config: /dev/vdd (9 files applied)")
+            && logs.contains("config: /dev/vdd (applied before)"),
+        "the first boot applied the config drive, the second left it: {logs}"
     );
 
     // --nat adds the VM's rules and delete removes them, with the tap, process and files.

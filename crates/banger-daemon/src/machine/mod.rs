@@ -309,20 +309,12 @@ fn launch(
         })?,
         vm.nat,
     );
-    {
-        let _guard = m.net_guard();
-        network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net).map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!(
-                    "cannot put VM {} on the network: {}",
-                    vm.name,
-                    banger_vmm::error_chain(&e)
-                ),
-            )
-            .with_hint("`banger doctor` checks the bridge, taps, nftables and sudo")
-        })?;
-    }
+    std::fs::create_dir_all(d.paths.vm_sockets_dir()).map_err(|e| {
+        ApiError::internal(format!(
+            "cannot create {}: {e}",
+            d.paths.vm_sockets_dir().display()
+        ))
+    })?;
     let undo_network = |e: ApiError| -> ApiError {
         if let Err(cleanup) = m.teardown_network(vm, &net.tap) {
             return ApiError::new(
@@ -335,27 +327,55 @@ fn launch(
         }
         e
     };
-    if let Err(e) = cx.check_cancelled() {
-        return Err(undo_network(e));
-    }
-
-    cx.begin("vmm");
-    if let Err(e) = std::fs::create_dir_all(d.paths.vm_sockets_dir()) {
-        return Err(undo_network(ApiError::internal(format!(
-            "cannot create {}: {e}",
-            d.paths.vm_sockets_dir().display()
-        ))));
-    }
-    let handle = match backend.vmm().launch(&spec) {
+    // The tap is made while the VMM process starts up (Firecracker takes a few milliseconds
+    // to open its API); the VMM is configured once both are ready.
+    let mut network_up = false;
+    let mut network_error = None;
+    let launched = backend.vmm().launch_beside(&spec, &mut || {
+        let setup = {
+            let _guard = m.net_guard();
+            network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net)
+        };
+        if let Err(e) = setup {
+            let error = ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "cannot put VM {} on the network: {}",
+                    vm.name,
+                    banger_vmm::error_chain(&e)
+                ),
+            )
+            .with_hint("`banger doctor` checks the bridge, taps, nftables and sudo");
+            let message = error.message.clone();
+            network_error = Some(error);
+            return Err(message);
+        }
+        network_up = true;
+        if let Err(e) = cx.check_cancelled() {
+            let message = e.message.clone();
+            network_error = Some(e);
+            return Err(message);
+        }
+        cx.begin("vmm");
+        Ok(())
+    });
+    let handle = match launched {
         Ok(handle) => handle,
         Err(e) => {
-            let mut error = vmm_error("start", vm, &e);
-            error.hint = Some(format!(
-                "the VMM's own log is {}, the guest console {}",
-                spec.paths.vmm_log.display(),
-                spec.paths.console_log.display()
-            ));
-            return Err(undo_network(error));
+            let error = network_error.unwrap_or_else(|| {
+                let mut error = vmm_error("start", vm, &e);
+                error.hint = Some(format!(
+                    "the VMM's own log is {}, the guest console {}",
+                    spec.paths.vmm_log.display(),
+                    spec.paths.console_log.display()
+                ));
+                error
+            });
+            return Err(if network_up {
+                undo_network(error)
+            } else {
+                error
+            });
         }
     };
     let runtime = VmRuntime {

@@ -71,7 +71,6 @@ impl FakeHost {
                     "resize2fs",
                     "e2fsck",
                     "ssh",
-                    "ssh-keygen",
                     "sudo",
                 ],
             )

@@ -247,10 +247,14 @@ pub fn process_args(spec: &VmSpec) -> Vec<OsString> {
 }
 
 impl Firecracker {
-    pub(crate) fn launch_vm(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+    pub(crate) fn launch_vm(
+        &self,
+        spec: &VmSpec,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<VmHandle, VmmError> {
         let config = configuration(spec, self.log_level)?;
         let mut acquired = Vec::new();
-        match self.launch_steps(spec, &config, &mut acquired) {
+        match self.launch_steps(spec, &config, &mut acquired, beside) {
             Ok(handle) => Ok(handle),
             Err(error) => {
                 let error = self.explain(error, &acquired, &spec.paths.console_log);
@@ -269,6 +273,7 @@ impl Firecracker {
         spec: &VmSpec,
         config: &FullVmConfiguration,
         acquired: &mut Vec<Resource>,
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         let host = &*self.host;
         let api_socket = &spec.paths.api_socket;
@@ -304,6 +309,8 @@ impl Firecracker {
                 path: api_socket.clone(),
             },
         );
+        // Firecracker needs a few milliseconds before it answers: the caller's work fits in them.
+        beside().map_err(VmmError::Beside)?;
         host.wait_for_socket(api_socket, pid, self.timeouts.api_socket)
             .map_err(|e| match e {
                 SocketWaitError::Exited => VmmError::Exited {

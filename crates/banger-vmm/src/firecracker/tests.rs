@@ -262,6 +262,47 @@ fn every_failing_launch_step_is_rolled_back_exactly() {
     );
 }
 
+/// What the caller runs beside the launch runs after the spawn, before the wait for the API
+/// socket; when it fails, the process and its socket go.
+#[test]
+fn work_beside_the_launch_runs_while_firecracker_starts_up() {
+    let fake = FakeFirecracker::new();
+    let journal = fake.clone();
+    let mut seen = Vec::new();
+    fake.backend()
+        .launch_beside(&spec(), &mut || {
+            seen = journal.journal();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        launch_journal()[..3],
+        "after the spawn, before the wait"
+    );
+    assert_eq!(fake.journal(), launch_journal());
+
+    let fake = FakeFirecracker::new();
+    let err = fake
+        .backend()
+        .launch_beside(&spec(), &mut || Err("no tap".into()))
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::Beside(m) if m == "no tap"),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.journal()[3..],
+        strings(&[
+            &format!("remove {API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+    assert!(fake.running().is_empty());
+    assert!(fake.sockets().is_empty());
+}
+
 #[test]
 fn a_refused_request_is_reported_with_firecrackers_words() {
     let fake = FakeFirecracker::new().fail("PUT /boot-source");
