@@ -239,6 +239,15 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
             .collect();
         kv = kv.add("services", services.join(", "));
     }
+    kv = if m.init_features.is_empty() {
+        // Such an image's VMs get their files in an overlay disk made for each, which is slower.
+        kv.add(
+            "init",
+            "reads no config drive: each VM's files go into its overlay disk",
+        )
+    } else {
+        kv.add("init features", m.init_features.join(", "))
+    };
     kv.add("created from", &m.created_from)
         .add("created", dated(image.created_at, now))
         .render()
@@ -585,7 +594,9 @@ pub(crate) mod tests {
             ago(90 * 86_400),
         );
         old.source = ImageSource::Bootstrapped;
-        vec![image("debian", ago(3 * 60)), bare, old]
+        let mut debian = image("debian", ago(3 * 60));
+        debian.manifest.init_features = vec!["config-drive".into()];
+        vec![debian, bare, old]
     }
 
     #[test]
