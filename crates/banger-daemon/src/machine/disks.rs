@@ -160,22 +160,9 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
         ))
         .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4, debugfs) is installed")
     };
-    let seed = src.image_dir.join(WORK_SEED_DIR);
-    let seed = seed.is_dir().then_some(seed);
-    let fingerprint =
-        vmdisk::seed_fingerprint(seed.as_deref()).map_err(|e| disk_error("work disk", e))?;
-    let work_kind = DiskKind::Work {
-        image_id: src.image.id.clone(),
-        seed,
-        fingerprint: fingerprint.clone(),
-        bytes: vm.work_disk_bytes,
-    };
-    let with_config_drive = src
-        .image
-        .manifest
-        .init_features
-        .iter()
-        .any(|f| f == banger_init::FEATURE_CONFIG_DRIVE);
+    let (work_kind, fingerprint) = work_disk_kind(src.image, src.image_dir, vm.work_disk_bytes)
+        .map_err(|e| disk_error("work disk", e))?;
+    let with_config_drive = reads_config_drive(src.image);
 
     let host_key = sshkey::generate(&format!("root@{}", vm.name));
     let token = format!(
@@ -267,28 +254,46 @@ pub fn default_disk_kinds(
         return Vec::new();
     };
     let mut kinds = Vec::new();
-    if image
-        .manifest
-        .init_features
-        .iter()
-        .any(|f| f == banger_init::FEATURE_CONFIG_DRIVE)
-    {
+    if reads_config_drive(image) {
         kinds.push(DiskKind::Overlay { bytes: disk_bytes });
     }
-    let seed = image_dir.join(WORK_SEED_DIR);
-    let seed = seed.is_dir().then_some(seed);
-    match vmdisk::seed_fingerprint(seed.as_deref()) {
-        Ok(fingerprint) => kinds.push(DiskKind::Work {
-            image_id: image.id.clone(),
-            seed,
-            fingerprint,
-            bytes: work_disk_bytes,
-        }),
+    match work_disk_kind(image, image_dir, work_disk_bytes) {
+        Ok((kind, _)) => kinds.push(kind),
         Err(e) => {
             tracing::warn!(image = %image.name, error = %e, "cannot read the image's work seed")
         }
     }
     kinds
+}
+
+/// Whether the image's init applies a config drive (so its VMs' overlay disks can be blank).
+fn reads_config_drive(image: &Image) -> bool {
+    image
+        .manifest
+        .init_features
+        .iter()
+        .any(|f| f == banger_init::FEATURE_CONFIG_DRIVE)
+}
+
+/// The kind of work disk a VM of `image` (files in `image_dir`) with `bytes` of work disk gets,
+/// and the fingerprint of the seed it holds.
+fn work_disk_kind(
+    image: &Image,
+    image_dir: &Path,
+    bytes: u64,
+) -> Result<(DiskKind, String), vmdisk::VmDiskError> {
+    let seed = image_dir.join(WORK_SEED_DIR);
+    let seed = seed.is_dir().then_some(seed);
+    let fingerprint = vmdisk::seed_fingerprint(seed.as_deref())?;
+    Ok((
+        DiskKind::Work {
+            image_id: image.id.clone(),
+            seed,
+            fingerprint: fingerprint.clone(),
+            bytes,
+        },
+        fingerprint,
+    ))
 }
 
 /// Creates a VM's state directory (mode 0700, must not exist).
