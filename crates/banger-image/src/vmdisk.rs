@@ -1,9 +1,16 @@
-//! A VM's own disks, made when the VM is created: the *overlay disk* (the writable upper layer
-//! of its root, pre-filled with everything that makes this VM this VM) and the *work disk*
-//! (persistent, mounted at `/root`, seeded from the image's work seed). Both are sparse ext4
-//! images made by `mkfs.ext4 -d` from a staged directory: no loop devices, no mounts, no root.
+//! A VM's own disks, made when the VM is created or ahead of it: the *overlay disk* (the
+//! writable upper layer of its root), the *work disk* (persistent, mounted at `/root`, seeded
+//! from the image's work seed) and the *config drive* (everything that makes this VM this VM).
+//! The disks are sparse ext4 images made by `mkfs.ext4` (from a staged directory with `-d`
+//! where they hold files): no loop devices, no mounts, no root. Their journals are left holes
+//! (`lazy_journal_init`): a new sparse file reads as zeros, so writing them would only take the
+//! host's disk.
 //!
-//! Overlay disk layout, as banger's guest `/init` expects it:
+//! For an image whose init reads a config drive ([`banger_init::config_drive`]), the VM's files
+//! go on that drive ([`config_drive`]) and its overlay disk is blank
+//! ([`build_blank_overlay_disk`]): the init makes `upper/` and `work/` and copies the files in.
+//! For any other image they are written into the overlay disk itself ([`build_overlay_disk`]),
+//! laid out as banger's guest `/init` expects:
 //!
 //! ```text
 //! upper/                           the overlayfs upper directory: merged over the base image
@@ -16,6 +23,8 @@
 //!   etc/ssh/sshd_config.d/banger.conf
 //! work/                            the overlayfs work directory (empty)
 //! ```
+//!
+//! The config drive carries the same files, relative to the guest's root.
 //!
 //! Ownership: `mkfs.ext4 -d` copies owners from the staged files, which belong to whoever
 //! runs banger. Files owned by that user are made root's afterwards (`debugfs sif`), so a VM
