@@ -13,6 +13,8 @@
 //!   beforehand, from the spawn until Firecracker logs `Successfully started microvm`.
 //!
 //! Runs alternate so that all see the same machine load; one warm-up round is not counted.
+//! Before each timed step the disk pool is left to refill and the kernel 50 ms to finish what
+//! the previous step left it, so every step, the raw launch included, starts from a quiet host.
 //! Runs a real daemon inside a throw-away network namespace like `tests/firecracker_vm.rs`, so it
 //! needs root, iproute2, nftables is not needed, and Firecracker; it prints `SKIP:` otherwise.
 //! `BENCH_RUNS` sets the number of rounds (default 10). `BENCH_TRACE=debug` (any tracing filter)
@@ -183,8 +185,21 @@ async fn bench(firecracker: &Path, runs: usize) {
 
     let (mut start_vmm, mut start_total, mut create_vmm, mut unpooled_vmm, mut raw) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Before each timed step: the pool refilled (its mkfs runs 300 ms after a create) and a
+    // moment for what the last step left to the kernel (a deleted tap, a reaped process), so
+    // that no step, banger's or the raw launch, runs beside the previous one's aftermath.
+    let settle = || async {
+        let pool = d.clone();
+        let filled =
+            tokio::task::spawn_blocking(move || pool.disks.wait_filled(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert!(filled, "the disk pool did not refill within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for run in 0..=runs {
         // vm start of an existing VM.
+        settle().await;
         let t = Instant::now();
         let op = client.vm_action("bench", VmAction::Start).await.unwrap();
         let (vmm, total) = follow(&client, op, t).await;
@@ -195,12 +210,7 @@ async fn bench(firecracker: &Path, runs: usize) {
         client.watch_operation(&op.id, |_| {}).await.unwrap();
 
         // vm create of a new VM, its disks ready in the pool.
-        let pool = d.clone();
-        let filled =
-            tokio::task::spawn_blocking(move || pool.disks.wait_filled(Duration::from_secs(30)))
-                .await
-                .unwrap();
-        assert!(filled, "the disk pool did not refill within 30 s");
+        settle().await;
         let name = format!("c{run}");
         let t = Instant::now();
         let created = client.create_vm(&request(&name, true)).await.unwrap();
@@ -208,6 +218,7 @@ async fn bench(firecracker: &Path, runs: usize) {
         client.delete_vm(&name).await.unwrap();
 
         // vm create with sizes the pool does not hold: both disks made by the create.
+        settle().await;
         let name = format!("u{run}");
         let t = Instant::now();
         let created = client.create_vm(&unpooled(&name, run)).await.unwrap();
@@ -220,6 +231,7 @@ async fn bench(firecracker: &Path, runs: usize) {
             ip(&["link", "set", raw_tap, "master", "banger0"]);
             ip(&["link", "set", raw_tap, "up"]);
         }
+        settle().await;
         let r = launch_raw(firecracker, spec, raw_tap, dir.path(), run);
 
         if run > 0 {
