@@ -129,12 +129,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     // never gets that far: the tiny kernel has nothing to run).
     let initrd = dir.path().join("initrd");
     let mut cpio = banger_image::initramfs::Initramfs::new();
-    cpio.file(
-        banger_image::initramfs::FEATURES_PATH,
-        0o644,
-        banger_init::FEATURES.join("\n"),
-    )
-    .unwrap();
+    cpio.init_features().unwrap();
     std::fs::write(&initrd, cpio.to_bytes()).unwrap();
     let rootfs = dir.path().join("rootfs.ext4");
     fixture::ext4(&rootfs, 64);

@@ -495,6 +495,16 @@ impl Initramfs {
         )
     }
 
+    /// Lists banger's init features ([`banger_init::FEATURES`]) at [`FEATURES_PATH`], one a
+    /// line, which is how an image's manifest learns them from its initrd ([`init_features`]).
+    pub fn init_features(&mut self) -> Result<&mut Self, InitramfsError> {
+        let features: String = banger_init::FEATURES
+            .iter()
+            .map(|f| format!("{f}\n"))
+            .collect();
+        self.file(FEATURES_PATH, 0o644, features)
+    }
+
     /// The paths in the archive, in archive order.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
@@ -649,11 +659,7 @@ pub fn assemble(
         archive.file(&path, 0o644, bytes)?;
     }
     archive.file(MODULE_LIST, 0o644, list)?;
-    let features: String = banger_init::FEATURES
-        .iter()
-        .map(|f| format!("{f}\n"))
-        .collect();
-    archive.file(FEATURES_PATH, 0o644, features)?;
+    archive.init_features()?;
     Ok((archive, resolution))
 }
 

@@ -344,11 +344,22 @@ pub fn config_drive(files: &VmFiles) -> Result<Vec<u8>, VmDiskError> {
 pub fn write_config_drive(files: &VmFiles, path: &Path) -> Result<(), VmDiskError> {
     use std::io::Write;
     let bytes = config_drive(files)?;
-    let create_error = |source| VmDiskError::Create {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = fs::OpenOptions::new()
+    let mut file = create_private(path)?;
+    if let Err(source) = file.write_all(&bytes) {
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(VmDiskError::Create {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// Creates `path`, which must not exist, mode 0600 (a VM's disks and its config drive carry
+/// its SSH host key and agent token).
+fn create_private(path: &Path) -> Result<fs::File, VmDiskError> {
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -357,14 +368,11 @@ pub fn write_config_drive(files: &VmFiles, path: &Path) -> Result<(), VmDiskErro
             io::ErrorKind::AlreadyExists => VmDiskError::Exists {
                 path: path.to_owned(),
             },
-            _ => create_error(source),
-        })?;
-    if let Err(e) = file.write_all(&bytes) {
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(create_error(e));
-    }
-    Ok(())
+            _ => VmDiskError::Create {
+                path: path.to_owned(),
+                source,
+            },
+        })
 }
 
 /// Creates the VM's work disk at `path` (which must not exist): a sparse ext4 image of `size`
@@ -391,21 +399,7 @@ fn make_disk(
     path: &Path,
     size: u64,
 ) -> Result<(), VmDiskError> {
-    // 0600: the overlay carries the VM's SSH host key and agent token.
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::AlreadyExists => VmDiskError::Exists {
-                path: path.to_owned(),
-            },
-            _ => VmDiskError::Create {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+    let file = create_private(path)?;
     let result = (|| {
         file.set_len(size).map_err(|source| VmDiskError::Create {
             path: path.to_owned(),

@@ -43,12 +43,7 @@ pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         // Shaped like banger's own: an image with it reads config drives.
         let mut cpio = banger_image::initramfs::Initramfs::new();
         cpio.file("init", 0o755, b"\x7fELF".to_vec()).unwrap();
-        cpio.file(
-            banger_image::initramfs::FEATURES_PATH,
-            0o644,
-            banger_init::FEATURES.join("\n"),
-        )
-        .unwrap();
+        cpio.init_features().unwrap();
         std::fs::write(&initrd, cpio.to_bytes()).unwrap();
     }
     (kernel, rootfs, initrd)
