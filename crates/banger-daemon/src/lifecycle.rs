@@ -272,6 +272,9 @@ fn private_dir(path: &Path) -> Result<(), DaemonError> {
 
 /// The one-instance lock: an exclusive `flock` held for the daemon's life, with the pid
 /// written inside for the message a second daemon prints.
+/// How long a start waits for a lock that may only be held by a child between fork and exec.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn take_lock(path: &Path) -> Result<File, DaemonError> {
     let lock_error = |source| DaemonError::Lock {
         path: path.to_owned(),
@@ -285,7 +288,19 @@ fn take_lock(path: &Path) -> Result<File, DaemonError> {
         .mode(0o600)
         .open(path)
         .map_err(lock_error)?;
-    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    // A process forked (by this process, or by the daemon that just stopped) keeps a copy of
+    // the lock until it execs, which closes it: a lock that frees within moments is not
+    // another daemon's.
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    let locked = loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    if let Err(e) = locked {
         if e == rustix::io::Errno::WOULDBLOCK {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
