@@ -404,6 +404,18 @@ impl ProcessHost for FakeFirecracker {
         Ok(())
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("rename {} {}", from.display(), to.display())) {
+            return Err(injected_io());
+        }
+        if !state.files.remove(from) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        state.files.insert(to.to_owned());
+        Ok(())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let state = self.lock();
         state.files.contains(path) || state.sockets.contains(path)

@@ -65,6 +65,9 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
     /// Removes `path`; one that does not exist is not an error.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 
+    /// Renames the file `from` to `to` (replacing `to`), on one filesystem.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
     /// Whether `path` exists (as anything).
     fn exists(&self, path: &Path) -> bool;
 
@@ -163,6 +166,10 @@ impl ProcessHost for RealHost {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
     }
 
     fn exists(&self, path: &Path) -> bool {

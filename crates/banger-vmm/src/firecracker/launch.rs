@@ -30,6 +30,7 @@ use super::logger::{LogLevel, Logger};
 use super::machine_config::MachineConfiguration;
 use super::metrics::Metrics;
 use super::network_interface::NetworkInterface;
+use super::spare::{Spare, spare_resources};
 use super::vm_config::FullVmConfiguration;
 use super::vsock::Vsock;
 use crate::{VmHandle, VmSpec, VmmError, error_chain};
@@ -250,11 +251,20 @@ impl Firecracker {
     pub(crate) fn launch_vm(
         &self,
         spec: &VmSpec,
+        spare: Option<Spare>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
-        let config = configuration(spec, self.log_level)?;
+        let config = match configuration(spec, self.log_level) {
+            Ok(config) => config,
+            Err(error) => {
+                if let Some(spare) = spare {
+                    self.discard_spare(spare);
+                }
+                return Err(error);
+            }
+        };
         let mut acquired = Vec::new();
-        match self.launch_steps(spec, &config, &mut acquired, beside) {
+        match self.launch_steps(spec, &config, spare, &mut acquired, beside) {
             Ok(handle) => Ok(handle),
             Err(error) => {
                 let error = self.explain(error, &acquired, &spec.paths.console_log);
@@ -272,15 +282,24 @@ impl Firecracker {
         &self,
         spec: &VmSpec,
         config: &FullVmConfiguration,
+        spare: Option<Spare>,
         acquired: &mut Vec<Resource>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         let host = &*self.host;
-        let api_socket = &spec.paths.api_socket;
         let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
+        let spare = spare.and_then(|spare| self.adoptable(spare, &spec.paths.console_log));
 
+        // A spare is the VM's from here on: a failure releases it with the rest.
+        if let Some(spare) = &spare {
+            tracing::debug!(pid = spare.pid, spare = %spare.id, vm = %spec.vm_id, "adopting a spare Firecracker");
+            for resource in spare_resources(spare) {
+                record(acquired, resource);
+            }
+        }
         // Sockets left by a VMM that died: Firecracker refuses to bind over them.
-        for socket in std::iter::once(api_socket).chain(vsock_socket.as_ref()) {
+        let own_socket = spare.is_none().then_some(&spec.paths.api_socket);
+        for socket in own_socket.into_iter().chain(vsock_socket.as_ref()) {
             escalate::clear_stale_socket(&*self.host, socket)?;
         }
         // Created here, mode 0600, so that they are the user's alone; Firecracker would create
@@ -293,22 +312,29 @@ impl Firecracker {
             })?;
         }
 
-        let pid = host
-            .spawn(
-                &self.binary.path,
-                &process_args(spec),
-                &spec.paths.console_log,
-            )
-            .map_err(VmmError::Spawn)?;
-        record(acquired, Resource::Process { pid });
-        // The socket is Firecracker's from the moment it starts; recorded before the wait so
-        // that a socket which appears late is still removed.
-        record(
-            acquired,
-            Resource::ApiSocket {
-                path: api_socket.clone(),
-            },
-        );
+        let (pid, api_socket) = match spare {
+            Some(spare) => (spare.pid, spare.api_socket),
+            None => {
+                let pid = host
+                    .spawn(
+                        &self.binary.path,
+                        &process_args(spec),
+                        &spec.paths.console_log,
+                    )
+                    .map_err(VmmError::Spawn)?;
+                record(acquired, Resource::Process { pid });
+                // The socket is Firecracker's from the moment it starts; recorded before the
+                // wait so that a socket which appears late is still removed.
+                record(
+                    acquired,
+                    Resource::ApiSocket {
+                        path: spec.paths.api_socket.clone(),
+                    },
+                );
+                (pid, spec.paths.api_socket.clone())
+            }
+        };
+        let api_socket = &api_socket;
         // Firecracker needs a few milliseconds before it answers: the caller's work fits in them.
         beside().map_err(VmmError::Beside)?;
         host.wait_for_socket(api_socket, pid, self.timeouts.api_socket)
@@ -349,6 +375,33 @@ impl Firecracker {
             api_socket: api_socket.clone(),
             vsock_socket,
         })
+    }
+
+    /// `spare` if a launch can take it over, its console log moved to `console_log`; released
+    /// otherwise (a launch then starts its own process).
+    fn adoptable(&self, spare: Spare, console_log: &Path) -> Option<Spare> {
+        if !self.can_adopt(&spare) {
+            tracing::info!(pid = spare.pid, spare = %spare.id, "the spare Firecracker is gone or runs another binary; starting a new one");
+            self.discard_spare(spare);
+            return None;
+        }
+        // Renamed, not copied: the process keeps writing to the same open file.
+        if let Err(error) = self.host.rename(&spare.console_log, console_log) {
+            tracing::warn!(spare = %spare.id, %error, "cannot move the spare Firecracker's console log; starting a new one");
+            self.discard_spare(spare);
+            return None;
+        }
+        Some(Spare {
+            console_log: console_log.to_owned(),
+            ..spare
+        })
+    }
+
+    /// Releases a spare a launch will not use, logging what could not be undone.
+    fn discard_spare(&self, spare: Spare) {
+        for failure in self.release_spare(spare) {
+            tracing::warn!(error = %failure, "cannot release a spare Firecracker");
+        }
     }
 
     /// A request that failed because Firecracker died says so, with Firecracker's last words.

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod network_interface;
 pub mod rate_limiter;
 pub mod snapshot;
+pub mod spare;
 pub mod vm;
 pub mod vm_config;
 pub mod vsock;
@@ -41,6 +42,7 @@ pub use client::{ApiClient, Transport, TransportError, UnixTransport};
 pub use host::{ProcessHost, RealHost};
 pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
+pub use spare::Spare;
 
 use crate::escalate::{self, Stubborn};
 use crate::reconcile::{HostScan, Observation};
@@ -243,6 +245,17 @@ impl Firecracker {
         resources
     }
 
+    /// [`Vmm::launch_beside`], taking over `spare` instead of starting a process when it can
+    /// (see [`spare`]); a spare it cannot use is released.
+    pub fn launch_with_spare(
+        &self,
+        spec: &VmSpec,
+        spare: Option<Spare>,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<VmHandle, VmmError> {
+        self.launch_vm(spec, spare, beside)
+    }
+
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
         match error {
             VmmError::Transport { .. } if !self.host.pid_alive(vm.pid) => {
@@ -255,7 +268,7 @@ impl Firecracker {
 
 impl Vmm for Firecracker {
     fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
-        self.launch_vm(spec, &mut || Ok(()))
+        self.launch_vm(spec, None, &mut || Ok(()))
     }
 
     /// `beside` runs right after the spawn, while Firecracker starts up and opens its API
@@ -265,7 +278,7 @@ impl Vmm for Firecracker {
         spec: &VmSpec,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
-        self.launch_vm(spec, beside)
+        self.launch_vm(spec, None, beside)
     }
 
     fn pause(&self, vm: &VmHandle) -> Result<(), VmmError> {

@@ -711,3 +711,148 @@ fn reconcile_after_a_daemon_restart() {
         ]
     );
 }
+
+const SPARE_API: &str = "/run/banger/vms/spare-0a1b.api";
+const SPARE_LOG: &str = "/var/lib/banger/spare/spare-0a1b.console.log";
+
+fn spare_of(fake: &FakeFirecracker) -> Spare {
+    fake.backend()
+        .spawn_spare(
+            "0a1b",
+            Path::new("/run/banger/vms"),
+            Path::new("/var/lib/banger/spare"),
+        )
+        .unwrap()
+}
+
+/// A launch that adopts a spare starts no process: the spare's socket serves the VM, its
+/// console log becomes the VM's, and the configuration is the same as for a process of its own.
+#[test]
+fn a_launch_adopts_a_spare_instead_of_starting_firecracker() {
+    let fake = FakeFirecracker::new();
+    let spare = spare_of(&fake);
+    assert_eq!(
+        fake.journal(),
+        [format!(
+            "spawn /usr/bin/firecracker --api-sock {SPARE_API} --id spare-0a1b >> {SPARE_LOG}"
+        )]
+    );
+    let handle = fake
+        .backend()
+        .launch_with_spare(&spec(), Some(spare), &mut || Ok(()))
+        .unwrap();
+    assert_eq!(
+        handle,
+        VmHandle {
+            vm_id: "vm-1".into(),
+            pid: FIRST_PID,
+            api_socket: SPARE_API.into(),
+            vsock_socket: Some(VSOCK.into()),
+        }
+    );
+    let mut expected = vec![format!(
+        "rename {SPARE_LOG} /var/lib/banger/vms/vm-1/console.log"
+    )];
+    expected.extend(
+        launch_journal()
+            .into_iter()
+            .filter(|step| !step.starts_with("spawn"))
+            .map(|step| step.replace(API, SPARE_API)),
+    );
+    assert_eq!(fake.journal()[1..], expected);
+    assert_eq!(fake.running(), [FIRST_PID], "no second process");
+    assert!(
+        fake.files()
+            .contains(&PathBuf::from("/var/lib/banger/vms/vm-1/console.log"))
+    );
+    assert!(!fake.files().contains(&PathBuf::from(SPARE_LOG)));
+    assert_eq!(
+        fake.backend().state(&handle).unwrap(),
+        InstanceState::Running
+    );
+    // Stopped like any VM it launched: the process and both sockets go.
+    fake.backend().stop(&handle, Duration::ZERO).unwrap();
+    assert!(fake.running().is_empty());
+    assert!(fake.sockets().is_empty(), "{:?}", fake.sockets());
+}
+
+/// A launch that fails after adopting a spare releases it like its own process.
+#[test]
+fn a_failed_launch_releases_the_spare_it_adopted() {
+    let fake = FakeFirecracker::new().fail("PUT /machine-config");
+    let spare = spare_of(&fake);
+    fake.backend()
+        .launch_with_spare(&spec(), Some(spare), &mut || Ok(()))
+        .unwrap_err();
+    assert!(fake.running().is_empty());
+    assert!(fake.sockets().is_empty(), "{:?}", fake.sockets());
+    let journal = fake.journal();
+    assert_eq!(
+        journal[journal.len() - 4..],
+        strings(&[
+            &format!("remove {VSOCK}"),
+            &format!("remove {SPARE_API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+        ])
+    );
+}
+
+/// A spare whose process died, or that runs another binary, is released and the launch starts
+/// its own Firecracker.
+#[test]
+fn a_dead_or_foreign_spare_is_released_and_replaced() {
+    let fake = FakeFirecracker::new();
+    let spare = spare_of(&fake);
+    fake.crash(spare.pid);
+    let handle = fake
+        .backend()
+        .launch_with_spare(&spec(), Some(spare), &mut || Ok(()))
+        .unwrap();
+    assert_eq!(handle.api_socket, PathBuf::from(API));
+    assert_eq!(
+        fake.journal()[1..4],
+        strings(&[
+            &format!("remove {SPARE_API}"),
+            &format!("remove {SPARE_LOG}"),
+            "create /var/lib/banger/vms/vm-1/firecracker.log",
+        ]),
+        "a dead spare's pid is not signalled (it may be another process's now)"
+    );
+    assert!(!fake.files().contains(&PathBuf::from(SPARE_LOG)));
+
+    let fake = FakeFirecracker::new();
+    let mut spare = spare_of(&fake);
+    spare.binary.version = Version::new(1, 15, 0);
+    let handle = fake
+        .backend()
+        .launch_with_spare(&spec(), Some(spare), &mut || Ok(()))
+        .unwrap();
+    assert_eq!(handle.pid, FIRST_PID + 1, "a process of its own");
+    assert_eq!(
+        fake.running(),
+        [FIRST_PID + 1],
+        "the old-binary spare is gone"
+    );
+    assert!(!fake.sockets().contains(&PathBuf::from(SPARE_API)));
+}
+
+/// A spare nobody adopted goes with its socket and console log.
+#[test]
+fn releasing_a_spare_leaves_nothing() {
+    let fake = FakeFirecracker::new();
+    let spare = spare_of(&fake);
+    assert!(fake.backend().release_spare(spare).is_empty());
+    assert!(fake.running().is_empty());
+    assert!(fake.sockets().is_empty());
+    assert!(fake.files().is_empty(), "{:?}", fake.files());
+    assert_eq!(
+        fake.journal()[1..],
+        strings(&[
+            &format!("remove {SPARE_API}"),
+            &format!("signal {FIRST_PID} SIGKILL"),
+            &format!("wait-exit {FIRST_PID}"),
+            &format!("remove {SPARE_LOG}"),
+        ])
+    );
+}

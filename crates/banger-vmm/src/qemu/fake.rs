@@ -423,6 +423,16 @@ impl ProcessHost for FakeQemu {
         Ok(())
     }
 
+    /// QEMU launches never rename (only adopting a spare Firecracker does).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.lock()
+            .step(format!("rename {} {}", from.display(), to.display()));
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the QEMU fake does not rename",
+        ))
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let state = self.lock();
         state.files.contains(path) || state.sockets.contains(path)
