@@ -178,8 +178,14 @@ async fn bench(firecracker: &Path, runs: usize) {
         assert!(status.success(), "ip {args:?}");
     };
 
-    let (mut start_vmm, mut start_total, mut create_vmm, mut unpooled_vmm, mut raw) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut start_vmm, mut start_total, mut create_vmm, mut no_spare, mut unpooled_vmm, mut raw) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     // Before each timed step: the pool refilled (its mkfs runs 300 ms after a create) and a
     // moment for what the last step left to the kernel (a deleted tap, a reaped process), so
     // that no step, banger's or the raw launch, runs beside the previous one's aftermath.
@@ -190,7 +196,21 @@ async fn bench(firecracker: &Path, runs: usize) {
                 .await
                 .unwrap();
         assert!(filled, "the disk pool did not refill within 30 s");
+        let spare = d.clone();
+        let ready =
+            tokio::task::spawn_blocking(move || spare.spare.wait_ready(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert!(ready, "no spare Firecracker within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The spare taken away (and ended), so that the next start starts its own Firecracker.
+    let without_spare = || {
+        let spare = d.spare.take().expect("a spare Firecracker");
+        let fc = banger_vmm::Firecracker::new(
+            banger_vmm::FirecrackerBinary::check(firecracker.to_owned(), &RealRunner).unwrap(),
+        );
+        assert!(fc.release_spare(spare).is_empty());
     };
     for run in 0..=runs {
         // vm start of an existing VM.
@@ -210,6 +230,16 @@ async fn bench(firecracker: &Path, runs: usize) {
         let t = Instant::now();
         let created = client.create_vm(&request(&name, true)).await.unwrap();
         let (created_vmm, _) = follow(&client, created.operation.unwrap(), t).await;
+        client.delete_vm(&name).await.unwrap();
+
+        // vm create of a new VM with its disks pooled, but no spare Firecracker ready.
+        settle().await;
+        without_spare();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let name = format!("s{run}");
+        let t = Instant::now();
+        let created = client.create_vm(&request(&name, true)).await.unwrap();
+        let (no_spare_vmm, _) = follow(&client, created.operation.unwrap(), t).await;
         client.delete_vm(&name).await.unwrap();
 
         // vm create with sizes the pool does not hold: both disks made by the create.
@@ -233,6 +263,7 @@ async fn bench(firecracker: &Path, runs: usize) {
             start_vmm.push(vmm);
             start_total.push(total);
             create_vmm.push(created_vmm);
+            no_spare.push(no_spare_vmm);
             unpooled_vmm.push(made_vmm);
             raw.push(r);
         }
@@ -273,6 +304,7 @@ async fn bench(firecracker: &Path, runs: usize) {
         "vm create: request -> InstanceStart accepted",
         &mut create_vmm,
     );
+    row("vm create, no spare Firecracker: same", &mut no_spare);
     row("vm create, disks not pooled: same", &mut unpooled_vmm);
     println!(
         "{:<44} median {}  min {}",

@@ -31,6 +31,9 @@ pub struct Config {
     /// (overlay disks of a size, work disks of an image and size), so a create takes a disk
     /// instead of making one. 0 turns the pool off.
     pub disk_pool: u32,
+    /// Keep one Firecracker process started ahead of need (running, unconfigured), so that a
+    /// VM start takes it over instead of starting one.
+    pub spare_vmm: bool,
     pub defaults: VmDefaults,
     pub web: WebConfig,
 }
@@ -87,6 +90,7 @@ impl Default for Config {
             cache_dir: None,
             ssh_key: None,
             disk_pool: 1,
+            spare_vmm: true,
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -124,6 +128,7 @@ struct RawConfig {
     cache_dir: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     disk_pool: Option<i64>,
+    spare_vmm: Option<bool>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
 }
@@ -240,6 +245,9 @@ impl Config {
                         "`disk_pool`: {n} is not between 0 (no pool) and {MAX_DISK_POOL}"
                     ))
                 })?;
+        }
+        if let Some(spare) = raw.spare_vmm {
+            config.spare_vmm = spare;
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -358,6 +366,7 @@ mod tests {
             vmm = "qemu"
             firecracker_bin = "/opt/fc/firecracker"
             disk_pool = 3
+            spare_vmm = false
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -374,6 +383,7 @@ mod tests {
             Some(Path::new("/opt/fc/firecracker"))
         );
         assert_eq!(config.disk_pool, 3);
+        assert!(!config.spare_vmm);
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);

@@ -43,6 +43,8 @@ pub struct Daemon {
     pub machines: machine::Machines,
     /// Ready-made VM disks.
     pub disks: machine::pool::DiskPool,
+    /// The Firecracker process started ahead of the next start.
+    pub spare: machine::spare::SpareVmm,
     pub build_id: String,
     pub web: web::Console,
     started_at: Timestamp,

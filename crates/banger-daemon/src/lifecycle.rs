@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::Timestamp;
 use banger_api::paths::Paths;
+use banger_api::{Timestamp, VmmKind};
 use banger_store::{NetworkPool, Store};
 use tokio::net::UnixListener;
 
@@ -20,8 +20,10 @@ use banger_host::network::NetConfig;
 
 use crate::config::Config;
 use crate::host::HostFacts;
+use crate::machine::backend::Backend;
 use crate::machine::pool::DiskPool;
 use crate::machine::reconcile::reconcile;
+use crate::machine::spare::{self, SpareVmm};
 use crate::machine::{HostDeps, Machines, disks};
 use crate::operation::Operations;
 use crate::{Daemon, api, web};
@@ -152,6 +154,22 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
             config.defaults.work_disk_bytes,
         ),
     );
+    let spare = if config.spare_vmm && config.vmm != VmmKind::Qemu {
+        let backends = machines.backends.clone();
+        let vmm = config.vmm;
+        SpareVmm::open(
+            Box::new(move || match backends.for_start(vmm) {
+                Ok((Backend::Firecracker(fc), _)) => Ok(Some(fc)),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.message),
+            }),
+            &paths.vm_sockets_dir(),
+            &paths.state_dir,
+            spare::REFILL_DELAY,
+        )
+    } else {
+        SpareVmm::disabled()
+    };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let daemon = Arc::new(Daemon {
         paths,
@@ -162,6 +180,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         host,
         machines,
         disks,
+        spare,
         build_id,
         web: console,
         started_at: Timestamp::now(),
@@ -180,6 +199,8 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&d)).await {
         tracing::error!(error = %e, "reconcile panicked");
     }
+    // After reconcile, which ends a previous daemon's spare like any VMM no record owns.
+    daemon.spare.start();
 
     let web_task = web_listener.map(|listener| web::serve(daemon.clone(), listener));
     let router = api::router(daemon.clone());
@@ -219,8 +240,13 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         }
         // No mkfs.ext4 of the pool's outlives the daemon.
         let pool = d.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || pool.disks.stop()).await {
-            tracing::error!(error = %e, "stopping the disk pool panicked");
+        if let Err(e) = tokio::task::spawn_blocking(move || {
+            pool.disks.stop();
+            pool.spare.stop();
+        })
+        .await
+        {
+            tracing::error!(error = %e, "stopping the disk pool or the spare Firecracker panicked");
         }
         let socket = d.paths.socket();
         if let Err(e) = std::fs::remove_file(&socket)

@@ -165,6 +165,13 @@ async fn lifecycle(firecracker: &Path) {
     assert_eq!(vm.state, VmState::Running);
     let rt = vm.runtime.clone().unwrap();
     assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
+    // The daemon's spare Firecracker became the VM's VMM (the guest's console below is in the
+    // VM's console log all the same).
+    let socket_name = Path::new(&rt.api_socket).file_name().unwrap();
+    assert!(
+        socket_name.to_string_lossy().starts_with("spare-"),
+        "{rt:?}"
+    );
     assert!(banger_host::pid_alive(rt.pid));
     let link = run("ip", &["-j", "link", "show", "dev", &rt.tap]).unwrap();
     assert!(link.contains("\"master\":\"banger0\""), "{link}");
@@ -224,9 +231,23 @@ async fn lifecycle(firecracker: &Path) {
     let rt = client.get_vm("dev").await.unwrap().runtime.unwrap();
     daemon.stop().await;
     assert!(banger_host::pid_alive(rt.pid));
+    // A spare Firecracker a daemon that died left (a stopped daemon releases its own).
+    let spare_dir = paths.state_dir.join("spare");
+    assert_eq!(std::fs::read_dir(&spare_dir).unwrap().count(), 0);
+    let orphan = banger_vmm::Firecracker::new(
+        banger_vmm::FirecrackerBinary::check(firecracker.to_owned(), &RealRunner).unwrap(),
+    )
+    .spawn_spare("orphan", &paths.vm_sockets_dir(), &spare_dir)
+    .unwrap();
     let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
         .await
         .unwrap();
+    wait_for("the orphan spare to be ended", async || {
+        !banger_host::pid_alive(orphan.pid)
+    })
+    .await;
+    assert!(!Path::new(&orphan.api_socket).exists());
+    assert!(!orphan.console_log.exists());
     let client = Client::new(daemon.socket());
     let vm = client.get_vm("dev").await.unwrap();
     assert_eq!(vm.state, VmState::Running);
@@ -240,10 +261,21 @@ async fn lifecycle(firecracker: &Path) {
     assert!(!link_exists(&rt.tap));
     assert!(!nft_comments().contains(&comment));
     assert!(!paths.vm_dir(&vm.id).exists());
-    let leftovers: Vec<_> = std::fs::read_dir(paths.vm_sockets_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The daemon's new spare is all that is left, and goes with the daemon.
+    assert!(daemon.daemon.spare.wait_ready(Duration::from_secs(10)));
+    let spare = daemon.daemon.spare.take().unwrap();
+    let sockets = || {
+        std::fs::read_dir(paths.vm_sockets_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect::<Vec<_>>()
+    };
+    wait_for("the next spare's socket", async || sockets().len() == 2).await;
+    let fc = banger_vmm::Firecracker::new(
+        banger_vmm::FirecrackerBinary::check(firecracker.to_owned(), &RealRunner).unwrap(),
+    );
+    assert!(fc.release_spare(spare).is_empty());
     daemon.stop().await;
+    assert!(sockets().is_empty(), "{:?}", sockets());
+    assert_eq!(std::fs::read_dir(&spare_dir).unwrap().count(), 0);
 }

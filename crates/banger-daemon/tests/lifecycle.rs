@@ -89,10 +89,16 @@ impl Harness {
             runtime_dir: dir.path().join("run/banger"),
         };
         std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+        // The fake's journals are exact: a spare Firecracker only where a test asks for one.
+        let spare = if config.contains("spare_vmm") {
+            ""
+        } else {
+            "spare_vmm = false\n"
+        };
         std::fs::write(
             &paths.config_file,
             format!(
-                "{config}[defaults]\nstop_timeout = \"100ms\"\n\
+                "{config}{spare}[defaults]\nstop_timeout = \"100ms\"\n\
                  disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n"
             ),
         )
@@ -779,5 +785,97 @@ async fn a_qemu_vm_goes_through_the_same_lifecycle() {
     assert_eq!(
         h.net_calls().last().unwrap(),
         &format!("ip link del {}", Harness::tap_of(&vm))
+    );
+}
+
+/// The spare Firecracker: a start takes it over (the VM's record holds the spare's socket, its
+/// console log becomes the VM's), a new one follows, a failed start ends the spare it took with
+/// everything else, and a stopping daemon ends the one it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_take_over_the_spare_firecracker() {
+    let mut h = Harness::with_config(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        "vmm = \"firecracker\"\nspare_vmm = true\n",
+    )
+    .await;
+    let spare_dir = h.paths.state_dir.join("spare");
+    let spares = |h: &Harness| -> Vec<PathBuf> {
+        h.fc.sockets()
+            .into_iter()
+            .filter(|s| {
+                s.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("spare-")
+            })
+            .collect()
+    };
+    let ready = |h: &Harness| {
+        h.daemon
+            .as_ref()
+            .unwrap()
+            .daemon
+            .spare
+            .wait_ready(Duration::from_secs(10))
+    };
+    assert!(ready(&h));
+    let found = spares(&h);
+    assert_eq!(found.len(), 1, "one spare: {:?}", h.fc.sockets());
+    let spare_socket = found[0].clone();
+    let spare_pid = h.fc.running()[0];
+
+    let (vm, op) = h.create("dev").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let rt = vm.runtime.clone().unwrap();
+    assert_eq!(
+        (rt.pid, PathBuf::from(&rt.api_socket)),
+        (spare_pid, spare_socket.clone())
+    );
+    let console = h.paths.vm_dir(&vm.id).join("console.log");
+    assert!(h.fc.files().contains(&console), "{:?}", h.fc.files());
+    assert!(
+        !h.fc.files().iter().any(|f| f.starts_with(&spare_dir)),
+        "only the next spare's log: {:?}",
+        h.fc.files()
+    );
+    assert_eq!(
+        h.fc.journal()
+            .iter()
+            .filter(|s| s.starts_with("spawn"))
+            .count(),
+        1,
+        "the start spawned nothing"
+    );
+    assert!(ready(&h), "a new spare");
+    assert_eq!(h.fc.running().len(), 2);
+
+    // A start that fails ends the spare it took, with its socket; the tap goes too.
+    let taken = h.fc.running()[1];
+    let _ = h.fc.clone().fail("PUT /machine-config");
+    let (vm2, op) = h.create("bad").await;
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    assert!(!h.fc.alive(taken));
+    assert_eq!(vm2.runtime, None);
+    assert_eq!(
+        h.net_calls().last().unwrap(),
+        &format!("ip link del {}", Harness::tap_of(&vm2))
+    );
+    assert!(ready(&h), "and another spare");
+    assert_eq!(spares(&h).len(), 2, "the VM's and the new spare's");
+
+    // Stopping the VM releases the spare's socket; stopping the daemon ends its spare.
+    let op = h.act("dev", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!h.fc.alive(spare_pid));
+    assert!(!h.fc.sockets().contains(&spare_socket));
+    h.daemon.take().unwrap().stop().await;
+    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    assert!(spares(&h).is_empty(), "{:?}", h.fc.sockets());
+    assert!(
+        !h.fc.files().iter().any(|f| f.starts_with(&spare_dir)),
+        "{:?}",
+        h.fc.files()
     );
 }

@@ -15,6 +15,7 @@ pub mod disks;
 pub mod guest;
 pub mod pool;
 pub mod reconcile;
+pub mod spare;
 pub mod sshkey;
 
 use std::path::PathBuf;
@@ -331,7 +332,8 @@ fn launch(
     // to open its API); the VMM is configured once both are ready.
     let mut network_up = false;
     let mut network_error = None;
-    let launched = backend.vmm().launch_beside(&spec, &mut || {
+    rotate_console_log(&spec.paths.console_log);
+    let mut beside = || {
         let setup = {
             let _guard = m.net_guard();
             network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net)
@@ -358,7 +360,13 @@ fn launch(
         }
         cx.begin("vmm");
         Ok(())
-    });
+    };
+    let launched = match &backend {
+        // A Firecracker started ahead of need saves this start the few milliseconds of
+        // starting one.
+        Backend::Firecracker(fc) => fc.launch_with_spare(&spec, d.spare.take(), &mut beside),
+        Backend::Qemu(_) => backend.vmm().launch_beside(&spec, &mut beside),
+    };
     let handle = match launched {
         Ok(handle) => handle,
         Err(e) => {
@@ -436,6 +444,21 @@ fn launch(
     );
     tracing::info!(vm = %vm.name, pid = handle.pid, vmm = %backend.kind(), "VM started");
     Ok((crate::vm::find(d, &vm.id)?, image, backend, runtime))
+}
+
+/// Keeps the previous boot's console log as `console.log.1` (replacing the one before), so
+/// that `console.log` holds the boot being started: what a failure quotes and what the console
+/// shows. A log that cannot be moved is appended to, as before.
+fn rotate_console_log(console_log: &std::path::Path) {
+    let mut previous = console_log.as_os_str().to_owned();
+    previous.push(".1");
+    match std::fs::rename(console_log, &previous) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(log = %console_log.display(), error = %e, "cannot keep the previous console log");
+        }
+    }
 }
 
 /// Waits for the guest agent and the image's services (the stages after `started`), then

@@ -1268,6 +1268,17 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
         "{page}"
     );
 
+    // The restart began a new console log (the last boot's is kept beside it).
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+    let mut previous = log.clone().into_os_string();
+    previous.push(".1");
+    assert!(
+        std::fs::read_to_string(&previous)
+            .unwrap()
+            .contains("boot line 60")
+    );
+    std::fs::write(&log, "second boot line\n").unwrap();
+
     // Stop: the VMM is gone, the page offers Start and keeps the console, no longer followed.
     let op_page = w.act(&b, "/vms/dev/stop").await;
     let op = w.finish(&op_page).await;
@@ -1279,7 +1290,7 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
     let page = w.page(&b, "/vms/dev").await;
     assert!(page.contains("action=\"/vms/dev/start\""));
     assert!(!page.contains("<h2>Runtime</h2>"));
-    assert!(page.contains("boot line 60"));
+    assert!(page.contains("second boot line"), "{page}");
     assert!(
         !page.contains("data-console="),
         "a stopped VM's console is not polled"
