@@ -4,34 +4,65 @@
 
 use std::sync::Arc;
 
+use banger_api::Image;
 use banger_api::{
     ApiError, CreateVmRequest, CreatedVm, ErrorCode, OperationKind, UpdateVmRequest, Vm, VmState,
     WorkSeedStatus, validate,
 };
-use banger_store::{NewVm, VmResources};
+use banger_store::{NewVm, StoreError, VmResources};
 
 use crate::Daemon;
 use crate::machine::{self, disks};
 
 /// `POST /v1/vms`: records the VM, makes its disks and, unless `start` is false, starts it
-/// (the operation comes back with the VM).
+/// (the operation comes back with the VM). On failure neither the record nor any file remains.
 pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiError> {
     let start = req.start.unwrap_or(true);
-    let vm = create_stopped(d, req)?;
+    let state = if start {
+        VmState::Starting
+    } else {
+        VmState::Stopped
+    };
+    let (vm, image) = record(d, req, state)?;
+    let dir = d.paths.vm_dir(&vm.id);
+    let made_dir = std::fs::create_dir_all(d.paths.vms_dir())
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "cannot create {}: {e}",
+                d.paths.vms_dir().display()
+            ))
+        })
+        .and_then(|()| disks::make_vm_dir(&dir));
+    if let Err(e) = made_dir {
+        forget(d, &vm, &dir);
+        return Err(e);
+    }
     if !start {
+        if let Err(e) = make_files(d, &vm, &image, &dir) {
+            forget(d, &vm, &dir);
+            return Err(e);
+        }
+        tracing::info!(vm = %vm.name, id = %vm.id, ip = %vm.network.ip, "VM created");
         return Ok(CreatedVm {
             vm,
             operation: None,
         });
     }
-    let vm = d.store.transition_vm(
-        &vm.id,
-        &[VmState::Stopped],
-        VmState::Starting,
-        "it changed before it could start",
-        None,
-    )?;
-    let operation = machine::spawn_start(d, vm.clone(), OperationKind::StartVm);
+    // The start runs its checks while the files are made here, and goes on once they are.
+    // The answer still waits for the files, so a failure to make them is this request's error,
+    // as it would be without the start.
+    let (made, pending) = machine::pending_files();
+    let operation =
+        machine::spawn_start_pending(d, vm.clone(), OperationKind::StartVm, Some(pending));
+    if let Err(e) = make_files(d, &vm, &image, &dir) {
+        made.send(Err(e.message.clone()));
+        // The start fails at the files and rolls back what it acquired; then the VM goes.
+        wait_ended(d, &operation.id);
+        forget(d, &vm, &dir);
+        return Err(e);
+    }
+    made.send(Ok(()));
+    tracing::info!(vm = %vm.name, id = %vm.id, ip = %vm.network.ip, "VM created");
     let vm = find(d, &vm.id)?;
     Ok(CreatedVm {
         vm,
@@ -39,8 +70,8 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
     })
 }
 
-/// Records a VM and makes its files; on failure neither the record nor any file remains.
-fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
+/// Validates a create request and records the VM in `state`, with its image.
+fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image), ApiError> {
     if let Some(name) = &req.name {
         validate::name("VM", name)?;
     }
@@ -76,62 +107,73 @@ fn create_stopped(d: &Daemon, req: CreateVmRequest) -> Result<Vm, ApiError> {
         });
         e
     })?;
-    if let Some(name) = &req.name
-        && d.store.find_vm(name)?.is_some()
-    {
-        return Err(ApiError::new(
-            ErrorCode::AlreadyExists,
-            format!("a VM named {name:?} already exists"),
-        )
-        .with_hint("pick another --name, or delete the old VM with `banger vm delete`"));
-    }
-    let vm = d.store.create_vm(
-        &NewVm {
-            name: req.name,
-            image_id: image.id.clone(),
-            vcpus,
-            memory_mib,
-            disk_bytes,
-            work_disk_bytes,
-            nat: req.nat.unwrap_or(false),
-            vmm: req.vmm.unwrap_or(d.config.vmm),
-            state: VmState::Stopped,
-        },
-        &d.pool,
-    )?;
-    let dir = d.paths.vm_dir(&vm.id);
-    let made = (|| {
-        let key = disks::banger_public_key(d.config.ssh_key.as_deref(), &d.paths.state_dir)?;
-        std::fs::create_dir_all(d.paths.vms_dir()).map_err(|e| {
-            ApiError::internal(format!(
-                "cannot create {}: {e}",
-                d.paths.vms_dir().display()
-            ))
-        })?;
-        disks::make_vm_dir(&dir)?;
-        let seed = disks::make_vm_files(
-            &disks::VmFileSources {
-                runner: &*d.machines.runner,
-                pool: &d.disks,
-                image: &image,
-                image_dir: &d.paths.image_dir(&image.id),
-                authorized_key: &key,
+    let vm = d
+        .store
+        .create_vm(
+            &NewVm {
+                name: req.name,
+                image_id: image.id.clone(),
+                vcpus,
+                memory_mib,
+                disk_bytes,
+                work_disk_bytes,
+                nat: req.nat.unwrap_or(false),
+                vmm: req.vmm.unwrap_or(d.config.vmm),
+                state,
             },
-            &vm,
-            &dir,
-        )?;
-        d.store.set_vm_work_seed(&vm.id, &seed)?;
-        Ok::<(), ApiError>(())
-    })();
-    if let Err(e) = made {
-        disks::remove_tree(&dir);
-        if let Err(store) = d.store.delete_vm(&vm.id) {
-            tracing::error!(vm = %vm.name, error = %store, "cannot remove the record of a VM whose files failed");
-        }
-        return Err(e);
+            &d.pool,
+        )
+        .map_err(|e| match e {
+            StoreError::AlreadyExists { name, .. } => ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a VM named {name:?} already exists"),
+            )
+            .with_hint("pick another --name, or delete the old VM with `banger vm delete`"),
+            other => other.into(),
+        })?;
+    Ok((vm, image))
+}
+
+/// Makes the VM's disks and files in its directory `dir` and records its work seed.
+fn make_files(d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path) -> Result<(), ApiError> {
+    let key = disks::banger_public_key(d.config.ssh_key.as_deref(), &d.paths.state_dir)?;
+    let seed = disks::make_vm_files(
+        &disks::VmFileSources {
+            runner: &*d.machines.runner,
+            pool: &d.disks,
+            image,
+            image_dir: &d.paths.image_dir(&image.id),
+            authorized_key: &key,
+        },
+        vm,
+        dir,
+    )?;
+    d.store.set_vm_work_seed(&vm.id, &seed)?;
+    Ok(())
+}
+
+/// Removes a VM whose create failed: its directory and its record.
+fn forget(d: &Daemon, vm: &Vm, dir: &std::path::Path) {
+    disks::remove_tree(dir);
+    if let Err(store) = d.store.delete_vm(&vm.id) {
+        tracing::error!(vm = %vm.name, error = %store, "cannot remove the record of a VM whose create failed");
     }
-    tracing::info!(vm = %vm.name, id = %vm.id, ip = %vm.network.ip, "VM created");
-    Ok(vm)
+}
+
+/// Waits for operation `id` to end (a start that cannot get past its files ends within its
+/// rollback's timeouts).
+fn wait_ended(d: &Daemon, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while d.ops.get(id).is_some_and(|op| !op.state.is_finished()) {
+        if std::time::Instant::now() >= deadline {
+            tracing::error!(
+                operation = id,
+                "a failed create's start did not end within 60 s"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// `GET /v1/vms/{name}`: the VM with how its work disk relates to its image's work seed.

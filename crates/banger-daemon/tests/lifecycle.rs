@@ -353,6 +353,8 @@ async fn a_failure_making_any_of_a_vms_files_leaves_no_record_and_no_file() {
                 *h.fail_disk.lock().unwrap() = Some(step);
                 "injected failure"
             };
+            let journal_before = h.fc.journal().len();
+            let net_before = h.net_calls().len();
             let err = h
                 .client
                 .create_vm(&CreateVmRequest {
@@ -376,6 +378,28 @@ async fn a_failure_making_any_of_a_vms_files_leaves_no_record_and_no_file() {
             assert!(
                 left.is_empty(),
                 "{image}, {step}: {left:?} left in the VMs directory"
+            );
+            // The start that ran its checks beside the files ended at them, before it acquired
+            // anything.
+            assert!(h.fc.running().is_empty(), "{step}: {:?}", h.fc.running());
+            let journal = h.fc.journal();
+            assert_eq!(
+                journal.len(),
+                journal_before,
+                "{image}, {step}: {journal:?}"
+            );
+            let calls = h.net_calls();
+            assert_eq!(calls.len(), net_before, "{image}, {step}: {calls:?}");
+            let op = h.client.list_operations().await.unwrap();
+            let op = op.last().unwrap();
+            assert_eq!(op.state, OperationState::Failed, "{op:?}");
+            assert!(
+                op.error
+                    .as_ref()
+                    .unwrap()
+                    .message
+                    .contains("files were not made"),
+                "{op:?}"
             );
         }
         // Nothing stands in the way of the same VM afterwards.

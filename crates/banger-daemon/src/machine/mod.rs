@@ -222,13 +222,49 @@ pub fn start_stages(d: &Daemon, vm: &Vm) -> Vec<String> {
 
 /// Starts the start operation of `vm`, which the caller moved to `starting`.
 pub fn spawn_start(d: &Arc<Daemon>, vm: Vm, kind: OperationKind) -> Operation {
+    spawn_start_pending(d, vm, kind, None)
+}
+
+/// [`spawn_start`] for a VM whose files `pending` are still being made.
+pub fn spawn_start_pending(
+    d: &Arc<Daemon>,
+    vm: Vm,
+    kind: OperationKind,
+    pending: Option<PendingFiles>,
+) -> Operation {
     let stages = start_stages(d, &vm);
     let stages: Vec<&str> = stages.iter().map(String::as_str).collect();
     let d2 = d.clone();
     d.ops.spawn(kind, &vm.name.clone(), &stages, move |cx| {
-        let vm = start_vm(&d2, cx, &vm)?;
+        let vm = start_vm_pending(&d2, cx, &vm, pending)?;
         serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
     })
+}
+
+/// The files (disks, config drive) a `vm create` is still making for the VM its start
+/// operation starts: the start runs its checks meanwhile and waits for them at the end of its
+/// `checks` stage. Made with [`pending_files`].
+#[derive(Debug)]
+pub struct PendingFiles {
+    made: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+/// The create's side of [`PendingFiles`]: says whether the files were made. Dropped unsent,
+/// it fails the start.
+#[derive(Debug)]
+pub struct FilesMade(std::sync::mpsc::SyncSender<Result<(), String>>);
+
+impl FilesMade {
+    pub fn send(self, outcome: Result<(), String>) {
+        // A start that already failed no longer listens.
+        let _ = self.0.send(outcome);
+    }
+}
+
+/// A pair for files being made.
+pub fn pending_files() -> (FilesMade, PendingFiles) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    (FilesMade(tx), PendingFiles { made: rx })
 }
 
 /// Why a start did not end with a ready VM.
@@ -249,7 +285,17 @@ impl From<ApiError> for StartError {
 /// Starts `vm` (in state `starting`). On failure the VM is back to `stopped` with the error
 /// recorded, and nothing it acquired is left.
 pub fn start_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, ApiError> {
-    match try_start(d, cx, vm) {
+    start_vm_pending(d, cx, vm, None)
+}
+
+/// [`start_vm`] for a VM whose files `pending` are still being made.
+fn start_vm_pending(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+    pending: Option<PendingFiles>,
+) -> Result<Vm, ApiError> {
+    match try_start(d, cx, vm, pending) {
         Ok(vm) => Ok(vm),
         Err(StartError::NotReady(e)) => {
             tracing::warn!(vm = %vm.name, error = %e.message, "VM started but is not ready");
@@ -272,8 +318,13 @@ pub fn start_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, A
     }
 }
 
-fn try_start(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm) -> Result<Vm, StartError> {
-    let (running, image, backend, runtime) = launch(d, cx, vm)?;
+fn try_start(
+    d: &Arc<Daemon>,
+    cx: &OperationContext,
+    vm: &Vm,
+    pending: Option<PendingFiles>,
+) -> Result<Vm, StartError> {
+    let (running, image, backend, runtime) = launch(d, cx, vm, pending)?;
     wait_until_ready(d, cx, &running, &image, &backend, runtime).map_err(StartError::NotReady)
 }
 
@@ -282,6 +333,7 @@ fn launch(
     d: &Arc<Daemon>,
     cx: &OperationContext,
     vm: &Vm,
+    pending: Option<PendingFiles>,
 ) -> Result<(Vm, Image, Backend, VmRuntime), ApiError> {
     let m = &d.machines;
     cx.begin("checks");
@@ -295,6 +347,19 @@ fn launch(
             format!("VM {}'s image {} no longer exists", vm.name, vm.image.name),
         )
     })?;
+    // The files a create made meanwhile (the checks above ran beside them).
+    if let Some(files) = pending {
+        let made = files
+            .made
+            .recv()
+            .unwrap_or_else(|_| Err("the create ended before making them".into()));
+        if let Err(why) = made {
+            return Err(ApiError::internal(format!(
+                "VM {}'s files were not made: {why}",
+                vm.name
+            )));
+        }
+    }
     let spec = vm_spec(d, vm, &image)?;
     cx.done("checks", note);
     cx.check_cancelled()?;
