@@ -153,7 +153,7 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     fn launch_beside(
         &self,
         spec: &VmSpec,
-        beside: &mut (dyn FnMut() -> Result<(), String> + Send),
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         beside().map_err(VmmError::Beside)?;
         self.launch(spec)

@@ -5,11 +5,9 @@
 //! release the same [`Resource`] values through the same [`release`], so there is one code path
 //! that kills a VMM or removes its sockets.
 //!
-//! The order of the requests is Firecracker's own, but for the network interface: logger and
-//! metrics first (so that the rest is logged), then machine config, boot source, drives, vsock
-//! in one pipelined batch, sent while the caller's work beside the launch (the tap) runs on a
-//! thread of its own; then the network interface, which needs the tap; `InstanceStart` follows
-//! once every one of them was accepted.
+//! The order of the requests is Firecracker's own: logger and metrics first (so that the rest
+//! is logged), then machine config, boot source, drives, network interfaces, vsock; these go
+//! pipelined in one batch, and `InstanceStart` follows once every one of them was accepted.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -254,7 +252,7 @@ impl Firecracker {
         &self,
         spec: &VmSpec,
         spare: Option<Spare>,
-        beside: &mut (dyn FnMut() -> Result<(), String> + Send),
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         let config = match configuration(spec, self.log_level) {
             Ok(config) => config,
@@ -286,7 +284,7 @@ impl Firecracker {
         config: &FullVmConfiguration,
         spare: Option<Spare>,
         acquired: &mut Vec<Resource>,
-        beside: &mut (dyn FnMut() -> Result<(), String> + Send),
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         let host = &*self.host;
         let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
@@ -337,55 +335,37 @@ impl Firecracker {
             }
         };
         let api_socket = &api_socket;
+        // Firecracker needs a few milliseconds before it answers: the caller's work fits in them.
+        beside().map_err(VmmError::Beside)?;
+        host.wait_for_socket(api_socket, pid, self.timeouts.api_socket)
+            .map_err(|e| match e {
+                SocketWaitError::Exited => VmmError::Exited {
+                    pid,
+                    during: "before opening its API socket".into(),
+                    console: Vec::new(),
+                },
+                SocketWaitError::TimedOut(timeout) => VmmError::SocketTimeout {
+                    socket: api_socket.clone(),
+                    timeout,
+                },
+            })?;
 
-        // The caller's work (the tap) runs on a thread of its own while Firecracker opens its
-        // API socket and takes the configuration that does not depend on that work; the network
-        // interface follows once both are done. The configuration goes pipelined: requests that
-        // may all be applied whatever the others' fate, since a refusal rolls the whole process
-        // back anyway. `InstanceStart` waits for every answer: a VM must not start half
-        // configured.
+        // The configuration goes in one pipelined batch: requests that may all be applied
+        // whatever the others' fate, since a refusal rolls the whole process back anyway.
+        // `InstanceStart` waits for every answer: a VM must not start half configured.
         let api = ApiClient::new(&*self.transport, api_socket);
-        let (after_beside, first): (Vec<ApiRequest>, Vec<ApiRequest>) =
-            configuration_requests(config)?
-                .into_iter()
-                .partition(|r| r.path.starts_with("/network-interfaces/"));
-        let (beside_done, first_done) = std::thread::scope(|scope| {
-            let work = scope.spawn(beside);
-            let first_done = host
-                .wait_for_socket(api_socket, pid, self.timeouts.api_socket)
-                .map_err(|e| match e {
-                    SocketWaitError::Exited => VmmError::Exited {
-                        pid,
-                        during: "before opening its API socket".into(),
-                        console: Vec::new(),
-                    },
-                    SocketWaitError::TimedOut(timeout) => VmmError::SocketTimeout {
-                        socket: api_socket.clone(),
-                        timeout,
-                    },
-                })
-                .and_then(|()| {
-                    if let Some(vsock) = &config.vsock {
-                        // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does
-                        // even when an earlier request of the batch was refused.
-                        record(
-                            acquired,
-                            Resource::VsockSocket {
-                                path: vsock.uds_path.clone(),
-                            },
-                        );
-                    }
-                    api.send_all(&first).map(drop)
-                });
-            let beside_done = work
-                .join()
-                .unwrap_or_else(|_| Err("the work beside the launch panicked".into()));
-            (beside_done, first_done)
-        });
-        // The caller's failure first: it is the cause when both failed.
-        beside_done.map_err(VmmError::Beside)?;
-        first_done?;
-        api.send_all(&after_beside)?;
+        let batch = configuration_requests(config)?;
+        if let Some(vsock) = &config.vsock {
+            // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does even when an
+            // earlier request of the batch was refused.
+            record(
+                acquired,
+                Resource::VsockSocket {
+                    path: vsock.uds_path.clone(),
+                },
+            );
+        }
+        api.send_all(&batch)?;
         api.action(ActionType::InstanceStart)?;
         tracing::info!(vm = %spec.vm_id, pid, "Firecracker instance started");
 

@@ -251,7 +251,7 @@ impl Firecracker {
         &self,
         spec: &VmSpec,
         spare: Option<Spare>,
-        beside: &mut (dyn FnMut() -> Result<(), String> + Send),
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         self.launch_vm(spec, spare, beside)
     }
@@ -271,13 +271,12 @@ impl Vmm for Firecracker {
         self.launch_vm(spec, None, &mut || Ok(()))
     }
 
-    /// `beside` runs on a thread of its own right after the spawn, while Firecracker starts up,
-    /// opens its API socket and takes the configuration that does not depend on it (all but
-    /// the network interface): milliseconds the launch would otherwise only wait through.
+    /// `beside` runs right after the spawn, while Firecracker starts up and opens its API
+    /// socket (a couple of milliseconds the launch would otherwise only wait through).
     fn launch_beside(
         &self,
         spec: &VmSpec,
-        beside: &mut (dyn FnMut() -> Result<(), String> + Send),
+        beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
         self.launch_vm(spec, None, beside)
     }

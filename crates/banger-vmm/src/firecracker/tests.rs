@@ -102,8 +102,8 @@ fn launch_journal() -> Vec<String> {
         "PUT /drives/rootfs".into(),
         "PUT /drives/overlay".into(),
         "PUT /drives/work".into(),
-        "PUT /vsock".into(),
         "PUT /network-interfaces/eth0".into(),
+        "PUT /vsock".into(),
         "PUT /actions".into(),
     ]
 }
@@ -210,9 +210,8 @@ fn expected_journal(failing: usize) -> Vec<String> {
         } else if step.starts_with("wait-socket") {
             (failing + 1, std::iter::once(api).chain(kill).collect())
         } else {
-            // The configuration is pipelined in two batches (the network interface waits for the
-            // work beside the launch): a batch is sent whole whichever request of it is refused,
-            // so the vsock socket may exist whenever any of it failed.
+            // The configuration is one pipelined batch: all of it is sent whichever request is
+            // refused, so the vsock socket may exist whenever any of it failed.
             let batch_end = steps.iter().position(|s| s == "PUT /vsock").unwrap() + 1;
             (
                 (failing + 1).max(batch_end),
@@ -263,9 +262,8 @@ fn every_failing_launch_step_is_rolled_back_exactly() {
     );
 }
 
-/// What the caller runs beside the launch runs on its own thread after the spawn, while
-/// Firecracker takes the configuration that does not need it; the network interface waits for
-/// it. When it fails, the process and its sockets go and the VM is never started.
+/// What the caller runs beside the launch runs after the spawn, before the wait for the API
+/// socket; when it fails, the process and its socket go.
 #[test]
 fn work_beside_the_launch_runs_while_firecracker_starts_up() {
     let fake = FakeFirecracker::new();
@@ -277,10 +275,10 @@ fn work_beside_the_launch_runs_while_firecracker_starts_up() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(seen[..3], launch_journal()[..3], "after the spawn");
-    assert!(
-        !seen.contains(&"PUT /network-interfaces/eth0".to_string()),
-        "before the network interface: {seen:?}"
+    assert_eq!(
+        seen,
+        launch_journal()[..3],
+        "after the spawn, before the wait"
     );
     assert_eq!(fake.journal(), launch_journal());
 
@@ -293,18 +291,14 @@ fn work_beside_the_launch_runs_while_firecracker_starts_up() {
         matches!(err.root(), VmmError::Beside(m) if m == "no tap"),
         "{err:?}"
     );
-    let journal = fake.journal();
     assert_eq!(
-        journal[journal.len() - 3..],
+        fake.journal()[3..],
         strings(&[
             &format!("remove {API}"),
             &format!("signal {FIRST_PID} SIGKILL"),
             &format!("wait-exit {FIRST_PID}"),
         ])
     );
-    for never in ["PUT /network-interfaces/eth0", "PUT /actions"] {
-        assert!(!journal.contains(&never.to_string()), "{journal:?}");
-    }
     assert!(fake.running().is_empty());
     assert!(fake.sockets().is_empty());
 }
