@@ -2,22 +2,25 @@
 //! launching the same VM by itself.
 //!
 //! - `vm start`: from `POST /v1/vms/{name}/start` until the client sees the operation's `vmm`
-//!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, the tap on the
-//!   bridge, spawn, configuration and start; and until the whole operation ended.
+//!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, taking over its
+//!   spare Firecracker, the tap on the bridge, configuration and start; and until the whole
+//!   operation ended.
 //! - `vm create`: from `POST /v1/vms` (with start) until the same point: this adds the record,
 //!   the VM's SSH host key and config drive, and taking its overlay and work disks from the
 //!   pool (which is given the time to refill between rounds, as between a user's creates);
-//!   and the same with sizes the pool has never seen, so both disks are made by the create.
+//!   the same with the spare taken away first, so the start spawns its own Firecracker; and the
+//!   same with sizes the pool has never seen, so both disks are made by the create.
 //! - raw: `firecracker --no-api --config-file` with the configuration of the very same VM
 //!   (the daemon's own spec: kernel, drives, tap, MAC, vsock, logger, metrics), its tap created
 //!   beforehand, from the spawn until Firecracker logs `Successfully started microvm`.
 //!
 //! Runs alternate so that all see the same machine load; one warm-up round is not counted.
-//! Before each timed step the disk pool is left to refill and the kernel 50 ms to finish what
-//! the previous step left it, so every step, the raw launch included, starts from a quiet host.
+//! Before each timed step the disk pool and the spare Firecracker are left to refill and the
+//! kernel 50 ms to finish what the previous step left it, so every step, the raw launch included, starts from a quiet host.
 //! Runs a real daemon inside a throw-away network namespace like `tests/firecracker_vm.rs`, so it
 //! needs root, iproute2, nftables is not needed, and Firecracker; it prints `SKIP:` otherwise.
-//! `BENCH_RUNS` sets the number of rounds (default 10). `BENCH_TRACE=debug` (any tracing filter)
+//! `BENCH_RUNS` sets the number of rounds (default 10); `BENCH_SAMPLES=1` prints every round's
+//! figures as well as the medians. `BENCH_TRACE=debug` (any tracing filter)
 //! prints the daemon's log with microsecond timestamps on stderr, which shows where a start's
 //! time goes. `BENCH_LINKS=ip` makes the daemon's taps with `ip` commands, as a daemon that is not
 //! root does (without sudo's own cost), instead of in-process.
@@ -259,6 +262,16 @@ async fn bench(firecracker: &Path, runs: usize) {
         settle().await;
         let r = launch_raw(firecracker, spec, raw_tap, dir.path(), run);
 
+        if std::env::var_os("BENCH_SAMPLES").is_some() {
+            println!(
+                "round {run:>2}{}: start {}  create {}  create without spare {}  raw {}",
+                if run == 0 { " (warm-up)" } else { "" },
+                ms(vmm),
+                ms(created_vmm),
+                ms(no_spare_vmm),
+                ms(r)
+            );
+        }
         if run > 0 {
             start_vmm.push(vmm);
             start_total.push(total);
