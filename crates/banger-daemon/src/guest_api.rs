@@ -16,12 +16,7 @@ use serde::Deserialize;
 
 use crate::Daemon;
 use crate::api::{Answer, Body, Failure};
-use crate::machine::{disks, guest};
-
-/// Most bytes of the console one request returns.
-const CONSOLE_CHUNK: u64 = 1 << 20;
-/// Where a console read without an offset starts: this far before the end.
-const CONSOLE_TAIL: u64 = 64 << 10;
+use crate::machine::{console, disks, guest};
 
 fn agent_error(e: banger_agent::client::AgentError) -> Failure {
     let hint = e.hint().map(str::to_owned);
@@ -193,8 +188,9 @@ pub struct ConsoleQuery {
     offset: Option<u64>,
 }
 
-/// `GET /v1/vms/{name}/console?offset=N`: the guest console log from byte `offset` (the last
-/// 64 KiB when absent), at most 1 MiB, and where to continue.
+/// `GET /v1/vms/{name}/console?offset=N`: the guest console from byte `offset` (the last
+/// 64 KiB of the current boot when absent), at most 1 MiB, and where to continue. Offsets run
+/// on across boots (see [`console`]).
 pub async fn console(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -202,46 +198,8 @@ pub async fn console(
 ) -> Response {
     let d2 = d.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<ConsoleChunk, ApiError> {
-        use std::io::{Read, Seek, SeekFrom};
         let vm = crate::vm::find(&d2, &name)?;
-        let path = d2.paths.vm_dir(&vm.id).join(disks::CONSOLE_LOG);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ConsoleChunk {
-                    offset: 0,
-                    next_offset: 0,
-                    text: String::new(),
-                });
-            }
-            Err(e) => {
-                return Err(ApiError::internal(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )));
-            }
-        };
-        let len = file
-            .metadata()
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .len();
-        let start = match query.offset {
-            Some(offset) if offset <= len => offset,
-            // The log was replaced (shorter now): start over.
-            Some(_) => 0,
-            None => len.saturating_sub(CONSOLE_TAIL),
-        };
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut bytes = Vec::new();
-        file.take(CONSOLE_CHUNK)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(ConsoleChunk {
-            offset: start,
-            next_offset: start + bytes.len() as u64,
-            text: String::from_utf8_lossy(&bytes).replace('\r', ""),
-        })
+        console::read(&d2.paths.vm_dir(&vm.id), query.offset)
     })
     .await;
     match result {

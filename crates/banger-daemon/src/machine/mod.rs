@@ -11,6 +11,7 @@
 //! `starting` or a running one to `stopping`, so a start never races a stop.
 
 pub mod backend;
+pub mod console;
 pub mod disks;
 pub mod guest;
 pub mod pool;
@@ -397,7 +398,7 @@ fn launch(
     // to open its API); the VMM is configured once both are ready.
     let mut network_up = false;
     let mut network_error = None;
-    rotate_console_log(&spec.paths.console_log);
+    console::rotate(&d.paths.vm_dir(&vm.id));
     let mut beside = || {
         let setup = {
             let _guard = m.net_guard();
@@ -509,21 +510,6 @@ fn launch(
     );
     tracing::info!(vm = %vm.name, pid = handle.pid, vmm = %backend.kind(), "VM started");
     Ok((crate::vm::find(d, &vm.id)?, image, backend, runtime))
-}
-
-/// Keeps the previous boot's console log as `console.log.1` (replacing the one before), so
-/// that `console.log` holds the boot being started: what a failure quotes and what the console
-/// shows. A log that cannot be moved is appended to, as before.
-fn rotate_console_log(console_log: &std::path::Path) {
-    let mut previous = console_log.as_os_str().to_owned();
-    previous.push(".1");
-    match std::fs::rename(console_log, &previous) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(log = %console_log.display(), error = %e, "cannot keep the previous console log");
-        }
-    }
 }
 
 /// Waits for the guest agent and the image's services (the stages after `started`), then
