@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use banger_api::Image;
 use banger_api::{
-    ApiError, CreateVmRequest, CreatedVm, ErrorCode, OperationKind, UpdateVmRequest, Vm, VmState,
-    WorkSeedStatus, validate,
+    ApiError, CreateVmRequest, CreatedVm, ErrorCode, Image, OperationKind, UpdateVmRequest, Vm,
+    VmState, WorkSeedStatus, validate,
 };
 use banger_store::{NewVm, StoreError, VmResources};
 
