@@ -39,7 +39,9 @@ pub fn check_register(
     req: &RegisterImageRequest,
 ) -> Result<register::CheckedSources, ApiError> {
     check_new_name(d, &req.name)?;
-    register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)
+    let mut sources = register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)?;
+    sources.services = register::services_in_rootfs(&RealRunner, &sources.rootfs);
+    Ok(sources)
 }
 
 /// Starts the registration operation of checked sources.

@@ -10,10 +10,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use banger_api::{
-    ApiError, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Timestamp,
+    ApiError, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, ServiceCheck,
+    Timestamp,
 };
 use banger_host::disk::{CopyError, CopyMethod};
+use banger_host::{CommandRunner, CommandSpec};
 
+use crate::bootstrap::guest;
 use crate::format;
 
 pub const KERNEL_FILE: &str = "vmlinux";
@@ -36,6 +39,8 @@ pub struct CheckedSources {
     pub initrd: Option<PathBuf>,
     pub rootfs: PathBuf,
     pub kernel_version: Option<String>,
+    /// What the root's init keeps running that a start waits for ([`services_in_rootfs`]).
+    pub services: Vec<ServiceCheck>,
 }
 
 /// Checks the files a user hands to `image register`: absolute paths, the kernel an ELF
@@ -69,7 +74,26 @@ pub fn check_sources(
         initrd,
         rootfs,
         kernel_version: info.version,
+        services: Vec::new(),
     })
+}
+
+/// The services a root filesystem's init keeps running that a start can wait for (banger's
+/// guest agent, sshd), read from its `/etc/inittab` with `debugfs`, without mounting it. A root
+/// banger made carries its agent even when it comes back through `image register`, and its VMs
+/// must not be called ready before the agent answers. A root whose inittab cannot be read
+/// (another init, no such file) declares none: its VMs are ready once started.
+pub fn services_in_rootfs(runner: &dyn CommandRunner, rootfs: &Path) -> Vec<ServiceCheck> {
+    let command = CommandSpec::new("debugfs")
+        .args(["-R", "cat /etc/inittab"])
+        .arg(rootfs.to_string_lossy());
+    match runner.run(&command) {
+        Ok(output) => guest::services_in_inittab(&output.stdout_lossy()),
+        Err(e) => {
+            tracing::warn!(rootfs = %rootfs.display(), error = %e, "cannot read the root's inittab");
+            Vec::new()
+        }
+    }
 }
 
 fn format_error(e: format::FormatError) -> ApiError {
@@ -187,7 +211,7 @@ fn install_into(
         suite: None,
         kernel_version: sources.kernel_version.clone(),
         packages: Vec::new(),
-        services: Vec::new(),
+        services: sources.services.clone(),
         // Read from the initrd: an image registered with an initrd banger made gets the same
         // fast VM creation as a bootstrapped one.
         init_features: match &sources.initrd {
@@ -287,7 +311,71 @@ mod tests {
             initrd: with_initrd.then(|| dir.join("i")),
             rootfs: dir.join("r"),
             kernel_version: Some("6.1.0-test".into()),
+            services: Vec::new(),
         }
+    }
+
+    /// An ext4 image made from `tree` (relative path, contents) with `mkfs.ext4 -d`.
+    fn ext4_with(dir: &Path, tree: &[(&str, &str)]) -> std::path::PathBuf {
+        use banger_host::runner::RealRunner;
+        let root = dir.join("tree");
+        for (path, contents) in tree {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        let image = dir.join("rootfs.ext4");
+        RealRunner
+            .run(
+                &CommandSpec::new("mkfs.ext4")
+                    .args(["-q", "-F", "-d"])
+                    .arg(root.to_string_lossy())
+                    .arg(image.to_string_lossy())
+                    .arg("8M"),
+            )
+            .unwrap();
+        image
+    }
+
+    // Guards the registered-image readiness bug: a root banger bootstrapped, registered again
+    // (as the lab does), was called ready at `started`, seconds before its agent answered.
+    #[test]
+    fn a_registered_root_declares_the_agent_and_sshd_its_inittab_respawns() {
+        use banger_host::runner::RealRunner;
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = ext4_with(
+            tmp.path(),
+            &[(
+                "etc/inittab",
+                "::sysinit:/etc/banger/rc.boot\n::respawn:/usr/sbin/sshd -D -e\n\
+                 ::respawn:/usr/local/sbin/banger-agent --listen-vm-ip\n",
+            )],
+        );
+        let services = services_in_rootfs(&RealRunner, &rootfs);
+        assert_eq!(
+            services,
+            [
+                ServiceCheck {
+                    name: "agent".into(),
+                    port: 1024
+                },
+                ServiceCheck {
+                    name: "ssh".into(),
+                    port: 22
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_root_without_an_inittab_declares_no_services() {
+        use banger_host::runner::RealRunner;
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = ext4_with(tmp.path(), &[("etc/hostname", "x\n")]);
+        assert_eq!(services_in_rootfs(&RealRunner, &rootfs), []);
+        // Not an ext4 image at all: no services, no error.
+        assert_eq!(services_in_rootfs(&RealRunner, &tmp.path().join("etc")), []);
     }
 
     fn real_copy(

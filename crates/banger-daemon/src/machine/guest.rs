@@ -18,8 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::disks;
 use crate::Daemon;
 
-/// The name under which an image declares banger's guest agent among its services.
-pub const AGENT_SERVICE: &str = "agent";
+pub use banger_image::bootstrap::guest::AGENT_SERVICE;
 
 /// How the host reaches a guest's agent.
 #[derive(Debug, Clone)]

@@ -8,7 +8,8 @@
 //! sshd and the agent, both supervised by `inittab` `respawn` entries. `/etc/inittab`:
 //!
 //! - `sysinit` runs [`RC_BOOT`]: what `banger-init` does not already do (devpts, `/dev/shm`,
-//!   sshd's runtime directory, a machine id per VM, a host key only when the VM has none);
+//!   sshd's runtime directory, a machine id per VM, a host key only when the VM has none, KVM
+//!   and TUN modules for VMs inside this one);
 //! - `respawn` keeps `sshd -D -e` running (its log goes to the console, which banger keeps);
 //! - `ctrlaltdel` (Firecracker's `SendCtrlAltDel`) and `shutdown` power off cleanly.
 //!
@@ -18,6 +19,7 @@
 
 use std::path::Path;
 
+use banger_api::ServiceCheck;
 use banger_host::{CommandRunner, CommandSpec, Privilege, RunError};
 
 /// The sysinit script, relative to the guest's root.
@@ -59,6 +61,54 @@ fn file(path: &'static str, mode: u32, contents: &str) -> GuestFile {
     }
 }
 
+/// The name under which an image declares banger's guest agent among its services.
+pub const AGENT_SERVICE: &str = "agent";
+/// The TCP port banger's guest agent listens on (`banger-agent --listen-vm-ip`).
+pub const AGENT_PORT: u16 = 1024;
+
+/// The services an image's `/etc/inittab` keeps running that a start can wait for, in the
+/// order a start waits: banger's guest agent, then sshd. Only `respawn` entries count (a
+/// `once` or `sysinit` program is not a service), and a commented-out line is not there.
+pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
+    let respawned: Vec<&str> = inittab
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            // id:runlevels:action:process
+            let mut fields = l.splitn(4, ':');
+            let (_, _, action, process) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            (action == "respawn").then_some(process)
+        })
+        .collect();
+    let program = |p: &str| -> String {
+        p.split_whitespace()
+            .next()
+            .and_then(|path| path.rsplit('/').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut services = Vec::new();
+    if respawned.iter().any(|p| program(p) == "banger-agent") {
+        services.push(ServiceCheck {
+            name: AGENT_SERVICE.to_owned(),
+            port: AGENT_PORT,
+        });
+    }
+    if respawned.iter().any(|p| program(p) == "sshd") {
+        services.push(ServiceCheck {
+            name: "ssh".to_owned(),
+            port: 22,
+        });
+    }
+    services
+}
+
 /// The inittab line that starts the agent; [`install_agent`] appends it. `--listen-vm-ip`
 /// makes it serve on the VM's private IP too (read from the overlay's network file), the
 /// channel banger uses where there is no vsock.
@@ -85,6 +135,12 @@ pub fn files() -> Vec<GuestFile> {
          mountpoint -q /dev/shm || mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm\n\
          [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n\
          mkdir -p /run/sshd && chmod 0755 /run/sshd\n\
+         # Hardware virtualization for VMs inside this one (banger's lab runs Firecracker here)\n\
+         # when the CPU offers it, and /dev/net/tun for their taps; in the background, so the\n\
+         # services do not wait for it.\n\
+         (if grep -qw svm /proc/cpuinfo; then modprobe kvm_amd\n\
+         \telif grep -qw vmx /proc/cpuinfo; then modprobe kvm_intel; fi\n\
+         \tmodprobe tun) >/dev/null 2>&1 &\n\
          # One machine id per VM, kept on its overlay disk.\n\
          if [ ! -s /etc/machine-id ]; then\n\
          \ttr -d - </proc/sys/kernel/random/uuid >/etc/machine-id\n\
@@ -265,6 +321,44 @@ mod tests {
     use super::*;
     use banger_host::{FakeRunner, Matcher, RealRunner};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn services_are_the_respawned_agent_and_sshd_in_that_order() {
+        let names = |inittab: &str| -> Vec<(String, u16)> {
+            services_in_inittab(inittab)
+                .into_iter()
+                .map(|s| (s.name, s.port))
+                .collect()
+        };
+        assert_eq!(
+            names("::respawn:/usr/sbin/sshd -D -e\n::respawn:/usr/local/sbin/banger-agent\n"),
+            [("agent".to_owned(), 1024), ("ssh".to_owned(), 22)]
+        );
+        // The image banger bootstraps declares what its own inittab runs.
+        let ours = files()
+            .into_iter()
+            .find_map(|f| match f {
+                GuestFile::File {
+                    path: "etc/inittab",
+                    contents,
+                    ..
+                } => Some(contents),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            names(&(ours + &agent_inittab_line())),
+            [("agent".to_owned(), 1024), ("ssh".to_owned(), 22)]
+        );
+        // Commented out, run once, or another program with a similar name: not services.
+        assert_eq!(
+            names(
+                "#::respawn:/usr/sbin/sshd -D\n::once:/usr/local/sbin/banger-agent\n\
+                 ::respawn:/usr/bin/sshd-helper\n"
+            ),
+            []
+        );
+    }
 
     #[test]
     fn the_init_runs_rc_boot_then_supervises_sshd() {

@@ -50,10 +50,6 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// The metapackage whose dependency is the current cloud kernel.
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const ARCH: &str = "amd64";
-/// The TCP port banger's guest agent listens on (`banger-agent --listen-vm-ip`).
-fn banger_agent_port() -> u16 {
-    1024
-}
 
 /// What a dev VM needs on top of minbase: sshd, `ip`, TLS roots, `ps`/`top`, the init
 /// (BusyBox), `/etc/services` and `/etc/protocols`.
@@ -654,8 +650,8 @@ impl Run<'_> {
             // The agent first: a start waits for each in this order.
             services: agent
                 .then(|| ServiceCheck {
-                    name: "agent".to_owned(),
-                    port: banger_agent_port(),
+                    name: guest::AGENT_SERVICE.to_owned(),
+                    port: guest::AGENT_PORT,
                 })
                 .into_iter()
                 .chain([ServiceCheck {
