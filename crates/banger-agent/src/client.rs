@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -127,6 +128,16 @@ pub enum AgentError {
     /// The local side of a file copy failed.
     #[error(transparent)]
     Local(#[from] ArchiveError),
+
+    /// Nothing came back in time: a guest that is hung, out of memory or not booted yet, or a
+    /// transport that lost its way (a VMM that accepts the connection but never reaches the
+    /// guest). Every call ends, with this, instead of waiting forever.
+    #[error("the guest agent over {target} did not {waited_for} within {}s", after.as_secs_f32())]
+    Timeout {
+        target: String,
+        waited_for: &'static str,
+        after: Duration,
+    },
 }
 
 impl AgentError {
@@ -163,11 +174,29 @@ impl Drop for Connection {
     }
 }
 
+/// How long a connection (for Firecracker: through the hybrid vsock, until the guest accepts)
+/// may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent may take to answer a request's head once it has the whole request:
+/// its answers start at once (an exec's head comes when the command has started), so a
+/// longer silence means the guest is not running it.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The client of one VM's agent.
 #[derive(Clone)]
 pub struct AgentClient<C> {
     connector: C,
     token: String,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
+}
+
+/// Whether a request's answer is bounded by [`AgentClient::answer_timeout`]: an upload's answer
+/// comes only after the whole upload, however long that takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Prompt,
+    AfterUpload,
 }
 
 impl<C> std::fmt::Debug for AgentClient<C> {
@@ -181,7 +210,16 @@ impl<C: Connect> AgentClient<C> {
         AgentClient {
             connector,
             token: token.into(),
+            connect_timeout: CONNECT_TIMEOUT,
+            answer_timeout: ANSWER_TIMEOUT,
         }
+    }
+
+    /// Other deadlines than [`CONNECT_TIMEOUT`] and [`ANSWER_TIMEOUT`].
+    pub fn with_timeouts(mut self, connect: Duration, answer: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.answer_timeout = answer;
+        self
     }
 
     /// `GET /v1/healthz`.
@@ -201,7 +239,9 @@ impl<C: Connect> AgentClient<C> {
 
     /// `POST /v1/shutdown`: the guest powers off shortly after answering.
     pub async fn shutdown(&self) -> Result<ShutdownAccepted, AgentError> {
-        let (response, _conn) = self.send(Method::POST, "/v1/shutdown", empty()).await?;
+        let (response, _conn) = self
+            .send(Method::POST, "/v1/shutdown", empty(), Answer::Prompt)
+            .await?;
         read_json(response).await
     }
 
@@ -215,7 +255,12 @@ impl<C: Connect> AgentClient<C> {
             .send(Ok(Frame::new(FrameKind::Start, start).encode()))
             .await;
         let (response, conn) = self
-            .send(Method::POST, "/v1/exec", body.boxed_unsync())
+            .send(
+                Method::POST,
+                "/v1/exec",
+                body.boxed_unsync(),
+                Answer::Prompt,
+            )
             .await?;
         Ok(ExecSession {
             input: ExecInput { tx: Some(tx) },
@@ -332,7 +377,9 @@ impl<C: Connect> AgentClient<C> {
 
     async fn put_files(&self, dir: &str, body: ChannelBody) -> Result<CopyInSummary, AgentError> {
         let uri = format!("/v1/files?{}", protocol::path_query(dir));
-        let (response, _conn) = self.send(Method::PUT, &uri, body.boxed_unsync()).await?;
+        let (response, _conn) = self
+            .send(Method::PUT, &uri, body.boxed_unsync(), Answer::AfterUpload)
+            .await?;
         read_json(response).await
     }
 
@@ -340,7 +387,9 @@ impl<C: Connect> AgentClient<C> {
     /// named from its own name. Read it with [`archive::unpack`], or use [`Self::copy_out_to`].
     pub async fn copy_out(&self, path: &str) -> Result<CopyOut, AgentError> {
         let uri = format!("/v1/files?{}", protocol::path_query(path));
-        let (response, conn) = self.send(Method::GET, &uri, empty()).await?;
+        let (response, conn) = self
+            .send(Method::GET, &uri, empty(), Answer::Prompt)
+            .await?;
         Ok(CopyOut {
             body: response.into_body(),
             current: Bytes::new(),
@@ -388,7 +437,9 @@ impl<C: Connect> AgentClient<C> {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AgentError> {
-        let (response, _conn) = self.send(Method::GET, path, empty()).await?;
+        let (response, _conn) = self
+            .send(Method::GET, path, empty(), Answer::Prompt)
+            .await?;
         read_json(response).await
     }
 
@@ -398,11 +449,16 @@ impl<C: Connect> AgentClient<C> {
         method: Method,
         uri: &str,
         body: RequestBody,
+        answer: Answer,
     ) -> Result<(Response<Incoming>, Connection), AgentError> {
-        let stream = self
-            .connector
-            .connect()
+        let timeout = |waited_for, after| AgentError::Timeout {
+            target: self.connector.describe(),
+            waited_for,
+            after,
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, self.connector.connect())
             .await
+            .map_err(|_| timeout("accept the connection", self.connect_timeout))?
             .map_err(|source| AgentError::Connect {
                 target: self.connector.describe(),
                 source,
@@ -420,10 +476,15 @@ impl<C: Connect> AgentClient<C> {
             .header(AUTHORIZATION, format!("Bearer {}", self.token))
             .body(body)
             .map_err(AgentError::protocol)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(AgentError::protocol)?;
+        let response = match answer {
+            Answer::Prompt => {
+                tokio::time::timeout(self.answer_timeout, sender.send_request(request))
+                    .await
+                    .map_err(|_| timeout("answer", self.answer_timeout))?
+            }
+            Answer::AfterUpload => sender.send_request(request).await,
+        }
+        .map_err(AgentError::protocol)?;
         if response.status().is_success() {
             return Ok((response, connection));
         }

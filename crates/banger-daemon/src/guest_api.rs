@@ -19,12 +19,19 @@ use crate::api::{Answer, Body, Failure};
 use crate::machine::{console, disks, guest};
 
 fn agent_error(e: banger_agent::client::AgentError) -> Failure {
+    use banger_agent::client::AgentError;
     let hint = e.hint().map(str::to_owned);
     let mut error = ApiError::new(ErrorCode::Unavailable, e.to_string());
     error.hint = Some(hint.unwrap_or_else(|| {
-        "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` shows \
-         the guest console"
-            .to_owned()
+        match e {
+            AgentError::Timeout { .. } => "the guest is running but its agent is silent: it may \
+             be hung, out of memory or still booting; `banger vm logs NAME` shows the guest \
+             console, `banger vm restart NAME` reboots it"
+                .to_owned(),
+            _ => "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` \
+              shows the guest console"
+                .to_owned(),
+        }
     }));
     Failure(error)
 }

@@ -117,6 +117,13 @@ pub fn agent(d: &Daemon, vm: &Vm) -> Result<AgentClient<GuestLink>, ApiError> {
         )
         .with_hint(format!("start it with `banger vm start {}`", vm.name)));
     };
+    if vm.state == banger_api::VmState::Paused {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("VM {:?} is paused; its guest agent cannot answer", vm.name),
+        )
+        .with_hint(format!("resume it with `banger vm resume {}`", vm.name)));
+    }
     let token_file = d.paths.vm_dir(&vm.id).join(disks::AGENT_TOKEN);
     let token = std::fs::read_to_string(&token_file)
         .map_err(|e| ApiError::internal(format!("cannot read {}: {e}", token_file.display())))?;
