@@ -25,8 +25,8 @@ pub use network::{
     teardown_vm_network,
 };
 pub use process::{
-    ProcessError, Signal, pid_alive, run_interactive, signal, signal_group, spawn_detached,
-    wait_for_exit,
+    ProcessError, Signal, is_stopped, pid_alive, run_interactive, signal, signal_group,
+    spawn_detached, wait_for_exit,
 };
 pub use resources::{MemInfo, ResourceError, host_cpus, meminfo};
 pub use runner::{

@@ -22,6 +22,10 @@ pub enum Signal {
     Term,
     /// End it now.
     Kill,
+    /// Freeze every thread of it where it is (a pause the process cannot see).
+    Stop,
+    /// Let a stopped process run on.
+    Cont,
 }
 
 impl std::fmt::Display for Signal {
@@ -29,6 +33,8 @@ impl std::fmt::Display for Signal {
         f.write_str(match self {
             Signal::Term => "SIGTERM",
             Signal::Kill => "SIGKILL",
+            Signal::Stop => "SIGSTOP",
+            Signal::Cont => "SIGCONT",
         })
     }
 }
@@ -38,6 +44,8 @@ impl Signal {
         match self {
             Signal::Term => rustix::process::Signal::TERM,
             Signal::Kill => rustix::process::Signal::KILL,
+            Signal::Stop => rustix::process::Signal::STOP,
+            Signal::Cont => rustix::process::Signal::CONT,
         }
     }
 }
@@ -176,6 +184,12 @@ fn is_zombie(pid: u32) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `pid` is stopped by a signal (`SIGSTOP`): state `T` in `/proc/PID/stat`.
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat_state(&stat) == Some('T'))
 }
 
 /// The state letter of a `/proc/PID/stat` line: the first field after the parenthesised
@@ -386,6 +400,34 @@ mod tests {
         assert_eq!(stat_state("42 (sleep) S 1 42 42 0"), Some('S'));
         assert_eq!(stat_state("42 (a) b) Z 1 42"), Some('Z'));
         assert_eq!(stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn a_stopped_process_is_alive_and_stopped_until_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = spawn_detached(
+            Path::new("sleep"),
+            &os(&["30"]),
+            &[],
+            &dir.path().join("log"),
+        )
+        .unwrap();
+        let wait = |want: bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while is_stopped(pid) != want {
+                assert!(Instant::now() < deadline, "stopped never became {want}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert!(!is_stopped(pid));
+        signal(pid, Signal::Stop).unwrap();
+        wait(true);
+        assert!(pid_alive(pid));
+        signal(pid, Signal::Cont).unwrap();
+        wait(false);
+        signal(pid, Signal::Kill).unwrap();
+        assert!(wait_for_exit(pid, Duration::from_secs(5)));
+        assert!(!is_stopped(pid));
     }
 
     #[test]

@@ -45,12 +45,16 @@ struct FakeState {
     ignore_ctrl_alt_del: bool,
     ignore_term: bool,
     die_at_start: bool,
+    /// What `GET /version` and `GET /` report; 1.16.1 unless a test says otherwise.
+    version: Option<String>,
 }
 
 #[derive(Debug)]
 struct FakeProcess {
     argv: Vec<OsString>,
     alive: bool,
+    /// Stopped by SIGSTOP: its API does not answer until SIGCONT.
+    stopped: bool,
     state: InstanceState,
     /// PUT bodies by path, for `GET /vm/config`.
     config: BTreeMap<String, serde_json::Value>,
@@ -77,6 +81,17 @@ impl FakeFirecracker {
     pub fn ignoring_ctrl_alt_del(self) -> Self {
         self.lock().ignore_ctrl_alt_del = true;
         self
+    }
+
+    /// The fake reports Firecracker `version` (`1.17.0`, ...) instead of 1.16.1.
+    pub fn with_version(self, version: &str) -> Self {
+        self.lock().version = Some(version.to_owned());
+        self
+    }
+
+    /// Whether `pid` is stopped by SIGSTOP now.
+    pub fn stopped(&self, pid: u32) -> bool {
+        self.lock().processes.get(&pid).is_some_and(|p| p.stopped)
     }
 
     /// Firecracker does not exit on SIGTERM (only SIGKILL ends it).
@@ -124,6 +139,7 @@ impl FakeFirecracker {
             FakeProcess {
                 argv,
                 alive: true,
+                stopped: false,
                 state,
                 config: BTreeMap::new(),
             },
@@ -308,6 +324,7 @@ impl ProcessHost for FakeFirecracker {
             FakeProcess {
                 argv,
                 alive,
+                stopped: false,
                 state: InstanceState::NotStarted,
                 config: BTreeMap::new(),
             },
@@ -339,6 +356,10 @@ impl ProcessHost for FakeFirecracker {
         self.lock().alive(pid)
     }
 
+    fn is_stopped(&self, pid: u32) -> bool {
+        self.stopped(pid)
+    }
+
     fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
         let mut state = self.lock();
         if state.step(format!("signal {pid} {signal}")) {
@@ -351,8 +372,16 @@ impl ProcessHost for FakeFirecracker {
         if !state.alive(pid) {
             return Err(ProcessError::Gone { pid });
         }
-        if signal == Signal::Kill || !state.ignore_term {
-            state.exit(pid);
+        let ignore_term = state.ignore_term;
+        match signal {
+            Signal::Stop | Signal::Cont => {
+                if let Some(process) = state.processes.get_mut(&pid) {
+                    process.stopped = signal == Signal::Stop;
+                }
+            }
+            // A fatal signal ends a stopped process too.
+            Signal::Term if ignore_term => {}
+            Signal::Term | Signal::Kill => state.exit(pid),
         }
         Ok(())
     }
@@ -449,9 +478,14 @@ impl Transport for FakeFirecracker {
                 io::ErrorKind::ConnectionRefused,
             )));
         };
+        if state.processes.get(&pid).is_some_and(|p| p.stopped) {
+            // The listening socket accepts; nobody reads the request.
+            return Err(TransportError::TimedOut(Duration::from_secs(1)));
+        }
         if fail {
             return Ok(fault(INJECTED));
         }
+        let version = state.version.clone().unwrap_or_else(|| "1.16.1".to_owned());
         let body: serde_json::Value = match &request.body {
             Some(bytes) => match serde_json::from_slice(bytes) {
                 Ok(value) => value,
@@ -481,7 +515,7 @@ impl Transport for FakeFirecracker {
                     serde_json::json!({
                         "id": id,
                         "state": process.state,
-                        "vmm_version": "1.16.1",
+                        "vmm_version": version,
                         "app_name": "Firecracker",
                     }),
                 )
@@ -495,7 +529,7 @@ impl Transport for FakeFirecracker {
                 }),
             ),
             (Method::Get, "/version") => {
-                answer(200, serde_json::json!({ "firecracker_version": "1.16.1" }))
+                answer(200, serde_json::json!({ "firecracker_version": version }))
             }
             (Method::Put, "/actions") => match body["action_type"].as_str() {
                 Some("InstanceStart") if started => {

@@ -46,6 +46,10 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
 
     fn pid_alive(&self, pid: u32) -> bool;
 
+    /// Whether `pid` is stopped by `SIGSTOP` (how banger pauses a Firecracker whose own
+    /// resume would break the guest's vsock).
+    fn is_stopped(&self, pid: u32) -> bool;
+
     /// Sends `signal`; a process that is already gone is [`ProcessError::Gone`].
     fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError>;
 
@@ -125,6 +129,10 @@ impl ProcessHost for RealHost {
 
     fn pid_alive(&self, pid: u32) -> bool {
         banger_host::pid_alive(pid)
+    }
+
+    fn is_stopped(&self, pid: u32) -> bool {
+        banger_host::is_stopped(pid)
     }
 
     fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError> {

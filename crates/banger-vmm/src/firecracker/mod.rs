@@ -48,6 +48,7 @@ use crate::escalate::{self, Stubborn};
 use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
 use actions::ActionType;
+use banger_host::Signal;
 use host::firecracker_api_socket;
 use snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 
@@ -172,9 +173,20 @@ impl Firecracker {
         HostScan::of(&*self.host, socket_dir, firecracker_api_socket)
     }
 
-    /// Writes a snapshot of a paused VM.
+    /// Writes a snapshot of a paused VM. A VM paused with `SIGSTOP` is paused through the API
+    /// first (Firecracker only snapshots what it paused itself, and its process must run to
+    /// write); a snapshot publishes the vsock reset event, so the API resume that follows
+    /// keeps the guest's vsock even on the releases [`resume_breaks_vsock`] names.
     pub fn snapshot(&self, vm: &VmHandle, params: &SnapshotCreateParams) -> Result<(), VmmError> {
-        self.client(&vm.api_socket).create_snapshot(params)
+        let api = self.client(&vm.api_socket);
+        if self.host.is_stopped(vm.pid) {
+            self.host
+                .signal(vm.pid, Signal::Cont)
+                .map_err(VmmError::Signal)?;
+            api.patch_vm(vm::VmState::Paused)
+                .map_err(|e| self.not_running_or(vm, e))?;
+        }
+        api.create_snapshot(params)
     }
 
     /// Loads a snapshot into a fresh, unconfigured Firecracker (`vsock_override` needs 1.16).
@@ -203,7 +215,18 @@ impl Firecracker {
     /// SIGTERM, then SIGKILL.
     fn terminate(&self, vm: &VmHandle, graceful: Duration) -> Result<StopOutcome, VmmError> {
         let pid = vm.pid;
+        // A process frozen by a pause must run again to hear a signal it can handle; its
+        // guest is still paused as far as the user knows, so it gets no key press.
+        let frozen = self.host.is_stopped(pid);
+        if frozen {
+            self.host
+                .signal(pid, Signal::Cont)
+                .map_err(VmmError::Signal)?;
+        }
         let ask_guest = || {
+            if frozen {
+                return false;
+            }
             let api = self
                 .client(&vm.api_socket)
                 .with_timeout(graceful.min(QUICK_REQUEST));
@@ -266,6 +289,20 @@ impl Firecracker {
     }
 }
 
+/// The first release whose plain resume keeps the guest's vsock working.
+pub const RESUME_KEEPS_VSOCK_VERSION: Version = Version::new(1, 17, 0);
+/// The first release with the vsock reset gate that a plain resume arms by mistake.
+const RESUME_GATE_VERSION: Version = Version::new(1, 16, 0);
+
+/// Whether a `PATCH /vm Resumed` of Firecracker `version` leaves the guest's vsock dead:
+/// 1.16.0 and 1.16.1 arm, on every resume, a gate on host-to-guest vsock traffic that only the
+/// guest's acknowledgement of a snapshot's reset event lifts, and without a snapshot there is
+/// no such event, so every later connection to the guest agent hangs (fixed upstream for
+/// 1.17.0, Firecracker PR #6100). banger pauses those releases with `SIGSTOP` instead.
+pub fn resume_breaks_vsock(version: &Version) -> bool {
+    version.at_least(&RESUME_GATE_VERSION) && !version.at_least(&RESUME_KEEPS_VSOCK_VERSION)
+}
+
 impl Vmm for Firecracker {
     fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
         self.launch_vm(spec, None, &mut || Ok(()))
@@ -281,13 +318,42 @@ impl Vmm for Firecracker {
         self.launch_vm(spec, None, beside)
     }
 
+    /// Pauses through the API (`PATCH /vm`), except on a Firecracker whose resume would cut
+    /// the guest's vsock for good ([`resume_breaks_vsock`]): that one is frozen with `SIGSTOP`,
+    /// which stops the guest's vCPUs and devices just as well. The version asked is the running
+    /// process's own, not the binary's on disk (which may have been upgraded since).
     fn pause(&self, vm: &VmHandle) -> Result<(), VmmError> {
-        self.client(&vm.api_socket)
-            .patch_vm(vm::VmState::Paused)
+        let api = self.client(&vm.api_socket);
+        if self.host.is_stopped(vm.pid) {
+            return Ok(());
+        }
+        let version = api
+            .version()
+            .map_err(|e| self.not_running_or(vm, e))?
+            .firecracker_version;
+        if version
+            .parse()
+            .is_ok_and(|v: Version| resume_breaks_vsock(&v))
+        {
+            tracing::info!(pid = vm.pid, %version, "pausing Firecracker with SIGSTOP");
+            return self
+                .host
+                .signal(vm.pid, Signal::Stop)
+                .map_err(VmmError::Signal);
+        }
+        api.patch_vm(vm::VmState::Paused)
             .map_err(|e| self.not_running_or(vm, e))
     }
 
+    /// Undoes whichever pause [`Vmm::pause`] chose: `SIGCONT` for a frozen process, the API
+    /// otherwise.
     fn resume(&self, vm: &VmHandle) -> Result<(), VmmError> {
+        if self.host.is_stopped(vm.pid) {
+            return self
+                .host
+                .signal(vm.pid, Signal::Cont)
+                .map_err(VmmError::Signal);
+        }
         self.client(&vm.api_socket)
             .patch_vm(vm::VmState::Resumed)
             .map_err(|e| self.not_running_or(vm, e))
@@ -309,6 +375,9 @@ impl Vmm for Firecracker {
     }
 
     fn state(&self, vm: &VmHandle) -> Result<InstanceState, VmmError> {
+        if self.host.pid_alive(vm.pid) && self.host.is_stopped(vm.pid) {
+            return Ok(InstanceState::Paused);
+        }
         self.client(&vm.api_socket)
             .describe_instance()
             .map(|info| info.state)
@@ -320,10 +389,15 @@ impl Vmm for Firecracker {
             return None;
         }
         let api = self.client(api_socket).with_timeout(QUICK_REQUEST);
+        // A Firecracker paused by SIGSTOP answers nothing: it runs just long enough to say
+        // what it is, then stops again.
+        let frozen = self.host.is_stopped(pid);
+        if frozen {
+            self.host.signal(pid, Signal::Cont).ok()?;
+        }
         let info = api
             .describe_instance()
-            .inspect_err(|e| tracing::warn!(pid, error = %crate::error_chain(e), "cannot adopt"))
-            .ok()?;
+            .inspect_err(|e| tracing::warn!(pid, error = %crate::error_chain(e), "cannot adopt"));
         // Where the vsock socket is was decided by the daemon that launched it; Firecracker
         // remembers.
         let vsock_socket: Option<PathBuf> = api
@@ -331,6 +405,13 @@ impl Vmm for Firecracker {
             .ok()
             .and_then(|config| config.vsock)
             .map(|vsock| vsock.uds_path);
+        if frozen && let Err(e) = self.host.signal(pid, Signal::Stop) {
+            tracing::warn!(pid, error = %crate::error_chain(&e), "cannot pause it again");
+        }
+        let mut info = info.ok()?;
+        if frozen {
+            info.state = InstanceState::Paused;
+        }
         tracing::info!(vm = %info.id, pid, state = %info.state, "adopted a running Firecracker");
         Some(VmHandle {
             vm_id: info.id,

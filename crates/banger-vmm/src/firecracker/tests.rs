@@ -134,7 +134,8 @@ fn launch_configures_in_firecrackers_order_and_starts() {
 
 #[test]
 fn request_bodies_of_a_whole_lifecycle() {
-    let fake = FakeFirecracker::new();
+    // A release whose resume keeps the vsock: every step goes through the API.
+    let fake = FakeFirecracker::new().with_version("1.17.0");
     let fc = fake.backend();
     let vm = fc.launch(&spec()).unwrap();
     fc.pause(&vm).unwrap();
@@ -531,6 +532,23 @@ fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
 
 #[test]
 fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
+    let fake = FakeFirecracker::new().with_version("1.17.0");
+    let vm = launched(&fake);
+    fake.backend().pause(&vm).unwrap();
+    fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        after_launch(&fake)[..5],
+        strings(&[
+            "GET /version",
+            "PATCH /vm",
+            "GET /",
+            &format!("signal {FIRST_PID} SIGTERM"),
+            &format!("wait-exit {FIRST_PID}")
+        ])
+    );
+
+    // Frozen by a pause: let run again (a signal it can handle needs that), then ended
+    // without asking its API, which a frozen process would not answer.
     let fake = FakeFirecracker::new();
     let vm = launched(&fake);
     fake.backend().pause(&vm).unwrap();
@@ -538,12 +556,13 @@ fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
     assert_eq!(
         after_launch(&fake)[..4],
         strings(&[
-            "PATCH /vm",
-            "GET /",
+            "GET /version",
+            &format!("signal {FIRST_PID} SIGSTOP"),
+            &format!("signal {FIRST_PID} SIGCONT"),
             &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}")
         ])
     );
+    assert!(fake.running().is_empty());
 
     let fake = FakeFirecracker::new();
     let vm = launched(&fake);
@@ -599,7 +618,7 @@ fn a_failing_socket_removal_is_reported_by_stop() {
 
 #[test]
 fn pause_resume_and_state() {
-    let fake = FakeFirecracker::new();
+    let fake = FakeFirecracker::new().with_version("1.17.0");
     let fc = fake.backend();
     let vm = launched(&fake);
     fc.pause(&vm).unwrap();
@@ -619,6 +638,85 @@ fn pause_resume_and_state() {
     assert!(
         matches!(err, VmmError::NotRunning { pid } if pid == vm.pid),
         "{err:?}"
+    );
+}
+
+// Guards the lab's finding: on Firecracker 1.16.x a paused-then-resumed guest never answered
+// over vsock again (`PATCH /vm Resumed` arms a reset gate no plain pause can lift), so `vm exec`
+// and `vm health` hung after `vm resume`. Such a release is paused with SIGSTOP instead.
+#[test]
+fn a_firecracker_whose_resume_breaks_vsock_is_paused_by_freezing_it() {
+    for version in ["1.16.0", "1.16.1"] {
+        let fake = FakeFirecracker::new().with_version(version);
+        let fc = fake.backend();
+        let vm = launched(&fake);
+        fc.pause(&vm).unwrap();
+        assert!(fake.stopped(vm.pid));
+        assert_eq!(fc.state(&vm).unwrap(), InstanceState::Paused);
+        // Pausing twice is harmless.
+        fc.pause(&vm).unwrap();
+        fc.resume(&vm).unwrap();
+        assert!(!fake.stopped(vm.pid));
+        assert_eq!(fc.state(&vm).unwrap(), InstanceState::Running);
+        assert_eq!(
+            after_launch(&fake),
+            strings(&[
+                "GET /version",
+                &format!("signal {FIRST_PID} SIGSTOP"),
+                &format!("signal {FIRST_PID} SIGCONT"),
+                "GET /",
+            ]),
+            "{version}: no PATCH /vm"
+        );
+    }
+    for version in ["1.15.0", "1.17.0", "1.17.0-dev"] {
+        let fake = FakeFirecracker::new().with_version(version);
+        let vm = launched(&fake);
+        fake.backend().pause(&vm).unwrap();
+        assert!(!fake.stopped(vm.pid), "{version} pauses through its API");
+    }
+    assert!(resume_breaks_vsock(&Version::new(1, 16, 1)));
+    assert!(!resume_breaks_vsock(&"1.17.0-dev".parse().unwrap()));
+}
+
+#[test]
+fn a_frozen_vm_is_snapshotted_through_the_api_and_adopted_still_paused() {
+    let fake = FakeFirecracker::new();
+    let fc = fake.backend();
+    let vm = launched(&fake);
+    fc.pause(&vm).unwrap();
+    fc.snapshot(
+        &vm,
+        &SnapshotCreateParams {
+            snapshot_type: Some(SnapshotType::Full),
+            snapshot_path: "/s/vmstate".into(),
+            mem_file_path: "/s/memory".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        after_launch(&fake)[1..],
+        strings(&[
+            &format!("signal {FIRST_PID} SIGSTOP"),
+            &format!("signal {FIRST_PID} SIGCONT"),
+            "PATCH /vm",
+            "PUT /snapshot/create",
+        ])
+    );
+    // After a snapshot the API's own resume is safe.
+    fc.resume(&vm).unwrap();
+    assert_eq!(after_launch(&fake).last().unwrap(), "PATCH /vm");
+
+    // A daemon restarted while a VM is frozen adopts it paused, and it stays frozen.
+    let fake = FakeFirecracker::new();
+    let vm = launched(&fake);
+    fake.backend().pause(&vm).unwrap();
+    let adopted = fake.backend().adopt(vm.pid, &vm.api_socket).unwrap();
+    assert_eq!(adopted.vsock_socket, vm.vsock_socket);
+    assert!(fake.stopped(vm.pid));
+    assert_eq!(
+        fake.backend().state(&adopted).unwrap(),
+        InstanceState::Paused
     );
 }
 

@@ -355,6 +355,10 @@ impl ProcessHost for FakeQemu {
         self.lock().alive(pid)
     }
 
+    fn is_stopped(&self, _pid: u32) -> bool {
+        false
+    }
+
     fn signal(&self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
         let mut state = self.lock();
         if state.step(format!("signal {pid} {signal}")) {
@@ -372,6 +376,8 @@ impl ProcessHost for FakeQemu {
             Signal::Term if !state.ignore_term => state.exit(pid, true),
             Signal::Term => {}
             Signal::Kill => state.exit(pid, false),
+            // banger pauses QEMU through QMP, never with signals.
+            Signal::Stop | Signal::Cont => {}
         }
         Ok(())
     }
