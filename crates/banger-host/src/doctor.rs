@@ -51,7 +51,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &str, detail: impl Into<String>) -> Check {
+    pub fn ok(name: &str, detail: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Ok,
@@ -60,7 +60,7 @@ impl Check {
         }
     }
 
-    fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Warn,
@@ -69,7 +69,7 @@ impl Check {
         }
     }
 
-    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Fail,
