@@ -1,10 +1,12 @@
 //! The host checks behind `banger doctor` and the preflights the daemon runs before starting a
-//! VM, setting up NAT or resizing a disk: KVM and its kind, the VMM binaries and which one
-//! `vmm = "auto"` would pick, `/dev/net/tun`, iproute2, nftables, the bridge, `ip_forward`, free
-//! disk space, e2fsprogs, the OpenSSH client and, when the daemon is not root, passwordless
-//! `sudo`. Each check says what it found and, when something is wrong, the command or setting
-//! that fixes it. Programs are probed through the [`CommandRunner`] and files under an
-//! injectable root directory, so every check is testable without the host it describes.
+//! VM, setting up NAT or resizing a disk: KVM and its kind, `/dev/net/tun`, iproute2, nftables,
+//! the bridge, `ip_forward`, free disk space, e2fsprogs, the OpenSSH client and, when the daemon
+//! is not root, passwordless `sudo`. Each check says what it found and, when something is wrong,
+//! the command or setting that fixes it. Programs are probed through the [`CommandRunner`] and
+//! files under an injectable root directory, so every check is testable without the host it
+//! describes. The VMM binaries and what `vmm = "auto"` picks are not judged here but by
+//! banger-vmm's `availability`, with the checks a launch applies; [`Doctor::run`] takes its
+//! [`Check`]s from the caller.
 
 use std::ffi::OsString;
 use std::io;
@@ -51,7 +53,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &str, detail: impl Into<String>) -> Check {
+    pub fn ok(name: &str, detail: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Ok,
@@ -60,7 +62,7 @@ impl Check {
         }
     }
 
-    fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Warn,
@@ -69,7 +71,7 @@ impl Check {
         }
     }
 
-    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             status: CheckStatus::Fail,
@@ -86,10 +88,8 @@ impl Check {
 /// What an operation is about to do, selecting the checks that matter for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preflight {
-    /// Starting a VM: a VMM that can run it, the network pieces, disk space.
-    Start,
-    /// Starting a VM whose VMM the caller already chose and checked: only the network pieces
-    /// and disk space (no VMM binary is run, which keeps a start fast).
+    /// Starting a VM (its VMM is the backend choice's business, checked when it is made):
+    /// only the network pieces and disk space, which keeps a start fast.
     Host,
     /// Setting up NAT for a VM: nftables, forwarding.
     Nat,
@@ -190,13 +190,12 @@ pub struct Doctor<'a> {
     state_dir: PathBuf,
     root: PathBuf,
     path: OsString,
-    firecracker: Option<PathBuf>,
     fs_usage: fn(&Path) -> Result<FsUsage, DiskError>,
 }
 
 impl<'a> Doctor<'a> {
     /// Checks for a daemon whose network is `net` and whose state lives in `state_dir`, on the
-    /// real host: files under `/`, programs on this process's PATH, Firecracker from PATH.
+    /// real host: files under `/`, programs on this process's PATH.
     pub fn new(runner: &'a dyn CommandRunner, net: NetConfig, state_dir: PathBuf) -> Self {
         Doctor {
             runner,
@@ -204,7 +203,6 @@ impl<'a> Doctor<'a> {
             state_dir,
             root: PathBuf::from("/"),
             path: std::env::var_os("PATH").unwrap_or_default(),
-            firecracker: None,
             fs_usage: filesystem_usage,
         }
     }
@@ -221,28 +219,20 @@ impl<'a> Doctor<'a> {
         self
     }
 
-    /// The Firecracker binary configured in config.toml, if any; otherwise it is looked up.
-    pub fn firecracker(mut self, binary: Option<PathBuf>) -> Self {
-        self.firecracker = binary;
-        self
-    }
-
     /// Measures free space with `f` instead of `statvfs`.
     pub fn fs_usage(mut self, f: fn(&Path) -> Result<FsUsage, DiskError>) -> Self {
         self.fs_usage = f;
         self
     }
 
-    /// Every check, in the order `banger doctor` prints them.
-    pub fn run(&self) -> Vec<Check> {
-        let kvm = self.kvm();
-        let firecracker = self.firecracker_binary();
-        let qemu = self.qemu_binary();
-        let mut checks = vec![
-            self.check_kvm(&kvm),
-            self.check_firecracker(&firecracker),
-            self.check_qemu(&qemu),
-            self.check_vmm(&kvm, &firecracker, &qemu),
+    /// Every check, in the order `banger doctor` prints them, with `backends` (what
+    /// banger-vmm's availability says about the VMM binaries and `vmm = "auto"`) right after
+    /// the KVM check they depend on. The backends come from the caller because banger-vmm owns
+    /// the version checks a launch applies, and the doctor must not judge a binary differently.
+    pub fn run(&self, backends: Vec<Check>) -> Vec<Check> {
+        let mut checks = vec![self.check_kvm(&self.kvm())];
+        checks.extend(backends);
+        checks.extend([
             self.check_tun(),
             self.check_iproute2(),
             self.check_nftables(false),
@@ -252,7 +242,7 @@ impl<'a> Doctor<'a> {
             self.check_e2fsprogs(&["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"]),
             self.check_openssh(),
             self.check_debootstrap(false),
-        ];
+        ]);
         checks.extend(self.check_sudo());
         checks.extend(self.check_bootstrap_sudo(false));
         checks
@@ -262,21 +252,6 @@ impl<'a> Doctor<'a> {
     /// with that check's detail and fix.
     pub fn preflight(&self, kind: Preflight) -> Vec<Check> {
         let mut checks = match kind {
-            Preflight::Start => {
-                let kvm = self.kvm();
-                let firecracker = self.firecracker_binary();
-                let qemu = self.qemu_binary();
-                vec![
-                    self.check_kvm(&kvm),
-                    self.check_firecracker(&firecracker),
-                    self.check_qemu(&qemu),
-                    self.check_vmm(&kvm, &firecracker, &qemu),
-                    self.check_tun(),
-                    self.check_iproute2(),
-                    self.check_bridge(),
-                    self.check_disk(),
-                ]
-            }
             // No bridge check: the network setup checks the same conflicts itself, with the
             // same messages, and one `ip` process fewer keeps a start fast.
             Preflight::Host => vec![self.check_tun(), self.check_iproute2(), self.check_disk()],
@@ -393,129 +368,6 @@ impl<'a> Doctor<'a> {
                 "check that the kvm module loaded cleanly: `sudo dmesg | grep -i kvm`",
             ),
             Kvm::Usable(kind) => Check::ok(NAME, format!("{}: /dev/kvm is usable", kind.module())),
-        }
-    }
-
-    /// The Firecracker binary and its version, or why there is none.
-    fn firecracker_binary(&self) -> Result<(PathBuf, String), Check> {
-        const NAME: &str = "firecracker";
-        let path = match &self.firecracker {
-            Some(configured) if is_executable(configured) => configured.clone(),
-            Some(configured) => {
-                return Err(Check::fail(
-                    NAME,
-                    format!(
-                        "the configured binary {} does not exist or is not executable",
-                        configured.display()
-                    ),
-                    "install Firecracker there, or change `firecracker_bin` in config.toml",
-                ));
-            }
-            None => match self.find("firecracker") {
-                Found::InPath(path) => path,
-                Found::OutsidePath(_) | Found::Missing => {
-                    return Err(Check::warn(
-                        NAME,
-                        "not installed (not found in PATH); VMs run under QEMU instead",
-                        "install a release binary from Firecracker's GitHub releases into PATH, \
-                         or set `firecracker_bin = \"/path/to/firecracker\"` in config.toml",
-                    ));
-                }
-            },
-        };
-        let line = self.version_or_fail(
-            NAME,
-            &path,
-            "--version",
-            "reinstall Firecracker from its GitHub releases (x86_64 build)",
-        )?;
-        if !line.starts_with("Firecracker") {
-            return Err(Check::fail(
-                NAME,
-                format!(
-                    "{} does not look like Firecracker: `--version` printed {line:?}",
-                    path.display()
-                ),
-                "point `firecracker_bin` in config.toml at a Firecracker release binary",
-            ));
-        }
-        Ok((path, line))
-    }
-
-    fn check_firecracker(&self, found: &Result<(PathBuf, String), Check>) -> Check {
-        match found {
-            Ok((path, version)) => {
-                Check::ok("firecracker", format!("{version} at {}", path.display()))
-            }
-            Err(check) => check.clone(),
-        }
-    }
-
-    fn qemu_binary(&self) -> Result<(PathBuf, String), Check> {
-        const NAME: &str = "qemu";
-        let fix = "sudo apt-get install qemu-system-x86";
-        let path = match self.find("qemu-system-x86_64") {
-            Found::InPath(path) => path,
-            Found::OutsidePath(_) | Found::Missing => {
-                return Err(Check::warn(
-                    NAME,
-                    "qemu-system-x86_64 is not installed; it runs VMs where Firecracker cannot",
-                    fix,
-                ));
-            }
-        };
-        let line = self.version_or_fail(NAME, &path, "--version", fix)?;
-        let version = line
-            .strip_prefix("QEMU emulator version ")
-            .map_or(line.clone(), |v| format!("QEMU {v}"));
-        Ok((path, version))
-    }
-
-    fn check_qemu(&self, found: &Result<(PathBuf, String), Check>) -> Check {
-        match found {
-            Ok((path, version)) => Check::ok("qemu", format!("{version} at {}", path.display())),
-            Err(check) => check.clone(),
-        }
-    }
-
-    /// Which backend `vmm = "auto"` picks here, and why.
-    fn check_vmm(
-        &self,
-        kvm: &Kvm,
-        firecracker: &Result<(PathBuf, String), Check>,
-        qemu: &Result<(PathBuf, String), Check>,
-    ) -> Check {
-        const NAME: &str = "vmm";
-        let hardware_kvm = kvm.boots_stock_guests();
-        if hardware_kvm && firecracker.is_ok() {
-            return Check::ok(NAME, "vmm = \"auto\" uses Firecracker");
-        }
-        let why = match kvm {
-            Kvm::Missing => "/dev/kvm does not exist",
-            Kvm::Usable(KvmKind::Pvm) | Kvm::NoAccess(KvmKind::Pvm, _) => {
-                "/dev/kvm is kvm_pvm, which cannot boot a stock guest kernel"
-            }
-            Kvm::NoAccess(..) => "/dev/kvm cannot be opened",
-            Kvm::Usable(_) => "Firecracker is not usable",
-        };
-        match qemu {
-            Ok(_) if hardware_kvm => Check::warn(
-                NAME,
-                format!("vmm = \"auto\" uses QEMU with KVM because {why}"),
-                "install Firecracker (see the firecracker check) for the full feature set",
-            ),
-            Ok(_) => Check::warn(
-                NAME,
-                format!(
-                    "vmm = \"auto\" uses QEMU with TCG (software emulation, slow) because {why}"
-                ),
-                "run banger on a host with hardware virtualization for fast VMs",
-            ),
-            Err(_) => Check::fail(
-                NAME,
-                format!("no backend can run VMs: {why}, and QEMU is not installed"),
-                "sudo apt-get install qemu-system-x86",
-            ),
         }
     }
 

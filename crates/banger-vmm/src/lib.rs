@@ -2,11 +2,13 @@
 //! VM from a [`VmSpec`] (spawn, configure, start), pause, resume, stop, ask its state, and adopt
 //! a VMM process a previous daemon left running. The Firecracker backend lives in
 //! [`firecracker`], the QEMU microvm backend in [`qemu`]; [`auto`] says which of them
-//! `vmm = "auto"` picks on this host and why; [`supervise`] notices VMM processes that exit on their own and reads their
-//! console; [`reconcile`] decides, as a pure function, what a starting daemon does with the VMs
-//! its store says are running. Nothing here decides policy (names, paths, which VM runs where,
-//! what state a VM is in): the daemon passes complete specs and records what it is told.
-//! Process creation goes through `banger-host`, the only crate allowed to create processes.
+//! `vmm = "auto"` picks on this host and why; [`availability`] checks both binaries the way a
+//! launch does and words the result as `banger doctor`'s backend checks; [`supervise`] notices
+//! VMM processes that exit on their own and reads their console; [`reconcile`] decides, as a
+//! pure function, what a starting daemon does with the VMs its store says are running. Nothing
+//! here decides policy (names, paths, which VM runs where, what state a VM is in): the daemon
+//! passes complete specs and records what it is told. Process creation goes through
+//! `banger-host`, the only crate allowed to create processes.
 
 use std::fmt;
 use std::io;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod auto;
+pub mod availability;
 mod escalate;
 pub mod firecracker;
 pub mod qemu;
@@ -23,6 +26,7 @@ pub mod reconcile;
 pub mod supervise;
 
 pub use auto::{VmmChoice, auto_choice};
+pub use availability::Availability;
 pub use firecracker::{
     BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, MIN_VERSION, Resource, Timeouts,
     TransportError, Version,

@@ -144,6 +144,13 @@ impl Backends {
         }
     }
 
+    /// The backends of a host whose `/dev/kvm` is `kvm` instead of this one's.
+    #[cfg(test)]
+    fn with_kvm(mut self, kvm: Kvm) -> Backends {
+        self.kvm = Arc::new(kvm);
+        self
+    }
+
     fn detect_firecracker(&self) -> Result<Firecracker, banger_vmm::BinaryError> {
         if let Some(fc) = &self.firecracker {
             return Ok(fc.clone());
@@ -277,5 +284,71 @@ impl Backends {
             .into_iter()
             .filter_map(|kind| self.for_running(kind).ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use banger_host::{CommandOutput, FakeRunner, KvmKind, Matcher};
+    use banger_vmm::Availability;
+
+    use super::*;
+
+    fn answering(firecracker: &str) -> FakeRunner {
+        let qemu = banger_vmm::qemu::binary::PROGRAM;
+        FakeRunner::new()
+            .respond(
+                "firecracker",
+                CommandOutput::with_stdout(format!("Firecracker {firecracker}\n")),
+            )
+            .respond(
+                Matcher::prefix(qemu, ["--version"]),
+                CommandOutput::with_stdout("QEMU emulator version 7.2.15 (Debian)\n"),
+            )
+            .respond(
+                Matcher::prefix(qemu, ["-machine"]),
+                CommandOutput::with_stdout("microvm  microvm (i386)\n"),
+            )
+    }
+
+    // Guards `banger doctor` against a second opinion on `vmm = auto`: its vmm line and a
+    // start must name the same backend, here for a usable and for a too-old Firecracker.
+    #[test]
+    fn auto_starts_on_the_backend_the_doctor_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let [fc_bin, qemu_bin] = ["firecracker", banger_vmm::qemu::binary::PROGRAM].map(|name| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        });
+        let intel = || Kvm::Usable(KvmKind::Intel);
+        for (firecracker, expected) in [
+            ("v1.16.1", VmmKind::Firecracker),
+            ("v1.10.0", VmmKind::Qemu),
+        ] {
+            let runner = Arc::new(answering(firecracker));
+            let backends = Backends::new(
+                runner.clone(),
+                Some(fc_bin.clone()),
+                Some(qemu_bin.clone()),
+                None,
+                None,
+            )
+            .with_kvm(intel());
+            let (backend, _) = backends.for_start(VmmKind::Auto).unwrap();
+            assert_eq!(backend.kind(), expected, "{firecracker}");
+
+            let doctor = Availability::detect(Some(&fc_bin), Some(&qemu_bin), &*runner, intel());
+            let checks = doctor.checks();
+            let vmm = checks.iter().find(|c| c.name == "vmm").unwrap();
+            let named = match expected {
+                VmmKind::Firecracker => "vmm = \"auto\" uses Firecracker",
+                _ => "vmm = \"auto\" uses QEMU with KVM",
+            };
+            assert!(vmm.detail.starts_with(named), "{firecracker}: {vmm:?}");
+        }
     }
 }

@@ -703,19 +703,15 @@ fn not_ready(
 /// The doctor's checks a start depends on, failing with every failed check's fix.
 fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
     let m = &d.machines;
-    let doctor = Doctor::new(&*m.runner, m.net.clone(), d.paths.state_dir.clone())
-        .firecracker(d.config.firecracker_bin.clone());
+    // No backend checks: availability is the backend choice's business, with its own message.
+    let doctor = Doctor::new(&*m.runner, m.net.clone(), d.paths.state_dir.clone());
     let mut checks = doctor.preflight(Preflight::Host);
     if vm.nat {
         checks.extend(doctor.preflight(Preflight::Nat));
     }
-    // Backend availability is the backend choice's business, with its own message.
     let failed: Vec<_> = checks
         .into_iter()
-        .filter(|c| {
-            c.status == banger_host::CheckStatus::Fail
-                && !["firecracker", "qemu", "vmm", "kvm"].contains(&c.name.as_str())
-        })
+        .filter(|c| c.status == banger_host::CheckStatus::Fail)
         .collect();
     if failed.is_empty() {
         return Ok(());

@@ -22,8 +22,9 @@ pub const MIN_VERSION: Version = Version::new(1, 12, 0);
 /// The release that added `vsock_override` to snapshot restore.
 pub const VSOCK_OVERRIDE_VERSION: Version = Version::new(1, 16, 0);
 
-/// A Firecracker release number. A pre-release suffix (`1.17.0-dev`) is kept for display and
-/// does not count in comparisons: a development build has the features of its release line.
+/// A Firecracker (or QEMU) release number. A pre-release suffix (`1.17.0-dev`) or a
+/// distribution's build (`7.2.22 (Debian 1:7.2+dfsg-7)`) is kept for display and does not count
+/// in comparisons: a development build has the features of its release line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
     pub major: u32,

@@ -120,7 +120,10 @@ impl QemuBinary {
 }
 
 /// `qemu-system-x86_64 --version` prints `QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)`
-/// and a copyright line; older releases put no space before the parenthesis.
+/// and a copyright line; older releases put no space before the parenthesis. The distribution's
+/// build (` (Debian 1:7.2+dfsg-7)`) is kept as the version's suffix because it says which
+/// package is installed (`banger doctor` shows it); like any suffix it does not count in
+/// comparisons.
 pub fn parse_version_output(output: &str) -> Result<Version, QemuBinaryError> {
     let unreadable = || QemuBinaryError::UnreadableVersion {
         output: output.trim().to_owned(),
@@ -141,7 +144,10 @@ pub fn parse_version_output(output: &str) -> Result<Version, QemuBinaryError> {
                 Some(Ok(patch)) => patch,
                 Some(Err(_)) => return Err(unreadable()),
             };
-            Ok(Version::new(major, minor, patch))
+            Ok(Version {
+                suffix: rest[numbers.len()..].trim_end().to_owned(),
+                ..Version::new(major, minor, patch)
+            })
         }
         _ => Err(unreadable()),
     }
@@ -195,14 +201,18 @@ mod tests {
     fn versions_are_read_from_the_first_line() {
         let debian = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\n\
                       Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n";
+        let version = parse_version_output(debian).unwrap();
+        assert!(version.at_least(&Version::new(7, 2, 22)), "{version:?}");
+        assert!(!version.at_least(&Version::new(7, 2, 23)), "{version:?}");
         assert_eq!(
-            parse_version_output(debian).unwrap(),
-            Version::new(7, 2, 22)
+            version.to_string(),
+            "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
         );
         assert_eq!(
             parse_version_output("QEMU emulator version 2.11.1(Debian 1:2.11+dfsg-1ubuntu7)\n")
-                .unwrap(),
-            Version::new(2, 11, 1)
+                .unwrap()
+                .to_string(),
+            "2.11.1(Debian 1:2.11+dfsg-1ubuntu7)"
         );
         assert_eq!(
             parse_version_output("QEMU emulator version 9.1\n").unwrap(),
@@ -225,7 +235,7 @@ mod tests {
                 CommandOutput::with_stdout(MACHINES),
             );
         let binary = QemuBinary::check("/usr/bin/qemu-system-x86_64".into(), &runner).unwrap();
-        assert_eq!(binary.version, Version::new(7, 2, 22));
+        assert_eq!(binary.version.to_string(), "7.2.22 (Debian)");
         assert_eq!(
             runner.calls(),
             [
@@ -244,7 +254,7 @@ mod tests {
         let err = QemuBinary::check("/usr/bin/qemu-system-x86_64".into(), &old).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "/usr/bin/qemu-system-x86_64 is QEMU 4.2.1; banger needs 5.2.0 or newer \
+            "/usr/bin/qemu-system-x86_64 is QEMU 4.2.1 (Debian); banger needs 5.2.0 or newer \
              (`sudo apt-get install qemu-system-x86` on a current release)"
         );
         assert_eq!(old.calls().len(), 1, "no second question");
