@@ -248,9 +248,11 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
     } else {
         kv.add("init features", m.init_features.join(", "))
     };
-    kv.add("created from", &m.created_from)
-        .add("created", dated(image.created_at, now))
-        .render()
+    kv = kv.add("created from", &m.created_from);
+    if let Some(imported_from) = &m.imported_from {
+        kv = kv.add("imported from", imported_from);
+    }
+    kv.add("created", dated(image.created_at, now)).render()
 }
 
 /// `banger daemon status` (text). `outdated_against` names the daemon binary this banger
@@ -566,6 +568,7 @@ pub(crate) mod tests {
                 init_features: Vec::new(),
                 created_from: "/srv/boot/vmlinux, /srv/boot/initrd, /srv/boot/rootfs.ext4".into(),
                 created_at,
+                imported_from: None,
             },
             created_at,
         }
