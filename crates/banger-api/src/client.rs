@@ -10,12 +10,12 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
-use crate::BootstrapImageRequest;
 use crate::{
     ApiError, BUILD_ID_HEADER, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo,
     DoctorReport, ErrorCode, Image, Operation, RegisterImageRequest, SshAccess, UpdateVmRequest,
     Vm, VmAction, WebLogin,
 };
+use crate::{BootstrapImageRequest, ExportImageRequest, ImportImageRequest};
 
 /// Why a request did not produce the answer the caller wanted.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +366,30 @@ impl Client {
         request: &BootstrapImageRequest,
     ) -> Result<Operation, ClientError> {
         self.call(Method::POST, "/v1/images/bootstrap", Some(request))
+            .await
+    }
+
+    /// Starts writing an image into one file; follow it with [`Client::watch_operation`].
+    pub async fn export_image(
+        &self,
+        name: &str,
+        request: &ExportImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/images/{}/export", escape(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    /// Starts making an image from an exported file; follow it with
+    /// [`Client::watch_operation`].
+    pub async fn import_image(
+        &self,
+        request: &ImportImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(Method::POST, "/v1/images/import", Some(request))
             .await
     }
 

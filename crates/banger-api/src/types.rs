@@ -301,6 +301,8 @@ pub enum ImageSource {
     Bootstrapped,
     Built,
     Promoted,
+    /// Unpacked from a file `banger image export` wrote, on this host or another.
+    Imported,
 }
 
 impl ImageSource {
@@ -310,6 +312,7 @@ impl ImageSource {
             ImageSource::Bootstrapped => "bootstrapped",
             ImageSource::Built => "built",
             ImageSource::Promoted => "promoted",
+            ImageSource::Imported => "imported",
         }
     }
 }
@@ -322,6 +325,7 @@ impl std::str::FromStr for ImageSource {
             "bootstrapped" => ImageSource::Bootstrapped,
             "built" => ImageSource::Built,
             "promoted" => ImageSource::Promoted,
+            "imported" => ImageSource::Imported,
             other => return Err(format!("unknown image source {other:?}")),
         })
     }
@@ -381,9 +385,13 @@ pub struct ImageManifest {
     /// VM much faster). Empty for an initrd banger did not make.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init_features: Vec<String>,
-    /// Human-readable origin, e.g. the source paths of a registration.
+    /// Human-readable origin, e.g. the source paths of a registration. An import keeps the
+    /// exported image's.
     pub created_from: String,
     pub created_at: Timestamp,
+    /// For an imported image: the file it was imported from and the image exported into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 /// An image as banger records it.
@@ -424,12 +432,49 @@ pub struct BootstrapImageRequest {
     pub name: Option<String>,
 }
 
+/// `POST /v1/images/{name}/export`: write the image into one file. The path must be absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportImageRequest {
+    /// The file to write, on the daemon's host (the same host and user as the CLI); its
+    /// directory must exist.
+    pub path: String,
+    /// Replace an existing file (default false: an existing file is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// The result of an export operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExportedImage {
+    /// The exported image's name.
+    pub name: String,
+    pub id: String,
+    /// The file written.
+    pub path: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// `POST /v1/images/import`: make an image from a file `image export` wrote. The path must be
+/// absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImageRequest {
+    pub path: String,
+    /// The new image's name; the exported image's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// What kind of long work an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     RegisterImage,
     BootstrapImage,
+    ExportImage,
+    ImportImage,
     StartVm,
     StopVm,
     RestartVm,

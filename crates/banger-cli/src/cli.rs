@@ -333,6 +333,25 @@ pub enum ImageCommand {
     )]
     Register(RegisterArgs),
 
+    /// Write an image into one file, to import it on another banger host
+    ///
+    /// The file (a zstd-compressed tar) holds the image's kernel, initrd, root filesystem,
+    /// manifest and work seed; a sparse root filesystem's zeros cost next to nothing in it.
+    /// bangerd writes it beside FILE under a temporary name and renames it in once complete,
+    /// so an interrupted export leaves no partial file. Import it with `banger image import`.
+    #[command(after_help = "Example: banger image export debian debian.banger-image")]
+    Export(ExportArgs),
+
+    /// Make an image from a file `banger image export` wrote
+    ///
+    /// The image keeps the exported one's manifest (distribution, kernel version, packages,
+    /// services, init features, work seed) and records the file it came from. Its files are
+    /// checked like a registration's; a damaged or foreign file is refused and leaves nothing.
+    #[command(
+        after_help = "Example: banger image import debian.banger-image --name debian-from-laptop"
+    )]
+    Import(ImportArgs),
+
     /// List images
     #[command(visible_alias = "ls")]
     List,
@@ -385,6 +404,34 @@ pub struct RegisterArgs {
     /// ext4 filesystem image of the root filesystem
     #[arg(long, value_name = "FILE")]
     pub rootfs: PathBuf,
+}
+
+/// `banger image export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Image name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// File to write, e.g. debian.banger-image; its directory must exist
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Replace FILE when it exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `banger image import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// File written by `banger image export`
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Image name, a DNS label (a-z, 0-9, '-') [default: the exported image's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -459,6 +506,8 @@ mod tests {
         insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
         insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
+        insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));
+        insta::assert_snapshot!("help_image_import", long_help(&["image", "import"]));
         insta::assert_snapshot!("help_daemon", long_help(&["daemon"]));
     }
 }

@@ -1,14 +1,19 @@
 //! `banger image …`. Registration checks the boot files locally first — a typo in a path
 //! should be reported against the path the user typed, not as a failed operation — and sends
 //! them as absolute paths, since bangerd runs in another working directory. Bootstrap checks
-//! the distribution, suite and name before asking the daemon, which checks them again.
+//! the distribution, suite and name before asking the daemon, which checks them again. Export
+//! and import send their file as an absolute path for the same reason; import checks the file
+//! and the name first.
 
 use std::path::Path;
 
 use banger_api::validate;
-use banger_api::{ApiError, BootstrapImageRequest, Image, RegisterImageRequest, Timestamp};
+use banger_api::{
+    ApiError, BootstrapImageRequest, ExportImageRequest, ExportedImage, Image, ImportImageRequest,
+    RegisterImageRequest, Timestamp,
+};
 
-use crate::cli::{BootstrapArgs, ImageCommand, OutputFormat, RegisterArgs};
+use crate::cli::{BootstrapArgs, ExportArgs, ImageCommand, ImportArgs, OutputFormat, RegisterArgs};
 use crate::daemon::Daemon;
 use crate::exit::Failure;
 use crate::operation;
@@ -46,8 +51,42 @@ pub fn bootstrap_request(args: &BootstrapArgs) -> Result<BootstrapImageRequest, 
     })
 }
 
+/// The request of `banger image export`: FILE made absolute (it need not exist yet).
+pub fn export_request(args: &ExportArgs) -> Result<ExportImageRequest, ApiError> {
+    let absolute = std::path::absolute(&args.file)
+        .map_err(|e| ApiError::invalid(format!("cannot resolve {}: {e}", args.file.display())))?;
+    Ok(ExportImageRequest {
+        path: utf8_path("export file", absolute)?,
+        force: args.force.then_some(true),
+    })
+}
+
+/// The request of `banger image import`, once the name is valid and FILE a readable file.
+pub fn import_request(args: &ImportArgs) -> Result<ImportImageRequest, ApiError> {
+    if let Some(name) = &args.name {
+        validate::name("image", name)?;
+    }
+    Ok(ImportImageRequest {
+        path: readable_file(
+            "image",
+            &args.file,
+            "pass the file `banger image export` wrote",
+        )?,
+        name: args.name.clone(),
+    })
+}
+
 /// Checks one boot file and returns its absolute, symlink-free path.
 fn boot_file(what: &str, path: &Path) -> Result<String, ApiError> {
+    readable_file(
+        what,
+        path,
+        &format!("pass --{what} with the path of the {what}"),
+    )
+}
+
+/// Checks that `path` is a readable regular file and returns its absolute, symlink-free path.
+fn readable_file(what: &str, path: &Path, hint: &str) -> Result<String, ApiError> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| {
         let message = if e.kind() == std::io::ErrorKind::NotFound {
@@ -55,7 +94,7 @@ fn boot_file(what: &str, path: &Path) -> Result<String, ApiError> {
         } else {
             format!("cannot read {what} file {shown}: {e}")
         };
-        ApiError::invalid(message).with_hint(format!("pass --{what} with the path of the {what}"))
+        ApiError::invalid(message).with_hint(hint)
     })?;
     if !meta.is_file() {
         return Err(ApiError::invalid(format!(
@@ -66,7 +105,12 @@ fn boot_file(what: &str, path: &Path) -> Result<String, ApiError> {
         .map_err(|e| ApiError::invalid(format!("cannot read {what} file {shown}: {e}")))?;
     let absolute = std::fs::canonicalize(path)
         .map_err(|e| ApiError::invalid(format!("cannot resolve {what} file {shown}: {e}")))?;
-    absolute.into_os_string().into_string().map_err(|raw| {
+    utf8_path(what, absolute)
+}
+
+/// The path as the JSON string the API takes.
+fn utf8_path(what: &str, path: std::path::PathBuf) -> Result<String, ApiError> {
+    path.into_os_string().into_string().map_err(|raw| {
         ApiError::invalid(format!(
             "{what} path {} is not valid UTF-8",
             Path::new(&raw).display()
@@ -79,6 +123,8 @@ pub async fn run(command: &ImageCommand, format: OutputFormat) -> Result<(), Fai
     let text = match command {
         ImageCommand::Register(args) => register(args, format).await?,
         ImageCommand::Bootstrap(args) => bootstrap(args, format).await?,
+        ImageCommand::Export(args) => export(args, format).await?,
+        ImageCommand::Import(args) => import(args, format).await?,
         ImageCommand::List => {
             let daemon = Daemon::locate()?;
             let images = daemon
@@ -167,6 +213,61 @@ async fn bootstrap(args: &BootstrapArgs, format: OutputFormat) -> Result<String,
         OutputFormat::Json => output::json(&image),
         OutputFormat::Text => format!(
             "Bootstrapped image {}.\n\n{}",
+            image.name,
+            output::image_show(&image, Timestamp::now())
+        ),
+    })
+}
+
+async fn export(args: &ExportArgs, format: OutputFormat) -> Result<String, Failure> {
+    let request = export_request(args)?;
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.export_image(&args.name, &request).await)
+        .await?;
+    let text_mode = format == OutputFormat::Text;
+    if text_mode {
+        output::eprint(&format!(
+            "Exporting image {} to {}\n",
+            started.target, request.path
+        ));
+    }
+    let finished = operation::follow(daemon.client(), started, text_mode).await?;
+    let exported = finished
+        .result
+        .and_then(|value| serde_json::from_value::<ExportedImage>(value).ok())
+        .ok_or_else(|| ApiError::internal("bangerd did not say what it exported"))?;
+    Ok(match format {
+        OutputFormat::Json => output::json(&exported),
+        OutputFormat::Text => output::exported(&exported),
+    })
+}
+
+async fn import(args: &ImportArgs, format: OutputFormat) -> Result<String, Failure> {
+    let request = import_request(args)?;
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.import_image(&request).await)
+        .await?;
+    let text_mode = format == OutputFormat::Text;
+    if text_mode {
+        output::eprint(&format!(
+            "Importing image {} from {}\n",
+            started.target, request.path
+        ));
+    }
+    let finished = operation::follow(daemon.client(), started, text_mode).await?;
+    let image = match finished
+        .result
+        .and_then(|value| serde_json::from_value::<Image>(value).ok())
+    {
+        Some(image) => image,
+        None => daemon.client().get_image(&finished.target).await?,
+    };
+    Ok(match format {
+        OutputFormat::Json => output::json(&image),
+        OutputFormat::Text => format!(
+            "Imported image {}.\n\n{}",
             image.name,
             output::image_show(&image, Timestamp::now())
         ),
@@ -310,6 +411,59 @@ mod tests {
         "#);
         insta::assert_snapshot!(bootstrap(&["debian", "--name", "x-"]).unwrap_err(), @r#"
         error: image name "x-" starts or ends with '-'
+        hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
+        "#);
+    }
+
+    #[test]
+    fn export_and_import_send_absolute_paths_and_check_what_they_can() {
+        let parse = |args: &[&str]| {
+            let argv = ["banger", "image"].iter().chain(args);
+            Cli::try_parse_from(argv).unwrap().command
+        };
+        let Command::Image(ImageCommand::Export(args)) =
+            parse(&["export", "base", "out/base.banger-image"])
+        else {
+            panic!("not an export");
+        };
+        let request = export_request(&args).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            request.path,
+            cwd.join("out/base.banger-image").display().to_string()
+        );
+        assert_eq!(request.force, None);
+        let Command::Image(ImageCommand::Export(args)) =
+            parse(&["export", "base", "/tmp/x", "--force"])
+        else {
+            panic!("not an export");
+        };
+        assert_eq!(export_request(&args).unwrap().force, Some(true));
+
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let file = base.join("base.banger-image");
+        std::fs::write(&file, b"x").unwrap();
+        let import = |args: &[&str]| {
+            let Command::Image(ImageCommand::Import(args)) =
+                parse(&[&["import"][..], args].concat())
+            else {
+                panic!("not an import");
+            };
+            import_request(&args).map_err(|e| {
+                output::error(&e, OutputFormat::Text).replace(&base.display().to_string(), "DIR")
+            })
+        };
+        let ok = import(&[file.to_str().unwrap(), "--name", "copy"]).unwrap();
+        assert_eq!(ok.path, file.display().to_string());
+        assert_eq!(ok.name.as_deref(), Some("copy"));
+        let missing = base.join("nope.banger-image");
+        insta::assert_snapshot!(import(&[missing.to_str().unwrap()]).unwrap_err(), @r"
+        error: image file DIR/nope.banger-image does not exist
+        hint: pass the file `banger image export` wrote
+        ");
+        insta::assert_snapshot!(import(&[file.to_str().unwrap(), "--name", "Copy"]).unwrap_err(), @r#"
+        error: image name "Copy" contains 'C' (names are lower-case)
         hint: use 1-63 characters from a-z, 0-9 and '-', starting and ending with a letter or digit
         "#);
     }

@@ -4,12 +4,13 @@
 //! `key: value` blocks for single resources; JSON output is the API's own JSON, pretty-printed.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use banger_api::validate::{MIB, format_size};
 use banger_api::{
-    ApiError, DaemonInfo, DoctorCheckStatus, DoctorReport, Image, ImageFile, Timestamp, Vm,
-    WebLogin,
+    ApiError, DaemonInfo, DoctorCheckStatus, DoctorReport, ExportedImage, Image, ImageFile,
+    Timestamp, Vm, WebLogin,
 };
 use serde::Serialize;
 
@@ -60,6 +61,21 @@ pub fn deleted(kind: &str, name: &str, format: OutputFormat) -> String {
         OutputFormat::Json => json(&serde_json::json!({ "deleted": name })),
         OutputFormat::Text => format!("Deleted {kind} {name}.\n"),
     }
+}
+
+/// The result of `banger image export` (text).
+pub fn exported(exported: &ExportedImage) -> String {
+    let file = Path::new(&exported.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| exported.path.clone());
+    format!(
+        "Exported image {} to {} ({}).\nOn another host, after copying the file there: banger image import {}\n",
+        exported.name,
+        exported.path,
+        format_size(exported.bytes),
+        file
+    )
 }
 
 /// `banger vm list`.
@@ -248,9 +264,11 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
     } else {
         kv.add("init features", m.init_features.join(", "))
     };
-    kv.add("created from", &m.created_from)
-        .add("created", dated(image.created_at, now))
-        .render()
+    kv = kv.add("created from", &m.created_from);
+    if let Some(imported_from) = &m.imported_from {
+        kv = kv.add("imported from", imported_from);
+    }
+    kv.add("created", dated(image.created_at, now)).render()
 }
 
 /// `banger daemon status` (text). `outdated_against` names the daemon binary this banger
@@ -566,6 +584,7 @@ pub(crate) mod tests {
                 init_features: Vec::new(),
                 created_from: "/srv/boot/vmlinux, /srv/boot/initrd, /srv/boot/rootfs.ext4".into(),
                 created_at,
+                imported_from: None,
             },
             created_at,
         }
@@ -693,6 +712,40 @@ pub(crate) mod tests {
             },
         ];
         insta::assert_snapshot!(image_show(&image, NOW));
+    }
+
+    #[test]
+    fn image_show_text_imported() {
+        let mut image = images()[0].clone();
+        image.source = ImageSource::Imported;
+        image.manifest.imported_from = Some(
+            "/home/me/debian.banger-image (image \"debian\" exported by banger 0.1.0 at \
+             2025-11-23T12:13:20.123Z)"
+                .into(),
+        );
+        insta::assert_snapshot!(image_show(&image, NOW));
+    }
+
+    #[test]
+    fn exported_text_and_json() {
+        let result = ExportedImage {
+            name: "debian".into(),
+            id: "3f2a9c0d11e4b5a6".into(),
+            path: "/home/me/debian.banger-image".into(),
+            bytes: 187 * MIB + 300 * 1024,
+        };
+        insta::assert_snapshot!(exported(&result), @r"
+        Exported image debian to /home/me/debian.banger-image (187.3M).
+        On another host, after copying the file there: banger image import debian.banger-image
+        ");
+        insta::assert_snapshot!(json(&result), @r#"
+        {
+          "name": "debian",
+          "id": "3f2a9c0d11e4b5a6",
+          "path": "/home/me/debian.banger-image",
+          "bytes": 196390912
+        }
+        "#);
     }
 
     #[test]

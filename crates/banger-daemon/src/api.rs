@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use banger_api::{
     ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, DoctorReport,
-    ErrorCode, Image, Operation, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation, RegisterImageRequest,
+    UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -140,6 +141,8 @@ async fn blocking_arc<T: Send + 'static>(
         list_images,
         register_image,
         bootstrap_image,
+        export_image,
+        import_image,
         get_image,
         delete_image,
         list_operations,
@@ -190,7 +193,17 @@ pub fn router(d: Arc<Daemon>) -> Router {
                     delete_image(State(d), Path("bootstrap".to_owned()))
                 }),
         )
+        // Likewise for an image named "import".
+        .route(
+            "/v1/images/import",
+            post(import_image)
+                .get(|State(d): State<Arc<Daemon>>| get_image(State(d), Path("import".to_owned())))
+                .delete(|State(d): State<Arc<Daemon>>| {
+                    delete_image(State(d), Path("import".to_owned()))
+                }),
+        )
         .route("/v1/images/{name}", get(get_image).delete(delete_image))
+        .route("/v1/images/{name}/export", post(export_image))
         .route("/v1/operations", get(list_operations))
         .route("/v1/operations/{id}", get(get_operation))
         .route("/v1/operations/{id}/stream", get(stream_operation))
@@ -384,6 +397,37 @@ async fn bootstrap_image(
 ) -> Answer<Response> {
     let checked = blocking(&d, move |d| image::check_bootstrap(d, &req)).await?;
     let op = image::start_bootstrap(d.clone(), checked);
+    Ok(accepted(op))
+}
+
+/// Writes an image (boot set, manifest, work seed) into one file on the daemon's host, as an
+/// operation whose result is an `ExportedImage`. The file appears only once complete; a failed
+/// or cancelled export leaves none.
+#[utoipa::path(post, path = "/v1/images/{name}/export", request_body = ExportImageRequest,
+    params(("name" = String, Path, description = "image name or id")),
+    responses((status = 202, body = Operation), (status = 400, body = ApiError),
+    (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn export_image(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(req): Body<ExportImageRequest>,
+) -> Answer<Response> {
+    let checked = blocking(&d, move |d| image::check_export(d, &name, &req)).await?;
+    let op = image::start_export(d.clone(), checked);
+    Ok(accepted(op))
+}
+
+/// Makes an image from a file `image export` wrote, as an operation. The archive's label and
+/// manifest are checked first: a foreign file, one from a newer banger or a taken name is
+/// refused without starting. A failed or cancelled import leaves no files and no record.
+#[utoipa::path(post, path = "/v1/images/import", request_body = ImportImageRequest, responses(
+    (status = 202, body = Operation), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn import_image(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<ImportImageRequest>,
+) -> Answer<Response> {
+    let checked = blocking(&d, move |d| image::check_import(d, &req)).await?;
+    let op = image::start_import(d.clone(), checked);
     Ok(accepted(op))
 }
 

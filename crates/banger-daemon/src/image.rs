@@ -1,16 +1,19 @@
-//! The image service: registration and bootstrap as operations (build or copy into the image
-//! store, write the manifest, record), listing, and deletion that refuses while VMs use the
-//! image.
+//! The image service: registration, bootstrap and import as operations (build, copy or unpack
+//! into the image store, write the manifest, record), export into one file as an operation,
+//! listing, and deletion that refuses while VMs use the image.
 
 use std::sync::Arc;
 
+use std::path::{Path, PathBuf};
+
 use banger_api::{
-    ApiError, BootstrapImageRequest, ErrorCode, Image, Operation, OperationKind,
-    RegisterImageRequest, validate,
+    ApiError, BootstrapImageRequest, ErrorCode, ExportImageRequest, ExportedImage, Image,
+    ImportImageRequest, Operation, OperationKind, RegisterImageRequest, validate,
 };
 use banger_host::doctor::{CheckStatus, Doctor, Preflight};
 use banger_host::network::NetConfig;
 use banger_host::runner::RealRunner;
+use banger_image::archive;
 use banger_image::bootstrap;
 use banger_image::register::{self, Reporter};
 
@@ -181,6 +184,172 @@ pub fn start_bootstrap(d: Arc<Daemon>, checked: CheckedBootstrap) -> Operation {
         tracing::info!(image = %image.name, id = %image.id, suite = %checked.suite, "image bootstrapped");
         serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
     })
+}
+
+/// An export request, checked: the image and where its file goes.
+#[derive(Debug, Clone)]
+pub struct CheckedExport {
+    pub image: Image,
+    pub path: PathBuf,
+    pub replace: bool,
+}
+
+/// Checks an export request: the image exists, the path is absolute, its directory exists,
+/// and it names no existing file unless `force`.
+pub fn check_export(
+    d: &Daemon,
+    name: &str,
+    req: &ExportImageRequest,
+) -> Result<CheckedExport, ApiError> {
+    let image = find(d, name)?;
+    let path = absolute_path(&req.path)?;
+    let replace = req.force.unwrap_or(false);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(
+                ApiError::invalid(format!("{} is a directory", path.display()))
+                    .with_hint("name the file to write, e.g. DIR/NAME.banger-image"),
+            );
+        }
+        Ok(_) if !replace => {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("{} already exists", path.display()),
+            )
+            .with_hint("pick another file name, or pass --force to replace it"));
+        }
+        _ => {}
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        return Err(
+            ApiError::invalid(format!("directory {} does not exist", parent.display()))
+                .with_hint("create the directory first, or write the file elsewhere"),
+        );
+    }
+    Ok(CheckedExport {
+        image,
+        path,
+        replace,
+    })
+}
+
+/// Starts the export operation of a checked request.
+pub fn start_export(d: Arc<Daemon>, checked: CheckedExport) -> Operation {
+    let ops = d.ops.clone();
+    let target = checked.image.name.clone();
+    ops.spawn(
+        OperationKind::ExportImage,
+        &target,
+        &archive::EXPORT_STAGES,
+        move |cx| {
+            let image = &checked.image;
+            let exported = archive::export(
+                image,
+                &d.paths.image_dir(&image.id),
+                &checked.path,
+                checked.replace,
+                &OpReporter(cx),
+            )?;
+            tracing::info!(image = %image.name, path = %exported.path.display(), bytes = exported.bytes, "image exported");
+            let result = ExportedImage {
+                name: image.name.clone(),
+                id: image.id.clone(),
+                path: exported.path.display().to_string(),
+                bytes: exported.bytes,
+            };
+            serde_json::to_value(&result).map_err(|e| ApiError::internal(e.to_string()))
+        },
+    )
+}
+
+/// An import request, checked: the file is an image archive this banger reads, and the name
+/// it will have is free.
+#[derive(Debug, Clone)]
+pub struct CheckedImport {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Checks an import request. Reads the archive's label and manifest (the first few KiB), so
+/// a foreign file, one from a newer banger, or a taken name is refused before anything starts.
+pub fn check_import(d: &Daemon, req: &ImportImageRequest) -> Result<CheckedImport, ApiError> {
+    if let Some(name) = &req.name {
+        validate::name("image", name)?;
+    }
+    let path = absolute_path(&req.path)?;
+    if !path.exists() {
+        return Err(
+            ApiError::invalid(format!("{} does not exist", path.display()))
+                .with_hint("pass the file `banger image export` wrote"),
+        );
+    }
+    let head = archive::read_head(&path)?;
+    let name = match &req.name {
+        Some(name) => name.clone(),
+        None => {
+            let name = head.label.name;
+            validate::name("image", &name).map_err(|e| {
+                ApiError::invalid(format!(
+                    "the archive's image name is invalid: {}",
+                    e.message
+                ))
+                .with_hint("import it under another name with --name NAME")
+            })?;
+            name
+        }
+    };
+    if d.store.find_image(&name)?.is_some() {
+        let hint = match &req.name {
+            Some(_) => format!(
+                "pick another --name, or delete the old image with `banger image delete {name}`"
+            ),
+            None => format!(
+                "import it under another name with --name NAME, or delete the old image with \
+                 `banger image delete {name}`"
+            ),
+        };
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("an image named {name:?} already exists"),
+        )
+        .with_hint(hint));
+    }
+    Ok(CheckedImport { name, path })
+}
+
+/// Starts the import operation of a checked request.
+pub fn start_import(d: Arc<Daemon>, checked: CheckedImport) -> Operation {
+    let mut stages: Vec<&str> = archive::IMPORT_STAGES.to_vec();
+    stages.push(RECORD_STAGE);
+    let ops = d.ops.clone();
+    let target = checked.name.clone();
+    ops.spawn(OperationKind::ImportImage, &target, &stages, move |cx| {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let dir = d.paths.image_dir(&id);
+        let image = archive::import(&id, &checked.name, &checked.path, &dir, &OpReporter(cx))?;
+        cx.begin(RECORD_STAGE);
+        if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
+            if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                tracing::error!(dir = %dir.display(), error = %rm, "cannot remove an unrecorded image");
+            }
+            return Err(e);
+        }
+        cx.done(RECORD_STAGE, None);
+        tracing::info!(image = %image.name, id = %image.id, from = %checked.path.display(), "image imported");
+        serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
+    })
+}
+
+/// A path the daemon can use as given: bangerd runs in another directory than the client.
+fn absolute_path(path: &str) -> Result<PathBuf, ApiError> {
+    let p = PathBuf::from(path);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(ApiError::invalid(format!("path {path:?} is not absolute"))
+            .with_hint("bangerd runs in another directory; pass an absolute path"))
+    }
 }
 
 struct OpReporter<'a>(&'a OperationContext);

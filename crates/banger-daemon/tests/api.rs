@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use banger_api::paths::Paths;
 use banger_api::{
-    Client, CreateVmRequest, ErrorCode, ImageSource, OperationState, RegisterImageRequest,
-    StageState, UpdateVmRequest, VmState, validate,
+    Client, CreateVmRequest, ErrorCode, ExportImageRequest, ExportedImage, ImageSource,
+    ImportImageRequest, OperationState, RegisterImageRequest, StageState, UpdateVmRequest, VmState,
+    validate,
 };
 use banger_daemon::RunningDaemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,6 +145,8 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
         "/v1/vms",
         "/v1/vms/{name}",
         "/v1/images",
+        "/v1/images/{name}/export",
+        "/v1/images/import",
         "/v1/operations/{id}/stream",
         "/v1/capacity",
     ] {
@@ -808,5 +811,220 @@ async fn showing_a_vm_says_whether_its_images_work_seed_changed() {
     assert!(seed.changed, "{seed:?}");
     assert_ne!(seed.vm.as_deref(), Some(seed.image.as_str()));
     assert_eq!(seed.seed_dir, Some(dir.display().to_string()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_image_imports_under_another_name() {
+    let mut h = Harness::start().await;
+    let original = h.register("base").await;
+    let file = h.files.join("base.banger-image");
+    let export = |path: &Path, force| ExportImageRequest {
+        path: path.display().to_string(),
+        force,
+    };
+
+    let op = h
+        .client
+        .export_image("base", &export(&file, None))
+        .await
+        .unwrap();
+    let names: Vec<_> = op.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "pack kernel",
+            "pack initrd",
+            "pack rootfs",
+            "pack work seed",
+            "write file"
+        ]
+    );
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    let exported: ExportedImage = serde_json::from_value(done.result.unwrap()).unwrap();
+    assert_eq!(exported.path, file.display().to_string());
+    assert_eq!(exported.bytes, std::fs::metadata(&file).unwrap().len());
+
+    // Refused before anything starts, each with its reason.
+    let refusals = [
+        (
+            "base",
+            export(Path::new("relative.banger-image"), None),
+            ErrorCode::InvalidInput,
+            "not absolute",
+        ),
+        (
+            "base",
+            export(&file, None),
+            ErrorCode::AlreadyExists,
+            "already exists",
+        ),
+        (
+            "nope",
+            export(&h.files.join("x"), None),
+            ErrorCode::NotFound,
+            "no image named",
+        ),
+        (
+            "base",
+            export(&h.files.join("missing/x"), None),
+            ErrorCode::InvalidInput,
+            "does not exist",
+        ),
+    ];
+    for (name, request, code, needle) in refusals {
+        let err = h.client.export_image(name, &request).await.unwrap_err();
+        let api = err.api().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(api.code, code, "{api:?}");
+        assert!(api.message.contains(needle), "{needle}: {api:?}");
+    }
+    let err = h
+        .client
+        .export_image("base", &export(&file, None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.api()
+            .unwrap()
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("--force")
+    );
+    let op = h
+        .client
+        .export_image("base", &export(&file, Some(true)))
+        .await
+        .unwrap();
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+
+    // Importing under the exported name collides, and says how to avoid it.
+    let import = |name: Option<&str>, path: &Path| ImportImageRequest {
+        path: path.display().to_string(),
+        name: name.map(str::to_owned),
+    };
+    let err = h
+        .client
+        .import_image(&import(None, &file))
+        .await
+        .unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.code, ErrorCode::AlreadyExists);
+    assert!(api.hint.as_deref().unwrap().contains("--name"), "{api:?}");
+    let err = h
+        .client
+        .import_image(&import(Some("Bad_Name"), &file))
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidInput));
+
+    let op = h
+        .client
+        .import_image(&import(Some("copy"), &file))
+        .await
+        .unwrap();
+    assert_eq!(op.target, "copy");
+    assert_eq!(op.stages.last().unwrap().name, "record");
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    let copy = h.client.get_image("copy").await.unwrap();
+    assert_eq!(copy.source, ImageSource::Imported);
+    assert_ne!(copy.id, original.id);
+    let mut expected = original.manifest.clone();
+    expected.name = "copy".into();
+    expected.imported_from = copy.manifest.imported_from.clone();
+    assert!(
+        expected
+            .imported_from
+            .as_deref()
+            .unwrap()
+            .contains("base.banger-image")
+    );
+    assert_eq!(copy.manifest, expected);
+    let dir = h.paths.image_dir(&copy.id);
+    for (stored, original) in [
+        (&copy.files.kernel, &original.files.kernel),
+        (&copy.files.rootfs, &original.files.rootfs),
+    ] {
+        assert!(Path::new(&stored.path).starts_with(&dir));
+        assert_eq!(
+            std::fs::read(&stored.path).unwrap(),
+            std::fs::read(&original.path).unwrap()
+        );
+    }
+    assert!(dir.join("manifest.json").is_file());
+    // The imported image is usable like any other.
+    h.create("dev", "copy").await;
+    assert_eq!(h.client.list_images().await.unwrap().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_import_fails_and_leaves_no_image() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    let file = h.files.join("base.banger-image");
+    let op = h
+        .client
+        .export_image(
+            "base",
+            &ExportImageRequest {
+                path: file.display().to_string(),
+                force: None,
+            },
+        )
+        .await
+        .unwrap();
+    h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let images_before = std::fs::read_dir(h.paths.images_dir()).unwrap().count();
+
+    // Cut short: its label and manifest still read, so the import starts, then fails.
+    let bytes = std::fs::read(&file).unwrap();
+    let short = h.files.join("short.banger-image");
+    std::fs::write(&short, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let op = h
+        .client
+        .import_image(&ImportImageRequest {
+            path: short.display().to_string(),
+            name: Some("broken".into()),
+        })
+        .await
+        .unwrap();
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Failed, "{done:?}");
+    let error = done.error.unwrap();
+    assert_eq!(error.code, ErrorCode::InvalidInput, "{error:?}");
+    assert!(error.message.contains("is damaged"), "{error:?}");
+    assert!(
+        h.client
+            .get_image("broken")
+            .await
+            .unwrap_err()
+            .is_code(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        std::fs::read_dir(h.paths.images_dir()).unwrap().count(),
+        images_before,
+        "the failed import left a directory"
+    );
+
+    // Not an archive at all: refused up front.
+    let err = h
+        .client
+        .import_image(&ImportImageRequest {
+            path: h.boot_files().0.display().to_string(),
+            name: Some("kernel".into()),
+        })
+        .await
+        .unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.code, ErrorCode::InvalidInput);
+    assert!(
+        api.message.contains("is not a banger image archive"),
+        "{api:?}"
+    );
+    assert_eq!(h.client.list_images().await.unwrap().len(), 1);
     h.stop().await;
 }

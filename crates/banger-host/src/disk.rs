@@ -1,6 +1,7 @@
 //! Disk space on the host: how big and how full the filesystem under a path is, and how many
 //! bytes files really occupy. banger's disk accounting uses allocated bytes (`st_blocks`), not
-//! apparent sizes, because VM disks are sparse. Copying image files lives in [`copy`].
+//! apparent sizes, because VM disks are sparse. Copying image files lives in [`copy`], writing
+//! a stream without allocating its zero blocks in [`sparse`].
 
 use std::collections::HashSet;
 use std::io;
@@ -8,8 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 mod copy;
+mod sparse;
 
 pub use copy::{CopyError, CopyMethod, copy_file};
+pub use sparse::{SparseWriteError, write_sparse};
 
 /// Measuring disk space failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,8 @@ pub mod resources;
 pub mod runner;
 
 pub use disk::{
-    CopyError, CopyMethod, DiskError, FsUsage, allocated_bytes, copy_file, filesystem_usage,
+    CopyError, CopyMethod, DiskError, FsUsage, SparseWriteError, allocated_bytes, copy_file,
+    filesystem_usage, write_sparse,
 };
 pub use doctor::{
     Check, CheckStatus, Doctor, KVM_PVM_EXPLANATION, Kvm, KvmKind, Preflight, probe_kvm,

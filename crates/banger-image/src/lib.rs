@@ -3,8 +3,10 @@
 //! (`images/<id>/`) with their manifest, rolling back on failure. The boot set banger makes
 //! itself comes from [`kernel`] (a distribution bzImage to an ELF vmlinux) and [`initramfs`]
 //! (banger's guest init plus exactly the modules it needs); [`vmdisk`] makes each VM's
-//! overlay and work disks; [`bootstrap`] makes a whole image from Debian packages.
+//! overlay and work disks; [`bootstrap`] makes a whole image from Debian packages; [`archive`]
+//! packs an image into one file and unpacks it on another host (`image export`/`import`).
 
+pub mod archive;
 pub mod bootstrap;
 pub mod format;
 pub mod initramfs;

@@ -221,6 +221,7 @@ fn install_into(
         },
         created_from,
         created_at,
+        imported_from: None,
     };
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| ApiError::internal(format!("cannot encode the manifest: {e}")))?;

@@ -46,6 +46,7 @@ fn image(id: &str, name: &str) -> Image {
             init_features: Vec::new(),
             created_from: "banger image bootstrap debian".into(),
             created_at: Timestamp(1_763_900_000_123),
+            imported_from: None,
         },
         created_at: Timestamp(1_763_900_000_456),
     }

@@ -416,6 +416,88 @@ fn refusals_from_the_daemon_leave_state_unchanged() {
     );
 }
 
+/// `image export` then `image import` move an image through one file: relative paths work
+/// (the CLI sends them absolute), stages are shown, collisions name the flag that avoids them,
+/// and the imported image is one like any other.
+#[test]
+fn an_image_moves_through_an_exported_file() {
+    let sandbox = Sandbox::new();
+    sandbox.register("base");
+    let (stdout, stderr) = sandbox.run(&["image", "export", "base", "base.banger-image"], 0);
+    let file = sandbox.root().join("base.banger-image");
+    assert!(file.is_file());
+    assert!(
+        stderr.starts_with(&format!("Exporting image base to {}\n", file.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": done"), "stages are shown: {stderr}");
+    let bytes = std::fs::metadata(&file).unwrap().len();
+    let shown = stdout.replace(
+        &format!("({})", banger_api::validate::format_size(bytes)),
+        "(SIZE)",
+    );
+    settings(&sandbox).bind(|| {
+        insta::assert_snapshot!("image_export_text", shown);
+    });
+
+    let (_, stderr) = sandbox.run(&["image", "export", "base", "base.banger-image"], CONFLICT);
+    settings(&sandbox).bind(|| {
+        insta::assert_snapshot!("image_export_exists", stderr);
+    });
+    let exported = sandbox.json(&["image", "export", "base", "base.banger-image", "--force"]);
+    assert_eq!(exported["path"], file.display().to_string());
+    assert_eq!(exported["name"], "base");
+
+    let (_, stderr) = sandbox.run(&["image", "import", "base.banger-image"], CONFLICT);
+    settings(&sandbox).bind(|| {
+        insta::assert_snapshot!("image_import_collision", stderr);
+    });
+    let (stdout, stderr) = sandbox.run(
+        &["image", "import", "base.banger-image", "--name", "copy"],
+        0,
+    );
+    assert!(stderr.starts_with("Importing image copy from "), "{stderr}");
+    assert!(stderr.contains("unpack rootfs"), "{stderr}");
+    // Allocated sizes depend on the filesystem the sandbox is on.
+    let mut import_settings = settings(&sandbox);
+    import_settings.add_filter(r"[0-9.]+[BKMGT]? allocated\)", "[ALLOCATED] allocated)");
+    import_settings.add_filter(r"[0-9.]+[BKMGT]? on disk", "[ALLOCATED] on disk");
+    import_settings.add_filter(r"by banger \d+\.\d+\.\d+\S*", "by banger [VERSION]");
+    import_settings.bind(|| {
+        insta::assert_snapshot!("image_import_text", stdout);
+    });
+    let imported = sandbox.json(&["image", "import", "base.banger-image", "--name", "copy2"]);
+    assert_eq!(imported["source"], "imported");
+    assert_eq!(imported["manifest"]["name"], "copy2");
+    let base = sandbox.json(&["image", "show", "base"]);
+    assert_eq!(
+        imported["manifest"]["created_from"],
+        base["manifest"]["created_from"]
+    );
+    sandbox.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "dev",
+        "--image",
+        "copy",
+    ]);
+
+    // Not an export: refused before anything starts.
+    let (_, stderr) = sandbox.run(
+        &["image", "import", "vmlinux", "--name", "x"],
+        INVALID_INPUT,
+    );
+    settings(&sandbox).bind(|| {
+        insta::assert_snapshot!("image_import_foreign", stderr);
+    });
+    assert_eq!(
+        sandbox.json(&["image", "list"]).as_array().unwrap().len(),
+        3
+    );
+}
+
 /// A start that cannot happen (here: the configured Firecracker does not exist) fails with the
 /// reason, leaves the VM stopped with that reason recorded, and the lifecycle commands refuse
 /// what the VM's state does not allow.

@@ -211,6 +211,7 @@ impl Web {
                 init_features: Vec::new(),
                 created_from: "test".into(),
                 created_at: Timestamp::now(),
+                imported_from: None,
             },
             created_at: Timestamp::now(),
         };

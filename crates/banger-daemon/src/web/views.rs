@@ -740,6 +740,8 @@ fn kind_label(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::RegisterImage => "Register image",
         OperationKind::BootstrapImage => "Bootstrap image",
+        OperationKind::ExportImage => "Export image",
+        OperationKind::ImportImage => "Import image",
         OperationKind::StartVm => "Start VM",
         OperationKind::StopVm => "Stop VM",
         OperationKind::RestartVm => "Restart VM",
@@ -843,7 +845,9 @@ impl From<&Operation> for OpView {
         };
         let result = match (op.kind, op.state, &op.result) {
             (
-                OperationKind::RegisterImage | OperationKind::BootstrapImage,
+                OperationKind::RegisterImage
+                | OperationKind::BootstrapImage
+                | OperationKind::ImportImage,
                 OperationState::Succeeded,
                 Some(value),
             ) => value.get("name").and_then(|n| n.as_str()).map(|name| Link {
@@ -864,9 +868,11 @@ impl From<&Operation> for OpView {
             OperationKind::StartVm | OperationKind::StopVm | OperationKind::RestartVm => {
                 Some(vm_href(&op.target))
             }
-            OperationKind::RegisterImage | OperationKind::BootstrapImage => {
-                result.as_ref().map(|link| link.href.clone())
-            }
+            OperationKind::RegisterImage
+            | OperationKind::BootstrapImage
+            | OperationKind::ImportImage => result.as_ref().map(|link| link.href.clone()),
+            // The image exported is the target; the result names a file, not a page.
+            OperationKind::ExportImage => Some(image_href(&op.target)),
         };
         OpView {
             id: op.id.clone(),
@@ -1486,6 +1492,7 @@ mod tests {
                 init_features: Vec::new(),
                 created_from: "debootstrap bookworm (minbase)".into(),
                 created_at: Timestamp(T),
+                imported_from: None,
             },
             created_at: Timestamp(T),
         }

@@ -675,6 +675,7 @@ impl Run<'_> {
                 package.version
             ),
             created_at,
+            imported_from: None,
         };
         let manifest = BootstrapManifest {
             image: image_manifest.clone(),
