@@ -14,6 +14,8 @@ use assert_cmd::Command;
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 use serde_json::Value;
 
+pub mod netns;
+
 /// An isolated banger installation; dropping it stops its daemon.
 pub struct Sandbox {
     dir: tempfile::TempDir,

@@ -1,0 +1,150 @@
+//! A banger whose daemon, bridge, taps and guests live in a network namespace the test makes
+//! (the network rule for tests: no guest traffic outside it), driven through the real CLI.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Sandbox;
+
+/// Whether `program arg` runs and succeeds (a prerequisite check before a SKIP).
+pub fn have(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A network namespace that is removed (with everything in it) when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn create() -> Option<Netns> {
+        let name = format!("banger-test-e2e-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        let _ = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
+        Some(Netns(name))
+    }
+
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A sandboxed banger whose commands run inside `netns`; dropping it deletes its VMs and stops
+/// its daemon, before the namespace goes.
+pub struct E2e {
+    pub sandbox: Sandbox,
+    pub netns: Netns,
+}
+
+impl E2e {
+    /// `banger ARGS` inside the namespace; returns (exit code, stdout, stderr).
+    pub fn banger(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
+            .args(args)
+            .current_dir(self.sandbox.root())
+            .envs(self.sandbox.env())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.banger(args);
+        assert_eq!(
+            code, 0,
+            "banger {args:?}\n--- stdout\n{out}\n--- stderr\n{err}"
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let out = self.ok(&args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    pub fn vm(&self, name: &str) -> Value {
+        self.json(&["vm", "show", name])
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn taps(&self) -> Vec<String> {
+        let out = self.netns.run("ip", &["-br", "link"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| name.starts_with("bt-"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn nat_comments(&self) -> String {
+        let out = self
+            .netns
+            .run("nft", &["-j", "list", "table", "inet", "banger"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn config(&self, ready_timeout: &str) {
+        let cache = std::env::var_os("BANGER_TEST_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
+        self.sandbox.config(&format!(
+            "vmm = \"qemu\"\ncache_dir = \"{}\"\n[defaults]\nvcpus = 1\nmemory_mib = 1024\n\
+             disk = \"2G\"\nwork_disk = \"1G\"\nready_timeout = \"{ready_timeout}\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n",
+            cache.display()
+        ));
+    }
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        // VMs first (their QEMU processes), then the daemon; the namespace goes last.
+        if let (0, out, _) = self.banger(&["vm", "list", "-o", "json"])
+            && let Ok(Value::Array(vms)) = serde_json::from_str::<Value>(&out)
+        {
+            for vm in vms {
+                if let Some(name) = vm["name"].as_str() {
+                    let _ = self.banger(&["vm", "delete", name]);
+                }
+            }
+        }
+        let _ = self.banger(&["daemon", "stop"]);
+    }
+}
