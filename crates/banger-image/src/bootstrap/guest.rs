@@ -136,11 +136,11 @@ pub fn files() -> Vec<GuestFile> {
          [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n\
          mkdir -p /run/sshd && chmod 0755 /run/sshd\n\
          # Hardware virtualization for VMs inside this one (banger's lab runs Firecracker here)\n\
-         # when the CPU offers it, and /dev/net/tun for their taps; in the background, so the\n\
-         # services do not wait for it.\n\
-         (if grep -qw svm /proc/cpuinfo; then modprobe kvm_amd\n\
-         \telif grep -qw vmx /proc/cpuinfo; then modprobe kvm_intel; fi\n\
-         \tmodprobe tun) >/dev/null 2>&1 &\n\
+         # when the CPU offers it, and /dev/net/tun for their taps: in the background and at the\n\
+         # lowest priority, so the services, which a start waits for, do not wait for it.\n\
+         (if grep -qw svm /proc/cpuinfo; then nice -n 19 modprobe kvm_amd\n\
+         \telif grep -qw vmx /proc/cpuinfo; then nice -n 19 modprobe kvm_intel; fi\n\
+         \tnice -n 19 modprobe tun) >/dev/null 2>&1 &\n\
          # One machine id per VM, kept on its overlay disk.\n\
          if [ ! -s /etc/machine-id ]; then\n\
          \ttr -d - </proc/sys/kernel/random/uuid >/etc/machine-id\n\
