@@ -584,6 +584,18 @@ impl ExecInput {
     pub async fn resize(&mut self, rows: u16, cols: u16) -> Result<(), AgentError> {
         self.send(Frame::resize(rows, cols)).await
     }
+
+    /// Sends signal `name` (`INT`, `TERM`, ... see [`crate::frame::SIGNALS`]) to the command's
+    /// process group (with a TTY: the terminal's foreground group).
+    pub async fn signal(&mut self, name: &str) -> Result<(), AgentError> {
+        self.send(Frame::signal(name)).await
+    }
+
+    /// Sends one frame as it is, for a relay that already speaks the framing (bangerd's exec
+    /// route). Only input frames make sense here; the agent refuses others.
+    pub async fn forward(&mut self, frame: Frame) -> Result<(), AgentError> {
+        self.send(frame).await
+    }
 }
 
 /// What a running command produced.

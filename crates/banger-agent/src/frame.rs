@@ -10,6 +10,7 @@
 //! | `0x02` stdin | request | bytes for the command's standard input (or the terminal) |
 //! | `0x03` stdin EOF | request | empty; closes standard input |
 //! | `0x04` resize | request | rows then columns, two big-endian `u16` (TTY sessions) |
+//! | `0x05` signal | request | a signal's name, e.g. `INT`, `TERM` (see [`SIGNALS`]); for the command's process group |
 //! | `0x11` stdout | response | bytes the command wrote to standard output (everything, with a TTY) |
 //! | `0x12` stderr | response | bytes the command wrote to standard error |
 //! | `0x13` exit | response | the [`ExitStatus`](crate::protocol::ExitStatus) as JSON; always the last frame |
@@ -31,6 +32,7 @@ pub enum FrameKind {
     Stdin,
     StdinEof,
     Resize,
+    Signal,
     Stdout,
     Stderr,
     Exit,
@@ -44,6 +46,7 @@ impl FrameKind {
             FrameKind::Stdin => 0x02,
             FrameKind::StdinEof => 0x03,
             FrameKind::Resize => 0x04,
+            FrameKind::Signal => 0x05,
             FrameKind::Stdout => 0x11,
             FrameKind::Stderr => 0x12,
             FrameKind::Exit => 0x13,
@@ -57,6 +60,7 @@ impl FrameKind {
             0x02 => FrameKind::Stdin,
             0x03 => FrameKind::StdinEof,
             0x04 => FrameKind::Resize,
+            0x05 => FrameKind::Signal,
             0x11 => FrameKind::Stdout,
             0x12 => FrameKind::Stderr,
             0x13 => FrameKind::Exit,
@@ -64,6 +68,29 @@ impl FrameKind {
             _ => return None,
         })
     }
+}
+
+/// The signals a signal frame may name, with their Linux numbers: what a terminal or a
+/// supervisor sends to a foreground command. By name on the wire, so the number is the
+/// guest's business, not the client's.
+pub const SIGNALS: [(&str, i32); 8] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("TERM", 15),
+    ("WINCH", 28),
+];
+
+/// The number of the signal a signal frame names (`INT` or `SIGINT`).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.strip_prefix("SIG").unwrap_or(name);
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, num)| *num)
 }
 
 /// One frame.
@@ -87,6 +114,21 @@ impl Frame {
         payload.put_u16(rows);
         payload.put_u16(cols);
         Frame::new(FrameKind::Resize, payload.freeze())
+    }
+
+    /// A signal frame asking for signal `name` (`INT`, `TERM`, ...).
+    pub fn signal(name: &str) -> Self {
+        Frame::new(FrameKind::Signal, Bytes::copy_from_slice(name.as_bytes()))
+    }
+
+    /// The signal number a signal frame asks for.
+    pub fn signal_number(&self) -> Result<i32, FrameError> {
+        std::str::from_utf8(&self.payload)
+            .ok()
+            .and_then(signal_number)
+            .ok_or_else(|| {
+                FrameError::BadSignal(String::from_utf8_lossy(&self.payload).into_owned())
+            })
     }
 
     /// The terminal size of a resize frame.
@@ -127,6 +169,9 @@ pub enum FrameError {
 
     #[error("resize frame must carry 4 bytes (rows, columns), not {len}")]
     BadResize { len: usize },
+
+    #[error("signal frame names {0:?}, which is not one of HUP INT QUIT KILL USR1 USR2 TERM WINCH")]
+    BadSignal(String),
 
     #[error("the exec stream ended inside a frame ({pending} bytes left over)")]
     Truncated { pending: usize },
@@ -189,6 +234,7 @@ mod tests {
             Frame::new(FrameKind::Stdout, vec![0u8, 255, 10, 13]),
             Frame::new(FrameKind::StdinEof, Bytes::new()),
             Frame::resize(24, 80),
+            Frame::signal("INT"),
             Frame::new(FrameKind::Exit, &b"{\"code\":3}"[..]),
         ];
         let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();
@@ -228,6 +274,13 @@ mod tests {
         dec.push(&[0x11, 0, 0, 0, 9, b'x']);
         assert_eq!(dec.next_frame(), Ok(None));
         assert_eq!(dec.finish(), Err(FrameError::Truncated { pending: 6 }));
+
+        assert_eq!(Frame::signal("INT").signal_number(), Ok(2));
+        assert_eq!(Frame::signal("SIGTERM").signal_number(), Ok(15));
+        assert_eq!(
+            Frame::signal("STOP").signal_number(),
+            Err(FrameError::BadSignal("STOP".into()))
+        );
 
         let odd = Frame::new(FrameKind::Resize, &b"abc"[..]);
         assert_eq!(odd.resize_size(), Err(FrameError::BadResize { len: 3 }));

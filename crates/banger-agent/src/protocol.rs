@@ -86,9 +86,15 @@ pub struct ExecRequest {
     /// `LANG=C.UTF-8`, plus `TERM` for a TTY.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Working directory; `/root` (the VM's work disk) when absent.
+    /// Working directory; when absent, the user's home directory if it exists (`/root`, the
+    /// VM's work disk, for root), else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Run as this user (a name or a numeric uid from the guest's `/etc/passwd`), with its
+    /// primary group, supplementary groups, `HOME`, `USER`, `LOGNAME` and `SHELL`; root when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Whether standard input comes from stdin frames; otherwise it is `/dev/null`.
     #[serde(default)]
     pub stdin: bool,

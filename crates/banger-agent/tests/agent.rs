@@ -275,6 +275,31 @@ async fn stdout_and_stderr_stay_apart_and_env_and_cwd_apply() {
 }
 
 #[tokio::test]
+async fn a_command_runs_as_the_user_asked_for() {
+    let agent = Agent::start();
+    let client = agent.client();
+    let mut request = ExecRequest::new(["no-such-user-banger"]);
+    request.user = Some("no-such-user-banger".into());
+    let err = client.exec_output(&request, None).await.unwrap_err();
+    assert_eq!(err.code(), Some("no_such_user"), "{err}");
+
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: changing users needs root");
+        return;
+    }
+    let mut request = sh("id -un; id -u; echo \"$HOME $USER\"; pwd");
+    request.user = Some("nobody".into());
+    let out = client.exec_output(&request, None).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "nobody", "{text}");
+    assert_ne!(lines[1], "0");
+    assert!(lines[2].ends_with(" nobody"), "{text}");
+    // nobody's home does not exist: the command starts at the root.
+    assert_eq!(lines[3], "/", "{text}");
+}
+
+#[tokio::test]
 async fn stdin_reaches_the_command() {
     let agent = Agent::start();
     let client = agent.client();

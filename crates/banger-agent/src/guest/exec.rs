@@ -1,7 +1,7 @@
 //! `POST /v1/exec`: runs a command for the host and streams it both ways in the framing of
-//! [`crate::frame`]. The request body's first frame says what to run; later frames carry
-//! standard input and terminal resizes. The answer streams stdout/stderr frames and ends with
-//! one exit frame.
+//! [`crate::frame`]. The request body's first frame says what to run (and as whom); later
+//! frames carry standard input, terminal resizes and signals. The answer streams
+//! stdout/stderr frames and ends with one exit frame.
 //!
 //! Every command runs in its own process group (with a TTY: its own session, the terminal
 //! as controlling terminal), and the group is killed with SIGKILL when the client goes away
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use super::account::{Account, AccountError};
 use super::fdio::FdStream;
 use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
 use crate::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
@@ -63,6 +64,9 @@ pub enum ExecError {
         source: io::Error,
     },
 
+    #[error(transparent)]
+    User(#[from] AccountError),
+
     #[error("cannot set up a terminal: {0}")]
     Pty(#[source] io::Error),
 
@@ -91,6 +95,12 @@ impl ExecError {
             }
             ExecError::Spawn { .. } | ExecError::Pty(_) => (500, "exec_failed", None),
             ExecError::NoCwd(_) => (400, "no_such_directory", None),
+            ExecError::User(AccountError::Unknown(_)) => (
+                400,
+                "no_such_user",
+                Some("name a user of the guest's /etc/passwd, or a numeric uid there".into()),
+            ),
+            ExecError::User(_) => (500, "exec_failed", None),
             _ => (400, "bad_exec_request", None),
         }
     }
@@ -159,15 +169,24 @@ pub async fn start(mut input: FrameInput) -> Result<Session, ExecError> {
     Ok(Session { child, io, input })
 }
 
+/// Who runs the request: its user from the guest's account files, root when it names none.
+fn account(request: &ExecRequest) -> Result<Account, ExecError> {
+    match &request.user {
+        Some(user) => Ok(Account::lookup(Path::new("/etc"), user)?),
+        None => Ok(Account::root()),
+    }
+}
+
 /// The environment a command starts with: a clean, predictable base (the agent's own
-/// environment is its init's business), then what the request sets.
-pub fn environment(request: &ExecRequest) -> BTreeMap<String, String> {
+/// environment is its init's business) for the account it runs as, then what the request
+/// sets.
+pub fn environment(request: &ExecRequest, account: &Account) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
         ("PATH", DEFAULT_PATH),
-        ("HOME", "/root"),
-        ("USER", "root"),
-        ("LOGNAME", "root"),
-        ("SHELL", "/bin/sh"),
+        ("HOME", &account.home),
+        ("USER", &account.name),
+        ("LOGNAME", &account.name),
+        ("SHELL", &account.shell),
         ("LANG", "C.UTF-8"),
     ]
     .into_iter()
@@ -180,12 +199,13 @@ pub fn environment(request: &ExecRequest) -> BTreeMap<String, String> {
     env
 }
 
-/// Where the command starts: the request's directory, else `/root` (the work disk), else `/`.
-fn working_dir(request: &ExecRequest) -> Result<String, ExecError> {
+/// Where the command starts: the request's directory, else the user's home (`/root`, the
+/// work disk, for root), else `/`.
+fn working_dir(request: &ExecRequest, account: &Account) -> Result<String, ExecError> {
     match &request.cwd {
         Some(cwd) if Path::new(cwd).is_dir() => Ok(cwd.clone()),
         Some(cwd) => Err(ExecError::NoCwd(cwd.clone())),
-        None if Path::new("/root").is_dir() => Ok("/root".into()),
+        None if Path::new(&account.home).is_dir() => Ok(account.home.clone()),
         None => Ok("/".into()),
     }
 }
@@ -211,13 +231,17 @@ pub struct Session {
 
 fn spawn(request: &ExecRequest) -> Result<(Child, SessionIo), ExecError> {
     let program = request.argv.first().ok_or(ExecError::EmptyArgv)?;
-    let cwd = working_dir(request)?;
+    let account = account(request)?;
+    let cwd = working_dir(request, &account)?;
     let mut command = Command::new(program);
     command
         .args(&request.argv[1..])
         .env_clear()
-        .envs(environment(request))
+        .envs(environment(request, &account))
         .current_dir(&cwd);
+    if request.user.is_some() {
+        become_user(&mut command, &account);
+    }
     let spawn_error = |source| ExecError::Spawn {
         program: program.clone(),
         source,
@@ -274,6 +298,28 @@ fn spawn(request: &ExecRequest) -> Result<(Child, SessionIo), ExecError> {
             let master = FdStream::new(master).map_err(ExecError::Pty)?;
             Ok((child, SessionIo::Tty { master }))
         }
+    }
+}
+
+/// Drops the child to `account` between fork and exec. Done by hand rather than with
+/// `Command::uid`/`gid` because those keep root's supplementary groups unless std decides
+/// otherwise, and the account's own groups must be set before the uid changes.
+fn become_user(command: &mut Command, account: &Account) {
+    let (uid, gid) = (account.uid, account.gid);
+    let groups: Vec<libc::gid_t> = account.groups.clone();
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe system calls (setgroups, setgid, setuid) on memory allocated before
+    // the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -388,7 +434,7 @@ impl Session {
             tokio::select! {
                 frame = input.next(), if !input_done => match frame {
                     Ok(Some(frame)) => {
-                        if let Err(e) = apply_input(&mut input_writer, &frame).await {
+                        if let Err(e) = apply_input(&mut input_writer, &frame, killer.pgid).await {
                             send_error(&out, "bad_exec_input", &e.to_string()).await;
                             killer.kill();
                             break;
@@ -467,7 +513,11 @@ enum InputWriter {
     Tty(std::sync::Arc<FdStream>),
 }
 
-async fn apply_input(writer: &mut Option<InputWriter>, frame: &Frame) -> Result<(), FrameError> {
+async fn apply_input(
+    writer: &mut Option<InputWriter>,
+    frame: &Frame,
+    pgid: Option<i32>,
+) -> Result<(), FrameError> {
     match frame.kind {
         FrameKind::Stdin => {
             let result = match writer {
@@ -491,6 +541,24 @@ async fn apply_input(writer: &mut Option<InputWriter>, frame: &Frame) -> Result<
             let (rows, cols) = frame.resize_size()?;
             if let Some(InputWriter::Tty(master)) = writer {
                 let _ = set_size(master.fd(), TtySize { rows, cols });
+            }
+        }
+        FrameKind::Signal => {
+            let signal = frame.signal_number()?;
+            // With a terminal the signal goes where the terminal's own ^C would: its
+            // foreground process group (a shell's running job), else the session.
+            let foreground = match writer {
+                Some(InputWriter::Tty(master)) => rustix::termios::tcgetpgrp(master.fd())
+                    .ok()
+                    .map(|p| p.as_raw_nonzero().get()),
+                _ => None,
+            };
+            if let Some(group) = foreground.or(pgid) {
+                // SAFETY: kill(2) on a negative pid signals that process group; no memory
+                // involved.
+                unsafe {
+                    libc::kill(-group, signal);
+                }
             }
         }
         // A second start frame, or a frame only the agent sends.
@@ -608,14 +676,17 @@ mod tests {
         let mut request = ExecRequest::new(["env"]);
         request.env.insert("PATH".into(), "/opt/bin".into());
         request.env.insert("FOO".into(), "bar".into());
-        let env = environment(&request);
+        let env = environment(&request, &Account::root());
         assert_eq!(env["PATH"], "/opt/bin");
         assert_eq!(env["FOO"], "bar");
         assert_eq!(env["HOME"], "/root");
         assert!(!env.contains_key("TERM"));
 
         request.tty = Some(TtySize { rows: 24, cols: 80 });
-        assert_eq!(environment(&request)["TERM"], "xterm-256color");
+        assert_eq!(
+            environment(&request, &Account::root())["TERM"],
+            "xterm-256color"
+        );
     }
 
     #[test]

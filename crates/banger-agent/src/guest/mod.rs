@@ -6,6 +6,7 @@
 //! only), request heads are bounded ([`MAX_HEAD_BYTES`], [`HEAD_TIMEOUT`]), and at most
 //! [`MAX_CONNECTIONS`] connections are served at once (more wait to be accepted).
 
+pub mod account;
 pub mod exec;
 pub mod fdio;
 pub mod files;
@@ -249,6 +250,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves one connection that arrived by some other way than the agent's listeners: tests
+/// that play a VMM's transport (bangerd's relay of exec, for one) run the agent in-process.
+pub async fn serve_stream<S>(stream: S, config: Config)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let listening_at = config.started_at;
+    let state = Arc::new(State {
+        config,
+        listeners: vec!["stream".into()],
+        listening_at,
+    });
+    serve_connection(stream, state).await;
 }
 
 /// Out of descriptors or a connection reset before accept: say so, pause, go on.
