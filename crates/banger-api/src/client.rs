@@ -266,8 +266,8 @@ impl Client {
         .await
     }
 
-    /// Starts a command in VM `name`; `request` is the agent's exec request as JSON. The
-    /// answer's body streams the agent's frames.
+    /// Starts a command in VM `name`; `request` is the agent's exec request as JSON (no
+    /// standard input, no terminal). The answer's body streams the agent's frames.
     pub async fn exec(
         &self,
         name: &str,
@@ -279,6 +279,74 @@ impl Client {
             Some(request),
         )
         .await
+    }
+
+    /// Starts a framed, full-duplex exec session in VM `name`: `frames` is the request body (a
+    /// start frame, then input frames, sent as they come while the answer streams), and the
+    /// answer's body streams output frames. See docs/guest-agent.md for the framing.
+    pub async fn exec_frames(
+        &self,
+        name: &str,
+        frames: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let response = self
+            .send_streaming(
+                Method::POST,
+                &format!("/v1/vms/{}/exec", escape(name)),
+                EXEC_FRAMES,
+                ReceiverBody(frames),
+            )
+            .await?;
+        let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Err(ClientError::Api(decode_error(status, &bytes)));
+        }
+        Ok(response)
+    }
+
+    /// Sends a request whose body streams from `body` while the answer is read: HTTP/1.1
+    /// allows both at once, which is what an interactive exec needs.
+    async fn send_streaming(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: ReceiverBody,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "bangerd")
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        if let Some(id) = &self.build_id {
+            request = request.header(BUILD_ID_HEADER, id);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Extracts the tar archive `tar` into directory `dir` of VM `name`.
@@ -464,6 +532,27 @@ impl Client {
             // The stream ended early (daemon restarted?): ask once more for the final word.
             _ => self.get_operation(id).await,
         }
+    }
+}
+
+/// The media type of a framed exec stream, both ways.
+pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
+
+/// A request body fed chunk by chunk from a channel; it ends when the sender is dropped. The
+/// channel's bound is the back-pressure: a sender waits while the daemon is not reading.
+struct ReceiverBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ReceiverBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
     }
 }
 

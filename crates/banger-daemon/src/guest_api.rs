@@ -1,6 +1,7 @@
 //! The routes that reach inside a running VM, for `vm exec`, `vm ssh`, `vm logs`, `vm health`,
 //! `vm ports` and `vm stats`: the daemon holds the VM's agent token and the way to reach its
-//! agent, so clients never need either.
+//! agent, so clients never need either. Exec is relayed frame by frame in both directions at
+//! once (the request body keeps streaming input while the answer streams output).
 
 use std::sync::Arc;
 
@@ -8,8 +9,8 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use banger_agent::client::ExecEvent;
-use banger_agent::frame::{Frame, FrameKind};
+use banger_agent::client::{ExecEvent, ExecEvents};
+use banger_agent::frame::{Frame, FrameDecoder, FrameKind};
 use banger_agent::protocol::ExecRequest;
 use banger_api::{ApiError, ConsoleChunk, ErrorCode, SshAccess};
 use serde::Deserialize;
@@ -78,65 +79,218 @@ pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `POST /v1/vms/{name}/exec`: runs a command through the guest agent; the answer streams the
-/// agent's frames (stdout, stderr, then exit; see docs/guest-agent.md) as
-/// `application/vnd.banger.exec-frames`.
+/// The media type of a framed exec stream, both ways (see docs/guest-agent.md).
+pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
+
+/// `POST /v1/vms/{name}/exec`: runs a command through the guest agent. The answer streams the
+/// agent's frames (stdout, stderr, then exit) as [`EXEC_FRAMES`]. The request is either
+///
+/// - framed ([`EXEC_FRAMES`]): a start frame, then stdin, stdin EOF, resize and signal frames
+///   while the answer streams: a full-duplex conversation relayed frame by frame, so input
+///   and output of any size pass in bounded memory; or
+/// - a JSON exec request, for simple clients: no standard input, no terminal.
 pub async fn exec(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Body(request): Body<ExecRequest>,
+    request: axum::extract::Request,
 ) -> Response {
-    let result: Answer<Response> = async {
-        if request.argv.is_empty() || request.argv[0].is_empty() {
-            return Err(Failure(
-                ApiError::invalid("no command to run").with_hint("banger vm exec NAME -- CMD..."),
-            ));
-        }
-        if request.stdin || request.tty.is_some() {
-            return Err(Failure(
-                ApiError::new(
-                    ErrorCode::Unsupported,
-                    "exec through bangerd runs commands without standard input or a terminal",
-                )
-                .with_hint("for an interactive session use `banger vm ssh NAME`"),
-            ));
-        }
-        let vm = running_vm(&d, name).await?;
-        let agent = guest::agent(&d, &vm)?;
-        let session = agent.exec(&request).await.map_err(agent_error)?;
-        let stream = futures_util::stream::unfold(Some(session), |state| async move {
-            let mut session = state?;
-            let frame = match session.next().await {
-                Ok(Some(ExecEvent::Stdout(bytes))) => Frame::new(FrameKind::Stdout, bytes),
-                Ok(Some(ExecEvent::Stderr(bytes))) => Frame::new(FrameKind::Stderr, bytes),
-                Ok(Some(ExecEvent::Exit(status))) => {
-                    let json = serde_json::to_vec(&status).unwrap_or_default();
-                    return Some((
-                        Ok::<_, std::io::Error>(Frame::new(FrameKind::Exit, json).encode()),
-                        None,
-                    ));
-                }
-                Ok(None) => return None,
-                Err(e) => {
-                    let body = serde_json::json!({"message": e.to_string()});
-                    let frame = Frame::new(
-                        FrameKind::Error,
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                    );
-                    return Some((Ok(frame.encode()), None));
-                }
-            };
-            Some((Ok(frame.encode()), Some(session)))
-        });
-        Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/vnd.banger.exec-frames")],
-            HttpBody::from_stream(stream),
-        )
-            .into_response())
-    }
-    .await;
+    let framed = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(EXEC_FRAMES));
+    let result = if framed {
+        exec_framed(&d, name, request.into_body()).await
+    } else {
+        exec_json(&d, name, request).await
+    };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn exec_json(
+    d: &Arc<Daemon>,
+    name: String,
+    request: axum::extract::Request,
+) -> Answer<Response> {
+    use axum::extract::FromRequest;
+    let Body(exec) = Body::<ExecRequest>::from_request(request, d).await?;
+    check_argv(&exec)?;
+    if exec.stdin || exec.tty.is_some() {
+        return Err(Failure(
+            ApiError::new(
+                ErrorCode::Unsupported,
+                "a JSON exec request runs its command without standard input or a terminal",
+            )
+            .with_hint(format!(
+                "send the request as {EXEC_FRAMES} (a start frame, then input frames), as \
+                 `banger vm exec` does"
+            )),
+        ));
+    }
+    let vm = running_vm(d, name).await?;
+    let agent = guest::agent(d, &vm)?;
+    let (_input, events) = agent.exec(&exec).await.map_err(agent_error)?.split();
+    Ok(frames_answer(events, None))
+}
+
+fn check_argv(request: &ExecRequest) -> Result<(), Failure> {
+    if request.argv.is_empty() || request.argv[0].is_empty() {
+        return Err(Failure(
+            ApiError::invalid("no command to run").with_hint("banger vm exec NAME -- CMD..."),
+        ));
+    }
+    Ok(())
+}
+
+/// The frames of a request body, in order.
+struct InputFrames {
+    body: axum::body::BodyDataStream,
+    decoder: FrameDecoder,
+}
+
+impl InputFrames {
+    /// The next frame; `Ok(None)` at a clean end of the body, `Err` for a broken framing or
+    /// a body that broke off (the client hung up).
+    async fn next(&mut self) -> Result<Option<Frame>, String> {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(frame) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok(Some(frame));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.decoder.push(&chunk),
+                Some(Err(e)) => return Err(format!("the request body broke off: {e}")),
+                None => {
+                    self.decoder.finish().map_err(|e| e.to_string())?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+async fn exec_framed(d: &Arc<Daemon>, name: String, body: HttpBody) -> Answer<Response> {
+    let mut frames = InputFrames {
+        body: body.into_data_stream(),
+        decoder: FrameDecoder::new(),
+    };
+    let bad = |message: String| {
+        Failure(ApiError::invalid(message).with_hint(
+            "a framed exec request starts with a start frame carrying the exec request as JSON",
+        ))
+    };
+    let exec = match frames.next().await.map_err(bad)? {
+        Some(frame) if frame.kind == FrameKind::Start => {
+            serde_json::from_slice::<ExecRequest>(&frame.payload)
+                .map_err(|e| bad(format!("the start frame is not an exec request: {e}")))?
+        }
+        other => {
+            return Err(bad(format!(
+                "the first frame must be a start frame, not {:?}",
+                other.map(|f| f.kind)
+            )));
+        }
+    };
+    check_argv(&exec)?;
+    let vm = running_vm(d, name).await?;
+    let agent = guest::agent(d, &vm)?;
+    let (mut input, events) = agent.exec(&exec).await.map_err(agent_error)?.split();
+    // The rest of the body is relayed as it comes, while the answer streams: each frame waits
+    // for room on the agent's connection, so a fast sender is held back by a slow command
+    // rather than buffered here.
+    let (hangup_tx, hangup_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        loop {
+            match frames.next().await {
+                Ok(Some(frame)) => match frame.kind {
+                    FrameKind::Stdin
+                    | FrameKind::StdinEof
+                    | FrameKind::Resize
+                    | FrameKind::Signal => {
+                        if input.forward(frame).await.is_err() {
+                            // The agent's side is gone; the answer says why.
+                            return;
+                        }
+                    }
+                    other => {
+                        let _ = hangup_tx
+                            .send(format!("a {other:?} frame cannot follow the start frame"));
+                        return;
+                    }
+                },
+                // A clean end closes the command's input; the command goes on. Dropping
+                // `input` ends the agent's request body the same way.
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = hangup_tx.send(e);
+                    return;
+                }
+            }
+        }
+    });
+    Ok(frames_answer(events, Some(hangup_rx)))
+}
+
+/// Streams the agent's events as frames. When `hangup` fires (the client's request body broke
+/// off or went wrong), the answer ends with an error frame and the agent's connection is
+/// dropped, which makes the agent kill the command.
+fn frames_answer(
+    events: ExecEvents,
+    hangup: Option<tokio::sync::oneshot::Receiver<String>>,
+) -> Response {
+    let hangup = async move {
+        match hangup {
+            Some(rx) => match rx.await {
+                Ok(why) => why,
+                // The relay ended without complaint: nothing to wait for.
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let state = Some((events, Box::pin(hangup)));
+    let stream = futures_util::stream::unfold(state, |state| async move {
+        let (mut events, mut hangup) = state?;
+        let event = tokio::select! {
+            event = events.next() => event,
+            why = &mut hangup => {
+                let frame = error_frame("bad_exec_input", why);
+                return Some((Ok::<_, std::io::Error>(frame.encode()), None));
+            }
+        };
+        let frame = match event {
+            Ok(Some(ExecEvent::Stdout(bytes))) => Frame::new(FrameKind::Stdout, bytes),
+            Ok(Some(ExecEvent::Stderr(bytes))) => Frame::new(FrameKind::Stderr, bytes),
+            Ok(Some(ExecEvent::Exit(status))) => {
+                let json = serde_json::to_vec(&status).unwrap_or_default();
+                return Some((Ok(Frame::new(FrameKind::Exit, json).encode()), None));
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                let frame = error_frame(e.code().unwrap_or("agent_failed"), e.to_string());
+                return Some((Ok(frame.encode()), None));
+            }
+        };
+        Some((Ok(frame.encode()), Some((events, hangup))))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, EXEC_FRAMES)],
+        HttpBody::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn error_frame(code: &str, message: String) -> Frame {
+    let body = banger_agent::protocol::ErrorBody {
+        code: code.to_owned(),
+        message,
+        hint: None,
+    };
+    Frame::new(
+        FrameKind::Error,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_agent::frame::{Frame, FrameKind};
+use banger_agent::protocol::{ExecRequest, ExitStatus, TtySize};
 use banger_api::paths::Paths;
 use banger_api::{
     Client, CreateVmRequest, ErrorCode, Operation, OperationState, StageState, Vm, VmAction,
@@ -185,6 +187,260 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Plays Firecracker's hybrid vsock for VM `vm`: accepts on its vsock socket, answers
+/// `CONNECT 1024` with `OK`, and serves each connection with the guest agent, in-process (its
+/// commands run on the host as the test's user). The agent answers with the VM's own token.
+fn serve_agent(h: &Harness, vm: &Vm) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let socket = PathBuf::from(vm.runtime.as_ref().unwrap().vsock_socket.clone().unwrap());
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let token = std::fs::read_to_string(h.paths.vm_dir(&vm.id).join("agent-token")).unwrap();
+    let config = banger_agent::guest::Config {
+        token: banger_agent::guest::Token::new(token.trim()),
+        tcp: Vec::new(),
+        vsock_port: None,
+        shutdown: banger_agent::guest::shutdown::Method::Kernel,
+        proc_root: "/proc".into(),
+        started_at: Duration::ZERO,
+        boot_stages: Vec::new(),
+    };
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                let mut conn = tokio::io::BufReader::new(conn);
+                let mut line = String::new();
+                conn.read_line(&mut line).await.unwrap();
+                assert_eq!(line, "CONNECT 1024\n");
+                conn.get_mut().write_all(b"OK 1073741824\n").await.unwrap();
+                banger_agent::guest::serve_stream(conn, config).await;
+            });
+        }
+    });
+}
+
+/// A framed exec session through bangerd's API: the sender of its request body and the
+/// answer's frames.
+struct Exec {
+    input: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    body: hyper::body::Incoming,
+    decoder: banger_agent::frame::FrameDecoder,
+}
+
+impl Exec {
+    async fn start(client: &Client, vm: &str, request: &ExecRequest) -> Exec {
+        let (input, rx) = tokio::sync::mpsc::channel(4);
+        let start = serde_json::to_vec(request).unwrap();
+        input
+            .send(Frame::new(FrameKind::Start, start).encode())
+            .await
+            .unwrap();
+        let response = client.exec_frames(vm, rx).await.unwrap();
+        Exec {
+            input,
+            body: response.into_body(),
+            decoder: banger_agent::frame::FrameDecoder::new(),
+        }
+    }
+
+    async fn send(&self, frame: Frame) {
+        self.input.send(frame.encode()).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Frame {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return frame;
+            }
+            let chunk = self.body.frame().await.expect("the answer ended early");
+            if let Ok(data) = chunk.unwrap().into_data() {
+                self.decoder.push(&data);
+            }
+        }
+    }
+
+    /// Output frames until the exit: (stdout, stderr, exit status).
+    async fn finish(&mut self) -> (Vec<u8>, Vec<u8>, ExitStatus) {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        loop {
+            let frame = self.next().await;
+            match frame.kind {
+                FrameKind::Stdout => stdout.extend_from_slice(&frame.payload),
+                FrameKind::Stderr => stderr.extend_from_slice(&frame.payload),
+                FrameKind::Exit => {
+                    return (
+                        stdout,
+                        stderr,
+                        serde_json::from_slice(&frame.payload).unwrap(),
+                    );
+                }
+                other => panic!(
+                    "unexpected {other:?}: {}",
+                    String::from_utf8_lossy(&frame.payload)
+                ),
+            }
+        }
+    }
+}
+
+fn sh(script: &str) -> ExecRequest {
+    let mut request = ExecRequest::new(["sh", "-c", script]);
+    request.stdin = true;
+    request
+}
+
+/// The relay is full duplex: input written after output was read still reaches the command,
+/// while the same request's answer is streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_relays_input_written_after_output_was_read() {
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (vm, _) = h.create("dev").await;
+    serve_agent(&h, &vm);
+
+    let mut exec = Exec::start(
+        &h.client,
+        "dev",
+        &sh("echo ready; read line; echo \"got $line\"; echo err >&2; exit 3"),
+    )
+    .await;
+    let first = exec.next().await;
+    assert_eq!(
+        (first.kind, &first.payload[..]),
+        (FrameKind::Stdout, &b"ready\n"[..])
+    );
+    exec.send(Frame::new(FrameKind::Stdin, &b"hello\n"[..]))
+        .await;
+    exec.send(Frame::new(FrameKind::StdinEof, bytes::Bytes::new()))
+        .await;
+    let (stdout, stderr, status) = exec.finish().await;
+    assert_eq!(stdout, b"got hello\n");
+    assert_eq!(stderr, b"err\n");
+    assert_eq!(status.code, Some(3));
+
+    // A signal frame reaches the command's process group.
+    let mut exec = Exec::start(&h.client, "dev", &sh("echo started; exec sleep 100")).await;
+    assert_eq!(exec.next().await.payload, &b"started\n"[..]);
+    exec.send(Frame::signal("INT")).await;
+    let (_, _, status) = exec.finish().await;
+    assert_eq!(status.signal, Some(2));
+    assert_eq!(status.shell_code(), 130);
+
+    // A terminal of the asked size, resized on the way.
+    let mut request = sh("stty size; read x; stty size");
+    request.tty = Some(TtySize {
+        rows: 30,
+        cols: 100,
+    });
+    let mut exec = Exec::start(&h.client, "dev", &request).await;
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"30 100\r\n") {
+        seen.extend_from_slice(&exec.next().await.payload);
+    }
+    exec.send(Frame::resize(40, 120)).await;
+    exec.send(Frame::new(FrameKind::Stdin, &b"\n"[..])).await;
+    let (stdout, _, status) = exec.finish().await;
+    assert!(
+        String::from_utf8_lossy(&stdout).contains("40 120"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
+    assert_eq!(status.code, Some(0));
+
+    // The JSON form still serves simple clients, and says how to get input.
+    let json = serde_json::to_vec(&ExecRequest::new(["echo", "plain"])).unwrap();
+    let response = h.client.exec("dev", json).await.unwrap();
+    use http_body_util::BodyExt;
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let mut decoder = banger_agent::frame::FrameDecoder::new();
+    decoder.push(&bytes);
+    let frame = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(frame.payload, &b"plain\n"[..]);
+    let json = serde_json::to_vec(&sh("cat")).unwrap();
+    let err = h.client.exec("dev", json).await.unwrap_err();
+    assert!(err.is_code(ErrorCode::Unsupported), "{err}");
+
+    // A framed request must start with a start frame.
+    let (input, rx) = tokio::sync::mpsc::channel(1);
+    input
+        .send(Frame::new(FrameKind::Stdin, &b"x"[..]).encode())
+        .await
+        .unwrap();
+    let err = h.client.exec_frames("dev", rx).await.unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidInput), "{err}");
+}
+
+/// 64 MiB through `cat` and back, through bangerd: the output streams while the input is
+/// still being written, and what is in flight at any moment stays far below the whole (no
+/// side buffers a stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_a_large_round_trip_in_bounded_memory() {
+    const TOTAL: usize = 64 << 20;
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (vm, _) = h.create("dev").await;
+    serve_agent(&h, &vm);
+
+    let exec = Exec::start(&h.client, "dev", &sh("cat")).await;
+    let Exec {
+        input,
+        body,
+        decoder,
+    } = exec;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+            while sent.load(std::sync::atomic::Ordering::SeqCst) < TOTAL {
+                let frame = Frame::new(FrameKind::Stdin, chunk.clone());
+                input.send(frame.encode()).await.unwrap();
+                sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+            input
+                .send(Frame::new(FrameKind::StdinEof, bytes::Bytes::new()).encode())
+                .await
+                .unwrap();
+            input
+        })
+    };
+    let mut exec = Exec {
+        input: tokio::sync::mpsc::channel(1).0,
+        body,
+        decoder,
+    };
+    let (mut received, mut in_flight_max, mut first_output_at) = (0usize, 0usize, None);
+    let status = loop {
+        let frame = exec.next().await;
+        match frame.kind {
+            FrameKind::Stdout => {
+                let sent_now = sent.load(std::sync::atomic::Ordering::SeqCst);
+                first_output_at.get_or_insert(sent_now);
+                // Spot checks: the bytes come back in order.
+                for (i, b) in frame.payload.iter().enumerate().step_by(997) {
+                    assert_eq!(*b, ((received + i) % (64 * 1024) % 251) as u8);
+                }
+                received += frame.payload.len();
+                in_flight_max = in_flight_max.max(sent_now.saturating_sub(received));
+            }
+            FrameKind::Exit => break serde_json::from_slice::<ExitStatus>(&frame.payload).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    drop(writer.await.unwrap());
+    assert_eq!(status.code, Some(0));
+    assert_eq!(received, TOTAL);
+    let first = first_output_at.unwrap();
+    assert!(
+        first < TOTAL / 4,
+        "output began only after {first} bytes were sent"
+    );
+    assert!(
+        in_flight_max < TOTAL / 4,
+        "{in_flight_max} bytes were in flight at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
