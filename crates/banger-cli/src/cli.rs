@@ -152,13 +152,33 @@ pub enum VmCommand {
     },
 
     /// Run a command in a VM through its guest agent; banger exits with the command's code
-    #[command(after_help = "Example: banger vm exec dev -- uname -r")]
+    ///
+    /// Like `docker exec`: standard input is passed through when it is not a terminal (or with
+    /// -i), stdout and stderr stay apart, and Ctrl-C (SIGINT) and SIGTERM reach the command.
+    /// With -t the command gets a terminal in the guest (stdout and stderr then merge) that
+    /// follows this one's size.
+    #[command(
+        after_help = "Examples: banger vm exec dev -- uname -r\n          echo hi | banger vm exec dev -- cat\n          banger vm exec -it dev -- bash\n          banger vm exec -e RUST_LOG=debug -w /root/src -u nobody dev -- make"
+    )]
     Exec {
         /// VM name
         name: String,
-        /// Working directory in the guest [default: /root]
-        #[arg(long, value_name = "DIR")]
-        cwd: Option<String>,
+        /// Keep standard input open and pass it through even when it is a terminal
+        #[arg(short, long)]
+        interactive: bool,
+        /// Run the command on a pseudo-terminal in the guest; with -i the local terminal is
+        /// put in raw mode, so keys (Ctrl-C too) go to the command
+        #[arg(short, long)]
+        tty: bool,
+        /// Set an environment variable for the command (repeatable)
+        #[arg(short, long = "env", value_name = "KEY=VAL", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Working directory in the guest [default: the user's home, /root for root]
+        #[arg(short, long, value_name = "DIR", visible_alias = "cwd")]
+        workdir: Option<String>,
+        /// Run as this guest user (a name or a uid) [default: root]
+        #[arg(short, long, value_name = "USER")]
+        user: Option<String>,
         /// The command and its arguments
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -446,10 +466,51 @@ pub enum DaemonCommand {
     Restart,
 }
 
+/// `KEY=VAL` of `vm exec --env`.
+fn parse_env(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{arg:?} is not KEY=VAL")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn exec_takes_docker_style_flags() {
+        let cli = Cli::try_parse_from([
+            "banger", "vm", "exec", "-it", "-e", "A=1", "--env", "B=x=y", "-w", "/tmp", "-u",
+            "nobody", "dev", "--", "sh", "-c", "env",
+        ])
+        .unwrap();
+        let Command::Vm(VmCommand::Exec {
+            name,
+            interactive,
+            tty,
+            env,
+            workdir,
+            user,
+            command,
+        }) = cli.command
+        else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(name, "dev");
+        assert!(interactive && tty);
+        assert_eq!(env, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert_eq!(workdir.as_deref(), Some("/tmp"));
+        assert_eq!(user.as_deref(), Some("nobody"));
+        assert_eq!(command, ["sh", "-c", "env"]);
+
+        let err = Cli::try_parse_from(["banger", "vm", "exec", "-e", "=1", "dev", "--", "true"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        // The old spelling still works.
+        Cli::try_parse_from(["banger", "vm", "exec", "--cwd", "/", "dev", "--", "pwd"]).unwrap();
+    }
 
     #[test]
     fn definitions_are_consistent() {
@@ -504,6 +565,7 @@ mod tests {
         insta::assert_snapshot!("help_banger", long_help(&[]));
         insta::assert_snapshot!("help_vm_create", long_help(&["vm", "create"]));
         insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
+        insta::assert_snapshot!("help_vm_exec", long_help(&["vm", "exec"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
         insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
         insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));

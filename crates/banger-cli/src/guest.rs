@@ -1,14 +1,11 @@
 //! The commands that reach inside a running VM: `vm ssh` (OpenSSH with banger's key and the
-//! VM's exact host key), `vm exec` (through the guest agent, via bangerd), `vm logs`,
+//! VM's exact host key), `vm exec` (its session lives in [`crate::exec`]), `vm logs`,
 //! `vm health`, `vm ports`, `vm stats`.
 
-use std::io::Write;
 use std::time::Duration;
 
-use banger_agent::frame::{FrameDecoder, FrameKind};
-use banger_agent::protocol::{ExecRequest, ExitStatus, Health, ListeningPort, Stats};
+use banger_agent::protocol::{Health, ListeningPort, Stats};
 use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
-use http_body_util::BodyExt;
 
 use crate::cli::{OutputFormat, VmCommand};
 use crate::daemon::Daemon;
@@ -19,7 +16,7 @@ use crate::output;
 pub async fn run_remote(command: &VmCommand) -> Result<i32, Failure> {
     match command {
         VmCommand::Ssh { name, command } => ssh(name, command).await,
-        VmCommand::Exec { name, cwd, command } => exec(name, cwd.clone(), command).await,
+        VmCommand::Exec { .. } => crate::exec::run(command).await,
         _ => Err(Failure::internal("not a remote command")),
     }
 }
@@ -126,68 +123,6 @@ impl SshSession {
 /// The reminder after an interactive session into VM `name`, which still runs.
 pub fn still_running(name: &str) -> String {
     format!("VM {name} is still running; stop it with `banger vm stop {name}`")
-}
-
-async fn exec(name: &str, cwd: Option<String>, command: &[String]) -> Result<i32, Failure> {
-    let mut request = ExecRequest::new(command.iter().cloned());
-    request.cwd = cwd;
-    let body = serde_json::to_vec(&request).map_err(|e| Failure::internal(e.to_string()))?;
-    let daemon = Daemon::locate()?;
-    let response = daemon
-        .call(async |client| client.exec(name, body.clone()).await)
-        .await?;
-    let mut body = response.into_body();
-    let mut decoder = FrameDecoder::new();
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
-    let broken = |what: String| {
-        Failure::new(
-            ApiError::new(ErrorCode::Unavailable, what)
-                .with_hint(format!("`banger vm logs {name}` shows the guest console")),
-        )
-    };
-    loop {
-        while let Some(frame) = decoder
-            .next_frame()
-            .map_err(|e| broken(format!("the command's output stream broke: {e}")))?
-        {
-            match frame.kind {
-                FrameKind::Stdout => {
-                    let _ = stdout.write_all(&frame.payload);
-                    let _ = stdout.flush();
-                }
-                FrameKind::Stderr => {
-                    let _ = stderr.write_all(&frame.payload);
-                    let _ = stderr.flush();
-                }
-                FrameKind::Exit => {
-                    let status: ExitStatus = serde_json::from_slice(&frame.payload)
-                        .map_err(|e| broken(format!("unreadable exit status: {e}")))?;
-                    return Ok(status.shell_code());
-                }
-                FrameKind::Error => {
-                    let message = serde_json::from_slice::<serde_json::Value>(&frame.payload)
-                        .ok()
-                        .and_then(|v| v["message"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| String::from_utf8_lossy(&frame.payload).into_owned());
-                    return Err(broken(message));
-                }
-                _ => {}
-            }
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    decoder.push(&data);
-                }
-            }
-            Some(Err(e)) => return Err(broken(format!("the connection to bangerd broke: {e}"))),
-            None => {
-                return Err(broken(
-                    "the command's output ended without its exit status".into(),
-                ));
-            }
-        }
-    }
 }
 
 /// `NAME:PATH` as (NAME, PATH); a local path (no `:` before the first `/`) is `None`.

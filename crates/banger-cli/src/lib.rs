@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod exec;
 pub mod exit;
 pub mod guest;
 pub mod host;
