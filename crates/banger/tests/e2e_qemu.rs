@@ -2,7 +2,8 @@
 //! debian` builds the image from Debian packages (cached between runs outside the repository,
 //! in `$BANGER_TEST_CACHE`, default `/var/cache/banger-test`, keyed by its inputs), then VMs are
 //! created on QEMU (TCG here: this machine's KVM cannot boot a stock kernel) and driven with the
-//! `banger` CLI: readiness through the guest agent and sshd, exec exit codes, ssh, ports, the
+//! `banger` CLI: readiness through the guest agent and sshd, exec exit codes, exec's streams
+//! (stdin, 32 MiB each way, signals) and an interactive `exec -it` under tmux, ssh, ports, the
 //! work disk surviving a restart, NAT rules, a readiness timeout's diagnosis, a QEMU killed
 //! mid-boot, and deletes that leave nothing behind.
 //!
@@ -13,7 +14,9 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::Sandbox;
@@ -23,6 +26,236 @@ fn no_files_left(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|entries| entries.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default()
+}
+
+/// `banger ARGS` inside the test's namespace, not yet run.
+fn banger_cmd(t: &E2e, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &t.netns.0, env!("CARGO_BIN_EXE_banger")])
+        .args(args)
+        .current_dir(t.sandbox.root())
+        .envs(t.sandbox.env());
+    cmd
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// `vm exec` like `docker exec`: standard input through, large streams both ways, the
+/// user's environment, directory and account, signals, and an interactive terminal.
+fn exec_streams_and_terminals(t: &E2e) {
+    // Piped input reaches the command.
+    let mut child = banger_cmd(t, &["vm", "exec", "e2e", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), &out.stdout[..]),
+        (Some(0), &b"hi\n"[..])
+    );
+
+    // 32 MiB in through stdin, hashed in the guest; 32 MiB out through stdout, counted.
+    let data = t.sandbox.root().join("exec-in.bin");
+    let mut bytes = Vec::with_capacity(32 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while bytes.len() < 32 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&data, &bytes).unwrap();
+    drop(bytes);
+    let host = Command::new("sha256sum").arg(&data).output().unwrap();
+    let host_hash = String::from_utf8_lossy(&host.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let out = banger_cmd(t, &["vm", "exec", "e2e", "--", "sha256sum"])
+        .stdin(std::fs::File::open(&data).unwrap())
+        .output()
+        .unwrap();
+    println!("exec: 32 MiB in: {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        Some(host_hash.as_str())
+    );
+    let started = Instant::now();
+    let mut child = banger_cmd(
+        t,
+        &["vm", "exec", "e2e", "--", "head", "-c", "32M", "/dev/zero"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let count = std::io::copy(&mut child.stdout.take().unwrap(), &mut std::io::sink()).unwrap();
+    assert_eq!((child.wait().unwrap().code(), count), (Some(0), 32 << 20));
+    println!("exec: 32 MiB out: {:.1}s", started.elapsed().as_secs_f64());
+
+    // --env, --workdir and --user.
+    assert_eq!(
+        t.ok(&[
+            "vm",
+            "exec",
+            "-e",
+            "A=1",
+            "--env",
+            "B=two words",
+            "-w",
+            "/tmp",
+            "--user",
+            "nobody",
+            "e2e",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$A $B\"; pwd; id -un",
+        ]),
+        "1 two words\n/tmp\nnobody\n"
+    );
+
+    // SIGINT to banger reaches a command without a terminal: it dies of it, 128 + 2.
+    let mut child = banger_cmd(
+        t,
+        &[
+            "vm",
+            "exec",
+            "e2e",
+            "--",
+            "sh",
+            "-c",
+            "echo up; exec sleep 100",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+
+    // An interactive shell on a terminal, typed into under tmux.
+    if !have("tmux", "-V") {
+        println!("SKIP: tmux not found (the interactive exec)");
+        return;
+    }
+    let socket = t.sandbox.root().join("tmux.sock");
+    let mut command = format!("ip netns exec {} env", t.netns.0);
+    for (key, value) in t.sandbox.env() {
+        command.push_str(&format!(
+            " {key}={}",
+            shell_quote(&value.display().to_string())
+        ));
+    }
+    command.push_str(&format!(
+        " {} vm exec -it e2e -- sh; echo \"exec exited with status $?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -qx icanon && echo terminal restored; sleep 60",
+        shell_quote(env!("CARGO_BIN_EXE_banger"))
+    ));
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    struct KillServer<'a>(&'a Path);
+    impl Drop for KillServer<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(self.0)
+                .arg("kill-server")
+                .output();
+        }
+    }
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        "exec",
+        &command,
+    ]);
+    let _server = KillServer(&socket);
+    let wait_for = |what: &str, ready: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", "exec"]);
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; the screen shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let lines = |screen: &str, line: &str| screen.lines().filter(|l| l.trim_end() == line).count();
+    wait_for("the guest's prompt", &|s| s.contains('#'));
+    tmux(&["send-keys", "-t", "exec", "echo $((6*7))", "Enter"]);
+    wait_for("6*7", &|s| lines(s, "42") == 1);
+    // The guest's terminal has the pane's size, and follows it when it changes.
+    let pane = || {
+        tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            "exec",
+            "#{pane_height} #{pane_width}",
+        ])
+    };
+    let size = pane();
+    tmux(&["send-keys", "-t", "exec", "stty size", "Enter"]);
+    wait_for("the first size", &|s| lines(s, size.trim()) == 1);
+    tmux(&["resize-window", "-t", "exec", "-x", "120", "-y", "40"]);
+    let size = pane();
+    assert_ne!(size.trim(), "", "tmux knows the pane's size");
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "exec", "stty size", "Enter"]);
+    wait_for("the new size", &|s| lines(s, size.trim()) == 1);
+    // Ctrl-C is a byte for the guest's terminal, which interrupts its foreground job.
+    tmux(&["send-keys", "-t", "exec", "sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "exec", "C-c"]);
+    tmux(&["send-keys", "-t", "exec", "echo after $((1+1))", "Enter"]);
+    // What was typed while the sleep ran is echoed early: the answer may share the prompt's line.
+    wait_for("Ctrl-C to end the sleep", &|s| {
+        s.lines()
+            .any(|l| l.trim_end().ends_with("after 2") && !l.contains("echo"))
+    });
+    tmux(&["send-keys", "-t", "exec", "exit 3", "Enter"]);
+    wait_for("the exit status and a restored terminal", &|s| {
+        s.contains("exec exited with status 3") && s.contains("terminal restored")
+    });
 }
 
 #[test]
@@ -104,6 +337,7 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         "echo o; echo e >&2; exit 7",
     ]);
     assert_eq!((code, out.as_str(), err.as_str()), (7, "o\n", "e\n"));
+    exec_streams_and_terminals(&t);
     // The kernel's modules are in the image: one the initramfs did not load can be loaded.
     let (code, out, err) = t.banger(&[
         "vm",
