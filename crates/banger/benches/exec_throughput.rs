@@ -1,0 +1,153 @@
+//! Throughput of `banger vm exec` (through bangerd's exec relay and the guest agent) against
+//! `banger vm ssh` (OpenSSH to the guest's sshd) on the same guest: MB/s into the guest
+//! through standard input (`cat > /dev/null`) and out of it through standard output
+//! (`head -c N /dev/zero`), each timed end to end from the host and counted byte for byte.
+//! Runs the CLI and its daemon inside a throw-away network namespace like the end-to-end
+//! test, with the bootstrapped Debian image (cached in `$BANGER_TEST_CACHE`, default
+//! `/var/cache/banger-test`). `BENCH_MIB` sets the size per transfer (default 64), `BENCH_RUNS`
+//! the repetitions (default 3). Needs root, debootstrap, QEMU and the OpenSSH client; prints
+//! `SKIP:` otherwise.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: root not available");
+        return;
+    }
+    for (program, arg) in [
+        ("debootstrap", "--version"),
+        ("qemu-system-x86_64", "--version"),
+        ("ssh", "-V"),
+    ] {
+        if !Command::new(program)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            println!("SKIP: {program} not found");
+            return;
+        }
+    }
+    let env_number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let mib = env_number("BENCH_MIB", 64);
+    let runs = env_number("BENCH_RUNS", 3);
+    let netns = format!("banger-bench-{}", std::process::id());
+    if !Command::new("ip")
+        .args(["netns", "add", &netns])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("SKIP: cannot create a network namespace");
+        return;
+    }
+    let sandbox = support::Sandbox::new();
+    let cache = std::env::var_os("BANGER_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
+    sandbox.config(&format!(
+        "vmm = \"auto\"\ncache_dir = \"{}\"\n[defaults]\nvcpus = 1\nmemory_mib = 1024\n\
+         disk = \"2G\"\nwork_disk = \"1G\"\nready_timeout = \"300s\"\n[web]\nenabled = false\n",
+        cache.display()
+    ));
+    let banger = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns, env!("CARGO_BIN_EXE_banger")])
+            .args(args)
+            .envs(sandbox.env());
+        cmd
+    };
+    let ok = |args: &[&str]| {
+        let out = banger(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "banger {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sandbox.ok(&["image", "bootstrap", "debian"]);
+    sandbox.ok(&["daemon", "stop"]);
+    ok(&["vm", "create", "--name", "bench"]);
+
+    let bytes = mib << 20;
+    let chunk = vec![0x5au8; 1 << 20];
+    // MB/s of `cmd` fed `bytes` on stdin (or reading `bytes` from its stdout).
+    let push = |cmd: &mut Command| {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..mib {
+            stdin.write_all(&chunk).unwrap();
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    };
+    let pull = |cmd: &mut Command| {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut count = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut out = child.stdout.take().unwrap();
+        loop {
+            match out.read(&mut buf).unwrap() {
+                0 => break,
+                n => count += n,
+            }
+        }
+        assert!(child.wait().unwrap().success());
+        assert_eq!(count, bytes);
+        bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
+    };
+    let size = format!("{mib}M");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for via in ["exec", "ssh"] {
+        let command = |tail: &[&str]| {
+            let mut args = vec!["vm", via, "bench", "--"];
+            args.extend(tail);
+            banger(&args)
+        };
+        let stdin: Vec<f64> = (0..runs)
+            .map(|_| push(&mut command(&["sh", "-c", "cat > /dev/null"])))
+            .collect();
+        let stdout: Vec<f64> = (0..runs)
+            .map(|_| pull(&mut command(&["head", "-c", &size, "/dev/zero"])))
+            .collect();
+        rows.push((via, median(stdin), median(stdout)));
+    }
+    let _ = banger(&["vm", "delete", "bench"]).output();
+    let _ = banger(&["daemon", "stop"]).output();
+    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+
+    println!(
+        "{mib} MiB per transfer, median of {runs}, 1 vCPU guest, MB/s end to end from the host"
+    );
+    println!("  {:<10} {:>10} {:>10}", "", "stdin", "stdout");
+    for (via, stdin, stdout) in rows {
+        println!("  vm {via:<7} {stdin:>10.1} {stdout:>10.1}");
+    }
+}
