@@ -417,6 +417,36 @@ async fn a_tty_session_has_a_terminal_of_the_asked_size() {
     assert!(seen.contains("40 120"), "{seen}");
 }
 
+/// A signal frame reaches a TTY session's foreground job, as the terminal's own ^C would: a
+/// shell with job control runs the job in a group of its own, and only that group gets it.
+#[tokio::test]
+async fn a_signal_reaches_the_terminals_foreground_job() {
+    let agent = Agent::start();
+    let mut request = sh(
+        "set -m; sh -c 'trap \"echo job got INT; kill \\$!; exit 5\" INT; sleep 100 & wait'; \
+         echo \"job ended $?\"",
+    );
+    request.tty = Some(TtySize { rows: 24, cols: 80 });
+    let mut session = agent.client().exec(&request).await.unwrap();
+    // Give the shell a moment to start its job.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session.input().signal("INT").await.unwrap();
+    let mut seen = String::new();
+    let status = loop {
+        match session.next().await.unwrap().unwrap() {
+            ExecEvent::Stdout(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+            ExecEvent::Stderr(b) => panic!("a TTY has no separate stderr: {b:?}"),
+            ExecEvent::Exit(status) => break status,
+        }
+    };
+    assert!(seen.contains("job got INT"), "{seen:?} {status:?}");
+    assert!(seen.contains("job ended 5"), "{seen:?} {status:?}");
+    assert!(
+        status.success(),
+        "the shell itself was not signalled: {status:?}"
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap()
