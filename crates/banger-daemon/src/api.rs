@@ -63,6 +63,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A query string whose rejections are answered in banger's error shape.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(Failure(
+                ApiError::invalid(format!(
+                    "bad query string: {}",
+                    std::error::Error::source(&rejection)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| rejection.body_text())
+                ))
+                .with_hint("see /v1/openapi.json for the parameters"),
+            )),
+        }
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
@@ -181,6 +206,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/v1/vms/{name}/files",
             get(guest_api::copy_out).put(guest_api::copy_in),
         )
+        .route("/v1/vms/{name}/files/stat", get(guest_api::stat))
         .route("/v1/images", get(list_images).post(register_image))
         // An image may be named "bootstrap": its GET and DELETE still work on this path.
         .route(
