@@ -329,6 +329,16 @@ impl Client {
         .await
     }
 
+    /// Gives stopped VM `name` a fresh root from its image; its work disk and identity stay.
+    pub async fn reset_vm(&self, name: &str) -> Result<Vm, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/reset", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// Pauses (`pause = true`) or resumes VM `name`.
     pub async fn pause_vm(&self, name: &str, pause: bool) -> Result<Vm, ClientError> {
         let verb = if pause { "pause" } else { "resume" };

@@ -129,6 +129,16 @@ pub enum VmCommand {
         no_wait: bool,
     },
 
+    /// Give a stopped VM a fresh root from its image
+    ///
+    /// Everything written outside /root since the VM was created (installed packages, files
+    /// in /etc, /usr, /var, ...) is discarded. The work disk (/root), the VM's name, address,
+    /// SSH keys and settings stay. Stop the VM first.
+    Reset {
+        /// VM name
+        name: String,
+    },
+
     /// Pause a running VM (its vCPUs stop; its memory stays allocated)
     Pause {
         /// VM name
@@ -516,6 +526,9 @@ mod tests {
         insta::assert_snapshot!("help_banger", long_help(&[]));
         insta::assert_snapshot!("help_vm_create", long_help(&["vm", "create"]));
         insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
+        insta::assert_snapshot!("help_vm", long_help(&["vm"]));
+        insta::assert_snapshot!("help_vm_cp", long_help(&["vm", "cp"]));
+        insta::assert_snapshot!("help_vm_reset", long_help(&["vm", "reset"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
         insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
         insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));

@@ -33,8 +33,10 @@ async fn ssh(name: &str, command: &[String]) -> Result<i32, Failure> {
     let daemon = Daemon::locate()?;
     let session = SshSession::prepare(&daemon, name, command).await?;
     let code = session.run()?;
-    if session.interactive && session.still_running(&daemon).await {
-        output::eprint(&format!("banger: {}\n", still_running(name)));
+    if session.interactive
+        && let Some(reminder) = session.reminder(&daemon).await
+    {
+        output::eprint(&format!("banger: {reminder}\n"));
     }
     Ok(code)
 }
@@ -128,9 +130,60 @@ impl SshSession {
     }
 }
 
+/// How long the reminder waits for the guest agent's health before saying it is silent.
+const REMINDER_HEALTH_WAIT: Duration = Duration::from_secs(3);
+
+impl SshSession {
+    /// The reminder after an interactive session, when the VM still runs: what its guest
+    /// agent says (a VM whose guest hung or is shutting down still counts as running for
+    /// bangerd), and how to stop it. `None` when the VM no longer runs.
+    pub async fn reminder(&self, daemon: &Daemon) -> Option<String> {
+        if !self.still_running(daemon).await {
+            return None;
+        }
+        let health = tokio::time::timeout(
+            REMINDER_HEALTH_WAIT,
+            daemon.client().guest_info(&self.name, "health"),
+        )
+        .await;
+        let found = match health {
+            Ok(Ok(value)) => match serde_json::from_value::<Health>(value) {
+                Ok(h) => Guest::Answered {
+                    ready: h.ready,
+                    uptime_ms: h.uptime_ms,
+                },
+                Err(_) => Guest::Silent,
+            },
+            _ => Guest::Silent,
+        };
+        Some(still_running(&self.name, found))
+    }
+}
+
+/// What the guest agent said after a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest {
+    Answered {
+        ready: bool,
+        uptime_ms: u64,
+    },
+    /// No answer in time, or an error.
+    Silent,
+}
+
 /// The reminder after an interactive session into VM `name`, which still runs.
-pub fn still_running(name: &str) -> String {
-    format!("VM {name} is still running; stop it with `banger vm stop {name}`")
+pub fn still_running(name: &str, guest: Guest) -> String {
+    match guest {
+        Guest::Answered { ready, uptime_ms } => format!(
+            "VM {name} is still running (guest {}, up {}); stop it with `banger vm stop {name}`",
+            if ready { "healthy" } else { "not ready" },
+            humanize(uptime_ms)
+        ),
+        Guest::Silent => format!(
+            "VM {name} is still running, but its guest agent does not answer; \
+             `banger vm logs {name}` shows its console, `banger vm stop {name}` stops it"
+        ),
+    }
 }
 
 async fn exec(name: &str, cwd: Option<String>, command: &[String]) -> Result<i32, Failure> {
@@ -545,8 +598,19 @@ mod tests {
             ["--", "uname", "-a"]
         );
         assert_eq!(
-            still_running("web-1"),
-            "VM web-1 is still running; stop it with `banger vm stop web-1`"
+            still_running(
+                "web-1",
+                Guest::Answered {
+                    ready: true,
+                    uptime_ms: 125_000
+                }
+            ),
+            "VM web-1 is still running (guest healthy, up 2m 5s); stop it with `banger vm stop web-1`"
+        );
+        assert_eq!(
+            still_running("web-1", Guest::Silent),
+            "VM web-1 is still running, but its guest agent does not answer; \
+             `banger vm logs web-1` shows its console, `banger vm stop web-1` stops it"
         );
     }
 }
