@@ -203,13 +203,27 @@ pub fn plan(
     }
 }
 
+/// `path` without trailing `/` and `/.`, to stat: `x.txt/` of a file is "not a directory" to
+/// the kernel, and the rules want to know it is a file, to say so.
+pub fn bare(path: &str) -> &str {
+    let mut bare = path;
+    while bare.len() > 1 {
+        match bare.strip_suffix("/.").or_else(|| bare.strip_suffix('/')) {
+            Some(rest) if !rest.is_empty() => bare = rest,
+            _ => break,
+        }
+    }
+    bare
+}
+
 /// What a host path is, for either side of a copy (`as_source` copies a symlink itself).
 pub fn local_kind(path: &str, as_source: bool) -> Kind {
     let path = if path.is_empty() { "." } else { path };
+    let bare = bare(path);
     let meta = if as_source && !insists_on_directory(path) {
-        std::fs::symlink_metadata(path)
+        std::fs::symlink_metadata(bare)
     } else {
-        std::fs::metadata(path)
+        std::fs::metadata(bare)
     };
     match meta {
         Ok(m) if m.is_dir() => Kind::Directory,

@@ -274,7 +274,7 @@ async fn guest_kind(
     as_source: bool,
 ) -> Result<cp::Kind, Failure> {
     let value = daemon
-        .call(async |client| client.file_stat(name, path).await)
+        .call(async |client| client.file_stat(name, cp::bare(path)).await)
         .await?;
     let stat: PathStat = decode(value)?;
     let kind = if as_source && !cp::insists_on_directory(path) {
