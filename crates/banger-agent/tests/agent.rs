@@ -522,7 +522,7 @@ async fn the_agent_stats_paths_and_renames_what_it_sends() {
         .unwrap();
     assert_eq!(names(read_all(renamed).await), ["g"]);
     let contents = client
-        .copy_out_as(&dir.to_str().unwrap(), Some(&TopName::Contents))
+        .copy_out_as(dir.to_str().unwrap(), Some(&TopName::Contents))
         .await
         .unwrap();
     assert_eq!(names(read_all(contents).await), ["f", "link", "sub"]);

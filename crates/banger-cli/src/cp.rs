@@ -271,7 +271,9 @@ mod tests {
                 top,
             })
         };
-        let cases: Vec<(&str, Kind, &str, Kind, bool, Result<Plan, CpError>)> = vec![
+        /// (SRC, its kind, DST, its kind, whether DST's parent is a directory, the decision)
+        type Case<'a> = (&'a str, Kind, &'a str, Kind, bool, Result<Plan, CpError>);
+        let cases: Vec<Case<'_>> = vec![
             // A file.
             (
                 "/h/x.txt",
