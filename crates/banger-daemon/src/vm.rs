@@ -273,6 +273,44 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
     Ok(vm)
 }
 
+/// `POST /v1/vms/{name}/reset`: a stopped VM's root goes back to its image (a blank overlay
+/// disk, see [`disks::reset_overlay`]); its work disk, identity and spec stay.
+pub fn reset(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
+    let vm = find(d, name)?;
+    if !matches!(vm.state, VmState::Stopped | VmState::Failed) {
+        let hint = match vm.state {
+            VmState::Starting | VmState::Stopping => format!(
+                "wait for the operation in progress (`banger vm show {}`), then stop it",
+                vm.name
+            ),
+            _ => format!("stop it first: `banger vm stop {}`", vm.name),
+        };
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {:?} is {}; only a stopped VM's root can be reset",
+                vm.name, vm.state
+            ),
+        )
+        .with_hint(hint));
+    }
+    let image = d.store.find_image(&vm.image.id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            format!("VM {}'s image {} no longer exists", vm.name, vm.image.name),
+        )
+    })?;
+    disks::reset_overlay(
+        &*d.machines.runner,
+        &d.disks,
+        &image,
+        &d.paths.vm_dir(&vm.id),
+        vm.disk_bytes,
+    )?;
+    tracing::info!(vm = %vm.name, "VM root reset to its image");
+    find(d, &vm.id)
+}
+
 /// `DELETE /v1/vms/{name}`: stops a running VM first, then removes the record, its
 /// allocations and its files.
 pub fn delete(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
