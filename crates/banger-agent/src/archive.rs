@@ -1,5 +1,8 @@
-//! The tar archives of `vm cp`, in both directions: [`pack`] writes a file or directory tree,
-//! [`unpack`] extracts an archive into a directory. The agent uses them for
+//! The tar archives of `vm cp`, in both directions: [`pack`] writes a file or directory tree
+//! (under its own name, another name, or as the bare contents of a directory, see
+//! [`TopName`]), [`unpack`] extracts an archive into a directory. Where a copy lands
+//! (`docker cp`'s rules) is decided by the caller, which picks the directory to extract into
+//! and the name the archive's top entry carries; these two functions only move trees. The agent uses them for
 //! `GET/PUT /v1/files` and the host uses the same two functions on its side, so neither end
 //! extracts an archive without the same checks.
 //!
@@ -30,6 +33,12 @@ pub enum ArchiveError {
 
     #[error("{} has no name to archive it under; name a file or directory inside it", path.display())]
     NoName { path: PathBuf },
+
+    #[error("{name:?} cannot name an archive's top entry: it must be one path component")]
+    BadName { name: String },
+
+    #[error("{} is not a directory, so it has no contents to archive", path.display())]
+    NoContents { path: PathBuf },
 
     #[error("the archive cannot be read: {0}")]
     Corrupt(#[source] io::Error),
@@ -68,6 +77,42 @@ pub struct Unpacked {
     pub bytes: u64,
 }
 
+/// Whose files the extracted ones are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// The extracting process's user and group (`docker cp`'s default).
+    #[default]
+    Extractor,
+    /// The numeric uid and gid recorded in the archive (`vm cp -a`); needs the right to chown.
+    Archive,
+}
+
+/// What the top of an archive [`pack_as`] writes is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopName {
+    /// The source under this name (one path component): `src` packed as `dst` gives `dst`,
+    /// `dst/a.rs`, ...
+    Named(String),
+    /// A directory's entries at the top, without the directory itself (`SRC/.`): extracting
+    /// merges them into the destination directory, whose own mode stays.
+    Contents,
+}
+
+impl TopName {
+    /// `name` after checking it is a single normal path component.
+    pub fn named(name: &str) -> Result<TopName, ArchiveError> {
+        let mut parts = Path::new(name).components();
+        match (parts.next(), parts.next()) {
+            (Some(Component::Normal(_)), None) if !name.contains('/') => {
+                Ok(TopName::Named(name.to_owned()))
+            }
+            _ => Err(ArchiveError::BadName {
+                name: name.to_owned(),
+            }),
+        }
+    }
+}
+
 /// Writes `source` (a file, symlink or directory tree, not followed) as a tar archive whose
 /// entries are named from `source`'s own name: packing `/root/src` gives `src`, `src/a.rs`,
 /// ... Sockets are skipped (they cannot be archived and mean nothing elsewhere). Returns the
@@ -75,17 +120,44 @@ pub struct Unpacked {
 pub fn pack<W: Write>(source: &Path, out: W) -> Result<W, ArchiveError> {
     let name = source
         .file_name()
-        .map(PathBuf::from)
+        .and_then(|n| n.to_str())
         .ok_or_else(|| ArchiveError::NoName {
             path: source.to_owned(),
         })?;
+    pack_as(source, &TopName::named(name)?, out)
+}
+
+/// [`pack`] with the top entry called `top` instead of `source`'s own name.
+pub fn pack_as<W: Write>(source: &Path, top: &TopName, out: W) -> Result<W, ArchiveError> {
     let mut builder = Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(HeaderMode::Complete);
-    pack_tree(&mut builder, source, &name)?;
+    match top {
+        TopName::Named(name) => pack_tree(&mut builder, source, Path::new(name))?,
+        TopName::Contents => {
+            if !fs::metadata(source).is_ok_and(|m| m.is_dir()) {
+                return Err(ArchiveError::NoContents {
+                    path: source.to_owned(),
+                });
+            }
+            for child in sorted_children(source)? {
+                pack_tree(&mut builder, &source.join(&child), Path::new(&child))?;
+            }
+        }
+    }
     builder
         .into_inner()
         .map_err(ArchiveError::io("finishing the archive"))
+}
+
+fn sorted_children(path: &Path) -> Result<Vec<std::ffi::OsString>, ArchiveError> {
+    let mut children: Vec<_> = fs::read_dir(path)
+        .map_err(ArchiveError::io(format!("listing {}", path.display())))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(ArchiveError::io(format!("listing {}", path.display())))?;
+    children.sort();
+    Ok(children)
 }
 
 fn pack_tree<W: Write>(
@@ -105,20 +177,24 @@ fn pack_tree<W: Write>(
             .map_err(archive_error());
     }
     builder.append_dir(name, path).map_err(archive_error())?;
-    let mut children: Vec<_> = fs::read_dir(path)
-        .map_err(ArchiveError::io(format!("listing {}", path.display())))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(ArchiveError::io(format!("listing {}", path.display())))?;
-    children.sort();
-    for child in children {
+    for child in sorted_children(path)? {
         pack_tree(builder, &path.join(&child), &name.join(&child))?;
     }
     Ok(())
 }
 
-/// Extracts the archive read from `input` into the directory `dest` (created when missing).
+/// Extracts the archive read from `input` into the directory `dest` (created when missing),
+/// the files owned by the extracting user.
 pub fn unpack<R: Read>(input: R, dest: &Path) -> Result<Unpacked, ArchiveError> {
+    unpack_with(input, dest, Owners::Extractor)
+}
+
+/// [`unpack`] with the files' owners chosen by `owners`.
+pub fn unpack_with<R: Read>(
+    input: R,
+    dest: &Path,
+    owners: Owners,
+) -> Result<Unpacked, ArchiveError> {
     fs::create_dir_all(dest).map_err(ArchiveError::io(format!("creating {}", dest.display())))?;
     if !fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
         return Err(ArchiveError::NotADirectory {
@@ -128,7 +204,7 @@ pub fn unpack<R: Read>(input: R, dest: &Path) -> Result<Unpacked, ArchiveError> 
     let mut archive = Archive::new(input);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(false);
+    archive.set_preserve_ownerships(owners == Owners::Archive);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
 

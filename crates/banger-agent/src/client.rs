@@ -32,11 +32,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::archive::{self, ArchiveError, Unpacked};
+use crate::archive::{self, ArchiveError, Owners, TopName, Unpacked};
 use crate::body::{CHUNK, ChannelBody, ChannelReader, ChannelWriter};
 use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
 use crate::protocol::{
-    self, CopyInSummary, ErrorBody, ExecRequest, ExitStatus, Health, ListeningPort,
+    self, CopyInSummary, ErrorBody, ExecRequest, ExitStatus, Health, ListeningPort, PathStat,
     ShutdownAccepted, Stats,
 };
 
@@ -307,9 +307,29 @@ impl<C: Connect> AgentClient<C> {
         Ok(output)
     }
 
+    /// `GET /v1/stat?path=P`: what the guest path is (a missing path is an answer, not an
+    /// error).
+    pub async fn stat(&self, path: &str) -> Result<PathStat, AgentError> {
+        self.get_json(&format!("/v1/stat?{}", protocol::path_query(path)))
+            .await
+    }
+
     /// `PUT /v1/files?path=DIR`: extracts the tar archive read from `tar` into the guest
-    /// directory `dir` (created when missing).
-    pub async fn copy_in<R>(&self, dir: &str, mut tar: R) -> Result<CopyInSummary, AgentError>
+    /// directory `dir` (created when missing), the files owned by root.
+    pub async fn copy_in<R>(&self, dir: &str, tar: R) -> Result<CopyInSummary, AgentError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.copy_in_with(dir, Owners::Extractor, tar).await
+    }
+
+    /// [`Self::copy_in`] with the extracted files' owners chosen by `owners`.
+    pub async fn copy_in_with<R>(
+        &self,
+        dir: &str,
+        owners: Owners,
+        mut tar: R,
+    ) -> Result<CopyInSummary, AgentError>
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
@@ -336,7 +356,7 @@ impl<C: Connect> AgentClient<C> {
                 }
             }
         });
-        let result = self.put_files(dir, body).await;
+        let result = self.put_files(dir, owners, body).await;
         if let Ok(Err(local)) = feeder.await {
             return Err(AgentError::Protocol(format!(
                 "reading the archive to send failed: {local}"
@@ -364,7 +384,7 @@ impl<C: Connect> AgentClient<C> {
             }
             result
         });
-        let result = self.put_files(dir, body).await;
+        let result = self.put_files(dir, Owners::Extractor, body).await;
         match packer.await {
             // A local failure is the real story; the agent's complaint about the broken
             // upload is a consequence.
@@ -375,8 +395,19 @@ impl<C: Connect> AgentClient<C> {
         }
     }
 
-    async fn put_files(&self, dir: &str, body: ChannelBody) -> Result<CopyInSummary, AgentError> {
-        let uri = format!("/v1/files?{}", protocol::path_query(dir));
+    async fn put_files(
+        &self,
+        dir: &str,
+        owners: Owners,
+        body: ChannelBody,
+    ) -> Result<CopyInSummary, AgentError> {
+        let mut uri = format!("/v1/files?{}", protocol::path_query(dir));
+        if owners == Owners::Archive {
+            uri.push_str(&format!(
+                "&{}",
+                protocol::param(protocol::OWNERS_PARAM, "archive")
+            ));
+        }
         let (response, _conn) = self
             .send(Method::PUT, &uri, body.boxed_unsync(), Answer::AfterUpload)
             .await?;
@@ -386,7 +417,26 @@ impl<C: Connect> AgentClient<C> {
     /// `GET /v1/files?path=P`: a tar archive of the guest file or directory `path`, entries
     /// named from its own name. Read it with [`archive::unpack`], or use [`Self::copy_out_to`].
     pub async fn copy_out(&self, path: &str) -> Result<CopyOut, AgentError> {
-        let uri = format!("/v1/files?{}", protocol::path_query(path));
+        self.copy_out_as(path, None).await
+    }
+
+    /// [`Self::copy_out`] with the archive's top entry called `top` rather than `path`'s own
+    /// name (`None`).
+    pub async fn copy_out_as(
+        &self,
+        path: &str,
+        top: Option<&TopName>,
+    ) -> Result<CopyOut, AgentError> {
+        let mut uri = format!("/v1/files?{}", protocol::path_query(path));
+        match top {
+            Some(TopName::Named(name)) => {
+                uri.push_str(&format!("&{}", protocol::param(protocol::NAME_PARAM, name)));
+            }
+            Some(TopName::Contents) => {
+                uri.push_str(&format!("&{}", protocol::param(protocol::NAME_PARAM, ".")));
+            }
+            None => {}
+        }
         let (response, conn) = self
             .send(Method::GET, &uri, empty(), Answer::Prompt)
             .await?;

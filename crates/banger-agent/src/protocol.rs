@@ -145,6 +145,50 @@ impl ExitStatus {
     }
 }
 
+/// What a guest path is, as `GET /v1/stat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Nothing is there (or a component on the way is not a directory).
+    Missing,
+    File,
+    Directory,
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// `GET /v1/stat?path=P`: what `P` is, without following a final symlink, and what a
+/// symlink leads to. `vm cp` decides where a copy lands from this (docker cp's rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathStat {
+    pub kind: PathKind,
+    /// For a symlink: the kind of what it points at (`missing` when it dangles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathKind>,
+    /// Permission bits (`0o7777` of `st_mode`); 0 when missing.
+    #[serde(default)]
+    pub mode: u32,
+}
+
+impl PathStat {
+    /// The kind with a symlink followed: what writing to the path would meet.
+    pub fn followed(&self) -> PathKind {
+        match (self.kind, self.target) {
+            (PathKind::Symlink, Some(target)) => target,
+            (kind, _) => kind,
+        }
+    }
+}
+
+/// `GET /v1/files?path=P&name=N`: the archive's top entry is called `N` instead of `P`'s own
+/// name; `N` = `.` sends a directory's contents without the directory itself.
+pub const NAME_PARAM: &str = "name";
+/// `PUT /v1/files?path=DIR&owners=archive`: keep the uids and gids recorded in the archive
+/// (`vm cp -a`); by default extracted files belong to root, the agent's user.
+pub const OWNERS_PARAM: &str = "owners";
+
 /// `PUT /v1/files?path=DIR`: what was extracted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyInSummary {
@@ -215,8 +259,13 @@ pub struct ShutdownAccepted {
 
 /// The query string `path=<percent-encoded path>` of the file endpoints.
 pub fn path_query(path: &str) -> String {
-    let mut out = String::from("path=");
-    for b in path.bytes() {
+    param("path", path)
+}
+
+/// `key=value`, the value percent-encoded.
+pub fn param(key: &str, value: &str) -> String {
+    let mut out = format!("{key}=");
+    for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
             out.push(b as char);
         } else {
@@ -228,9 +277,15 @@ pub fn path_query(path: &str) -> String {
 
 /// The `path` parameter of a query string, percent-decoded; `None` when absent or malformed.
 pub fn query_path(query: Option<&str>) -> Option<String> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("path="))?;
+    query_param(query, "path")
+}
+
+/// The `key` parameter of a query string, percent-decoded; `None` when absent or malformed.
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    let value = query?.split('&').find_map(|pair| {
+        pair.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+    })?;
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -520,6 +520,75 @@ async fn cp_round_trips_a_directory_with_modes() {
     assert_eq!(err.code(), Some("bad_path"), "{err}");
 }
 
+/// What `vm cp` asks before copying: what a guest path is, and an archive whose top entry has
+/// the name the destination needs (or a directory's bare contents).
+#[tokio::test]
+async fn the_agent_stats_paths_and_renames_what_it_sends() {
+    use banger_agent::archive::TopName;
+    use banger_agent::protocol::PathKind;
+    let agent = Agent::start();
+    let client = agent.client();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("d");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("f"), "f").unwrap();
+    std::os::unix::fs::symlink("sub", dir.join("link")).unwrap();
+    let at = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+
+    let stat = client.stat(&at("f")).await.unwrap();
+    assert_eq!(
+        (stat.kind, stat.followed()),
+        (PathKind::File, PathKind::File)
+    );
+    let stat = client.stat(&at("link")).await.unwrap();
+    assert_eq!(
+        (stat.kind, stat.followed()),
+        (PathKind::Symlink, PathKind::Directory)
+    );
+    assert_eq!(
+        client.stat(&at("nope")).await.unwrap().kind,
+        PathKind::Missing
+    );
+    // A file on the way is "missing" too: nothing can be there.
+    assert_eq!(
+        client.stat(&at("f/x")).await.unwrap().kind,
+        PathKind::Missing
+    );
+
+    let names = |tar: Vec<u8>| {
+        let mut names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let read_all = |mut out: banger_agent::client::CopyOut| async move {
+        let mut tar = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut out, &mut tar)
+            .await
+            .unwrap();
+        tar
+    };
+    let renamed = client
+        .copy_out_as(&at("f"), Some(&TopName::Named("g".into())))
+        .await
+        .unwrap();
+    assert_eq!(names(read_all(renamed).await), ["g"]);
+    let contents = client
+        .copy_out_as(dir.to_str().unwrap(), Some(&TopName::Contents))
+        .await
+        .unwrap();
+    assert_eq!(names(read_all(contents).await), ["f", "link", "sub"]);
+    let err = client
+        .copy_out_as(&at("f"), Some(&TopName::Contents))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Some("not_a_directory"), "{err}");
+}
+
 #[tokio::test]
 async fn the_agent_refuses_an_archive_that_climbs_out() {
     let agent = Agent::start();

@@ -349,32 +349,62 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Extracts the tar archive `tar` into directory `dir` of VM `name`.
+    /// Extracts the tar archive `tar` into directory `dir` of VM `name`, the files owned by
+    /// root or, with `keep_owners`, by the uids and gids the archive records.
     pub async fn copy_in(
         &self,
         name: &str,
         dir: &str,
+        keep_owners: bool,
         tar: Vec<u8>,
     ) -> Result<serde_json::Value, ClientError> {
-        let (_, bytes) = self
-            .raw(
-                Method::PUT,
-                &format!("/v1/vms/{}/files?path={}", escape(name), escape(dir)),
-                Some(tar),
-            )
-            .await?;
+        let mut path = format!("/v1/vms/{}/files?path={}", escape(name), escape(dir));
+        if keep_owners {
+            path.push_str("&owners=archive");
+        }
+        let (_, bytes) = self.raw(Method::PUT, &path, Some(tar)).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// A tar archive of `path` in VM `name`.
-    pub async fn copy_out(&self, name: &str, path: &str) -> Result<Bytes, ClientError> {
-        self.raw(
+    /// A tar archive of `path` in VM `name`, its top entry called `top` (`.` for a
+    /// directory's bare contents) or, when `None`, `path`'s own name.
+    pub async fn copy_out(
+        &self,
+        name: &str,
+        path: &str,
+        top: Option<&str>,
+    ) -> Result<Bytes, ClientError> {
+        let mut uri = format!("/v1/vms/{}/files?path={}", escape(name), escape(path));
+        if let Some(top) = top {
+            uri.push_str(&format!("&name={}", escape(top)));
+        }
+        self.raw(Method::GET, &uri, None)
+            .await
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// What `path` is in VM `name` (the agent's `PathStat`: `kind`, `target`, `mode`).
+    pub async fn file_stat(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(
             Method::GET,
-            &format!("/v1/vms/{}/files?path={}", escape(name), escape(path)),
-            None,
+            &format!("/v1/vms/{}/files/stat?path={}", escape(name), escape(path)),
+            None::<&()>,
         )
         .await
-        .map(|(_, bytes)| bytes)
+    }
+
+    /// Gives stopped VM `name` a fresh root from its image; its work disk and identity stay.
+    pub async fn reset_vm(&self, name: &str) -> Result<Vm, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/reset", escape(name)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Pauses (`pause = true`) or resumes VM `name`.

@@ -129,6 +129,16 @@ pub enum VmCommand {
         no_wait: bool,
     },
 
+    /// Give a stopped VM a fresh root from its image
+    ///
+    /// Everything written outside /root since the VM was created (installed packages, files
+    /// in /etc, /usr, /var, ...) is discarded. The work disk (/root), the VM's name, address,
+    /// SSH keys and settings stay. Stop the VM first.
+    Reset {
+        /// VM name
+        name: String,
+    },
+
     /// Pause a running VM (its vCPUs stop; its memory stays allocated)
     Pause {
         /// VM name
@@ -184,18 +194,30 @@ pub enum VmCommand {
         command: Vec<String>,
     },
 
-    /// Copy a file or directory into a VM or out of it (NAME:PATH names the VM's side)
+    /// Copy files into a VM or out of it, by `docker cp`'s rules (NAME:PATH names the VM's side)
     ///
-    /// Into a VM, DST is a directory there and SRC lands in it under its own name; out of a
-    /// VM, DST is a local directory (created when missing). Modes are kept, owners are not.
-    #[command(
-        after_help = "Examples: banger vm cp ./src dev:/root\n          banger vm cp dev:/etc/os-release ."
-    )]
+    /// A file goes to DST when DST does not exist or is a file, and into DST when it is a
+    /// directory. A directory becomes DST when DST does not exist, and goes into DST under its
+    /// own name when it is a directory; SRC ending in `/.` copies the directory's contents
+    /// instead. DST ending in `/` must be an existing directory, and DST's parent must exist.
+    /// `-` as SRC extracts a tar stream from standard input into the directory DST; `-` as DST
+    /// writes a tar stream of SRC to standard output. Modes are kept; files are owned by root
+    /// in the VM and by you on the host unless `-a` keeps the owners they had. A relative path
+    /// in a VM starts at /root.
+    #[command(after_help = "Examples: banger vm cp ./notes.txt dev:/root/notes.txt
+          banger vm cp ./src dev:/root          (gives /root/src)
+          banger vm cp ./src/. dev:/srv/app     (the contents of ./src)
+          banger vm cp dev:/etc/os-release .
+          tar -C dir -c . | banger vm cp - dev:/root/dir")]
     Cp {
-        /// What to copy: a local path, or NAME:PATH in a VM
+        /// What to copy: a local path, NAME:PATH in a VM, or `-` for a tar stream on stdin
         src: String,
-        /// Where to: NAME:DIR in a VM, or a local directory
+        /// Where to: a local path, NAME:PATH in a VM, or `-` for a tar stream on stdout
         dst: String,
+        /// Keep the files' owners (numeric uid and gid) instead of giving them to root in the
+        /// VM or to you on the host
+        #[arg(short, long)]
+        archive: bool,
     },
 
     /// Print a VM's guest console log
@@ -566,6 +588,9 @@ mod tests {
         insta::assert_snapshot!("help_vm_create", long_help(&["vm", "create"]));
         insta::assert_snapshot!("help_vm_set", long_help(&["vm", "set"]));
         insta::assert_snapshot!("help_vm_exec", long_help(&["vm", "exec"]));
+        insta::assert_snapshot!("help_vm", long_help(&["vm"]));
+        insta::assert_snapshot!("help_vm_cp", long_help(&["vm", "cp"]));
+        insta::assert_snapshot!("help_vm_reset", long_help(&["vm", "reset"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
         insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
         insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));

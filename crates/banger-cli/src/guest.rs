@@ -1,13 +1,16 @@
 //! The commands that reach inside a running VM: `vm ssh` (OpenSSH with banger's key and the
-//! VM's exact host key), `vm exec` (its session lives in [`crate::exec`]), `vm logs`,
-//! `vm health`, `vm ports`, `vm stats`.
+//! VM's exact host key), `vm exec` (its session lives in [`crate::exec`]), `vm cp` (with
+//! [`crate::cp`]'s rules), `vm logs`, `vm health`, `vm ports`, `vm stats`.
 
+use std::io::Write;
 use std::time::Duration;
 
-use banger_agent::protocol::{Health, ListeningPort, Stats};
+use banger_agent::archive::{Owners, TopName};
+use banger_agent::protocol::{Health, ListeningPort, PathKind, PathStat, Stats};
 use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
 
 use crate::cli::{OutputFormat, VmCommand};
+use crate::cp;
 use crate::daemon::Daemon;
 use crate::exit::Failure;
 use crate::output;
@@ -25,8 +28,10 @@ async fn ssh(name: &str, command: &[String]) -> Result<i32, Failure> {
     let daemon = Daemon::locate()?;
     let session = SshSession::prepare(&daemon, name, command).await?;
     let code = session.run()?;
-    if session.interactive && session.still_running(&daemon).await {
-        output::eprint(&format!("banger: {}\n", still_running(name)));
+    if session.interactive
+        && let Some(reminder) = session.reminder(&daemon).await
+    {
+        output::eprint(&format!("banger: {reminder}\n"));
     }
     Ok(code)
 }
@@ -120,9 +125,60 @@ impl SshSession {
     }
 }
 
+/// How long the reminder waits for the guest agent's health before saying it is silent.
+const REMINDER_HEALTH_WAIT: Duration = Duration::from_secs(3);
+
+impl SshSession {
+    /// The reminder after an interactive session, when the VM still runs: what its guest
+    /// agent says (a VM whose guest hung or is shutting down still counts as running for
+    /// bangerd), and how to stop it. `None` when the VM no longer runs.
+    pub async fn reminder(&self, daemon: &Daemon) -> Option<String> {
+        if !self.still_running(daemon).await {
+            return None;
+        }
+        let health = tokio::time::timeout(
+            REMINDER_HEALTH_WAIT,
+            daemon.client().guest_info(&self.name, "health"),
+        )
+        .await;
+        let found = match health {
+            Ok(Ok(value)) => match serde_json::from_value::<Health>(value) {
+                Ok(h) => Guest::Answered {
+                    ready: h.ready,
+                    uptime_ms: h.uptime_ms,
+                },
+                Err(_) => Guest::Silent,
+            },
+            _ => Guest::Silent,
+        };
+        Some(still_running(&self.name, found))
+    }
+}
+
+/// What the guest agent said after a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest {
+    Answered {
+        ready: bool,
+        uptime_ms: u64,
+    },
+    /// No answer in time, or an error.
+    Silent,
+}
+
 /// The reminder after an interactive session into VM `name`, which still runs.
-pub fn still_running(name: &str) -> String {
-    format!("VM {name} is still running; stop it with `banger vm stop {name}`")
+pub fn still_running(name: &str, guest: Guest) -> String {
+    match guest {
+        Guest::Answered { ready, uptime_ms } => format!(
+            "VM {name} is still running (guest {}, up {}); stop it with `banger vm stop {name}`",
+            if ready { "healthy" } else { "not ready" },
+            humanize(uptime_ms)
+        ),
+        Guest::Silent => format!(
+            "VM {name} is still running, but its guest agent does not answer; \
+             `banger vm logs {name}` shows its console, `banger vm stop {name}` stops it"
+        ),
+    }
 }
 
 /// `NAME:PATH` as (NAME, PATH); a local path (no `:` before the first `/`) is `None`.
@@ -131,35 +187,157 @@ fn remote(spec: &str) -> Option<(&str, &str)> {
     (!name.is_empty() && !name.contains('/')).then_some((name, path))
 }
 
-async fn copy(daemon: &Daemon, src: &str, dst: &str) -> Result<String, Failure> {
-    let usage = |what: &str| {
-        Failure::new(
-            ApiError::invalid(what.to_owned())
-                .with_hint("banger vm cp LOCAL NAME:DIR, or banger vm cp NAME:PATH LOCAL_DIR"),
-        )
+fn cp_failure(e: cp::CpError) -> Failure {
+    let code = if e.is_missing() {
+        ErrorCode::NotFound
+    } else {
+        ErrorCode::InvalidInput
     };
+    let hint = e.hint();
+    let mut error = ApiError::new(code, e.to_string());
+    error.hint = hint;
+    Failure::new(error)
+}
+
+/// What a guest path is, through the agent.
+async fn guest_kind(
+    daemon: &Daemon,
+    name: &str,
+    path: &str,
+    as_source: bool,
+) -> Result<cp::Kind, Failure> {
+    let value = daemon
+        .call(async |client| client.file_stat(name, cp::bare(path)).await)
+        .await?;
+    let stat: PathStat = decode(value)?;
+    let kind = if as_source && !cp::insists_on_directory(path) {
+        stat.kind
+    } else {
+        stat.followed()
+    };
+    Ok(match kind {
+        PathKind::Missing => cp::Kind::Missing,
+        PathKind::Directory => cp::Kind::Directory,
+        PathKind::File | PathKind::Symlink | PathKind::Other => cp::Kind::File,
+    })
+}
+
+/// `vm cp` (see [`cp`] for where things land).
+async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Result<String, Failure> {
+    let usage = |what: &str| {
+        Failure::new(ApiError::invalid(what.to_owned()).with_hint(
+            "banger vm cp LOCAL NAME:PATH, or banger vm cp NAME:PATH LOCAL (`-` for a tar stream)",
+        ))
+    };
+    let local_error = |what: String| Failure::new(ApiError::invalid(what));
     match (remote(src), remote(dst)) {
-        (None, Some((name, dir))) => {
+        (None, Some((name, path))) => {
             validate::name("VM", name)?;
-            let source = std::path::Path::new(src);
-            let tar = banger_agent::archive::pack(source, Vec::new())
-                .map_err(|e| Failure::new(ApiError::invalid(format!("cannot read {src}: {e}"))))?;
-            let dir = if dir.is_empty() { "/root" } else { dir };
+            let path = cp::guest_path(path);
+            let dst_kind = guest_kind(daemon, name, &path, false).await?;
+            let (dir, tar) = if src == "-" {
+                if dst_kind != cp::Kind::Directory {
+                    return Err(cp_failure(cp::CpError::StreamNeedsDirectory {
+                        dst: dst.to_owned(),
+                    }));
+                }
+                let mut tar = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut tar)
+                    .map_err(|e| local_error(format!("cannot read standard input: {e}")))?;
+                (path.clone(), tar)
+            } else {
+                let source = cp::Side {
+                    shown: src,
+                    path: src,
+                    kind: cp::local_kind(src, true),
+                };
+                let target = cp::Side {
+                    shown: dst,
+                    path: &path,
+                    kind: dst_kind,
+                };
+                let parent = cp::parent(&path);
+                let parent_kind = if dst_kind == cp::Kind::Missing {
+                    Some(guest_kind(daemon, name, &parent, false).await?)
+                } else {
+                    None
+                };
+                let plan = cp::plan(&source, &target, |_| {
+                    parent_kind == Some(cp::Kind::Directory)
+                })
+                .map_err(cp_failure)?;
+                let tar = banger_agent::archive::pack_as(
+                    std::path::Path::new(src),
+                    &plan.top,
+                    Vec::new(),
+                )
+                .map_err(|e| local_error(format!("cannot read {src}: {e}")))?;
+                (plan.dir, tar)
+            };
             daemon
-                .call(async |client| client.copy_in(name, dir, tar.clone()).await)
+                .call(async |client| client.copy_in(name, &dir, keep_owners, tar.clone()).await)
                 .await?;
-            Ok(format!("Copied {src} to {name}:{dir}.\n"))
+            Ok(format!("Copied {src} to {dst}.\n"))
         }
         (Some((name, path)), None) => {
             validate::name("VM", name)?;
+            let path = cp::guest_path(path);
+            let source = cp::Side {
+                shown: src,
+                path: &path,
+                kind: guest_kind(daemon, name, &path, true).await?,
+            };
+            if dst == "-" {
+                // docker cp's tar stream: the source under its own name, or a directory's
+                // contents for `SRC/.`.
+                let target = cp::Side {
+                    shown: "-",
+                    path: "/",
+                    kind: cp::Kind::Directory,
+                };
+                let plan = cp::plan(&source, &target, |_| true).map_err(cp_failure)?;
+                let top = match &plan.top {
+                    TopName::Named(n) => n.clone(),
+                    TopName::Contents => ".".into(),
+                };
+                let tar = daemon
+                    .call(async |client| client.copy_out(name, &path, Some(&top)).await)
+                    .await?;
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(&tar)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| local_error(format!("cannot write standard output: {e}")))?;
+                return Ok(String::new());
+            }
+            let target = cp::Side {
+                shown: dst,
+                path: dst,
+                kind: cp::local_kind(dst, false),
+            };
+            let plan = cp::plan(&source, &target, |p| {
+                cp::local_kind(p, false) == cp::Kind::Directory
+            })
+            .map_err(cp_failure)?;
+            let top = match &plan.top {
+                TopName::Named(n) => n.clone(),
+                TopName::Contents => ".".into(),
+            };
             let tar = daemon
-                .call(async |client| client.copy_out(name, path).await)
+                .call(async |client| client.copy_out(name, &path, Some(&top)).await)
                 .await?;
-            let dest = std::path::Path::new(dst);
-            banger_agent::archive::unpack(std::io::Cursor::new(tar), dest).map_err(|e| {
-                Failure::new(ApiError::invalid(format!("cannot write into {dst}: {e}")))
-            })?;
-            Ok(format!("Copied {name}:{path} to {dst}.\n"))
+            let owners = if keep_owners {
+                Owners::Archive
+            } else {
+                Owners::Extractor
+            };
+            banger_agent::archive::unpack_with(
+                std::io::Cursor::new(tar),
+                std::path::Path::new(&plan.dir),
+                owners,
+            )
+            .map_err(|e| local_error(format!("cannot write {dst}: {e}")))?;
+            Ok(format!("Copied {src} to {dst}.\n"))
         }
         (Some(_), Some(_)) => Err(usage("both sides name a VM; one must be local")),
         (None, None) => Err(usage("neither side names a VM (NAME:PATH)")),
@@ -170,9 +348,10 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str) -> Result<String, Failure> 
 pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failure> {
     let daemon = Daemon::locate()?;
     match command {
-        VmCommand::Cp { src, dst } => {
-            let text = copy(&daemon, src, dst).await?;
-            if format == OutputFormat::Text {
+        VmCommand::Cp { src, dst, archive } => {
+            let text = copy(&daemon, src, dst, *archive).await?;
+            // With `-` as DST, standard output is the archive.
+            if format == OutputFormat::Text && dst != "-" {
                 output::print(&text);
             }
             Ok(())
@@ -352,8 +531,19 @@ mod tests {
             ["--", "uname", "-a"]
         );
         assert_eq!(
-            still_running("web-1"),
-            "VM web-1 is still running; stop it with `banger vm stop web-1`"
+            still_running(
+                "web-1",
+                Guest::Answered {
+                    ready: true,
+                    uptime_ms: 125_000
+                }
+            ),
+            "VM web-1 is still running (guest healthy, up 2m 5s); stop it with `banger vm stop web-1`"
+        );
+        assert_eq!(
+            still_running("web-1", Guest::Silent),
+            "VM web-1 is still running, but its guest agent does not answer; \
+             `banger vm logs web-1` shows its console, `banger vm stop web-1` stops it"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! stable exit code (`exit`), and runs the terminal UI (`tui`).
 
 pub mod cli;
+pub mod cp;
 pub mod daemon;
 pub mod exec;
 pub mod exit;

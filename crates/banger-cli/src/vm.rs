@@ -196,6 +196,14 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             let vm = result_vm(&daemon, finished).await?;
             vm_result(&vm, format, "Stopped")
         }
+        VmCommand::Reset { name } => {
+            validate::name("VM", name)?;
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.reset_vm(name).await)
+                .await?;
+            vm_result(&vm, format, "Reset the root of")
+        }
         VmCommand::Pause { name } | VmCommand::Resume { name } => {
             let pause = matches!(command, VmCommand::Pause { .. });
             let daemon = Daemon::locate()?;

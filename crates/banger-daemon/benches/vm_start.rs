@@ -2,9 +2,9 @@
 //! launching the same VM by itself.
 //!
 //! - `vm start`: from `POST /v1/vms/{name}/start` until the client sees the operation's `vmm`
-//!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, taking over its
-//!   spare Firecracker, the tap on the bridge, configuration and start; and until the whole
-//!   operation ended.
+//!   stage done (Firecracker accepted `InstanceStart`): the daemon's checks, starting a
+//!   Firecracker (a spare serves only creates: it is started as the VM it will become), the tap
+//!   on the bridge, configuration and start; and until the whole operation ended.
 //! - `vm create`: from `POST /v1/vms` (with start) until the same point: this adds the record,
 //!   the VM's SSH host key and config drive, and taking its overlay and work disks from the
 //!   pool (which is given the time to refill between rounds, as between a user's creates);
@@ -209,7 +209,8 @@ async fn bench(firecracker: &Path, runs: usize) {
     };
     // The spare taken away (and ended), so that the next start starts its own Firecracker.
     let without_spare = || {
-        let spare = d.spare.take().expect("a spare Firecracker");
+        let id = d.spare.claim().expect("a spare Firecracker");
+        let spare = d.spare.take(&id).expect("the spare just claimed");
         let fc = banger_vmm::Firecracker::new(
             banger_vmm::FirecrackerBinary::check(firecracker.to_owned(), &RealRunner).unwrap(),
         );

@@ -49,16 +49,92 @@ impl IntoResponse for Failure {
 
 pub(crate) type Answer<T> = Result<T, Failure>;
 
-/// A JSON body whose rejections are answered in banger's error shape.
+/// A JSON body whose rejections are answered in banger's error shape. It must be a JSON
+/// object: serde would otherwise read a struct from an array, field by field in order, and
+/// `null` or a bare value never means a request.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(Failure(json_rejection(rejection))),
+        };
+        let kind = match &value {
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::Null => Some("null"),
+            serde_json::Value::Array(_) => Some("an array"),
+            serde_json::Value::String(_) => Some("a string"),
+            serde_json::Value::Number(_) => Some("a number"),
+            serde_json::Value::Bool(_) => Some("a boolean"),
+        };
+        if let Some(kind) = kind {
+            return Err(Failure(
+                ApiError::invalid(format!(
+                    "the request body must be a JSON object, not {kind}"
+                ))
+                .with_hint("see /v1/openapi.json for the request shapes"),
+            ));
+        }
+        // Through axum again, for its error messages that name the field (`vcpus: ...`).
+        let bytes =
+            serde_json::to_vec(&value).map_err(|e| Failure(ApiError::internal(e.to_string())))?;
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Body(value)),
             Err(rejection) => Err(Failure(json_rejection(rejection))),
+        }
+    }
+}
+
+/// The body of a route that takes none: anything sent is refused rather than ignored, so a
+/// request carrying options this route does not have (`{"force": true}` to a stop) is not
+/// silently done some other way.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            Failure(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+            ))
+        })?;
+        if bytes.is_empty() {
+            Ok(NoBody)
+        } else {
+            Err(Failure(
+                ApiError::invalid("this route takes no request body")
+                    .with_hint("see /v1/openapi.json for the request shapes"),
+            ))
+        }
+    }
+}
+
+/// A query string whose rejections are answered in banger's error shape.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(Failure(
+                ApiError::invalid(format!(
+                    "bad query string: {}",
+                    std::error::Error::source(&rejection)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| rejection.body_text())
+                ))
+                .with_hint("see /v1/openapi.json for the parameters"),
+            )),
         }
     }
 }
@@ -136,6 +212,7 @@ async fn blocking_arc<T: Send + 'static>(
         start_vm,
         stop_vm,
         restart_vm,
+        reset_vm,
         pause_vm,
         resume_vm,
         list_images,
@@ -169,6 +246,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/start", post(start_vm))
         .route("/v1/vms/{name}/stop", post(stop_vm))
         .route("/v1/vms/{name}/restart", post(restart_vm))
+        .route("/v1/vms/{name}/reset", post(reset_vm))
         .route("/v1/vms/{name}/pause", post(pause_vm))
         .route("/v1/vms/{name}/resume", post(resume_vm))
         .route("/v1/vms/{name}/exec", post(guest_api::exec))
@@ -181,6 +259,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/v1/vms/{name}/files",
             get(guest_api::copy_out).put(guest_api::copy_in),
         )
+        .route("/v1/vms/{name}/files/stat", get(guest_api::stat))
         .route("/v1/images", get(list_images).post(register_image))
         // An image may be named "bootstrap": its GET and DELETE still work on this path.
         .route(
@@ -189,8 +268,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
                 .get(|State(d): State<Arc<Daemon>>| {
                     get_image(State(d), Path("bootstrap".to_owned()))
                 })
-                .delete(|State(d): State<Arc<Daemon>>| {
-                    delete_image(State(d), Path("bootstrap".to_owned()))
+                .delete(|State(d): State<Arc<Daemon>>, no_body: NoBody| {
+                    delete_image(State(d), Path("bootstrap".to_owned()), no_body)
                 }),
         )
         // Likewise for an image named "import".
@@ -198,8 +277,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/v1/images/import",
             post(import_image)
                 .get(|State(d): State<Arc<Daemon>>| get_image(State(d), Path("import".to_owned())))
-                .delete(|State(d): State<Arc<Daemon>>| {
-                    delete_image(State(d), Path("import".to_owned()))
+                .delete(|State(d): State<Arc<Daemon>>, no_body: NoBody| {
+                    delete_image(State(d), Path("import".to_owned()), no_body)
                 }),
         )
         .route("/v1/images/{name}", get(get_image).delete(delete_image))
@@ -257,7 +336,7 @@ async fn daemon_info(State(d): State<Arc<Daemon>>) -> Json<DaemonInfo> {
 
 /// Asks the daemon to exit: running operations are cancelled and rolled back first.
 #[utoipa::path(post, path = "/v1/daemon/shutdown", responses((status = 202, body = DaemonInfo)))]
-async fn shutdown(State(d): State<Arc<Daemon>>) -> (StatusCode, Json<DaemonInfo>) {
+async fn shutdown(State(d): State<Arc<Daemon>>, _: NoBody) -> (StatusCode, Json<DaemonInfo>) {
     tracing::info!("shutdown requested through the API");
     d.request_shutdown();
     (StatusCode::ACCEPTED, Json(d.info()))
@@ -297,7 +376,11 @@ async fn create_vm(
 /// Starts a stopped or failed VM, as an operation.
 #[utoipa::path(post, path = "/v1/vms/{name}/start", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn start_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+async fn start_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Response> {
     blocking_arc(&d, move |d| machine::request_start(d, &name))
         .await
         .map(accepted)
@@ -307,7 +390,11 @@ async fn start_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Ans
 /// VMM ended after `defaults.stop_timeout`.
 #[utoipa::path(post, path = "/v1/vms/{name}/stop", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn stop_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+async fn stop_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Response> {
     blocking_arc(&d, move |d| machine::request_stop(d, &name))
         .await
         .map(accepted)
@@ -316,16 +403,38 @@ async fn stop_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answ
 /// Stops and starts a running or paused VM, as one operation.
 #[utoipa::path(post, path = "/v1/vms/{name}/restart", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 202, body = Operation), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn restart_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Response> {
+async fn restart_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Response> {
     blocking_arc(&d, move |d| machine::request_restart(d, &name))
         .await
         .map(accepted)
 }
 
+/// Gives a stopped VM a fresh root from its image: its overlay disk is replaced by a blank one.
+/// Its work disk (`/root`), name, address, keys and spec stay; the next boot re-applies its
+/// identity from its config drive. Refused with `invalid_state` unless the VM is stopped.
+#[utoipa::path(post, path = "/v1/vms/{name}/reset", params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError),
+    (status = 501, body = ApiError)))]
+async fn reset_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Json<Vm>> {
+    blocking(&d, move |d| vm::reset(d, &name)).await.map(Json)
+}
+
 /// Pauses a running VM (its vCPUs stop; memory stays allocated).
 #[utoipa::path(post, path = "/v1/vms/{name}/pause", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn pause_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+async fn pause_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Json<Vm>> {
     blocking(&d, move |d| machine::pause_or_resume(d, &name, true))
         .await
         .map(Json)
@@ -334,7 +443,11 @@ async fn pause_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Ans
 /// Resumes a paused VM.
 #[utoipa::path(post, path = "/v1/vms/{name}/resume", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn resume_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+async fn resume_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Json<Vm>> {
     blocking(&d, move |d| machine::pause_or_resume(d, &name, false))
         .await
         .map(Json)
@@ -361,7 +474,11 @@ async fn update_vm(
 
 #[utoipa::path(delete, path = "/v1/vms/{name}", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 200, body = Vm), (status = 404, body = ApiError)))]
-async fn delete_vm(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Answer<Json<Vm>> {
+async fn delete_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Json<Vm>> {
     blocking(&d, move |d| vm::delete(d, &name)).await.map(Json)
 }
 
@@ -452,6 +569,7 @@ async fn get_image(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> An
 async fn delete_image(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
+    _: NoBody,
 ) -> Answer<Json<Image>> {
     blocking(&d, move |d| image::delete(d, &name))
         .await
@@ -519,6 +637,7 @@ async fn stream_operation(
 async fn cancel_operation(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
+    _: NoBody,
 ) -> Answer<(StatusCode, Json<Operation>)> {
     d.ops
         .cancel(&id)
@@ -537,7 +656,7 @@ fn operation_not_found(id: &str) -> Failure {
 /// minutes). Only the socket's owner can ask, which is what keeps the console theirs.
 #[utoipa::path(post, path = "/v1/web/login", responses(
     (status = 200, body = WebLogin), (status = 503, body = ApiError)))]
-async fn web_login(State(d): State<Arc<Daemon>>) -> Answer<Json<WebLogin>> {
+async fn web_login(State(d): State<Arc<Daemon>>, _: NoBody) -> Answer<Json<WebLogin>> {
     d.web.login().map(Json).map_err(Failure)
 }
 

@@ -1,12 +1,12 @@
-//! The routes that reach inside a running VM, for `vm exec`, `vm ssh`, `vm logs`, `vm health`,
-//! `vm ports` and `vm stats`: the daemon holds the VM's agent token and the way to reach its
-//! agent, so clients never need either. Exec is relayed frame by frame in both directions at
-//! once (the request body keeps streaming input while the answer streams output).
+//! The routes that reach inside a running VM, for `vm exec`, `vm cp`, `vm ssh`, `vm logs`,
+//! `vm health`, `vm ports` and `vm stats`: the daemon holds the VM's agent token and the way to
+//! reach its agent, so clients never need either. Exec is relayed frame by frame in both
+//! directions at once (the request body keeps streaming input while the answer streams output).
 
 use std::sync::Arc;
 
 use axum::body::Body as HttpBody;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use banger_agent::client::{ExecEvent, ExecEvents};
@@ -16,24 +16,45 @@ use banger_api::{ApiError, ConsoleChunk, ErrorCode, SshAccess};
 use serde::Deserialize;
 
 use crate::Daemon;
-use crate::api::{Answer, Body, Failure};
+use crate::api::{Answer, Body, Failure, Params};
 use crate::machine::{console, disks, guest};
 
+/// The API error for a failed call to the guest agent. An answer from the agent (a missing
+/// file, a refused archive, a path that is in the way) is the user's to fix and carries the
+/// agent's own status and hint; only a call that got no answer suggests the agent is down.
 fn agent_error(e: banger_agent::client::AgentError) -> Failure {
     use banger_agent::client::AgentError;
     let hint = e.hint().map(str::to_owned);
-    let mut error = ApiError::new(ErrorCode::Unavailable, e.to_string());
-    error.hint = Some(hint.unwrap_or_else(|| {
-        match e {
-            AgentError::Timeout { .. } => "the guest is running but its agent is silent: it may \
-             be hung, out of memory or still booting; `banger vm logs NAME` shows the guest \
-             console, `banger vm restart NAME` reboots it"
-                .to_owned(),
-            _ => "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` \
-              shows the guest console"
-                .to_owned(),
+    let code = match &e {
+        AgentError::Api { status, .. } => match status {
+            400 | 403 | 422 => ErrorCode::InvalidInput,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::InvalidState,
+            _ => ErrorCode::Internal,
+        },
+        AgentError::Failed(_) => ErrorCode::Internal,
+        AgentError::Local(local) if local.is_refusal() => ErrorCode::InvalidInput,
+        AgentError::Local(_) => ErrorCode::Internal,
+        AgentError::Connect { .. } | AgentError::Protocol(_) | AgentError::Timeout { .. } => {
+            ErrorCode::Unavailable
         }
-    }));
+    };
+    let mut error = ApiError::new(code, e.to_string());
+    error.hint = hint.or_else(|| match e {
+        AgentError::Timeout { .. } => Some(
+            "the guest is running but its agent is silent: it may be hung, out of memory or \
+             still booting; `banger vm logs NAME` shows the guest console, \
+             `banger vm restart NAME` reboots it"
+                .to_owned(),
+        ),
+        AgentError::Connect { .. } | AgentError::Protocol(_) => Some(
+            "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` \
+             shows the guest console"
+                .to_owned(),
+        ),
+        // The agent answered: whatever it said is the story, not its health.
+        AgentError::Api { .. } | AgentError::Failed(_) | AgentError::Local(_) => None,
+    });
     Failure(error)
 }
 
@@ -294,8 +315,54 @@ fn error_frame(code: &str, message: String) -> Frame {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PathQuery {
     path: String,
+}
+
+/// `?path=DIR[&owners=archive]` of a copy into the guest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyInQuery {
+    path: String,
+    /// `archive` keeps the archive's uids and gids (`vm cp -a`); the default is root's.
+    #[serde(default)]
+    owners: Option<CopyOwners>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyOwners {
+    Extractor,
+    Archive,
+}
+
+/// `?path=P[&name=N]` of a copy out of the guest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyOutQuery {
+    path: String,
+    /// The archive's top entry is called `name` rather than `path`'s own name; `.` sends a
+    /// directory's contents without the directory.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `GET /v1/vms/{name}/files/stat?path=P`: what the guest path `P` is (`kind` is `missing`
+/// when there is nothing), so a client can apply `docker cp`'s rules before copying.
+pub async fn stat(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Params(query): Params<PathQuery>,
+) -> Response {
+    let result: Answer<Response> = async {
+        let vm = running_vm(&d, name).await?;
+        let agent = guest::agent(&d, &vm)?;
+        let stat = agent.stat(&query.path).await.map_err(agent_error)?;
+        Ok(axum::Json(stat).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `PUT /v1/vms/{name}/files?path=DIR`: the request body, a tar archive, is extracted into the
@@ -303,7 +370,7 @@ pub struct PathQuery {
 pub async fn copy_in(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(query): Query<PathQuery>,
+    Params(query): Params<CopyInQuery>,
     body: HttpBody,
 ) -> Response {
     let result: Answer<Response> = async {
@@ -313,8 +380,12 @@ pub async fn copy_in(
         let reader = tokio_util::io::StreamReader::new(
             body.into_data_stream().map_err(std::io::Error::other),
         );
+        let owners = match query.owners {
+            Some(CopyOwners::Archive) => banger_agent::archive::Owners::Archive,
+            _ => banger_agent::archive::Owners::Extractor,
+        };
         let summary = agent
-            .copy_in(&query.path, reader)
+            .copy_in_with(&query.path, owners, reader)
             .await
             .map_err(agent_error)?;
         Ok(axum::Json(summary).into_response())
@@ -327,12 +398,23 @@ pub async fn copy_in(
 pub async fn copy_out(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(query): Query<PathQuery>,
+    Params(query): Params<CopyOutQuery>,
 ) -> Response {
     let result: Answer<Response> = async {
+        let top = match query.name.as_deref() {
+            None => None,
+            Some(".") => Some(banger_agent::archive::TopName::Contents),
+            Some(n) => Some(
+                banger_agent::archive::TopName::named(n)
+                    .map_err(|e| Failure(ApiError::invalid(e.to_string())))?,
+            ),
+        };
         let vm = running_vm(&d, name).await?;
         let agent = guest::agent(&d, &vm)?;
-        let tar = agent.copy_out(&query.path).await.map_err(agent_error)?;
+        let tar = agent
+            .copy_out_as(&query.path, top.as_ref())
+            .await
+            .map_err(agent_error)?;
         Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-tar")],
@@ -355,7 +437,7 @@ pub struct ConsoleQuery {
 pub async fn console(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
-    Query(query): Query<ConsoleQuery>,
+    Params(query): Params<ConsoleQuery>,
 ) -> Response {
     let d2 = d.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<ConsoleChunk, ApiError> {
@@ -413,5 +495,49 @@ pub async fn ssh(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Resp
         Ok(Ok(access)) => axum::Json(access).into_response(),
         Ok(Err(e)) => Failure(e).into_response(),
         Err(e) => Failure(ApiError::internal(e.to_string())).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_agent::client::AgentError;
+    use banger_agent::protocol::ErrorBody;
+
+    /// Regression: copying a file over an existing directory was answered by the agent, yet
+    /// the CLI said "the guest agent may not be up yet". An answer is the agent's story.
+    #[test]
+    fn an_answer_from_the_agent_does_not_blame_the_agent() {
+        let refused = AgentError::Api {
+            status: 400,
+            body: ErrorBody {
+                code: "unsafe_archive".into(),
+                message: "refusing archive entry \"x.txt\": it would replace an existing directory"
+                    .into(),
+                hint: None,
+            },
+        };
+        let Failure(error) = agent_error(refused);
+        assert_eq!(error.code, ErrorCode::InvalidInput);
+        assert_eq!(error.hint, None);
+
+        let missing = AgentError::Api {
+            status: 404,
+            body: ErrorBody {
+                code: "not_found".into(),
+                message: "cannot read /root/nope in the guest".into(),
+                hint: None,
+            },
+        };
+        assert_eq!(agent_error(missing).0.code, ErrorCode::NotFound);
+
+        // No answer at all is where the agent's health is the likely story.
+        let down = AgentError::Connect {
+            target: "tcp 172.30.0.2:1024".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let Failure(error) = agent_error(down);
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert!(error.hint.unwrap().contains("may not be up yet"));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use banger_api::{
     ApiError, CreateVmRequest, CreatedVm, ErrorCode, Image, OperationKind, UpdateVmRequest, Vm,
-    VmState, WorkSeedStatus, validate,
+    VmState, VmmKind, WorkSeedStatus, validate,
 };
 use banger_store::{NewVm, StoreError, VmResources};
 
@@ -106,30 +106,40 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
         });
         e
     })?;
-    let vm = d
-        .store
-        .create_vm(
-            &NewVm {
-                name: req.name,
-                image_id: image.id.clone(),
-                vcpus,
-                memory_mib,
-                disk_bytes,
-                work_disk_bytes,
-                nat: req.nat.unwrap_or(false),
-                vmm: req.vmm.unwrap_or(d.config.vmm),
-                state,
-            },
-            &d.pool,
+    // A VM that starts now on Firecracker is named after the spare Firecracker it will take
+    // over, so the process's command line names it.
+    let vmm = req.vmm.unwrap_or(d.config.vmm);
+    let spare = (state == VmState::Starting && vmm != VmmKind::Qemu)
+        .then(|| d.spare.claim())
+        .flatten();
+    let created = d.store.create_vm_with_id(
+        &NewVm {
+            name: req.name,
+            image_id: image.id.clone(),
+            vcpus,
+            memory_mib,
+            disk_bytes,
+            work_disk_bytes,
+            nat: req.nat.unwrap_or(false),
+            vmm,
+            state,
+        },
+        &d.pool,
+        spare.as_deref(),
+    );
+    if let Some(id) = &spare
+        && created.as_ref().map_or(true, |vm| vm.id != *id)
+    {
+        d.spare.forget(id);
+    }
+    let vm = created.map_err(|e| match e {
+        StoreError::AlreadyExists { name, .. } => ApiError::new(
+            ErrorCode::AlreadyExists,
+            format!("a VM named {name:?} already exists"),
         )
-        .map_err(|e| match e {
-            StoreError::AlreadyExists { name, .. } => ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("a VM named {name:?} already exists"),
-            )
-            .with_hint("pick another --name, or delete the old VM with `banger vm delete`"),
-            other => other.into(),
-        })?;
+        .with_hint("pick another --name, or delete the old VM with `banger vm delete`"),
+        other => other.into(),
+    })?;
     Ok((vm, image))
 }
 
@@ -151,8 +161,9 @@ fn make_files(d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path) -> Resu
     Ok(())
 }
 
-/// Removes a VM whose create failed: its directory and its record.
+/// Removes a VM whose create failed: its directory, its record, the spare claimed for it.
 fn forget(d: &Daemon, vm: &Vm, dir: &std::path::Path) {
+    d.spare.forget(&vm.id);
     disks::remove_tree(dir);
     if let Err(store) = d.store.delete_vm(&vm.id) {
         tracing::error!(vm = %vm.name, error = %store, "cannot remove the record of a VM whose create failed");
@@ -260,6 +271,44 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
     )?;
     tracing::info!(vm = %vm.name, "VM resources changed");
     Ok(vm)
+}
+
+/// `POST /v1/vms/{name}/reset`: a stopped VM's root goes back to its image (a blank overlay
+/// disk, see [`disks::reset_overlay`]); its work disk, identity and spec stay.
+pub fn reset(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
+    let vm = find(d, name)?;
+    if !matches!(vm.state, VmState::Stopped | VmState::Failed) {
+        let hint = match vm.state {
+            VmState::Starting | VmState::Stopping => format!(
+                "wait for the operation in progress (`banger vm show {}`), then stop it",
+                vm.name
+            ),
+            _ => format!("stop it first: `banger vm stop {}`", vm.name),
+        };
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "VM {:?} is {}; only a stopped VM's root can be reset",
+                vm.name, vm.state
+            ),
+        )
+        .with_hint(hint));
+    }
+    let image = d.store.find_image(&vm.image.id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            format!("VM {}'s image {} no longer exists", vm.name, vm.image.name),
+        )
+    })?;
+    disks::reset_overlay(
+        &*d.machines.runner,
+        &d.disks,
+        &image,
+        &d.paths.vm_dir(&vm.id),
+        vm.disk_bytes,
+    )?;
+    tracing::info!(vm = %vm.name, "VM root reset to its image");
+    find(d, &vm.id)
 }
 
 /// `DELETE /v1/vms/{name}`: stops a running VM first, then removes the record, its

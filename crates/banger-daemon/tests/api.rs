@@ -600,6 +600,104 @@ async fn malformed_requests_get_json_errors_not_500s() {
     h.stop().await;
 }
 
+/// A body that is not the JSON object a route documents is refused, never read as a
+/// default-filled request: serde would read a struct from an array, and routes that take no
+/// body used to ignore one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_typed_strictly() {
+    let mut h = Harness::start().await;
+    let image = h.register("base").await;
+    let vm = h.create("strict", &image.name).await;
+    let json = "Content-Type: application/json\r\n";
+    let cases = [
+        (http("POST", "/v1/vms", json, "null"), 400, "not null"),
+        (
+            http("POST", "/v1/vms", json, r#"["x","base"]"#),
+            400,
+            "not an array",
+        ),
+        (http("POST", "/v1/vms", json, "7"), 400, "not a number"),
+        (
+            http("PATCH", "/v1/vms/strict", json, "[2]"),
+            400,
+            "not an array",
+        ),
+        (
+            http("PATCH", "/v1/vms/strict", json, "null"),
+            400,
+            "not null",
+        ),
+        (
+            http("PATCH", "/v1/vms/strict", json, r#"{"vcpus":2,"disk":1}"#),
+            400,
+            "unknown field `disk`",
+        ),
+        (
+            http("PATCH", "/v1/vms/strict", "", r#"{"vcpus":2}"#),
+            415,
+            "JSON",
+        ),
+        (http("PATCH", "/v1/vms/strict", json, ""), 400, "EOF"),
+        (
+            http("POST", "/v1/vms/strict/start", json, r#"{"force":true}"#),
+            400,
+            "takes no request body",
+        ),
+        (
+            http("POST", "/v1/vms/strict/reset", json, "{}"),
+            400,
+            "takes no request body",
+        ),
+        (
+            http("DELETE", "/v1/vms/strict", json, r#"{"keep_disks":true}"#),
+            400,
+            "takes no request body",
+        ),
+        (
+            http("GET", "/v1/vms/strict/files/stat?path=/x&follow=1", "", ""),
+            400,
+            "follow",
+        ),
+    ];
+    for (request, status, needle) in cases {
+        let (got, body) = h.raw_http(&request).await;
+        assert_eq!(got, status, "{request:.70}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{needle}: {body}"
+        );
+    }
+    // Nothing acted: one VM, unchanged and still stopped.
+    let vms = h.client.list_vms().await.unwrap();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].vcpus, vm.vcpus);
+    assert_eq!(vms[0].state, banger_api::VmState::Stopped);
+    h.stop().await;
+}
+
+/// `vm reset` refuses a VM that is not stopped, saying how to stop it; a stopped one keeps its
+/// identity and gets a new overlay disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_gives_a_stopped_vm_a_new_root_and_keeps_the_rest() {
+    let mut h = Harness::start().await;
+    let image = h.register("base").await;
+    let vm = h.create("fresh", &image.name).await;
+    let (status, body) = h
+        .raw_http(&http("POST", "/v1/vms/ghost/reset", "", ""))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let reset = h.client.reset_vm("fresh").await;
+    match reset {
+        Ok(after) => {
+            assert_eq!(after.network, vm.network);
+            assert_eq!(after.name, vm.name);
+        }
+        // An image registered from bare files has no config-drive init: refused, untouched.
+        Err(e) => assert!(e.is_code(banger_api::ErrorCode::Unsupported), "{e}"),
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outdated_daemon_refuses_without_acting() {
     let mut h = Harness::start().await;

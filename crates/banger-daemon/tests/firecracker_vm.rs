@@ -12,7 +12,7 @@
 mod fixture;
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_api::paths::Paths;
@@ -165,13 +165,17 @@ async fn lifecycle(firecracker: &Path) {
     assert_eq!(vm.state, VmState::Running);
     let rt = vm.runtime.clone().unwrap();
     assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
-    // The daemon's spare Firecracker became the VM's VMM (the guest's console below is in the
-    // VM's console log all the same).
-    let socket_name = Path::new(&rt.api_socket).file_name().unwrap();
-    assert!(
-        socket_name.to_string_lossy().starts_with("spare-"),
+    // The daemon's spare Firecracker became the VM's VMM, started as that very VM: its socket
+    // and its command line name the VM (the guest's console below is in the VM's console log
+    // all the same).
+    assert_eq!(
+        PathBuf::from(&rt.api_socket),
+        paths.vm_api_socket(&vm.id),
         "{rt:?}"
     );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", rt.pid)).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains(&format!("--id {}", vm.id)), "{cmdline}");
     assert!(banger_host::pid_alive(rt.pid));
     let link = run("ip", &["-j", "link", "show", "dev", &rt.tap]).unwrap();
     assert!(link.contains("\"master\":\"banger0\""), "{link}");
@@ -263,7 +267,8 @@ async fn lifecycle(firecracker: &Path) {
     assert!(!paths.vm_dir(&vm.id).exists());
     // The daemon's new spare is all that is left, and goes with the daemon.
     assert!(daemon.daemon.spare.wait_ready(Duration::from_secs(10)));
-    let spare = daemon.daemon.spare.take().unwrap();
+    let id = daemon.daemon.spare.claim().unwrap();
+    let spare = daemon.daemon.spare.take(&id).unwrap();
     let sockets = || {
         std::fs::read_dir(paths.vm_sockets_dir())
             .unwrap()

@@ -1068,11 +1068,13 @@ async fn a_qemu_vm_goes_through_the_same_lifecycle() {
     );
 }
 
-/// The spare Firecracker: a start takes it over (the VM's record holds the spare's socket, its
-/// console log becomes the VM's), a new one follows, a failed start ends the spare it took with
-/// everything else, and a stopping daemon ends the one it holds.
+/// The spare Firecracker: a create takes it over, its VM recorded under the spare's id (so the
+/// process's `--id` and socket name the VM: the record holds the spare's socket, its console log
+/// becomes the VM's), a new one follows, a failed create ends the spare it took with everything
+/// else, a start of an existing VM starts its own Firecracker, and a stopping daemon ends the
+/// one it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starts_take_over_the_spare_firecracker() {
+async fn creates_take_over_the_spare_firecracker() {
     let mut h = Harness::with_config(
         FakeFirecracker::new(),
         FakeQemu::new(),
@@ -1081,15 +1083,20 @@ async fn starts_take_over_the_spare_firecracker() {
     )
     .await;
     let spare_dir = h.paths.state_dir.join("spare");
+    // A spare is known by its console log, which waits in spare_dir until a VM takes it.
     let spares = |h: &Harness| -> Vec<PathBuf> {
+        let ids: Vec<String> =
+            h.fc.files()
+                .iter()
+                .filter(|f| f.starts_with(&spare_dir))
+                .filter_map(|f| {
+                    let name = f.file_name()?.to_string_lossy().into_owned();
+                    Some(name.strip_suffix(".console.log")?.to_owned())
+                })
+                .collect();
         h.fc.sockets()
             .into_iter()
-            .filter(|s| {
-                s.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("spare-")
-            })
+            .filter(|s| ids.iter().any(|id| s.ends_with(format!("{id}.api"))))
             .collect()
     };
     let ready = |h: &Harness| {
@@ -1099,6 +1106,13 @@ async fn starts_take_over_the_spare_firecracker() {
             .daemon
             .spare
             .wait_ready(Duration::from_secs(10))
+    };
+    let spawns = |h: &Harness| {
+        h.fc.journal()
+            .iter()
+            .filter(|s| s.starts_with("spawn"))
+            .cloned()
+            .collect::<Vec<_>>()
     };
     assert!(ready(&h));
     let found = spares(&h);
@@ -1113,6 +1127,16 @@ async fn starts_take_over_the_spare_firecracker() {
         (rt.pid, PathBuf::from(&rt.api_socket)),
         (spare_pid, spare_socket.clone())
     );
+    assert_eq!(
+        spare_socket,
+        h.paths.vm_api_socket(&vm.id),
+        "the VM has the spare's id"
+    );
+    assert!(
+        spawns(&h)[0].contains(&format!("--id {}", vm.id)),
+        "the process names its VM: {:?}",
+        spawns(&h)
+    );
     let console = h.paths.vm_dir(&vm.id).join("console.log");
     assert!(h.fc.files().contains(&console), "{:?}", h.fc.files());
     assert!(
@@ -1120,19 +1144,27 @@ async fn starts_take_over_the_spare_firecracker() {
         "only the next spare's log: {:?}",
         h.fc.files()
     );
-    assert_eq!(
-        h.fc.journal()
-            .iter()
-            .filter(|s| s.starts_with("spawn"))
-            .count(),
-        1,
-        "the start spawned nothing"
-    );
+    assert_eq!(spawns(&h).len(), 1, "the start spawned nothing");
     assert!(ready(&h), "a new spare");
     assert_eq!(h.fc.running().len(), 2);
 
-    // A start that fails ends the spare it took, with its socket; the tap goes too.
-    let taken = h.fc.running()[1];
+    // Stopping the VM releases the spare's socket; starting it again starts a Firecracker of
+    // its own, named for it, and leaves the spare waiting.
+    let op = h.act("dev", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!h.fc.alive(spare_pid));
+    assert!(!h.fc.sockets().contains(&spare_socket));
+    let before = spawns(&h).len();
+    let op = h.act("dev", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let after = spawns(&h);
+    assert_eq!(after.len(), before + 1, "{after:?}");
+    assert!(after.last().unwrap().contains(&format!("--id {}", vm.id)));
+    assert_eq!(spares(&h).len(), 1, "the spare still waits");
+
+    // A create whose start fails ends the spare it took, with its socket; the tap goes too.
+    let dev_pid = h.vm("dev").await.runtime.unwrap().pid;
+    let taken = *h.fc.running().iter().find(|p| **p != dev_pid).unwrap();
     let _ = h.fc.clone().fail("PUT /machine-config");
     let (vm2, op) = h.create("bad").await;
     assert_eq!(op.state, OperationState::Failed, "{op:?}");
@@ -1143,15 +1175,14 @@ async fn starts_take_over_the_spare_firecracker() {
         &format!("ip link del {}", Harness::tap_of(&vm2))
     );
     assert!(ready(&h), "and another spare");
-    assert_eq!(spares(&h).len(), 2, "the VM's and the new spare's");
+    assert_eq!(spares(&h).len(), 1, "the new spare: {:?}", h.fc.sockets());
 
-    // Stopping the VM releases the spare's socket; stopping the daemon ends its spare.
-    let op = h.act("dev", VmAction::Stop).await;
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
-    assert!(!h.fc.alive(spare_pid));
-    assert!(!h.fc.sockets().contains(&spare_socket));
     h.daemon.take().unwrap().stop().await;
-    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    assert!(
+        h.fc.running().len() == 1,
+        "only the VM runs on: {:?}",
+        h.fc.running()
+    );
     assert!(spares(&h).is_empty(), "{:?}", h.fc.sockets());
     assert!(
         !h.fc.files().iter().any(|f| f.starts_with(&spare_dir)),

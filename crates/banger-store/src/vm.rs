@@ -68,6 +68,17 @@ impl Store {
     /// Records a new VM, allocating its name (when not given), guest IP from `pool`, MAC and
     /// vsock CID.
     pub fn create_vm(&self, new: &NewVm, pool: &NetworkPool) -> Result<Vm, StoreError> {
+        self.create_vm_with_id(new, pool, None)
+    }
+
+    /// [`Store::create_vm`] under the id `preferred` when no VM has it yet (a fresh one
+    /// otherwise): the daemon names a VM after the Firecracker started for it ahead of need.
+    pub fn create_vm_with_id(
+        &self,
+        new: &NewVm,
+        pool: &NetworkPool,
+        preferred: Option<&str>,
+    ) -> Result<Vm, StoreError> {
         let disk_bytes = to_i64("disk_bytes", new.disk_bytes)?;
         let work_disk_bytes = to_i64("work_disk_bytes", new.work_disk_bytes)?;
         let mut rng = rand::rng();
@@ -94,7 +105,10 @@ impl Store {
         let ip = lowest_free_ip(&tx, pool)?;
         let vsock_cid = lowest_free_cid(&tx)?;
         let mac = mac_for_ip(ip);
-        let id = fresh_id(&tx, &mut rng)?;
+        let id = match preferred {
+            Some(id) if !id_taken(&tx, id)? => id.to_owned(),
+            _ => fresh_id(&tx, &mut rng)?,
+        };
         let now = Timestamp::now();
         tx.prepare_cached(
             "INSERT INTO vms (id, name, image_id, vcpus, memory_mib, disk_bytes, work_disk_bytes,
@@ -363,14 +377,18 @@ fn generate_name(conn: &Connection, rng: &mut impl Rng) -> Result<String, StoreE
 
 /// 16 lower-case hex characters no VM has.
 fn fresh_id(conn: &Connection, rng: &mut impl Rng) -> Result<String, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM vms WHERE id = ?1)")?;
     loop {
         let id = format!("{:016x}", rng.random::<u64>());
-        let taken: bool = stmt.query_row([&id], |row| row.get(0))?;
-        if !taken {
+        if !id_taken(conn, &id)? {
             return Ok(id);
         }
     }
+}
+
+fn id_taken(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM vms WHERE id = ?1)")?
+        .query_row([id], |row| row.get(0))?)
 }
 
 /// The lowest guest address of `pool` that no VM holds. VMs whose address lies outside the

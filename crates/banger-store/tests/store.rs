@@ -330,6 +330,21 @@ fn a_vm_whose_image_vanished_is_corrupt() {
 // ---- allocation -------------------------------------------------------------------------
 
 #[test]
+fn a_preferred_id_is_taken_when_free_and_a_fresh_one_otherwise() {
+    let store = store_with_image();
+    let p = pool("172.30.0.0/24");
+    let vm = store
+        .create_vm_with_id(&new_vm(Some("a"), "img1"), &p, Some("00000000000000aa"))
+        .unwrap();
+    assert_eq!(vm.id, "00000000000000aa");
+    let other = store
+        .create_vm_with_id(&new_vm(Some("b"), "img1"), &p, Some("00000000000000aa"))
+        .unwrap();
+    assert_ne!(other.id, vm.id);
+    assert_eq!(other.id.len(), 16);
+}
+
+#[test]
 fn ips_start_at_2_and_never_take_network_gateway_or_broadcast() {
     let store = store_with_image();
     let p = pool("10.0.0.8/29");

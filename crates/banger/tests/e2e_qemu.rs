@@ -398,10 +398,11 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
             .contains("\nboot:      checks ")
     );
 
-    // cp round-trips a directory, modes included.
+    // cp follows docker cp's rules both ways, modes included.
     let local = t.sandbox.root().join("cp-src");
     std::fs::create_dir_all(local.join("sub")).unwrap();
     std::fs::write(local.join("sub/tool.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(local.join("x.txt"), "x\n").unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
@@ -410,18 +411,80 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         )
         .unwrap();
     }
-    t.ok(&["vm", "cp", local.to_str().unwrap(), "e2e:/root"]);
+    let at = |p: &str| t.sandbox.root().join(p).to_str().unwrap().to_owned();
+    // A directory into an existing directory, under its own name.
+    t.ok(&["vm", "cp", &at("cp-src"), "e2e:/root"]);
     assert_eq!(
         t.ok(&["vm", "exec", "e2e", "--", "/root/cp-src/sub/tool.sh"]),
         "hi\n"
     );
-    let back = t.sandbox.root().join("cp-back");
-    t.ok(&["vm", "cp", "e2e:/root/cp-src", back.to_str().unwrap()]);
-    let copied = back.join("cp-src/sub/tool.sh");
+    // A file to a new name is that file, and copying it again overwrites it (the issue's
+    // case); a file onto a directory goes inside it; a directory's contents with `/.`; a
+    // directory to a new name; a relative guest path starts at /root.
+    t.ok(&["vm", "cp", &at("cp-src/x.txt"), "e2e:/root/y.txt"]);
+    t.ok(&["vm", "cp", &at("cp-src/x.txt"), "e2e:y.txt"]);
+    t.ok(&["vm", "cp", &at("cp-src/x.txt"), "e2e:/tmp"]);
+    t.ok(&["vm", "cp", &at("cp-src/."), "e2e:/tmp"]);
+    t.ok(&["vm", "cp", &at("cp-src"), "e2e:/root/renamed"]);
+    assert_eq!(
+        t.ok(&[
+            "vm", "exec", "e2e", "--", "sh", "-c",
+            "test -f /root/y.txt && cat /root/y.txt /tmp/x.txt /tmp/sub/tool.sh /root/renamed/x.txt \
+             && stat -c %a /root/renamed/sub/tool.sh",
+        ]),
+        "x\nx\n#!/bin/sh\necho hi\nx\n755\n"
+    );
+    // The refusals say what is wrong, not that the agent may be down.
+    for (src, dst, code, needle) in [
+        (
+            at("cp-src/x.txt"),
+            "e2e:/root/nodir/".to_owned(),
+            4,
+            "destination directory e2e:/root/nodir/ does not exist",
+        ),
+        (
+            at("cp-src/x.txt"),
+            "e2e:/no/such/x".to_owned(),
+            4,
+            "parent directory /no/such does not exist",
+        ),
+        (
+            at("cp-src"),
+            "e2e:/root/y.txt".to_owned(),
+            3,
+            "cannot copy the directory",
+        ),
+        (
+            at("cp-src/x.txt/"),
+            "e2e:/root".to_owned(),
+            3,
+            "is not a directory",
+        ),
+        (
+            "e2e:/root/nope".to_owned(),
+            at("cp-back"),
+            4,
+            "e2e:/root/nope does not exist",
+        ),
+        (at("nope"), "e2e:/root".to_owned(), 4, "nope does not exist"),
+    ] {
+        let (got, _, err) = t.banger(&["vm", "cp", &src, &dst]);
+        assert_eq!(got, code, "{src} -> {dst}: {err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(!err.contains("agent may not be up"), "{err}");
+    }
+    // Out of the guest: into an existing directory, to a new name, contents with `/.`.
+    std::fs::create_dir(at("cp-back")).unwrap();
+    t.ok(&["vm", "cp", "e2e:/root/cp-src", &at("cp-back")]);
+    t.ok(&["vm", "cp", "e2e:/root/y.txt", &at("cp-back/z.txt")]);
+    t.ok(&["vm", "cp", "e2e:/root/cp-src/.", &at("cp-back")]);
+    let copied = t.sandbox.root().join("cp-back/cp-src/sub/tool.sh");
     assert_eq!(
         std::fs::read_to_string(&copied).unwrap(),
         "#!/bin/sh\necho hi\n"
     );
+    assert_eq!(std::fs::read_to_string(at("cp-back/z.txt")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(at("cp-back/x.txt")).unwrap(), "x\n");
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -429,6 +492,24 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
             0o755
         );
     }
+    // `-`: a tar stream both ways.
+    let (code, tar, err) = t.banger_stdin(&["vm", "cp", "e2e:/root/cp-src", "-"], b"");
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.contains(&"cp-src/sub/tool.sh".to_owned()),
+        "{names:?}"
+    );
+    let (code, _, err) = t.banger_stdin(&["vm", "cp", "-", "e2e:/srv"], &tar);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        t.ok(&["vm", "exec", "e2e", "--", "cat", "/srv/cp-src/x.txt"]),
+        "x\n"
+    );
 
     // The work disk (and the root's overlay) survive a restart; the guest shut down cleanly.
     t.ok(&[
@@ -484,6 +565,32 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         previous.contains("config: /dev/vdd (9 files applied)"),
         "the first boot applied it: {previous}"
     );
+
+    // reset: refused while running; once stopped, the root goes back to the image while
+    // /root, the address and the host key stay.
+    let (code, _, err) = t.banger(&["vm", "reset", "e2e"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("banger vm stop e2e"), "{err}");
+    let ip = t.vm("e2e")["network"]["ip"].clone();
+    t.ok(&["vm", "stop", "e2e"]);
+    let reset = t.json(&["vm", "reset", "e2e"]);
+    assert_eq!(reset["network"]["ip"], ip);
+    t.ok(&["vm", "start", "e2e"]);
+    assert_eq!(
+        t.ok(&[
+            "vm",
+            "exec",
+            "e2e",
+            "--",
+            "sh",
+            "-c",
+            "cat /root/kept; test -e /etc/over || echo reset",
+        ]),
+        "kept\nreset\n"
+    );
+    // ssh checks the VM's recorded host key strictly: the same key came back.
+    let (code, out, err) = t.banger(&["vm", "ssh", "e2e", "--", "hostname"]);
+    assert_eq!((code, out.trim()), (0, "e2e"), "{err}");
 
     // --nat adds the VM's rules and delete removes them, with the tap, process and files.
     let (code, _, err) = t.banger(&["vm", "create", "--name", "e2e-nat", "--nat", "--no-wait"]);

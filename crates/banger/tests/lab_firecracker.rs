@@ -13,99 +13,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::Sandbox;
+use support::lab::{self, Lab};
 use support::netns::{E2e, Netns, have};
-
-/// The Firecracker binary the host uses.
-fn firecracker() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BANGER_FIRECRACKER") {
-        return Some(PathBuf::from(path));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("firecracker"))
-        .find(|p| p.is_file())
-}
-
-/// banger inside the lab, through `banger vm exec lab -- ...`.
-struct Lab<'a> {
-    t: &'a E2e,
-}
-
-impl Lab<'_> {
-    /// `banger ARGS` inside the lab: (exit code, stdout, stderr).
-    fn banger(&self, args: &[&str]) -> (i32, String, String) {
-        let mut full = vec!["vm", "exec", "lab", "--", "banger"];
-        full.extend_from_slice(args);
-        self.t.banger(&full)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.banger(args);
-        assert_eq!(
-            code, 0,
-            "in the lab: banger {args:?}\n--- stdout\n{out}\n--- stderr\n{err}"
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["-o", "json"]);
-        let out = self.ok(&args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    fn vm(&self, name: &str) -> Value {
-        self.json(&["vm", "show", name])
-    }
-
-    /// A shell command inside the lab: (exit code, stdout, stderr).
-    fn sh(&self, script: &str) -> (i32, String, String) {
-        self.t
-            .banger(&["vm", "exec", "lab", "--", "sh", "-c", script])
-    }
-
-    fn sh_ok(&self, script: &str) -> String {
-        let (code, out, err) = self.sh(script);
-        assert_eq!(
-            code, 0,
-            "in the lab: {script}\n--- stdout\n{out}\n--- stderr\n{err}"
-        );
-        out
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn stages(vm: &Value) -> Vec<String> {
-        vm["runtime"]["boot"]
-            .as_array()
-            .unwrap_or(&Vec::new())
-            .iter()
-            .map(|s| s["stage"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Lab<'_> {
-    fn drop(&mut self) {
-        // The inner daemon's VMs and daemon go before the lab VM itself (E2e's drop).
-        let _ = self.sh(
-            "for vm in $(banger vm list -o json | sed -n 's/.*\"name\": \"\\([^\"]*\\)\".*/\\1/p'); do \
-               banger vm delete \"$vm\"; done; banger daemon stop",
-        );
-    }
-}
 
 #[test]
 fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
@@ -123,7 +36,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
             return;
         }
     }
-    let Some(firecracker) = firecracker() else {
+    let Some(firecracker) = lab::firecracker() else {
         println!("SKIP: firecracker not found (put it in PATH or set BANGER_FIRECRACKER)");
         return;
     };
@@ -146,24 +59,9 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         .to_owned();
 
     let opened = Instant::now();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab");
-    let out = Command::new(&script)
-        .arg("lab")
-        .current_dir(t.sandbox.root())
-        .envs(t.sandbox.env())
-        .env("BANGER", env!("CARGO_BIN_EXE_banger"))
-        .env("BANGERD", env!("CARGO_BIN_EXE_bangerd"))
-        .env("FIRECRACKER", &firecracker)
-        .env("BANGER_NETNS", &t.netns.0)
-        .env("TMPDIR", t.sandbox.root())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (stdout, stderr, ok) = lab::open(&t, &firecracker);
     assert!(
-        out.status.success(),
+        ok,
         "scripts/lab failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     println!(
@@ -213,6 +111,12 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         ["checks", "network", "vmm", "started", "agent", "ssh"],
         "{vm}"
     );
+
+    // The Firecracker process names its VM (it was the daemon's spare, started as this VM).
+    let pid = vm["runtime"]["pid"].as_u64().unwrap();
+    let id = vm["id"].as_str().unwrap().to_owned();
+    let cmdline = lab.sh_ok(&format!("tr '\\0' ' ' < /proc/{pid}/cmdline"));
+    assert!(cmdline.contains(&format!("--id {id}")), "{cmdline}");
 
     // exec: output and exit codes through two agents.
     let (code, out, _) = lab.banger(&["vm", "exec", "fc", "--", "uname", "-r"]);

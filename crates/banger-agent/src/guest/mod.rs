@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::archive::ArchiveError;
+use crate::archive::{self, ArchiveError};
 use crate::body::ChannelBody;
 use crate::protocol::{self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted};
 
@@ -293,8 +293,9 @@ where
 }
 
 /// The endpoints: (method, path).
-const ROUTES: [(&str, &str); 7] = [
+const ROUTES: [(&str, &str); 8] = [
     ("GET", "/v1/healthz"),
+    ("GET", "/v1/stat"),
     ("POST", "/v1/exec"),
     ("GET", "/v1/files"),
     ("PUT", "/v1/files"),
@@ -355,7 +356,20 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
                 Ok(dir) => dir,
                 Err(response) => return *response,
             };
-            match files::put(dir, req.into_body()).await {
+            let owners =
+                match protocol::query_param(query.as_deref(), protocol::OWNERS_PARAM).as_deref() {
+                    None | Some("extractor") => archive::Owners::Extractor,
+                    Some("archive") => archive::Owners::Archive,
+                    Some(other) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_query",
+                            &format!("owners={other:?} is neither `extractor` nor `archive`"),
+                            None,
+                        );
+                    }
+                };
+            match files::put(dir, owners, req.into_body()).await {
                 Ok(done) => json(
                     StatusCode::OK,
                     &CopyInSummary {
@@ -366,10 +380,33 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
                 Err(e) => archive_error(&e),
             }
         }
+        (Method::GET, "/v1/stat") => {
+            let path = match absolute_path(query.as_deref()) {
+                Ok(path) => path,
+                Err(response) => return *response,
+            };
+            match files::stat(&path) {
+                Ok(stat) => json(StatusCode::OK, &stat),
+                Err(e) => error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &format!("cannot look at {} in the guest: {e}", path.display()),
+                    None,
+                ),
+            }
+        }
         (Method::GET, "/v1/files") => {
             let path = match absolute_path(query.as_deref()) {
                 Ok(path) => path,
                 Err(response) => return *response,
+            };
+            let top = match protocol::query_param(query.as_deref(), protocol::NAME_PARAM) {
+                Some(name) if name == "." => Some(archive::TopName::Contents),
+                Some(name) => match archive::TopName::named(&name) {
+                    Ok(top) => Some(top),
+                    Err(e) => return archive_error(&e),
+                },
+                None => None,
             };
             if let Err(e) = std::fs::symlink_metadata(&path) {
                 let status = if e.kind() == io::ErrorKind::NotFound {
@@ -384,15 +421,38 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
                     None,
                 );
             }
-            if path.file_name().is_none() {
+            if top == Some(archive::TopName::Contents)
+                && !std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
+            {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_path",
-                    &format!("{} has no name to archive it under", path.display()),
-                    Some("copy a file or directory inside it".into()),
+                    StatusCode::CONFLICT,
+                    "not_a_directory",
+                    &format!(
+                        "{} is not a directory, so it has no contents to copy",
+                        path.display()
+                    ),
+                    None,
                 );
             }
-            let mut response = Response::new(files::get(&path).boxed_unsync());
+            let top = match top {
+                Some(top) => top,
+                None => match path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(archive::TopName::named)
+                {
+                    Some(Ok(top)) => top,
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_path",
+                            &format!("{} has no name to archive it under", path.display()),
+                            Some("copy a file or directory inside it".into()),
+                        );
+                    }
+                },
+            };
+            let mut response = Response::new(files::get(&path, top).boxed_unsync());
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
@@ -511,7 +571,10 @@ fn archive_error(e: &ArchiveError) -> Response<AgentBody> {
         ArchiveError::Unsupported { .. } | ArchiveError::Corrupt(_) => {
             (StatusCode::BAD_REQUEST, "bad_archive")
         }
-        ArchiveError::NotADirectory { .. } => (StatusCode::CONFLICT, "not_a_directory"),
+        ArchiveError::NotADirectory { .. } | ArchiveError::NoContents { .. } => {
+            (StatusCode::CONFLICT, "not_a_directory")
+        }
+        ArchiveError::BadName { .. } => (StatusCode::BAD_REQUEST, "bad_name"),
         ArchiveError::NoName { .. } | ArchiveError::Io { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "io_error")
         }

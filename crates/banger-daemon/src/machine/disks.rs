@@ -4,7 +4,8 @@
 //! the [`pool`](super::pool)), the work disk mounted at `/root` (from the pool too), and the
 //! host-side copies banger needs later (the host key's public half for an exact `known_hosts`
 //! entry, the agent token). For an image whose init reads no config drive, those files are
-//! written into an overlay disk made for the VM instead.
+//! written into an overlay disk made for the VM instead. `vm reset` swaps the overlay disk for
+//! a blank one ([`reset_overlay`]).
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -28,6 +29,9 @@ pub const HOST_KEY_PUB: &str = "ssh_host_ed25519_key.pub";
 pub const AGENT_TOKEN: &str = "agent-token";
 /// The VM's config drive ([`banger_init::config_drive`]), when its image's init reads one.
 pub const CONFIG_DRIVE: &str = "config.cpio";
+
+/// The new overlay disk while `vm reset` makes it, beside the one it replaces.
+pub const OVERLAY_RESET: &str = ".overlay.ext4.reset";
 
 /// Where an image keeps the initial content of its VMs' work disks, when it has one.
 pub const WORK_SEED_DIR: &str = "work-seed";
@@ -242,6 +246,67 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
     Ok(fingerprint)
 }
 
+/// Gives the VM whose files are in `dir` a fresh root: a blank overlay disk of `bytes` (from the
+/// pool when it has one) made beside the current one and renamed over it only once complete,
+/// so a failure leaves the current one as it was and no partial disk behind. The config drive
+/// stays: its marker lived in the old overlay, so the guest's init applies it again at the next
+/// boot and the VM keeps its hostname, network, keys and token.
+///
+/// An image whose init reads no config drive keeps those files in the overlay itself; a blank
+/// one would lose them, so such a VM is refused.
+pub fn reset_overlay(
+    runner: &dyn CommandRunner,
+    pool: &DiskPool,
+    image: &Image,
+    dir: &Path,
+    bytes: u64,
+) -> Result<(), ApiError> {
+    if !reads_config_drive(image) {
+        return Err(ApiError::new(
+            banger_api::ErrorCode::Unsupported,
+            format!(
+                "image {}'s init reads no config drive, so this VM's identity (hostname, \
+                 network, keys) lives in its overlay disk; a blank one would lose it",
+                image.name
+            ),
+        )
+        .with_hint(
+            "create a new VM from a newer image (`banger image bootstrap debian`); \
+             `banger vm cp` copies files between them",
+        ));
+    }
+    let overlay = dir.join(OVERLAY_DISK);
+    if !overlay.exists() {
+        return Err(ApiError::internal(format!(
+            "{} is missing; the VM's files are incomplete",
+            overlay.display()
+        )));
+    }
+    let partial = dir.join(OVERLAY_RESET);
+    // What a reset interrupted by a crash left.
+    let _ = fs::remove_file(&partial);
+    let kind = DiskKind::Overlay { bytes };
+    let made = if pool.take(&kind, &partial) {
+        Ok(())
+    } else {
+        kind.make(runner, &partial).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot make a new overlay disk: {}",
+                banger_vmm::error_chain(&e)
+            ))
+            .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4) is installed")
+        })
+    };
+    pool.want(&kind);
+    made.and_then(|()| {
+        fs::rename(&partial, &overlay)
+            .map_err(|e| ApiError::internal(format!("cannot replace {}: {e}", overlay.display())))
+    })
+    .inspect_err(|_| {
+        let _ = fs::remove_file(&partial);
+    })
+}
+
 /// The kinds of disk a `vm create` that names no image and no sizes takes: kept ready from
 /// the daemon's start. None while the default image does not exist.
 pub fn default_disk_kinds(
@@ -343,4 +408,107 @@ pub fn grow_work_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Re
         .run(&CommandSpec::new("resize2fs").arg(path.to_string_lossy()))
         .map_err(|e| tool_error("grow", &e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_api::{ImageFile, ImageFiles, ImageManifest, ImageSource, Timestamp};
+    use banger_host::{FakeRunner, Matcher};
+    use std::sync::Arc;
+
+    fn image(features: &[&str]) -> Image {
+        let file = |path: &str| ImageFile {
+            path: path.into(),
+            bytes: 1,
+            allocated_bytes: 1,
+        };
+        Image {
+            id: "img1".into(),
+            name: "debian".into(),
+            source: ImageSource::Bootstrapped,
+            files: ImageFiles {
+                kernel: file("vmlinux"),
+                initrd: None,
+                rootfs: file("rootfs.ext4"),
+            },
+            manifest: ImageManifest {
+                name: "debian".into(),
+                distro: None,
+                suite: None,
+                kernel_version: None,
+                packages: Vec::new(),
+                services: Vec::new(),
+                init_features: features.iter().map(|f| f.to_string()).collect(),
+                created_from: "test".into(),
+                created_at: Timestamp(0),
+                imported_from: None,
+            },
+            created_at: Timestamp(0),
+        }
+    }
+
+    fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn vm_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(OVERLAY_DISK), "old root").unwrap();
+        fs::write(dir.path().join(WORK_DISK), "work").unwrap();
+        fs::write(dir.path().join(CONFIG_DRIVE), "identity").unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_reset_replaces_only_the_overlay() {
+        let state = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeRunner::new());
+        let pool = DiskPool::open(state.path(), 0, fake.clone(), Vec::new());
+        let dir = vm_dir();
+        let image = image(&[banger_init::FEATURE_CONFIG_DRIVE]);
+        reset_overlay(&*fake, &pool, &image, dir.path(), 1 << 20).unwrap();
+        let after = listing(dir.path());
+        let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [CONFIG_DRIVE, OVERLAY_DISK, WORK_DISK]);
+        assert_ne!(after[1].1, b"old root", "a new overlay");
+        assert_eq!(after[0].1, b"identity");
+        assert_eq!(after[2].1, b"work");
+        let mkfs = fake.calls_matching(Matcher::program("mkfs.ext4"));
+        assert_eq!(mkfs.len(), 1);
+        assert!(mkfs[0].contains(OVERLAY_RESET), "made beside: {mkfs:?}");
+    }
+
+    /// A reset that fails while making the new disk leaves the VM's files exactly as they
+    /// were: the old root and no half-made disk.
+    #[test]
+    fn a_failed_reset_leaves_the_old_overlay_and_nothing_else() {
+        let state = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeRunner::new().fail_nth("mkfs.ext4", 1, "no space left"));
+        let pool = DiskPool::open(state.path(), 0, fake.clone(), Vec::new());
+        let dir = vm_dir();
+        let before = listing(dir.path());
+        let with_drive = image(&[banger_init::FEATURE_CONFIG_DRIVE]);
+        let err = reset_overlay(&*fake, &pool, &with_drive, dir.path(), 1 << 20).unwrap_err();
+        assert!(err.message.contains("no space left"), "{}", err.message);
+        assert_eq!(listing(dir.path()), before);
+
+        // An image without config drives is refused before anything is touched.
+        let ok = FakeRunner::new();
+        let err = reset_overlay(&ok, &pool, &image(&[]), dir.path(), 1 << 20).unwrap_err();
+        assert_eq!(err.code, banger_api::ErrorCode::Unsupported);
+        assert!(ok.calls().is_empty());
+        assert_eq!(listing(dir.path()), before);
+    }
 }

@@ -296,7 +296,11 @@ fn start_vm_pending(
     vm: &Vm,
     pending: Option<PendingFiles>,
 ) -> Result<Vm, ApiError> {
-    match try_start(d, cx, vm, pending) {
+    let started = try_start(d, cx, vm, pending);
+    // A spare claimed for this VM that its launch did not take (it failed before, or the VM
+    // runs on QEMU) is ended.
+    d.spare.forget(&vm.id);
+    match started {
         Ok(vm) => Ok(vm),
         Err(StartError::NotReady(e)) => {
             tracing::warn!(vm = %vm.name, error = %e.message, "VM started but is not ready");
@@ -430,7 +434,7 @@ fn launch(
     let launched = match &backend {
         // A Firecracker started ahead of need saves this start the few milliseconds of
         // starting one.
-        Backend::Firecracker(fc) => fc.launch_with_spare(&spec, d.spare.take(), &mut beside),
+        Backend::Firecracker(fc) => fc.launch_with_spare(&spec, d.spare.take(&vm.id), &mut beside),
         Backend::Qemu(_) => backend.vmm().launch_beside(&spec, &mut beside),
     };
     let handle = match launched {

@@ -1,15 +1,24 @@
-//! The spare Firecracker: one process started ahead of need, which the next start of a
-//! Firecracker VM takes over instead of starting its own (see
+//! The spare Firecracker: one process started ahead of need, which the next `vm create` that
+//! starts a Firecracker VM takes over instead of starting its own (see
 //! [`banger_vmm::firecracker::spare`]). Starting Firecracker is a couple of milliseconds of
 //! every start; with a spare they are spent before anyone asks.
 //!
+//! A spare is started as the VM it will become (`--id ID`, socket `ID.api`), ID being a fresh
+//! VM id: so that `ps` and Firecracker's log lines name the VM a process serves, the id is
+//! decided before the VM exists. A create [`SpareVmm::claim`]s the ready spare and records its
+//! VM under the spare's id; the VM's start [`SpareVmm::take`]s it by that id, and whatever
+//! ends a start or a create without a launch [`SpareVmm::forget`]s it (the process is ended).
+//! Starting an existing VM (`vm start`, `vm restart`) starts its own Firecracker: a spare
+//! cannot become a VM whose id is already on another command line.
+//!
 //! A keeper thread makes the spare when the daemon starts and a new one `REFILL_DELAY` after
-//! each is taken (so that the new process does not compete with the start that took the last
-//! one). A spawn that fails is logged and not retried until a start asks again. At shutdown the
-//! spare is released: its process killed, its socket and console log removed. A daemon that died
-//! leaves a spare whose process the next daemon's reconcile ends like any VMM no record owns
-//! (its socket is with the VMs'); [`SpareVmm::open`] removes the console logs such spares left.
+//! each is claimed (so that the new process does not compete with the start that took the last
+//! one). A spawn that fails is logged and not retried until a create asks again. At shutdown the
+//! spares are released: processes killed, sockets and console logs removed. A daemon that died
+//! leaves spares whose processes the next daemon's reconcile ends like any VMM no record owns
+//! (their sockets are with the VMs'); [`SpareVmm::open`] removes the console logs they left.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -58,6 +67,8 @@ struct Shared {
 struct State {
     /// The spare, with the backend that started it (which releases it).
     ready: Option<(Firecracker, Spare)>,
+    /// Spares claimed by creates and not yet taken by their starts, by VM id.
+    claimed: BTreeMap<String, (Firecracker, Spare)>,
     /// When the keeper is to start one; `None` while one is ready or after a failed spawn.
     due: Option<Instant>,
     closed: bool,
@@ -117,19 +128,42 @@ impl SpareVmm {
         }
     }
 
-    /// The spare, if one is ready; the keeper starts the next one.
-    pub fn take(&self) -> Option<Spare> {
+    /// Claims the ready spare for a VM about to be created, and returns the id that VM is to
+    /// have; the keeper starts the next spare. `None` when no spare is ready.
+    pub fn claim(&self) -> Option<String> {
         let shared = self.shared.as_ref()?;
         let mut state = shared.lock();
         if state.closed {
             return None;
         }
-        let taken = state.ready.take().map(|(_, spare)| spare);
+        // The next spare is due, also when none was ready (the last spawn failed: a create
+        // asking is when to try again).
         if state.due.is_none() {
             state.due = Some(Instant::now() + shared.delay);
             shared.wake.notify_all();
         }
-        taken
+        let (fc, spare) = state.ready.take()?;
+        let id = spare.id.clone();
+        state.claimed.insert(id.clone(), (fc, spare));
+        Some(id)
+    }
+
+    /// The spare claimed for VM `vm_id`, for its launch to take over.
+    pub fn take(&self, vm_id: &str) -> Option<Spare> {
+        let shared = self.shared.as_ref()?;
+        shared.lock().claimed.remove(vm_id).map(|(_, spare)| spare)
+    }
+
+    /// Ends the spare claimed for VM `vm_id`, if its start did not take it (a create or start
+    /// that failed before its launch, a VM started on QEMU). Nothing when there is none.
+    pub fn forget(&self, vm_id: &str) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let claimed = shared.lock().claimed.remove(vm_id);
+        if let Some((fc, spare)) = claimed {
+            release(&fc, spare);
+        }
     }
 
     /// Whether a spare is ready now.
@@ -151,21 +185,27 @@ impl SpareVmm {
         true
     }
 
-    /// Stops the keeper and releases the spare. Later takes get nothing.
+    /// Stops the keeper and releases the spares, ready and claimed. Later claims get nothing.
     pub fn stop(&self) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let ready = {
+        let spares: Vec<(Firecracker, Spare)> = {
             let mut state = shared.lock();
             state.closed = true;
             shared.wake.notify_all();
-            state.ready.take()
+            let claimed = std::mem::take(&mut state.claimed);
+            state
+                .ready
+                .take()
+                .into_iter()
+                .chain(claimed.into_values())
+                .collect()
         };
         if let Some(handle) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
-        if let Some((fc, spare)) = ready {
+        for (fc, spare) in spares {
             release(&fc, spare);
         }
     }
@@ -205,10 +245,11 @@ impl Shared {
                 }
                 state.due = None;
             }
-            let token = format!("{:016x}", rand::random::<u64>());
+            // A fresh VM id, in the store's format: the VM that claims it is recorded with it.
+            let id = format!("{:016x}", rand::random::<u64>());
             let made = (self.backend)().and_then(|fc| {
                 fc.map(|fc| {
-                    fc.spawn_spare(&token, &self.socket_dir, &self.log_dir)
+                    fc.spawn_spare(&id, &self.socket_dir, &self.log_dir)
                         .map(|spare| (fc, spare))
                         .map_err(|e| banger_vmm::error_chain(&e))
                 })
@@ -258,33 +299,60 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_spare_is_replaced_and_the_last_one_released_at_stop() {
+    fn a_claimed_spare_is_taken_by_its_vm_and_replaced_and_the_rest_released_at_stop() {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeFirecracker::new();
         let spares = keeper(&fake, dir.path());
-        assert!(spares.take().is_none(), "nothing before start");
+        assert!(spares.claim().is_none(), "nothing before start");
         spares.start();
         assert!(spares.wait_ready(Duration::from_secs(5)));
-        let first = spares.take().unwrap();
+        let id = spares.claim().unwrap();
+        assert_eq!(id.len(), 16, "a VM id: {id}");
+        assert!(spares.take("another-vm").is_none(), "only its VM takes it");
+        let first = spares.take(&id).unwrap();
+        assert!(spares.take(&id).is_none(), "taken once");
         assert_eq!(first.pid, FIRST_PID);
-        assert!(first.id.starts_with("spare-"));
+        assert_eq!(first.id, id);
         assert_eq!(
-            first.api_socket.parent(),
-            Some(Path::new("/run/banger/vms"))
+            first.api_socket,
+            Path::new("/run/banger/vms").join(format!("{id}.api")),
+            "where a launch of that VM puts its socket"
         );
         assert_eq!(
             first.console_log.parent(),
             Some(dir.path().join(SPARE_DIR).as_path())
         );
         assert!(spares.wait_ready(Duration::from_secs(5)), "replaced");
+        // One claimed and never taken (its create failed), one ready: both end at stop.
+        let _unused = spares.claim().unwrap();
+        assert!(spares.wait_ready(Duration::from_secs(5)), "replaced again");
+        assert_eq!(fake.running().len(), 3);
         spares.stop();
         assert_eq!(fake.running(), [FIRST_PID], "only the one taken runs");
         assert_eq!(fake.sockets(), std::slice::from_ref(&first.api_socket));
-        assert!(spares.take().is_none(), "nothing after stop");
+        assert!(spares.claim().is_none(), "nothing after stop");
     }
 
     #[test]
-    fn a_failed_spawn_waits_for_the_next_take() {
+    fn a_forgotten_claim_ends_its_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeFirecracker::new();
+        let spares = keeper(&fake, dir.path());
+        spares.start();
+        assert!(spares.wait_ready(Duration::from_secs(5)));
+        let id = spares.claim().unwrap();
+        spares.forget(&id);
+        assert!(!fake.alive(FIRST_PID));
+        assert!(spares.take(&id).is_none());
+        // Forgetting a VM that claimed nothing is harmless.
+        spares.forget("no-such-vm");
+        spares.stop();
+        assert!(fake.running().is_empty());
+        assert!(fake.sockets().is_empty());
+    }
+
+    #[test]
+    fn a_failed_spawn_waits_for_the_next_claim() {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeFirecracker::new().fail("spawn");
         let spares = keeper(&fake, dir.path());
@@ -297,12 +365,12 @@ mod tests {
                 .count()
         };
         assert_eq!(spawns(), 1, "not retried in a loop");
-        assert!(spares.take().is_none());
+        assert!(spares.claim().is_none());
         let deadline = Instant::now() + Duration::from_secs(5);
         while spawns() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(spawns(), 2, "a take asks again");
+        assert_eq!(spawns(), 2, "a claim asks again");
         spares.stop();
         assert!(fake.running().is_empty());
     }
@@ -312,7 +380,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join(SPARE_DIR);
         fs::create_dir_all(&logs).unwrap();
-        fs::write(logs.join("spare-00.console.log"), "old").unwrap();
+        fs::write(logs.join("00000000000000aa.console.log"), "old").unwrap();
         let _spares = keeper(&FakeFirecracker::new(), dir.path());
         assert_eq!(fs::read_dir(&logs).unwrap().count(), 0);
     }
@@ -321,7 +389,7 @@ mod tests {
     fn a_disabled_keeper_has_nothing() {
         let spares = SpareVmm::disabled();
         spares.start();
-        assert!(spares.take().is_none());
+        assert!(spares.claim().is_none());
         assert!(!spares.is_ready());
         spares.stop();
     }

@@ -149,7 +149,10 @@ impl Firecracker {
         let alive = self.host.pid_alive(pid);
         let owned = alive && self.owns(pid, api_socket);
         let socket_exists = self.host.exists(api_socket);
-        let answer = if owned && socket_exists {
+        let answer = if owned && socket_exists && self.host.is_stopped(pid) {
+            // Frozen by a pause (SIGSTOP): it answers nothing, and is paused.
+            Some(InstanceState::Paused)
+        } else if owned && socket_exists {
             self.client(api_socket)
                 .with_timeout(QUICK_REQUEST)
                 .describe_instance()

@@ -3,13 +3,14 @@
 //! server coming up) is a couple of milliseconds of every launch that depend on nothing about
 //! the VM but the id and socket path on its command line; a spare has them done already.
 //!
-//! A spare has an id of its own (`--id spare-…`) and a socket named after it in the directory
-//! VM sockets live in. A launch that adopts it keeps that socket for the VM (the VM's record
-//! holds the socket its VMM serves, so stop, supervision and a restarted daemon's reconcile
-//! find the process by it as they find any other), and moves the spare's console log to the
-//! VM's. A spare nobody adopted is released like any VMM: killed, its socket and console log
-//! removed. One whose process died, or that was started from another binary than the launch
-//! uses, is released and the launch starts its own process.
+//! A spare is started as the VM it will become: `--id ID --api-sock <dir>/ID.api`, where ID is
+//! the id the caller gives the next VM, so the process reads in `ps` and in its log lines as the
+//! VM it serves, like one a launch starts. A launch that adopts it keeps that socket for the VM
+//! (the VM's record holds the socket its VMM serves, so stop, supervision and a restarted
+//! daemon's reconcile find the process by it as they find any other), and moves the spare's
+//! console log to the VM's. A spare nobody adopted is released like any VMM: killed, its socket
+//! and console log removed. One whose process died, or that was started from another binary
+//! than the launch uses, is released and the launch starts its own process.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,6 @@ use super::binary::FirecrackerBinary;
 use super::launch::{CleanupFailure, MAX_SOCKET_PATH, Resource, release_all};
 use crate::VmmError;
 use crate::escalate;
-
-/// What a spare's id starts with (its socket is `<id>.api`, its console log `<id>.console.log`).
-pub const SPARE_PREFIX: &str = "spare-";
 
 /// A started, unconfigured Firecracker process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +35,16 @@ pub struct Spare {
 }
 
 impl Firecracker {
-    /// Starts a spare `spare-<token>`, its API socket in `socket_dir` and its console log in
-    /// `log_dir`. Returns once the process runs (its socket may take a few milliseconds more).
+    /// Starts a spare for the VM `id`: its API socket `<socket_dir>/<id>.api` (where a launch
+    /// of that VM puts it) and its console log `<log_dir>/<id>.console.log`. Returns once the
+    /// process runs (its socket may take a few milliseconds more).
     pub fn spawn_spare(
         &self,
-        token: &str,
+        id: &str,
         socket_dir: &Path,
         log_dir: &Path,
     ) -> Result<Spare, VmmError> {
-        let id = format!("{SPARE_PREFIX}{token}");
+        let id = id.to_owned();
         let api_socket = socket_dir.join(format!("{id}.api"));
         let len = api_socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {

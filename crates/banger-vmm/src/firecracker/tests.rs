@@ -810,8 +810,8 @@ fn reconcile_after_a_daemon_restart() {
     );
 }
 
-const SPARE_API: &str = "/run/banger/vms/spare-0a1b.api";
-const SPARE_LOG: &str = "/var/lib/banger/spare/spare-0a1b.console.log";
+const SPARE_API: &str = "/run/banger/vms/0a1b.api";
+const SPARE_LOG: &str = "/var/lib/banger/spare/0a1b.console.log";
 
 fn spare_of(fake: &FakeFirecracker) -> Spare {
     fake.backend()
@@ -832,7 +832,7 @@ fn a_launch_adopts_a_spare_instead_of_starting_firecracker() {
     assert_eq!(
         fake.journal(),
         [format!(
-            "spawn /usr/bin/firecracker --api-sock {SPARE_API} --id spare-0a1b >> {SPARE_LOG}"
+            "spawn /usr/bin/firecracker --api-sock {SPARE_API} --id 0a1b >> {SPARE_LOG}"
         )]
     );
     let handle = fake

@@ -75,6 +75,29 @@ impl E2e {
         )
     }
 
+    /// `banger ARGS` inside the namespace with `input` on its standard input; returns (exit
+    /// code, stdout bytes, stderr).
+    pub fn banger_stdin(&self, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
+            .args(args)
+            .current_dir(self.sandbox.root())
+            .envs(self.sandbox.env())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.banger(args);
         assert_eq!(

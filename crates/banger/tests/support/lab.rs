@@ -1,0 +1,119 @@
+//! banger's lab from a test or a benchmark: `scripts/lab` run against a sandboxed banger whose
+//! daemon lives in a network namespace ([`E2e`]), and banger driven inside the lab through
+//! `banger vm exec lab -- ...`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::netns::E2e;
+
+/// Opens the lab named `lab` with `scripts/lab`, this build's banger and bangerd and the
+/// Firecracker binary `firecracker`: (stdout, stderr, success).
+pub fn open(t: &E2e, firecracker: &Path) -> (String, String, bool) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab");
+    let out = Command::new(&script)
+        .arg("lab")
+        .current_dir(t.sandbox.root())
+        .envs(t.sandbox.env())
+        .env("BANGER", env!("CARGO_BIN_EXE_banger"))
+        .env("BANGERD", env!("CARGO_BIN_EXE_bangerd"))
+        .env("FIRECRACKER", firecracker)
+        .env("BANGER_NETNS", &t.netns.0)
+        .env("TMPDIR", t.sandbox.root())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// The Firecracker binary the host uses.
+pub fn firecracker() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BANGER_FIRECRACKER") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("firecracker"))
+        .find(|p| p.is_file())
+}
+
+/// banger inside the lab, through `banger vm exec lab -- ...`.
+pub struct Lab<'a> {
+    pub t: &'a E2e,
+}
+
+impl Lab<'_> {
+    /// `banger ARGS` inside the lab: (exit code, stdout, stderr).
+    pub fn banger(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["vm", "exec", "lab", "--", "banger"];
+        full.extend_from_slice(args);
+        self.t.banger(&full)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.banger(args);
+        assert_eq!(
+            code, 0,
+            "in the lab: banger {args:?}\n--- stdout\n{out}\n--- stderr\n{err}"
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let out = self.ok(&args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    pub fn vm(&self, name: &str) -> Value {
+        self.json(&["vm", "show", name])
+    }
+
+    /// A shell command inside the lab: (exit code, stdout, stderr).
+    pub fn sh(&self, script: &str) -> (i32, String, String) {
+        self.t
+            .banger(&["vm", "exec", "lab", "--", "sh", "-c", script])
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let (code, out, err) = self.sh(script);
+        assert_eq!(
+            code, 0,
+            "in the lab: {script}\n--- stdout\n{out}\n--- stderr\n{err}"
+        );
+        out
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn stages(vm: &Value) -> Vec<String> {
+        vm["runtime"]["boot"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        // The inner daemon's VMs and daemon go before the lab VM itself (E2e's drop).
+        let _ = self.sh(
+            "for vm in $(banger vm list -o json | sed -n 's/.*\"name\": \"\\([^\"]*\\)\".*/\\1/p'); do \
+               banger vm delete \"$vm\"; done; banger daemon stop",
+        );
+    }
+}
