@@ -18,9 +18,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use support::Sandbox;
 use support::lab::{self, Lab};
-use support::netns::{E2e, Netns, have};
+use support::netns::E2e;
 
 /// Reads one HTTP answer's body from a Unix socket (`GET PATH`), with perl's core modules: the
 /// lab's image has no curl or socat.
@@ -120,19 +119,6 @@ fn stages(vm: &Value) -> Vec<(String, f64)> {
 }
 
 fn main() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available");
-        return;
-    }
-    for (program, arg) in [
-        ("qemu-system-x86_64", "--version"),
-        ("debootstrap", "--version"),
-    ] {
-        if !have(program, arg) {
-            println!("SKIP: {program} not found");
-            return;
-        }
-    }
     let Some(firecracker) = lab::firecracker() else {
         println!("SKIP: firecracker not found");
         return;
@@ -142,17 +128,12 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3)
         .max(1);
-    let Some(netns) = Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+    ]) else {
         return;
     };
-    let t = E2e {
-        sandbox: Sandbox::new(),
-        netns,
-    };
-    t.config("300s");
-    t.sandbox.ok(&["image", "bootstrap", "debian"]);
-    t.sandbox.ok(&["daemon", "stop"]);
     let (out, err, ok) = lab::open(&t, &firecracker);
     assert!(ok, "scripts/lab failed\n{out}\n{err}");
     let lab = Lab { t: &t };

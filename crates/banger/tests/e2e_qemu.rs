@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Sandbox;
-use support::netns::{E2e, Netns, have};
+use support::netns::{E2e, have};
 
 fn no_files_left(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -260,36 +259,14 @@ fn exec_streams_and_terminals(t: &E2e) {
 
 #[test]
 fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (debootstrap, taps and the bridge need it)");
-        return;
-    }
-    for (program, arg) in [
+    let Some(t) = E2e::with_debian_image(&[
         ("qemu-system-x86_64", "--version"),
         ("debootstrap", "--version"),
         ("ssh", "-V"),
         ("nft", "--version"),
-    ] {
-        if !have(program, arg) {
-            println!("SKIP: {program} not found");
-            return;
-        }
-    }
-    let Some(netns) = Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+    ]) else {
         return;
     };
-    let t = E2e {
-        sandbox: Sandbox::new(),
-        netns,
-    };
-    t.config("300s");
-
-    // The image, from Debian packages (fast when the cache has this input set). The download
-    // needs the host's network: a daemon outside the namespace bootstraps, then stops, and the
-    // one the next command starts runs inside it.
-    t.sandbox.ok(&["image", "bootstrap", "debian"]);
-    t.sandbox.ok(&["daemon", "stop"]);
     let image = t.json(&["image", "show", "debian"]);
     assert_eq!(
         image["manifest"]["init_features"],

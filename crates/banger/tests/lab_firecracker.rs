@@ -16,43 +16,23 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Sandbox;
 use support::lab::{self, Lab};
-use support::netns::{E2e, Netns, have};
+use support::netns::E2e;
 
 #[test]
 fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (debootstrap, taps and the bridge need it)");
-        return;
-    }
-    for (program, arg) in [
-        ("qemu-system-x86_64", "--version"),
-        ("debootstrap", "--version"),
-        ("ssh", "-V"),
-    ] {
-        if !have(program, arg) {
-            println!("SKIP: {program} not found");
-            return;
-        }
-    }
     let Some(firecracker) = lab::firecracker() else {
         println!("SKIP: firecracker not found (put it in PATH or set BANGER_FIRECRACKER)");
         return;
     };
-    let Some(netns) = Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+    // The image is exported into the lab by scripts/lab.
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+        ("ssh", "-V"),
+    ]) else {
         return;
     };
-    let t = E2e {
-        sandbox: Sandbox::new(),
-        netns,
-    };
-    t.config("300s");
-    // The image, from Debian packages (cached between runs), bootstrapped outside the
-    // namespace (it downloads), exported into the lab by scripts/lab.
-    t.sandbox.ok(&["image", "bootstrap", "debian"]);
-    t.sandbox.ok(&["daemon", "stop"]);
     let kernel = t.json(&["image", "show", "debian"])["manifest"]["kernel_version"]
         .as_str()
         .unwrap()

@@ -59,6 +59,37 @@ pub struct E2e {
 }
 
 impl E2e {
+    /// What a test with real guests starts from, or `None` after a `SKIP:` line naming what is
+    /// missing (root, one of `programs` — each run with the flag given — or a network
+    /// namespace): a sandboxed banger whose daemon and guests live in a namespace of its own
+    /// (`config("300s")`), with the Debian image bootstrapped (fast when
+    /// `$BANGER_TEST_CACHE` has its inputs). The bootstrap downloads, so a daemon outside the
+    /// namespace runs it and is stopped; the one the next command starts runs inside.
+    pub fn with_debian_image(programs: &[(&str, &str)]) -> Option<E2e> {
+        if !rustix::process::geteuid().is_root() {
+            println!("SKIP: root not available (debootstrap, taps and the bridge need it)");
+            return None;
+        }
+        for (program, arg) in programs {
+            if !have(program, arg) {
+                println!("SKIP: {program} not found");
+                return None;
+            }
+        }
+        let Some(netns) = Netns::create() else {
+            println!("SKIP: cannot create a network namespace");
+            return None;
+        };
+        let t = E2e {
+            sandbox: Sandbox::new(),
+            netns,
+        };
+        t.config("300s");
+        t.sandbox.ok(&["image", "bootstrap", "debian"]);
+        t.sandbox.ok(&["daemon", "stop"]);
+        Some(t)
+    }
+
     /// `banger ARGS` inside the namespace; returns (exit code, stdout, stderr).
     pub fn banger(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new("ip")
