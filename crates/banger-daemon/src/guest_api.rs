@@ -22,7 +22,11 @@ use crate::machine::{console, disks, guest};
 /// The API error for a failed call to the guest agent. An answer from the agent (a missing
 /// file, a refused archive, a path that is in the way) is the user's to fix and carries the
 /// agent's own status and hint; only a call that got no answer suggests the agent is down.
-fn agent_error(e: banger_agent::client::AgentError) -> Failure {
+fn agent_error(vm: &str) -> impl FnOnce(banger_agent::client::AgentError) -> Failure + '_ {
+    move |e| agent_failure(vm, e)
+}
+
+fn agent_failure(vm: &str, e: banger_agent::client::AgentError) -> Failure {
     use banger_agent::client::AgentError;
     let hint = e.hint().map(str::to_owned);
     let code = match &e {
@@ -41,17 +45,15 @@ fn agent_error(e: banger_agent::client::AgentError) -> Failure {
     };
     let mut error = ApiError::new(code, e.to_string());
     error.hint = hint.or_else(|| match e {
-        AgentError::Timeout { .. } => Some(
+        AgentError::Timeout { .. } => Some(format!(
             "the guest is running but its agent is silent: it may be hung, out of memory or \
-             still booting; `banger vm logs NAME` shows the guest console, \
-             `banger vm restart NAME` reboots it"
-                .to_owned(),
-        ),
-        AgentError::Connect { .. } | AgentError::Protocol(_) => Some(
-            "the guest agent may not be up yet or may have stopped; `banger vm logs NAME` \
+             still booting; `banger vm logs {vm}` shows the guest console, \
+             `banger vm restart {vm}` reboots it"
+        )),
+        AgentError::Connect { .. } | AgentError::Protocol(_) => Some(format!(
+            "the guest agent may not be up yet or may have stopped; `banger vm logs {vm}` \
              shows the guest console"
-                .to_owned(),
-        ),
+        )),
         // The agent answered: whatever it said is the story, not its health.
         AgentError::Api { .. } | AgentError::Failed(_) | AgentError::Local(_) => None,
     });
@@ -71,7 +73,7 @@ pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> R
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
         let agent = guest::agent(&d, &vm)?;
-        let health = agent.health().await.map_err(agent_error)?;
+        let health = agent.health().await.map_err(agent_error(&vm.name))?;
         Ok(axum::Json(health).into_response())
     }
     .await;
@@ -83,7 +85,7 @@ pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
         let agent = guest::agent(&d, &vm)?;
-        Ok(axum::Json(agent.ports().await.map_err(agent_error)?).into_response())
+        Ok(axum::Json(agent.ports().await.map_err(agent_error(&vm.name))?).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -94,7 +96,7 @@ pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
         let agent = guest::agent(&d, &vm)?;
-        Ok(axum::Json(agent.stats().await.map_err(agent_error)?).into_response())
+        Ok(axum::Json(agent.stats().await.map_err(agent_error(&vm.name))?).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -150,7 +152,11 @@ async fn exec_json(
     }
     let vm = running_vm(d, name).await?;
     let agent = guest::agent(d, &vm)?;
-    let (_input, events) = agent.exec(&exec).await.map_err(agent_error)?.split();
+    let (_input, events) = agent
+        .exec(&exec)
+        .await
+        .map_err(agent_error(&vm.name))?
+        .split();
     Ok(frames_answer(events, None))
 }
 
@@ -215,7 +221,11 @@ async fn exec_framed(d: &Arc<Daemon>, name: String, body: HttpBody) -> Answer<Re
     check_argv(&exec)?;
     let vm = running_vm(d, name).await?;
     let agent = guest::agent(d, &vm)?;
-    let (mut input, events) = agent.exec(&exec).await.map_err(agent_error)?.split();
+    let (mut input, events) = agent
+        .exec(&exec)
+        .await
+        .map_err(agent_error(&vm.name))?
+        .split();
     // The rest of the body is relayed as it comes, while the answer streams: each frame waits
     // for room on the agent's connection, so a fast sender is held back by a slow command
     // rather than buffered here.
@@ -358,7 +368,10 @@ pub async fn stat(
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
         let agent = guest::agent(&d, &vm)?;
-        let stat = agent.stat(&query.path).await.map_err(agent_error)?;
+        let stat = agent
+            .stat(&query.path)
+            .await
+            .map_err(agent_error(&vm.name))?;
         Ok(axum::Json(stat).into_response())
     }
     .await;
@@ -387,7 +400,7 @@ pub async fn copy_in(
         let summary = agent
             .copy_in_with(&query.path, owners, reader)
             .await
-            .map_err(agent_error)?;
+            .map_err(agent_error(&vm.name))?;
         Ok(axum::Json(summary).into_response())
     }
     .await;
@@ -414,7 +427,7 @@ pub async fn copy_out(
         let tar = agent
             .copy_out_as(&query.path, top.as_ref())
             .await
-            .map_err(agent_error)?;
+            .map_err(agent_error(&vm.name))?;
         Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-tar")],
@@ -517,7 +530,7 @@ mod tests {
                 hint: None,
             },
         };
-        let Failure(error) = agent_error(refused);
+        let Failure(error) = agent_failure("dev", refused);
         assert_eq!(error.code, ErrorCode::InvalidInput);
         assert_eq!(error.hint, None);
 
@@ -529,15 +542,20 @@ mod tests {
                 hint: None,
             },
         };
-        assert_eq!(agent_error(missing).0.code, ErrorCode::NotFound);
+        assert_eq!(agent_failure("dev", missing).0.code, ErrorCode::NotFound);
 
         // No answer at all is where the agent's health is the likely story.
         let down = AgentError::Connect {
             target: "tcp 172.30.0.2:1024".into(),
             source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         };
-        let Failure(error) = agent_error(down);
+        let Failure(error) = agent_failure("dev", down);
         assert_eq!(error.code, ErrorCode::Unavailable);
-        assert!(error.hint.unwrap().contains("may not be up yet"));
+        let hint = error.hint.unwrap();
+        assert!(hint.contains("may not be up yet"), "{hint}");
+        assert!(
+            hint.contains("`banger vm logs dev`"),
+            "names the VM: {hint}"
+        );
     }
 }
