@@ -125,11 +125,10 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         lab.ok(&["vm", "exec", "fc", "--", "/root/cp-src/sub/tool.sh"]),
         "hi\n"
     );
+    // As `docker cp`: a directory copied to a missing destination becomes it.
     lab.ok(&["vm", "cp", "fc:/root/cp-src", "/root/cp-back"]);
     assert_eq!(
-        lab.sh_ok(
-            "stat -c %a /root/cp-back/cp-src/sub/tool.sh && cat /root/cp-back/cp-src/sub/tool.sh"
-        ),
+        lab.sh_ok("stat -c %a /root/cp-back/sub/tool.sh && cat /root/cp-back/sub/tool.sh"),
         "755\n#!/bin/sh\necho hi\n"
     );
 
