@@ -316,11 +316,15 @@ fn take_lock(path: &Path) -> Result<File, DaemonError> {
         .map_err(lock_error)?;
     // A process forked (by this process, or by the daemon that just stopped) keeps a copy of
     // the lock until it execs, which closes it: a lock that frees within moments is not
-    // another daemon's.
+    // another daemon's. But a lock whose file names a live daemon is that daemon's: waiting
+    // for it would let this one take over the moment it stops (two first commands at once
+    // each start a daemon; the loser, still waiting, outlived a `daemon stop` of the winner).
     let deadline = std::time::Instant::now() + LOCK_GRACE;
     let locked = loop {
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+            Err(rustix::io::Errno::WOULDBLOCK)
+                if std::time::Instant::now() < deadline && !held_by_live_daemon(&mut file) =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => break other,
@@ -341,6 +345,18 @@ fn take_lock(path: &Path) -> Result<File, DaemonError> {
     file.rewind().map_err(lock_error)?;
     writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
     Ok(file)
+}
+
+/// Whether the lock file names a live process other than this one: the daemon that holds the
+/// lock writes its pid there once it has it.
+fn held_by_live_daemon(file: &mut File) -> bool {
+    let mut text = String::new();
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return false;
+    }
+    text.trim()
+        .parse::<u32>()
+        .is_ok_and(|pid| pid != std::process::id() && banger_host::pid_alive(pid))
 }
 
 fn init_logging(paths: &Paths) -> Result<(), String> {

@@ -68,4 +68,9 @@ fn concurrent_first_commands_share_one_daemon() {
         );
     }
     sandbox.daemon_pid();
+    // No loser takes over once the winner stops: it gave up at once on the winner's lock
+    // instead of waiting out the lock's grace period (it outlived the test before).
+    sandbox.ok(&["daemon", "stop"]);
+    std::thread::sleep(Duration::from_secs(1));
+    sandbox.run(&["daemon", "status"], 6);
 }
