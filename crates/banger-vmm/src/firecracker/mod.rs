@@ -292,6 +292,37 @@ impl Firecracker {
     }
 }
 
+/// How long a frozen pause or its resume may take to show in the process's state.
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl Firecracker {
+    /// Waits until `pid` shows the effect of `sent` (stopped after SIGSTOP, running after
+    /// SIGCONT): the kernel delivers a signal after `kill` returns, and a pause is only done
+    /// when the process is frozen (a state query right after would otherwise ask the API of a
+    /// process about to stop).
+    fn settle(&self, pid: u32, sent: Signal) -> Result<(), VmmError> {
+        let want_stopped = sent == Signal::Stop;
+        let deadline = std::time::Instant::now() + SETTLE;
+        while self.host.is_stopped(pid) != want_stopped {
+            if !self.host.pid_alive(pid) {
+                return Err(VmmError::NotRunning { pid });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(VmmError::Signal(banger_host::ProcessError::Signal {
+                    pid,
+                    signal: sent,
+                    source: std::io::Error::other(format!(
+                        "the process did not {} within {SETTLE:?}",
+                        if want_stopped { "stop" } else { "continue" }
+                    )),
+                }));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
 /// The first release whose plain resume keeps the guest's vsock working.
 pub const RESUME_KEEPS_VSOCK_VERSION: Version = Version::new(1, 17, 0);
 /// The first release with the vsock reset gate that a plain resume arms by mistake.
@@ -339,10 +370,10 @@ impl Vmm for Firecracker {
             .is_ok_and(|v: Version| resume_breaks_vsock(&v))
         {
             tracing::info!(pid = vm.pid, %version, "pausing Firecracker with SIGSTOP");
-            return self
-                .host
+            self.host
                 .signal(vm.pid, Signal::Stop)
-                .map_err(VmmError::Signal);
+                .map_err(VmmError::Signal)?;
+            return self.settle(vm.pid, Signal::Stop);
         }
         api.patch_vm(vm::VmState::Paused)
             .map_err(|e| self.not_running_or(vm, e))
@@ -352,10 +383,10 @@ impl Vmm for Firecracker {
     /// otherwise.
     fn resume(&self, vm: &VmHandle) -> Result<(), VmmError> {
         if self.host.is_stopped(vm.pid) {
-            return self
-                .host
+            self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal);
+                .map_err(VmmError::Signal)?;
+            return self.settle(vm.pid, Signal::Cont);
         }
         self.client(&vm.api_socket)
             .patch_vm(vm::VmState::Resumed)
