@@ -174,24 +174,12 @@ impl From<ArchiveError> for ApiError {
             | ArchiveError::BadFile { .. } => ErrorCode::InvalidInput,
             ArchiveError::Io { .. } | ArchiveError::WorkSeed(_) => ErrorCode::Internal,
         };
-        let error = ApiError::new(code, chain(&e));
+        let error = ApiError::new(code, crate::error_chain(&e));
         match hint {
             Some(h) => error.with_hint(h),
             None => error,
         }
     }
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ fn install_into(
             other => ApiError::internal(format!(
                 "copying {} into the image store failed: {}",
                 src.display(),
-                error_chain(&other)
+                crate::error_chain(&other)
             )),
         })?;
         reporter.done(
@@ -216,7 +216,7 @@ fn install_into(
         // fast VM creation as a bootstrapped one.
         init_features: match &sources.initrd {
             Some(initrd) => crate::initramfs::init_features(initrd)
-                .map_err(|e| ApiError::invalid(error_chain(&e)))?,
+                .map_err(|e| ApiError::invalid(crate::error_chain(&e)))?,
             None => Vec::new(),
         },
         created_from,
@@ -241,18 +241,6 @@ fn install_into(
         manifest,
         created_at,
     })
-}
-
-/// An error and its causes on one line: "cannot write X: No space left on device".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn cancelled() -> ApiError {

@@ -339,30 +339,20 @@ impl From<BootstrapError> for ApiError {
         let hint = e.hint();
         let error = match &e {
             BootstrapError::Cancelled => ApiError::new(ErrorCode::Cancelled, e.to_string()),
-            BootstrapError::Exists { .. } => ApiError::new(ErrorCode::AlreadyExists, chain(&e)),
+            BootstrapError::Exists { .. } => {
+                ApiError::new(ErrorCode::AlreadyExists, crate::error_chain(&e))
+            }
             BootstrapError::Command {
                 source: RunError::NotFound { .. },
                 ..
-            } => ApiError::new(ErrorCode::Unavailable, chain(&e)),
-            _ => ApiError::internal(chain(&e)),
+            } => ApiError::new(ErrorCode::Unavailable, crate::error_chain(&e)),
+            _ => ApiError::internal(crate::error_chain(&e)),
         };
         match hint {
             Some(h) => error.with_hint(h),
             None => error,
         }
     }
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Bootstraps image `id` into `image_dir` (which must not exist) and returns the image to
@@ -410,7 +400,7 @@ pub fn bootstrap(
             run.stages()
         });
     if let Err(e) = remove_staging(host, &staging) {
-        tracing::error!(dir = %staging.display(), error = %chain(&e), "cannot remove the bootstrap's staging directory");
+        tracing::error!(dir = %staging.display(), error = %crate::error_chain(&e), "cannot remove the bootstrap's staging directory");
     }
     if result.is_err()
         && let Err(e) = std::fs::remove_dir_all(image_dir)
@@ -891,7 +881,7 @@ impl Run<'_> {
                     })
                 });
             if let Err(e) = cached {
-                tracing::warn!(error = %chain(&e), "cannot cache the installed root; the next bootstrap installs the packages again");
+                tracing::warn!(error = %crate::error_chain(&e), "cannot cache the installed root; the next bootstrap installs the packages again");
                 if let Err(rm) = std::fs::remove_file(&partial)
                     && rm.kind() != io::ErrorKind::NotFound
                 {

@@ -663,7 +663,11 @@ fn a_failure_at_any_command_removes_the_staging_and_image_directories() {
             BootstrapError::Command { step: got, .. } => assert_eq!(got, step),
             other => panic!("{step}: {other}"),
         }
-        assert!(chain(&err).contains("boom"), "{}", chain(&err));
+        assert!(
+            crate::error_chain(&err).contains("boom"),
+            "{}",
+            crate::error_chain(&err)
+        );
         assert_rolled_back(&env, &runner);
         if *nth == 1 && step.contains("make-tarball") {
             assert!(!env.tarball().exists(), "a failed download is not cached");
@@ -731,7 +735,11 @@ fn a_failure_outside_commands_rolls_back_too() {
     runner.builtin.retain(|m| *m != "virtio_blk");
     let err = env.run(&runner, &Log::default()).unwrap_err();
     assert!(matches!(err, BootstrapError::Initramfs(_)), "{err}");
-    assert!(chain(&err).contains("virtio_blk"), "{}", chain(&err));
+    assert!(
+        crate::error_chain(&err).contains("virtio_blk"),
+        "{}",
+        crate::error_chain(&err)
+    );
     assert_rolled_back(&env, &runner);
 
     // An init binary that went missing.
