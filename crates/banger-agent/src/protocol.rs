@@ -347,6 +347,9 @@ pub struct NetworkApplied {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// Whether a gratuitous ARP announced the address at the new MAC (sent only with a new
+    /// MAC; a failure to send is not an error, neighbours find out by themselves).
+    pub announced: bool,
 }
 
 /// The query string `path=<percent-encoded path>` of the file endpoints.
@@ -499,6 +502,7 @@ mod tests {
                 address: Ipv4Addr::new(10, 0, 0, 2),
                 prefix_len: 24,
                 gateway: None,
+                announced: false,
             }),
             host_key_changed: false,
             sshd_reloaded: None,
@@ -507,7 +511,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&applied).unwrap(),
-            r#"{"files":["etc/hostname"],"hostname":"vm","network":{"interface":"eth0","mac":null,"removed_addresses":1,"address":"10.0.0.2","prefix_len":24,"gateway":null},"host_key_changed":false,"sshd_reloaded":null,"token_changed":true,"vmgenid":false}"#
+            r#"{"files":["etc/hostname"],"hostname":"vm","network":{"interface":"eth0","mac":null,"removed_addresses":1,"address":"10.0.0.2","prefix_len":24,"gateway":null,"announced":false},"host_key_changed":false,"sshd_reloaded":null,"token_changed":true,"vmgenid":false}"#
         );
     }
 

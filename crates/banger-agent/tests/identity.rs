@@ -121,6 +121,7 @@ async fn a_clone_takes_its_identity_and_only_the_new_token_works_afterwards() {
             "flush eth0",
             "address eth0 172.30.0.7/24 broadcast 172.30.0.255",
             "route eth0 via 172.30.0.1",
+            "announce eth0 172.30.0.7 at 52:54:00:00:00:07",
             "sshd reload",
         ]
     );

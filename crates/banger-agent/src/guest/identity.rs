@@ -15,7 +15,8 @@
 //! 5. **network**: applies the new `etc/banger/network` to the VM's NIC (the first Ethernet NIC
 //!    that is not `lo`, preferring one backed by a device; the file's `mac=` is the clone's new
 //!    MAC, so it cannot pick the NIC): sets its MAC, removes its IPv4 addresses, adds the new
-//!    address with its broadcast and the default route, over netlink.
+//!    address with its broadcast and the default route, over netlink; then, with a new MAC,
+//!    broadcasts one gratuitous ARP (not an error when it cannot).
 //! 6. **ssh host key**: when a host key was written, SIGHUP to the sshd in `/run/sshd.pid` (it
 //!    re-executes and reads its keys again); no pid file means sshd is not running, which the
 //!    answer says.
@@ -123,6 +124,8 @@ pub trait Effects: Send + Sync {
         broadcast: Ipv4Addr,
     ) -> io::Result<()>;
     fn add_default_route(&self, nic: &Nic, gateway: Ipv4Addr) -> io::Result<()>;
+    /// Broadcasts one gratuitous ARP ([`arp_announcement`]) from the NIC.
+    fn announce(&self, nic: &Nic, mac: [u8; 6], address: Ipv4Addr) -> io::Result<()>;
     /// SIGHUP to the running sshd; its pid, or `None` when sshd is not running.
     fn reload_sshd(&self) -> io::Result<Option<u32>>;
     /// Whether the kernel has a VM generation ID device bound.
@@ -377,6 +380,21 @@ fn apply_network(
             .add_default_route(&nic, gateway)
             .map_err(failed(format!("adding the default route via {gateway}")))?;
     }
+    // Neighbours may remember another MAC for this address (a deleted VM had it): tell them.
+    // Only a courtesy — they would find out by themselves within seconds — so not a failure.
+    let announced = match mac {
+        Some(mac) => match effects.announce(&nic, mac, net.address) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "banger-agent: announcing {} on {name} failed: {e}",
+                    net.address
+                );
+                false
+            }
+        },
+        None => false,
+    };
     Ok(NetworkApplied {
         interface: nic.name.clone(),
         mac: net.mac.clone(),
@@ -384,7 +402,25 @@ fn apply_network(
         address: net.address,
         prefix_len: net.prefix_len,
         gateway: net.gateway,
+        announced,
     })
+}
+
+/// An ARP announcement (RFC 5227): a broadcast request from `mac` asking for `address`
+/// itself, which neighbours take as "`address` is now at `mac`". The ARP packet only; the
+/// kernel adds the Ethernet header.
+pub fn arp_announcement(mac: [u8; 6], address: Ipv4Addr) -> [u8; 28] {
+    let mut p = [0u8; 28];
+    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // hardware: Ethernet
+    p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol: IPv4
+    p[4] = 6; // hardware address length
+    p[5] = 4; // protocol address length
+    p[6..8].copy_from_slice(&1u16.to_be_bytes()); // operation: request
+    p[8..14].copy_from_slice(&mac); // sender MAC
+    p[14..18].copy_from_slice(&address.octets()); // sender IP
+    // target MAC: zero (unknown)
+    p[24..28].copy_from_slice(&address.octets()); // target IP: the same
+    p
 }
 
 /// `_IOW('R', 0x03, int[2])`: add entropy to the input pool, crediting it (CAP_SYS_ADMIN).
@@ -610,6 +646,48 @@ impl Effects for RealEffects {
         self.netlink(|seq| netlink::add_default_route(seq, nic.index, gateway))
     }
 
+    fn announce(&self, nic: &Nic, mac: [u8; 6], address: Ipv4Addr) -> io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let arp = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned right below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                i32::from(arp),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data, valid when zeroed.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = arp;
+        to.sll_ifindex = nic.index as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        let packet = arp_announcement(mac, address);
+        // SAFETY: sendto reads `packet.len()` bytes from `packet` and one sockaddr_ll from
+        // `to`, both alive for the call.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const to).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn reload_sshd(&self) -> io::Result<Option<u32>> {
         let text = match fs::read_to_string(self.root.join(SSHD_PID_FILE)) {
             Ok(text) => text,
@@ -770,6 +848,15 @@ impl Effects for Recorder {
         self.record(format!("route {} via {gateway}", nic.name))
     }
 
+    fn announce(&self, nic: &Nic, mac: [u8; 6], address: Ipv4Addr) -> io::Result<()> {
+        let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        self.record(format!(
+            "announce {} {address} at {}",
+            nic.name,
+            mac.join(":")
+        ))
+    }
+
     fn reload_sshd(&self) -> io::Result<Option<u32>> {
         self.record("sshd reload".into())?;
         Ok(self.sshd)
@@ -830,6 +917,7 @@ mod tests {
                 "flush eth0",
                 "address eth0 172.30.0.7/24 broadcast 172.30.0.255",
                 "route eth0 via 172.30.0.1",
+                "announce eth0 172.30.0.7 at 52:54:00:00:00:07",
                 "sshd reload",
             ]
         );
@@ -844,6 +932,7 @@ mod tests {
                 address: Ipv4Addr::new(172, 30, 0, 7),
                 prefix_len: 24,
                 gateway: Some(Ipv4Addr::new(172, 30, 0, 1)),
+                announced: true,
             })
         );
         assert!(applied.host_key_changed && applied.token_changed && applied.vmgenid);
@@ -1042,6 +1131,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_announcement_is_not_a_failure() {
+        let effects = Recorder::new().fail_at("announce");
+        let token = Token::new("old-token");
+        let applied = apply(&effects, &request(), &token).unwrap();
+        assert!(!applied.network.unwrap().announced);
+        assert_eq!(
+            effects.log().last().map(String::as_str),
+            Some("sshd reload")
+        );
+        assert!(token.accepts(Some(&bearer("new-token"))));
+    }
+
+    #[test]
+    fn arp_announcement_bytes() {
+        let p = arp_announcement([0x52, 0x54, 0, 0, 0, 7], Ipv4Addr::new(172, 30, 0, 7));
+        assert_eq!(&p[0..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(&p[8..14], &[0x52, 0x54, 0, 0, 0, 7]);
+        assert_eq!(&p[14..18], &[172, 30, 0, 7]);
+        assert_eq!(&p[18..24], &[0; 6]);
+        assert_eq!(&p[24..28], &[172, 30, 0, 7]);
+    }
+
+    #[test]
     fn files_are_written_atomically_with_their_modes() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
@@ -1178,8 +1290,72 @@ mod tests {
         }
     }
 
-    /// The netlink side of the network step against the real kernel, on a veth in a
-    /// throw-away namespace: the old addresses go, the MAC, address and route are the new ones.
+    /// An AF_PACKET socket receiving the ARP packets that arrive on one link.
+    struct Capture(std::os::fd::OwnedFd);
+
+    impl Capture {
+        fn arp_on(ifindex: i32) -> Capture {
+            use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+            let arp = (libc::ETH_P_ARP as u16).to_be();
+            // SAFETY: socket(2) with constant arguments; owned right below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(arp)) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: a fresh descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: sockaddr_ll is plain data, valid when zeroed.
+            let mut at: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            at.sll_family = libc::AF_PACKET as u16;
+            at.sll_protocol = arp;
+            at.sll_ifindex = ifindex;
+            // SAFETY: bind reads one sockaddr_ll alive for the call.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const at).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            let wait = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            // SAFETY: setsockopt reads one timeval alive for the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const wait).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            Capture(fd)
+        }
+
+        /// Whether `packet` arrives before a receive waits 5 s for nothing.
+        fn saw(&self, packet: &[u8]) -> bool {
+            use std::os::fd::AsRawFd;
+            let mut buf = [0u8; 1500];
+            loop {
+                // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+                let n = unsafe {
+                    libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                };
+                if n < 0 {
+                    return false;
+                }
+                if buf[..n as usize].starts_with(packet) {
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The network step against the real kernel, on a veth in a throw-away namespace: the old
+    /// addresses go, the MAC, address and route are the new ones, and the announcement reaches
+    /// the other end.
     #[test]
     fn the_network_is_replaced_over_netlink() {
         let Some(ns) = Netns::create() else {
@@ -1203,6 +1379,14 @@ mod tests {
             name: "d0".into(),
             index,
         };
+        let peer: i32 = ns
+            .ip("-o link show d1")
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let path = format!("/run/netns/{}", ns.0);
         // Netlink sockets belong to the namespace of the thread that opens them: do it all in
         // a thread that has entered the test's namespace.
@@ -1240,6 +1424,22 @@ mod tests {
             effects
                 .add_default_route(&nic, Ipv4Addr::new(172, 30, 0, 1))
                 .unwrap();
+            let capture = Capture::arp_on(peer);
+            effects
+                .announce(
+                    &nic,
+                    [0x52, 0x54, 0x00, 0x00, 0x00, 0x07],
+                    Ipv4Addr::new(172, 30, 0, 7),
+                )
+                .unwrap();
+            let expected = arp_announcement(
+                [0x52, 0x54, 0x00, 0x00, 0x00, 0x07],
+                Ipv4Addr::new(172, 30, 0, 7),
+            );
+            assert!(
+                capture.saw(&expected),
+                "the announcement did not reach the other end of the veth"
+            );
             removed
         })
         .join()
