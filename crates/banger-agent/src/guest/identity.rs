@@ -1258,6 +1258,49 @@ mod tests {
         assert_eq!(effects.reload_sshd().unwrap(), None);
     }
 
+    /// A real process whose name starts with `sshd` gets the SIGHUP.
+    #[test]
+    fn a_running_sshd_gets_sighup() {
+        use std::os::unix::process::ExitStatusExt;
+        let root = tempfile::tempdir().unwrap();
+        let sshd = root.path().join("sshd-stand-in");
+        std::fs::copy("/bin/sleep", &sshd).unwrap();
+        let mut child = std::process::Command::new(&sshd).arg("60").spawn().unwrap();
+        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        std::fs::write(root.path().join(SSHD_PID_FILE), format!("{}\n", child.id())).unwrap();
+        let reloaded = RealEffects::with_root(root.path()).reload_sshd();
+        if !matches!(reloaded, Ok(Some(_))) {
+            let _ = child.kill();
+        }
+        assert_eq!(reloaded.unwrap(), Some(child.id()));
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGHUP), "{status:?}");
+    }
+
+    /// sethostname for real, in a UTS namespace of a thread of its own.
+    #[test]
+    fn the_hostname_is_set() {
+        let name = std::thread::spawn(|| {
+            // SAFETY: unshare(2) with a flag; it moves only this thread to a new UTS namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
+                return None;
+            }
+            RealEffects::guest().set_hostname("clone-1").unwrap();
+            Some(
+                rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .join()
+        .unwrap();
+        match name {
+            Some(name) => assert_eq!(name, "clone-1"),
+            None => eprintln!("SKIP: cannot make a UTS namespace (needs root)"),
+        }
+    }
+
     /// A network namespace this test owns, deleted when dropped.
     struct Netns(String);
 
