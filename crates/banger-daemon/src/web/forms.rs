@@ -281,6 +281,7 @@ impl VmInput {
                     nat: Some(self.nat),
                     vmm: Some(vmm),
                     start: Some(self.start),
+                    from_snapshot: None,
                 })
             }
             _ => Err(errors),
