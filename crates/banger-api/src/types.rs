@@ -674,6 +674,9 @@ pub struct DiskCapacity {
     pub vm_allocated_bytes: u64,
     /// Bytes actually allocated by the image store.
     pub image_allocated_bytes: u64,
+    /// Bytes actually allocated by snapshots.
+    #[serde(default)]
+    pub snapshot_allocated_bytes: u64,
 }
 
 /// `GET /v1/capacity`.

@@ -102,6 +102,7 @@ impl Daemon {
                 fs_available_bytes: fs.available_bytes,
                 vm_allocated_bytes: allocated(&self.paths.vms_dir()),
                 image_allocated_bytes: allocated(&self.paths.images_dir()),
+                snapshot_allocated_bytes: allocated(&self.paths.snapshots_dir()),
             },
         ))
     }

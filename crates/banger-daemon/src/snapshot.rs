@@ -70,10 +70,40 @@ pub fn show(d: &Daemon, name: &str) -> Result<Snapshot, ApiError> {
 /// they took (their own disk copies; a running one keeps its memory mapped until it stops).
 pub fn delete(d: &Daemon, name: &str) -> Result<Snapshot, ApiError> {
     let snapshot = show(d, name)?;
+    if let Some(vm) = restoring_from(d, &snapshot)? {
+        return Err(ApiError::new(
+            ErrorCode::InUse,
+            format!(
+                "VM {vm:?} starts from snapshot {:?}: its first start restores it",
+                snapshot.name
+            ),
+        )
+        .with_hint(format!(
+            "delete the snapshot once {vm}'s start is over (`banger vm start {vm}` if it has not \
+             started), or delete {vm}"
+        )));
+    }
     d.store.delete_snapshot(&snapshot.id)?;
     disks::remove_tree(&d.paths.snapshot_dir(&snapshot.id));
     tracing::info!(snapshot = %snapshot.name, "snapshot deleted");
     Ok(snapshot)
+}
+
+/// The VM whose next (or current) start restores `snapshot`, if any: its restore files are
+/// links to the snapshot's, and a restore reads the snapshot's disk copies.
+fn restoring_from(d: &Daemon, snapshot: &Snapshot) -> Result<Option<String>, ApiError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(state) = fs::metadata(d.paths.snapshot_dir(&snapshot.id).join(STATE_FILE)) else {
+        return Ok(None);
+    };
+    for vm in d.store.list_vms()? {
+        if let Ok(link) = fs::metadata(d.paths.vm_dir(&vm.id).join(RESTORE_STATE))
+            && (link.dev(), link.ino()) == (state.dev(), state.ino())
+        {
+            return Ok(Some(vm.name));
+        }
+    }
+    Ok(None)
 }
 
 /// The default name of a snapshot of `vm` taken at `now`.
@@ -447,7 +477,8 @@ pub fn restore_request(
 }
 
 /// `POST /v1/vms/{name}/clone`: a snapshot of the VM, a new VM restored from it, and the
-/// snapshot deleted again (the clone has what it needs).
+/// snapshot deleted again once the clone's start is over (its restore reads the snapshot's
+/// files; afterwards the clone has its own).
 pub fn clone(d: &Arc<Daemon>, source: &str, req: CloneVmRequest) -> Result<CreatedVm, ApiError> {
     validate::name("VM", &req.name)?;
     if d.store.find_vm(&req.name)?.is_some() {
@@ -473,8 +504,34 @@ pub fn clone(d: &Arc<Daemon>, source: &str, req: CloneVmRequest) -> Result<Creat
             ..CreateVmRequest::default()
         },
     );
-    if let Err(e) = delete(d, &snapshot.id) {
-        tracing::warn!(snapshot = %snapshot.name, error = %e.message, "cannot delete a clone's snapshot");
+    // The restore opens the snapshot's disk copies (their paths are in its state file): the
+    // snapshot goes once the clone's start is over.
+    let start = created
+        .as_ref()
+        .ok()
+        .and_then(|c| c.operation.as_ref())
+        .map(|op| op.id.clone());
+    let d2 = d.clone();
+    let forget = move || {
+        if let Some(op) = start {
+            let deadline = std::time::Instant::now()
+                + d2.config.defaults.ready_timeout
+                + std::time::Duration::from_secs(60);
+            while d2.ops.get(&op).is_some_and(|op| !op.state.is_finished())
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        if let Err(e) = delete(&d2, &snapshot.id) {
+            tracing::warn!(snapshot = %snapshot.name, error = %e.message, "cannot delete a clone's snapshot");
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("clone-snapshot".into())
+        .spawn(forget)
+    {
+        tracing::warn!(error = %e, "cannot wait for a clone's start to delete its snapshot");
     }
     created
 }
