@@ -480,4 +480,118 @@ mod tests {
             .to_string();
         assert!(err.contains("vcpus"), "{err}");
     }
+
+    /// The fields of a `Deserialize` struct, as its derive names them to a deserializer.
+    fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+        struct Fields(Vec<&'static str>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("fields read")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<M: std::fmt::Display>(_: M) -> Self {
+                Stop
+            }
+        }
+        impl<'de> serde::Deserializer<'de> for &mut Fields {
+            type Error = Stop;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0.extend_from_slice(fields);
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut fields = Fields(Vec::new());
+        let _ = T::deserialize(&mut fields);
+        fields.0
+    }
+
+    /// Every key the daemon reads is in docs/configuration.md, in its table, and the example
+    /// there parses: a key added without its documentation fails here.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a ```toml block of the keys");
+        // The text of each table: top-level keys come before the first `[table]`.
+        let table = |name: &str| -> String {
+            let mut current = String::new();
+            let mut text = String::new();
+            for line in example.lines() {
+                if let Some(t) = line
+                    .trim()
+                    .strip_prefix('[')
+                    .and_then(|l| l.strip_suffix(']'))
+                {
+                    current = t.to_owned();
+                } else if current == name {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+            text
+        };
+        let documented = |table_text: &str, key: &str| {
+            table_text.lines().any(|line| {
+                let line = line.trim_start().trim_start_matches("# ");
+                line.starts_with(&format!("{key} ="))
+            })
+        };
+        for (name, fields) in [
+            ("", fields_of::<RawConfig>()),
+            ("defaults", fields_of::<RawDefaults>()),
+            ("web", fields_of::<RawWeb>()),
+        ] {
+            assert!(!fields.is_empty(), "no fields read for [{name}]");
+            let text = table(name);
+            for field in fields {
+                if name.is_empty() && ["defaults", "web"].contains(&field) {
+                    continue;
+                }
+                assert!(
+                    documented(&text, field),
+                    "config key `{}{field}` is not in docs/configuration.md",
+                    if name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{name}.")
+                    }
+                );
+            }
+        }
+        // The example itself, comments and all, is a valid configuration.
+        let uncommented: String = example
+            .lines()
+            .map(|line| {
+                let t = line.trim_start();
+                match t.strip_prefix("# ") {
+                    Some(rest) if rest.contains(" = ") && !rest.starts_with(char::is_uppercase) => {
+                        rest
+                    }
+                    _ => line,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Config::parse(&uncommented, Path::new("docs/configuration.md")).unwrap();
+    }
 }
