@@ -410,10 +410,17 @@ fn launch(
     let mut network_up = false;
     let mut network_error = None;
     console::rotate(&d.paths.vm_dir(&vm.id));
+    let restore = crate::snapshot::pending_restore(&d.paths.vm_dir(&vm.id));
     let mut beside = || {
         let setup = {
             let _guard = m.net_guard();
-            network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net)
+            // A restored guest keeps the snapshot's MAC and address until it is told its own:
+            // its tap joins the bridge only then.
+            if restore.is_some() {
+                network::setup_vm_network_isolated(&*m.runner, &*m.links, &m.net, &net)
+            } else {
+                network::setup_vm_network(&*m.runner, &*m.links, &m.net, &net)
+            }
         };
         if let Err(e) = setup {
             let error = ApiError::new(
@@ -438,7 +445,6 @@ fn launch(
         cx.begin("vmm");
         Ok(())
     };
-    let restore = crate::snapshot::pending_restore(&d.paths.vm_dir(&vm.id));
     let launched = match (&backend, &restore) {
         (Backend::Firecracker(fc), Some(files)) => {
             let restored = fc.restore(
@@ -517,16 +523,24 @@ fn launch(
     if let (Some(files), Some(vsock)) = (&restore, &handle.vsock_socket) {
         cx.begin(IDENTITY_STAGE);
         let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
-        match crate::snapshot::apply_identity(d, vm, vsock, files, deadline) {
-            Ok(summary) => {
-                files.finish();
-                cx.done(IDENTITY_STAGE, Some(summary));
-            }
-            Err(e) => {
-                files.finish();
-                return Err(release_all(e));
-            }
+        let applied = crate::snapshot::apply_identity(d, vm, vsock, files, deadline);
+        files.finish();
+        let summary = match applied {
+            Ok(summary) => summary,
+            Err(e) => return Err(release_all(e)),
+        };
+        let attached = {
+            let _guard = m.net_guard();
+            network::attach_vm_tap(&*m.runner, &*m.links, &m.net, &net)
+        };
+        if let Err(e) = attached {
+            return Err(release_all(ApiError::internal(format!(
+                "cannot put VM {} on the network: {}",
+                vm.name,
+                banger_vmm::error_chain(&e)
+            ))));
         }
+        cx.done(IDENTITY_STAGE, Some(summary));
     }
 
     cx.begin("started");

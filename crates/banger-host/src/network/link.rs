@@ -344,8 +344,8 @@ pub(crate) fn ensure_bridge(
     Ok(())
 }
 
-/// Creates the tap `name` for [`NetConfig::tap_owner`], attaches it to the bridge and brings it
-/// up. A tap of that name left by a crash is deleted first ([`check_conflicts`] has refused any
+/// Creates the tap `name` for [`NetConfig::tap_owner`] (the caller attaches it to the bridge).
+/// A tap of that name left by a crash is deleted first ([`check_conflicts`] has refused any
 /// other kind of link of that name). The tap is recorded the moment it exists, so a failure to
 /// attach it releases it.
 pub(crate) fn create_tap(
@@ -364,7 +364,7 @@ pub(crate) fn create_tap(
     acquired.record(Resource::Tap {
         name: name.to_owned(),
     });
-    links.attach_up(runner, cfg, name)
+    Ok(())
 }
 
 /// `stderr` says the device or address is not there: the goal of a deletion is reached.

@@ -293,10 +293,43 @@ pub fn setup_vm_network(
     cfg: &NetConfig,
     vm: &VmNet,
 ) -> Result<Acquired, NetworkError> {
+    setup(runner, links, cfg, vm, true)
+}
+
+/// [`setup_vm_network`] with the VM's tap left off the bridge and down: for a VM restored from
+/// a snapshot, whose guest runs with the snapshot's MAC and address until it is told its own,
+/// and must not show them on the bridge meanwhile. [`attach_vm_tap`] puts it on the bridge.
+pub fn setup_vm_network_isolated(
+    runner: &dyn CommandRunner,
+    links: &dyn Links,
+    cfg: &NetConfig,
+    vm: &VmNet,
+) -> Result<Acquired, NetworkError> {
+    setup(runner, links, cfg, vm, false)
+}
+
+/// Makes the tap of a VM set up by [`setup_vm_network_isolated`] a port of the bridge, up.
+pub fn attach_vm_tap(
+    runner: &dyn CommandRunner,
+    links: &dyn Links,
+    cfg: &NetConfig,
+    vm: &VmNet,
+) -> Result<(), NetworkError> {
+    validate_tap(&vm.tap)?;
+    links.attach_up(runner, cfg, &vm.tap)
+}
+
+fn setup(
+    runner: &dyn CommandRunner,
+    links: &dyn Links,
+    cfg: &NetConfig,
+    vm: &VmNet,
+    attach: bool,
+) -> Result<Acquired, NetworkError> {
     cfg.validate()?;
     validate_tap(&vm.tap)?;
     let mut acquired = Acquired::new();
-    match acquire(runner, links, cfg, vm, &mut acquired) {
+    match acquire(runner, links, cfg, vm, attach, &mut acquired) {
         Ok(()) => Ok(acquired),
         Err(cause) => {
             tracing::warn!(vm = %vm.id, error = %ledger::error_chain(&cause), "network setup failed; rolling back");
@@ -316,12 +349,16 @@ fn acquire(
     links: &dyn Links,
     cfg: &NetConfig,
     vm: &VmNet,
+    attach: bool,
     acquired: &mut Acquired,
 ) -> Result<(), NetworkError> {
     let existing = links.list(runner)?;
     link::check_conflicts(cfg, &existing, &vm.tap)?;
     link::ensure_bridge(runner, cfg, &existing, acquired)?;
     link::create_tap(runner, links, cfg, &existing, &vm.tap, acquired)?;
+    if attach {
+        links.attach_up(runner, cfg, &vm.tap)?;
+    }
     if vm.nat {
         nft::add_vm_rules(runner, cfg, vm, acquired)?;
         forwarding::enable_ip_forward(runner, cfg, acquired)?;

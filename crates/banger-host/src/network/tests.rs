@@ -788,3 +788,26 @@ fn in_process_links_are_rolled_back_like_commands() {
         ["netlink delete bt-0123456789ab", "netlink list"]
     );
 }
+
+/// A restored VM's tap is made off the bridge, and joins it only when asked.
+#[test]
+fn an_isolated_setup_leaves_the_tap_off_the_bridge_until_it_is_attached() {
+    let fake = fresh_host(FakeRunner::new());
+    let acquired = setup_vm_network_isolated(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap();
+    let expected: Vec<&str> = NAT_SETUP
+        .iter()
+        .map(|s| s.command)
+        .filter(|c| !c.contains("master banger0"))
+        .collect();
+    assert_eq!(fake.calls(), expected);
+    assert!(
+        acquired
+            .resources()
+            .contains(&Resource::Tap { name: TAP.into() })
+    );
+    attach_vm_tap(&fake, &IpLinks, &cfg(), &nat_vm()).unwrap();
+    assert_eq!(
+        fake.calls().last().unwrap(),
+        "ip link set dev bt-0123456789ab master banger0 up"
+    );
+}
