@@ -149,6 +149,8 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
         "/v1/images/import",
         "/v1/operations/{id}/stream",
         "/v1/capacity",
+        "/v1/vms/{name}/ports/published",
+        "/v1/vms/{name}/ports/published/{host_port}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
@@ -157,6 +159,12 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
             .get("CreateVmRequest")
             .is_some()
     );
+    for schema in ["PublishPortRequest", "PublishedPort"] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "openapi lacks {schema}"
+        );
+    }
     h.stop().await;
     assert!(
         !h.paths.socket().exists(),
@@ -389,6 +397,11 @@ async fn bad_vm_requests_are_refused_and_store_nothing() {
         start: Some(false),
         ..Default::default()
     };
+    let port = |address: Option<&str>, host_port, guest_port| banger_api::PublishPortRequest {
+        address: address.map(str::to_owned),
+        host_port,
+        guest_port,
+    };
     let cases: Vec<(CreateVmRequest, ErrorCode, &str)> = vec![
         (
             CreateVmRequest {
@@ -397,6 +410,38 @@ async fn bad_vm_requests_are_refused_and_store_nothing() {
             },
             ErrorCode::InvalidInput,
             "at least 1 (got 0)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 0, 80)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "host port must be from 1 to 65535 (got 0)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 18080, 65536)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "guest port must be from 1 to 65535 (got 65536)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 18080, 80), port(None, 18080, 81)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "host port 18080 is published twice",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(Some("localhost"), 18080, 80)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "is not an IPv4 address",
         ),
         (
             CreateVmRequest {

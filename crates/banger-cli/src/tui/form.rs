@@ -270,6 +270,7 @@ impl CreateForm {
             work_disk: non_empty(&self.work_disk),
             nat: self.nat,
             vmm: None,
+            publish: Vec::new(),
         }
     }
 
@@ -287,6 +288,7 @@ impl CreateForm {
             work_disk: None,
             nat: false,
             vmm: None,
+            publish: Vec::new(),
         };
         let vcpus = whole_number(&self.vcpus, "vCPUs", "a number from 1 to 32");
         let memory = whole_number(&self.memory, "memory", "a number of MiB, e.g. 1024");
