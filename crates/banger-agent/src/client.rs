@@ -36,8 +36,8 @@ use crate::archive::{self, ArchiveError, Owners, TopName, Unpacked};
 use crate::body::{CHUNK, ChannelBody, ChannelReader, ChannelWriter};
 use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
 use crate::protocol::{
-    self, CopyInSummary, ErrorBody, ExecRequest, ExitStatus, Health, ListeningPort, PathStat,
-    ShutdownAccepted, Stats,
+    self, CopyInSummary, ErrorBody, ExecRequest, ExitStatus, Health, IdentityApplied,
+    IdentityRequest, ListeningPort, PathStat, ShutdownAccepted, Stats,
 };
 
 /// Opens a fresh byte stream to the agent.
@@ -241,6 +241,24 @@ impl<C: Connect> AgentClient<C> {
     pub async fn shutdown(&self) -> Result<ShutdownAccepted, AgentError> {
         let (response, _conn) = self
             .send(Method::POST, "/v1/shutdown", empty(), Answer::Prompt)
+            .await?;
+        read_json(response).await
+    }
+
+    /// `POST /v1/identity`: a VM restored from another VM's snapshot takes on its own identity
+    /// (files, hostname, network, SSH host key, token, clock, RNG). Call it with the token the
+    /// guest still has (the source's); when `request` carries a new token, later calls need a
+    /// client with that one.
+    pub async fn apply_identity(
+        &self,
+        request: &IdentityRequest,
+    ) -> Result<IdentityApplied, AgentError> {
+        let body = serde_json::to_vec(request).map_err(AgentError::protocol)?;
+        let body = http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let (response, _conn) = self
+            .send(Method::POST, "/v1/identity", body, Answer::Prompt)
             .await?;
         read_json(response).await
     }

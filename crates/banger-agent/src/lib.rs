@@ -4,7 +4,8 @@
 //! vsock port 1024 and, where vsock is unavailable, on the VM's private IP; every request
 //! carries the VM's token. It reports health and boot timings, runs commands with streamed
 //! input and output ([`frame`]), copies files in and out as tar archives ([`archive`]), lists
-//! listening ports and reports guest stats, and powers the guest off.
+//! listening ports and reports guest stats, powers the guest off, and gives a VM restored from
+//! another VM's snapshot its own identity ([`guest::identity`]).
 //!
 //! The host side ([`client`]) speaks to it over any byte stream: a Firecracker hybrid-vsock
 //! connection, TCP, or anything else that is `AsyncRead + AsyncWrite`. It never creates

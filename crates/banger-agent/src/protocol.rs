@@ -4,7 +4,7 @@
 //! a newer protocol gets a clear 400 instead of silently ignored options.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,6 +257,101 @@ pub struct ShutdownAccepted {
     pub method: String,
 }
 
+/// `POST /v1/identity`: what a VM restored from another VM's memory snapshot (a clone) must
+/// change to become itself. Right after the restore its guest still has the source's hostname,
+/// address, MAC, SSH host key, agent token, wall clock and kernel RNG state; the host sends
+/// this, authenticated with the source's token, before it reports the clone ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRequest {
+    /// The clone's own files (`banger_image::vmdisk::VmFiles::files`): written as given, then
+    /// acted on — `etc/hostname`, `etc/banger/network`, `etc/ssh/ssh_host_*_key`,
+    /// `etc/banger/agent-token`.
+    pub files: Vec<IdentityFile>,
+    /// The host's wall clock, milliseconds since the Unix epoch: a restored guest's clock is
+    /// the snapshot's.
+    pub time_unix_ms: u64,
+    /// Base64 of at least [`IDENTITY_MIN_ENTROPY`] random bytes from the host, mixed into the
+    /// guest kernel's RNG before it is forced to reseed.
+    pub entropy: String,
+}
+
+/// The fewest random bytes an [`IdentityRequest`] carries.
+pub const IDENTITY_MIN_ENTROPY: usize = 32;
+
+/// One file of an [`IdentityRequest`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// Relative to the guest's root, plain components only, e.g. `etc/hostname`.
+    pub path: String,
+    /// Permission bits (at most `0o7777`).
+    pub mode: u32,
+    /// Base64 (standard alphabet, padded) of the contents.
+    pub data: String,
+}
+
+/// Private keys and tokens travel in `data`: keep them out of logs.
+impl std::fmt::Debug for IdentityFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("data", &format_args!("({} base64 chars)", self.data.len()))
+            .finish()
+    }
+}
+
+impl IdentityFile {
+    /// A file with `contents`, encoded.
+    pub fn new(path: impl Into<String>, mode: u32, contents: &[u8]) -> Self {
+        use base64::Engine as _;
+        IdentityFile {
+            path: path.into(),
+            mode,
+            data: base64::engine::general_purpose::STANDARD.encode(contents),
+        }
+    }
+}
+
+/// The answer to `POST /v1/identity` (200): what the guest did, every step having succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityApplied {
+    /// The files written, in the request's order.
+    pub files: Vec<String>,
+    /// The hostname set, when the request carried `etc/hostname`.
+    pub hostname: Option<String>,
+    /// The network applied, when the request carried `etc/banger/network`.
+    pub network: Option<NetworkApplied>,
+    /// Whether the request replaced an SSH host key (`etc/ssh/ssh_host_*_key`).
+    pub host_key_changed: bool,
+    /// The sshd that was sent SIGHUP to re-read its host keys; `None` when the host key did
+    /// not change or sshd is not running (no `/run/sshd.pid`, or it names no sshd).
+    pub sshd_reloaded: Option<u32>,
+    /// Whether the agent's token changed: later requests must carry the new one.
+    pub token_changed: bool,
+    /// Whether the guest kernel has a VM generation ID device bound (the `vmgenid` driver),
+    /// which reseeds its RNG by itself on a restore. The agent reseeds either way.
+    pub vmgenid: bool,
+}
+
+/// What `POST /v1/identity` did to the VM's NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkApplied {
+    /// The NIC, e.g. `eth0`.
+    pub interface: String,
+    /// The new MAC, when the network file has a `mac=` line.
+    pub mac: Option<String>,
+    /// The IPv4 addresses removed from the NIC before the new one was added.
+    pub removed_addresses: u32,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether a gratuitous ARP announced the address at the new MAC (sent only with a new
+    /// MAC; a failure to send is not an error, neighbours find out by themselves).
+    pub announced: bool,
+}
+
 /// The query string `path=<percent-encoded path>` of the file endpoints.
 pub fn path_query(path: &str) -> String {
     param("path", path)
@@ -378,6 +473,45 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&error).unwrap(),
             r#"{"code":"unauthorized","message":"m"}"#
+        );
+    }
+
+    /// bangerd sends and reads these names; renaming a field is a protocol change.
+    #[test]
+    fn identity_wire_names() {
+        let request = IdentityRequest {
+            files: vec![IdentityFile::new("etc/hostname", 0o644, b"vm\n")],
+            time_unix_ms: 5,
+            entropy: "AAAA".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"files":[{"path":"etc/hostname","mode":420,"data":"dm0K"}],"time_unix_ms":5,"entropy":"AAAA"}"#
+        );
+        assert!(
+            !format!("{:?}", request.files[0]).contains("dm0K"),
+            "contents stay out of logs"
+        );
+        let applied = IdentityApplied {
+            files: vec!["etc/hostname".into()],
+            hostname: Some("vm".into()),
+            network: Some(NetworkApplied {
+                interface: "eth0".into(),
+                mac: None,
+                removed_addresses: 1,
+                address: Ipv4Addr::new(10, 0, 0, 2),
+                prefix_len: 24,
+                gateway: None,
+                announced: false,
+            }),
+            host_key_changed: false,
+            sshd_reloaded: None,
+            token_changed: true,
+            vmgenid: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&applied).unwrap(),
+            r#"{"files":["etc/hostname"],"hostname":"vm","network":{"interface":"eth0","mac":null,"removed_addresses":1,"address":"10.0.0.2","prefix_len":24,"gateway":null,"announced":false},"host_key_changed":false,"sshd_reloaded":null,"token_changed":true,"vmgenid":false}"#
         );
     }
 

@@ -473,6 +473,56 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Snapshots running or paused VM `name`.
+    pub async fn snapshot_vm(
+        &self,
+        name: &str,
+        request: &crate::SnapshotVmRequest,
+    ) -> Result<crate::Snapshot, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/snapshot", escape(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    /// Clones VM `name`: a new VM restored from a snapshot of it, starting.
+    pub async fn clone_vm(
+        &self,
+        name: &str,
+        request: &crate::CloneVmRequest,
+    ) -> Result<CreatedVm, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/clone", escape(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    pub async fn list_snapshots(&self) -> Result<Vec<crate::Snapshot>, ClientError> {
+        self.call(Method::GET, "/v1/snapshots", None::<&()>).await
+    }
+
+    pub async fn get_snapshot(&self, name: &str) -> Result<crate::Snapshot, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/snapshots/{}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn delete_snapshot(&self, name: &str) -> Result<crate::Snapshot, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/snapshots/{}", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
     pub async fn list_images(&self) -> Result<Vec<Image>, ClientError> {
         self.call(Method::GET, "/v1/images", None::<&()>).await
     }

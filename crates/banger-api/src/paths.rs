@@ -67,6 +67,15 @@ impl Paths {
         self.state_dir.join("vms")
     }
 
+    /// Where snapshots' files are, one directory each.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir.join("snapshots")
+    }
+
+    pub fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.snapshots_dir().join(id)
+    }
+
     pub fn log_file(&self) -> PathBuf {
         self.state_dir.join("bangerd.log")
     }

@@ -327,6 +327,58 @@ pub struct CreateVmRequest {
     /// Host ports to forward to the VM's ports while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PublishPortRequest>,
+    /// Restore the VM from this snapshot (name or id) instead of booting it: its image,
+    /// vCPUs, memory and disk sizes are the snapshot's, and it runs on Firecracker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+}
+
+/// A snapshot of a running Firecracker VM: its memory and device state and copies of its
+/// disks, from which new VMs are restored (`vm create --from-snapshot`, `vm clone`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub id: String,
+    pub name: String,
+    /// The VM it was taken of (which may have been deleted since).
+    pub vm: SnapshotOrigin,
+    pub image: ImageRef,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
+    /// The Firecracker version that wrote it; a restore needs the same one.
+    pub firecracker_version: String,
+    /// The host CPU it was taken on; a restore needs the same model.
+    pub cpu: String,
+    /// Disk space its files use (allocated, not apparent).
+    pub size_bytes: u64,
+    pub created_at: Timestamp,
+}
+
+/// The VM a snapshot was taken of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotOrigin {
+    pub id: String,
+    pub name: String,
+}
+
+/// `POST /v1/vms/{name}/snapshot`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotVmRequest {
+    /// DNS label; `VM-YYYYMMDD-HHMMSS` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/clone`: a new running VM restored from a snapshot of this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneVmRequest {
+    /// The clone's name (DNS label).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<bool>,
 }
 
 /// `PATCH /v1/vms/{name}`: change resources of a stopped VM. At least one field.
@@ -671,6 +723,9 @@ pub struct DiskCapacity {
     pub vm_allocated_bytes: u64,
     /// Bytes actually allocated by the image store.
     pub image_allocated_bytes: u64,
+    /// Bytes actually allocated by snapshots.
+    #[serde(default)]
+    pub snapshot_allocated_bytes: u64,
 }
 
 /// `GET /v1/capacity`.

@@ -60,6 +60,10 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
+    /// List, inspect and delete snapshots of VMs
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+
     /// Inspect, start, stop or restart bangerd
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -149,6 +153,38 @@ pub enum VmCommand {
     Resume {
         /// VM name
         name: String,
+    },
+
+    /// Snapshot a running Firecracker VM: its memory, device state and copies of its disks
+    ///
+    /// The VM is paused while the snapshot is written and runs on afterwards (a paused VM stays
+    /// paused). New VMs start from it with `banger vm create --from-snapshot SNAPSHOT`.
+    #[command(after_help = "Example: banger vm snapshot dev --name dev-clean")]
+    Snapshot {
+        /// VM name
+        name: String,
+        /// Snapshot name, a DNS label [default: VM-YYYYMMDD-HHMMSS]
+        #[arg(long = "name", id = "snapshot_name", value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
+    },
+
+    /// Clone a running Firecracker VM into a new VM that runs from the same moment
+    ///
+    /// The clone has the source's memory, processes and disks as they were, and its own
+    /// name, address, MAC, SSH host key and agent token. Source and clone share nothing
+    /// afterwards.
+    #[command(after_help = "Example: banger vm clone dev dev2")]
+    Clone {
+        /// The VM to clone
+        source: String,
+        /// The new VM's name, a DNS label
+        name: String,
+        /// Masquerade the clone's traffic to the host's network
+        #[arg(long)]
+        nat: bool,
+        /// Return once the clone's instance runs instead of waiting for the whole start
+        #[arg(long)]
+        no_wait: bool,
     },
 
     /// Open a shell in a VM over SSH (OpenSSH, banger's key, the VM's own host key), or run CMD
@@ -328,6 +364,11 @@ pub struct CreateArgs {
     /// exposes the guest's port beyond this host
     #[arg(long, short = 'p', value_name = "[ADDR:]HOSTPORT:GUESTPORT")]
     pub publish: Vec<String>,
+
+    /// Restore the VM from a snapshot (name or id) instead of booting it: it runs from the
+    /// moment the snapshot was taken, with its own identity, on Firecracker
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "vcpus", "memory", "disk", "work_disk", "no_start"])]
+    pub from_snapshot: Option<String>,
 }
 
 /// `banger vm port …`.
@@ -359,6 +400,23 @@ pub enum PortCommand {
     #[command(visible_alias = "ls")]
     List {
         /// VM name
+        name: String,
+    },
+}
+
+/// `banger snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List snapshots
+    List,
+    /// Show a snapshot
+    Show {
+        /// Snapshot name or id
+        name: String,
+    },
+    /// Delete a snapshot and its files (VMs restored from it keep their own copies)
+    Delete {
+        /// Snapshot name or id
         name: String,
     },
 }
@@ -646,5 +704,8 @@ mod tests {
         insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));
         insta::assert_snapshot!("help_image_import", long_help(&["image", "import"]));
         insta::assert_snapshot!("help_daemon", long_help(&["daemon"]));
+        insta::assert_snapshot!("help_vm_snapshot", long_help(&["vm", "snapshot"]));
+        insta::assert_snapshot!("help_vm_clone", long_help(&["vm", "clone"]));
+        insta::assert_snapshot!("help_snapshot", long_help(&["snapshot"]));
     }
 }

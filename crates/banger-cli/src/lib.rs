@@ -14,6 +14,7 @@ pub mod host;
 pub mod image;
 pub mod operation;
 pub mod output;
+pub mod snapshot;
 pub mod tui;
 pub mod vm;
 
@@ -70,6 +71,7 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Vm(command) => vm::run(command, cli.output).await,
         Command::Image(command) => image::run(command, cli.output).await,
+        Command::Snapshot(command) => snapshot::run(command, cli.output).await,
         Command::Daemon(command) => daemon::run(command, cli.output).await,
         Command::Tui => tui::run().await,
         Command::Doctor => host::doctor(cli.output).await,

@@ -310,6 +310,58 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
     kv.add("created", dated(image.created_at, now)).render()
 }
 
+/// `banger snapshot list`.
+pub fn snapshot_list(snapshots: &[banger_api::Snapshot], now: Timestamp) -> String {
+    if snapshots.is_empty() {
+        return "No snapshots yet. Take one of a running Firecracker VM:\n  \
+                banger vm snapshot NAME\n"
+            .into();
+    }
+    let mut table = Table::new([
+        ("NAME", Align::Left),
+        ("VM", Align::Left),
+        ("IMAGE", Align::Left),
+        ("MEMORY", Align::Right),
+        ("SIZE", Align::Right),
+        ("CREATED", Align::Left),
+    ]);
+    for s in snapshots {
+        table.row([
+            s.name.clone(),
+            s.vm.name.clone(),
+            s.image.name.clone(),
+            format!("{} MiB", s.memory_mib),
+            format_size(s.size_bytes),
+            age(s.created_at, now),
+        ]);
+    }
+    table.render()
+}
+
+/// `banger snapshot show`, and the result of `vm snapshot`.
+pub fn snapshot_show(s: &banger_api::Snapshot, now: Timestamp) -> String {
+    KeyValues::default()
+        .add("name", &s.name)
+        .add("id", &s.id)
+        .add("vm", format!("{} ({})", s.vm.name, s.vm.id))
+        .add("image", &s.image.name)
+        .add("vcpus", s.vcpus)
+        .add("memory", format!("{} MiB", s.memory_mib))
+        .add(
+            "disks",
+            format!(
+                "{} root, {} work",
+                format_size(s.disk_bytes),
+                format_size(s.work_disk_bytes)
+            ),
+        )
+        .add("size", format!("{} on disk", format_size(s.size_bytes)))
+        .add("firecracker", &s.firecracker_version)
+        .add("cpu", &s.cpu)
+        .add("created", dated(s.created_at, now))
+        .render()
+}
+
 /// `banger daemon status` (text). `outdated_against` names the daemon binary this banger
 /// would start when the running daemon is another build.
 pub fn daemon_status(info: &DaemonInfo, outdated_against: Option<&str>) -> String {

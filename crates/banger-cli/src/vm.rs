@@ -94,6 +94,13 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
         vmm: args.vmm.map(Into::into),
         start: Some(!args.no_start),
         publish,
+        from_snapshot: match &args.from_snapshot {
+            Some(name) => {
+                validate::name("snapshot", name)?;
+                Some(name.clone())
+            }
+            None => None,
+        },
     })
 }
 
@@ -281,6 +288,54 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 .await?;
             vm_result(&vm, format, "Reset the root of")
         }
+        VmCommand::Snapshot { name, snapshot } => {
+            if let Some(snapshot) = snapshot {
+                validate::name("snapshot", snapshot)?;
+            }
+            let request = banger_api::SnapshotVmRequest {
+                name: snapshot.clone(),
+            };
+            let daemon = Daemon::locate()?;
+            let snapshot = daemon
+                .call(async |client| client.snapshot_vm(name, &request).await)
+                .await?;
+            match format {
+                OutputFormat::Json => output::json(&snapshot),
+                OutputFormat::Text => format!(
+                    "Snapshot {} of VM {name} taken.\n\n{}",
+                    snapshot.name,
+                    output::snapshot_show(&snapshot, Timestamp::now())
+                ),
+            }
+        }
+        VmCommand::Clone {
+            source,
+            name,
+            nat,
+            no_wait,
+        } => {
+            validate::name("VM", name)?;
+            let request = banger_api::CloneVmRequest {
+                name: name.clone(),
+                nat: nat.then_some(true),
+            };
+            let daemon = Daemon::locate()?;
+            let created = daemon
+                .call(async |client| client.clone_vm(source, &request).await)
+                .await?;
+            let text_mode = format == OutputFormat::Text;
+            if text_mode {
+                output::eprint(&format!(
+                    "Cloned VM {source} into {} ({}); starting it\n",
+                    created.vm.name, created.vm.network.ip
+                ));
+            }
+            let vm = match created.operation {
+                Some(op) => follow_start(&daemon, op, *no_wait, text_mode).await?,
+                None => created.vm,
+            };
+            vm_result(&vm, format, "Started clone")
+        }
         VmCommand::Pause { name } | VmCommand::Resume { name } => {
             let pause = matches!(command, VmCommand::Pause { .. });
             let daemon = Daemon::locate()?;
@@ -427,6 +482,7 @@ mod tests {
                         guest_port: 80,
                     },
                 ],
+                from_snapshot: None,
             }
         );
     }

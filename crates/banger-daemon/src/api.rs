@@ -13,15 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use banger_api::{
-    ApiError, BUILD_ID_HEADER, Capacity, CreateVmRequest, CreatedVm, DaemonInfo, DoctorReport,
-    ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation, PublishPortRequest,
-    PublishedPort, RegisterImageRequest, UpdateVmRequest, Vm, WebLogin,
+    ApiError, BUILD_ID_HEADER, Capacity, CloneVmRequest, CreateVmRequest, CreatedVm, DaemonInfo,
+    DoctorReport, ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation,
+    PublishPortRequest, PublishedPort, RegisterImageRequest, Snapshot, SnapshotVmRequest,
+    UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
-use crate::{Daemon, guest_api, image, machine, ports, vm};
+use crate::{Daemon, guest_api, image, machine, ports, snapshot, vm};
 
 /// Largest request body accepted. Every request banger defines is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -218,6 +219,11 @@ async fn blocking_arc<T: Send + 'static>(
         list_published_ports,
         publish_port,
         unpublish_port,
+        snapshot_vm,
+        clone_vm,
+        list_snapshots,
+        get_snapshot,
+        delete_snapshot,
         list_images,
         register_image,
         bootstrap_image,
@@ -252,6 +258,13 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/reset", post(reset_vm))
         .route("/v1/vms/{name}/pause", post(pause_vm))
         .route("/v1/vms/{name}/resume", post(resume_vm))
+        .route("/v1/vms/{name}/snapshot", post(snapshot_vm))
+        .route("/v1/vms/{name}/clone", post(clone_vm))
+        .route("/v1/snapshots", get(list_snapshots))
+        .route(
+            "/v1/snapshots/{name}",
+            get(get_snapshot).delete(delete_snapshot),
+        )
         .route("/v1/vms/{name}/exec", post(guest_api::exec))
         .route("/v1/vms/{name}/health", get(guest_api::health))
         .route("/v1/vms/{name}/ports", get(guest_api::ports))
@@ -460,6 +473,67 @@ async fn resume_vm(
     _: NoBody,
 ) -> Answer<Json<Vm>> {
     blocking(&d, move |d| machine::pause_or_resume(d, &name, false))
+        .await
+        .map(Json)
+}
+
+/// Snapshots a running or paused Firecracker VM: its memory, device state and copies of its
+/// disks. The VM is paused while it is written and runs on afterwards.
+#[utoipa::path(post, path = "/v1/vms/{name}/snapshot", params(("name" = String, Path, description = "VM name or id")),
+    request_body = SnapshotVmRequest,
+    responses((status = 201, body = Snapshot), (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError), (status = 501, body = ApiError)))]
+async fn snapshot_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(req): Body<SnapshotVmRequest>,
+) -> Answer<(StatusCode, Json<Snapshot>)> {
+    blocking(&d, move |d| snapshot::create(d, &name, req))
+        .await
+        .map(|snapshot| (StatusCode::CREATED, Json(snapshot)))
+}
+
+/// A new VM restored from a snapshot of this one, with its own identity (name, IP, MAC, host
+/// key, agent token); the answer carries its start operation.
+#[utoipa::path(post, path = "/v1/vms/{name}/clone", params(("name" = String, Path, description = "VM name or id")),
+    request_body = CloneVmRequest,
+    responses((status = 201, body = CreatedVm), (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError), (status = 501, body = ApiError)))]
+async fn clone_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(req): Body<CloneVmRequest>,
+) -> Answer<(StatusCode, Json<CreatedVm>)> {
+    blocking_arc(&d, move |d| snapshot::clone(d, &name, req))
+        .await
+        .map(|created| (StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", responses((status = 200, body = [Snapshot])))]
+async fn list_snapshots(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Snapshot>>> {
+    blocking(&d, snapshot::list).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{name}", params(("name" = String, Path, description = "snapshot name or id")),
+    responses((status = 200, body = Snapshot), (status = 404, body = ApiError)))]
+async fn get_snapshot(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Answer<Json<Snapshot>> {
+    blocking(&d, move |d| snapshot::show(d, &name))
+        .await
+        .map(Json)
+}
+
+/// Deletes a snapshot and its files. VMs restored from it keep their own copies.
+#[utoipa::path(delete, path = "/v1/snapshots/{name}", params(("name" = String, Path, description = "snapshot name or id")),
+    responses((status = 200, body = Snapshot), (status = 404, body = ApiError)))]
+async fn delete_snapshot(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    _: NoBody,
+) -> Answer<Json<Snapshot>> {
+    blocking(&d, move |d| snapshot::delete(d, &name))
         .await
         .map(Json)
 }

@@ -13,6 +13,7 @@ pub struct DiskFigures {
     pub fs_available_bytes: u64,
     pub vm_allocated_bytes: u64,
     pub image_allocated_bytes: u64,
+    pub snapshot_allocated_bytes: u64,
 }
 
 /// Aggregates VM records and host measurements.
@@ -43,6 +44,7 @@ pub fn aggregate(
             fs_available_bytes: disk.fs_available_bytes,
             vm_allocated_bytes: disk.vm_allocated_bytes,
             image_allocated_bytes: disk.image_allocated_bytes,
+            snapshot_allocated_bytes: disk.snapshot_allocated_bytes,
         },
         vms_total: vms.len() as u32,
         vms_running: vms
@@ -115,6 +117,7 @@ mod tests {
             fs_available_bytes: 40,
             vm_allocated_bytes: 7,
             image_allocated_bytes: 9,
+            snapshot_allocated_bytes: 11,
         };
         let cap = aggregate(
             &[],
@@ -128,6 +131,7 @@ mod tests {
         );
         assert_eq!(cap.disk.vm_allocated_bytes, 7);
         assert_eq!(cap.disk.image_allocated_bytes, 9);
+        assert_eq!(cap.disk.snapshot_allocated_bytes, 11);
         assert_eq!(cap.disk.fs_available_bytes, 40);
         assert_eq!(cap.disk.path, "/s");
     }

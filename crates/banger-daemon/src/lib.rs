@@ -17,6 +17,7 @@ mod lifecycle;
 pub mod machine;
 pub mod operation;
 pub mod ports;
+pub mod snapshot;
 pub mod vm;
 pub mod web;
 
@@ -102,6 +103,7 @@ impl Daemon {
                 fs_available_bytes: fs.available_bytes,
                 vm_allocated_bytes: allocated(&self.paths.vms_dir()),
                 image_allocated_bytes: allocated(&self.paths.images_dir()),
+                snapshot_allocated_bytes: allocated(&self.paths.snapshots_dir()),
             },
         ))
     }

@@ -22,7 +22,23 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
     } else {
         VmState::Stopped
     };
+    // A VM restored from a snapshot is the snapshot's image and sizes, on Firecracker.
+    let snapshot = match &req.from_snapshot {
+        Some(name) => Some(crate::snapshot::show(d, name)?),
+        None => None,
+    };
+    let req = match &snapshot {
+        Some(snapshot) => crate::snapshot::restore_request(d, snapshot, req)?,
+        None => req,
+    };
     let (vm, image) = record(d, req, state)?;
+    let make_files = |d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path| {
+        make_files(d, vm, image, dir)?;
+        match &snapshot {
+            Some(snapshot) => crate::snapshot::restore_files(d, snapshot, dir),
+            None => Ok(()),
+        }
+    };
     let dir = d.paths.vm_dir(&vm.id);
     let made_dir = std::fs::create_dir_all(d.paths.vms_dir())
         .map_err(|e| {
@@ -36,15 +52,17 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
         forget(d, &vm, &dir);
         return Err(e);
     }
-    if !start {
+    // A restore's start takes its stages from the restore files: they are made first.
+    if !start || snapshot.is_some() {
         if let Err(e) = make_files(d, &vm, &image, &dir) {
             forget(d, &vm, &dir);
             return Err(e);
         }
         tracing::info!(vm = %vm.name, id = %vm.id, ip = %vm.network.ip, "VM created");
+        let operation = start.then(|| machine::spawn_start(d, vm.clone(), OperationKind::StartVm));
         return Ok(CreatedVm {
-            vm,
-            operation: None,
+            vm: find(d, &vm.id)?,
+            operation,
         });
     }
     // The start runs its checks while the files are made here, and goes on once they are.
@@ -110,7 +128,8 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
     // A VM that starts now on Firecracker is named after the spare Firecracker it will take
     // over, so the process's command line names it.
     let vmm = req.vmm.unwrap_or(d.config.vmm);
-    let spare = (state == VmState::Starting && vmm != VmmKind::Qemu)
+    // A restore starts its own Firecracker: a spare is configured for a boot.
+    let spare = (state == VmState::Starting && vmm != VmmKind::Qemu && req.from_snapshot.is_none())
         .then(|| d.spare.claim())
         .flatten();
     let created = d.store.create_vm_with_id(

@@ -7,7 +7,7 @@
 //! the VM off.
 //!
 //! [`boot`] is the sequence, [`cmdline`] its parameters, [`config_drive`] the VM's own files, [`netconf`] the network file,
-//! [`netlink`] the three rtnetlink requests, [`sys`] every side effect behind a trait.
+//! [`netlink`] its rtnetlink requests (shared with the guest agent), [`sys`] every side effect behind a trait.
 
 pub mod boot;
 pub mod cmdline;

@@ -1,15 +1,19 @@
-//! The three rtnetlink requests the init needs — set a link up, add an IPv4 address, add a
-//! default route — built by hand. Three fixed-shape messages do not justify a netlink
-//! library in a binary that must stay small and static; building them as plain bytes also
-//! lets the host tests check them field by field. The socket side is in [`crate::sys`].
+//! The few rtnetlink requests banger's guest programs need — set a link up or down, set its
+//! MAC, add or delete an IPv4 address, add a default route — built by hand, and the
+//! [`Socket`] that sends them. The init uses them at boot; the guest agent uses them again
+//! when a restored clone takes on its own identity. A handful of fixed-shape messages do not
+//! justify a netlink library in binaries that must stay small and static; building them as
+//! plain bytes also lets the host tests check them field by field.
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 
 const NLM_F_REQUEST: u16 = 0x1;
@@ -20,6 +24,8 @@ const NLM_F_CREATE: u16 = 0x400;
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const IFF_UP: u32 = 0x1;
+
+const IFLA_ADDRESS: u16 = 1;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -68,14 +74,47 @@ impl Message {
     }
 }
 
-/// `ip link set dev <ifindex> up`.
-pub fn link_up(seq: u32, ifindex: u32) -> Vec<u8> {
-    // struct ifinfomsg: family, pad, type, index, flags, change.
+/// struct ifinfomsg: family, pad, type, index, flags, change mask.
+fn ifinfo(ifindex: u32, flags: u32, change: u32) -> Vec<u8> {
     let mut ifinfo = vec![AF_UNSPEC, 0, 0, 0];
     ifinfo.extend_from_slice(&ifindex.to_ne_bytes());
-    ifinfo.extend_from_slice(&IFF_UP.to_ne_bytes());
-    ifinfo.extend_from_slice(&IFF_UP.to_ne_bytes());
-    Message::new(RTM_NEWLINK, 0, seq).bytes(&ifinfo).finish()
+    ifinfo.extend_from_slice(&flags.to_ne_bytes());
+    ifinfo.extend_from_slice(&change.to_ne_bytes());
+    ifinfo
+}
+
+/// `ip link set dev <ifindex> up`.
+pub fn link_up(seq: u32, ifindex: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq)
+        .bytes(&ifinfo(ifindex, IFF_UP, IFF_UP))
+        .finish()
+}
+
+/// `ip link set dev <ifindex> down`.
+pub fn link_down(seq: u32, ifindex: u32) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq)
+        .bytes(&ifinfo(ifindex, 0, IFF_UP))
+        .finish()
+}
+
+/// `ip link set dev <ifindex> address <mac>`; the link's flags are left as they are (an
+/// empty change mask).
+pub fn set_mac(seq: u32, ifindex: u32, mac: [u8; 6]) -> Vec<u8> {
+    Message::new(RTM_NEWLINK, 0, seq)
+        .bytes(&ifinfo(ifindex, 0, 0))
+        .attr(IFLA_ADDRESS, &mac)
+        .finish()
+}
+
+/// Deletes the first IPv4 address of link `ifindex`: an `RTM_DELADDR` that names only the
+/// link matches whatever address comes first on it (deleting a primary address takes its
+/// secondaries along). Sent until the kernel answers `EADDRNOTAVAIL`, it empties the link
+/// of IPv4 addresses without having to read them first.
+pub fn delete_first_address(seq: u32, ifindex: u32) -> Vec<u8> {
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index.
+    let mut ifaddr = vec![AF_INET, 0, 0, RT_SCOPE_UNIVERSE];
+    ifaddr.extend_from_slice(&ifindex.to_ne_bytes());
+    Message::new(RTM_DELADDR, 0, seq).bytes(&ifaddr).finish()
 }
 
 /// `ip addr replace <address>/<prefix> broadcast <broadcast> dev <ifindex>`.
@@ -151,6 +190,44 @@ pub fn check_ack(reply: &[u8], seq: u32) -> io::Result<Option<()>> {
     Ok(None)
 }
 
+/// A `NETLINK_ROUTE` socket that sends one request at a time and waits for its
+/// acknowledgement.
+#[derive(Debug)]
+pub struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Socket {
+    pub fn open() -> io::Result<Socket> {
+        use rustix::net::{AddressFamily, SocketType};
+        let fd = rustix::net::socket(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            None, // NETLINK_ROUTE
+        )?;
+        Ok(Socket { fd, seq: 0 })
+    }
+
+    /// Sends the message `build` makes for the next sequence number; `Ok` once the kernel
+    /// acknowledges it, the errno it answered otherwise.
+    pub fn request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
+        use rustix::net::{RecvFlags, SendFlags};
+        self.seq += 1;
+        let seq = self.seq;
+        let request = build(seq);
+        // An unconnected netlink socket sends to the kernel.
+        rustix::net::send(self.fd.as_fd(), &request, SendFlags::empty())?;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (_, n) = rustix::net::recv(self.fd.as_fd(), &mut buf[..], RecvFlags::empty())?;
+            if let Some(()) = check_ack(&buf[..n.min(buf.len())], seq)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +250,48 @@ mod tests {
         assert_eq!(u32_at(&m, 20), 2, "ifindex");
         assert_eq!(u32_at(&m, 24), IFF_UP, "flags");
         assert_eq!(u32_at(&m, 28), IFF_UP, "change mask");
+    }
+
+    #[test]
+    fn link_down_message() {
+        let m = link_down(8, 3);
+        assert_eq!(m.len(), 32);
+        assert_eq!(u32_at(&m, 0), 32);
+        assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32_at(&m, 8), 8);
+        assert_eq!(u32_at(&m, 20), 3, "ifindex");
+        assert_eq!(u32_at(&m, 24), 0, "flags: not up");
+        assert_eq!(u32_at(&m, 28), IFF_UP, "change mask: only IFF_UP");
+    }
+
+    #[test]
+    fn mac_message() {
+        let m = set_mac(9, 2, [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
+        // Header, ifinfomsg, then IFLA_ADDRESS: 4 + 6 bytes padded to 12.
+        assert_eq!(m.len(), 16 + 16 + 12);
+        assert_eq!(u32_at(&m, 0) as usize, m.len());
+        assert_eq!(u16_at(&m, 4), RTM_NEWLINK);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32_at(&m, 8), 9);
+        assert_eq!(m[16], AF_UNSPEC);
+        assert_eq!(u32_at(&m, 20), 2, "ifindex");
+        assert_eq!((u32_at(&m, 24), u32_at(&m, 28)), (0, 0), "flags untouched");
+        assert_eq!((u16_at(&m, 32), u16_at(&m, 34)), (10, IFLA_ADDRESS));
+        assert_eq!(&m[36..42], &[0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
+        assert_eq!(&m[42..44], &[0, 0], "padding");
+    }
+
+    #[test]
+    fn delete_address_message() {
+        let m = delete_first_address(10, 4);
+        assert_eq!(m.len(), 16 + 8);
+        assert_eq!(u32_at(&m, 0), 24);
+        assert_eq!(u16_at(&m, 4), RTM_DELADDR);
+        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32_at(&m, 8), 10);
+        assert_eq!(&m[16..20], &[AF_INET, 0, 0, 0]);
+        assert_eq!(u32_at(&m, 20), 4, "ifindex");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -131,8 +131,7 @@ pub trait Sys {
 /// The real thing: Linux system calls.
 #[derive(Debug, Default)]
 pub struct RealSys {
-    netlink: Option<OwnedFd>,
-    seq: u32,
+    netlink: Option<netlink::Socket>,
 }
 
 impl RealSys {
@@ -141,27 +140,11 @@ impl RealSys {
     }
 
     fn netlink_request(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> io::Result<()> {
-        use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
-        let fd = match &self.netlink {
-            Some(fd) => fd,
-            None => self.netlink.insert(rustix::net::socket(
-                AddressFamily::NETLINK,
-                SocketType::RAW,
-                None, // NETLINK_ROUTE
-            )?),
+        let socket = match &mut self.netlink {
+            Some(socket) => socket,
+            None => self.netlink.insert(netlink::Socket::open()?),
         };
-        self.seq += 1;
-        let seq = self.seq;
-        let request = build(seq);
-        // An unconnected netlink socket sends to the kernel.
-        rustix::net::send(fd.as_fd(), &request, SendFlags::empty())?;
-        let mut buf = vec![0u8; 8192];
-        loop {
-            let (_, n) = rustix::net::recv(fd.as_fd(), &mut buf[..], RecvFlags::empty())?;
-            if let Some(()) = netlink::check_ack(&buf[..n.min(buf.len())], seq)? {
-                return Ok(());
-            }
-        }
+        socket.request(build)
     }
 }
 

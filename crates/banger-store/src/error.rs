@@ -50,6 +50,12 @@ pub enum StoreError {
     #[error("image {image:?} is used by {}: {}", plural(vms.len(), "VM"), vms.join(", "))]
     ImageInUse { image: String, vms: Vec<String> },
 
+    #[error("image {image:?} is the root of {}: {}", plural(snapshots.len(), "snapshot"), snapshots.join(", "))]
+    ImageHasSnapshots {
+        image: String,
+        snapshots: Vec<String>,
+    },
+
     /// A VM is not in a state the requested change can start from.
     #[error("VM {name:?} is {state}; {action}")]
     WrongState {
@@ -108,7 +114,9 @@ impl StoreError {
         match self {
             StoreError::NotFound { .. } | StoreError::ImageNotFound { .. } => ErrorCode::NotFound,
             StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            StoreError::ImageInUse { .. } | StoreError::PortTaken { .. } => ErrorCode::InUse,
+            StoreError::ImageInUse { .. }
+            | StoreError::ImageHasSnapshots { .. }
+            | StoreError::PortTaken { .. } => ErrorCode::InUse,
             StoreError::WrongState { .. } => ErrorCode::InvalidState,
             StoreError::Exhausted { .. } => ErrorCode::Exhausted,
             StoreError::InvalidSubnet { .. } | StoreError::OutOfRange { .. } => {
@@ -138,6 +146,9 @@ impl StoreError {
             StoreError::WrongState { hint, .. } => hint.clone(),
             StoreError::ImageInUse { .. } => {
                 Some("delete those VMs first (`banger vm delete NAME`)".into())
+            }
+            StoreError::ImageHasSnapshots { .. } => {
+                Some("delete those snapshots first (`banger snapshot delete NAME`)".into())
             }
             StoreError::ImageNotFound { .. } => Some("list images with `banger image list`".into()),
             StoreError::PortTaken { vm, port } => Some(format!(

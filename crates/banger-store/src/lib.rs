@@ -12,6 +12,7 @@ mod image;
 mod names;
 mod network;
 mod schema;
+mod snapshot;
 mod store;
 mod vm;
 

@@ -62,7 +62,28 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN last_error TEXT;
     ALTER TABLE vms ADD COLUMN work_seed TEXT;
     ",
-    // 4: host ports forwarded to VMs' ports. A host port belongs to one VM whatever address
+    // 4: snapshots of running VMs. `vm_id` and `vm_name` say what it was taken of and are kept
+    // when that VM goes (no foreign key); the image cannot go while a snapshot needs its root.
+    // `spec` holds what a restore takes from it (sizes, the source's agent token) as JSON.
+    "
+    CREATE TABLE snapshots (
+        id                   TEXT PRIMARY KEY NOT NULL,
+        name                 TEXT NOT NULL UNIQUE,
+        vm_id                TEXT NOT NULL,
+        vm_name              TEXT NOT NULL,
+        image_id             TEXT NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+        vcpus                INTEGER NOT NULL,
+        memory_mib           INTEGER NOT NULL,
+        disk_bytes           INTEGER NOT NULL,
+        work_disk_bytes      INTEGER NOT NULL,
+        firecracker_version  TEXT NOT NULL,
+        cpu                  TEXT NOT NULL,
+        size_bytes           INTEGER NOT NULL,
+        created_at           INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX snapshots_image_id ON snapshots (image_id);
+    ",
+    // 5: host ports forwarded to VMs' ports. A host port belongs to one VM whatever address
     // it listens on (UNIQUE), so two VMs never fight over it; the rows go with their VM.
     "
     CREATE TABLE vm_published_ports (

@@ -758,6 +758,64 @@ fn store_is_send_and_sync() {
     assert_send_sync::<Store>();
 }
 
+fn snapshot(name: &str, image: &Image) -> banger_api::Snapshot {
+    banger_api::Snapshot {
+        id: format!("id-{name}"),
+        name: name.into(),
+        vm: banger_api::SnapshotOrigin {
+            id: "vm1".into(),
+            name: "dev".into(),
+        },
+        image: banger_api::ImageRef {
+            id: image.id.clone(),
+            name: image.name.clone(),
+        },
+        vcpus: 1,
+        memory_mib: 256,
+        disk_bytes: 1 << 30,
+        work_disk_bytes: 1 << 30,
+        firecracker_version: "1.16.1".into(),
+        cpu: "AMD EPYC".into(),
+        size_bytes: 300 << 20,
+        created_at: Timestamp::from_millis(5),
+    }
+}
+
+#[test]
+fn snapshots_round_trip_and_hold_their_image() {
+    let store = Store::open_in_memory().unwrap();
+    let image = image("01img", "debian");
+    store.insert_image(&image).unwrap();
+    let a = snapshot("a", &image);
+    store.insert_snapshot(&a).unwrap();
+    store.insert_snapshot(&snapshot("b", &image)).unwrap();
+    assert!(matches!(
+        store.insert_snapshot(&a),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.find_snapshot("a").unwrap().unwrap(), a);
+    assert_eq!(store.find_snapshot("id-a").unwrap().unwrap(), a);
+    assert_eq!(store.list_snapshots().unwrap().len(), 2);
+    assert_eq!(store.snapshots_size().unwrap(), 600 << 20);
+    assert_eq!(store.snapshots_using_image(&image.id).unwrap(), ["a", "b"]);
+    // The image cannot go while a snapshot needs its root.
+    let err = store.delete_image(&image.id).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image \"debian\" is the root of 2 snapshots: a, b"
+    );
+    assert!(err.hint().unwrap().contains("banger snapshot delete"));
+    store.delete_snapshot("id-a").unwrap();
+    store.delete_snapshot("id-b").unwrap();
+    assert!(store.find_snapshot("a").unwrap().is_none());
+    assert!(matches!(
+        store.delete_snapshot("id-a"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.snapshots_size().unwrap(), 0);
+    store.delete_image(&image.id).unwrap();
+}
+
 // ---- published ports --------------------------------------------------------------------
 
 fn forward(host_port: u16, guest_port: u16) -> PublishedPort {

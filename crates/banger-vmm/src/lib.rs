@@ -294,6 +294,10 @@ pub enum VmmError {
     #[error("the guest is not running: the VMM reports {status:?}")]
     GuestStopped { status: String },
 
+    /// A snapshot could not be written.
+    #[error("cannot snapshot the VM: {0}")]
+    Snapshot(String),
+
     /// Releasing a stopped VMM's resources failed for some of them.
     #[error("cannot release {}", join_failures(.0))]
     Release(Vec<CleanupFailure>),

@@ -10,6 +10,7 @@ pub mod account;
 pub mod exec;
 pub mod fdio;
 pub mod files;
+pub mod identity;
 pub mod ports;
 pub mod shutdown;
 pub mod stats;
@@ -19,7 +20,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,8 +49,12 @@ pub const MAX_CONNECTIONS: usize = 256;
 type AgentBody = UnsyncBoxBody<Bytes, io::Error>;
 
 /// The per-VM secret every request must present as `Authorization: Bearer <token>`.
+///
+/// Clones of a `Token` share one secret: [`Token::replace`] (a restored clone taking on its
+/// own identity, `POST /v1/identity`) changes it for every server holding a clone, including
+/// agents served connection by connection with [`serve_stream`].
 #[derive(Clone)]
-pub struct Token(Vec<u8>);
+pub struct Token(Arc<RwLock<Arc<[u8]>>>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +81,12 @@ pub enum TokenError {
 
 impl Token {
     pub fn new(token: impl Into<Vec<u8>>) -> Self {
-        Token(token.into())
+        Token(Arc::new(RwLock::new(token.into().into())))
+    }
+
+    /// From now on, only `token` is accepted.
+    pub fn replace(&self, token: impl Into<Vec<u8>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = token.into().into();
     }
 
     /// Reads the token file banger wrote into the VM (surrounding whitespace ignored).
@@ -101,7 +111,7 @@ impl Token {
                 path: path.to_owned(),
             });
         }
-        Ok(Token(token.to_vec()))
+        Ok(Token::new(token))
     }
 
     /// Whether an `Authorization` header carries this token. The comparison takes the same
@@ -111,7 +121,8 @@ impl Token {
         let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else {
             return false;
         };
-        constant_time_eq(given, &self.0)
+        let token = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        constant_time_eq(given, &token)
     }
 }
 
@@ -162,6 +173,11 @@ struct State {
     config: Config,
     listeners: Vec<String>,
     listening_at: Duration,
+    /// What `POST /v1/identity` acts through; `None` for an agent served in-process without
+    /// effects, which refuses it.
+    identity: Option<Arc<dyn identity::Effects>>,
+    /// One identity change at a time.
+    identity_lock: Arc<Mutex<()>>,
 }
 
 /// Binds every listener and serves until the process ends.
@@ -203,6 +219,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         config,
         listeners: names,
         listening_at,
+        identity: Some(Arc::new(identity::RealEffects::guest())),
+        identity_lock: Arc::default(),
     });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
@@ -254,8 +272,29 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
 /// Serves one connection that arrived by some other way than the agent's listeners: tests
 /// that play a VMM's transport (bangerd's relay of exec, for one) run the agent in-process.
+/// Such an agent is not in a guest, so it refuses `POST /v1/identity`; see
+/// [`serve_stream_with`].
 pub async fn serve_stream<S>(stream: S, config: Config)
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_stream_inner(stream, config, None).await;
+}
+
+/// [`serve_stream`] answering `POST /v1/identity` through `effects` (in tests, an
+/// [`identity::Recorder`], so the host is never touched).
+pub async fn serve_stream_with<S>(stream: S, config: Config, effects: Arc<dyn identity::Effects>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_stream_inner(stream, config, Some(effects)).await;
+}
+
+async fn serve_stream_inner<S>(
+    stream: S,
+    config: Config,
+    effects: Option<Arc<dyn identity::Effects>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let listening_at = config.started_at;
@@ -263,9 +302,15 @@ where
         config,
         listeners: vec!["stream".into()],
         listening_at,
+        identity: effects,
+        identity_lock: IDENTITY_LOCK.clone(),
     });
     serve_connection(stream, state).await;
 }
+
+/// Agents served connection by connection share one lock, so two identity changes never
+/// interleave there either.
+static IDENTITY_LOCK: std::sync::LazyLock<Arc<Mutex<()>>> = std::sync::LazyLock::new(Arc::default);
 
 /// Out of descriptors or a connection reset before accept: say so, pause, go on.
 async fn accept_failed(e: io::Error) {
@@ -293,7 +338,7 @@ where
 }
 
 /// The endpoints: (method, path).
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 9] = [
     ("GET", "/v1/healthz"),
     ("GET", "/v1/stat"),
     ("POST", "/v1/exec"),
@@ -302,6 +347,7 @@ const ROUTES: [(&str, &str); 8] = [
     ("GET", "/v1/ports"),
     ("GET", "/v1/stats"),
     ("POST", "/v1/shutdown"),
+    ("POST", "/v1/identity"),
 ];
 
 async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
@@ -490,6 +536,7 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
             });
             json(StatusCode::ACCEPTED, &accepted)
         }
+        (Method::POST, "/v1/identity") => apply_identity(req, state).await,
         (_, path) if ROUTES.iter().any(|(_, p)| *p == path) => {
             let allowed: Vec<&str> = ROUTES
                 .iter()
@@ -512,6 +559,84 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
                 ROUTES.map(|(_, p)| p).join(", ")
             )),
         ),
+    }
+}
+
+/// `POST /v1/identity` ([`identity`]).
+async fn apply_identity(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
+    let Some(effects) = state.identity.clone() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            "this agent is served in-process, not in a guest, and has no identity to change",
+            Some("serve it with serve_stream_with and identity effects".into()),
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), identity::MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_identity",
+                &format!(
+                    "cannot read the identity request (at most {} bytes): {e}",
+                    identity::MAX_REQUEST_BYTES
+                ),
+                None,
+            );
+        }
+    };
+    let request: protocol::IdentityRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_identity",
+                &format!("the identity request is not valid JSON of the right shape: {e}"),
+                None,
+            );
+        }
+    };
+    let token = state.config.token.clone();
+    let lock = state.identity_lock.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+        identity::apply(effects.as_ref(), &request, &token)
+    })
+    .await;
+    match applied {
+        Ok(Ok(applied)) => {
+            eprintln!(
+                "banger-agent: identity applied: hostname {}, {} files{}",
+                applied.hostname.as_deref().unwrap_or("(unchanged)"),
+                applied.files.len(),
+                if applied.token_changed {
+                    ", new token"
+                } else {
+                    ""
+                }
+            );
+            json(StatusCode::OK, &applied)
+        }
+        Ok(Err(e @ identity::IdentityError::Invalid(_))) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_identity",
+            &e.to_string(),
+            None,
+        ),
+        Ok(Err(e @ identity::IdentityError::Failed { .. })) => {
+            eprintln!("banger-agent: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "identity_failed",
+                &e.to_string(),
+                Some("the guest is part-way between two identities; discard it".into()),
+            )
+        }
+        Err(e) => internal(&e.to_string()),
     }
 }
 

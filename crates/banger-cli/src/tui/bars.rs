@@ -108,7 +108,10 @@ impl Meter {
     pub fn from_capacity(c: &Capacity) -> [Meter; 3] {
         let cpu = Gauge::new(u64::from(c.cpu.reserved_vcpus), u64::from(c.cpu.host_cpus));
         let ram = Gauge::new(c.memory.reserved_bytes, c.memory.host_bytes);
-        let disk = Gauge::new(c.disk.vm_allocated_bytes, c.disk.fs_total_bytes);
+        let disk = Gauge::new(
+            c.disk.vm_allocated_bytes + c.disk.snapshot_allocated_bytes,
+            c.disk.fs_total_bytes,
+        );
         [
             Meter {
                 label: "CPU",

@@ -271,6 +271,7 @@ impl CreateForm {
             nat: self.nat,
             vmm: None,
             publish: Vec::new(),
+            from_snapshot: None,
         }
     }
 
@@ -289,6 +290,7 @@ impl CreateForm {
             nat: false,
             vmm: None,
             publish: Vec::new(),
+            from_snapshot: None,
         };
         let vcpus = whole_number(&self.vcpus, "vCPUs", "a number from 1 to 32");
         let memory = whole_number(&self.memory, "memory", "a number of MiB, e.g. 1024");

@@ -66,6 +66,7 @@ fn capacity(cpu: (u32, u32), ram_gib: (u64, u64), disk_gib: (u64, u64)) -> Capac
             fs_total_bytes: disk_gib.1 * GIB,
             fs_available_bytes: disk_gib.1 * GIB / 2,
             image_allocated_bytes: GIB,
+            snapshot_allocated_bytes: 0,
         },
         vms_total: 3,
         vms_running: 1,

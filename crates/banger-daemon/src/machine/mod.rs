@@ -36,6 +36,8 @@ use backend::{Backend, Backends};
 
 /// The stages of a start, in order.
 pub const START_STAGES: &[&str] = &["checks", "network", "vmm", "started"];
+/// The stage of a start that restores a snapshot, after `vmm`: the guest is told its identity.
+pub const IDENTITY_STAGE: &str = "identity";
 /// The stages of a stop, in order.
 pub const STOP_STAGES: &[&str] = &["vmm", "network"];
 /// The stage a restart stops the VM in, before the start stages.
@@ -169,7 +171,7 @@ fn vm_net(vm: &Vm, tap: &str) -> VmNet {
     }
 }
 
-fn handle_of(vm: &Vm, runtime: &VmRuntime) -> VmHandle {
+pub(crate) fn handle_of(vm: &Vm, runtime: &VmRuntime) -> VmHandle {
     VmHandle {
         vm_id: vm.id.clone(),
         pid: runtime.pid,
@@ -178,7 +180,7 @@ fn handle_of(vm: &Vm, runtime: &VmRuntime) -> VmHandle {
     }
 }
 
-fn vmm_error(what: &str, vm: &Vm, e: &banger_vmm::VmmError) -> ApiError {
+pub(crate) fn vmm_error(what: &str, vm: &Vm, e: &banger_vmm::VmmError) -> ApiError {
     ApiError::new(
         ErrorCode::Internal,
         format!(
@@ -218,6 +220,11 @@ fn start_hint(state: VmState) -> Option<&'static str> {
 /// guest agent first when it has one).
 pub fn start_stages(d: &Daemon, vm: &Vm) -> Vec<String> {
     let mut stages: Vec<String> = START_STAGES.iter().map(|s| (*s).to_owned()).collect();
+    // A start that restores a snapshot tells the guest its identity before it counts as
+    // started.
+    if crate::snapshot::pending_restore(&d.paths.vm_dir(&vm.id)).is_some() {
+        stages.insert(3, IDENTITY_STAGE.to_owned());
+    }
     if let Ok(Some(image)) = d.store.find_image(&vm.image.id) {
         stages.extend(image.manifest.services.iter().map(|s| s.name.clone()));
     }
@@ -442,11 +449,30 @@ fn launch(
         cx.begin("vmm");
         Ok(())
     };
-    let launched = match &backend {
+    let restore = crate::snapshot::pending_restore(&d.paths.vm_dir(&vm.id));
+    let launched = match (&backend, &restore) {
+        (Backend::Firecracker(fc), Some(files)) => {
+            let restored = fc.restore(
+                &spec,
+                &banger_vmm::firecracker::restore::SnapshotSource {
+                    state: files.state.clone(),
+                    memory: files.memory.clone(),
+                },
+                &mut beside,
+            );
+            // Used once: later starts boot. A running guest keeps its memory mapped.
+            match &restored {
+                Ok(_) => files.consume(),
+                Err(_) => files.finish(),
+            }
+            restored
+        }
         // A Firecracker started ahead of need saves this start the few milliseconds of
         // starting one.
-        Backend::Firecracker(fc) => fc.launch_with_spare(&spec, d.spare.take(&vm.id), &mut beside),
-        Backend::Qemu(_) => backend.vmm().launch_beside(&spec, &mut beside),
+        (Backend::Firecracker(fc), None) => {
+            fc.launch_with_spare(&spec, d.spare.take(&vm.id), &mut beside)
+        }
+        (Backend::Qemu(_), _) => backend.vmm().launch_beside(&spec, &mut beside),
     };
     let handle = match launched {
         Ok(handle) => handle,
@@ -497,6 +523,21 @@ fn launch(
     );
     if let Err(e) = cx.check_cancelled() {
         return Err(release_all(e));
+    }
+
+    if let (Some(files), Some(vsock)) = (&restore, &handle.vsock_socket) {
+        cx.begin(IDENTITY_STAGE);
+        let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
+        match crate::snapshot::apply_identity(d, vm, vsock, files, deadline) {
+            Ok(summary) => {
+                files.finish();
+                cx.done(IDENTITY_STAGE, Some(summary));
+            }
+            Err(e) => {
+                files.finish();
+                return Err(release_all(e));
+            }
+        }
     }
 
     cx.begin("started");

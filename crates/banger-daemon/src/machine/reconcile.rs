@@ -105,6 +105,9 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
                         tracing::error!(vm = %vm_id, error = %store, "cannot record an adopted VM");
                     }
                 }
+                if let Some(vm) = by_id.get(vm_id.as_str()) {
+                    crate::snapshot::recover_interrupted(d, vm);
+                }
                 if let Some(runtime) = &runtime {
                     supervise(
                         d,
@@ -199,6 +202,8 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
             tracing::error!(error = %banger_vmm::error_chain(&e), "cannot rebuild the NAT rules of running VMs");
         }
     }
+    // Snapshots a killed daemon did not finish.
+    crate::snapshot::sweep(d);
     if summary != Summary::default() {
         tracing::info!(?summary, "reconciled VMs with the host");
     }

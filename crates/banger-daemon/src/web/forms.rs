@@ -283,6 +283,7 @@ impl VmInput {
                     start: Some(self.start),
                     // Published from the VM's page, or with `banger vm create --publish`.
                     publish: Vec::new(),
+                    from_snapshot: None,
                 })
             }
             _ => Err(errors),

@@ -84,8 +84,11 @@ impl Web {
             preflight: false,
             privilege: Some(privilege),
         };
-        let config = "vmm = \"firecracker\"\n[defaults]\nstop_timeout = \"100ms\"\n\
-                      [web]\nlisten = \"127.0.0.1:0\"\n";
+        // No spare Firecracker: tests count the fake's processes, and a spare started 300 ms
+        // after each create (sooner or later than a step, depending on the machine's load)
+        // would be among them.
+        let config = "vmm = \"firecracker\"\nspare_vmm = false\n[defaults]\n\
+                      stop_timeout = \"100ms\"\n[web]\nlisten = \"127.0.0.1:0\"\n";
         (Self::launch(config, deps).await, fc)
     }
 

@@ -183,9 +183,10 @@ pub fn capacity_cards(c: &Capacity) -> Vec<CapacityCard> {
             percent: percent(disk_used, c.disk.fs_total_bytes),
             notes: vec![
                 format!(
-                    "VM disks {}, images {} (allocated)",
+                    "VM disks {}, images {}, snapshots {} (allocated)",
                     size(c.disk.vm_allocated_bytes),
-                    size(c.disk.image_allocated_bytes)
+                    size(c.disk.image_allocated_bytes),
+                    size(c.disk.snapshot_allocated_bytes)
                 ),
                 format!(
                     "{} free in {}",
@@ -1539,6 +1540,7 @@ mod tests {
                 fs_available_bytes: 350 * validate::GIB,
                 vm_allocated_bytes: 3 * validate::GIB / 2,
                 image_allocated_bytes: 700 * validate::MIB,
+                snapshot_allocated_bytes: 300 * validate::MIB,
             },
             vms_total: 3,
             vms_running: 1,

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use super::actions::{ActionType, InstanceActionInfo};
 use super::boot_source::BootSource;
-use super::drive::Drive;
+use super::drive::{Drive, PartialDrive};
 use super::instance_info::{FirecrackerVersion, InstanceInfo};
 use super::logger::Logger;
 use super::machine_config::MachineConfiguration;
@@ -406,6 +406,15 @@ impl<'a> ApiClient<'a> {
 
     pub fn put_drive(&self, drive: &Drive) -> Result<(), VmmError> {
         self.put(&format!("/drives/{}", drive.drive_id), drive)
+    }
+
+    /// Points drive `drive_id` of a started or restored VM at `path`.
+    pub fn patch_drive(&self, drive_id: &str, path: &Path) -> Result<(), VmmError> {
+        let drive = PartialDrive {
+            drive_id: drive_id.to_owned(),
+            path_on_host: Some(path.to_owned()),
+        };
+        self.send_json(Method::Patch, &format!("/drives/{drive_id}"), &drive)
     }
 
     pub fn put_network_interface(&self, iface: &NetworkInterface) -> Result<(), VmmError> {

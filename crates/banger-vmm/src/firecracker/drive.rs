@@ -25,6 +25,15 @@ pub struct Drive {
     pub io_engine: Option<IoEngine>,
 }
 
+/// Firecracker's `PartialDrive`: `PATCH /drives/{drive_id}` on a started (or restored) VM
+/// points a drive at another host file; the guest is told its disk changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialDrive {
+    pub drive_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_on_host: Option<PathBuf>,
+}
+
 /// Whether the guest's flushes reach the host file (`Writeback`) or are ignored (`Unsafe`,
 /// Firecracker's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

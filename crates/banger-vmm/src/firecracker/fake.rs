@@ -94,6 +94,16 @@ impl FakeFirecracker {
         self.lock().processes.get(&pid).is_some_and(|p| p.stopped)
     }
 
+    /// The host file drive `id` of process `pid` uses now (after every accepted `PUT` or
+    /// `PATCH` of it).
+    pub fn drive_path(&self, pid: u32, id: &str) -> Option<PathBuf> {
+        let state = self.lock();
+        let config = &state.processes.get(&pid)?.config;
+        config.get(&format!("/drives/{id}"))?["path_on_host"]
+            .as_str()
+            .map(PathBuf::from)
+    }
+
     /// Firecracker does not exit on SIGTERM (only SIGKILL ends it).
     pub fn ignoring_term(self) -> Self {
         self.lock().ignore_term = true;
@@ -559,6 +569,38 @@ impl Transport for FakeFirecracker {
                 };
                 answer(204, serde_json::Value::Null)
             }
+            (Method::Patch, path) if path.starts_with("/drives/") && !started => {
+                fault("The requested operation is not supported before starting the microVM.")
+            }
+            (Method::Patch, path) if path.starts_with("/drives/") => {
+                process.config.insert(path.to_owned(), body.clone());
+                answer(204, serde_json::Value::Null)
+            }
+            (Method::Put, "/snapshot/create") if process.state != InstanceState::Paused => {
+                fault("Cannot save the microVM state: the microVM is not paused.")
+            }
+            (Method::Put, "/snapshot/load")
+                if started
+                    || process
+                        .config
+                        .keys()
+                        .any(|k| k != "/logger" && k != "/metrics") =>
+            {
+                fault(
+                    "Loading a microVM snapshot not allowed after configuring boot-specific resources.",
+                )
+            }
+            (Method::Put, "/snapshot/load") => {
+                process.state = if body["resume_vm"].as_bool() == Some(true) {
+                    InstanceState::Running
+                } else {
+                    InstanceState::Paused
+                };
+                process
+                    .config
+                    .insert("/snapshot/load".to_owned(), body.clone());
+                answer(204, serde_json::Value::Null)
+            }
             (Method::Put, path) if started && !path.starts_with("/snapshot/create") => {
                 fault("The requested operation is not supported after starting the microVM.")
             }
@@ -570,8 +612,12 @@ impl Transport for FakeFirecracker {
                 "Invalid request method and/or path: {method} {path}."
             )),
         };
-        if let Some(uds) = body["uds_path"].as_str()
-            && request.path == "/vsock"
+        let bound = match request.path.as_str() {
+            "/vsock" => body["uds_path"].as_str(),
+            "/snapshot/load" => body["vsock_override"]["uds_path"].as_str(),
+            _ => None,
+        };
+        if let Some(uds) = bound
             && response.status == 204
         {
             state.sockets.insert(PathBuf::from(uds));

@@ -286,6 +286,47 @@ impl Firecracker {
         acquired: &mut Vec<Resource>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
+        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
+        let (pid, api_socket) = self.start_process(spec, spare, acquired, beside)?;
+        let api_socket = &api_socket;
+
+        // The configuration goes in one pipelined batch: requests that may all be applied
+        // whatever the others' fate, since a refusal rolls the whole process back anyway.
+        // `InstanceStart` waits for every answer: a VM must not start half configured.
+        let api = ApiClient::new(&*self.transport, api_socket);
+        let batch = configuration_requests(config)?;
+        if let Some(vsock) = &config.vsock {
+            // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does even when an
+            // earlier request of the batch was refused.
+            record(
+                acquired,
+                Resource::VsockSocket {
+                    path: vsock.uds_path.clone(),
+                },
+            );
+        }
+        api.send_all(&batch)?;
+        api.action(ActionType::InstanceStart)?;
+        tracing::info!(vm = %spec.vm_id, pid, "Firecracker instance started");
+
+        Ok(VmHandle {
+            vm_id: spec.vm_id.clone(),
+            pid,
+            api_socket: api_socket.clone(),
+            vsock_socket,
+        })
+    }
+
+    /// The first steps of every launch and restore: a Firecracker process for `spec` (`spare`
+    /// taken over when it can be), its log files, `beside`, and the wait for its API socket.
+    /// Returns its pid and API socket once it answers.
+    pub(crate) fn start_process(
+        &self,
+        spec: &VmSpec,
+        spare: Option<Spare>,
+        acquired: &mut Vec<Resource>,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(u32, PathBuf), VmmError> {
         let host = &*self.host;
         let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
         let spare = spare.and_then(|spare| self.adoptable(spare, &spec.paths.console_log));
@@ -349,32 +390,7 @@ impl Firecracker {
                     timeout,
                 },
             })?;
-
-        // The configuration goes in one pipelined batch: requests that may all be applied
-        // whatever the others' fate, since a refusal rolls the whole process back anyway.
-        // `InstanceStart` waits for every answer: a VM must not start half configured.
-        let api = ApiClient::new(&*self.transport, api_socket);
-        let batch = configuration_requests(config)?;
-        if let Some(vsock) = &config.vsock {
-            // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does even when an
-            // earlier request of the batch was refused.
-            record(
-                acquired,
-                Resource::VsockSocket {
-                    path: vsock.uds_path.clone(),
-                },
-            );
-        }
-        api.send_all(&batch)?;
-        api.action(ActionType::InstanceStart)?;
-        tracing::info!(vm = %spec.vm_id, pid, "Firecracker instance started");
-
-        Ok(VmHandle {
-            vm_id: spec.vm_id.clone(),
-            pid,
-            api_socket: api_socket.clone(),
-            vsock_socket,
-        })
+        Ok((pid, api_socket.clone()))
     }
 
     /// `spare` if a launch can take it over, its console log moved to `console_log`; released
@@ -405,7 +421,12 @@ impl Firecracker {
     }
 
     /// A request that failed because Firecracker died says so, with Firecracker's last words.
-    fn explain(&self, error: VmmError, acquired: &[Resource], console_log: &Path) -> VmmError {
+    pub(crate) fn explain(
+        &self,
+        error: VmmError,
+        acquired: &[Resource],
+        console_log: &Path,
+    ) -> VmmError {
         let Some(pid) = acquired.iter().find_map(|r| match r {
             Resource::Process { pid } => Some(*pid),
             _ => None,
@@ -433,7 +454,7 @@ impl Firecracker {
     }
 }
 
-fn record(acquired: &mut Vec<Resource>, resource: Resource) {
+pub(crate) fn record(acquired: &mut Vec<Resource>, resource: Resource) {
     tracing::debug!(%resource, "acquired");
     acquired.push(resource);
 }

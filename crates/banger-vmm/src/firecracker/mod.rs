@@ -5,6 +5,7 @@
 //! one module per API resource like Firecracker's own `vmm_config`: [`machine_config`],
 //! [`boot_source`], [`drive`], [`network_interface`], [`vsock`], [`actions`], [`logger`],
 //! [`metrics`], [`vm`] (pause/resume), [`instance_info`], [`snapshot`] and [`vm_config`]. The
+//! snapshots of running VMs and the VMs restored from them are [`restore`]'s. The
 //! [`client`] sends them; [`launch`] orders them and rolls back; [`host`] holds the process and
 //! file side effects; [`fake`] stands in for both in tests; [`hybrid_vsock`] connects to a
 //! guest port through the vsock socket; [`binary`] finds and checks the executable.
@@ -28,6 +29,7 @@ pub mod machine_config;
 pub mod metrics;
 pub mod network_interface;
 pub mod rate_limiter;
+pub mod restore;
 pub mod snapshot;
 pub mod spare;
 pub mod vm;

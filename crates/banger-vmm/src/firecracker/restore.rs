@@ -1,0 +1,224 @@
+//! Snapshots of a running VM and VMs restored from them.
+//!
+//! Firecracker saves a VM's memory and device state, not its disks, and it records each drive's
+//! host path in the state file: a restore opens the drives where they were when the snapshot
+//! was taken. So that a snapshot holds everything it needs and a restored VM never touches
+//! another VM's disks, [`Firecracker::snapshot_vm`] points the paused VM's drives at the
+//! snapshot's own copies for the moment Firecracker writes the state, then back; and
+//! [`Firecracker::restore`] loads that state into a fresh Firecracker (its own tap through
+//! `network_overrides`, its own vsock socket through `vsock_override`), points every drive at
+//! the new VM's own files before the guest runs again, and resumes it. A restore that fails at
+//! any step releases what it acquired, newest first, exactly as a launch does.
+
+use std::path::PathBuf;
+
+use super::Firecracker;
+use super::client::ApiClient;
+use super::launch::{IFACE_ID, Resource, record, release_all, validate};
+use super::logger::Logger;
+use super::metrics::Metrics;
+use super::snapshot::{
+    MemoryBackend, MemoryBackendType, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams,
+    SnapshotType, VsockOverride,
+};
+use super::vm::VmState;
+use crate::{InstanceState, VmHandle, VmSpec, VmmError};
+use banger_host::Signal;
+
+/// One of the VM's drives and the file that holds its copy in the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveCopy {
+    /// Firecracker's drive id (`overlay`, `work`, ...).
+    pub id: String,
+    /// Where the running VM's drive is.
+    pub live: PathBuf,
+    /// The snapshot's copy, made by the caller while the VM is paused.
+    pub copy: PathBuf,
+}
+
+/// Where a snapshot goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTarget {
+    /// The VM state file Firecracker writes.
+    pub state: PathBuf,
+    /// The guest memory file Firecracker writes.
+    pub memory: PathBuf,
+    /// The drives to copy; drives not listed (a read-only base shared by many VMs) stay where
+    /// they are in the snapshot.
+    pub drives: Vec<DriveCopy>,
+}
+
+/// The files a restore reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSource {
+    pub state: PathBuf,
+    pub memory: PathBuf,
+}
+
+impl Firecracker {
+    /// Snapshots the VM: pauses it through the API, runs `copy_disks` (which copies each of
+    /// `target.drives` from `live` to `copy`), points those drives at their copies, writes the
+    /// state and memory files, points the drives back, and resumes the guest if it was running.
+    /// A VM paused by the user stays paused. When pointing a drive back fails the VM is left
+    /// paused and the error says so: it must not run on the snapshot's copy.
+    pub fn snapshot_vm(
+        &self,
+        vm: &VmHandle,
+        target: &SnapshotTarget,
+        copy_disks: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), VmmError> {
+        let api = self.client(&vm.api_socket);
+        let frozen = self.host.is_stopped(vm.pid);
+        let was_running = !frozen
+            && api
+                .describe_instance()
+                .map_err(|e| self.not_running_or(vm, e))?
+                .state
+                == InstanceState::Running;
+        if frozen {
+            // Firecracker only snapshots a VM it paused itself, and its process must run.
+            self.host
+                .signal(vm.pid, Signal::Cont)
+                .map_err(VmmError::Signal)?;
+            self.settle(vm.pid, Signal::Cont)?;
+        }
+        if frozen || was_running {
+            api.patch_vm(VmState::Paused)
+                .map_err(|e| self.not_running_or(vm, e))?;
+        }
+        let mut pointed = Vec::new();
+        let written = self.write_snapshot(&api, target, copy_disks, &mut pointed);
+        let mut back = Vec::new();
+        for drive in pointed.iter().rev() {
+            if let Err(error) = api.patch_drive(&drive.id, &drive.live) {
+                back.push(format!(
+                    "drive {} still uses the snapshot's copy {}: {}",
+                    drive.id,
+                    drive.copy.display(),
+                    crate::error_chain(&error)
+                ));
+            }
+        }
+        if !back.is_empty() {
+            return Err(VmmError::Snapshot(format!(
+                "{}; the VM stays paused: stop it",
+                back.join("; ")
+            )));
+        }
+        if was_running {
+            api.patch_vm(VmState::Resumed)
+                .map_err(|e| self.not_running_or(vm, e))?;
+        }
+        written
+    }
+
+    fn write_snapshot(
+        &self,
+        api: &ApiClient<'_>,
+        target: &SnapshotTarget,
+        copy_disks: &mut dyn FnMut() -> Result<(), String>,
+        pointed: &mut Vec<DriveCopy>,
+    ) -> Result<(), VmmError> {
+        copy_disks().map_err(VmmError::Snapshot)?;
+        for drive in &target.drives {
+            api.patch_drive(&drive.id, &drive.copy)?;
+            pointed.push(drive.clone());
+        }
+        api.create_snapshot(&SnapshotCreateParams {
+            snapshot_type: Some(SnapshotType::Full),
+            snapshot_path: target.state.clone(),
+            mem_file_path: target.memory.clone(),
+        })
+    }
+
+    /// Starts the VM `spec` from `snapshot` instead of booting it: a fresh Firecracker, its
+    /// logger and metrics, the snapshot loaded onto `spec`'s tap and vsock socket, every drive
+    /// of `spec` pointed at its file, then the guest resumed. `spec`'s vCPUs, memory, kernel
+    /// and boot arguments are the snapshot's; only its id, paths, drives, tap and vsock socket
+    /// are used. `beside` runs while the process starts, as for a launch.
+    pub fn restore(
+        &self,
+        spec: &VmSpec,
+        snapshot: &SnapshotSource,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<VmHandle, VmmError> {
+        validate(spec)?;
+        if spec.vsock.is_some() && !self.binary.supports(&super::binary::VSOCK_OVERRIDE_VERSION) {
+            return Err(VmmError::InvalidSpec(format!(
+                "restoring a VM onto its own vsock socket needs Firecracker {} or newer; this is {}",
+                super::binary::VSOCK_OVERRIDE_VERSION,
+                self.binary.version
+            )));
+        }
+        let mut acquired = Vec::new();
+        match self.restore_steps(spec, snapshot, &mut acquired, beside) {
+            Ok(handle) => Ok(handle),
+            Err(error) => {
+                let error = self.explain(error, &acquired, &spec.paths.console_log);
+                let cleanup = release_all(&*self.host, acquired, self.timeouts.kill_wait);
+                Err(VmmError::Launch {
+                    vm_id: spec.vm_id.clone(),
+                    error: Box::new(error),
+                    cleanup,
+                })
+            }
+        }
+    }
+
+    fn restore_steps(
+        &self,
+        spec: &VmSpec,
+        snapshot: &SnapshotSource,
+        acquired: &mut Vec<Resource>,
+        beside: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<VmHandle, VmmError> {
+        let (pid, api_socket) = self.start_process(spec, None, acquired, beside)?;
+        let api = ApiClient::new(&*self.transport, &api_socket);
+        api.put_logger(&Logger::to_file(&spec.paths.vmm_log, self.log_level))?;
+        api.put_metrics(&Metrics {
+            metrics_path: spec.paths.metrics.clone(),
+        })?;
+        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
+        if let Some(path) = &vsock_socket {
+            // Bound by the load, before it answers.
+            record(acquired, Resource::VsockSocket { path: path.clone() });
+        }
+        api.load_snapshot(&load_params(spec, snapshot))?;
+        for drive in &spec.drives {
+            api.patch_drive(&drive.id, &drive.path)?;
+        }
+        api.patch_vm(VmState::Resumed)?;
+        tracing::info!(vm = %spec.vm_id, pid, snapshot = %snapshot.state.display(), "Firecracker VM restored");
+        Ok(VmHandle {
+            vm_id: spec.vm_id.clone(),
+            pid,
+            api_socket,
+            vsock_socket,
+        })
+    }
+}
+
+/// The `PUT /snapshot/load` of a restore of `spec`: paused after the load, so that its drives
+/// can be pointed at its own files before the guest runs.
+pub fn load_params(spec: &VmSpec, snapshot: &SnapshotSource) -> SnapshotLoadParams {
+    SnapshotLoadParams {
+        snapshot_path: snapshot.state.clone(),
+        mem_backend: MemoryBackend {
+            backend_type: MemoryBackendType::File,
+            backend_path: snapshot.memory.clone(),
+        },
+        track_dirty_pages: None,
+        resume_vm: Some(false),
+        network_overrides: spec
+            .net
+            .iter()
+            .map(|net| NetworkOverride {
+                iface_id: IFACE_ID.to_owned(),
+                host_dev_name: net.tap.clone(),
+            })
+            .collect(),
+        vsock_override: spec.vsock.as_ref().map(|v| VsockOverride {
+            uds_path: v.uds_path.clone(),
+        }),
+    }
+}

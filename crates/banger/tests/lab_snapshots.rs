@@ -1,0 +1,258 @@
+//! Snapshots and clones of real Firecracker guests, in banger's lab (see `lab_firecracker.rs`
+//! for what the lab is): a running VM snapshotted and running on; VMs restored from the
+//! snapshot that run from that moment (its processes, its files) yet each have their own
+//! identity (hostname, address, SSH host key, agent token, random state) and share nothing with
+//! the source or each other; `vm clone`; a snapshot deleted while a restored VM runs; a restore
+//! that fails leaving nothing behind; a restored VM that later boots cold as itself.
+//!
+//! Needs what the lab needs; prints `SKIP:` and passes without it.
+
+mod support;
+
+use std::time::Instant;
+
+use serde_json::Value;
+use support::lab::{self, Lab};
+use support::netns::E2e;
+
+/// `banger vm exec VM -- sh -c SCRIPT` in the lab, which must succeed; its stdout.
+fn exec(lab: &Lab<'_>, vm: &str, script: &str) -> String {
+    lab.ok(&["vm", "exec", vm, "--", "sh", "-c", script])
+}
+
+#[test]
+fn snapshots_and_clones_of_firecracker_guests_in_the_lab() {
+    let Some(firecracker) = lab::firecracker() else {
+        println!("SKIP: firecracker not found (put it in PATH or set BANGER_FIRECRACKER)");
+        return;
+    };
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+        ("ssh", "-V"),
+    ]) else {
+        return;
+    };
+    let (stdout, stderr, ok) = lab::open(&t, &firecracker);
+    assert!(
+        ok,
+        "scripts/lab failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    let lab = Lab { t: &t };
+
+    // The source: a Firecracker VM with a file on its work disk, one in its root, and a
+    // process that runs from before the snapshot.
+    let started = Instant::now();
+    lab.ok(&["vm", "create", "--name", "src", "--memory", "256"]);
+    let cold = started.elapsed();
+    exec(
+        &lab,
+        "src",
+        "echo from-src > /root/marker && echo root-file > /etc/banger-test \
+         && (setsid sleep 100000 </dev/null >/dev/null 2>&1 &)",
+    );
+    let src = lab.vm("src");
+    let src_ip = src["network"]["ip"].as_str().unwrap().to_owned();
+
+    // vm snapshot: the source runs on, its agent answering.
+    let started = Instant::now();
+    let snap = lab.json(&["vm", "snapshot", "src", "--name", "s1"]);
+    let took = started.elapsed();
+    assert_eq!(snap["name"], "s1", "{snap}");
+    assert_eq!(snap["vm"]["name"], "src", "{snap}");
+    assert_eq!(snap["memory_mib"], 256, "{snap}");
+    assert!(
+        snap["firecracker_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("1."),
+        "{snap}"
+    );
+    let size = snap["size_bytes"].as_u64().unwrap();
+    assert!(size > 0, "{snap}");
+    println!(
+        "in the lab: snapshot of a 256 MiB guest: {:.2}s, {} MiB on disk",
+        took.as_secs_f64(),
+        size >> 20
+    );
+    assert_eq!(lab.vm("src")["state"], "running");
+    assert_eq!(exec(&lab, "src", "cat /root/marker").trim(), "from-src");
+    let list = lab.ok(&["snapshot", "list"]);
+    assert!(list.contains("s1") && list.contains("src"), "{list}");
+
+    // Two VMs restored from it: each tells its guest who it is before it counts as started.
+    let mut restored = Vec::new();
+    for name in ["c1", "c2"] {
+        let started = Instant::now();
+        let (code, out, err) =
+            lab.banger(&["vm", "create", "--from-snapshot", "s1", "--name", name]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        restored.push(started.elapsed());
+        assert!(err.contains("identity: done"), "{err}");
+        let vm = lab.vm(name);
+        assert_eq!(vm["state"], "running", "{vm}");
+        assert_eq!(vm["runtime"]["vmm"], "firecracker", "{vm}");
+        assert_eq!(
+            Lab::stages(&vm),
+            [
+                "checks", "network", "vmm", "identity", "started", "agent", "ssh"
+            ],
+            "{vm}"
+        );
+    }
+    println!(
+        "in the lab: cold create → ready {:.1}s; create --from-snapshot → ready {:.1}s, {:.1}s",
+        cold.as_secs_f64(),
+        restored[0].as_secs_f64(),
+        restored[1].as_secs_f64()
+    );
+
+    // The clone runs from the snapshot's moment: the source's files and processes ...
+    assert_eq!(exec(&lab, "c1", "cat /root/marker").trim(), "from-src");
+    assert_eq!(exec(&lab, "c1", "cat /etc/banger-test").trim(), "root-file");
+    let sleeping = exec(&lab, "c1", "ps -eo args | grep -c '^sleep 100000' || true");
+    assert_eq!(
+        sleeping.trim(),
+        "1",
+        "the source's process runs on in the clone"
+    );
+
+    // ... with its own identity: hostname, address, agent token (exec above used the clone's
+    // own), SSH host key (vm ssh checks the clone's exact key).
+    let c1 = lab.vm("c1");
+    let c1_ip = c1["network"]["ip"].as_str().unwrap().to_owned();
+    assert_ne!(c1_ip, src_ip);
+    assert_eq!(exec(&lab, "c1", "hostname").trim(), "c1");
+    // The guest's local addresses (the image has no `ip`): the line above each "/32 host LOCAL".
+    let addrs = exec(&lab, "c1", "grep -B1 '/32 host LOCAL' /proc/net/fib_trie");
+    assert!(addrs.contains(&c1_ip), "{addrs}");
+    assert!(!addrs.contains(&src_ip), "{addrs}");
+    let (code, out, err) = lab.banger(&["vm", "ssh", "c1", "--", "hostname"]);
+    assert_eq!((code, out.trim()), (0, "c1"), "{err}");
+    let key = |vm: &str| exec(&lab, vm, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    assert_ne!(key("c1"), key("src"));
+    assert_ne!(key("c1"), key("c2"));
+    // The clone answers on its own network address, from the lab.
+    let (code, _, _) = lab.sh(&format!(
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/{c1_ip}/22 && head -c 4 <&3' | grep -q SSH-"
+    ));
+    assert_eq!(code, 0, "sshd answers on the clone's address {c1_ip}");
+
+    // Two clones of one snapshot do not share their kernel's random state.
+    let random = |vm: &str| {
+        exec(
+            &lab,
+            vm,
+            "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
+        )
+    };
+    let (r1, r2) = (random("c1"), random("c2"));
+    assert_eq!(r1.len(), 64);
+    assert_ne!(r1, r2, "clones of one snapshot read the same random bytes");
+
+    // Source and clones share nothing afterwards.
+    exec(&lab, "c1", "echo c1 > /root/c1-only");
+    exec(&lab, "src", "echo src > /root/src-only");
+    assert!(
+        exec(&lab, "src", "ls /root/c1-only 2>&1 || true").contains("No such file"),
+        "c1-only seen in src"
+    );
+    assert!(
+        exec(&lab, "c1", "ls /root/src-only 2>&1 || true").contains("No such file"),
+        "src-only seen in c1"
+    );
+    assert!(exec(&lab, "c2", "ls /root/c1-only 2>&1 || true").contains("No such file"));
+
+    // Deleting the snapshot frees its space; the VMs restored from it run on.
+    let snapshots = "/root/.local/state/banger/snapshots";
+    let before = lab.sh_ok(&format!("du -sm {snapshots} | cut -f1"));
+    lab.ok(&["snapshot", "delete", "s1"]);
+    let after = lab.sh_ok(&format!("ls -A {snapshots} | wc -l"));
+    assert_eq!(after.trim(), "0", "snapshot files left (was {before} MiB)");
+    assert_eq!(exec(&lab, "c1", "cat /root/c1-only").trim(), "c1");
+    let (code, _, err) = lab.banger(&["snapshot", "show", "s1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no snapshot named"), "{err}");
+
+    // vm clone: snapshot, restore, and no snapshot left over.
+    let started = Instant::now();
+    let (code, out, err) = lab.banger(&["vm", "clone", "src", "c3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "in the lab: vm clone → ready {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(exec(&lab, "c3", "hostname").trim(), "c3");
+    assert_eq!(exec(&lab, "c3", "cat /root/src-only").trim(), "src");
+    // The clone's snapshot goes once its start is over.
+    lab.wait_for(
+        "the clone's snapshot to go",
+        std::time::Duration::from_secs(30),
+        || {
+            lab.json(&["snapshot", "list"])
+                .as_array()
+                .unwrap()
+                .is_empty()
+        },
+    );
+
+    // A restored VM boots cold as itself later: its own name and address from its config drive.
+    lab.ok(&["vm", "stop", "c1"]);
+    lab.ok(&["vm", "start", "c1"]);
+    let c1 = lab.vm("c1");
+    assert_eq!(
+        Lab::stages(&c1),
+        ["checks", "network", "vmm", "started", "agent", "ssh"],
+        "a later start boots: {c1}"
+    );
+    assert_eq!(exec(&lab, "c1", "hostname").trim(), "c1");
+    assert_eq!(exec(&lab, "c1", "cat /root/c1-only").trim(), "c1");
+
+    // A restore that fails (a damaged state file) leaves no process, tap or socket behind.
+    lab.ok(&["vm", "snapshot", "src", "--name", "s2"]);
+    let s2: Value = lab.json(&["snapshot", "show", "s2"]);
+    let s2_dir = format!("{snapshots}/{}", s2["id"].as_str().unwrap());
+    lab.sh_ok(&format!("truncate -s 100 {s2_dir}/vmstate"));
+    let taps_before = lab.sh_ok("ip -br link | grep -c '^bt-' || true");
+    let (code, _, err) = lab.banger(&["vm", "create", "--from-snapshot", "s2", "--name", "bad"]);
+    assert_ne!(code, 0, "a damaged snapshot must not restore");
+    assert!(
+        err.contains("snapshot") || err.contains("cannot start"),
+        "{err}"
+    );
+    let bad = lab.vm("bad");
+    assert_ne!(bad["state"], "running", "{bad}");
+    let bad_id = bad["id"].as_str().unwrap().to_owned();
+    let left = lab.sh_ok(&format!(
+        "ps -eo args | grep -c '[f]irecracker.*{bad_id}' || true; ls /tmp/banger-0/vms/ 2>/dev/null | grep -c '^{bad_id}' || true"
+    ));
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{left}"
+    );
+    assert_eq!(
+        lab.sh_ok("ip -br link | grep -c '^bt-' || true").trim(),
+        taps_before.trim()
+    );
+    lab.ok(&["vm", "delete", "bad"]);
+    lab.ok(&["snapshot", "delete", "s2"]);
+
+    // Everything goes with the VMs.
+    for vm in ["c1", "c2", "c3", "src"] {
+        lab.ok(&["vm", "delete", vm]);
+    }
+    let links = lab.sh_ok("ip -br link");
+    assert!(!links.contains("bt-"), "{links}");
+    let left = lab.sh_ok(&format!(
+        "ls -A /root/.local/state/banger/vms/ {snapshots} | grep -v ':$' | grep -c . || true"
+    ));
+    assert_eq!(left.trim(), "0", "left in the lab: {left}");
+    lab.ok(&["daemon", "stop"]);
+    let (_, procs, _) = lab.sh("ps -eo comm | grep -c -x firecracker || true");
+    assert_eq!(
+        procs.trim(),
+        "0",
+        "no Firecracker outlives the inner daemon"
+    );
+}
