@@ -16,6 +16,7 @@ use crate::{
     Vm, VmAction, WebLogin,
 };
 use crate::{BootstrapImageRequest, ExportImageRequest, ImportImageRequest};
+use crate::{PublishPortRequest, PublishedPort};
 
 /// Why a request did not produce the answer the caller wanted.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +428,41 @@ impl Client {
             Method::PATCH,
             &format!("/v1/vms/{}", escape(name)),
             Some(request),
+        )
+        .await
+    }
+
+    /// The host ports forwarded to VM `name`.
+    pub async fn published_ports(&self, name: &str) -> Result<Vec<PublishedPort>, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/vms/{}/ports/published", escape(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Publishes a host port to VM `name` (bound at once when the VM runs); answers with the
+    /// VM as stored.
+    pub async fn publish_port(
+        &self,
+        name: &str,
+        request: &PublishPortRequest,
+    ) -> Result<Vm, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/vms/{}/ports/published", escape(name)),
+            Some(request),
+        )
+        .await
+    }
+
+    /// Stops forwarding `host_port` to VM `name`; answers with the VM as stored.
+    pub async fn unpublish_port(&self, name: &str, host_port: u16) -> Result<Vm, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/vms/{}/ports/published/{host_port}", escape(name)),
+            None::<&()>,
         )
         .await
     }

@@ -153,8 +153,54 @@ pub struct Vm {
     /// (it reads the image's seed), lists leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_seed: Option<Box<WorkSeedStatus>>,
+    /// Host ports forwarded to the VM's ports while it runs, by host port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_ports: Vec<PublishedPort>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A host address and TCP port that bangerd forwards to a port of a VM while the VM runs:
+/// each connection to `address:host_port` is proxied to `GUEST_IP:guest_port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub struct PublishedPort {
+    /// The host address the listener binds: `127.0.0.1` unless another was asked for.
+    pub address: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl PublishedPort {
+    /// `ADDR:HOSTPORT`, where the forward listens.
+    pub fn listen(&self) -> String {
+        format!("{}:{}", self.address, self.host_port)
+    }
+
+    /// The URL a browser opens for a web service behind this forward (`0.0.0.0` is reached
+    /// at the loopback address).
+    pub fn url(&self) -> String {
+        let host = if self.address == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            self.address.as_str()
+        };
+        format!("http://{host}:{}", self.host_port)
+    }
+}
+
+/// A port to publish: `POST /v1/vms/{name}/ports/published`, and each entry of
+/// `CreateVmRequest.publish`. TCP only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPortRequest {
+    /// The host IPv4 address to listen on; `127.0.0.1` when omitted. Any other address
+    /// (`0.0.0.0` above all) exposes the guest's port beyond this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// 1 to 65535.
+    pub host_port: i64,
+    /// 1 to 65535.
+    pub guest_port: i64,
 }
 
 /// The work seed a VM's work disk was made from, against the image's seed now.
@@ -278,6 +324,9 @@ pub struct CreateVmRequest {
     /// Start the VM after creating it (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
+    /// Host ports to forward to the VM's ports while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishPortRequest>,
     /// Restore the VM from this snapshot (name or id) instead of booting it: its image,
     /// vCPUs, memory and disk sizes are the snapshot's, and it runs on Firecracker.
     #[serde(default, skip_serializing_if = "Option::is_none")]

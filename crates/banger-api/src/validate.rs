@@ -197,6 +197,116 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// The address a published port listens on when none is given: only this host can connect.
+pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
+
+const PUBLISH_HINT: &str = "write HOSTPORT:GUESTPORT (e.g. 8080:4096) or ADDR:HOSTPORT:GUESTPORT \
+     with an IPv4 ADDR; ports are 1 to 65535";
+
+/// Reads a `--publish` value: `HOSTPORT:GUESTPORT` or `ADDR:HOSTPORT:GUESTPORT`, optionally
+/// ending in `/tcp`. UDP is refused: banger forwards TCP only.
+pub fn parse_publish(spec: &str) -> Result<crate::PublishPortRequest, ApiError> {
+    let bad = |why: String| {
+        ApiError::invalid(format!("--publish {spec:?}: {why}")).with_hint(PUBLISH_HINT)
+    };
+    let (body, protocol) = match spec.rsplit_once('/') {
+        Some((body, protocol)) => (body, Some(protocol)),
+        None => (spec, None),
+    };
+    match protocol.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("tcp") => {}
+        Some("udp") => {
+            return Err(ApiError::invalid(format!(
+                "--publish {spec:?}: banger forwards TCP ports only, not UDP"
+            ))
+            .with_hint("publish the TCP port (drop the /udp), or reach the guest's UDP service at its own IP from this host"));
+        }
+        Some(other) => return Err(bad(format!("unknown protocol {other:?}; only tcp"))),
+    }
+    let parts: Vec<&str> = body.split(':').collect();
+    let (address, host, guest) = match parts.as_slice() {
+        [host, guest] => (None, *host, *guest),
+        [address, host, guest] => (Some((*address).to_owned()), *host, *guest),
+        _ => {
+            return Err(bad(
+                "expected HOSTPORT:GUESTPORT or ADDR:HOSTPORT:GUESTPORT".into(),
+            ));
+        }
+    };
+    let number = |what: &str, text: &str| -> Result<i64, ApiError> {
+        text.trim()
+            .parse::<i64>()
+            .map_err(|_| bad(format!("{what} {text:?} is not a number")))
+    };
+    let request = crate::PublishPortRequest {
+        address,
+        host_port: number("host port", host)?,
+        guest_port: number("guest port", guest)?,
+    };
+    published_port(&request)?;
+    Ok(request)
+}
+
+/// A TCP port number: 1 to 65535. `what` names it in the message ("host port").
+pub fn port(what: &str, value: i64) -> Result<u16, ApiError> {
+    match u16::try_from(value) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(
+            ApiError::invalid(format!("{what} must be from 1 to 65535 (got {value})"))
+                .with_hint(PUBLISH_HINT),
+        ),
+    }
+}
+
+/// A port to publish, checked: both ports in range and the address an IPv4 address
+/// ([`DEFAULT_PUBLISH_ADDRESS`] when absent).
+pub fn published_port(
+    request: &crate::PublishPortRequest,
+) -> Result<crate::PublishedPort, ApiError> {
+    let host_port = port("host port", request.host_port)?;
+    let guest_port = port("guest port", request.guest_port)?;
+    let address = match request.address.as_deref() {
+        None => DEFAULT_PUBLISH_ADDRESS.to_owned(),
+        Some(text) => text
+            .trim()
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| {
+                ApiError::invalid(format!(
+                    "the address to publish on, {text:?}, is not an IPv4 address"
+                ))
+                .with_hint("leave it out for 127.0.0.1 (this host only), or give one of this host's IPv4 addresses")
+            })?
+            .to_string(),
+    };
+    Ok(crate::PublishedPort {
+        address,
+        host_port,
+        guest_port,
+    })
+}
+
+/// Every port of one VM, checked one by one and against each other: a host port can be
+/// published once.
+pub fn published_ports(
+    requests: &[crate::PublishPortRequest],
+) -> Result<Vec<crate::PublishedPort>, ApiError> {
+    let mut ports: Vec<crate::PublishedPort> = Vec::with_capacity(requests.len());
+    for request in requests {
+        let port = published_port(request)?;
+        if ports.iter().any(|p| p.host_port == port.host_port) {
+            return Err(ApiError::invalid(format!(
+                "host port {} is published twice",
+                port.host_port
+            ))
+            .with_hint(
+                "a host port forwards to one guest port; give each --publish its own host port",
+            ));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +393,76 @@ mod tests {
         assert_eq!(err.message, "work disk size must be at least 64M (got 4K)");
         assert!(disk_bytes("disk", -1, MIN_DISK_BYTES).is_err());
         assert!(disk_bytes("disk", MAX_DISK_BYTES + 1, MIN_DISK_BYTES).is_err());
+    }
+
+    #[test]
+    fn publish_specs_parse() {
+        let p = parse_publish("8080:4096").unwrap();
+        assert_eq!(
+            published_port(&p).unwrap(),
+            crate::PublishedPort {
+                address: "127.0.0.1".into(),
+                host_port: 8080,
+                guest_port: 4096
+            }
+        );
+        let p = parse_publish("0.0.0.0:80:8000/tcp").unwrap();
+        assert_eq!(p.address.as_deref(), Some("0.0.0.0"));
+        assert_eq!((p.host_port, p.guest_port), (80, 8000));
+        assert_eq!(parse_publish("1:65535/TCP").unwrap().guest_port, 65535);
+    }
+
+    #[test]
+    fn bad_publish_specs_say_what_is_wrong() {
+        let message = |spec: &str| parse_publish(spec).unwrap_err().message;
+        assert_eq!(
+            message("8080:53/udp"),
+            "--publish \"8080:53/udp\": banger forwards TCP ports only, not UDP"
+        );
+        assert_eq!(message("0:80"), "host port must be from 1 to 65535 (got 0)");
+        assert_eq!(
+            message("8080:65536"),
+            "guest port must be from 1 to 65535 (got 65536)"
+        );
+        assert_eq!(
+            message("8080:-1"),
+            "guest port must be from 1 to 65535 (got -1)"
+        );
+        assert_eq!(
+            message("http:80"),
+            "--publish \"http:80\": host port \"http\" is not a number"
+        );
+        assert_eq!(
+            message("8080"),
+            "--publish \"8080\": expected HOSTPORT:GUESTPORT or ADDR:HOSTPORT:GUESTPORT"
+        );
+        assert_eq!(
+            message("localhost:8080:80"),
+            "the address to publish on, \"localhost\", is not an IPv4 address"
+        );
+        assert_eq!(
+            message("8080:80/sctp"),
+            "--publish \"8080:80/sctp\": unknown protocol \"sctp\"; only tcp"
+        );
+        for spec in ["8080:53/udp", "0:80", "8080", "a:b:c:d"] {
+            assert!(parse_publish(spec).unwrap_err().hint.is_some(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_host_port_is_published_once_per_vm() {
+        let req = |host_port, guest_port| crate::PublishPortRequest {
+            address: None,
+            host_port,
+            guest_port,
+        };
+        assert_eq!(
+            published_ports(&[req(8080, 80), req(8081, 80)])
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = published_ports(&[req(8080, 80), req(8080, 81)]).unwrap_err();
+        assert_eq!(err.message, "host port 8080 is published twice");
     }
 }

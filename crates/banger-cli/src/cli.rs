@@ -277,6 +277,15 @@ pub enum VmCommand {
         name: String,
     },
 
+    /// Publish host ports to a VM's ports: bangerd forwards the host's port to the guest's
+    ///
+    /// A published port is part of the VM: it is forwarded (TCP) while the VM runs, from its
+    /// start until it stops, across daemon restarts. HOSTPORT:GUESTPORT listens on 127.0.0.1,
+    /// where only this host can connect. ADDR:HOSTPORT:GUESTPORT listens on ADDR instead, which
+    /// exposes the guest's port to every machine that can reach ADDR (0.0.0.0: all of them).
+    #[command(subcommand)]
+    Port(PortCommand),
+
     /// Show a VM's memory, load and disk use as the guest sees them
     Stats {
         /// VM name
@@ -350,10 +359,49 @@ pub struct CreateArgs {
     #[arg(long, value_enum, value_name = "VMM")]
     pub vmm: Option<VmmArg>,
 
+    /// Forward a host port to a guest port while the VM runs (TCP; repeatable).
+    /// HOSTPORT:GUESTPORT listens on 127.0.0.1; ADDR:HOSTPORT:GUESTPORT listens on ADDR, which
+    /// exposes the guest's port beyond this host
+    #[arg(long, short = 'p', value_name = "[ADDR:]HOSTPORT:GUESTPORT")]
+    pub publish: Vec<String>,
+
     /// Restore the VM from a snapshot (name or id) instead of booting it: it runs from the
     /// moment the snapshot was taken, with its own identity, on Firecracker
     #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "vcpus", "memory", "disk", "work_disk", "no_start"])]
     pub from_snapshot: Option<String>,
+}
+
+/// `banger vm port …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PortCommand {
+    /// Publish a host port to a guest port (at once when the VM runs, else from its next start)
+    #[command(
+        after_help = "Examples: banger vm port add dev 8080:4096       (http://127.0.0.1:8080)\n          banger vm port add dev 0.0.0.0:8080:80  (reachable from other machines)"
+    )]
+    Add {
+        /// VM name
+        name: String,
+        /// [ADDR:]HOSTPORT:GUESTPORT; ADDR defaults to 127.0.0.1 (this host only)
+        #[arg(value_name = "[ADDR:]HOSTPORT:GUESTPORT")]
+        spec: String,
+    },
+
+    /// Stop publishing a host port
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// VM name
+        name: String,
+        /// The published host port
+        #[arg(value_name = "HOSTPORT", allow_negative_numbers = true)]
+        host_port: i64,
+    },
+
+    /// List a VM's published ports
+    #[command(visible_alias = "ls")]
+    List {
+        /// VM name
+        name: String,
+    },
 }
 
 /// `banger snapshot ...`.
@@ -649,6 +697,8 @@ mod tests {
         insta::assert_snapshot!("help_vm", long_help(&["vm"]));
         insta::assert_snapshot!("help_vm_cp", long_help(&["vm", "cp"]));
         insta::assert_snapshot!("help_vm_reset", long_help(&["vm", "reset"]));
+        insta::assert_snapshot!("help_vm_port", long_help(&["vm", "port"]));
+        insta::assert_snapshot!("help_vm_port_add", long_help(&["vm", "port", "add"]));
         insta::assert_snapshot!("help_image_register", long_help(&["image", "register"]));
         insta::assert_snapshot!("help_image_bootstrap", long_help(&["image", "bootstrap"]));
         insta::assert_snapshot!("help_image_export", long_help(&["image", "export"]));

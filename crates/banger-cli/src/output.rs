@@ -173,14 +173,53 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
             ),
         );
     }
-    kv.add("ip", format!("{}/{}", net.ip, net.prefix_len))
+    kv = kv
+        .add("ip", format!("{}/{}", net.ip, net.prefix_len))
         .add("gateway", &net.gateway)
         .add("mac", &net.mac)
         .add("vsock cid", net.vsock_cid)
-        .add("nat", if vm.nat { "on" } else { "off" })
-        .add("created", dated(vm.created_at, now))
+        .add("nat", if vm.nat { "on" } else { "off" });
+    for p in &vm.published_ports {
+        kv = kv.add(
+            "published",
+            format!("{} -> guest port {}", p.url(), p.guest_port),
+        );
+    }
+    kv.add("created", dated(vm.created_at, now))
         .add("updated", dated(vm.updated_at, now))
         .render()
+}
+
+/// `banger vm port list`, and the end of `vm port add` / `vm port rm`.
+pub fn published_ports(vm: &Vm) -> String {
+    if vm.published_ports.is_empty() {
+        return format!(
+            "VM {} publishes no ports. Publish one with: banger vm port add {} 8080:80\n",
+            vm.name, vm.name
+        );
+    }
+    let mut table = Table::new([
+        ("ADDRESS", Align::Left),
+        ("HOST", Align::Right),
+        ("GUEST", Align::Right),
+        ("URL", Align::Left),
+    ]);
+    for p in &vm.published_ports {
+        table.row([
+            p.address.clone(),
+            p.host_port.to_string(),
+            p.guest_port.to_string(),
+            p.url(),
+        ]);
+    }
+    let mut text = table.render();
+    if !vm.state.holds_resources() {
+        text.push_str(&format!(
+            "VM {} is {}: these ports are forwarded from its next start.\n",
+            vm.name, vm.state
+        ));
+    }
+    text
 }
 
 /// `banger image list`.
@@ -602,6 +641,7 @@ pub(crate) mod tests {
             runtime: None,
             last_error: None,
             work_seed: None,
+            published_ports: Vec::new(),
             created_at: ago(180),
             updated_at: ago(42),
         }
@@ -715,6 +755,42 @@ pub(crate) mod tests {
     #[test]
     fn vm_show_json() {
         insta::assert_snapshot!(json(&vms()[0]));
+    }
+
+    fn with_ports(mut vm: Vm) -> Vm {
+        vm.published_ports = vec![
+            banger_api::PublishedPort {
+                address: "127.0.0.1".into(),
+                host_port: 8080,
+                guest_port: 4096,
+            },
+            banger_api::PublishedPort {
+                address: "0.0.0.0".into(),
+                host_port: 9000,
+                guest_port: 80,
+            },
+        ];
+        vm
+    }
+
+    #[test]
+    fn vm_show_lists_published_ports() {
+        let vm = with_ports(vms()[1].clone());
+        insta::assert_snapshot!(vm_show(&vm, NOW));
+        insta::assert_snapshot!("vm_show_json_published_ports", json(&vm));
+    }
+
+    #[test]
+    fn published_port_lists() {
+        let running = with_ports(vms()[1].clone());
+        insta::assert_snapshot!("published_ports_running", published_ports(&running));
+        let stopped = with_ports(vms()[0].clone());
+        assert!(
+            published_ports(&stopped).ends_with("forwarded from its next start.\n"),
+            "{}",
+            published_ports(&stopped)
+        );
+        insta::assert_snapshot!("published_ports_none", published_ports(&vms()[0]));
     }
 
     #[test]

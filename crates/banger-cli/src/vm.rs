@@ -7,7 +7,7 @@ use banger_api::{
     ApiError, CreateVmRequest, Operation, StageState, Timestamp, UpdateVmRequest, Vm, VmAction,
 };
 
-use crate::cli::{CreateArgs, OutputFormat, SetArgs, VmCommand};
+use crate::cli::{CreateArgs, OutputFormat, PortCommand, SetArgs, VmCommand};
 use crate::daemon::Daemon;
 use crate::exit::Failure;
 use crate::{operation, output};
@@ -76,6 +76,12 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
     if let Some(memory) = args.memory {
         validate::memory_mib(memory)?;
     }
+    let publish = args
+        .publish
+        .iter()
+        .map(|spec| validate::parse_publish(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    validate::published_ports(&publish)?;
     Ok(CreateVmRequest {
         name: args.name.clone(),
         image: args.image.clone(),
@@ -87,6 +93,7 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
         nat: args.nat.then_some(true),
         vmm: args.vmm.map(Into::into),
         start: Some(!args.no_start),
+        publish,
         from_snapshot: match &args.from_snapshot {
             Some(name) => {
                 validate::name("snapshot", name)?;
@@ -95,6 +102,76 @@ pub fn create_request(args: &CreateArgs) -> Result<CreateVmRequest, ApiError> {
             None => None,
         },
     })
+}
+
+/// `banger vm port …`.
+async fn port(command: &PortCommand, format: OutputFormat) -> Result<String, Failure> {
+    match command {
+        PortCommand::Add { name, spec } => {
+            let request = validate::parse_publish(spec)?;
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.publish_port(name, &request).await)
+                .await?;
+            let host_port = request.host_port;
+            Ok(match format {
+                OutputFormat::Json => output::json(&vm.published_ports),
+                OutputFormat::Text => {
+                    let added = vm
+                        .published_ports
+                        .iter()
+                        .find(|p| i64::from(p.host_port) == host_port);
+                    let mut text = match added {
+                        Some(p) => format!(
+                            "Published {} to port {} of VM {}{}.\n",
+                            p.listen(),
+                            p.guest_port,
+                            vm.name,
+                            if vm.state.holds_resources() {
+                                String::new()
+                            } else {
+                                " (forwarded from its next start)".to_owned()
+                            }
+                        ),
+                        None => String::new(),
+                    };
+                    if added.is_some_and(|p| p.address != validate::DEFAULT_PUBLISH_ADDRESS) {
+                        text.push_str(
+                            "Warning: this port listens beyond 127.0.0.1; other machines that reach that address reach the guest's port.\n",
+                        );
+                    }
+                    text.push('\n');
+                    text.push_str(&output::published_ports(&vm));
+                    text
+                }
+            })
+        }
+        PortCommand::Rm { name, host_port } => {
+            let host_port = validate::port("host port", *host_port)?;
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.unpublish_port(name, host_port).await)
+                .await?;
+            Ok(match format {
+                OutputFormat::Json => output::json(&vm.published_ports),
+                OutputFormat::Text => format!(
+                    "Unpublished host port {host_port} of VM {}.\n\n{}",
+                    vm.name,
+                    output::published_ports(&vm)
+                ),
+            })
+        }
+        PortCommand::List { name } => {
+            let daemon = Daemon::locate()?;
+            let vm = daemon
+                .call(async |client| client.get_vm(name).await)
+                .await?;
+            Ok(match format {
+                OutputFormat::Json => output::json(&vm.published_ports),
+                OutputFormat::Text => output::published_ports(&vm),
+            })
+        }
+    }
 }
 
 /// The request of `banger vm set`; asking to change nothing is refused.
@@ -311,6 +388,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 ),
             }
         }
+        VmCommand::Port(command) => port(command, format).await?,
         VmCommand::Delete { name } => {
             let daemon = Daemon::locate()?;
             daemon
@@ -374,6 +452,10 @@ mod tests {
             "--nat",
             "--vmm",
             "qemu",
+            "--publish",
+            "8080:4096",
+            "-p",
+            "0.0.0.0:9000:80/tcp",
         ])
         .unwrap();
         assert_eq!(
@@ -388,8 +470,36 @@ mod tests {
                 nat: Some(true),
                 vmm: Some(VmmKind::Qemu),
                 start: Some(false),
+                publish: vec![
+                    banger_api::PublishPortRequest {
+                        address: None,
+                        host_port: 8080,
+                        guest_port: 4096,
+                    },
+                    banger_api::PublishPortRequest {
+                        address: Some("0.0.0.0".into()),
+                        host_port: 9000,
+                        guest_port: 80,
+                    },
+                ],
                 from_snapshot: None,
             }
+        );
+    }
+
+    #[test]
+    fn bad_publish_flags_are_refused_before_any_request() {
+        let udp = refusal(create(&["--publish", "5353:53/udp"]));
+        assert!(udp.contains("TCP ports only"), "{udp}");
+        let twice = refusal(create(&["-p", "8080:80", "-p", "8080:81"]));
+        assert!(
+            twice.contains("host port 8080 is published twice"),
+            "{twice}"
+        );
+        let range = refusal(create(&["-p", "70000:80"]));
+        assert!(
+            range.contains("host port must be from 1 to 65535 (got 70000)"),
+            "{range}"
         );
     }
 

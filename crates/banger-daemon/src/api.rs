@@ -15,13 +15,14 @@ use axum::{Json, Router};
 use banger_api::{
     ApiError, BUILD_ID_HEADER, Capacity, CloneVmRequest, CreateVmRequest, CreatedVm, DaemonInfo,
     DoctorReport, ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation,
-    RegisterImageRequest, Snapshot, SnapshotVmRequest, UpdateVmRequest, Vm, WebLogin,
+    PublishPortRequest, PublishedPort, RegisterImageRequest, Snapshot, SnapshotVmRequest,
+    UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
-use crate::{Daemon, guest_api, image, machine, snapshot, vm};
+use crate::{Daemon, guest_api, image, machine, ports, snapshot, vm};
 
 /// Largest request body accepted. Every request banger defines is a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -215,6 +216,9 @@ async fn blocking_arc<T: Send + 'static>(
         reset_vm,
         pause_vm,
         resume_vm,
+        list_published_ports,
+        publish_port,
+        unpublish_port,
         snapshot_vm,
         clone_vm,
         list_snapshots,
@@ -264,6 +268,14 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/exec", post(guest_api::exec))
         .route("/v1/vms/{name}/health", get(guest_api::health))
         .route("/v1/vms/{name}/ports", get(guest_api::ports))
+        .route(
+            "/v1/vms/{name}/ports/published",
+            get(list_published_ports).post(publish_port),
+        )
+        .route(
+            "/v1/vms/{name}/ports/published/{host_port}",
+            axum::routing::delete(unpublish_port),
+        )
         .route("/v1/vms/{name}/stats", get(guest_api::stats))
         .route("/v1/vms/{name}/console", get(guest_api::console))
         .route("/v1/vms/{name}/ssh", get(guest_api::ssh))
@@ -553,6 +565,55 @@ async fn delete_vm(
     _: NoBody,
 ) -> Answer<Json<Vm>> {
     blocking(&d, move |d| vm::delete(d, &name)).await.map(Json)
+}
+
+/// The host ports forwarded to the VM (its published ports), by host port.
+#[utoipa::path(get, path = "/v1/vms/{name}/ports/published",
+    params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 200, body = [PublishedPort]), (status = 404, body = ApiError)))]
+async fn list_published_ports(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Answer<Json<Vec<PublishedPort>>> {
+    blocking(&d, move |d| ports::list(d, &name)).await.map(Json)
+}
+
+/// Publishes a host port to a port of the VM. A running (or paused) VM's listener opens at
+/// once; a stopped VM's opens at its next start. Refused with `in_use` when another VM
+/// publishes the host port or a program on the host holds it; nothing is stored then.
+#[utoipa::path(post, path = "/v1/vms/{name}/ports/published", request_body = PublishPortRequest,
+    params(("name" = String, Path, description = "VM name or id")),
+    responses((status = 201, body = Vm), (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError)))]
+async fn publish_port(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Body(req): Body<PublishPortRequest>,
+) -> Answer<(StatusCode, Json<Vm>)> {
+    blocking(&d, move |d| ports::add(d, &name, &req))
+        .await
+        .map(|vm| (StatusCode::CREATED, Json(vm)))
+}
+
+/// Stops forwarding a host port to the VM: its listener closes and open connections end.
+#[utoipa::path(delete, path = "/v1/vms/{name}/ports/published/{host_port}",
+    params(("name" = String, Path, description = "VM name or id"),
+           ("host_port" = u16, Path, description = "the published host port")),
+    responses((status = 200, body = Vm), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn unpublish_port(
+    State(d): State<Arc<Daemon>>,
+    Path((name, host_port)): Path<(String, String)>,
+    _: NoBody,
+) -> Answer<Json<Vm>> {
+    let host_port: i64 = host_port.parse().map_err(|_| {
+        Failure(
+            ApiError::invalid(format!("host port {host_port:?} is not a number"))
+                .with_hint("the path ends in the published host port, 1 to 65535"),
+        )
+    })?;
+    blocking(&d, move |d| ports::remove(d, &name, host_port))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [Image])))]

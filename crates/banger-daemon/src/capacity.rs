@@ -84,6 +84,7 @@ mod tests {
             runtime: None,
             last_error: None,
             work_seed: None,
+            published_ports: Vec::new(),
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

@@ -16,6 +16,7 @@ pub mod image;
 mod lifecycle;
 pub mod machine;
 pub mod operation;
+pub mod ports;
 pub mod snapshot;
 pub mod vm;
 pub mod web;

@@ -243,6 +243,8 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         if let Err(e) = tokio::task::spawn_blocking(move || {
             pool.disks.stop();
             pool.spare.stop();
+            // The VMs keep running; their published ports wait for the next daemon.
+            pool.machines.forwards.close_all();
         })
         .await
         {

@@ -111,6 +111,7 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
         Some(b) => validate::disk_bytes("work disk", b, validate::MIN_WORK_DISK_BYTES)?,
         None => defaults.work_disk_bytes,
     };
+    let published_ports = crate::ports::check_new(d, &req.publish)?;
     let image_name = req.image.as_deref().unwrap_or(&d.config.default_image);
     let image = d.store.find_image(image_name)?.ok_or_else(|| {
         let mut e = ApiError::invalid(format!("unknown image {image_name:?}"));
@@ -142,6 +143,7 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
             nat: req.nat.unwrap_or(false),
             vmm,
             state,
+            published_ports,
         },
         &d.pool,
         spare.as_deref(),
@@ -335,6 +337,7 @@ pub fn reset(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
 pub fn delete(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     let vm = find(d, name)?;
     let vm = machine::stop_for_delete(d, &vm)?;
+    d.machines.forwards.close(&vm.id);
     let vm = d.store.delete_vm(&vm.id)?;
     disks::remove_tree(&d.paths.vm_dir(&vm.id));
     for socket in [

@@ -149,6 +149,8 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
         "/v1/images/import",
         "/v1/operations/{id}/stream",
         "/v1/capacity",
+        "/v1/vms/{name}/ports/published",
+        "/v1/vms/{name}/ports/published/{host_port}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
@@ -157,6 +159,12 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
             .get("CreateVmRequest")
             .is_some()
     );
+    for schema in ["PublishPortRequest", "PublishedPort"] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "openapi lacks {schema}"
+        );
+    }
     h.stop().await;
     assert!(
         !h.paths.socket().exists(),
@@ -389,6 +397,11 @@ async fn bad_vm_requests_are_refused_and_store_nothing() {
         start: Some(false),
         ..Default::default()
     };
+    let port = |address: Option<&str>, host_port, guest_port| banger_api::PublishPortRequest {
+        address: address.map(str::to_owned),
+        host_port,
+        guest_port,
+    };
     let cases: Vec<(CreateVmRequest, ErrorCode, &str)> = vec![
         (
             CreateVmRequest {
@@ -397,6 +410,38 @@ async fn bad_vm_requests_are_refused_and_store_nothing() {
             },
             ErrorCode::InvalidInput,
             "at least 1 (got 0)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 0, 80)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "host port must be from 1 to 65535 (got 0)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 18080, 65536)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "guest port must be from 1 to 65535 (got 65536)",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(None, 18080, 80), port(None, 18080, 81)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "host port 18080 is published twice",
+        ),
+        (
+            CreateVmRequest {
+                publish: vec![port(Some("localhost"), 18080, 80)],
+                ..base.clone()
+            },
+            ErrorCode::InvalidInput,
+            "is not an IPv4 address",
         ),
         (
             CreateVmRequest {
@@ -1124,5 +1169,104 @@ async fn a_damaged_import_fails_and_leaves_no_image() {
         "{api:?}"
     );
     assert_eq!(h.client.list_images().await.unwrap().len(), 1);
+    h.stop().await;
+}
+
+/// The published-port routes on a stopped VM: recorded and listed (not listening until the
+/// VM starts), bad input refused as JSON errors with nothing stored, removal by host port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_ports_of_a_stopped_vm_are_recorded_checked_and_removed() {
+    let mut h = Harness::start().await;
+    h.register("base").await;
+    h.create("dev", "base").await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let json = "Content-Type: application/json\r\n";
+    let body = format!(r#"{{"host_port":{free},"guest_port":4096}}"#);
+    let (status, vm) = h
+        .raw_http(&http("POST", "/v1/vms/dev/ports/published", json, &body))
+        .await;
+    assert_eq!(status, 201, "{vm}");
+    assert_eq!(
+        vm["published_ports"],
+        serde_json::json!([{"address": "127.0.0.1", "host_port": free, "guest_port": 4096}])
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", free)).is_ok(),
+        "a stopped VM's port does not listen"
+    );
+    let (status, list) = h
+        .raw_http(&http("GET", "/v1/vms/dev/ports/published", "", ""))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list, vm["published_ports"]);
+
+    for (body, status, code, needle) in [
+        (
+            format!(r#"{{"host_port":{free},"guest_port":80}}"#),
+            409,
+            "already_exists",
+            "already publishes host port",
+        ),
+        (
+            r#"{"host_port":0,"guest_port":80}"#.to_owned(),
+            400,
+            "invalid_input",
+            "host port must be from 1 to 65535",
+        ),
+        (
+            r#"{"host_port":18080,"guest_port":80,"protocol":"udp"}"#.to_owned(),
+            400,
+            "invalid_input",
+            "unknown field `protocol`",
+        ),
+    ] {
+        let (got, error) = h
+            .raw_http(&http("POST", "/v1/vms/dev/ports/published", json, &body))
+            .await;
+        assert_eq!(got, status, "{body}: {error}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{body}: {error}"
+        );
+    }
+    assert_eq!(
+        h.client.get_vm("dev").await.unwrap().published_ports.len(),
+        1
+    );
+
+    let (status, error) = h
+        .raw_http(&http("DELETE", "/v1/vms/dev/ports/published/http", "", ""))
+        .await;
+    assert_eq!(
+        (status, &error["code"]),
+        (400, &serde_json::json!("invalid_input"))
+    );
+    let (status, vm) = h
+        .raw_http(&http(
+            "DELETE",
+            &format!("/v1/vms/dev/ports/published/{free}"),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(status, 200, "{vm}");
+    assert!(vm.get("published_ports").is_none(), "{vm}");
+    let (status, error) = h
+        .raw_http(&http(
+            "DELETE",
+            &format!("/v1/vms/dev/ports/published/{free}"),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(
+        (status, &error["code"]),
+        (404, &serde_json::json!("not_found"))
+    );
     h.stop().await;
 }

@@ -1190,3 +1190,139 @@ async fn creates_take_over_the_spare_firecracker() {
         h.fc.files()
     );
 }
+
+// ---- published ports ----------------------------------------------------------------------
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether bangerd (or anything) listens on loopback port `port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+fn publish(host_port: u16, guest_port: u16) -> banger_api::PublishPortRequest {
+    banger_api::PublishPortRequest {
+        address: None,
+        host_port: i64::from(host_port),
+        guest_port: i64::from(guest_port),
+    }
+}
+
+/// Published ports listen exactly while their VM runs: opened by the start, closed by the
+/// stop, all of them closed again when one of them cannot be bound (the start fails, rolled
+/// back), restored by a restarted daemon's adoption, opened and closed at once on a running
+/// VM, and refused, with nothing stored, when another VM or another program holds the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_ports_listen_while_the_vm_runs_and_a_taken_port_fails_the_start_cleanly() {
+    let mut h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (a, b) = (free_port(), free_port());
+    let created = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("web".into()),
+            image: Some("base".into()),
+            vcpus: Some(1),
+            memory_mib: Some(256),
+            publish: vec![publish(a, 80), publish(b, 4096)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.vm.published_ports.len(), 2);
+    let op = h
+        .client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(listening(a) && listening(b));
+    std::net::TcpStream::connect(("127.0.0.1", a)).expect("the forward accepts");
+
+    // Stopped: closed, still part of the VM.
+    let op = h.act("web", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!listening(a) && !listening(b));
+    assert_eq!(h.vm("web").await.published_ports.len(), 2);
+
+    // A program takes the second port: the start fails, and the first is closed again.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", b)).unwrap();
+    let op = h.act("web", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let error = op.error.unwrap();
+    assert_eq!(error.code, ErrorCode::InUse);
+    assert_eq!(
+        error.message,
+        format!(
+            "cannot publish VM web's ports: host port {b} (127.0.0.1:{b}) is already in use on this host"
+        )
+    );
+    let vm = h.vm("web").await;
+    assert_eq!(vm.state, VmState::Stopped);
+    assert!(vm.runtime.is_none());
+    assert!(vm.last_error.unwrap().contains(&format!("host port {b}")));
+    assert!(!listening(a), "the first port was left open");
+    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    drop(holder);
+
+    let op = h.act("web", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(listening(a) && listening(b));
+
+    // Added to the running VM: listening at once. A port a program holds is refused and not
+    // stored; so is one another VM publishes, naming it.
+    let c = free_port();
+    let vm = h.client.publish_port("web", &publish(c, 22)).await.unwrap();
+    assert_eq!(vm.published_ports.len(), 3);
+    assert!(listening(c));
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    let err = h
+        .client
+        .publish_port("web", &publish(taken, 23))
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InUse), "{err:?}");
+    assert_eq!(h.vm("web").await.published_ports.len(), 3);
+    let err = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("api".into()),
+            image: Some("base".into()),
+            publish: vec![publish(free_port(), 80), publish(a, 80)],
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.code, ErrorCode::InUse);
+    assert_eq!(
+        api.message,
+        format!("host port {a} is already published by VM \"web\"")
+    );
+    assert!(h.client.get_vm("api").await.is_err(), "nothing stored");
+
+    // The daemon goes away; its listeners with it. The next one adopts the VM and its ports.
+    let daemon = h.daemon.take().unwrap();
+    daemon.stop().await;
+    assert!(!listening(a) && !listening(b) && !listening(c));
+    h.restart().await;
+    assert_eq!(h.vm("web").await.state, VmState::Running);
+    assert!(listening(a) && listening(b) && listening(c));
+
+    // Removed: closed at once, the others stay. Deleted: all closed.
+    let vm = h.client.unpublish_port("web", c).await.unwrap();
+    assert_eq!(vm.published_ports.len(), 2);
+    assert!(!listening(c) && listening(a));
+    let err = h.client.unpublish_port("web", c).await.unwrap_err();
+    assert!(err.is_code(ErrorCode::NotFound), "{err:?}");
+    h.client.delete_vm("web").await.unwrap();
+    assert!(!listening(a) && !listening(b));
+}

@@ -65,6 +65,10 @@ pub enum StoreError {
         hint: Option<String>,
     },
 
+    /// A host port another VM publishes (or this one already does).
+    #[error("host port {port} is already published by VM {vm:?}")]
+    PortTaken { port: u16, vm: String },
+
     #[error("no free {what} left")]
     Exhausted { what: String, hint: String },
 
@@ -110,9 +114,9 @@ impl StoreError {
         match self {
             StoreError::NotFound { .. } | StoreError::ImageNotFound { .. } => ErrorCode::NotFound,
             StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            StoreError::ImageInUse { .. } | StoreError::ImageHasSnapshots { .. } => {
-                ErrorCode::InUse
-            }
+            StoreError::ImageInUse { .. }
+            | StoreError::ImageHasSnapshots { .. }
+            | StoreError::PortTaken { .. } => ErrorCode::InUse,
             StoreError::WrongState { .. } => ErrorCode::InvalidState,
             StoreError::Exhausted { .. } => ErrorCode::Exhausted,
             StoreError::InvalidSubnet { .. } | StoreError::OutOfRange { .. } => {
@@ -147,6 +151,9 @@ impl StoreError {
                 Some("delete those snapshots first (`banger snapshot delete NAME`)".into())
             }
             StoreError::ImageNotFound { .. } => Some("list images with `banger image list`".into()),
+            StoreError::PortTaken { vm, port } => Some(format!(
+                "pick another host port, or free it first: `banger vm port rm {vm} {port}`"
+            )),
             StoreError::InvalidSubnet { .. } => Some(
                 "set `subnet` in config.toml to an IPv4 network in CIDR form with a prefix \
                  from /16 to /29, e.g. \"172.30.0.0/24\""

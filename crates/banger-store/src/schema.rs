@@ -83,6 +83,17 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX snapshots_image_id ON snapshots (image_id);
     ",
+    // 5: host ports forwarded to VMs' ports. A host port belongs to one VM whatever address
+    // it listens on (UNIQUE), so two VMs never fight over it; the rows go with their VM.
+    "
+    CREATE TABLE vm_published_ports (
+        vm_id       TEXT NOT NULL REFERENCES vms (id) ON DELETE CASCADE,
+        address     TEXT NOT NULL,
+        host_port   INTEGER NOT NULL UNIQUE,
+        guest_port  INTEGER NOT NULL,
+        PRIMARY KEY (vm_id, host_port)
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes and understands.

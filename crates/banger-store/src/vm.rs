@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use banger_api::{ImageRef, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind};
+use banger_api::{ImageRef, PublishedPort, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind};
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -54,6 +54,9 @@ pub struct NewVm {
     pub nat: bool,
     pub vmm: VmmKind,
     pub state: VmState,
+    /// Host ports to forward to the VM (validated by the caller); a host port another VM
+    /// publishes is refused with [`StoreError::PortTaken`].
+    pub published_ports: Vec<PublishedPort>,
 }
 
 /// A change of a VM's resources; `None` keeps the current value.
@@ -134,6 +137,9 @@ impl Store {
             vsock_cid,
             now.as_millis(),
         ])?;
+        for port in &new.published_ports {
+            insert_port(&tx, &id, port)?;
+        }
         tx.commit()?;
         tracing::debug!(vm = %name, %ip, vsock_cid, "allocated a VM");
         Ok(Vm {
@@ -160,6 +166,7 @@ impl Store {
             runtime: None,
             last_error: None,
             work_seed: None,
+            published_ports: sorted_ports(new.published_ports.clone()),
             created_at: now,
             updated_at: now,
         })
@@ -174,6 +181,10 @@ impl Store {
         while let Some(row) = rows.next()? {
             vms.push(decode_vm(row)?);
         }
+        let mut ports = all_ports(&conn)?;
+        for vm in &mut vms {
+            vm.published_ports = ports.remove(&vm.id).unwrap_or_default();
+        }
         Ok(vms)
     }
 
@@ -185,9 +196,58 @@ impl Store {
         ))?;
         let mut rows = stmt.query([name_or_id])?;
         match rows.next()? {
-            Some(row) => Ok(Some(decode_vm(row)?)),
+            Some(row) => {
+                let mut vm = decode_vm(row)?;
+                vm.published_ports = vm_ports(&conn, &vm.id)?;
+                Ok(Some(vm))
+            }
             None => Ok(None),
         }
+    }
+
+    /// The host ports forwarded to the VM with `id`, by host port.
+    pub fn vm_published_ports(&self, id: &str) -> Result<Vec<PublishedPort>, StoreError> {
+        vm_ports(&self.conn(), id)
+    }
+
+    /// Adds a forward to the VM with `id`; refused with [`StoreError::PortTaken`] when a VM
+    /// (this one included) publishes its host port already. Returns the VM as stored.
+    pub fn add_vm_port(&self, id: &str, port: &PublishedPort) -> Result<Vm, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if vm_by_id(&tx, id)?.is_none() {
+            return Err(vm_not_found(id));
+        }
+        insert_port(&tx, id, port)?;
+        let vm = vm_by_id(&tx, id)?.ok_or_else(|| vm_not_found(id))?;
+        tx.commit()?;
+        Ok(vm)
+    }
+
+    /// Removes the VM's forward of `host_port`, returning it (`None` when the VM has none).
+    pub fn remove_vm_port(
+        &self,
+        id: &str,
+        host_port: u16,
+    ) -> Result<Option<PublishedPort>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = vm_ports(&tx, id)?
+            .into_iter()
+            .find(|p| p.host_port == host_port);
+        if removed.is_some() {
+            tx.prepare_cached(
+                "DELETE FROM vm_published_ports WHERE vm_id = ?1 AND host_port = ?2",
+            )?
+            .execute(params![id, host_port])?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// The name of the VM that publishes `host_port`, if any.
+    pub fn port_owner(&self, host_port: u16) -> Result<Option<String>, StoreError> {
+        port_owner(&self.conn(), host_port)
     }
 
     /// Changes the given resources of the VM with `id` and returns it as stored.
@@ -343,9 +403,105 @@ fn vm_by_id(conn: &Connection, id: &str) -> Result<Option<Vm>, StoreError> {
     let mut stmt = conn.prepare_cached(select_vms!("WHERE v.id = ?1"))?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
-        Some(row) => Ok(Some(decode_vm(row)?)),
+        Some(row) => {
+            let mut vm = decode_vm(row)?;
+            vm.published_ports = vm_ports(conn, id)?;
+            Ok(Some(vm))
+        }
         None => Ok(None),
     }
+}
+
+/// Records a forward of VM `vm_id`, first refusing a host port some VM publishes already.
+fn insert_port(conn: &Connection, vm_id: &str, port: &PublishedPort) -> Result<(), StoreError> {
+    if let Some(vm) = port_owner(conn, port.host_port)? {
+        return Err(StoreError::PortTaken {
+            port: port.host_port,
+            vm,
+        });
+    }
+    conn.prepare_cached(
+        "INSERT INTO vm_published_ports (vm_id, address, host_port, guest_port)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        vm_id,
+        port.address,
+        port.host_port,
+        port.guest_port
+    ])?;
+    Ok(())
+}
+
+fn port_owner(conn: &Connection, host_port: u16) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT v.name FROM vm_published_ports p JOIN vms v ON v.id = p.vm_id
+             WHERE p.host_port = ?1",
+        )?
+        .query_row([host_port], |row| row.get(0))
+        .optional()?)
+}
+
+fn vm_ports(conn: &Connection, vm_id: &str) -> Result<Vec<PublishedPort>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, host_port, guest_port FROM vm_published_ports
+         WHERE vm_id = ?1 ORDER BY host_port",
+    )?;
+    let mut rows = stmt.query([vm_id])?;
+    let mut ports = Vec::new();
+    while let Some(row) = rows.next()? {
+        ports.push(decode_port(row, vm_id, 0)?);
+    }
+    Ok(ports)
+}
+
+/// Every VM's forwards, by VM id.
+fn all_ports(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<String, Vec<PublishedPort>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT vm_id, address, host_port, guest_port FROM vm_published_ports
+         ORDER BY vm_id, host_port",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut ports: std::collections::HashMap<String, Vec<PublishedPort>> = Default::default();
+    while let Some(row) = rows.next()? {
+        let vm_id: String = row.get(0)?;
+        let port = decode_port(row, &vm_id, 1)?;
+        ports.entry(vm_id).or_default().push(port);
+    }
+    Ok(ports)
+}
+
+/// A forward from columns `first..first + 3` (address, host_port, guest_port).
+fn decode_port(
+    row: &rusqlite::Row<'_>,
+    vm_id: &str,
+    first: usize,
+) -> Result<PublishedPort, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "vm_published_ports",
+        id: vm_id.to_owned(),
+        detail,
+    };
+    let port = |index: usize, what: &str| -> Result<u16, StoreError> {
+        let value: i64 = row.get(index)?;
+        u16::try_from(value)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| corrupt(format!("{what} is {value}, not 1..=65535")))
+    };
+    Ok(PublishedPort {
+        address: row.get(first)?,
+        host_port: port(first + 1, "host_port")?,
+        guest_port: port(first + 2, "guest_port")?,
+    })
+}
+
+fn sorted_ports(mut ports: Vec<PublishedPort>) -> Vec<PublishedPort> {
+    ports.sort_by_key(|p| p.host_port);
+    ports
 }
 
 fn name_taken(conn: &Connection, name: &str) -> Result<bool, StoreError> {
@@ -485,6 +641,7 @@ fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
             .transpose()?,
         last_error: r.get(19, "last_error")?,
         work_seed: None,
+        published_ports: Vec::new(),
         created_at: Timestamp::from_millis(r.get(16, "created_at")?),
         updated_at: Timestamp::from_millis(r.get(17, "updated_at")?),
     })

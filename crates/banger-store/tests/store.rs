@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use banger_api::{
-    Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Package, ServiceCheck, Timestamp,
-    VmState, VmmKind,
+    Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Package, PublishedPort, ServiceCheck,
+    Timestamp, VmState, VmmKind,
 };
 use banger_store::{
     MIGRATIONS, NetworkPool, NewVm, SCHEMA_VERSION, Store, StoreError, VmResources,
@@ -63,6 +63,7 @@ fn new_vm(name: Option<&str>, image_id: &str) -> NewVm {
         nat: false,
         vmm: VmmKind::Auto,
         state: VmState::Stopped,
+        published_ports: Vec::new(),
     }
 }
 
@@ -193,6 +194,7 @@ fn database_written_by_schema_1_migrates_and_decodes() {
     assert_eq!(vm.network.prefix_len, 16);
     assert_eq!(vm.network.mac, "06:00:0a:09:00:07");
     assert_eq!(vm.network.vsock_cid, 5);
+    assert!(vm.published_ports.is_empty());
     assert_eq!(vm.created_at, Timestamp(1_763_900_000_000));
     assert_eq!(vm.updated_at, Timestamp(1_763_900_001_000));
     assert_eq!(
@@ -812,4 +814,106 @@ fn snapshots_round_trip_and_hold_their_image() {
     ));
     assert_eq!(store.snapshots_size().unwrap(), 0);
     store.delete_image(&image.id).unwrap();
+}
+
+// ---- published ports --------------------------------------------------------------------
+
+fn forward(host_port: u16, guest_port: u16) -> PublishedPort {
+    PublishedPort {
+        address: "127.0.0.1".into(),
+        host_port,
+        guest_port,
+    }
+}
+
+#[test]
+fn published_ports_are_stored_with_their_vm_and_go_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("banger.db")).unwrap();
+    store.insert_image(&image("img1", "debian")).unwrap();
+    let mut new = new_vm(Some("dev"), "img1");
+    new.published_ports = vec![forward(9090, 90), forward(8080, 4096)];
+    let vm = store.create_vm(&new, &pool("172.30.0.0/24")).unwrap();
+    assert_eq!(
+        vm.published_ports,
+        vec![forward(8080, 4096), forward(9090, 90)]
+    );
+    assert_eq!(
+        store.find_vm("dev").unwrap().unwrap().published_ports,
+        vm.published_ports
+    );
+    assert_eq!(
+        store.list_vms().unwrap()[0].published_ports,
+        vm.published_ports
+    );
+
+    let added = store.add_vm_port(&vm.id, &forward(7070, 70)).unwrap();
+    assert_eq!(added.published_ports.len(), 3);
+    assert_eq!(
+        store.remove_vm_port(&vm.id, 9090).unwrap(),
+        Some(forward(9090, 90))
+    );
+    assert_eq!(store.remove_vm_port(&vm.id, 9090).unwrap(), None);
+    assert_eq!(
+        store.vm_published_ports(&vm.id).unwrap(),
+        vec![forward(7070, 70), forward(8080, 4096)]
+    );
+
+    store.delete_vm(&vm.id).unwrap();
+    assert_eq!(store.port_owner(8080).unwrap(), None);
+    let count: i64 = raw(&dir.path().join("banger.db"))
+        .query_row("SELECT COUNT(*) FROM vm_published_ports", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[test]
+fn a_host_port_another_vm_publishes_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("banger.db")).unwrap();
+    store.insert_image(&image("img1", "debian")).unwrap();
+    let pool = pool("172.30.0.0/24");
+    let mut first = new_vm(Some("web"), "img1");
+    first.published_ports = vec![forward(8080, 80)];
+    store.create_vm(&first, &pool).unwrap();
+
+    // At create: nothing of the second VM is stored.
+    let mut second = new_vm(Some("api"), "img1");
+    second.published_ports = vec![forward(8081, 81), forward(8080, 80)];
+    match store.create_vm(&second, &pool) {
+        Err(StoreError::PortTaken { port: 8080, vm }) => assert_eq!(vm, "web"),
+        other => panic!("expected PortTaken, got {other:?}"),
+    }
+    assert!(store.find_vm("api").unwrap().is_none());
+    assert_eq!(store.port_owner(8081).unwrap(), None);
+
+    // Added later, on another address: still refused, the port belongs to "web".
+    let api = store
+        .create_vm(&new_vm(Some("api"), "img1"), &pool)
+        .unwrap();
+    let mut other_address = forward(8080, 80);
+    other_address.address = "0.0.0.0".into();
+    let err = store.add_vm_port(&api.id, &other_address).unwrap_err();
+    let api_error = banger_api::ApiError::from(err);
+    assert_eq!(api_error.code, banger_api::ErrorCode::InUse);
+    assert_eq!(
+        api_error.message,
+        "host port 8080 is already published by VM \"web\""
+    );
+    assert!(
+        api_error
+            .hint
+            .unwrap()
+            .contains("banger vm port rm web 8080")
+    );
+    assert!(
+        store
+            .find_vm("api")
+            .unwrap()
+            .unwrap()
+            .published_ports
+            .is_empty()
+    );
 }

@@ -270,6 +270,7 @@ impl CreateForm {
             work_disk: non_empty(&self.work_disk),
             nat: self.nat,
             vmm: None,
+            publish: Vec::new(),
             from_snapshot: None,
         }
     }
@@ -288,6 +289,7 @@ impl CreateForm {
             work_disk: None,
             nat: false,
             vmm: None,
+            publish: Vec::new(),
             from_snapshot: None,
         };
         let vcpus = whole_number(&self.vcpus, "vCPUs", "a number from 1 to 32");

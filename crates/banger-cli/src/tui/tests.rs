@@ -1844,3 +1844,32 @@ fn every_state_renders_at_every_size() {
         }
     }
 }
+
+// ---- published ports ----------------------------------------------------------------------
+
+#[test]
+fn the_vm_detail_lists_published_ports_as_urls() {
+    let mut dev = vm("dev", "172.30.0.2", VmState::Running);
+    dev.runtime = Some(runtime(&dev, 60));
+    dev.published_ports = vec![
+        banger_api::PublishedPort {
+            address: "127.0.0.1".into(),
+            host_port: 8080,
+            guest_port: 4096,
+        },
+        banger_api::PublishedPort {
+            address: "0.0.0.0".into(),
+            host_port: 9000,
+            guest_port: 80,
+        },
+    ];
+    let app = loaded(
+        Theme::colored(),
+        vec![dev],
+        images(),
+        capacity((4, 16), (8, 32), (120, 460)),
+    );
+    assert!(contains(&app, 100, 30, "http://127.0.0.1:8080 → 4096"));
+    assert!(contains(&app, 100, 30, "http://127.0.0.1:9000 → 80"));
+    insta::assert_snapshot!("vm_detail_published_ports", screen(&app, 100, 30));
+}

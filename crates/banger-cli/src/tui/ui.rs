@@ -649,6 +649,14 @@ fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
             plain,
         ),
     ]);
+    // Published ports: the URL a browser opens on this host, and the guest port behind it.
+    pairs.extend(vm.published_ports.iter().map(|p| {
+        (
+            "published",
+            format!("{} → {}", p.url(), p.guest_port),
+            plain,
+        )
+    }));
     if vm.runtime.is_none() {
         pairs.push(("vmm", vm.vmm.to_string(), plain));
     }

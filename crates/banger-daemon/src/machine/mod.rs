@@ -82,6 +82,8 @@ pub struct Machines {
     pub links: Arc<dyn Links>,
     pub net: NetConfig,
     pub backends: Backends,
+    /// The listeners of running VMs' published ports.
+    pub forwards: crate::ports::Forwards,
     preflight: bool,
     /// Network setups and teardowns share the bridge, the nftables table and `ip_forward`:
     /// one at a time.
@@ -118,6 +120,7 @@ impl Machines {
             runner: deps.runner,
             links,
             net,
+            forwards: crate::ports::Forwards::new(runtime.clone()),
             preflight: deps.preflight,
             net_lock: Mutex::new(()),
             runtime,
@@ -336,7 +339,12 @@ fn try_start(
     vm: &Vm,
     pending: Option<PendingFiles>,
 ) -> Result<Vm, StartError> {
-    let (running, image, backend, runtime) = launch(d, cx, vm, pending)?;
+    let launched = launch(d, cx, vm, pending);
+    if launched.is_err() {
+        // Its published ports, when the launch got as far as opening them.
+        d.machines.forwards.close(&vm.id);
+    }
+    let (running, image, backend, runtime) = launched?;
     wait_until_ready(d, cx, &running, &image, &backend, runtime).map_err(StartError::NotReady)
 }
 
@@ -387,6 +395,9 @@ fn launch(
         })?,
         vm.nat,
     );
+    // Before the tap: a host port that cannot be bound fails the start while nothing else
+    // is acquired. `try_start` closes them if a later step fails.
+    crate::ports::open_for_start(d, vm)?;
     std::fs::create_dir_all(d.paths.vm_sockets_dir()).map_err(|e| {
         ApiError::internal(format!(
             "cannot create {}: {e}",
@@ -966,6 +977,8 @@ pub fn stop_vm(
         }
     };
     begin("vmm");
+    // The forwards go first: nothing should connect to a guest that is shutting down.
+    m.forwards.close(&vm.id);
     let mut errors = Vec::new();
     if let Some(runtime) = &vm.runtime {
         match m.backends.for_running(runtime.vmm) {

@@ -93,6 +93,18 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
                 {
                     tracing::error!(vm = %vm_id, error = %e, "cannot record an adopted VM");
                 }
+                // Its published ports, which died with the last daemon.
+                if let Some(vm) = by_id.get(vm_id.as_str())
+                    && let Err(e) = crate::ports::open_for_start(d, vm)
+                {
+                    tracing::warn!(vm = %vm.name, error = %e.message, "cannot restore published ports");
+                    if let Err(store) =
+                        d.store
+                            .set_vm_run_state(&vm_id, state, runtime.as_ref(), Some(&e.message))
+                    {
+                        tracing::error!(vm = %vm_id, error = %store, "cannot record an adopted VM");
+                    }
+                }
                 if let Some(vm) = by_id.get(vm_id.as_str()) {
                     crate::snapshot::recover_interrupted(d, vm);
                 }

@@ -281,6 +281,8 @@ impl VmInput {
                     nat: Some(self.nat),
                     vmm: Some(vmm),
                     start: Some(self.start),
+                    // Published from the VM's page, or with `banger vm create --publish`.
+                    publish: Vec::new(),
                     from_snapshot: None,
                 })
             }

@@ -237,6 +237,7 @@ impl Web {
                     nat: false,
                     vmm: VmmKind::Auto,
                     state: VmState::Stopped,
+                    published_ports: Vec::new(),
                 },
                 &self.d.pool,
             )
@@ -1327,13 +1328,16 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
     assert!(page.contains("Kernel panic - not syncing: &#60;fatal&#62;"));
     assert!(page.contains("action=\"/vms/dev/start\""));
 
-    // Deleting it through its confirmation leaves nothing running.
+    // Deleting it through its confirmation leaves nothing of it running. The daemon's next
+    // spare Firecracker (started `REFILL_DELAY` after the create took the last one, which a
+    // slow run reaches) may be: a process started after the VM's last one.
     assert_eq!(
         w.act(&b, "/vms/dev/delete").await,
         "/?notice=vm-deleted&name=dev"
     );
     assert!(w.vm_names().is_empty());
-    assert!(fc.running().is_empty(), "{:?}", fc.running());
+    let left = fc.running();
+    assert!(left.iter().all(|p| *p > pid) && left.len() <= 1, "{left:?}");
     w.stop().await;
 }
 

@@ -979,6 +979,8 @@ pub struct VmPage {
     pub gateway: String,
     pub mac: String,
     pub vsock_cid: u32,
+    /// Host ports forwarded to the VM, as links.
+    pub published: Vec<PublishedView>,
     pub updated: String,
     pub actions: Vec<VmAction>,
     pub runtime: Option<RuntimeView>,
@@ -1049,6 +1051,16 @@ impl VmPage {
             gateway: vm.network.gateway.clone(),
             mac: vm.network.mac.clone(),
             vsock_cid: vm.network.vsock_cid,
+            published: vm
+                .published_ports
+                .iter()
+                .map(|p| PublishedView {
+                    url: p.url(),
+                    listen: p.listen(),
+                    guest_port: p.guest_port,
+                    exposed: p.address != banger_api::validate::DEFAULT_PUBLISH_ADDRESS,
+                })
+                .collect(),
             updated: time(vm.updated_at),
             runtime: vm.runtime.as_ref().map(RuntimeView::from),
             last_error: vm.last_error.clone(),
@@ -1064,6 +1076,17 @@ impl VmPage {
         self.guest = guest;
         self
     }
+}
+
+/// A published port on a VM's page: a link to the forwarded address.
+pub struct PublishedView {
+    /// `http://127.0.0.1:8080`.
+    pub url: String,
+    /// `ADDR:PORT` the listener binds.
+    pub listen: String,
+    pub guest_port: u16,
+    /// Listens beyond loopback.
+    pub exposed: bool,
 }
 
 /// The confirmation step of a stop or restart: says what happens and asks again.
@@ -1451,6 +1474,7 @@ mod tests {
             runtime: None,
             last_error: None,
             work_seed: None,
+            published_ports: Vec::new(),
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }
@@ -1602,6 +1626,32 @@ mod tests {
             vms: vec![],
             images: vec![],
         }));
+    }
+
+    #[test]
+    fn vm_page_links_published_ports() {
+        let mut dev = vm("dev", VmState::Running, 1);
+        dev.runtime = Some(runtime());
+        dev.published_ports = vec![
+            banger_api::PublishedPort {
+                address: "127.0.0.1".into(),
+                host_port: 8080,
+                guest_port: 4096,
+            },
+            banger_api::PublishedPort {
+                address: "0.0.0.0".into(),
+                host_port: 9000,
+                guest_port: 80,
+            },
+        ];
+        let html = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
+        assert!(html.contains(
+            r#"<a href="http://127.0.0.1:8080" target="_blank" rel="noopener noreferrer">http://127.0.0.1:8080</a> &rarr; guest port 4096</dd>"#
+        ), "{html}");
+        assert!(html.contains("(listens on 0.0.0.0:9000: reachable beyond this host)"));
+        let start = html.find("<h2>Network</h2>").unwrap();
+        let end = start + html[start..].find("</section>").unwrap();
+        insta::assert_snapshot!("vm_page_network_with_published_ports", &html[start..end]);
     }
 
     #[test]

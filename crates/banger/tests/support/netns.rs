@@ -45,6 +45,28 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread inside the namespace: the sockets it makes belong to the
+    /// namespace (its loopback, its routes) and stay usable from any thread afterwards.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0))
+            .unwrap_or_else(|e| panic!("cannot open namespace {}: {e}", self.0));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    rustix::thread::move_into_link_name_space(
+                        std::os::fd::AsFd::as_fd(&file),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .unwrap_or_else(|e| panic!("cannot enter namespace {}: {e}", self.0));
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
