@@ -149,3 +149,112 @@ fn guests_have_names_that_the_host_and_other_guests_resolve() {
     assert_eq!(code, 2, "getent finds no b.vm: {out}");
     println!("whole test: {:.1}s", started.elapsed().as_secs_f64());
 }
+
+/// `ip -n NS ARGS`, which must succeed.
+fn ip_in(ns: &str, args: &[&str]) {
+    let ok = std::process::Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip -n {ns} {args:?}");
+}
+
+/// Another program holds port 53 on the bridge address: bangerd serves the same answers on the
+/// fallback port, the doctor says so and how to ask it, and a VM created then is given the
+/// host's resolvers instead of a bangerd that would not answer it. No guest boots here.
+#[test]
+fn a_taken_port_53_falls_back_and_guests_keep_the_hosts_resolvers() {
+    use std::net::UdpSocket;
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: root not available (the test makes a network namespace and a bridge)");
+        return;
+    }
+    let Some(netns) = support::netns::Netns::create() else {
+        println!("SKIP: cannot create a network namespace");
+        return;
+    };
+    let ns = netns.0.clone();
+    // The bridge a first VM start would make, made by hand, and port 53 on it taken (UDP is
+    // enough: bangerd needs both protocols on the port).
+    ip_in(&ns, &["link", "add", "banger0", "type", "bridge"]);
+    ip_in(&ns, &["addr", "add", "172.30.0.1/24", "dev", "banger0"]);
+    ip_in(&ns, &["link", "set", "banger0", "up"]);
+    let squatter = support::dns::in_netns(&ns, || {
+        UdpSocket::bind("172.30.0.1:53").expect("take port 53")
+    });
+    let _resolv = NetnsResolvConf::write(&ns, "nameserver 10.0.0.53\nnameserver 127.0.0.1\n");
+    let t = E2e {
+        sandbox: support::Sandbox::new(),
+        netns,
+    };
+    let (kernel, rootfs) = t.sandbox.boot_files();
+    t.ok(&[
+        "image",
+        "register",
+        "--name",
+        "plain",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+    ]);
+    t.ok(&[
+        "vm",
+        "create",
+        "--name",
+        "dev",
+        "--image",
+        "plain",
+        "--no-start",
+    ]);
+    let vm = t.vm("dev");
+    let ip = vm["network"]["ip"].as_str().unwrap().to_owned();
+
+    let report = t.json(&["doctor"]);
+    let dns = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dns")
+        .unwrap()
+        .clone();
+    assert_eq!(dns["status"], "warn", "{dns}");
+    let detail = dns["detail"].as_str().unwrap();
+    assert!(detail.contains("listening on 172.30.0.1:5053"), "{detail}");
+    assert!(
+        detail.contains("172.30.0.1:53 is in use by another program"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("dig -p 5053 @172.30.0.1 NAME.vm"),
+        "{detail}"
+    );
+
+    // The fallback answers.
+    let fallback: SocketAddr = "172.30.0.1:5053".parse().unwrap();
+    for tcp in [false, true] {
+        let a = ask(&ns, fallback, "dev.vm.", RecordType::A, tcp);
+        assert_eq!(rdata(&a), [ip.as_str()], "tcp={tcp}");
+    }
+    drop(squatter);
+
+    // The VM's resolv.conf names the host's resolvers (less loopback), no search domain.
+    let overlay = t
+        .sandbox
+        .root()
+        .join("state/banger/vms")
+        .join(vm["id"].as_str().unwrap())
+        .join("overlay.ext4");
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "cat /upper/etc/resolv.conf"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "nameserver 10.0.0.53\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

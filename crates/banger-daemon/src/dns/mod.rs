@@ -155,7 +155,11 @@ impl Dns {
                 .and_then(|()| tokio::net::TcpListener::from_std(tcp));
             match (udp, tcp) {
                 (Ok(udp), Ok(tcp)) => {
-                    let mut server = Server::new(Handler(Arc::new(responder)));
+                    let mut server = Server::with_access(
+                        Handler(Arc::new(responder)),
+                        [],
+                        clients(host, net.prefix_len),
+                    );
                     server.register_socket(udp);
                     server.register_listener(tcp, TCP_TIMEOUT, 64);
                     server
@@ -267,6 +271,19 @@ fn link_host_resolver(
             HostResolver::ResolvedFailed(error)
         }
     }
+}
+
+/// Who may ask: the VMs' subnet (the host itself asks from its bridge address) and loopback.
+/// Anyone else who routes to the bridge address (a neighbour on the host's LAN) is turned
+/// away, so bangerd never forwards for other machines.
+fn clients(host: Ipv4Addr, prefix_len: u8) -> Vec<ipnet::IpNet> {
+    let mut allowed = vec![ipnet::IpNet::V4(
+        ipnet::Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("a valid prefix"),
+    )];
+    if let Ok(subnet) = ipnet::Ipv4Net::new(host, prefix_len) {
+        allowed.push(ipnet::IpNet::V4(subnet.trunc()));
+    }
+    allowed
 }
 
 /// UDP and TCP sockets on `host:port`, else on `host:fallback` with the reason `port` was not
@@ -394,6 +411,15 @@ mod tests {
         );
         let gone = io::Error::from(io::ErrorKind::AddrNotAvailable);
         assert!(refusal(Ipv4Addr::new(172, 30, 0, 1), 53, &gone).contains("bridge up"));
+    }
+
+    #[test]
+    fn only_the_subnet_and_loopback_may_ask() {
+        let allowed: Vec<String> = clients(Ipv4Addr::new(172, 30, 0, 1), 24)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(allowed, ["127.0.0.0/8", "172.30.0.0/24"]);
     }
 
     #[test]
