@@ -832,7 +832,7 @@ async fn doctor_reports_every_check_with_a_fix_for_each_problem() {
         "e2fsprogs",
         "openssh",
         "dns",
-        "host dns",
+        "host-dns",
     ] {
         assert!(
             names.contains(&expected),

@@ -125,7 +125,7 @@ fn guests_have_names_that_the_host_and_other_guests_resolve() {
     );
     // This namespace has no systemd-resolved (the host's /run is shared, so whether the host
     // runs one decides the line).
-    let host = check("host dns");
+    let host = check("host-dns");
     if std::path::Path::new("/run/systemd/resolve/io.systemd.Resolve").exists() {
         println!("host runs systemd-resolved: {host}");
     } else {

@@ -1,5 +1,5 @@
 //! The doctor's two lines about VM names: whether bangerd's DNS server answers on the bridge
-//! (`dns`), and whether the host's own resolver asks it (`host dns`). The daemon knows the
+//! (`dns`), and whether the host's own resolver asks it (`host-dns`). The daemon knows the
 //! first (it runs the server) and reports it as a [`DnsServing`]; the second depends on
 //! systemd-resolved, which banger configures itself, or on the user.
 
@@ -84,14 +84,14 @@ pub fn serving_check(serving: &DnsServing, domain: &str) -> Check {
     }
 }
 
-/// The `host dns` line: whether `NAME.DOMAIN` resolves on the host, and how to make it.
+/// The `host-dns` line: whether `NAME.DOMAIN` resolves on the host, and how to make it.
 pub fn host_resolver_check(
     resolver: &HostResolver,
     serving: &DnsServing,
     bridge: &str,
     domain: &str,
 ) -> Check {
-    const NAME: &str = "host dns";
+    const NAME: &str = "host-dns";
     let address = match serving {
         DnsServing::Serving { address, .. } => *address,
         DnsServing::Disabled => {
