@@ -258,3 +258,111 @@ fn a_taken_port_53_falls_back_and_guests_keep_the_hosts_resolvers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A daemon that is not root cannot have port 53: it serves on the fallback port and the
+/// doctor says why and how to ask it. Runs banger as `nobody` (with `setpriv`) in a namespace
+/// whose bridge is made by hand; no guest boots here.
+#[test]
+fn a_daemon_that_is_not_root_serves_on_the_fallback_port() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    const NOBODY: u32 = 65534;
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: root not available (the test makes a network namespace and a bridge)");
+        return;
+    }
+    if !support::netns::have("setpriv", "--version") {
+        println!("SKIP: setpriv not found");
+        return;
+    }
+    let Some(netns) = support::netns::Netns::create() else {
+        println!("SKIP: cannot create a network namespace");
+        return;
+    };
+    let ns = netns.0.clone();
+    ip_in(&ns, &["link", "add", "banger0", "type", "bridge"]);
+    ip_in(&ns, &["addr", "add", "172.30.0.1/24", "dev", "banger0"]);
+    ip_in(&ns, &["link", "set", "banger0", "up"]);
+
+    // A home `nobody` owns, with copies of the binaries it can run wherever the build is.
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path();
+    for dir in ["home", "config/banger", "state", "run"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(
+        root.join("config/banger/config.toml"),
+        "[web]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    for bin in [env!("CARGO_BIN_EXE_banger"), env!("CARGO_BIN_EXE_bangerd")] {
+        let to = root.join(std::path::Path::new(bin).file_name().unwrap());
+        std::fs::copy(bin, &to).unwrap();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let banger = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "setpriv"])
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+            ])
+            .arg(root.join("banger"))
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", root.join("home"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_STATE_HOME", root.join("state"))
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("BANGER_DAEMON_BIN", root.join("bangerd"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Stops the daemon whatever happens below, before the namespace goes.
+    struct Stop<'a>(&'a dyn Fn(&[&str]) -> String);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["daemon", "stop"]);
+        }
+    }
+    let _stop = Stop(&banger);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&banger(&["doctor", "-o", "json"])).expect("a doctor report");
+    let dns = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dns")
+        .unwrap()
+        .clone();
+    assert_eq!(dns["status"], "warn", "{dns}");
+    let detail = dns["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(
+            "listening on 172.30.0.1:5053, not port 53: port 53 needs root or \
+             CAP_NET_BIND_SERVICE, which bangerd does not have"
+        ),
+        "{detail}"
+    );
+    assert!(
+        dns["fix"]
+            .as_str()
+            .unwrap()
+            .contains("setcap cap_net_bind_service=+ep"),
+        "{dns}"
+    );
+    let fallback: SocketAddr = "172.30.0.1:5053".parse().unwrap();
+    let nope = ask(&ns, fallback, "nope.vm.", RecordType::A, false);
+    assert_eq!(nope.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nope.metadata.authoritative);
+}
