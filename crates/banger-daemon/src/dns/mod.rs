@@ -121,7 +121,12 @@ impl Dns {
         }
         let net = &d.machines.net;
         let host = net.host_address;
-        let (udp, tcp, fallback) = match bind(host, 53, self.config.fallback_port) {
+        let Bound {
+            udp,
+            tcp,
+            fallback,
+            port_taken,
+        } = match bind(host, 53, self.config.fallback_port) {
             Ok(bound) => bound,
             Err(reason) => {
                 tracing::warn!(%reason, "not serving VM names");
@@ -175,13 +180,19 @@ impl Dns {
         tracing::info!(%address, domain = %self.config.domain, fallback = ?fallback, "serving VM names");
         state.server = Some(server);
         state.serving = DnsServing::Serving { address, fallback };
-        state.resolver = Some(link_host_resolver(
-            &*d.machines.runner,
-            net,
-            address,
-            &self.config.domain,
-            Path::new("/"),
-        ));
+        state.resolver = Some(if port_taken {
+            // Whatever holds port 53 there (another bangerd on the same bridge, a dnsmasq) may
+            // be what the host's resolver already asks: its settings are not banger's to change.
+            left_alone(Path::new("/"))
+        } else {
+            link_host_resolver(
+                &*d.machines.runner,
+                net,
+                address,
+                &self.config.domain,
+                Path::new("/"),
+            )
+        });
     }
 
     /// Stops serving and takes the bridge's per-link DNS away again (when banger set it).
@@ -245,6 +256,16 @@ pub fn serve_if_bridge_up(d: &Arc<Daemon>) {
     }
 }
 
+/// The host's resolver when banger does not touch it because port 53 on the bridge address
+/// belongs to another program.
+fn left_alone(root: &Path) -> HostResolver {
+    if resolved::resolved_running(root) {
+        HostResolver::ResolvedLeftAlone
+    } else {
+        HostResolver::NoResolved
+    }
+}
+
 /// Sets the bridge's per-link DNS when systemd-resolved runs under `root`.
 fn link_host_resolver(
     runner: &dyn CommandRunner,
@@ -288,19 +309,40 @@ fn clients(host: Ipv4Addr, prefix_len: u8) -> Vec<ipnet::IpNet> {
 
 /// UDP and TCP sockets on `host:port`, else on `host:fallback` with the reason `port` was not
 /// had; both protocols or neither.
-fn bind(
-    host: Ipv4Addr,
-    port: u16,
-    fallback: u16,
-) -> Result<(UdpSocket, TcpListener, Option<String>), String> {
-    let why = match bind_both(SocketAddr::from((host, port))) {
-        Ok((udp, tcp)) => return Ok((udp, tcp, None)),
-        Err(e) => refusal(host, port, &e),
+fn bind(host: Ipv4Addr, port: u16, fallback: u16) -> Result<Bound, String> {
+    let (why, taken) = match bind_both(SocketAddr::from((host, port))) {
+        Ok((udp, tcp)) => {
+            return Ok(Bound {
+                udp,
+                tcp,
+                fallback: None,
+                port_taken: false,
+            });
+        }
+        Err(e) => (
+            refusal(host, port, &e),
+            e.kind() == io::ErrorKind::AddrInUse,
+        ),
     };
     match bind_both(SocketAddr::from((host, fallback))) {
-        Ok((udp, tcp)) => Ok((udp, tcp, Some(why))),
+        Ok((udp, tcp)) => Ok(Bound {
+            udp,
+            tcp,
+            fallback: Some(why),
+            port_taken: taken,
+        }),
         Err(e) => Err(format!("{why}, and {}", refusal(host, fallback, &e))),
     }
+}
+
+/// What [`bind`] got.
+struct Bound {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    /// Why the preferred port was not had.
+    fallback: Option<String>,
+    /// Another program holds the preferred port on the bridge address.
+    port_taken: bool,
 }
 
 fn bind_both(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
@@ -376,11 +418,12 @@ mod tests {
             let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let (udp, tcp, why) = bind(Ipv4Addr::LOCALHOST, port, free).unwrap();
-        assert_eq!(udp.local_addr().unwrap().port(), free);
-        assert_eq!(tcp.local_addr().unwrap().port(), free);
+        let bound = bind(Ipv4Addr::LOCALHOST, port, free).unwrap();
+        assert_eq!(bound.udp.local_addr().unwrap().port(), free);
+        assert_eq!(bound.tcp.local_addr().unwrap().port(), free);
+        assert!(bound.port_taken);
         assert_eq!(
-            why.unwrap(),
+            bound.fallback.unwrap(),
             format!(
                 "127.0.0.1:{port} is in use by another program (see `sudo ss -lunpt 'sport = :{port}'`)"
             )
@@ -395,7 +438,7 @@ mod tests {
             a.local_addr().unwrap().port(),
             b.local_addr().unwrap().port(),
         );
-        let err = bind(Ipv4Addr::LOCALHOST, pa, pb).unwrap_err();
+        let err = bind(Ipv4Addr::LOCALHOST, pa, pb).err().unwrap();
         assert!(err.contains(&format!("127.0.0.1:{pa} is in use")), "{err}");
         assert!(err.contains(&format!("127.0.0.1:{pb} is in use")), "{err}");
         // The UDP half of the fallback, bound before TCP failed, was let go.
@@ -521,6 +564,13 @@ mod tests {
                 "resolvectl dns banger0 172.30.0.1",
                 "resolvectl domain banger0 '~vm'"
             ]
+        );
+
+        // Port 53 held by another program: its settings stay as they are, no command runs.
+        assert_eq!(left_alone(root.path()), HostResolver::ResolvedLeftAlone);
+        assert_eq!(
+            left_alone(tempfile::tempdir().unwrap().path()),
+            HostResolver::NoResolved
         );
 
         let failing = FakeRunner::new().fail_nth(

@@ -33,6 +33,9 @@ pub enum HostResolver {
     ResolvedFailed(String),
     /// systemd-resolved runs; the bridge is not up yet, so nothing is set.
     ResolvedPending,
+    /// systemd-resolved runs, but another program holds port 53 on the bridge address, so
+    /// banger leaves the bridge's DNS settings to whoever set them.
+    ResolvedLeftAlone,
     /// No systemd-resolved on this host.
     NoResolved,
 }
@@ -130,6 +133,18 @@ pub fn host_resolver_check(
             NAME,
             format!(
                 "systemd-resolved runs; banger routes *.{domain} to {server} when the bridge is up"
+            ),
+        ),
+        HostResolver::ResolvedLeftAlone => Check::warn(
+            NAME,
+            format!(
+                "systemd-resolved runs, but another program holds port 53 on {}, so banger \
+                 leaves {bridge}'s DNS settings alone",
+                address.ip()
+            ),
+            format!(
+                "to send *.{domain} to bangerd instead: sudo resolvectl dns {bridge} {server} && \
+                 sudo resolvectl domain {bridge} ~{domain}"
             ),
         ),
         HostResolver::ResolvedFailed(error) => Check::warn(
@@ -248,6 +263,24 @@ mod tests {
         let fix = c.fix.unwrap();
         assert!(!fix.contains("resolv.conf"), "{fix}");
         assert!(fix.contains("server=/vm/172.30.0.1#5053"), "{fix}");
+    }
+
+    #[test]
+    fn a_taken_port_leaves_resolved_alone_and_says_how_to_override() {
+        let c = host_resolver_check(
+            &HostResolver::ResolvedLeftAlone,
+            &serving(5053, Some("in use")),
+            "banger0",
+            "vm",
+        );
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert!(
+            c.detail
+                .contains("another program holds port 53 on 172.30.0.1")
+        );
+        assert!(c.fix.unwrap().ends_with(
+            "sudo resolvectl dns banger0 172.30.0.1:5053 && sudo resolvectl domain banger0 ~vm"
+        ));
     }
 
     #[test]
