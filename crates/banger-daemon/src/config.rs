@@ -36,6 +36,34 @@ pub struct Config {
     pub spare_vmm: bool,
     pub defaults: VmDefaults,
     pub web: WebConfig,
+    pub dns: DnsConfig,
+}
+
+/// `[dns]`: the names bangerd answers for its VMs on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Whether bangerd serves VM names at all.
+    pub enabled: bool,
+    /// VMs are `NAME.<domain>`; lower-case DNS labels separated by dots.
+    pub domain: String,
+    /// The port on the bridge address bangerd serves on when it cannot have 53 (not root
+    /// and without CAP_NET_BIND_SERVICE, or 53 taken).
+    pub fallback_port: u16,
+}
+
+/// The domain VM names live in unless configured otherwise.
+pub const DEFAULT_DNS_DOMAIN: &str = "vm";
+/// The port bangerd falls back to when it cannot serve on 53.
+pub const DEFAULT_DNS_FALLBACK_PORT: u16 = 5053;
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            domain: DEFAULT_DNS_DOMAIN.into(),
+            fallback_port: DEFAULT_DNS_FALLBACK_PORT,
+        }
+    }
 }
 
 /// The most ready-made disks a config may ask to keep of each kind.
@@ -100,6 +128,7 @@ impl Default for Config {
                 ready_timeout: Duration::from_secs(120),
             },
             web: WebConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -131,6 +160,15 @@ struct RawConfig {
     spare_vmm: Option<bool>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
+    dns: Option<RawDns>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    fallback_port: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,8 +335,52 @@ impl Config {
         if let Some(w) = raw.web {
             config.web = web(w).map_err(invalid)?;
         }
+        if let Some(d) = raw.dns {
+            config.dns = dns(d).map_err(invalid)?;
+        }
         Ok(config)
     }
+}
+
+/// Checks `[dns]`: the domain must be a DNS name banger can own (not a reverse-lookup
+/// domain), the fallback port a real one other than 53.
+fn dns(raw: RawDns) -> Result<DnsConfig, String> {
+    let mut dns = DnsConfig::default();
+    if let Some(enabled) = raw.enabled {
+        dns.enabled = enabled;
+    }
+    if let Some(domain) = raw.domain {
+        let d = domain.trim().trim_end_matches('.').to_owned();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if d.is_empty() || d.len() > 200 || !d.split('.').all(label_ok) {
+            return Err(format!(
+                "`dns.domain`: {domain:?} is not a domain; use lower-case labels of a-z, 0-9 \
+                 and '-' separated by dots, e.g. \"{DEFAULT_DNS_DOMAIN}\" or \"vm.internal\""
+            ));
+        }
+        if d == "arpa" || d.ends_with(".arpa") {
+            return Err(format!(
+                "`dns.domain`: {domain:?} is a reverse-lookup domain; choose another, e.g. \"{DEFAULT_DNS_DOMAIN}\""
+            ));
+        }
+        dns.domain = d;
+    }
+    if let Some(port) = raw.fallback_port {
+        dns.fallback_port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0 && *p != 53)
+            .ok_or_else(|| {
+                format!("`dns.fallback_port`: {port} is not a port from 1 to 65535 other than 53")
+            })?;
+    }
+    Ok(dns)
 }
 
 /// Checks `[web]`. A console reachable from other machines is refused unless the user opted
@@ -560,11 +642,12 @@ mod tests {
             ("", fields_of::<RawConfig>()),
             ("defaults", fields_of::<RawDefaults>()),
             ("web", fields_of::<RawWeb>()),
+            ("dns", fields_of::<RawDns>()),
         ] {
             assert!(!fields.is_empty(), "no fields read for [{name}]");
             let text = table(name);
             for field in fields {
-                if name.is_empty() && ["defaults", "web"].contains(&field) {
+                if name.is_empty() && ["defaults", "web", "dns"].contains(&field) {
                     continue;
                 }
                 assert!(
@@ -593,5 +676,43 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         Config::parse(&uncommented, Path::new("docs/configuration.md")).unwrap();
+    }
+
+    #[test]
+    fn dns_defaults_and_keys() {
+        assert_eq!(parse("").unwrap().dns, DnsConfig::default());
+        assert_eq!(DnsConfig::default().domain, "vm");
+        let dns =
+            parse("[dns]\nenabled = false\ndomain = \"vm.internal.\"\nfallback_port = 1053\n")
+                .unwrap()
+                .dns;
+        assert_eq!(
+            dns,
+            DnsConfig {
+                enabled: false,
+                domain: "vm.internal".into(),
+                fallback_port: 1053
+            }
+        );
+    }
+
+    #[test]
+    fn dns_mistakes_name_the_key() {
+        for (text, needle) in [
+            (
+                "[dns]\ndomain = \"VM\"",
+                "`dns.domain`: \"VM\" is not a domain",
+            ),
+            ("[dns]\ndomain = \"a..b\"", "is not a domain"),
+            ("[dns]\ndomain = \"\"", "is not a domain"),
+            ("[dns]\ndomain = \"-x\"", "is not a domain"),
+            ("[dns]\ndomain = \"in-addr.arpa\"", "reverse-lookup"),
+            ("[dns]\nfallback_port = 53", "`dns.fallback_port`: 53"),
+            ("[dns]\nfallback_port = 70000", "`dns.fallback_port`: 70000"),
+            ("[dns]\nport = 53", "unknown field `port`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use banger_api::{DoctorCheck, DoctorCheckStatus, DoctorReport};
-use banger_host::doctor::{Check, CheckStatus, Doctor};
+use banger_host::doctor::{Check, CheckStatus, Doctor, dns};
 use banger_host::network::NetConfig;
 use banger_host::runner::RealRunner;
 use banger_vmm::Availability;
@@ -25,7 +25,16 @@ pub fn report(d: &Daemon) -> DoctorReport {
         &runner,
         banger_host::probe_kvm(Path::new("/")),
     );
-    let checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run(backends.checks());
+    let bridge = net.bridge.clone();
+    let mut checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run(backends.checks());
+    let serving = d.dns.serving();
+    checks.push(dns::serving_check(&serving, d.dns.domain()));
+    checks.push(dns::host_resolver_check(
+        &d.dns.host_resolver(),
+        &serving,
+        &bridge,
+        d.dns.domain(),
+    ));
     DoctorReport {
         checks: checks.into_iter().map(to_wire).collect(),
     }

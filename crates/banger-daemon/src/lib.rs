@@ -9,6 +9,7 @@
 pub mod api;
 pub mod capacity;
 pub mod config;
+pub mod dns;
 pub mod doctor;
 mod guest_api;
 pub mod host;
@@ -49,6 +50,8 @@ pub struct Daemon {
     pub spare: machine::spare::SpareVmm,
     pub build_id: String,
     pub web: web::Console,
+    /// VM names on the bridge.
+    pub dns: dns::Dns,
     started_at: Timestamp,
     started: Instant,
     shutdown: tokio::sync::watch::Sender<bool>,

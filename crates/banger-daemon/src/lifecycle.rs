@@ -170,6 +170,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     } else {
         SpareVmm::disabled()
     };
+    let dns = crate::dns::Dns::new(&config.dns, tokio::runtime::Handle::current());
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let daemon = Arc::new(Daemon {
         paths,
@@ -183,6 +184,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         spare,
         build_id,
         web: console,
+        dns,
         started_at: Timestamp::now(),
         started: Instant::now(),
         shutdown,
@@ -201,6 +203,11 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     }
     // After reconcile, which ends a previous daemon's spare like any VMM no record owns.
     daemon.spare.start();
+    // A bridge a previous daemon brought up gets its names at once, not at the next start.
+    let d = daemon.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || crate::dns::serve_if_bridge_up(&d)).await {
+        tracing::error!(error = %e, "starting the DNS server panicked");
+    }
 
     let web_task = web_listener.map(|listener| web::serve(daemon.clone(), listener));
     let router = api::router(daemon.clone());
@@ -245,6 +252,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
             pool.spare.stop();
             // The VMs keep running; their published ports wait for the next daemon.
             pool.machines.forwards.close_all();
+            pool.dns.stop(&*pool.machines.runner, &pool.machines.net);
         })
         .await
         {

@@ -174,6 +174,9 @@ fn make_files(d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path) -> Resu
             image,
             image_dir: &d.paths.image_dir(&image.id),
             authorized_key: &key,
+            resolver: d
+                .dns
+                .guest_resolver(d.machines.net.host_address, disks::host_dns),
         },
         vm,
         dir,

@@ -876,6 +876,8 @@ async fn doctor_reports_every_check_with_a_fix_for_each_problem() {
         "disk",
         "e2fsprogs",
         "openssh",
+        "dns",
+        "host-dns",
     ] {
         assert!(
             names.contains(&expected),

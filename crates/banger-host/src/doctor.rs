@@ -19,6 +19,8 @@ use crate::disk::{DiskError, FsUsage, filesystem_usage};
 use crate::network::{self, NetConfig, Privilege};
 use crate::runner::{CommandRunner, CommandSpec, RunError};
 
+pub mod dns;
+
 const GIB: u64 = 1 << 30;
 /// Below this much free space in the state directory a check warns...
 const DISK_WARN_BYTES: u64 = 5 * GIB;

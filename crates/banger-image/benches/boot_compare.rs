@@ -400,6 +400,7 @@ fn vm_disks(
             prefix_len: 24,
             gateway: Some("10.0.2.2".parse().unwrap()),
             dns: vec!["10.0.2.3".parse().unwrap()],
+            search: Vec::new(),
             mac: Some("52:54:00:12:34:56".to_owned()),
         },
         authorized_keys: host_key.public_key.clone(),

@@ -90,6 +90,10 @@ pub struct GuestNetwork {
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// Search domains for the guest's `/etc/resolv.conf` (banger's VM domain when the guest
+    /// asks bangerd). Only resolv.conf carries them: the network file stays readable by an
+    /// init that predates them.
+    pub search: Vec<String>,
     /// The MAC of the NIC to configure, `aa:bb:cc:dd:ee:ff`; `None`: the first Ethernet NIC.
     pub mac: Option<String>,
 }
@@ -119,6 +123,14 @@ impl GuestNetwork {
                 "network prefix length {} is not between 1 and 32",
                 self.prefix_len
             )));
+        }
+        if let Some(bad) = self.search.iter().find(|d| {
+            d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }) {
+            return Err(VmDiskError::Invalid(format!("search domain {bad:?}")));
         }
         if let Some(mac) = &self.mac {
             let ok = mac.split(':').count() == 6
@@ -180,12 +192,15 @@ impl VmFiles {
         let mut hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         let _ = writeln!(hosts, "{}\t{}", self.network.address, self.hostname);
-        let resolv: String = self
+        let mut resolv: String = self
             .network
             .dns
             .iter()
             .map(|d| format!("nameserver {d}\n"))
             .collect();
+        if !self.network.search.is_empty() {
+            let _ = writeln!(resolv, "search {}", self.network.search.join(" "));
+        }
         let mut files = vec![
             file("etc/hostname", 0o644, format!("{}\n", self.hostname)),
             file("etc/hosts", 0o644, hosts),
@@ -599,6 +614,7 @@ mod tests {
                 prefix_len: 24,
                 gateway: Some(Ipv4Addr::new(172, 30, 0, 1)),
                 dns: vec![Ipv4Addr::new(172, 30, 0, 1)],
+                search: vec!["vm".to_owned()],
                 mac: Some("52:54:00:AB:CD:EF".to_owned()),
             },
             authorized_keys: "ssh-ed25519 AAAAC3Nza... user@host".to_owned(),
@@ -695,6 +711,8 @@ mod tests {
             Box::new(|f| f.hostname = "-dash".into()),
             Box::new(|f| f.network.prefix_len = 33),
             Box::new(|f| f.network.mac = Some("52:54:00".into())),
+            Box::new(|f| f.network.search = vec!["vm\nnameserver 6.6.6.6".into()]),
+            Box::new(|f| f.network.search = vec![String::new()]),
             Box::new(|f| f.ssh_host_key.algorithm = "../x".into()),
             Box::new(|f| f.extra[0].path = "../../etc/passwd".into()),
             Box::new(|f| f.extra[0].path = "/etc/passwd".into()),
@@ -731,7 +749,7 @@ mod tests {
         assert!(debugfs(&disk, "cat /upper/etc/hosts").contains("172.30.0.5\tdev\n"));
         assert_eq!(
             debugfs(&disk, "cat /upper/etc/resolv.conf"),
-            "nameserver 172.30.0.1\n"
+            "nameserver 172.30.0.1\nsearch vm\n"
         );
         assert_eq!(
             debugfs(&disk, &format!("cat /upper/{NETWORK_FILE}")),
@@ -1022,6 +1040,45 @@ mod tests {
         );
         assert_eq!(fake.calls_matching(Matcher::program("debugfs")).len(), 1);
         assert!(!disk.exists());
+    }
+
+    /// The guest's resolver rides on the config drive as its `etc/resolv.conf`, which every init
+    /// that reads a drive copies: a drive with a search domain and one written before search
+    /// domains existed both come out of the init's parser with a network file it accepts.
+    #[test]
+    fn config_drive_round_trip_with_and_without_a_search_domain() {
+        use banger_init::config_drive::{self as cd, Entry};
+        let file = |entries: &[Entry], wanted: &str| -> String {
+            entries
+                .iter()
+                .find_map(|e| match e {
+                    Entry::File { path, data, .. } if path == wanted => {
+                        Some(String::from_utf8(data.clone()).unwrap())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{wanted} is not on the drive"))
+        };
+        let with = cd::parse(&config_drive(&files()).unwrap()).unwrap();
+        assert_eq!(
+            file(&with, "etc/resolv.conf"),
+            "nameserver 172.30.0.1\nsearch vm\n"
+        );
+        let net = banger_init::netconf::parse(&file(&with, NETWORK_FILE)).unwrap();
+        assert_eq!(net.dns, [Ipv4Addr::new(172, 30, 0, 1)]);
+
+        let mut old = files();
+        old.network.search.clear();
+        old.network.dns = vec![Ipv4Addr::new(10, 0, 0, 53)];
+        let without = cd::parse(&config_drive(&old).unwrap()).unwrap();
+        assert_eq!(file(&without, "etc/resolv.conf"), "nameserver 10.0.0.53\n");
+        // Byte for byte what banger wrote before search domains: the same network file.
+        assert_eq!(
+            file(&without, NETWORK_FILE),
+            "# Written by banger when this VM was created; banger's /init applies it.\n\
+             address=172.30.0.5/24\ngateway=172.30.0.1\ndns=10.0.0.53\nmac=52:54:00:ab:cd:ef\n"
+        );
+        banger_init::netconf::parse(&file(&without, NETWORK_FILE)).unwrap();
     }
 
     /// The files this module writes are the files banger's guest init reads.

@@ -243,6 +243,7 @@ fn debian_cloud_kernel_boots_to_the_image_init_under_qemu_tcg() {
             prefix_len: 24,
             gateway: Some("172.30.99.1".parse().unwrap()),
             dns: vec!["172.30.99.1".parse().unwrap()],
+            search: Vec::new(),
             mac: Some("52:54:00:99:00:07".to_owned()),
         },
         authorized_keys: "ssh-ed25519 AAAAtest test@host".to_owned(),

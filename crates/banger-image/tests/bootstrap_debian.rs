@@ -185,6 +185,7 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
             prefix_len: 24,
             gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            search: Vec::new(),
             mac: Some("52:54:00:12:34:56".to_owned()),
         },
         authorized_keys: client_pub,

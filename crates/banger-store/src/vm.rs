@@ -250,6 +250,22 @@ impl Store {
         port_owner(&self.conn(), host_port)
     }
 
+    /// The address of the VM called `name` (not an id): one row through the name's unique
+    /// index, for the DNS server, which asks at every question.
+    pub fn vm_ip_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT ip FROM vms WHERE name = ?1")?;
+        Ok(stmt.query_row([name], |row| row.get(0)).optional()?)
+    }
+
+    /// The name of the VM holding address `ip`, through the address's unique index (reverse
+    /// DNS).
+    pub fn vm_name_by_ip(&self, ip: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT name FROM vms WHERE ip = ?1")?;
+        Ok(stmt.query_row([ip], |row| row.get(0)).optional()?)
+    }
+
     /// Changes the given resources of the VM with `id` and returns it as stored.
     pub fn update_vm_resources(&self, id: &str, change: &VmResources) -> Result<Vm, StoreError> {
         let work_disk_bytes = change

@@ -917,3 +917,27 @@ fn a_host_port_another_vm_publishes_is_refused_naming_it() {
             .is_empty()
     );
 }
+
+/// What the DNS server asks at every question: a name's address and an address's name, and
+/// nothing once the VM is deleted. An id is not a name.
+#[test]
+fn names_and_addresses_for_dns() {
+    let store = store_with_image();
+    let vm = store
+        .create_vm(&new_vm(Some("dev"), "img1"), &pool("172.30.0.0/24"))
+        .unwrap();
+    assert_eq!(
+        store.vm_ip_by_name("dev").unwrap(),
+        Some(vm.network.ip.clone())
+    );
+    assert_eq!(
+        store.vm_name_by_ip(&vm.network.ip).unwrap().as_deref(),
+        Some("dev")
+    );
+    assert_eq!(store.vm_ip_by_name(&vm.id).unwrap(), None);
+    assert_eq!(store.vm_ip_by_name("other").unwrap(), None);
+    assert_eq!(store.vm_name_by_ip("172.30.0.200").unwrap(), None);
+    store.delete_vm(&vm.id).unwrap();
+    assert_eq!(store.vm_ip_by_name("dev").unwrap(), None);
+    assert_eq!(store.vm_name_by_ip(&vm.network.ip).unwrap(), None);
+}

@@ -105,7 +105,7 @@ fn make_banger_key(dir: &Path, path: &Path) -> Result<(), ApiError> {
 
 /// The host's DNS servers a guest can reach: `/etc/resolv.conf`'s nameservers, without
 /// loopback ones (a local resolver on the host is not the guest's).
-fn host_dns() -> Vec<Ipv4Addr> {
+pub fn host_dns() -> Vec<Ipv4Addr> {
     fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()
@@ -136,6 +136,8 @@ pub struct VmFileSources<'a> {
     pub image_dir: &'a Path,
     /// banger's public key, for root's `authorized_keys`.
     pub authorized_key: &'a str,
+    /// The nameservers and search domain of the VM's `/etc/resolv.conf`.
+    pub resolver: crate::dns::GuestResolver,
 }
 
 /// Makes everything in `dir` (which exists and is empty) that VM `vm` needs: its overlay and
@@ -182,7 +184,8 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
             address,
             prefix_len: vm.network.prefix_len,
             gateway: Some(gateway),
-            dns: host_dns(),
+            dns: src.resolver.nameservers.clone(),
+            search: src.resolver.search.clone(),
             mac: Some(vm.network.mac.clone()),
         },
         authorized_keys: src.authorized_key.to_owned(),

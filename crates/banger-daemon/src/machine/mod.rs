@@ -448,6 +448,8 @@ fn launch(
             return Err(message);
         }
         network_up = true;
+        // The bridge is up now: its names with it (at once when already served).
+        d.dns.bridge_up(d);
         if let Err(e) = cx.check_cancelled() {
             let message = e.message.clone();
             network_error = Some(e);

@@ -21,6 +21,7 @@ mod link;
 mod netlink;
 pub mod netns;
 mod nft;
+pub mod resolved;
 mod tun;
 
 pub use forwarding::IP_FORWARD;

@@ -22,7 +22,10 @@ pub struct Netns(pub String);
 
 impl Netns {
     pub fn create() -> Option<Netns> {
-        let name = format!("banger-test-e2e-{}", std::process::id());
+        // Tests of one binary run in parallel: each gets its own namespace.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("banger-test-e2e-{}-{n}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
