@@ -481,6 +481,11 @@ pub struct ImageManifest {
     pub packages: Vec<Package>,
     #[serde(default)]
     pub services: Vec<ServiceCheck>,
+    /// Guest ports every VM of the image publishes on the host's loopback unless its create
+    /// publishes that guest port itself: on the same host port when it is free, otherwise on
+    /// the first free one from 49152.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<u16>,
     /// What the image's init understands beyond the basics, as banger's initramfs lists it
     /// (`config-drive`: a VM's own files may come on a config drive, which makes creating a
     /// VM much faster). Empty for an initrd banger did not make.
@@ -517,6 +522,9 @@ pub struct RegisterImageRequest {
     pub initrd: Option<String>,
     /// An ext4 filesystem image.
     pub rootfs: String,
+    /// Guest ports the image's VMs publish by default (see `ImageManifest::publish`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<i64>,
 }
 
 /// `POST /v1/images/bootstrap`: build an image from distribution packages.

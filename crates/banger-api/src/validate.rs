@@ -307,9 +307,50 @@ pub fn published_ports(
     Ok(ports)
 }
 
+/// The guest ports an image publishes by default: each 1 to 65535, none twice.
+pub fn image_ports(ports: &[i64]) -> Result<Vec<u16>, ApiError> {
+    let mut out: Vec<u16> = Vec::with_capacity(ports.len());
+    for &port in ports {
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                ApiError::invalid(format!("guest port {port} is not a port"))
+                    .with_hint("a guest port is a number from 1 to 65535")
+            })?;
+        if out.contains(&port) {
+            return Err(
+                ApiError::invalid(format!("guest port {port} is given twice"))
+                    .with_hint("give each --publish a different guest port"),
+            );
+        }
+        out.push(port);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_ports_are_ports_once_each() {
+        assert_eq!(image_ports(&[4096, 22]).unwrap(), [4096, 22]);
+        assert!(
+            image_ports(&[0])
+                .unwrap_err()
+                .message
+                .contains("guest port 0")
+        );
+        assert!(image_ports(&[70000]).unwrap_err().message.contains("70000"));
+        assert!(image_ports(&[-1]).is_err());
+        assert!(
+            image_ports(&[80, 80])
+                .unwrap_err()
+                .message
+                .contains("twice")
+        );
+    }
 
     #[test]
     fn bootstrap_inputs() {

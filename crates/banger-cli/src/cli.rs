@@ -552,6 +552,11 @@ pub struct RegisterArgs {
     /// ext4 filesystem image of the root filesystem
     #[arg(long, value_name = "FILE")]
     pub rootfs: PathBuf,
+
+    /// A guest port every VM of the image publishes on the host's loopback (repeatable): on the
+    /// same host port when free, otherwise on the first free one from 49152
+    #[arg(long, value_name = "GUESTPORT", allow_negative_numbers = true)]
+    pub publish: Vec<i64>,
 }
 
 /// `banger image export`.

@@ -32,6 +32,10 @@ pub fn register_request(args: &RegisterArgs) -> Result<RegisterImageRequest, Api
             .map(|p| boot_file("initrd", p))
             .transpose()?,
         rootfs: boot_file("rootfs", &args.rootfs)?,
+        publish: {
+            banger_api::validate::image_ports(&args.publish)?;
+            args.publish.clone()
+        },
     })
 }
 

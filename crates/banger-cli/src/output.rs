@@ -286,6 +286,10 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
     if !m.packages.is_empty() {
         kv = kv.add("packages", m.packages.len());
     }
+    if !m.publish.is_empty() {
+        let ports: Vec<String> = m.publish.iter().map(u16::to_string).collect();
+        kv = kv.add("publishes", format!("guest ports {}", ports.join(", ")));
+    }
     if !m.services.is_empty() {
         let services: Vec<String> = m
             .services
@@ -667,6 +671,7 @@ pub(crate) mod tests {
                 rootfs: image_file(&format!("{dir}/rootfs.ext4"), 2 * GIB, 700 * MIB),
             },
             manifest: ImageManifest {
+                publish: Vec::new(),
                 name: name.into(),
                 distro: None,
                 suite: None,

@@ -150,6 +150,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     let client = Client::new(running.socket());
     let op = client
         .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
             name: "tiny".into(),
             kernel: kernel.display().to_string(),
             initrd: Some(initrd.display().to_string()),

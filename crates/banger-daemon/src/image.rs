@@ -42,7 +42,9 @@ pub fn check_register(
     req: &RegisterImageRequest,
 ) -> Result<register::CheckedSources, ApiError> {
     check_new_name(d, &req.name)?;
+    let publish = banger_api::validate::image_ports(&req.publish)?;
     let mut sources = register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)?;
+    sources.publish = publish;
     sources.services = register::services_in_rootfs(&RealRunner, &sources.rootfs);
     Ok(sources)
 }

@@ -271,6 +271,70 @@ fn check_unowned(d: &Daemon, ports: &[PublishedPort]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Where a VM publishes the guest ports its image declares ([`ImageManifest::publish`]) that
+/// `requested` does not publish already: each on the same host port when no VM owns it and it
+/// can be bound now, otherwise on the first such port from [`FIRST_SPARE_PORT`], on loopback.
+///
+/// [`ImageManifest::publish`]: banger_api::ImageManifest::publish
+pub fn image_defaults(
+    d: &Daemon,
+    image: &banger_api::Image,
+    requested: &[PublishedPort],
+) -> Result<Vec<PublishedPort>, ApiError> {
+    let owned = |port: u16| d.store.port_owner(port).map(|owner| owner.is_some());
+    choose_defaults(&image.manifest.publish, requested, owned, |port| {
+        bind(&loopback(port, 0)).is_ok()
+    })
+}
+
+/// The first host port [`image_defaults`] tries after the guest port's own.
+pub const FIRST_SPARE_PORT: u16 = 49152;
+
+fn loopback(host_port: u16, guest_port: u16) -> PublishedPort {
+    PublishedPort {
+        address: std::net::Ipv4Addr::LOCALHOST.to_string(),
+        host_port,
+        guest_port,
+    }
+}
+
+/// [`image_defaults`] with the store and the host as functions: `owned(port)` says a VM
+/// publishes it, `bindable(port)` that nothing holds it.
+fn choose_defaults(
+    wanted: &[u16],
+    requested: &[PublishedPort],
+    owned: impl Fn(u16) -> Result<bool, banger_store::StoreError>,
+    bindable: impl Fn(u16) -> bool,
+) -> Result<Vec<PublishedPort>, ApiError> {
+    let mut chosen: Vec<PublishedPort> = Vec::new();
+    for &guest in wanted {
+        if requested.iter().any(|p| p.guest_port == guest) {
+            continue;
+        }
+        let taken = |port: u16, chosen: &[PublishedPort]| -> Result<bool, ApiError> {
+            Ok(requested.iter().chain(chosen).any(|p| p.host_port == port)
+                || owned(port)?
+                || !bindable(port))
+        };
+        let mut host = None;
+        for port in std::iter::once(guest).chain(FIRST_SPARE_PORT..=u16::MAX) {
+            if !taken(port, &chosen)? {
+                host = Some(port);
+                break;
+            }
+        }
+        let host = host.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Exhausted,
+                format!("no free host port to publish the image's guest port {guest} on"),
+            )
+            .with_hint("publish it yourself with --publish HOSTPORT:GUESTPORT")
+        })?;
+        chosen.push(loopback(host, guest));
+    }
+    Ok(chosen)
+}
+
 /// What `vm create` publishes: validated, owned by no VM, bindable now.
 pub fn check_new(
     d: &Daemon,
@@ -505,6 +569,33 @@ mod tests {
         assert_eq!(forwards.open_ports("vm1"), vec![b]);
         forwards.close("vm1");
         assert!(bindable(b));
+    }
+
+    #[test]
+    fn an_images_ports_go_on_their_own_number_or_the_first_free_spare() {
+        let none = |_: u16| Ok(false);
+        let all = |_: u16| true;
+        // Free: the guest port's own number.
+        let chosen = choose_defaults(&[4096], &[], none, all).unwrap();
+        assert_eq!(chosen, [loopback(4096, 4096)]);
+        // Owned by a VM, or held by a program: the first free spare.
+        let chosen = choose_defaults(&[4096], &[], |p| Ok(p == 4096), all).unwrap();
+        assert_eq!(chosen, [loopback(FIRST_SPARE_PORT, 4096)]);
+        let chosen = choose_defaults(&[4096, 80], &[], none, |p| p != 4096 && p != 80).unwrap();
+        assert_eq!(
+            chosen,
+            [
+                loopback(FIRST_SPARE_PORT, 4096),
+                loopback(FIRST_SPARE_PORT + 1, 80)
+            ]
+        );
+        // A guest port the create publishes itself is left alone; its host port is not reused.
+        let requested = [forward(49152, 4096), forward(80, 8080)];
+        let chosen = choose_defaults(&[4096, 80], &requested, none, |p| p != 80).unwrap();
+        assert_eq!(chosen, [loopback(FIRST_SPARE_PORT + 1, 80)]);
+        // Nothing free at all.
+        let err = choose_defaults(&[4096], &[], none, |_| false).unwrap_err();
+        assert!(err.message.contains("guest port 4096"), "{}", err.message);
     }
 
     #[test]

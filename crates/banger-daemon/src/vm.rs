@@ -111,7 +111,7 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
         Some(b) => validate::disk_bytes("work disk", b, validate::MIN_WORK_DISK_BYTES)?,
         None => defaults.work_disk_bytes,
     };
-    let published_ports = crate::ports::check_new(d, &req.publish)?;
+    let mut published_ports = crate::ports::check_new(d, &req.publish)?;
     let image_name = req.image.as_deref().unwrap_or(&d.config.default_image);
     let image = d.store.find_image(image_name)?.ok_or_else(|| {
         let mut e = ApiError::invalid(format!("unknown image {image_name:?}"));
@@ -125,6 +125,9 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
         });
         e
     })?;
+    // The ports the image publishes by default, where the request did not publish them.
+    let defaults = crate::ports::image_defaults(d, &image, &published_ports)?;
+    published_ports.extend(defaults);
     // A VM that starts now on Firecracker is named after the spare Firecracker it will take
     // over, so the process's command line names it.
     let vmm = req.vmm.unwrap_or(d.config.vmm);

@@ -189,6 +189,7 @@ async fn image_registration_copies_and_records() {
     let op = h
         .client
         .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
             name: "base".into(),
             kernel: kernel.display().to_string(),
             initrd: None,
@@ -270,6 +271,7 @@ async fn registration_refuses_bad_files_before_starting() {
         let err = h
             .client
             .register_image(&RegisterImageRequest {
+                publish: Vec::new(),
                 name: name.into(),
                 kernel,
                 initrd: None,
@@ -287,6 +289,7 @@ async fn registration_refuses_bad_files_before_starting() {
     let err = h
         .client
         .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
             name: "base".into(),
             kernel: k,
             initrd: None,
@@ -1270,5 +1273,75 @@ async fn published_ports_of_a_stopped_vm_are_recorded_checked_and_removed() {
         (status, &error["code"]),
         (404, &serde_json::json!("not_found"))
     );
+    h.stop().await;
+}
+
+/// An image's ports: every VM of it publishes them on loopback, each on its own number when
+/// free and on a spare port otherwise, unless the create publishes the guest port itself; a bad
+/// port is refused before anything is copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_images_ports_are_published_by_its_vms() {
+    let mut h = Harness::start().await;
+    let (kernel, rootfs, initrd) = h.boot_files();
+    let request = |publish: Vec<i64>| RegisterImageRequest {
+        publish,
+        name: "web".into(),
+        kernel: kernel.display().to_string(),
+        initrd: Some(initrd.display().to_string()),
+        rootfs: rootfs.display().to_string(),
+    };
+    let err = h
+        .client
+        .register_image(&request(vec![0]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("guest port 0"), "{err}");
+    // A guest port whose own number is held on this host, so the spare is used.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = i64::from(holder.local_addr().unwrap().port());
+    let op = h.client.register_image(&request(vec![held])).await.unwrap();
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    let image = h.client.get_image("web").await.unwrap();
+    assert_eq!(image.manifest.publish, [held as u16]);
+
+    let a = h.create("a", "web").await;
+    let b = h.create("b", "web").await;
+    let host_of = |vm: &banger_api::Vm| {
+        assert_eq!(vm.published_ports.len(), 1, "{vm:?}");
+        assert_eq!(vm.published_ports[0].guest_port, held as u16);
+        assert_eq!(vm.published_ports[0].address, "127.0.0.1");
+        vm.published_ports[0].host_port
+    };
+    let (ha, hb) = (host_of(&a), host_of(&b));
+    assert!(ha >= 49152 && hb >= 49152 && ha != hb, "{ha} {hb}");
+
+    // A create that publishes the guest port itself decides alone.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("c".into()),
+            image: Some("web".into()),
+            vcpus: Some(1),
+            memory_mib: Some(256),
+            start: Some(false),
+            publish: vec![banger_api::PublishPortRequest {
+                address: None,
+                host_port: i64::from(free),
+                guest_port: held,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .vm;
+    assert_eq!(c.published_ports.len(), 1, "{c:?}");
+    assert_eq!(c.published_ports[0].host_port, free);
+    drop(holder);
     h.stop().await;
 }

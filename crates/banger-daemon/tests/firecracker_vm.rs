@@ -134,6 +134,7 @@ async fn lifecycle(firecracker: &Path) {
     let client = Client::new(daemon.socket());
     let op = client
         .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
             name: "tiny".into(),
             kernel: kernel.display().to_string(),
             initrd: None,

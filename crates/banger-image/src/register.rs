@@ -41,6 +41,8 @@ pub struct CheckedSources {
     pub kernel_version: Option<String>,
     /// What the root's init keeps running that a start waits for ([`services_in_rootfs`]).
     pub services: Vec<ServiceCheck>,
+    /// Guest ports the image's VMs publish by default.
+    pub publish: Vec<u16>,
 }
 
 /// Checks the files a user hands to `image register`: absolute paths, the kernel an ELF
@@ -75,6 +77,7 @@ pub fn check_sources(
         rootfs,
         kernel_version: info.version,
         services: Vec::new(),
+        publish: Vec::new(),
     })
 }
 
@@ -212,6 +215,7 @@ fn install_into(
         kernel_version: sources.kernel_version.clone(),
         packages: Vec::new(),
         services: sources.services.clone(),
+        publish: sources.publish.clone(),
         // Read from the initrd: an image registered with an initrd banger made gets the same
         // fast VM creation as a bootstrapped one.
         init_features: match &sources.initrd {
@@ -301,6 +305,7 @@ mod tests {
             rootfs: dir.join("r"),
             kernel_version: Some("6.1.0-test".into()),
             services: Vec::new(),
+            publish: vec![4096],
         }
     }
 

@@ -31,6 +31,7 @@ fn image(id: &str, name: &str) -> Image {
             rootfs: file("rootfs.ext4", 2 << 30),
         },
         manifest: ImageManifest {
+            publish: Vec::new(),
             name: name.into(),
             distro: Some("debian".into()),
             suite: Some("trixie".into()),

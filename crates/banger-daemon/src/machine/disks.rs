@@ -436,6 +436,7 @@ mod tests {
                 rootfs: file("rootfs.ext4"),
             },
             manifest: ImageManifest {
+                publish: Vec::new(),
                 name: "debian".into(),
                 distro: None,
                 suite: None,

@@ -399,6 +399,7 @@ impl ImageInput {
             return Err(errors);
         }
         Ok(RegisterImageRequest {
+            publish: Vec::new(),
             name: self.name.clone(),
             kernel: self.kernel.clone(),
             initrd: (!self.initrd.is_empty()).then(|| self.initrd.clone()),

@@ -205,6 +205,7 @@ impl Web {
                 rootfs: file(rootfs, 16 << 20),
             },
             manifest: ImageManifest {
+                publish: Vec::new(),
                 name: name.into(),
                 distro: None,
                 suite: None,
@@ -1917,8 +1918,16 @@ async fn the_bootstrap_form_checks_its_fields_then_starts_an_operation_that_can_
         "{page}"
     );
     assert!(page.contains(">Cancel</button>"));
-    let json: serde_json::Value =
-        serde_json::from_str(&w.page(&b, &format!("{op_page}/json")).await).unwrap();
+    // The operation reports its progress from its own thread, a moment after it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let json = loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&w.page(&b, &format!("{op_page}/json")).await).unwrap();
+        if json["current"] != "starting" || std::time::Instant::now() >= deadline {
+            break json;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(json["running"], true);
     assert_eq!(json["current"], "debootstrap: 3M of 10M");
     // Cancel, from the page's button.

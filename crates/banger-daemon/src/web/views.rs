@@ -1496,6 +1496,7 @@ mod tests {
                 rootfs: file("rootfs.ext4", 2 * validate::GIB),
             },
             manifest: ImageManifest {
+                publish: Vec::new(),
                 name: name.into(),
                 distro: Some("debian".into()),
                 suite: Some("bookworm".into()),

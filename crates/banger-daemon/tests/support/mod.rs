@@ -54,6 +54,7 @@ pub async fn register(client: &Client, dir: &Path, name: &str, with_initrd: bool
     let (kernel, rootfs, initrd) = boot_files(dir);
     let op = client
         .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
             name: name.into(),
             kernel: kernel.display().to_string(),
             initrd: with_initrd.then(|| initrd.display().to_string()),

@@ -89,6 +89,7 @@ fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
     let fingerprint = vmdisk::fingerprint(&seed).unwrap();
 
     let manifest = ImageManifest {
+        publish: Vec::new(),
         name: "debian".into(),
         distro: Some("debian".into()),
         suite: Some("bookworm".into()),

@@ -632,6 +632,7 @@ impl Run<'_> {
             rootfs: stored(&rootfs)?,
         };
         let image_manifest = ImageManifest {
+            publish: Vec::new(),
             name: self.spec.name.clone(),
             distro: Some(DISTRO.to_owned()),
             suite: Some(self.spec.suite.clone()),
