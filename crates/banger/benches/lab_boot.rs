@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use support::lab::{self, Lab};
+use support::lab::{self, Lab, median, stage_ms as stages, timed};
 use support::netns::E2e;
 
 /// Reads one HTTP answer's body from a Unix socket (`GET PATH`), with perl's core modules: the
@@ -75,20 +75,6 @@ print $s "POST /v1/shutdown HTTP/1.1\r\nHost: banger-agent\r\nAuthorization: Bea
 my $status = <$s>;
 exit(defined $status && $status =~ m{^HTTP/1\.1 2} ? 0 : 1);"#;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// Milliseconds `script` took inside the lab; panics when it fails.
-fn timed(lab: &Lab<'_>, script: &str) -> f64 {
-    let out = lab.sh_ok(&format!(
-        "s=$(date +%s%N); ( {script} ) >/tmp/bench.out 2>&1 || {{ cat /tmp/bench.out >&2; exit 1; }}; \
-         e=$(date +%s%N); echo $(( (e - s) / 1000 ))"
-    ));
-    out.trim().parse::<f64>().unwrap() / 1000.0
-}
-
 /// What the guest itself says of its boot in console log `path`: milliseconds from kernel start
 /// to banger's `/init` switching to the real root, a figure neither host-side timing nor polling
 /// can skew.
@@ -101,21 +87,6 @@ fn switch_root_ms(lab: &Lab<'_>, path: &str) -> f64 {
         .trim_end_matches(" ms")
         .parse()
         .unwrap_or_else(|_| panic!("no switch_root line in {path}: {line:?}"))
-}
-
-/// The VM's start stages in milliseconds, from `vm show`.
-fn stages(vm: &Value) -> Vec<(String, f64)> {
-    vm["runtime"]["boot"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["stage"].as_str().unwrap().to_owned(),
-                s["ms"].as_f64().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 fn main() {

@@ -13,8 +13,14 @@ use super::netns::E2e;
 /// Opens the lab named `lab` with `scripts/lab`, this build's banger and bangerd and the
 /// Firecracker binary `firecracker`: (stdout, stderr, success).
 pub fn open(t: &E2e, firecracker: &Path) -> (String, String, bool) {
+    open_with(t, firecracker, &[])
+}
+
+/// [`open`] with more of `scripts/lab`'s settings (`LAB_QEMU`, ...) in its environment.
+pub fn open_with(t: &E2e, firecracker: &Path, env: &[(&str, &str)]) -> (String, String, bool) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab");
     let out = Command::new(&script)
+        .envs(env.iter().copied())
         .arg("lab")
         .current_dir(t.sandbox.root())
         .envs(t.sandbox.env())
@@ -116,4 +122,35 @@ impl Drop for Lab<'_> {
                banger vm delete \"$vm\"; done; banger daemon stop",
         );
     }
+}
+
+/// The middle value of `xs` (the upper one of an even count).
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Milliseconds `script` took inside the lab, timed there (`date +%s%N` around it, so the
+/// lab's own `vm exec` round trip is not counted); panics when it fails.
+pub fn timed(lab: &Lab<'_>, script: &str) -> f64 {
+    let out = lab.sh_ok(&format!(
+        "s=$(date +%s%N); ( {script} ) >/tmp/bench.out 2>&1 || {{ cat /tmp/bench.out >&2; exit 1; }}; \
+         e=$(date +%s%N); echo $(( (e - s) / 1000 ))"
+    ));
+    out.trim().parse::<f64>().unwrap() / 1000.0
+}
+
+/// A VM's start stages in milliseconds, from `vm show`.
+pub fn stage_ms(vm: &Value) -> Vec<(String, f64)> {
+    vm["runtime"]["boot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap().to_owned(),
+                s["ms"].as_f64().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
