@@ -199,6 +199,40 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "kept\n"
     );
 
+    // exec passes piped input through both agents, with --env and --workdir.
+    let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let (code, out, err) = t.banger_stdin(
+        &[
+            "vm", "exec", "lab", "--", "banger", "vm", "exec", "fc", "--", "cat",
+        ],
+        &input,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out == input, "{} bytes back of {}", out.len(), input.len());
+    let (code, out, err) = lab.banger(&[
+        "vm",
+        "exec",
+        "--env",
+        "PROBE=lab",
+        "--workdir",
+        "/tmp",
+        "fc",
+        "--",
+        "sh",
+        "-c",
+        "echo $PROBE $(pwd)",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "lab /tmp\n"), "{err}");
+    lab.ok(&[
+        "vm",
+        "exec",
+        "fc",
+        "--",
+        "sh",
+        "-c",
+        "echo gone > /etc/banger-reset-probe",
+    ]);
+
     // stop ends the guest cleanly; a start brings /root back.
     let (code, _, err) = lab.banger(&["vm", "stop", "fc"]);
     assert_eq!(code, 0, "{err}");
@@ -207,6 +241,19 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         lab.sh(&format!("[ -e /proc/{vm_pid} ]")).0 != 0,
         "the stopped VM's Firecracker is gone"
     );
+
+    // reset: a fresh root from the image, /root and the VM's identity kept.
+    lab.ok(&["vm", "reset", "fc"]);
+    let (code, _, err) = lab.banger(&["vm", "start", "fc"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = lab.banger(&["vm", "exec", "fc", "--", "cat", "/etc/banger-reset-probe"]);
+    assert_ne!(code, 0, "the root was reset: {out}");
+    assert_eq!(
+        lab.ok(&["vm", "exec", "fc", "--", "cat", "/root/kept"]),
+        "kept\n"
+    );
+    assert_eq!(lab.ok(&["vm", "exec", "fc", "--", "hostname"]).trim(), "fc");
+    lab.ok(&["vm", "stop", "fc"]);
 
     // Firecracker killed with SIGKILL: noticed, the VM failed, its tap gone.
     let (code, _, err) = lab.banger(&["vm", "start", "fc", "--no-wait"]);
