@@ -871,6 +871,7 @@ impl Effects for Recorder {
 mod tests {
     use super::*;
     use crate::protocol::IdentityFile;
+    use banger_host::network::netns::Netns;
     use hyper::header::HeaderValue;
 
     const NETWORK: &str = "# Written by banger\naddress=172.30.0.7/24\ngateway=172.30.0.1\n\
@@ -1301,35 +1302,15 @@ mod tests {
         }
     }
 
-    /// A network namespace this test owns, deleted when dropped.
-    struct Netns(String);
-
-    impl Netns {
-        fn create() -> Option<Netns> {
-            let name = format!("banger-test-identity-{}", std::process::id());
-            let ok = std::process::Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .is_ok_and(|s| s.success());
-            ok.then_some(Netns(name))
-        }
-
-        fn ip(&self, args: &str) -> String {
-            let out = std::process::Command::new("ip")
-                .args(["-n", &self.0])
-                .args(args.split_whitespace())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args}: {out:?}");
-            String::from_utf8(out.stdout).unwrap()
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
+    /// `ip -n NS ARGS` inside the test's namespace; its output, asserting success.
+    fn ip(ns: &Netns, args: &str) -> String {
+        use banger_host::{CommandRunner, CommandSpec, RealRunner};
+        let cmd = CommandSpec::new("ip")
+            .args(["-n", ns.name()])
+            .args(args.split_whitespace());
+        match RealRunner.run(&cmd) {
+            Ok(out) => out.stdout_lossy(),
+            Err(e) => panic!("ip {args}: {e}"),
         }
     }
 
@@ -1401,17 +1382,16 @@ mod tests {
     /// the other end.
     #[test]
     fn the_network_is_replaced_over_netlink() {
-        let Some(ns) = Netns::create() else {
+        let Ok(ns) = Netns::create("banger-test-identity-") else {
             eprintln!("SKIP: cannot create a network namespace (needs root and iproute2)");
             return;
         };
-        ns.ip("link add d0 type veth peer name d1");
-        ns.ip("link set d1 up");
-        ns.ip("addr add 10.9.9.2/24 dev d0");
-        ns.ip("addr add 10.9.8.2/24 dev d0");
-        ns.ip("link set d0 up");
-        let index: u32 = ns
-            .ip("-o link show d0")
+        ip(&ns, "link add d0 type veth peer name d1");
+        ip(&ns, "link set d1 up");
+        ip(&ns, "addr add 10.9.9.2/24 dev d0");
+        ip(&ns, "addr add 10.9.8.2/24 dev d0");
+        ip(&ns, "link set d0 up");
+        let index: u32 = ip(&ns, "-o link show d0")
             .split(':')
             .next()
             .unwrap()
@@ -1422,23 +1402,18 @@ mod tests {
             name: "d0".into(),
             index,
         };
-        let peer: i32 = ns
-            .ip("-o link show d1")
+        let peer: i32 = ip(&ns, "-o link show d1")
             .split(':')
             .next()
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        let path = format!("/run/netns/{}", ns.0);
+        let name = ns.name().to_owned();
         // Netlink sockets belong to the namespace of the thread that opens them: do it all in
         // a thread that has entered the test's namespace.
         let removed = std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on a namespace file we hold open; it moves only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            banger_host::network::netns::enter(&name).unwrap();
             let effects = RealEffects::guest();
             effects
                 .set_mac(&nic, [0x52, 0x54, 0x00, 0x00, 0x00, 0x07])
@@ -1488,15 +1463,15 @@ mod tests {
         .join()
         .unwrap();
         assert!(removed >= 1, "the old addresses were there to remove");
-        let link = ns.ip("-o link show d0");
+        let link = ip(&ns, "-o link show d0");
         assert!(link.contains("link/ether 52:54:00:00:00:07"), "{link}");
-        let addrs = ns.ip("-o -4 addr show dev d0");
+        let addrs = ip(&ns, "-o -4 addr show dev d0");
         assert!(
             addrs.contains("inet 172.30.0.7/24 brd 172.30.0.255"),
             "{addrs}"
         );
         assert!(!addrs.contains("10.9."), "old addresses remain: {addrs}");
-        let routes = ns.ip("-4 route show default");
+        let routes = ip(&ns, "-4 route show default");
         assert!(routes.contains("default via 172.30.0.1 dev d0"), "{routes}");
     }
 
