@@ -99,10 +99,7 @@ impl Store {
         if !vms.is_empty() {
             return Err(StoreError::ImageInUse { image: name, vms });
         }
-        let snapshots = tx
-            .prepare_cached("SELECT name FROM snapshots WHERE image_id = ?1 ORDER BY name")?
-            .query_map([id], |row| row.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
+        let snapshots = crate::snapshot::snapshots_using_image(&tx, id)?;
         if !snapshots.is_empty() {
             return Err(StoreError::ImageHasSnapshots {
                 image: name,

@@ -94,13 +94,7 @@ impl Store {
 
     /// Names of the snapshots that need the image with `image_id`, ordered by name.
     pub fn snapshots_using_image(&self, image_id: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT name FROM snapshots WHERE image_id = ?1 ORDER BY name")?;
-        let names = stmt
-            .query_map([image_id], |row| row.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(names)
+        snapshots_using_image(&self.conn(), image_id)
     }
 
     /// The total size of every snapshot's files, for the disk capacity.
@@ -113,6 +107,18 @@ impl Store {
             .flatten();
         Ok(total.unwrap_or(0).max(0) as u64)
     }
+}
+
+pub(crate) fn snapshots_using_image(
+    conn: &rusqlite::Connection,
+    image_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM snapshots WHERE image_id = ?1 ORDER BY name")?;
+    let names = stmt
+        .query_map([image_id], |row| row.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
 }
 
 fn decode_snapshot(row: &rusqlite::Row<'_>) -> Result<Snapshot, StoreError> {
