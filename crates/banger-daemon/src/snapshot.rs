@@ -334,23 +334,11 @@ pub fn check_restorable(d: &Daemon, snapshot: &Snapshot) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Puts into `vm_dir` what a VM restored from `snapshot` starts from: its own copies of the
-/// snapshot's disks (where [`disks::make_vm_files`] would put blank ones), and links to the
-/// state and memory files and the source's token, which its start uses once and removes.
+/// Puts into `vm_dir` (whose disks are already copies of the snapshot's) what a VM restored
+/// from `snapshot` starts from: links to the state and memory files and the source's token,
+/// which its start uses once and removes.
 pub fn restore_files(d: &Daemon, snapshot: &Snapshot, vm_dir: &Path) -> Result<(), ApiError> {
     let dir = d.paths.snapshot_dir(&snapshot.id);
-    for (_, file) in COPIED_DRIVES {
-        let (from, to) = (dir.join(file), vm_dir.join(file));
-        let _ = fs::remove_file(&to);
-        banger_host::disk::copy_file(&from, &to, &mut |_, _| std::ops::ControlFlow::Continue(()))
-            .map_err(|e| {
-            ApiError::internal(format!(
-                "cannot copy snapshot {:?}'s disk: {}",
-                snapshot.name,
-                banger_vmm::error_chain(&e)
-            ))
-        })?;
-    }
     for (from, to) in [
         (STATE_FILE, RESTORE_STATE),
         (MEMORY_FILE, RESTORE_MEMORY),

@@ -32,8 +32,9 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
         None => req,
     };
     let (vm, image) = record(d, req, state)?;
+    let snapshot_dir = snapshot.as_ref().map(|s| d.paths.snapshot_dir(&s.id));
     let make_files = |d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path| {
-        make_files(d, vm, image, dir)?;
+        make_files(d, vm, image, dir, snapshot_dir.as_deref())?;
         match &snapshot {
             Some(snapshot) => crate::snapshot::restore_files(d, snapshot, dir),
             None => Ok(()),
@@ -167,8 +168,15 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
     Ok((vm, image))
 }
 
-/// Makes the VM's disks and files in its directory `dir` and records its work seed.
-fn make_files(d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path) -> Result<(), ApiError> {
+/// Makes the VM's disks and files in its directory `dir` (its disks copies of those in
+/// `disks_from`, a snapshot's, when given) and records its work seed.
+fn make_files(
+    d: &Daemon,
+    vm: &Vm,
+    image: &Image,
+    dir: &std::path::Path,
+    disks_from: Option<&std::path::Path>,
+) -> Result<(), ApiError> {
     let key = disks::banger_public_key(d.config.ssh_key.as_deref(), &d.paths.state_dir)?;
     let seed = disks::make_vm_files(
         &disks::VmFileSources {
@@ -180,6 +188,7 @@ fn make_files(d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path) -> Resu
             resolver: d
                 .dns
                 .guest_resolver(d.machines.net.host_address, disks::host_dns),
+            disks_from,
         },
         vm,
         dir,

@@ -138,6 +138,9 @@ pub struct VmFileSources<'a> {
     pub authorized_key: &'a str,
     /// The nameservers and search domain of the VM's `/etc/resolv.conf`.
     pub resolver: crate::dns::GuestResolver,
+    /// A directory holding the overlay and work disks to copy (a snapshot's), instead of
+    /// blank ones from the pool.
+    pub disks_from: Option<&'a Path>,
 }
 
 /// Makes everything in `dir` (which exists and is empty) that VM `vm` needs: its overlay and
@@ -200,6 +203,35 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
 
     let overlay = dir.join(OVERLAY_DISK);
     let work = dir.join(WORK_DISK);
+    if let Some(from) = src.disks_from {
+        // A restored VM: its disks are the snapshot's, its identity on its config drive.
+        if !with_config_drive {
+            return Err(ApiError::new(
+                banger_api::ErrorCode::Unsupported,
+                format!(
+                    "image {}'s init reads no config drive, so a VM restored from a snapshot of \
+                     it could not be given its own identity",
+                    src.image.name
+                ),
+            ));
+        }
+        vmdisk::write_config_drive(&files, &dir.join(CONFIG_DRIVE))
+            .map_err(|e| disk_error("config drive", e))?;
+        for (file, to) in [(OVERLAY_DISK, &overlay), (WORK_DISK, &work)] {
+            banger_host::disk::copy_file(&from.join(file), to, &mut |_, _| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .map_err(|e| {
+                ApiError::internal(format!(
+                    "cannot copy the snapshot's {file}: {}",
+                    banger_vmm::error_chain(&e)
+                ))
+            })?;
+        }
+        private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
+        private_file(&dir.join(AGENT_TOKEN), &token)?;
+        return Ok(fingerprint);
+    }
     let overlay_kind = DiskKind::Overlay {
         bytes: vm.disk_bytes,
     };
