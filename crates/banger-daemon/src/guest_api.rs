@@ -102,6 +102,9 @@ pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// How long a client's input is still read after the command's side of an exec ended.
+const INPUT_AFTER_END: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The media type of a framed exec stream, both ways (see docs/guest-agent.md).
 pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
 
@@ -239,14 +242,15 @@ async fn exec_framed(d: &Arc<Daemon>, name: String, body: HttpBody) -> Answer<Re
                     | FrameKind::Resize
                     | FrameKind::Signal => {
                         if input.forward(frame).await.is_err() {
-                            // The agent's side is gone; the answer says why.
-                            return;
+                            // The agent's side is gone: the command exited, or the answer
+                            // says why it broke.
+                            break;
                         }
                     }
                     other => {
                         let _ = hangup_tx
                             .send(format!("a {other:?} frame cannot follow the start frame"));
-                        return;
+                        break;
                     }
                 },
                 // A clean end closes the command's input; the command goes on. Dropping
@@ -258,6 +262,14 @@ async fn exec_framed(d: &Arc<Daemon>, name: String, body: HttpBody) -> Answer<Re
                 }
             }
         }
+        // The client may still be writing. The rest of its body is read and dropped, for a
+        // while: closing the connection under it would fail its writes, and an HTTP client
+        // whose write fails stops reading too, before the end of the answer.
+        drop(input);
+        let _ = tokio::time::timeout(INPUT_AFTER_END, async {
+            while let Ok(Some(_)) = frames.next().await {}
+        })
+        .await;
     });
     Ok(frames_answer(events, Some(hangup_rx)))
 }

@@ -373,6 +373,63 @@ async fn exec_relays_input_written_after_output_was_read() {
     assert!(err.is_code(ErrorCode::InvalidInput), "{err}");
 }
 
+/// A client whose input comes after the command ended (a pipe that reaches EOF late) keeps
+/// writing into the same request: bangerd must not close the connection under it, or the
+/// client's write fails and its HTTP stack stops reading before the exit frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_keeps_the_connection_while_the_client_writes_after_the_exit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let (vm, _) = h.create("dev").await;
+    serve_agent(&h, &vm);
+
+    let chunk = |data: &[u8]| {
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        out
+    };
+    let socket = h.daemon.as_ref().unwrap().socket();
+    let (mut read, mut write) = tokio::net::UnixStream::connect(&socket)
+        .await
+        .unwrap()
+        .into_split();
+    let start = Frame::new(FrameKind::Start, serde_json::to_vec(&sh("true")).unwrap()).encode();
+    let mut head = format!(
+        "POST /v1/vms/dev/exec HTTP/1.1\r\nHost: bangerd\r\n\
+         Content-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        banger_api::client::EXEC_FRAMES
+    )
+    .into_bytes();
+    head.extend_from_slice(&chunk(&start));
+    write.write_all(&head).await.unwrap();
+
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let exit = br#"{"code":0"#;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !answer.windows(exit.len()).any(|w| w == exit) {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no exit frame");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let eof = Frame::new(FrameKind::StdinEof, bytes::Bytes::new()).encode();
+    write
+        .write_all(&chunk(&eof))
+        .await
+        .expect("bangerd closed the connection while the client was still writing its input");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write
+        .write_all(b"0\r\n\r\n")
+        .await
+        .expect("bangerd closed the connection before the client ended its input");
+}
+
 /// 64 MiB through `cat` and back, through bangerd: the output streams while the input is
 /// still being written, and what is in flight at any moment stays far below the whole (no
 /// side buffers a stream).

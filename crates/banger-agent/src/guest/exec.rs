@@ -9,6 +9,12 @@
 //! dropping the answer. After the command exits, output still in the pipes is forwarded for
 //! up to [`DRAIN_AFTER_EXIT`]; background processes that keep the pipes open past that are
 //! left running, as a shell would.
+//!
+//! Once the answer has ended, the rest of the request body is still read (and dropped) until
+//! the client ends it or [`INPUT_AFTER_END`] passes: closing the connection while the client
+//! is still writing its input would make its write fail, and an HTTP client that fails a
+//! write gives up reading too, losing the exit frame it had not read yet (through
+//! Firecracker's vsock, the closing guest even drops bytes still on their way to the host).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +38,9 @@ use crate::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
 
 /// How long output is still forwarded after the command exited.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// How long the rest of the request body is read after the answer ended.
+pub const INPUT_AFTER_END: Duration = Duration::from_secs(10);
 
 /// Bytes read from the command per frame.
 const CHUNK: usize = 64 * 1024;
@@ -149,6 +158,18 @@ impl FrameInput {
                 None => self.ended = true,
             }
         }
+    }
+
+    /// Reads and drops the rest of the body until the client ends it, hangs up, or
+    /// [`INPUT_AFTER_END`] passes, so the connection stays up while the client writes.
+    async fn drain(mut self) {
+        if self.ended {
+            return;
+        }
+        let _ = tokio::time::timeout(INPUT_AFTER_END, async {
+            while let Some(Ok(_)) = self.body.frame().await {}
+        })
+        .await;
     }
 }
 
@@ -498,13 +519,18 @@ impl Session {
                 let _ = out
                     .send(Ok(Frame::new(FrameKind::Exit, payload).encode()))
                     .await;
+                // The answer ends here; the connection stays while the client writes.
+                drop(out);
+                input.drain().await;
                 return;
             }
         }
         // Ended early: the group is dead; collect the command so it leaves no zombie.
         output.abort();
         drop(killer);
+        drop(out);
         let _ = child.wait().await;
+        input.drain().await;
     }
 }
 
