@@ -4,13 +4,15 @@
 //! itself comes from [`kernel`] (a distribution bzImage to an ELF vmlinux) and [`initramfs`]
 //! (banger's guest init plus exactly the modules it needs); [`vmdisk`] makes each VM's
 //! overlay and work disks; [`bootstrap`] makes a whole image from Debian packages; [`archive`]
-//! packs an image into one file and unpacks it on another host (`image export`/`import`).
+//! packs an image into one file and unpacks it on another host (`image export`/`import`);
+//! [`promote`] makes an image of a stopped VM's root (`image promote`, and `image build`).
 
 pub mod archive;
 pub mod bootstrap;
 pub mod format;
 pub mod initramfs;
 pub mod kernel;
+pub mod promote;
 pub mod register;
 pub mod vmdisk;
 

@@ -51,6 +51,20 @@ pub const AUTHORIZED_KEYS_FILE: &str = "etc/banger/authorized_keys";
 pub const AGENT_TOKEN_FILE: &str = "etc/banger/agent-token";
 pub const SSHD_DROP_IN: &str = "etc/ssh/sshd_config.d/banger.conf";
 
+/// Every file that makes a VM's root its own, relative to the root: what [`VmFiles`] writes
+/// (the SSH host key files, `etc/ssh/ssh_host_*`, aside) and the machine id the guest makes
+/// at its first boot. An image made of a VM's root takes them out again.
+pub const PER_VM_FILES: &[&str] = &[
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    NETWORK_FILE,
+    AUTHORIZED_KEYS_FILE,
+    AGENT_TOKEN_FILE,
+    SSHD_DROP_IN,
+    "etc/machine-id",
+];
+
 /// Making a VM disk failed. The disk file is removed again before this is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum VmDiskError {
@@ -631,6 +645,22 @@ mod tests {
                 mode: 0o755,
                 contents: b"#!/bin/sh\necho hello\n".to_vec(),
             }],
+        }
+    }
+
+    /// An image made of a VM's root must lose every file that made the VM itself: each
+    /// file a VM gets is listed (host keys are taken out by their name pattern).
+    #[test]
+    fn every_per_vm_file_is_listed() {
+        let mut vm = files();
+        vm.extra.clear();
+        for file in vm.files().unwrap() {
+            assert!(
+                PER_VM_FILES.contains(&file.path.as_str())
+                    || file.path.starts_with("etc/ssh/ssh_host_"),
+                "{} is a VM's own file but not in PER_VM_FILES",
+                file.path
+            );
         }
     }
 

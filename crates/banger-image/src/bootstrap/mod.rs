@@ -157,7 +157,7 @@ impl<'a> Host<'a> {
         }
     }
 
-    fn privileged<I, S>(&self, program: &str, args: I) -> CommandSpec
+    pub(crate) fn privileged<I, S>(&self, program: &str, args: I) -> CommandSpec
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -414,6 +414,14 @@ pub fn bootstrap(
 /// host rebooted mid-bootstrap), as root since debootstrap's tree is root's. Call it when no
 /// bootstrap is running, e.g. at daemon start. Returns the directories removed.
 pub fn remove_stale_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapError> {
+    remove_stale_with_prefix(host, "bootstrap-")
+}
+
+/// Removes every staging directory whose name starts with `prefix`.
+pub(crate) fn remove_stale_with_prefix(
+    host: &Host<'_>,
+    prefix: &str,
+) -> Result<Vec<PathBuf>, BootstrapError> {
     let entries = match std::fs::read_dir(&host.staging_parent) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -427,7 +435,7 @@ pub fn remove_stale_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapEr
     };
     let mut stale: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("bootstrap-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| e.path())
         .collect();
     stale.sort();
@@ -440,7 +448,7 @@ pub fn remove_stale_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapEr
 /// Unmounts anything left mounted under `staging` (debootstrap mounts `/proc` and `/sys` in
 /// the target while it works), deepest first, then removes the tree without crossing into
 /// any other filesystem.
-fn remove_staging(host: &Host<'_>, staging: &Path) -> Result<(), BootstrapError> {
+pub(crate) fn remove_staging(host: &Host<'_>, staging: &Path) -> Result<(), BootstrapError> {
     if !staging.exists() {
         return Ok(());
     }
@@ -512,15 +520,7 @@ impl Run<'_> {
     /// Runs one forward step. A cancel request stops it while it runs (debootstrap can take
     /// minutes): the command's processes are terminated and the usual rollback follows.
     fn run(&self, step: &'static str, cmd: CommandSpec) -> Result<String, BootstrapError> {
-        match self
-            .host
-            .runner
-            .run_cancellable(&cmd, &|| self.reporter.cancelled())
-        {
-            Ok(output) => Ok(output.stdout_lossy()),
-            Err(RunError::Cancelled { .. }) => Err(BootstrapError::Cancelled),
-            Err(source) => Err(BootstrapError::Command { step, source }),
-        }
+        run_step(self.host, &|| self.reporter.cancelled(), step, cmd)
     }
 
     fn stages(&mut self) -> Result<Image, BootstrapError> {
@@ -964,52 +964,8 @@ impl Run<'_> {
         Ok(cached)
     }
 
-    /// Removes what must not be shared by every VM of the image or is dead weight: SSH host
-    /// keys (each VM brings its own), apt's package lists and caches, install logs. Returns
-    /// how many entries were removed.
     fn clean_root(&self, root: &Path) -> Result<usize, BootstrapError> {
-        let mut doomed = Vec::new();
-        let mut entries = |dir: &str, keep: &dyn Fn(&str) -> bool| {
-            let Ok(read) = std::fs::read_dir(root.join(dir)) else {
-                return;
-            };
-            let mut names: Vec<String> = read
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| keep(n))
-                .collect();
-            names.sort();
-            doomed.extend(names.into_iter().map(|n| root.join(dir).join(n)));
-        };
-        entries("etc/ssh", &|n| n.starts_with("ssh_host_"));
-        entries("var/lib/apt/lists", &|n| n != "partial" && n != "lock");
-        entries("var/cache/apt", &|n| n.ends_with(".bin"));
-        entries("var/cache/apt/archives", &|n| n.ends_with(".deb"));
-        entries("var/log/apt", &|_| true);
-        for file in [
-            "var/log/dpkg.log",
-            "var/log/alternatives.log",
-            "var/log/bootstrap.log",
-            "var/lib/dbus/machine-id",
-        ] {
-            if std::fs::symlink_metadata(root.join(file)).is_ok() {
-                doomed.push(root.join(file));
-            }
-        }
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let mut args = vec![
-            "-rf".to_owned(),
-            "--one-file-system".to_owned(),
-            "--".to_owned(),
-        ];
-        args.extend(doomed.iter().map(|p| p.display().to_string()));
-        self.run(
-            "cleaning up the root filesystem",
-            self.host.privileged("rm", args),
-        )?;
-        Ok(doomed.len())
+        clean_root(self.host, &|| self.reporter.cancelled(), root)
     }
 
     /// Copies banger's guest files into the root, then installs the agent when given.
@@ -1132,67 +1088,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// `rootfs.ext4` from the staged root: sized from `du` plus a quarter and 256 MiB of
-    /// headroom (the base is read-only; the headroom is for inodes, metadata and derived
-    /// images), one inode per 8 KiB, no reserved blocks. Returns its path and the root's
-    /// size.
     fn make_rootfs(&self, root: &Path) -> Result<(PathBuf, u64), BootstrapError> {
-        let du = self.run(
-            "measuring the root filesystem",
-            self.host.privileged(
-                "du",
-                [
-                    "-s".to_owned(),
-                    "-x".to_owned(),
-                    "-B1".to_owned(),
-                    root.display().to_string(),
-                ],
-            ),
-        )?;
-        let used = debian::du_total(&du).ok_or_else(|| BootstrapError::Io {
-            what: "measure",
-            path: root.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidData, format!("du printed {du:?}")),
-        })?;
-        let size = rootfs_size(used);
         let rootfs = self.image_dir.join(ROOTFS_FILE);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&rootfs)
-            .map_err(|source| BootstrapError::Io {
-                what: "create",
-                path: rootfs.clone(),
-                source,
-            })?;
-        file.set_len(size).map_err(|source| BootstrapError::Io {
-            what: "size",
-            path: rootfs.clone(),
-            source,
-        })?;
-        drop(file);
-        self.run(
-            "making rootfs.ext4 (mkfs.ext4 -d)",
-            self.host.privileged(
-                "mkfs.ext4",
-                [
-                    "-q".to_owned(),
-                    "-F".to_owned(),
-                    "-L".to_owned(),
-                    ROOTFS_LABEL.to_owned(),
-                    "-m".to_owned(),
-                    "0".to_owned(),
-                    "-i".to_owned(),
-                    "8192".to_owned(),
-                    "-d".to_owned(),
-                    root.display().to_string(),
-                    "-E".to_owned(),
-                    "root_owner=0:0".to_owned(),
-                    rootfs.display().to_string(),
-                ],
-            ),
-        )?;
-        crate::format::check_rootfs(&rootfs)?;
+        let used = make_rootfs(self.host, &|| self.reporter.cancelled(), root, &rootfs)?;
         Ok((rootfs, used))
     }
 
@@ -1233,6 +1131,147 @@ impl Run<'_> {
     }
 }
 
+/// Runs one forward step of an image build, stopped when `cancelled` says so while it runs
+/// (the command's processes are terminated).
+pub(crate) fn run_step(
+    host: &Host<'_>,
+    cancelled: &dyn Fn() -> bool,
+    step: &'static str,
+    cmd: CommandSpec,
+) -> Result<String, BootstrapError> {
+    match host.runner.run_cancellable(&cmd, cancelled) {
+        Ok(output) => Ok(output.stdout_lossy()),
+        Err(RunError::Cancelled { .. }) => Err(BootstrapError::Cancelled),
+        Err(source) => Err(BootstrapError::Command { step, source }),
+    }
+}
+
+/// Removes from a staged root what must not be shared by every VM of an image or is dead
+/// weight: SSH host keys (each VM brings its own), apt's package lists and caches, install
+/// logs. Returns how many entries were removed.
+pub(crate) fn clean_root(
+    host: &Host<'_>,
+    cancelled: &dyn Fn() -> bool,
+    root: &Path,
+) -> Result<usize, BootstrapError> {
+    let mut doomed = Vec::new();
+    let mut entries = |dir: &str, keep: &dyn Fn(&str) -> bool| {
+        let Ok(read) = std::fs::read_dir(root.join(dir)) else {
+            return;
+        };
+        let mut names: Vec<String> = read
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| keep(n))
+            .collect();
+        names.sort();
+        doomed.extend(names.into_iter().map(|n| root.join(dir).join(n)));
+    };
+    entries("etc/ssh", &|n| n.starts_with("ssh_host_"));
+    entries("var/lib/apt/lists", &|n| n != "partial" && n != "lock");
+    entries("var/cache/apt", &|n| n.ends_with(".bin"));
+    entries("var/cache/apt/archives", &|n| n.ends_with(".deb"));
+    entries("var/log/apt", &|_| true);
+    for file in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/bootstrap.log",
+        "var/lib/dbus/machine-id",
+    ] {
+        if std::fs::symlink_metadata(root.join(file)).is_ok() {
+            doomed.push(root.join(file));
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let mut args = vec![
+        "-rf".to_owned(),
+        "--one-file-system".to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(doomed.iter().map(|p| p.display().to_string()));
+    run_step(
+        host,
+        cancelled,
+        "cleaning up the root filesystem",
+        host.privileged("rm", args),
+    )?;
+    Ok(doomed.len())
+}
+
+/// Makes the image root filesystem `rootfs` (which must not exist) from the staged `root`:
+/// sized from `du` plus a quarter and 256 MiB of headroom (the base is read-only; the
+/// headroom is for inodes, metadata and derived images), one inode per 8 KiB, no reserved
+/// blocks, `mkfs.ext4 -d` (no loop device, no mount). Returns the root's size.
+pub(crate) fn make_rootfs(
+    host: &Host<'_>,
+    cancelled: &dyn Fn() -> bool,
+    root: &Path,
+    rootfs: &Path,
+) -> Result<u64, BootstrapError> {
+    let du = run_step(
+        host,
+        cancelled,
+        "measuring the root filesystem",
+        host.privileged(
+            "du",
+            [
+                "-s".to_owned(),
+                "-x".to_owned(),
+                "-B1".to_owned(),
+                root.display().to_string(),
+            ],
+        ),
+    )?;
+    let used = debian::du_total(&du).ok_or_else(|| BootstrapError::Io {
+        what: "measure",
+        path: root.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("du printed {du:?}")),
+    })?;
+    let size = rootfs_size(used);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(rootfs)
+        .map_err(|source| BootstrapError::Io {
+            what: "create",
+            path: rootfs.to_owned(),
+            source,
+        })?;
+    file.set_len(size).map_err(|source| BootstrapError::Io {
+        what: "size",
+        path: rootfs.to_owned(),
+        source,
+    })?;
+    drop(file);
+    run_step(
+        host,
+        cancelled,
+        "making rootfs.ext4 (mkfs.ext4 -d)",
+        host.privileged(
+            "mkfs.ext4",
+            [
+                "-q".to_owned(),
+                "-F".to_owned(),
+                "-L".to_owned(),
+                ROOTFS_LABEL.to_owned(),
+                "-m".to_owned(),
+                "0".to_owned(),
+                "-i".to_owned(),
+                "8192".to_owned(),
+                "-d".to_owned(),
+                root.display().to_string(),
+                "-E".to_owned(),
+                "root_owner=0:0".to_owned(),
+                rootfs.display().to_string(),
+            ],
+        ),
+    )?;
+    crate::format::check_rootfs(rootfs)?;
+    Ok(used)
+}
+
 /// The size of `rootfs.ext4` for a root of `used` bytes: a quarter more plus 256 MiB,
 /// rounded up to 64 MiB.
 pub fn rootfs_size(used: u64) -> u64 {
@@ -1263,7 +1302,7 @@ fn file_sha256(path: &Path) -> Result<String, BootstrapError> {
 }
 
 /// An image file as the store records it.
-fn stored(path: &Path) -> Result<banger_api::ImageFile, BootstrapError> {
+pub(crate) fn stored(path: &Path) -> Result<banger_api::ImageFile, BootstrapError> {
     let meta = std::fs::metadata(path).map_err(|source| BootstrapError::Io {
         what: "stat",
         path: path.to_owned(),
