@@ -464,6 +464,12 @@ pub struct Package {
 pub struct ServiceCheck {
     pub name: String,
     pub port: u16,
+    /// How long a start waits for this service, in seconds from the start of the readiness
+    /// wait, when that is longer than the configured `defaults.ready_timeout`. Absent: the
+    /// configured deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// `manifest.json` of an image: what it is and where it came from.

@@ -838,10 +838,12 @@ pub(crate) mod tests {
             ServiceCheck {
                 name: "ssh".into(),
                 port: 22,
+                timeout_secs: None,
             },
             ServiceCheck {
                 name: "opencode".into(),
                 port: 4096,
+                timeout_secs: None,
             },
         ];
         insta::assert_snapshot!(image_show(&image, NOW));

@@ -352,11 +352,13 @@ mod tests {
             [
                 ServiceCheck {
                     name: "agent".into(),
-                    port: 1024
+                    port: 1024,
+                    timeout_secs: None,
                 },
                 ServiceCheck {
                     name: "ssh".into(),
-                    port: 22
+                    port: 22,
+                    timeout_secs: None,
                 }
             ]
         );

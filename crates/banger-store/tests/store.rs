@@ -43,6 +43,7 @@ fn image(id: &str, name: &str) -> Image {
             services: vec![ServiceCheck {
                 name: "opencode".into(),
                 port: 4096,
+                timeout_secs: None,
             }],
             init_features: Vec::new(),
             created_from: "banger image bootstrap debian".into(),
@@ -151,7 +152,7 @@ fn database_written_by_schema_1_migrates_and_decodes() {
                 "registered",
                 r#"{"kernel":{"path":"images/0011223344556677/vmlinux","bytes":100,"allocated_bytes":64},
                     "rootfs":{"path":"images/0011223344556677/rootfs.ext4","bytes":2000,"allocated_bytes":1000}}"#,
-                r#"{"name":"debian","created_from":"/srv/vmlinux, /srv/rootfs.ext4","created_at":"2025-11-23T12:13:20.123Z"}"#,
+                r#"{"name":"debian","services":[{"name":"ssh","port":22}],"created_from":"/srv/vmlinux, /srv/rootfs.ext4","created_at":"2025-11-23T12:13:20.123Z"}"#,
                 1_763_900_000_123_i64,
             ],
         )
@@ -180,6 +181,15 @@ fn database_written_by_schema_1_migrates_and_decodes() {
     assert_eq!(img.files.initrd, None);
     assert_eq!(img.manifest.created_at, Timestamp(1_763_900_000_123));
     assert!(img.manifest.packages.is_empty());
+    // A service recorded before services had their own deadlines waits the configured one.
+    assert_eq!(
+        img.manifest.services,
+        [ServiceCheck {
+            name: "ssh".into(),
+            port: 22,
+            timeout_secs: None,
+        }]
+    );
 
     let vm = store.find_vm("dev").unwrap().expect("the VM survives");
     assert_eq!(vm.id, "a1b2c3d4e5f60718");

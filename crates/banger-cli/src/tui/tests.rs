@@ -125,10 +125,12 @@ fn images() -> Vec<Image> {
         ServiceCheck {
             name: "ssh".into(),
             port: 22,
+            timeout_secs: None,
         },
         ServiceCheck {
             name: "opencode".into(),
             port: 4096,
+            timeout_secs: None,
         },
     ];
     vec![built, image("debian", ago(180))]

@@ -18,7 +18,8 @@ use tokio::net::{TcpStream, UnixStream};
 use super::disks;
 use crate::Daemon;
 
-pub use banger_image::bootstrap::guest::AGENT_SERVICE;
+use banger_image::bootstrap::guest::service_log;
+pub use banger_image::bootstrap::guest::{AGENT_SERVICE, SSH_SERVICE};
 
 /// How the host reaches a guest's agent.
 #[derive(Debug, Clone)]
@@ -180,13 +181,28 @@ pub async fn probe(
     }
 }
 
-/// Waits until every check passes, in order, reporting each as a stage; gives up at
-/// `deadline`, or as soon as `alive` says the VMM is gone. Returns each check's duration.
+/// How long a start waits for `check`, from the start of the wait: the configured
+/// `ready_timeout`, or the service's own deadline when that is longer. The agent and sshd
+/// always have the configured one.
+pub fn check_timeout(check: &ServiceCheck, ready_timeout: Duration) -> Duration {
+    if check.name == AGENT_SERVICE || check.name == SSH_SERVICE {
+        return ready_timeout;
+    }
+    check.timeout_secs.map_or(ready_timeout, |secs| {
+        ready_timeout.max(Duration::from_secs(secs))
+    })
+}
+
+/// Waits until every check passes, in order, reporting each as a stage; gives up on a check
+/// [`check_timeout`] after `started`, or as soon as `alive` says the VMM is gone. Returns
+/// each check's duration.
+#[allow(clippy::too_many_arguments)]
 pub fn wait_ready(
     d: &Daemon,
     vm: &Vm,
     checks: &[ServiceCheck],
-    deadline: Instant,
+    started: Instant,
+    ready_timeout: Duration,
     mut begin: impl FnMut(&str),
     mut cancelled: impl FnMut() -> bool,
     mut alive: impl FnMut() -> bool,
@@ -196,7 +212,9 @@ pub fn wait_ready(
     let mut took = Vec::new();
     for check in checks {
         begin(&check.name);
-        let started = Instant::now();
+        let waited = check_timeout(check, ready_timeout);
+        let deadline = started + waited;
+        let check_started = Instant::now();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt =
@@ -218,13 +236,14 @@ pub fn wait_ready(
                         return Err(ReadyError::Timeout {
                             check: check.clone(),
                             seen,
+                            waited,
                         });
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
         }
-        took.push((check.name.clone(), started.elapsed()));
+        took.push((check.name.clone(), check_started.elapsed()));
     }
     Ok(took)
 }
@@ -239,8 +258,88 @@ pub enum ReadyError {
         check: ServiceCheck,
         seen: String,
     },
+    /// `check` did not answer within `waited` of the start of the wait.
     Timeout {
         check: ServiceCheck,
         seen: String,
+        waited: Duration,
     },
+}
+
+/// How long banger waits for the guest agent to show a service's log in a diagnosis.
+const SERVICE_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many of a service's last log lines a diagnosis shows.
+pub const SERVICE_LOG_LINES: usize = 15;
+
+/// The last lines of declared service `name`'s log (`/var/log/banger/NAME.log`), read
+/// through the guest agent with `tail`, for the diagnosis of a service that did not answer;
+/// or why they cannot be shown.
+pub async fn service_log_tail(
+    agent: &AgentClient<GuestLink>,
+    name: &str,
+) -> Result<Vec<String>, String> {
+    let log = format!("/{}", service_log(name));
+    let request = banger_agent::protocol::ExecRequest::new([
+        "tail".to_owned(),
+        "-n".to_owned(),
+        SERVICE_LOG_LINES.to_string(),
+        log.clone(),
+    ]);
+    let output = tokio::time::timeout(SERVICE_LOG_TIMEOUT, agent.exec_output(&request, None))
+        .await
+        .map_err(|_| {
+            format!(
+                "the guest agent did not show {log} within {}",
+                humantime::format_duration(SERVICE_LOG_TIMEOUT)
+            )
+        })?
+        .map_err(|e| format!("the guest agent cannot be reached to show {log}: {e}"))?;
+    if output.status.code != Some(0) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("cannot read {log}: {}", stderr.trim()));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, port: u16, timeout_secs: Option<u64>) -> ServiceCheck {
+        ServiceCheck {
+            name: name.into(),
+            port,
+            timeout_secs,
+        }
+    }
+
+    #[test]
+    fn a_service_waits_for_the_longer_of_its_deadline_and_the_configured_one() {
+        let configured = Duration::from_secs(120);
+        assert_eq!(
+            check_timeout(&check("web", 80, None), configured),
+            configured
+        );
+        assert_eq!(
+            check_timeout(&check("web", 80, Some(300)), configured),
+            Duration::from_secs(300)
+        );
+        // A shorter deadline does not shorten the configured one.
+        assert_eq!(
+            check_timeout(&check("web", 80, Some(5)), configured),
+            configured
+        );
+        // The agent and sshd keep the configured deadline whatever a manifest says.
+        assert_eq!(
+            check_timeout(&check(AGENT_SERVICE, 1024, Some(600)), configured),
+            configured
+        );
+        assert_eq!(
+            check_timeout(&check(SSH_SERVICE, 22, Some(600)), configured),
+            configured
+        );
+    }
 }

@@ -604,13 +604,13 @@ fn wait_until_ready(
     } else {
         cx.done("started", None);
     }
-    let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
     let api_socket = PathBuf::from(&runtime.api_socket);
     let waited = guest::wait_ready(
         d,
         vm,
         checks,
-        deadline,
+        std::time::Instant::now(),
+        d.config.defaults.ready_timeout,
         |stage| cx.begin(stage),
         || cx.cancelled(),
         || backend.owns(runtime.pid, &api_socket),
@@ -677,11 +677,54 @@ fn not_ready(
             ),
             seen,
         ),
-        guest::ReadyError::Timeout { check, seen } => (
+        guest::ReadyError::Timeout {
+            check,
+            seen,
+            waited,
+        } if check.name != guest::AGENT_SERVICE && check.name != guest::SSH_SERVICE => {
+            let mut headline = format!(
+                "VM {} did not become ready within {}: service {} (port {}) never answered",
+                vm.name,
+                humantime::format_duration(waited),
+                check.name,
+                check.port
+            );
+            let log = format!(
+                "/{}",
+                banger_image::bootstrap::guest::service_log(&check.name)
+            );
+            let tail = guest::agent(d, vm)
+                .map_err(|e| format!("the guest agent cannot be reached to show {log}: {e}"))
+                .and_then(|agent| {
+                    d.machines
+                        .block_on(guest::service_log_tail(&agent, &check.name))
+                });
+            match tail {
+                Ok(lines) if lines.is_empty() => {
+                    headline.push_str(&format!("\nservice {}'s log {log} is empty", check.name));
+                }
+                Ok(lines) => {
+                    headline.push_str(&format!(
+                        "\nlast lines of service {}'s log {log}:",
+                        check.name
+                    ));
+                    for line in lines {
+                        headline.push_str(&format!("\n    {line}"));
+                    }
+                }
+                Err(why) => headline.push_str(&format!("\n{why}")),
+            }
+            (headline, seen)
+        }
+        guest::ReadyError::Timeout {
+            check,
+            seen,
+            waited,
+        } => (
             format!(
                 "VM {} did not become ready within {}: {} (port {}) never answered",
                 vm.name,
-                humantime::format_duration(d.config.defaults.ready_timeout),
+                humantime::format_duration(waited),
                 check.name,
                 check.port
             ),

@@ -1514,6 +1514,7 @@ mod tests {
                 services: vec![ServiceCheck {
                     name: "opencode".into(),
                     port: 4096,
+                    timeout_secs: None,
                 }],
                 init_features: Vec::new(),
                 created_from: "debootstrap bookworm (minbase)".into(),

@@ -101,6 +101,7 @@ fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
         services: vec![banger_api::ServiceCheck {
             name: "ssh".into(),
             port: 22,
+            timeout_secs: None,
         }],
         init_features: vec!["config-drive".into()],
         created_from: "debootstrap bookworm".into(),

@@ -13,6 +13,12 @@
 //! - `respawn` keeps `sshd -D -e` running (its log goes to the console, which banger keeps);
 //! - `ctrlaltdel` (Firecracker's `SendCtrlAltDel`) and `shutdown` power off cleanly.
 //!
+//! An image may declare more long-running services: service `NAME` on TCP `PORT` is the script
+//! `/etc/banger/services/NAME` ([`service_script`]), run by the generic runner
+//! [`SERVICE_RUNNER`] ([`service_runner`]: `/root` as its directory and `HOME`, its output in
+//! `/var/log/banger/NAME.log`) from a `respawn` entry ([`service_inittab_line`]). A start
+//! waits for each declared service's port after the agent and sshd ([`services_in_inittab`]).
+//!
 //! sshd reads the VM's host key and root's authorized key from the overlay disk through the
 //! drop-in [`crate::vmdisk::SSHD_DROP_IN`] written at VM creation; this module only adds the
 //! image-wide policy (keys only, no passwords).
@@ -65,10 +71,14 @@ fn file(path: &'static str, mode: u32, contents: &str) -> GuestFile {
 pub const AGENT_SERVICE: &str = "agent";
 /// The TCP port banger's guest agent listens on (`banger-agent --listen-vm-ip`).
 pub const AGENT_PORT: u16 = 1024;
+/// The name under which an image declares sshd among its services.
+pub const SSH_SERVICE: &str = "ssh";
 
 /// The services an image's `/etc/inittab` keeps running that a start can wait for, in the
-/// order a start waits: banger's guest agent, then sshd. Only `respawn` entries count (a
-/// `once` or `sysinit` program is not a service), and a commented-out line is not there.
+/// order a start waits: banger's guest agent, then sshd, then each declared service
+/// (`banger-service NAME PORT [TIMEOUT_SECS]`, see [`service_inittab_line`]) in inittab order.
+/// Only `respawn` entries count (a `once` or `sysinit` program is not a service), a
+/// commented-out line is not there, and a malformed `banger-service` entry is ignored.
 pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
     let respawned: Vec<&str> = inittab
         .lines()
@@ -98,15 +108,202 @@ pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
         services.push(ServiceCheck {
             name: AGENT_SERVICE.to_owned(),
             port: AGENT_PORT,
+            timeout_secs: None,
         });
     }
     if respawned.iter().any(|p| program(p) == "sshd") {
         services.push(ServiceCheck {
-            name: "ssh".to_owned(),
+            name: SSH_SERVICE.to_owned(),
             port: 22,
+            timeout_secs: None,
         });
     }
+    for declared in respawned.iter().filter_map(|p| declared_service(p)) {
+        if !services.iter().any(|s| s.name == declared.name) {
+            services.push(declared);
+        }
+    }
     services
+}
+
+/// The runner that starts an image's declared services, relative to the guest's root: init
+/// runs `banger-service NAME PORT [TIMEOUT_SECS]` ([`service_inittab_line`]) and it runs
+/// `/etc/banger/services/NAME` ([`SERVICES_DIR`]) with its output in [`service_log`].
+pub const SERVICE_RUNNER: &str = "usr/local/sbin/banger-service";
+/// Where each declared service's script lives, relative to the guest's root.
+pub const SERVICES_DIR: &str = "etc/banger/services";
+/// Where the runner keeps the services' logs, relative to the guest's root.
+pub const SERVICE_LOG_DIR: &str = "var/log/banger";
+/// The size past which a service's log is moved to `NAME.log.1` when it (re)starts.
+pub const SERVICE_LOG_MAX_BYTES: u64 = 1024 * 1024;
+/// The longest service name: a DNS label's limit, so `NAME` fits wherever a host name does.
+pub const SERVICE_NAME_MAX: usize = 63;
+
+/// Whether `name` and `port` may declare an image service: `name` a DNS-label-like name
+/// (lowercase letters, digits and `-`, starting with a letter, not ending with `-`, at most
+/// [`SERVICE_NAME_MAX`] characters, and not `agent` or `ssh`, which banger declares itself),
+/// `port` a TCP port other than 22 (sshd) and 1024 (the guest agent). The error says what is
+/// wrong and what is allowed.
+pub fn validate_service(name: &str, port: u16) -> Result<(), String> {
+    const ALLOWED: &str = "a service name is 1 to 63 lowercase letters, digits and '-', \
+                           starting with a letter and not ending with '-'";
+    if name.is_empty() {
+        return Err(format!("the service name is empty; {ALLOWED}"));
+    }
+    if name.len() > SERVICE_NAME_MAX {
+        return Err(format!(
+            "the service name {name:?} is {} characters long; {ALLOWED}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "the service name {name:?} contains {bad:?}; {ALLOWED}"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        return Err(format!(
+            "the service name {name:?} does not start with a letter or ends with '-'; {ALLOWED}"
+        ));
+    }
+    if name == AGENT_SERVICE || name == SSH_SERVICE {
+        return Err(format!(
+            "the service name {name:?} is banger's own (the guest agent and sshd are \
+             declared by banger); choose another name"
+        ));
+    }
+    match port {
+        0 => Err(format!(
+            "service {name:?} has port 0; a service listens on a TCP port from 1 to 65535"
+        )),
+        22 | AGENT_PORT => Err(format!(
+            "service {name:?} has port {port}, which is {}'s; choose a TCP port from 1 to \
+             65535 other than 22 and {AGENT_PORT}",
+            if port == 22 {
+                "sshd"
+            } else {
+                "the guest agent"
+            }
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The log a declared service's output goes to, relative to the guest's root.
+pub fn service_log(name: &str) -> String {
+    format!("{SERVICE_LOG_DIR}/{name}.log")
+}
+
+/// The inittab entry that keeps `check`'s service running, with its newline:
+/// `::respawn:/usr/local/sbin/banger-service NAME PORT [TIMEOUT_SECS]`. The port and deadline
+/// are not the runner's business; they are there so that [`services_in_inittab`] finds them
+/// again when the image's root comes back through `image register`.
+pub fn service_inittab_line(check: &ServiceCheck) -> String {
+    match check.timeout_secs {
+        Some(secs) => format!(
+            "::respawn:/{SERVICE_RUNNER} {} {} {secs}\n",
+            check.name, check.port
+        ),
+        None => format!(
+            "::respawn:/{SERVICE_RUNNER} {} {}\n",
+            check.name, check.port
+        ),
+    }
+}
+
+/// The script of service `name` (for `/etc/banger/services/NAME`, mode 0755) running
+/// `command`, one shell command line. A simple command runs with `exec`, so the process init
+/// supervises is the service itself and a stop signal reaches it; a line with shell operators
+/// (`cd /app && npm start`) runs as written, the shell waiting for it.
+pub fn service_script(name: &str, command: &str) -> String {
+    let command = command.trim();
+    let compound = command.chars().any(|c| {
+        matches!(
+            c,
+            ';' | '&' | '|' | '\n' | '(' | ')' | '`' | '<' | '>' | '{' | '}'
+        )
+    }) || command.starts_with("exec ")
+        || command.contains("$(");
+    let run = if compound {
+        command.to_owned()
+    } else {
+        format!("exec {command}")
+    };
+    format!(
+        "#!/bin/sh\n\
+         # The {name} service: started by /{SERVICE_RUNNER} (its output goes to\n\
+         # /{log}) and restarted by init when it exits.\n\
+         {run}\n",
+        log = service_log(name),
+    )
+}
+
+/// The runner for declared services ([`SERVICE_RUNNER`], mode 0755).
+///
+/// BusyBox init needs no delay here: after reaping an exited `respawn` child it sleeps a
+/// second before starting it again, so a service that exits at once restarts about once a
+/// second, and says so on the console ("process '…' exited. Scheduling for restart.").
+pub fn service_runner() -> GuestFile {
+    let contents = format!(
+        "#!/bin/sh\n\
+         # Written by banger: runs an image service for init.\n\
+         # Usage: banger-service NAME PORT [TIMEOUT_SECS]\n\
+         # Runs /{SERVICES_DIR}/NAME in /root with its output appended to\n\
+         # /{SERVICE_LOG_DIR}/NAME.log, moved to NAME.log.1 once over {max} bytes. PORT and\n\
+         # TIMEOUT_SECS are what banger waits for when a VM starts; the runner does not use them.\n\
+         name=\"$1\"\n\
+         case \"$name\" in\n\
+         ''|-*|*[!a-z0-9-]*)\n\
+         \techo \"banger-service: invalid service name '$name'\" >&2\n\
+         \texit 2 ;;\n\
+         esac\n\
+         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         HOME=/root\n\
+         export PATH HOME\n\
+         script=\"/{SERVICES_DIR}/$name\"\n\
+         log=\"/{SERVICE_LOG_DIR}/$name.log\"\n\
+         mkdir -p /{SERVICE_LOG_DIR}\n\
+         if [ -f \"$log\" ] && [ \"$(wc -c <\"$log\")\" -gt {max} ]; then\n\
+         \tmv -f \"$log\" \"$log.1\"\n\
+         fi\n\
+         exec >>\"$log\" 2>&1 </dev/null\n\
+         echo \"banger-service: starting $name ($(date -u '+%Y-%m-%dT%H:%M:%SZ'))\"\n\
+         if [ ! -x \"$script\" ]; then\n\
+         \techo \"banger-service: $script is missing or not executable\"\n\
+         \texit 1\n\
+         fi\n\
+         cd /root 2>/dev/null || cd /\n\
+         exec \"$script\"\n",
+        max = SERVICE_LOG_MAX_BYTES,
+    );
+    file(SERVICE_RUNNER, 0o755, &contents)
+}
+
+/// A declared service's `respawn` process, `banger-service NAME PORT [TIMEOUT_SECS]`, or
+/// `None` when it is not one or is malformed (a bad name or port, a zero or unreadable
+/// deadline, extra words).
+fn declared_service(process: &str) -> Option<ServiceCheck> {
+    let mut words = process.split_whitespace();
+    if words.next()?.rsplit('/').next()? != "banger-service" {
+        return None;
+    }
+    let name = words.next()?;
+    let port: u16 = words.next()?.parse().ok()?;
+    let timeout_secs = match words.next() {
+        None => None,
+        Some(t) => Some(t.parse::<u64>().ok().filter(|t| *t > 0)?),
+    };
+    if words.next().is_some() || validate_service(name, port).is_err() {
+        return None;
+    }
+    Some(ServiceCheck {
+        name: name.to_owned(),
+        port,
+        timeout_secs,
+    })
 }
 
 /// The inittab line that starts the agent; [`install_agent`] appends it. `--listen-vm-ip`
@@ -358,6 +555,230 @@ mod tests {
             ),
             []
         );
+    }
+
+    fn checks(inittab: &str) -> Vec<(String, u16, Option<u64>)> {
+        services_in_inittab(inittab)
+            .into_iter()
+            .map(|s| (s.name, s.port, s.timeout_secs))
+            .collect()
+    }
+
+    #[test]
+    fn declared_services_follow_the_agent_and_sshd_in_inittab_order() {
+        let inittab = "::sysinit:/etc/banger/rc.boot\n\
+                       ::respawn:/usr/local/sbin/banger-service web 8080 120\n\
+                       ::respawn:/usr/sbin/sshd -D -e\n\
+                       ::respawn:/usr/local/sbin/banger-service opencode 4096\n\
+                       ::respawn:/usr/local/sbin/banger-agent --listen-vm-ip\n";
+        assert_eq!(
+            checks(inittab),
+            [
+                ("agent".to_owned(), 1024, None),
+                ("ssh".to_owned(), 22, None),
+                ("web".to_owned(), 8080, Some(120)),
+                ("opencode".to_owned(), 4096, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn commented_once_and_malformed_service_entries_are_ignored() {
+        let inittab = "#::respawn:/usr/local/sbin/banger-service off 8080\n\
+                       ::once:/usr/local/sbin/banger-service once 8081\n\
+                       ::respawn:/usr/local/sbin/banger-service\n\
+                       ::respawn:/usr/local/sbin/banger-service noport\n\
+                       ::respawn:/usr/local/sbin/banger-service Upper 8082\n\
+                       ::respawn:/usr/local/sbin/banger-service ssh 2222\n\
+                       ::respawn:/usr/local/sbin/banger-service shell 22\n\
+                       ::respawn:/usr/local/sbin/banger-service big 70000\n\
+                       ::respawn:/usr/local/sbin/banger-service zero 8083 0\n\
+                       ::respawn:/usr/local/sbin/banger-service words 8084 10 more\n\
+                       ::respawn:/usr/local/sbin/banger-service late 8085 soon\n\
+                       ::respawn:/usr/local/sbin/banger-service-old web 8086\n\
+                       ::respawn:/usr/local/sbin/banger-service ok 8087\n\
+                       ::respawn:/usr/local/sbin/banger-service ok 8088\n";
+        assert_eq!(checks(inittab), [("ok".to_owned(), 8087, None)]);
+    }
+
+    #[test]
+    fn an_inittab_line_reads_back_as_the_same_service() {
+        for check in [
+            ServiceCheck {
+                name: "opencode".into(),
+                port: 4096,
+                timeout_secs: None,
+            },
+            ServiceCheck {
+                name: "web-2".into(),
+                port: 65535,
+                timeout_secs: Some(300),
+            },
+        ] {
+            let line = service_inittab_line(&check);
+            assert!(line.ends_with('\n'), "{line:?}");
+            assert_eq!(services_in_inittab(&line), [check]);
+        }
+        assert_eq!(
+            service_inittab_line(&ServiceCheck {
+                name: "web".into(),
+                port: 8080,
+                timeout_secs: Some(90),
+            }),
+            "::respawn:/usr/local/sbin/banger-service web 8080 90\n"
+        );
+    }
+
+    #[test]
+    fn service_names_and_ports_are_checked() {
+        for (name, port) in [("opencode", 4096), ("a", 1), ("web-2", 65535), ("x1", 8080)] {
+            assert_eq!(validate_service(name, port), Ok(()), "{name} {port}");
+        }
+        let long = "a".repeat(64);
+        for (name, port, says) in [
+            ("", 80, "empty"),
+            (long.as_str(), 80, "64 characters"),
+            ("Web", 80, "contains 'W'"),
+            ("my_app", 80, "contains '_'"),
+            ("web.app", 80, "contains '.'"),
+            ("-web", 80, "start with a letter"),
+            ("1web", 80, "start with a letter"),
+            ("web-", 80, "ends with '-'"),
+            ("agent", 8080, "banger's own"),
+            ("ssh", 2222, "banger's own"),
+            ("web", 0, "port 0"),
+            ("web", 22, "sshd"),
+            ("web", 1024, "the guest agent"),
+        ] {
+            let err = validate_service(name, port).unwrap_err();
+            assert!(err.contains(says), "{name:?} {port}: {err}");
+        }
+        // The message says what is allowed, not only what is wrong.
+        assert!(
+            validate_service("Web", 80)
+                .unwrap_err()
+                .contains("lowercase letters, digits and '-'")
+        );
+        assert!(
+            validate_service("web", 22)
+                .unwrap_err()
+                .contains("from 1 to 65535 other than 22 and 1024")
+        );
+    }
+
+    #[test]
+    fn service_scripts_exec_a_simple_command_and_run_a_compound_one() {
+        let simple = service_script("web", "busybox httpd -f -p 8080");
+        assert!(simple.starts_with("#!/bin/sh\n"), "{simple}");
+        assert!(
+            simple.ends_with("\nexec busybox httpd -f -p 8080\n"),
+            "{simple}"
+        );
+        assert!(simple.contains("/var/log/banger/web.log"), "{simple}");
+        let compound = service_script("app", "cd /app && npm start");
+        assert!(compound.ends_with("\ncd /app && npm start\n"), "{compound}");
+        assert!(!compound.contains("exec cd"), "{compound}");
+        assert_eq!(service_log("web"), "var/log/banger/web.log");
+    }
+
+    #[test]
+    fn the_service_runner_logs_rotates_and_execs_the_script() {
+        let GuestFile::File {
+            path,
+            mode,
+            contents,
+        } = service_runner()
+        else {
+            panic!("the runner is a file");
+        };
+        assert_eq!((path, mode), (SERVICE_RUNNER, 0o755));
+        assert!(contents.starts_with("#!/bin/sh\n"));
+        for needle in [
+            "HOME=/root\n",
+            "\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+            "mkdir -p /var/log/banger\n",
+            "log=\"/var/log/banger/$name.log\"",
+            "-gt 1048576 ]",
+            "mv -f \"$log\" \"$log.1\"",
+            "exec >>\"$log\" 2>&1 </dev/null\n",
+            "cd /root",
+            "script=\"/etc/banger/services/$name\"",
+        ] {
+            assert!(contents.contains(needle), "{needle:?} not in\n{contents}");
+        }
+        assert!(contents.ends_with("exec \"$script\"\n"), "{contents}");
+    }
+
+    /// The runner and a script, run for real by `sh` in a directory standing for the root:
+    /// the output lands in the log, an oversized log is moved aside, a bad name is refused.
+    #[test]
+    fn the_service_runner_runs_under_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let GuestFile::File { contents, .. } = service_runner() else {
+            unreachable!()
+        };
+        // The runner's absolute paths, moved under the temporary root.
+        let at = root.display().to_string();
+        let runner = contents
+            .replace("/etc/banger/services", &format!("{at}/etc/banger/services"))
+            .replace("/var/log/banger", &format!("{at}/var/log/banger"));
+        let runner_path = root.join("banger-service");
+        std::fs::write(&runner_path, runner).unwrap();
+        std::fs::create_dir_all(root.join(SERVICES_DIR)).unwrap();
+        let script = root.join(SERVICES_DIR).join("echo");
+        std::fs::write(
+            &script,
+            service_script("echo", "echo hello from $HOME; exit 3"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let log = root.join(service_log("echo"));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, vec![b'x'; SERVICE_LOG_MAX_BYTES as usize + 1]).unwrap();
+
+        let run = |name: &str| {
+            std::process::Command::new("sh")
+                .arg(&runner_path)
+                .args([name, "8080"])
+                .output()
+        };
+        let out = match run("echo") {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("SKIP: sh not found");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.starts_with("banger-service: starting echo ("),
+            "{text}"
+        );
+        assert!(text.ends_with("hello from /root\n"), "{text}");
+        assert_eq!(
+            std::fs::metadata(root.join("var/log/banger/echo.log.1"))
+                .unwrap()
+                .len(),
+            SERVICE_LOG_MAX_BYTES + 1
+        );
+        // Appended, not replaced, on the next start.
+        run("echo").unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.matches("hello from /root").count(), 2, "{text}");
+        // A service without a script says so in its log.
+        let out = run("missing").unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let missing = std::fs::read_to_string(root.join(service_log("missing"))).unwrap();
+        assert!(
+            missing.contains("is missing or not executable"),
+            "{missing}"
+        );
+        let out = run("../etc").unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid service name"));
     }
 
     #[test]

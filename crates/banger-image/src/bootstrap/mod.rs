@@ -643,11 +643,13 @@ impl Run<'_> {
                 .then(|| ServiceCheck {
                     name: guest::AGENT_SERVICE.to_owned(),
                     port: guest::AGENT_PORT,
+                    timeout_secs: None,
                 })
                 .into_iter()
                 .chain([ServiceCheck {
                     name: "ssh".to_owned(),
                     port: 22,
+                    timeout_secs: None,
                 }])
                 .collect(),
             init_features: crate::initramfs::init_features(&initrd).map_err(|e| {
