@@ -553,6 +553,25 @@ impl Client {
             .await
     }
 
+    /// Starts building an image from a recipe; follow it with [`Client::watch_operation`].
+    pub async fn build_image(
+        &self,
+        request: &crate::BuildImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(Method::POST, "/v1/images/build", Some(request))
+            .await
+    }
+
+    /// Starts making an image of a stopped VM's root; follow it with
+    /// [`Client::watch_operation`].
+    pub async fn promote_image(
+        &self,
+        request: &crate::PromoteImageRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call(Method::POST, "/v1/images/promote", Some(request))
+            .await
+    }
+
     /// Starts writing an image into one file; follow it with [`Client::watch_operation`].
     pub async fn export_image(
         &self,

@@ -9,12 +9,14 @@ pub mod build;
 pub mod client;
 pub mod error;
 pub mod paths;
+pub mod recipe;
 pub mod time;
 pub mod types;
 pub mod validate;
 
 pub use client::{Client, ClientError};
 pub use error::{ApiError, ErrorCode};
+pub use recipe::{BuildImageRequest, Recipe};
 pub use time::Timestamp;
 pub use types::*;
 

@@ -547,6 +547,21 @@ pub struct BootstrapImageRequest {
     pub name: Option<String>,
 }
 
+/// `POST /v1/images/promote`: a stopped VM's root (its image with its overlay on top) becomes
+/// a new image; the VM itself is untouched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteImageRequest {
+    /// The VM (name or id); it must be stopped.
+    pub vm: String,
+    /// The new image's name.
+    pub name: String,
+    /// The VM's work disk (`/root`) becomes the new image's work seed, copied into each of
+    /// its VMs' work disks; by default the VM's image's seed is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_work: Option<bool>,
+}
+
 /// `POST /v1/images/{name}/export`: write the image into one file. The path must be absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -593,6 +608,8 @@ pub enum OperationKind {
     StartVm,
     StopVm,
     RestartVm,
+    PromoteImage,
+    BuildImage,
 }
 
 /// Overall state of an operation.

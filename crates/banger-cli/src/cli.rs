@@ -473,6 +473,16 @@ pub enum ImageCommand {
     #[command(after_help = "Example: banger image bootstrap debian --suite bookworm --name debian")]
     Bootstrap(BootstrapArgs),
 
+    /// Make a new image of a stopped VM's root: its image with everything the VM changed
+    ///
+    /// The new image has the VM's packages and files, without what made the VM itself (its
+    /// hostname, network, SSH host key, agent token, machine id). Its kernel and initramfs are
+    /// the VM's image's. The VM is untouched: its disks are copied first, and it can start
+    /// again as soon as the copy is done. Its work disk (/root) becomes the new image's work
+    /// seed only with --with-work.
+    #[command(after_help = "Example: banger vm stop dev && banger image promote dev dev-tools")]
+    Promote(PromoteArgs),
+
     /// Adopt an existing kernel, optional initrd and ext4 root filesystem as an image
     ///
     /// The files are copied into banger's image store; the originals are left alone.
@@ -532,6 +542,23 @@ pub struct BootstrapArgs {
     /// Image name, a DNS label (a-z, 0-9, '-') [default: the distribution's name]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+/// `banger image promote`.
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// The stopped VM whose root becomes the image
+    #[arg(value_name = "VM")]
+    pub vm: String,
+
+    /// The new image's name, a DNS label (a-z, 0-9, '-')
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Make the VM's work disk (/root) the new image's work seed, copied into every new VM's
+    /// /root (by default the VM's image's seed is kept)
+    #[arg(long)]
+    pub with_work: bool,
 }
 
 /// `banger image register`.

@@ -13,7 +13,9 @@ use banger_api::{
     RegisterImageRequest, Timestamp,
 };
 
-use crate::cli::{BootstrapArgs, ExportArgs, ImageCommand, ImportArgs, OutputFormat, RegisterArgs};
+use crate::cli::{
+    BootstrapArgs, ExportArgs, ImageCommand, ImportArgs, OutputFormat, PromoteArgs, RegisterArgs,
+};
 use crate::daemon::Daemon;
 use crate::exit::Failure;
 use crate::operation;
@@ -127,6 +129,7 @@ pub async fn run(command: &ImageCommand, format: OutputFormat) -> Result<(), Fai
     let text = match command {
         ImageCommand::Register(args) => register(args, format).await?,
         ImageCommand::Bootstrap(args) => bootstrap(args, format).await?,
+        ImageCommand::Promote(args) => promote(args, format).await?,
         ImageCommand::Export(args) => export(args, format).await?,
         ImageCommand::Import(args) => import(args, format).await?,
         ImageCommand::List => {
@@ -171,7 +174,19 @@ async fn register(args: &RegisterArgs, format: OutputFormat) -> Result<String, F
     if text_mode {
         output::eprint(&format!("Registering image {}\n", request.name));
     }
-    let finished = operation::follow(daemon.client(), started, text_mode).await?;
+    finish_image(&daemon, started, format, "Registered").await
+}
+
+/// Follows an operation whose result is an image, then prints the image (`verb` starts the
+/// text: "Registered image NAME.").
+async fn finish_image(
+    daemon: &Daemon,
+    started: banger_api::Operation,
+    format: OutputFormat,
+    verb: &str,
+) -> Result<String, Failure> {
+    let finished =
+        operation::follow(daemon.client(), started, format == OutputFormat::Text).await?;
     // The result is the image; asking for it by name covers a daemon that omits it.
     let image = match finished
         .result
@@ -183,7 +198,7 @@ async fn register(args: &RegisterArgs, format: OutputFormat) -> Result<String, F
     Ok(match format {
         OutputFormat::Json => output::json(&image),
         OutputFormat::Text => format!(
-            "Registered image {}.\n\n{}",
+            "{verb} image {}.\n\n{}",
             image.name,
             output::image_show(&image, Timestamp::now())
         ),
@@ -205,22 +220,27 @@ async fn bootstrap(args: &BootstrapArgs, format: OutputFormat) -> Result<String,
             request.suite.as_deref().unwrap_or("(default suite)")
         ));
     }
-    let finished = operation::follow(daemon.client(), started, text_mode).await?;
-    let image = match finished
-        .result
-        .and_then(|value| serde_json::from_value::<Image>(value).ok())
-    {
-        Some(image) => image,
-        None => daemon.client().get_image(&finished.target).await?,
+    finish_image(&daemon, started, format, "Bootstrapped").await
+}
+
+async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Failure> {
+    banger_api::validate::name("image", &args.name)?;
+    let request = banger_api::PromoteImageRequest {
+        vm: args.vm.clone(),
+        name: args.name.clone(),
+        with_work: args.with_work.then_some(true),
     };
-    Ok(match format {
-        OutputFormat::Json => output::json(&image),
-        OutputFormat::Text => format!(
-            "Bootstrapped image {}.\n\n{}",
-            image.name,
-            output::image_show(&image, Timestamp::now())
-        ),
-    })
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.promote_image(&request).await)
+        .await?;
+    if format == OutputFormat::Text {
+        output::eprint(&format!(
+            "Promoting VM {} to image {}\n",
+            request.vm, started.target
+        ));
+    }
+    finish_image(&daemon, started, format, "Promoted").await
 }
 
 async fn export(args: &ExportArgs, format: OutputFormat) -> Result<String, Failure> {

@@ -225,6 +225,8 @@ async fn blocking_arc<T: Send + 'static>(
         get_snapshot,
         delete_snapshot,
         list_images,
+        promote_image,
+        build_image,
         register_image,
         bootstrap_image,
         export_image,
@@ -305,6 +307,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
                     delete_image(State(d), Path("import".to_owned()), no_body)
                 }),
         )
+        .route("/v1/images/promote", post(promote_image))
+        .route("/v1/images/build", post(build_image))
         .route("/v1/images/{name}", get(get_image).delete(delete_image))
         .route("/v1/images/{name}/export", post(export_image))
         .route("/v1/operations", get(list_operations))
@@ -648,6 +652,34 @@ async fn bootstrap_image(
 ) -> Answer<Response> {
     let checked = blocking(&d, move |d| image::check_bootstrap(d, &req)).await?;
     let op = image::start_bootstrap(d.clone(), checked);
+    Ok(accepted(op))
+}
+
+/// Builds a new image from a recipe, as an operation whose result is the image: a temporary
+/// VM of the base image is provisioned and its root promoted. Inputs already built come from
+/// the build cache.
+#[utoipa::path(post, path = "/v1/images/build", request_body = banger_api::BuildImageRequest, responses(
+    (status = 202, body = Operation), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn build_image(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<banger_api::BuildImageRequest>,
+) -> Answer<Response> {
+    let checked = blocking(&d, move |d| crate::build::check(d, &req)).await?;
+    let op = crate::build::start(d.clone(), checked);
+    Ok(accepted(op))
+}
+
+/// Makes a new image of a stopped VM's root (its image with its overlay on top), as an
+/// operation whose result is the image. The VM is untouched; its disks are copied first.
+#[utoipa::path(post, path = "/v1/images/promote", request_body = banger_api::PromoteImageRequest, responses(
+    (status = 202, body = Operation), (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError)))]
+async fn promote_image(
+    State(d): State<Arc<Daemon>>,
+    Body(req): Body<banger_api::PromoteImageRequest>,
+) -> Answer<Response> {
+    let checked = blocking(&d, move |d| crate::promote::check(d, &req)).await?;
+    let op = crate::promote::start(d.clone(), checked);
     Ok(accepted(op))
 }
 

@@ -21,7 +21,7 @@ use crate::Daemon;
 use crate::operation::OperationContext;
 
 /// The last stage of a registration: the store learns about the image.
-const RECORD_STAGE: &str = "record";
+pub const RECORD_STAGE: &str = "record";
 
 /// A valid name no image has yet: what registering and bootstrapping (API and console) need.
 pub fn check_new_name(d: &Daemon, name: &str) -> Result<(), ApiError> {
@@ -354,7 +354,7 @@ fn absolute_path(path: &str) -> Result<PathBuf, ApiError> {
     }
 }
 
-struct OpReporter<'a>(&'a OperationContext);
+pub struct OpReporter<'a>(pub &'a OperationContext);
 
 impl Reporter for OpReporter<'_> {
     fn begin(&self, stage: &str) {

@@ -7,6 +7,7 @@
 //! drive a real daemon on a temporary socket with temporary XDG directories.
 
 pub mod api;
+pub mod build;
 pub mod capacity;
 pub mod config;
 pub mod dns;
@@ -18,6 +19,7 @@ mod lifecycle;
 pub mod machine;
 pub mod operation;
 pub mod ports;
+pub mod promote;
 pub mod snapshot;
 pub mod vm;
 pub mod web;

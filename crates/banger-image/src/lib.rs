@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod bootstrap;
+pub mod build;
 pub mod format;
 pub mod initramfs;
 pub mod kernel;

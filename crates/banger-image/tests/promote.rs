@@ -187,6 +187,7 @@ fn fixture() -> Fixture {
             services: vec![ServiceCheck {
                 name: "ssh".into(),
                 port: 22,
+                timeout_secs: None,
             }],
             publish: Vec::new(),
             init_features: vec!["config-drive".into()],

@@ -1192,6 +1192,14 @@ pub fn pause_or_resume(d: &Daemon, name: &str, pause: bool) -> Result<Vm, ApiErr
 }
 
 /// Stops a running or paused VM before it is deleted; returns it as stored afterwards.
+/// Stops a build's VM, which must be running, giving its guest at least a minute to power
+/// off cleanly (its root becomes an image); the stopped VM.
+pub fn stop_for_build(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
+    let vm = begin_stop(d, &vm.id)?;
+    let graceful = d.config.defaults.stop_timeout.max(Duration::from_secs(60));
+    stop_vm(d, None, &vm, graceful)
+}
+
 pub fn stop_for_delete(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
     match vm.state {
         VmState::Running | VmState::Paused => {

@@ -746,6 +746,8 @@ fn kind_label(kind: OperationKind) -> &'static str {
         OperationKind::StartVm => "Start VM",
         OperationKind::StopVm => "Stop VM",
         OperationKind::RestartVm => "Restart VM",
+        OperationKind::PromoteImage => "Promote VM to image",
+        OperationKind::BuildImage => "Build image",
     }
 }
 
@@ -848,7 +850,9 @@ impl From<&Operation> for OpView {
             (
                 OperationKind::RegisterImage
                 | OperationKind::BootstrapImage
-                | OperationKind::ImportImage,
+                | OperationKind::ImportImage
+                | OperationKind::PromoteImage
+                | OperationKind::BuildImage,
                 OperationState::Succeeded,
                 Some(value),
             ) => value.get("name").and_then(|n| n.as_str()).map(|name| Link {
@@ -871,7 +875,9 @@ impl From<&Operation> for OpView {
             }
             OperationKind::RegisterImage
             | OperationKind::BootstrapImage
-            | OperationKind::ImportImage => result.as_ref().map(|link| link.href.clone()),
+            | OperationKind::ImportImage
+            | OperationKind::PromoteImage
+            | OperationKind::BuildImage => result.as_ref().map(|link| link.href.clone()),
             // The image exported is the target; the result names a file, not a page.
             OperationKind::ExportImage => Some(image_href(&op.target)),
         };
