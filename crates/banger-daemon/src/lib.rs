@@ -6,6 +6,7 @@
 //! The binary is thin ([`main`]); [`start`] runs a daemon inside any tokio runtime so tests can
 //! drive a real daemon on a temporary socket with temporary XDG directories.
 
+pub mod admission;
 pub mod api;
 pub mod capacity;
 pub mod config;
@@ -43,6 +44,8 @@ pub struct Daemon {
     pub pool: NetworkPool,
     pub ops: Operations,
     pub host: HostFacts,
+    /// Refuses starts beyond the host's configured capacity.
+    pub admission: admission::Admission,
     pub machines: machine::Machines,
     /// Ready-made VM disks.
     pub disks: machine::pool::DiskPool,
@@ -99,6 +102,7 @@ impl Daemon {
         Ok(capacity::aggregate(
             &vms,
             self.host,
+            self.admission.limits(),
             available,
             &self.paths.state_dir.display().to_string(),
             capacity::DiskFigures {

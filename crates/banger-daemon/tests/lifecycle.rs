@@ -16,6 +16,7 @@ use banger_api::{
     Client, CreateVmRequest, ErrorCode, Operation, OperationState, StageState, Vm, VmAction,
     VmState, VmmKind,
 };
+use banger_daemon::host::HostFacts;
 use banger_daemon::{HostDeps, RunningDaemon};
 use banger_host::network::Privilege;
 use banger_host::runner::{
@@ -59,6 +60,8 @@ struct Harness {
     fail_disk: Arc<std::sync::Mutex<Option<&'static str>>>,
     daemon: Option<RunningDaemon>,
     client: Client,
+    /// The host's CPUs and memory as the daemon sees them (`None`: this machine's).
+    host: Option<HostFacts>,
 }
 
 fn fresh_net() -> FakeRunner {
@@ -114,6 +117,7 @@ impl Harness {
             fail_disk: Arc::default(),
             daemon: None,
             client: Client::new(PathBuf::new()),
+            host: None,
         };
         h.restart().await;
         support::register(&h.client, &h.dir.path().join("files"), "base", false).await;
@@ -134,6 +138,7 @@ impl Harness {
             qemu: Some(self.qemu.backend(Accel::Tcg)),
             preflight: false,
             privilege: Some(Privilege::Root),
+            host: self.host,
         };
         let daemon = banger_daemon::start_with(self.paths.clone(), deps)
             .await

@@ -83,6 +83,7 @@ impl Web {
             qemu: Some(FakeQemu::new().backend(Accel::Tcg)),
             preflight: false,
             privilege: Some(privilege),
+            host: None,
         };
         // No spare Firecracker: tests count the fake's processes, and a spare started 300 ms
         // after each create (sooner or later than a step, depending on the machine's load)
