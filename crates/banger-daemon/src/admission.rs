@@ -115,21 +115,14 @@ impl Admission {
             Some(name) => format!("VM {name:?}"),
             None => "this VM".to_owned(),
         };
-        let smaller = match ask {
-            Ask::Create | Ask::Set => "pass a smaller --memory or --vcpus".to_owned(),
-            Ask::Start => format!(
-                "make it smaller with `banger vm set {} --memory MIB --vcpus N`",
-                vm.unwrap_or("NAME")
-            ),
-        };
         Err(ApiError::new(
             ErrorCode::OverCapacity,
             format!("{who} could never start on this host: {}", over.join("; ")),
         )
         .with_hint(format!(
-            "{smaller}, or raise `memory_ratio` / `vcpu_ratio` (or lower `memory_reserve`) \
-                 in [admission] of {} and restart bangerd (`banger daemon restart`)",
-            self.config_file
+            "{}; {}",
+            smaller(ask, vm.unwrap_or("NAME")),
+            self.raise()
         )))
     }
 
@@ -173,13 +166,6 @@ impl Admission {
             Ask::Create => "create and start",
             Ask::Start | Ask::Set => "start",
         };
-        let smaller = match ask {
-            Ask::Create | Ask::Set => "pass a smaller --memory or --vcpus".to_owned(),
-            Ask::Start => format!(
-                "make this one smaller (`banger vm set {} --memory MIB`, while stopped)",
-                demand.vm
-            ),
-        };
         Err(ApiError::new(
             ErrorCode::OverCapacity,
             format!(
@@ -189,11 +175,20 @@ impl Admission {
             ),
         )
         .with_hint(format!(
-            "stop a VM (`banger vm stop NAME`), {smaller}, or raise the limit in [admission] \
-             of {} (`memory_ratio`, `vcpu_ratio`, or `enabled = false` to turn the check off) \
-             and restart bangerd (`banger daemon restart`)",
-            self.config_file
+            "stop a VM to make room; {}; {}",
+            smaller(ask, demand.vm),
+            self.raise()
         )))
+    }
+
+    /// The last part of every refusal's hint. Hints are `; `-separated parts so that the web
+    /// console can keep those that make sense without the CLI: this one does.
+    fn raise(&self) -> String {
+        format!(
+            "or raise the limits in [admission] of {} (`memory_ratio`, `vcpu_ratio` or \
+             `memory_reserve`, or `enabled = false` to turn the check off) and restart the daemon",
+            self.config_file
+        )
     }
 
     fn memory_formula(&self) -> String {
@@ -212,6 +207,16 @@ impl Admission {
             self.host.cpus,
             if self.host.cpus == 1 { "" } else { "s" }
         )
+    }
+}
+
+/// How to ask for less, in the words of the request that asked.
+fn smaller(ask: Ask, vm: &str) -> String {
+    match ask {
+        Ask::Create | Ask::Set => "pass a smaller --memory or --vcpus".to_owned(),
+        Ask::Start => format!(
+            "make this VM smaller while it is stopped: `banger vm set {vm} --memory MIB --vcpus N`"
+        ),
     }
 }
 
@@ -329,11 +334,21 @@ mod tests {
         assert_eq!(
             err.hint.as_deref(),
             Some(
-                "stop a VM (`banger vm stop NAME`), make this one smaller (`banger vm set dev \
-                 --memory MIB`, while stopped), or raise the limit in [admission] of \
-                 /home/u/.config/banger/config.toml (`memory_ratio`, `vcpu_ratio`, or \
-                 `enabled = false` to turn the check off) and restart bangerd (`banger daemon \
-                 restart`)"
+                "stop a VM to make room; make this VM smaller while it is stopped: `banger vm \
+                 set dev --memory MIB --vcpus N`; or raise the limits in [admission] of \
+                 /home/u/.config/banger/config.toml (`memory_ratio`, `vcpu_ratio` or \
+                 `memory_reserve`, or `enabled = false` to turn the check off) and restart the \
+                 daemon"
+            )
+        );
+        // The web console keeps the parts a browser user can follow.
+        assert_eq!(
+            crate::web::views::console_hint(err.hint.as_deref()).as_deref(),
+            Some(
+                "stop a VM to make room; or raise the limits in [admission] of \
+                 /home/u/.config/banger/config.toml (`memory_ratio`, `vcpu_ratio` or \
+                 `memory_reserve`, or `enabled = false` to turn the check off) and restart the \
+                 daemon"
             )
         );
         let err = a
@@ -422,7 +437,7 @@ mod tests {
             err.hint
                 .as_deref()
                 .unwrap()
-                .starts_with("pass a smaller --memory or --vcpus, or raise `memory_ratio`"),
+                .starts_with("pass a smaller --memory or --vcpus; or raise the limits"),
             "{:?}",
             err.hint
         );
@@ -440,7 +455,7 @@ mod tests {
         assert!(
             err.hint
                 .unwrap()
-                .starts_with("make it smaller with `banger vm set dev"),
+                .starts_with("make this VM smaller while it is stopped: `banger vm set dev "),
             "start advice is about vm set"
         );
     }
