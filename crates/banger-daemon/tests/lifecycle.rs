@@ -1721,3 +1721,73 @@ async fn with_admission_off_every_start_passes() {
     assert_eq!(cap.cpu.reserved_vcpus, 6);
     assert_eq!(cap.memory.reserved_bytes, 6 << 30);
 }
+
+/// Limits lowered under running VMs (a daemon restarted with a new config): they keep running,
+/// a restart that could never start again is refused before it stops anything, and one whose
+/// start no longer fits next to the others fails with the refusal, leaving the VM stopped
+/// with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_admitted_again_and_refused_when_the_room_is_gone() {
+    let mut h = admitting("vcpu_ratio = 4.0").await;
+    let a = create_sized(&h, "a", 1, 2560, true).await;
+    let b = create_sized(&h, "b", 1, 512, true).await;
+    let config = std::fs::read_to_string(&h.paths.config_file).unwrap();
+    // 4 GiB less 2G: room for 2048 MiB where 3072 MiB run.
+    let lowered = config.replace(
+        "vcpu_ratio = 4.0",
+        "vcpu_ratio = 4.0, memory_reserve = \"2G\"",
+    );
+    assert_ne!(lowered, config);
+    std::fs::write(&h.paths.config_file, lowered).unwrap();
+    h.restart().await;
+    for name in ["a", "b"] {
+        assert_eq!(h.vm(name).await.state, VmState::Running, "{name}");
+    }
+    assert_eq!(
+        h.client.capacity().await.unwrap().memory.limit_bytes,
+        Some(2048 << 20)
+    );
+
+    // a could never start again: its restart is refused before it is stopped.
+    let err = h
+        .client
+        .vm_action("a", VmAction::Restart)
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
+    assert!(
+        err.api()
+            .unwrap()
+            .message
+            .starts_with("VM \"a\" could never start on this host: its 2560 MiB"),
+        "{err}"
+    );
+    let a_now = h.vm("a").await;
+    assert_eq!(a_now.state, VmState::Running);
+    assert_eq!(a_now.runtime, a.runtime);
+
+    // b fits alone, but not next to a: its restart stops it, then is refused.
+    let op = h.act("b", VmAction::Restart).await;
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let error = op.error.unwrap();
+    assert_eq!(error.code, ErrorCode::OverCapacity);
+    assert!(
+        error.message.starts_with(
+            "not enough room to start VM \"b\": it needs 512 MiB of guest memory, 1 VM up \
+             holds 2560 MiB, and the limit is 2048 MiB"
+        ),
+        "{}",
+        error.message
+    );
+    let b_now = h.vm("b").await;
+    assert_eq!(b_now.state, VmState::Stopped);
+    assert_eq!(b_now.runtime, None);
+    assert_eq!(b_now.last_error.as_deref(), Some(error.message.as_str()));
+    assert!(!h.fc.alive(b.runtime.unwrap().pid));
+
+    // With a stopped, b has room again.
+    let op = h.act("a", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let op = h.act("b", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+}

@@ -1109,6 +1109,11 @@ fn stop_note(outcome: banger_vmm::StopOutcome) -> &'static str {
 
 /// `POST /v1/vms/{name}/restart`: stop, then start, as one operation.
 pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
+    // A VM that could not start again (the limits were lowered since it started) is not
+    // stopped for nothing.
+    let found = crate::vm::find(d, name)?;
+    d.admission
+        .check_fits_idle(Some(&found.name), found.vcpus, found.memory_mib, Ask::Start)?;
     let vm = begin_stop(d, name)?;
     let start = start_stages(d, &vm);
     let mut stages = vec![RESTART_STOP_STAGE];
@@ -1123,14 +1128,26 @@ pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiErro
             stop_vm(&d2, None, &vm, d2.config.defaults.stop_timeout)?;
             cx.done(RESTART_STOP_STAGE, None);
             // Admitted again: what it held was released by the stop, and another start may
-            // have taken the room meanwhile.
+            // have taken the room meanwhile. Refused, it stays stopped and says why.
             let vm = admit_start(
                 &d2,
                 &vm.id,
                 &[VmState::Stopped],
                 "it changed while restarting",
                 None,
-            )?;
+            )
+            .inspect_err(|e| {
+                if e.code == ErrorCode::OverCapacity
+                    && let Err(store) = d2.store.set_vm_run_state(
+                        &vm.id,
+                        VmState::Stopped,
+                        None,
+                        Some(&e.message),
+                    )
+                {
+                    tracing::error!(vm = %vm.name, error = %store, "cannot record a refused restart");
+                }
+            })?;
             let vm = start_vm(&d2, cx, &vm)?;
             serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
         },
