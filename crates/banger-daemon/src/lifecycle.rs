@@ -108,11 +108,25 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     };
     let admission = crate::admission::Admission::new(config.admission, host, &paths.config_file);
     match admission.limits() {
-        Some(limits) => tracing::info!(
-            vcpus = limits.vcpus,
-            memory_mib = limits.memory_bytes / banger_api::validate::MIB,
-            "admission control: VMs holding resources may reserve up to these"
-        ),
+        Some(limits) => {
+            tracing::info!(
+                vcpus = limits.vcpus,
+                memory_mib = limits.memory_bytes / banger_api::validate::MIB,
+                "admission control: VMs holding resources may reserve up to these"
+            );
+            // Said once here rather than discovered at every create.
+            if let Err(e) = admission.check_fits_idle(
+                None,
+                config.defaults.vcpus,
+                config.defaults.memory_mib,
+                crate::admission::Ask::Create,
+            ) {
+                tracing::warn!(
+                    error = %e.message,
+                    "a VM of the default size cannot start under [admission] in config.toml"
+                );
+            }
+        }
         None => tracing::info!("admission control is off"),
     }
     let build_id = banger_api::build::own_build_id().map_err(DaemonError::BuildId)?;

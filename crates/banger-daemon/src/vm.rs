@@ -1,7 +1,7 @@
 //! The VM service: creating, changing and deleting VMs. Every request is validated here,
 //! against the shared rules, the host's limits and admission control, before the store is
-//! touched; a create that starts its VM is admitted in the transaction that records it. Running VMs
-//! are [`crate::machine`]'s business.
+//! touched; a create that starts its VM is admitted in the transaction that records it.
+//! Running VMs are [`crate::machine`]'s business.
 
 use std::sync::Arc;
 
