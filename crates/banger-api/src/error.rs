@@ -33,6 +33,9 @@ pub enum ErrorCode {
     Cancelled,
     /// The request asks for something this build of banger cannot do (501).
     Unsupported,
+    /// Starting the VM would reserve more vCPUs or guest memory than the host's configured
+    /// limits allow (409); stopping a VM makes room.
+    OverCapacity,
     /// The daemon is shutting down or a dependency is unavailable (503).
     Unavailable,
     /// An unexpected failure inside the daemon (500).
@@ -49,6 +52,7 @@ impl ErrorCode {
             | ErrorCode::InUse
             | ErrorCode::InvalidState
             | ErrorCode::Exhausted
+            | ErrorCode::OverCapacity
             | ErrorCode::DaemonOutdated
             | ErrorCode::Cancelled => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::InUse => "in_use",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::Exhausted => "exhausted",
+            ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::DaemonOutdated => "daemon_outdated",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",

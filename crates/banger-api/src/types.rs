@@ -733,6 +733,10 @@ pub struct CpuCapacity {
     pub host_cpus: u32,
     /// vCPUs of VMs that hold resources (starting, running, paused, stopping).
     pub reserved_vcpus: u32,
+    /// The most vCPUs the VMs that hold resources may reserve together: a start that would
+    /// go beyond it is refused (`over_capacity`). `null` when admission control is off.
+    #[serde(default)]
+    pub vcpu_limit: Option<u32>,
 }
 
 /// Memory figures of `GET /v1/capacity`.
@@ -740,7 +744,12 @@ pub struct CpuCapacity {
 pub struct MemoryCapacity {
     pub host_bytes: u64,
     pub available_bytes: u64,
+    /// Guest memory of VMs that hold resources.
     pub reserved_bytes: u64,
+    /// The most guest memory the VMs that hold resources may reserve together: a start that
+    /// would go beyond it is refused (`over_capacity`). `null` when admission control is off.
+    #[serde(default)]
+    pub limit_bytes: Option<u64>,
 }
 
 /// Disk figures of `GET /v1/capacity`.

@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     max_term_width = 100,
     after_help = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, 4 not found, \
                   5 conflict, 6 daemon unavailable, 7 operation failed, 8 cancelled, 9 unsupported, \
-                  10 host not ready (doctor)."
+                  10 host not ready (doctor), 11 over capacity (admission control)."
 )]
 pub struct Cli {
     /// How to print results: aligned text for people, or the API's JSON for scripts

@@ -19,6 +19,7 @@ use banger_api::{ApiError, ClientError, ErrorCode};
 /// | 8    | cancelled         | the operation was cancelled (Ctrl-C while banger waited for it)    |
 /// | 9    | unsupported       | this build of banger cannot do what was asked (`unsupported`)      |
 /// | 10   | host not ready    | `banger doctor` found a failing check                              |
+/// | 11   | over capacity     | a start (or a create that starts) would reserve more vCPUs or guest memory than admission control allows (`over_capacity`), refused directly or by a start operation |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
@@ -32,6 +33,7 @@ pub enum Exit {
     Cancelled = 8,
     Unsupported = 9,
     HostNotReady = 10,
+    OverCapacity = 11,
 }
 
 impl Exit {
@@ -46,6 +48,7 @@ impl Exit {
             | ErrorCode::InUse
             | ErrorCode::InvalidState
             | ErrorCode::Exhausted => Exit::Conflict,
+            ErrorCode::OverCapacity => Exit::OverCapacity,
             ErrorCode::Unavailable => Exit::Unavailable,
             ErrorCode::Cancelled => Exit::Cancelled,
             ErrorCode::Unsupported => Exit::Unsupported,
@@ -85,12 +88,14 @@ impl Failure {
     }
 
     /// The failure of a long-running operation: "it ran and failed" (7) is a different
-    /// situation for a script than "the request was refused", whatever the underlying code.
+    /// situation for a script than "the request was refused", whatever the underlying code,
+    /// except for a cancel and for a start that admission control refused (a restart's start
+    /// is decided inside its operation): those exit as they would have as a direct answer.
     pub fn operation(error: ApiError) -> Self {
-        let exit = if error.code == ErrorCode::Cancelled {
-            Exit::Cancelled
-        } else {
-            Exit::OperationFailed
+        let exit = match error.code {
+            ErrorCode::Cancelled => Exit::Cancelled,
+            ErrorCode::OverCapacity => Exit::OverCapacity,
+            _ => Exit::OperationFailed,
         };
         Failure { error, exit }
     }
@@ -147,6 +152,7 @@ mod tests {
             (ErrorCode::InUse, 5),
             (ErrorCode::InvalidState, 5),
             (ErrorCode::Exhausted, 5),
+            (ErrorCode::OverCapacity, 11),
             (ErrorCode::Unavailable, 6),
             (ErrorCode::Cancelled, 8),
             (ErrorCode::Unsupported, 9),
@@ -165,6 +171,8 @@ mod tests {
         assert_eq!(failed.exit, Exit::OperationFailed);
         let cancelled = Failure::operation(ApiError::new(ErrorCode::Cancelled, "cancelled"));
         assert_eq!(cancelled.exit, Exit::Cancelled);
+        let refused = Failure::operation(ApiError::new(ErrorCode::OverCapacity, "no room"));
+        assert_eq!(refused.exit, Exit::OverCapacity);
     }
 
     #[test]

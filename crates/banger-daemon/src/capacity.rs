@@ -1,9 +1,11 @@
 //! `GET /v1/capacity`: how much of the host banger's VMs hold. CPU and memory count what VMs
 //! that hold resources reserve; disk counts bytes actually allocated (`st_blocks`), not the
 //! sparse files' apparent sizes, against the filesystem that holds the state directory.
+//! Beside what is reserved stand admission control's limits, when it is on.
 
 use banger_api::{Capacity, CpuCapacity, DiskCapacity, MemoryCapacity, Vm, validate};
 
+use crate::admission::Limits;
 use crate::host::HostFacts;
 
 /// Measurements that come from the filesystem, taken by the caller.
@@ -20,6 +22,7 @@ pub struct DiskFigures {
 pub fn aggregate(
     vms: &[Vm],
     host: HostFacts,
+    limits: Option<Limits>,
     memory_available_bytes: u64,
     disk_path: &str,
     disk: DiskFigures,
@@ -29,6 +32,7 @@ pub fn aggregate(
         cpu: CpuCapacity {
             host_cpus: host.cpus,
             reserved_vcpus: holding.iter().map(|vm| vm.vcpus).sum(),
+            vcpu_limit: limits.map(|l| l.vcpus),
         },
         memory: MemoryCapacity {
             host_bytes: host.memory_bytes,
@@ -37,6 +41,7 @@ pub fn aggregate(
                 .iter()
                 .map(|vm| u64::from(vm.memory_mib) * validate::MIB)
                 .sum(),
+            limit_bytes: limits.map(|l| l.memory_bytes),
         },
         disk: DiskCapacity {
             path: disk_path.to_owned(),
@@ -102,8 +107,23 @@ mod tests {
             cpus: 16,
             memory_bytes: 32 * validate::GIB,
         };
-        let cap = aggregate(&vms, host, 10, "/state", DiskFigures::default());
+        let limits = Limits {
+            vcpus: 64,
+            memory_bytes: 31 * validate::GIB,
+        };
+        let cap = aggregate(
+            &vms,
+            host,
+            Some(limits),
+            10,
+            "/state",
+            DiskFigures::default(),
+        );
         assert_eq!(cap.cpu.reserved_vcpus, 3);
+        assert_eq!(cap.cpu.vcpu_limit, Some(64));
+        assert_eq!(cap.memory.limit_bytes, Some(31 * validate::GIB));
+        let off = aggregate(&vms, host, None, 10, "/state", DiskFigures::default());
+        assert_eq!((off.cpu.vcpu_limit, off.memory.limit_bytes), (None, None));
         assert_eq!(cap.memory.reserved_bytes, 1536 * validate::MIB);
         assert_eq!(cap.vms_total, 4);
         assert_eq!(cap.vms_running, 1);
@@ -125,6 +145,7 @@ mod tests {
                 cpus: 1,
                 memory_bytes: 1,
             },
+            None,
             1,
             "/s",
             disk,

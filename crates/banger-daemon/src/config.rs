@@ -37,6 +37,70 @@ pub struct Config {
     pub defaults: VmDefaults,
     pub web: WebConfig,
     pub dns: DnsConfig,
+    pub admission: AdmissionConfig,
+}
+
+/// `[admission]`: how much host CPU and memory the VMs that hold resources may reserve
+/// together before a start is refused (see `crate::admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Whether starts are checked at all.
+    pub enabled: bool,
+    /// Guest memory may reach this multiple of the host's memory less `memory_reserve`.
+    pub memory_ratio: Ratio,
+    /// Host memory kept out of the limit, for the host itself and banger's VMM processes.
+    pub memory_reserve_bytes: u64,
+    /// vCPUs may reach this many per host CPU.
+    pub vcpu_ratio: Ratio,
+}
+
+/// A finite, positive multiplier read from the config (so `Eq` holds: never NaN).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(f64);
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    /// The largest ratio a config may give: beyond it a limit means nothing.
+    pub const MAX: f64 = 1000.0;
+
+    /// `value` when it is finite, more than 0 and at most [`Ratio::MAX`].
+    pub fn new(value: f64) -> Option<Ratio> {
+        (value.is_finite() && value > 0.0 && value <= Self::MAX).then_some(Ratio(value))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // 1 -> "1.0", 0.75 -> "0.75": how a user writes it in config.toml.
+        if self.0.fract() == 0.0 {
+            write!(f, "{:.1}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// Guest memory may reach the host's memory less the reserve, no overcommit.
+pub const DEFAULT_MEMORY_RATIO: f64 = 1.0;
+/// Kept for the host: 1 GiB.
+pub const DEFAULT_MEMORY_RESERVE_BYTES: u64 = validate::GIB;
+/// Four vCPUs per host CPU.
+pub const DEFAULT_VCPU_RATIO: f64 = 4.0;
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            memory_ratio: Ratio(DEFAULT_MEMORY_RATIO),
+            memory_reserve_bytes: DEFAULT_MEMORY_RESERVE_BYTES,
+            vcpu_ratio: Ratio(DEFAULT_VCPU_RATIO),
+        }
+    }
 }
 
 /// `[dns]`: the names bangerd answers for its VMs on the bridge.
@@ -129,6 +193,7 @@ impl Default for Config {
             },
             web: WebConfig::default(),
             dns: DnsConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -161,6 +226,16 @@ struct RawConfig {
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
     dns: Option<RawDns>,
+    admission: Option<RawAdmission>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmission {
+    enabled: Option<bool>,
+    memory_ratio: Option<f64>,
+    memory_reserve: Option<String>,
+    vcpu_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,8 +413,49 @@ impl Config {
         if let Some(d) = raw.dns {
             config.dns = dns(d).map_err(invalid)?;
         }
+        if let Some(a) = raw.admission {
+            config.admission = admission(a).map_err(invalid)?;
+        }
         Ok(config)
     }
+}
+
+/// Checks `[admission]`: ratios are positive numbers (a 0 would refuse every start: turning
+/// admission off is `enabled = false`), the reserve a size.
+fn admission(raw: RawAdmission) -> Result<AdmissionConfig, String> {
+    let mut admission = AdmissionConfig::default();
+    if let Some(enabled) = raw.enabled {
+        admission.enabled = enabled;
+    }
+    let ratio = |key: &str, value: f64| {
+        Ratio::new(value).ok_or_else(|| {
+            format!(
+                "`admission.{key}`: {value} is not a number more than 0 and at most {}; \
+                 to turn admission control off, set `enabled = false` in [admission]",
+                Ratio::MAX
+            )
+        })
+    };
+    if let Some(r) = raw.memory_ratio {
+        admission.memory_ratio = ratio("memory_ratio", r)?;
+    }
+    if let Some(r) = raw.vcpu_ratio {
+        admission.vcpu_ratio = ratio("vcpu_ratio", r)?;
+    }
+    if let Some(text) = raw.memory_reserve {
+        admission.memory_reserve_bytes = if text.trim() == "0" {
+            0
+        } else {
+            validate::parse_size(&text).map_err(|e| {
+                format!(
+                    "`admission.memory_reserve`: {}{}",
+                    e.message,
+                    e.hint.map(|h| format!(" ({h})")).unwrap_or_default()
+                )
+            })?
+        };
+    }
+    Ok(admission)
 }
 
 /// Checks `[dns]`: the domain must be a DNS name banger can own (not a reverse-lookup
@@ -643,11 +759,12 @@ mod tests {
             ("defaults", fields_of::<RawDefaults>()),
             ("web", fields_of::<RawWeb>()),
             ("dns", fields_of::<RawDns>()),
+            ("admission", fields_of::<RawAdmission>()),
         ] {
             assert!(!fields.is_empty(), "no fields read for [{name}]");
             let text = table(name);
             for field in fields {
-                if name.is_empty() && ["defaults", "web", "dns"].contains(&field) {
+                if name.is_empty() && ["defaults", "web", "dns", "admission"].contains(&field) {
                     continue;
                 }
                 assert!(
@@ -676,6 +793,63 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         Config::parse(&uncommented, Path::new("docs/configuration.md")).unwrap();
+    }
+
+    #[test]
+    fn admission_defaults_and_keys() {
+        let defaults = parse("").unwrap().admission;
+        assert_eq!(defaults, AdmissionConfig::default());
+        assert!(defaults.enabled);
+        assert_eq!(defaults.memory_ratio.get(), 1.0);
+        assert_eq!(defaults.memory_reserve_bytes, validate::GIB);
+        assert_eq!(defaults.vcpu_ratio.get(), 4.0);
+        // A whole number is a ratio too.
+        let a = parse("[admission]\nvcpu_ratio = 2").unwrap().admission;
+        assert_eq!(a.vcpu_ratio.get(), 2.0);
+        let a = parse(
+            "[admission]\nenabled = false\nmemory_ratio = 1.5\nmemory_reserve = \"512M\"\n\
+             vcpu_ratio = 2.0\n",
+        )
+        .unwrap()
+        .admission;
+        assert!(!a.enabled);
+        assert_eq!(a.memory_ratio.get(), 1.5);
+        assert_eq!(a.memory_reserve_bytes, 512 * validate::MIB);
+        assert_eq!(a.vcpu_ratio.get(), 2.0);
+        let a = parse("[admission]\nmemory_reserve = \"0\"")
+            .unwrap()
+            .admission;
+        assert_eq!(a.memory_reserve_bytes, 0);
+        assert_eq!(Ratio(1.0).to_string(), "1.0");
+        assert_eq!(Ratio(0.75).to_string(), "0.75");
+    }
+
+    #[test]
+    fn admission_mistakes_name_the_key() {
+        for (text, needle) in [
+            (
+                "[admission]\nmemory_ratio = 0.0",
+                "`admission.memory_ratio`: 0 is not a number more than 0",
+            ),
+            (
+                "[admission]\nvcpu_ratio = -1.0",
+                "`admission.vcpu_ratio`: -1",
+            ),
+            (
+                "[admission]\nvcpu_ratio = nan",
+                "`admission.vcpu_ratio`: NaN",
+            ),
+            ("[admission]\nmemory_ratio = 5000.0", "at most 1000"),
+            (
+                "[admission]\nmemory_reserve = \"lots\"",
+                "`admission.memory_reserve`",
+            ),
+            ("[admission]\nlimit = 3", "unknown field `limit`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(err.contains("config.toml"), "{err}");
+        }
     }
 
     #[test]

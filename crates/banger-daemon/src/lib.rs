@@ -6,6 +6,7 @@
 //! The binary is thin ([`main`]); [`start`] runs a daemon inside any tokio runtime so tests can
 //! drive a real daemon on a temporary socket with temporary XDG directories.
 
+pub mod admission;
 pub mod api;
 pub mod build;
 pub mod capacity;
@@ -45,6 +46,8 @@ pub struct Daemon {
     pub pool: NetworkPool,
     pub ops: Operations,
     pub host: HostFacts,
+    /// Refuses starts beyond the host's configured capacity.
+    pub admission: admission::Admission,
     pub machines: machine::Machines,
     /// Ready-made VM disks.
     pub disks: machine::pool::DiskPool,
@@ -101,6 +104,7 @@ impl Daemon {
         Ok(capacity::aggregate(
             &vms,
             self.host,
+            self.admission.limits(),
             available,
             &self.paths.state_dir.display().to_string(),
             capacity::DiskFigures {

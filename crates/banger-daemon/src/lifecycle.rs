@@ -102,7 +102,33 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     let config = Config::load(&paths.config_file)?;
     let pool = NetworkPool::new(&config.subnet)?;
     let store = Store::open(&paths.database())?;
-    let host = HostFacts::read().map_err(DaemonError::Host)?;
+    let host = match deps.host {
+        Some(host) => host,
+        None => HostFacts::read().map_err(DaemonError::Host)?,
+    };
+    let admission = crate::admission::Admission::new(config.admission, host, &paths.config_file);
+    match admission.limits() {
+        Some(limits) => {
+            tracing::info!(
+                vcpus = limits.vcpus,
+                memory_mib = limits.memory_bytes / banger_api::validate::MIB,
+                "admission control: VMs holding resources may reserve up to these"
+            );
+            // Said once here rather than discovered at every create.
+            if let Err(e) = admission.check_fits_idle(
+                None,
+                config.defaults.vcpus,
+                config.defaults.memory_mib,
+                crate::admission::Ask::Create,
+            ) {
+                tracing::warn!(
+                    error = %e.message,
+                    "a VM of the default size cannot start under [admission] in config.toml"
+                );
+            }
+        }
+        None => tracing::info!("admission control is off"),
+    }
     let build_id = banger_api::build::own_build_id().map_err(DaemonError::BuildId)?;
 
     let socket = paths.socket();
@@ -179,6 +205,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         pool,
         ops: Operations::default(),
         host,
+        admission,
         machines,
         disks,
         spare,

@@ -476,6 +476,24 @@ pub fn clone(d: &Arc<Daemon>, source: &str, req: CloneVmRequest) -> Result<Creat
         )
         .with_hint("pick another name, or delete the old VM with `banger vm delete`"));
     }
+    // A clone that could not start is not worth pausing the source for its snapshot: refused
+    // first. The create decides again, in the transaction that records the clone.
+    let from = crate::vm::find(d, source)?;
+    d.admission.check_fits_idle(
+        Some(&req.name),
+        from.vcpus,
+        from.memory_mib,
+        crate::admission::Ask::Create,
+    )?;
+    d.admission.check(
+        crate::admission::Ask::Create,
+        &banger_store::Demand {
+            vm: &req.name,
+            vcpus: from.vcpus,
+            memory_mib: from.memory_mib,
+        },
+        d.store.reserved()?,
+    )?;
     let snapshot = create(
         d,
         source,

@@ -1,6 +1,7 @@
 //! The VM service: creating, changing and deleting VMs. Every request is validated here,
-//! against the shared rules and the host's limits, before the store is touched. Running VMs
-//! are [`crate::machine`]'s business.
+//! against the shared rules, the host's limits and admission control, before the store is
+//! touched; a create that starts its VM is admitted in the transaction that records it.
+//! Running VMs are [`crate::machine`]'s business.
 
 use std::sync::Arc;
 
@@ -8,9 +9,10 @@ use banger_api::{
     ApiError, CreateVmRequest, CreatedVm, ErrorCode, Image, OperationKind, UpdateVmRequest, Vm,
     VmState, VmmKind, WorkSeedStatus, validate,
 };
-use banger_store::{NewVm, StoreError, VmResources};
+use banger_store::{Demand, NewVm, StoreError, VmResources};
 
 use crate::Daemon;
+use crate::admission::Ask;
 use crate::machine::{self, disks};
 
 /// `POST /v1/vms`: records the VM, makes its disks and, unless `start` is false, starts it
@@ -104,6 +106,9 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
     };
     d.host.check_vcpus(vcpus)?;
     d.host.check_memory(memory_mib)?;
+    // Even with --no-start: a VM that can never start is no use.
+    d.admission
+        .check_fits_idle(req.name.as_deref(), vcpus, memory_mib, Ask::Create)?;
     let disk_bytes = match req.disk_bytes {
         Some(b) => validate::disk_bytes("disk", b, validate::MIN_DISK_BYTES)?,
         None => defaults.disk_bytes,
@@ -136,7 +141,8 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
     let spare = (state == VmState::Starting && vmm != VmmKind::Qemu && req.from_snapshot.is_none())
         .then(|| d.spare.claim())
         .flatten();
-    let created = d.store.create_vm_with_id(
+    let admit = |demand: &Demand<'_>, reserved| d.admission.check(Ask::Create, demand, reserved);
+    let created = d.store.create_vm_admitted(
         &NewVm {
             name: req.name,
             image_id: image.id.clone(),
@@ -151,6 +157,7 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
         },
         &d.pool,
         spare.as_deref(),
+        Some(&admit),
     );
     if let Some(id) = &spare
         && created.as_ref().map_or(true, |vm| vm.id != *id)
@@ -269,6 +276,12 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
         d.host.check_memory(m)?;
     }
     let vm = find(d, name)?;
+    d.admission.check_fits_idle(
+        Some(&vm.name),
+        vcpus.unwrap_or(vm.vcpus),
+        memory_mib.unwrap_or(vm.memory_mib),
+        Ask::Set,
+    )?;
     if vm.state != VmState::Stopped {
         return Err(ApiError::new(
             ErrorCode::InvalidState,

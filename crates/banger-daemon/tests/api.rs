@@ -165,6 +165,23 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
             "openapi lacks {schema}"
         );
     }
+    // Admission control's limits and refusal.
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["CpuCapacity"]["properties"]
+            .get("vcpu_limit")
+            .is_some()
+    );
+    assert!(
+        schemas["MemoryCapacity"]["properties"]
+            .get("limit_bytes")
+            .is_some()
+    );
+    assert!(
+        schemas["ErrorCode"].to_string().contains("over_capacity"),
+        "{}",
+        schemas["ErrorCode"]
+    );
     h.stop().await;
     assert!(
         !h.paths.socket().exists(),
@@ -830,6 +847,12 @@ async fn capacity_reports_the_host_and_state_filesystem() {
     );
     assert_eq!(cap.disk.path, h.paths.state_dir.display().to_string());
     assert_eq!((cap.vms_total, cap.vms_running), (1, 0));
+    // Admission control is on by default: 4 vCPUs per host CPU, the host's memory less 1G.
+    assert_eq!(cap.cpu.vcpu_limit, Some(cap.cpu.host_cpus * 4));
+    assert_eq!(
+        cap.memory.limit_bytes,
+        Some(cap.memory.host_bytes - banger_api::validate::GIB)
+    );
     h.stop().await;
 }
 

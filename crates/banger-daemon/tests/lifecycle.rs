@@ -16,6 +16,7 @@ use banger_api::{
     Client, CreateVmRequest, ErrorCode, Operation, OperationState, StageState, Vm, VmAction,
     VmState, VmmKind,
 };
+use banger_daemon::host::HostFacts;
 use banger_daemon::{HostDeps, RunningDaemon};
 use banger_host::network::Privilege;
 use banger_host::runner::{
@@ -59,6 +60,8 @@ struct Harness {
     fail_disk: Arc<std::sync::Mutex<Option<&'static str>>>,
     daemon: Option<RunningDaemon>,
     client: Client,
+    /// The host's CPUs and memory as the daemon sees them (`None`: this machine's).
+    host: Option<HostFacts>,
 }
 
 fn fresh_net() -> FakeRunner {
@@ -83,6 +86,17 @@ impl Harness {
         qemu: FakeQemu,
         net: FakeRunner,
         config: &str,
+    ) -> Harness {
+        Harness::on_host(fc, qemu, net, config, None).await
+    }
+
+    /// [`Harness::with_config`] on a host of `host`'s CPUs and memory (`None`: this one's).
+    async fn on_host(
+        fc: FakeFirecracker,
+        qemu: FakeQemu,
+        net: FakeRunner,
+        config: &str,
+        host: Option<HostFacts>,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths {
@@ -114,6 +128,7 @@ impl Harness {
             fail_disk: Arc::default(),
             daemon: None,
             client: Client::new(PathBuf::new()),
+            host,
         };
         h.restart().await;
         support::register(&h.client, &h.dir.path().join("files"), "base", false).await;
@@ -134,6 +149,7 @@ impl Harness {
             qemu: Some(self.qemu.backend(Accel::Tcg)),
             preflight: false,
             privilege: Some(Privilege::Root),
+            host: self.host,
         };
         let daemon = banger_daemon::start_with(self.paths.clone(), deps)
             .await
@@ -1382,4 +1398,396 @@ async fn published_ports_listen_while_the_vm_runs_and_a_taken_port_fails_the_sta
     assert!(err.is_code(ErrorCode::NotFound), "{err:?}");
     h.client.delete_vm("web").await.unwrap();
     assert!(!listening(a) && !listening(b));
+}
+
+// ---- admission control ---------------------------------------------------------------------
+
+/// A host of 2 CPUs and 4 GiB: by default VMs may reserve 3072 MiB together (4 GiB less the
+/// 1G reserve); each test sets the vCPU ratio.
+fn small_host() -> HostFacts {
+    HostFacts {
+        cpus: 2,
+        memory_bytes: 4 << 30,
+    }
+}
+
+async fn admitting(admission: &str) -> Harness {
+    Harness::on_host(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        &format!("vmm = \"firecracker\"\nadmission = {{ {admission} }}\n"),
+        Some(small_host()),
+    )
+    .await
+}
+
+fn sized(name: &str, vcpus: i64, memory_mib: i64, start: bool) -> CreateVmRequest {
+    CreateVmRequest {
+        name: Some(name.into()),
+        image: Some("base".into()),
+        vcpus: Some(vcpus),
+        memory_mib: Some(memory_mib),
+        start: Some(start),
+        ..Default::default()
+    }
+}
+
+/// Creates (and, when `start`, starts to the end) a VM of the given size.
+async fn create_sized(h: &Harness, name: &str, vcpus: i64, memory_mib: i64, start: bool) -> Vm {
+    let created = h
+        .client
+        .create_vm(&sized(name, vcpus, memory_mib, start))
+        .await
+        .unwrap();
+    if let Some(op) = created.operation {
+        let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    }
+    h.vm(name).await
+}
+
+/// Entries of the VMs directory.
+fn vm_dirs(h: &Harness) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(h.paths.vms_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_beyond_the_limit_is_refused_with_the_figures_and_acquires_nothing() {
+    let h = admitting("vcpu_ratio = 1.0").await;
+    let cap = h.client.capacity().await.unwrap();
+    assert_eq!(cap.cpu.vcpu_limit, Some(2));
+    assert_eq!(cap.memory.limit_bytes, Some(3072 << 20));
+
+    let a = create_sized(&h, "a", 1, 2048, true).await;
+    assert_eq!(a.state, VmState::Running);
+    let b = create_sized(&h, "b", 1, 1536, false).await;
+    let journal = h.fc.journal();
+    let net = h.net_calls();
+    let ops = h.client.list_operations().await.unwrap().len();
+
+    let err = h.client.vm_action("b", VmAction::Start).await.unwrap_err();
+    let api = err.api().expect("an API error");
+    assert_eq!(api.code, ErrorCode::OverCapacity);
+    assert_eq!(
+        api.message,
+        "not enough room to start VM \"b\": it needs 1536 MiB of guest memory, 1 VM up holds \
+         2048 MiB, and the limit is 3072 MiB (memory_ratio 1.0 × (4096 MiB host memory − 1024 \
+         MiB memory_reserve))"
+    );
+    let hint = api.hint.as_deref().unwrap();
+    assert!(hint.starts_with("stop a VM to make room; "), "{hint}");
+    assert!(
+        hint.contains("`banger vm set b --memory MIB --vcpus N`"),
+        "{hint}"
+    );
+    assert!(
+        hint.contains(&h.paths.config_file.display().to_string()),
+        "{hint}"
+    );
+    // Nothing reserved, started or made for it.
+    let b_now = h.vm("b").await;
+    assert_eq!(b_now.state, VmState::Stopped);
+    assert_eq!(b_now.runtime, None);
+    assert_eq!(h.fc.journal(), journal, "no VMM was started");
+    assert_eq!(h.net_calls(), net, "no tap was made");
+    assert_eq!(h.client.list_operations().await.unwrap().len(), ops);
+    let cap = h.client.capacity().await.unwrap();
+    assert_eq!(cap.memory.reserved_bytes, 2048 << 20);
+    assert_eq!(cap.cpu.reserved_vcpus, 1);
+
+    // A VM that takes all the room restarts: what it held is its own again.
+    let op = h.act("a", VmAction::Restart).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    // vCPUs are refused the same way: 2 + 1 held > 2.
+    let c = create_sized(&h, "c", 2, 256, false).await;
+    let err = h.client.vm_action("c", VmAction::Start).await.unwrap_err();
+    assert!(
+        err.api().unwrap().message.contains(
+            "it needs 2 vCPUs, 1 VM up holds 1, and the limit is 2 (vcpu_ratio 1.0 × 2 host CPUs)"
+        ),
+        "{err}"
+    );
+    // Once a stops, b fits.
+    let op = h.act("a", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let op = h.act("b", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(h.vm("b").await.state, VmState::Running);
+    assert_eq!(b.id, h.vm("b").await.id);
+    assert_eq!(h.vm("c").await.id, c.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_cannot_fit_is_refused_before_anything_is_made() {
+    let h = admitting("vcpu_ratio = 4.0").await;
+    // More than the limit even on an idle host: refused, started or not.
+    for start in [true, false] {
+        let err = h
+            .client
+            .create_vm(&sized("huge", 1, 3073, start))
+            .await
+            .unwrap_err();
+        let api = err.api().unwrap();
+        assert_eq!(api.code, ErrorCode::OverCapacity, "{api:?}");
+        assert_eq!(
+            api.message,
+            "VM \"huge\" could never start on this host: its 3073 MiB of guest memory is more \
+             than the 3072 MiB all running VMs may reserve together (memory_ratio 1.0 × (4096 \
+             MiB host memory − 1024 MiB memory_reserve))"
+        );
+        assert!(
+            api.hint
+                .as_deref()
+                .unwrap()
+                .starts_with("pass a smaller --memory or --vcpus"),
+            "{api:?}"
+        );
+    }
+    assert!(vm_dirs(&h).is_empty(), "{:?}", vm_dirs(&h));
+
+    let a = create_sized(&h, "a", 2, 2048, true).await;
+    let journal = h.fc.journal();
+    let net = h.net_calls();
+    let ops = h.client.list_operations().await.unwrap().len();
+    // Fits alone, not now: refused the same way before a record, a disk or a tap.
+    let err = h
+        .client
+        .create_vm(&sized("b", 1, 1536, true))
+        .await
+        .unwrap_err();
+    let api = err.api().unwrap();
+    assert_eq!(api.code, ErrorCode::OverCapacity);
+    assert!(
+        api.message.starts_with(
+            "not enough room to create and start VM \"b\": it needs 1536 MiB of guest memory, \
+             1 VM up holds 2048 MiB, and the limit is 3072 MiB"
+        ),
+        "{}",
+        api.message
+    );
+    assert!(
+        api.hint
+            .as_deref()
+            .unwrap()
+            .contains("pass a smaller --memory or --vcpus"),
+        "{api:?}"
+    );
+    let names: Vec<String> = h
+        .client
+        .list_vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|vm| vm.name)
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(vm_dirs(&h), std::slice::from_ref(&a.id));
+    assert_eq!(h.fc.journal(), journal, "no VMM was started");
+    assert_eq!(h.net_calls(), net, "no tap was made");
+    assert_eq!(h.client.list_operations().await.unwrap().len(), ops);
+    // Not even an address was used up: the next VM gets the one after a's.
+    let next = create_sized(&h, "b", 1, 1024, true).await;
+    assert_eq!(next.state, VmState::Running);
+    let octet = |vm: &Vm| {
+        vm.network
+            .ip
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .parse::<u8>()
+            .unwrap()
+    };
+    assert_eq!(octet(&next), octet(&a) + 1);
+
+    // A clone that would not fit is refused before its source is paused for a snapshot.
+    let err = h
+        .client
+        .clone_vm(
+            "a",
+            &banger_api::CloneVmRequest {
+                name: "a2".into(),
+                nat: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
+    assert!(
+        err.api()
+            .unwrap()
+            .message
+            .starts_with("not enough room to create and start VM \"a2\""),
+        "{err}"
+    );
+    assert_eq!(h.vm("a").await.state, VmState::Running);
+    assert!(h.client.list_snapshots().await.unwrap().is_empty());
+    assert!(h.client.get_vm("a2").await.is_err());
+
+    // Sizes a stopped VM could never start with are refused by `vm set` too.
+    let op = h.act("b", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let err = h
+        .client
+        .update_vm(
+            "b",
+            &banger_api::UpdateVmRequest {
+                memory_mib: Some(4000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
+    assert_eq!(h.vm("b").await.memory_mib, 1024);
+}
+
+/// Starts racing for room for one: exactly one is admitted, whether they start stopped VMs or
+/// create new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_starts_only_those_that_fit_pass() {
+    let h = admitting("vcpu_ratio = 4.0").await;
+    let names = ["r1", "r2", "r3", "r4"];
+    for name in names {
+        create_sized(&h, name, 1, 2048, false).await;
+    }
+    let starts = names.map(|name| {
+        let client = h.client.clone();
+        tokio::spawn(async move { client.vm_action(name, VmAction::Start).await })
+    });
+    let mut admitted = Vec::new();
+    for (name, start) in names.into_iter().zip(starts) {
+        match start.await.unwrap() {
+            Ok(op) => admitted.push((name, op)),
+            Err(e) => assert!(e.is_code(ErrorCode::OverCapacity), "{name}: {e}"),
+        }
+    }
+    assert_eq!(admitted.len(), 1, "{admitted:?}");
+    let (winner, op) = admitted.pop().unwrap();
+    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    for name in names {
+        let vm = h.vm(name).await;
+        let expected = if name == winner {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        };
+        assert_eq!(vm.state, expected, "{name}");
+    }
+    assert_eq!(h.fc.running().len(), 1);
+
+    // Creates racing for the 1024 MiB left: one of three.
+    let creates = ["n1", "n2", "n3"].map(|name| {
+        let client = h.client.clone();
+        tokio::spawn(async move { client.create_vm(&sized(name, 1, 1024, true)).await })
+    });
+    let mut created = Vec::new();
+    for create in creates {
+        match create.await.unwrap() {
+            Ok(vm) => created.push(vm),
+            Err(e) => assert!(e.is_code(ErrorCode::OverCapacity), "{e}"),
+        }
+    }
+    assert_eq!(created.len(), 1);
+    let op = created[0].operation.clone().unwrap();
+    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(h.client.list_vms().await.unwrap().len(), names.len() + 1);
+    assert_eq!(vm_dirs(&h).len(), names.len() + 1);
+    let cap = h.client.capacity().await.unwrap();
+    assert_eq!(cap.memory.reserved_bytes, 3072 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_admission_off_every_start_passes() {
+    let h = admitting("enabled = false").await;
+    let cap = h.client.capacity().await.unwrap();
+    assert_eq!((cap.cpu.vcpu_limit, cap.memory.limit_bytes), (None, None));
+    // 6 vCPUs and 6 GiB on a host of 2 CPUs and 4 GiB.
+    for name in ["a", "b", "c"] {
+        let vm = create_sized(&h, name, 2, 2048, true).await;
+        assert_eq!(vm.state, VmState::Running);
+    }
+    let cap = h.client.capacity().await.unwrap();
+    assert_eq!(cap.cpu.reserved_vcpus, 6);
+    assert_eq!(cap.memory.reserved_bytes, 6 << 30);
+}
+
+/// Limits lowered under running VMs (a daemon restarted with a new config): they keep running,
+/// a restart that could never start again is refused before it stops anything, and one whose
+/// start no longer fits next to the others fails with the refusal, leaving the VM stopped
+/// with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_admitted_again_and_refused_when_the_room_is_gone() {
+    let mut h = admitting("vcpu_ratio = 4.0").await;
+    let a = create_sized(&h, "a", 1, 2560, true).await;
+    let b = create_sized(&h, "b", 1, 512, true).await;
+    let config = std::fs::read_to_string(&h.paths.config_file).unwrap();
+    // 4 GiB less 2G: room for 2048 MiB where 3072 MiB run.
+    let lowered = config.replace(
+        "vcpu_ratio = 4.0",
+        "vcpu_ratio = 4.0, memory_reserve = \"2G\"",
+    );
+    assert_ne!(lowered, config);
+    std::fs::write(&h.paths.config_file, lowered).unwrap();
+    h.restart().await;
+    for name in ["a", "b"] {
+        assert_eq!(h.vm(name).await.state, VmState::Running, "{name}");
+    }
+    assert_eq!(
+        h.client.capacity().await.unwrap().memory.limit_bytes,
+        Some(2048 << 20)
+    );
+
+    // a could never start again: its restart is refused before it is stopped.
+    let err = h
+        .client
+        .vm_action("a", VmAction::Restart)
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
+    assert!(
+        err.api()
+            .unwrap()
+            .message
+            .starts_with("VM \"a\" could never start on this host: its 2560 MiB"),
+        "{err}"
+    );
+    let a_now = h.vm("a").await;
+    assert_eq!(a_now.state, VmState::Running);
+    assert_eq!(a_now.runtime, a.runtime);
+
+    // b fits alone, but not next to a: its restart stops it, then is refused.
+    let op = h.act("b", VmAction::Restart).await;
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let error = op.error.unwrap();
+    assert_eq!(error.code, ErrorCode::OverCapacity);
+    assert!(
+        error.message.starts_with(
+            "not enough room to start VM \"b\": it needs 512 MiB of guest memory, 1 VM up \
+             holds 2560 MiB, and the limit is 2048 MiB"
+        ),
+        "{}",
+        error.message
+    );
+    let b_now = h.vm("b").await;
+    assert_eq!(b_now.state, VmState::Stopped);
+    assert_eq!(b_now.runtime, None);
+    assert_eq!(b_now.last_error.as_deref(), Some(error.message.as_str()));
+    assert!(!h.fc.alive(b.runtime.unwrap().pid));
+
+    // With a stopped, b has room again.
+    let op = h.act("a", VmAction::Stop).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let op = h.act("b", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
 }

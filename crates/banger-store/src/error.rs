@@ -92,6 +92,10 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// A check the caller ran inside the transaction refused the change (admission control).
+    #[error("{}", .0.message)]
+    Refused(ApiError),
+
     #[error("cannot encode the {what} of image {image:?}")]
     Encode {
         what: &'static str,
@@ -118,6 +122,7 @@ impl StoreError {
             | StoreError::ImageHasSnapshots { .. }
             | StoreError::PortTaken { .. } => ErrorCode::InUse,
             StoreError::WrongState { .. } => ErrorCode::InvalidState,
+            StoreError::Refused(e) => e.code,
             StoreError::Exhausted { .. } => ErrorCode::Exhausted,
             StoreError::InvalidSubnet { .. } | StoreError::OutOfRange { .. } => {
                 ErrorCode::InvalidInput
@@ -143,6 +148,7 @@ impl StoreError {
                     .into(),
             ),
             StoreError::Exhausted { hint, .. } => Some(hint.clone()),
+            StoreError::Refused(e) => e.hint.clone(),
             StoreError::WrongState { hint, .. } => hint.clone(),
             StoreError::ImageInUse { .. } => {
                 Some("delete those VMs first (`banger vm delete NAME`)".into())
@@ -173,6 +179,9 @@ impl From<StoreError> for ApiError {
     /// Internal failures carry their whole cause chain in the message: the daemon logs and
     /// returns it once, and a user reporting a bug can paste it.
     fn from(err: StoreError) -> ApiError {
+        if let StoreError::Refused(e) = err {
+            return e;
+        }
         let mut message = err.to_string();
         if err.code() == ErrorCode::Internal {
             let mut source = std::error::Error::source(&err);

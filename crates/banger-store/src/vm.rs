@@ -4,10 +4,17 @@
 //! `Store`, several `Store`s, several processes) see each other's choices and never hand out
 //! a value twice; the UNIQUE constraints are the backstop. Values of deleted VMs are reused,
 //! lowest first.
+//!
+//! The same transaction decides admission: a VM becomes one that holds host CPU and memory
+//! (recorded as `starting`, or moved there) only after an [`Admit`] check has seen what every
+//! other VM holding resources reserves, read under the write lock, so two starts that each fit
+//! alone but not together cannot both pass.
 
 use std::net::Ipv4Addr;
 
-use banger_api::{ImageRef, PublishedPort, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind};
+use banger_api::{
+    ApiError, ImageRef, PublishedPort, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind,
+};
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -59,6 +66,28 @@ pub struct NewVm {
     pub published_ports: Vec<PublishedPort>,
 }
 
+/// Host CPU and guest memory that the VMs holding resources reserve together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    /// How many VMs hold them.
+    pub vms: u32,
+}
+
+/// What a VM about to hold host resources asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand<'a> {
+    pub vm: &'a str,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+}
+
+/// Decides whether a VM may hold host resources given what the others reserve; runs inside
+/// the transaction that records it as holding them, and its refusal is returned as
+/// [`StoreError::Refused`] with nothing written.
+pub type Admit<'a> = &'a dyn Fn(&Demand<'_>, Reserved) -> Result<(), ApiError>;
+
 /// A change of a VM's resources; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmResources {
@@ -81,6 +110,18 @@ impl Store {
         new: &NewVm,
         pool: &NetworkPool,
         preferred: Option<&str>,
+    ) -> Result<Vm, StoreError> {
+        self.create_vm_admitted(new, pool, preferred, None)
+    }
+
+    /// [`Store::create_vm_with_id`] where a VM recorded in a state that holds resources must
+    /// first pass `admit`, in the same transaction.
+    pub fn create_vm_admitted(
+        &self,
+        new: &NewVm,
+        pool: &NetworkPool,
+        preferred: Option<&str>,
+        admit: Option<Admit<'_>>,
     ) -> Result<Vm, StoreError> {
         let disk_bytes = to_i64("disk_bytes", new.disk_bytes)?;
         let work_disk_bytes = to_i64("work_disk_bytes", new.work_disk_bytes)?;
@@ -105,6 +146,16 @@ impl Store {
             Some(name) => name.clone(),
             None => generate_name(&tx, &mut rng)?,
         };
+        if let Some(admit) = admit
+            && new.state.holds_resources()
+        {
+            let demand = Demand {
+                vm: &name,
+                vcpus: new.vcpus,
+                memory_mib: new.memory_mib,
+            };
+            admit(&demand, reserved_by_others(&tx, None)?).map_err(StoreError::Refused)?;
+        }
         let ip = lowest_free_ip(&tx, pool)?;
         let vsock_cid = lowest_free_cid(&tx)?;
         let mac = mac_for_ip(ip);
@@ -320,6 +371,20 @@ impl Store {
         action: &str,
         hint: Option<&str>,
     ) -> Result<Vm, StoreError> {
+        self.transition_vm_admitted(id, from, to, action, hint, None)
+    }
+
+    /// [`Store::transition_vm`] where a move that makes the VM hold resources (from a state
+    /// that does not) must first pass `admit`, in the same transaction.
+    pub fn transition_vm_admitted(
+        &self,
+        id: &str,
+        from: &[VmState],
+        to: VmState,
+        action: &str,
+        hint: Option<&str>,
+        admit: Option<Admit<'_>>,
+    ) -> Result<Vm, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let vm = vm_by_id(&tx, id)?.ok_or_else(|| vm_not_found(id))?;
@@ -330,6 +395,17 @@ impl Store {
                 action: action.to_owned(),
                 hint: hint.map(str::to_owned),
             });
+        }
+        if let Some(admit) = admit
+            && to.holds_resources()
+            && !vm.state.holds_resources()
+        {
+            let demand = Demand {
+                vm: &vm.name,
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+            };
+            admit(&demand, reserved_by_others(&tx, Some(id))?).map_err(StoreError::Refused)?;
         }
         tx.prepare_cached("UPDATE vms SET state = ?2, updated_at = ?3 WHERE id = ?1")?
             .execute(params![id, to.as_str(), Timestamp::now().as_millis()])?;
@@ -395,6 +471,11 @@ impl Store {
             .flatten())
     }
 
+    /// What the VMs holding resources reserve now.
+    pub fn reserved(&self) -> Result<Reserved, StoreError> {
+        reserved_by_others(&self.conn(), None)
+    }
+
     /// Forgets the VM with `id`, returning it as it was. Its name, IP, MAC and CID become
     /// free for the next VM.
     pub fn delete_vm(&self, id: &str) -> Result<Vm, StoreError> {
@@ -406,6 +487,33 @@ impl Store {
         tx.commit()?;
         Ok(vm)
     }
+}
+
+/// What the VMs holding resources, other than `except`, reserve. States are filtered here
+/// rather than in SQL so that [`VmState::holds_resources`] stays the one definition.
+fn reserved_by_others(conn: &Connection, except: Option<&str>) -> Result<Reserved, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, state, vcpus, memory_mib FROM vms")?;
+    let mut rows = stmt.query([])?;
+    let mut reserved = Reserved::default();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        if except == Some(id.as_str()) {
+            continue;
+        }
+        let state: String = row.get(1)?;
+        let state: VmState = state.parse().map_err(|detail| StoreError::Corrupt {
+            table: TABLE,
+            id: id.clone(),
+            detail,
+        })?;
+        if state.holds_resources() {
+            // Stored from u32s: never negative.
+            reserved.vcpus += u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+            reserved.memory_mib += u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0);
+            reserved.vms += 1;
+        }
+    }
+    Ok(reserved)
 }
 
 fn vm_not_found(id: &str) -> StoreError {

@@ -12,7 +12,8 @@ use banger_api::{
     Timestamp, VmState, VmmKind,
 };
 use banger_store::{
-    MIGRATIONS, NetworkPool, NewVm, SCHEMA_VERSION, Store, StoreError, VmResources,
+    Demand, MIGRATIONS, NetworkPool, NewVm, Reserved, SCHEMA_VERSION, Store, StoreError,
+    VmResources,
 };
 
 fn image(id: &str, name: &str) -> Image {
@@ -545,6 +546,135 @@ fn separate_handles_on_one_file_never_allocate_twice() {
     assert_all_distinct(&created, 100);
     let listed = Store::open(&path).unwrap().list_vms().unwrap();
     assert_all_distinct(&listed, 100);
+}
+
+/// Admits a VM while the VMs holding resources keep to 4 vCPUs together.
+fn four_vcpus(demand: &Demand<'_>, reserved: Reserved) -> Result<(), banger_api::ApiError> {
+    if reserved.vcpus + u64::from(demand.vcpus) > 4 {
+        return Err(banger_api::ApiError::new(
+            banger_api::ErrorCode::OverCapacity,
+            format!(
+                "{} does not fit next to {} vCPUs",
+                demand.vm, reserved.vcpus
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts racing from separate handles (separate connections: only SQLite's write lock
+/// orders them) never admit more than fits, whether they create VMs that start or start
+/// stopped ones.
+#[test]
+fn admission_is_decided_under_the_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    let store = Store::open(&path).unwrap();
+    store.insert_image(&image("img1", "debian")).unwrap();
+    let p = pool("172.30.0.0/24");
+    // Six stopped 2-vCPU VMs: room for two of them to start.
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            store
+                .create_vm(&new_vm(Some(&format!("vm{i}")), "img1"), &p)
+                .unwrap()
+                .id
+        })
+        .collect();
+    let barrier = Arc::new(std::sync::Barrier::new(ids.len()));
+    let threads: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let store = Store::open(&path).unwrap();
+                barrier.wait();
+                store.transition_vm_admitted(
+                    &id,
+                    &[VmState::Stopped],
+                    VmState::Starting,
+                    "only a stopped VM can start",
+                    None,
+                    Some(&four_vcpus),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        let StoreError::Refused(e) = refused else {
+            panic!("{refused:?}");
+        };
+        let api = banger_api::ApiError::from(StoreError::Refused(e.clone()));
+        assert_eq!(api.code, banger_api::ErrorCode::OverCapacity);
+        assert!(
+            api.message.contains("does not fit next to 4 vCPUs"),
+            "{}",
+            api.message
+        );
+    }
+    assert_eq!(
+        store.reserved().unwrap(),
+        Reserved {
+            vcpus: 4,
+            memory_mib: 2048,
+            vms: 2
+        }
+    );
+
+    // Creates that start race the same way: with one started VM stopped again, two of four
+    // 1-vCPU creates fit, and the refused ones record nothing.
+    let started = store
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .find(|vm| vm.state == VmState::Starting)
+        .unwrap();
+    store.set_vm_state(&started.id, VmState::Stopped).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let store = Store::open(&path).unwrap();
+                let mut new = new_vm(Some(&format!("new{i}")), "img1");
+                new.vcpus = 1;
+                new.state = VmState::Starting;
+                barrier.wait();
+                store.create_vm_admitted(&new, &pool("172.30.0.0/24"), None, Some(&four_vcpus))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Refused(_)))
+    );
+    assert_eq!(store.list_vms().unwrap().len(), 8);
+    assert_eq!(store.reserved().unwrap().vcpus, 4);
+    // A create that does not start, and a move between holding states, are not checked.
+    let mut stopped = new_vm(Some("cold"), "img1");
+    stopped.vcpus = 4;
+    store
+        .create_vm_admitted(&stopped, &p, None, Some(&four_vcpus))
+        .unwrap();
+    let late = results.into_iter().find_map(Result::ok).unwrap();
+    store
+        .transition_vm_admitted(
+            &late.id,
+            &[VmState::Starting],
+            VmState::Running,
+            "x",
+            None,
+            Some(&four_vcpus),
+        )
+        .unwrap();
 }
 
 #[test]

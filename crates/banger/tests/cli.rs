@@ -11,6 +11,7 @@ const NOT_FOUND: i32 = 4;
 const CONFLICT: i32 = 5;
 const UNAVAILABLE: i32 = 6;
 const OPERATION_FAILED: i32 = 7;
+const OVER_CAPACITY: i32 = 11;
 const USAGE: i32 = 2;
 
 mod support;
@@ -678,4 +679,88 @@ fn completions_and_man_page_come_from_the_definitions() {
     sandbox.run(&["completions", "tcsh"], USAGE);
     // Neither needed the daemon.
     sandbox.run(&["daemon", "status"], UNAVAILABLE);
+}
+
+/// This host's memory as bangerd reads it (`MemTotal`), in KiB.
+fn host_memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo")
+}
+
+/// A VM that admission control refuses exits 11 with the figures and the way out, and leaves
+/// nothing behind: a create, started or not, and a `vm set` to sizes that could never start.
+#[test]
+fn admission_refusals_exit_11_with_the_figures_and_a_hint() {
+    let sandbox = Sandbox::new();
+    // Whatever this host's memory, the reserve leaves VMs exactly 512 MiB.
+    let host_kib = host_memory_kib();
+    let reserve_kib = host_kib - 512 * 1024;
+    sandbox.config(&format!(
+        "[admission]\nmemory_reserve = \"{reserve_kib}K\"\n"
+    ));
+    sandbox.register("base");
+    let config = sandbox.root().join("config/banger/config.toml");
+    let expected = format!(
+        "error: VM \"big\" could never start on this host: its 1024 MiB of guest memory is \
+         more than the 512 MiB all running VMs may reserve together (memory_ratio 1.0 × ({} MiB \
+         host memory − {} MiB memory_reserve))\n\
+         hint: pass a smaller --memory or --vcpus; or raise the limits in [admission] of {} \
+         (`memory_ratio`, `vcpu_ratio` or `memory_reserve`, or `enabled = false` to turn the \
+         check off) and restart the daemon\n",
+        host_kib / 1024,
+        reserve_kib / 1024,
+        config.display()
+    );
+    for start in [true, false] {
+        let mut args = vec![
+            "vm", "create", "--name", "big", "--image", "base", "--vcpus", "1", "--memory", "1024",
+        ];
+        if !start {
+            args.push("--no-start");
+        }
+        let (stdout, stderr) = sandbox.run(&args, OVER_CAPACITY);
+        assert_eq!(stdout, "");
+        assert_eq!(stderr, expected, "start: {start}");
+    }
+    let out = sandbox
+        .banger([
+            "vm", "create", "--name", "big", "--image", "base", "--memory", "1024", "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(OVER_CAPACITY));
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["code"], "over_capacity");
+    assert_eq!(sandbox.json(&["vm", "list"]), serde_json::json!([]));
+    let vms_dir = sandbox.root().join("state/banger/vms");
+    let left: Vec<_> = std::fs::read_dir(&vms_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A VM that fits is made; it cannot be set to sizes that never would.
+    sandbox.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "small",
+        "--image",
+        "base",
+        "--vcpus",
+        "1",
+        "--memory",
+        "256",
+    ]);
+    let (_, stderr) = sandbox.run(&["vm", "set", "small", "--memory", "1024"], OVER_CAPACITY);
+    assert!(
+        stderr.starts_with("error: VM \"small\" could never start on this host: its 1024 MiB"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.json(&["vm", "show", "small"])["memory_mib"], 256);
 }

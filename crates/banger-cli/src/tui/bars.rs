@@ -104,10 +104,18 @@ pub struct Meter {
 
 impl Meter {
     /// The three meters of a capacity answer: CPU and RAM reserved by VMs that hold resources
-    /// against the host's totals, and disk allocated by VMs against the state filesystem.
+    /// against admission control's limits (the host's totals when it is off: the figures then
+    /// lack the word "limit"), and disk allocated by VMs against the state filesystem.
     pub fn from_capacity(c: &Capacity) -> [Meter; 3] {
-        let cpu = Gauge::new(u64::from(c.cpu.reserved_vcpus), u64::from(c.cpu.host_cpus));
-        let ram = Gauge::new(c.memory.reserved_bytes, c.memory.host_bytes);
+        let cpu = Gauge::new(
+            u64::from(c.cpu.reserved_vcpus),
+            u64::from(c.cpu.vcpu_limit.unwrap_or(c.cpu.host_cpus)),
+        );
+        let ram = Gauge::new(
+            c.memory.reserved_bytes,
+            c.memory.limit_bytes.unwrap_or(c.memory.host_bytes),
+        );
+        let limit = |limited: bool| if limited { " limit" } else { "" };
         let disk = Gauge::new(
             c.disk.vm_allocated_bytes + c.disk.snapshot_allocated_bytes,
             c.disk.fs_total_bytes,
@@ -116,12 +124,22 @@ impl Meter {
             Meter {
                 label: "CPU",
                 gauge: cpu,
-                figures: format!("{}/{} vCPU", cpu.used, cpu.total),
+                figures: format!(
+                    "{}/{} vCPU{}",
+                    cpu.used,
+                    cpu.total,
+                    limit(c.cpu.vcpu_limit.is_some())
+                ),
             },
             Meter {
                 label: "RAM",
                 gauge: ram,
-                figures: format!("{}/{}", size(ram.used), size(ram.total)),
+                figures: format!(
+                    "{}/{}{}",
+                    size(ram.used),
+                    size(ram.total),
+                    limit(c.memory.limit_bytes.is_some())
+                ),
             },
             Meter {
                 label: "Disk",

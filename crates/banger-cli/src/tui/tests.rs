@@ -54,11 +54,13 @@ fn capacity(cpu: (u32, u32), ram_gib: (u64, u64), disk_gib: (u64, u64)) -> Capac
         cpu: CpuCapacity {
             reserved_vcpus: cpu.0,
             host_cpus: cpu.1,
+            vcpu_limit: None,
         },
         memory: MemoryCapacity {
             reserved_bytes: ram_gib.0 * GIB,
             host_bytes: ram_gib.1 * GIB,
             available_bytes: ram_gib.1 * GIB / 2,
+            limit_bytes: None,
         },
         disk: DiskCapacity {
             path: "/home/u/.local/state/banger".into(),
@@ -337,6 +339,16 @@ fn bars_at_0_50_90_100_percent_and_unknown_totals() {
     rows.push_str(&format!(
         "over  |{}|\n",
         row_text(&render(&over, 100, 30), 1)
+    ));
+    // Admission control on (the default): CPU and RAM against its limits, 4 vCPUs per CPU and
+    // the host's memory less 1G.
+    let mut limited = capacity((6, 16), (8, 32), (120, 460));
+    limited.cpu.vcpu_limit = Some(64);
+    limited.memory.limit_bytes = Some(31 * GIB);
+    let limited = loaded(Theme::colored(), vms(), images(), limited);
+    rows.push_str(&format!(
+        "limit |{}|\n",
+        row_text(&render(&limited, 100, 30), 1)
     ));
     insta::assert_snapshot!("bars_levels", rows);
 }

@@ -8,7 +8,9 @@
 //!
 //! Who may change a VM is decided by its recorded state, moved in one store transaction
 //! ([`banger_store::Store::transition_vm`]): only one request can take a stopped VM to
-//! `starting` or a running one to `stopping`, so a start never races a stop.
+//! `starting` or a running one to `stopping`, so a start never races a stop. The move to
+//! `starting` is also where admission control decides, in the same transaction
+//! ([`admit_start`]), so two starts cannot both take the last room.
 
 pub mod backend;
 pub mod console;
@@ -28,9 +30,11 @@ use banger_api::{
 };
 use banger_host::network::{self, IpLinks, Links, NetConfig, NetlinkLinks, Privilege, VmNet};
 use banger_host::{CommandRunner, Doctor, Preflight};
+use banger_store::Demand;
 use banger_vmm::{DriveSpec, InstanceState, NetSpec, VmHandle, VmPaths, VmSpec, VsockSpec};
 
 use crate::Daemon;
+use crate::admission::Ask;
 use crate::operation::OperationContext;
 use backend::{Backend, Backends};
 
@@ -58,6 +62,9 @@ pub struct HostDeps {
     pub preflight: bool,
     /// Overrides how privileged network commands are run (default: detected).
     pub privilege: Option<network::Privilege>,
+    /// Overrides the host's CPU count and memory (default: read from /proc), which the
+    /// per-VM caps and admission control's limits follow.
+    pub host: Option<crate::host::HostFacts>,
 }
 
 impl HostDeps {
@@ -69,6 +76,7 @@ impl HostDeps {
             qemu: None,
             preflight: true,
             privilege: None,
+            host: None,
         }
     }
 }
@@ -194,14 +202,32 @@ pub(crate) fn vmm_error(what: &str, vm: &Vm, e: &banger_vmm::VmmError) -> ApiErr
 /// `POST /v1/vms/{name}/start`: checks the VM may start and starts the operation.
 pub fn request_start(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
     let vm = crate::vm::find(d, name)?;
-    d.store.transition_vm(
+    if !vm.state.holds_resources() {
+        d.admission
+            .check_fits_idle(Some(&vm.name), vm.vcpus, vm.memory_mib, Ask::Start)?;
+    }
+    admit_start(
+        d,
         &vm.id,
         &[VmState::Stopped, VmState::Failed],
-        VmState::Starting,
         "only a stopped or failed VM can be started",
         start_hint(vm.state),
     )?;
     Ok(spawn_start(d, vm, OperationKind::StartVm))
+}
+
+/// Moves VM `id` from one of `from` to `starting` once admission control lets it hold its
+/// vCPUs and memory next to the other VMs', in one store transaction.
+fn admit_start(
+    d: &Daemon,
+    id: &str,
+    from: &[VmState],
+    action: &str,
+    hint: Option<&str>,
+) -> Result<Vm, ApiError> {
+    let admit = |demand: &Demand<'_>, reserved| d.admission.check(Ask::Start, demand, reserved);
+    Ok(d.store
+        .transition_vm_admitted(id, from, VmState::Starting, action, hint, Some(&admit))?)
 }
 
 fn start_hint(state: VmState) -> Option<&'static str> {
@@ -1126,6 +1152,11 @@ fn stop_note(outcome: banger_vmm::StopOutcome) -> &'static str {
 
 /// `POST /v1/vms/{name}/restart`: stop, then start, as one operation.
 pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError> {
+    // A VM that could not start again (the limits were lowered since it started) is not
+    // stopped for nothing.
+    let found = crate::vm::find(d, name)?;
+    d.admission
+        .check_fits_idle(Some(&found.name), found.vcpus, found.memory_mib, Ask::Start)?;
     let vm = begin_stop(d, name)?;
     let start = start_stages(d, &vm);
     let mut stages = vec![RESTART_STOP_STAGE];
@@ -1139,13 +1170,27 @@ pub fn request_restart(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiErro
             cx.begin(RESTART_STOP_STAGE);
             stop_vm(&d2, None, &vm, d2.config.defaults.stop_timeout)?;
             cx.done(RESTART_STOP_STAGE, None);
-            let vm = d2.store.transition_vm(
+            // Admitted again: what it held was released by the stop, and another start may
+            // have taken the room meanwhile. Refused, it stays stopped and says why.
+            let vm = admit_start(
+                &d2,
                 &vm.id,
                 &[VmState::Stopped],
-                VmState::Starting,
                 "it changed while restarting",
                 None,
-            )?;
+            )
+            .inspect_err(|e| {
+                if e.code == ErrorCode::OverCapacity
+                    && let Err(store) = d2.store.set_vm_run_state(
+                        &vm.id,
+                        VmState::Stopped,
+                        None,
+                        Some(&e.message),
+                    )
+                {
+                    tracing::error!(vm = %vm.name, error = %store, "cannot record a refused restart");
+                }
+            })?;
             let vm = start_vm(&d2, cx, &vm)?;
             serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
         },

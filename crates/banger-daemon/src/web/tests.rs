@@ -72,6 +72,15 @@ impl Web {
     /// [`Self::with_fake_host`] running privileged commands as `privilege` says, through
     /// `net` (which may script `sudo`'s answers).
     async fn with_fake_host_as(privilege: Privilege, net: FakeRunner) -> (Web, FakeFirecracker) {
+        Self::with_fake_host_on(privilege, net, None).await
+    }
+
+    /// [`Self::with_fake_host_as`] on a host of `host`'s CPUs and memory (`None`: this one's).
+    async fn with_fake_host_on(
+        privilege: Privilege,
+        net: FakeRunner,
+        host: Option<crate::host::HostFacts>,
+    ) -> (Web, FakeFirecracker) {
         let fc = FakeFirecracker::new();
         let net = net.respond(
             Matcher::prefix("sysctl", ["-n"]),
@@ -83,6 +92,7 @@ impl Web {
             qemu: Some(FakeQemu::new().backend(Accel::Tcg)),
             preflight: false,
             privilege: Some(privilege),
+            host,
         };
         // No spare Firecracker: tests count the fake's processes, and a spare started 300 ms
         // after each create (sooner or later than a step, depending on the machine's load)
@@ -2068,5 +2078,56 @@ async fn empty_dashboard_snapshot() {
     ]}, {
         insta::assert_snapshot!(stable(&w, &b, &page));
     });
+    w.stop().await;
+}
+
+/// Admission control in the browser: the dashboard shows reservations against the limits, and
+/// a create that does not fit is refused on its form with the figures and the advice a browser
+/// user can follow, nothing made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_beyond_the_limits_is_refused_on_its_form() {
+    // 2 CPUs and 4 GiB: 8 vCPUs and 3072 MiB by default.
+    let host = crate::host::HostFacts {
+        cpus: 2,
+        memory_bytes: 4 << 30,
+    };
+    let (w, _fc) = Web::with_fake_host_on(Privilege::Root, FakeRunner::new(), Some(host)).await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let mut fields = Web::vm_form(&b, "a", true);
+    fields.retain(|(k, _)| *k != "memory_mib");
+    fields.push(("memory_mib", "2048"));
+    let response = w.send(w.post("/vms", Some(&b), &fields)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op = w.finish(location(&response)).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let dashboard = w.page(&b, "/").await;
+    for shown in [
+        "1 of 2 vCPUs reserved (limit 8)",
+        "2G of 4G reserved (limit 3G)",
+        "a start beyond the limit is refused",
+    ] {
+        assert!(dashboard.contains(shown), "no {shown:?}\n{dashboard}");
+    }
+
+    let mut fields = Web::vm_form(&b, "b", true);
+    fields.retain(|(k, _)| *k != "memory_mib");
+    fields.push(("memory_mib", "2048"));
+    let response = w.send(w.post("/vms", Some(&b), &fields)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = text(response).await;
+    assert!(
+        body.contains(
+            "not enough room to create and start VM &#34;b&#34;: it needs 2048 MiB of guest \
+             memory, 1 VM up holds 2048 MiB, and the limit is 3072 MiB"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("stop a VM to make room; or raise the limits"),
+        "{body}"
+    );
+    assert!(!body.contains("--memory"), "CLI advice stays out: {body}");
+    assert!(w.d.store.find_vm("b").unwrap().is_none());
     w.stop().await;
 }

@@ -132,9 +132,10 @@ fn percent(part: u64, whole: u64) -> u32 {
 #[derive(Debug, Clone)]
 pub struct CapacityCard {
     pub title: &'static str,
-    /// The headline figure, e.g. "2 of 8 vCPUs reserved".
+    /// The headline figure, e.g. "2 of 8 vCPUs reserved (limit 32)".
     pub figure: String,
-    /// Fill of the bar, 0-100 (over-commit shows full; the figure tells the truth).
+    /// Fill of the bar, 0-100: of admission control's limit when there is one, of the host's
+    /// total otherwise (over-commit shows full; the figure tells the truth).
     pub percent: u32,
     pub notes: Vec<String>,
 }
@@ -145,33 +146,63 @@ pub fn capacity_cards(c: &Capacity) -> Vec<CapacityCard> {
         .disk
         .fs_total_bytes
         .saturating_sub(c.disk.fs_available_bytes);
+    let admission_note = |limited: bool| {
+        if limited {
+            "a start beyond the limit is refused".to_owned()
+        } else {
+            "admission control is off: starts are not limited".to_owned()
+        }
+    };
     vec![
         CapacityCard {
             title: "CPU",
-            figure: format!(
-                "{} of {} vCPUs reserved",
-                c.cpu.reserved_vcpus, c.cpu.host_cpus
+            figure: match c.cpu.vcpu_limit {
+                Some(limit) => format!(
+                    "{} of {} vCPUs reserved (limit {limit})",
+                    c.cpu.reserved_vcpus, c.cpu.host_cpus
+                ),
+                None => format!(
+                    "{} of {} vCPUs reserved",
+                    c.cpu.reserved_vcpus, c.cpu.host_cpus
+                ),
+            },
+            percent: percent(
+                c.cpu.reserved_vcpus.into(),
+                c.cpu.vcpu_limit.unwrap_or(c.cpu.host_cpus).into(),
             ),
-            percent: percent(c.cpu.reserved_vcpus.into(), c.cpu.host_cpus.into()),
-            notes: vec![format!(
-                "{} VM{}, {} running",
-                c.vms_total,
-                if c.vms_total == 1 { "" } else { "s" },
-                c.vms_running
-            )],
+            notes: vec![
+                format!(
+                    "{} VM{}, {} running",
+                    c.vms_total,
+                    if c.vms_total == 1 { "" } else { "s" },
+                    c.vms_running
+                ),
+                admission_note(c.cpu.vcpu_limit.is_some()),
+            ],
         },
         CapacityCard {
             title: "Memory",
-            figure: format!(
-                "{} of {} reserved",
-                size(c.memory.reserved_bytes),
-                size(c.memory.host_bytes)
+            figure: match c.memory.limit_bytes {
+                Some(limit) => format!(
+                    "{} of {} reserved (limit {})",
+                    size(c.memory.reserved_bytes),
+                    size(c.memory.host_bytes),
+                    size(limit)
+                ),
+                None => format!(
+                    "{} of {} reserved",
+                    size(c.memory.reserved_bytes),
+                    size(c.memory.host_bytes)
+                ),
+            },
+            percent: percent(
+                c.memory.reserved_bytes,
+                c.memory.limit_bytes.unwrap_or(c.memory.host_bytes),
             ),
-            percent: percent(c.memory.reserved_bytes, c.memory.host_bytes),
-            notes: vec![format!(
-                "{} available on the host",
-                size(c.memory.available_bytes)
-            )],
+            notes: vec![
+                format!("{} available on the host", size(c.memory.available_bytes)),
+                admission_note(c.memory.limit_bytes.is_some()),
+            ],
         },
         CapacityCard {
             title: "Disk",
@@ -1536,11 +1567,13 @@ mod tests {
             cpu: CpuCapacity {
                 host_cpus: 8,
                 reserved_vcpus: 4,
+                vcpu_limit: Some(32),
             },
             memory: MemoryCapacity {
                 host_bytes: 32 * validate::GIB,
                 available_bytes: 20 * validate::GIB,
                 reserved_bytes: 3 * validate::GIB,
+                limit_bytes: Some(31 * validate::GIB),
             },
             disk: DiskCapacity {
                 path: "/home/u/.local/state/banger".into(),
@@ -1623,6 +1656,9 @@ mod tests {
         empty.memory.reserved_bytes = 0;
         empty.vms_total = 0;
         empty.vms_running = 0;
+        // Admission control off: reserved against the host.
+        empty.cpu.vcpu_limit = None;
+        empty.memory.limit_bytes = None;
         insta::assert_snapshot!(render(&DashboardPage {
             chrome: Chrome {
                 notice: Some("Deleted VM dev.".into()),
