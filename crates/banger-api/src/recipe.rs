@@ -124,6 +124,10 @@ pub struct BuildImageRequest {
     /// Build even when the cache holds an image of the same inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_cache: Option<bool>,
+    /// Only download what the build needs into the cache (packages, files), boot nothing and
+    /// make no image: a later build of the same recipe then needs no network at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_only: Option<bool>,
 }
 
 /// Where the build's memory defaults come from when the recipe sets none.

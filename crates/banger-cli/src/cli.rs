@@ -473,6 +473,19 @@ pub enum ImageCommand {
     #[command(after_help = "Example: banger image bootstrap debian --suite bookworm --name debian")]
     Bootstrap(BootstrapArgs),
 
+    /// Build a new image from a recipe: packages, files, downloads, scripts and services
+    ///
+    /// A temporary VM of the base image boots, is provisioned through its guest agent, shuts
+    /// down, and its root becomes the new image (its /root becomes the image's work seed).
+    /// The host downloads the packages and files the guest gets, so the build needs no
+    /// internet in the guest. The temporary VM is deleted whatever happens. A recipe is a TOML
+    /// file (docs/images.md); the flags add to it. Builds of the same inputs come from the
+    /// cache.
+    #[command(
+        after_help = "Examples:\n  banger image build --builtin opencode\n  banger image build -f dev.toml\n  banger image build --name tools --package jq --file ./motd:/etc/motd --run ./setup.sh"
+    )]
+    Build(BuildArgs),
+
     /// Make a new image of a stopped VM's root: its image with everything the VM changed
     ///
     /// The new image has the VM's packages and files, without what made the VM itself (its
@@ -542,6 +555,72 @@ pub struct BootstrapArgs {
     /// Image name, a DNS label (a-z, 0-9, '-') [default: the distribution's name]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+/// `banger image build`.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// The recipe file (TOML, see docs/images.md); its relative paths are from its directory
+    #[arg(
+        short = 'f',
+        long = "recipe",
+        value_name = "RECIPE",
+        conflicts_with = "builtin"
+    )]
+    pub recipe: Option<PathBuf>,
+
+    /// A recipe built into banger: opencode
+    #[arg(long, value_name = "NAME")]
+    pub builtin: Option<String>,
+
+    /// The new image's name [default: the recipe's]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The image to build on [default: the recipe's, else the configured default image]
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<String>,
+
+    /// A Debian package to install (repeatable)
+    #[arg(long = "package", value_name = "NAME")]
+    pub packages: Vec<String>,
+
+    /// A host file copied into the image, SRC:DEST with DEST absolute (repeatable); its mode is kept
+    #[arg(long = "file", value_name = "SRC:DEST")]
+    pub copies: Vec<String>,
+
+    /// A script run as root in the guest (repeatable, in order)
+    #[arg(long = "run", value_name = "FILE")]
+    pub runs: Vec<PathBuf>,
+
+    /// A service every VM of the image runs and a start waits for, NAME:PORT:COMMAND (repeatable)
+    #[arg(long = "service", value_name = "NAME:PORT:COMMAND")]
+    pub services: Vec<String>,
+
+    /// A guest port every VM of the image publishes on the host's loopback (repeatable)
+    #[arg(long, value_name = "GUESTPORT")]
+    pub publish: Vec<u16>,
+
+    /// Give the build VM NAT, so that scripts may fetch from the internet themselves
+    #[arg(long)]
+    pub nat: bool,
+
+    /// The build VM's writable root space, e.g. 8G [default: 4G]
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
+
+    /// Build even when the cache holds an image of the same inputs
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Only download what the build needs (packages, files) into the cache, so that a later
+    /// build of the same recipe needs no network
+    #[arg(long)]
+    pub download_only: bool,
+
+    /// Check the recipe and print it as bangerd will get it, without building
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `banger image promote`.

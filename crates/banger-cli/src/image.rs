@@ -14,7 +14,8 @@ use banger_api::{
 };
 
 use crate::cli::{
-    BootstrapArgs, ExportArgs, ImageCommand, ImportArgs, OutputFormat, PromoteArgs, RegisterArgs,
+    BootstrapArgs, BuildArgs, ExportArgs, ImageCommand, ImportArgs, OutputFormat, PromoteArgs,
+    RegisterArgs,
 };
 use crate::daemon::Daemon;
 use crate::exit::Failure;
@@ -130,6 +131,7 @@ pub async fn run(command: &ImageCommand, format: OutputFormat) -> Result<(), Fai
         ImageCommand::Register(args) => register(args, format).await?,
         ImageCommand::Bootstrap(args) => bootstrap(args, format).await?,
         ImageCommand::Promote(args) => promote(args, format).await?,
+        ImageCommand::Build(args) => build(args, format).await?,
         ImageCommand::Export(args) => export(args, format).await?,
         ImageCommand::Import(args) => import(args, format).await?,
         ImageCommand::List => {
@@ -241,6 +243,165 @@ async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Fai
         ));
     }
     finish_image(&daemon, started, format, "Promoted").await
+}
+
+/// The recipes built into banger, by name.
+pub const BUILTIN_RECIPES: &[(&str, &str)] =
+    &[("opencode", include_str!("../../../recipes/opencode.toml"))];
+
+/// The recipe `banger image build` sends: the file or built-in recipe, the flags added,
+/// checked, every host path absolute and readable.
+pub fn build_recipe(args: &BuildArgs) -> Result<banger_api::Recipe, ApiError> {
+    use banger_api::recipe::{RecipeFile, RecipeRun, RecipeService};
+    let cwd = std::env::current_dir()
+        .map_err(|e| ApiError::invalid(format!("cannot read the current directory: {e}")))?;
+    let mut recipe = match (&args.recipe, &args.builtin) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ApiError::invalid(format!("cannot read recipe {}: {e}", path.display()))
+            })?;
+            let dir = cwd.join(path);
+            let dir = dir.parent().unwrap_or(Path::new("/"));
+            banger_api::Recipe::from_toml(&text, dir).map_err(|mut e| {
+                e.message = format!("{}: {}", path.display(), e.message);
+                e
+            })?
+        }
+        (None, Some(name)) => {
+            let (_, text) = BUILTIN_RECIPES
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("no built-in recipe {name:?}")).with_hint(format!(
+                        "built-in recipes: {}",
+                        BUILTIN_RECIPES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            banger_api::Recipe::from_toml(text, &cwd)?
+        }
+        (None, None) => banger_api::Recipe::default(),
+    };
+    if let Some(name) = &args.name {
+        recipe.name = Some(name.clone());
+    }
+    if let Some(base) = &args.base {
+        recipe.base = Some(base.clone());
+    }
+    recipe.packages.extend(args.packages.iter().cloned());
+    for copy in &args.copies {
+        let (src, dest) = copy.split_once(':').ok_or_else(|| {
+            ApiError::invalid(format!("--file {copy:?} is not SRC:DEST"))
+                .with_hint("e.g. --file ./motd:/etc/motd")
+        })?;
+        recipe.files.push(RecipeFile {
+            src: std::path::absolute(src)
+                .unwrap_or_else(|_| cwd.join(src))
+                .display()
+                .to_string(),
+            dest: dest.to_owned(),
+            mode: None,
+        });
+    }
+    for run in &args.runs {
+        recipe.run.push(RecipeRun {
+            script: Some(
+                std::path::absolute(run)
+                    .unwrap_or_else(|_| cwd.join(run))
+                    .display()
+                    .to_string(),
+            ),
+            command: None,
+        });
+    }
+    for service in &args.services {
+        let mut parts = service.splitn(3, ':');
+        let (Some(name), Some(port), Some(command)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ApiError::invalid(format!(
+                "--service {service:?} is not NAME:PORT:COMMAND"
+            ))
+            .with_hint("e.g. --service web:8080:'python3 -m http.server 8080'"));
+        };
+        let port = port.parse::<u16>().map_err(|_| {
+            ApiError::invalid(format!("--service {service:?}: {port:?} is not a port"))
+        })?;
+        recipe.services.push(RecipeService {
+            name: name.to_owned(),
+            port,
+            command: command.to_owned(),
+            timeout: None,
+            publish: false,
+        });
+    }
+    recipe.publish.extend(args.publish.iter().copied());
+    recipe.nat |= args.nat;
+    if let Some(disk) = &args.disk {
+        recipe.disk = Some(disk.clone());
+    }
+    if recipe.name.is_none() {
+        return Err(ApiError::invalid("the image has no name")
+            .with_hint("pass --name NAME, or set name = \"...\" in the recipe"));
+    }
+    recipe.check()?;
+    let hint = "fix the path (a recipe's relative paths are from its directory)";
+    for file in &mut recipe.files {
+        file.src = readable_file("copied", Path::new(&file.src), hint)?;
+    }
+    for run in &mut recipe.run {
+        if let Some(script) = &run.script {
+            run.script = Some(readable_file("script", Path::new(script), hint)?);
+        }
+    }
+    Ok(recipe)
+}
+
+async fn build(args: &BuildArgs, format: OutputFormat) -> Result<String, Failure> {
+    let recipe = build_recipe(args)?;
+    if args.check {
+        return Ok(match format {
+            OutputFormat::Json => output::json(&recipe),
+            OutputFormat::Text => format!(
+                "The recipe is valid; bangerd gets:\n{}",
+                serde_json::to_string_pretty(&recipe).unwrap_or_default()
+            ),
+        });
+    }
+    let request = banger_api::BuildImageRequest {
+        recipe,
+        no_cache: args.no_cache.then_some(true),
+        download_only: args.download_only.then_some(true),
+    };
+    let daemon = Daemon::locate()?;
+    let started = daemon
+        .call(async |client| client.build_image(&request).await)
+        .await?;
+    if format == OutputFormat::Text {
+        output::eprint(&format!(
+            "Building image {} on {}\n",
+            started.target,
+            request
+                .recipe
+                .base
+                .as_deref()
+                .unwrap_or("the default image")
+        ));
+    }
+    if args.download_only {
+        let finished =
+            operation::follow(daemon.client(), started, format == OutputFormat::Text).await?;
+        return Ok(match format {
+            OutputFormat::Json => output::json(&finished),
+            OutputFormat::Text => format!(
+                "Downloaded what image {} needs; building the same recipe now needs no network.\n",
+                finished.target
+            ),
+        });
+    }
+    finish_image(&daemon, started, format, "Built").await
 }
 
 async fn export(args: &ExportArgs, format: OutputFormat) -> Result<String, Failure> {

@@ -57,6 +57,7 @@ pub struct CheckedBuild {
     pub name: String,
     pub base: Image,
     pub no_cache: bool,
+    pub download_only: bool,
 }
 
 /// Checks a build request: the recipe, a new name, the base image, the host files.
@@ -102,6 +103,7 @@ pub fn check(d: &Daemon, req: &BuildImageRequest) -> Result<CheckedBuild, ApiErr
         name,
         base,
         no_cache: req.no_cache.unwrap_or(false),
+        download_only: req.download_only.unwrap_or(false),
     })
 }
 
@@ -129,6 +131,10 @@ pub fn start(d: Arc<Daemon>, checked: CheckedBuild) -> Operation {
     let ops = d.ops.clone();
     let target = checked.name.clone();
     ops.spawn(OperationKind::BuildImage, &target, &stages(), move |cx| {
+        if checked.download_only {
+            download_only(&d, cx, &checked)?;
+            return Ok(serde_json::Value::Null);
+        }
         let image = build(&d, cx, &checked)?;
         tracing::info!(image = %image.name, id = %image.id, base = %checked.base.name, "image built");
         serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
@@ -199,6 +205,25 @@ fn build(
         }
     }
     Ok(image)
+}
+
+/// `download_only`: the fetch stages, every other stage skipped.
+fn download_only(
+    d: &Daemon,
+    cx: &OperationContext,
+    checked: &CheckedBuild,
+) -> Result<(), ApiError> {
+    let cache = cache_dir(d);
+    cx.skip(S_CACHE, "downloads only");
+    fetch_packages(d, cx, checked, &cache)?;
+    fetch_downloads(cx, &checked.recipe, &cache)?;
+    for stage in stages() {
+        if ![S_CACHE, S_PACKAGES, S_DOWNLOADS].contains(&stage) {
+            cx.skip(stage, "downloads only");
+        }
+    }
+    tracing::info!(image = %checked.name, "downloaded what a build needs");
+    Ok(())
 }
 
 fn fetch_packages(
@@ -341,10 +366,8 @@ impl<'a> BuildVm<'a> {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        let vm = BuildVm {
-            vm: crate::vm::find(d, &vm.vm.id)?,
-            ..vm
-        };
+        let mut vm = vm;
+        vm.vm = crate::vm::find(d, &vm.vm.id)?;
         cx.done(S_BOOT, Some(format!("VM {} on {}", vm.vm.name, vm.vm.vmm)));
         Ok(vm)
     }
@@ -352,8 +375,65 @@ impl<'a> BuildVm<'a> {
 
 impl Drop for BuildVm<'_> {
     fn drop(&mut self) {
-        if let Err(e) = crate::vm::delete(self.d, &self.vm.id) {
-            tracing::error!(vm = %self.vm.name, error = %e.message, "cannot delete a build VM");
+        remove_build_vm(self.d, &self.vm.id);
+    }
+}
+
+/// Marks a VM's directory as a build's: a daemon that restarts deletes such VMs (a build does
+/// not survive its daemon).
+const BUILD_MARKER: &str = ".image-build";
+
+/// Deletes a build VM once no start or stop is in progress on it (a cancelled start rolls
+/// back first).
+fn remove_build_vm(d: &Daemon, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match crate::vm::find(d, id) {
+            Ok(vm)
+                if matches!(
+                    vm.state,
+                    banger_api::VmState::Starting | banger_api::VmState::Stopping
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(vm) => {
+                if let Err(e) = crate::vm::delete(d, &vm.id) {
+                    tracing::error!(vm = %vm.name, error = %e.message, "cannot delete a build VM");
+                }
+                return;
+            }
+            // Already gone.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Deletes the VMs and staging of builds and promotions a previous daemon did not finish.
+/// Runs at start-up, before any request.
+pub fn sweep(d: &Daemon) {
+    let host = banger_image::bootstrap::Host::new(
+        &RealRunner,
+        cache_dir(d),
+        d.paths.state_dir.join("staging"),
+    );
+    match banger_image::promote::remove_stale_staging(&host) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                ?removed,
+                "removed the staging of interrupted builds and promotions"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot remove an interrupted build's staging"),
+    }
+    let Ok(vms) = d.store.list_vms() else {
+        return;
+    };
+    for vm in vms {
+        if d.paths.vm_dir(&vm.id).join(BUILD_MARKER).exists() {
+            tracing::info!(vm = %vm.name, "deleting the VM of an interrupted image build");
+            remove_build_vm(d, &vm.id);
         }
     }
 }
@@ -568,7 +648,7 @@ fn install_script() -> String {
         "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
          printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d\nchmod 755 /usr/sbin/policy-rc.d\n\
          trap 'rm -f /usr/sbin/policy-rc.d' EXIT\n\
-         apt-get install -y --no-install-recommends --no-download \
+         apt-get install -y --no-install-recommends \
          -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
          {GUEST_STAGING}/debs/*.deb\nrm -rf {GUEST_STAGING}/debs\n"
     )

@@ -1791,3 +1791,95 @@ async fn a_restart_is_admitted_again_and_refused_when_the_room_is_gone() {
     let op = h.act("b", VmAction::Start).await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
 }
+
+/// A build whose script fails, or that is cancelled while a script runs, leaves nothing: no
+/// build VM (the fake Firecracker's process gone), no staging, no image; a failure shows the
+/// script's own output. The build VM's agent is served in-process (the scripts run on the
+/// host here: harmless commands only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_cancelled_build_leaves_nothing() {
+    use banger_api::recipe::RecipeRun;
+    use banger_api::{BuildImageRequest, OperationState, Recipe, StageState};
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    for (command, cancel) in [
+        ("echo about-to-fail; echo on-stderr >&2; exit 7", false),
+        ("sleep 100", true),
+    ] {
+        let recipe = Recipe {
+            name: Some("built".into()),
+            base: Some("base".into()),
+            run: vec![RecipeRun {
+                script: None,
+                command: Some(command.into()),
+            }],
+            memory_mib: Some(256),
+            ..Recipe::default()
+        };
+        let op = h
+            .client
+            .build_image(&BuildImageRequest {
+                recipe,
+                no_cache: None,
+                download_only: None,
+            })
+            .await
+            .unwrap();
+        // The build VM starts as any VM; its agent is this test's.
+        let mut vm = None;
+        wait_for("the build VM to run", async || {
+            vm = h
+                .client
+                .list_vms()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name.starts_with("build-built-") && v.state == VmState::Running);
+            vm.is_some()
+        })
+        .await;
+        let vm = vm.unwrap();
+        serve_agent(&h, &vm);
+        if cancel {
+            wait_for("the script to run", async || {
+                let now = h.client.get_operation(&op.id).await.unwrap();
+                now.stages
+                    .iter()
+                    .any(|s| s.name == "run scripts" && s.state == StageState::Running)
+            })
+            .await;
+            h.client.cancel_operation(&op.id).await.unwrap();
+        }
+        let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        let error = done.error.clone().expect("the build failed");
+        if cancel {
+            assert_eq!(done.state, OperationState::Cancelled, "{error:?}");
+        } else {
+            assert_eq!(done.state, OperationState::Failed);
+            assert!(error.message.contains("run scripts"), "{}", error.message);
+            assert!(error.message.contains("exited with 7"), "{}", error.message);
+            assert!(
+                error.message.contains("about-to-fail") && error.message.contains("on-stderr"),
+                "{}",
+                error.message
+            );
+        }
+        // Nothing is left of it.
+        assert!(h.client.list_vms().await.unwrap().is_empty());
+        assert!(!h.paths.vm_dir(&vm.id).exists());
+        assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+        let staging = h.paths.state_dir.join("staging");
+        let left: Vec<_> = std::fs::read_dir(&staging)
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        let images: Vec<String> = h
+            .client
+            .list_images()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(images, ["base"]);
+    }
+}

@@ -23,6 +23,8 @@ use crate::register::ROOTFS_FILE;
 
 /// Debian's archive keyring on a Debian host: what signs the sources the host's apt reads.
 pub const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// How long downloaded package lists are used without asking the mirror again.
+pub const LISTS_FRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Bumped when the build cache's layout or a build's steps change what a key stands for.
 const CACHE_FORMAT: &str = "1";
 
@@ -224,12 +226,23 @@ impl<'a> Apt<'a> {
         std::fs::write(&path, sources).map_err(io("write", &path))?;
         let path = self.root.join("var/lib/dpkg/status");
         std::fs::write(&path, status).map_err(io("write", &path))?;
-        run(
-            self.runner,
-            cancelled,
-            "updating the package lists (apt-get update)",
-            self.command(&["-q", "update"]),
-        )?;
+        // Lists younger than LISTS_FRESH are used as they are: builds in a row do not ask the
+        // mirror again, and a build whose packages were downloaded before needs no network.
+        let marker = self.root.join("var/lib/apt/lists/.banger-updated");
+        let fresh = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < LISTS_FRESH);
+        if !fresh {
+            run(
+                self.runner,
+                cancelled,
+                "updating the package lists (apt-get update)",
+                self.command(&["-q", "update"]),
+            )?;
+            std::fs::write(&marker, b"").map_err(io("write", &marker))?;
+        }
         Ok(())
     }
 

@@ -202,8 +202,9 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
             tracing::error!(error = %banger_vmm::error_chain(&e), "cannot rebuild the NAT rules of running VMs");
         }
     }
-    // Snapshots a killed daemon did not finish.
+    // Snapshots and image builds a killed daemon did not finish.
     crate::snapshot::sweep(d);
+    crate::build::sweep(d);
     if summary != Summary::default() {
         tracing::info!(?summary, "reconciled VMs with the host");
     }

@@ -1,0 +1,232 @@
+//! `banger image build` and `banger image promote` with real guests (QEMU under TCG, in a
+//! network namespace the test creates, like `e2e_qemu.rs`): a recipe with packages, files, a
+//! script, a command and a service builds an image whose VMs show every effect; the same
+//! inputs come from the cache; a failing script fails the build with its output and leaves
+//! nothing; a stopped VM's root becomes an image that new VMs boot with.
+//!
+//! The only network step, the host's download of the recipe's packages, runs first with
+//! `--download-only` through a daemon outside the namespace; the build itself then runs in
+//! the namespace and needs no network, as a user's build on a machine without internet would.
+//! Needs root, QEMU, debootstrap and apt; prints `SKIP:` and passes without them.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use support::netns::E2e;
+
+fn write(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Entries of a directory of the sandbox's state, sorted.
+fn entries(t: &E2e, dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(t.sandbox.root().join("state/banger").join(dir))
+        .map(|read| {
+            read.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+const RECIPE: &str = r#"
+name = "tools"
+packages = ["jq"]
+
+[[file]]
+src = "files/motd"
+dest = "/etc/motd"
+mode = "0640"
+
+[[file]]
+src = "files/hello"
+dest = "/usr/local/bin/hello"
+
+[[run]]
+script = "setup.sh"
+
+[[run]]
+command = "mkdir -p /srv/www && echo served-by-the-image >/srv/www/index.html"
+
+[[service]]
+name = "web"
+port = 8080
+command = "busybox httpd -f -p 8080 -h /srv/www"
+timeout = "2m"
+"#;
+
+#[test]
+fn images_are_built_from_recipes_and_promoted_from_vms() {
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+        ("apt-get", "--version"),
+    ]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("files")).unwrap();
+    write(&d.join("files/motd"), "built by banger\n", 0o644);
+    write(
+        &d.join("files/hello"),
+        "#!/bin/sh\necho hello from the image\n",
+        0o755,
+    );
+    write(
+        &d.join("setup.sh"),
+        "set -e\njq --version >/etc/jq-version\nmkdir -p /root/project\necho seeded >/root/project/README\n",
+        0o644,
+    );
+    let recipe = d.join("tools.toml");
+    write(&recipe, RECIPE, 0o644);
+    let recipe = recipe.display().to_string();
+
+    // The host downloads what the guest installs, before anything boots.
+    let out = t
+        .sandbox
+        .ok(&["image", "build", "-f", &recipe, "--download-only"]);
+    assert!(out.contains("needs no network"), "{out}");
+    t.sandbox.ok(&["daemon", "stop"]);
+
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&["image", "build", "-f", &recipe]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "image build (cold, packages downloaded): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    for stage in [
+        "check cache: done",
+        "fetch packages: done",
+        "boot: done",
+        "install packages: done",
+        "copy files: done",
+        "run scripts: done",
+        "set up services: done",
+        "shut down: done",
+        "merge root: done",
+        "make rootfs: done",
+        "record: done",
+    ] {
+        assert!(err.contains(stage), "{stage} not in\n{err}");
+    }
+    assert!(out.starts_with("Built image tools."), "{out}");
+    let image = t.json(&["image", "show", "tools"]);
+    assert_eq!(image["source"], "built");
+    let services: Vec<(&str, u64)> = image["manifest"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["port"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(services, [("agent", 1024), ("ssh", 22), ("web", 8080)]);
+    assert!(
+        image["manifest"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "jq"),
+        "the manifest lists the installed packages"
+    );
+    // The build VM is gone, and so is the staging.
+    assert!(t.json(&["vm", "list"]).as_array().unwrap().is_empty());
+    assert!(
+        entries(&t, "staging").is_empty(),
+        "{:?}",
+        entries(&t, "staging")
+    );
+
+    // A VM of the image has every effect, and its service answered before create returned.
+    t.ok(&["vm", "create", "--name", "b1", "--image", "tools"]);
+    let exec = |vm: &str, script: &str| t.ok(&["vm", "exec", vm, "--", "sh", "-c", script]);
+    assert!(exec("b1", "jq --version").starts_with("jq-"));
+    assert_eq!(
+        exec("b1", "cat /etc/motd; stat -c %a /etc/motd"),
+        "built by banger\n640\n"
+    );
+    assert_eq!(exec("b1", "hello"), "hello from the image\n");
+    assert!(exec("b1", "cat /etc/jq-version").starts_with("jq-"));
+    assert_eq!(exec("b1", "cat /root/project/README"), "seeded\n");
+    assert_eq!(
+        exec("b1", "busybox wget -qO- http://127.0.0.1:8080/"),
+        "served-by-the-image\n"
+    );
+    assert_eq!(exec("b1", "hostname"), "b1\n");
+    // Nothing of the build VM's identity came along.
+    assert!(!exec("b1", "cat /etc/hosts").contains("build-tools"));
+
+    // The same inputs under another name: from the cache, nothing boots.
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&["image", "build", "-f", &recipe, "--name", "tools-again"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "image build (cached): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        err.contains("check cache: done") && err.contains("hit"),
+        "{err}"
+    );
+    assert!(err.contains("boot: skipped: cached"), "{err}");
+    assert_eq!(t.json(&["image", "show", "tools-again"])["source"], "built");
+
+    // A failing script fails the build with its output; nothing is left.
+    let broken = d.join("broken.toml");
+    write(
+        &broken,
+        "name = \"broken\"\n[[run]]\ncommand = \"echo about-to-fail; echo on-stderr >&2; exit 7\"\n",
+        0o644,
+    );
+    let images_before = entries(&t, "images");
+    let (code, out, err) = t.banger(&["image", "build", "-f", &broken.display().to_string()]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("run scripts"), "{err}");
+    assert!(err.contains("exited with 7"), "{err}");
+    assert!(
+        err.contains("about-to-fail") && err.contains("on-stderr"),
+        "{err}"
+    );
+    assert_eq!(entries(&t, "images"), images_before);
+    assert!(
+        t.json(&["vm", "list"]).as_array().unwrap().len() == 1,
+        "only b1 is left"
+    );
+    assert!(entries(&t, "staging").is_empty());
+    let (code, _, _) = t.banger(&["image", "show", "broken"]);
+    assert_ne!(code, 0);
+
+    // Promote: what a VM changed becomes an image; a running VM is refused.
+    exec("b1", "echo changed-in-b1 >/etc/promoted; rm /etc/motd");
+    let (code, _, err) = t.banger(&["image", "promote", "b1", "tools-plus"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("only a stopped VM"), "{err}");
+    assert!(err.contains("banger vm stop b1"), "{err}");
+    t.ok(&["vm", "stop", "b1"]);
+    let started = Instant::now();
+    let out = t.ok(&["image", "promote", "b1", "tools-plus"]);
+    println!("image promote: {:.1}s", started.elapsed().as_secs_f64());
+    assert!(out.starts_with("Promoted image tools-plus."), "{out}");
+    assert_eq!(
+        t.json(&["image", "show", "tools-plus"])["source"],
+        "promoted"
+    );
+    t.ok(&["vm", "create", "--name", "b2", "--image", "tools-plus"]);
+    assert_eq!(exec("b2", "cat /etc/promoted"), "changed-in-b1\n");
+    assert_eq!(
+        exec("b2", "test -e /etc/motd && echo there || echo gone"),
+        "gone\n"
+    );
+    assert!(exec("b2", "jq --version").starts_with("jq-"));
+    assert_eq!(exec("b2", "hostname"), "b2\n");
+    // The promoted VM itself is untouched and starts again.
+    t.ok(&["vm", "start", "b1"]);
+    assert_eq!(exec("b1", "cat /etc/promoted"), "changed-in-b1\n");
+    assert!(entries(&t, "staging").is_empty());
+}

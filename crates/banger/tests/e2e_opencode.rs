@@ -1,0 +1,126 @@
+//! The built-in `opencode` image, for real: `banger image build --builtin opencode` on the
+//! bootstrapped Debian image (QEMU under TCG, in a network namespace the test creates), then a
+//! VM of it whose opencode server answers HTTP on port 4096, through the port published on the
+//! host's loopback, as soon as `vm create` returns. Prints the build's time cold and cached,
+//! the image's size and the VM's create-to-ready time (docs/benchmarks.md has the figures).
+//!
+//! The host's downloads (Debian packages, opencode's npm release) run first with
+//! `--download-only` through a daemon outside the namespace; the build itself needs no
+//! network. Needs root, QEMU, debootstrap, apt and curl; prints `SKIP:` and passes without.
+
+mod support;
+
+use std::time::Instant;
+
+use support::netns::E2e;
+
+#[test]
+fn the_opencode_image_serves_on_port_4096_when_create_returns() {
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+        ("apt-get", "--version"),
+        ("curl", "--version"),
+    ]) else {
+        return;
+    };
+    let started = Instant::now();
+    t.sandbox
+        .ok(&["image", "build", "--builtin", "opencode", "--download-only"]);
+    println!(
+        "opencode downloads (host): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    t.sandbox.ok(&["daemon", "stop"]);
+
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&["image", "build", "--builtin", "opencode", "--no-cache"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "opencode image build (cold, downloads cached): {:.1}s\n{err}",
+        started.elapsed().as_secs_f64()
+    );
+    let image = t.json(&["image", "show", "opencode"]);
+    let rootfs = &image["files"]["rootfs"];
+    println!(
+        "opencode image: rootfs {} MiB apparent, {} MiB allocated",
+        rootfs["bytes"].as_u64().unwrap() >> 20,
+        rootfs["allocated_bytes"].as_u64().unwrap() >> 20
+    );
+    assert_eq!(image["manifest"]["publish"], serde_json::json!([4096]));
+    assert!(
+        image["manifest"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "opencode" && s["port"] == 4096)
+    );
+
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&[
+        "image",
+        "build",
+        "--builtin",
+        "opencode",
+        "--name",
+        "opencode-2",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("hit"), "{err}");
+    println!(
+        "opencode image build (cached): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&["vm", "create", "--name", "oc", "--image", "opencode"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "opencode VM create → ready (port 4096 answering): {:.1}s\n{err}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(err.contains("opencode: done"), "{err}");
+    // Straight away, through the published port on the host's loopback.
+    let vm = t.vm("oc");
+    let published = vm["published_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["guest_port"] == 4096)
+        .unwrap_or_else(|| panic!("4096 is not published: {vm}"));
+    let host_port = published["host_port"].as_u64().unwrap();
+    let out = t.netns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{host_port}/doc"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = t.ok(&["vm", "exec", "oc", "--", "opencode", "--version"]);
+    assert!(version.trim().starts_with("1."), "{version}");
+    let tools = t.ok(&[
+        "vm",
+        "exec",
+        "oc",
+        "--",
+        "sh",
+        "-c",
+        "git --version && gcc --version | head -1 && curl --version | head -1",
+    ]);
+    assert!(
+        tools.contains("git version") && tools.contains("gcc"),
+        "{tools}"
+    );
+}
