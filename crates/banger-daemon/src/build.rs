@@ -368,6 +368,43 @@ impl<'a> BuildVm<'a> {
         }
         let mut vm = vm;
         vm.vm = crate::vm::find(d, &vm.vm.id)?;
+        // Provisioning goes through the agent: a base image that does not declare it (the
+        // start did not wait for it) is waited for here.
+        let declared = checked
+            .base
+            .manifest
+            .services
+            .iter()
+            .any(|s| s.name == guest::AGENT_SERVICE);
+        if !declared {
+            let agent = crate::machine::guest::agent(d, &vm.vm)?;
+            let deadline = Instant::now() + BOOT_TIMEOUT;
+            let answered = d.machines.block_on(async {
+                loop {
+                    if agent.health().await.is_ok() {
+                        return Ok(());
+                    }
+                    if cx.cancelled() {
+                        return Err(cancelled());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "the build VM's guest agent did not answer within {}",
+                                humantime::format_duration(BOOT_TIMEOUT)
+                            ),
+                        )
+                        .with_hint(
+                            "a build provisions through banger's guest agent: build on an image \
+                             that has it (a bootstrapped, built or promoted one)",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            answered?;
+        }
         cx.done(S_BOOT, Some(format!("VM {} on {}", vm.vm.name, vm.vm.vmm)));
         Ok(vm)
     }

@@ -1827,6 +1827,8 @@ async fn a_failed_or_cancelled_build_leaves_nothing() {
         // The build VM starts as any VM; its agent is this test's.
         let mut vm = None;
         wait_for("the build VM to run", async || {
+            let now = h.client.get_operation(&op.id).await.unwrap();
+            assert!(!now.state.is_finished(), "{now:?}");
             vm = h
                 .client
                 .list_vms()
