@@ -236,7 +236,7 @@ pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     let seed_dir = d.paths.image_dir(&vm.image.id).join(disks::WORK_SEED_DIR);
     let seed = seed_dir.is_dir().then_some(seed_dir.as_path());
     // Read from the seed itself, not the manifest: what matters is what a new VM would get.
-    match banger_image::vmdisk::seed_fingerprint(seed) {
+    match seed_fingerprint(seed) {
         Ok(image) => {
             vm.work_seed = Some(Box::new(WorkSeedStatus {
                 changed: recorded.as_ref().is_some_and(|r| *r != image),
@@ -249,6 +249,28 @@ pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
         Err(e) => tracing::warn!(vm = %vm.name, error = %e, "cannot read the image's work seed"),
     }
     Ok(vm)
+}
+
+/// The fingerprint of an image's work seed, computed once per seed directory: an image is
+/// immutable, and a seed made of a VM's work disk can be large, so `vm show` does not hash it
+/// again each time. An image made before fingerprints existed gets its own here, the first
+/// time it is needed.
+fn seed_fingerprint(seed: Option<&std::path::Path>) -> Result<String, banger_image::vmdisk::VmDiskError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<std::path::PathBuf, String>>> = OnceLock::new();
+    let Some(dir) = seed else {
+        return banger_image::vmdisk::seed_fingerprint(None);
+    };
+    let known = KNOWN.get_or_init(Mutex::default);
+    if let Some(found) = known.lock().ok().and_then(|k| k.get(dir).cloned()) {
+        return Ok(found);
+    }
+    let computed = banger_image::vmdisk::seed_fingerprint(Some(dir))?;
+    if let Ok(mut k) = known.lock() {
+        k.insert(dir.to_owned(), computed.clone());
+    }
+    Ok(computed)
 }
 
 /// A VM by name or id, as the store has it.
