@@ -569,8 +569,8 @@ fn provision_and_promote(
                 (None, Some(command)) => (format!("command {command:?}"), command.clone()),
                 (None, None) => continue,
             };
-            cx.progress(S_RUN, i as u64, recipe.run.len() as u64, "scripts");
             guest.run_script(S_RUN, &what, &script, STEP_TIMEOUT)?;
+            cx.progress(S_RUN, i as u64 + 1, recipe.run.len() as u64, "scripts");
         }
         cx.done(S_RUN, Some(format!("{} scripts", recipe.run.len())));
     }
@@ -639,6 +639,7 @@ fn provision_and_promote(
         publish: recipe.published_ports(),
         recipe: serde_json::to_value(recipe).ok(),
     };
+    cx.skip(S_CACHED, "built");
     crate::promote::run(d, cx, &stopped, &checked.base, true, &spec)
 }
 

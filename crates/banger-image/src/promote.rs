@@ -15,7 +15,8 @@
 //!    ([`crate::vmdisk::PER_VM_FILES`]: its hostname, network, keys, agent token, machine
 //!    id; the image's own versions come back), as are apt's lists and caches and install
 //!    logs. With a work disk given, its contents are staged as the new work seed.
-//! 3. *make rootfs*: `rootfs.ext4` from the staged root, as a bootstrap makes it.
+//! 3. *make rootfs*: `rootfs.ext4` from the staged root, as a bootstrap makes it (sized to
+//!    what the files take: a promoted image is a shrunk one), then checked with `e2fsck -fn`.
 //! 4. *write work seed*: the staged work disk, or the base image's own seed.
 //! 5. *write manifest*: `manifest.json`, recording the base image and how the image was made.
 //!
@@ -282,6 +283,12 @@ impl Promotion<'_> {
         self.begin(s_rootfs)?;
         let rootfs = self.image_dir.join(ROOTFS_FILE);
         let root_used_bytes = make_rootfs(self.host, &cancelled, &root, &rootfs)?;
+        // The new filesystem is checked as a whole before anything boots from it.
+        self.run(
+            "checking the new rootfs.ext4 (e2fsck -fn)",
+            banger_host::CommandSpec::new("e2fsck")
+                .args(["-fn".to_owned(), rootfs.display().to_string()]),
+        )?;
         let status_path = root.join("var/lib/dpkg/status");
         let packages = std::fs::read_to_string(&status_path)
             .map(|status| debian::installed_packages(&status))

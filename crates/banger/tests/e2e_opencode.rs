@@ -34,7 +34,7 @@ fn the_opencode_image_serves_on_port_4096_when_create_returns() {
     t.sandbox.ok(&["daemon", "stop"]);
 
     let started = Instant::now();
-    let (code, out, err) = t.banger(&["image", "build", "--builtin", "opencode", "--no-cache"]);
+    let (code, out, err) = t.banger(&["image", "build", "--builtin", "opencode"]);
     assert_eq!(code, 0, "{out}\n{err}");
     println!(
         "opencode image build (cold, downloads cached): {:.1}s\n{err}",
@@ -89,25 +89,73 @@ fn the_opencode_image_serves_on_port_4096_when_create_returns() {
         .find(|p| p["guest_port"] == 4096)
         .unwrap_or_else(|| panic!("4096 is not published: {vm}"));
     let host_port = published["host_port"].as_u64().unwrap();
-    let out = t.netns.run(
-        "curl",
-        &[
-            "-sS",
-            "-m",
-            "30",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://127.0.0.1:{host_port}/doc"),
-        ],
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let curl = |url: &str, timeout: &str| {
+        let out = t.netns.run(
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                timeout,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let forwarded = format!("http://127.0.0.1:{host_port}/doc");
+    let first = curl(&forwarded, "10");
+    if first.0 != "200" {
+        // Say what answers and when, to tell a slow server from a broken forward.
+        let ip = vm["network"]["ip"].as_str().unwrap_or_default().to_owned();
+        println!("direct: {:?}", curl(&format!("http://{ip}:4096/doc"), "10"));
+        println!(
+            "in the guest: {:?}",
+            t.banger(&[
+                "vm",
+                "exec",
+                "oc",
+                "--",
+                "curl",
+                "-sS",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://127.0.0.1:4096/doc"
+            ])
+        );
+        let waited = Instant::now();
+        let mut last = first.clone();
+        while waited.elapsed().as_secs() < 300 && last.0 != "200" {
+            last = curl(&forwarded, "10");
+        }
+        println!(
+            "HTTP 200 after {:.1}s more: {last:?}",
+            waited.elapsed().as_secs_f64()
+        );
+        println!(
+            "{}",
+            t.ok(&[
+                "vm",
+                "exec",
+                "oc",
+                "--",
+                "tail",
+                "-n",
+                "30",
+                "/var/log/banger/opencode.log"
+            ])
+        );
+    }
+    assert_eq!(first.0, "200", "{}", first.1);
     let version = t.ok(&["vm", "exec", "oc", "--", "opencode", "--version"]);
     assert!(version.trim().starts_with("1."), "{version}");
     let tools = t.ok(&[
