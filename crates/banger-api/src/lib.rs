@@ -9,6 +9,7 @@ pub mod build;
 pub mod client;
 pub mod error;
 pub mod paths;
+pub mod service;
 pub mod time;
 pub mod types;
 pub mod validate;

@@ -687,6 +687,9 @@ pub struct DaemonInfo {
     /// a client still decodes (it asks an outdated daemon who it is before replacing it).
     #[serde(default)]
     pub web: WebConsoleInfo,
+    /// The domain banger's DNS serves VM names in (`NAME.DOMAIN`), absent when it serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
 }
 
 /// Where the web console is served, or why it is not.
