@@ -165,6 +165,24 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
             "openapi lacks {schema}"
         );
     }
+    // A service's own readiness deadline, optional; where the daemon's DNS serves VM names.
+    let service = &doc["components"]["schemas"]["ServiceCheck"];
+    assert_eq!(
+        service["properties"]["timeout_secs"]["minimum"], 1,
+        "{service}"
+    );
+    assert!(
+        !service["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"timeout_secs".into()),
+        "{service}"
+    );
+    assert!(
+        doc["components"]["schemas"]["DaemonInfo"]["properties"]
+            .get("dns_domain")
+            .is_some()
+    );
     h.stop().await;
     assert!(
         !h.paths.socket().exists(),
