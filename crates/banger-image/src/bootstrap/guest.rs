@@ -192,6 +192,41 @@ pub fn validate_service(name: &str, port: u16) -> Result<(), String> {
     }
 }
 
+/// Whether a manifest's `services` are ones banger can wait for: `agent` on port 1024, `ssh` on
+/// 22, and declared services that pass [`validate_service`], none twice, and no deadline of
+/// zero seconds. A manifest read from a file (an import) is checked with it before it is stored.
+pub fn validate_services(services: &[ServiceCheck]) -> Result<(), String> {
+    for (i, check) in services.iter().enumerate() {
+        match (check.name.as_str(), check.port) {
+            (AGENT_SERVICE, AGENT_PORT) | (SSH_SERVICE, 22) => {}
+            (AGENT_SERVICE, port) | (SSH_SERVICE, port) => {
+                return Err(format!(
+                    "service {:?} has port {port}; banger's {} listens on {}",
+                    check.name,
+                    check.name,
+                    if check.name == AGENT_SERVICE {
+                        AGENT_PORT
+                    } else {
+                        22
+                    }
+                ));
+            }
+            (name, port) => validate_service(name, port)?,
+        }
+        if check.timeout_secs == Some(0) {
+            return Err(format!(
+                "service {:?} has a readiness deadline of 0 seconds; give at least 1, or none \
+                 for the configured one",
+                check.name
+            ));
+        }
+        if services[..i].iter().any(|s| s.name == check.name) {
+            return Err(format!("service {:?} is declared twice", check.name));
+        }
+    }
+    Ok(())
+}
+
 /// The log a declared service's output goes to, relative to the guest's root.
 pub fn service_log(name: &str) -> String {
     format!("{SERVICE_LOG_DIR}/{name}.log")
@@ -664,6 +699,39 @@ mod tests {
                 .unwrap_err()
                 .contains("from 1 to 65535 other than 22 and 1024")
         );
+    }
+
+    #[test]
+    fn a_manifest_s_services_are_checked_as_a_whole() {
+        let check = |name: &str, port: u16, timeout_secs: Option<u64>| ServiceCheck {
+            name: name.into(),
+            port,
+            timeout_secs,
+        };
+        assert_eq!(
+            validate_services(&[
+                check("agent", 1024, None),
+                check("ssh", 22, None),
+                check("web", 8080, Some(60)),
+            ]),
+            Ok(())
+        );
+        for (services, says) in [
+            (vec![check("ssh", 2222, None)], "banger's ssh listens on 22"),
+            (
+                vec![check("agent", 80, None)],
+                "banger's agent listens on 1024",
+            ),
+            (vec![check("Web", 80, None)], "contains 'W'"),
+            (vec![check("web", 80, Some(0))], "deadline of 0 seconds"),
+            (
+                vec![check("web", 80, None), check("web", 81, None)],
+                "declared twice",
+            ),
+        ] {
+            let err = validate_services(&services).unwrap_err();
+            assert!(err.contains(says), "{services:?}: {err}");
+        }
     }
 
     #[test]
