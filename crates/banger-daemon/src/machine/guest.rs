@@ -342,4 +342,20 @@ mod tests {
             configured
         );
     }
+
+    #[tokio::test]
+    async fn a_service_log_without_an_agent_says_the_agent_cannot_be_reached() {
+        // A port nothing listens on: bound, then closed.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let agent = AgentClient::new(GuestLink::Tcp(addr), "token")
+            .with_timeouts(Duration::from_secs(1), Duration::from_secs(1));
+        let err = service_log_tail(&agent, "web").await.unwrap_err();
+        assert!(
+            err.starts_with("the guest agent cannot be reached to show /var/log/banger/web.log: "),
+            "{err}"
+        );
+    }
 }
