@@ -213,7 +213,10 @@ pub fn wait_ready(
     for check in checks {
         begin(&check.name);
         let waited = check_timeout(check, ready_timeout);
-        let deadline = started + waited;
+        // A deadline past what `Instant` can hold is no deadline short of the VMM dying.
+        let deadline = started
+            .checked_add(waited)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
         let check_started = Instant::now();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
