@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod paths;
 pub mod recipe;
+pub mod service;
 pub mod time;
 pub mod types;
 pub mod validate;

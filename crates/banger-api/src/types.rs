@@ -466,9 +466,9 @@ pub struct ServiceCheck {
     pub port: u16,
     /// How long a start waits for this service, in seconds from the start of the readiness
     /// wait, when that is longer than the configured `defaults.ready_timeout`. Absent: the
-    /// configured deadline.
+    /// configured deadline. From 1 to 86400 (a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
 }
 
@@ -704,6 +704,9 @@ pub struct DaemonInfo {
     /// a client still decodes (it asks an outdated daemon who it is before replacing it).
     #[serde(default)]
     pub web: WebConsoleInfo,
+    /// The domain banger's DNS serves VM names in (`NAME.DOMAIN`), absent when it serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
 }
 
 /// Where the web console is served, or why it is not.

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use banger_api::service::ServiceAddress;
 use banger_api::validate::{MIB, format_size};
 use banger_api::{
     ApiError, DaemonInfo, DoctorCheckStatus, DoctorReport, ExportedImage, Image, ImageFile,
@@ -110,8 +111,14 @@ pub fn vm_list(vms: &[Vm]) -> String {
     table.render()
 }
 
-/// `banger vm show`, and the result of `vm create` / `vm set`.
+/// `banger vm show` without the image's services.
 pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
+    vm_show_with_services(vm, &[], now)
+}
+
+/// `banger vm show`, and the result of `vm create` / `vm set`: the VM and where the host
+/// reaches each of its image's services.
+pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestamp) -> String {
     let net = &vm.network;
     let mut kv = KeyValues::default()
         .add("name", &vm.name)
@@ -183,6 +190,17 @@ pub fn vm_show(vm: &Vm, now: Timestamp) -> String {
         kv = kv.add(
             "published",
             format!("{} -> guest port {}", p.url(), p.guest_port),
+        );
+    }
+    for service in services {
+        kv = kv.add(
+            "service",
+            format!(
+                "{} (port {}): {}",
+                service.name,
+                service.port,
+                service.text()
+            ),
         );
     }
     kv.add("created", dated(vm.created_at, now))
@@ -786,6 +804,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn vm_show_lists_image_services_with_their_addresses() {
+        let vm = with_ports(vms()[1].clone());
+        let declared = [
+            ("agent", 1024),
+            ("ssh", 22),
+            ("opencode", 4096),
+            ("api", 3000),
+        ]
+        .map(|(name, port)| ServiceCheck {
+            name: name.into(),
+            port,
+            timeout_secs: None,
+        });
+        // opencode's port is published, api's is reached by name and address; the agent and
+        // sshd are not listed.
+        let services = banger_api::service::service_addresses(&vm, &declared, Some("vm"));
+        insta::assert_snapshot!(vm_show_with_services(&vm, &services, NOW));
+        let without_dns = banger_api::service::service_addresses(&vm, &declared, None);
+        assert_eq!(
+            without_dns.iter().map(|s| s.text()).collect::<Vec<_>>(),
+            ["http://127.0.0.1:8080", "172.30.0.3:3000"]
+        );
+    }
+
+    #[test]
     fn published_port_lists() {
         let running = with_ports(vms()[1].clone());
         insta::assert_snapshot!("published_ports_running", published_ports(&running));
@@ -899,6 +942,7 @@ pub(crate) mod tests {
             started_at: ago(3_725),
             uptime_secs: 3_725,
             web: Default::default(),
+            dns_domain: None,
         }
     }
 

@@ -43,15 +43,32 @@ async fn result_vm(daemon: &Daemon, finished: Operation) -> Result<Vm, Failure> 
     }
 }
 
-fn vm_result(vm: &Vm, format: OutputFormat, done: &str) -> String {
+async fn vm_result(daemon: &Daemon, vm: &Vm, format: OutputFormat, done: &str) -> String {
     match format {
         OutputFormat::Json => output::json(vm),
-        OutputFormat::Text => format!(
-            "{done} VM {}.\n\n{}",
-            vm.name,
-            output::vm_show(vm, Timestamp::now())
-        ),
+        OutputFormat::Text => format!("{done} VM {}.\n\n{}", vm.name, show_text(daemon, vm).await),
     }
+}
+
+/// `vm show`'s text, with the addresses of the image's services. Those come from the image
+/// and the daemon's DNS domain; when either cannot be read, the VM is shown without them.
+async fn show_text(daemon: &Daemon, vm: &Vm) -> String {
+    let client = daemon.client();
+    let services = match (
+        client.get_image(&vm.image.id).await,
+        client.daemon_info().await,
+    ) {
+        (Ok(image), Ok(info)) => banger_api::service::service_addresses(
+            vm,
+            &image.manifest.services,
+            info.dns_domain.as_deref(),
+        ),
+        (Ok(image), Err(_)) => {
+            banger_api::service::service_addresses(vm, &image.manifest.services, None)
+        }
+        (Err(_), _) => Vec::new(),
+    };
+    output::vm_show_with_services(vm, &services, Timestamp::now())
 }
 
 /// Whether a stage has ended, well or not.
@@ -234,12 +251,12 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 OutputFormat::Text if started => format!(
                     "Started VM {}.\n\n{}",
                     vm.name,
-                    output::vm_show(&vm, Timestamp::now())
+                    show_text(&daemon, &vm).await
                 ),
                 OutputFormat::Text => format!(
                     "Created VM {} (not started).\n\n{}",
                     vm.name,
-                    output::vm_show(&vm, Timestamp::now())
+                    show_text(&daemon, &vm).await
                 ),
             }
         }
@@ -258,6 +275,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             }
             let vm = follow_start(&daemon, op, *no_wait, text_mode).await?;
             vm_result(
+                &daemon,
                 &vm,
                 format,
                 if *no_wait {
@@ -266,6 +284,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                     "Started"
                 },
             )
+            .await
         }
         VmCommand::Stop { name } => {
             let daemon = Daemon::locate()?;
@@ -278,7 +297,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             }
             let finished = operation::follow(daemon.client(), op, text_mode).await?;
             let vm = result_vm(&daemon, finished).await?;
-            vm_result(&vm, format, "Stopped")
+            vm_result(&daemon, &vm, format, "Stopped").await
         }
         VmCommand::Reset { name } => {
             validate::name("VM", name)?;
@@ -286,7 +305,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             let vm = daemon
                 .call(async |client| client.reset_vm(name).await)
                 .await?;
-            vm_result(&vm, format, "Reset the root of")
+            vm_result(&daemon, &vm, format, "Reset the root of").await
         }
         VmCommand::Snapshot { name, snapshot } => {
             if let Some(snapshot) = snapshot {
@@ -334,7 +353,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 Some(op) => follow_start(&daemon, op, *no_wait, text_mode).await?,
                 None => created.vm,
             };
-            vm_result(&vm, format, "Started clone")
+            vm_result(&daemon, &vm, format, "Started clone").await
         }
         VmCommand::Pause { name } | VmCommand::Resume { name } => {
             let pause = matches!(command, VmCommand::Pause { .. });
@@ -342,7 +361,13 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             let vm = daemon
                 .call(async |client| client.pause_vm(name, pause).await)
                 .await?;
-            vm_result(&vm, format, if pause { "Paused" } else { "Resumed" })
+            vm_result(
+                &daemon,
+                &vm,
+                format,
+                if pause { "Paused" } else { "Resumed" },
+            )
+            .await
         }
         VmCommand::Logs { .. }
         | VmCommand::Cp { .. }
@@ -370,7 +395,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 .await?;
             match format {
                 OutputFormat::Json => output::json(&vm),
-                OutputFormat::Text => output::vm_show(&vm, Timestamp::now()),
+                OutputFormat::Text => show_text(&daemon, &vm).await,
             }
         }
         VmCommand::Set(args) => {
@@ -384,7 +409,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                 OutputFormat::Text => format!(
                     "Updated VM {}.\n\n{}",
                     vm.name,
-                    output::vm_show(&vm, Timestamp::now())
+                    show_text(&daemon, &vm).await
                 ),
             }
         }

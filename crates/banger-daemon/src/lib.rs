@@ -83,6 +83,11 @@ impl Daemon {
             started_at: self.started_at,
             uptime_secs: self.started.elapsed().as_secs(),
             web: self.web.info(),
+            dns_domain: self
+                .config
+                .dns
+                .enabled
+                .then(|| self.config.dns.domain.clone()),
         }
     }
 

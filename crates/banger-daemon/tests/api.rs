@@ -182,6 +182,31 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
         "{}",
         schemas["ErrorCode"]
     );
+    // A service's own readiness deadline, optional; where the daemon's DNS serves VM names.
+    let service = &doc["components"]["schemas"]["ServiceCheck"];
+    assert_eq!(
+        service["properties"]["timeout_secs"]["minimum"], 1,
+        "{service}"
+    );
+    assert!(
+        !service["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"timeout_secs".into()),
+        "{service}"
+    );
+    assert!(
+        doc["components"]["schemas"]["DaemonInfo"]["properties"]
+            .get("dns_domain")
+            .is_some()
+    );
+    // Image builds and promotions, and the recipe's schema a user can check a recipe against.
+    for route in ["/v1/images/build", "/v1/images/promote"] {
+        assert!(doc["paths"].get(route).is_some(), "openapi lacks {route}");
+    }
+    for schema in ["Recipe", "RecipeService", "BuildImageRequest", "PromoteImageRequest"] {
+        assert!(schemas.get(schema).is_some(), "openapi lacks {schema}");
+    }
     h.stop().await;
     assert!(
         !h.paths.socket().exists(),

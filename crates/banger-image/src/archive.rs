@@ -602,6 +602,11 @@ fn read_head_entries<R: Read>(
     }
     let manifest: ImageManifest = serde_json::from_value(raw.clone())
         .map_err(|e| corrupt(format!("its manifest cannot be read: {e}")))?;
+    crate::bootstrap::guest::validate_services(&manifest.services).map_err(|e| {
+        corrupt(format!(
+            "its manifest declares services banger cannot wait for: {e}"
+        ))
+    })?;
     Ok((Head { label, manifest }, raw))
 }
 

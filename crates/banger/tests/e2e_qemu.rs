@@ -5,7 +5,8 @@
 //! `banger` CLI: readiness through the guest agent and sshd, exec exit codes, exec's streams
 //! (stdin, 32 MiB each way, signals) and an interactive `exec -it` under tmux, ssh, ports, the
 //! work disk surviving a restart, NAT rules, a readiness timeout's diagnosis, a QEMU killed
-//! mid-boot, and deletes that leave nothing behind.
+//! mid-boot, and deletes that leave nothing behind; and images that declare their own services
+//! (waited for by a start, their log shown when one never answers).
 //!
 //! Everything runs inside a network namespace the test creates and removes: the CLI and the
 //! daemon it starts are run with `ip netns exec`, so the bridge, taps, rules and the guests'
@@ -666,4 +667,262 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     let root = t.sandbox.root();
     assert!(no_files_left(&root.join("run/banger/vms")).is_empty());
     assert!(no_files_left(&root.join("state/banger/vms")).is_empty());
+}
+
+/// Writes `files` (guest path, mode, contents) into a copy of an ext4 root with `debugfs`,
+/// replacing what is there, as root-owned files.
+fn write_into_root(root: &Path, scratch: &Path, files: &[(&str, u32, String)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut commands = String::new();
+    for (i, (path, mode, contents)) in files.iter().enumerate() {
+        let local = scratch.join(format!("file-{i}"));
+        std::fs::write(&local, contents).unwrap();
+        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(*mode)).unwrap();
+        let parent = Path::new(path).parent().unwrap().display().to_string();
+        commands.push_str(&format!(
+            "mkdir {parent}\nrm {path}\nwrite {} {path}\nsif {path} mode 0{:o}\n\
+             sif {path} uid 0\nsif {path} gid 0\n",
+            local.display(),
+            0o100000 | mode
+        ));
+    }
+    let script = scratch.join("debugfs.cmds");
+    std::fs::write(&script, commands).unwrap();
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debugfs: {out:?}");
+    for (path, _, contents) in files {
+        let read = Command::new("debugfs")
+            .args(["-R", &format!("cat {path}")])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&read.stdout),
+            *contents,
+            "{path} was not written"
+        );
+    }
+}
+
+/// An image that declares its own service: `vm create` returns once the service's port
+/// answers, the service's output is in its log, `vm show` lists its address; a service that
+/// never listens fails the start after its own deadline, with its log in the error.
+#[test]
+fn image_services_are_waited_for_and_a_silent_one_shows_its_log() {
+    use banger_api::ServiceCheck;
+    use banger_image::bootstrap::guest;
+
+    let Some(t) = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+        ("debugfs", "-V"),
+    ]) else {
+        return;
+    };
+    let image = t.json(&["image", "show", "debian"]);
+    let stored = |role: &str| -> PathBuf {
+        let path = PathBuf::from(image["files"][role]["path"].as_str().unwrap());
+        if path.is_absolute() {
+            path
+        } else {
+            t.sandbox.root().join("state/banger").join(path)
+        }
+    };
+    let scratch = t.sandbox.root().join("service-root");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let root = scratch.join("rootfs.ext4");
+    let copied = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(stored("rootfs"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let inittab = String::from_utf8(
+        Command::new("debugfs")
+            .args(["-R", "cat /etc/inittab"])
+            .arg(&root)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(inittab.contains("banger-agent"), "{inittab}");
+    let guest::GuestFile::File {
+        contents: runner, ..
+    } = guest::service_runner()
+    else {
+        panic!("the service runner is a file");
+    };
+    let register = |name: &str| {
+        let (kernel, initrd, rootfs) = (stored("kernel"), stored("initrd"), root.clone());
+        t.ok(&[
+            "image",
+            "register",
+            "--name",
+            name,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+        ]);
+    };
+
+    // An HTTP server on 4096, as an image declares it.
+    let web = ServiceCheck {
+        name: "web".into(),
+        port: 4096,
+        timeout_secs: None,
+    };
+    write_into_root(
+        &root,
+        &scratch,
+        &[
+            (
+                &format!("/{}", guest::SERVICE_RUNNER),
+                0o755,
+                runner.clone(),
+            ),
+            (
+                &format!("/{}/web", guest::SERVICES_DIR),
+                0o755,
+                guest::service_script(
+                    "web",
+                    "mkdir -p /tmp/www && echo banger-web-ok >/tmp/www/index.html && \
+                     echo serving && exec busybox httpd -f -v -p 4096 -h /tmp/www",
+                ),
+            ),
+            (
+                "/etc/inittab",
+                0o644,
+                format!("{inittab}{}", guest::service_inittab_line(&web)),
+            ),
+        ],
+    );
+    register("svc-web");
+    let declared = t.json(&["image", "show", "svc-web"]);
+    assert_eq!(
+        declared["manifest"]["services"],
+        serde_json::json!([
+            {"name": "agent", "port": 1024},
+            {"name": "ssh", "port": 22},
+            {"name": "web", "port": 4096},
+        ])
+    );
+
+    // A service that prints and exits, with a deadline of its own.
+    let failing = ServiceCheck {
+        name: "failing".into(),
+        port: 4097,
+        timeout_secs: Some(50),
+    };
+    write_into_root(
+        &root,
+        &scratch,
+        &[
+            (
+                &format!("/{}/failing", guest::SERVICES_DIR),
+                0o755,
+                guest::service_script("failing", "echo banger-service-test-marker; exit 1"),
+            ),
+            (
+                "/etc/inittab",
+                0o644,
+                format!("{inittab}{}", guest::service_inittab_line(&failing)),
+            ),
+        ],
+    );
+    register("svc-failing");
+    assert_eq!(
+        t.json(&["image", "show", "svc-failing"])["manifest"]["services"][2],
+        serde_json::json!({"name": "failing", "port": 4097, "timeout_secs": 50})
+    );
+
+    // Create returns once the service answers: right after, it serves.
+    let (code, out, err) = t.banger(&["vm", "create", "--name", "svc", "--image", "svc-web"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("web: done"), "{err}");
+    let vm = t.vm("svc");
+    let ip = vm["network"]["ip"].as_str().unwrap().to_owned();
+    let page = t.netns.enter(|| {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect((ip.as_str(), 4096)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /index.html HTTP/1.0\r\nHost: svc\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        page
+    });
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains("banger-web-ok"),
+        "{page}"
+    );
+    let boot: Vec<&str> = vm["runtime"]["boot"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(boot[boot.len() - 3..], ["agent", "ssh", "web"]);
+    // The service ran from /root with its output in its own log.
+    let log = t.ok(&["vm", "exec", "svc", "--", "cat", "/var/log/banger/web.log"]);
+    assert!(log.contains("banger-service: starting web"), "{log}");
+    assert!(log.contains("serving"), "{log}");
+    let shown = t.ok(&["vm", "show", "svc"]);
+    println!("{shown}");
+    assert!(
+        shown.contains(&format!(
+            "service:   web (port 4096): svc.vm:4096 ({ip}:4096)\n"
+        )),
+        "{shown}"
+    );
+    t.ok(&["vm", "delete", "svc"]);
+
+    // A service that never listens: the start gives up after the service's own deadline
+    // (longer than the configured one) and shows what the service printed.
+    t.ok(&["daemon", "stop"]);
+    t.config("45s");
+    let (code, out, err) = t.banger(&[
+        "vm",
+        "create",
+        "--name",
+        "svc-failing",
+        "--image",
+        "svc-failing",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    println!("the failed start said:\n{err}");
+    for needle in [
+        "did not become ready within 50s: service failing (port 4097) never answered",
+        "last lines of service failing's log /var/log/banger/failing.log:",
+        "    banger-service: starting failing",
+        "    banger-service-test-marker",
+        "hint: the VM is still running",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    let failed = t.vm("svc-failing");
+    assert_eq!(failed["state"], "running");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("banger-service-test-marker"),
+        "{failed}"
+    );
+    let pid = failed["runtime"]["pid"].as_u64().unwrap();
+    t.ok(&["vm", "delete", "svc-failing"]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }

@@ -1887,3 +1887,54 @@ fn the_vm_detail_lists_published_ports_as_urls() {
     assert!(contains(&app, 100, 30, "http://127.0.0.1:9000 → 80"));
     insta::assert_snapshot!("vm_detail_published_ports", screen(&app, 100, 30));
 }
+
+#[test]
+fn the_vm_detail_lists_image_services_with_their_addresses() {
+    let mut dev = vm("dev", "172.30.0.2", VmState::Running);
+    dev.runtime = Some(runtime(&dev, 60));
+    dev.image = banger_api::ImageRef {
+        id: "img-builder-0123456789abcdef".into(),
+        name: "builder".into(),
+    };
+    let mut images = images();
+    images[0].manifest.services.push(ServiceCheck {
+        name: "api".into(),
+        port: 3000,
+        timeout_secs: Some(300),
+    });
+    let mut app = loaded(
+        Theme::colored(),
+        vec![dev.clone()],
+        images.clone(),
+        capacity((4, 16), (8, 32), (120, 460)),
+    );
+    // Not published: the VM's DNS name when banger serves one, and its address.
+    let mut info = info();
+    info.dns_domain = Some("vm".into());
+    app.update(Msg::DaemonReady(info));
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "opencode dev.vm:4096 (172.30.0.2:4096)"
+    ));
+    assert!(contains(&app, 100, 30, "api dev.vm:3000 (172.30.0.2:3000)"));
+    // sshd is not listed as a service: the detail has its own ssh line.
+    assert!(!contains(&app, 100, 30, "ssh dev.vm:22"));
+    insta::assert_snapshot!("vm_detail_image_services", screen(&app, 100, 30));
+
+    // Published: the URL on the host.
+    dev.published_ports = vec![banger_api::PublishedPort {
+        address: "127.0.0.1".into(),
+        host_port: 8080,
+        guest_port: 4096,
+    }];
+    let app = loaded(
+        Theme::colored(),
+        vec![dev],
+        images,
+        capacity((4, 16), (8, 32), (120, 460)),
+    );
+    assert!(contains(&app, 100, 30, "opencode http://127.0.0.1:8080"));
+    assert!(contains(&app, 100, 30, "api 172.30.0.2:3000"));
+}

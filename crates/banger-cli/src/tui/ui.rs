@@ -657,6 +657,19 @@ fn vm_detail(frame: &mut Frame<'_>, area: Rect, app: &App, vm: &Vm) {
             plain,
         )
     }));
+    // The image's own services: where the host reaches each.
+    if let Some(image) = app
+        .images
+        .ready()
+        .and_then(|images| images.iter().find(|i| i.id == vm.image.id))
+    {
+        let domain = app.daemon.as_ref().and_then(|d| d.dns_domain.as_deref());
+        pairs.extend(
+            banger_api::service::service_addresses(vm, &image.manifest.services, domain)
+                .into_iter()
+                .map(|s| ("service", format!("{} {}", s.name, s.text()), plain)),
+        );
+    }
     if vm.runtime.is_none() {
         pairs.push(("vmm", vm.vmm.to_string(), plain));
     }

@@ -213,7 +213,10 @@ pub fn wait_ready(
     for check in checks {
         begin(&check.name);
         let waited = check_timeout(check, ready_timeout);
-        let deadline = started + waited;
+        // A deadline past what `Instant` can hold is no deadline short of the VMM dying.
+        let deadline = started
+            .checked_add(waited)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
         let check_started = Instant::now();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -340,6 +343,22 @@ mod tests {
         assert_eq!(
             check_timeout(&check(SSH_SERVICE, 22, Some(600)), configured),
             configured
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_log_without_an_agent_says_the_agent_cannot_be_reached() {
+        // A port nothing listens on: bound, then closed.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let agent = AgentClient::new(GuestLink::Tcp(addr), "token")
+            .with_timeouts(Duration::from_secs(1), Duration::from_secs(1));
+        let err = service_log_tail(&agent, "web").await.unwrap_err();
+        assert!(
+            err.starts_with("the guest agent cannot be reached to show /var/log/banger/web.log: "),
+            "{err}"
         );
     }
 }

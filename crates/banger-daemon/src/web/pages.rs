@@ -244,16 +244,24 @@ pub async fn vm_page(
     Path(name): Path<String>,
     Query(notice): Query<Notice>,
 ) -> Page {
-    let (vm, console) = blocking(&d, move |d| {
+    let (vm, console, services) = blocking(&d, move |d| {
         let vm = vm::find(d, &name)?;
         let console = console_tail(d, &vm, views::CONSOLE_LINES);
-        Ok((vm, console))
+        // The page shows the VM even when its image's record cannot be read.
+        let declared = match d.store.find_image(&vm.image.id) {
+            Ok(Some(image)) => image.manifest.services,
+            _ => Vec::new(),
+        };
+        let domain = d.info().dns_domain;
+        let services = banger_api::service::service_addresses(&vm, &declared, domain.as_deref());
+        Ok((vm, console, services))
     })
     .await
     .map_err(|e| PageError::new(&viewer, e))?;
     let guest = guest_view(&d, &vm).await;
     Ok(views::render(
         &views::VmPage::new(chrome(&viewer, "vms", &notice), &vm, &d.ops.list(), console)
+            .with_services(&services)
             .with_guest(guest),
     ))
 }

@@ -1018,6 +1018,8 @@ pub struct VmPage {
     pub vsock_cid: u32,
     /// Host ports forwarded to the VM, as links.
     pub published: Vec<PublishedView>,
+    /// The image's own services (not the agent or sshd), as links.
+    pub services: Vec<ServiceView>,
     pub updated: String,
     pub actions: Vec<VmAction>,
     pub runtime: Option<RuntimeView>,
@@ -1098,6 +1100,7 @@ impl VmPage {
                     exposed: p.address != banger_api::validate::DEFAULT_PUBLISH_ADDRESS,
                 })
                 .collect(),
+            services: Vec::new(),
             updated: time(vm.updated_at),
             runtime: vm.runtime.as_ref().map(RuntimeView::from),
             last_error: vm.last_error.clone(),
@@ -1108,11 +1111,35 @@ impl VmPage {
         }
     }
 
+    /// The page with where the host reaches the image's services.
+    pub fn with_services(mut self, services: &[banger_api::service::ServiceAddress]) -> VmPage {
+        self.services = services
+            .iter()
+            .map(|s| ServiceView {
+                name: s.name.clone(),
+                port: s.port,
+                href: s.href(),
+                text: s.text(),
+            })
+            .collect();
+        self
+    }
+
     /// The page with what the guest agent answered.
     pub fn with_guest(mut self, guest: Option<GuestView>) -> VmPage {
         self.guest = guest;
         self
     }
+}
+
+/// An image service on a VM's page: a link to where the host reaches it.
+pub struct ServiceView {
+    pub name: String,
+    pub port: u16,
+    /// What a browser opens: the published URL, else `http://IP:PORT`.
+    pub href: String,
+    /// The published URL, else `NAME.DOMAIN:PORT (IP:PORT)`.
+    pub text: String,
 }
 
 /// A published port on a VM's page: a link to the forwarded address.
@@ -1963,6 +1990,41 @@ mod tests {
             "<section class=\"panel guest\" id=\"guest\" data-guest=\"/vms/dev/guest\">"
         ));
         assert!(html.contains("Nothing in the guest is listening."));
+    }
+
+    #[test]
+    fn the_vm_page_links_each_image_service() {
+        let mut dev = running_dev();
+        dev.published_ports = vec![banger_api::PublishedPort {
+            address: "127.0.0.1".into(),
+            host_port: 8080,
+            guest_port: 4096,
+        }];
+        let declared =
+            [("ssh", 22), ("opencode", 4096), ("api", 3000)].map(|(name, port)| ServiceCheck {
+                name: name.into(),
+                port,
+                timeout_secs: None,
+            });
+        let services = banger_api::service::service_addresses(&dev, &declared, Some("vm"));
+        let html =
+            render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])).with_services(&services));
+        let ip = &dev.network.ip;
+        assert!(
+            html.contains(
+                "<dt>Service opencode</dt><dd><a href=\"http://127.0.0.1:8080\" target=\"_blank\" \
+             rel=\"noopener noreferrer\">http://127.0.0.1:8080</a>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(
+                "<dt>Service api</dt><dd><a href=\"http://{ip}:3000\" target=\"_blank\" \
+             rel=\"noopener noreferrer\">dev.vm:3000 ({ip}:3000)</a>"
+            )),
+            "{html}"
+        );
+        assert!(!html.contains("Service ssh"));
     }
 
     #[test]

@@ -470,6 +470,40 @@ fn foreign_and_newer_files_are_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_manifest_with_a_service_banger_cannot_wait_for_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bad-service.banger-image");
+    let label = serde_json::to_vec(&Label {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        name: "crafted".into(),
+        banger_version: "0.0.0".into(),
+        exported_at: Timestamp::now(),
+    })
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({"name": "crafted",
+        "created_from": "test", "created_at": "2025-11-23T12:13:20.123Z",
+        "services": [{"name": "web", "port": 22}]}))
+    .unwrap();
+    craft(
+        &file,
+        false,
+        &[
+            (LABEL_FILE.as_bytes(), EntryType::Regular, &label),
+            (MANIFEST_FILE.as_bytes(), EntryType::Regular, &manifest),
+        ],
+    );
+    let err = read_head(&file).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("declares services banger cannot wait for: service \"web\" has port 22"),
+        "{err}"
+    );
+    let err = import_fails(tmp.path(), &file);
+    assert!(matches!(err, ArchiveError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
 fn entries_that_escape_the_image_directory_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&str, Vec<Crafted<'_>>, &str); 6] = [

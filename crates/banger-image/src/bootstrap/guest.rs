@@ -138,6 +138,8 @@ pub const SERVICE_LOG_DIR: &str = "var/log/banger";
 pub const SERVICE_LOG_MAX_BYTES: u64 = 1024 * 1024;
 /// The longest service name: a DNS label's limit, so `NAME` fits wherever a host name does.
 pub const SERVICE_NAME_MAX: usize = 63;
+/// The longest readiness deadline a service may declare: a day, in seconds.
+pub const SERVICE_TIMEOUT_MAX_SECS: u64 = 86_400;
 
 /// Whether `name` and `port` may declare an image service: `name` a DNS-label-like name
 /// (lowercase letters, digits and `-`, starting with a letter, not ending with `-`, at most
@@ -192,6 +194,43 @@ pub fn validate_service(name: &str, port: u16) -> Result<(), String> {
     }
 }
 
+/// Whether a manifest's `services` are ones banger can wait for: `agent` on port 1024, `ssh` on
+/// 22, and declared services that pass [`validate_service`], none twice, and no deadline of
+/// zero seconds. A manifest read from a file (an import) is checked with it before it is stored.
+pub fn validate_services(services: &[ServiceCheck]) -> Result<(), String> {
+    for (i, check) in services.iter().enumerate() {
+        match (check.name.as_str(), check.port) {
+            (AGENT_SERVICE, AGENT_PORT) | (SSH_SERVICE, 22) => {}
+            (AGENT_SERVICE, port) | (SSH_SERVICE, port) => {
+                return Err(format!(
+                    "service {:?} has port {port}; banger's {} listens on {}",
+                    check.name,
+                    check.name,
+                    if check.name == AGENT_SERVICE {
+                        AGENT_PORT
+                    } else {
+                        22
+                    }
+                ));
+            }
+            (name, port) => validate_service(name, port)?,
+        }
+        if let Some(secs) = check.timeout_secs
+            && !(1..=SERVICE_TIMEOUT_MAX_SECS).contains(&secs)
+        {
+            return Err(format!(
+                "service {:?} has a readiness deadline of {secs} seconds; give 1 to \
+                 {SERVICE_TIMEOUT_MAX_SECS}, or none for the configured one",
+                check.name
+            ));
+        }
+        if services[..i].iter().any(|s| s.name == check.name) {
+            return Err(format!("service {:?} is declared twice", check.name));
+        }
+    }
+    Ok(())
+}
+
 /// The log a declared service's output goes to, relative to the guest's root.
 pub fn service_log(name: &str) -> String {
     format!("{SERVICE_LOG_DIR}/{name}.log")
@@ -215,7 +254,8 @@ pub fn service_inittab_line(check: &ServiceCheck) -> String {
 }
 
 /// The script of service `name` (for `/etc/banger/services/NAME`, mode 0755) running
-/// `command`, one shell command line. A simple command runs with `exec`, so the process init
+/// `command`, one shell command line; `name` must pass [`validate_service`]. A simple command
+/// runs with `exec` (after its leading `VAR=value` assignments, if any), so the process init
 /// supervises is the service itself and a stop signal reaches it; a line with shell operators
 /// (`cd /app && npm start`) runs as written, the shell waiting for it.
 pub fn service_script(name: &str, command: &str) -> String {
@@ -227,10 +267,32 @@ pub fn service_script(name: &str, command: &str) -> String {
         )
     }) || command.starts_with("exec ")
         || command.contains("$(");
-    let run = if compound {
+    // `exec A=1 prog` would look for a program called `A=1`: assignments go before `exec`.
+    let mut assignments = Vec::new();
+    let mut rest = command;
+    let mut quoted_assignment = false;
+    while let Some((word, after)) = rest.split_once(char::is_whitespace) {
+        let Some((var, value)) = word.split_once('=') else {
+            break;
+        };
+        let is_name = var.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_name {
+            break;
+        }
+        if value.contains(['\'', '"', '\\']) {
+            // Its value may hold spaces: only the shell can tell where it ends.
+            quoted_assignment = true;
+            break;
+        }
+        assignments.push(word);
+        rest = after.trim_start();
+    }
+    let run = if compound || quoted_assignment {
         command.to_owned()
     } else {
-        format!("exec {command}")
+        assignments.push("exec");
+        format!("{} {rest}", assignments.join(" "))
     };
     format!(
         "#!/bin/sh\n\
@@ -283,8 +345,8 @@ pub fn service_runner() -> GuestFile {
 }
 
 /// A declared service's `respawn` process, `banger-service NAME PORT [TIMEOUT_SECS]`, or
-/// `None` when it is not one or is malformed (a bad name or port, a zero or unreadable
-/// deadline, extra words).
+/// `None` when it is not one or is malformed (a bad name or port, a deadline that is not 1 to
+/// [`SERVICE_TIMEOUT_MAX_SECS`], extra words).
 fn declared_service(process: &str) -> Option<ServiceCheck> {
     let mut words = process.split_whitespace();
     if words.next()?.rsplit('/').next()? != "banger-service" {
@@ -294,7 +356,11 @@ fn declared_service(process: &str) -> Option<ServiceCheck> {
     let port: u16 = words.next()?.parse().ok()?;
     let timeout_secs = match words.next() {
         None => None,
-        Some(t) => Some(t.parse::<u64>().ok().filter(|t| *t > 0)?),
+        Some(t) => Some(
+            t.parse::<u64>()
+                .ok()
+                .filter(|t| (1..=SERVICE_TIMEOUT_MAX_SECS).contains(t))?,
+        ),
     };
     if words.next().is_some() || validate_service(name, port).is_err() {
         return None;
@@ -593,6 +659,7 @@ mod tests {
                        ::respawn:/usr/local/sbin/banger-service shell 22\n\
                        ::respawn:/usr/local/sbin/banger-service big 70000\n\
                        ::respawn:/usr/local/sbin/banger-service zero 8083 0\n\
+                       ::respawn:/usr/local/sbin/banger-service long 8083 86401\n\
                        ::respawn:/usr/local/sbin/banger-service words 8084 10 more\n\
                        ::respawn:/usr/local/sbin/banger-service late 8085 soon\n\
                        ::respawn:/usr/local/sbin/banger-service-old web 8086\n\
@@ -667,6 +734,46 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_s_services_are_checked_as_a_whole() {
+        let check = |name: &str, port: u16, timeout_secs: Option<u64>| ServiceCheck {
+            name: name.into(),
+            port,
+            timeout_secs,
+        };
+        assert_eq!(
+            validate_services(&[
+                check("agent", 1024, None),
+                check("ssh", 22, None),
+                check("web", 8080, Some(60)),
+            ]),
+            Ok(())
+        );
+        for (services, says) in [
+            (vec![check("ssh", 2222, None)], "banger's ssh listens on 22"),
+            (
+                vec![check("agent", 80, None)],
+                "banger's agent listens on 1024",
+            ),
+            (vec![check("Web", 80, None)], "contains 'W'"),
+            (
+                vec![check("web", 80, Some(0))],
+                "deadline of 0 seconds; give 1 to 86400",
+            ),
+            (
+                vec![check("web", 80, Some(86_401))],
+                "deadline of 86401 seconds",
+            ),
+            (
+                vec![check("web", 80, None), check("web", 81, None)],
+                "declared twice",
+            ),
+        ] {
+            let err = validate_services(&services).unwrap_err();
+            assert!(err.contains(says), "{services:?}: {err}");
+        }
+    }
+
+    #[test]
     fn service_scripts_exec_a_simple_command_and_run_a_compound_one() {
         let simple = service_script("web", "busybox httpd -f -p 8080");
         assert!(simple.starts_with("#!/bin/sh\n"), "{simple}");
@@ -675,6 +782,15 @@ mod tests {
             "{simple}"
         );
         assert!(simple.contains("/var/log/banger/web.log"), "{simple}");
+        assert!(
+            service_script("web", "PORT=8080 NODE_ENV=production node server.js")
+                .ends_with("\nPORT=8080 NODE_ENV=production exec node server.js\n")
+        );
+        // A quoted assignment is left to the shell as written.
+        assert!(
+            service_script("web", "GREETING='a b' node server.js")
+                .ends_with(".\nGREETING='a b' node server.js\n")
+        );
         let compound = service_script("app", "cd /app && npm start");
         assert!(compound.ends_with("\ncd /app && npm start\n"), "{compound}");
         assert!(!compound.contains("exec cd"), "{compound}");
