@@ -113,6 +113,10 @@ pub struct RecipeService {
     /// Publish the port on the host's loopback for every VM of the image.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publish: bool,
+    /// An HTTP path (`"/"`, `"/health"`): the service is ready only once a `GET` of it
+    /// answers, for servers that accept connections before they can serve them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// `POST /v1/images/build`: build a new image from a recipe, as an operation.
@@ -245,6 +249,19 @@ impl Recipe {
             }
             if let Some(timeout) = &service.timeout {
                 service_timeout(timeout)?;
+            }
+            if let Some(path) = &service.http
+                && !(path.starts_with('/')
+                    && path.len() <= 256
+                    && path.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(bad(
+                    format!(
+                        "service {}: http path {path:?} must start with / and have no spaces",
+                        service.name
+                    ),
+                    "e.g. http = \"/health\"",
+                ));
             }
         }
         for port in &self.publish {
@@ -414,6 +431,7 @@ port = 4096
 command = "python3 -m http.server 4096"
 timeout = "3m"
 publish = true
+http = "/"
 "#;
 
     #[test]
@@ -468,6 +486,10 @@ publish = true
         assert!(
             err("[[service]]\nname = \"web\"\nport = 80\ncommand = \"x\"\ntimeout = \"soon\"")
                 .contains("service timeout")
+        );
+        assert!(
+            err("[[service]]\nname = \"web\"\nport = 80\ncommand = \"x\"\nhttp = \"health\"")
+                .contains("http path")
         );
         assert!(err("name = \"Dev\"").contains("lower-case"));
         assert!(err("disk = \"1K\"").contains("disk"));

@@ -470,6 +470,11 @@ pub struct ServiceCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86400)]
     pub timeout_secs: Option<u64>,
+    /// When set, the service is ready only once `GET` of this path answers with an HTTP status
+    /// line (any status): a server that accepts connections before it can serve them is not
+    /// ready yet. Absent: a TCP connection is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// `manifest.json` of an image: what it is and where it came from.

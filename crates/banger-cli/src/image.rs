@@ -335,6 +335,7 @@ pub fn build_recipe(args: &BuildArgs) -> Result<banger_api::Recipe, ApiError> {
             command: command.to_owned(),
             timeout: None,
             publish: false,
+            http: None,
         });
     }
     recipe.publish.extend(args.publish.iter().copied());

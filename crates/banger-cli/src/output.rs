@@ -816,6 +816,7 @@ pub(crate) mod tests {
             name: name.into(),
             port,
             timeout_secs: None,
+            http: None,
         });
         // opencode's port is published, api's is reached by name and address; the agent and
         // sshd are not listed.
@@ -882,11 +883,13 @@ pub(crate) mod tests {
                 name: "ssh".into(),
                 port: 22,
                 timeout_secs: None,
+                http: None,
             },
             ServiceCheck {
                 name: "opencode".into(),
                 port: 4096,
                 timeout_secs: None,
+                http: None,
             },
         ];
         insta::assert_snapshot!(image_show(&image, NOW));

@@ -64,6 +64,8 @@ pub struct CheckedBuild {
 pub fn check(d: &Daemon, req: &BuildImageRequest) -> Result<CheckedBuild, ApiError> {
     let recipe = &req.recipe;
     recipe.check()?;
+    guest::validate_services(&service_checks(recipe)?)
+        .map_err(|e| ApiError::invalid(e).with_hint("fix the recipe's [[service]] entries"))?;
     let name = recipe.name.clone().ok_or_else(|| {
         ApiError::invalid("the recipe names no image")
             .with_hint("give the image a name: name = \"...\" in the recipe, or --name")
@@ -657,6 +659,7 @@ fn service_checks(recipe: &Recipe) -> Result<Vec<ServiceCheck>, ApiError> {
                     .as_deref()
                     .map(recipe::service_timeout)
                     .transpose()?,
+                http: s.http.clone(),
             })
         })
         .collect()

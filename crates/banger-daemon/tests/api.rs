@@ -204,7 +204,12 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
     for route in ["/v1/images/build", "/v1/images/promote"] {
         assert!(doc["paths"].get(route).is_some(), "openapi lacks {route}");
     }
-    for schema in ["Recipe", "RecipeService", "BuildImageRequest", "PromoteImageRequest"] {
+    for schema in [
+        "Recipe",
+        "RecipeService",
+        "BuildImageRequest",
+        "PromoteImageRequest",
+    ] {
         assert!(schemas.get(schema).is_some(), "openapi lacks {schema}");
     }
     h.stop().await;

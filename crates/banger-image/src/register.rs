@@ -354,11 +354,13 @@ mod tests {
                     name: "agent".into(),
                     port: 1024,
                     timeout_secs: None,
+                    http: None,
                 },
                 ServiceCheck {
                     name: "ssh".into(),
                     port: 22,
                     timeout_secs: None,
+                    http: None,
                 }
             ]
         );

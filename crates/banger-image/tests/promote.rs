@@ -188,6 +188,7 @@ fn fixture() -> Fixture {
                 name: "ssh".into(),
                 port: 22,
                 timeout_secs: None,
+                http: None,
             }],
             publish: Vec::new(),
             init_features: vec!["config-drive".into()],

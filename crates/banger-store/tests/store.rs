@@ -45,6 +45,7 @@ fn image(id: &str, name: &str) -> Image {
                 name: "opencode".into(),
                 port: 4096,
                 timeout_secs: None,
+                http: None,
             }],
             init_features: Vec::new(),
             created_from: "banger image bootstrap debian".into(),
@@ -189,6 +190,7 @@ fn database_written_by_schema_1_migrates_and_decodes() {
             name: "ssh".into(),
             port: 22,
             timeout_secs: None,
+            http: None,
         }]
     );
 

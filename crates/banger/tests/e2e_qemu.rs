@@ -781,6 +781,7 @@ fn image_services_are_waited_for_and_a_silent_one_shows_its_log() {
         name: "web".into(),
         port: 4096,
         timeout_secs: None,
+        http: None,
     };
     write_into_root(
         &root,
@@ -823,6 +824,7 @@ fn image_services_are_waited_for_and_a_silent_one_shows_its_log() {
         name: "failing".into(),
         port: 4097,
         timeout_secs: Some(50),
+        http: None,
     };
     write_into_root(
         &root,

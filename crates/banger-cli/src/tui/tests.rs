@@ -128,11 +128,13 @@ fn images() -> Vec<Image> {
             name: "ssh".into(),
             port: 22,
             timeout_secs: None,
+            http: None,
         },
         ServiceCheck {
             name: "opencode".into(),
             port: 4096,
             timeout_secs: None,
+            http: None,
         },
     ];
     vec![built, image("debian", ago(180))]
@@ -1901,6 +1903,7 @@ fn the_vm_detail_lists_image_services_with_their_addresses() {
         name: "api".into(),
         port: 3000,
         timeout_secs: Some(300),
+        http: None,
     });
     let mut app = loaded(
         Theme::colored(),

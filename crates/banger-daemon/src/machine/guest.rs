@@ -162,6 +162,32 @@ pub async fn probe(
         let mut stream = TcpStream::connect((vm_ip, check.port))
             .await
             .map_err(|e| format!("{}:{}: {e}", vm_ip, check.port))?;
+        if let Some(path) = &check.http {
+            // Any status line will do: the server reads requests and answers them.
+            use tokio::io::AsyncWriteExt;
+            let request = format!(
+                "GET {path} HTTP/1.0\r\nHost: {vm_ip}:{}\r\nUser-Agent: bangerd\r\n\r\n",
+                check.port
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("{vm_ip}:{}: {e}", check.port))?;
+            let mut status = [0u8; 5];
+            stream.read_exact(&mut status).await.map_err(|e| {
+                format!(
+                    "{vm_ip}:{} accepted but did not answer GET {path}: {e}",
+                    check.port
+                )
+            })?;
+            if &status != b"HTTP/" {
+                return Err(format!(
+                    "{vm_ip}:{} answered GET {path} with something other than HTTP",
+                    check.port
+                ));
+            }
+            return Ok(());
+        }
         if check.port == 22 {
             // An sshd that accepts but cannot serve (no host key) closes without a banner.
             let mut banner = [0u8; 4];
@@ -316,7 +342,45 @@ mod tests {
             name: name.into(),
             port,
             timeout_secs,
+            http: None,
         }
+    }
+
+    /// A server that accepts connections but answers nothing is not ready when the service
+    /// declares an HTTP path; once it answers, it is. A TCP check takes the accept alone.
+    #[tokio::test]
+    async fn an_http_service_is_ready_only_once_it_answers() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = answer.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                if serving.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut buf = [0u8; 512];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(b"HTTP/1.0 404 Not Found\r\n\r\n").await;
+                } else {
+                    held.push(conn);
+                }
+            }
+        });
+        // Never used: the checks below are not the agent's.
+        let agent = AgentClient::new(GuestLink::Tcp("127.0.0.1:9".parse().unwrap()), "t");
+        let ip = Ipv4Addr::LOCALHOST;
+        let tcp = check("web", port, None);
+        let http = ServiceCheck {
+            http: Some("/health".into()),
+            ..tcp.clone()
+        };
+        let short = Duration::from_millis(500);
+        assert_eq!(probe(&agent, ip, &tcp, short).await, Ok(()));
+        let silent = probe(&agent, ip, &http, short).await.unwrap_err();
+        assert!(silent.contains("no answer within"), "{silent}");
+        answer.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(probe(&agent, ip, &http, short).await, Ok(()));
     }
 
     #[test]

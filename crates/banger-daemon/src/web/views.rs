@@ -1579,6 +1579,7 @@ mod tests {
                     name: "opencode".into(),
                     port: 4096,
                     timeout_secs: None,
+                    http: None,
                 }],
                 init_features: Vec::new(),
                 created_from: "debootstrap bookworm (minbase)".into(),
@@ -2005,6 +2006,7 @@ mod tests {
                 name: name.into(),
                 port,
                 timeout_secs: None,
+                http: None,
             });
         let services = banger_api::service::service_addresses(&dev, &declared, Some("vm"));
         let html =

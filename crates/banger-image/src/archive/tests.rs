@@ -102,6 +102,7 @@ fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
             name: "ssh".into(),
             port: 22,
             timeout_secs: None,
+            http: None,
         }],
         init_features: vec!["config-drive".into()],
         created_from: "debootstrap bookworm".into(),

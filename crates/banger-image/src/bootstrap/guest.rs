@@ -109,6 +109,7 @@ pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
             name: AGENT_SERVICE.to_owned(),
             port: AGENT_PORT,
             timeout_secs: None,
+            http: None,
         });
     }
     if respawned.iter().any(|p| program(p) == "sshd") {
@@ -116,6 +117,7 @@ pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
             name: SSH_SERVICE.to_owned(),
             port: 22,
             timeout_secs: None,
+            http: None,
         });
     }
     for declared in respawned.iter().filter_map(|p| declared_service(p)) {
@@ -224,6 +226,9 @@ pub fn validate_services(services: &[ServiceCheck]) -> Result<(), String> {
                 check.name
             ));
         }
+        if let Some(path) = &check.http {
+            validate_http_path(path)?;
+        }
         if services[..i].iter().any(|s| s.name == check.name) {
             return Err(format!("service {:?} is declared twice", check.name));
         }
@@ -237,19 +242,30 @@ pub fn service_log(name: &str) -> String {
 }
 
 /// The inittab entry that keeps `check`'s service running, with its newline:
-/// `::respawn:/usr/local/sbin/banger-service NAME PORT [TIMEOUT_SECS]`. The port and deadline
-/// are not the runner's business; they are there so that [`services_in_inittab`] finds them
+/// `::respawn:/usr/local/sbin/banger-service NAME PORT [TIMEOUT_SECS] [http=PATH]`. The port,
+/// deadline and readiness path are not the runner's business; they are there so that [`services_in_inittab`] finds them
 /// again when the image's root comes back through `image register`.
 pub fn service_inittab_line(check: &ServiceCheck) -> String {
-    match check.timeout_secs {
-        Some(secs) => format!(
-            "::respawn:/{SERVICE_RUNNER} {} {} {secs}\n",
-            check.name, check.port
-        ),
-        None => format!(
-            "::respawn:/{SERVICE_RUNNER} {} {}\n",
-            check.name, check.port
-        ),
+    let mut line = format!("::respawn:/{SERVICE_RUNNER} {} {}", check.name, check.port);
+    if let Some(secs) = check.timeout_secs {
+        line.push_str(&format!(" {secs}"));
+    }
+    if let Some(path) = &check.http {
+        line.push_str(&format!(" http={path}"));
+    }
+    line.push('\n');
+    line
+}
+
+/// An HTTP readiness path: absolute, without spaces or control characters (it goes into an
+/// inittab line and a request line as is).
+pub fn validate_http_path(path: &str) -> Result<(), String> {
+    if path.starts_with('/') && path.len() <= 256 && path.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "HTTP readiness path {path:?} must start with / and have no spaces (e.g. \"/health\")"
+        ))
     }
 }
 
@@ -354,13 +370,25 @@ fn declared_service(process: &str) -> Option<ServiceCheck> {
     }
     let name = words.next()?;
     let port: u16 = words.next()?.parse().ok()?;
-    let timeout_secs = match words.next() {
+    let mut next = words.next();
+    let timeout_secs = match next {
+        Some(t) if !t.starts_with("http=") => {
+            next = words.next();
+            Some(
+                t.parse::<u64>()
+                    .ok()
+                    .filter(|t| (1..=SERVICE_TIMEOUT_MAX_SECS).contains(t))?,
+            )
+        }
+        _ => None,
+    };
+    let http = match next {
+        Some(token) => {
+            let path = token.strip_prefix("http=")?;
+            validate_http_path(path).ok()?;
+            Some(path.to_owned())
+        }
         None => None,
-        Some(t) => Some(
-            t.parse::<u64>()
-                .ok()
-                .filter(|t| (1..=SERVICE_TIMEOUT_MAX_SECS).contains(t))?,
-        ),
     };
     if words.next().is_some() || validate_service(name, port).is_err() {
         return None;
@@ -369,6 +397,7 @@ fn declared_service(process: &str) -> Option<ServiceCheck> {
         name: name.to_owned(),
         port,
         timeout_secs,
+        http,
     })
 }
 
@@ -662,6 +691,8 @@ mod tests {
                        ::respawn:/usr/local/sbin/banger-service long 8083 86401\n\
                        ::respawn:/usr/local/sbin/banger-service words 8084 10 more\n\
                        ::respawn:/usr/local/sbin/banger-service late 8085 soon\n\
+                       ::respawn:/usr/local/sbin/banger-service nopath 8089 http=health\n\
+                       ::respawn:/usr/local/sbin/banger-service twice 8090 http=/ 10\n\
                        ::respawn:/usr/local/sbin/banger-service-old web 8086\n\
                        ::respawn:/usr/local/sbin/banger-service ok 8087\n\
                        ::respawn:/usr/local/sbin/banger-service ok 8088\n";
@@ -675,11 +706,25 @@ mod tests {
                 name: "opencode".into(),
                 port: 4096,
                 timeout_secs: None,
+                http: None,
             },
             ServiceCheck {
                 name: "web-2".into(),
                 port: 65535,
                 timeout_secs: Some(300),
+                http: None,
+            },
+            ServiceCheck {
+                name: "api".into(),
+                port: 8080,
+                timeout_secs: Some(300),
+                http: Some("/health?full=1".into()),
+            },
+            ServiceCheck {
+                name: "ui".into(),
+                port: 3000,
+                timeout_secs: None,
+                http: Some("/".into()),
             },
         ] {
             let line = service_inittab_line(&check);
@@ -691,6 +736,7 @@ mod tests {
                 name: "web".into(),
                 port: 8080,
                 timeout_secs: Some(90),
+                http: None,
             }),
             "::respawn:/usr/local/sbin/banger-service web 8080 90\n"
         );
@@ -739,6 +785,7 @@ mod tests {
             name: name.into(),
             port,
             timeout_secs,
+            http: None,
         };
         assert_eq!(
             validate_services(&[

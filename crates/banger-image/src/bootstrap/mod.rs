@@ -644,12 +644,14 @@ impl Run<'_> {
                     name: guest::AGENT_SERVICE.to_owned(),
                     port: guest::AGENT_PORT,
                     timeout_secs: None,
+                    http: None,
                 })
                 .into_iter()
                 .chain([ServiceCheck {
                     name: "ssh".to_owned(),
                     port: 22,
                     timeout_secs: None,
+                    http: None,
                 }])
                 .collect(),
             init_features: crate::initramfs::init_features(&initrd).map_err(|e| {
