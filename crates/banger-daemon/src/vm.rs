@@ -255,7 +255,9 @@ pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
 /// immutable, and a seed made of a VM's work disk can be large, so `vm show` does not hash it
 /// again each time. An image made before fingerprints existed gets its own here, the first
 /// time it is needed.
-fn seed_fingerprint(seed: Option<&std::path::Path>) -> Result<String, banger_image::vmdisk::VmDiskError> {
+fn seed_fingerprint(
+    seed: Option<&std::path::Path>,
+) -> Result<String, banger_image::vmdisk::VmDiskError> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static KNOWN: OnceLock<Mutex<HashMap<std::path::PathBuf, String>>> = OnceLock::new();
