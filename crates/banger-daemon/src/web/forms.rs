@@ -541,6 +541,12 @@ impl BuildInput {
     /// again, with the host's files).
     pub fn check(&self, d: &Daemon) -> Result<BuildImageRequest, FieldErrors> {
         let mut errors = FieldErrors::new();
+        // Mistakes in the recipe itself go under what it came from.
+        let source = if self.builtin.is_empty() {
+            "recipe"
+        } else {
+            "builtin"
+        };
         let text = if self.builtin.is_empty() {
             Ok(self.recipe.as_str())
         } else {
@@ -569,14 +575,7 @@ impl BuildInput {
         let mut recipe = match recipe {
             Ok(recipe) => Some(recipe),
             Err(e) => {
-                errors.insert(
-                    if self.builtin.is_empty() {
-                        "recipe"
-                    } else {
-                        "builtin"
-                    },
-                    e,
-                );
+                errors.insert(source, e);
                 None
             }
         };
@@ -595,20 +594,30 @@ impl BuildInput {
                     .with_hint("give the image a name here, or name = \"...\" in the recipe"),
             );
         }
-        let base = if self.base.is_empty() {
-            recipe.as_ref().and_then(|r| r.base.clone())
-        } else {
-            Some(self.base.clone())
+        // The base: the field's, else the recipe's, else the configured default; unknown
+        // while the recipe cannot be read and the field is empty.
+        let base = match (&recipe, self.base.is_empty()) {
+            (_, false) => Some((self.base.clone(), "")),
+            (Some(Recipe { base: Some(b), .. }), true) => Some((b.clone(), "")),
+            (Some(_), true) => Some((
+                d.config.default_image.clone(),
+                " (the configured default image)",
+            )),
+            (None, true) => None,
         };
-        let base = base.unwrap_or_else(|| d.config.default_image.clone());
-        let known =
-            validate::name("base image", &base).and_then(|()| match d.store.find_image(&base)? {
-                Some(_) => Ok(()),
-                None => Err(ApiError::invalid(format!("unknown base image {base:?}"))
-                    .with_hint("choose one of the images listed on the images page")),
+        if let Some((base, said)) = base {
+            let known = validate::name("base image", &base).and_then(|()| {
+                match d.store.find_image(&base)? {
+                    Some(_) => Ok(()),
+                    None => Err(
+                        ApiError::invalid(format!("unknown base image {base:?}{said}"))
+                            .with_hint("choose one of the images listed on the images page"),
+                    ),
+                }
             });
-        if let Err(e) = known {
-            errors.insert("base", e);
+            if let Err(e) = known {
+                errors.insert("base", e);
+            }
         }
         if let Some(recipe) = &mut recipe {
             if !self.name.is_empty() {
@@ -624,14 +633,7 @@ impl BuildInput {
                 ..recipe.clone()
             };
             if let Err(e) = rest.check() {
-                errors.insert(
-                    if self.builtin.is_empty() {
-                        "recipe"
-                    } else {
-                        "builtin"
-                    },
-                    e,
-                );
+                errors.insert(source, e);
             }
         }
         match recipe {

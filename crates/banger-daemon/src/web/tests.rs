@@ -2160,9 +2160,16 @@ async fn the_build_form_checks_its_recipe_then_starts_a_build_that_can_be_cancel
     );
     assert!(field_error(&page, "name").contains("already exists"));
     assert!(field_error(&page, "base").contains("unknown base image &#34;nope&#34;"));
-    // No name anywhere; an unknown built-in.
+    // No name anywhere; no base anywhere (the configured default does not exist here); an
+    // unknown built-in.
     let page = refused(&[("recipe", "base = \"base\"\n")]).await;
     assert!(field_error(&page, "name").contains("the recipe names no image"));
+    let page = refused(&[("recipe", "name = \"tools\"\n")]).await;
+    assert!(
+        field_error(&page, "base")
+            .contains("unknown base image &#34;debian&#34; (the configured default image)"),
+        "{page}"
+    );
     let page = refused(&[("builtin", "nope"), ("name", "x"), ("base", "base")]).await;
     assert!(field_error(&page, "builtin").contains("no built-in recipe &#34;nope&#34;"));
     assert!(page.contains("built-in recipes: opencode"), "{page}");
