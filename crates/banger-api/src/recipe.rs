@@ -1,6 +1,6 @@
 //! Image build recipes: what `banger image build` does to a temporary VM of a base image
 //! before it becomes a new image. A recipe is a TOML file a user keeps in a repository
-//! (docs/images.md documents every key); `POST /v1/images/build` takes the same structure as
+//! (docs/image-build.md documents every key); `POST /v1/images/build` takes the same structure as
 //! JSON, its paths made absolute by the client. The rules live here so that the CLI refuses a
 //! bad recipe before anything runs and bangerd refuses it again before anything is made.
 
@@ -143,16 +143,59 @@ fn bad(message: String, hint: &str) -> ApiError {
     ApiError::invalid(message).with_hint(hint.to_owned())
 }
 
+/// The recipes built into banger, by name: `banger image build --builtin NAME` and the web
+/// console's build form offer them. Their host paths are absolute (they have none).
+pub const BUILTIN: &[(&str, &str)] =
+    &[("opencode", include_str!("../../../recipes/opencode.toml"))];
+
+/// The text of the built-in recipe `name`, or an error listing those there are.
+pub fn builtin(name: &str) -> Result<&'static str, ApiError> {
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| {
+            ApiError::invalid(format!("no built-in recipe {name:?}")).with_hint(format!(
+                "built-in recipes: {}",
+                BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
 impl Recipe {
+    /// Parses a recipe's text as it is, host paths untouched.
+    pub fn parse(text: &str) -> Result<Recipe, ApiError> {
+        toml::from_str(text).map_err(|e| {
+            bad(
+                format!("the recipe is not valid: {}", e.to_string().trim_end()),
+                "docs/image-build.md lists every key a recipe may have",
+            )
+        })
+    }
+
+    /// The host paths (`file.src`, `run.script`) that are not absolute, each with the key
+    /// that holds it (`file src`, `run script`).
+    pub fn relative_host_paths(&self) -> Vec<(&'static str, &str)> {
+        let files = self.files.iter().map(|f| ("file src", f.src.as_str()));
+        let scripts = self
+            .run
+            .iter()
+            .filter_map(|r| r.script.as_deref())
+            .map(|s| ("run script", s));
+        files
+            .chain(scripts)
+            .filter(|(_, p)| !Path::new(p).is_absolute())
+            .collect()
+    }
+
     /// Parses a recipe file's text. Host paths (`file.src`, `run.script`) are made absolute
     /// against `dir`, the recipe's directory.
     pub fn from_toml(text: &str, dir: &Path) -> Result<Recipe, ApiError> {
-        let mut recipe: Recipe = toml::from_str(text).map_err(|e| {
-            bad(
-                format!("the recipe is not valid: {}", e.to_string().trim_end()),
-                "docs/images.md lists every key a recipe may have",
-            )
-        })?;
+        let mut recipe = Recipe::parse(text)?;
         let absolute = |p: &str| -> String {
             let path = Path::new(p);
             if path.is_absolute() {
@@ -450,6 +493,32 @@ http = "/"
         // The JSON form round-trips.
         let json = serde_json::to_string(&recipe).unwrap();
         assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), recipe);
+    }
+
+    #[test]
+    fn every_builtin_recipe_parses_and_checks_with_no_host_paths() {
+        for (name, text) in BUILTIN {
+            let recipe = Recipe::parse(text).unwrap();
+            recipe.check().unwrap();
+            assert_eq!(recipe.name.as_deref(), Some(*name));
+            assert!(recipe.relative_host_paths().is_empty(), "{name}");
+            assert_eq!(builtin(name).unwrap(), *text);
+        }
+        let e = builtin("nope").unwrap_err();
+        assert!(e.message.contains("no built-in recipe \"nope\""));
+        assert_eq!(e.hint.as_deref(), Some("built-in recipes: opencode"));
+    }
+
+    #[test]
+    fn parse_keeps_host_paths_as_written() {
+        let recipe = Recipe::parse(FULL).unwrap();
+        assert_eq!(recipe.files[0].src, "files/motd");
+        assert_eq!(
+            recipe.relative_host_paths(),
+            [("file src", "files/motd"), ("run script", "setup.sh")]
+        );
+        let absolute = Recipe::from_toml(FULL, Path::new("/src")).unwrap();
+        assert!(absolute.relative_host_paths().is_empty());
     }
 
     #[test]

@@ -245,10 +245,6 @@ async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Fai
     finish_image(&daemon, started, format, "Promoted").await
 }
 
-/// The recipes built into banger, by name.
-pub const BUILTIN_RECIPES: &[(&str, &str)] =
-    &[("opencode", include_str!("../../../recipes/opencode.toml"))];
-
 /// The recipe `banger image build` sends: the file or built-in recipe, the flags added,
 /// checked, every host path absolute and readable.
 pub fn build_recipe(args: &BuildArgs) -> Result<banger_api::Recipe, ApiError> {
@@ -268,19 +264,7 @@ pub fn build_recipe(args: &BuildArgs) -> Result<banger_api::Recipe, ApiError> {
             })?
         }
         (None, Some(name)) => {
-            let (_, text) = BUILTIN_RECIPES
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| {
-                    ApiError::invalid(format!("no built-in recipe {name:?}")).with_hint(format!(
-                        "built-in recipes: {}",
-                        BUILTIN_RECIPES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
+            let text = banger_api::recipe::builtin(name)?;
             banger_api::Recipe::from_toml(text, &cwd)?
         }
         (None, None) => banger_api::Recipe::default(),

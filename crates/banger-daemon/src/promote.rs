@@ -58,13 +58,15 @@ fn check_stopped(vm: &Vm) -> Result<(), ApiError> {
         return Ok(());
     }
     let hint = match vm.state {
+        // Said in parts (`; `): the web console shows those that name no CLI command.
         VmState::Starting | VmState::Stopping => format!(
-            "wait for the operation in progress (`banger vm show {}`), then stop it",
+            "wait for the operation in progress to end, then stop it; `banger vm show {}` \
+             shows it",
             vm.name
         ),
         _ => format!(
-            "stop it first (`banger vm stop {}`): its root is consistent only when the guest \
-             has shut down",
+            "stop it first: its root is consistent only when the guest has shut down; \
+             `banger vm stop {}` stops it",
             vm.name
         ),
     };

@@ -1,7 +1,8 @@
 //! The web console in a real browser: Debian's headless `chromium`, driven by playwright-core
 //! (`tests/browser/console.mjs`), against a real daemon with temporary XDG directories and the
 //! console on a free port. CI installs both (`.ci/run`); without them the test says SKIP. The
-//! daemon's Firecracker binary does not exist, so VM starts fail alike everywhere.
+//! daemon's Firecracker binary does not exist, so VM starts fail alike everywhere; its image
+//! builds are stand-ins that run until cancelled, after the real build service's checks.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,25 @@ async fn the_console_works_in_headless_chromium() {
             }
             Ok(serde_json::Value::Null)
         });
+    // The build form's submission goes through the real build service's checks, then starts
+    // a stand-in for the build's operation that runs until cancelled: no build VM boots here.
+    daemon.daemon.web.set_build(std::sync::Arc::new(|d, req| {
+        banger_daemon::build::check(d, req)?;
+        let name = req.recipe.name.clone().unwrap_or_default();
+        Ok(d.ops.spawn(
+            OperationKind::BuildImage,
+            &name,
+            &["check cache", "boot"],
+            |cx| {
+                cx.begin("boot");
+                for _ in 0..1200 {
+                    cx.check_cancelled()?;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(serde_json::Value::Null)
+            },
+        ))
+    }));
     let login = client.web_login().await.unwrap();
 
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-console.png");
@@ -75,6 +95,13 @@ async fn the_console_works_in_headless_chromium() {
         .await
         .unwrap();
     let slow = daemon.daemon.ops.get(&slow.id).unwrap();
+    let builds: Vec<_> = daemon
+        .daemon
+        .ops
+        .list()
+        .into_iter()
+        .filter(|op| op.kind == OperationKind::BuildImage)
+        .collect();
     daemon.stop().await;
     match outcome {
         Ok(output) => print!("{}", output.stdout_lossy()),
@@ -89,6 +116,17 @@ async fn the_console_works_in_headless_chromium() {
         slow.state,
         OperationState::Cancelled,
         "the Cancel button did not cancel"
+    );
+    assert_eq!(
+        builds.len(),
+        1,
+        "one build, from the valid form: {builds:?}"
+    );
+    assert_eq!(builds[0].target, "browser-built");
+    assert_eq!(
+        builds[0].state,
+        OperationState::Cancelled,
+        "the build's Cancel button did not cancel"
     );
     println!("web console screenshot: {}", screenshot.display());
 }

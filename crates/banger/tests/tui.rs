@@ -204,7 +204,8 @@ fn vms_appear_the_selection_moves_and_q_quits() {
 /// `s` shows the start's failure with bangerd's reason, the VM stays stopped with that reason in
 /// its details, and `x` on the stopped VM goes to bangerd without a question and shows its
 /// refusal. Then what needs no booted guest of the console and ssh keys: `l` shows that the
-/// console is empty and Esc closes it; `S` on the stopped VM says to start it.
+/// console is empty and Esc closes it; `S` on the stopped VM says to start it; `P` sends the
+/// promote prompt's name to bangerd and shows its refusal of a taken name in the prompt.
 #[test]
 fn a_start_that_fails_and_a_refused_stop_are_shown() {
     if !tmux_installed() {
@@ -278,6 +279,29 @@ fn a_start_that_fails_and_a_refused_stop_are_shown() {
         tmux.display("#{alternate_on}"),
         "1",
         "the TUI kept the screen"
+    );
+
+    // `P`: the promote prompt takes a name and sends it to bangerd, whose refusal (the name is
+    // the VM's own image's) shows in the prompt; nothing is promoted, and Esc closes it.
+    tmux.send("P");
+    tmux.wait_for("the promote prompt", |s| {
+        s.contains("Promote VM to image") && s.contains("Image name")
+    });
+    tmux.send("debian");
+    tmux.send("Enter");
+    let screen = tmux.wait_for("bangerd's refusal in the prompt", |s| {
+        s.contains(r#"✗ an image named "debian" already exists"#)
+    });
+    assert!(screen.contains("Promote VM to image"), "{screen}");
+    tmux.send("Escape");
+    tmux.wait_for("the list again", |s| {
+        !s.contains("Promote VM to image") && s.contains("┌ dev ")
+    });
+    let images = sandbox.json(&["image", "list"]);
+    assert_eq!(
+        images.as_array().map(Vec::len),
+        Some(1),
+        "a refused promotion made an image: {images}"
     );
 
     tmux.send("q");

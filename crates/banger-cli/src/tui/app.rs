@@ -9,6 +9,9 @@
 //! lose its disks ask first through [`Overlay::Confirm`]. bangerd decides whether an action is
 //! allowed: a refusal (a stopped VM cannot be stopped) is shown with its hint, not guessed here.
 //!
+//! `P` asks for the image name a stopped VM becomes ([`Overlay::Promote`]) and starts the
+//! promotion, followed like any operation; bangerd decides whether the VM's state allows it.
+//!
 //! Inside a VM: `l` opens its console ([`Overlay::Logs`], read on while open), `S` or Enter
 //! logs into a running VM with ssh — the one thing the TUI cannot do in the background: once
 //! bangerd said how to reach the VM, the session waits in [`App::take_session`] for the main
@@ -21,12 +24,14 @@ use std::time::Duration;
 use banger_agent::protocol::Health;
 use banger_api::{
     ApiError, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo, ErrorCode, Image,
-    Operation, OperationKind, OperationState, Timestamp, Vm, VmAction, VmState,
+    Operation, OperationKind, OperationState, PromoteImageRequest, Timestamp, Vm, VmAction,
+    VmState,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::form::{CreateForm, Outcome};
 use super::logs::{Logs, LogsKey};
+use super::promote::{PromoteForm, PromoteOutcome};
 use super::theme::Theme;
 use crate::guest::SshSession;
 
@@ -205,6 +210,8 @@ pub enum Overlay {
     Confirm(String, Action),
     /// A VM's console, read on while it is open.
     Logs(Box<Logs>),
+    /// The image name a VM is promoted to.
+    Promote(Box<PromoteForm>),
 }
 
 /// The guest agent's last answer about a running VM.
@@ -273,6 +280,8 @@ pub enum Msg {
     Capacity(Result<Capacity, ApiError>, Duration),
     Operations(Result<Vec<Operation>, ApiError>),
     Created(Result<CreatedVm, ApiError>),
+    /// bangerd answered a promotion: its operation, or why not.
+    Promoted(PromoteImageRequest, Result<Operation, ApiError>),
     /// bangerd answered `Action` on the VM of this name.
     Acted(String, Action, Result<Acted, ApiError>),
     /// The console of the VM of this name, read from the offset asked for (`None`: its tail).
@@ -295,6 +304,8 @@ pub enum Effect {
     LoadCapacity,
     LoadOperations,
     CreateVm(CreateVmRequest),
+    /// Promote a stopped VM to an image.
+    Promote(PromoteImageRequest),
     /// Do `Action` to the VM of this name.
     Act(String, Action),
     /// Read the VM's console from this offset (`None`: its tail).
@@ -707,6 +718,30 @@ impl App {
                     }
                 }
             }
+            Msg::Promoted(request, result) => {
+                self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
+                match result {
+                    Ok(op) => {
+                        if matches!(self.overlay, Some(Overlay::Promote(_))) {
+                            self.overlay = None;
+                        }
+                        self.notify(
+                            NoticeKind::Info,
+                            format!("Promoting VM {} to image {}…", request.vm, request.name),
+                            None,
+                        );
+                        self.track(op);
+                    }
+                    Err(e) => {
+                        if let Some(Overlay::Promote(form)) = &mut self.overlay {
+                            form.refused(e);
+                        } else {
+                            self.notify_error(&format!("Cannot promote VM {}", request.vm), e);
+                        }
+                    }
+                }
+                Vec::new()
+            }
             Msg::Acted(name, action, result) => {
                 self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
                 match result {
@@ -1006,6 +1041,18 @@ impl App {
                     Vec::new()
                 }
             },
+            Some(Overlay::Promote(mut form)) => match form.handle_key(key) {
+                PromoteOutcome::Editing => {
+                    self.overlay = Some(Overlay::Promote(form));
+                    Vec::new()
+                }
+                PromoteOutcome::Cancel => Vec::new(),
+                PromoteOutcome::Submit(request) => {
+                    self.overlay = Some(Overlay::Promote(form));
+                    self.in_flight.actions += 1;
+                    vec![Effect::Promote(request)]
+                }
+            },
             Some(Overlay::Create(mut form)) => {
                 let images = self.image_names();
                 match form.handle_key(key, &images) {
@@ -1062,12 +1109,26 @@ impl App {
                     Action::Pause
                 });
             }
+            KeyCode::Char('P') => self.open_promote(),
             KeyCode::Char('r') => return self.reload(),
             KeyCode::Char('l') => return self.open_logs(),
             KeyCode::Char('S') | KeyCode::Enter => return self.ssh(),
             _ => {}
         }
         Vec::new()
+    }
+
+    /// `P`: the promote prompt for the selected VM. bangerd decides whether its state allows a
+    /// promotion (only a stopped one's root can become an image) and says why not.
+    fn open_promote(&mut self) {
+        if self.view != View::Vms {
+            return;
+        }
+        if let Some(vm) = self.selected_vm() {
+            self.overlay = Some(Overlay::Promote(Box::new(PromoteForm::new(
+                vm.name.clone(),
+            ))));
+        }
     }
 
     /// `l`: the selected VM's console, read at once and then on while the view is open.

@@ -5,8 +5,8 @@
 //!
 //! The parts: `app` holds the state and turns messages (keys, answers, ticks) into new state
 //! plus effects; `worker` runs those effects as tasks; `ui` draws an `&App` (pure, so every
-//! screen has a snapshot test), with `bars` for the capacity row, `form` for VM creation and
-//! `logs` for a VM's console; `theme` holds the styles (honouring `NO_COLOR`); `terminal`
+//! screen has a snapshot test), with `bars` for the capacity row, `form` for VM creation,
+//! `promote` for the image name a VM is promoted to and `logs` for a VM's console; `theme` holds the styles (honouring `NO_COLOR`); `terminal`
 //! enters and restores the terminal on every way out, panics included.
 //!
 //! One thing runs in the foreground: an ssh session, which gets the terminal while the TUI
@@ -16,6 +16,7 @@ mod app;
 mod bars;
 mod form;
 mod logs;
+mod promote;
 mod terminal;
 mod theme;
 mod ui;

@@ -9,8 +9,9 @@ use banger_agent::protocol::{BootStage, Health};
 use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
-    MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress, ServiceCheck,
-    Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmRuntime, VmState, VmmKind,
+    MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress,
+    PromoteImageRequest, ServiceCheck, Stage as OpStage, StageState as OpStageState, Timestamp, Vm,
+    VmRuntime, VmState, VmmKind,
 };
 use banger_api::{ConsoleChunk, SshAccess};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -824,6 +825,94 @@ fn action_keys_act_on_the_selected_vm() {
     app.update(key(KeyCode::Esc));
     // The image view has no VM actions.
     assert!(press(&mut app, "2sxRpd").is_empty());
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn promote_asks_the_image_name_then_follows_the_operation() {
+    let mut app = usual();
+    // dev is stopped.
+    assert!(press(&mut app, "P").is_empty());
+    assert!(matches!(&app.overlay, Some(Overlay::Promote(form)) if form.vm == "dev"));
+    // Enter with no name: the CLI's rule refuses it in place, nothing sent.
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    press(&mut app, "snap");
+    app.update(key(KeyCode::Tab));
+    press(&mut app, " ");
+    insta::assert_snapshot!("promote_prompt", screen(&app, 80, 24));
+    let request = PromoteImageRequest {
+        vm: "dev".into(),
+        name: "snap".into(),
+        with_work: Some(true),
+    };
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::Promote(request.clone())]
+    );
+    assert!(contains(&app, 80, 24, "Promoting…"));
+    // bangerd refuses (a name taken meanwhile): the prompt stays with its reason.
+    let taken = ApiError::new(
+        ErrorCode::AlreadyExists,
+        r#"an image named "snap" already exists"#,
+    )
+    .with_hint("pick another name");
+    assert!(
+        app.update(Msg::Promoted(request.clone(), Err(taken)))
+            .is_empty()
+    );
+    assert!(matches!(app.overlay, Some(Overlay::Promote(_))));
+    assert!(contains(
+        &app,
+        80,
+        24,
+        r#"✗ an image named "snap" already exists"#
+    ));
+    // Accepted: the prompt closes and the operation shows like any other.
+    app.update(key(KeyCode::Enter));
+    let mut op = operation("op-9", OperationKind::StartVm, "snap", "checks");
+    op.kind = OperationKind::PromoteImage;
+    app.update(Msg::Promoted(request, Ok(op.clone())));
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.operations, [op.clone()]);
+    assert!(contains(&app, 100, 30, "· Promoting VM dev to image snap…"));
+    assert!(contains(&app, 100, 30, "promote image snap"));
+    // When it ends, the status line says so and the images are read again.
+    let mut done = op.clone();
+    done.state = OperationState::Succeeded;
+    done.ended_at = Some(NOW);
+    let effects = app.update(Msg::Operations(Ok(vec![done])));
+    assert!(effects.contains(&Effect::LoadImages), "{effects:?}");
+    assert!(contains(&app, 100, 30, "✓ promote image snap succeeded."));
+
+    // A running VM: bangerd's refusal, in the prompt; Esc closes it.
+    press(&mut app, "jP");
+    press(&mut app, "snap2");
+    let request = PromoteImageRequest {
+        vm: "web-1".into(),
+        name: "snap2".into(),
+        with_work: None,
+    };
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::Promote(request.clone())]
+    );
+    let running = ApiError::new(
+        ErrorCode::InvalidState,
+        r#"VM "web-1" is running; only a stopped VM's root can become an image"#,
+    )
+    .with_hint("stop it first: its root is consistent only when the guest has shut down; `banger vm stop web-1` stops it");
+    app.update(Msg::Promoted(request, Err(running)));
+    assert!(contains(
+        &app,
+        80,
+        24,
+        "only a stopped VM's root can become"
+    ));
+    assert!(contains(&app, 80, 24, "hint: stop it first"));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.overlay, None);
+    // The image view has no VM to promote.
+    press(&mut app, "2P");
     assert_eq!(app.overlay, None);
 }
 
@@ -1820,6 +1909,18 @@ fn every_state_renders_at_every_size() {
     press(&mut app, "k");
     states.push(app.clone());
     press(&mut app, "?");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "P");
+    press(&mut app, "a-long-image-name");
+    app.update(Msg::Promoted(
+        PromoteImageRequest {
+            vm: "web-1".into(),
+            name: "a-long-image-name".into(),
+            with_work: None,
+        },
+        Err(ApiError::new(ErrorCode::InvalidState, "x ".repeat(300)).with_hint("y ".repeat(90))),
+    ));
     states.push(app.clone());
     app.update(key(KeyCode::Esc));
     press(&mut app, "2");

@@ -25,6 +25,7 @@ use super::app::{Action, App, HealthShown, Load, NoticeKind, Overlay, StageState
 use super::bars::{Meter, meter_row};
 use super::form::{CreateForm, Field};
 use super::logs::Logs;
+use super::promote::PromoteForm;
 use super::theme::Theme;
 use crate::output;
 
@@ -71,6 +72,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Some(Overlay::Help) => help(frame, area, &app.theme),
         Some(Overlay::Create(form)) => create_form(frame, area, app, form),
         Some(Overlay::Confirm(name, action)) => confirm(frame, area, &app.theme, name, *action),
+        Some(Overlay::Promote(form)) => promote_form(frame, area, &app.theme, form),
         // Over the lists and the operations; the status line stays in view.
         Some(Overlay::Logs(logs)) => logs_view(
             frame,
@@ -1186,7 +1188,7 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
         key_line(t, "↑ ↓  k j", "move the selection (g G: first, last)"),
         key_line(t, "Tab  1 2", "switch between VMs and images"),
         key_line(t, "c", "create and start a VM (a form)"),
-        key_line(t, "s", "start the selected VM"),
+        key_line(t, "s  P", "start the selected VM; promote it to an image"),
         key_line(t, "x  R", "stop it, restart it (ask first while it runs)"),
         key_line(t, "p", "pause it, or resume it when paused"),
         key_line(t, "d  Del", "delete it and its disks (asks first)"),
@@ -1279,6 +1281,68 @@ fn capitalized(word: &str) -> String {
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
+}
+
+/// The promote prompt: the image name, the work-seed box, and why the last try was refused.
+fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm) {
+    let width = 68.min(area.width);
+    let on_name = !form.on_with_work;
+    let mut name = vec![
+        Span::styled(if on_name { "▶ " } else { "  " }, t.focused()),
+        Span::styled(
+            format!("{:<12}", "Image name"),
+            if on_name { t.focused() } else { t.label() },
+        ),
+        Span::raw(form.name.clone()),
+    ];
+    if on_name {
+        name.push(Span::styled(" ", t.selected()));
+    }
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw("Promote VM "),
+            Span::styled(form.vm.clone(), t.label()),
+            Span::raw(" to a new image: its root with everything it changed."),
+        ]),
+        Line::raw(""),
+        Line::from(name),
+        Line::from(vec![
+            Span::styled(if on_name { "  " } else { "▶ " }, t.focused()),
+            Span::styled(
+                format!("{:<12}", "Work seed"),
+                if on_name { t.label() } else { t.focused() },
+            ),
+            Span::raw(if form.with_work { "[x] " } else { "[ ] " }),
+            Span::styled("its /root seeds every new VM (Space)", t.dim()),
+        ]),
+        Line::raw(""),
+    ];
+    if let Some(e) = &form.error {
+        lines.push(Line::styled(format!("✗ {}", e.message), t.error()));
+        if let Some(hint) = &e.hint {
+            lines.push(Line::raw(format!("hint: {hint}")));
+        }
+    }
+    if form.pending {
+        lines.push(Line::styled("Promoting…", t.busy()));
+    } else {
+        lines.push(Line::from(vec![
+            Span::styled("Enter", t.key()),
+            Span::raw(" promote  "),
+            Span::styled("Tab", t.key()),
+            Span::raw(" next field  "),
+            Span::styled("Esc", t.key()),
+            Span::raw(" cancel"),
+        ]));
+    }
+    let rect = centered(area, width, rows(&lines, width) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(" Promote VM to image ", t)),
+        rect,
+    );
 }
 
 fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) {

@@ -73,6 +73,13 @@ impl Worker {
                         .await
                         .map_err(|f| f.error),
                 ),
+                Effect::Promote(request) => {
+                    let result = daemon
+                        .call(async |c| c.promote_image(&request).await)
+                        .await
+                        .map_err(|f| f.error);
+                    Msg::Promoted(request, result)
+                }
                 Effect::Act(name, action) => {
                     let result = act(&daemon, &name, action).await.map_err(|f| f.error);
                     Msg::Acted(name, action, result)
@@ -160,6 +167,7 @@ fn not_ready(effect: Effect) -> Msg {
         Effect::LoadCapacity => Msg::Capacity(Err(error), Duration::ZERO),
         Effect::LoadOperations => Msg::Operations(Err(error)),
         Effect::CreateVm(_) => Msg::Created(Err(error)),
+        Effect::Promote(request) => Msg::Promoted(request, Err(error)),
         Effect::Act(name, action) => Msg::Acted(name, action, Err(error)),
         Effect::LoadConsole(name, offset) => Msg::Console(name, offset, Err(error)),
         Effect::LoadHealth(name) => Msg::Health(name, Err(error)),

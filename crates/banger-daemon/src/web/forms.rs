@@ -1,6 +1,6 @@
 //! The console's forms: the extractors that give handlers the viewer's session and, for
 //! POSTs, a body whose CSRF token has been checked; and the field-by-field checks of the
-//! create-VM and register-image forms.
+//! create-VM, register-image, bootstrap, build and promote forms.
 //!
 //! The field checks exist so that every mistake shows next to its field at once. They use the
 //! same rules as the API (`banger_api::validate`, the host's limits, the image format checks),
@@ -16,8 +16,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use banger_api::{
-    ApiError, BootstrapImageRequest, CreateVmRequest, ErrorCode, RegisterImageRequest, VmmKind,
-    validate,
+    ApiError, BootstrapImageRequest, BuildImageRequest, CreateVmRequest, ErrorCode,
+    PromoteImageRequest, Recipe, RegisterImageRequest, VmmKind, validate,
 };
 
 use super::auth::Session;
@@ -486,4 +486,219 @@ pub fn service_error(e: ApiError) -> FieldErrors {
         "form"
     };
     FieldErrors::from([(field, e)])
+}
+
+/// The recipe the build form starts with: short, commented, and buildable as it is.
+pub const EXAMPLE_RECIPE: &str = r#"# An image build recipe (docs/image-build.md lists every key).
+# Typed here, a recipe has no directory: host paths ([[file]] src,
+# [[run]] script) must be absolute paths on the daemon's host.
+name = "tools"
+# base = "debian"            # the configured default image when absent
+packages = ["jq"]
+
+[[run]]
+command = "echo 'built by banger image build' >/etc/motd"
+"#;
+
+/// What the build form holds, as typed: a recipe (or the name of a built-in one) and the
+/// overrides `banger image build` has as flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildInput {
+    /// The recipe's TOML, used when `builtin` is empty.
+    pub recipe: String,
+    /// A built-in recipe's name (`banger_api::recipe::BUILTIN`); empty: the typed recipe.
+    pub builtin: String,
+    /// Replaces the recipe's `name` when not empty.
+    pub name: String,
+    /// Replaces the recipe's `base` when not empty.
+    pub base: String,
+    pub no_cache: bool,
+}
+
+impl BuildInput {
+    /// The form as first shown: the example recipe.
+    pub fn defaults() -> BuildInput {
+        BuildInput {
+            recipe: EXAMPLE_RECIPE.to_owned(),
+            ..BuildInput::default()
+        }
+    }
+
+    pub fn from_form(f: &FormData) -> BuildInput {
+        BuildInput {
+            // Not trimmed: TOML is kept as typed (a browser sends CRLF line ends, which TOML
+            // reads as well).
+            recipe: f.0.get("recipe").cloned().unwrap_or_default(),
+            builtin: f.get("builtin").to_owned(),
+            name: f.get("name").to_owned(),
+            base: f.get("base").to_owned(),
+            no_cache: f.get("no_cache") == "on",
+        }
+    }
+
+    /// Parses and checks the recipe with the overrides applied, noting every mistake under
+    /// its field; the request for the build service when there are none (which checks it
+    /// again, with the host's files).
+    pub fn check(&self, d: &Daemon) -> Result<BuildImageRequest, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        // Mistakes in the recipe itself go under what it came from.
+        let source = if self.builtin.is_empty() {
+            "recipe"
+        } else {
+            "builtin"
+        };
+        let text = if self.builtin.is_empty() {
+            Ok(self.recipe.as_str())
+        } else {
+            banger_api::recipe::builtin(&self.builtin)
+        };
+        let recipe = text.and_then(Recipe::parse).and_then(|recipe| {
+            let relative = recipe.relative_host_paths();
+            if relative.is_empty() {
+                return Ok(recipe);
+            }
+            let paths: Vec<String> = relative
+                .iter()
+                .map(|(key, path)| format!("{key} {path:?}"))
+                .collect();
+            Err(ApiError::invalid(format!(
+                "{} {} not an absolute path: the web form takes absolute host paths only",
+                paths.join(", "),
+                if paths.len() == 1 { "is" } else { "are" },
+            ))
+            .with_hint(
+                "a recipe typed here has no directory to be relative to: write the full path \
+                 of each file on the daemon's host, or use [[run]] command and [[download]] \
+                 instead",
+            ))
+        });
+        let mut recipe = match recipe {
+            Ok(recipe) => Some(recipe),
+            Err(e) => {
+                errors.insert(source, e);
+                None
+            }
+        };
+        if !self.name.is_empty() {
+            if let Err(e) = crate::image::check_new_name(d, &self.name) {
+                errors.insert("name", e);
+            }
+        } else if let Some(name) = recipe.as_ref().and_then(|r| r.name.as_deref())
+            && let Err(e) = crate::image::check_new_name(d, name)
+        {
+            errors.insert("name", e);
+        } else if recipe.as_ref().is_some_and(|r| r.name.is_none()) {
+            errors.insert(
+                "name",
+                ApiError::invalid("the recipe names no image")
+                    .with_hint("give the image a name here, or name = \"...\" in the recipe"),
+            );
+        }
+        // The base: the field's, else the recipe's, else the configured default; unknown
+        // while the recipe cannot be read and the field is empty.
+        let base = match (&recipe, self.base.is_empty()) {
+            (_, false) => Some((self.base.clone(), "")),
+            (Some(Recipe { base: Some(b), .. }), true) => Some((b.clone(), "")),
+            (Some(_), true) => Some((
+                d.config.default_image.clone(),
+                " (the configured default image)",
+            )),
+            (None, true) => None,
+        };
+        if let Some((base, said)) = base {
+            let known = validate::name("base image", &base).and_then(|()| {
+                match d.store.find_image(&base)? {
+                    Some(_) => Ok(()),
+                    None => Err(
+                        ApiError::invalid(format!("unknown base image {base:?}{said}"))
+                            .with_hint("choose one of the images listed on the images page"),
+                    ),
+                }
+            });
+            if let Err(e) = known {
+                errors.insert("base", e);
+            }
+        }
+        if let Some(recipe) = &mut recipe {
+            if !self.name.is_empty() {
+                recipe.name = Some(self.name.clone());
+            }
+            if !self.base.is_empty() {
+                recipe.base = Some(self.base.clone());
+            }
+            // The name and base are checked above, under their own fields.
+            let rest = Recipe {
+                name: None,
+                base: None,
+                ..recipe.clone()
+            };
+            if let Err(e) = rest.check() {
+                errors.insert(source, e);
+            }
+        }
+        match recipe {
+            Some(recipe) if errors.is_empty() => Ok(BuildImageRequest {
+                recipe,
+                no_cache: self.no_cache.then_some(true),
+                download_only: None,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn page(&self, chrome: Chrome, errors: &FieldErrors) -> views::BuildFormPage {
+        views::BuildFormPage {
+            chrome,
+            form_error: form_error(errors),
+            recipe: field(&self.recipe, errors, "recipe"),
+            builtin: field(&self.builtin, errors, "builtin"),
+            builtins: std::iter::once(("", "The recipe below", self.builtin.is_empty()))
+                .chain(
+                    banger_api::recipe::BUILTIN
+                        .iter()
+                        .map(|(name, _)| (*name, *name, *name == self.builtin)),
+                )
+                .collect(),
+            name: field(&self.name, errors, "name"),
+            base: field(&self.base, errors, "base"),
+            no_cache: self.no_cache,
+        }
+    }
+}
+
+/// What a VM page's promote form holds, as typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromoteInput {
+    pub name: String,
+    /// The VM's `/root` becomes the image's work seed.
+    pub with_work: bool,
+}
+
+impl PromoteInput {
+    pub fn from_form(f: &FormData) -> PromoteInput {
+        PromoteInput {
+            name: f.get("name").to_owned(),
+            with_work: f.get("with_work") == "on",
+        }
+    }
+
+    /// Checks the name; the request for the promote service (which checks it again, and the
+    /// VM's state).
+    pub fn check(&self, d: &Daemon, vm: &str) -> Result<PromoteImageRequest, FieldErrors> {
+        crate::image::check_new_name(d, &self.name)
+            .map_err(|e| FieldErrors::from([("name", e)]))?;
+        Ok(PromoteImageRequest {
+            vm: vm.to_owned(),
+            name: self.name.clone(),
+            with_work: self.with_work.then_some(true),
+        })
+    }
+
+    pub fn form(&self, errors: &FieldErrors) -> views::PromoteForm {
+        views::PromoteForm {
+            form_error: form_error(errors),
+            name: field(&self.name, errors, "name"),
+            with_work: self.with_work,
+        }
+    }
 }

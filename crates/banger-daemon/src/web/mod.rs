@@ -15,8 +15,10 @@
 //! resume, stop and restart behind a confirmation page like delete; long ones answer with
 //! their operation's page, which polls and can cancel. A running VM's page also asks its
 //! guest agent for health and listening ports, within a short deadline ([`pages::GUEST_DEADLINE`])
-//! so an agent that does not answer never holds the page. The images page starts image
-//! bootstraps. Every page carries a banner while banger's privileged steps cannot run
+//! so an agent that does not answer never holds the page. A stopped VM's page promotes it to
+//! an image. The images page starts image bootstraps, and links to the build form
+//! (`/new/build`), which builds an image from a recipe typed in the browser or built into
+//! banger. Every page carries a banner while banger's privileged steps cannot run
 //! ([`privilege`]).
 
 pub mod auth;
@@ -41,7 +43,8 @@ use axum::middleware;
 use axum::routing::{get, post};
 use banger_api::paths::Paths;
 use banger_api::{
-    ApiError, BootstrapImageRequest, ErrorCode, Operation, Timestamp, WebConsoleInfo, WebLogin,
+    ApiError, BootstrapImageRequest, BuildImageRequest, ErrorCode, Operation, PromoteImageRequest,
+    Timestamp, WebConsoleInfo, WebLogin,
 };
 use tokio::net::TcpListener;
 
@@ -92,12 +95,38 @@ pub fn image_bootstrap(
     Ok(crate::image::start_bootstrap(d.clone(), checked))
 }
 
+/// How the console starts an image build once its form is valid: the build service's checks
+/// (the host's files, apt for the base image) and operation ([`image_build`]). Replaceable so
+/// that tests of the form never build an image for real.
+pub type StartBuild =
+    Arc<dyn Fn(&Arc<Daemon>, &BuildImageRequest) -> Result<Operation, ApiError> + Send + Sync>;
+
+/// The build service: [`crate::build::check`], then the operation. Blocking.
+pub fn image_build(d: &Arc<Daemon>, req: &BuildImageRequest) -> Result<Operation, ApiError> {
+    let checked = crate::build::check(d, req)?;
+    Ok(crate::build::start(d.clone(), checked))
+}
+
+/// How the console starts a promotion once its form is valid ([`image_promote`]); replaceable
+/// like [`StartBuild`].
+pub type StartPromote =
+    Arc<dyn Fn(&Arc<Daemon>, &PromoteImageRequest) -> Result<Operation, ApiError> + Send + Sync>;
+
+/// The promote service: [`crate::promote::check`] (a new name, a stopped VM), then the
+/// operation. Blocking.
+pub fn image_promote(d: &Arc<Daemon>, req: &PromoteImageRequest) -> Result<Operation, ApiError> {
+    let checked = crate::promote::check(d, req)?;
+    Ok(crate::promote::start(d.clone(), checked))
+}
+
 /// The console's part of the daemon's state: serving, or the reason it is not.
 pub struct Console {
     serving: Result<Serving, WebError>,
     /// Whether `sudo -n` runs the privileged steps, for the banner.
     pub privileges: privilege::PrivilegeStatus,
     bootstrap: std::sync::Mutex<StartBootstrap>,
+    build: std::sync::Mutex<StartBuild>,
+    promote: std::sync::Mutex<StartPromote>,
 }
 
 impl std::fmt::Debug for Console {
@@ -115,6 +144,8 @@ impl Console {
             serving,
             privileges: privilege::PrivilegeStatus::default(),
             bootstrap: std::sync::Mutex::new(Arc::new(image_bootstrap)),
+            build: std::sync::Mutex::new(Arc::new(image_build)),
+            promote: std::sync::Mutex::new(Arc::new(image_promote)),
         }
     }
 
@@ -129,6 +160,29 @@ impl Console {
     /// Replaces [`Self::bootstrap`] (tests: an operation that builds nothing).
     pub fn set_bootstrap(&self, start: StartBootstrap) {
         *self.bootstrap.lock().unwrap_or_else(|e| e.into_inner()) = start;
+    }
+
+    /// How the build form starts a build.
+    pub fn build(&self) -> StartBuild {
+        self.build.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces [`Self::build`] (tests: an operation that builds nothing).
+    pub fn set_build(&self, start: StartBuild) {
+        *self.build.lock().unwrap_or_else(|e| e.into_inner()) = start;
+    }
+
+    /// How a VM page's promote form starts a promotion.
+    pub fn promote(&self) -> StartPromote {
+        self.promote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces [`Self::promote`] (tests: an operation that copies nothing).
+    pub fn set_promote(&self, start: StartPromote) {
+        *self.promote.lock().unwrap_or_else(|e| e.into_inner()) = start;
     }
 
     pub fn serving(&self) -> Option<&Serving> {
@@ -304,6 +358,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
             get(pages::bootstrap_image_page).post(pages::bootstrap_image),
         )
         .route("/new/image", get(pages::new_image))
+        .route("/new/build", get(pages::new_build).post(pages::build_image))
+        .route("/vms/{name}/promote", post(pages::promote_vm))
         .route("/picker", get(pages::picker))
         .route("/operations", get(pages::operation_list))
         .route("/operations/{id}", get(pages::operation_page))

@@ -14,7 +14,10 @@ use banger_api::{ApiError, ErrorCode, Image, OperationState, Vm, VmState};
 use serde::Deserialize;
 
 use super::auth::{self, unix_now};
-use super::forms::{self, BootstrapInput, CsrfForm, FieldErrors, ImageInput, Viewer, VmInput};
+use super::forms::{
+    self, BootstrapInput, BuildInput, CsrfForm, FieldErrors, ImageInput, PromoteInput, Viewer,
+    VmInput,
+};
 use super::picker;
 use super::views::{self, Chrome, GuestView, Link, OpView};
 use crate::machine::{self, disks, guest};
@@ -437,6 +440,43 @@ pub async fn start_vm(
     Ok(see_other(&views::operation_href(&op.id)))
 }
 
+/// `POST /vms/{name}/promote`: checks the image name, then the VM (the promote service: it
+/// must be stopped), then starts the promotion and shows its operation; a refusal comes back
+/// on the VM's page, under its promote form.
+pub async fn promote_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let viewer = form.viewer;
+    let input = PromoteInput::from_form(&form.fields);
+    let attempt = input.clone();
+    let start = d.web.promote();
+    let d2 = d.clone();
+    let (outcome, vm, console) = blocking(&d, move |d| {
+        let vm = vm::find(d, &name)?;
+        let outcome = attempt
+            .check(d, &vm.name)
+            .and_then(|request| start(&d2, &request).map_err(forms::service_error));
+        let console = console_tail(d, &vm, views::CONSOLE_LINES);
+        Ok((outcome, vm, console))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match outcome {
+        Ok(op) => Ok(see_other(&views::operation_href(&op.id))),
+        Err(errors) => {
+            let guest = guest_view(&d, &vm).await;
+            Ok(views::render_with(
+                StatusCode::BAD_REQUEST,
+                &views::VmPage::new(viewer.chrome("vms"), &vm, &d.ops.list(), console)
+                    .with_guest(guest)
+                    .with_promote(input.form(&errors)),
+            ))
+        }
+    }
+}
+
 /// The VM a stop or restart would act on, refused (as the service would) unless it runs.
 async fn stoppable(
     d: &Arc<Daemon>,
@@ -597,6 +637,35 @@ pub async fn bootstrap_image(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Pa
                 images: images.iter().map(views::ImageRow::from).collect(),
                 bootstrap: input.form(&errors, viewer.privileges.bootstrap_problem()),
             },
+        )),
+    }
+}
+
+/// `GET /new/build`: the build form, with an example recipe.
+pub async fn new_build(viewer: Viewer) -> Response {
+    views::render(&BuildInput::defaults().page(viewer.chrome("images"), &FieldErrors::new()))
+}
+
+/// `POST /new/build`: checks the recipe and the overrides, then the host's part (the build
+/// service), then starts the build and shows its operation; mistakes come back on the form.
+pub async fn build_image(State(d): State<Arc<Daemon>>, form: CsrfForm) -> Page {
+    let viewer = form.viewer;
+    let input = BuildInput::from_form(&form.fields);
+    let attempt = input.clone();
+    let start = d.web.build();
+    let d2 = d.clone();
+    let outcome = blocking(&d, move |d| {
+        Ok(attempt
+            .check(d)
+            .and_then(|request| start(&d2, &request).map_err(forms::service_error)))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match outcome {
+        Ok(op) => Ok(see_other(&views::operation_href(&op.id))),
+        Err(errors) => Ok(views::render_with(
+            StatusCode::BAD_REQUEST,
+            &input.page(viewer.chrome("images"), &errors),
         )),
     }
 }

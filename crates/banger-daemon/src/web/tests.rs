@@ -357,6 +357,7 @@ const PAGES: &[&str] = &[
     "/images/base",
     "/images/bootstrap",
     "/new/image",
+    "/new/build",
     "/picker?field=kernel",
     "/operations",
     "/operations/op-1",
@@ -607,6 +608,11 @@ async fn every_change_needs_the_sessions_csrf_token() {
             "/images/bootstrap".into(),
             vec![("name", "fresh"), ("suite", "bookworm")],
         ),
+        (
+            "/new/build".into(),
+            vec![("builtin", "opencode"), ("name", "fresh"), ("base", "base")],
+        ),
+        ("/vms/dev/promote".into(), vec![("name", "fresh")]),
         (format!("/operations/{id}/cancel"), vec![]),
         ("/logout".into(), vec![]),
     ];
@@ -658,6 +664,8 @@ async fn gets_change_nothing() {
         &format!("/vms/dev/start?csrf={}", b.csrf),
         &format!("/vms/dev/pause?csrf={}", b.csrf),
         &format!("/vms/dev/resume?csrf={}", b.csrf),
+        &format!("/vms/dev/promote?csrf={}&name=snap", b.csrf),
+        &format!("/new/build?csrf={}&name=snap&builtin=opencode", b.csrf),
     ] {
         let status = w.send(w.get(path, Some(&b))).await.status();
         assert!(
@@ -2028,6 +2036,295 @@ async fn the_bootstrap_post_needs_a_session_the_csrf_token_and_the_same_origin()
         .insert("sec-fetch-site", "same-origin".parse().unwrap());
     assert_eq!(w.send(req).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    w.stop().await;
+}
+
+// ----- image build and promote -----
+
+/// A stand-in for an image service's operation (`kind`, named for the new image): it runs
+/// until it is cancelled, making nothing.
+fn pretend_image_op(
+    d: &Arc<Daemon>,
+    kind: OperationKind,
+    name: &str,
+) -> Result<banger_api::Operation, banger_api::ApiError> {
+    Ok(d.ops.spawn(kind, name, &["boot", "record"], |cx| {
+        cx.begin("boot");
+        for _ in 0..3000 {
+            cx.check_cancelled()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(serde_json::Value::Null)
+    }))
+}
+
+/// The text of the inline error under `field` in `page`.
+fn field_error<'a>(page: &'a str, field: &str) -> &'a str {
+    page.split(&format!("id=\"{field}-error\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {field} error:\n{page}"))
+        .split("</p>")
+        .next()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_form_checks_its_recipe_then_starts_a_build_that_can_be_cancelled() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    w.insert_image("base");
+    let images = w.page(&b, "/images").await;
+    assert!(images.contains("href=\"/new/build\""), "{images}");
+    let form = w.page(&b, "/new/build").await;
+    assert!(
+        form.contains("<form method=\"post\" action=\"/new/build\""),
+        "{form}"
+    );
+    assert!(form.contains("<textarea id=\"recipe\" name=\"recipe\""));
+    assert!(form.contains("# An image build recipe"), "{form}");
+    assert!(form.contains("<option value=\"opencode\">opencode</option>"));
+    assert!(form.contains("name=\"no_cache\" value=\"on\">"));
+
+    let post = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", b.csrf.as_str())];
+        all.extend_from_slice(fields);
+        w.post("/new/build", Some(&b), &all)
+    };
+    let refused = async |fields: &[(&str, &str)]| {
+        let response = w.send(post(fields)).await;
+        let status = response.status();
+        let page = text(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+        page
+    };
+
+    // The real build service checks the host's files: one that is missing is named.
+    let page = refused(&[
+        (
+            "recipe",
+            "name = \"tools\"\n[[file]]\nsrc = \"/nonexistent/motd\"\ndest = \"/etc/motd\"\n",
+        ),
+        ("base", "base"),
+    ])
+    .await;
+    assert!(
+        page.contains("file /nonexistent/motd cannot be read"),
+        "{page}"
+    );
+    assert!(w.d.ops.list().is_empty());
+
+    let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = started.clone();
+    w.d.web.set_build(Arc::new(move |d, req| {
+        seen.lock().unwrap().push(req.clone());
+        let name = req.recipe.name.clone().unwrap();
+        pretend_image_op(d, OperationKind::BuildImage, &name)
+    }));
+
+    // A recipe that is not TOML, or has a key recipes do not have.
+    let page = refused(&[("recipe", "pakages = [\"git\"]\n"), ("name", "tools")]).await;
+    assert!(
+        field_error(&page, "recipe").contains("unknown field `pakages`"),
+        "{page}"
+    );
+    // What was typed comes back as typed.
+    assert!(page.contains("pakages = [&#34;git&#34;]"), "{page}");
+    // Relative host paths have nothing to be relative to: every one is named.
+    let page = refused(&[(
+        "recipe",
+        "name = \"tools\"\n[[file]]\nsrc = \"motd\"\ndest = \"/etc/motd\"\n\
+         [[run]]\nscript = \"setup.sh\"\n",
+    )])
+    .await;
+    let error = field_error(&page, "recipe");
+    assert!(
+        error.contains("the web form takes absolute host paths only"),
+        "{error}"
+    );
+    assert!(error.contains("file src"), "{error}");
+    assert!(error.contains("run script"), "{error}");
+    assert!(
+        error.contains("[[run]] command and [[download]]"),
+        "{error}"
+    );
+    // Every mistake at once, each under its field.
+    let page = refused(&[
+        ("recipe", "packages = [\"Git\"]\n"),
+        ("name", "base"),
+        ("base", "nope"),
+    ])
+    .await;
+    assert!(
+        field_error(&page, "recipe").contains("not a Debian package name"),
+        "{page}"
+    );
+    assert!(field_error(&page, "name").contains("already exists"));
+    assert!(field_error(&page, "base").contains("unknown base image &#34;nope&#34;"));
+    // No name anywhere; no base anywhere (the configured default does not exist here); an
+    // unknown built-in.
+    let page = refused(&[("recipe", "base = \"base\"\n")]).await;
+    assert!(field_error(&page, "name").contains("the recipe names no image"));
+    let page = refused(&[("recipe", "name = \"tools\"\n")]).await;
+    assert!(
+        field_error(&page, "base")
+            .contains("unknown base image &#34;debian&#34; (the configured default image)"),
+        "{page}"
+    );
+    let page = refused(&[("builtin", "nope"), ("name", "x"), ("base", "base")]).await;
+    assert!(field_error(&page, "builtin").contains("no built-in recipe &#34;nope&#34;"));
+    assert!(page.contains("built-in recipes: opencode"), "{page}");
+    assert!(started.lock().unwrap().is_empty());
+    assert!(
+        w.d.ops.list().is_empty(),
+        "a refused form started something"
+    );
+
+    // A good recipe starts the build, with the overrides, and shows its operation.
+    let response = w
+        .send(post(&[
+            ("recipe", super::forms::EXAMPLE_RECIPE),
+            ("name", "tools2"),
+            ("base", "base"),
+            ("no_cache", "on"),
+        ]))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    assert!(op_page.starts_with("/operations/op-"), "{op_page}");
+    {
+        let started = started.lock().unwrap();
+        let req = &started[0];
+        assert_eq!(req.recipe.name.as_deref(), Some("tools2"));
+        assert_eq!(req.recipe.base.as_deref(), Some("base"));
+        assert_eq!(req.recipe.packages, ["jq"]);
+        assert_eq!(req.no_cache, Some(true));
+        assert_eq!(req.download_only, None);
+    }
+    let page = w.page(&b, &op_page).await;
+    assert!(page.contains("Build image tools2"), "{page}");
+    assert!(page.contains(&format!("action=\"{op_page}/cancel\"")));
+    let after = w.act(&b, &format!("{op_page}/cancel")).await;
+    assert_eq!(after, format!("{op_page}?notice=cancel-requested"));
+    assert_eq!(w.finish(&op_page).await.state, OperationState::Cancelled);
+
+    // A built-in recipe, renamed; the typed recipe is ignored.
+    let response = w
+        .send(post(&[
+            ("builtin", "opencode"),
+            ("recipe", "this is not read"),
+            ("name", "agent"),
+            ("base", "base"),
+        ]))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    {
+        let started = started.lock().unwrap();
+        let req = &started[1];
+        assert_eq!(req.recipe.name.as_deref(), Some("agent"));
+        assert_eq!(req.recipe.services[0].name, "opencode");
+        assert_eq!(req.no_cache, None);
+    }
+    w.act(&b, &format!("{op_page}/cancel")).await;
+    assert_eq!(w.finish(&op_page).await.state, OperationState::Cancelled);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vms_page_promotes_it_and_a_running_one_is_refused() {
+    let (w, _fc) = Web::with_fake_host().await;
+    let b = w.sign_in().await;
+    w.insert_bootable_image("base");
+    let response = w
+        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op = w.finish(location(&response)).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(w.vm("dev").state, VmState::Running);
+
+    // A running VM's page offers no promotion, and the promote service refuses one.
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(!page.contains("id=\"promote-form\""), "{page}");
+    let promote = |name: &str, with_work: bool| {
+        let mut fields = vec![("csrf", b.csrf.as_str()), ("name", name)];
+        if with_work {
+            fields.push(("with_work", "on"));
+        }
+        w.post("/vms/dev/promote", Some(&b), &fields)
+    };
+    let ops_before = w.d.ops.list().len();
+    let response = w.send(promote("snap", false)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = text(response).await;
+    assert!(
+        page.contains(
+            "<p>VM &#34;dev&#34; is running; only a stopped VM&#39;s root can become an image</p>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<p class=\"hint\">stop it first: its root is consistent only when the guest has \
+             shut down</p>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"promote-form\""),
+        "the form comes back: {page}"
+    );
+    assert_eq!(
+        w.d.ops.list().len(),
+        ops_before,
+        "a refusal started something"
+    );
+    assert!(w.d.store.find_image("snap").unwrap().is_none());
+
+    // Stopped, its page has the form.
+    let op_page = w.act(&b, "/vms/dev/stop").await;
+    assert_eq!(w.finish(&op_page).await.state, OperationState::Succeeded);
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(
+        page.contains("<form method=\"post\" action=\"/vms/dev/promote\""),
+        "{page}"
+    );
+    assert!(page.contains("name=\"with_work\" value=\"on\">"), "{page}");
+    let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = started.clone();
+    w.d.web.set_promote(Arc::new(move |d, req| {
+        seen.lock().unwrap().push(req.clone());
+        pretend_image_op(d, OperationKind::PromoteImage, &req.name)
+    }));
+    // A bad or taken name, under its field.
+    for (name, says) in [
+        ("Snap!", "lower-case"),
+        ("base", "already exists"),
+        ("", "name"),
+    ] {
+        let response = w.send(promote(name, true)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+        let page = text(response).await;
+        assert!(field_error(&page, "name").contains(says), "{name}: {page}");
+        assert!(page.contains("name=\"with_work\" value=\"on\" checked>"));
+    }
+    assert!(started.lock().unwrap().is_empty());
+    // A good one starts the promotion and shows it.
+    let response = w.send(promote("snap", true)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let op_page = location(&response).to_owned();
+    assert_eq!(
+        *started.lock().unwrap(),
+        [banger_api::PromoteImageRequest {
+            vm: "dev".into(),
+            name: "snap".into(),
+            with_work: Some(true),
+        }]
+    );
+    let page = w.page(&b, &op_page).await;
+    assert!(page.contains("Promote VM to image snap"), "{page}");
+    w.act(&b, &format!("{op_page}/cancel")).await;
+    assert_eq!(w.finish(&op_page).await.state, OperationState::Cancelled);
     w.stop().await;
 }
 

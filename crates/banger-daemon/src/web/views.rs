@@ -1032,6 +1032,8 @@ pub struct VmPage {
     pub console: Option<ConsoleView>,
     /// Health and listening ports from the guest agent: only while the VM runs.
     pub guest: Option<GuestView>,
+    /// The promote form: a stopped VM's, or one whose submission was refused.
+    pub promote: Option<PromoteForm>,
 }
 
 impl VmPage {
@@ -1108,6 +1110,8 @@ impl VmPage {
             boot,
             console,
             guest: None,
+            promote: matches!(vm.state, VmState::Stopped | VmState::Failed)
+                .then(|| crate::web::forms::PromoteInput::default().form(&Default::default())),
         }
     }
 
@@ -1122,6 +1126,12 @@ impl VmPage {
                 text: s.text(),
             })
             .collect();
+        self
+    }
+
+    /// The page with its promote form as submitted, and why it was refused.
+    pub fn with_promote(mut self, promote: PromoteForm) -> VmPage {
+        self.promote = Some(promote);
         self
     }
 
@@ -1259,6 +1269,29 @@ pub struct BootstrapForm {
     pub suite: Field,
     /// Why `sudo -n` would refuse a bootstrap's root-owned steps (the doctor's check).
     pub sudo: Option<Problem>,
+}
+
+/// The build form (`/new/build`).
+#[derive(Template)]
+#[template(path = "image_build.html")]
+pub struct BuildFormPage {
+    pub chrome: Chrome,
+    pub form_error: Option<FormError>,
+    pub recipe: Field,
+    pub builtin: Field,
+    /// (value, label, selected): the typed recipe, then each built-in one.
+    pub builtins: Vec<(&'static str, &'static str, bool)>,
+    pub name: Field,
+    pub base: Field,
+    pub no_cache: bool,
+}
+
+/// A stopped VM's promote form.
+#[derive(Debug, Clone)]
+pub struct PromoteForm {
+    pub form_error: Option<FormError>,
+    pub name: Field,
+    pub with_work: bool,
 }
 
 #[derive(Template)]
@@ -1500,7 +1533,9 @@ mod tests {
     use banger_agent::protocol::BootStage as GuestBootStage;
 
     use super::*;
-    use crate::web::forms::{BootstrapInput, FieldErrors, ImageInput, VmInput};
+    use crate::web::forms::{
+        BootstrapInput, BuildInput, FieldErrors, ImageInput, PromoteInput, VmInput,
+    };
 
     const T: i64 = 1_763_900_000_000;
 
@@ -2083,6 +2118,64 @@ mod tests {
             hint: None,
         });
         assert!(error.contains("id=\"sudo-banner\""));
+    }
+
+    #[test]
+    fn build_form_as_first_shown() {
+        insta::assert_snapshot!(render(
+            &BuildInput::defaults().page(chrome("images"), &FieldErrors::new())
+        ));
+    }
+
+    #[test]
+    fn build_form_with_errors() {
+        let input = BuildInput {
+            recipe: "name = \"tools\"\n[[file]]\nsrc = \"motd\"\ndest = \"/etc/motd\"\n".into(),
+            builtin: String::new(),
+            name: "Tools".into(),
+            base: "nope".into(),
+            no_cache: true,
+        };
+        let errors = FieldErrors::from([
+            (
+                "recipe",
+                ApiError::invalid(
+                    "file src \"motd\" is not an absolute path: the web form takes absolute \
+                     host paths only",
+                )
+                .with_hint("write the full path of each file on the daemon's host"),
+            ),
+            ("name", validate::name("image", "Tools").unwrap_err()),
+            ("base", ApiError::invalid("unknown base image \"nope\"")),
+        ]);
+        insta::assert_snapshot!(render(&input.page(chrome("images"), &errors)));
+    }
+
+    #[test]
+    fn vm_page_with_a_refused_promotion() {
+        let input = PromoteInput {
+            name: "snap".into(),
+            with_work: true,
+        };
+        let errors = FieldErrors::from([(
+            "form",
+            ApiError::new(
+                banger_api::ErrorCode::InvalidState,
+                "VM \"dev\" is running; only a stopped VM's root can become an image",
+            )
+            .with_hint("stop it first: its root is consistent only when the guest has shut down"),
+        )]);
+        let mut running = vm("dev", VmState::Running, 1);
+        running.runtime = Some(runtime());
+        let page = render(
+            &VmPage::new(chrome("vms"), &running, &[], Ok(vec![]))
+                .with_promote(input.form(&errors)),
+        );
+        let promote = page
+            .split("<section class=\"panel\" id=\"promote\">")
+            .nth(1)
+            .unwrap();
+        insta::assert_snapshot!(promote.split("</section>").next().unwrap());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 // daemon's Firecracker binary does not exist). Saves screenshots.
 //
 // Also registers a second image through the form and the host-path picker, and follows the
-// operation's page to its end; and submits the bootstrap form with a bad suite to see its
-// error inline (a valid one would build an image, which this test never does).
+// operation's page to its end; submits the bootstrap form with a bad suite to see its
+// error inline (a valid one would build an image, which this test never does); and submits
+// the build form, first with a relative host path (refused inline), then with a recipe that
+// starts a build, which it cancels from the operation's page.
 //
 // Usage: node console.mjs LOGIN_URL SCREENSHOT_PNG IMAGE_NAME FILES_DIR
 // Run by crates/banger-daemon/tests/web_browser.rs; exits non-zero with a reason on failure.
@@ -227,6 +229,36 @@ try {
   if ((await page.inputValue('#suite')) !== 'Not A Suite') fail('the typed suite was lost');
   if ((await page.locator('article.op, [data-op]').count()) !== 0) fail('a refused bootstrap started');
   await shot('-bootstrap-errors');
+
+  // The build form: a relative host path is refused with the reason, what was typed kept; a
+  // recipe that needs no host file passes the build service's checks and starts a build,
+  // cancelled from its page (the test's daemon runs a stand-in for the build itself).
+  await page.getByRole('link', { name: 'Build image' }).click();
+  await page.waitForURL((url) => url.pathname === '/new/build');
+  await page.getByRole('heading', { name: 'Build image' }).waitFor();
+  if (!(await page.inputValue('#recipe')).includes('name = "tools"')) fail('no example recipe');
+  const relative = 'name = "browser-built"\n[[file]]\nsrc = "motd"\ndest = "/etc/motd"\n';
+  await page.fill('#recipe', relative);
+  await page.fill('#base', imageName);
+  await page.getByRole('button', { name: 'Build', exact: true }).click();
+  await page.locator('#recipe-error').waitFor();
+  const recipeError = await page.locator('#recipe-error').textContent();
+  if (!recipeError.includes('the web form takes absolute host paths only')) {
+    fail(`no inline error for the relative path: ${recipeError}`);
+  }
+  if ((await page.inputValue('#recipe')) !== relative) fail('the typed recipe was lost');
+  if ((await page.inputValue('#base')) !== imageName) fail('the typed base was lost');
+  await shot('-build-errors');
+  await page.fill('#recipe', 'name = "browser-built"\n\n[[run]]\ncommand = "echo hi >/etc/motd"\n');
+  await page.check('input[name="no_cache"]');
+  await page.getByRole('button', { name: 'Build', exact: true }).click();
+  await page.waitForURL((url) => url.pathname.startsWith('/operations/op-'));
+  await page.locator('h1', { hasText: 'Build image' }).waitFor();
+  await page.locator('h1', { hasText: 'browser-built' }).waitFor();
+  await shot('-build');
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.getByText('Cancellation requested.').waitFor();
+  await page.locator('h1 .state', { hasText: 'cancelled' }).waitFor({ timeout: 15_000 });
 
   // The refused forms answer 400, which the browser logs; anything else is a problem.
   const left = problems.filter((p) => !p.includes('status of 400'));

@@ -1,0 +1,158 @@
+//! The promote prompt: the image name a stopped VM becomes, and whether its `/root` becomes
+//! the image's work seed, as `banger image promote VM NAME [--with-work]` takes them. The name
+//! is checked by the rule the CLI applies before anything is sent; bangerd checks it again and
+//! decides whether the VM's state allows a promotion, and its refusal is shown in the prompt.
+
+use banger_api::{ApiError, PromoteImageRequest, validate};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// What a key press did to the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromoteOutcome {
+    Editing,
+    Cancel,
+    Submit(PromoteImageRequest),
+}
+
+/// The prompt over the VM list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromoteForm {
+    /// The VM to promote.
+    pub vm: String,
+    /// The new image's name, as typed.
+    pub name: String,
+    /// Its `/root` becomes the image's work seed.
+    pub with_work: bool,
+    /// The checkbox has the focus (Tab moves it); else the name does.
+    pub on_with_work: bool,
+    /// Why the last submission was refused, here or by bangerd.
+    pub error: Option<ApiError>,
+    /// Sent; waiting for bangerd's answer.
+    pub pending: bool,
+}
+
+impl PromoteForm {
+    pub fn new(vm: String) -> PromoteForm {
+        PromoteForm {
+            vm,
+            ..PromoteForm::default()
+        }
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) -> PromoteOutcome {
+        if key.code == KeyCode::Esc {
+            return PromoteOutcome::Cancel;
+        }
+        if self.pending {
+            return PromoteOutcome::Editing;
+        }
+        match key.code {
+            KeyCode::Enter => {
+                if let Err(e) = validate::name("image", &self.name) {
+                    self.error = Some(e);
+                    return PromoteOutcome::Editing;
+                }
+                self.error = None;
+                self.pending = true;
+                return PromoteOutcome::Submit(PromoteImageRequest {
+                    vm: self.vm.clone(),
+                    name: self.name.clone(),
+                    with_work: self.with_work.then_some(true),
+                });
+            }
+            KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                self.on_with_work = !self.on_with_work;
+            }
+            KeyCode::Char(' ') if self.on_with_work => self.with_work = !self.with_work,
+            KeyCode::Left | KeyCode::Right if self.on_with_work => {
+                self.with_work = !self.with_work;
+            }
+            // An edit clears the last refusal: it was about the name as it was.
+            KeyCode::Backspace if !self.on_with_work => {
+                self.name.pop();
+                self.error = None;
+            }
+            KeyCode::Char(c)
+                if !self.on_with_work
+                    && !key.modifiers.contains(KeyModifiers::CONTROL)
+                    && !c.is_control() =>
+            {
+                self.name.push(c);
+                self.error = None;
+            }
+            _ => {}
+        }
+        PromoteOutcome::Editing
+    }
+
+    /// bangerd refused the promotion: shown in the prompt, which stays open to fix the name.
+    pub fn refused(&mut self, error: ApiError) {
+        self.pending = false;
+        self.error = Some(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn typed(form: &mut PromoteForm, text: &str) {
+        for c in text.chars() {
+            form.handle_key(key(KeyCode::Char(c)));
+        }
+    }
+
+    #[test]
+    fn typing_toggling_and_submitting() {
+        let mut form = PromoteForm::new("dev".into());
+        typed(&mut form, "snapx");
+        form.handle_key(key(KeyCode::Backspace));
+        form.handle_key(key(KeyCode::Tab));
+        form.handle_key(key(KeyCode::Char(' ')));
+        assert!(form.with_work);
+        typed(&mut form, "ignored");
+        assert_eq!(form.name, "snap");
+        assert_eq!(
+            form.handle_key(key(KeyCode::Enter)),
+            PromoteOutcome::Submit(PromoteImageRequest {
+                vm: "dev".into(),
+                name: "snap".into(),
+                with_work: Some(true),
+            })
+        );
+        assert!(form.pending);
+        // Keys wait for the answer; Esc still closes.
+        assert_eq!(
+            form.handle_key(key(KeyCode::Enter)),
+            PromoteOutcome::Editing
+        );
+        form.refused(ApiError::invalid("an image named \"snap\" already exists"));
+        assert!(!form.pending);
+        assert_eq!(form.handle_key(key(KeyCode::Esc)), PromoteOutcome::Cancel);
+    }
+
+    #[test]
+    fn a_bad_name_is_refused_before_anything_is_sent() {
+        let mut form = PromoteForm::new("dev".into());
+        assert_eq!(
+            form.handle_key(key(KeyCode::Enter)),
+            PromoteOutcome::Editing
+        );
+        assert!(form.error.is_some());
+        typed(&mut form, "Snap!");
+        assert_eq!(
+            form.handle_key(key(KeyCode::Enter)),
+            PromoteOutcome::Editing
+        );
+        assert!(
+            form.error.as_ref().unwrap().message.contains("lower-case"),
+            "{:?}",
+            form.error
+        );
+        assert!(!form.pending);
+    }
+}
