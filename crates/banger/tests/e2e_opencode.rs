@@ -108,12 +108,12 @@ fn the_opencode_image_serves_on_port_4096_when_create_returns() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let forwarded = format!("http://127.0.0.1:{host_port}/doc");
-    let first = curl(&forwarded, "10");
+    let forwarded = format!("http://127.0.0.1:{host_port}/");
+    let first = curl(&forwarded, "30");
     if first.0 != "200" {
         // Say what answers and when, to tell a slow server from a broken forward.
         let ip = vm["network"]["ip"].as_str().unwrap_or_default().to_owned();
-        println!("direct: {:?}", curl(&format!("http://{ip}:4096/doc"), "10"));
+        println!("direct: {:?}", curl(&format!("http://{ip}:4096/"), "10"));
         println!(
             "in the guest: {:?}",
             t.banger(&[
@@ -129,7 +129,7 @@ fn the_opencode_image_serves_on_port_4096_when_create_returns() {
                 "/dev/null",
                 "-w",
                 "%{http_code}",
-                "http://127.0.0.1:4096/doc"
+                "http://127.0.0.1:4096/"
             ])
         );
         let waited = Instant::now();
