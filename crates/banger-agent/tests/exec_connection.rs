@@ -61,12 +61,9 @@ async fn read_until(
     );
 }
 
-#[tokio::test]
-async fn the_connection_stays_up_while_the_client_writes_after_the_exit() {
-    let (client, server) = tokio::net::UnixStream::pair().unwrap();
-    let agent = tokio::spawn(guest::serve_stream(server, config()));
-    let (mut read, mut write) = client.into_split();
-
+/// Sends the head of an exec of `true` with standard input, and its start frame; the body
+/// stays open.
+async fn start_true(write: &mut tokio::net::unix::OwnedWriteHalf) {
     let mut request = ExecRequest::new(["true"]);
     request.stdin = true;
     let start = Frame::new(FrameKind::Start, serde_json::to_vec(&request).unwrap()).encode();
@@ -77,6 +74,14 @@ async fn the_connection_stays_up_while_the_client_writes_after_the_exit() {
     .into_bytes();
     head.extend_from_slice(&chunk(&start));
     write.write_all(&head).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_stays_up_while_the_client_writes_after_the_exit() {
+    let (client, server) = tokio::net::UnixStream::pair().unwrap();
+    let agent = tokio::spawn(guest::serve_stream(server, config()));
+    let (mut read, mut write) = client.into_split();
+    start_true(&mut write).await;
 
     // The command exits at once; its exit frame comes while the input is still open.
     let mut answer = Vec::new();
@@ -114,16 +119,7 @@ async fn a_client_that_never_ends_its_input_is_let_go() {
     let (client, server) = tokio::net::UnixStream::pair().unwrap();
     let agent = tokio::spawn(guest::serve_stream(server, config()));
     let (mut read, mut write) = client.into_split();
-    let mut request = ExecRequest::new(["true"]);
-    request.stdin = true;
-    let start = Frame::new(FrameKind::Start, serde_json::to_vec(&request).unwrap()).encode();
-    let mut head = format!(
-        "POST /v1/exec HTTP/1.1\r\nHost: banger-agent\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/vnd.banger.exec-frames\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    head.extend_from_slice(&chunk(&start));
-    write.write_all(&head).await.unwrap();
+    start_true(&mut write).await;
     read_until(&mut read, &mut Vec::new(), br#"{"code":0"#).await;
     // The body stays open and the client says nothing more: after a while the agent closes
     // the connection rather than keep it for ever.

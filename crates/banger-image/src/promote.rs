@@ -34,7 +34,7 @@ use crate::bootstrap::{
     self, BootstrapError, Host, ImageSizes, WORK_SEED_DIR, WorkSeed, clean_root, debian,
     make_rootfs, run_step,
 };
-use crate::register::{INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE, Reporter};
+use crate::register::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE, Reporter};
 use crate::vmdisk;
 
 /// Stage names, in order, as an operation reports them.
@@ -406,17 +406,7 @@ impl Promotion<'_> {
                 fingerprint,
             },
         };
-        let manifest_path = self.image_dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BootstrapError::Io {
-            what: "encode the manifest for",
-            path: manifest_path.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })?;
-        std::fs::write(&manifest_path, json).map_err(|source| BootstrapError::Io {
-            what: "write",
-            path: manifest_path,
-            source,
-        })?;
+        bootstrap::write_manifest(self.image_dir, &manifest)?;
         self.reporter.done(s_manifest, None);
         if self.reporter.cancelled() {
             return Err(BootstrapError::Cancelled);

@@ -702,17 +702,7 @@ impl Run<'_> {
             },
             initramfs_modules: report.modules,
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BootstrapError::Io {
-            what: "encode the manifest for",
-            path: self.image_dir.join(MANIFEST_FILE),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })?;
-        let manifest_path = self.image_dir.join(MANIFEST_FILE);
-        std::fs::write(&manifest_path, json).map_err(|source| BootstrapError::Io {
-            what: "write",
-            path: manifest_path,
-            source,
-        })?;
+        write_manifest(self.image_dir, &manifest)?;
         self.reporter.done(s_manifest, None);
         if self.reporter.cancelled() {
             return Err(BootstrapError::Cancelled);
@@ -1274,6 +1264,24 @@ pub(crate) fn make_rootfs(
     )?;
     crate::format::check_rootfs(rootfs)?;
     Ok(used)
+}
+
+/// Writes `manifest` as the image directory's `manifest.json`.
+pub(crate) fn write_manifest(
+    image_dir: &Path,
+    manifest: &impl Serialize,
+) -> Result<(), BootstrapError> {
+    let path = image_dir.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| BootstrapError::Io {
+        what: "encode the manifest for",
+        path: path.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
+    std::fs::write(&path, json).map_err(|source| BootstrapError::Io {
+        what: "write",
+        path,
+        source,
+    })
 }
 
 /// The size of `rootfs.ext4` for a root of `used` bytes: a quarter more plus 256 MiB,
