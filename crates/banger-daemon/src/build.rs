@@ -407,7 +407,13 @@ impl<'a> BuildVm<'a> {
             });
             answered?;
         }
-        cx.done(S_BOOT, Some(format!("VM {} on {}", vm.vm.name, vm.vm.vmm)));
+        // The VMM the VM runs on (the configured one may be `auto`).
+        let vmm = vm
+            .vm
+            .runtime
+            .as_ref()
+            .map_or(vm.vm.vmm.to_string(), |r| r.vmm.to_string());
+        cx.done(S_BOOT, Some(format!("VM {} on {vmm}", vm.vm.name)));
         Ok(vm)
     }
 }

@@ -181,6 +181,10 @@ struct Promotion<'a> {
 const MERGE_SCRIPT: &str = r#"set -eu
 base=$1 overlay=$2 work=$3 s=$4
 shift 4
+# Loop devices and overlayfs may be modules nothing loaded yet (banger's own guests, the lab,
+# have neither until asked): without the loop module, mount -o loop fails with EPERM.
+modprobe loop 2>/dev/null || true
+modprobe overlay 2>/dev/null || true
 mkdir -p "$s/lower" "$s/overlay" "$s/merged" "$s/root" "$s/seed" "$s/workmnt" "$s/empty"
 mount -t ext4 -o ro,noload,loop "$base" "$s/lower"
 mount -t ext4 -o ro,noload,loop "$overlay" "$s/overlay"

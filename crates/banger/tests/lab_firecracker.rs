@@ -291,6 +291,8 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     assert_eq!(left.trim(), "0", "left in the lab: {left}");
     // Snapshots and clones, in the same lab.
     snapshots_and_clones(&lab);
+    // Images built and promoted on Firecracker.
+    images_built_on_firecracker(&lab);
 
     lab.ok(&["daemon", "stop"]);
     let (_, procs, _) = lab.sh("ps -eo comm | grep -c -x firecracker || true");
@@ -299,6 +301,86 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "0",
         "no Firecracker outlives the inner daemon"
     );
+}
+
+/// `image build` and `image promote` with Firecracker guests: a recipe (a file, a command, a
+/// service answering HTTP) built on a Firecracker build VM, a Firecracker VM of the image
+/// ready once its service answers, and a promoted VM's root booting in a new VM.
+fn images_built_on_firecracker(lab: &Lab<'_>) {
+    lab.sh_ok(
+        "mkdir -p /root/recipe && echo from-the-recipe >/root/recipe/motd && \
+         cat >/root/recipe/web.toml <<'EOF'
+name = \"web\"
+memory_mib = 256
+[[file]]
+src = \"motd\"
+dest = \"/etc/motd\"
+[[run]]
+command = \"mkdir -p /srv/www && echo built-on-firecracker >/srv/www/index.html\"
+[[service]]
+name = \"web\"
+port = 8080
+command = \"busybox httpd -f -p 8080 -h /srv/www\"
+http = \"/\"
+EOF",
+    );
+    let started = Instant::now();
+    let (code, out, err) = lab.banger(&[
+        "image",
+        "build",
+        "-f",
+        "/root/recipe/web.toml",
+        "--disk",
+        "1G",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "in the lab: image build on Firecracker: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        err.contains("on firecracker"),
+        "the build VM is a Firecracker one: {err}"
+    );
+    assert!(
+        lab.json(&["vm", "list"]).as_array().unwrap().is_empty(),
+        "no build VM is left"
+    );
+
+    let (code, out, err) = lab.banger(&[
+        "vm", "create", "--name", "w1", "--image", "web", "--memory", "256",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("web: done"), "{err}");
+    assert_eq!(lab.vm("w1")["runtime"]["vmm"], "firecracker");
+    assert_eq!(exec(lab, "w1", "cat /etc/motd").trim(), "from-the-recipe");
+    assert_eq!(
+        exec(lab, "w1", "busybox wget -qO- http://127.0.0.1:8080/").trim(),
+        "built-on-firecracker"
+    );
+
+    exec(lab, "w1", "echo promoted-on-firecracker >/etc/promoted");
+    lab.ok(&["vm", "stop", "w1"]);
+    let started = Instant::now();
+    lab.ok(&["image", "promote", "w1", "web-plus"]);
+    println!(
+        "in the lab: image promote: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    lab.ok(&[
+        "vm", "create", "--name", "w2", "--image", "web-plus", "--memory", "256",
+    ]);
+    assert_eq!(
+        exec(lab, "w2", "cat /etc/promoted").trim(),
+        "promoted-on-firecracker"
+    );
+    assert_eq!(exec(lab, "w2", "hostname").trim(), "w2");
+    for vm in ["w1", "w2"] {
+        lab.ok(&["vm", "delete", vm]);
+    }
+    for image in ["web-plus", "web"] {
+        lab.ok(&["image", "delete", image]);
+    }
 }
 
 /// `banger vm exec VM -- sh -c SCRIPT` in the lab, which must succeed; its stdout.
