@@ -345,12 +345,19 @@ impl Firecracker {
         }
         // Created here, mode 0600, so that they are the user's alone; Firecracker would create
         // them world-readable. They outlive the VM: they are how a failure is diagnosed.
-        // (The console log is opened by the spawn, with the same mode.)
+        // (The console log is opened by the spawn, with the same mode.) Firecracker writes
+        // them from their first byte, not at their end: a previous run's lines would be left
+        // under this run's, and its last ones (its exit code) read as this run's. So each
+        // run starts on new files, and the previous run's are kept as `NAME.1`.
         for file in [&spec.paths.vmm_log, &spec.paths.metrics] {
-            host.create_file(file).map_err(|source| VmmError::File {
+            let error = |source| VmmError::File {
                 path: file.clone(),
                 source,
-            })?;
+            };
+            if host.exists(file) {
+                host.rename(file, &previous_run(file)).map_err(error)?;
+            }
+            host.create_file(file).map_err(error)?;
         }
 
         let (pid, api_socket) = match spare {
@@ -452,6 +459,14 @@ impl Firecracker {
             other => other,
         }
     }
+}
+
+/// Where the log or metrics of a VM's previous Firecracker are kept when it starts again:
+/// `vmm.log.1`, `metrics.json.1`.
+pub fn previous_run(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
 }
 
 pub(crate) fn record(acquired: &mut Vec<Resource>, resource: Resource) {

@@ -1220,3 +1220,35 @@ fn every_failing_restore_step_is_rolled_back_exactly() {
     assert!(err.to_string().contains("needs Firecracker 1.16"), "{err}");
     assert!(fake.journal().is_empty());
 }
+
+// Firecracker writes its log from the first byte: a start over the previous run's log would
+// leave that run's last lines (its exit code) at the end, read as this run's. Each run gets
+// new files; the previous run's are kept beside them.
+#[test]
+fn a_second_start_keeps_the_previous_log_aside_and_writes_a_new_one() {
+    let fake = FakeFirecracker::new();
+    let backend = fake.backend();
+    let handle = backend.launch(&spec()).unwrap();
+    backend.stop(&handle, Duration::ZERO).unwrap();
+    assert!(!fake.journal().iter().any(|s| s.starts_with("rename")));
+
+    let before = fake.journal().len();
+    backend.launch(&spec()).unwrap();
+    let dir = "/var/lib/banger/vms/vm-1";
+    assert_eq!(
+        fake.journal()[before..before + 4],
+        [
+            format!("rename {dir}/firecracker.log {dir}/firecracker.log.1"),
+            format!("create {dir}/firecracker.log"),
+            format!("rename {dir}/metrics.json {dir}/metrics.json.1"),
+            format!("create {dir}/metrics.json"),
+        ]
+    );
+    let files = fake.files();
+    for file in ["firecracker.log", "firecracker.log.1", "metrics.json.1"] {
+        assert!(
+            files.contains(&Path::new(dir).join(file)),
+            "{file}: {files:?}"
+        );
+    }
+}
