@@ -253,7 +253,8 @@ pub struct DiskUsage {
 /// `POST /v1/shutdown` (202).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownAccepted {
-    /// How the agent asks the guest to power off, e.g. `systemd (SIGRTMIN+4 to PID 1)`.
+    /// How the agent asks the guest to end (a reboot, which ends the VMM), e.g.
+    /// `systemd (SIGRTMIN+5 to PID 1)`.
     pub method: String,
 }
 

@@ -118,11 +118,11 @@ pub fn run(sys: &mut dyn Sys, args: &[String]) -> BootError {
     }
 }
 
-/// Prints the failure as one line and powers off; returns only if powering off failed.
+/// Prints the failure as one line and ends the machine; returns only if that failed.
 pub fn fail(sys: &mut dyn Sys, error: &BootError) {
     sys.console(&failure_line(&error.to_string()));
-    let e = sys.power_off();
-    sys.console(&format!("{PREFIX} power-off failed: {e}"));
+    let e = sys.end_machine();
+    sys.console(&format!("{PREFIX} ending the machine failed: {e}"));
 }
 
 /// `banger-init: FAILED: <what>`, always a single line so a console scraper (or a human
@@ -772,8 +772,8 @@ mod tests {
                 Err(e) => e,
             }
         }
-        fn power_off(&mut self) -> io::Error {
-            self.log.push("poweroff".into());
+        fn end_machine(&mut self) -> io::Error {
+            self.log.push("end machine".into());
             io::Error::other("fake")
         }
     }
@@ -1065,12 +1065,12 @@ mod tests {
             fail(&mut sys, &err);
             assert_eq!(
                 sys.console.last().map(String::as_str),
-                Some("banger-init: power-off failed: fake")
+                Some("banger-init: ending the machine failed: fake")
             );
             let failed = &sys.console[sys.console.len() - 2];
             assert!(failed.starts_with("banger-init: FAILED: "), "{failed}");
             assert_eq!(failed.lines().count(), 1, "one line: {failed}");
-            assert_eq!(sys.log.last().map(String::as_str), Some("poweroff"));
+            assert_eq!(sys.log.last().map(String::as_str), Some("end machine"));
         }
     }
 

@@ -10,7 +10,7 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         let mut sys = RealSys::new();
         sys.console(&boot::failure_line(&format!("internal error: {info}")));
-        let _ = sys.power_off();
+        let _ = sys.end_machine();
     }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut sys = RealSys::new();

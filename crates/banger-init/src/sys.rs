@@ -124,8 +124,8 @@ pub trait Sys {
     fn sleep(&mut self, duration: Duration);
     /// Replaces the process with `path`; returns only on failure.
     fn exec(&mut self, path: &str, args: &[String]) -> io::Error;
-    /// Syncs and powers the machine off; returns only on failure.
-    fn power_off(&mut self) -> io::Error;
+    /// Syncs and ends the machine (a reset, which ends the VMM); returns only on failure.
+    fn end_machine(&mut self) -> io::Error;
 }
 
 /// The real thing: Linux system calls.
@@ -348,16 +348,17 @@ impl Sys for RealSys {
         io::Error::last_os_error()
     }
 
-    fn power_off(&mut self) -> io::Error {
+    fn end_machine(&mut self) -> io::Error {
         use rustix::system::{RebootCommand, reboot};
         rustix::fs::sync();
-        let err = match reboot(RebootCommand::PowerOff) {
-            Ok(()) => io::Error::other("power-off returned"),
+        // A reset, not a power-off: Firecracker on x86 has no power-off device (the kernel
+        // would only halt, and the VMM would live on), but exits when the guest resets the
+        // machine (`reboot=k`), as QEMU does with -no-reboot.
+        let err = match reboot(RebootCommand::Restart) {
+            Ok(()) => io::Error::other("the reset returned"),
             Err(e) => e.into(),
         };
-        // A machine without a way to power off (no ACPI) can still be reset, which VMMs
-        // treat as the guest going away (Firecracker exits, QEMU does with -no-reboot).
-        let _ = reboot(RebootCommand::Restart);
+        let _ = reboot(RebootCommand::PowerOff);
         err
     }
 }

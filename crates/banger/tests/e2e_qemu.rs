@@ -570,6 +570,18 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     let (code, out, err) = t.banger(&["vm", "ssh", "e2e", "--", "hostname"]);
     assert_eq!((code, out.trim()), (0, "e2e"), "{err}");
 
+    // `poweroff` typed inside ends the VM (through a reboot, which ends QEMU): it is recorded
+    // stopped, a clean end, not failed.
+    let _ = t.banger(&["vm", "exec", "e2e", "--", "poweroff"]);
+    t.wait_for(
+        "the VM to stop after poweroff inside",
+        Duration::from_secs(60),
+        || t.vm("e2e")["state"] != "running",
+    );
+    let ended = t.vm("e2e");
+    assert_eq!(ended["state"], "stopped", "{ended}");
+    t.ok(&["vm", "start", "e2e"]);
+
     // --nat adds the VM's rules and delete removes them, with the tap, process and files.
     let (code, _, err) = t.banger(&["vm", "create", "--name", "e2e-nat", "--nat", "--no-wait"]);
     assert_eq!(code, 0, "{err}");

@@ -526,13 +526,13 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
                 method: method.describe(),
             };
             eprintln!(
-                "banger-agent: shutdown requested; powering off via {}",
+                "banger-agent: shutdown requested; ending the guest via {}",
                 accepted.method
             );
             tokio::spawn(async move {
                 // Let the 202 reach the host before the guest goes down.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                method.power_off().await;
+                method.end_guest().await;
             });
             json(StatusCode::ACCEPTED, &accepted)
         }

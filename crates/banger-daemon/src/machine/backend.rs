@@ -71,8 +71,10 @@ impl Backend {
 
     /// How a backend's process ended: `Some(0)` when the guest shut down, another code when
     /// the VMM says it failed, `None` when nothing says (killed or crashed). Firecracker logs
-    /// its exit code; QEMU logs nothing on a guest power-off, so the guest kernel's own last
-    /// words on the console tell.
+    /// its exit code; QEMU logs nothing when the guest ends, so the guest kernel's own last
+    /// words on the console tell: `reboot: Restarting system` (a guest ends itself through a
+    /// reboot, see `banger_image::bootstrap::guest::END_VM_SCRIPT`) or `reboot: Power down`.
+    /// A panic's restart prints neither.
     pub fn exit_code(&self, vmm_log: &Path, console_log: &Path) -> Option<i32> {
         match self {
             Backend::Firecracker(_) => banger_vmm::exit_code_from_log(vmm_log),
@@ -80,11 +82,17 @@ impl Backend {
                 let console = banger_vmm::console_tail(console_log, 5).unwrap_or_default();
                 console
                     .iter()
-                    .any(|line| line.contains("reboot: Power down"))
+                    .any(|line| guest_ended_cleanly(line))
                     .then_some(0)
             }
         }
     }
+}
+
+/// Whether a console line is the guest kernel's last word on a clean end: the restart a
+/// guest's shutdown ends with (the VMM exits on it) or a power-off.
+fn guest_ended_cleanly(line: &str) -> bool {
+    line.contains("reboot: Restarting system") || line.contains("reboot: Power down")
 }
 
 /// Finds and checks backends.
@@ -311,6 +319,19 @@ mod tests {
                 Matcher::prefix(qemu, ["-machine"]),
                 CommandOutput::with_stdout("microvm  microvm (i386)\n"),
             )
+    }
+
+    #[test]
+    fn a_guest_that_ends_itself_is_a_clean_end_and_a_panic_is_not() {
+        assert!(guest_ended_cleanly(
+            "[   12.345678] reboot: Restarting system"
+        ));
+        assert!(guest_ended_cleanly("[    3.1] reboot: Power down"));
+        assert!(!guest_ended_cleanly(
+            "[    3.1] Kernel panic - not syncing: Attempted to kill init!"
+        ));
+        assert!(!guest_ended_cleanly("[    3.2] Rebooting in 1 seconds.."));
+        assert!(!guest_ended_cleanly("[    3.2] reboot: System halted"));
     }
 
     // Guards `banger doctor` against a second opinion on `vmm = auto`: its vmm line and a

@@ -11,7 +11,12 @@
 //!   sshd's runtime directory, a machine id per VM, a host key only when the VM has none, KVM
 //!   and TUN modules for VMs inside this one);
 //! - `respawn` keeps `sshd -D -e` running (its log goes to the console, which banger keeps);
-//! - `ctrlaltdel` (Firecracker's `SendCtrlAltDel`) and `shutdown` power off cleanly.
+//! - `ctrlaltdel` (Firecracker's `SendCtrlAltDel`) ends the VM cleanly through a reboot, and
+//!   `shutdown` syncs on the way. In a banger VM a reboot *is* the end of the VM, on both
+//!   backends: Firecracker on x86 has no power-off device (a guest that powers off only halts
+//!   its vCPUs and the process lives on) but exits when the guest resets it (`reboot=k`), and
+//!   banger runs QEMU with `-no-reboot`. So `poweroff` and `halt` are [`END_VM_SCRIPT`], which
+//!   asks init for that reboot: whatever a user or a tool types to stop the machine ends it.
 //!
 //! An image may declare more long-running services: service `NAME` on TCP `PORT` is the script
 //! `/etc/banger/services/NAME` ([`service_script`]), run by the generic runner
@@ -66,6 +71,14 @@ fn file(path: &'static str, mode: u32, contents: &str) -> GuestFile {
         contents: contents.to_owned(),
     }
 }
+
+/// `/sbin/poweroff` and `/sbin/halt` of a bootstrapped root: they end the VM the one way both
+/// backends notice, a reboot (BusyBox's `poweroff`, `halt` and `reboot` take the same options).
+pub const END_VM_SCRIPT: &str = "#!/bin/sh\n\
+# banger: powering off or halting ends this VM. Firecracker has no power-off device on x86\n\
+# (the vCPUs would only halt, the VM would stay up), but it exits when the guest reboots,\n\
+# and banger runs QEMU with -no-reboot: a reboot is how a banger VM ends.\n\
+exec /bin/busybox reboot \"$@\"\n";
 
 /// The name under which an image declares banger's guest agent among its services.
 pub const AGENT_SERVICE: &str = "agent";
@@ -415,7 +428,7 @@ pub fn files() -> Vec<GuestFile> {
          # the overlay root and the work disk at /root, and configured the network.\n\
          ::sysinit:/{RC_BOOT}\n\
          ::respawn:/usr/sbin/sshd -D -e\n\
-         ::ctrlaltdel:/bin/busybox poweroff\n\
+         ::ctrlaltdel:/bin/busybox reboot\n\
          ::shutdown:/bin/busybox sync\n"
     );
     let rc_boot = format!(
@@ -475,18 +488,12 @@ pub fn files() -> Vec<GuestFile> {
             path: "sbin/init",
             target: "/bin/busybox",
         },
-        GuestFile::Symlink {
-            path: "sbin/poweroff",
-            target: "/bin/busybox",
-        },
+        file("sbin/poweroff", 0o755, END_VM_SCRIPT),
         GuestFile::Symlink {
             path: "sbin/reboot",
             target: "/bin/busybox",
         },
-        GuestFile::Symlink {
-            path: "sbin/halt",
-            target: "/bin/busybox",
-        },
+        file("sbin/halt", 0o755, END_VM_SCRIPT),
         // The module tools (the root has no kmod): the kernel's modules are in /lib/modules.
         GuestFile::Symlink {
             path: "sbin/modprobe",
@@ -973,7 +980,7 @@ mod tests {
             [
                 "::sysinit:/etc/banger/rc.boot",
                 "::respawn:/usr/sbin/sshd -D -e",
-                "::ctrlaltdel:/bin/busybox poweroff",
+                "::ctrlaltdel:/bin/busybox reboot",
                 "::shutdown:/bin/busybox sync",
             ]
         );
@@ -981,6 +988,15 @@ mod tests {
             path: "sbin/init",
             target: "/bin/busybox"
         }));
+        // Stopping the machine from inside ends the VM on Firecracker too: a reboot.
+        for path in ["sbin/poweroff", "sbin/halt"] {
+            assert!(files.contains(&GuestFile::File {
+                path,
+                mode: 0o755,
+                contents: END_VM_SCRIPT.into()
+            }));
+        }
+        assert!(END_VM_SCRIPT.ends_with("exec /bin/busybox reboot \"$@\"\n"));
     }
 
     #[test]
