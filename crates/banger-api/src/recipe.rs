@@ -359,23 +359,9 @@ fn check_package(package: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A service's name and port: a DNS-label name that is not banger's own, on a port that is
-/// not banger's own.
+/// A service's name and port, by the one rule images follow ([`crate::service::check`]).
 pub fn check_service(name: &str, port: u16) -> Result<(), ApiError> {
-    validate::name("service", name)?;
-    if name == "agent" || name == "ssh" {
-        return Err(bad(
-            format!("service name {name:?} is banger's own"),
-            "pick another name; the agent and sshd are in every image already",
-        ));
-    }
-    if port == 0 || port == 22 || port == 1024 {
-        return Err(bad(
-            format!("service {name}: port {port} cannot be used"),
-            "ports 22 (sshd) and 1024 (banger's agent) are taken in every guest; use 1-65535 otherwise",
-        ));
-    }
-    Ok(())
+    crate::service::check(name, port).map_err(ApiError::invalid)
 }
 
 /// A service's readiness timeout, `"90s"`, `"3m"`: whole seconds, at most a day.
@@ -550,7 +536,7 @@ http = "/"
         );
         assert!(
             err("[[service]]\nname = \"web\"\nport = 1024\ncommand = \"x\"")
-                .contains("cannot be used")
+                .contains("which is the guest agent's")
         );
         assert!(
             err("[[service]]\nname = \"web\"\nport = 80\ncommand = \"x\"\ntimeout = \"soon\"")

@@ -80,12 +80,7 @@ pub const END_VM_SCRIPT: &str = "#!/bin/sh\n\
 # and banger runs QEMU with -no-reboot: a reboot is how a banger VM ends.\n\
 exec /bin/busybox reboot \"$@\"\n";
 
-/// The name under which an image declares banger's guest agent among its services.
-pub const AGENT_SERVICE: &str = "agent";
-/// The TCP port banger's guest agent listens on (`banger-agent --listen-vm-ip`).
-pub const AGENT_PORT: u16 = 1024;
-/// The name under which an image declares sshd among its services.
-pub const SSH_SERVICE: &str = "ssh";
+pub use banger_api::service::{AGENT_PORT, AGENT_SERVICE, SSH_SERVICE};
 
 /// The services an image's `/etc/inittab` keeps running that a start can wait for, in the
 /// order a start waits: banger's guest agent, then sshd, then each declared service
@@ -151,63 +146,9 @@ pub const SERVICES_DIR: &str = "etc/banger/services";
 pub const SERVICE_LOG_DIR: &str = "var/log/banger";
 /// The size past which a service's log is moved to `NAME.log.1` when it (re)starts.
 pub const SERVICE_LOG_MAX_BYTES: u64 = 1024 * 1024;
-/// The longest service name: a DNS label's limit, so `NAME` fits wherever a host name does.
-pub const SERVICE_NAME_MAX: usize = 63;
+pub use banger_api::service::{SERVICE_NAME_MAX, check as validate_service};
 /// The longest readiness deadline a service may declare: a day, in seconds.
 pub const SERVICE_TIMEOUT_MAX_SECS: u64 = 86_400;
-
-/// Whether `name` and `port` may declare an image service: `name` a DNS-label-like name
-/// (lowercase letters, digits and `-`, starting with a letter, not ending with `-`, at most
-/// [`SERVICE_NAME_MAX`] characters, and not `agent` or `ssh`, which banger declares itself),
-/// `port` a TCP port other than 22 (sshd) and 1024 (the guest agent). The error says what is
-/// wrong and what is allowed.
-pub fn validate_service(name: &str, port: u16) -> Result<(), String> {
-    const ALLOWED: &str = "a service name is 1 to 63 lowercase letters, digits and '-', \
-                           starting with a letter and not ending with '-'";
-    if name.is_empty() {
-        return Err(format!("the service name is empty; {ALLOWED}"));
-    }
-    if name.len() > SERVICE_NAME_MAX {
-        return Err(format!(
-            "the service name {name:?} is {} characters long; {ALLOWED}",
-            name.len()
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(format!(
-            "the service name {name:?} contains {bad:?}; {ALLOWED}"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
-        return Err(format!(
-            "the service name {name:?} does not start with a letter or ends with '-'; {ALLOWED}"
-        ));
-    }
-    if name == AGENT_SERVICE || name == SSH_SERVICE {
-        return Err(format!(
-            "the service name {name:?} is banger's own (the guest agent and sshd are \
-             declared by banger); choose another name"
-        ));
-    }
-    match port {
-        0 => Err(format!(
-            "service {name:?} has port 0; a service listens on a TCP port from 1 to 65535"
-        )),
-        22 | AGENT_PORT => Err(format!(
-            "service {name:?} has port {port}, which is {}'s; choose a TCP port from 1 to \
-             65535 other than 22 and {AGENT_PORT}",
-            if port == 22 {
-                "sshd"
-            } else {
-                "the guest agent"
-            }
-        )),
-        _ => Ok(()),
-    }
-}
 
 /// Whether a manifest's `services` are ones banger can wait for: `agent` on port 1024, `ssh` on
 /// 22, and declared services that pass [`validate_service`], none twice, and no deadline of
