@@ -247,6 +247,8 @@ impl<'a> Doctor<'a> {
         ]);
         checks.extend(self.check_sudo());
         checks.extend(self.check_bootstrap_sudo(false));
+        checks.push(self.check_image_build());
+        checks.extend(self.check_promote_sudo());
         checks
     }
 
@@ -729,6 +731,16 @@ impl<'a> Doctor<'a> {
     }
 }
 
+/// Debian's archive keyring on a Debian host: what signs the sources the host's apt reads when
+/// `image build` fetches packages.
+pub const DEBIAN_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The programs `image promote` (and the end of every `image build`) runs as root, through
+/// `sudo -n` when banger is not root: the VM's disks are checked (`sh -c 'e2fsck -p'`), the
+/// root merged by loop mounts in a mount namespace of its own (`unshare`), staged and made
+/// into a file system (`cp`, `chmod`, `du`, `mkfs.ext4`), the staging removed (`rm`).
+pub const PROMOTE_PRIVILEGED: &[&str] = &["sh", "unshare", "cp", "chmod", "du", "mkfs.ext4", "rm"];
+
 /// The programs `image bootstrap` runs as root (through `sudo -n` when banger is not root).
 pub const BOOTSTRAP_PRIVILEGED: &[&str] = &[
     "debootstrap",
@@ -823,6 +835,85 @@ impl Doctor<'_> {
         } else {
             Check::warn(NAME, detail, fix)
         })
+    }
+}
+
+impl Doctor<'_> {
+    /// What `image build` fetches with on the host: apt and Debian's keyring for a recipe's
+    /// packages (the guest has no internet of its own), curl for its downloads. A warning
+    /// only: VMs run without them, and a build says the same when it needs what is missing.
+    fn check_image_build(&self) -> Check {
+        const NAME: &str = "image-build";
+        let mut missing = Vec::new();
+        let mut fixes = Vec::new();
+        if self.find("apt-get") == Found::Missing {
+            missing.push("apt-get (a recipe's packages are fetched by the host's apt)");
+            fixes.push("build images with packages on a Debian host");
+        } else if !self.under_root(DEBIAN_ARCHIVE_KEYRING).is_file() {
+            missing.push("Debian's archive keyring (it signs what the host's apt fetches)");
+            fixes.push("sudo apt-get install debian-archive-keyring");
+        }
+        if self.find("curl") == Found::Missing {
+            missing.push("curl (a recipe's [[download]] files)");
+            fixes.push("sudo apt-get install curl");
+        }
+        if missing.is_empty() {
+            return Check::ok(
+                NAME,
+                "apt-get, Debian's archive keyring and curl: `banger image build` fetches \
+                 packages and downloads on the host",
+            );
+        }
+        Check::warn(
+            NAME,
+            format!(
+                "`banger image build` lacks {}; recipes that need them fail",
+                missing.join(" and ")
+            ),
+            fixes.join("; "),
+        )
+    }
+
+    /// When banger is not root, whether `sudo -n` runs what `image promote` (and a build's
+    /// last step) runs as root. `None` when banger is root, or sudo is missing or fully
+    /// passwordless (the `sudo` check says so).
+    fn check_promote_sudo(&self) -> Option<Check> {
+        const NAME: &str = "sudo-promote";
+        if self.net.privilege == Privilege::Root || self.find("sudo") == Found::Missing {
+            return None;
+        }
+        let sudo = |args: &[&str]| {
+            self.runner
+                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
+        };
+        if sudo(&["-n", "true"]).is_ok() {
+            return None;
+        }
+        let refused: Vec<&str> = PROMOTE_PRIVILEGED
+            .iter()
+            .copied()
+            .filter(|program| sudo(&["-n", "-l", program]).is_err())
+            .collect();
+        if refused.is_empty() {
+            return Some(Check::ok(
+                NAME,
+                "sudo allows what `banger image promote` runs as root",
+            ));
+        }
+        // sh as root is root: say so rather than pretend the rule is narrow.
+        Some(Check::warn(
+            NAME,
+            format!(
+                "banger is not running as root and `sudo -n` refuses {}: `banger image \
+                 promote` and `banger image build` cannot merge a VM's root into an image \
+                 (loop mounts in a mount namespace of their own)",
+                refused.join(", ")
+            ),
+            "echo \"$USER ALL=(root) NOPASSWD: /usr/bin/sh, /usr/bin/unshare, /usr/bin/cp, \
+             /usr/bin/chmod, /usr/bin/du, /usr/sbin/mkfs.ext4, /usr/bin/rm\" | sudo tee \
+             /etc/sudoers.d/banger-promote && sudo chmod 0440 /etc/sudoers.d/banger-promote \
+             (this amounts to root for your user), or run bangerd as root",
+        ))
     }
 }
 

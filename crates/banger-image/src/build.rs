@@ -22,7 +22,7 @@ use crate::bootstrap::{ARCH, DEFAULT_MIRROR, debian};
 use crate::register::ROOTFS_FILE;
 
 /// Debian's archive keyring on a Debian host: what signs the sources the host's apt reads.
-pub const ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub const ARCHIVE_KEYRING: &str = banger_host::doctor::DEBIAN_ARCHIVE_KEYRING;
 /// How long downloaded package lists are used without asking the mirror again.
 pub const LISTS_FRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Bumped when the build cache's layout or a build's steps change what a key stands for.

@@ -83,8 +83,9 @@ impl FakeHost {
         let host = FakeHost::ci_like();
         std::fs::remove_dir(host.root().join("sys/module/kvm_pvm")).unwrap();
         host.dir("sys/module/kvm_intel")
-            .programs("bin", &["apt-cache", "apt-get", "dpkg-deb"])
+            .programs("bin", &["apt-cache", "apt-get", "dpkg-deb", "curl"])
             .programs("usr/sbin", &["debootstrap"])
+            .file(DEBIAN_ARCHIVE_KEYRING.trim_start_matches('/'), "")
             .file("proc/sys/net/ipv4/ip_forward", "1\n");
         host
     }
@@ -248,6 +249,14 @@ fn an_unprivileged_user_on_a_bare_host_is_told_what_to_install() {
             "sudo -n -l umount",
             "sudo -n -l install",
             "sudo -n -l tee",
+            "sudo -n true",
+            "sudo -n -l sh",
+            "sudo -n -l unshare",
+            "sudo -n -l cp",
+            "sudo -n -l chmod",
+            "sudo -n -l du",
+            "sudo -n -l mkfs.ext4",
+            "sudo -n -l rm",
         ]
     );
 }
@@ -544,4 +553,81 @@ fn only_hardware_kvm_boots_stock_guests() {
     );
     assert!(!Kvm::Missing.boots_stock_guests());
     assert_eq!(KvmKind::Pvm.module(), "kvm_pvm");
+}
+
+#[test]
+fn image_build_says_what_fetching_and_promoting_lack() {
+    // A workstation with apt but neither Debian's keyring nor curl.
+    let host = FakeHost::workstation();
+    std::fs::remove_file(
+        host.root()
+            .join(DEBIAN_ARCHIVE_KEYRING.trim_start_matches('/')),
+    )
+    .unwrap();
+    std::fs::remove_file(host.root().join("bin/curl")).unwrap();
+    let fake = links(versions(FakeRunner::new()), BRIDGE_UP);
+    let checks = doctor(&host, &fake, Privilege::Root).run(Vec::new());
+    let check = find(&checks, "image-build");
+    assert_eq!(check.status, CheckStatus::Warn);
+    assert!(
+        check.detail.contains("Debian's archive keyring"),
+        "{}",
+        check.detail
+    );
+    assert!(check.detail.contains("curl"), "{}", check.detail);
+    assert_eq!(
+        check.fix.as_deref(),
+        Some("sudo apt-get install debian-archive-keyring; sudo apt-get install curl")
+    );
+    // Root promotes without sudo.
+    assert!(checks.iter().all(|c| c.name != "sudo-promote"));
+
+    // Everything there.
+    host.file(DEBIAN_ARCHIVE_KEYRING.trim_start_matches('/'), "")
+        .programs("bin", &["curl"]);
+    let checks = doctor(&host, &fake, Privilege::Root).run(Vec::new());
+    assert_eq!(find(&checks, "image-build").status, CheckStatus::Ok);
+
+    // No apt at all: the keyring is not the problem then.
+    let bare = FakeHost::ci_like();
+    let checks = doctor(&bare, &fake, Privilege::Root).run(Vec::new());
+    let check = find(&checks, "image-build");
+    assert!(check.detail.contains("apt-get"), "{}", check.detail);
+    assert!(!check.detail.contains("keyring"), "{}", check.detail);
+
+    // Not root, sudo asks for a password and has no rule for unshare: said, with the rule.
+    let fake = (1..=3).fold(links(versions(FakeRunner::new()), BRIDGE_UP), |fake, n| {
+        fake.fail_nth(
+            Matcher::prefix("sudo", ["-n", "true"]),
+            n,
+            "a password is required",
+        )
+    });
+    let fake = fake.fail_nth(
+        Matcher::prefix("sudo", ["-n", "-l", "unshare"]),
+        1,
+        "not allowed",
+    );
+    let checks = doctor(&host, &fake, Privilege::Sudo).run(Vec::new());
+    let check = find(&checks, "sudo-promote");
+    assert_eq!(check.status, CheckStatus::Warn);
+    assert!(
+        check.detail.contains("refuses unshare:"),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check.fix.as_deref().unwrap().contains("/usr/bin/unshare"),
+        "{check:?}"
+    );
+    // With the rule, it is fine.
+    let fake = (1..=3).fold(links(versions(FakeRunner::new()), BRIDGE_UP), |fake, n| {
+        fake.fail_nth(
+            Matcher::prefix("sudo", ["-n", "true"]),
+            n,
+            "a password is required",
+        )
+    });
+    let checks = doctor(&host, &fake, Privilege::Sudo).run(Vec::new());
+    assert_eq!(find(&checks, "sudo-promote").status, CheckStatus::Ok);
 }
