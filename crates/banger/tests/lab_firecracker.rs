@@ -223,6 +223,10 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "echo $PROBE $(pwd)",
     ]);
     assert_eq!((code, out.as_str()), (0, "lab /tmp\n"), "{err}");
+    // -t: the command gets a terminal in the guest (the CLI in the lab gets one from script).
+    let (code, out, err) = lab.sh("script -qec 'banger vm exec -t fc -- tty' /dev/null");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/dev/pts/"), "{out}");
     lab.ok(&[
         "vm",
         "exec",
