@@ -197,9 +197,26 @@ fn build(
     drop(vm);
     let image = image?;
 
+    if d.config.build_cache_max == 0 {
+        cx.skip(S_SAVE, "not kept (build_cache_max = 0)");
+        return Ok(image);
+    }
     cx.begin(S_SAVE);
     match save_to_cache(d, cx, &image, &cache, &cached) {
-        Ok(bytes) => cx.done(S_SAVE, Some(validate::format_size(bytes))),
+        Ok(bytes) => {
+            let pruned = prune_cache(d, &cache, &cached);
+            cx.done(
+                S_SAVE,
+                Some(match pruned {
+                    0 => validate::format_size(bytes),
+                    n => format!(
+                        "{}; {n} build(s) used longest ago removed to stay within {}",
+                        validate::format_size(bytes),
+                        validate::format_size(d.config.build_cache_max)
+                    ),
+                }),
+            )
+        }
         // The image is made; a cache that cannot be written only costs the next build.
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot keep the build in the cache");
@@ -843,6 +860,10 @@ fn from_cache(
     cached: &Path,
 ) -> Result<Image, ApiError> {
     cx.begin(S_CACHED);
+    // Used now: the last entry the cache's limit removes.
+    if let Err(e) = host_build::touch_cache_entry(cached) {
+        tracing::warn!(entry = %cached.display(), error = %e, "cannot mark a build cache entry used");
+    }
     let id = format!("{:016x}", rand::random::<u64>());
     let dir = d.paths.image_dir(&id);
     let mut image = archive::import(&id, &checked.name, cached, &dir, &Silent(cx))?;
@@ -860,6 +881,23 @@ fn from_cache(
     cx.done(RECORD_STAGE, None);
     cx.skip(S_SAVE, "already in the cache");
     Ok(image)
+}
+
+/// Keeps the cache within `build_cache_max`; how many entries went. A cache that cannot be
+/// pruned is logged, never a failed build.
+fn prune_cache(d: &Daemon, cache: &Path, kept: &Path) -> usize {
+    match host_build::prune_cache(cache, d.config.build_cache_max, kept) {
+        Ok(removed) => {
+            for path in &removed {
+                tracing::info!(entry = %path.display(), "build cache entry removed (build_cache_max)");
+            }
+            removed.len()
+        }
+        Err(e) => {
+            tracing::warn!(cache = %cache.display(), error = %e, "cannot prune the build cache");
+            0
+        }
+    }
 }
 
 fn save_to_cache(

@@ -24,6 +24,9 @@ pub struct Config {
     /// Where downloads (Debian packages, kernels) are cached; `cache/` in the state dir when
     /// unset.
     pub cache_dir: Option<PathBuf>,
+    /// The most disk space (allocated bytes) `image build`'s cache of finished builds may
+    /// take; the builds used longest ago are removed first. 0 keeps no builds.
+    pub build_cache_max: u64,
     /// The private SSH key banger logs into its VMs with (its `.pub` next to it); generated
     /// as `ssh/id_ed25519` in the state dir when unset.
     pub ssh_key: Option<PathBuf>,
@@ -89,6 +92,8 @@ impl std::fmt::Display for Ratio {
 pub const DEFAULT_MEMORY_RATIO: f64 = 1.0;
 /// Kept for the host: 1 GiB.
 pub const DEFAULT_MEMORY_RESERVE_BYTES: u64 = validate::GIB;
+/// `build_cache_max` unless configured: room for a handful of developer images.
+pub const DEFAULT_BUILD_CACHE_MAX: u64 = 10 * validate::GIB;
 /// Four vCPUs per host CPU.
 pub const DEFAULT_VCPU_RATIO: f64 = 4.0;
 
@@ -180,6 +185,7 @@ impl Default for Config {
             firecracker_bin: None,
             qemu_bin: None,
             cache_dir: None,
+            build_cache_max: DEFAULT_BUILD_CACHE_MAX,
             ssh_key: None,
             disk_pool: 1,
             spare_vmm: true,
@@ -220,6 +226,7 @@ struct RawConfig {
     firecracker_bin: Option<PathBuf>,
     qemu_bin: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    build_cache_max: Option<String>,
     ssh_key: Option<PathBuf>,
     disk_pool: Option<i64>,
     spare_vmm: Option<bool>,
@@ -339,6 +346,19 @@ impl Config {
                 )));
             }
             config.cache_dir = Some(dir);
+        }
+        if let Some(text) = raw.build_cache_max {
+            config.build_cache_max = if text.trim() == "0" {
+                0
+            } else {
+                validate::parse_size(&text).map_err(|e| {
+                    invalid(format!(
+                        "`build_cache_max`: {}{}",
+                        e.message,
+                        e.hint.map(|h| format!(" ({h})")).unwrap_or_default()
+                    ))
+                })?
+            };
         }
         if let Some(key) = raw.ssh_key {
             if !key.is_absolute() {
@@ -565,6 +585,7 @@ mod tests {
             firecracker_bin = "/opt/fc/firecracker"
             disk_pool = 3
             spare_vmm = false
+            build_cache_max = "2G"
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -582,6 +603,8 @@ mod tests {
         );
         assert_eq!(config.disk_pool, 3);
         assert!(!config.spare_vmm);
+        assert_eq!(config.build_cache_max, 2 * validate::GIB);
+        assert_eq!(parse("build_cache_max = \"0\"").unwrap().build_cache_max, 0);
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
@@ -664,6 +687,7 @@ mod tests {
             ("default_image = \"Not A Name\"", "default_image"),
             ("disk_pool = 9", "disk_pool"),
             ("disk_pool = -1", "disk_pool"),
+            ("build_cache_max = \"lots\"", "build_cache_max"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");

@@ -397,6 +397,55 @@ pub fn file_sha256(path: &Path) -> Result<String, BuildError> {
         .collect())
 }
 
+/// Keeps the finished builds in the cache directory `dir` within `max_bytes` (allocated bytes
+/// on disk): the entries used longest ago (their modification time, which a cache hit
+/// renews: [`touch_cache_entry`]) are removed first, never `keep` (the entry just written).
+/// Returns the entries removed. Other files (the apt state, downloads) are not entries.
+pub fn prune_cache(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let is_archive = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(crate::archive::SUFFIX));
+        let meta = entry.metadata()?;
+        if is_archive && meta.is_file() {
+            entries.push((meta.modified()?, meta.blocks() * 512, path));
+        }
+    }
+    let mut total: u64 = entries.iter().map(|(_, bytes, _)| bytes).sum();
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+    let mut removed = Vec::new();
+    for (_, bytes, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            // Another daemon sharing the cache removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        total = total.saturating_sub(bytes);
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
+/// Marks a cache entry as just used, so that [`prune_cache`] keeps it over older ones.
+pub fn touch_cache_entry(path: &Path) -> std::io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
+}
+
 /// The key of a build's inputs: the base image (its id and manifest time), the recipe
 /// (without its name: the same build under another name is the same build) and the contents
 /// of every host file it names. `guest` names what banger puts in the guest (its version).
@@ -502,6 +551,43 @@ pub fn write_archive(entries: &[ArchiveEntry], out: &Path) -> Result<u64, BuildE
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cache_keeps_its_most_recently_used_entries_within_its_limit() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |name: &str, kib: usize, age_secs: u64| {
+            let path = dir.path().join(format!("{name}{}", crate::archive::SUFFIX));
+            std::fs::write(&path, vec![1u8; kib * 1024]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+                .unwrap();
+            path
+        };
+        let oldest = entry("a", 64, 300);
+        let old = entry("b", 64, 200);
+        let used = entry("c", 64, 400);
+        let newest = entry("d", 64, 0);
+        // Not entries: the apt state and downloads live beside them.
+        std::fs::create_dir(dir.path().join("apt-bookworm")).unwrap();
+        std::fs::write(dir.path().join("downloads"), vec![0u8; 512 * 1024]).unwrap();
+        // A hit makes the oldest entry the most recently used.
+        super::touch_cache_entry(&used).unwrap();
+
+        // Room for two: the two used longest ago go, the one just written never does.
+        let removed = super::prune_cache(dir.path(), 2 * 64 * 1024 + 8192, &newest).unwrap();
+        assert_eq!(removed, [oldest.clone(), old.clone()]);
+        assert!(used.exists() && newest.exists() && !oldest.exists() && !old.exists());
+        assert!(dir.path().join("downloads").exists());
+
+        // A limit below the entry just written keeps that entry alone.
+        let removed = super::prune_cache(dir.path(), 0, &newest).unwrap();
+        assert_eq!(removed, [used]);
+        assert!(newest.exists());
+    }
+
     use super::*;
 
     #[test]
