@@ -46,6 +46,7 @@ pub const AUTHORIZATION: &str = "authorization";
 
 /// The error body of every 4xx/5xx answer, the same shape as bangerd's API errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `unauthorized`, `not_found`, `unsafe_archive`.
     pub code: String,
@@ -56,6 +57,7 @@ pub struct ErrorBody {
 
 /// `GET /v1/healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Health {
     pub ready: bool,
     /// The agent's version (the banger workspace version it was built from).
@@ -71,6 +73,7 @@ pub struct Health {
 
 /// One boot milestone: `at_ms` after the kernel started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct BootStage {
     pub name: String,
     pub at_ms: u64,
@@ -78,6 +81,7 @@ pub struct BootStage {
 
 /// The start frame of `POST /v1/exec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// Program and arguments; the program is looked up in `PATH` when it has no `/`.
@@ -115,6 +119,7 @@ impl ExecRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TtySize {
     pub rows: u16,
@@ -123,6 +128,7 @@ pub struct TtySize {
 
 /// How a command ended: exactly one of the two is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ExitStatus {
     #[serde(default)]
     pub code: Option<i32>,
@@ -147,6 +153,7 @@ impl ExitStatus {
 
 /// What a guest path is, as `GET /v1/stat` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PathKind {
     /// Nothing is there (or a component on the way is not a directory).
@@ -161,6 +168,7 @@ pub enum PathKind {
 /// `GET /v1/stat?path=P`: what `P` is, without following a final symlink, and what a
 /// symlink leads to. `vm cp` decides where a copy lands from this (docker cp's rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PathStat {
     pub kind: PathKind,
@@ -191,6 +199,7 @@ pub const OWNERS_PARAM: &str = "owners";
 
 /// `PUT /v1/files?path=DIR`: what was extracted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CopyInSummary {
     pub entries: u64,
     pub bytes: u64,
@@ -198,6 +207,7 @@ pub struct CopyInSummary {
 
 /// Transport protocol of a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -206,8 +216,10 @@ pub enum Transport {
 
 /// `GET /v1/ports`: one listening TCP socket or bound, unconnected UDP socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ListeningPort {
     pub protocol: Transport,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub address: IpAddr,
     pub port: u16,
     /// The socket's inode, which ties it to the processes holding it.
@@ -221,6 +233,7 @@ pub struct ListeningPort {
 
 /// `GET /v1/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Stats {
     pub uptime_ms: u64,
     /// 1, 5 and 15 minute load averages.
@@ -233,6 +246,7 @@ pub struct Stats {
 
 /// From `/proc/meminfo`, in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Memory {
     pub total_bytes: u64,
     pub available_bytes: u64,
@@ -243,6 +257,7 @@ pub struct Memory {
 
 /// Use of one mounted filesystem, in bytes (`statvfs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DiskUsage {
     pub path: String,
     pub total_bytes: u64,

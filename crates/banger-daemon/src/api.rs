@@ -237,10 +237,96 @@ async fn blocking_arc<T: Send + 'static>(
         get_operation,
         stream_operation,
         cancel_operation,
-        web_login
-    )
+        web_login,
+        guest_api::exec,
+        guest_api::health,
+        guest_api::ports,
+        guest_api::stats,
+        guest_api::console,
+        guest_api::ssh,
+        guest_api::copy_out,
+        guest_api::copy_in,
+        guest_api::stat
+    ),
+    modifiers(&CommonAnswers)
 )]
 pub struct ApiDoc;
+
+/// The answers every route of a kind can give, added to each operation of the document once
+/// rather than written on each: a 500, and for a route that takes a JSON body 400 (a body that
+/// is not the documented object), 413 (over the body limit) and 415 (not JSON); a non-GET
+/// route that takes no body answers 400 and 413 to one sent anyway.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, ResponseBuilder};
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                (HttpMethod::Get, &mut item.get),
+                (HttpMethod::Put, &mut item.put),
+                (HttpMethod::Post, &mut item.post),
+                (HttpMethod::Delete, &mut item.delete),
+                (HttpMethod::Patch, &mut item.patch),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let json_body = operation
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                let mut add = vec![("500", "banger failed (`internal`)")];
+                if json_body {
+                    add.extend([
+                        (
+                            "400",
+                            "the body is not the documented JSON object (`invalid_input`)",
+                        ),
+                        (
+                            "413",
+                            "the body is larger than the limit (`payload_too_large`)",
+                        ),
+                        ("415", "the body is not JSON (`unsupported_media_type`)"),
+                    ]);
+                } else if operation.request_body.is_none() && method != HttpMethod::Get {
+                    add.extend([
+                        (
+                            "400",
+                            "a body was sent; this route takes none (`invalid_input`)",
+                        ),
+                        (
+                            "413",
+                            "the body is larger than the limit (`payload_too_large`)",
+                        ),
+                    ]);
+                }
+                for (status, description) in add {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| answer(description).into());
+                }
+            }
+        }
+    }
+}
+
+/// A binary body in the OpenAPI document: a tar archive or a stream of exec frames.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(#[allow(dead_code)] Vec<u8>);
 
 /// The router of the whole API.
 pub fn router(d: Arc<Daemon>) -> Router {
@@ -762,7 +848,8 @@ async fn get_operation(
 /// Streams the operation as newline-delimited JSON: the current state at once, then one line
 /// per change, ending after the line that reports it finished.
 #[utoipa::path(get, path = "/v1/operations/{id}/stream", params(("id" = String, Path)),
-    responses((status = 200, description = "application/x-ndjson, one Operation per line", body = Operation),
+    responses((status = 200, description = "one Operation per line, the last one finished",
+        content_type = "application/x-ndjson", body = Operation),
     (status = 404, body = ApiError)))]
 async fn stream_operation(
     State(d): State<Arc<Daemon>>,
@@ -828,4 +915,112 @@ async fn web_login(State(d): State<Arc<Daemon>>, _: NoBody) -> Answer<Json<WebLo
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// Every `(method, path)` the router serves, read from [`super::router`]'s source: each
+    /// `.route("PATH", ...)` and the method functions (`get(`, `post(`, ...) in its arguments.
+    fn served_routes() -> Vec<(String, String)> {
+        let source = include_str!("api.rs");
+        let start = source.find("pub fn router(").expect("the router");
+        let end = start
+            + source[start..]
+                .find(".fallback(")
+                .expect("the router's end");
+        let mut routes = Vec::new();
+        let mut rest = &source[start..end];
+        while let Some(at) = rest.find(".route(") {
+            rest = rest[at + ".route(".len()..].trim_start();
+            rest = rest.strip_prefix('"').expect("a route's path is a literal");
+            let path_end = rest.find('"').unwrap();
+            let path = rest[..path_end].to_owned();
+            // The arguments: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let mut args_end = 0;
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            args_end = i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let args = &rest[path_end..args_end];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let called = args
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| !args[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+                if called {
+                    routes.push((method.to_owned(), path.clone()));
+                }
+            }
+            rest = &rest[args_end..];
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_served_is_in_the_openapi_document() {
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        let routes = served_routes();
+        assert!(routes.len() > 40, "the router was read: {routes:?}");
+        // A literal path the router serves for a name (an image called "import") is covered by
+        // the templated path it stands for.
+        let covers = |documented: &str, served: &str| {
+            let (d, s): (Vec<&str>, Vec<&str>) =
+                (documented.split('/').collect(), served.split('/').collect());
+            d.len() == s.len()
+                && d.iter()
+                    .zip(&s)
+                    .all(|(d, s)| d == s || (d.starts_with('{') && !s.starts_with('{')))
+        };
+        let paths = doc["paths"].as_object().unwrap();
+        let missing: Vec<String> = routes
+            .iter()
+            .filter(|(_, path)| path != "/v1/openapi.json")
+            .filter(|(method, path)| {
+                !paths.iter().any(|(documented, item)| {
+                    covers(documented, path) && item.get(method).is_some()
+                })
+            })
+            .map(|(method, path)| format!("{} {path}", method.to_uppercase()))
+            .collect();
+        assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    }
+
+    #[test]
+    fn answers_every_route_can_give_are_documented() {
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        let create = &doc["paths"]["/v1/vms"]["post"]["responses"];
+        for status in ["400", "413", "415", "500"] {
+            assert!(create.get(status).is_some(), "POST /v1/vms lacks {status}");
+        }
+        let stop = &doc["paths"]["/v1/vms/{name}/stop"]["post"]["responses"];
+        assert!(stop.get("400").is_some() && stop.get("415").is_none());
+        let stream = &doc["paths"]["/v1/operations/{id}/stream"]["get"]["responses"]["200"];
+        assert!(
+            stream["content"].get("application/x-ndjson").is_some(),
+            "{stream}"
+        );
+        let exec = &doc["paths"]["/v1/vms/{name}/exec"]["post"];
+        assert!(
+            exec["requestBody"]["content"]
+                .get("application/vnd.banger.exec-frames")
+                .is_some()
+        );
+        let tar = &doc["paths"]["/v1/vms/{name}/files"]["get"]["responses"]["200"]["content"];
+        assert_eq!(
+            tar["application/x-tar"]["schema"]["$ref"],
+            "#/components/schemas/Binary"
+        );
+        assert_eq!(doc["components"]["schemas"]["Binary"]["format"], "binary");
+    }
 }

@@ -69,6 +69,10 @@ async fn running_vm(d: &Arc<Daemon>, name: String) -> Result<banger_api::Vm, Fai
 }
 
 /// `GET /v1/vms/{name}/health`: the guest agent's health.
+#[utoipa::path(get, path = "/v1/vms/{name}/health", params(("name" = String, Path, description = "VM name or id")), responses(
+    (status = 200, body = banger_agent::protocol::Health),
+    (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
+    (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
@@ -81,6 +85,10 @@ pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> R
 }
 
 /// `GET /v1/vms/{name}/ports`: the guest's listening sockets.
+#[utoipa::path(get, path = "/v1/vms/{name}/ports", params(("name" = String, Path, description = "VM name or id")), responses(
+    (status = 200, body = [banger_agent::protocol::ListeningPort]),
+    (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
+    (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
@@ -92,6 +100,10 @@ pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
 }
 
 /// `GET /v1/vms/{name}/stats`: the guest's memory, load and disks.
+#[utoipa::path(get, path = "/v1/vms/{name}/stats", params(("name" = String, Path, description = "VM name or id")), responses(
+    (status = 200, body = banger_agent::protocol::Stats),
+    (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
+    (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     let result: Answer<Response> = async {
         let vm = running_vm(&d, name).await?;
@@ -115,6 +127,22 @@ pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
 ///   while the answer streams: a full-duplex conversation relayed frame by frame, so input
 ///   and output of any size pass in bounded memory; or
 /// - a JSON exec request, for simple clients: no standard input, no terminal.
+#[utoipa::path(post, path = "/v1/vms/{name}/exec", params(("name" = String, Path, description = "VM name or id")),
+    request_body(description = "a JSON exec request (no standard input, no terminal), or a \
+        framed conversation (application/vnd.banger.exec-frames: a start frame holding the \
+        same request, then stdin, stdin-EOF, resize and signal frames; docs/guest-agent.md)",
+        content((banger_agent::protocol::ExecRequest = "application/json"),
+                (crate::api::Binary = "application/vnd.banger.exec-frames"))),
+    responses(
+    (status = 200, description = "the command's stdout, stderr, then exit (or error) frames, \
+        streamed as the command runs", content_type = "application/vnd.banger.exec-frames",
+        body = crate::api::Binary),
+    (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError, description = "the VM is not running"),
+    (status = 413, body = ApiError), (status = 415, body = ApiError),
+    (status = 500, body = ApiError),
+    (status = 501, body = ApiError, description = "standard input or a terminal asked in a JSON request"),
+    (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn exec(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -372,6 +400,12 @@ pub struct CopyOutQuery {
 
 /// `GET /v1/vms/{name}/files/stat?path=P`: what the guest path `P` is (`kind` is `missing`
 /// when there is nothing), so a client can apply `docker cp`'s rules before copying.
+#[utoipa::path(get, path = "/v1/vms/{name}/files/stat",
+    params(("name" = String, Path, description = "VM name or id"), ("path" = String, Query, description = "an absolute guest path")),
+    responses((status = 200, body = banger_agent::protocol::PathStat),
+    (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 409, body = ApiError, description = "the VM is not running"),
+    (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn stat(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -392,6 +426,16 @@ pub async fn stat(
 
 /// `PUT /v1/vms/{name}/files?path=DIR`: the request body, a tar archive, is extracted into the
 /// guest directory `DIR` by the agent (which refuses entries that would land outside it).
+#[utoipa::path(put, path = "/v1/vms/{name}/files",
+    params(("name" = String, Path, description = "VM name or id"), ("path" = String, Query, description = "the guest directory to extract into"),
+        ("owners" = Option<String>, Query, description = "`archive` keeps the archive's uids and \
+            gids; by default the files are root's")),
+    request_body(content = crate::api::Binary, content_type = "application/x-tar",
+        description = "a tar archive"),
+    responses((status = 200, body = banger_agent::protocol::CopyInSummary),
+    (status = 400, body = ApiError, description = "a bad query, or an archive entry the agent refuses"),
+    (status = 404, body = ApiError), (status = 409, body = ApiError),
+    (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn copy_in(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -420,6 +464,15 @@ pub async fn copy_in(
 }
 
 /// `GET /v1/vms/{name}/files?path=P`: a tar archive of the guest file or directory `P`.
+#[utoipa::path(get, path = "/v1/vms/{name}/files",
+    params(("name" = String, Path, description = "VM name or id"), ("path" = String, Query, description = "the guest file or directory"),
+        ("name" = Option<String>, Query, description = "the archive's top entry's name instead \
+            of the path's own; `.` sends a directory's contents")),
+    responses((status = 200, description = "a tar archive", content_type = "application/x-tar",
+        body = crate::api::Binary),
+    (status = 400, body = ApiError), (status = 404, body = ApiError, description = "no such VM, or no such guest path"),
+    (status = 409, body = ApiError), (status = 500, body = ApiError),
+    (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn copy_out(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -459,6 +512,11 @@ pub struct ConsoleQuery {
 /// `GET /v1/vms/{name}/console?offset=N`: the guest console from byte `offset` (the last
 /// 64 KiB of the current boot when absent), at most 1 MiB, and where to continue. Offsets run
 /// on across boots (see [`console`]).
+#[utoipa::path(get, path = "/v1/vms/{name}/console",
+    params(("name" = String, Path, description = "VM name or id"), ("offset" = Option<u64>, Query, description = "where to read from; the last \
+        64 KiB of the current boot when absent")),
+    responses((status = 200, body = ConsoleChunk), (status = 400, body = ApiError),
+    (status = 404, body = ApiError), (status = 500, body = ApiError)))]
 pub async fn console(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -479,6 +537,10 @@ pub async fn console(
 
 /// `GET /v1/vms/{name}/ssh`: what OpenSSH needs to log into the VM as root: its address,
 /// banger's key and a `known_hosts` file with exactly the VM's own host key.
+#[utoipa::path(get, path = "/v1/vms/{name}/ssh", params(("name" = String, Path, description = "VM name or id")), responses(
+    (status = 200, body = SshAccess), (status = 404, body = ApiError),
+    (status = 409, body = ApiError, description = "the VM has no SSH host key on record"),
+    (status = 500, body = ApiError)))]
 pub async fn ssh(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     let d2 = d.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<SshAccess, ApiError> {
