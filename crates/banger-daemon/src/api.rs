@@ -477,7 +477,9 @@ async fn list_vms(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Vm>>> {
 /// Creates a VM: records it, makes its disks and, unless `start` is false, starts it. The
 /// answer carries the start operation to follow.
 #[utoipa::path(post, path = "/v1/vms", request_body = CreateVmRequest, responses(
-    (status = 201, body = CreatedVm), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+    (status = 201, body = CreatedVm), (status = 400, body = ApiError),
+    (status = 404, body = ApiError, description = "no snapshot `from_snapshot`"),
+    (status = 409, body = ApiError)))]
 async fn create_vm(
     State(d): State<Arc<Daemon>>,
     Body(req): Body<CreateVmRequest>,

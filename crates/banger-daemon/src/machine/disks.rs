@@ -162,13 +162,7 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
             vm.name, vm.network.gateway
         ))
     })?;
-    let disk_error = |what: &str, e: vmdisk::VmDiskError| {
-        ApiError::internal(format!(
-            "cannot make the VM's {what}: {}",
-            banger_vmm::error_chain(&e)
-        ))
-        .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4, debugfs) is installed")
-    };
+    let disk_error = |what: &str, e: vmdisk::VmDiskError| disk_error(what, &e);
     let (work_kind, fingerprint) = work_disk_kind(src.image, src.image_dir, vm.work_disk_bytes)
         .map_err(|e| disk_error("work disk", e))?;
     let with_config_drive = reads_config_drive(src.image);
@@ -279,6 +273,26 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
     private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
     private_file(&dir.join(AGENT_TOKEN), &token)?;
     Ok(fingerprint)
+}
+
+/// The error of a VM disk that could not be made: a size the state directory's filesystem
+/// cannot hold is the request's to change (`vm create --disk 16T` on ext4, whose files stop
+/// just short of 16 TiB); anything else is banger's or the host's.
+fn disk_error(what: &str, e: &vmdisk::VmDiskError) -> ApiError {
+    if let vmdisk::VmDiskError::Create { path, source } = e
+        && source.kind() == std::io::ErrorKind::FileTooLarge
+    {
+        return ApiError::invalid(format!(
+            "the VM's {what} is larger than a file can be on the filesystem of {}",
+            path.parent().unwrap_or(path).display()
+        ))
+        .with_hint("choose a smaller size (ext4 holds files up to 16 TiB less 4 KiB)");
+    }
+    ApiError::internal(format!(
+        "cannot make the VM's {what}: {}",
+        banger_vmm::error_chain(e)
+    ))
+    .with_hint("`banger doctor` checks that e2fsprogs (mkfs.ext4, debugfs) is installed")
 }
 
 /// Gives the VM whose files are in `dir` a fresh root: a blank overlay disk of `bytes` (from the
@@ -447,6 +461,27 @@ pub fn grow_work_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Re
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_disk_larger_than_the_filesystem_holds_is_the_requests_error() {
+        let too_large = vmdisk::VmDiskError::Create {
+            path: "/state/vms/x/overlay.ext4".into(),
+            source: std::io::Error::from_raw_os_error(27), // EFBIG
+        };
+        let error = super::disk_error("overlay disk", &too_large);
+        assert_eq!(error.code, banger_api::ErrorCode::InvalidInput);
+        assert!(error.message.contains("/state/vms/x"), "{}", error.message);
+        assert!(error.hint.unwrap().contains("smaller size"));
+
+        let other = vmdisk::VmDiskError::Create {
+            path: "/state/vms/x/overlay.ext4".into(),
+            source: std::io::Error::from_raw_os_error(13), // EACCES
+        };
+        assert_eq!(
+            super::disk_error("overlay disk", &other).code,
+            banger_api::ErrorCode::Internal
+        );
+    }
+
     use super::*;
     use banger_api::{ImageFile, ImageFiles, ImageManifest, ImageSource, Timestamp};
     use banger_host::{FakeRunner, Matcher};
