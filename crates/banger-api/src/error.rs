@@ -31,7 +31,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The operation was cancelled before it finished (carried by operations, not responses).
     Cancelled,
-    /// The request asks for something this build of banger cannot do (501).
+    /// The request is understood but asks for something this VM, image or build of banger
+    /// cannot do, e.g. a snapshot of a QEMU VM (422).
     Unsupported,
     /// Starting the VM would reserve more vCPUs or guest memory than the host's configured
     /// limits allow (409); stopping a VM makes room.
@@ -57,7 +58,7 @@ impl ErrorCode {
             | ErrorCode::Cancelled => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Unsupported => 501,
+            ErrorCode::Unsupported => 422,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -253,9 +253,10 @@ async fn blocking_arc<T: Send + 'static>(
 pub struct ApiDoc;
 
 /// The answers every route of a kind can give, added to each operation of the document once
-/// rather than written on each: a 500, and for a route that takes a JSON body 400 (a body that
-/// is not the documented object), 413 (over the body limit) and 415 (not JSON); a non-GET
-/// route that takes no body answers 400 and 413 to one sent anyway.
+/// rather than written on each: a 500; a 404 for a route with a name or id in its path; for a
+/// route that takes a JSON body 400 (a body that is not the documented object), 413 (over the
+/// body limit) and 415 (not JSON); a non-GET route that takes no body answers 400 and 413 to
+/// one sent anyway.
 struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
@@ -272,7 +273,8 @@ impl utoipa::Modify for CommonAnswers {
                 )
                 .build()
         };
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let looks_up = path.contains('{');
             let operations = [
                 (HttpMethod::Get, &mut item.get),
                 (HttpMethod::Put, &mut item.put),
@@ -287,6 +289,9 @@ impl utoipa::Modify for CommonAnswers {
                     .as_ref()
                     .is_some_and(|b| b.content.contains_key("application/json"));
                 let mut add = vec![("500", "banger failed (`internal`)")];
+                if looks_up {
+                    add.push(("404", "nothing has that name or id (`not_found`)"));
+                }
                 if json_body {
                     add.extend([
                         (
@@ -534,7 +539,7 @@ async fn restart_vm(
 /// identity from its config drive. Refused with `invalid_state` unless the VM is stopped.
 #[utoipa::path(post, path = "/v1/vms/{name}/reset", params(("name" = String, Path, description = "VM name or id")),
     responses((status = 200, body = Vm), (status = 404, body = ApiError), (status = 409, body = ApiError),
-    (status = 501, body = ApiError)))]
+    (status = 422, body = ApiError)))]
 async fn reset_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -574,7 +579,7 @@ async fn resume_vm(
 #[utoipa::path(post, path = "/v1/vms/{name}/snapshot", params(("name" = String, Path, description = "VM name or id")),
     request_body = SnapshotVmRequest,
     responses((status = 201, body = Snapshot), (status = 400, body = ApiError), (status = 404, body = ApiError),
-    (status = 409, body = ApiError), (status = 501, body = ApiError)))]
+    (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 async fn snapshot_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -590,7 +595,7 @@ async fn snapshot_vm(
 #[utoipa::path(post, path = "/v1/vms/{name}/clone", params(("name" = String, Path, description = "VM name or id")),
     request_body = CloneVmRequest,
     responses((status = 201, body = CreatedVm), (status = 400, body = ApiError), (status = 404, body = ApiError),
-    (status = 409, body = ApiError), (status = 501, body = ApiError)))]
+    (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 async fn clone_vm(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,

@@ -141,7 +141,7 @@ pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
     (status = 409, body = ApiError, description = "the VM is not running"),
     (status = 413, body = ApiError), (status = 415, body = ApiError),
     (status = 500, body = ApiError),
-    (status = 501, body = ApiError, description = "standard input or a terminal asked in a JSON request"),
+    (status = 422, body = ApiError, description = "standard input or a terminal asked in a JSON request"),
     (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn exec(
     State(d): State<Arc<Daemon>>,
