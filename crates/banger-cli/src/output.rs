@@ -144,6 +144,22 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
             .add("pid", rt.pid)
             .add("up since", dated(rt.started_at, now))
             .add("tap", &rt.tap);
+        if let Some(jail) = &rt.jail {
+            kv = kv.add(
+                "jail",
+                format!("uid {}, gid {}, chroot {}", jail.uid, jail.gid, jail.chroot),
+            );
+            kv = kv.add(
+                "cgroup",
+                match (&jail.cgroup, jail.memory_max, &jail.cpu_max) {
+                    (Some(path), Some(memory), Some(cpu)) => {
+                        format!("{path} (memory.max {}, cpu.max {cpu})", format_size(memory))
+                    }
+                    (Some(path), _, _) => path.clone(),
+                    _ => "none (no cgroup v2 with memory and cpu here; see banger doctor)".into(),
+                },
+            );
+        }
         if !rt.boot.is_empty() {
             let stages: Vec<String> = rt
                 .boot
