@@ -554,7 +554,7 @@ impl JailConfig {
         held: &mut Vec<Resource>,
     ) -> Result<(), VmmError> {
         for file in &plan.files {
-            let resource = place(host, &plan.root, file, uid)?;
+            let resource = place(host, &plan.root, file, uid, false)?;
             held.push(resource.clone());
             record(acquired, resource);
         }
@@ -592,13 +592,16 @@ pub fn exec_name(firecracker: &FirecrackerBinary) -> OsString {
         .unwrap_or_else(|| "firecracker".into())
 }
 
-/// Makes `file` visible in the chroot `root`: a hard link, or a bind mount across filesystems;
-/// a written file is given to `uid`, a read one made readable by it.
+/// Makes `file` visible in the chroot `root`: a hard link, or a bind mount across filesystems
+/// (only before the jailer runs, unless `running` is false: a mount made later does not reach
+/// the jail's own mount namespace); a written file is given to `uid`, a read one made readable
+/// by it.
 pub(crate) fn place(
     host: &dyn ProcessHost,
     root: &Path,
     file: &JailFile,
     uid: u32,
+    running: bool,
 ) -> Result<Resource, VmmError> {
     let at = root.join(file.inside.strip_prefix("/").unwrap_or(&file.inside));
     let err = |path: &Path| {
@@ -612,6 +615,17 @@ pub(crate) fn place(
     }
     let bind = match host.hard_link(&file.source, &at) {
         Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(18) && running => {
+            return Err(VmmError::File {
+                path: at,
+                source: io::Error::other(format!(
+                    "{} is on another filesystem than the jail, and a running jail only sees \
+                     files linked into it: put jail_dir on the filesystem of banger's state \
+                     directory",
+                    file.source.display()
+                )),
+            });
+        }
         Err(e) if e.raw_os_error() == Some(18) => {
             // EXDEV: another filesystem.
             host.bind_mount(&file.source, &at).map_err(err(&at))?;

@@ -75,8 +75,10 @@ impl Firecracker {
     }
 
     /// A jailed Firecracker writes and reads only inside its chroot: the snapshot's files (made
-    /// empty first) and its copies of the drives are placed there for the time of the snapshot,
-    /// under the names a jailed restore places them at, and taken out afterwards.
+    /// empty first) and its copies of the drives are hard-linked there for the time of the
+    /// snapshot, under the names a jailed restore places them at, and taken out afterwards. (A
+    /// bind mount made now would not reach the jail's mount namespace: a jail on another
+    /// filesystem than the snapshots cannot be snapshotted, and says so.)
     fn snapshot_jailed(
         &self,
         vm: &VmHandle,
@@ -98,7 +100,7 @@ impl Firecracker {
                 inside: inside(name),
                 writable: true,
             };
-            placed.push(jail::place(host, &root, &file, record.uid)?);
+            placed.push(jail::place(host, &root, &file, record.uid, true)?);
             Ok::<(), VmmError>(())
         };
         let mut steps = || {
