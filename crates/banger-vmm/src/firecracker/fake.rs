@@ -734,6 +734,14 @@ impl ProcessHost for FakeFirecracker {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("give-tap {name} {uid}")) {
+            return Err(injected_io());
+        }
+        Ok(())
+    }
+
     fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut state = self.lock();
         if state.step(format!("write {}", path.display())) {

@@ -145,6 +145,12 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
     fn write_file(&self, path: &Path, _contents: &[u8]) -> io::Result<()> {
         Err(no_jails(path))
     }
+
+    /// Gives the existing tap `name` to `uid` (and the gid of the same number), so that a
+    /// VMM running as them may open it.
+    fn give_tap(&self, name: &str, _uid: u32) -> io::Result<()> {
+        Err(no_jails(Path::new(name)))
+    }
 }
 
 fn no_jails(path: &Path) -> io::Error {
@@ -350,6 +356,10 @@ impl ProcessHost for RealHost {
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()> {
+        banger_host::network::give_tap(name, uid, uid)
     }
 
     fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {

@@ -214,6 +214,7 @@ fn jailed_launch_journal() -> Vec<String> {
          --chroot-base-dir /var/lib/banger/jail --new-pid-ns --cgroup-version 2 --parent-cgroup banger \
          --cgroup memory.max=1140850688 --cgroup cpu.max=200000 100000 -- --api-sock /api.sock \
          >> /var/lib/banger/vms/vm-1/console.log",
+        "give-tap bt-0123456789ab 900000",
         "wait-socket /var/lib/banger/jail/firecracker/vm-1/root/api.sock",
         "PUT /logger",
         "PUT /metrics",
@@ -661,4 +662,25 @@ fn the_jailer_must_be_firecrackers_own_release() {
         "/opt/jailer is the jailer of Firecracker 1.15.0, but Firecracker is 1.16.1; the jailer \
          must be the same release"
     );
+}
+
+/// The work beside a jailed launch (the daemon's tap) fails after the jailer forked Firecracker:
+/// the Firecracker it forked is the one killed, not only the jailer that already exited.
+#[test]
+fn a_failure_beside_a_jailed_launch_kills_the_forked_firecracker() {
+    let fake = host();
+    let err = jailed(&fake, false)
+        .launch_beside(&spec(), &mut || Err("no tap".into()))
+        .unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::Beside(m) if m == "no tap"),
+        "{err:?}"
+    );
+    assert!(
+        fake.journal()
+            .contains(&format!("signal {} SIGKILL", FIRST_PID + 1)),
+        "{:#?}",
+        fake.journal()
+    );
+    assert_nothing_left(&fake, "after the failure beside");
 }

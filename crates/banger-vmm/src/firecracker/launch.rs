@@ -533,15 +533,25 @@ impl Firecracker {
                         path: api_socket.clone(),
                     },
                 );
-                beside().map_err(VmmError::Beside)?;
+                let besides = beside();
                 // The jailer forks Firecracker into its own pid namespace and exits; the pid it
-                // writes is the one to supervise.
+                // writes is the one to supervise, and to kill whatever fails from here on.
                 let pid =
                     jail::wait_for_pid(host, &plan.pid_file, jailer, self.timeouts.api_socket)?;
                 for resource in acquired.iter_mut() {
                     if *resource == (Resource::Process { pid: jailer }) {
                         *resource = Resource::Process { pid };
                     }
+                }
+                besides.map_err(VmmError::Beside)?;
+                // The tap exists now (made beside the spawn); the jailed Firecracker opens it as
+                // the VM's uid. It goes with the VM's network, the daemon's.
+                if let Some(net) = &spec.net {
+                    host.give_tap(&net.tap, uid)
+                        .map_err(|source| VmmError::File {
+                            path: PathBuf::from(format!("/sys/class/net/{}", net.tap)),
+                            source,
+                        })?;
                 }
                 tracing::debug!(vm = %spec.vm_id, pid, uid, "jailed Firecracker started");
                 return self.wait_for_api(pid, api_socket);
