@@ -48,7 +48,10 @@ fn assert_jailed(lab: &Lab<'_>, vm: &Value, jailer: &Value, cgroups: &Value) {
         (memory_mib + 64) * 1024 * 1024,
         "memory.max of {cgroup}"
     );
-    assert_eq!(jail["memory_max"].as_u64(), Some((memory_mib + 64) * 1024 * 1024));
+    assert_eq!(
+        jail["memory_max"].as_u64(),
+        Some((memory_mib + 64) * 1024 * 1024)
+    );
     let member = lab.sh_ok(&format!("cat /proc/{pid}/cgroup"));
     assert!(
         cgroup.ends_with(member.trim().trim_start_matches("0::")),

@@ -684,3 +684,19 @@ fn a_failure_beside_a_jailed_launch_kills_the_forked_firecracker() {
     );
     assert_nothing_left(&fake, "after the failure beside");
 }
+
+#[test]
+fn a_jailed_vms_drives_are_named_inside_its_chroot() {
+    let fake = host();
+    let fc = jailed(&fake, false);
+    let vm = fc.launch(&spec()).unwrap();
+    let own = Path::new(VM).join("overlay.ext4");
+    assert_eq!(
+        fc.drive_path(&vm.api_socket, "overlay", &own),
+        Path::new("/drive-overlay")
+    );
+    assert_eq!(
+        fc.drive_path(Path::new("/run/banger/vms/x.api"), "overlay", &own),
+        own
+    );
+}

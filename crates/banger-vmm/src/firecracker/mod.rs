@@ -154,6 +154,15 @@ impl Firecracker {
         jail::jail_of(&jails, api_socket)
     }
 
+    /// The path by which the Firecracker serving `api_socket` knows the VM's drive `id`, whose
+    /// file is `host_path`: the same path, or its name inside the chroot of a jailed one.
+    pub fn drive_path(&self, api_socket: &Path, id: &str, host_path: &Path) -> PathBuf {
+        match self.jail_dir_of(api_socket) {
+            Some(_) => Path::new("/").join(jail::drive_name(id)),
+            None => host_path.to_owned(),
+        }
+    }
+
     /// The record of a jailed VM's jail (its uid, cgroup and files).
     pub fn jail_record(&self, vm: &VmHandle) -> Option<JailRecord> {
         let dir = self.jail_dir_of(&vm.api_socket)?;
