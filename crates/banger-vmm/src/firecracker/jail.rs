@@ -557,6 +557,8 @@ impl JailConfig {
             let resource = place(host, &plan.root, file, uid, false)?;
             held.push(resource.clone());
             record(acquired, resource);
+            // Recorded at once: a daemon that dies now leaves a record its successor releases.
+            write_record(host, &plan.dir, uid, plan.cgroup.as_ref(), held)?;
         }
         Ok(())
     }

@@ -197,18 +197,25 @@ fn jailed_launch_journal() -> Vec<String> {
         "mkdir /var/lib/banger/jail/firecracker/vm-1/root 700",
         "link /var/lib/banger/images/img/vmlinux /var/lib/banger/jail/firecracker/vm-1/root/vmlinux",
         "chmod 604 /var/lib/banger/jail/firecracker/vm-1/root/vmlinux",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "link /var/lib/banger/images/img/initrd /var/lib/banger/jail/firecracker/vm-1/root/initrd",
         "chmod 604 /var/lib/banger/jail/firecracker/vm-1/root/initrd",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "link /var/lib/banger/images/img/rootfs.ext4 /var/lib/banger/jail/firecracker/vm-1/root/drive-rootfs",
         "chmod 604 /var/lib/banger/jail/firecracker/vm-1/root/drive-rootfs",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "link /var/lib/banger/vms/vm-1/overlay.ext4 /var/lib/banger/jail/firecracker/vm-1/root/drive-overlay",
         "chown 900000:900000 /var/lib/banger/jail/firecracker/vm-1/root/drive-overlay",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "link /var/lib/banger/vms/vm-1/vmm.log /var/lib/banger/jail/firecracker/vm-1/root/vmm.log",
         "chown 900000:900000 /var/lib/banger/jail/firecracker/vm-1/root/vmm.log",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "link /var/lib/banger/vms/vm-1/metrics.json /var/lib/banger/jail/firecracker/vm-1/root/metrics.json",
         "chown 900000:900000 /var/lib/banger/jail/firecracker/vm-1/root/metrics.json",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "mkdir /var/lib/banger/jail/firecracker/vm-1/root/lib/x86_64-linux-gnu 755",
         "link /usr/lib/x86_64-linux-gnu/libc.so.6 /var/lib/banger/jail/firecracker/vm-1/root/lib/x86_64-linux-gnu/libc.so.6",
+        "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "write /var/lib/banger/jail/firecracker/vm-1/jail.json",
         "spawn /usr/bin/jailer --id vm-1 --exec-file /usr/bin/firecracker --uid 900000 --gid 900000 \
          --chroot-base-dir /var/lib/banger/jail --new-pid-ns --cgroup-version 2 --parent-cgroup banger \
@@ -698,5 +705,36 @@ fn a_jailed_vms_drives_are_named_inside_its_chroot() {
     assert_eq!(
         fc.drive_path(Path::new("/run/banger/vms/x.api"), "overlay", &own),
         own
+    );
+}
+
+/// A daemon that dies half way through building a jail leaves its record behind; the next
+/// daemon releases exactly what it lists, ownership included.
+#[test]
+fn a_jail_left_by_a_daemon_that_died_is_released_from_its_record() {
+    let fake = host();
+    let config = config(false);
+    let plan = config
+        .plan(&spec(), &FakeFirecracker::binary(), &[])
+        .unwrap();
+    for file in [&spec().paths.vmm_log, &spec().paths.metrics] {
+        fake.create_file(file).unwrap();
+    }
+    let mut acquired = Vec::new();
+    config.build(&fake, &plan, &mut acquired).unwrap();
+    // The daemon dies here: nothing is rolled back.
+    assert_eq!(
+        fake.owner_of(&Path::new(ROOT).join("drive-overlay"))
+            .map(|o| o.0),
+        Some(900_000)
+    );
+    let fresh = fake.backend().with_chroot_base(BASE.into());
+    let failures = fresh.release_idle_jails(&|_| false);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_nothing_left(&fake, "after the next daemon's reconcile");
+    let journal = fake.journal();
+    assert!(
+        journal.contains(&format!("chown 0:0 {ROOT}/drive-overlay")),
+        "{journal:#?}"
     );
 }
