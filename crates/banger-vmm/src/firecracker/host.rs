@@ -279,14 +279,18 @@ impl ProcessHost for RealHost {
     }
 
     fn create_dir(&self, dir: &Path, mode: u32) -> io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)?;
-        // The daemon's umask would otherwise take bits away from a directory the jailed
-        // process must traverse.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        // Each directory made here gets `mode` itself: the daemon's umask (077) would otherwise
+        // take bits away from the parents a jailed process must traverse (`lib` above
+        // `lib/x86_64-linux-gnu`).
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+        for made in missing.into_iter().rev() {
+            match std::fs::create_dir(made) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => other?,
+            }
+            std::fs::set_permissions(made, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
