@@ -68,6 +68,12 @@ impl Paths {
     }
 
     /// Where snapshots' files are, one directory each.
+    /// Where a root daemon builds its Firecracker jails (unless `jail_dir` says otherwise):
+    /// on the filesystem of the VMs' disks, so that they are hard-linked into the jails.
+    pub fn jail_dir(&self) -> PathBuf {
+        self.state_dir.join("jail")
+    }
+
     pub fn snapshots_dir(&self) -> PathBuf {
         self.state_dir.join("snapshots")
     }

@@ -238,6 +238,27 @@ pub struct VmRuntime {
     /// the start proceeds; `vm show` prints it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boot: Vec<BootTiming>,
+    /// Present when the VMM runs behind Firecracker's jailer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<Box<VmJail>>,
+}
+
+/// How a jailed VMM runs: its own uid and gid, chroot and, where cgroup v2 allows, cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmJail {
+    pub uid: u32,
+    pub gid: u32,
+    /// The directory the VMM is chrooted into.
+    pub chroot: String,
+    /// Its cgroup directory, when the host's cgroup v2 offers the memory and cpu controllers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The cgroup's `memory.max` in bytes: guest memory plus the VMM's overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    /// The cgroup's `cpu.max` (`QUOTA PERIOD`, microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max: Option<String>,
 }
 
 /// One stage of a VM's start and how long it took.

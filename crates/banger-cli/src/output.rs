@@ -144,6 +144,22 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
             .add("pid", rt.pid)
             .add("up since", dated(rt.started_at, now))
             .add("tap", &rt.tap);
+        if let Some(jail) = &rt.jail {
+            kv = kv.add(
+                "jail",
+                format!("uid {}, gid {}, chroot {}", jail.uid, jail.gid, jail.chroot),
+            );
+            kv = kv.add(
+                "cgroup",
+                match (&jail.cgroup, jail.memory_max, &jail.cpu_max) {
+                    (Some(path), Some(memory), Some(cpu)) => {
+                        format!("{path} (memory.max {} MiB, cpu.max {cpu})", memory / MIB)
+                    }
+                    (Some(path), _, _) => path.clone(),
+                    _ => "none (no cgroup v2 with memory and cpu here; see banger doctor)".into(),
+                },
+            );
+        }
         if !rt.boot.is_empty() {
             let stages: Vec<String> = rt
                 .boot
@@ -772,6 +788,40 @@ pub(crate) mod tests {
         assert!(
             !vm_show(&vm, NOW).contains("work seed"),
             "silent when unchanged"
+        );
+    }
+
+    #[test]
+    fn vm_show_says_as_whom_a_jailed_vmm_runs() {
+        let mut vm = vms()[0].clone();
+        vm.state = VmState::Running;
+        vm.runtime = Some(banger_api::VmRuntime {
+            vmm: banger_api::VmmKind::Firecracker,
+            pid: 4242,
+            api_socket: "/state/jail/firecracker/0123/root/api.sock".into(),
+            vsock_socket: Some("/state/jail/firecracker/0123/root/v.sock".into()),
+            tap: "bt-0123".into(),
+            started_at: NOW,
+            boot: Vec::new(),
+            jail: None,
+        });
+        vm.runtime.as_mut().unwrap().jail = Some(Box::new(banger_api::VmJail {
+            uid: 900_000,
+            gid: 900_000,
+            chroot: "/state/jail/firecracker/0123/root".into(),
+            cgroup: Some("/sys/fs/cgroup/banger/0123".into()),
+            memory_max: Some((1024 + 64) * 1024 * 1024),
+            cpu_max: Some("200000 100000".into()),
+        }));
+        insta::assert_snapshot!(vm_show(&vm, NOW));
+        let jail = vm.runtime.as_mut().unwrap().jail.as_mut().unwrap();
+        jail.cgroup = None;
+        jail.memory_max = None;
+        jail.cpu_max = None;
+        assert!(
+            vm_show(&vm, NOW).contains("none (no cgroup v2 with memory and cpu here"),
+            "{}",
+            vm_show(&vm, NOW)
         );
     }
 

@@ -37,6 +37,8 @@ pub struct Config {
     /// Keep one Firecracker process started ahead of need (running, unconfigured), so that a
     /// VM start takes it over instead of starting one.
     pub spare_vmm: bool,
+    /// Running Firecracker behind its jailer.
+    pub jail: JailSettings,
     pub defaults: VmDefaults,
     pub web: WebConfig,
     pub dns: DnsConfig,
@@ -84,6 +86,52 @@ impl std::fmt::Display for Ratio {
             write!(f, "{:.1}", self.0)
         } else {
             write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// `jailer`, `jailer_bin`, `jail_uids`, `jail_dir`, `jail_memory_overhead`: whether and how a
+/// root bangerd runs Firecracker behind its jailer (see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailSettings {
+    pub mode: JailMode,
+    /// The jailer; `jailer` on PATH when unset.
+    pub jailer_bin: Option<PathBuf>,
+    /// The uids (and gids) jailed VMs run as, first and last included.
+    pub uids: (u32, u32),
+    /// The jailer's chroot base; `jail/` in the state dir when unset.
+    pub dir: Option<PathBuf>,
+    /// Added to a VM's memory for its cgroup's `memory.max`: Firecracker's own needs.
+    pub memory_overhead_mib: u32,
+}
+
+/// `jailer = "auto" | true | false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JailMode {
+    /// Jailed when bangerd runs as root and a jailer of Firecracker's release is found.
+    Auto,
+    /// Always jailed: a start fails when the jail cannot be built.
+    On,
+    /// Firecracker runs directly, as bangerd's user.
+    Off,
+}
+
+/// The uids jailed VMs get unless configured otherwise: well above any login user's and the
+/// ranges `/etc/subuid` usually hands out.
+pub const DEFAULT_JAIL_UIDS: (u32, u32) = (900_000, 900_999);
+/// What a Firecracker process needs beyond its guest's memory: its own code, threads, device
+/// queues and the API server (about 3.5 MiB idle), with room for the page cache of its disks'
+/// I/O, which the cgroup is charged for and reclaims under the limit.
+pub const DEFAULT_JAIL_MEMORY_OVERHEAD_MIB: u32 = 64;
+
+impl Default for JailSettings {
+    fn default() -> Self {
+        JailSettings {
+            mode: JailMode::Auto,
+            jailer_bin: None,
+            uids: DEFAULT_JAIL_UIDS,
+            dir: None,
+            memory_overhead_mib: DEFAULT_JAIL_MEMORY_OVERHEAD_MIB,
         }
     }
 }
@@ -189,6 +237,7 @@ impl Default for Config {
             ssh_key: None,
             disk_pool: 1,
             spare_vmm: true,
+            jail: JailSettings::default(),
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -230,10 +279,23 @@ struct RawConfig {
     ssh_key: Option<PathBuf>,
     disk_pool: Option<i64>,
     spare_vmm: Option<bool>,
+    jailer: Option<RawJailer>,
+    jailer_bin: Option<PathBuf>,
+    jail_uids: Option<String>,
+    jail_dir: Option<PathBuf>,
+    jail_memory_overhead: Option<String>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
     dns: Option<RawDns>,
     admission: Option<RawAdmission>,
+}
+
+/// `jailer = true`, `false` or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawJailer {
+    Switch(bool),
+    Word(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,6 +443,52 @@ impl Config {
         }
         if let Some(spare) = raw.spare_vmm {
             config.spare_vmm = spare;
+        }
+        match raw.jailer {
+            None => {}
+            Some(RawJailer::Switch(true)) => config.jail.mode = JailMode::On,
+            Some(RawJailer::Switch(false)) => config.jail.mode = JailMode::Off,
+            Some(RawJailer::Word(word)) if word == "auto" => config.jail.mode = JailMode::Auto,
+            Some(RawJailer::Word(word)) => {
+                return Err(invalid(format!(
+                    "`jailer`: {word:?} is not true, false or \"auto\""
+                )));
+            }
+        }
+        if let Some(bin) = raw.jailer_bin {
+            if !bin.is_absolute() {
+                return Err(invalid(format!(
+                    "`jailer_bin`: {} is not an absolute path",
+                    bin.display()
+                )));
+            }
+            config.jail.jailer_bin = Some(bin);
+        }
+        if let Some(uids) = raw.jail_uids {
+            config.jail.uids = banger_vmm::firecracker::jail::parse_uid_range(&uids)
+                .map_err(|e| invalid(format!("`jail_uids`: {e}")))?;
+        }
+        if let Some(dir) = raw.jail_dir {
+            if !dir.is_absolute() {
+                return Err(invalid(format!(
+                    "`jail_dir`: {} is not an absolute path",
+                    dir.display()
+                )));
+            }
+            config.jail.dir = Some(dir);
+        }
+        if let Some(text) = raw.jail_memory_overhead {
+            let mib = validate::parse_size(&text)
+                .ok()
+                .map(|bytes| bytes.div_ceil(1024 * 1024))
+                .and_then(|mib| u32::try_from(mib).ok())
+                .filter(|mib| *mib <= 64 * 1024)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "`jail_memory_overhead`: {text:?} is not a size up to 64G (e.g. \"64M\")"
+                    ))
+                })?;
+            config.jail.memory_overhead_mib = mib;
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -610,6 +718,41 @@ mod tests {
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
         assert_eq!(config.defaults.work_disk_bytes, 512 * validate::MIB);
         assert_eq!(config.web, WebConfig::default());
+    }
+
+    #[test]
+    fn reads_the_jail_keys() {
+        assert_eq!(parse("").unwrap().jail, JailSettings::default());
+        let jail = parse(
+            "jailer = true\njailer_bin = \"/opt/fc/jailer\"\njail_uids = \"70000-70009\"\n\
+             jail_dir = \"/srv/banger\"\njail_memory_overhead = \"128M\"",
+        )
+        .unwrap()
+        .jail;
+        assert_eq!(jail.mode, JailMode::On);
+        assert_eq!(
+            jail.jailer_bin.as_deref(),
+            Some(Path::new("/opt/fc/jailer"))
+        );
+        assert_eq!(jail.uids, (70_000, 70_009));
+        assert_eq!(jail.dir.as_deref(), Some(Path::new("/srv/banger")));
+        assert_eq!(jail.memory_overhead_mib, 128);
+        assert_eq!(parse("jailer = false").unwrap().jail.mode, JailMode::Off);
+        assert_eq!(
+            parse("jailer = \"auto\"").unwrap().jail.mode,
+            JailMode::Auto
+        );
+        for (text, key) in [
+            ("jailer = \"yes\"", "jailer"),
+            ("jailer_bin = \"jailer\"", "jailer_bin"),
+            ("jail_uids = \"5\"", "jail_uids"),
+            ("jail_uids = \"0-10\"", "jail_uids"),
+            ("jail_dir = \"jail\"", "jail_dir"),
+            ("jail_memory_overhead = \"lots\"", "jail_memory_overhead"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
     }
 
     #[test]

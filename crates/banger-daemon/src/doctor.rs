@@ -12,6 +12,9 @@ use banger_host::runner::RealRunner;
 use banger_vmm::Availability;
 
 use crate::Daemon;
+use crate::config::JailMode;
+use crate::machine::backend::JailDecision;
+use banger_vmm::firecracker::CgroupSupport;
 
 /// Runs every check. Blocking: it runs a few short commands (`firecracker --version`,
 /// `sudo -n true`, …). The binaries are detected afresh rather than taken from the machines'
@@ -27,6 +30,7 @@ pub fn report(d: &Daemon) -> DoctorReport {
     );
     let bridge = net.bridge.clone();
     let mut checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run(backends.checks());
+    checks.extend(jail_checks(d, &runner));
     let serving = d.dns.serving();
     checks.push(dns::serving_check(&serving, d.dns.domain()));
     checks.push(dns::host_resolver_check(
@@ -38,6 +42,85 @@ pub fn report(d: &Daemon) -> DoctorReport {
     DoctorReport {
         checks: checks.into_iter().map(to_wire).collect(),
     }
+}
+
+/// The `jailer` line (whether Firecracker VMs run jailed, and why not) and the `cgroups` line
+/// (whether their cgroup limits can be set here).
+fn jail_checks(d: &Daemon, runner: &RealRunner) -> Vec<Check> {
+    let Ok(binary) =
+        banger_vmm::FirecrackerBinary::detect(d.config.firecracker_bin.as_deref(), runner)
+    else {
+        // The `firecracker` line says why; without Firecracker there is nothing to jail.
+        return Vec::new();
+    };
+    let Some(decision) = d.machines.backends.jail_decision(&binary) else {
+        return Vec::new();
+    };
+    let mut checks = Vec::new();
+    let settings = &d.config.jail;
+    match &decision {
+        JailDecision::Jailed(jail) => {
+            checks.push(Check::ok(
+                "jailer",
+                format!(
+                    "Firecracker VMs run behind {} (Firecracker {}): each as its own uid of \
+                     {}-{}, chrooted under {}, in its own pid namespace",
+                    jail.jailer.path.display(),
+                    jail.jailer.version,
+                    jail.uids.0,
+                    jail.uids.1,
+                    jail.chroot_base.display()
+                ),
+            ));
+            checks.push(match &jail.cgroup {
+                CgroupSupport::Usable(root) => Check::ok(
+                    "cgroups",
+                    format!(
+                        "cgroup v2 at {} offers memory and cpu: each jailed VM gets \
+                         memory.max = its memory + {} MiB and cpu.max = its vCPUs",
+                        root.display(),
+                        jail.memory_overhead_mib
+                    ),
+                ),
+                CgroupSupport::Unusable(why) => Check::warn(
+                    "cgroups",
+                    format!("jailed VMs run without cgroup limits: {why}"),
+                    "boot the host with cgroup v2 alone (systemd.unified_cgroup_hierarchy=1 on \
+                     the kernel command line), so that its memory and cpu controllers are \
+                     available",
+                ),
+            });
+        }
+        JailDecision::Direct(why) if settings.mode == JailMode::Off => checks.push(Check::warn(
+            "jailer",
+            format!(
+                "Firecracker runs directly, as bangerd's user, without chroot or cgroup: {why}"
+            ),
+            "remove `jailer = false` from config.toml to run VMs jailed",
+        )),
+        JailDecision::Direct(why) if rustix::process::geteuid().is_root() => {
+            checks.push(Check::warn(
+                "jailer",
+                format!("Firecracker VMs run as root without the jailer: {why}"),
+                format!(
+                    "install the jailer of Firecracker {} on PATH or set jailer_bin in \
+                     config.toml",
+                    binary.version
+                ),
+            ))
+        }
+        JailDecision::Direct(why) => checks.push(Check::ok(
+            "jailer",
+            format!("Firecracker runs as bangerd's own user, without the jailer ({why})"),
+        )),
+        JailDecision::Refused(why) => checks.push(Check::fail(
+            "jailer",
+            format!("Firecracker VMs cannot start: {why}"),
+            "install the jailer of the same Firecracker release (or set jailer_bin), run \
+             bangerd as root, or set jailer = false in config.toml",
+        )),
+    }
+    checks
 }
 
 fn to_wire(check: Check) -> DoctorCheck {

@@ -158,13 +158,17 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     let (console, web_listener) = web::prepare(&config.web, &paths).await;
 
     let net = NetConfig::new(pool.gateway(), pool.prefix_len());
-    let machines = Machines::new(
+    let mut machines = Machines::new(
         deps,
         net,
         config.firecracker_bin.clone(),
         config.qemu_bin.clone(),
         tokio::runtime::Handle::current(),
     );
+    machines.backends = machines
+        .backends
+        .clone()
+        .with_jail(config.jail.clone(), paths.jail_dir());
     let default_image = store.find_image(&config.default_image).ok().flatten();
     let disks = DiskPool::open(
         &paths.state_dir,
@@ -184,8 +188,10 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         let backends = machines.backends.clone();
         let vmm = config.vmm;
         SpareVmm::open(
+            // A jailed VM starts its own Firecracker in its jail, with its uid and cgroup limits:
+            // none of that can be given to a process started before the VM is known.
             Box::new(move || match backends.for_start(vmm) {
-                Ok((Backend::Firecracker(fc), _)) => Ok(Some(fc)),
+                Ok((Backend::Firecracker(fc), _)) if fc.jail().is_none() => Ok(Some(fc)),
                 Ok(_) => Ok(None),
                 Err(e) => Err(e.message),
             }),

@@ -576,9 +576,10 @@ pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
         return;
     };
     if let Ok(Backend::Firecracker(fc)) = d.machines.backends.for_running(runtime.vmm) {
-        let api = fc.client(Path::new(&runtime.api_socket));
+        let api_socket = Path::new(&runtime.api_socket);
+        let api = fc.client(api_socket);
         for (id, file) in COPIED_DRIVES {
-            let path = d.paths.vm_dir(&vm.id).join(file);
+            let path = fc.drive_path(api_socket, id, &d.paths.vm_dir(&vm.id).join(file));
             match api.patch_drive(id, &path) {
                 Ok(()) => {
                     tracing::info!(vm = %vm.name, drive = id, "drive pointed back after an interrupted snapshot")

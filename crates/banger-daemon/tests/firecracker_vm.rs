@@ -63,6 +63,27 @@ fn instance_state(vm: &Vm) -> Result<InstanceState, banger_vmm::VmmError> {
     })
 }
 
+/// Kills, when dropped (a failing test included), every Firecracker serving a socket of this
+/// test's daemon: in its runtime directory or, jailed, in its jails. VMMs outlive their daemon by
+/// design, so a test that stops half way would otherwise leave them running.
+struct KillVmms {
+    firecracker: PathBuf,
+    paths: Paths,
+}
+
+impl Drop for KillVmms {
+    fn drop(&mut self) {
+        let fc = banger_vmm::Firecracker::new(banger_vmm::FirecrackerBinary {
+            path: self.firecracker.clone(),
+            version: banger_vmm::MIN_VERSION,
+        })
+        .with_chroot_base(self.paths.jail_dir());
+        for found in fc.scan(&self.paths.vm_sockets_dir()).processes {
+            let _ = banger_host::signal(found.pid, banger_host::Signal::Kill);
+        }
+    }
+}
+
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !check().await {
@@ -73,6 +94,17 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[test]
 fn vm_lifecycle_with_the_real_firecracker_taps_and_nftables() {
+    in_a_namespace(lifecycle);
+}
+
+/// The same life, jailed: the VM's Firecracker runs as a uid of its own in its chroot, opens the
+/// tap given to that uid, and its jail goes with every way the VM stops.
+#[test]
+fn jailed_vm_lifecycle_with_the_real_jailer() {
+    in_a_namespace(jailed_lifecycle);
+}
+
+fn in_a_namespace<F: std::future::Future<Output = ()>>(test: impl FnOnce(PathBuf) -> F) {
     let Some(binary) = fixture::firecracker_or_skip() else {
         return;
     };
@@ -98,23 +130,28 @@ fn vm_lifecycle_with_the_real_firecracker_taps_and_nftables() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(lifecycle(&binary.path));
+    runtime.block_on(test(binary.path));
     drop(runtime);
     drop(netns);
 }
 
-async fn lifecycle(firecracker: &Path) {
+async fn lifecycle(firecracker: PathBuf) {
+    let firecracker = firecracker.as_path();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths {
         config_file: dir.path().join("config/banger/config.toml"),
         state_dir: dir.path().join("state/banger"),
         runtime_dir: dir.path().join("run/banger"),
     };
+    let _vmms = KillVmms {
+        firecracker: firecracker.to_owned(),
+        paths: paths.clone(),
+    };
     std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
     std::fs::write(
         &paths.config_file,
         format!(
-            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n[defaults]\n\
+            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\njailer = false\n[defaults]\n\
              stop_timeout = \"300ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
              [web]\nenabled = false\n",
             firecracker.display()
@@ -284,4 +321,155 @@ async fn lifecycle(firecracker: &Path) {
     daemon.stop().await;
     assert!(sockets().is_empty(), "{:?}", sockets());
     assert_eq!(std::fs::read_dir(&spare_dir).unwrap().count(), 0);
+}
+
+/// Config, image and daemon for a jailed life; `None` (after a `SKIP:` line) without a jailer.
+async fn jailed_lifecycle(firecracker: PathBuf) {
+    let binary = banger_vmm::FirecrackerBinary::check(firecracker.clone(), &RealRunner).unwrap();
+    if let Err(error) = banger_vmm::JailerBinary::detect(None, &binary, &RealRunner) {
+        println!("SKIP: no usable jailer: {error}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_file: dir.path().join("config/banger/config.toml"),
+        state_dir: dir.path().join("state/banger"),
+        runtime_dir: dir.path().join("run/banger"),
+    };
+    let _vmms = KillVmms {
+        firecracker: firecracker.clone(),
+        paths: paths.clone(),
+    };
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &paths.config_file,
+        format!(
+            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\njailer = true\n\
+             jail_uids = \"900950-900959\"\n[defaults]\n\
+             stop_timeout = \"300ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
+             [web]\nenabled = false\n",
+            firecracker.display()
+        ),
+    )
+    .unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let kernel = files.join("vmlinux");
+    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
+    let rootfs = files.join("rootfs.ext4");
+    fixture::ext4(&rootfs, 16);
+    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
+        .await
+        .unwrap();
+    let client = Client::new(daemon.socket());
+    let op = client
+        .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
+            name: "tiny".into(),
+            kernel: kernel.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+
+    let created = client
+        .create_vm(&CreateVmRequest {
+            name: Some("jailed".into()),
+            image: Some("tiny".into()),
+            vcpus: Some(1),
+            memory_mib: Some(128),
+            nat: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let vm = client.get_vm("jailed").await.unwrap();
+    let rt = vm.runtime.clone().unwrap();
+    let jail = rt.jail.clone().expect("the VM is jailed");
+    let jail_dir = paths.jail_dir().join("firecracker").join(&vm.id);
+    assert_eq!(PathBuf::from(&jail.chroot), jail_dir.join("root"));
+    assert_eq!(
+        PathBuf::from(&rt.api_socket),
+        jail_dir.join("root/api.sock")
+    );
+    assert_eq!(jail.uid, 900_950);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", rt.pid)).unwrap();
+    assert!(
+        status.contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", jail.uid)),
+        "{status}"
+    );
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
+    let link = run("ip", &["-j", "link", "show", "dev", &rt.tap]).unwrap();
+    assert!(link.contains("\"master\":\"banger0\""), "{link}");
+    let console = paths.vm_dir(&vm.id).join("console.log");
+    wait_for("the guest's console line", async || {
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(fixture::GUEST_HELLO))
+    })
+    .await;
+    assert!(
+        !daemon.daemon.spare.wait_ready(Duration::from_millis(500)),
+        "no spare while VMs are jailed"
+    );
+    client.pause_vm("jailed", true).await.unwrap();
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Paused);
+    client.pause_vm("jailed", false).await.unwrap();
+    assert_eq!(instance_state(&vm).unwrap(), InstanceState::Running);
+
+    // A stop takes the jail with it; the VM's files are root's again.
+    let op = client.vm_action("jailed", VmAction::Stop).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert!(!banger_host::pid_alive(rt.pid));
+    assert!(!jail_dir.exists());
+    let overlay = paths.vm_dir(&vm.id).join("overlay.ext4");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&overlay).unwrap().uid(), 0);
+
+    // kill -9: noticed, and the jail released with the rest.
+    let op = client.vm_action("jailed", VmAction::Start).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let rt = client.get_vm("jailed").await.unwrap().runtime.unwrap();
+    banger_host::signal(rt.pid, banger_host::Signal::Kill).unwrap();
+    wait_for("the killed VMM to be noticed", async || {
+        client.get_vm("jailed").await.unwrap().state == VmState::Failed
+    })
+    .await;
+    wait_for("its jail to go", async || !jail_dir.exists()).await;
+    assert!(!link_exists(&rt.tap));
+
+    // A restarted daemon adopts the jailed VM where it runs.
+    let op = client.vm_action("jailed", VmAction::Start).await.unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let rt = client.get_vm("jailed").await.unwrap().runtime.unwrap();
+    daemon.stop().await;
+    assert!(banger_host::pid_alive(rt.pid));
+    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
+        .await
+        .unwrap();
+    let client = Client::new(daemon.socket());
+    let vm = client.get_vm("jailed").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(vm.runtime.as_ref().unwrap().pid, rt.pid);
+    assert!(jail_dir.exists());
+
+    // Delete stops it and leaves nothing.
+    client.delete_vm("jailed").await.unwrap();
+    assert!(!banger_host::pid_alive(rt.pid));
+    assert!(!jail_dir.exists());
+    assert!(!link_exists(&rt.tap));
+    daemon.stop().await;
+    let left: Vec<_> = std::fs::read_dir(paths.jail_dir().join("firecracker"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

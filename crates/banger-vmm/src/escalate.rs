@@ -40,18 +40,32 @@ pub(crate) enum Stubborn {
 /// Ends `pid`. Unless `graceful` is zero, `ask_guest` is called first: it asks the guest to shut
 /// down and says whether the guest could hear it (a paused guest cannot); if so the guest gets
 /// `graceful` to exit. Then SIGTERM and [`Timeouts::term_grace`], then SIGKILL and
-/// [`Timeouts::kill_wait`]. `vmm` names the process in the log.
+/// [`Timeouts::kill_wait`]. `vmm` names the process in the log. Without `term` (a process
+/// that cannot receive SIGTERM, such as the init of a pid namespace) SIGKILL follows the guest's
+/// chance at once.
 pub(crate) fn end_process(
     host: &dyn ProcessHost,
     pid: u32,
     graceful: Duration,
     timeouts: &Timeouts,
     vmm: &str,
+    term: bool,
     ask_guest: impl FnOnce() -> bool,
 ) -> Result<StopOutcome, Stubborn> {
     let asked_guest = !graceful.is_zero() && ask_guest();
     if asked_guest && host.wait_for_exit(pid, graceful) {
         return Ok(StopOutcome::ShutDown);
+    }
+    if !term {
+        if !host.pid_alive(pid) {
+            return Ok(if asked_guest {
+                StopOutcome::ShutDown
+            } else {
+                StopOutcome::AlreadyExited
+            });
+        }
+        tracing::info!(pid, "{vmm} cannot receive SIGTERM; killing it");
+        return kill(host, pid, timeouts.kill_wait).map(|()| StopOutcome::Killed);
     }
     match host.signal(pid, Signal::Term) {
         Ok(()) => {}

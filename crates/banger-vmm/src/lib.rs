@@ -28,8 +28,8 @@ pub mod supervise;
 pub use auto::{VmmChoice, auto_choice};
 pub use availability::Availability;
 pub use firecracker::{
-    BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, MIN_VERSION, Resource, Timeouts,
-    TransportError, Version,
+    BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, JailerBinary, MIN_VERSION,
+    Resource, Timeouts, TransportError, Version,
 };
 pub use qemu::{Accel, Qemu, QemuBinary, QemuBinaryError, QmpError};
 pub use supervise::{console_tail, exit_code_from_log, watch_exit};

@@ -19,6 +19,47 @@ use serde_json::Value;
 use support::lab::{self, Lab};
 use support::netns::E2e;
 
+/// The lab's root bangerd runs Firecracker behind the jailer the lab was given: the VM's
+/// Firecracker runs as a uid other than root, chrooted into its jail, in a cgroup whose
+/// `memory.max` is the VM's memory plus the configured overhead (the lab mounts cgroup v2).
+fn assert_jailed(lab: &Lab<'_>, vm: &Value, jailer: &Value, cgroups: &Value) {
+    assert_eq!(jailer["status"], "ok", "{jailer}");
+    assert_eq!(cgroups["status"], "ok", "{cgroups}");
+    let jail = &vm["runtime"]["jail"];
+    let pid = vm["runtime"]["pid"].as_u64().unwrap();
+    let uid = jail["uid"].as_u64().expect("the VM is jailed");
+    assert_ne!(uid, 0, "{vm}");
+    let status = lab.sh_ok(&format!("grep -E '^(Uid|NSpid):' /proc/{pid}/status"));
+    assert!(
+        status.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+        "Firecracker runs as the jail's uid: {status}"
+    );
+    let chroot = jail["chroot"].as_str().unwrap();
+    // Its / is the jail: the API socket is there, and nothing of the lab's own tree.
+    lab.sh_ok(&format!(
+        "[ \"$(stat -L -c %i /proc/{pid}/root/api.sock)\" = \"$(stat -c %i {chroot}/api.sock)\" ] \
+         && [ -e /proc/{pid}/root/firecracker ] && [ ! -e /proc/{pid}/root/etc/passwd ]"
+    ));
+    let cgroup = jail["cgroup"].as_str().expect("cgroup v2 in the lab");
+    let memory_mib = vm["memory_mib"].as_u64().unwrap();
+    let max = lab.sh_ok(&format!("cat {cgroup}/memory.max"));
+    assert_eq!(
+        max.trim().parse::<u64>().unwrap(),
+        (memory_mib + 64) * 1024 * 1024,
+        "memory.max of {cgroup}"
+    );
+    assert_eq!(
+        jail["memory_max"].as_u64(),
+        Some((memory_mib + 64) * 1024 * 1024)
+    );
+    let member = lab.sh_ok(&format!("cat /proc/{pid}/cgroup"));
+    assert!(
+        cgroup.ends_with(member.trim().trim_start_matches("0::")),
+        "{member} vs {cgroup}"
+    );
+    println!("in the lab: Firecracker pid {pid} runs as uid {uid} in {chroot}, cgroup {cgroup}");
+}
+
 #[test]
 fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     let Some(firecracker) = lab::firecracker() else {
@@ -92,11 +133,14 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "{vm}"
     );
 
-    // The Firecracker process names its VM (it was the daemon's spare, started as this VM).
+    // The Firecracker process names its VM.
     let pid = vm["runtime"]["pid"].as_u64().unwrap();
     let id = vm["id"].as_str().unwrap().to_owned();
     let cmdline = lab.sh_ok(&format!("tr '\\0' ' ' < /proc/{pid}/cmdline"));
     assert!(cmdline.contains(&format!("--id {id}")), "{cmdline}");
+    if lab::jailer().is_some() {
+        assert_jailed(&lab, &vm, &check("jailer"), &check("cgroups"));
+    }
 
     // exec: output and exit codes through two agents.
     let (code, out, _) = lab.banger(&["vm", "exec", "fc", "--", "uname", "-r"]);
@@ -303,6 +347,10 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
          | grep '^{id}'; ps -eo args | grep -c '[f]irecracker.*{id}' || true"
     ));
     assert_eq!(left.trim(), "0", "left in the lab: {left}");
+    let jails = lab.sh_ok(&format!(
+        "ls /root/.local/state/banger/jail/firecracker/ 2>/dev/null | grep -c '^{id}' || true"
+    ));
+    assert_eq!(jails.trim(), "0", "its jail is gone");
     // Snapshots and clones, in the same lab.
     snapshots_and_clones(&lab);
     // Images built and promoted on Firecracker.

@@ -86,6 +86,7 @@ fn runtime(vm: &Vm, secs: i64) -> VmRuntime {
         tap: "bt-0123456789ab".into(),
         started_at: ago(secs),
         boot: Vec::new(),
+        jail: None,
     }
 }
 

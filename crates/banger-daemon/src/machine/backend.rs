@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use banger_api::{ApiError, ErrorCode, VmmKind};
 use banger_host::{CommandRunner, Kvm};
+use banger_vmm::firecracker::{CgroupSupport, JailConfig, JailerBinary};
 use banger_vmm::reconcile::{HostScan, Observation};
 use banger_vmm::{
     Accel, Firecracker, FirecrackerBinary, MIN_VERSION, Qemu, QemuBinary, VmHandle, Vmm, VmmChoice,
 };
+
+use crate::config::{JailMode, JailSettings};
 
 /// A backend able to drive VMs.
 #[derive(Debug, Clone)]
@@ -109,6 +112,66 @@ pub struct Backends {
     /// The last Firecracker binary checked, with the identity of its file: a start does not
     /// run `firecracker --version` again unless the file changed.
     checked_firecracker: Arc<std::sync::Mutex<Option<(FileId, FirecrackerBinary)>>>,
+    /// Whether and how Firecracker is jailed; `None` (tests on a fake host) never jails.
+    jail: Option<(JailSettings, PathBuf)>,
+    /// The last jail decision, for the Firecracker binary and jailer file it was made with.
+    checked_jail: Arc<std::sync::Mutex<Option<JailCache>>>,
+}
+
+#[derive(Debug, Clone)]
+struct JailCache {
+    firecracker: FirecrackerBinary,
+    jailer: Option<FileId>,
+    decision: JailDecision,
+}
+
+/// Whether VMs started now are jailed, and why not when they are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JailDecision {
+    Jailed(JailConfig),
+    /// Firecracker runs directly, for this reason.
+    Direct(String),
+    /// `jailer = true`, and the jail cannot be built: starts are refused.
+    Refused(String),
+}
+
+impl JailDecision {
+    /// The decision for `settings` on a host where the daemon is root or not, with the jailer
+    /// `jailer` found (or not) and cgroup v2 as `cgroup` says.
+    pub fn decide(
+        settings: &JailSettings,
+        chroot_base: &Path,
+        root: bool,
+        jailer: Result<JailerBinary, String>,
+        cgroup: CgroupSupport,
+        libraries: Vec<banger_vmm::firecracker::jail::JailFile>,
+    ) -> JailDecision {
+        let on = match settings.mode {
+            JailMode::Off => return JailDecision::Direct("jailer = false in config.toml".into()),
+            JailMode::On => true,
+            JailMode::Auto => false,
+        };
+        if !root {
+            let why = "bangerd does not run as root, and the jailer needs root".to_owned();
+            return if on {
+                JailDecision::Refused(format!("jailer = true, but {why}"))
+            } else {
+                JailDecision::Direct(why)
+            };
+        }
+        match jailer {
+            Ok(jailer) => JailDecision::Jailed(JailConfig {
+                jailer,
+                chroot_base: chroot_base.to_owned(),
+                uids: settings.uids,
+                cgroup,
+                memory_overhead_mib: settings.memory_overhead_mib,
+                libraries,
+            }),
+            Err(why) if on => JailDecision::Refused(format!("jailer = true, but {why}")),
+            Err(why) => JailDecision::Direct(why),
+        }
+    }
 }
 
 /// What identifies a file's contents cheaply: where it is, its size, its change time, its inode.
@@ -149,6 +212,91 @@ impl Backends {
             qemu,
             kvm: Arc::new(banger_host::probe_kvm(Path::new("/"))),
             checked_firecracker: Arc::default(),
+            jail: None,
+            checked_jail: Arc::default(),
+        }
+    }
+
+    /// Jails Firecracker as `settings` say, in `default_dir` unless they name a directory.
+    pub fn with_jail(mut self, settings: JailSettings, default_dir: PathBuf) -> Backends {
+        let dir = settings.dir.clone().unwrap_or(default_dir);
+        self.jail = Some((settings, dir));
+        self
+    }
+
+    /// Where jails are built (also when jailing is off: VMs jailed before are found there).
+    pub fn chroot_base(&self) -> Option<&Path> {
+        self.jail.as_ref().map(|(_, dir)| dir.as_path())
+    }
+
+    /// Whether VMs of `firecracker` are jailed now; decided again when the jailer's file or the
+    /// Firecracker binary changed.
+    pub fn jail_decision(&self, firecracker: &FirecrackerBinary) -> Option<JailDecision> {
+        let (settings, dir) = self.jail.as_ref()?;
+        let path_var = std::env::var_os("PATH");
+        let jailer_path = settings.jailer_bin.clone().or_else(|| {
+            path_var.as_deref().and_then(|p| {
+                std::env::split_paths(p)
+                    .map(|d| d.join("jailer"))
+                    .find(|c| c.is_file())
+            })
+        });
+        let jailer_id = jailer_path.as_deref().and_then(FileId::of);
+        let mut cache = self.checked_jail.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.as_ref()
+            && cached.firecracker == *firecracker
+            && cached.jailer == jailer_id
+        {
+            return Some(cached.decision.clone());
+        }
+        let root = rustix::process::geteuid().is_root();
+        let wanted = settings.mode == JailMode::On || (settings.mode == JailMode::Auto && root);
+        let (jailer, cgroup, libraries) = if wanted {
+            (
+                JailerBinary::detect(settings.jailer_bin.as_deref(), firecracker, &*self.runner)
+                    .map_err(|e| banger_vmm::error_chain(&e)),
+                CgroupSupport::detect(),
+                banger_vmm::firecracker::jail::libraries_of(&firecracker.path, &*self.runner),
+            )
+        } else {
+            (
+                Err("not wanted".into()),
+                CgroupSupport::Unusable("not asked".into()),
+                Vec::new(),
+            )
+        };
+        let decision = JailDecision::decide(settings, dir, root, jailer, cgroup, libraries);
+        match &decision {
+            JailDecision::Jailed(jail) => tracing::info!(
+                jailer = %jail.jailer.path.display(),
+                chroot_base = %jail.chroot_base.display(),
+                cgroup = ?jail.cgroup,
+                "Firecracker runs behind its jailer"
+            ),
+            JailDecision::Direct(why) => {
+                tracing::info!(%why, "Firecracker runs without the jailer")
+            }
+            JailDecision::Refused(why) => tracing::warn!(%why, "Firecracker VMs cannot start"),
+        }
+        *cache = Some(JailCache {
+            firecracker: firecracker.clone(),
+            jailer: jailer_id,
+            decision: decision.clone(),
+        });
+        Some(decision)
+    }
+
+    /// `fc` as configured: jailed when the decision says so, recognising jails either way.
+    /// A prepared backend (a fake host's) is used as it was given.
+    fn jailed(&self, fc: Firecracker) -> Result<Firecracker, String> {
+        let Some(base) = self.chroot_base().filter(|_| self.firecracker.is_none()) else {
+            return Ok(fc);
+        };
+        let fc = fc.with_chroot_base(base.to_owned());
+        match self.jail_decision(fc.binary()) {
+            Some(JailDecision::Jailed(jail)) => Ok(fc.with_jail(jail)),
+            Some(JailDecision::Refused(why)) => Err(why),
+            Some(JailDecision::Direct(_)) | None => Ok(fc),
         }
     }
 
@@ -184,8 +332,21 @@ impl Backends {
     }
 
     /// The Firecracker backend for launching: the binary checked now, so a binary installed
-    /// or upgraded since the daemon started is used.
+    /// or upgraded since the daemon started is used; jailed as configured.
     pub fn firecracker(&self) -> Result<Firecracker, ApiError> {
+        let fc = self.unjailed_firecracker()?;
+        self.jailed(fc).map_err(|why| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("Firecracker cannot run VMs here: {why}"),
+            )
+            .with_hint(
+                "install the jailer of the same Firecracker release (or set jailer_bin), run                  bangerd as root, or set jailer = false in config.toml; `banger doctor` checks it",
+            )
+        })
+    }
+
+    fn unjailed_firecracker(&self) -> Result<Firecracker, ApiError> {
         self.detect_firecracker().map_err(|e| {
             ApiError::new(
                 ErrorCode::Unavailable,
@@ -245,6 +406,9 @@ impl Backends {
                 match choice {
                     VmmChoice::Firecracker => {
                         let fc = firecracker.map_err(|_| self.firecracker().unwrap_err())?;
+                        let fc = self
+                            .jailed(fc)
+                            .map_err(|_| self.firecracker().unwrap_err())?;
                         Ok((Backend::Firecracker(fc), Some(why)))
                     }
                     VmmChoice::Qemu(accel) => Ok((
@@ -261,7 +425,7 @@ impl Backends {
     pub fn for_running(&self, kind: VmmKind) -> Result<Backend, ApiError> {
         Ok(match kind {
             VmmKind::Firecracker | VmmKind::Auto => {
-                Backend::Firecracker(self.firecracker.clone().unwrap_or_else(|| {
+                let fc = self.firecracker.clone().unwrap_or_else(|| {
                     Firecracker::new(FirecrackerBinary {
                         path: self
                             .firecracker_bin
@@ -269,7 +433,15 @@ impl Backends {
                             .unwrap_or_else(|| PathBuf::from("firecracker")),
                         version: MIN_VERSION,
                     })
-                }))
+                });
+                // A running VM is driven where it runs: in its jail, whatever the configuration
+                // says now.
+                Backend::Firecracker(match self.chroot_base() {
+                    Some(base) if self.firecracker.is_none() => {
+                        fc.with_chroot_base(base.to_owned())
+                    }
+                    _ => fc,
+                })
             }
             VmmKind::Qemu => Backend::Qemu(self.qemu.clone().unwrap_or_else(|| {
                 Qemu::new(
@@ -371,5 +543,57 @@ mod tests {
             };
             assert!(vmm.detail.starts_with(named), "{firecracker}: {vmm:?}");
         }
+    }
+
+    #[test]
+    fn jailing_follows_the_setting_the_daemons_user_and_the_jailer_found() {
+        use banger_vmm::firecracker::jail::JailFile;
+        let jailer = || {
+            Ok(JailerBinary {
+                path: "/usr/local/bin/jailer".into(),
+                version: banger_vmm::Version::new(1, 16, 1),
+            })
+        };
+        let missing = || Err::<JailerBinary, _>("jailer not found in PATH".to_owned());
+        let cgroup = || CgroupSupport::Unusable("no cgroup v2 hierarchy is mounted".into());
+        let base = Path::new("/var/lib/banger/jail");
+        let libs = Vec::<JailFile>::new;
+        let settings = |mode| JailSettings {
+            mode,
+            ..JailSettings::default()
+        };
+        let decide = |mode, root, found: Result<JailerBinary, String>| {
+            JailDecision::decide(&settings(mode), base, root, found, cgroup(), libs())
+        };
+        match decide(JailMode::Auto, true, jailer()) {
+            JailDecision::Jailed(jail) => {
+                assert_eq!(jail.chroot_base, base);
+                assert_eq!(jail.uids, crate::config::DEFAULT_JAIL_UIDS);
+                assert_eq!(jail.memory_overhead_mib, 64);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decide(JailMode::Auto, false, jailer()),
+            JailDecision::Direct("bangerd does not run as root, and the jailer needs root".into())
+        );
+        assert_eq!(
+            decide(JailMode::On, false, jailer()),
+            JailDecision::Refused(
+                "jailer = true, but bangerd does not run as root, and the jailer needs root".into()
+            )
+        );
+        assert_eq!(
+            decide(JailMode::Auto, true, missing()),
+            JailDecision::Direct("jailer not found in PATH".into())
+        );
+        assert_eq!(
+            decide(JailMode::On, true, missing()),
+            JailDecision::Refused("jailer = true, but jailer not found in PATH".into())
+        );
+        assert!(matches!(
+            decide(JailMode::Off, true, jailer()),
+            JailDecision::Direct(why) if why.contains("jailer = false")
+        ));
     }
 }

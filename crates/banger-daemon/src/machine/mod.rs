@@ -538,6 +538,10 @@ fn launch(
         tap: net.tap.clone(),
         started_at: Timestamp::now(),
         boot: Vec::new(),
+        jail: match &backend {
+            Backend::Firecracker(fc) => jail_of(fc, &handle),
+            Backend::Qemu(_) => None,
+        },
     };
     let release_all = |e: ApiError| -> ApiError {
         if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {
@@ -608,6 +612,20 @@ fn launch(
     );
     tracing::info!(vm = %vm.name, pid = handle.pid, vmm = %backend.kind(), "VM started");
     Ok((crate::vm::find(d, &vm.id)?, image, backend, runtime))
+}
+
+/// What `vm show` says of a jailed VM's VMM.
+fn jail_of(fc: &banger_vmm::Firecracker, handle: &VmHandle) -> Option<Box<banger_api::VmJail>> {
+    let record = fc.jail_record(handle)?;
+    let chroot = handle.api_socket.parent()?.display().to_string();
+    Some(Box::new(banger_api::VmJail {
+        uid: record.uid,
+        gid: record.gid,
+        chroot,
+        cgroup: record.cgroup.as_ref().map(|c| c.path.display().to_string()),
+        memory_max: record.cgroup.as_ref().map(|c| c.memory_max),
+        cpu_max: record.cgroup.as_ref().map(|c| c.cpu_max.clone()),
+    }))
 }
 
 /// Waits for the guest agent and the image's services (the stages after `started`), then

@@ -148,6 +148,24 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
         }
     }
 
+    // Jails of VMs that do not run (now that leftover processes are gone): left by a crash
+    // during a launch or a stop.
+    let running: Vec<String> = d
+        .store
+        .list_vms()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|vm| vm.runtime.is_some())
+        .map(|vm| vm.id)
+        .collect();
+    for backend in &backends {
+        if let super::Backend::Firecracker(fc) = backend {
+            for failure in fc.release_idle_jails(&|id| running.iter().any(|r| r == id)) {
+                tracing::warn!(error = %failure, "cannot release a leftover jail");
+            }
+        }
+    }
+
     // Taps of this store's VMs that are not running: left by a crash between network setup
     // and recording the VMM, or by a failed teardown.
     let running_taps: Vec<String> = match d.store.list_vms() {

@@ -257,7 +257,7 @@ impl Shared {
             });
             match made {
                 Ok(None) => {
-                    tracing::debug!("VMs start with QEMU here: no spare Firecracker");
+                    tracing::debug!("VMs start with QEMU or jailed here: no spare Firecracker");
                 }
                 Ok(Some((fc, spare))) => {
                     let mut state = self.lock();

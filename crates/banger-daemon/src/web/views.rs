@@ -1780,6 +1780,7 @@ mod tests {
             tap: "bt-vm0000000000".into(),
             started_at: Timestamp(T + 600_000),
             boot: Vec::new(),
+            jail: None,
         }
     }
 

@@ -29,6 +29,7 @@ pub(crate) use ledger::error_chain;
 pub use ledger::{Acquired, ReleaseError, ReleaseFailure, Resource, release};
 pub use link::{HostLink, IpLinks, Links, NetlinkLinks, host_links};
 pub use nft::{TABLE as NFT_TABLE, rebuild_nat_table, vm_comment};
+pub use tun::give_tap;
 
 /// The bridge's name unless configured otherwise.
 pub const DEFAULT_BRIDGE: &str = "banger0";

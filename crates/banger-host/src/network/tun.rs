@@ -17,6 +17,7 @@ const TUN_DEVICE: &str = "/dev/net/tun";
 const TUNSETIFF: Opcode = opcode::write::<std::ffi::c_int>(b'T', 202);
 const TUNSETPERSIST: Opcode = opcode::write::<std::ffi::c_int>(b'T', 203);
 const TUNSETOWNER: Opcode = opcode::write::<std::ffi::c_int>(b'T', 204);
+const TUNSETGROUP: Opcode = opcode::write::<std::ffi::c_int>(b'T', 206);
 const IFF_TAP: u16 = 0x0002;
 const IFF_NO_PI: u16 = 0x1000;
 /// Fail instead of attaching to a device of that name that already exists.
@@ -61,6 +62,34 @@ pub(crate) fn create_tap(name: &str, owner: u32) -> io::Result<()> {
     }?;
     // SAFETY: TUNSETPERSIST takes the flag itself as the argument, not a pointer.
     unsafe { ioctl(&tun, IntegerSetter::<TUNSETPERSIST>::new_usize(1)) }?;
+    drop(tun);
+    Ok(())
+}
+
+/// Gives the existing persistent tap `name` to `uid` and `gid`, so that a VMM running as them
+/// (a jailed Firecracker) may open it. Needs root; the tap stays persistent.
+pub fn give_tap(name: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let mut request = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI,
+        _rest: [0; 22],
+    };
+    if name.is_empty() || name.len() >= request.name.len() || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a valid interface name"),
+        ));
+    }
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    let tun = rustix::fs::open(TUN_DEVICE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{TUN_DEVICE}: {e}")))?;
+    // SAFETY: as in `create_tap`: a whole `struct ifreq` that outlives the call. Without
+    // IFF_TUN_EXCL this attaches to the existing device of that name.
+    unsafe { ioctl(&tun, Updater::<TUNSETIFF, IfReq>::new(&mut request)) }?;
+    // SAFETY: TUNSETOWNER and TUNSETGROUP take the id itself as the argument, not a pointer.
+    unsafe { ioctl(&tun, IntegerSetter::<TUNSETOWNER>::new_usize(uid as usize)) }?;
+    // SAFETY: as above.
+    unsafe { ioctl(&tun, IntegerSetter::<TUNSETGROUP>::new_usize(gid as usize)) }?;
     drop(tun);
     Ok(())
 }

@@ -47,11 +47,22 @@ struct FakeState {
     die_at_start: bool,
     /// What `GET /version` and `GET /` report; 1.16.1 unless a test says otherwise.
     version: Option<String>,
+    /// What a jail builds: directories, file contents, owners, bind mounts.
+    dirs: BTreeSet<PathBuf>,
+    contents: BTreeMap<PathBuf, Vec<u8>>,
+    owners: BTreeMap<PathBuf, (u32, u32, u32)>,
+    mounts: BTreeSet<PathBuf>,
+    /// Hard links fail with `EXDEV` (the files are on another filesystem than the jails).
+    cross_device: bool,
 }
 
 #[derive(Debug)]
 struct FakeProcess {
     argv: Vec<OsString>,
+    /// Its chroot, for a jailed one: the paths it is given are inside it.
+    root: Option<PathBuf>,
+    /// The host path of the API socket it serves.
+    socket: Option<PathBuf>,
     alive: bool,
     /// Stopped by SIGSTOP: its API does not answer until SIGCONT.
     stopped: bool,
@@ -104,6 +115,48 @@ impl FakeFirecracker {
             .map(PathBuf::from)
     }
 
+    /// Hard links fail as across filesystems: a jail binds its files instead.
+    pub fn cross_device(self) -> Self {
+        self.lock().cross_device = true;
+        self
+    }
+
+    /// A file that exists on the fake host, owned by root with `mode`.
+    pub fn with_file(self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        {
+            let mut state = self.lock();
+            let path = path.into();
+            state.owners.insert(path.clone(), (0, 0, mode));
+            state.files.insert(path);
+        }
+        self
+    }
+
+    /// The directories that exist now.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.lock().dirs.iter().cloned().collect()
+    }
+
+    /// The bind mounts in place now.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        self.lock().mounts.iter().cloned().collect()
+    }
+
+    /// The owner, group and mode of `path`.
+    pub fn owner_of(&self, path: &Path) -> Option<(u32, u32, u32)> {
+        self.lock().owners.get(path).copied()
+    }
+
+    /// What `path` holds, when something wrote it.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().contents.get(path).cloned()
+    }
+
+    /// The command line of `pid` (alive or not).
+    pub fn argv(&self, pid: u32) -> Option<Vec<OsString>> {
+        self.lock().processes.get(&pid).map(|p| p.argv.clone())
+    }
+
     /// Firecracker does not exit on SIGTERM (only SIGKILL ends it).
     pub fn ignoring_term(self) -> Self {
         self.lock().ignore_term = true;
@@ -147,6 +200,8 @@ impl FakeFirecracker {
         fake.processes.insert(
             pid,
             FakeProcess {
+                root: None,
+                socket: firecracker_api_socket(&argv),
                 argv,
                 alive: true,
                 stopped: false,
@@ -256,8 +311,8 @@ impl FakeState {
     fn exit(&mut self, pid: u32) {
         if let Some(process) = self.processes.get_mut(&pid) {
             process.alive = false;
-            if let Some(socket) = firecracker_api_socket(&process.argv) {
-                self.listening.remove(&socket);
+            if let Some(socket) = &process.socket {
+                self.listening.remove(socket);
             }
             if let Some(vsock) = process
                 .config
@@ -265,7 +320,8 @@ impl FakeState {
                 .and_then(|v| v.get("uds_path"))
                 .and_then(|v| v.as_str())
             {
-                self.listening.remove(Path::new(vsock));
+                let vsock = outside(process.root.as_deref(), Path::new(vsock));
+                self.listening.remove(&vsock);
             }
         }
     }
@@ -276,7 +332,7 @@ impl FakeState {
         }
         self.processes
             .iter()
-            .find(|(_, p)| p.alive && firecracker_api_socket(&p.argv).is_some_and(|s| s == socket))
+            .find(|(_, p)| p.alive && p.socket.as_deref() == Some(socket))
             .map(|(pid, _)| *pid)
     }
 }
@@ -325,7 +381,66 @@ impl ProcessHost for FakeFirecracker {
             .chain(args.iter().cloned())
             .collect();
         let alive = !state.die_at_start;
-        if let Some(socket) = firecracker_api_socket(&argv).filter(|_| alive) {
+        let is_jailer = program
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("jailer"));
+        if is_jailer {
+            // The jailer forks Firecracker into a new pid namespace, writes its pid in the
+            // chroot and exits.
+            state.processes.insert(
+                pid,
+                FakeProcess {
+                    argv,
+                    root: None,
+                    socket: None,
+                    alive: false,
+                    stopped: false,
+                    state: InstanceState::NotStarted,
+                    config: BTreeMap::new(),
+                },
+            );
+            let jailed = JailerArgs::parse(args);
+            let child = state.allocate_pid();
+            let root = jailed.root();
+            let mut child_argv: Vec<OsString> = vec![
+                Path::new("/").join(&jailed.exec_name).into_os_string(),
+                "--id".into(),
+                jailed.id.clone().into(),
+                "--start-time-us".into(),
+                "1".into(),
+                "--start-time-cpu-us".into(),
+                "1".into(),
+            ];
+            child_argv.extend(jailed.rest.iter().cloned());
+            let socket = jailed
+                .api_socket
+                .as_ref()
+                .map(|inside| root.join(inside.strip_prefix("/").unwrap_or(inside)));
+            if let Some(socket) = socket.clone().filter(|_| alive) {
+                state.sockets.insert(socket.clone());
+                state.listening.insert(socket);
+            }
+            let pid_file = root.join(format!("{}.pid", jailed.exec_name));
+            state.files.insert(pid_file.clone());
+            state
+                .contents
+                .insert(pid_file, child.to_string().into_bytes());
+            state.processes.insert(
+                child,
+                FakeProcess {
+                    argv: child_argv,
+                    root: Some(root.clone()),
+                    socket,
+                    alive,
+                    stopped: false,
+                    state: InstanceState::NotStarted,
+                    config: BTreeMap::new(),
+                },
+            );
+            return Ok(pid);
+        }
+        let socket = firecracker_api_socket(&argv);
+        if let Some(socket) = socket.clone().filter(|_| alive) {
             state.sockets.insert(socket.clone());
             state.listening.insert(socket);
         }
@@ -333,6 +448,8 @@ impl ProcessHost for FakeFirecracker {
             pid,
             FakeProcess {
                 argv,
+                root: None,
+                socket,
                 alive,
                 stopped: false,
                 state: InstanceState::NotStarted,
@@ -440,6 +557,8 @@ impl ProcessHost for FakeFirecracker {
         state.files.remove(path);
         state.sockets.remove(path);
         state.listening.remove(path);
+        state.owners.remove(path);
+        state.contents.remove(path);
         Ok(())
     }
 
@@ -457,7 +576,7 @@ impl ProcessHost for FakeFirecracker {
 
     fn exists(&self, path: &Path) -> bool {
         let state = self.lock();
-        state.files.contains(path) || state.sockets.contains(path)
+        state.files.contains(path) || state.sockets.contains(path) || state.dirs.contains(path)
     }
 
     fn socket_accepts(&self, path: &Path) -> bool {
@@ -472,6 +591,165 @@ impl ProcessHost for FakeFirecracker {
             .filter(|f| f.parent() == Some(dir))
             .cloned()
             .collect())
+    }
+
+    fn create_dir(&self, dir: &Path, mode: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("mkdir {} {mode:o}", dir.display())) {
+            return Err(injected_io());
+        }
+        for ancestor in dir.ancestors() {
+            state.dirs.insert(ancestor.to_owned());
+        }
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("rm -r {}", dir.display())) {
+            return Err(injected_io());
+        }
+        state.dirs.retain(|d| !d.starts_with(dir));
+        state.files.retain(|f| !f.starts_with(dir));
+        state.sockets.retain(|f| !f.starts_with(dir));
+        state.contents.retain(|f, _| !f.starts_with(dir));
+        state.owners.retain(|f, _| !f.starts_with(dir));
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("rmdir {}", dir.display())) {
+            return Err(injected_io());
+        }
+        state.dirs.remove(dir);
+        Ok(())
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let state = self.lock();
+        if !state.dirs.contains(dir) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let mut entries: Vec<PathBuf> = state
+            .dirs
+            .iter()
+            .chain(&state.files)
+            .chain(&state.sockets)
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect();
+        entries.sort();
+        entries.dedup();
+        Ok(entries)
+    }
+
+    fn hard_link(&self, target: &Path, link: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("link {} {}", target.display(), link.display())) {
+            return Err(injected_io());
+        }
+        if state.cross_device {
+            return Err(io::Error::from_raw_os_error(18));
+        }
+        if !state.files.contains(target) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let owner = state.owners.get(target).copied().unwrap_or((0, 0, 0o600));
+        state.owners.insert(link.to_owned(), owner);
+        state.files.insert(link.to_owned());
+        Ok(())
+    }
+
+    fn bind_mount(&self, source: &Path, mount_point: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!(
+            "bind {} {}",
+            source.display(),
+            mount_point.display()
+        )) {
+            return Err(injected_io());
+        }
+        let owner = state.owners.get(source).copied().unwrap_or((0, 0, 0o600));
+        state.owners.insert(mount_point.to_owned(), owner);
+        state.files.insert(mount_point.to_owned());
+        state.mounts.insert(mount_point.to_owned());
+        Ok(())
+    }
+
+    fn unmount(&self, mount_point: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("umount {}", mount_point.display())) {
+            return Err(injected_io());
+        }
+        state.mounts.remove(mount_point);
+        Ok(())
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
+        let state = self.lock();
+        state
+            .mounts
+            .iter()
+            .filter(|m| m.starts_with(dir))
+            .cloned()
+            .collect()
+    }
+
+    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
+        let state = self.lock();
+        if !state.files.contains(path) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(state.owners.get(path).copied().unwrap_or((0, 0, 0o600)))
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("chown {uid}:{gid} {}", path.display())) {
+            return Err(injected_io());
+        }
+        let entry = state.owners.entry(path.to_owned()).or_insert((0, 0, 0o600));
+        entry.0 = uid;
+        entry.1 = gid;
+        Ok(())
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("chmod {mode:o} {}", path.display())) {
+            return Err(injected_io());
+        }
+        let entry = state.owners.entry(path.to_owned()).or_insert((0, 0, 0o600));
+        entry.2 = mode;
+        Ok(())
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.lock();
+        state
+            .contents
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("give-tap {name} {uid}")) {
+            return Err(injected_io());
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("write {}", path.display())) {
+            return Err(injected_io());
+        }
+        state.files.insert(path.to_owned());
+        state.contents.insert(path.to_owned(), contents.to_vec());
+        Ok(())
     }
 }
 
@@ -620,12 +898,78 @@ impl Transport for FakeFirecracker {
         if let Some(uds) = bound
             && response.status == 204
         {
-            state.sockets.insert(PathBuf::from(uds));
-            state.listening.insert(PathBuf::from(uds));
+            let root = state.processes.get(&pid).and_then(|p| p.root.clone());
+            let uds = outside(root.as_deref(), Path::new(uds));
+            state.sockets.insert(uds.clone());
+            state.listening.insert(uds);
         }
         if exits {
             state.exit(pid);
         }
         Ok(response)
+    }
+}
+
+/// The host path of `path` as a process chrooted into `root` names it.
+fn outside(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_owned(),
+    }
+}
+
+/// What the fake reads from a jailer's command line.
+struct JailerArgs {
+    id: String,
+    exec_name: String,
+    chroot_base: PathBuf,
+    api_socket: Option<PathBuf>,
+    /// Firecracker's own arguments (after `--`).
+    rest: Vec<OsString>,
+}
+
+impl JailerArgs {
+    fn parse(args: &[OsString]) -> JailerArgs {
+        let mut parsed = JailerArgs {
+            id: String::new(),
+            exec_name: "firecracker".into(),
+            chroot_base: PathBuf::from("/srv/jailer"),
+            api_socket: None,
+            rest: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().cloned().unwrap_or_default();
+            match arg.to_str() {
+                Some("--id") => parsed.id = value().to_string_lossy().into_owned(),
+                Some("--exec-file") => {
+                    let exec = PathBuf::from(value());
+                    parsed.exec_name = exec
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                }
+                Some("--chroot-base-dir") => parsed.chroot_base = PathBuf::from(value()),
+                Some("--") => {
+                    parsed.rest = args.cloned().collect();
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let mut rest = parsed.rest.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--api-sock" {
+                parsed.api_socket = rest.next().map(PathBuf::from);
+            }
+        }
+        parsed
+    }
+
+    fn root(&self) -> PathBuf {
+        self.chroot_base
+            .join(&self.exec_name)
+            .join(&self.id)
+            .join("root")
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,6 +80,84 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
 
     /// The Unix sockets directly inside `dir`.
     fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+
+    // What a jail needs (see [`super::jail`]). A host that never jails VMs (QEMU's) keeps
+    // these defaults, which refuse.
+
+    /// Creates `dir` (and its missing parents) with `mode`; one that exists is fine.
+    fn create_dir(&self, dir: &Path, _mode: u32) -> io::Result<()> {
+        Err(no_jails(dir))
+    }
+
+    /// Removes the directory tree `dir`; one that does not exist is not an error.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        Err(no_jails(dir))
+    }
+
+    /// Removes the empty directory `dir` (a cgroup); one that does not exist is not an error.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        Err(no_jails(dir))
+    }
+
+    /// The entries directly inside `dir`.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Err(no_jails(dir))
+    }
+
+    /// Makes `link` a hard link to `target`; fails with `EXDEV` across filesystems.
+    fn hard_link(&self, _target: &Path, link: &Path) -> io::Result<()> {
+        Err(no_jails(link))
+    }
+
+    /// Creates `mount_point` as an empty file and binds the file `source` onto it.
+    fn bind_mount(&self, _source: &Path, mount_point: &Path) -> io::Result<()> {
+        Err(no_jails(mount_point))
+    }
+
+    /// Detaches the mount at `mount_point`; one that is not mounted is not an error.
+    fn unmount(&self, mount_point: &Path) -> io::Result<()> {
+        Err(no_jails(mount_point))
+    }
+
+    /// The mount points at or below `dir`.
+    fn mounts_under(&self, _dir: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// The owner, group and permission bits of `path` (not following a final symlink).
+    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
+        Err(no_jails(path))
+    }
+
+    fn chown(&self, path: &Path, _uid: u32, _gid: u32) -> io::Result<()> {
+        Err(no_jails(path))
+    }
+
+    fn chmod(&self, path: &Path, _mode: u32) -> io::Result<()> {
+        Err(no_jails(path))
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        Err(no_jails(path))
+    }
+
+    /// Writes `path` whole, mode 0600 when created.
+    fn write_file(&self, path: &Path, _contents: &[u8]) -> io::Result<()> {
+        Err(no_jails(path))
+    }
+
+    /// Gives the existing tap `name` to `uid` (and the gid of the same number), so that a
+    /// VMM running as them may open it.
+    fn give_tap(&self, name: &str, _uid: u32) -> io::Result<()> {
+        Err(no_jails(Path::new(name)))
+    }
+}
+
+fn no_jails(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{}: this host builds no jails", path.display()),
+    )
 }
 
 /// The real host.
@@ -199,6 +277,128 @@ impl ProcessHost for RealHost {
         sockets.sort();
         Ok(sockets)
     }
+
+    fn create_dir(&self, dir: &Path, mode: u32) -> io::Result<()> {
+        // Each directory made here gets `mode` itself: the daemon's umask (077) would otherwise
+        // take bits away from the parents a jailed process must traverse (`lib` above
+        // `lib/x86_64-linux-gnu`).
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+        for made in missing.into_iter().rev() {
+            match std::fs::create_dir(made) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => other?,
+            }
+            std::fs::set_permissions(made, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut entries = std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<io::Result<Vec<_>>>()?;
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn hard_link(&self, target: &Path, link: &Path) -> io::Result<()> {
+        std::fs::hard_link(target, link)
+    }
+
+    fn bind_mount(&self, source: &Path, mount_point: &Path) -> io::Result<()> {
+        self.create_file(mount_point)?;
+        rustix::mount::mount_bind(source, mount_point).map_err(io::Error::from)
+    }
+
+    fn unmount(&self, mount_point: &Path) -> io::Result<()> {
+        match rustix::mount::unmount(mount_point, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) => Ok(()),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        table
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(unescape_mount_path)
+            .filter(|point| point.starts_with(dir))
+            .collect()
+    }
+
+    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = path.symlink_metadata()?;
+        Ok((meta.uid(), meta.gid(), meta.mode() & 0o7777))
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()> {
+        banger_host::network::give_tap(name, uid, uid)
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(contents)
+    }
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and backslash as
+/// octal escapes.
+fn unescape_mount_path(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(Ok(code)) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|octal| std::str::from_utf8(octal).ok())
+                .map(|octal| u8::from_str_radix(octal, 8))
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
 }
 
 /// A `/proc/PID/cmdline`: NUL-separated arguments; empty for kernel threads and zombies.

@@ -26,6 +26,7 @@ use super::boot_source::BootSource;
 use super::client::{ApiClient, ApiRequest, Method, json_request};
 use super::drive::Drive;
 use super::host::{ProcessHost, SocketWaitError};
+use super::jail::{self, JailFile, JailPlan};
 use super::logger::{LogLevel, Logger};
 use super::machine_config::MachineConfiguration;
 use super::metrics::Metrics;
@@ -57,6 +58,18 @@ pub enum Resource {
     ApiSocket { path: PathBuf },
     /// The vsock device's host socket file, bound by Firecracker when `PUT /vsock` succeeds.
     VsockSocket { path: PathBuf },
+    /// A jail's directory (`<chroot base>/<exec file name>/<id>`), removed whole once nothing
+    /// is mounted in it.
+    JailDir { path: PathBuf },
+    /// A VM's file placed in its chroot: a hard link, or a bind mount (`bind`); `owner` is the
+    /// file's owner and group before it was given to the VM's uid.
+    JailFile {
+        path: PathBuf,
+        bind: bool,
+        owner: Option<(u32, u32)>,
+    },
+    /// A jailed VM's cgroup directory, created by the jailer.
+    Cgroup { path: PathBuf },
 }
 
 impl fmt::Display for Resource {
@@ -65,6 +78,14 @@ impl fmt::Display for Resource {
             Resource::Process { pid } => write!(f, "Firecracker process {pid}"),
             Resource::ApiSocket { path } => write!(f, "API socket {}", path.display()),
             Resource::VsockSocket { path } => write!(f, "vsock socket {}", path.display()),
+            Resource::JailDir { path } => write!(f, "jail {}", path.display()),
+            Resource::JailFile { path, bind, .. } => write!(
+                f,
+                "jail {} {}",
+                if *bind { "mount" } else { "link" },
+                path.display()
+            ),
+            Resource::Cgroup { path } => write!(f, "cgroup {}", path.display()),
         }
     }
 }
@@ -86,6 +107,20 @@ pub enum CleanupFailure {
 
     #[error("QEMU (pid {pid}) is still running after SIGKILL")]
     QemuStillRunning { pid: u32 },
+
+    #[error("cannot give {} back to {uid}:{gid}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: io::Error,
+    },
+
+    #[error("cannot unmount {}: {source}", path.display())]
+    Unmount { path: PathBuf, source: io::Error },
+
+    #[error("jail {} still has {} mounted; not removing it", path.display(), mounts.join(", "))]
+    JailMounted { path: PathBuf, mounts: Vec<String> },
 }
 
 /// Releases one resource. Releasing something already gone succeeds, so this is safe to repeat.
@@ -108,6 +143,72 @@ pub fn release(
                 path: path.clone(),
                 source,
             }),
+        Resource::JailFile { path, bind, owner } => {
+            let remove = |source| CleanupFailure::Remove {
+                path: path.clone(),
+                source,
+            };
+            if let Some((uid, gid)) = owner
+                && host.exists(path)
+            {
+                host.chown(path, *uid, *gid)
+                    .map_err(|source| CleanupFailure::Chown {
+                        path: path.clone(),
+                        uid: *uid,
+                        gid: *gid,
+                        source,
+                    })?;
+            }
+            if *bind {
+                host.unmount(path)
+                    .map_err(|source| CleanupFailure::Unmount {
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
+            host.remove_file(path).map_err(remove)
+        }
+        Resource::Cgroup { path } => remove_cgroup(host, path, kill_wait),
+        Resource::JailDir { path } => {
+            // A bind mount still in place would have its source's contents removed with the
+            // tree: the jail is kept instead.
+            let mounts = host.mounts_under(path);
+            if !mounts.is_empty() {
+                return Err(CleanupFailure::JailMounted {
+                    path: path.clone(),
+                    mounts: mounts.iter().map(|m| m.display().to_string()).collect(),
+                });
+            }
+            host.remove_dir_all(path)
+                .map_err(|source| CleanupFailure::Remove {
+                    path: path.clone(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Removes a cgroup directory; the kernel refuses (`EBUSY`) while a process it held is still
+/// exiting, so that is retried up to `wait`.
+fn remove_cgroup(
+    host: &dyn ProcessHost,
+    path: &Path,
+    wait: Duration,
+) -> Result<(), CleanupFailure> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match host.remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(16) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(CleanupFailure::Remove {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
     }
 }
 
@@ -254,8 +355,14 @@ impl Firecracker {
         spare: Option<Spare>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
-        let config = match configuration(spec, self.log_level) {
-            Ok(config) => config,
+        let planned = self.jail_plan(spec, &[]).and_then(|plan| {
+            Ok((
+                configuration(plan.as_ref().map_or(spec, |p| &p.inner), self.log_level)?,
+                plan,
+            ))
+        });
+        let (config, plan) = match planned {
+            Ok(planned) => planned,
             Err(error) => {
                 if let Some(spare) = spare {
                     self.discard_spare(spare);
@@ -263,8 +370,16 @@ impl Firecracker {
                 return Err(error);
             }
         };
+        // A spare runs unjailed, as no VM yet: a jailed VM starts its own process.
+        let spare = match (spare, &plan) {
+            (Some(spare), Some(_)) => {
+                self.discard_spare(spare);
+                None
+            }
+            (spare, _) => spare,
+        };
         let mut acquired = Vec::new();
-        match self.launch_steps(spec, &config, spare, &mut acquired, beside) {
+        match self.launch_steps(spec, plan.as_ref(), &config, spare, &mut acquired, beside) {
             Ok(handle) => Ok(handle),
             Err(error) => {
                 let error = self.explain(error, &acquired, &spec.paths.console_log);
@@ -278,16 +393,32 @@ impl Firecracker {
         }
     }
 
+    /// The jail of `spec` when VMs are jailed; `extra` adds files to it.
+    pub(crate) fn jail_plan(
+        &self,
+        spec: &VmSpec,
+        extra: &[JailFile],
+    ) -> Result<Option<JailPlan>, VmmError> {
+        self.jail
+            .as_ref()
+            .map(|jail| jail.plan(spec, &self.binary, extra))
+            .transpose()
+    }
+
     fn launch_steps(
         &self,
         spec: &VmSpec,
+        plan: Option<&JailPlan>,
         config: &FullVmConfiguration,
         spare: Option<Spare>,
         acquired: &mut Vec<Resource>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
-        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
-        let (pid, api_socket) = self.start_process(spec, spare, acquired, beside)?;
+        let vsock_socket = match plan {
+            Some(plan) => plan.vsock_socket.clone(),
+            None => spec.vsock.as_ref().map(|v| v.uds_path.clone()),
+        };
+        let (pid, api_socket) = self.start_process(spec, plan, spare, acquired, beside)?;
         let api_socket = &api_socket;
 
         // The configuration goes in one pipelined batch: requests that may all be applied
@@ -295,19 +426,14 @@ impl Firecracker {
         // `InstanceStart` waits for every answer: a VM must not start half configured.
         let api = ApiClient::new(&*self.transport, api_socket);
         let batch = configuration_requests(config)?;
-        if let Some(vsock) = &config.vsock {
+        if let Some(path) = &vsock_socket {
             // Bound by Firecracker as soon as it applies `PUT /vsock`, which it does even when an
             // earlier request of the batch was refused.
-            record(
-                acquired,
-                Resource::VsockSocket {
-                    path: vsock.uds_path.clone(),
-                },
-            );
+            record(acquired, Resource::VsockSocket { path: path.clone() });
         }
         api.send_all(&batch)?;
         api.action(ActionType::InstanceStart)?;
-        tracing::info!(vm = %spec.vm_id, pid, "Firecracker instance started");
+        tracing::info!(vm = %spec.vm_id, pid, jailed = plan.is_some(), "Firecracker instance started");
 
         Ok(VmHandle {
             vm_id: spec.vm_id.clone(),
@@ -323,12 +449,19 @@ impl Firecracker {
     pub(crate) fn start_process(
         &self,
         spec: &VmSpec,
+        plan: Option<&JailPlan>,
         spare: Option<Spare>,
         acquired: &mut Vec<Resource>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(u32, PathBuf), VmmError> {
         let host = &*self.host;
-        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
+        let (api_socket, vsock_socket) = match plan {
+            Some(plan) => (plan.api_socket.clone(), plan.vsock_socket.clone()),
+            None => (
+                spec.paths.api_socket.clone(),
+                spec.vsock.as_ref().map(|v| v.uds_path.clone()),
+            ),
+        };
         let spare = spare.and_then(|spare| self.adoptable(spare, &spec.paths.console_log));
 
         // A spare is the VM's from here on: a failure releases it with the rest.
@@ -339,7 +472,7 @@ impl Firecracker {
             }
         }
         // Sockets left by a VMM that died: Firecracker refuses to bind over them.
-        let own_socket = spare.is_none().then_some(&spec.paths.api_socket);
+        let own_socket = spare.is_none().then_some(&api_socket);
         for socket in own_socket.into_iter().chain(vsock_socket.as_ref()) {
             escalate::clear_stale_socket(&*self.host, socket)?;
         }
@@ -360,9 +493,9 @@ impl Firecracker {
             host.create_file(file).map_err(error)?;
         }
 
-        let (pid, api_socket) = match spare {
-            Some(spare) => (spare.pid, spare.api_socket),
-            None => {
+        let (pid, api_socket) = match (spare, plan) {
+            (Some(spare), _) => (spare.pid, spare.api_socket),
+            (None, None) => {
                 let pid = host
                     .spawn(
                         &self.binary.path,
@@ -376,16 +509,70 @@ impl Firecracker {
                 record(
                     acquired,
                     Resource::ApiSocket {
-                        path: spec.paths.api_socket.clone(),
+                        path: api_socket.clone(),
                     },
                 );
-                (pid, spec.paths.api_socket.clone())
+                (pid, api_socket)
+            }
+            (None, Some(plan)) => {
+                let jail = self.jail.as_ref().ok_or_else(|| {
+                    VmmError::InvalidSpec("a jail was planned without a jail configuration".into())
+                })?;
+                let uid = jail.build(host, plan, acquired)?;
+                let args = jail.jailer_args(plan, &self.binary, uid);
+                if let Some(limits) = &plan.cgroup {
+                    // The jailer creates it; recorded first so that a jailer which fails after
+                    // creating it still has it removed.
+                    record(
+                        acquired,
+                        Resource::Cgroup {
+                            path: limits.path.clone(),
+                        },
+                    );
+                }
+                let jailer = host
+                    .spawn(&jail.jailer.path, &args, &spec.paths.console_log)
+                    .map_err(VmmError::Spawn)?;
+                record(acquired, Resource::Process { pid: jailer });
+                record(
+                    acquired,
+                    Resource::ApiSocket {
+                        path: api_socket.clone(),
+                    },
+                );
+                let besides = beside();
+                // The jailer forks Firecracker into its own pid namespace and exits; the pid it
+                // writes is the one to supervise, and to kill whatever fails from here on.
+                let pid =
+                    jail::wait_for_pid(host, &plan.pid_file, jailer, self.timeouts.api_socket)?;
+                for resource in acquired.iter_mut() {
+                    if *resource == (Resource::Process { pid: jailer }) {
+                        *resource = Resource::Process { pid };
+                    }
+                }
+                besides.map_err(VmmError::Beside)?;
+                // The tap exists now (made beside the spawn); the jailed Firecracker opens it as
+                // the VM's uid. It goes with the VM's network, the daemon's.
+                if let Some(net) = &spec.net {
+                    host.give_tap(&net.tap, uid)
+                        .map_err(|source| VmmError::File {
+                            path: PathBuf::from(format!("/sys/class/net/{}", net.tap)),
+                            source,
+                        })?;
+                }
+                tracing::debug!(vm = %spec.vm_id, pid, uid, "jailed Firecracker started");
+                return self.wait_for_api(pid, api_socket);
             }
         };
-        let api_socket = &api_socket;
         // Firecracker needs a few milliseconds before it answers: the caller's work fits in them.
         beside().map_err(VmmError::Beside)?;
-        host.wait_for_socket(api_socket, pid, self.timeouts.api_socket)
+        self.wait_for_api(pid, api_socket)
+    }
+
+    fn wait_for_api(&self, pid: u32, api_socket: PathBuf) -> Result<(u32, PathBuf), VmmError> {
+        let api_socket = &api_socket;
+        self.host
+            .wait_for_socket(api_socket, pid, self.timeouts.api_socket)
             .map_err(|e| match e {
                 SocketWaitError::Exited => VmmError::Exited {
                     pid,

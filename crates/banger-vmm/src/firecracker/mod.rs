@@ -8,7 +8,8 @@
 //! snapshots of running VMs and the VMs restored from them are [`restore`]'s. The
 //! [`client`] sends them; [`launch`] orders them and rolls back; [`host`] holds the process and
 //! file side effects; [`fake`] stands in for both in tests; [`hybrid_vsock`] connects to a
-//! guest port through the vsock socket; [`binary`] finds and checks the executable.
+//! guest port through the vsock socket; [`binary`] finds and checks the executable; [`jail`]
+//! runs it behind Firecracker's jailer (own uid, chroot, pid namespace, cgroup limits).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub mod fake;
 pub mod host;
 pub mod hybrid_vsock;
 pub mod instance_info;
+pub mod jail;
 pub mod launch;
 pub mod logger;
 pub mod machine_config;
@@ -37,11 +39,14 @@ pub mod vm_config;
 pub mod vsock;
 
 #[cfg(test)]
+mod jail_tests;
+#[cfg(test)]
 mod tests;
 
 pub use binary::{BinaryError, FirecrackerBinary, MIN_VERSION, Version};
 pub use client::{ApiClient, Transport, TransportError, UnixTransport};
 pub use host::{ProcessHost, RealHost};
+pub use jail::{CgroupSupport, JailConfig, JailRecord, JailerBinary, JailerError};
 pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 pub use spare::Spare;
@@ -86,6 +91,11 @@ pub struct Firecracker {
     transport: Arc<dyn Transport>,
     timeouts: Timeouts,
     log_level: LogLevel,
+    /// How VMs are jailed; `None` runs Firecracker directly.
+    jail: Option<Arc<JailConfig>>,
+    /// Where jails are, to recognise jailed Firecrackers (also those started while jailing
+    /// was on, when it is off now).
+    chroot_base: Option<PathBuf>,
 }
 
 impl Firecracker {
@@ -111,7 +121,63 @@ impl Firecracker {
             transport,
             timeouts: Timeouts::default(),
             log_level: LogLevel::Info,
+            jail: None,
+            chroot_base: None,
         }
+    }
+
+    /// Runs every VM launched from now on behind the jailer.
+    pub fn with_jail(mut self, jail: JailConfig) -> Self {
+        self.chroot_base = Some(jail.chroot_base.clone());
+        self.jail = Some(Arc::new(jail));
+        self
+    }
+
+    /// Recognises jailed Firecrackers under `chroot_base` (when jailing is off, those a
+    /// previous configuration started).
+    pub fn with_chroot_base(mut self, chroot_base: PathBuf) -> Self {
+        self.chroot_base = Some(chroot_base);
+        self
+    }
+
+    /// How VMs are jailed, when they are.
+    pub fn jail(&self) -> Option<&JailConfig> {
+        self.jail.as_deref()
+    }
+
+    /// The jail directory of the VM whose API socket is `api_socket`, when it is jailed.
+    pub fn jail_dir_of(&self, api_socket: &Path) -> Option<PathBuf> {
+        let jails = self
+            .chroot_base
+            .as_ref()?
+            .join(jail::exec_name(&self.binary));
+        jail::jail_of(&jails, api_socket)
+    }
+
+    /// The path by which the Firecracker serving `api_socket` knows the VM's drive `id`, whose
+    /// file is `host_path`: the same path, or its name inside the chroot of a jailed one.
+    pub fn drive_path(&self, api_socket: &Path, id: &str, host_path: &Path) -> PathBuf {
+        match self.jail_dir_of(api_socket) {
+            Some(_) => Path::new("/").join(jail::drive_name(id)),
+            None => host_path.to_owned(),
+        }
+    }
+
+    /// The record of a jailed VM's jail (its uid, cgroup and files).
+    pub fn jail_record(&self, vm: &VmHandle) -> Option<JailRecord> {
+        let dir = self.jail_dir_of(&vm.api_socket)?;
+        jail::read_record(&*self.host, &dir).ok()
+    }
+
+    /// The host path of the API socket a Firecracker command line serves: its `--api-sock`,
+    /// or for a jailed one that socket inside its chroot.
+    pub fn socket_of(&self, argv: &[std::ffi::OsString]) -> Option<PathBuf> {
+        if let Some(base) = &self.chroot_base
+            && let Some(socket) = jail::jailed_api_socket(argv, base)
+        {
+            return Some(socket);
+        }
+        firecracker_api_socket(argv)
     }
 
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
@@ -141,7 +207,7 @@ impl Firecracker {
             && self
                 .host
                 .cmdline(pid)
-                .and_then(|argv| firecracker_api_socket(&argv))
+                .and_then(|argv| self.socket_of(&argv))
                 .is_some_and(|socket| socket == api_socket)
     }
 
@@ -174,8 +240,47 @@ impl Firecracker {
     /// The Unix sockets in `socket_dir` and the Firecracker processes serving a socket there:
     /// what a restarting daemon compares with its records to find orphans. `socket_dir` must
     /// hold nothing but VM sockets (not the daemon's own).
+    /// The chroots of jailed VMs are scanned the same way.
     pub fn scan(&self, socket_dir: &Path) -> HostScan {
-        HostScan::of(&*self.host, socket_dir, firecracker_api_socket)
+        let socket_of = |argv: &[std::ffi::OsString]| self.socket_of(argv);
+        let mut scan = HostScan::of(&*self.host, socket_dir, socket_of);
+        for root in self.jail_roots() {
+            scan = scan.merge(HostScan::of(&*self.host, &root, socket_of));
+        }
+        scan
+    }
+
+    /// The chroot of every jail there is.
+    fn jail_roots(&self) -> Vec<PathBuf> {
+        let Some(base) = &self.chroot_base else {
+            return Vec::new();
+        };
+        self.host
+            .list_dir(&base.join(jail::exec_name(&self.binary)))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|dir| dir.join("root"))
+            .collect()
+    }
+
+    /// Releases the jails of VMs that do not run: those for which `running` (given a VM id)
+    /// says no. A restarted daemon calls it once its reconcile has released what it found.
+    pub fn release_idle_jails(&self, running: &dyn Fn(&str) -> bool) -> Vec<CleanupFailure> {
+        let mut failures = Vec::new();
+        for root in self.jail_roots() {
+            let Some(dir) = root.parent() else { continue };
+            let id = dir.file_name().unwrap_or_default().to_string_lossy();
+            if running(&id) {
+                continue;
+            }
+            tracing::info!(jail = %dir.display(), "releasing the jail of a VM that does not run");
+            failures.extend(jail::release_jail(
+                &*self.host,
+                dir,
+                self.timeouts.kill_wait,
+            ));
+        }
+        failures
     }
 
     /// Writes a snapshot of a paused VM. A VM paused with `SIGSTOP` is paused through the API
@@ -248,12 +353,16 @@ impl Firecracker {
                 })
                 .is_ok()
         };
+        // A jailed Firecracker is the init of its pid namespace, which SIGTERM from outside
+        // does not reach.
+        let term = self.jail_dir_of(&vm.api_socket).is_none();
         escalate::end_process(
             &*self.host,
             pid,
             graceful,
             &self.timeouts,
             "Firecracker",
+            term,
             ask_guest,
         )
         .map_err(|e| match e {
@@ -401,7 +510,14 @@ impl Vmm for Firecracker {
         } else {
             StopOutcome::AlreadyExited
         };
-        let failures = release_all(&*self.host, Self::sockets_of(vm), self.timeouts.kill_wait);
+        let mut failures = release_all(&*self.host, Self::sockets_of(vm), self.timeouts.kill_wait);
+        if let Some(dir) = self.jail_dir_of(&vm.api_socket) {
+            failures.extend(jail::release_jail(
+                &*self.host,
+                &dir,
+                self.timeouts.kill_wait,
+            ));
+        }
         tracing::info!(vm = %vm.vm_id, pid = vm.pid, ?outcome, "Firecracker stopped");
         if failures.is_empty() {
             Ok(outcome)
@@ -436,11 +552,20 @@ impl Vmm for Firecracker {
             .inspect_err(|e| tracing::warn!(pid, error = %crate::error_chain(e), "cannot adopt"));
         // Where the vsock socket is was decided by the daemon that launched it; Firecracker
         // remembers.
+        // A jailed one names it inside its chroot.
+        let root = self
+            .jail_dir_of(api_socket)
+            .and_then(|_| api_socket.parent().map(Path::to_owned));
         let vsock_socket: Option<PathBuf> = api
             .vm_config()
             .ok()
             .and_then(|config| config.vsock)
-            .map(|vsock| vsock.uds_path);
+            .map(|vsock| match &root {
+                Some(root) => {
+                    root.join(vsock.uds_path.strip_prefix("/").unwrap_or(&vsock.uds_path))
+                }
+                None => vsock.uds_path,
+            });
         if frozen && let Err(e) = self.host.signal(pid, Signal::Stop) {
             tracing::warn!(pid, error = %crate::error_chain(&e), "cannot pause it again");
         }

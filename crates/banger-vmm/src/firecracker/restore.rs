@@ -10,10 +10,11 @@
 //! the new VM's own files before the guest runs again, and resumes it. A restore that fails at
 //! any step releases what it acquired, newest first, exactly as a launch does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Firecracker;
 use super::client::ApiClient;
+use super::jail::{self, JailFile, JailPlan};
 use super::launch::{IFACE_ID, Resource, record, release_all, validate};
 use super::logger::Logger;
 use super::metrics::Metrics;
@@ -62,6 +63,95 @@ impl Firecracker {
     /// A VM paused by the user stays paused. When pointing a drive back fails the VM is left
     /// paused and the error says so: it must not run on the snapshot's copy.
     pub fn snapshot_vm(
+        &self,
+        vm: &VmHandle,
+        target: &SnapshotTarget,
+        copy_disks: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), VmmError> {
+        match self.jail_dir_of(&vm.api_socket) {
+            Some(dir) => self.snapshot_jailed(vm, &dir, target, copy_disks),
+            None => self.snapshot_steps(vm, target, copy_disks),
+        }
+    }
+
+    /// A jailed Firecracker writes and reads only inside its chroot: the snapshot's files (made
+    /// empty first) and its copies of the drives are hard-linked there for the time of the
+    /// snapshot, under the names a jailed restore places them at, and taken out afterwards. (A
+    /// bind mount made now would not reach the jail's mount namespace: a jail on another
+    /// filesystem than the snapshots cannot be snapshotted, and says so.)
+    fn snapshot_jailed(
+        &self,
+        vm: &VmHandle,
+        dir: &Path,
+        target: &SnapshotTarget,
+        copy_disks: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), VmmError> {
+        let host = &*self.host;
+        let record = jail::read_record(host, dir).map_err(|source| VmmError::File {
+            path: dir.join(jail::RECORD),
+            source,
+        })?;
+        let root = dir.join("root");
+        let inside = |name: &str| Path::new("/").join(name);
+        let mut placed = Vec::new();
+        let place = |source: &Path, name: &str, placed: &mut Vec<Resource>| {
+            let file = JailFile {
+                source: source.to_owned(),
+                inside: inside(name),
+                writable: true,
+            };
+            placed.push(jail::place(host, &root, &file, record.uid, true)?);
+            Ok::<(), VmmError>(())
+        };
+        let mut steps = || {
+            for file in [&target.state, &target.memory] {
+                host.create_file(file).map_err(|source| VmmError::File {
+                    path: file.clone(),
+                    source,
+                })?;
+            }
+            place(&target.state, jail::SNAPSHOT_STATE, &mut placed)?;
+            place(&target.memory, jail::SNAPSHOT_MEMORY, &mut placed)?;
+            let mut copies = Vec::new();
+            let mut copy_and_place = || {
+                copy_disks()?;
+                for drive in &target.drives {
+                    place(
+                        &drive.copy,
+                        &jail::snapshot_drive_name(&drive.id),
+                        &mut copies,
+                    )
+                    .map_err(|e| crate::error_chain(&e))?;
+                }
+                Ok(())
+            };
+            let inner = SnapshotTarget {
+                state: inside(jail::SNAPSHOT_STATE),
+                memory: inside(jail::SNAPSHOT_MEMORY),
+                drives: target
+                    .drives
+                    .iter()
+                    .map(|d| DriveCopy {
+                        id: d.id.clone(),
+                        live: inside(&jail::drive_name(&d.id)),
+                        copy: inside(&jail::snapshot_drive_name(&d.id)),
+                    })
+                    .collect(),
+            };
+            let result = self.snapshot_steps(vm, &inner, &mut copy_and_place);
+            placed.extend(copies);
+            result
+        };
+        let result = steps();
+        let failures = release_all(host, placed, self.timeouts.kill_wait);
+        match (result, failures.is_empty()) {
+            (Err(error), _) => Err(error),
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(VmmError::Release(failures)),
+        }
+    }
+
+    fn snapshot_steps(
         &self,
         vm: &VmHandle,
         target: &SnapshotTarget,
@@ -150,8 +240,33 @@ impl Firecracker {
                 self.binary.version
             )));
         }
+        // A jailed restore finds the snapshot's files, and the drives its state names, in its
+        // chroot: the drives the snapshot copied are the new VM's own files there too.
+        let mut extra = vec![
+            JailFile {
+                source: snapshot.state.clone(),
+                inside: Path::new("/").join(jail::SNAPSHOT_STATE),
+                writable: false,
+            },
+            JailFile {
+                source: snapshot.memory.clone(),
+                inside: Path::new("/").join(jail::SNAPSHOT_MEMORY),
+                writable: false,
+            },
+        ];
+        extra.extend(
+            spec.drives
+                .iter()
+                .filter(|d| !d.read_only)
+                .map(|d| JailFile {
+                    source: d.path.clone(),
+                    inside: Path::new("/").join(jail::snapshot_drive_name(&d.id)),
+                    writable: true,
+                }),
+        );
+        let plan = self.jail_plan(spec, &extra)?;
         let mut acquired = Vec::new();
-        match self.restore_steps(spec, snapshot, &mut acquired, beside) {
+        match self.restore_steps(spec, plan.as_ref(), snapshot, &mut acquired, beside) {
             Ok(handle) => Ok(handle),
             Err(error) => {
                 let error = self.explain(error, &acquired, &spec.paths.console_log);
@@ -168,27 +283,42 @@ impl Firecracker {
     fn restore_steps(
         &self,
         spec: &VmSpec,
+        plan: Option<&JailPlan>,
         snapshot: &SnapshotSource,
         acquired: &mut Vec<Resource>,
         beside: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<VmHandle, VmmError> {
-        let (pid, api_socket) = self.start_process(spec, None, acquired, beside)?;
+        let (pid, api_socket) = self.start_process(spec, plan, None, acquired, beside)?;
+        let (vsock_socket, inner, snapshot) = match plan {
+            Some(plan) => (
+                plan.vsock_socket.clone(),
+                &plan.inner,
+                SnapshotSource {
+                    state: Path::new("/").join(jail::SNAPSHOT_STATE),
+                    memory: Path::new("/").join(jail::SNAPSHOT_MEMORY),
+                },
+            ),
+            None => (
+                spec.vsock.as_ref().map(|v| v.uds_path.clone()),
+                spec,
+                snapshot.clone(),
+            ),
+        };
         let api = ApiClient::new(&*self.transport, &api_socket);
-        api.put_logger(&Logger::to_file(&spec.paths.vmm_log, self.log_level))?;
+        api.put_logger(&Logger::to_file(&inner.paths.vmm_log, self.log_level))?;
         api.put_metrics(&Metrics {
-            metrics_path: spec.paths.metrics.clone(),
+            metrics_path: inner.paths.metrics.clone(),
         })?;
-        let vsock_socket = spec.vsock.as_ref().map(|v| v.uds_path.clone());
         if let Some(path) = &vsock_socket {
             // Bound by the load, before it answers.
             record(acquired, Resource::VsockSocket { path: path.clone() });
         }
-        api.load_snapshot(&load_params(spec, snapshot))?;
-        for drive in &spec.drives {
+        api.load_snapshot(&load_params(inner, &snapshot))?;
+        for drive in &inner.drives {
             api.patch_drive(&drive.id, &drive.path)?;
         }
         api.patch_vm(VmState::Resumed)?;
-        tracing::info!(vm = %spec.vm_id, pid, snapshot = %snapshot.state.display(), "Firecracker VM restored");
+        tracing::info!(vm = %spec.vm_id, pid, jailed = plan.is_some(), "Firecracker VM restored");
         Ok(VmHandle {
             vm_id: spec.vm_id.clone(),
             pid,

@@ -183,6 +183,7 @@ impl Qemu {
             graceful,
             &self.timeouts,
             "QEMU",
+            true,
             ask_guest,
         )
         .map_err(|e| match e {

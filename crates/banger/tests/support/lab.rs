@@ -27,6 +27,7 @@ pub fn open_with(t: &E2e, firecracker: &Path, env: &[(&str, &str)]) -> (String, 
         .env("BANGER", env!("CARGO_BIN_EXE_banger"))
         .env("BANGERD", env!("CARGO_BIN_EXE_bangerd"))
         .env("FIRECRACKER", firecracker)
+        .envs(jailer().map(|j| ("JAILER", j)))
         .env("BANGER_NETNS", &t.netns.0)
         .env("TMPDIR", t.sandbox.root())
         .output()
@@ -45,6 +46,16 @@ pub fn firecracker() -> Option<PathBuf> {
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join("firecracker"))
+        .find(|p| p.is_file())
+}
+
+/// The jailer the host has (`BANGER_JAILER`, else PATH's); the lab runs its VMs behind it.
+pub fn jailer() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BANGER_JAILER") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("jailer"))
         .find(|p| p.is_file())
 }
 
