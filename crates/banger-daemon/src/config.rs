@@ -368,6 +368,17 @@ impl Config {
                 e.hint.map(|h| format!(" ({h})")).unwrap_or_default()
             ))
         };
+        // The daemon runs in its own directory: a relative path would name another file.
+        let absolute = |key: &str, path: PathBuf| {
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(invalid(format!(
+                    "`{key}`: {} is not an absolute path",
+                    path.display()
+                )))
+            }
+        };
         let mut config = Config::default();
         if let Some(image) = raw.default_image {
             validate::name("image", &image).map_err(|e| key_error("default_image", e))?;
@@ -382,32 +393,13 @@ impl Config {
             config.vmm = vmm.parse().map_err(|e| invalid(format!("`vmm`: {e}")))?;
         }
         if let Some(bin) = raw.firecracker_bin {
-            // The daemon runs in its own directory: a relative path would name another file.
-            if !bin.is_absolute() {
-                return Err(invalid(format!(
-                    "`firecracker_bin`: {} is not an absolute path",
-                    bin.display()
-                )));
-            }
-            config.firecracker_bin = Some(bin);
+            config.firecracker_bin = Some(absolute("firecracker_bin", bin)?);
         }
         if let Some(bin) = raw.qemu_bin {
-            if !bin.is_absolute() {
-                return Err(invalid(format!(
-                    "`qemu_bin`: {} is not an absolute path",
-                    bin.display()
-                )));
-            }
-            config.qemu_bin = Some(bin);
+            config.qemu_bin = Some(absolute("qemu_bin", bin)?);
         }
         if let Some(dir) = raw.cache_dir {
-            if !dir.is_absolute() {
-                return Err(invalid(format!(
-                    "`cache_dir`: {} is not an absolute path",
-                    dir.display()
-                )));
-            }
-            config.cache_dir = Some(dir);
+            config.cache_dir = Some(absolute("cache_dir", dir)?);
         }
         if let Some(text) = raw.build_cache_max {
             config.build_cache_max = if text.trim() == "0" {
@@ -423,13 +415,7 @@ impl Config {
             };
         }
         if let Some(key) = raw.ssh_key {
-            if !key.is_absolute() {
-                return Err(invalid(format!(
-                    "`ssh_key`: {} is not an absolute path",
-                    key.display()
-                )));
-            }
-            config.ssh_key = Some(key);
+            config.ssh_key = Some(absolute("ssh_key", key)?);
         }
         if let Some(n) = raw.disk_pool {
             config.disk_pool = u32::try_from(n)
@@ -456,26 +442,14 @@ impl Config {
             }
         }
         if let Some(bin) = raw.jailer_bin {
-            if !bin.is_absolute() {
-                return Err(invalid(format!(
-                    "`jailer_bin`: {} is not an absolute path",
-                    bin.display()
-                )));
-            }
-            config.jail.jailer_bin = Some(bin);
+            config.jail.jailer_bin = Some(absolute("jailer_bin", bin)?);
         }
         if let Some(uids) = raw.jail_uids {
             config.jail.uids = banger_vmm::firecracker::jail::parse_uid_range(&uids)
                 .map_err(|e| invalid(format!("`jail_uids`: {e}")))?;
         }
         if let Some(dir) = raw.jail_dir {
-            if !dir.is_absolute() {
-                return Err(invalid(format!(
-                    "`jail_dir`: {} is not an absolute path",
-                    dir.display()
-                )));
-            }
-            config.jail.dir = Some(dir);
+            config.jail.dir = Some(absolute("jail_dir", dir)?);
         }
         if let Some(text) = raw.jail_memory_overhead {
             let mib = validate::parse_size(&text)

@@ -797,21 +797,13 @@ impl Doctor<'_> {
     /// says so).
     fn check_bootstrap_sudo(&self, strict: bool) -> Option<Check> {
         const NAME: &str = "sudo-bootstrap";
-        if self.net.privilege == Privilege::Root || self.find("sudo") == Found::Missing {
-            return None;
-        }
-        let sudo = |args: &[&str]| {
-            self.runner
-                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
+        let refused = match self.sudo_for(BOOTSTRAP_PRIVILEGED) {
+            SudoFor::NotNeeded => return None,
+            SudoFor::Passwordless => {
+                return strict.then(|| Check::ok(NAME, "sudo -n works without a password"));
+            }
+            SudoFor::Refuses(refused) => refused,
         };
-        if sudo(&["-n", "true"]).is_ok() {
-            return strict.then(|| Check::ok(NAME, "sudo -n works without a password"));
-        }
-        let refused: Vec<&str> = BOOTSTRAP_PRIVILEGED
-            .iter()
-            .copied()
-            .filter(|program| sudo(&["-n", "-l", program]).is_err())
-            .collect();
         if refused.is_empty() {
             return Some(Check::ok(
                 NAME,
@@ -879,21 +871,9 @@ impl Doctor<'_> {
     /// passwordless (the `sudo` check says so).
     fn check_promote_sudo(&self) -> Option<Check> {
         const NAME: &str = "sudo-promote";
-        if self.net.privilege == Privilege::Root || self.find("sudo") == Found::Missing {
+        let SudoFor::Refuses(refused) = self.sudo_for(PROMOTE_PRIVILEGED) else {
             return None;
-        }
-        let sudo = |args: &[&str]| {
-            self.runner
-                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
         };
-        if sudo(&["-n", "true"]).is_ok() {
-            return None;
-        }
-        let refused: Vec<&str> = PROMOTE_PRIVILEGED
-            .iter()
-            .copied()
-            .filter(|program| sudo(&["-n", "-l", program]).is_err())
-            .collect();
         if refused.is_empty() {
             return Some(Check::ok(
                 NAME,
@@ -914,6 +894,38 @@ impl Doctor<'_> {
              /etc/sudoers.d/banger-promote && sudo chmod 0440 /etc/sudoers.d/banger-promote \
              (this amounts to root for your user), or run bangerd as root",
         ))
+    }
+}
+
+/// What `sudo -n` does for a daemon that is not root, about the programs of one operation.
+enum SudoFor<'p> {
+    /// banger is root, or there is no sudo (the `sudo` check says so).
+    NotNeeded,
+    /// sudo runs anything without a password.
+    Passwordless,
+    /// The programs it refuses (none: it allows them all).
+    Refuses(Vec<&'p str>),
+}
+
+impl Doctor<'_> {
+    fn sudo_for<'p>(&self, programs: &[&'p str]) -> SudoFor<'p> {
+        if self.net.privilege == Privilege::Root || self.find("sudo") == Found::Missing {
+            return SudoFor::NotNeeded;
+        }
+        let sudo = |args: &[&str]| {
+            self.runner
+                .run(&CommandSpec::new("sudo").args(args.iter().copied()))
+        };
+        if sudo(&["-n", "true"]).is_ok() {
+            return SudoFor::Passwordless;
+        }
+        SudoFor::Refuses(
+            programs
+                .iter()
+                .copied()
+                .filter(|program| sudo(&["-n", "-l", program]).is_err())
+                .collect(),
+        )
     }
 }
 
