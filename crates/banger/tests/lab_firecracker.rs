@@ -284,9 +284,14 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     // stop ends the guest cleanly; a start brings /root back. The guest ends itself (the
     // agent's shutdown reboots it, and Firecracker exits on the reset): its VMM is not
     // terminated after the graceful wait, as a guest that merely powered off would leave it.
+    let stopping = Instant::now();
     let (code, _, err) = lab.banger(&["vm", "stop", "fc"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("the guest shut down"), "{err}");
+    println!(
+        "in the lab: vm stop (the guest ends itself): {:.1}s",
+        stopping.elapsed().as_secs_f64()
+    );
     assert_eq!(lab.vm("fc")["state"], "stopped");
     assert!(
         lab.sh(&format!("[ -e /proc/{vm_pid} ]")).0 != 0,
