@@ -3,6 +3,8 @@
 //! VM of it whose opencode server answers HTTP on port 4096, through the port published on the
 //! host's loopback, as soon as `vm create` returns. Prints the build's time cold and cached,
 //! the image's size and the VM's create-to-ready time (docs/benchmarks.md has the figures).
+//! Then an image built on it with a package that compiles a kernel module (DKMS) for the
+//! image's kernel, whose VM loads the module.
 //!
 //! The host's downloads (Debian packages, opencode's npm release) run first with
 //! `--download-only` through a daemon outside the namespace; the build itself needs no
@@ -171,4 +173,55 @@ fn the_opencode_image_serves_on_port_4096_when_create_returns() {
         tools.contains("git version") && tools.contains("gcc"),
         "{tools}"
     );
+    t.ok(&["vm", "delete", "oc"]);
+
+    // A package that builds a kernel module with DKMS: the headers of the image's own kernel
+    // and the module's source are fetched by the host, the module is compiled in the build VM
+    // (whose kernel is the image's), and a VM of the new image loads it.
+    let release = image["manifest"]["kernel_version"]
+        .as_str()
+        .expect("the image's kernel release")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("dkms.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"dkms\"\nbase = \"opencode\"\n\
+             packages = [\"linux-headers-{release}\", \"vpoll-dkms\"]\n"
+        ),
+    )
+    .unwrap();
+    let recipe = recipe.display().to_string();
+    // The host's downloads through a daemon outside the namespace, as above: the one inside
+    // stops first (the two share the sandbox's directories).
+    t.ok(&["daemon", "stop"]);
+    t.sandbox
+        .ok(&["image", "build", "-f", &recipe, "--download-only"]);
+    t.sandbox.ok(&["daemon", "stop"]);
+    let started = Instant::now();
+    let (code, out, err) = t.banger(&["image", "build", "-f", &recipe]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "image build with a DKMS module: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let (code, out, err) = t.banger(&["vm", "create", "--name", "dk", "--image", "dkms"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let loaded = t.ok(&[
+        "vm",
+        "exec",
+        "dk",
+        "--",
+        "sh",
+        "-c",
+        "modprobe vpoll && grep -w -o '^vpoll' /proc/modules && \
+         find /lib/modules/$(uname -r) -name 'vpoll.ko*' | head -n 1",
+    ]);
+    assert!(loaded.starts_with("vpoll\n"), "{loaded}");
+    assert!(
+        loaded.contains(&format!("/lib/modules/{release}/")),
+        "{loaded}"
+    );
+    t.ok(&["vm", "delete", "dk"]);
 }
