@@ -1086,6 +1086,36 @@ fn rows(lines: &[Line<'_>], width: u16) -> u16 {
         .unwrap_or(u16::MAX)
 }
 
+/// The end of a prompt: its error and hint, then either what it is doing (`busy`) or its keys
+/// (`Enter` does `action`).
+fn prompt_footer(
+    lines: &mut Vec<Line<'static>>,
+    error: Option<&banger_api::ApiError>,
+    pending: bool,
+    busy: &'static str,
+    action: &'static str,
+    t: &Theme,
+) {
+    if let Some(e) = error {
+        lines.push(Line::styled(format!("✗ {}", e.message), t.error()));
+        if let Some(hint) = &e.hint {
+            lines.push(Line::raw(format!("hint: {hint}")));
+        }
+    }
+    if pending {
+        lines.push(Line::styled(busy, t.busy()));
+    } else {
+        lines.push(Line::from(vec![
+            Span::styled("Enter", t.key()),
+            Span::raw(action),
+            Span::styled("Tab", t.key()),
+            Span::raw(" next field  "),
+            Span::styled("Esc", t.key()),
+            Span::raw(" cancel"),
+        ]));
+    }
+}
+
 /// A box of `width`×`height` centred in `area`, shrunk to fit.
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
@@ -1317,24 +1347,14 @@ fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm
         ]),
         Line::raw(""),
     ];
-    if let Some(e) = &form.error {
-        lines.push(Line::styled(format!("✗ {}", e.message), t.error()));
-        if let Some(hint) = &e.hint {
-            lines.push(Line::raw(format!("hint: {hint}")));
-        }
-    }
-    if form.pending {
-        lines.push(Line::styled("Promoting…", t.busy()));
-    } else {
-        lines.push(Line::from(vec![
-            Span::styled("Enter", t.key()),
-            Span::raw(" promote  "),
-            Span::styled("Tab", t.key()),
-            Span::raw(" next field  "),
-            Span::styled("Esc", t.key()),
-            Span::raw(" cancel"),
-        ]));
-    }
+    prompt_footer(
+        &mut lines,
+        form.error.as_ref(),
+        form.pending,
+        "Promoting…",
+        " promote  ",
+        t,
+    );
     let rect = centered(area, width, rows(&lines, width) + 2);
     frame.render_widget(Clear, rect);
     frame.render_widget(
@@ -1391,24 +1411,14 @@ fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) 
         }
     }
     lines.push(Line::raw(""));
-    if let Some(e) = form.general_error() {
-        lines.push(Line::styled(format!("✗ {}", e.message), t.error()));
-        if let Some(hint) = &e.hint {
-            lines.push(Line::raw(format!("hint: {hint}")));
-        }
-    }
-    if form.pending {
-        lines.push(Line::styled("Creating…", t.busy()));
-    } else {
-        lines.push(Line::from(vec![
-            Span::styled("Enter", t.key()),
-            Span::raw(" create and start  "),
-            Span::styled("Tab", t.key()),
-            Span::raw(" next field  "),
-            Span::styled("Esc", t.key()),
-            Span::raw(" cancel"),
-        ]));
-    }
+    prompt_footer(
+        &mut lines,
+        form.general_error(),
+        form.pending,
+        "Creating…",
+        " create and start  ",
+        t,
+    );
     let rect = centered(area, width, rows(&lines, width) + 2);
     frame.render_widget(Clear, rect);
     frame.render_widget(
