@@ -104,6 +104,18 @@ struct Fixture {
     images: PathBuf,
 }
 
+impl Fixture {
+    /// The VM's disks on the fixture's image, its work disk included.
+    fn sources(&self) -> PromoteSources<'_> {
+        PromoteSources {
+            base: &self.base,
+            base_dir: &self.base_dir,
+            overlay: &self.overlay,
+            work: Some(&self.work),
+        }
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -237,12 +249,7 @@ fn a_vms_root_becomes_an_image_without_what_made_it_that_vm() {
         f.staging_parent.clone(),
     );
     let dir = f.images.join("new");
-    let sources = PromoteSources {
-        base: &f.base,
-        base_dir: &f.base_dir,
-        overlay: &f.overlay,
-        work: Some(&f.work),
-    };
+    let sources = f.sources();
     let reporter = Stages::default();
     let image = promote::promote(
         "new0000",
@@ -359,12 +366,7 @@ fn a_failed_or_cancelled_promotion_leaves_nothing() {
         let dir = f
             .images
             .join(format!("cancelled-{}", stage.replace(' ', "-")));
-        let sources = PromoteSources {
-            base: &f.base,
-            base_dir: &f.base_dir,
-            overlay: &f.overlay,
-            work: Some(&f.work),
-        };
+        let sources = f.sources();
         let reporter = Stages {
             cancel_at: Some(stage),
             ..Stages::default()
@@ -386,10 +388,9 @@ fn a_failed_or_cancelled_promotion_leaves_nothing() {
     std::fs::write(&broken, vec![0u8; 1 << 20]).unwrap();
     let dir = f.images.join("broken");
     let sources = PromoteSources {
-        base: &f.base,
-        base_dir: &f.base_dir,
         overlay: &broken,
         work: None,
+        ..f.sources()
     };
     let err =
         promote::promote("y", &sources, &spec("y"), &host, &dir, &Stages::default()).unwrap_err();
