@@ -68,6 +68,7 @@ fn new_vm(name: Option<&str>, image_id: &str) -> NewVm {
         vmm: VmmKind::Auto,
         state: VmState::Stopped,
         published_ports: Vec::new(),
+        pool: None,
     }
 }
 
