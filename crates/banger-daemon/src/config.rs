@@ -34,6 +34,9 @@ pub struct Config {
     /// Keep one Firecracker process started ahead of need (running, unconfigured), so that a
     /// VM start takes it over instead of starting one.
     pub spare_vmm: bool,
+    /// `[pool]`: how many ready VMs of each image (by name) the warm pool keeps when
+    /// `banger pool set` has not said otherwise.
+    pub pool: std::collections::BTreeMap<String, u32>,
     pub defaults: VmDefaults,
     pub web: WebConfig,
     pub dns: DnsConfig,
@@ -183,6 +186,7 @@ impl Default for Config {
             ssh_key: None,
             disk_pool: 1,
             spare_vmm: true,
+            pool: std::collections::BTreeMap::new(),
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -223,6 +227,7 @@ struct RawConfig {
     ssh_key: Option<PathBuf>,
     disk_pool: Option<i64>,
     spare_vmm: Option<bool>,
+    pool: Option<std::collections::BTreeMap<String, i64>>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
     dns: Option<RawDns>,
@@ -361,6 +366,12 @@ impl Config {
         }
         if let Some(spare) = raw.spare_vmm {
             config.spare_vmm = spare;
+        }
+        for (image, size) in raw.pool.unwrap_or_default() {
+            let key = format!("pool.{image}");
+            validate::name("image", &image).map_err(|e| key_error(&key, e))?;
+            let size = validate::pool_size(size).map_err(|e| key_error(&key, e))?;
+            config.pool.insert(image, size);
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -565,6 +576,8 @@ mod tests {
             firecracker_bin = "/opt/fc/firecracker"
             disk_pool = 3
             spare_vmm = false
+            [pool]
+            base = 2
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -582,6 +595,7 @@ mod tests {
         );
         assert_eq!(config.disk_pool, 3);
         assert!(!config.spare_vmm);
+        assert_eq!(config.pool.get("base"), Some(&2));
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
@@ -664,6 +678,8 @@ mod tests {
             ("default_image = \"Not A Name\"", "default_image"),
             ("disk_pool = 9", "disk_pool"),
             ("disk_pool = -1", "disk_pool"),
+            ("[pool]\nbase = 9", "pool.base"),
+            ("[pool]\nNot_An_Image = 1", "pool.Not_An_Image"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
@@ -765,6 +781,14 @@ mod tests {
             let text = table(name);
             for field in fields {
                 if name.is_empty() && ["defaults", "web", "dns", "admission"].contains(&field) {
+                    continue;
+                }
+                // A table of image names, which are the user's.
+                if name.is_empty() && field == "pool" {
+                    assert!(
+                        !table("pool").is_empty(),
+                        "no [pool] in docs/configuration.md"
+                    );
                     continue;
                 }
                 assert!(

@@ -158,6 +158,27 @@ pub fn cpu_model() -> String {
 /// `POST /v1/vms/{name}/snapshot`: pauses the VM, writes its memory and state and copies of
 /// its disks, resumes it (a VM the user paused stays paused), and records the snapshot.
 pub fn create(d: &Daemon, vm_name: &str, req: SnapshotVmRequest) -> Result<Snapshot, ApiError> {
+    create_as(d, vm_name, req, None)
+}
+
+/// The template of the warm pool of image `image`: a snapshot of the VM with `vm_id`, hidden
+/// from `snapshot list`.
+pub fn create_for_pool(d: &Daemon, vm_id: &str, image: &str) -> Result<Snapshot, ApiError> {
+    let name = format!("pool-{:016x}", rand::random::<u64>());
+    create_as(
+        d,
+        vm_id,
+        SnapshotVmRequest { name: Some(name) },
+        Some(image),
+    )
+}
+
+fn create_as(
+    d: &Daemon,
+    vm_name: &str,
+    req: SnapshotVmRequest,
+    pool_image: Option<&str>,
+) -> Result<Snapshot, ApiError> {
     let vm = crate::vm::find(d, vm_name)?;
     let name = match req.name {
         Some(name) => validate::name("snapshot", &name).map(|()| name)?,
@@ -214,7 +235,7 @@ pub fn create(d: &Daemon, vm_name: &str, req: SnapshotVmRequest) -> Result<Snaps
         size_bytes,
         created_at: Timestamp::now(),
     };
-    if let Err(e) = d.store.insert_snapshot(&snapshot) {
+    if let Err(e) = d.store.insert_snapshot_for(&snapshot, pool_image) {
         disks::remove_tree(&dir);
         return Err(e.into());
     }

@@ -183,7 +183,7 @@ pub async fn dashboard(
     let overview = blocking(&d, |d| {
         Ok(Overview {
             capacity: d.capacity(),
-            vms: d.store.list_vms()?,
+            vms: crate::vm::list(d)?,
             images: d.store.list_images()?,
         })
     })
@@ -211,7 +211,7 @@ pub async fn dashboard(
 }
 
 pub async fn vm_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
-    let vms = blocking(&d, |d| Ok(d.store.list_vms()?))
+    let vms = blocking(&d, crate::vm::list)
         .await
         .map_err(|e| PageError::new(&viewer, e))?;
     Ok(views::render(&views::VmListPage {

@@ -249,6 +249,7 @@ impl Web {
                     vmm: VmmKind::Auto,
                     state: VmState::Stopped,
                     published_ports: Vec::new(),
+                    pool: None,
                 },
                 &self.d.pool,
             )

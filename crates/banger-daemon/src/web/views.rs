@@ -1574,6 +1574,7 @@ mod tests {
             last_error: None,
             work_seed: None,
             published_ports: Vec::new(),
+            pool: None,
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }
