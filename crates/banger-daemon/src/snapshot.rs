@@ -46,10 +46,17 @@ pub const RESTORE_TOKEN: &str = "restore.agent-token";
 /// snapshot's copies.
 pub const SNAPSHOTTING: &str = ".snapshotting";
 
-/// The drives a snapshot copies (the base root is read-only and shared; the config drive is
-/// the VM's own and a restored VM gets its own).
-const COPIED_DRIVES: &[(&str, &str)] =
-    &[("overlay", disks::OVERLAY_DISK), ("work", disks::WORK_DISK)];
+/// The drives a snapshot copies (the base root is read-only and shared, and kept while a
+/// snapshot needs it). The config drive is copied too, though a restored VM gets its own: the
+/// state file names every drive's file, and Firecracker opens them all when it loads the
+/// snapshot, before a restore points them at the new VM's files; the source VM's own config
+/// drive is gone once that VM is deleted (a warm pool's template VM is deleted at once). A VM
+/// of an image whose init reads no config drive has none.
+const COPIED_DRIVES: &[(&str, &str)] = &[
+    ("overlay", disks::OVERLAY_DISK),
+    ("work", disks::WORK_DISK),
+    ("config", disks::CONFIG_DRIVE),
+];
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("no snapshot named {name:?}"))
@@ -301,6 +308,7 @@ fn write(
         memory: dir.join(MEMORY_FILE),
         drives: COPIED_DRIVES
             .iter()
+            .filter(|(_, file)| vm_dir.join(file).exists())
             .map(|(id, file)| DriveCopy {
                 id: (*id).to_owned(),
                 live: vm_dir.join(file),
@@ -600,6 +608,9 @@ pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
         let api = fc.client(Path::new(&runtime.api_socket));
         for (id, file) in COPIED_DRIVES {
             let path = d.paths.vm_dir(&vm.id).join(file);
+            if !path.exists() {
+                continue;
+            }
             match api.patch_drive(id, &path) {
                 Ok(()) => {
                     tracing::info!(vm = %vm.name, drive = id, "drive pointed back after an interrupted snapshot")

@@ -2064,6 +2064,20 @@ async fn the_warm_pool_hands_over_a_ready_vm_with_a_new_identity_and_refills() {
     let entry = pool_entry(&h).await;
     assert!(entry.template_bytes.is_some(), "{entry:?}");
     assert_eq!(entry.last_error, None);
+    // The template holds every drive its state file names but the image's root: the VM it
+    // was taken of is gone, and a restore opens them all.
+    let templates = snapshot_dirs(&h);
+    assert_eq!(templates.len(), 1);
+    for file in [
+        "overlay.ext4",
+        "work.ext4",
+        "config.cpio",
+        "vmstate",
+        "memory",
+    ] {
+        let path = h.paths.snapshot_dir(&templates[0]).join(file);
+        assert!(path.exists(), "{}", path.display());
+    }
     // The pool's own VMs and template are nobody's to see.
     assert!(h.client.list_vms().await.unwrap().is_empty());
     assert!(h.client.list_snapshots().await.unwrap().is_empty());
