@@ -647,7 +647,7 @@ fn warm_pool(lab: &Lab<'_>) {
     for (i, name) in ["p1", "p2"].into_iter().enumerate() {
         if i > 0 {
             // The pool refilled; a restarted daemon adopts its paused VM.
-            lab.wait_for("the pool to refill", Duration::from_secs(600), pool_ready);
+            lab.wait_for("the pool to refill", Duration::from_secs(300), pool_ready);
             lab.ok(&["daemon", "restart"]);
             assert!(pool_ready(), "{}", lab.ok(&["pool", "list"]));
         }
