@@ -2133,6 +2133,20 @@ async fn the_warm_pool_hands_over_a_ready_vm_with_a_new_identity_and_refills() {
     assert_eq!(refilled.len(), 1);
     assert_ne!(refilled[0].network.ip, vm.network.ip);
 
+    // A restarted daemon adopts the paused ready VM: still ready, not remade.
+    let mut h = h;
+    h.restart().await;
+    let entry = pool_entry(&h).await;
+    assert_eq!(entry.ready, 1, "{entry:?}: {:?}", stored_vms(&h));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<Vm> = stored_vms(&h)
+        .into_iter()
+        .filter(|v| v.id != vm.id)
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].id, refilled[0].id);
+    assert_eq!(after[0].state, VmState::Paused);
+
     // A create that asks for another spec boots a VM as usual.
     let (cold, _) = h.create_from("cold", "pooled").await;
     assert_eq!(cold.pool, None);

@@ -102,6 +102,25 @@ fn main() {
         median(clone_agent),
         median(pooled_agent)
     );
+    // What a daemon restart does to a full pool: the ready VM adopted (the same one, still
+    // paused), or ended and remade.
+    lab.wait_for("the pool to fill", Duration::from_secs(600), pool_ready);
+    let hidden = "ls /root/.local/state/banger/vms/ | sort | tr '\\n' ' '";
+    let before = lab.sh_ok(hidden);
+    let restart = timed(&lab, "banger daemon restart && banger pool list");
+    let after = lab.sh_ok(hidden);
+    println!(
+        "daemon restart with a full pool: {restart:.0} ms; VM directories before {before:?}, after {after:?}; \
+         ready right after: {}",
+        pool_ready()
+    );
+    println!(
+        "{}",
+        lab.sh_ok(
+            "grep -E 'reconcile|discarding|dropping|adopt' /root/.local/state/banger/bangerd.log \
+             | tail -n 20 | cut -c1-400"
+        )
+    );
     lab.ok(&["pool", "set", "debian", "0"]);
     lab.ok(&["vm", "delete", "src"]);
 }
