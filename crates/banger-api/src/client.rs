@@ -501,6 +501,21 @@ impl Client {
         .await
     }
 
+    /// The warm pool of every image that has one.
+    pub async fn list_pool(&self) -> Result<Vec<crate::PoolEntry>, ClientError> {
+        self.call(Method::GET, "/v1/pool", None::<&()>).await
+    }
+
+    /// Keeps `size` ready VMs of `image` (0 turns its pool off).
+    pub async fn set_pool(&self, image: &str, size: i64) -> Result<crate::PoolEntry, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/pool/{}", escape(image)),
+            Some(&crate::SetPoolRequest { size }),
+        )
+        .await
+    }
+
     pub async fn list_snapshots(&self) -> Result<Vec<crate::Snapshot>, ClientError> {
         self.call(Method::GET, "/v1/snapshots", None::<&()>).await
     }

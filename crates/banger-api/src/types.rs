@@ -156,8 +156,76 @@ pub struct Vm {
     /// Host ports forwarded to the VM's ports while it runs, by host port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published_ports: Vec<PublishedPort>,
+    /// What the VM is to the warm pool: only `taken` is ever seen through the API (a VM that
+    /// `vm create` took from the pool instead of booting one); the pool's own VMs are hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolRole>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A VM's place in the warm pool (see `docs/pool.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolRole {
+    /// Booted to make an image's template snapshot, then deleted; hidden.
+    Template,
+    /// Restored from the template and paused, waiting for a `vm create`; hidden.
+    Ready,
+    /// A user's VM that came from the pool.
+    Taken,
+}
+
+impl PoolRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolRole::Template => "template",
+            PoolRole::Ready => "ready",
+            PoolRole::Taken => "taken",
+        }
+    }
+}
+
+impl std::str::FromStr for PoolRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "template" => Ok(PoolRole::Template),
+            "ready" => Ok(PoolRole::Ready),
+            "taken" => Ok(PoolRole::Taken),
+            other => Err(format!("unknown pool role {other:?}")),
+        }
+    }
+}
+
+/// `PUT /v1/pool/{image}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPoolRequest {
+    /// How many ready VMs of the image to keep, 0 to 8; 0 turns its pool off.
+    pub size: i64,
+}
+
+/// The warm pool of one image: how many ready VMs it keeps and has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolEntry {
+    /// The image's name (a pool follows the name: a rebuilt image gets a new template).
+    pub image: String,
+    /// How many ready VMs are wanted.
+    pub size: u32,
+    /// How many are ready now (restored, paused, waiting).
+    pub ready: u32,
+    /// The spec a `vm create` must ask for (or leave to the defaults) to take one.
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
+    /// The template snapshot's size on disk, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_bytes: Option<u64>,
+    /// Why the last fill failed, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A host address and TCP port that bangerd forwards to a port of a VM while the VM runs:

@@ -19,6 +19,20 @@ pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
 pub const TIB: u64 = 1024 * GIB;
 
+/// Most ready VMs one image's warm pool may keep: each holds its memory while it waits.
+pub const MAX_POOL_SIZE: i64 = 8;
+
+/// A warm pool size: 0 (off) to [`MAX_POOL_SIZE`].
+pub fn pool_size(value: i64) -> Result<u32, ApiError> {
+    if !(0..=MAX_POOL_SIZE).contains(&value) {
+        return Err(ApiError::invalid(format!(
+            "a pool size must be between 0 and {MAX_POOL_SIZE} (got {value})"
+        ))
+        .with_hint("each pooled VM holds its memory while it waits; 0 turns the pool off"));
+    }
+    Ok(value as u32)
+}
+
 /// A VM or image name must be a DNS label: it becomes the guest's hostname.
 pub fn name(kind: &str, value: &str) -> Result<(), ApiError> {
     let hint =

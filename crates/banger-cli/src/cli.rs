@@ -64,6 +64,10 @@ pub enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
 
+    /// Keep VMs of an image ready, restored from a snapshot, for `vm create` to take
+    #[command(subcommand)]
+    Pool(PoolCommand),
+
     /// Inspect, start, stop or restart bangerd
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -419,6 +423,27 @@ pub enum SnapshotCommand {
         /// Snapshot name or id
         name: String,
     },
+}
+
+/// `banger pool ...`.
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Keep N ready VMs of IMAGE (Firecracker only; 0 turns its pool off)
+    ///
+    /// bangerd boots one VM of the image, snapshots it, and keeps N VMs restored from that
+    /// snapshot paused. `banger vm create --image IMAGE` without --nat, --publish, --no-start
+    /// and with the default sizes then takes one: it runs in milliseconds, with its own name,
+    /// address, SSH host key and agent token. Each ready VM holds its memory.
+    Set {
+        /// Image name
+        image: String,
+        /// How many ready VMs to keep, 0 to 8
+        #[arg(allow_negative_numbers = true)]
+        size: i64,
+    },
+    /// List the images whose pool keeps VMs, with how many are ready
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 /// `--vmm` choices, mirroring `banger_api::VmmKind`.

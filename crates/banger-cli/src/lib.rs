@@ -14,6 +14,7 @@ pub mod host;
 pub mod image;
 pub mod operation;
 pub mod output;
+pub mod pool;
 pub mod snapshot;
 pub mod tui;
 pub mod vm;
@@ -72,6 +73,7 @@ pub async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Vm(command) => vm::run(command, cli.output).await,
         Command::Image(command) => image::run(command, cli.output).await,
         Command::Snapshot(command) => snapshot::run(command, cli.output).await,
+        Command::Pool(command) => pool::run(command, cli.output).await,
         Command::Daemon(command) => daemon::run(command, cli.output).await,
         Command::Tui => tui::run().await,
         Command::Doctor => host::doctor(cli.output).await,

@@ -133,6 +133,12 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
         kv = kv.add(label, error.replace('\n', "\n    "));
     }
     kv = kv.add("image", format!("{} ({})", vm.image.name, vm.image.id));
+    if vm.pool == Some(banger_api::PoolRole::Taken) {
+        kv = kv.add(
+            "origin",
+            "the warm pool (restored from its image's template snapshot)",
+        );
+    }
     kv = match &vm.runtime {
         Some(rt) if rt.vmm != vm.vmm => {
             kv.add("vmm", format!("{} (chosen for {})", rt.vmm, vm.vmm))
@@ -374,6 +380,64 @@ pub fn snapshot_list(snapshots: &[banger_api::Snapshot], now: Timestamp) -> Stri
         ]);
     }
     table.render()
+}
+
+/// `banger pool list`.
+pub fn pool_list(entries: &[banger_api::PoolEntry]) -> String {
+    if entries.is_empty() {
+        return "No warm pool. Keep ready VMs of an image with:\n  banger pool set IMAGE N\n"
+            .into();
+    }
+    let mut table = Table::new([
+        ("IMAGE", Align::Left),
+        ("READY", Align::Right),
+        ("VCPUS", Align::Right),
+        ("MEMORY", Align::Right),
+        ("DISKS", Align::Left),
+        ("TEMPLATE", Align::Right),
+        ("LAST ERROR", Align::Left),
+    ]);
+    for e in entries {
+        table.row([
+            e.image.clone(),
+            format!("{}/{}", e.ready, e.size),
+            e.vcpus.to_string(),
+            memory(e.memory_mib),
+            format!(
+                "{} + {}",
+                format_size(e.disk_bytes),
+                format_size(e.work_disk_bytes)
+            ),
+            e.template_bytes
+                .map(format_size)
+                .unwrap_or_else(|| "-".into()),
+            e.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+/// The result of `banger pool set`.
+pub fn pool_set(e: &banger_api::PoolEntry) -> String {
+    if e.size == 0 {
+        return format!(
+            "Warm pool of {} off: its ready VMs and template are being removed.\n",
+            e.image
+        );
+    }
+    format!(
+        "Warm pool of {}: {} of {} ready; bangerd fills it in the background \
+         (`banger pool list`).\n`banger vm create --image {}` takes one when it asks for \
+         {} vCPUs, {}, {} and {} disks (the defaults), without --nat or --publish.\n",
+        e.image,
+        e.ready,
+        e.size,
+        e.image,
+        e.vcpus,
+        memory(e.memory_mib),
+        format_size(e.disk_bytes),
+        format_size(e.work_disk_bytes)
+    )
 }
 
 /// `banger snapshot show`, and the result of `vm snapshot`.
@@ -680,6 +744,7 @@ pub(crate) mod tests {
             last_error: None,
             work_seed: None,
             published_ports: Vec::new(),
+            pool: None,
             created_at: ago(180),
             updated_at: ago(42),
         }

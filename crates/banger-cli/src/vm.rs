@@ -235,7 +235,12 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             let text_mode = format == OutputFormat::Text;
             let (vm, started) = match created.operation {
                 Some(op) => {
-                    if text_mode {
+                    if text_mode && created.vm.pool == Some(banger_api::PoolRole::Taken) {
+                        output::eprint(&format!(
+                            "Took VM {} ({}) from the warm pool; giving it its identity\n",
+                            created.vm.name, created.vm.network.ip
+                        ));
+                    } else if text_mode {
                         output::eprint(&format!(
                             "Created VM {} ({}); starting it\n",
                             created.vm.name, created.vm.network.ip

@@ -10,13 +10,13 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use banger_api::{
     ApiError, BUILD_ID_HEADER, Capacity, CloneVmRequest, CreateVmRequest, CreatedVm, DaemonInfo,
-    DoctorReport, ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation,
-    PublishPortRequest, PublishedPort, RegisterImageRequest, Snapshot, SnapshotVmRequest,
-    UpdateVmRequest, Vm, WebLogin,
+    DoctorReport, ErrorCode, ExportImageRequest, Image, ImportImageRequest, Operation, PoolEntry,
+    PublishPortRequest, PublishedPort, RegisterImageRequest, SetPoolRequest, Snapshot,
+    SnapshotVmRequest, UpdateVmRequest, Vm, WebLogin,
 };
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -224,6 +224,8 @@ async fn blocking_arc<T: Send + 'static>(
         list_snapshots,
         get_snapshot,
         delete_snapshot,
+        list_pool,
+        set_pool,
         list_images,
         promote_image,
         build_image,
@@ -353,6 +355,8 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/resume", post(resume_vm))
         .route("/v1/vms/{name}/snapshot", post(snapshot_vm))
         .route("/v1/vms/{name}/clone", post(clone_vm))
+        .route("/v1/pool", get(list_pool))
+        .route("/v1/pool/{image}", put(set_pool))
         .route("/v1/snapshots", get(list_snapshots))
         .route(
             "/v1/snapshots/{name}",
@@ -476,7 +480,7 @@ async fn doctor(State(d): State<Arc<Daemon>>) -> Answer<Json<DoctorReport>> {
 
 #[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [Vm])))]
 async fn list_vms(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<Vm>>> {
-    blocking(&d, |d| Ok(d.store.list_vms()?)).await.map(Json)
+    blocking(&d, vm::list).await.map(Json)
 }
 
 /// Creates a VM: records it, makes its disks and, unless `start` is false, starts it. The
@@ -631,6 +635,29 @@ async fn delete_snapshot(
     _: NoBody,
 ) -> Answer<Json<Snapshot>> {
     blocking(&d, move |d| snapshot::delete(d, &name))
+        .await
+        .map(Json)
+}
+
+/// The warm pool of every image that keeps one: wanted and ready VMs, their spec, the
+/// template's size and the last fill error.
+#[utoipa::path(get, path = "/v1/pool", responses((status = 200, body = [PoolEntry])))]
+async fn list_pool(State(d): State<Arc<Daemon>>) -> Answer<Json<Vec<PoolEntry>>> {
+    blocking(&d, crate::warm::list).await.map(Json)
+}
+
+/// Sets how many ready VMs of an image the warm pool keeps (0 turns it off); stored, so it
+/// outlives the daemon. Firecracker only: refused with `unsupported` on a QEMU host.
+#[utoipa::path(put, path = "/v1/pool/{image}", params(("image" = String, Path, description = "image name")),
+    request_body = SetPoolRequest,
+    responses((status = 200, body = PoolEntry), (status = 400, body = ApiError), (status = 404, body = ApiError),
+    (status = 501, body = ApiError)))]
+async fn set_pool(
+    State(d): State<Arc<Daemon>>,
+    Path(image): Path<String>,
+    Body(req): Body<SetPoolRequest>,
+) -> Answer<Json<PoolEntry>> {
+    blocking(&d, move |d| crate::warm::set(d, &image, req.size))
         .await
         .map(Json)
 }

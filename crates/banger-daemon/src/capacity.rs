@@ -90,6 +90,7 @@ mod tests {
             last_error: None,
             work_seed: None,
             published_ports: Vec::new(),
+            pool: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

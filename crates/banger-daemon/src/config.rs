@@ -39,6 +39,9 @@ pub struct Config {
     pub spare_vmm: bool,
     /// Running Firecracker behind its jailer.
     pub jail: JailSettings,
+    /// `[pool]`: how many ready VMs of each image (by name) the warm pool keeps when
+    /// `banger pool set` has not said otherwise.
+    pub pool: std::collections::BTreeMap<String, u32>,
     pub defaults: VmDefaults,
     pub web: WebConfig,
     pub dns: DnsConfig,
@@ -238,6 +241,7 @@ impl Default for Config {
             disk_pool: 1,
             spare_vmm: true,
             jail: JailSettings::default(),
+            pool: std::collections::BTreeMap::new(),
             defaults: VmDefaults {
                 vcpus: 2,
                 memory_mib: 1024,
@@ -284,6 +288,7 @@ struct RawConfig {
     jail_uids: Option<String>,
     jail_dir: Option<PathBuf>,
     jail_memory_overhead: Option<String>,
+    pool: Option<std::collections::BTreeMap<String, i64>>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
     dns: Option<RawDns>,
@@ -463,6 +468,12 @@ impl Config {
                     ))
                 })?;
             config.jail.memory_overhead_mib = mib;
+        }
+        for (image, size) in raw.pool.unwrap_or_default() {
+            let key = format!("pool.{image}");
+            validate::name("image", &image).map_err(|e| key_error(&key, e))?;
+            let size = validate::pool_size(size).map_err(|e| key_error(&key, e))?;
+            config.pool.insert(image, size);
         }
         if let Some(d) = raw.defaults {
             if let Some(v) = d.vcpus {
@@ -668,6 +679,8 @@ mod tests {
             disk_pool = 3
             spare_vmm = false
             build_cache_max = "2G"
+            [pool]
+            base = 2
             [defaults]
             vcpus = 4
             memory_mib = 2048
@@ -687,6 +700,7 @@ mod tests {
         assert!(!config.spare_vmm);
         assert_eq!(config.build_cache_max, 2 * validate::GIB);
         assert_eq!(parse("build_cache_max = \"0\"").unwrap().build_cache_max, 0);
+        assert_eq!(config.pool.get("base"), Some(&2));
         assert_eq!(config.defaults.vcpus, 4);
         assert_eq!(config.defaults.memory_mib, 2048);
         assert_eq!(config.defaults.disk_bytes, 16 * validate::GIB);
@@ -805,6 +819,8 @@ mod tests {
             ("disk_pool = 9", "disk_pool"),
             ("disk_pool = -1", "disk_pool"),
             ("build_cache_max = \"lots\"", "build_cache_max"),
+            ("[pool]\nbase = 9", "pool.base"),
+            ("[pool]\nNot_An_Image = 1", "pool.Not_An_Image"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
@@ -906,6 +922,14 @@ mod tests {
             let text = table(name);
             for field in fields {
                 if name.is_empty() && ["defaults", "web", "dns", "admission"].contains(&field) {
+                    continue;
+                }
+                // A table of image names, which are the user's.
+                if name.is_empty() && field == "pool" {
+                    assert!(
+                        !table("pool").is_empty(),
+                        "no [pool] in docs/configuration.md"
+                    );
                     continue;
                 }
                 assert!(

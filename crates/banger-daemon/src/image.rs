@@ -385,6 +385,8 @@ pub fn find(d: &Daemon, name: &str) -> Result<Image, ApiError> {
 /// `DELETE /v1/images/{name}`: the record first (refused while VMs use it), then the files.
 pub fn delete(d: &Daemon, name: &str) -> Result<Image, ApiError> {
     let image = find(d, name)?;
+    // The warm pool's hidden VMs and template of the image are no reason to refuse.
+    crate::warm::drain_image(d, &image);
     d.store.delete_image(&image.id)?;
     d.disks.forget_image(&image.id);
     let dir = d.paths.image_dir(&image.id);

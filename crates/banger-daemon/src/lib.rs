@@ -23,6 +23,7 @@ pub mod ports;
 pub mod promote;
 pub mod snapshot;
 pub mod vm;
+pub mod warm;
 pub mod web;
 
 use std::time::Instant;
@@ -53,6 +54,8 @@ pub struct Daemon {
     pub disks: machine::pool::DiskPool,
     /// The Firecracker process started ahead of the next start.
     pub spare: machine::spare::SpareVmm,
+    /// Ready VMs restored from a snapshot ahead of need.
+    pub warm: warm::WarmPool,
     pub build_id: String,
     pub web: web::Console,
     /// VM names on the bridge.

@@ -215,6 +215,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         machines,
         disks,
         spare,
+        warm: crate::warm::WarmPool::default(),
         build_id,
         web: console,
         dns,
@@ -236,6 +237,8 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     }
     // After reconcile, which ends a previous daemon's spare like any VMM no record owns.
     daemon.spare.start();
+    // After reconcile too: the hidden VMs a previous daemon left are adopted or ended first.
+    daemon.warm.start(&daemon);
     // A bridge a previous daemon brought up gets its names at once, not at the next start.
     let d = daemon.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || crate::dns::serve_if_bridge_up(&d)).await {
@@ -281,6 +284,7 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
         // No mkfs.ext4 of the pool's outlives the daemon.
         let pool = d.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || {
+            pool.warm.stop();
             pool.disks.stop();
             pool.spare.stop();
             // The VMs keep running; their published ports wait for the next daemon.

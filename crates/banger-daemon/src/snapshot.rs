@@ -46,10 +46,17 @@ pub const RESTORE_TOKEN: &str = "restore.agent-token";
 /// snapshot's copies.
 pub const SNAPSHOTTING: &str = ".snapshotting";
 
-/// The drives a snapshot copies (the base root is read-only and shared; the config drive is
-/// the VM's own and a restored VM gets its own).
-const COPIED_DRIVES: &[(&str, &str)] =
-    &[("overlay", disks::OVERLAY_DISK), ("work", disks::WORK_DISK)];
+/// The drives a snapshot copies (the base root is read-only and shared, and kept while a
+/// snapshot needs it). The config drive is copied too, though a restored VM gets its own: the
+/// state file names every drive's file, and Firecracker opens them all when it loads the
+/// snapshot, before a restore points them at the new VM's files; the source VM's own config
+/// drive is gone once that VM is deleted (a warm pool's template VM is deleted at once). A VM
+/// of an image whose init reads no config drive has none.
+const COPIED_DRIVES: &[(&str, &str)] = &[
+    ("overlay", disks::OVERLAY_DISK),
+    ("work", disks::WORK_DISK),
+    ("config", disks::CONFIG_DRIVE),
+];
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("no snapshot named {name:?}"))
@@ -158,6 +165,27 @@ pub fn cpu_model() -> String {
 /// `POST /v1/vms/{name}/snapshot`: pauses the VM, writes its memory and state and copies of
 /// its disks, resumes it (a VM the user paused stays paused), and records the snapshot.
 pub fn create(d: &Daemon, vm_name: &str, req: SnapshotVmRequest) -> Result<Snapshot, ApiError> {
+    create_as(d, vm_name, req, None)
+}
+
+/// The template of the warm pool of image `image`: a snapshot of the VM with `vm_id`, hidden
+/// from `snapshot list`.
+pub fn create_for_pool(d: &Daemon, vm_id: &str, image: &str) -> Result<Snapshot, ApiError> {
+    let name = format!("pool-{:016x}", rand::random::<u64>());
+    create_as(
+        d,
+        vm_id,
+        SnapshotVmRequest { name: Some(name) },
+        Some(image),
+    )
+}
+
+fn create_as(
+    d: &Daemon,
+    vm_name: &str,
+    req: SnapshotVmRequest,
+    pool_image: Option<&str>,
+) -> Result<Snapshot, ApiError> {
     let vm = crate::vm::find(d, vm_name)?;
     let name = match req.name {
         Some(name) => validate::name("snapshot", &name).map(|()| name)?,
@@ -214,7 +242,7 @@ pub fn create(d: &Daemon, vm_name: &str, req: SnapshotVmRequest) -> Result<Snaps
         size_bytes,
         created_at: Timestamp::now(),
     };
-    if let Err(e) = d.store.insert_snapshot(&snapshot) {
+    if let Err(e) = d.store.insert_snapshot_for(&snapshot, pool_image) {
         disks::remove_tree(&dir);
         return Err(e.into());
     }
@@ -280,6 +308,7 @@ fn write(
         memory: dir.join(MEMORY_FILE),
         drives: COPIED_DRIVES
             .iter()
+            .filter(|(_, file)| vm_dir.join(file).exists())
             .map(|(id, file)| DriveCopy {
                 id: (*id).to_owned(),
                 live: vm_dir.join(file),
@@ -579,7 +608,11 @@ pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
         let api_socket = Path::new(&runtime.api_socket);
         let api = fc.client(api_socket);
         for (id, file) in COPIED_DRIVES {
-            let path = fc.drive_path(api_socket, id, &d.paths.vm_dir(&vm.id).join(file));
+            let own = d.paths.vm_dir(&vm.id).join(file);
+            if !own.exists() {
+                continue;
+            }
+            let path = fc.drive_path(api_socket, id, &own);
             match api.patch_drive(id, &path) {
                 Ok(()) => {
                     tracing::info!(vm = %vm.name, drive = id, "drive pointed back after an interrupted snapshot")

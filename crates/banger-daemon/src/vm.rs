@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use banger_api::{
-    ApiError, CreateVmRequest, CreatedVm, ErrorCode, Image, OperationKind, UpdateVmRequest, Vm,
-    VmState, VmmKind, WorkSeedStatus, validate,
+    ApiError, CreateVmRequest, CreatedVm, ErrorCode, Image, OperationKind, PoolRole,
+    UpdateVmRequest, Vm, VmState, VmmKind, WorkSeedStatus, validate,
 };
 use banger_store::{Demand, NewVm, StoreError, VmResources};
 
@@ -18,6 +18,19 @@ use crate::machine::{self, disks};
 /// `POST /v1/vms`: records the VM, makes its disks and, unless `start` is false, starts it
 /// (the operation comes back with the VM). On failure neither the record nor any file remains.
 pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiError> {
+    // A ready VM of the warm pool, when it has one that fits.
+    if let Some(created) = crate::warm::take(d, &req)? {
+        return Ok(created);
+    }
+    create_in(d, req, None)
+}
+
+/// [`create`] of a VM that is `pool` to the warm pool (hidden), or a user's (`None`).
+pub fn create_in(
+    d: &Arc<Daemon>,
+    req: CreateVmRequest,
+    pool: Option<PoolRole>,
+) -> Result<CreatedVm, ApiError> {
     let start = req.start.unwrap_or(true);
     let state = if start {
         VmState::Starting
@@ -33,7 +46,7 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
         Some(snapshot) => crate::snapshot::restore_request(d, snapshot, req)?,
         None => req,
     };
-    let (vm, image) = record(d, req, state)?;
+    let (vm, image) = record(d, req, state, pool)?;
     let snapshot_dir = snapshot.as_ref().map(|s| d.paths.snapshot_dir(&s.id));
     let make_files = |d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path| {
         make_files(d, vm, image, dir, snapshot_dir.as_deref())?;
@@ -91,7 +104,12 @@ pub fn create(d: &Arc<Daemon>, req: CreateVmRequest) -> Result<CreatedVm, ApiErr
 }
 
 /// Validates a create request and records the VM in `state`, with its image.
-fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image), ApiError> {
+fn record(
+    d: &Daemon,
+    req: CreateVmRequest,
+    state: VmState,
+    pool: Option<PoolRole>,
+) -> Result<(Vm, Image), ApiError> {
     if let Some(name) = &req.name {
         validate::name("VM", name)?;
     }
@@ -154,6 +172,7 @@ fn record(d: &Daemon, req: CreateVmRequest, state: VmState) -> Result<(Vm, Image
             vmm,
             state,
             published_ports,
+            pool,
         },
         &d.pool,
         spare.as_deref(),
@@ -275,9 +294,25 @@ fn seed_fingerprint(
     Ok(computed)
 }
 
-/// A VM by name or id, as the store has it.
+/// A VM by name or id, as the store has it. The warm pool's own VMs are found by id only:
+/// their names are nobody's.
 pub fn find(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
-    d.store.find_vm(name)?.ok_or_else(|| not_found(name))
+    d.store
+        .find_vm(name)?
+        .filter(|vm| !hidden(vm) || vm.id == name)
+        .ok_or_else(|| not_found(name))
+}
+
+/// Whether `vm` is one of the warm pool's own, hidden from users.
+pub fn hidden(vm: &Vm) -> bool {
+    matches!(vm.pool, Some(PoolRole::Template | PoolRole::Ready))
+}
+
+/// `GET /v1/vms`: every VM but the warm pool's own.
+pub fn list(d: &Daemon) -> Result<Vec<Vm>, ApiError> {
+    let mut vms = d.store.list_vms()?;
+    vms.retain(|vm| !hidden(vm));
+    Ok(vms)
 }
 
 /// `PATCH /v1/vms/{name}`: resources of a stopped VM.
@@ -388,7 +423,19 @@ pub fn reset(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
 /// allocations and its files.
 pub fn delete(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     let vm = find(d, name)?;
-    let vm = machine::stop_for_delete(d, &vm)?;
+    let vm = machine::stop_for_delete(d, &vm, d.config.defaults.stop_timeout)?;
+    remove(d, &vm)
+}
+
+/// Deletes `vm` after ending its VMM at once, without asking its guest (a VM of the warm
+/// pool, whose guest holds nobody's work).
+pub fn discard(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
+    let vm = machine::stop_for_delete(d, vm, std::time::Duration::ZERO)?;
+    remove(d, &vm)
+}
+
+/// Removes stopped `vm`'s record, files and sockets.
+fn remove(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
     d.machines.forwards.close(&vm.id);
     let vm = d.store.delete_vm(&vm.id)?;
     disks::remove_tree(&d.paths.vm_dir(&vm.id));

@@ -1885,3 +1885,444 @@ async fn a_failed_or_cancelled_build_leaves_nothing() {
         assert_eq!(images, ["base"]);
     }
 }
+
+/// Plays the guest agent's identity endpoint, and nothing else, on the vsock socket of every
+/// VM that runs (the fake Firecracker binds none): answers `CONNECT 1024`, then one HTTP
+/// request. A restored or taken VM's guest is told its identity there.
+#[derive(Clone, Default)]
+struct IdentityAgent {
+    /// The bearer token and the hostname of each identity request, in order.
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Answer identity requests with an error.
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl IdentityAgent {
+    /// Serves each VM's vsock socket once the store has it (hidden VMs included).
+    fn serve_all(&self, paths: &Paths) {
+        let agent = self.clone();
+        let store = banger_store::Store::open(&paths.database()).unwrap();
+        tokio::spawn(async move {
+            let mut served = std::collections::BTreeSet::new();
+            loop {
+                for vm in store.list_vms().unwrap_or_default() {
+                    if let Some(socket) = vm.runtime.and_then(|r| r.vsock_socket)
+                        && served.insert(socket.clone())
+                        && let Ok(listener) = tokio::net::UnixListener::bind(&socket)
+                    {
+                        let agent = agent.clone();
+                        tokio::spawn(async move {
+                            while let Ok((conn, _)) = listener.accept().await {
+                                let agent = agent.clone();
+                                tokio::spawn(async move {
+                                    let _ = agent.answer(conn).await;
+                                });
+                            }
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    async fn answer(&self, conn: tokio::net::UnixStream) -> std::io::Result<()> {
+        use base64::Engine as _;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::io::BufReader::new(conn);
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        conn.get_mut().write_all(b"OK 1073741824\n").await?;
+        line.clear();
+        conn.read_line(&mut line).await?;
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let (mut token, mut length) = (String::new(), 0usize);
+        loop {
+            line.clear();
+            if conn.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let Some((key, value)) = line.trim_end().split_once(':') else {
+                break;
+            };
+            match key.to_ascii_lowercase().as_str() {
+                "authorization" => value
+                    .trim()
+                    .trim_start_matches("Bearer ")
+                    .clone_into(&mut token),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await?;
+        let (status, answer) = if path != "/v1/identity" {
+            (
+                404,
+                r#"{"code":"not_found","message":"no such route"}"#.to_owned(),
+            )
+        } else if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            (
+                500,
+                r#"{"code":"internal","message":"refused by the test"}"#.to_owned(),
+            )
+        } else {
+            let request: banger_agent::protocol::IdentityRequest =
+                serde_json::from_slice(&body).unwrap();
+            let hostname = request
+                .files
+                .iter()
+                .find(|f| f.path == "etc/hostname")
+                .and_then(|f| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&f.data)
+                        .ok()
+                })
+                .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                .unwrap_or_default();
+            self.seen.lock().unwrap().push((token, hostname.clone()));
+            let applied = banger_agent::protocol::IdentityApplied {
+                files: Vec::new(),
+                hostname: Some(hostname),
+                network: None,
+                host_key_changed: true,
+                sshd_reloaded: None,
+                token_changed: true,
+                vmgenid: false,
+            };
+            (200, serde_json::to_string(&applied).unwrap())
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        conn.get_mut().write_all(response.as_bytes()).await?;
+        conn.get_mut().shutdown().await
+    }
+}
+
+/// Entries of the snapshots directory.
+fn snapshot_dirs(h: &Harness) -> Vec<String> {
+    std::fs::read_dir(h.paths.snapshots_dir())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every VM in the store, the warm pool's hidden ones included.
+fn stored_vms(h: &Harness) -> Vec<Vm> {
+    banger_store::Store::open(&h.paths.database())
+        .unwrap()
+        .list_vms()
+        .unwrap()
+}
+
+/// The taps made and not removed, from the network calls.
+fn taps_left(h: &Harness) -> Vec<String> {
+    let mut taps = Vec::new();
+    for call in h.net_calls() {
+        let words: Vec<&str> = call.split_whitespace().collect();
+        match words.as_slice() {
+            ["ip", "tuntap", "add", "dev", tap, ..] => taps.push((*tap).to_owned()),
+            ["ip", "link", "del", tap] => taps.retain(|t| t != tap),
+            _ => {}
+        }
+    }
+    taps
+}
+
+/// A harness with an image whose init reads config drives (a restore needs one), agents
+/// answering identity requests, and a warm pool of `size` for it.
+async fn pooled(fc: FakeFirecracker, size: i64) -> (Harness, IdentityAgent) {
+    let h = Harness::start(fc, fresh_net()).await;
+    support::register(&h.client, &h.dir.path().join("files"), "pooled", true).await;
+    let agent = IdentityAgent::default();
+    agent.serve_all(&h.paths);
+    let entry = h.client.set_pool("pooled", size).await.unwrap();
+    assert_eq!((entry.image.as_str(), entry.size), ("pooled", size as u32));
+    (h, agent)
+}
+
+async fn pool_entry(h: &Harness) -> banger_api::PoolEntry {
+    let entries = h.client.list_pool().await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_pool_hands_over_a_ready_vm_with_a_new_identity_and_refills() {
+    let (h, agent) = pooled(FakeFirecracker::new(), 1).await;
+    wait_for("a ready VM", async || pool_entry(&h).await.ready == 1).await;
+    let entry = pool_entry(&h).await;
+    assert!(entry.template_bytes.is_some(), "{entry:?}");
+    assert_eq!(entry.last_error, None);
+    // The template holds every drive its state file names but the image's root: the VM it
+    // was taken of is gone, and a restore opens them all.
+    let templates = snapshot_dirs(&h);
+    assert_eq!(templates.len(), 1);
+    for file in [
+        "overlay.ext4",
+        "work.ext4",
+        "config.cpio",
+        "vmstate",
+        "memory",
+    ] {
+        let path = h.paths.snapshot_dir(&templates[0]).join(file);
+        assert!(path.exists(), "{}", path.display());
+    }
+    // The pool's own VMs and template are nobody's to see.
+    assert!(h.client.list_vms().await.unwrap().is_empty());
+    assert!(h.client.list_snapshots().await.unwrap().is_empty());
+    let hidden = stored_vms(&h);
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    assert_eq!(hidden[0].state, VmState::Paused);
+    assert!(h.client.get_vm(&hidden[0].name).await.is_err());
+    let ready_token =
+        std::fs::read_to_string(h.paths.vm_dir(&hidden[0].id).join("agent-token")).unwrap();
+
+    let created = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("fast".into()),
+            image: Some("pooled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        created.vm.id, hidden[0].id,
+        "the ready VM is the one handed over"
+    );
+    assert_eq!(created.vm.pool, Some(banger_api::PoolRole::Taken));
+    let op = h
+        .client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let stages: Vec<&str> = op.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(stages, ["pool", "identity", "started"]);
+    let vm = h.vm("fast").await;
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(vm.pool, Some(banger_api::PoolRole::Taken));
+    // The guest was told its name by the token it had, and has a new one now.
+    let (token, hostname) = agent.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(hostname, "fast");
+    assert_eq!(token, ready_token.trim());
+    let token_now = std::fs::read_to_string(h.paths.vm_dir(&vm.id).join("agent-token")).unwrap();
+    assert_ne!(token_now.trim(), ready_token.trim());
+    assert!(!h.paths.vm_dir(&vm.id).join("restore.agent-token").exists());
+
+    // The pool makes a new one, another VM with its own address.
+    wait_for("the pool to refill", async || {
+        pool_entry(&h).await.ready == 1
+    })
+    .await;
+    let refilled: Vec<Vm> = stored_vms(&h)
+        .into_iter()
+        .filter(|v| v.id != vm.id)
+        .collect();
+    assert_eq!(refilled.len(), 1);
+    assert_ne!(refilled[0].network.ip, vm.network.ip);
+
+    // A restarted daemon adopts the paused ready VM: still ready, not remade.
+    let mut h = h;
+    h.restart().await;
+    let entry = pool_entry(&h).await;
+    assert_eq!(entry.ready, 1, "{entry:?}: {:?}", stored_vms(&h));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<Vm> = stored_vms(&h)
+        .into_iter()
+        .filter(|v| v.id != vm.id)
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].id, refilled[0].id);
+    assert_eq!(after[0].state, VmState::Paused);
+
+    // A create that asks for another spec boots a VM as usual.
+    let (cold, _) = h.create_from("cold", "pooled").await;
+    assert_eq!(cold.pool, None);
+
+    // Off: the ready VM and the template go; the user's VMs stay.
+    h.client.set_pool("pooled", 0).await.unwrap();
+    wait_for("the pool to empty", async || {
+        stored_vms(&h).len() == 2 && snapshot_dirs(&h).is_empty()
+    })
+    .await;
+    assert!(h.client.list_pool().await.unwrap().is_empty());
+    for name in ["fast", "cold"] {
+        h.client.delete_vm(name).await.unwrap();
+    }
+    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    assert!(vm_dirs(&h).is_empty(), "{:?}", vm_dirs(&h));
+    assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_each_step_of_filling_the_pool_leaves_nothing() {
+    struct Case {
+        name: &'static str,
+        fc: FakeFirecracker,
+        refuse_identity: bool,
+        /// Whether the template was made before the failure (and is kept for the next try).
+        template: bool,
+        needle: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "template snapshot",
+            fc: FakeFirecracker::new().fail("PUT /snapshot/create"),
+            refuse_identity: false,
+            template: false,
+            needle: "snapshot",
+        },
+        Case {
+            name: "restore",
+            fc: FakeFirecracker::new().fail("PUT /snapshot/load"),
+            refuse_identity: false,
+            template: true,
+            needle: "snapshot/load",
+        },
+        Case {
+            name: "identity",
+            fc: FakeFirecracker::new(),
+            refuse_identity: true,
+            template: true,
+            needle: "refused its new identity",
+        },
+    ];
+    for case in cases {
+        let h = Harness::start(case.fc, fresh_net()).await;
+        support::register(&h.client, &h.dir.path().join("files"), "pooled", true).await;
+        let agent = IdentityAgent::default();
+        agent
+            .refuse
+            .store(case.refuse_identity, std::sync::atomic::Ordering::SeqCst);
+        agent.serve_all(&h.paths);
+        h.client.set_pool("pooled", 1).await.unwrap();
+        wait_for("the fill to fail", async || {
+            pool_entry(&h).await.last_error.is_some()
+        })
+        .await;
+        let entry = pool_entry(&h).await;
+        let error = entry.last_error.clone().unwrap();
+        assert!(error.contains(case.needle), "{}: {error}", case.name);
+        assert_eq!(entry.ready, 0, "{}", case.name);
+        // No VM, process, socket, tap or VM file is left; only a template made before.
+        assert!(
+            stored_vms(&h).is_empty(),
+            "{}: {:?}",
+            case.name,
+            stored_vms(&h)
+        );
+        assert!(vm_dirs(&h).is_empty(), "{}: {:?}", case.name, vm_dirs(&h));
+        assert!(
+            h.fc.running().is_empty(),
+            "{}: {:?}",
+            case.name,
+            h.fc.running()
+        );
+        assert!(
+            h.fc.sockets().is_empty(),
+            "{}: {:?}",
+            case.name,
+            h.fc.sockets()
+        );
+        assert!(
+            taps_left(&h).is_empty(),
+            "{}: {:?}",
+            case.name,
+            taps_left(&h)
+        );
+        assert_eq!(
+            entry.template_bytes.is_some(),
+            case.template,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            snapshot_dirs(&h).len(),
+            usize::from(case.template),
+            "{}: {:?}",
+            case.name,
+            snapshot_dirs(&h)
+        );
+        // Turned off, the template goes too.
+        h.client.set_pool("pooled", 0).await.unwrap();
+        wait_for("the template to go", async || snapshot_dirs(&h).is_empty()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_whose_guest_refuses_its_identity_leaves_the_vm_stopped_and_released() {
+    let (h, agent) = pooled(FakeFirecracker::new(), 1).await;
+    wait_for("a ready VM", async || pool_entry(&h).await.ready == 1).await;
+    agent
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let created = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("taken".into()),
+            image: Some("pooled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pid = created.vm.runtime.as_ref().unwrap().pid;
+    let tap = Harness::tap_of(&created.vm);
+    let op = h
+        .client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let vm = h.vm("taken").await;
+    assert_eq!(vm.state, VmState::Stopped);
+    assert_eq!(vm.runtime, None);
+    assert!(
+        vm.last_error.as_deref().unwrap_or("").contains("refused"),
+        "{:?}",
+        vm.last_error
+    );
+    assert!(!h.fc.alive(pid));
+    assert!(!taps_left(&h).contains(&tap), "{:?}", taps_left(&h));
+    assert!(!h.paths.vm_dir(&vm.id).join("restore.agent-token").exists());
+    // The refill fails the same way and leaves nothing either.
+    wait_for("the refill to fail", async || {
+        pool_entry(&h).await.last_error.is_some()
+    })
+    .await;
+    h.client.delete_vm("taken").await.unwrap();
+    h.client.set_pool("pooled", 0).await.unwrap();
+    wait_for("the pool to empty", async || {
+        stored_vms(&h).is_empty() && snapshot_dirs(&h).is_empty()
+    })
+    .await;
+    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
+    assert!(vm_dirs(&h).is_empty(), "{:?}", vm_dirs(&h));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_on_a_qemu_host_or_of_a_bad_size_is_refused_and_nothing_is_stored() {
+    let h = Harness::with_vmm(FakeFirecracker::new(), FakeQemu::new(), fresh_net(), "qemu").await;
+    let err = h.client.set_pool("base", 1).await.unwrap_err();
+    let api = err.api().expect("an API error");
+    assert_eq!(api.code, ErrorCode::Unsupported, "{api:?}");
+    assert!(api.message.contains("Firecracker"), "{api:?}");
+    let err = h.client.set_pool("base", 9).await.unwrap_err();
+    assert_eq!(err.api().unwrap().code, ErrorCode::InvalidInput);
+    assert!(h.client.list_pool().await.unwrap().is_empty());
+    // Off is always allowed.
+    h.client.set_pool("base", 0).await.unwrap();
+    assert!(stored_vms(&h).is_empty());
+}

@@ -73,8 +73,12 @@ pub enum ProcessError {
     },
 }
 
-/// Starts `program` in a process group of its own (so a Ctrl-C aimed at the daemon does not
-/// reach it), stdin from `/dev/null`, stdout and stderr appended to `output_log` (created with
+/// Starts `program` in a session (and so a process group) of its own, so that a Ctrl-C aimed
+/// at the daemon does not reach it, and the daemon's exit does not end it: when a parent exits
+/// and leaves its child's process group orphaned, the kernel sends that group SIGHUP (then
+/// SIGCONT) if a member is stopped, which ended a Firecracker paused with SIGSTOP whenever
+/// bangerd restarted. A group in a session of its own is orphaned from the start, so no exit
+/// makes it so. Stdin from `/dev/null`, stdout and stderr appended to `output_log` (created with
 /// mode 0600). `env` is added to the inherited environment. Returns the pid without waiting; a
 /// background thread reaps the child when it exits, so it never lingers as a zombie while this
 /// process lives.
@@ -96,26 +100,30 @@ pub fn spawn_detached(
         .map_err(open_log_error)?;
     let stderr = stdout.try_clone().map_err(open_log_error)?;
 
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                ProcessError::NotFound {
-                    program: program.to_owned(),
-                }
-            } else {
-                ProcessError::Spawn {
-                    program: program.to_owned(),
-                    source,
-                }
+        .stderr(stderr);
+    // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls are
+    // allowed: setsid(2) is one, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
+    }
+    let mut child = command.spawn().map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ProcessError::NotFound {
+                program: program.to_owned(),
             }
-        })?;
+        } else {
+            ProcessError::Spawn {
+                program: program.to_owned(),
+                source,
+            }
+        }
+    })?;
     let pid = child.id();
     tracing::debug!(pid, program = %program.display(), log = %output_log.display(), "started detached");
 
@@ -268,6 +276,9 @@ mod tests {
         let pgid = rustix::process::getpgid(to_pid(pid)).unwrap();
         assert_eq!(pgid.as_raw_nonzero().get() as u32, pid, "own process group");
         assert_ne!(pgid, rustix::process::getpgrp(), "not in our group");
+        // Its own session: a paused (SIGSTOP) VMM is not sent SIGHUP when the daemon exits.
+        let sid = rustix::process::getsid(to_pid(pid)).unwrap();
+        assert_eq!(sid.as_raw_nonzero().get() as u32, pid, "own session");
         let mode = std::fs::metadata(&log).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 

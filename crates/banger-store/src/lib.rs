@@ -20,4 +20,4 @@ pub use error::StoreError;
 pub use network::{NetworkPool, mac_for_ip};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use store::Store;
-pub use vm::{Admit, Demand, NewVm, Reserved, VmResources};
+pub use vm::{Admit, Demand, NewVm, PoolSpec, Reserved, VmResources};

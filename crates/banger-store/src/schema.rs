@@ -94,6 +94,19 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (vm_id, host_port)
     ) STRICT;
     ",
+    // 6: the warm pool. `vms.pool` says what a VM is to it: NULL for a VM a user made,
+    // `template` and `ready` for the pool's own hidden VMs, `taken` for a user's VM that came
+    // from it. A snapshot with `pool_image` set is the template of that image's pool (hidden
+    // from lists). `pool_sizes` holds `banger pool set`, by image name: a pool outlives the
+    // image it was made from, and a new image of that name gets a new template.
+    "
+    ALTER TABLE vms ADD COLUMN pool TEXT;
+    ALTER TABLE snapshots ADD COLUMN pool_image TEXT;
+    CREATE TABLE pool_sizes (
+        image  TEXT PRIMARY KEY NOT NULL,
+        size   INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -11,12 +11,22 @@ const TABLE: &str = "snapshots";
 
 const SELECT_SNAPSHOTS: &str = "SELECT s.id, s.name, s.vm_id, s.vm_name, s.image_id, i.name,
         s.vcpus, s.memory_mib, s.disk_bytes, s.work_disk_bytes, s.firecracker_version, s.cpu,
-        s.size_bytes, s.created_at
+        s.size_bytes, s.created_at, s.pool_image
      FROM snapshots s LEFT JOIN images i ON i.id = s.image_id";
 
 impl Store {
     /// Records a snapshot whose files are complete; its id and name must be unused.
     pub fn insert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.insert_snapshot_for(snapshot, None)
+    }
+
+    /// [`Store::insert_snapshot`] for the template of the warm pool of image `pool_image`
+    /// (hidden from [`Store::list_snapshots`]) when given.
+    pub fn insert_snapshot_for(
+        &self,
+        snapshot: &Snapshot,
+        pool_image: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let taken: bool = tx
@@ -30,8 +40,9 @@ impl Store {
         }
         tx.prepare_cached(
             "INSERT INTO snapshots (id, name, vm_id, vm_name, image_id, vcpus, memory_mib,
-                 disk_bytes, work_disk_bytes, firecracker_version, cpu, size_bytes, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 disk_bytes, work_disk_bytes, firecracker_version, cpu, size_bytes, created_at,
+                 pool_image)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(rusqlite::params![
             snapshot.id,
@@ -47,13 +58,43 @@ impl Store {
             snapshot.cpu,
             to_i64("size_bytes", snapshot.size_bytes)?,
             snapshot.created_at.as_millis(),
+            pool_image,
         ])?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Every snapshot, ordered by name.
+    /// Every snapshot but the warm pool's templates, ordered by name.
     pub fn list_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_SNAPSHOTS} WHERE s.pool_image IS NULL ORDER BY s.name"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut snapshots = Vec::new();
+        while let Some(row) = rows.next()? {
+            snapshots.push(decode_snapshot(row)?);
+        }
+        Ok(snapshots)
+    }
+
+    /// The templates of the warm pool, with the image name whose pool each is.
+    pub fn pool_templates(&self) -> Result<Vec<(String, Snapshot)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_SNAPSHOTS} WHERE s.pool_image IS NOT NULL ORDER BY s.name"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut snapshots = Vec::new();
+        while let Some(row) = rows.next()? {
+            let image: String = row.get(14)?;
+            snapshots.push((image, decode_snapshot(row)?));
+        }
+        Ok(snapshots)
+    }
+
+    /// Every snapshot, the pool's templates included (what needs its files kept).
+    pub fn all_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT_SNAPSHOTS} ORDER BY s.name"))?;
         let mut rows = stmt.query([])?;

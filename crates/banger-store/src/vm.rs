@@ -13,7 +13,8 @@
 use std::net::Ipv4Addr;
 
 use banger_api::{
-    ApiError, ImageRef, PublishedPort, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind,
+    ApiError, ImageRef, PoolRole, PublishedPort, Timestamp, Vm, VmNetwork, VmRuntime, VmState,
+    VmmKind,
 };
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -40,7 +41,8 @@ macro_rules! select_vms {
         concat!(
             "SELECT v.id, v.name, v.image_id, i.name, v.vcpus, v.memory_mib, v.disk_bytes,
                     v.work_disk_bytes, v.nat, v.vmm, v.state, v.ip, v.gateway, v.prefix_len,
-                    v.mac, v.vsock_cid, v.created_at, v.updated_at, v.runtime, v.last_error
+                    v.mac, v.vsock_cid, v.created_at, v.updated_at, v.runtime, v.last_error,
+                    v.pool
              FROM vms v LEFT JOIN images i ON i.id = v.image_id ",
             $tail
         )
@@ -64,6 +66,8 @@ pub struct NewVm {
     /// Host ports to forward to the VM (validated by the caller); a host port another VM
     /// publishes is refused with [`StoreError::PortTaken`].
     pub published_ports: Vec<PublishedPort>,
+    /// A VM of the warm pool (hidden) when set.
+    pub pool: Option<PoolRole>,
 }
 
 /// Host CPU and guest memory that the VMs holding resources reserve together.
@@ -87,6 +91,15 @@ pub struct Demand<'a> {
 /// the transaction that records it as holding them, and its refusal is returned as
 /// [`StoreError::Refused`] with nothing written.
 pub type Admit<'a> = &'a dyn Fn(&Demand<'_>, Reserved) -> Result<(), ApiError>;
+
+/// The spec of the VMs a warm pool keeps: a `vm create` asking for exactly this takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
+}
 
 /// A change of a VM's resources; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,8 +180,9 @@ impl Store {
         tx.prepare_cached(
             "INSERT INTO vms (id, name, image_id, vcpus, memory_mib, disk_bytes, work_disk_bytes,
                               nat, vmm, state, ip, gateway, prefix_len, mac, vsock_cid,
-                              created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                              created_at, updated_at, pool)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
+                     ?17)",
         )?
         .execute(params![
             id,
@@ -187,6 +201,7 @@ impl Store {
             mac,
             vsock_cid,
             now.as_millis(),
+            new.pool.map(PoolRole::as_str),
         ])?;
         for port in &new.published_ports {
             insert_port(&tx, &id, port)?;
@@ -218,6 +233,7 @@ impl Store {
             last_error: None,
             work_seed: None,
             published_ports: sorted_ports(new.published_ports.clone()),
+            pool: new.pool,
             created_at: now,
             updated_at: now,
         })
@@ -254,6 +270,96 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// Hands a ready VM of the warm pool to a user: the oldest paused one of `image_id` with
+    /// exactly this spec (and no NAT) is renamed `name` (generated when `None`), becomes
+    /// `taken` and `starting` (its take is a start), in one transaction, so two creates never take the same VM. `None` when the
+    /// pool has none; a taken name is refused as by [`Store::create_vm`].
+    pub fn take_pooled_vm(
+        &self,
+        image_id: &str,
+        spec: &PoolSpec,
+        name: Option<&str>,
+    ) -> Result<Option<Vm>, StoreError> {
+        let mut rng = rand::rng();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM vms WHERE pool = 'ready' AND state = 'paused' AND image_id = ?1
+                   AND vcpus = ?2 AND memory_mib = ?3 AND disk_bytes = ?4
+                   AND work_disk_bytes = ?5 AND nat = 0
+                 ORDER BY created_at, id LIMIT 1",
+            )?
+            .query_row(
+                params![
+                    image_id,
+                    spec.vcpus,
+                    spec.memory_mib,
+                    to_i64("disk_bytes", spec.disk_bytes)?,
+                    to_i64("work_disk_bytes", spec.work_disk_bytes)?,
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(id) = found else {
+            return Ok(None);
+        };
+        let name = match name {
+            Some(name) if name_taken(&tx, name)? => {
+                return Err(StoreError::AlreadyExists {
+                    kind: "VM",
+                    name: name.to_owned(),
+                });
+            }
+            Some(name) => name.to_owned(),
+            None => generate_name(&tx, &mut rng)?,
+        };
+        tx.prepare_cached(
+            "UPDATE vms SET name = ?2, pool = 'taken', state = 'starting', updated_at = ?3
+             WHERE id = ?1",
+        )?
+        .execute(params![id, name, Timestamp::now().as_millis()])?;
+        tx.commit()?;
+        drop(conn);
+        self.find_vm(&id)
+    }
+
+    /// The VMs of the warm pool (templates and ready ones), hidden from users.
+    pub fn pool_vms(&self) -> Result<Vec<Vm>, StoreError> {
+        Ok(self
+            .list_vms()?
+            .into_iter()
+            .filter(|vm| matches!(vm.pool, Some(PoolRole::Template | PoolRole::Ready)))
+            .collect())
+    }
+
+    /// How many ready VMs each image's pool keeps, by image name.
+    pub fn pool_sizes(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT image, size FROM pool_sizes ORDER BY image")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut sizes = Vec::new();
+        for row in rows {
+            let (image, size) = row?;
+            sizes.push((image, u32::try_from(size).unwrap_or(0)));
+        }
+        Ok(sizes)
+    }
+
+    /// Sets how many ready VMs the pool of image `image` keeps. 0 is kept too: it says the
+    /// pool was turned off, over what the configuration asks for.
+    pub fn set_pool_size(&self, image: &str, size: u32) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO pool_sizes (image, size) VALUES (?1, ?2)
+                 ON CONFLICT (image) DO UPDATE SET size = excluded.size",
+            )?
+            .execute(params![image, size])?;
+        Ok(())
     }
 
     /// The host ports forwarded to the VM with `id`, by host port.
@@ -766,6 +872,10 @@ fn decode_vm(row: &rusqlite::Row<'_>) -> Result<Vm, StoreError> {
         last_error: r.get(19, "last_error")?,
         work_seed: None,
         published_ports: Vec::new(),
+        pool: r
+            .get::<Option<String>>(20, "pool")?
+            .map(|role| role.parse().map_err(|e: String| r.corrupt(e)))
+            .transpose()?,
         created_at: Timestamp::from_millis(r.get(16, "created_at")?),
         updated_at: Timestamp::from_millis(r.get(17, "updated_at")?),
     })

@@ -68,6 +68,7 @@ fn new_vm(name: Option<&str>, image_id: &str) -> NewVm {
         vmm: VmmKind::Auto,
         state: VmState::Stopped,
         published_ports: Vec::new(),
+        pool: None,
     }
 }
 
@@ -1083,4 +1084,59 @@ fn names_and_addresses_for_dns() {
     store.delete_vm(&vm.id).unwrap();
     assert_eq!(store.vm_ip_by_name("dev").unwrap(), None);
     assert_eq!(store.vm_name_by_ip(&vm.network.ip).unwrap(), None);
+}
+
+#[test]
+fn a_ready_pool_vm_is_taken_once_with_the_spec_asked_and_a_name_not_taken() {
+    let store = store_with_image();
+    let p = pool("172.30.0.0/24");
+    let pooled = |name: &str, state: VmState| NewVm {
+        state,
+        pool: Some(banger_api::PoolRole::Ready),
+        ..new_vm(Some(name), "img1")
+    };
+    store
+        .create_vm(&pooled("pool-a", VmState::Starting), &p)
+        .unwrap();
+    let ready = store
+        .create_vm(&pooled("pool-b", VmState::Paused), &p)
+        .unwrap();
+    store.create_vm(&new_vm(Some("dev"), "img1"), &p).unwrap();
+    let spec = banger_store::PoolSpec {
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_bytes: 8 << 30,
+        work_disk_bytes: 4 << 30,
+    };
+    let other = banger_store::PoolSpec {
+        memory_mib: 512,
+        ..spec
+    };
+    assert_eq!(store.take_pooled_vm("img1", &other, None).unwrap(), None);
+    match store.take_pooled_vm("img1", &spec, Some("dev")) {
+        Err(StoreError::AlreadyExists { .. }) => {}
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let taken = store
+        .take_pooled_vm("img1", &spec, Some("fast"))
+        .unwrap()
+        .expect("the paused ready VM");
+    assert_eq!(taken.id, ready.id);
+    assert_eq!(taken.name, "fast");
+    assert_eq!(taken.state, VmState::Starting);
+    assert_eq!(taken.pool, Some(banger_api::PoolRole::Taken));
+    assert_eq!(taken.network, ready.network);
+    // Only the one not paused is left to the pool, and it cannot be taken.
+    assert_eq!(store.take_pooled_vm("img1", &spec, None).unwrap(), None);
+    let hidden: Vec<String> = store
+        .pool_vms()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(hidden, ["pool-a"]);
+    // Sizes: 0 is kept (it overrides the configuration).
+    store.set_pool_size("img", 2).unwrap();
+    store.set_pool_size("img", 0).unwrap();
+    assert_eq!(store.pool_sizes().unwrap(), [("img".to_owned(), 0)]);
 }

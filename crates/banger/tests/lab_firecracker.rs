@@ -5,7 +5,8 @@
 //! is opened with `scripts/lab`, the way a person opens one, and everything inside is driven
 //! through the real CLI inside: doctor, create and its readiness stages over Firecracker's
 //! hybrid vsock, exec, ssh, cp, logs, health, ports, stats, restart, pause/resume, stop, a
-//! Firecracker and a bangerd killed, delete; then snapshots, restores and clones.
+//! Firecracker and a bangerd killed, delete; then snapshots, restores and clones; then the warm
+//! pool.
 //!
 //! The lab VM lives in a network namespace the test makes; the inner daemon makes its own bridge
 //! and taps inside the lab. Needs root, QEMU, debootstrap, the OpenSSH client and Firecracker
@@ -358,6 +359,8 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     assert_eq!(jails.trim(), "0", "its jail is gone");
     // Snapshots and clones, in the same lab.
     snapshots_and_clones(&lab);
+    // The warm pool, in the same lab.
+    warm_pool(&lab);
     // Images built and promoted on Firecracker.
     images_built_on_firecracker(&lab);
 
@@ -669,5 +672,118 @@ fn snapshots_and_clones(lab: &Lab<'_>) {
     let left = lab.sh_ok(&format!(
         "ls -A /root/.local/state/banger/vms/ {snapshots} | grep -v ':$' | grep -c . || true"
     ));
+    assert_eq!(left.trim(), "0", "left in the lab: {left}");
+}
+
+/// The warm pool with real Firecracker guests: `pool set` fills it (a template snapshot, a VM
+/// restored from it and paused), `vm create` takes the ready VM, which answers its agent on its
+/// own token and has its own hostname, address and SSH host key, `vm ssh` works, the pool
+/// refills, a restarted daemon adopts the ready VM, and two pooled VMs read different random
+/// bytes. Turned off, the pool leaves nothing.
+fn warm_pool(lab: &Lab<'_>) {
+    let pool_ready = || {
+        lab.json(&["pool", "list"])
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .is_some_and(|p| p["ready"] == 1)
+    };
+    let started = Instant::now();
+    let set = lab.json(&["pool", "set", "debian", "1"]);
+    assert_eq!(set["size"], 1, "{set}");
+    lab.wait_for(
+        "a ready VM in the pool",
+        Duration::from_secs(600),
+        pool_ready,
+    );
+    println!(
+        "in the lab: pool set → one ready VM: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let pool = lab.json(&["pool", "list"]);
+    assert!(pool[0]["template_bytes"].as_u64().unwrap() > 0, "{pool}");
+    // The pool's VMs and template are hidden.
+    assert!(lab.json(&["vm", "list"]).as_array().unwrap().is_empty());
+    assert!(
+        lab.json(&["snapshot", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut taken = Vec::new();
+    for (i, name) in ["p1", "p2"].into_iter().enumerate() {
+        if i > 0 {
+            // The pool refilled; a restarted daemon adopts its paused VM.
+            lab.wait_for("the pool to refill", Duration::from_secs(300), pool_ready);
+            lab.ok(&["daemon", "restart"]);
+            assert!(pool_ready(), "{}", lab.ok(&["pool", "list"]));
+        }
+        let started = Instant::now();
+        let (code, out, err) = lab.banger(&["vm", "create", "--name", name]);
+        taken.push(started.elapsed());
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("the warm pool"), "{out}");
+        assert!(err.contains("from the warm pool"), "{err}");
+        assert!(err.contains("identity: done"), "{err}");
+        let vm = lab.vm(name);
+        assert_eq!(vm["pool"], "taken", "{vm}");
+        assert_eq!(vm["state"], "running", "{vm}");
+        assert_eq!(
+            Lab::stages(&vm),
+            ["pool", "identity", "started", "agent", "ssh"],
+            "{vm}"
+        );
+        // Its own identity: hostname, address, the host key banger pinned, the agent on its
+        // new token (exec reads it), ssh.
+        assert_eq!(exec(lab, name, "hostname").trim(), name);
+        let ip = vm["network"]["ip"].as_str().unwrap();
+        let addrs = exec(lab, name, "grep -B1 '/32 host LOCAL' /proc/net/fib_trie");
+        assert!(addrs.contains(ip), "{addrs}");
+        let id = vm["id"].as_str().unwrap();
+        let pinned = lab.sh_ok(&format!(
+            "cut -d' ' -f2 /root/.local/state/banger/vms/{id}/ssh_host_ed25519_key.pub"
+        ));
+        let guest_key = exec(lab, name, "cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub");
+        assert_eq!(guest_key.trim(), pinned.trim());
+        let (code, out, err) = lab.banger(&["vm", "ssh", name, "--", "hostname"]);
+        assert_eq!((code, out.trim()), (0, name), "{err}");
+    }
+    println!(
+        "in the lab: vm create from the pool → ready {:.2}s, {:.2}s",
+        taken[0].as_secs_f64(),
+        taken[1].as_secs_f64()
+    );
+    let (p1, p2) = (lab.vm("p1"), lab.vm("p2"));
+    assert_ne!(p1["network"]["ip"], p2["network"]["ip"]);
+    let key = |vm: &str| exec(lab, vm, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    assert_ne!(key("p1"), key("p2"));
+    let random = |vm: &str| {
+        exec(
+            lab,
+            vm,
+            "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
+        )
+    };
+    let (r1, r2) = (random("p1"), random("p2"));
+    assert_eq!(r1.len(), 64);
+    assert_ne!(r1, r2, "two pooled VMs read the same random bytes");
+
+    // Off: the ready VM and the template go; the taken VMs stay theirs.
+    lab.ok(&["pool", "set", "debian", "0"]);
+    let snapshots = "/root/.local/state/banger/snapshots";
+    lab.wait_for("the pool to empty", Duration::from_secs(120), || {
+        lab.sh_ok(&format!(
+            "ls -A /root/.local/state/banger/vms/ | wc -l; ls -A {snapshots} | wc -l"
+        ))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+            == ["2", "0"]
+    });
+    for vm in ["p1", "p2"] {
+        lab.ok(&["vm", "delete", vm]);
+    }
+    let links = lab.sh_ok("ip -br link");
+    assert!(!links.contains("bt-"), "{links}");
+    let left = lab.sh_ok("ls -A /root/.local/state/banger/vms/ | wc -l");
     assert_eq!(left.trim(), "0", "left in the lab: {left}");
 }

@@ -143,6 +143,89 @@ pub struct VmFileSources<'a> {
     pub disks_from: Option<&'a Path>,
 }
 
+/// A VM's identity as its config drive carries it: a fresh SSH host key and agent token with
+/// its name and network. Returns the files, the host key's public half and the token.
+fn identity(
+    vm: &Vm,
+    address: Ipv4Addr,
+    gateway: Ipv4Addr,
+    authorized_key: &str,
+    resolver: &crate::dns::GuestResolver,
+) -> (VmFiles, String, String) {
+    let host_key = sshkey::generate(&format!("root@{}", vm.name));
+    let token = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let public_key = host_key.public_key.clone();
+    let files = VmFiles {
+        hostname: vm.name.clone(),
+        network: GuestNetwork {
+            address,
+            prefix_len: vm.network.prefix_len,
+            gateway: Some(gateway),
+            dns: resolver.nameservers.clone(),
+            search: resolver.search.clone(),
+            mac: Some(vm.network.mac.clone()),
+        },
+        authorized_keys: authorized_key.to_owned(),
+        ssh_host_key: SshHostKey {
+            algorithm: "ed25519".into(),
+            private_key: host_key.private_key,
+            public_key: host_key.public_key,
+        },
+        agent_token: token.clone(),
+        extra: Vec::new(),
+    };
+    (files, public_key, token)
+}
+
+/// Gives VM `vm`, whose files are in `dir`, a new identity: a config drive with its current
+/// name, a fresh SSH host key and agent token (and the host's copies of the key's public half
+/// and of the token). Used when a ready VM of the warm pool becomes a user's VM; the running
+/// guest is then told through its agent. Each file is written beside the old one and renamed
+/// over it, so a failure leaves the old identity whole.
+pub fn renew_identity(
+    vm: &Vm,
+    dir: &Path,
+    authorized_key: &str,
+    resolver: &crate::dns::GuestResolver,
+) -> Result<(), ApiError> {
+    let parse = |what: &str, value: &str| {
+        value
+            .parse::<Ipv4Addr>()
+            .map_err(|_| ApiError::internal(format!("VM {} has {what} {value:?}", vm.name)))
+    };
+    let address = parse("IP", &vm.network.ip)?;
+    let gateway = parse("gateway", &vm.network.gateway)?;
+    let (files, host_key_pub, token) = identity(vm, address, gateway, authorized_key, resolver);
+    let fresh = |name: &str| dir.join(format!(".{name}.new"));
+    let written = (|| {
+        vmdisk::write_config_drive(&files, &fresh(CONFIG_DRIVE)).map_err(|e| {
+            ApiError::internal(format!(
+                "cannot write VM {}'s config drive: {}",
+                vm.name,
+                banger_vmm::error_chain(&e)
+            ))
+        })?;
+        private_file(&fresh(HOST_KEY_PUB), &host_key_pub)?;
+        private_file(&fresh(AGENT_TOKEN), &token)?;
+        for name in [CONFIG_DRIVE, HOST_KEY_PUB, AGENT_TOKEN] {
+            fs::rename(fresh(name), dir.join(name)).map_err(|e| {
+                ApiError::internal(format!("cannot replace {}: {e}", dir.join(name).display()))
+            })?;
+        }
+        Ok(())
+    })();
+    for name in [CONFIG_DRIVE, HOST_KEY_PUB, AGENT_TOKEN] {
+        let _ = fs::remove_file(fresh(name));
+    }
+    written
+}
+
 /// Makes everything in `dir` (which exists and is empty) that VM `vm` needs: its overlay and
 /// work disks, its config drive when the image's init reads one, the host key's public half
 /// and the agent token. Returns the work seed's fingerprint. On failure the caller removes
@@ -167,33 +250,8 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
         .map_err(|e| disk_error("work disk", e))?;
     let with_config_drive = reads_config_drive(src.image);
 
-    let host_key = sshkey::generate(&format!("root@{}", vm.name));
-    let token = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
-    let files = VmFiles {
-        hostname: vm.name.clone(),
-        network: GuestNetwork {
-            address,
-            prefix_len: vm.network.prefix_len,
-            gateway: Some(gateway),
-            dns: src.resolver.nameservers.clone(),
-            search: src.resolver.search.clone(),
-            mac: Some(vm.network.mac.clone()),
-        },
-        authorized_keys: src.authorized_key.to_owned(),
-        ssh_host_key: SshHostKey {
-            algorithm: "ed25519".into(),
-            private_key: host_key.private_key,
-            public_key: host_key.public_key.clone(),
-        },
-        agent_token: token.clone(),
-        extra: Vec::new(),
-    };
+    let (files, host_key_pub, token) =
+        identity(vm, address, gateway, src.authorized_key, &src.resolver);
 
     let overlay = dir.join(OVERLAY_DISK);
     let work = dir.join(WORK_DISK);
@@ -222,7 +280,7 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
                 ))
             })?;
         }
-        private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
+        private_file(&dir.join(HOST_KEY_PUB), &host_key_pub)?;
         private_file(&dir.join(AGENT_TOKEN), &token)?;
         return Ok(fingerprint);
     }
@@ -270,7 +328,7 @@ pub fn make_vm_files(src: &VmFileSources<'_>, vm: &Vm, dir: &Path) -> Result<Str
     src.pool.want(&work_kind);
     overlay_made?;
     work_made?;
-    private_file(&dir.join(HOST_KEY_PUB), &host_key.public_key)?;
+    private_file(&dir.join(HOST_KEY_PUB), &host_key_pub)?;
     private_file(&dir.join(AGENT_TOKEN), &token)?;
     Ok(fingerprint)
 }

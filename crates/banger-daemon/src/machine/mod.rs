@@ -628,6 +628,128 @@ fn jail_of(fc: &banger_vmm::Firecracker, handle: &VmHandle) -> Option<Box<banger
     }))
 }
 
+/// The first stage of a create that took a ready VM from the warm pool.
+pub const POOL_STAGE: &str = "pool";
+
+/// Starts the operation that makes `vm`, just taken from the warm pool (state `starting`,
+/// paused, renamed), the user's VM: a new identity on its config drive, told to the resumed
+/// guest through its agent, then the image's readiness stages.
+pub fn spawn_take(d: &Arc<Daemon>, vm: Vm, image: &Image) -> Operation {
+    let mut stages = vec![
+        POOL_STAGE.to_owned(),
+        IDENTITY_STAGE.to_owned(),
+        "started".to_owned(),
+    ];
+    stages.extend(image.manifest.services.iter().map(|s| s.name.clone()));
+    let stages: Vec<&str> = stages.iter().map(String::as_str).collect();
+    let d2 = d.clone();
+    let image = image.clone();
+    d.ops.spawn(
+        OperationKind::StartVm,
+        &vm.name.clone(),
+        &stages,
+        move |cx| {
+            let vm = take_vm(&d2, cx, &vm, &image)?;
+            serde_json::to_value(&vm).map_err(|e| ApiError::internal(e.to_string()))
+        },
+    )
+}
+
+/// [`spawn_take`]'s work. A failure before the guest is ready ends its VMM, takes it off the
+/// network and records it stopped with the error (its next start boots it, as itself); a
+/// guest that runs but does not become ready is left running, as after any start.
+fn take_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm, image: &Image) -> Result<Vm, ApiError> {
+    let runtime = vm
+        .runtime
+        .clone()
+        .ok_or_else(|| ApiError::internal(format!("pooled VM {} has no VMM", vm.name)))?;
+    let backend = d.machines.backends.for_running(runtime.vmm)?;
+    let handle = handle_of(vm, &runtime);
+    let dir = d.paths.vm_dir(&vm.id);
+    // The guest answers to its current token until it is told the new one.
+    let files = crate::snapshot::RestoreFiles {
+        state: dir.join(crate::snapshot::RESTORE_STATE),
+        memory: dir.join(crate::snapshot::RESTORE_MEMORY),
+        token: dir.join(crate::snapshot::RESTORE_TOKEN),
+    };
+    let release = |e: ApiError| -> ApiError {
+        files.finish();
+        if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {
+            tracing::error!(vm = %vm.name, error = %banger_vmm::error_chain(&stop), "cannot stop a VMM during rollback");
+        }
+        let e = match d.machines.teardown_network(vm, &runtime.tap) {
+            Ok(()) => e,
+            Err(cleanup) => ApiError::new(
+                e.code,
+                format!(
+                    "{}; cleaning up also failed: {}",
+                    e.message, cleanup.message
+                ),
+            ),
+        };
+        let reason = match &e.hint {
+            Some(hint) => format!("{} ({hint})", e.message),
+            None => e.message.clone(),
+        };
+        if let Err(store) = d
+            .store
+            .set_vm_run_state(&vm.id, VmState::Stopped, None, Some(&reason))
+        {
+            tracing::error!(vm = %vm.name, error = %store, "cannot record a failed take");
+        }
+        tracing::warn!(vm = %vm.name, error = %reason, "taking a VM from the warm pool failed");
+        e
+    };
+    cx.begin(POOL_STAGE);
+    let renewed = (|| {
+        std::fs::copy(dir.join(disks::AGENT_TOKEN), &files.token).map_err(|e| {
+            ApiError::internal(format!("cannot keep VM {}'s agent token: {e}", vm.name))
+        })?;
+        let key = disks::banger_public_key(d.config.ssh_key.as_deref(), &d.paths.state_dir)?;
+        let resolver = d
+            .dns
+            .guest_resolver(d.machines.net.host_address, disks::host_dns);
+        disks::renew_identity(vm, &dir, &key, &resolver)?;
+        backend
+            .vmm()
+            .resume(&handle)
+            .map_err(|e| vmm_error("resume", vm, &e))
+    })();
+    if let Err(e) = renewed {
+        return Err(release(e));
+    }
+    cx.done(
+        POOL_STAGE,
+        Some(format!("a ready VM of {} from the warm pool", image.name)),
+    );
+    cx.begin(IDENTITY_STAGE);
+    let Some(vsock) = &handle.vsock_socket else {
+        return Err(release(ApiError::internal(format!(
+            "pooled VM {} has no vsock socket",
+            vm.name
+        ))));
+    };
+    let deadline = std::time::Instant::now() + d.config.defaults.ready_timeout;
+    let summary = match crate::snapshot::apply_identity(d, vm, vsock, &files, deadline) {
+        Ok(summary) => summary,
+        Err(e) => return Err(release(e)),
+    };
+    files.finish();
+    cx.done(IDENTITY_STAGE, Some(summary));
+    cx.begin("started");
+    let mut runtime = runtime.clone();
+    runtime.started_at = Timestamp::now();
+    if let Err(e) = d
+        .store
+        .set_vm_run_state(&vm.id, VmState::Running, Some(&runtime), None)
+    {
+        return Err(release(e.into()));
+    }
+    tracing::info!(vm = %vm.name, pid = handle.pid, "VM from the warm pool started");
+    let vm = crate::vm::find(d, &vm.id)?;
+    wait_until_ready(d, cx, &vm, image, &backend, runtime)
+}
+
 /// Waits for the guest agent and the image's services (the stages after `started`), then
 /// records the start's stage timings with the VM. A VM that does not become ready is left
 /// running, with the diagnosis as its `last_error`.
@@ -1254,7 +1376,6 @@ pub fn pause_or_resume(d: &Daemon, name: &str, pause: bool) -> Result<Vm, ApiErr
     crate::vm::find(d, &vm.id)
 }
 
-/// Stops a running or paused VM before it is deleted; returns it as stored afterwards.
 /// Stops a build's VM, which must be running, giving its guest at least a minute to power
 /// off cleanly (its root becomes an image); the stopped VM.
 pub fn stop_for_build(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
@@ -1263,11 +1384,13 @@ pub fn stop_for_build(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
     stop_vm(d, None, &vm, graceful)
 }
 
-pub fn stop_for_delete(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
+/// Stops a running or paused VM before it is deleted, giving its guest `graceful` to power
+/// off; returns it as stored afterwards.
+pub fn stop_for_delete(d: &Daemon, vm: &Vm, graceful: Duration) -> Result<Vm, ApiError> {
     match vm.state {
         VmState::Running | VmState::Paused => {
             let vm = begin_stop(d, &vm.id)?;
-            stop_vm(d, None, &vm, d.config.defaults.stop_timeout)
+            stop_vm(d, None, &vm, graceful)
         }
         VmState::Starting | VmState::Stopping => Err(ApiError::new(
             ErrorCode::InvalidState,

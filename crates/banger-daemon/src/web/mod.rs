@@ -357,6 +357,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/images/bootstrap",
             get(pages::bootstrap_image_page).post(pages::bootstrap_image),
         )
+        .route("/snapshots", get(pages::snapshot_list))
+        .route(
+            "/snapshots/{name}/delete",
+            get(pages::confirm_delete_snapshot).post(pages::delete_snapshot),
+        )
+        .route("/snapshots/{name}/restore", post(pages::restore_snapshot))
         .route("/new/image", get(pages::new_image))
         .route("/new/build", get(pages::new_build).post(pages::build_image))
         .route("/vms/{name}/promote", post(pages::promote_vm))

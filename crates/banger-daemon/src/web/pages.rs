@@ -106,6 +106,7 @@ impl Notice {
             "vm-deleted" => Some(format!("Deleted VM {}.", self.name)),
             "vm-paused" => Some("VM paused.".to_owned()),
             "vm-resumed" => Some("VM resumed.".to_owned()),
+            "snapshot-deleted" => Some(format!("Deleted snapshot {}.", self.name)),
             "cancel-requested" => Some("Cancellation requested.".to_owned()),
             _ => None,
         }
@@ -183,7 +184,7 @@ pub async fn dashboard(
     let overview = blocking(&d, |d| {
         Ok(Overview {
             capacity: d.capacity(),
-            vms: d.store.list_vms()?,
+            vms: crate::vm::list(d)?,
             images: d.store.list_images()?,
         })
     })
@@ -211,7 +212,7 @@ pub async fn dashboard(
 }
 
 pub async fn vm_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
-    let vms = blocking(&d, |d| Ok(d.store.list_vms()?))
+    let vms = blocking(&d, crate::vm::list)
         .await
         .map_err(|e| PageError::new(&viewer, e))?;
     Ok(views::render(&views::VmListPage {
@@ -230,6 +231,98 @@ pub async fn image_list(State(d): State<Arc<Daemon>>, viewer: Viewer) -> Page {
         bootstrap: BootstrapInput::defaults()
             .form(&FieldErrors::new(), viewer.privileges.bootstrap_problem()),
     }))
+}
+
+// ----- snapshots -----
+
+/// `GET /snapshots`: every snapshot with its size and source, a "Create VM" form and a delete
+/// link on each.
+pub async fn snapshot_list(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Query(notice): Query<Notice>,
+) -> Page {
+    let snapshots = blocking(&d, crate::snapshot::list)
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::SnapshotListPage {
+        chrome: chrome(&viewer, "snapshots", &notice),
+        snapshots: snapshots.iter().map(views::SnapshotRow::from).collect(),
+        error: None,
+    }))
+}
+
+/// `GET /snapshots/{name}/delete`: the confirmation step. Shows, changes nothing.
+pub async fn confirm_delete_snapshot(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let snapshot = blocking(&d, move |d| crate::snapshot::show(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(views::render(&views::SnapshotDeletePage {
+        chrome: viewer.chrome("snapshots"),
+        snapshot: views::SnapshotRow::from(&snapshot),
+    }))
+}
+
+/// `POST /snapshots/{name}/delete`.
+pub async fn delete_snapshot(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let viewer = form.viewer;
+    let snapshot = blocking(&d, move |d| crate::snapshot::delete(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    Ok(see_other(&views::with_query(
+        "/snapshots",
+        &[("notice", "snapshot-deleted"), ("name", &snapshot.name)],
+    )))
+}
+
+/// `POST /snapshots/{name}/restore`: a VM created from the snapshot (named by the form's
+/// `name`, generated when empty), then its start's progress; a refusal is shown on the list.
+pub async fn restore_snapshot(
+    State(d): State<Arc<Daemon>>,
+    Path(snapshot): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let viewer = form.viewer;
+    let name = form.fields.get("name").to_owned();
+    let d2 = d.clone();
+    let (outcome, snapshots) = blocking(&d, move |d| {
+        let outcome = vm::create(
+            &d2,
+            banger_api::CreateVmRequest {
+                name: (!name.is_empty()).then_some(name),
+                from_snapshot: Some(snapshot),
+                ..banger_api::CreateVmRequest::default()
+            },
+        );
+        Ok((outcome, crate::snapshot::list(d)?))
+    })
+    .await
+    .map_err(|e| PageError::new(&viewer, e))?;
+    match outcome {
+        Ok(created) => Ok(see_other(&match created.operation {
+            Some(op) => views::operation_href(&op.id),
+            None => views::vm_href(&created.vm.name),
+        })),
+        Err(e) => Ok(views::render_with(
+            StatusCode::BAD_REQUEST,
+            &views::SnapshotListPage {
+                chrome: viewer.chrome("snapshots"),
+                snapshots: snapshots.iter().map(views::SnapshotRow::from).collect(),
+                error: Some(match views::console_hint(e.hint.as_deref()) {
+                    Some(hint) => format!("{} ({hint})", e.message),
+                    None => e.message,
+                }),
+            },
+        )),
+    }
 }
 
 // ----- VMs -----

@@ -249,6 +249,7 @@ impl Web {
                     vmm: VmmKind::Auto,
                     state: VmState::Stopped,
                     published_ports: Vec::new(),
+                    pool: None,
                 },
                 &self.d.pool,
             )
@@ -358,6 +359,8 @@ const PAGES: &[&str] = &[
     "/images/bootstrap",
     "/new/image",
     "/new/build",
+    "/snapshots",
+    "/snapshots/ready/delete",
     "/picker?field=kernel",
     "/operations",
     "/operations/op-1",
@@ -2426,5 +2429,108 @@ async fn a_create_beyond_the_limits_is_refused_on_its_form() {
     );
     assert!(!body.contains("--memory"), "CLI advice stays out: {body}");
     assert!(w.d.store.find_vm("b").unwrap().is_none());
+    w.stop().await;
+}
+
+/// A snapshot record with its directory, as `vm snapshot` leaves them, written by a Firecracker
+/// no host runs (so a restore of it is refused).
+fn insert_snapshot(w: &Web, name: &str, image: &Image) -> banger_api::Snapshot {
+    let snapshot = banger_api::Snapshot {
+        id: "00000000000000aa".into(),
+        name: name.into(),
+        vm: banger_api::SnapshotOrigin {
+            id: "00000000000000bb".into(),
+            name: "dev".into(),
+        },
+        image: banger_api::ImageRef {
+            id: image.id.clone(),
+            name: image.name.clone(),
+        },
+        vcpus: 1,
+        memory_mib: 256,
+        disk_bytes: 1 << 30,
+        work_disk_bytes: 1 << 30,
+        firecracker_version: "0.0.1".into(),
+        cpu: "a test CPU".into(),
+        size_bytes: 300 << 20,
+        created_at: Timestamp::from_millis(1_796_524_445_000),
+    };
+    w.d.store.insert_snapshot(&snapshot).unwrap();
+    std::fs::create_dir_all(w.d.paths.snapshot_dir(&snapshot.id)).unwrap();
+    snapshot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_page_snapshot() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    insert_snapshot(&w, "ready", &image);
+    let page = text(w.send(w.get("/snapshots", Some(&b))).await).await;
+    insta::assert_snapshot!(stable(&w, &b, &page));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_deleted_through_a_confirmation_and_a_refused_restore_says_why() {
+    let w = Web::start().await;
+    let b = w.sign_in().await;
+    let image = w.insert_image("base");
+    let snapshot = insert_snapshot(&w, "ready", &image);
+    let empty = Web::start().await;
+    let eb = empty.sign_in().await;
+    let page = text(empty.send(empty.get("/snapshots", Some(&eb))).await).await;
+    assert!(page.contains("No snapshots yet"), "{page}");
+    empty.stop().await;
+
+    // Create a VM from it: this host's Firecracker did not write it, so the refusal is shown
+    // on the list and nothing is made.
+    let response = w
+        .send(w.post(
+            "/snapshots/ready/restore",
+            Some(&b),
+            &[("csrf", &b.csrf), ("name", "restored")],
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = text(response).await;
+    assert!(page.contains("error-box"), "{page}");
+    assert!(page.contains("ready"), "{page}");
+    assert!(w.vm_names().is_empty());
+    // Without the CSRF token, nothing is tried.
+    let response = w
+        .send(w.post("/snapshots/ready/delete", Some(&b), &[]))
+        .await;
+    assert_ne!(response.status(), StatusCode::SEE_OTHER);
+    assert!(w.d.store.find_snapshot("ready").unwrap().is_some());
+
+    let confirm = text(w.send(w.get("/snapshots/ready/delete", Some(&b))).await).await;
+    assert!(
+        confirm.contains("action=\"/snapshots/ready/delete\""),
+        "{confirm}"
+    );
+    assert!(confirm.contains(&b.csrf));
+    assert!(
+        w.d.store.find_snapshot("ready").unwrap().is_some(),
+        "a GET deletes nothing"
+    );
+    let response = w
+        .send(w.post("/snapshots/ready/delete", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&response),
+        "/snapshots?notice=snapshot-deleted&name=ready"
+    );
+    assert!(w.d.store.find_snapshot("ready").unwrap().is_none());
+    assert!(!w.d.paths.snapshot_dir(&snapshot.id).exists());
+    let page = text(w.send(w.get(location(&response), Some(&b))).await).await;
+    assert!(page.contains("Deleted snapshot ready."), "{page}");
+    // Deleting again says what is wrong, in a page.
+    let response = w
+        .send(w.post("/snapshots/ready/delete", Some(&b), &[("csrf", &b.csrf)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(text(response).await.contains("no snapshot named"));
     w.stop().await;
 }

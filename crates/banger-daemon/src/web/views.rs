@@ -25,7 +25,7 @@ use super::privilege::Problem;
 pub struct Chrome {
     /// The session's CSRF token; every form carries it. Empty on pages shown without a session.
     pub csrf: String,
-    /// The active navigation entry: `dashboard`, `vms`, `images` or `operations`.
+    /// The active navigation entry: `dashboard`, `vms`, `images`, `snapshots` or `operations`.
     pub nav: &'static str,
     /// A one-line message after a redirect ("Deleted VM dev.").
     pub notice: Option<String>,
@@ -1226,6 +1226,51 @@ fn stop_explanation(vm: &Vm, graceful: std::time::Duration) -> String {
     }
 }
 
+/// A snapshot in the console's list.
+#[derive(Debug, Clone)]
+pub struct SnapshotRow {
+    pub name: String,
+    pub vm: String,
+    pub image: String,
+    pub memory: String,
+    pub size: String,
+    pub created: String,
+    pub restore_action: String,
+    pub delete_href: String,
+}
+
+impl From<&banger_api::Snapshot> for SnapshotRow {
+    fn from(s: &banger_api::Snapshot) -> Self {
+        let href = format!("/snapshots/{}", encode(&s.name));
+        SnapshotRow {
+            name: s.name.clone(),
+            vm: s.vm.name.clone(),
+            image: s.image.name.clone(),
+            memory: format!("{} MiB", s.memory_mib),
+            size: size(s.size_bytes),
+            created: time(s.created_at),
+            restore_action: format!("{href}/restore"),
+            delete_href: format!("{href}/delete"),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "snapshots.html")]
+pub struct SnapshotListPage {
+    pub chrome: Chrome,
+    pub snapshots: Vec<SnapshotRow>,
+    /// Why the last "Create VM" was refused.
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "snapshot_delete.html")]
+pub struct SnapshotDeletePage {
+    pub chrome: Chrome,
+    pub snapshot: SnapshotRow,
+}
+
 #[derive(Template)]
 #[template(path = "vm_delete.html")]
 pub struct VmDeletePage {
@@ -1574,6 +1619,7 @@ mod tests {
             last_error: None,
             work_seed: None,
             published_ports: Vec::new(),
+            pool: None,
             created_at: Timestamp(T + i64::from(n) * 60_000),
             updated_at: Timestamp(T + i64::from(n) * 120_000),
         }

@@ -789,6 +789,7 @@ impl Transport for FakeFirecracker {
         };
         let started = process.state != InstanceState::NotStarted;
         let mut exits = false;
+        let mut written = Vec::new();
         let response = match (request.method, request.path.as_str()) {
             (Method::Get, "/") => {
                 let id = process
@@ -857,6 +858,18 @@ impl Transport for FakeFirecracker {
             (Method::Put, "/snapshot/create") if process.state != InstanceState::Paused => {
                 fault("Cannot save the microVM state: the microVM is not paused.")
             }
+            (Method::Put, "/snapshot/create") => {
+                // Firecracker writes the state and memory files; where they land on the
+                // real filesystem (a daemon test's snapshot directory) they are written there
+                // too, so that a restore from them can be tried.
+                for key in ["snapshot_path", "mem_file_path"] {
+                    if let Some(path) = body[key].as_str() {
+                        let _ = std::fs::write(path, key.as_bytes());
+                        written.push(PathBuf::from(path));
+                    }
+                }
+                answer(204, serde_json::Value::Null)
+            }
             (Method::Put, "/snapshot/load")
                 if started
                     || process
@@ -890,6 +903,7 @@ impl Transport for FakeFirecracker {
                 "Invalid request method and/or path: {method} {path}."
             )),
         };
+        state.files.extend(written);
         let bound = match request.path.as_str() {
             "/vsock" => body["uds_path"].as_str(),
             "/snapshot/load" => body["vsock_override"]["uds_path"].as_str(),
