@@ -241,7 +241,10 @@ impl Firecracker {
             )));
         }
         // A jailed restore finds the snapshot's files, and the drives its state names, in its
-        // chroot: the drives the snapshot copied are the new VM's own files there too.
+        // chroot: the drives the snapshot copied are the new VM's own files there too. Which
+        // drives a snapshot copied is the caller's business (its config drive is read-only and
+        // copied; the image's shared root is not), so every drive is placed under its
+        // snapshot name as well: a link Firecracker does not open costs nothing.
         let mut extra = vec![
             JailFile {
                 source: snapshot.state.clone(),
@@ -254,16 +257,11 @@ impl Firecracker {
                 writable: false,
             },
         ];
-        extra.extend(
-            spec.drives
-                .iter()
-                .filter(|d| !d.read_only)
-                .map(|d| JailFile {
-                    source: d.path.clone(),
-                    inside: Path::new("/").join(jail::snapshot_drive_name(&d.id)),
-                    writable: true,
-                }),
-        );
+        extra.extend(spec.drives.iter().map(|d| JailFile {
+            source: d.path.clone(),
+            inside: Path::new("/").join(jail::snapshot_drive_name(&d.id)),
+            writable: !d.read_only,
+        }));
         let plan = self.jail_plan(spec, &extra)?;
         let mut acquired = Vec::new();
         match self.restore_steps(spec, plan.as_ref(), snapshot, &mut acquired, beside) {
