@@ -67,6 +67,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         println!("SKIP: firecracker not found (put it in PATH or set BANGER_FIRECRACKER)");
         return;
     };
+    lab::phase("the host's Debian image");
     // The image is exported into the lab by scripts/lab.
     let Some(t) = E2e::with_debian_image(&[
         ("qemu-system-x86_64", "--version"),
@@ -80,6 +81,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         .unwrap()
         .to_owned();
 
+    lab::phase("opening the lab");
     let opened = Instant::now();
     let (stdout, stderr, ok) = lab::open(&t, &firecracker);
     assert!(
@@ -92,6 +94,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     );
     let lab = Lab { t: &t };
 
+    lab::phase("doctor and create");
     // The doctor inside: this KVM boots stock kernels, and auto picks Firecracker.
     let doctor = lab.json(&["doctor"]);
     let check = |name: &str| -> Value {
@@ -202,6 +205,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     let stats = lab.json(&["vm", "stats", "fc"]);
     assert!(stats.is_object(), "{stats}");
 
+    lab::phase("restart, pause, a killed daemon, exec");
     // restart keeps /root (and the guest synced before powering off).
     lab.ok(&[
         "vm",
@@ -282,6 +286,7 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "echo gone > /etc/banger-reset-probe",
     ]);
 
+    lab::phase("stop, reset, poweroff, a killed Firecracker, delete");
     // stop ends the guest cleanly; a start brings /root back. The guest ends itself (the
     // agent's shutdown reboots it, and Firecracker exits on the reset): its VMM is not
     // terminated after the graceful wait, as a guest that merely powered off would leave it.
@@ -357,10 +362,13 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         "ls /root/.local/state/banger/jail/firecracker/ 2>/dev/null | grep -c '^{id}' || true"
     ));
     assert_eq!(jails.trim(), "0", "its jail is gone");
+    lab::phase("snapshots and clones");
     // Snapshots and clones, in the same lab.
     snapshots_and_clones(&lab);
+    lab::phase("the warm pool");
     // The warm pool, in the same lab.
     warm_pool(&lab);
+    lab::phase("images built and promoted");
     // Images built and promoted on Firecracker.
     images_built_on_firecracker(&lab);
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::deadline;
 use super::netns::E2e;
 
 /// Opens the lab named `lab` with `scripts/lab`, this build's banger and bangerd and the
@@ -19,8 +20,8 @@ pub fn open(t: &E2e, firecracker: &Path) -> (String, String, bool) {
 /// [`open`] with more of `scripts/lab`'s settings (`LAB_QEMU`, ...) in its environment.
 pub fn open_with(t: &E2e, firecracker: &Path, env: &[(&str, &str)]) -> (String, String, bool) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lab");
-    let out = Command::new(&script)
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(&script);
+    cmd.envs(env.iter().copied())
         .arg("lab")
         .current_dir(t.sandbox.root())
         .envs(t.sandbox.env())
@@ -29,9 +30,8 @@ pub fn open_with(t: &E2e, firecracker: &Path, env: &[(&str, &str)]) -> (String, 
         .env("FIRECRACKER", firecracker)
         .envs(jailer().map(|j| ("JAILER", j)))
         .env("BANGER_NETNS", &t.netns.0)
-        .env("TMPDIR", t.sandbox.root())
-        .output()
-        .unwrap();
+        .env("TMPDIR", t.sandbox.root());
+    let out = deadline::run(cmd, None, "scripts/lab", deadline::default_limit());
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -128,11 +128,25 @@ impl Lab<'_> {
 impl Drop for Lab<'_> {
     fn drop(&mut self) {
         // The inner daemon's VMs and daemon go before the lab VM itself (E2e's drop).
-        let _ = self.sh(
+        // A lab that stopped answering gets three minutes; the lab VM goes with E2e either way.
+        let _ = self.t.banger_cleanup(
+            &["vm", "exec", "lab", "--", "sh", "-c",
             "for vm in $(banger vm list -o json | sed -n 's/.*\"name\": \"\\([^\"]*\\)\".*/\\1/p'); do \
-               banger vm delete \"$vm\"; done; banger daemon stop",
+               banger vm delete \"$vm\"; done; banger daemon stop"],
+            Duration::from_secs(180),
         );
     }
+}
+
+/// Marks the start of a phase on the test's real standard error, with the time since the
+/// first phase: a run killed from outside still shows how far the lab got.
+pub fn phase(what: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    deadline::note(&format!(
+        "  lab: {what} (at {:.0}s)",
+        start.elapsed().as_secs_f64()
+    ));
 }
 
 /// The middle value of `xs` (the upper one of an even count).

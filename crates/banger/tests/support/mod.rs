@@ -14,6 +14,7 @@ use assert_cmd::Command;
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 use serde_json::Value;
 
+pub mod deadline;
 pub mod dns;
 pub mod lab;
 pub mod netns;

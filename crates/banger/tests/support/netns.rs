@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::Sandbox;
+use super::{Sandbox, deadline};
+
+/// `banger ARGS` as a test's notes and failures name it.
+fn describe(args: &[&str]) -> String {
+    format!("banger {}", args.join(" "))
+}
 
 /// Whether `program arg` runs and succeeds (a prerequisite check before a SKIP).
 pub fn have(program: &str, arg: &str) -> bool {
@@ -115,43 +120,58 @@ impl E2e {
         Some(t)
     }
 
-    /// `banger ARGS` inside the namespace; returns (exit code, stdout, stderr).
+    /// `banger ARGS` inside the namespace; returns (exit code, stdout, stderr). Killed, failing
+    /// the test, when it outlives [`deadline::default_limit`].
     pub fn banger(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
-            .args(args)
-            .current_dir(self.sandbox.root())
-            .envs(self.sandbox.env())
-            .output()
-            .unwrap();
+        self.banger_within(args, deadline::default_limit())
+    }
+
+    /// [`E2e::banger`] with a deadline of its own.
+    pub fn banger_within(&self, args: &[&str], limit: Duration) -> (i32, String, String) {
+        let out = deadline::run(self.command(args), None, &describe(args), limit);
         (
-            out.status.code().unwrap_or(-1),
+            out.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 
+    /// [`E2e::banger`] for clean-up: `None` when it failed to finish within `limit` (it was
+    /// killed), never a panic.
+    pub fn banger_cleanup(&self, args: &[&str], limit: Duration) -> Option<(i32, String, String)> {
+        let out = deadline::try_run(self.command(args), None, &describe(args), limit)
+            .inspect_err(|e| deadline::note(e))
+            .ok()?;
+        Some((
+            out.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `banger ARGS` inside the namespace with `input` on its standard input; returns (exit
     /// code, stdout bytes, stderr).
     pub fn banger_stdin(&self, args: &[&str], input: &[u8]) -> (i32, Vec<u8>, String) {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
-            .args(args)
-            .current_dir(self.sandbox.root())
-            .envs(self.sandbox.env())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = deadline::run(
+            self.command(args),
+            Some(input),
+            &describe(args),
+            deadline::default_limit(),
+        );
         (
-            out.status.code().unwrap_or(-1),
+            out.code(),
             out.stdout,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
+            .args(args)
+            .current_dir(self.sandbox.root())
+            .envs(self.sandbox.env());
+        cmd
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -215,15 +235,18 @@ impl E2e {
 impl Drop for E2e {
     fn drop(&mut self) {
         // VMs first (their QEMU processes), then the daemon; the namespace goes last.
-        if let (0, out, _) = self.banger(&["vm", "list", "-o", "json"])
+        // Each call is bounded: a hung one is killed and the rest still run (the sandbox's
+        // own drop ends a daemon that did not stop).
+        let limit = Duration::from_secs(180);
+        if let Some((0, out, _)) = self.banger_cleanup(&["vm", "list", "-o", "json"], limit)
             && let Ok(Value::Array(vms)) = serde_json::from_str::<Value>(&out)
         {
             for vm in vms {
                 if let Some(name) = vm["name"].as_str() {
-                    let _ = self.banger(&["vm", "delete", name]);
+                    let _ = self.banger_cleanup(&["vm", "delete", name], limit);
                 }
             }
         }
-        let _ = self.banger(&["daemon", "stop"]);
+        let _ = self.banger_cleanup(&["daemon", "stop"], limit);
     }
 }
