@@ -182,6 +182,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// longer silence means the guest is not running it.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a running command's stream may stay silent, not even an alive frame, before the
+/// guest counts as gone: twelve of the agent's heartbeats
+/// ([`HEARTBEAT_EVERY`](crate::protocol::HEARTBEAT_EVERY)) missed in a row. Only for agents
+/// that announce the heartbeat.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The client of one VM's agent.
 #[derive(Clone)]
 pub struct AgentClient<C> {
@@ -189,6 +195,7 @@ pub struct AgentClient<C> {
     token: String,
     connect_timeout: Duration,
     answer_timeout: Duration,
+    silence_limit: Duration,
 }
 
 /// Whether a request's answer is bounded by [`AgentClient::answer_timeout`]: an upload's answer
@@ -212,6 +219,7 @@ impl<C: Connect> AgentClient<C> {
             token: token.into(),
             connect_timeout: CONNECT_TIMEOUT,
             answer_timeout: ANSWER_TIMEOUT,
+            silence_limit: SILENCE_LIMIT,
         }
     }
 
@@ -219,6 +227,12 @@ impl<C: Connect> AgentClient<C> {
     pub fn with_timeouts(mut self, connect: Duration, answer: Duration) -> Self {
         self.connect_timeout = connect;
         self.answer_timeout = answer;
+        self
+    }
+
+    /// Another limit than [`SILENCE_LIMIT`] on a running command's silent stream.
+    pub fn with_silence_limit(mut self, limit: Duration) -> Self {
+        self.silence_limit = limit;
         self
     }
 
@@ -280,12 +294,21 @@ impl<C: Connect> AgentClient<C> {
                 Answer::Prompt,
             )
             .await?;
+        // An agent that announces its heartbeat is held to the silence limit.
+        let heartbeat = response
+            .headers()
+            .get(crate::protocol::HEARTBEAT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let silence = heartbeat.map(|_| self.silence_limit);
         Ok(ExecSession {
             input: ExecInput { tx: Some(tx) },
             events: ExecEvents {
                 body: response.into_body(),
                 decoder: FrameDecoder::new(),
                 finished: false,
+                silence,
+                target: self.connector.describe(),
                 _conn: conn,
             },
         })
@@ -681,6 +704,10 @@ pub struct ExecEvents {
     body: Incoming,
     decoder: FrameDecoder,
     finished: bool,
+    /// How long the stream may stay silent (an agent with a heartbeat), else unbounded.
+    silence: Option<Duration>,
+    /// The agent's transport, for the silence error.
+    target: String,
     _conn: Connection,
 }
 
@@ -708,10 +735,23 @@ impl ExecEvents {
                             serde_json::from_slice(&frame.payload).map_err(AgentError::protocol)?;
                         Err(AgentError::Failed(body))
                     }
+                    // The agent is there; the command runs on.
+                    FrameKind::Alive => continue,
                     other => Err(frame_error(FrameError::Unexpected(other))),
                 };
             }
-            match self.body.frame().await {
+            let frame = match self.silence {
+                Some(limit) => tokio::time::timeout(limit, self.body.frame())
+                    .await
+                    .map_err(|_| AgentError::Timeout {
+                        target: self.target.clone(),
+                        waited_for: "say the running command is still there (the guest \
+                                     stopped answering; the command may still run in it)",
+                        after: limit,
+                    })?,
+                None => self.body.frame().await,
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.decoder.push(&data);

@@ -15,6 +15,7 @@
 //! | `0x12` stderr | response | bytes the command wrote to standard error |
 //! | `0x13` exit | response | the [`ExitStatus`](crate::protocol::ExitStatus) as JSON; always the last frame |
 //! | `0x14` error | response | an [`ErrorBody`](crate::protocol::ErrorBody) as JSON when the agent itself failed mid-stream |
+//! | `0x15` alive | response | empty; the agent is there and the command still runs (see [`HEARTBEAT_HEADER`](crate::protocol::HEARTBEAT_HEADER)) |
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -37,6 +38,7 @@ pub enum FrameKind {
     Stderr,
     Exit,
     Error,
+    Alive,
 }
 
 impl FrameKind {
@@ -51,6 +53,7 @@ impl FrameKind {
             FrameKind::Stderr => 0x12,
             FrameKind::Exit => 0x13,
             FrameKind::Error => 0x14,
+            FrameKind::Alive => 0x15,
         }
     }
 
@@ -65,6 +68,7 @@ impl FrameKind {
             0x12 => FrameKind::Stderr,
             0x13 => FrameKind::Exit,
             0x14 => FrameKind::Error,
+            0x15 => FrameKind::Alive,
             _ => return None,
         })
     }
@@ -235,6 +239,7 @@ mod tests {
             Frame::new(FrameKind::StdinEof, Bytes::new()),
             Frame::resize(24, 80),
             Frame::signal("INT"),
+            Frame::new(FrameKind::Alive, Bytes::new()),
             Frame::new(FrameKind::Exit, &b"{\"code\":3}"[..]),
         ];
         let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();

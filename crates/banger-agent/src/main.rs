@@ -12,6 +12,7 @@ use banger_agent::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK
 const USAGE: &str = "\
 usage: banger-agent [--listen IP:PORT]... [--listen-vm-ip] [--vsock-port N | --no-vsock]
                     [--token-file PATH] [--shutdown-command PATH] [--boot-stages-file PATH]
+                    [--heartbeat SECONDS]
 
 banger's guest agent: HTTP/1.1 on vsock port 1024 and on each --listen address. Every request
 must carry `Authorization: Bearer <token>` with the token from --token-file.
@@ -26,6 +27,8 @@ must carry `Authorization: Bearer <token>` with the token from --token-file.
   --shutdown-command PATH   run PATH on POST /v1/shutdown instead of powering off
   --boot-stages-file PATH   the boot milestones banger's /init recorded, shown first in
                             /v1/health (default /run/banger/boot-stages; absent is fine)
+  --heartbeat SECONDS       how often a running exec's stream says the command is still
+                            there when it prints nothing (default 5; 1 to 60)
 ";
 
 /// Parsed command line.
@@ -37,6 +40,7 @@ struct Args {
     token_file: PathBuf,
     shutdown_command: Option<PathBuf>,
     boot_stages_file: PathBuf,
+    heartbeat: std::time::Duration,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -47,6 +51,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         token_file: PathBuf::from(TOKEN_FILE),
         shutdown_command: None,
         boot_stages_file: PathBuf::from(INIT_STAGES_FILE),
+        heartbeat: protocol::HEARTBEAT_EVERY,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -82,6 +87,17 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--token-file" => parsed.token_file = value("a path")?.into(),
             "--shutdown-command" => parsed.shutdown_command = Some(value("a path")?.into()),
             "--boot-stages-file" => parsed.boot_stages_file = value("a path")?.into(),
+            "--heartbeat" => {
+                let v = value("seconds")?;
+                parsed.heartbeat = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=60).contains(s))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        format!("--heartbeat {v:?} is not a number of seconds from 1 to 60")
+                    })?;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -155,6 +171,7 @@ fn main() -> ExitCode {
         boot_stages: std::fs::read_to_string(&args.boot_stages_file)
             .map(|text| protocol::parse_boot_stages(&text))
             .unwrap_or_default(),
+        heartbeat: args.heartbeat,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -44,6 +44,15 @@ pub fn parse_boot_stages(text: &str) -> Vec<BootStage> {
 /// Header carrying the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 
+/// The exec answer's header by which an agent says it sends an alive frame (`0x15`) at least
+/// every so many seconds while the command runs: a client can then tell a command that is
+/// quiet from a guest that stopped answering. Agents of older images do not send it, and
+/// their streams are not held to a silence limit.
+pub const HEARTBEAT_HEADER: &str = "banger-heartbeat";
+
+/// How often the agent sends its alive frame during an exec.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The error body of every 4xx/5xx answer, the same shape as bangerd's API errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

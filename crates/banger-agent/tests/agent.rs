@@ -260,6 +260,33 @@ async fn exec_exit_codes_propagate() {
     assert_eq!(err.code(), Some("no_such_directory"), "{err}");
 }
 
+/// A command that prints nothing for longer than the client's silence limit runs to its end:
+/// the agent's alive frames say it is still there. An agent that stops answering mid-command
+/// (stopped with SIGSTOP, as a hung guest would be) ends the stream with a timeout that says
+/// so, instead of a client waiting for ever.
+#[tokio::test]
+async fn a_quiet_command_lives_on_and_a_silent_agent_is_noticed() {
+    let agent = Agent::start_with(&["--no-vsock", "--heartbeat", "1"]);
+    let client = agent.client().with_silence_limit(Duration::from_secs(3));
+    let out = client
+        .exec_output(&sh("sleep 5; echo done"), None)
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+
+    let session = client.exec(&sh("sleep 60")).await.unwrap();
+    let (_input, mut events) = session.split();
+    let pid = rustix::process::Pid::from_raw(agent.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let started = Instant::now();
+    let err = events.next().await.unwrap_err();
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    assert!(matches!(err, AgentError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("still there"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(3), "{err}");
+}
+
 #[tokio::test]
 async fn stdout_and_stderr_stay_apart_and_env_and_cwd_apply() {
     let agent = Agent::start();

@@ -22,6 +22,7 @@ fn config() -> Config {
         proc_root: "/proc".into(),
         started_at: Duration::ZERO,
         boot_stages: Vec::new(),
+        heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
     }
 }
 

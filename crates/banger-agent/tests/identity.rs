@@ -40,6 +40,7 @@ impl Agent {
             proc_root: "/proc".into(),
             started_at: Duration::ZERO,
             boot_stages: Vec::new(),
+            heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
         };
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();

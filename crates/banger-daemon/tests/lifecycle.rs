@@ -222,6 +222,7 @@ fn serve_agent(h: &Harness, vm: &Vm) {
         proc_root: "/proc".into(),
         started_at: Duration::ZERO,
         boot_stages: Vec::new(),
+        heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
     };
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {

@@ -414,7 +414,8 @@ enum OutputEnd {
 impl Session {
     /// Streams the command until it exits (sending the exit frame) or the client goes away
     /// (killing its process group).
-    pub async fn run(self, out: Sink) {
+    /// Runs the command to its end, sending an alive frame every `heartbeat` meanwhile.
+    pub async fn run(self, out: Sink, heartbeat: Duration) {
         let Session {
             mut child,
             io,
@@ -450,6 +451,11 @@ impl Session {
         let mut status: Option<std::process::ExitStatus> = None;
         let drain = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain);
+        // The alive frames (HEARTBEAT_HEADER): skipped, not queued, when the answer is full,
+        // since then the client is not waiting on the agent but the agent on the client.
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             tokio::select! {
@@ -498,6 +504,9 @@ impl Session {
                     }
                 },
                 () = &mut drain => output_done = true,
+                _ = heartbeat.tick() => {
+                    let _ = out.try_send(Ok(Frame::new(FrameKind::Alive, Bytes::new()).encode()));
+                }
                 () = out.closed() => {
                     killer.kill();
                     break;

@@ -151,6 +151,9 @@ pub struct Config {
     pub started_at: Duration,
     /// The milestones of the boot before the agent (from banger's `/init`), in order.
     pub boot_stages: Vec<BootStage>,
+    /// How often a running exec sends its alive frame
+    /// ([`HEARTBEAT_EVERY`](protocol::HEARTBEAT_EVERY) unless told otherwise).
+    pub heartbeat: Duration,
 }
 
 /// The agent cannot serve.
@@ -378,11 +381,16 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<AgentBody> {
             match exec::start(exec::FrameInput::new(req.into_body())).await {
                 Ok(session) => {
                     let (tx, body) = ChannelBody::channel();
-                    tokio::spawn(session.run(tx));
+                    let every = state.config.heartbeat;
+                    tokio::spawn(session.run(tx, every));
                     let mut response = Response::new(body.boxed_unsync());
                     response.headers_mut().insert(
                         CONTENT_TYPE,
                         HeaderValue::from_static("application/vnd.banger.exec-frames"),
+                    );
+                    response.headers_mut().insert(
+                        protocol::HEARTBEAT_HEADER,
+                        HeaderValue::from(every.as_secs()),
                     );
                     response
                 }
