@@ -384,24 +384,13 @@ pub fn update(d: &Daemon, name: &str, req: UpdateVmRequest) -> Result<Vm, ApiErr
 /// `POST /v1/vms/{name}/reset`: a stopped VM's root goes back to its image (a blank overlay
 /// disk, see [`disks::reset_overlay`]); its work disk, identity and spec stay.
 pub fn reset(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
-    let vm = find(d, name)?;
-    if !matches!(vm.state, VmState::Stopped | VmState::Failed) {
-        let hint = match vm.state {
-            VmState::Starting | VmState::Stopping => format!(
-                "wait for the operation in progress (`banger vm show {}`), then stop it",
-                vm.name
-            ),
-            _ => format!("stop it first: `banger vm stop {}`", vm.name),
-        };
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "VM {:?} is {}; only a stopped VM's root can be reset",
-                vm.name, vm.state
-            ),
-        )
-        .with_hint(hint));
-    }
+    // Held until the new overlay is in place: a start meanwhile is refused.
+    let (vm, _claim) = d.machines.claim_stopped(
+        d,
+        name,
+        "being reset",
+        "only a stopped VM's root can be reset",
+    )?;
     let image = d.store.find_image(&vm.image.id)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidState,

@@ -659,6 +659,60 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
 /// Fails each step of making a VM's files in turn, for an image whose init reads a config
 /// drive (`fast`) and one whose init does not (`base`), with the pool off so the create makes
 /// every disk itself: no record and no file remain, and the same VM can be created afterwards.
+/// A stopped VM held for a change of its files (what `vm reset` does while it swaps the
+/// overlay disk) does not start meanwhile: the start is refused with what is going on and
+/// passes once the change is over; a second holder is refused too, and a VM that runs cannot
+/// be held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_held_for_a_reset_does_not_start_meanwhile() {
+    let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    h.client
+        .create_vm(&CreateVmRequest {
+            name: Some("held".into()),
+            image: Some("base".into()),
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = h.daemon.as_ref().unwrap().daemon.clone();
+    let action = "only a stopped VM's root can be reset";
+    let (vm, claim) = d
+        .machines
+        .claim_stopped(&d, "held", "being reset", action)
+        .unwrap();
+    assert_eq!(vm.state, VmState::Stopped);
+
+    let err = h
+        .client
+        .vm_action("held", VmAction::Start)
+        .await
+        .unwrap_err();
+    assert!(err.is_code(ErrorCode::InvalidState), "{err}");
+    assert!(err.to_string().contains("being reset"), "{err}");
+    assert_eq!(h.vm("held").await.state, VmState::Stopped);
+    let err = d
+        .machines
+        .claim_stopped(&d, "held", "being reset", action)
+        .err()
+        .expect("held twice");
+    assert!(err.message.contains("being reset"), "{err:?}");
+
+    drop(claim);
+    let op = h.act("held", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let err = d
+        .machines
+        .claim_stopped(&d, "held", "being reset", action)
+        .err()
+        .expect("a running VM is not held");
+    assert!(
+        err.message.contains("is running; only a stopped VM's root"),
+        "{err:?}"
+    );
+    h.act("held", VmAction::Stop).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_making_any_of_a_vms_files_leaves_no_record_and_no_file() {
     let h = Harness::with_config(

@@ -96,7 +96,26 @@ pub struct Machines {
     /// Network setups and teardowns share the bridge, the nftables table and `ip_forward`:
     /// one at a time.
     net_lock: Mutex<()>,
+    /// Stopped VMs whose files a request is changing (a reset), with what it does: a start
+    /// of one is refused until the change is over (see [`Machines::claim_stopped`]).
+    claims: Mutex<std::collections::HashMap<String, &'static str>>,
     runtime: tokio::runtime::Handle,
+}
+
+/// A stopped VM held for a change of its files; released when dropped.
+pub struct Claim<'a> {
+    machines: &'a Machines,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.machines
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl Machines {
@@ -131,8 +150,48 @@ impl Machines {
             forwards: crate::ports::Forwards::new(runtime.clone()),
             preflight: deps.preflight,
             net_lock: Mutex::new(()),
+            claims: Mutex::new(std::collections::HashMap::new()),
             runtime,
         }
+    }
+
+    /// Holds VM `name` while it is `what` (e.g. "being reset"), if it is stopped or failed and
+    /// nothing else holds it (`action` completes the refusal of a VM that runs: "only a
+    /// stopped VM's root can be reset"): found, checked and claimed under the lock that
+    /// [`admit_start`] takes, so a start either comes first (and the VM is no longer stopped)
+    /// or is refused until the claim is dropped.
+    pub fn claim_stopped(
+        &self,
+        d: &Daemon,
+        name: &str,
+        what: &'static str,
+        action: &str,
+    ) -> Result<(Vm, Claim<'_>), ApiError> {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vm = crate::vm::find(d, name)?;
+        if let Some(other) = claims.get(&vm.id) {
+            return Err(claimed(&vm.name, other));
+        }
+        if !matches!(vm.state, VmState::Stopped | VmState::Failed) {
+            let hint = match vm.state {
+                VmState::Starting | VmState::Stopping => format!(
+                    "wait for the operation in progress (`banger vm show {}`), then stop it",
+                    vm.name
+                ),
+                _ => format!("stop it first: `banger vm stop {}`", vm.name),
+            };
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("VM {:?} is {}; {action}", vm.name, vm.state),
+            )
+            .with_hint(hint));
+        }
+        claims.insert(vm.id.clone(), what);
+        let id = vm.id.clone();
+        Ok((vm, Claim { machines: self, id }))
     }
 
     /// Runs `future` to completion from a blocking thread (operations run on those).
@@ -226,8 +285,25 @@ fn admit_start(
     hint: Option<&str>,
 ) -> Result<Vm, ApiError> {
     let admit = |demand: &Demand<'_>, reserved| d.admission.check(Ask::Start, demand, reserved);
+    // Under the claims' lock: a VM whose files are being changed does not start meanwhile.
+    let claims = d
+        .machines
+        .claims
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(what) = claims.get(id) {
+        let vm = crate::vm::find(d, id)?;
+        return Err(claimed(&vm.name, what));
+    }
     Ok(d.store
         .transition_vm_admitted(id, from, VmState::Starting, action, hint, Some(&admit))?)
+}
+
+/// The refusal of a request on a VM that another request holds.
+fn claimed(name: &str, what: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidState, format!("VM {name:?} is {what}")).with_hint(format!(
+        "try again when that is over (`banger vm show {name}`)"
+    ))
 }
 
 fn start_hint(state: VmState) -> Option<&'static str> {
