@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// Starting the VM would reserve more vCPUs or guest memory than the host's configured
     /// limits allow (409); stopping a VM makes room.
     OverCapacity,
+    /// The filesystem that holds banger's state (or a file banger writes) ran out of space
+    /// (507); what was made for the request is removed again.
+    NoSpace,
     /// The daemon is shutting down or a dependency is unavailable (503).
     Unavailable,
     /// An unexpected failure inside the daemon (500).
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unsupported => 422,
             ErrorCode::Unavailable => 503,
+            ErrorCode::NoSpace => 507,
             ErrorCode::Internal => 500,
         }
     }
@@ -80,6 +84,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NoSpace => "no_space",
             ErrorCode::Internal => "internal",
         }
     }
@@ -89,6 +94,25 @@ impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What to do about a full filesystem.
+pub const NO_SPACE_HINT: &str = "free space on the filesystem that holds the path named \
+    (`df -h PATH` shows which and how full): delete VMs, snapshots or images banger no \
+    longer needs (`banger vm list`, `banger snapshot list`, `banger image list`), or lower \
+    `build_cache_max`; then try again";
+
+/// Whether `message` reports a full filesystem or an exhausted disk quota.
+pub fn says_out_of_space(message: &str) -> bool {
+    [
+        "No space left on device",
+        "os error 28)",
+        "Disk quota exceeded",
+        "os error 122)",
+        "database or disk is full",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// An error as the API reports it.
@@ -104,10 +128,22 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error of `code`; an `internal` one whose message says a filesystem is full (the
+    /// OS's ENOSPC or EDQUOT text, SQLite's "disk is full") becomes `no_space`, with a hint.
+    /// Every failure inside the daemon ends up here with its cause in its message, so a full
+    /// disk met anywhere is told as what it is rather than as a bug.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let message = message.into();
+        if code == ErrorCode::Internal && says_out_of_space(&message) {
+            return ApiError {
+                code: ErrorCode::NoSpace,
+                message,
+                hint: Some(NO_SPACE_HINT.into()),
+            };
+        }
         ApiError {
             code,
-            message: message.into(),
+            message,
             hint: None,
         }
     }
@@ -127,5 +163,31 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_filesystem_is_told_as_such_wherever_it_is_met() {
+        for message in [
+            "cannot write /state/images/x/rootfs.ext4: No space left on device (os error 28)",
+            "mkfs.ext4 /state/vms/y/work.ext4 failed: No space left on device while writing out and closing file system",
+            "database error: database or disk is full",
+            "cannot copy /a to /b: Disk quota exceeded (os error 122)",
+        ] {
+            let e = ApiError::internal(message);
+            assert_eq!(e.code, ErrorCode::NoSpace, "{message}");
+            assert_eq!(e.code.http_status(), 507);
+            assert_eq!(e.message, message);
+            assert!(e.hint.unwrap().contains("df -h"));
+        }
+        // Only internal failures are reclassified; a refusal stays what it is.
+        let e = ApiError::internal("cannot open /x: Permission denied (os error 13)");
+        assert_eq!((e.code, e.hint), (ErrorCode::Internal, None));
+        let e = ApiError::invalid("the name says No space left on device");
+        assert_eq!(e.code, ErrorCode::InvalidInput);
     }
 }

@@ -20,6 +20,7 @@ use banger_api::{ApiError, ClientError, ErrorCode};
 /// | 9    | unsupported       | this build of banger cannot do what was asked (`unsupported`)      |
 /// | 10   | host not ready    | `banger doctor` found a failing check                              |
 /// | 11   | over capacity     | a start (or a create that starts) would reserve more vCPUs or guest memory than admission control allows (`over_capacity`), refused directly or by a start operation |
+/// | 12   | no space          | a filesystem banger writes to is full (`no_space`), met directly or by an operation; what was made for the request is gone again |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
@@ -34,6 +35,7 @@ pub enum Exit {
     Unsupported = 9,
     HostNotReady = 10,
     OverCapacity = 11,
+    NoSpace = 12,
 }
 
 impl Exit {
@@ -49,6 +51,7 @@ impl Exit {
             | ErrorCode::InvalidState
             | ErrorCode::Exhausted => Exit::Conflict,
             ErrorCode::OverCapacity => Exit::OverCapacity,
+            ErrorCode::NoSpace => Exit::NoSpace,
             ErrorCode::Unavailable => Exit::Unavailable,
             ErrorCode::Cancelled => Exit::Cancelled,
             ErrorCode::Unsupported => Exit::Unsupported,
@@ -89,12 +92,14 @@ impl Failure {
 
     /// The failure of a long-running operation: "it ran and failed" (7) is a different
     /// situation for a script than "the request was refused", whatever the underlying code,
-    /// except for a cancel and for a start that admission control refused (a restart's start
-    /// is decided inside its operation): those exit as they would have as a direct answer.
+    /// except for a cancel, a start that admission control refused (a restart's start is
+    /// decided inside its operation) and a full disk: those exit as they would have as a
+    /// direct answer.
     pub fn operation(error: ApiError) -> Self {
         let exit = match error.code {
             ErrorCode::Cancelled => Exit::Cancelled,
             ErrorCode::OverCapacity => Exit::OverCapacity,
+            ErrorCode::NoSpace => Exit::NoSpace,
             _ => Exit::OperationFailed,
         };
         Failure { error, exit }
@@ -153,6 +158,7 @@ mod tests {
             (ErrorCode::InvalidState, 5),
             (ErrorCode::Exhausted, 5),
             (ErrorCode::OverCapacity, 11),
+            (ErrorCode::NoSpace, 12),
             (ErrorCode::Unavailable, 6),
             (ErrorCode::Cancelled, 8),
             (ErrorCode::Unsupported, 9),
@@ -173,6 +179,8 @@ mod tests {
         assert_eq!(cancelled.exit, Exit::Cancelled);
         let refused = Failure::operation(ApiError::new(ErrorCode::OverCapacity, "no room"));
         assert_eq!(refused.exit, Exit::OverCapacity);
+        let full = Failure::operation(ApiError::internal("No space left on device (os error 28)"));
+        assert_eq!(full.exit, Exit::NoSpace);
     }
 
     #[test]

@@ -255,7 +255,8 @@ async fn blocking_arc<T: Send + 'static>(
 pub struct ApiDoc;
 
 /// The answers every route of a kind can give, added to each operation of the document once
-/// rather than written on each: a 500; a 404 for a route with a name or id in its path; for a
+/// rather than written on each: a 500; a 507 (a full disk) for a route that is not a GET; a
+/// 404 for a route with a name or id in its path; for a
 /// route that takes a JSON body 400 (a body that is not the documented object), 413 (over the
 /// body limit) and 415 (not JSON); a non-GET route that takes no body answers 400 and 413 to
 /// one sent anyway.
@@ -291,6 +292,13 @@ impl utoipa::Modify for CommonAnswers {
                     .as_ref()
                     .is_some_and(|b| b.content.contains_key("application/json"));
                 let mut add = vec![("500", "banger failed (`internal`)")];
+                if method != HttpMethod::Get {
+                    add.push((
+                        "507",
+                        "a filesystem banger writes to is full (`no_space`); nothing is left \
+                         of the request",
+                    ));
+                }
                 if looks_up {
                     add.push(("404", "nothing has that name or id (`not_found`)"));
                 }
@@ -1034,9 +1042,14 @@ mod tests {
     fn answers_every_route_can_give_are_documented() {
         let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
         let create = &doc["paths"]["/v1/vms"]["post"]["responses"];
-        for status in ["400", "413", "415", "500"] {
+        for status in ["400", "413", "415", "500", "507"] {
             assert!(create.get(status).is_some(), "POST /v1/vms lacks {status}");
         }
+        assert!(
+            doc["paths"]["/v1/vms"]["get"]["responses"]
+                .get("507")
+                .is_none()
+        );
         let stop = &doc["paths"]["/v1/vms/{name}/stop"]["post"]["responses"];
         assert!(stop.get("400").is_some() && stop.get("415").is_none());
         let stream = &doc["paths"]["/v1/operations/{id}/stream"]["get"]["responses"]["200"];

@@ -52,6 +52,8 @@ impl CommandRunner for SplitRunner {
 }
 
 struct Harness {
+    /// Dropped first: the state directory's own small filesystem, when the test has one.
+    small_disk: Option<SmallDisk>,
     dir: tempfile::TempDir,
     paths: Paths,
     fc: FakeFirecracker,
@@ -98,7 +100,21 @@ impl Harness {
         config: &str,
         host: Option<HostFacts>,
     ) -> Harness {
+        Harness::on_disk(fc, qemu, net, config, host, None).await
+    }
+
+    /// [`Harness::on_host`] whose state directory is a filesystem of its own of
+    /// `small_disk` bytes (a tmpfs), when given.
+    async fn on_disk(
+        fc: FakeFirecracker,
+        qemu: FakeQemu,
+        net: FakeRunner,
+        config: &str,
+        host: Option<HostFacts>,
+        small_disk: Option<SmallDisk>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
+        let small_disk = small_disk.map(|d| d.mount(&dir.path().join("state")));
         let paths = Paths {
             config_file: dir.path().join("config/banger/config.toml"),
             state_dir: dir.path().join("state/banger"),
@@ -120,6 +136,7 @@ impl Harness {
         )
         .unwrap();
         let mut h = Harness {
+            small_disk,
             dir,
             paths,
             fc,
@@ -194,6 +211,57 @@ impl Harness {
 
     fn net_calls(&self) -> Vec<String> {
         self.net.calls()
+    }
+}
+
+/// A tmpfs of a given size, mounted over a directory by [`SmallDisk::mount`] and unmounted
+/// when dropped (lazily: the daemon may still hold files in it).
+struct SmallDisk {
+    bytes: u64,
+    at: Option<PathBuf>,
+}
+
+impl SmallDisk {
+    /// A filesystem of `bytes`, or `None` after a `SKIP:` line when this host cannot mount
+    /// one (mounting needs root).
+    fn new(bytes: u64) -> Option<SmallDisk> {
+        if !rustix::process::geteuid().is_root() {
+            println!("SKIP: mounting a small filesystem for the state needs root");
+            return None;
+        }
+        Some(SmallDisk { bytes, at: None })
+    }
+
+    fn mount(mut self, at: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = RealRunner
+            .run(&CommandSpec::new("mount").args([
+                "-t".to_owned(),
+                "tmpfs".to_owned(),
+                "-o".to_owned(),
+                format!("size={}", self.bytes),
+                "tmpfs".to_owned(),
+                at.display().to_string(),
+            ]))
+            .expect("mount a tmpfs");
+        assert!(out.success());
+        self.at = Some(at.to_owned());
+        self
+    }
+
+    /// Bytes free on it.
+    fn free(&self) -> u64 {
+        let st = rustix::fs::statvfs(self.at.as_ref().unwrap()).unwrap();
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(at) = &self.at {
+            let _ =
+                RealRunner.run(&CommandSpec::new("umount").args(["-l", &at.display().to_string()]));
+        }
     }
 }
 
@@ -659,6 +727,170 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
 /// Fails each step of making a VM's files in turn, for an image whose init reads a config
 /// drive (`fast`) and one whose init does not (`base`), with the pool off so the create makes
 /// every disk itself: no record and no file remain, and the same VM can be created afterwards.
+/// Every file under `dir` but the state database's and the log's (which a full disk does not
+/// roll back: they only grow by what the failure itself records).
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if rel.contains(".db") || rel.ends_with(".log") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+            out.push(rel);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A full disk: the state directory on a 48 MiB filesystem of its own. Registering an image
+/// whose root filesystem does not fit, and creating a VM when the filesystem is all but full,
+/// fail with `no_space` and a message naming the path; nothing of them stays (no record, no
+/// file, the space given back); the daemon goes on serving, and the same create passes once
+/// there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
+    let Some(small) = SmallDisk::new(48 << 20) else {
+        return;
+    };
+    let h = Harness::on_disk(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        "vmm = \"firecracker\"\ndisk_pool = 0\n",
+        None,
+        Some(small),
+    )
+    .await;
+    let disk = h.small_disk.as_ref().unwrap();
+    let state = h.paths.state_dir.clone();
+
+    // A root filesystem of 64 MiB of data (not zeros, which a copy may leave as holes).
+    let big = h.dir.path().join("big");
+    std::fs::create_dir_all(big.join("content")).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let blob: Vec<u8> = (0..(64usize << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(big.join("content/blob"), blob).unwrap();
+    let rootfs = big.join("rootfs.ext4");
+    RealRunner
+        .run(&CommandSpec::new("mkfs.ext4").args([
+            "-q",
+            "-F",
+            "-d",
+            big.join("content").to_str().unwrap(),
+            rootfs.to_str().unwrap(),
+            "100M",
+        ]))
+        .unwrap();
+    let (kernel, _, _) = support::boot_files(&h.dir.path().join("files"));
+    let files_before = files_under(&state);
+    let free_before = disk.free();
+    let op = h
+        .client
+        .register_image(&banger_api::RegisterImageRequest {
+            publish: Vec::new(),
+            name: "big".into(),
+            kernel: kernel.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Failed, "{op:?}");
+    let error = op.error.unwrap();
+    assert_eq!(error.code, ErrorCode::NoSpace, "{error:?}");
+    assert!(
+        error.message.contains(&state.display().to_string()),
+        "the message names the path: {error:?}"
+    );
+    println!("register on a full disk: {}", error.message);
+    assert!(error.hint.unwrap().contains("df -h"));
+    let images = h.client.list_images().await.unwrap();
+    assert_eq!(
+        images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["base"]
+    );
+    assert_eq!(
+        files_under(&state),
+        files_before,
+        "nothing of the image stays"
+    );
+    assert!(
+        disk.free() + (1 << 20) >= free_before,
+        "its space is given back"
+    );
+
+    // All but full: a create fails and leaves nothing. (A first VM makes what every VM
+    // shares: banger's SSH key, the VMs' directory.)
+    h.create("first").await;
+    h.client.delete_vm("first").await.unwrap();
+    let filler = state.join("filler");
+    let room = disk.free().saturating_sub(256 << 10);
+    std::fs::write(&filler, vec![1u8; room as usize]).unwrap();
+    let files_before = files_under(&state);
+    let err = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("cramped".into()),
+            image: Some("base".into()),
+            vcpus: Some(1),
+            memory_mib: Some(256),
+            ..Default::default()
+        })
+        .await;
+    let error = match err {
+        Err(banger_api::ClientError::Api(e)) => e,
+        Err(e) => panic!("{e}"),
+        // The files may be made by the create's operation rather than before its answer.
+        Ok(created) => {
+            let op = h
+                .client
+                .watch_operation(&created.operation.unwrap().id, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(op.state, OperationState::Failed, "{op:?}");
+            op.error.unwrap()
+        }
+    };
+    assert_eq!(error.code, ErrorCode::NoSpace, "{error:?}");
+    assert!(
+        error.message.contains(&state.display().to_string()),
+        "the message names the path: {error:?}"
+    );
+    println!("create on a full disk: {}", error.message);
+    assert!(
+        h.client
+            .list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|vm| vm.name != "cramped"),
+        "no record of the VM"
+    );
+    assert_eq!(files_under(&state), files_before, "no file of the VM");
+
+    // Room again: the daemon serves on, and the same create passes.
+    std::fs::remove_file(&filler).unwrap();
+    let (vm, op) = h.create("cramped").await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(vm.state, VmState::Running);
+    h.act("cramped", VmAction::Stop).await;
+}
+
 /// A stopped VM held for a change of its files (what `vm reset` does while it swaps the
 /// overlay disk) does not start meanwhile: the start is refused with what is going on and
 /// passes once the change is over; a second holder is refused too, and a VM that runs cannot
