@@ -16,6 +16,23 @@ use crate::config::JailMode;
 use crate::machine::backend::JailDecision;
 use banger_vmm::firecracker::CgroupSupport;
 
+/// The code of a request refused because preflight checks failed: `no_space` when all that
+/// fails is the state filesystem's free space (the `disk` check), `unavailable` otherwise.
+pub fn refusal_code<'a>(failed: impl IntoIterator<Item = &'a Check>) -> banger_api::ErrorCode {
+    let mut any = false;
+    for check in failed {
+        if check.name != "disk" {
+            return banger_api::ErrorCode::Unavailable;
+        }
+        any = true;
+    }
+    if any {
+        banger_api::ErrorCode::NoSpace
+    } else {
+        banger_api::ErrorCode::Unavailable
+    }
+}
+
 /// Runs every check. Blocking: it runs a few short commands (`firecracker --version`,
 /// `sudo -n true`, …). The binaries are detected afresh rather than taken from the machines'
 /// cache: the doctor is where a user checks a binary just installed.
@@ -133,5 +150,22 @@ fn to_wire(check: Check) -> DoctorCheck {
         },
         detail: check.detail,
         fix: check.fix,
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_for_free_space_alone_is_no_space() {
+        let disk = Check::fail("disk", "0.2 GiB free", "free space");
+        let tun = Check::fail("tun", "no /dev/net/tun", "modprobe tun");
+        assert_eq!(refusal_code([&disk]), banger_api::ErrorCode::NoSpace);
+        assert_eq!(
+            refusal_code([&disk, &tun]),
+            banger_api::ErrorCode::Unavailable
+        );
+        assert_eq!(refusal_code([&tun]), banger_api::ErrorCode::Unavailable);
     }
 }

@@ -107,7 +107,8 @@ pub fn check_bootstrap(
     let checks =
         Doctor::new(&RealRunner, net, d.paths.state_dir.clone()).preflight(Preflight::Bootstrap);
     if let Some(failed) = checks.into_iter().find(|c| c.status == CheckStatus::Fail) {
-        let error = ApiError::new(ErrorCode::Unavailable, failed.detail);
+        let code = crate::doctor::refusal_code([&failed]);
+        let error = ApiError::new(code, failed.detail);
         return Err(match failed.fix {
             Some(fix) => error.with_hint(fix),
             None => error,

@@ -16,6 +16,8 @@ use banger_daemon::RunningDaemon;
 mod support;
 
 struct Harness {
+    /// Dropped first: the state directory's own small filesystem, when the test has one.
+    small_disk: Option<support::SmallDisk>,
     dir: tempfile::TempDir,
     daemon: Option<RunningDaemon>,
     client: Client,
@@ -23,7 +25,13 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_on(None).await
+    }
+
+    /// A daemon whose state directory is `small_disk`, when given.
+    async fn start_on(small_disk: Option<support::SmallDisk>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
+        let small_disk = small_disk.map(|d| d.mount(&dir.path().join("state/banger")));
         let paths = Paths {
             config_file: dir.path().join("config/banger/config.toml"),
             state_dir: dir.path().join("state/banger"),
@@ -34,10 +42,26 @@ impl Harness {
         let daemon = banger_daemon::start(paths).await.unwrap();
         let client = Client::new(daemon.socket());
         Harness {
+            small_disk,
             dir,
             daemon: Some(daemon),
             client,
         }
+    }
+
+    /// Shares the test download cache (outside the repository, keyed by inputs like
+    /// banger's) with this daemon.
+    fn share_download_cache(&self) {
+        let cache = std::env::var_os("BANGER_TEST_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
+        std::fs::create_dir_all(cache.join("bootstrap")).unwrap();
+        std::fs::create_dir_all(self.state_dir().join("cache")).unwrap();
+        std::os::unix::fs::symlink(
+            cache.join("bootstrap"),
+            self.state_dir().join("cache/bootstrap"),
+        )
+        .unwrap();
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -151,17 +175,7 @@ async fn a_bootstrap_operation_builds_and_records_an_image() {
         return;
     }
     let mut h = Harness::start().await;
-    // Share the test download cache (outside the repository), keyed by inputs like banger's.
-    let cache = std::env::var_os("BANGER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
-    std::fs::create_dir_all(cache.join("bootstrap")).unwrap();
-    std::fs::create_dir_all(h.state_dir().join("cache")).unwrap();
-    std::os::unix::fs::symlink(
-        cache.join("bootstrap"),
-        h.state_dir().join("cache/bootstrap"),
-    )
-    .unwrap();
+    h.share_download_cache();
 
     let op = match h
         .client
@@ -232,5 +246,96 @@ async fn a_bootstrap_operation_builds_and_records_an_image() {
     let staging = h.state_dir().join("staging");
     let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
     assert!(left.is_empty(), "staging left behind: {left:?}");
+    h.stop().await;
+}
+
+/// A bootstrap on a full disk, the state directory on a filesystem of its own (a tmpfs of 1.1 GiB;
+/// the downloads come from the shared cache, elsewhere). With less than the 1 GiB a bootstrap
+/// asks for, it is refused before it starts, as `no_space`. With room to start and the disk
+/// filled under it, it fails as `no_space` naming the path, and leaves no image, no staging and
+/// no file behind; the daemon serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_on_a_full_disk_fails_with_no_space_and_leaves_nothing() {
+    let Some(small) = support::SmallDisk::new(1100 << 20) else {
+        return;
+    };
+    let mut h = Harness::start_on(Some(small)).await;
+    h.share_download_cache();
+    let disk = h.small_disk.as_ref().unwrap();
+    let filler = h.state_dir().join("filler");
+    // Grows the filler until `left` bytes are free (or the disk is full: the bootstrap may be
+    // writing at the same time).
+    let fill_leaving = |left: u64| {
+        use std::io::Write;
+        let _ = std::fs::remove_file(&filler);
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![1u8; 1 << 20];
+        while disk.free() > left + (1 << 20) && file.write_all(&chunk).is_ok() {}
+    };
+
+    fill_leaving(200 << 20);
+    let before = support::files_under(&h.state_dir());
+    let err = h
+        .client
+        .bootstrap_image(&request("debian", None, Some("base")))
+        .await
+        .unwrap_err();
+    let api = err.api().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(api.code, ErrorCode::NoSpace, "{api:?}");
+    assert!(api.message.contains("need at least 1 GiB"), "{api:?}");
+    assert!(h.client.list_operations().await.unwrap().is_empty());
+    assert_eq!(support::files_under(&h.state_dir()), before);
+
+    std::fs::remove_file(&filler).unwrap();
+    let op = match h
+        .client
+        .bootstrap_image(&request("debian", None, Some("base")))
+        .await
+    {
+        Ok(op) => op,
+        Err(e) if e.is_code(ErrorCode::Unavailable) => {
+            println!("SKIP: the host cannot bootstrap: {e}");
+            h.stop().await;
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    // Past the check: the disk fills under the bootstrap.
+    fill_leaving(32 << 20);
+    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    if done.state == OperationState::Failed && done.stages[0].state == StageState::Failed {
+        println!(
+            "SKIP: apt cannot resolve the kernel package: {:?}",
+            done.error
+        );
+        h.stop().await;
+        return;
+    }
+    assert_eq!(done.state, OperationState::Failed, "{done:#?}");
+    let error = done.error.unwrap();
+    println!(
+        "bootstrap on a full disk: {}",
+        error.message.lines().next().unwrap_or_default()
+    );
+    assert_eq!(error.code, ErrorCode::NoSpace, "{error:?}");
+    assert!(
+        error.message.contains(&h.state_dir().display().to_string()),
+        "the message names the path: {error:?}"
+    );
+    assert!(h.client.list_images().await.unwrap().is_empty());
+    // What every bootstrap shares may stay, empty: the images' and the staging directories.
+    let after: Vec<String> = support::files_under(&h.state_dir())
+        .into_iter()
+        .filter(|f| {
+            !(["images", "staging"].contains(&f.as_str())
+                && std::fs::read_dir(h.state_dir().join(f))
+                    .unwrap()
+                    .next()
+                    .is_none())
+        })
+        .collect();
+    assert_eq!(after, before, "nothing of the bootstrap stays");
+    // It still serves.
+    h.client.list_operations().await.unwrap();
     h.stop().await;
 }

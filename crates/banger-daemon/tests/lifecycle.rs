@@ -53,7 +53,7 @@ impl CommandRunner for SplitRunner {
 
 struct Harness {
     /// Dropped first: the state directory's own small filesystem, when the test has one.
-    small_disk: Option<SmallDisk>,
+    small_disk: Option<support::SmallDisk>,
     dir: tempfile::TempDir,
     paths: Paths,
     fc: FakeFirecracker,
@@ -111,7 +111,7 @@ impl Harness {
         net: FakeRunner,
         config: &str,
         host: Option<HostFacts>,
-        small_disk: Option<SmallDisk>,
+        small_disk: Option<support::SmallDisk>,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let small_disk = small_disk.map(|d| d.mount(&dir.path().join("state")));
@@ -211,57 +211,6 @@ impl Harness {
 
     fn net_calls(&self) -> Vec<String> {
         self.net.calls()
-    }
-}
-
-/// A tmpfs of a given size, mounted over a directory by [`SmallDisk::mount`] and unmounted
-/// when dropped (lazily: the daemon may still hold files in it).
-struct SmallDisk {
-    bytes: u64,
-    at: Option<PathBuf>,
-}
-
-impl SmallDisk {
-    /// A filesystem of `bytes`, or `None` after a `SKIP:` line when this host cannot mount
-    /// one (mounting needs root).
-    fn new(bytes: u64) -> Option<SmallDisk> {
-        if !rustix::process::geteuid().is_root() {
-            println!("SKIP: mounting a small filesystem for the state needs root");
-            return None;
-        }
-        Some(SmallDisk { bytes, at: None })
-    }
-
-    fn mount(mut self, at: &std::path::Path) -> SmallDisk {
-        std::fs::create_dir_all(at).unwrap();
-        let out = RealRunner
-            .run(&CommandSpec::new("mount").args([
-                "-t".to_owned(),
-                "tmpfs".to_owned(),
-                "-o".to_owned(),
-                format!("size={}", self.bytes),
-                "tmpfs".to_owned(),
-                at.display().to_string(),
-            ]))
-            .expect("mount a tmpfs");
-        assert!(out.success());
-        self.at = Some(at.to_owned());
-        self
-    }
-
-    /// Bytes free on it.
-    fn free(&self) -> u64 {
-        let st = rustix::fs::statvfs(self.at.as_ref().unwrap()).unwrap();
-        st.f_bavail * st.f_frsize
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        if let Some(at) = &self.at {
-            let _ =
-                RealRunner.run(&CommandSpec::new("umount").args(["-l", &at.display().to_string()]));
-        }
     }
 }
 
@@ -727,28 +676,6 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
 /// Fails each step of making a VM's files in turn, for an image whose init reads a config
 /// drive (`fast`) and one whose init does not (`base`), with the pool off so the create makes
 /// every disk itself: no record and no file remain, and the same VM can be created afterwards.
-/// Every file under `dir` but the state database's and the log's (which a full disk does not
-/// roll back: they only grow by what the failure itself records).
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path.strip_prefix(dir).unwrap().display().to_string();
-            if rel.contains(".db") || rel.ends_with(".log") {
-                continue;
-            }
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            }
-            out.push(rel);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A full disk: the state directory on a 48 MiB filesystem of its own. Registering an image
 /// whose root filesystem does not fit, and creating a VM when the filesystem is all but full,
 /// fail with `no_space` and a message naming the path; nothing of them stays (no record, no
@@ -756,7 +683,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 /// there is room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
-    let Some(small) = SmallDisk::new(48 << 20) else {
+    let Some(small) = support::SmallDisk::new(48 << 20) else {
         return;
     };
     let h = Harness::on_disk(
@@ -796,7 +723,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
         ]))
         .unwrap();
     let (kernel, _, _) = support::boot_files(&h.dir.path().join("files"));
-    let files_before = files_under(&state);
+    let files_before = support::files_under(&state);
     let free_before = disk.free();
     let op = h
         .client
@@ -825,7 +752,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
         ["base"]
     );
     assert_eq!(
-        files_under(&state),
+        support::files_under(&state),
         files_before,
         "nothing of the image stays"
     );
@@ -841,7 +768,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
     let filler = state.join("filler");
     let room = disk.free().saturating_sub(256 << 10);
     std::fs::write(&filler, vec![1u8; room as usize]).unwrap();
-    let files_before = files_under(&state);
+    let files_before = support::files_under(&state);
     let err = h
         .client
         .create_vm(&CreateVmRequest {
@@ -881,7 +808,11 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
             .all(|vm| vm.name != "cramped"),
         "no record of the VM"
     );
-    assert_eq!(files_under(&state), files_before, "no file of the VM");
+    assert_eq!(
+        support::files_under(&state),
+        files_before,
+        "no file of the VM"
+    );
 
     // Room again: the daemon serves on, and the same create passes.
     std::fs::remove_file(&filler).unwrap();

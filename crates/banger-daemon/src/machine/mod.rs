@@ -1084,7 +1084,7 @@ fn preflight(d: &Daemon, vm: &Vm) -> Result<(), ApiError> {
         .collect::<Vec<_>>()
         .join("; ");
     Err(ApiError::new(
-        ErrorCode::Unavailable,
+        crate::doctor::refusal_code(&failed),
         format!("this host cannot start VM {} now: {message}", vm.name),
     )
     .with_hint(fixes))
@@ -1106,7 +1106,7 @@ pub fn preflight_resize(d: &Daemon) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::new(
-        ErrorCode::Unavailable,
+        crate::doctor::refusal_code(&failed),
         format!(
             "cannot grow the work disk now: {}",
             failed

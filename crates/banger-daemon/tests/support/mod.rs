@@ -66,3 +66,76 @@ pub async fn register(client: &Client, dir: &Path, name: &str, with_initrd: bool
     assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
     serde_json::from_value(done.result.unwrap()).unwrap()
 }
+
+/// A tmpfs of a given size, mounted over a directory by [`SmallDisk::mount`] and unmounted
+/// when dropped (lazily: the daemon may still hold files in it).
+pub struct SmallDisk {
+    bytes: u64,
+    at: Option<PathBuf>,
+}
+
+impl SmallDisk {
+    /// A filesystem of `bytes`, or `None` after a `SKIP:` line when this host cannot mount
+    /// one (mounting needs root).
+    pub fn new(bytes: u64) -> Option<SmallDisk> {
+        if !rustix::process::geteuid().is_root() {
+            println!("SKIP: mounting a small filesystem for the state needs root");
+            return None;
+        }
+        Some(SmallDisk { bytes, at: None })
+    }
+
+    pub fn mount(mut self, at: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = RealRunner
+            .run(&CommandSpec::new("mount").args([
+                "-t".to_owned(),
+                "tmpfs".to_owned(),
+                "-o".to_owned(),
+                format!("size={}", self.bytes),
+                "tmpfs".to_owned(),
+                at.display().to_string(),
+            ]))
+            .expect("mount a tmpfs");
+        assert!(out.success());
+        self.at = Some(at.to_owned());
+        self
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let st = rustix::fs::statvfs(self.at.as_ref().unwrap()).unwrap();
+        st.f_bavail * st.f_frsize
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(at) = &self.at {
+            let _ =
+                RealRunner.run(&CommandSpec::new("umount").args(["-l", &at.display().to_string()]));
+        }
+    }
+}
+
+/// Every file under `dir` but the state database's and the log's (which a full disk does not
+/// roll back: they only grow by what the failure itself records).
+pub fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if rel.contains(".db") || rel.ends_with(".log") {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+            out.push(rel);
+        }
+    }
+    out.sort();
+    out
+}
