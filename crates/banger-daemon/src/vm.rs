@@ -63,7 +63,8 @@ pub fn create_in(
                 d.paths.vms_dir().display()
             ))
         })
-        .and_then(|()| disks::make_vm_dir(&dir));
+        .and_then(|()| disks::make_vm_dir(&dir))
+        .and_then(|()| disks::mark_making(&dir));
     if let Err(e) = made_dir {
         forget(d, &vm, &dir);
         return Err(e);
@@ -220,7 +221,7 @@ fn make_files(
         dir,
     )?;
     d.store.set_vm_work_seed(&vm.id, &seed)?;
-    Ok(())
+    disks::made(dir)
 }
 
 /// Removes a VM whose create failed: its directory, its record, the spare claimed for it.

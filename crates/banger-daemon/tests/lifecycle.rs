@@ -1265,6 +1265,10 @@ async fn a_vmm_that_dies_on_its_own_is_noticed_and_cleaned_up() {
     assert_eq!(h.vm("dev").await.last_error, None);
 }
 
+/// A daemon that went away without stopping its VMs: the next one adopts the VMs whose VMM
+/// runs, records the others failed and takes them off the network, and removes what a crash
+/// between files and records leaves: a VM whose create it died in (record and files), and
+/// VMs' and images' directories that no record owns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
     let mut h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
@@ -1273,13 +1277,73 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
     let alive_pid = alive.runtime.as_ref().unwrap().pid;
     let dead_pid = dead.runtime.as_ref().unwrap().pid;
     h.client.pause_vm("alive", true).await.unwrap();
+    // One whose create the daemon will have died in (its marker is put back below): the
+    // record is there, its files are not all made.
+    h.client
+        .create_vm(&CreateVmRequest {
+            name: Some("unmade".into()),
+            image: Some("base".into()),
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let unmade = h.vm("unmade").await;
 
     // The daemon goes away without stopping its VMs; one of them dies meanwhile.
     let daemon = h.daemon.take().unwrap();
     daemon.stop().await;
     assert!(h.fc.alive(alive_pid) && h.fc.alive(dead_pid));
     h.fc.crash(dead_pid);
+    // What a daemon killed between files and record leaves: a VM's and an image's directory
+    // that no record owns (an agent token, logs, a sparse work disk; a rootfs).
+    let vms_dir = h.paths.state_dir.join("vms");
+    let images_dir = h.paths.state_dir.join("images");
+    let orphan_vm = vms_dir.join("0123456789abcdef");
+    let orphan_image = images_dir.join("fedcba9876543210");
+    for dir in [&orphan_vm, &orphan_image] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("agent-token"), "t").unwrap();
+        std::fs::File::create(dir.join("work.ext4"))
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+    }
+    let owned = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let unmade_dir = vms_dir.join(&unmade.id);
+    std::fs::write(unmade_dir.join(".making"), "").unwrap();
+    let vms_before = owned(&vms_dir);
+    let images_before = owned(&images_dir);
     h.restart().await;
+    assert!(!orphan_vm.exists() && !orphan_image.exists());
+    // What records own stays.
+    let without = |names: Vec<String>, orphan: &str| {
+        names
+            .into_iter()
+            .filter(|n| n != orphan)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        h.client.get_vm("unmade").await.is_err(),
+        "the unmade VM's record goes"
+    );
+    assert!(!unmade_dir.exists(), "and its files");
+    assert_eq!(
+        owned(&vms_dir),
+        without(without(vms_before, "0123456789abcdef"), &unmade.id)
+    );
+    assert_eq!(
+        owned(&images_dir),
+        without(images_before, "fedcba9876543210")
+    );
+    assert_eq!(owned(&vms_dir).len(), 2);
 
     let alive = h.vm("alive").await;
     assert_eq!(

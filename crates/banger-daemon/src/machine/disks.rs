@@ -476,6 +476,30 @@ pub fn make_vm_dir(dir: &Path) -> Result<(), ApiError> {
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))
 }
 
+/// The file in a VM's directory while its create makes its files: a directory that still
+/// has it after a crash holds a VM that was never made, which the next daemon removes with
+/// its record (`machine::reconcile`).
+pub const MAKING: &str = ".making";
+
+/// Marks the VM directory `dir` as being made.
+pub fn mark_making(dir: &Path) -> Result<(), ApiError> {
+    fs::write(dir.join(MAKING), b"").map_err(|e| {
+        ApiError::internal(format!("cannot write {}: {e}", dir.join(MAKING).display()))
+    })
+}
+
+/// Marks the VM directory `dir` as complete.
+pub fn made(dir: &Path) -> Result<(), ApiError> {
+    match fs::remove_file(dir.join(MAKING)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ApiError::internal(format!(
+            "cannot remove {}: {e}",
+            dir.join(MAKING).display()
+        ))),
+    }
+}
+
 /// Removes a directory tree, logging (not failing) when that is impossible.
 pub fn remove_tree(dir: &Path) {
     match fs::remove_dir_all(dir) {

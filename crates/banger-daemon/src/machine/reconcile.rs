@@ -32,6 +32,8 @@ pub struct Summary {
     pub killed: Vec<u32>,
     pub removed_sockets: usize,
     pub removed_taps: Vec<String>,
+    /// VMs' and images' directories that no record owned.
+    pub removed_dirs: Vec<String>,
 }
 
 /// Brings the host in line with the store. Runs before the daemon serves requests.
@@ -223,10 +225,53 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
     // Snapshots and image builds a killed daemon did not finish.
     crate::snapshot::sweep(d);
     crate::build::sweep(d);
+    // Directories no record owns: what a daemon killed between a VM's or an image's files
+    // and its record left (a create, a register, a delete, which removes the record first).
+    // Nothing runs yet, so nothing unrecorded is in the making.
+    // A VM whose create the daemon died in has its record but not all its files: it goes,
+    // record and files (its tap went above, with the taps of every VM that does not run).
+    if let Ok(vms) = d.store.list_vms() {
+        for vm in &vms {
+            let dir = d.paths.vm_dir(&vm.id);
+            if vm.runtime.is_none() && dir.join(disks::MAKING).exists() {
+                tracing::info!(vm = %vm.name, "removing a VM whose create was interrupted");
+                // Its directory goes with the files no record owns, below.
+                if let Err(e) = d.store.delete_vm(&vm.id) {
+                    tracing::error!(vm = %vm.name, error = %e, "cannot remove an unmade VM's record");
+                }
+            }
+        }
+    }
+    if let Ok(vms) = d.store.list_vms() {
+        let ids: Vec<String> = vms.into_iter().map(|vm| vm.id).collect();
+        sweep_unowned(&d.paths.vms_dir(), &ids, &mut summary);
+    }
+    if let Ok(images) = d.store.list_images() {
+        let ids: Vec<String> = images.into_iter().map(|image| image.id).collect();
+        sweep_unowned(&d.paths.images_dir(), &ids, &mut summary);
+    }
     if summary != Summary::default() {
         tracing::info!(?summary, "reconciled VMs with the host");
     }
     summary
+}
+
+/// Removes the directories in `dir` whose name is none of `ids`.
+fn sweep_unowned(dir: &std::path::Path, ids: &[String], summary: &mut Summary) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || ids.contains(&name) {
+            continue;
+        }
+        tracing::info!(dir = %entry.path().display(), "removing files no record owns");
+        disks::remove_tree(&entry.path());
+        summary
+            .removed_dirs
+            .push(entry.path().display().to_string());
+    }
 }
 
 fn remove_socket(path: &std::path::Path, summary: &mut Summary) {
