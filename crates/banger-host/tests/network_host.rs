@@ -104,31 +104,70 @@ fn link_names(runner: &dyn CommandRunner) -> Vec<String> {
         .collect()
 }
 
-/// The namespace is as fresh as when it was created: only loopback, no banger table, no
-/// forwarding.
-fn assert_pristine(runner: &dyn CommandRunner, context: &str) {
+/// A namespace for a test, with IPv4 forwarding already on when `forwarding` (as on a host
+/// that runs Docker, where new namespaces may inherit it): each test runs both ways, and
+/// compares with what it found rather than with one machine's defaults.
+fn namespace(forwarding: bool) -> Netns {
+    let ns = Netns::create("banger-test-").unwrap();
+    if forwarding {
+        ns.runner()
+            .run(&CommandSpec::new("sysctl").args(["-q", "-w", &format!("{IP_FORWARD}=1")]))
+            .unwrap();
+    }
+    ns
+}
+
+/// What forwarding a namespace made by [`namespace`] started with.
+fn found(forwarding: bool) -> &'static str {
+    if forwarding { "1" } else { "0" }
+}
+
+/// The namespace is as fresh as when it was created: only loopback, no banger table, the
+/// forwarding it started with (`forward`).
+fn assert_pristine(runner: &dyn CommandRunner, forward: &str, context: &str) {
     assert_eq!(link_names(runner), ["lo"], "{context}: links left behind");
     assert!(!banger_table_exists(runner), "{context}: table left behind");
     assert_eq!(
         ip_forward(runner),
-        "0",
-        "{context}: ip_forward not restored"
+        forward,
+        "{context}: ip_forward not as it was"
     );
 }
 
-#[test]
-fn two_vms_are_set_up_and_torn_down_without_leftovers() {
+/// Each test of a namespace's network, with forwarding off and on at the start.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {
+        mod forwarding_off {
+            $(#[test] fn $name() { super::$name(false) })*
+        }
+        mod forwarding_on {
+            $(#[test] fn $name() { super::$name(true) })*
+        }
+    };
+}
+
+both_ways!(
+    two_vms_are_set_up_and_torn_down_without_leftovers,
+    a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind,
+    a_tap_name_the_kernel_refuses_leaves_nothing_behind,
+    orphans_are_found_and_the_table_is_rebuilt_from_a_list,
+);
+
+fn two_vms_are_set_up_and_torn_down_without_leftovers(forwarding: bool) {
     require_host!();
-    let ns = Netns::create("banger-test-").unwrap();
+    let ns = namespace(forwarding);
     let runner = ns.runner();
     let cfg = cfg();
-    assert_pristine(&runner, "fresh namespace");
+    let was = found(forwarding);
+    assert_pristine(&runner, was, "fresh namespace");
 
     let nat = vm("aaaaaaaaaaaa0001", 2, true);
     let plain = vm("bbbbbbbbbbbb0002", 3, false);
     let nat_acquired = network::setup_vm_network(&runner, &IpLinks, &cfg, &nat).unwrap();
     let plain_acquired = network::setup_vm_network(&runner, &IpLinks, &cfg, &plain).unwrap();
-    assert_eq!(nat_acquired.len(), 6, "{nat_acquired:?}");
+    // Forwarding already on is not banger's to turn off: it is not acquired.
+    let expected = if forwarding { 5 } else { 6 };
+    assert_eq!(nat_acquired.len(), expected, "{nat_acquired:?}");
     assert_eq!(
         plain_acquired.resources(),
         [Resource::Tap {
@@ -180,14 +219,15 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
         "{comments:?}"
     );
 
-    // The NAT VM goes first and, being the last NAT VM, takes ip_forward back with it.
+    // The NAT VM goes first and, being the last NAT VM, takes ip_forward back with it (to
+    // what it was).
     let (shared, _): (Vec<Resource>, Vec<Resource>) =
         nat_acquired.into_iter().partition(Resource::is_shared);
     let (sysctl, network_wide): (Vec<Resource>, Vec<Resource>) = shared
         .into_iter()
         .partition(|r| matches!(r, Resource::Sysctl { .. }));
     network::teardown_vm_network(&runner, &IpLinks, &cfg, &nat, &sysctl).unwrap();
-    assert_eq!(ip_forward(&runner), "0");
+    assert_eq!(ip_forward(&runner), was);
     // Regression: a bridge takes the lowest address of its ports unless it has one of its own,
     // so removing a tap used to change it under the other guests' ARP caches.
     let bridge_mac = host_links(&runner)
@@ -204,7 +244,7 @@ fn two_vms_are_set_up_and_torn_down_without_leftovers() {
 
     // The last VM goes with the bridge and the table, as a caller removing the network asks.
     network::teardown_vm_network(&runner, &IpLinks, &cfg, &plain, &network_wide).unwrap();
-    assert_pristine(&runner, "after teardown");
+    assert_pristine(&runner, was, "after teardown");
 
     // Tearing down again finds nothing and is still fine.
     network::teardown_vm_network(&runner, &IpLinks, &cfg, &nat, &network_wide).unwrap();
@@ -227,10 +267,10 @@ impl<R: CommandRunner> CommandRunner for FailNth<R> {
     }
 }
 
-#[test]
-fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
+fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind(forwarding: bool) {
     require_host!();
-    let ns = Netns::create("banger-test-").unwrap();
+    let ns = namespace(forwarding);
+    let was = found(forwarding);
     let cfg = cfg();
     let nat = vm("cccccccccccc0003", 4, true);
 
@@ -242,9 +282,10 @@ fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
     };
     let acquired = network::setup_vm_network(&counting, &IpLinks, &cfg, &nat).unwrap();
     let steps = counting.seen.load(Ordering::SeqCst);
-    assert_eq!(steps, 11);
+    // Forwarding found on is read, not written.
+    assert_eq!(steps, if forwarding { 10 } else { 11 });
     acquired.release_all(&ns.runner(), &IpLinks, &cfg).unwrap();
-    assert_pristine(&ns.runner(), "after a clean setup and release");
+    assert_pristine(&ns.runner(), was, "after a clean setup and release");
 
     for n in 1..=steps {
         let failing = FailNth {
@@ -257,14 +298,14 @@ fn a_failure_at_any_step_of_a_real_setup_leaves_nothing_behind() {
             matches!(err, NetworkError::Command { .. }),
             "step {n}: {err:?}"
         );
-        assert_pristine(&ns.runner(), &format!("failure at step {n}"));
+        assert_pristine(&ns.runner(), was, &format!("failure at step {n}"));
     }
 }
 
-#[test]
-fn a_tap_name_the_kernel_refuses_leaves_nothing_behind() {
+fn a_tap_name_the_kernel_refuses_leaves_nothing_behind(forwarding: bool) {
     require_host!();
-    let ns = Netns::create("banger-test-").unwrap();
+    let ns = namespace(forwarding);
+    let was = found(forwarding);
     let runner = ns.runner();
     let cfg = cfg();
 
@@ -278,7 +319,7 @@ fn a_tap_name_the_kernel_refuses_leaves_nothing_behind() {
         matches!(err, NetworkError::InvalidTapName { .. }),
         "{err:?}"
     );
-    assert_pristine(&runner, "after an invalid name");
+    assert_pristine(&runner, was, "after an invalid name");
 
     // Slipped past validation (as a raw spec would be), the kernel refuses it mid-setup, after
     // the bridge exists: the rollback must remove the bridge again.
@@ -291,7 +332,7 @@ fn a_tap_name_the_kernel_refuses_leaves_nothing_behind() {
         .unwrap_err();
     let text = format!("{err}: {:?}", std::error::Error::source(&err));
     assert!(text.contains("create tap"), "{text}");
-    assert_pristine(&runner, "after the kernel refused the tap");
+    assert_pristine(&runner, was, "after the kernel refused the tap");
 }
 
 /// Rewrites the tap name in `ip tuntap add` only, to inject a name the kernel refuses.
@@ -316,10 +357,10 @@ impl CommandRunner for SneakyTap {
     }
 }
 
-#[test]
-fn orphans_are_found_and_the_table_is_rebuilt_from_a_list() {
+fn orphans_are_found_and_the_table_is_rebuilt_from_a_list(forwarding: bool) {
     require_host!();
-    let ns = Netns::create("banger-test-").unwrap();
+    let ns = namespace(forwarding);
+    let was = found(forwarding);
     let runner = ns.runner();
     let cfg = cfg();
     let a = vm("eeeeeeeeeeee0005", 6, true);
@@ -353,7 +394,7 @@ fn orphans_are_found_and_the_table_is_rebuilt_from_a_list() {
     network::rebuild_nat_table(&runner, &cfg, &[]).unwrap();
     assert!(!banger_table_exists(&runner));
     network::teardown_vm_network(&runner, &IpLinks, &cfg, &a, &shared).unwrap();
-    assert_pristine(&runner, "after rebuild and teardown");
+    assert_pristine(&runner, was, "after rebuild and teardown");
 }
 
 /// Runs `f` on a thread that has entered network namespace `netns`.
