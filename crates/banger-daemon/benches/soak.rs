@@ -1,0 +1,83 @@
+//! A long soak of a real bangerd on the real Firecracker (see `tests/soak/cycles.rs`): after a
+//! warm-up that fills what the daemon keeps by design, `SOAK_CYCLES` create/start/stop/delete
+//! cycles (default 1000), with a reading of the daemon's memory, file descriptors, threads, the
+//! state database and what is left on the host every `SOAK_EVERY` cycles (default 250). Prints
+//! figures; asserts nothing (`tests/soak.rs` does). Needs root, iproute2, nftables and
+//! Firecracker; prints `SKIP:` otherwise.
+
+#[path = "../../banger-vmm/tests/fixture/mod.rs"]
+mod fixture;
+#[path = "../tests/soak/cycles.rs"]
+mod soak;
+
+use std::time::Duration;
+
+use banger_host::network::netns::Netns;
+
+fn main() {
+    let Some(binary) = fixture::firecracker_or_skip() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: taps and the bridge need root");
+        return;
+    }
+    let netns = match Netns::create("banger-bench-") {
+        Ok(netns) => netns,
+        Err(error) => {
+            println!("SKIP: cannot create a network namespace: {error}");
+            return;
+        }
+    };
+    netns.enter().unwrap();
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let total = env("SOAK_CYCLES", 1000);
+    let every = env("SOAK_EVERY", 250);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (daemon, client, paths) =
+            soak::daemon(dir.path(), &binary.path, &fixture::tiny_kernel(), |p| {
+                fixture::ext4(p, 16)
+            })
+            .await;
+        let settle = Duration::from_secs(11);
+        soak::cycles(&client, 70).await;
+        println!(
+            "soak: {total} create/start/stop/delete cycles on Firecracker (after 70 to warm up)"
+        );
+        println!(
+            "  {:>6}  {}",
+            0,
+            soak::read(&paths, &binary.path, settle).await
+        );
+        let mut done = 0;
+        let mut busy = Duration::ZERO;
+        while done < total {
+            let n = every.min(total - done);
+            busy += soak::cycles(&client, n).await;
+            done += n;
+            println!(
+                "  {done:>6}  {}",
+                soak::read(&paths, &binary.path, settle).await
+            );
+        }
+        println!(
+            "  {:.0} ms a cycle (create with its start, stop, start, delete)",
+            busy.as_secs_f64() * 1000.0 / total as f64
+        );
+        daemon.stop().await;
+    });
+    drop(runtime);
+    drop(netns);
+}
