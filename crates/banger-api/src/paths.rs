@@ -74,6 +74,12 @@ impl Paths {
         self.state_dir.join("jail")
     }
 
+    /// Where running operations are journaled, one file each, so that the next daemon can
+    /// report those a killed one left unfinished.
+    pub fn operations_dir(&self) -> PathBuf {
+        self.state_dir.join("operations")
+    }
+
     pub fn snapshots_dir(&self) -> PathBuf {
         self.state_dir.join("snapshots")
     }

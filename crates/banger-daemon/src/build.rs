@@ -471,23 +471,24 @@ fn remove_build_vm(d: &Daemon, id: &str) {
     }
 }
 
-/// Deletes the VMs and staging of builds and promotions a previous daemon did not finish.
-/// Runs at start-up, before any request.
+/// Deletes what bootstraps, builds and promotions a previous daemon did not finish left: their
+/// staging, and the VMs of builds. Runs at start-up, before any request, when none runs.
 pub fn sweep(d: &Daemon) {
     let host = banger_image::bootstrap::Host::new(
         &RealRunner,
         cache_dir(d),
         d.paths.state_dir.join("staging"),
     );
-    match banger_image::promote::remove_stale_staging(&host) {
+    // Nothing runs yet: all of the staging is what interrupted work left.
+    match banger_image::bootstrap::remove_all_staging(&host) {
         Ok(removed) if !removed.is_empty() => {
             tracing::info!(
                 ?removed,
-                "removed the staging of interrupted builds and promotions"
+                "removed the staging of interrupted bootstraps, builds and promotions"
             );
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot remove an interrupted build's staging"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove an interrupted operation's staging"),
     }
     let Ok(vms) = d.store.list_vms() else {
         return;

@@ -204,12 +204,13 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     };
     let dns = crate::dns::Dns::new(&config.dns, tokio::runtime::Handle::current());
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let ops = Operations::with_journal(paths.operations_dir());
     let daemon = Arc::new(Daemon {
         paths,
         config,
         store,
         pool,
-        ops: Operations::default(),
+        ops,
         host,
         admission,
         machines,
@@ -235,6 +236,8 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     if let Err(e) = tokio::task::spawn_blocking(move || reconcile(&d)).await {
         tracing::error!(error = %e, "reconcile panicked");
     }
+    // What the previous daemon was doing when it died, now that what it made is gone.
+    daemon.ops.recover();
     // After reconcile, which ends a previous daemon's spare like any VMM no record owns.
     daemon.spare.start();
     // After reconcile too: the hidden VMs a previous daemon left are adopted or ended first.

@@ -5,7 +5,11 @@
 //! rolls back what it did.
 //!
 //! Operations live in memory: they describe work in flight and shortly after. A bounded number
-//! of finished ones is kept for clients that poll late.
+//! of finished ones is kept for clients that poll late. With a journal directory (the daemon's
+//! `<state>/operations`), each running operation also has a file there, written when it starts
+//! and when a stage begins and removed when it ends: a daemon that was killed leaves the files
+//! of what it was doing, and the next one reports those operations failed, with the stage they
+//! were in ([`Operations::recover`]), to a client that asks for them by id.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,12 +28,31 @@ const KEEP_FINISHED: usize = 200;
 struct Entry {
     tx: watch::Sender<Operation>,
     cancel: AtomicBool,
+    /// This operation's file in the journal, while it runs.
+    journal: Option<std::path::PathBuf>,
+}
+
+impl Entry {
+    /// Writes the operation as it is now to its journal file (best effort: the journal only
+    /// serves the report after a crash).
+    fn journal(&self) {
+        if let Some(path) = &self.journal {
+            let op = self.tx.borrow().clone();
+            if let Ok(json) = serde_json::to_vec(&op) {
+                let partial = path.with_extension("partial");
+                if std::fs::write(&partial, json).is_ok() {
+                    let _ = std::fs::rename(&partial, path);
+                }
+            }
+        }
+    }
 }
 
 /// All operations of this daemon.
 #[derive(Clone, Default)]
 pub struct Operations {
     inner: Arc<Mutex<Registry>>,
+    journal: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -46,6 +69,84 @@ impl std::fmt::Debug for Operations {
 }
 
 impl Operations {
+    /// Operations whose running ones are journaled in `dir` (made if missing).
+    pub fn with_journal(dir: std::path::PathBuf) -> Operations {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the operations' journal");
+        }
+        Operations {
+            inner: Arc::default(),
+            journal: Some(dir),
+        }
+    }
+
+    /// Takes in the operations a previous daemon left running in the journal: each is recorded
+    /// failed (its running stage failed, the later ones skipped) with why, and kept among the
+    /// finished ones for clients that ask for it; its file goes. Run before serving, once what
+    /// they made has been cleaned up. Returns them.
+    pub fn recover(&self) -> Vec<Operation> {
+        let Some(dir) = &self.journal else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut recovered = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let op = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Operation>(&bytes).ok());
+            let _ = std::fs::remove_file(&path);
+            let Some(mut op) = op else { continue };
+            let now = Timestamp::now();
+            let stage = op
+                .stages
+                .iter()
+                .find(|s| s.state == StageState::Running)
+                .map(|s| s.name.clone());
+            for s in op.stages.iter_mut() {
+                match s.state {
+                    StageState::Running => {
+                        s.state = StageState::Failed;
+                        s.ended_at = Some(now);
+                    }
+                    StageState::Pending => s.state = StageState::Skipped,
+                    _ => {}
+                }
+            }
+            let during = stage.map_or(String::new(), |s| format!(" during its stage {s:?}"));
+            op.state = OperationState::Failed;
+            op.ended_at = Some(now);
+            op.version += 1;
+            op.error = Some(
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "bangerd stopped while this operation ran{during} (it was killed or \
+                         crashed); the next bangerd removed what it had made"
+                    ),
+                )
+                .with_hint("run the command again"),
+            );
+            tracing::warn!(operation = %op.id, kind = ?op.kind, target = %op.target, "an operation a previous bangerd left unfinished is recorded failed");
+            let id = op.id.clone();
+            let entry = Arc::new(Entry {
+                tx: watch::Sender::new(op.clone()),
+                cancel: AtomicBool::new(false),
+                journal: None,
+            });
+            {
+                let mut registry = self.lock();
+                registry.by_id.insert(id.clone(), entry);
+                registry.order.push(id.clone());
+            }
+            self.retire(&id);
+            recovered.push(op);
+        }
+        recovered
+    }
+
     /// Registers an operation with its planned stages and runs `work` on the blocking pool.
     /// Returns the operation as first reported.
     pub fn spawn<F>(&self, kind: OperationKind, target: &str, stages: &[&str], work: F) -> Operation
@@ -93,7 +194,12 @@ impl Operations {
         let entry = Arc::new(Entry {
             tx: watch::Sender::new(op),
             cancel: AtomicBool::new(false),
+            journal: self
+                .journal
+                .as_ref()
+                .map(|dir| dir.join(format!("{id}.json"))),
         });
+        entry.journal();
         let mut registry = self.lock();
         registry.by_id.insert(id.clone(), entry.clone());
         registry.order.push(id.clone());
@@ -233,6 +339,7 @@ impl OperationContext {
                 stage.started_at = Some(now);
             }
         });
+        self.entry.journal();
     }
 
     /// Marks a stage done, with an optional note (e.g. "reflinked").
@@ -268,6 +375,10 @@ impl OperationContext {
 
     /// Records the outcome: running stages end failed/cancelled, pending ones skipped.
     fn finish(&self, outcome: Result<serde_json::Value, ApiError>) {
+        // Out of the journal before the end is published: whoever sees it ended finds no file.
+        if let Some(path) = &self.entry.journal {
+            let _ = std::fs::remove_file(path);
+        }
         let now = Timestamp::now();
         self.update(|op| {
             let (state, stage_state) = match &outcome {
@@ -414,5 +525,55 @@ mod tests {
         }
         assert_eq!(ops.list().len(), KEEP_FINISHED);
         assert!(ops.get(&last).is_some());
+    }
+
+    /// A daemon killed mid-operation leaves its journal file; the next one reports the
+    /// operation failed in the stage it was in. Finished operations leave no file.
+    #[tokio::test]
+    async fn operations_a_killed_daemon_left_are_reported_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("operations");
+        let ops = Operations::with_journal(journal.clone());
+        let done = ops.spawn(OperationKind::RegisterImage, "fine", &["a"], |cx| {
+            cx.begin("a");
+            Ok(serde_json::Value::Null)
+        });
+        finished(&ops, &done.id).await;
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
+
+        // Registered and driven, never finished: as a killed daemon leaves it.
+        let cx = ops.register(
+            OperationKind::BootstrapImage,
+            "debian",
+            &["fetch", "unpack", "record"],
+        );
+        cx.begin("fetch");
+        cx.begin("unpack");
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1);
+
+        let next = Operations::with_journal(journal.clone());
+        let recovered = next.recover();
+        assert_eq!(recovered.len(), 1);
+        let op = next.get(cx.id()).expect("kept for clients that ask");
+        assert_eq!(op.state, OperationState::Failed);
+        assert_eq!(op.target, "debian");
+        let states: Vec<StageState> = op.stages.iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            [StageState::Done, StageState::Failed, StageState::Skipped]
+        );
+        let error = op.error.unwrap();
+        assert!(
+            error.message.contains("during its stage \"unpack\""),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("killed or crashed"),
+            "{}",
+            error.message
+        );
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
+        assert!(next.recover().is_empty(), "recovered once");
     }
 }

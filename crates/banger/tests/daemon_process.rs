@@ -1,6 +1,7 @@
 //! bangerd as a process: SIGTERM ends it gracefully (socket removed, lock released, the exit
-//! logged), a hard-killed daemon's stale socket does not fool the next command, and several
-//! first commands at once end up sharing one daemon.
+//! logged), a hard-killed daemon's stale socket does not fool the next command, several first
+//! commands at once end up sharing one daemon, and a daemon killed in the middle of a bootstrap
+//! leaves nothing behind and the next one reports the bootstrap failed.
 
 use std::time::Duration;
 
@@ -73,4 +74,95 @@ fn concurrent_first_commands_share_one_daemon() {
     sandbox.ok(&["daemon", "stop"]);
     std::thread::sleep(Duration::from_secs(1));
     sandbox.run(&["daemon", "status"], 6);
+}
+
+/// SIGKILL of bangerd at several points of an image bootstrap (from the shared download cache):
+/// each time, the next daemon (started by the next command) has no half-recorded image, no
+/// staging and no journal left, and reports the bootstrap failed, with the stage it was in, to
+/// a client that asks for it by id. Needs root and debootstrap; prints `SKIP:` without them.
+#[test]
+fn a_daemon_killed_during_a_bootstrap_leaves_nothing_and_the_next_reports_it() {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: root not available (debootstrap needs it)");
+        return;
+    }
+    if !support::netns::have("debootstrap", "--version") {
+        println!("SKIP: debootstrap not found");
+        return;
+    }
+    let cache = std::env::var_os("BANGER_TEST_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/banger-test".into());
+    let sandbox = Sandbox::new();
+    sandbox.config(&format!(
+        "cache_dir = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
+        cache.display()
+    ));
+    let state = sandbox.root().join("state/banger");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = banger_api::Client::new(sandbox.root().join("run/banger/bangerd.sock"));
+    let request = banger_api::BootstrapImageRequest {
+        distro: "debian".into(),
+        suite: None,
+        name: Some("base".into()),
+    };
+    for stage in ["debootstrap", "configure guest", "make rootfs"] {
+        sandbox.ok(&["daemon", "start"]);
+        let pid = sandbox.daemon_pid();
+        let op = runtime.block_on(client.bootstrap_image(&request)).unwrap();
+        // Until the stage runs (or a later one: a stage may pass between two polls).
+        let index = op.stages.iter().position(|s| s.name == stage).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let reached = loop {
+            let now = runtime.block_on(client.get_operation(&op.id)).unwrap();
+            assert!(!now.state.is_finished(), "{stage}: ended first: {now:?}");
+            if let Some(at) = now
+                .stages
+                .iter()
+                .rposition(|s| s.state == banger_api::StageState::Running)
+                && at >= index
+            {
+                break now.stages[at].name.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{stage}: never reached: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        signal(pid, Signal::Kill).unwrap();
+        assert!(wait_for_exit(pid, Duration::from_secs(10)));
+
+        // The next command starts the next daemon, which cleans up before it answers.
+        let images = sandbox.json(&["image", "list"]);
+        assert_eq!(images, serde_json::json!([]), "{stage}");
+        let after = runtime.block_on(client.get_operation(&op.id)).unwrap();
+        assert_eq!(after.state, banger_api::OperationState::Failed, "{after:?}");
+        let error = after.error.unwrap();
+        assert!(error.message.contains("killed or crashed"), "{error:?}");
+        assert!(
+            error.message.contains(&format!("stage {reached:?}")),
+            "{reached}: {error:?}"
+        );
+        println!("killed during {reached:?}: {}", error.message);
+        let left = |dir: &str| -> Vec<String> {
+            std::fs::read_dir(state.join(dir))
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert!(left("staging").is_empty(), "{stage}: {:?}", left("staging"));
+        assert!(left("images").is_empty(), "{stage}: {:?}", left("images"));
+        assert!(
+            left("operations").is_empty(),
+            "{stage}: {:?}",
+            left("operations")
+        );
+        sandbox.ok(&["daemon", "stop"]);
+    }
 }

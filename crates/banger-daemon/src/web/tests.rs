@@ -1944,7 +1944,8 @@ async fn the_bootstrap_form_checks_its_fields_then_starts_an_operation_that_can_
     let json = loop {
         let json: serde_json::Value =
             serde_json::from_str(&w.page(&b, &format!("{op_page}/json")).await).unwrap();
-        if json["current"] != "starting" || std::time::Instant::now() >= deadline {
+        // Its stage begins, then reports progress: wait for the progress.
+        if json["current"] == "debootstrap: 3M of 10M" || std::time::Instant::now() >= deadline {
             break json;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

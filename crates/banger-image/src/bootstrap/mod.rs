@@ -417,6 +417,13 @@ pub fn remove_stale_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapEr
     remove_stale_with_prefix(host, "bootstrap-")
 }
 
+/// Removes everything in the staging directory: what bootstraps, builds and promotions that did
+/// not finish left (their trees, the guest binaries they staged), unmounting first. Call it
+/// only when none of them runs, at daemon start. Returns what was removed.
+pub fn remove_all_staging(host: &Host<'_>) -> Result<Vec<PathBuf>, BootstrapError> {
+    remove_stale_with_prefix(host, "")
+}
+
 /// Removes every staging directory whose name starts with `prefix`.
 pub(crate) fn remove_stale_with_prefix(
     host: &Host<'_>,
