@@ -350,38 +350,51 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Extracts the tar archive `tar` into directory `dir` of VM `name`, the files owned by
-    /// root or, with `keep_owners`, by the uids and gids the archive records.
+    /// Extracts the tar archive streaming from `tar` (chunks as they are made, the channel's
+    /// end being the archive's) into directory `dir` of VM `name`, the files owned by root or,
+    /// with `keep_owners`, by the uids and gids the archive records. The archive is never held
+    /// whole: each chunk waits for room on the way to the guest.
     pub async fn copy_in(
         &self,
         name: &str,
         dir: &str,
         keep_owners: bool,
-        tar: Vec<u8>,
+        tar: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<serde_json::Value, ClientError> {
         let mut path = format!("/v1/vms/{}/files?path={}", escape(name), escape(dir));
         if keep_owners {
             path.push_str("&owners=archive");
         }
-        let (_, bytes) = self.raw(Method::PUT, &path, Some(tar)).await?;
+        let response = self
+            .send_streaming(Method::PUT, &path, "application/x-tar", ReceiverBody(tar))
+            .await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(ClientError::Api(decode_error(status, &bytes)));
+        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// A tar archive of `path` in VM `name`, its top entry called `top` (`.` for a
-    /// directory's bare contents) or, when `None`, `path`'s own name.
+    /// directory's bare contents) or, when `None`, `path`'s own name: the answer, whose body
+    /// streams the archive as the guest makes it.
     pub async fn copy_out(
         &self,
         name: &str,
         path: &str,
         top: Option<&str>,
-    ) -> Result<Bytes, ClientError> {
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let mut uri = format!("/v1/vms/{}/files?path={}", escape(name), escape(path));
         if let Some(top) = top {
             uri.push_str(&format!("&name={}", escape(top)));
         }
-        self.raw(Method::GET, &uri, None)
-            .await
-            .map(|(_, bytes)| bytes)
+        self.send_ok(Method::GET, &uri, None).await
     }
 
     /// What `path` is in VM `name` (the agent's `PathStat`: `kind`, `target`, `mode`).

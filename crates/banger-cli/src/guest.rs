@@ -8,6 +8,7 @@ use std::time::Duration;
 use banger_agent::archive::{Owners, TopName};
 use banger_agent::protocol::{Health, ListeningPort, PathKind, PathStat, Stats};
 use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
+use bytes::Bytes;
 
 use crate::cli::{OutputFormat, VmCommand};
 use crate::cp;
@@ -222,6 +223,110 @@ async fn guest_kind(
     })
 }
 
+/// How many chunks of an archive may wait between the side that makes it and the side that
+/// sends or unpacks it: what bounds `vm cp`'s memory, whatever the size of what it copies.
+const ARCHIVE_CHUNKS_AHEAD: usize = 8;
+
+/// How much of an archive one chunk holds.
+const ARCHIVE_CHUNK: usize = 256 * 1024;
+
+/// A writer that hands what it is given to an async receiver in chunks, waiting for room:
+/// the packing side of a streamed `vm cp`. Call `flush` at the end for the last chunk.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(ARCHIVE_CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(ARCHIVE_CHUNK),
+        ));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "bangerd stopped reading the archive",
+            )
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= ARCHIVE_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A reader of chunks an async sender hands over: the unpacking side of a streamed `vm cp`.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The next data of a streamed answer; `None` at its end.
+async fn next_chunk(body: &mut hyper::body::Incoming) -> Result<Option<Bytes>, Failure> {
+    use http_body_util::BodyExt;
+    loop {
+        match body.frame().await {
+            None => return Ok(None),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+            Some(Err(e)) => {
+                return Err(Failure::new(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the archive from the guest broke off: {e}"),
+                )));
+            }
+        }
+    }
+}
+
 /// `vm cp` (see [`cp`] for where things land).
 async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Result<String, Failure> {
     let usage = |what: &str| {
@@ -235,16 +340,18 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
             validate::name("VM", name)?;
             let path = cp::guest_path(path);
             let dst_kind = guest_kind(daemon, name, &path, false).await?;
-            let (dir, tar) = if src == "-" {
+            // What to pack under which name; none for a tar stream from standard input.
+            let mut top: Option<TopName> = None;
+            // The archive streams to bangerd as it is made (from a local path, or read from
+            // standard input), in bounded memory.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(ARCHIVE_CHUNKS_AHEAD);
+            let dir = if src == "-" {
                 if dst_kind != cp::Kind::Directory {
                     return Err(cp_failure(cp::CpError::StreamNeedsDirectory {
                         dst: dst.to_owned(),
                     }));
                 }
-                let mut tar = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut tar)
-                    .map_err(|e| local_error(format!("cannot read standard input: {e}")))?;
-                (path.clone(), tar)
+                path.clone()
             } else {
                 let source = cp::Side {
                     shown: src,
@@ -266,17 +373,44 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
                     parent_kind == Some(cp::Kind::Directory)
                 })
                 .map_err(cp_failure)?;
-                let tar = banger_agent::archive::pack_as(
-                    std::path::Path::new(src),
-                    &plan.top,
-                    Vec::new(),
-                )
-                .map_err(|e| local_error(format!("cannot read {src}: {e}")))?;
-                (plan.dir, tar)
+                top = Some(plan.top);
+                plan.dir
             };
-            daemon
-                .call(async |client| client.copy_in(name, &dir, keep_owners, tar.clone()).await)
-                .await?;
+            let source = src.to_owned();
+            let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let mut out = ChannelWriter::new(tx);
+                match top {
+                    None => std::io::copy(&mut std::io::stdin().lock(), &mut out)
+                        .map(drop)
+                        .map_err(|e| format!("cannot read standard input: {e}"))?,
+                    Some(top) => {
+                        out = banger_agent::archive::pack_as(
+                            std::path::Path::new(&source),
+                            &top,
+                            out,
+                        )
+                        .map_err(|e| format!("cannot read {source}: {e}"))?;
+                    }
+                }
+                out.flush()
+                    .map_err(|e| format!("cannot send the archive to bangerd: {e}"))
+            });
+            // The stat calls above went through `daemon.call`: bangerd is up and of this build.
+            let answer = daemon.client().copy_in(name, &dir, keep_owners, rx).await;
+            let produced = producer
+                .await
+                .unwrap_or_else(|e| Err(format!("packing the archive failed: {e}")));
+            match (produced, answer) {
+                // What banger could not read is the cause of whatever the guest made of the
+                // archive cut short; bangerd's refusal, when it stopped reading, is the cause
+                // of a send that failed.
+                (Err(local), Ok(_)) => return Err(local_error(local)),
+                (Err(local), Err(_)) if !local.starts_with("cannot send") => {
+                    return Err(local_error(local));
+                }
+                (_, Err(e)) => return Err(Failure::from(e)),
+                (Ok(()), Ok(_)) => {}
+            }
             Ok(format!("Copied {src} to {dst}.\n"))
         }
         (Some((name, path)), None) => {
@@ -300,13 +434,18 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
                     TopName::Named(n) => n.clone(),
                     TopName::Contents => ".".into(),
                 };
-                let tar = daemon
+                let answer = daemon
                     .call(async |client| client.copy_out(name, &path, Some(&top)).await)
                     .await?;
-                let mut stdout = std::io::stdout().lock();
+                let mut body = answer.into_body();
+                let mut stdout = std::io::stdout();
+                while let Some(chunk) = next_chunk(&mut body).await? {
+                    stdout
+                        .write_all(&chunk)
+                        .map_err(|e| local_error(format!("cannot write standard output: {e}")))?;
+                }
                 stdout
-                    .write_all(&tar)
-                    .and_then(|()| stdout.flush())
+                    .flush()
                     .map_err(|e| local_error(format!("cannot write standard output: {e}")))?;
                 return Ok(String::new());
             }
@@ -323,7 +462,7 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
                 TopName::Named(n) => n.clone(),
                 TopName::Contents => ".".into(),
             };
-            let tar = daemon
+            let answer = daemon
                 .call(async |client| client.copy_out(name, &path, Some(&top)).await)
                 .await?;
             let owners = if keep_owners {
@@ -331,12 +470,40 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
             } else {
                 Owners::Extractor
             };
-            banger_agent::archive::unpack_with(
-                std::io::Cursor::new(tar),
-                std::path::Path::new(&plan.dir),
-                owners,
-            )
-            .map_err(|e| local_error(format!("cannot write {dst}: {e}")))?;
+            // Unpacked as it streams in, in bounded memory.
+            let (tx, rx) = tokio::sync::mpsc::channel(ARCHIVE_CHUNKS_AHEAD);
+            let into = plan.dir.clone();
+            let unpacker = tokio::task::spawn_blocking(move || {
+                banger_agent::archive::unpack_with(
+                    ChannelReader::new(rx),
+                    std::path::Path::new(&into),
+                    owners,
+                )
+            });
+            let mut body = answer.into_body();
+            let streamed = loop {
+                match next_chunk(&mut body).await {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            // The unpacking stopped; its error says why.
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other(e.error.message.clone())))
+                            .await;
+                        break Err(e);
+                    }
+                }
+            };
+            drop(tx);
+            let unpacked = unpacker
+                .await
+                .map_err(|e| local_error(format!("unpacking the archive failed: {e}")))?;
+            streamed?;
+            unpacked.map_err(|e| local_error(format!("cannot write {dst}: {e}")))?;
             Ok(format!("Copied {src} to {dst}.\n"))
         }
         (Some(_), Some(_)) => Err(usage("both sides name a VM; one must be local")),

@@ -488,6 +488,54 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         t.ok(&["vm", "exec", "e2e", "--", "cat", "/srv/cp-src/x.txt"]),
         "x\n"
     );
+    // A large copy streams both ways: 96 MiB in and out, the CLI's memory far below it.
+    let big = t.sandbox.root().join("big.bin");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let data: Vec<u8> = (0..(96usize << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    for (what, args) in [
+        (
+            "into the guest",
+            vec!["vm", "cp", big.to_str().unwrap(), "e2e:/root/big.bin"],
+        ),
+        (
+            "out of the guest",
+            vec!["vm", "cp", "e2e:/root/big.bin", &at("big-back.bin")],
+        ),
+    ] {
+        let done = support::deadline::run(
+            t.command(&args),
+            None,
+            what,
+            support::deadline::default_limit(),
+        );
+        assert_eq!(
+            done.code(),
+            0,
+            "{what}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        println!(
+            "vm cp of 96 MiB {what}: the CLI's peak memory {} KiB",
+            done.peak_rss_kib
+        );
+        assert!(
+            done.peak_rss_kib < 48 * 1024,
+            "{what}: the CLI held {} KiB at once",
+            done.peak_rss_kib
+        );
+    }
+    let back = std::fs::read(at("big-back.bin")).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the copy came back unchanged");
+    t.ok(&["vm", "exec", "e2e", "--", "rm", "/root/big.bin"]);
 
     // The work disk (and the root's overlay) survive a restart; the guest shut down cleanly.
     t.ok(&[

@@ -23,6 +23,9 @@ pub struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The most memory the command's process held at once (its VmHWM, sampled while it ran),
+    /// in KiB.
+    pub peak_rss_kib: u64,
 }
 
 impl Finished {
@@ -71,7 +74,17 @@ pub fn try_run(
     let started = Instant::now();
     let mut next_note = Duration::from_secs(120);
     let mut pause = Duration::from_millis(1);
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kib = 0;
     let status = loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(hwm) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            peak_rss_kib = peak_rss_kib.max(hwm);
+        }
         if let Some(status) = child.try_wait().map_err(|e| format!("{what}: {e}"))? {
             break status;
         }
@@ -105,6 +118,7 @@ pub fn try_run(
         status,
         stdout: collect(stdout, Duration::from_secs(10)),
         stderr: collect(stderr, Duration::from_secs(10)),
+        peak_rss_kib,
     })
 }
 

@@ -165,7 +165,8 @@ impl E2e {
         )
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// `banger ARGS` inside the namespace, to run with [`deadline::run`].
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
             .args(args)
