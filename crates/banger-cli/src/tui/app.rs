@@ -130,6 +130,8 @@ pub enum Action {
     Pause,
     Resume,
     Delete,
+    /// A stopped VM's root back to its image (`vm reset`).
+    Reset,
 }
 
 impl Action {
@@ -142,6 +144,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Delete => "delete",
+            Action::Reset => "reset",
         }
     }
 
@@ -154,6 +157,7 @@ impl Action {
             Action::Pause => "Pausing",
             Action::Resume => "Resuming",
             Action::Delete => "Deleting",
+            Action::Reset => "Resetting the root of",
         }
     }
 
@@ -166,6 +170,7 @@ impl Action {
             Action::Pause => "Paused",
             Action::Resume => "Resumed",
             Action::Delete => "Deleted",
+            Action::Reset => "Reset the root of",
         }
     }
 
@@ -175,7 +180,7 @@ impl Action {
             Action::Start => Some(VmAction::Start),
             Action::Stop => Some(VmAction::Stop),
             Action::Restart => Some(VmAction::Restart),
-            Action::Pause | Action::Resume | Action::Delete => None,
+            Action::Pause | Action::Resume | Action::Delete | Action::Reset => None,
         }
     }
 
@@ -184,6 +189,9 @@ impl Action {
     /// stopped VM goes straight to bangerd, whose refusal says why.
     fn asks_first(self, vm: &Vm) -> bool {
         match self {
+            // A reset loses what was changed outside /root; bangerd refuses it for a VM that
+            // runs, so only a stopped one is asked about.
+            Action::Reset => !vm.state.holds_resources(),
             Action::Delete => true,
             Action::Stop | Action::Restart => vm.state.holds_resources(),
             Action::Start | Action::Pause | Action::Resume => false,
@@ -196,7 +204,7 @@ impl Action {
 pub enum Acted {
     /// Start, stop, restart: the operation doing it, followed by polling.
     Operation(Operation),
-    /// Pause, resume: the VM as it is now.
+    /// Pause, resume, reset: the VM as it is now.
     Vm(Vm),
     Deleted,
 }
@@ -1098,6 +1106,7 @@ impl App {
             KeyCode::Char('s') => return self.ask(Action::Start),
             KeyCode::Char('x') => return self.ask(Action::Stop),
             KeyCode::Char('R') => return self.ask(Action::Restart),
+            KeyCode::Char('z') => return self.ask(Action::Reset),
             KeyCode::Char('p') => {
                 // One key both ways: what the VM's state calls for.
                 let paused = self

@@ -948,6 +948,32 @@ fn stop_and_restart_ask_first_while_the_vm_runs() {
 }
 
 #[test]
+fn reset_asks_first_for_a_stopped_vm_and_a_running_one_hears_bangerds_refusal() {
+    let mut app = usual();
+    assert!(press(&mut app, "z").is_empty());
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::Confirm("dev".into(), Action::Reset))
+    );
+    assert!(contains(&app, 80, 24, "Reset VM dev's root?"));
+    assert!(contains(&app, 80, 24, "Its root goes back to its image"));
+    assert!(press(&mut app, "n").is_empty());
+    assert_eq!(app.overlay, None);
+    press(&mut app, "z");
+    assert_eq!(
+        press(&mut app, "y"),
+        vec![Effect::Act("dev".into(), Action::Reset)]
+    );
+    assert!(contains(&app, 80, 24, "Resetting the root of VM dev"));
+    // A running VM is not asked about: bangerd's refusal says to stop it first.
+    press(&mut app, "j");
+    assert_eq!(
+        press(&mut app, "z"),
+        vec![Effect::Act("web-1".into(), Action::Reset)]
+    );
+}
+
+#[test]
 fn a_refused_action_shows_bangerds_message_and_hint() {
     let mut app = usual();
     press(&mut app, "x");

@@ -1220,7 +1220,11 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
         key_line(t, "c", "create and start a VM (a form)"),
         key_line(t, "s  P", "start the selected VM; promote it to an image"),
         key_line(t, "x  R", "stop it, restart it (ask first while it runs)"),
-        key_line(t, "p", "pause it, or resume it when paused"),
+        key_line(
+            t,
+            "p  z",
+            "pause or resume it; reset a stopped one's root (asks first)",
+        ),
         key_line(t, "d  Del", "delete it and its disks (asks first)"),
         key_line(t, "l", "its console: ↑ ↓ PgUp PgDn g G scroll, ← → shift"),
         key_line(
@@ -1250,7 +1254,7 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
     frame.render_widget(Paragraph::new(lines).block(pane(" Keys ", t)), rect);
 }
 
-/// The question before a stop, restart or delete: what will happen, and the two keys.
+/// The question before a stop, restart, reset or delete: what will happen, and the two keys.
 fn confirm(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str, action: Action) {
     let (title, question, consequence, yes, no, border) = match action {
         Action::Stop => (
@@ -1270,7 +1274,16 @@ fn confirm(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str, action: Act
             " keep it running",
             t.busy(),
         ),
-        // Only stop, restart and delete ask first.
+        Action::Reset => (
+            " Reset VM ",
+            "'s root?",
+            "Its root goes back to its image: what was changed outside /root is lost. Its work \
+             disk, name and address are kept.",
+            " reset   ",
+            " keep it",
+            t.busy(),
+        ),
+        // Only stop, restart, reset and delete ask first.
         _ => (
             " Delete VM ",
             " and its disks?",

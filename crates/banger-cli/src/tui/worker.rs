@@ -119,6 +119,10 @@ async fn act(daemon: &Daemon, name: &str, action: Action) -> Result<Acted, Failu
             .call(async |c| c.delete_vm(name).await)
             .await
             .map(|()| Acted::Deleted),
+        Action::Reset => daemon
+            .call(async |c| c.reset_vm(name).await)
+            .await
+            .map(Acted::Vm),
         _ => {
             let pause = action == Action::Pause;
             daemon

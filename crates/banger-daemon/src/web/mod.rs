@@ -344,6 +344,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/vms/{name}/restart",
             get(pages::confirm_restart_vm).post(pages::restart_vm),
         )
+        .route(
+            "/vms/{name}/reset",
+            get(pages::confirm_reset_vm).post(pages::reset_vm),
+        )
         .route("/vms/{name}/pause", post(pages::pause_vm))
         .route("/vms/{name}/resume", post(pages::resume_vm))
         .route("/new/vm", get(pages::new_vm))

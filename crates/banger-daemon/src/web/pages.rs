@@ -105,6 +105,7 @@ impl Notice {
             "vm-created" => Some("VM created.".to_owned()),
             "vm-deleted" => Some(format!("Deleted VM {}.", self.name)),
             "vm-paused" => Some("VM paused.".to_owned()),
+            "vm-reset" => Some("Root reset to the image; /root kept.".to_owned()),
             "vm-resumed" => Some("VM resumed.".to_owned()),
             "snapshot-deleted" => Some(format!("Deleted snapshot {}.", self.name)),
             "cancel-requested" => Some("Cancellation requested.".to_owned()),
@@ -647,6 +648,51 @@ pub async fn restart_vm(
         .await
         .map_err(|e| PageError::new(&form.viewer, e))?;
     Ok(see_other(&views::operation_href(&op.id)))
+}
+
+/// `GET /vms/{name}/reset`: the confirmation step. Shows, changes nothing; a VM that is not
+/// stopped gets bangerd's refusal, with how to stop it.
+pub async fn confirm_reset_vm(
+    State(d): State<Arc<Daemon>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let vm = blocking(&d, move |d| vm::find(d, &name))
+        .await
+        .map_err(|e| PageError::new(&viewer, e))?;
+    if !matches!(vm.state, VmState::Stopped | VmState::Failed) {
+        return Err(PageError::new(
+            &viewer,
+            ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "VM {:?} is {}; only a stopped VM's root can be reset",
+                    vm.name, vm.state
+                ),
+            )
+            .with_hint("stop it first"),
+        ));
+    }
+    Ok(views::render(&views::VmConfirmPage::reset(
+        viewer.chrome("vms"),
+        &vm,
+    )))
+}
+
+/// `POST /vms/{name}/reset`: a fresh root from the VM's image (`vm reset`), then back to its
+/// page.
+pub async fn reset_vm(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    form: CsrfForm,
+) -> Page {
+    let vm = blocking(&d, move |d| vm::reset(d, &name))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::with_query(
+        &views::vm_href(&vm.name),
+        &[("notice", "vm-reset")],
+    )))
 }
 
 /// `POST /vms/{name}/pause`.

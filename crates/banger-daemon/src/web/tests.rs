@@ -193,10 +193,16 @@ impl Web {
         self.insert_image_at(name, "/images/x/vmlinux", "/images/x/rootfs.ext4")
     }
 
-    /// An image whose files exist, which a VM can start from.
+    /// An image whose files exist, which a VM can start from, and whose init reads config
+    /// drives (so a VM of it can have its root reset).
     fn insert_bootable_image(&self, name: &str) -> Image {
         let (kernel, rootfs, _) = self.boot_files();
-        self.insert_image_at(name, kernel.to_str().unwrap(), rootfs.to_str().unwrap())
+        let mut image =
+            self.insert_image_at(name, kernel.to_str().unwrap(), rootfs.to_str().unwrap());
+        self.d.store.delete_image(&image.id).unwrap();
+        image.manifest.init_features = vec![banger_init::FEATURE_CONFIG_DRIVE.to_owned()];
+        self.d.store.insert_image(&image).unwrap();
+        image
     }
 
     fn insert_image_at(&self, name: &str, kernel: &str, rootfs: &str) -> Image {
@@ -351,6 +357,7 @@ const PAGES: &[&str] = &[
     "/vms/dev/delete",
     "/vms/dev/stop",
     "/vms/dev/restart",
+    "/vms/dev/reset",
     "/vms/dev/console",
     "/vms/dev/guest",
     "/new/vm",
@@ -1255,6 +1262,16 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
     }
     assert_eq!(w.vm("dev").state, VmState::Running);
 
+    // A running VM's root cannot be reset: the page says so, and offers no Reset.
+    let response = w.send(w.get("/vms/dev/reset", Some(&b))).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert!(
+        text(response)
+            .await
+            .contains("root can be reset")
+    );
+    assert!(!w.page(&b, "/vms/dev").await.contains("/vms/dev/reset"));
+
     // Pause and resume answer at once, on the VM's page.
     assert_eq!(
         w.act(&b, "/vms/dev/pause").await,
@@ -1329,6 +1346,30 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
         let response = w.send(w.get(path, Some(&b))).await;
         assert_eq!(response.status(), StatusCode::CONFLICT, "GET {path}");
     }
+
+    // Reset asks first, on a stopped VM only; the question changes nothing; the answer is a
+    // fresh root (a new overlay disk), on the VM's page.
+    let confirm = w.page(&b, "/vms/dev/reset").await;
+    assert!(confirm.contains("action=\"/vms/dev/reset\""), "{confirm}");
+    assert!(
+        confirm.contains("Reset dev") && confirm.contains("/root"),
+        "{confirm}"
+    );
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(page.contains("href=\"/vms/dev/reset\""), "{page}");
+    let overlay = w.d.paths.vm_dir(&vm.id).join(disks::OVERLAY_DISK);
+    std::fs::write(w.d.paths.vm_dir(&vm.id).join("marker"), "").unwrap();
+    let inode =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&overlay);
+    assert_eq!(
+        w.act(&b, "/vms/dev/reset").await,
+        "/vms/dev?notice=vm-reset"
+    );
+    assert_ne!(inode(&overlay), before, "a new overlay disk");
+    let page = w.page(&b, "/vms/dev?notice=vm-reset").await;
+    assert!(page.contains("Root reset to the image"), "{page}");
+    assert_eq!(w.vm("dev").state, VmState::Stopped);
 
     // Start again, then a VMM that dies on its own: the page says why.
     let op = w.finish(&w.act(&b, "/vms/dev/start").await).await;

@@ -295,6 +295,7 @@ pub fn vm_actions(vm: &Vm) -> Vec<VmAction> {
     match vm.state {
         VmState::Stopped | VmState::Failed => vec![
             post("Start", "start", "primary"),
+            confirm("Reset root…", "reset", "secondary"),
             confirm("Delete…", "delete", "danger"),
         ],
         VmState::Running => vec![
@@ -1206,6 +1207,25 @@ impl VmConfirmPage {
             ),
             action: format!("{}/restart", row.href),
             button: format!("Restart {}", vm.name),
+            vm: row,
+        }
+    }
+}
+
+impl VmConfirmPage {
+    pub fn reset(chrome: Chrome, vm: &Vm) -> VmConfirmPage {
+        let row = VmRow::from(vm);
+        VmConfirmPage {
+            chrome,
+            title: format!("Reset the root of VM {}?", vm.name),
+            explanation: format!(
+                "VM {}'s root goes back to its image {}: what was changed outside /root (installed \
+                 packages, files in /etc, ...) is lost. Its work disk at /root, its name, address, \
+                 keys and resources are kept; it stays stopped.",
+                vm.name, vm.image.name
+            ),
+            action: format!("{}/reset", row.href),
+            button: format!("Reset {}", vm.name),
             vm: row,
         }
     }
@@ -2306,8 +2326,11 @@ mod tests {
                 .map(|a| a.label)
                 .collect()
         };
-        assert_eq!(labels(VmState::Stopped), ["Start", "Delete…"]);
-        assert_eq!(labels(VmState::Failed), ["Start", "Delete…"]);
+        assert_eq!(
+            labels(VmState::Stopped),
+            ["Start", "Reset root…", "Delete…"]
+        );
+        assert_eq!(labels(VmState::Failed), ["Start", "Reset root…", "Delete…"]);
         assert_eq!(
             labels(VmState::Running),
             ["Stop…", "Restart…", "Pause", "Delete…"]
