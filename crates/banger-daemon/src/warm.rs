@@ -409,28 +409,33 @@ fn wait_started(d: &Daemon, created: &CreatedVm) -> Result<(), ApiError> {
             "a warm pool VM was created without a start",
         ));
     };
-    let deadline = Instant::now() + d.config.defaults.ready_timeout + Duration::from_secs(60);
-    loop {
-        let Some(now) = d.ops.get(&op.id) else {
-            return Err(ApiError::internal("a warm pool VM's start disappeared"));
-        };
-        if now.state.is_finished() {
-            return match now.error {
-                None if now.state == banger_api::OperationState::Succeeded => Ok(()),
-                Some(e) => Err(e),
-                None => Err(ApiError::new(
-                    ErrorCode::Cancelled,
-                    "the start was cancelled",
-                )),
-            };
-        }
-        if Instant::now() >= deadline {
+    let limit = d.config.defaults.ready_timeout + Duration::from_secs(60);
+    let Some(mut updates) = d.ops.subscribe(&op.id) else {
+        return Err(ApiError::internal("a warm pool VM's start disappeared"));
+    };
+    // Woken by the operation's own updates, not by polling.
+    let ended = d.machines.block_on(async {
+        tokio::time::timeout(limit, updates.wait_for(|op| op.state.is_finished()))
+            .await
+            .map(|seen| seen.map(|op| op.clone()))
+    });
+    let now = match ended {
+        Ok(Ok(now)) => now,
+        Ok(Err(_)) => return Err(ApiError::internal("a warm pool VM's start disappeared")),
+        Err(_) => {
             return Err(ApiError::internal(format!(
                 "a warm pool VM's start did not end within {} s",
-                (d.config.defaults.ready_timeout + Duration::from_secs(60)).as_secs()
+                limit.as_secs()
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+    };
+    match now.error {
+        None if now.state == banger_api::OperationState::Succeeded => Ok(()),
+        Some(e) => Err(e),
+        None => Err(ApiError::new(
+            ErrorCode::Cancelled,
+            "the start was cancelled",
+        )),
     }
 }
 
