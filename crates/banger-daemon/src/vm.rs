@@ -46,7 +46,12 @@ pub fn create_in(
         Some(snapshot) => crate::snapshot::restore_request(d, snapshot, req)?,
         None => req,
     };
-    let (vm, image) = record(d, req, state, pool)?;
+    // A user's VM goes before the warm pool's: ready pool VMs holding the room it needs give
+    // way. The pool's own VMs do not push each other out.
+    let (vm, image) = match pool {
+        None => crate::warm::admit_giving_way(d, || record(d, req.clone(), state, None))?,
+        Some(_) => record(d, req, state, pool)?,
+    };
     let snapshot_dir = snapshot.as_ref().map(|s| d.paths.snapshot_dir(&s.id));
     let make_files = |d: &Daemon, vm: &Vm, image: &Image, dir: &std::path::Path| {
         make_files(d, vm, image, dir, snapshot_dir.as_deref())?;

@@ -439,6 +439,39 @@ fn wait_started(d: &Daemon, created: &CreatedVm) -> Result<(), ApiError> {
     }
 }
 
+/// Makes room for a user's VM that admission control would refuse: discards one ready VM of
+/// the pool (paused, it holds its memory), which the keeper makes again once there is room.
+/// Returns whether one went.
+pub fn give_way(d: &Daemon) -> bool {
+    let _work = d.warm.work();
+    let ready = d
+        .store
+        .pool_vms()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|vm| vm.pool == Some(PoolRole::Ready) && vm.state == VmState::Paused);
+    let Some(vm) = ready else {
+        return false;
+    };
+    tracing::info!(vm = %vm.name, "a ready VM of the warm pool gives way to a VM that would not fit");
+    discard(d, &vm);
+    true
+}
+
+/// Runs `admit` (a create's or a start's admission), and again each time a ready VM of the
+/// warm pool gives way, while admission control refuses it for want of room.
+pub fn admit_giving_way<T>(
+    d: &Daemon,
+    mut admit: impl FnMut() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    loop {
+        match admit() {
+            Err(e) if e.code == ErrorCode::OverCapacity && give_way(d) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Ends a hidden VM of the pool at once (no graceful shutdown: nobody's work is in it) and
 /// deletes it with its files.
 fn discard(d: &Daemon, vm: &banger_api::Vm) {

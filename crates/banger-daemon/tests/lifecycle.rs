@@ -2448,6 +2448,66 @@ async fn the_warm_pool_hands_over_a_ready_vm_with_a_new_identity_and_refills() {
     assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
 }
 
+/// A paused ready VM of the warm pool holds its memory, but a user's VM comes first: a create
+/// and a start that would not fit beside it make it give way (the pool stays empty while there
+/// is no room), and one that would not fit anyway is still refused with the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_pool_vms_give_way_to_a_users_vm_that_would_not_fit() {
+    let h = Harness::on_host(
+        FakeFirecracker::new(),
+        FakeQemu::new(),
+        fresh_net(),
+        "vmm = \"firecracker\"\n",
+        Some(small_host()),
+    )
+    .await;
+    support::register(&h.client, &h.dir.path().join("files"), "pooled", true).await;
+    let agent = IdentityAgent::default();
+    agent.serve_all(&h.paths);
+    h.client.set_pool("pooled", 1).await.unwrap();
+    wait_for("a ready VM", async || pool_entry(&h).await.ready == 1).await;
+    let pooled = stored_vms(&h);
+    assert_eq!(pooled.len(), 1);
+    let limit_mib = (h
+        .client
+        .capacity()
+        .await
+        .unwrap()
+        .memory
+        .limit_bytes
+        .unwrap()
+        >> 20) as i64;
+    let room = limit_mib - i64::from(pooled[0].memory_mib);
+
+    // More than the room left beside the pool's VM, less than the limit: the pool gives way.
+    let created = create_sized(&h, "big", 1, room + 256, true).await;
+    assert_eq!(created.state, VmState::Running);
+    assert!(
+        stored_vms(&h).iter().all(|vm| vm.id != pooled[0].id),
+        "the ready VM went"
+    );
+    // More than the limit: refused as before, with nothing of the pool left to give.
+    let err = h
+        .client
+        .create_vm(&sized("huge", 1, limit_mib, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.api().unwrap().code, ErrorCode::OverCapacity, "{err}");
+    // The pool cannot refill beside "big" (its fill is refused, and retried later); stopped,
+    // "big" makes room again.
+    h.act("big", VmAction::Stop).await;
+    wait_for("the pool to refill", async || {
+        pool_entry(&h).await.ready == 1
+    })
+    .await;
+    // A start that would not fit beside the ready VM makes it give way too.
+    let op = h.act("big", VmAction::Start).await;
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    assert_eq!(pool_entry(&h).await.ready, 0);
+    h.act("big", VmAction::Stop).await;
+    h.client.set_pool("pooled", 0).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_each_step_of_filling_the_pool_leaves_nothing() {
     struct Case {

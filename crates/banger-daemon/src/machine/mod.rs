@@ -265,13 +265,15 @@ pub fn request_start(d: &Arc<Daemon>, name: &str) -> Result<Operation, ApiError>
         d.admission
             .check_fits_idle(Some(&vm.name), vm.vcpus, vm.memory_mib, Ask::Start)?;
     }
-    admit_start(
-        d,
-        &vm.id,
-        &[VmState::Stopped, VmState::Failed],
-        "only a stopped or failed VM can be started",
-        start_hint(vm.state),
-    )?;
+    crate::warm::admit_giving_way(d, || {
+        admit_start(
+            d,
+            &vm.id,
+            &[VmState::Stopped, VmState::Failed],
+            "only a stopped or failed VM can be started",
+            start_hint(vm.state),
+        )
+    })?;
     Ok(spawn_start(d, vm, OperationKind::StartVm))
 }
 

@@ -1265,11 +1265,7 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
     // A running VM's root cannot be reset: the page says so, and offers no Reset.
     let response = w.send(w.get("/vms/dev/reset", Some(&b))).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
-    assert!(
-        text(response)
-            .await
-            .contains("root can be reset")
-    );
+    assert!(text(response).await.contains("root can be reset"));
     assert!(!w.page(&b, "/vms/dev").await.contains("/vms/dev/reset"));
 
     // Pause and resume answer at once, on the VM's page.
