@@ -31,7 +31,11 @@ pub async fn follow(
             _ = tokio::signal::ctrl_c() => None,
         };
         match watched {
-            Some(watched) => watched?,
+            Some(Ok(watched)) => watched,
+            Some(Err(e)) => {
+                reporter.finish();
+                return Err(lost(&id, e));
+            }
             None => cancel(client, &id, &mut reporter).await?,
         }
     };
@@ -49,6 +53,20 @@ pub async fn follow(
                 ApiError::internal(format!("operation {id} failed without saying why"))
             })))
         }
+    }
+}
+
+/// What following operation `id` met: bangerd's own answer as it is; a lost connection (a
+/// daemon killed or crashed under the operation) says which operation, and that the next
+/// bangerd reports what became of it.
+fn lost(id: &str, e: banger_api::ClientError) -> Failure {
+    match e {
+        banger_api::ClientError::Api(e) => Failure::new(e),
+        other => Failure::unavailable(
+            format!("bangerd went away while operation {id} ran: {other}"),
+            "the next banger command starts bangerd again, which removes what the operation \
+             had made and reports it failed; run the command again",
+        ),
     }
 }
 

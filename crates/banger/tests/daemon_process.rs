@@ -112,7 +112,25 @@ fn a_daemon_killed_during_a_bootstrap_leaves_nothing_and_the_next_reports_it() {
     for stage in ["debootstrap", "configure guest", "make rootfs"] {
         sandbox.ok(&["daemon", "start"]);
         let pid = sandbox.daemon_pid();
-        let op = runtime.block_on(client.bootstrap_image(&request)).unwrap();
+        // The first time through the CLI, which is told its daemon went away.
+        let cli = (stage == "debootstrap").then(|| {
+            let mut bootstrap = sandbox.banger(["image", "bootstrap", "debian", "--name", "base"]);
+            bootstrap.timeout(Duration::from_secs(300));
+            std::thread::spawn(move || bootstrap.output())
+        });
+        let op = match cli {
+            None => runtime.block_on(client.bootstrap_image(&request)).unwrap(),
+            Some(_) => loop {
+                let ops = runtime.block_on(client.list_operations()).unwrap();
+                if let Some(op) = ops
+                    .into_iter()
+                    .find(|op| op.kind == banger_api::OperationKind::BootstrapImage)
+                {
+                    break op;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            },
+        };
         // Until the stage runs (or a later one: a stage may pass between two polls).
         let index = op.stages.iter().position(|s| s.name == stage).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(300);
@@ -135,6 +153,15 @@ fn a_daemon_killed_during_a_bootstrap_leaves_nothing_and_the_next_reports_it() {
         };
         signal(pid, Signal::Kill).unwrap();
         assert!(wait_for_exit(pid, Duration::from_secs(10)));
+        if let Some(cli) = cli {
+            let out = cli.join().unwrap().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(6), "{err}");
+            assert!(
+                err.contains(&format!("bangerd went away while operation {} ran", op.id)),
+                "{err}"
+            );
+        }
 
         // The next command starts the next daemon, which cleans up before it answers.
         let images = sandbox.json(&["image", "list"]);
