@@ -148,8 +148,12 @@ impl ApiError {
         }
     }
 
+    /// The error with `hint`, except that a full disk keeps its own: a call site's guess at
+    /// the cause of a failure (a tool missing, say) is not what to do about a full disk.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        if self.code != ErrorCode::NoSpace {
+            self.hint = Some(hint.into());
+        }
         self
     }
 
@@ -184,6 +188,10 @@ mod tests {
             assert_eq!(e.message, message);
             assert!(e.hint.unwrap().contains("df -h"));
         }
+        // A call site's hint does not replace what to do about a full disk.
+        let e = ApiError::internal("mkfs.ext4 failed: No space left on device")
+            .with_hint("`banger doctor` checks that e2fsprogs is installed");
+        assert!(e.hint.unwrap().contains("df -h"));
         // Only internal failures are reclassified; a refusal stays what it is.
         let e = ApiError::internal("cannot open /x: Permission denied (os error 13)");
         assert_eq!((e.code, e.hint), (ErrorCode::Internal, None));

@@ -800,6 +800,10 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
     );
     println!("create on a full disk: {}", error.message);
     assert!(
+        error.hint.as_deref().unwrap_or_default().contains("df -h"),
+        "what to do about a full disk, not a missing tool: {error:?}"
+    );
+    assert!(
         h.client
             .list_vms()
             .await
