@@ -347,6 +347,15 @@ impl<'a> BuildVm<'a> {
             },
         )?;
         let vm = BuildVm { d, vm: created.vm };
+        // A daemon killed from here on leaves a VM the next one deletes (`sweep`).
+        let marker = d.paths.vm_dir(&vm.vm.id).join(BUILD_MARKER);
+        if let Err(e) = std::fs::write(&marker, b"") {
+            return Err(ApiError::internal(format!(
+                "cannot mark the build VM {}: {}: {e}",
+                vm.vm.name,
+                marker.display()
+            )));
+        }
         if let Some(start) = created.operation {
             let deadline = Instant::now() + BOOT_TIMEOUT;
             loop {

@@ -2,7 +2,8 @@
 //! network namespace the test creates, like `e2e_qemu.rs`): a recipe with packages, files, a
 //! script, a command and a service builds an image whose VMs show every effect; the same
 //! inputs come from the cache; a failing script fails the build with its output and leaves
-//! nothing; a stopped VM's root becomes an image that new VMs boot with.
+//! nothing; so does a daemon killed mid-build, and the next one reports the build failed; a
+//! stopped VM's root becomes an image that new VMs boot with.
 //!
 //! The only network step, the host's download of the recipe's packages, runs first with
 //! `--download-only` through a daemon outside the namespace; the build itself then runs in
@@ -200,6 +201,81 @@ fn images_are_built_from_recipes_and_promoted_from_vms() {
     );
     assert!(entries(&t, "staging").is_empty());
     let (code, _, _) = t.banger(&["image", "show", "broken"]);
+    assert_ne!(code, 0);
+
+    // bangerd killed while a build provisions its guest: the next daemon deletes the build's
+    // VM and staging, records no image, and reports the build failed in that stage.
+    let slow = d.join("slow.toml");
+    write(
+        &slow,
+        "name = \"slow\"\n[[run]]\ncommand = \"sleep 600\"\n",
+        0o644,
+    );
+    let vm_dirs_before = entries(&t, "vms");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = banger_api::Client::new(t.sandbox.root().join("run/banger/bangerd.sock"));
+    let pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as u32;
+    let (op, cli) = std::thread::scope(|scope| {
+        let build =
+            scope.spawn(|| t.banger(&["image", "build", "-f", &slow.display().to_string()]));
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        let op = loop {
+            let ops = runtime
+                .block_on(client.list_operations())
+                .unwrap_or_default();
+            if let Some(op) = ops.into_iter().find(|op| {
+                op.kind == banger_api::OperationKind::BuildImage
+                    && op.stages.iter().any(|s| {
+                        s.name == "run scripts" && s.state == banger_api::StageState::Running
+                    })
+            }) {
+                break op;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the slow build never ran its script"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        banger_host::process::signal(pid, banger_host::process::Signal::Kill).unwrap();
+        (op, build.join().unwrap())
+    });
+    let (code, _, err) = cli;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("bangerd went away while operation"), "{err}");
+    // The next command's daemon cleans up before it answers.
+    let vms = t.json(&["vm", "list"]);
+    assert_eq!(
+        vms.as_array().unwrap().len(),
+        1,
+        "{vms:#}\n{}",
+        std::fs::read_to_string(t.sandbox.root().join("state/banger/bangerd.log"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let after = runtime.block_on(client.get_operation(&op.id)).unwrap();
+    assert_eq!(after.state, banger_api::OperationState::Failed, "{after:?}");
+    assert!(
+        after
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("stage \"run scripts\""),
+        "{after:?}"
+    );
+    assert_eq!(entries(&t, "vms"), vm_dirs_before, "the build's VM is gone");
+    assert_eq!(entries(&t, "images"), images_before);
+    assert!(entries(&t, "staging").is_empty());
+    assert!(entries(&t, "operations").is_empty());
+    let (code, _, _) = t.banger(&["image", "show", "slow"]);
     assert_ne!(code, 0);
 
     // Promote: what a VM changed becomes an image; a running VM is refused.
