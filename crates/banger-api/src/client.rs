@@ -143,18 +143,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let response = self.send(method, path, body).await?;
-        let status = response.status();
-        if status.is_client_error() || status.is_server_error() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Err(ClientError::Api(decode_error(status, &bytes)));
-        }
-        Ok(response)
+        ok_or_error(self.send(method, path, body).await?).await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -298,17 +287,7 @@ impl Client {
                 ReceiverBody(frames),
             )
             .await?;
-        let status = response.status();
-        if status.is_client_error() || status.is_server_error() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Err(ClientError::Api(decode_error(status, &bytes)));
-        }
-        Ok(response)
+        ok_or_error(response).await
     }
 
     /// Sends a request whose body streams from `body` while the answer is read: HTTP/1.1
@@ -368,16 +347,13 @@ impl Client {
         let response = self
             .send_streaming(Method::PUT, &path, "application/x-tar", ReceiverBody(tar))
             .await?;
-        let status = response.status();
+        let response = ok_or_error(response).await?;
         let bytes = response
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
-        if status.is_client_error() || status.is_server_error() {
-            return Err(ClientError::Api(decode_error(status, &bytes)));
-        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -717,6 +693,23 @@ impl hyper::body::Body for ReceiverBody {
             .poll_recv(cx)
             .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
     }
+}
+
+/// `response` when its status is not an error's; otherwise the API error its body carries.
+async fn ok_or_error(
+    response: hyper::Response<Incoming>,
+) -> Result<hyper::Response<Incoming>, ClientError> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response);
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .to_bytes();
+    Err(ClientError::Api(decode_error(status, &bytes)))
 }
 
 fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {

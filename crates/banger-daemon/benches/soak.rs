@@ -12,24 +12,7 @@ mod soak;
 
 use std::time::Duration;
 
-use banger_host::network::netns::Netns;
-
 fn main() {
-    let Some(binary) = fixture::firecracker_or_skip() else {
-        return;
-    };
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps and the bridge need root");
-        return;
-    }
-    let netns = match Netns::create("banger-bench-") {
-        Ok(netns) => netns,
-        Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
-            return;
-        }
-    };
-    netns.enter().unwrap();
     let env = |name: &str, default: usize| {
         std::env::var(name)
             .ok()
@@ -39,15 +22,10 @@ fn main() {
     };
     let total = env("SOAK_CYCLES", 1000);
     let every = env("SOAK_EVERY", 250);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    soak::in_a_namespace("banger-bench-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, client, paths) =
-            soak::daemon(dir.path(), &binary.path, &fixture::tiny_kernel(), |p| {
+            soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
                 fixture::ext4(p, 16)
             })
             .await;
@@ -59,7 +37,7 @@ fn main() {
         println!(
             "  {:>6}  {}",
             0,
-            soak::read(&paths, &binary.path, settle).await
+            soak::read(&paths, &firecracker, settle).await
         );
         let mut done = 0;
         let mut busy = Duration::ZERO;
@@ -69,7 +47,7 @@ fn main() {
             done += n;
             println!(
                 "  {done:>6}  {}",
-                soak::read(&paths, &binary.path, settle).await
+                soak::read(&paths, &firecracker, settle).await
             );
         }
         println!(
@@ -78,6 +56,4 @@ fn main() {
         );
         daemon.stop().await;
     });
-    drop(runtime);
-    drop(netns);
 }

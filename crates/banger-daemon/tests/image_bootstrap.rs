@@ -17,7 +17,7 @@ mod support;
 
 struct Harness {
     /// Dropped first: the state directory's own small filesystem, when the test has one.
-    small_disk: Option<support::SmallDisk>,
+    _small_disk: Option<support::SmallDisk>,
     dir: tempfile::TempDir,
     daemon: Option<RunningDaemon>,
     client: Client,
@@ -42,11 +42,43 @@ impl Harness {
         let daemon = banger_daemon::start(paths).await.unwrap();
         let client = Client::new(daemon.socket());
         Harness {
-            small_disk,
+            _small_disk: small_disk,
             dir,
             daemon: Some(daemon),
             client,
         }
+    }
+
+    /// Starts a bootstrap of Debian named `base`, or prints `SKIP:` and stops the daemon when
+    /// this host cannot bootstrap.
+    async fn start_bootstrap(&mut self) -> Option<banger_api::Operation> {
+        match self
+            .client
+            .bootstrap_image(&request("debian", None, Some("base")))
+            .await
+        {
+            Ok(op) => Some(op),
+            Err(e) if e.is_code(ErrorCode::Unavailable) => {
+                println!("SKIP: the host cannot bootstrap: {e}");
+                self.stop().await;
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Whether bootstrap `done` failed at its first stage, apt not resolving the kernel
+    /// package (no mirror, no cache): then it prints `SKIP:` and stops the daemon.
+    async fn could_not_resolve(&mut self, done: &banger_api::Operation) -> bool {
+        if done.state == OperationState::Failed && done.stages[0].state == StageState::Failed {
+            println!(
+                "SKIP: apt cannot resolve the kernel package: {:?}",
+                done.error
+            );
+            self.stop().await;
+            return true;
+        }
+        false
     }
 
     /// Shares the test download cache (outside the repository, keyed by inputs like
@@ -177,18 +209,8 @@ async fn a_bootstrap_operation_builds_and_records_an_image() {
     let mut h = Harness::start().await;
     h.share_download_cache();
 
-    let op = match h
-        .client
-        .bootstrap_image(&request("debian", None, Some("base")))
-        .await
-    {
-        Ok(op) => op,
-        Err(e) if e.is_code(ErrorCode::Unavailable) => {
-            println!("SKIP: the host cannot bootstrap: {e}");
-            h.stop().await;
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(op) = h.start_bootstrap().await else {
+        return;
     };
     assert_eq!(op.kind, OperationKind::BootstrapImage);
     let names: Vec<&str> = op.stages.iter().map(|s| s.name.as_str()).collect();
@@ -209,12 +231,7 @@ async fn a_bootstrap_operation_builds_and_records_an_image() {
         ]
     );
     let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    if done.state == OperationState::Failed && done.stages[0].state == StageState::Failed {
-        println!(
-            "SKIP: apt cannot resolve the kernel package: {:?}",
-            done.error
-        );
-        h.stop().await;
+    if h.could_not_resolve(&done).await {
         return;
     }
     assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
@@ -261,7 +278,7 @@ async fn a_bootstrap_on_a_full_disk_fails_with_no_space_and_leaves_nothing() {
     };
     let mut h = Harness::start_on(Some(small)).await;
     h.share_download_cache();
-    let disk = h.small_disk.as_ref().unwrap();
+    let state = h.state_dir();
     let filler = h.state_dir().join("filler");
     // Grows the filler until `left` bytes are free (or the disk is full: the bootstrap may be
     // writing at the same time).
@@ -270,7 +287,9 @@ async fn a_bootstrap_on_a_full_disk_fails_with_no_space_and_leaves_nothing() {
         let _ = std::fs::remove_file(&filler);
         let mut file = std::fs::File::create(&filler).unwrap();
         let chunk = vec![1u8; 1 << 20];
-        while disk.free() > left + (1 << 20) && file.write_all(&chunk).is_ok() {}
+        while support::SmallDisk::free_at(&state) > left + (1 << 20)
+            && file.write_all(&chunk).is_ok()
+        {}
     };
 
     fill_leaving(200 << 20);
@@ -287,28 +306,13 @@ async fn a_bootstrap_on_a_full_disk_fails_with_no_space_and_leaves_nothing() {
     assert_eq!(support::files_under(&h.state_dir()), before);
 
     std::fs::remove_file(&filler).unwrap();
-    let op = match h
-        .client
-        .bootstrap_image(&request("debian", None, Some("base")))
-        .await
-    {
-        Ok(op) => op,
-        Err(e) if e.is_code(ErrorCode::Unavailable) => {
-            println!("SKIP: the host cannot bootstrap: {e}");
-            h.stop().await;
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(op) = h.start_bootstrap().await else {
+        return;
     };
     // Past the check: the disk fills under the bootstrap.
     fill_leaving(32 << 20);
     let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    if done.state == OperationState::Failed && done.stages[0].state == StageState::Failed {
-        println!(
-            "SKIP: apt cannot resolve the kernel package: {:?}",
-            done.error
-        );
-        h.stop().await;
+    if h.could_not_resolve(&done).await {
         return;
     }
     assert_eq!(done.state, OperationState::Failed, "{done:#?}");

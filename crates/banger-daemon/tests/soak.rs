@@ -14,38 +14,16 @@ mod soak;
 
 use std::time::Duration;
 
-use banger_host::network::netns::Netns;
-
 #[test]
 fn many_create_start_stop_delete_cycles_leak_nothing() {
-    let Some(binary) = fixture::firecracker_or_skip() else {
-        return;
-    };
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps, bridges and nftables rules need root");
-        return;
-    }
-    let netns = match Netns::create("banger-test-") {
-        Ok(netns) => netns,
-        Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
-            return;
-        }
-    };
-    netns.enter().unwrap();
     let n: usize = std::env::var("SOAK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    soak::in_a_namespace("banger-test-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, client, paths) =
-            soak::daemon(dir.path(), &binary.path, &fixture::tiny_kernel(), |p| {
+            soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
                 fixture::ext4(p, 16)
             })
             .await;
@@ -54,9 +32,9 @@ fn many_create_start_stop_delete_cycles_leak_nothing() {
         // The warm-up fills what the daemon keeps by design: the last 200 finished operations
         // (three a cycle), the disk pool, the spare Firecracker.
         soak::cycles(&client, 70).await;
-        let before = soak::read(&paths, &binary.path, settle).await;
+        let before = soak::read(&paths, &firecracker, settle).await;
         let took = soak::cycles(&client, n).await;
-        let after = soak::read(&paths, &binary.path, settle).await;
+        let after = soak::read(&paths, &firecracker, settle).await;
         println!("soak: {n} cycles in {:.1}s", took.as_secs_f64());
         println!("  before: {before}");
         println!("  after:  {after}");
@@ -81,6 +59,4 @@ fn many_create_start_stop_delete_cycles_leak_nothing() {
         assert!(after.wal_bytes <= 8 << 20, "{after}");
         daemon.stop().await;
     });
-    drop(runtime);
-    drop(netns);
 }

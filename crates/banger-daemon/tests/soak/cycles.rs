@@ -12,6 +12,39 @@ use std::time::{Duration, Instant};
 use banger_api::paths::Paths;
 use banger_api::{Client, CreateVmRequest, OperationState, RegisterImageRequest, VmAction};
 use banger_daemon::RunningDaemon;
+use banger_host::network::netns::Netns;
+
+/// Runs `soak`, given the Firecracker binary, on a runtime whose every thread lives in a
+/// throw-away network namespace (its name starting with `prefix`); prints `SKIP:` and returns
+/// without root or Firecracker.
+pub fn in_a_namespace<F: std::future::Future<Output = ()>>(
+    prefix: &str,
+    soak: impl FnOnce(PathBuf) -> F,
+) {
+    let Some(binary) = crate::fixture::firecracker_or_skip() else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: taps, bridges and nftables rules need root");
+        return;
+    }
+    let netns = match Netns::create(prefix) {
+        Ok(netns) => netns,
+        Err(error) => {
+            println!("SKIP: cannot create a network namespace: {error}");
+            return;
+        }
+    };
+    netns.enter().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(soak(binary.path));
+    drop(runtime);
+    drop(netns);
+}
 
 /// One reading of the daemon's process and the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

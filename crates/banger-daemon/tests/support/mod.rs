@@ -104,7 +104,12 @@ impl SmallDisk {
 
     /// Bytes free on it.
     pub fn free(&self) -> u64 {
-        let st = rustix::fs::statvfs(self.at.as_ref().unwrap()).unwrap();
+        SmallDisk::free_at(self.at.as_ref().unwrap())
+    }
+
+    /// Bytes free on the filesystem of `path`.
+    pub fn free_at(path: &Path) -> u64 {
+        let st = rustix::fs::statvfs(path).unwrap();
         st.f_bavail * st.f_frsize
     }
 }
