@@ -9,6 +9,8 @@
 mod fixture;
 #[path = "../tests/soak/cycles.rs"]
 mod soak;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ fn main() {
     let every = env("SOAK_EVERY", 250);
     soak::in_a_namespace("banger-bench-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
-        let (daemon, client, paths) =
+        let (daemon, client, paths, _vmms) =
             soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
                 fixture::ext4(p, 16)
             })

@@ -63,27 +63,6 @@ fn instance_state(vm: &Vm) -> Result<InstanceState, banger_vmm::VmmError> {
     })
 }
 
-/// Kills, when dropped (a failing test included), every Firecracker serving a socket of this
-/// test's daemon: in its runtime directory or, jailed, in its jails. VMMs outlive their daemon by
-/// design, so a test that stops half way would otherwise leave them running.
-struct KillVmms {
-    firecracker: PathBuf,
-    paths: Paths,
-}
-
-impl Drop for KillVmms {
-    fn drop(&mut self) {
-        let fc = banger_vmm::Firecracker::new(banger_vmm::FirecrackerBinary {
-            path: self.firecracker.clone(),
-            version: banger_vmm::MIN_VERSION,
-        })
-        .with_chroot_base(self.paths.jail_dir());
-        for found in fc.scan(&self.paths.vm_sockets_dir()).processes {
-            let _ = banger_host::signal(found.pid, banger_host::Signal::Kill);
-        }
-    }
-}
-
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !check().await {
@@ -143,7 +122,7 @@ async fn lifecycle(firecracker: PathBuf) {
         state_dir: dir.path().join("state/banger"),
         runtime_dir: dir.path().join("run/banger"),
     };
-    let _vmms = KillVmms {
+    let _vmms = support::KillVmms {
         firecracker: firecracker.to_owned(),
         paths: paths.clone(),
     };
@@ -336,7 +315,7 @@ async fn jailed_lifecycle(firecracker: PathBuf) {
         state_dir: dir.path().join("state/banger"),
         runtime_dir: dir.path().join("run/banger"),
     };
-    let _vmms = KillVmms {
+    let _vmms = support::KillVmms {
         firecracker: firecracker.clone(),
         paths: paths.clone(),
     };

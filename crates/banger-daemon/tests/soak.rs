@@ -11,6 +11,7 @@
 mod fixture;
 #[path = "soak/cycles.rs"]
 mod soak;
+mod support;
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ fn many_create_start_stop_delete_cycles_leak_nothing() {
         .unwrap_or(40);
     soak::in_a_namespace("banger-test-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
-        let (daemon, client, paths) =
+        let (daemon, client, paths, _vmms) =
             soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
                 fixture::ext4(p, 16)
             })

@@ -124,17 +124,22 @@ pub async fn read(paths: &Paths, firecracker: &Path, settle: Duration) -> Readin
     }
 }
 
-/// A daemon on the real Firecracker in `dir`, with the tiny image registered as `tiny`.
+/// A daemon on the real Firecracker in `dir`, with the tiny image registered as `tiny`, and
+/// the guard that kills its Firecrackers when dropped (the soak failing half way included).
 pub async fn daemon(
     dir: &Path,
     firecracker: &Path,
     kernel: &[u8],
     make_rootfs: impl FnOnce(&Path),
-) -> (RunningDaemon, Client, Paths) {
+) -> (RunningDaemon, Client, Paths, crate::support::KillVmms) {
     let paths = Paths {
         config_file: dir.join("config/banger/config.toml"),
         state_dir: dir.join("state/banger"),
         runtime_dir: dir.join("run/banger"),
+    };
+    let vmms = crate::support::KillVmms {
+        firecracker: firecracker.to_owned(),
+        paths: paths.clone(),
     };
     std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
     std::fs::write(
@@ -169,7 +174,7 @@ pub async fn daemon(
         .unwrap();
     let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
-    (daemon, client, paths)
+    (daemon, client, paths, vmms)
 }
 
 /// `n` cycles of create (which starts), stop, start, delete, each step checked; returns how

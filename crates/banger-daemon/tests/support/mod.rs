@@ -144,3 +144,24 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Kills, when dropped (a failing test included), every Firecracker serving a socket of this
+/// test's daemon: in its runtime directory or, jailed, in its jails. VMMs outlive their daemon by
+/// design, so a test that stops half way would otherwise leave them running.
+pub struct KillVmms {
+    pub firecracker: PathBuf,
+    pub paths: banger_api::paths::Paths,
+}
+
+impl Drop for KillVmms {
+    fn drop(&mut self) {
+        let fc = banger_vmm::Firecracker::new(banger_vmm::FirecrackerBinary {
+            path: self.firecracker.clone(),
+            version: banger_vmm::MIN_VERSION,
+        })
+        .with_chroot_base(self.paths.jail_dir());
+        for found in fc.scan(&self.paths.vm_sockets_dir()).processes {
+            let _ = banger_host::signal(found.pid, banger_host::Signal::Kill);
+        }
+    }
+}
