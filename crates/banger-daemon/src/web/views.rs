@@ -323,6 +323,18 @@ pub struct RuntimeView {
     pub tap: String,
     pub api_socket: String,
     pub up_since: String,
+    /// How its VMM is confined, when it runs behind the jailer.
+    pub jail: Option<JailView>,
+}
+
+/// A jailed VMM's confinement, as the VM's page shows it.
+#[derive(Debug, Clone)]
+pub struct JailView {
+    /// `uid 10012, gid 10012`.
+    pub ids: String,
+    pub chroot: String,
+    /// The cgroup and its memory limit, or why there is none.
+    pub cgroup: String,
 }
 
 impl From<&VmRuntime> for RuntimeView {
@@ -333,6 +345,20 @@ impl From<&VmRuntime> for RuntimeView {
             tap: r.tap.clone(),
             api_socket: r.api_socket.clone(),
             up_since: time(r.started_at),
+            jail: r.jail.as_deref().map(|j| JailView {
+                ids: format!("uid {}, gid {}", j.uid, j.gid),
+                chroot: j.chroot.clone(),
+                cgroup: match (&j.cgroup, j.memory_max) {
+                    (Some(cgroup), Some(max)) => match &j.cpu_max {
+                        Some(cpu) => format!("{cgroup} (memory.max {}, cpu.max {cpu})", size(max)),
+                        None => format!("{cgroup} (memory.max {})", size(max)),
+                    },
+                    (Some(cgroup), None) => cgroup.clone(),
+                    (None, _) => "none (the host's cgroup v2 lacks the memory and cpu \
+                                  controllers)"
+                        .into(),
+                },
+            }),
         }
     }
 }
@@ -1926,6 +1952,50 @@ mod tests {
             "dev login: ".to_owned(),
         ];
         insta::assert_snapshot!(render(&VmPage::new(chrome("vms"), &dev, &ops, Ok(console))));
+    }
+
+    /// A jailed VM's page says how its VMM is confined: its ids, chroot and cgroup.
+    #[test]
+    fn vm_page_shows_a_jailed_vmms_confinement() {
+        let mut dev = vm("dev", VmState::Running, 1);
+        let mut rt = runtime();
+        rt.jail = Some(Box::new(banger_api::VmJail {
+            uid: 10012,
+            gid: 10012,
+            chroot: "/var/lib/banger/jail/firecracker/vm00000000000001/root".into(),
+            cgroup: Some("/sys/fs/cgroup/banger/vm00000000000001".into()),
+            memory_max: Some((512 + 64) << 20),
+            cpu_max: Some("100000 100000".into()),
+        }));
+        dev.runtime = Some(rt);
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
+        for shown in [
+            "<dt>Jailed as</dt><dd>uid 10012, gid 10012</dd>",
+            "<code>/var/lib/banger/jail/firecracker/vm00000000000001/root</code>",
+            "/sys/fs/cgroup/banger/vm00000000000001 (memory.max 576M, cpu.max 100000 100000)",
+        ] {
+            assert!(page.contains(shown), "{shown}\n{page}");
+        }
+        // Without a cgroup, the page says why.
+        let mut rt = runtime();
+        rt.jail = Some(Box::new(banger_api::VmJail {
+            uid: 10012,
+            gid: 10012,
+            chroot: "/jail".into(),
+            cgroup: None,
+            memory_max: None,
+            cpu_max: None,
+        }));
+        dev.runtime = Some(rt);
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
+        assert!(
+            page.contains("lacks the memory and cpu controllers"),
+            "{page}"
+        );
+        // An unjailed VM's page has none of it.
+        dev.runtime = Some(runtime());
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
+        assert!(!page.contains("Jailed as"));
     }
 
     #[test]
