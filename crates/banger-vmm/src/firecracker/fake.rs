@@ -655,6 +655,9 @@ impl ProcessHost for FakeFirecracker {
         if !state.files.contains(target) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
+        if state.files.contains(link) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
         let owner = state.owners.get(target).copied().unwrap_or((0, 0, 0o600));
         state.owners.insert(link.to_owned(), owner);
         state.files.insert(link.to_owned());

@@ -553,6 +553,39 @@ fn a_jailed_snapshot_is_written_inside_the_chroot_and_its_files_taken_out_after(
     );
     assert!(body.contains(r#""uds_path":"/v.sock""#), "{body}");
     assert!(fake.exists(&Path::new(ROOT).join("snapshot-overlay")));
+
+    // The restored VM is snapshotted in turn: the links its restore read are taken out first,
+    // or the snapshot's own would find their names taken.
+    let snap2 = Path::new("/var/lib/banger/snapshots/s2");
+    let target2 = SnapshotTarget {
+        state: snap2.join("state"),
+        memory: snap2.join("memory"),
+        drives: vec![DriveCopy {
+            id: "overlay".into(),
+            live: Path::new(VM).join("overlay.ext4"),
+            copy: snap2.join("overlay.ext4"),
+        }],
+    };
+    let copier = fake.clone();
+    let copy = snap2.join("overlay.ext4");
+    fc.snapshot_vm(&vm, &target2, &mut || {
+        copier.create_file(&copy).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    assert!(
+        fake.exists(&snap2.join("state")),
+        "written through the link"
+    );
+
+    // What a snapshot the daemon died in leaves in the chroot goes; the VM's drives stay.
+    for name in ["snapshot-state", "snapshot-memory", "snapshot-work"] {
+        fake.create_file(&Path::new(ROOT).join(name)).unwrap();
+    }
+    fc.forget_snapshot_links(&vm.api_socket).unwrap();
+    for name in ["snapshot-state", "snapshot-memory", "snapshot-work"] {
+        assert!(!fake.exists(&Path::new(ROOT).join(name)), "{name} left");
+    }
+    assert!(fake.exists(&Path::new(ROOT).join("drive-overlay")));
     fc.stop(&vm, Duration::ZERO).unwrap();
     assert_nothing_left(&fake, "after the restored VM stopped");
 }

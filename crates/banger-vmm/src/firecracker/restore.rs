@@ -92,6 +92,13 @@ impl Firecracker {
             source,
         })?;
         let root = dir.join("root");
+        // A restored VM's chroot still holds the links its restore read, and a snapshot the
+        // last daemon did not finish left its own: they go first, or the links below would
+        // find their names taken.
+        clear_snapshot_links(host, &root).map_err(|source| VmmError::File {
+            path: root.clone(),
+            source,
+        })?;
         let inside = |name: &str| Path::new("/").join(name);
         let mut placed = Vec::new();
         let place = |source: &Path, name: &str, placed: &mut Vec<Resource>| {
@@ -149,6 +156,19 @@ impl Firecracker {
             (Ok(()), true) => Ok(()),
             (Ok(()), false) => Err(VmmError::Release(failures)),
         }
+    }
+
+    /// Takes out of a jailed VM's chroot the links to snapshot files that a snapshot (or the
+    /// VM's restore) placed there: after a daemon died during a snapshot they would keep the
+    /// removed snapshot's memory and disk copies allocated until the VM stops. A VM that is
+    /// not jailed has none.
+    pub fn forget_snapshot_links(&self, api_socket: &Path) -> Result<(), VmmError> {
+        let Some(dir) = self.jail_dir_of(api_socket) else {
+            return Ok(());
+        };
+        let root = dir.join("root");
+        clear_snapshot_links(&*self.host, &root)
+            .map_err(|source| VmmError::File { path: root, source })
     }
 
     fn snapshot_steps(
@@ -324,6 +344,24 @@ impl Firecracker {
             vsock_socket,
         })
     }
+}
+
+/// Removes the snapshot links in the chroot `root`: the state and memory files and the
+/// drive copies (`snapshot-*`), links Firecracker no longer needs once a snapshot is written or
+/// a restore loaded. A link does not hold an open file: a running restored guest keeps its
+/// memory.
+fn clear_snapshot_links(host: &dyn super::host::ProcessHost, root: &Path) -> std::io::Result<()> {
+    let prefix = jail::snapshot_drive_name("");
+    for path in host.list_dir(root)? {
+        let snapshot_file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix));
+        if snapshot_file {
+            host.remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The `PUT /snapshot/load` of a restore of `spec`: paused after the load, so that its drives
