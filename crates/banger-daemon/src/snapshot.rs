@@ -592,9 +592,13 @@ pub fn sweep(d: &Daemon) {
     }
 }
 
-/// After a daemon was killed during a snapshot of the running VM `vm`: its drives may still
-/// point at the (now removed) snapshot copies, so they are pointed back at its own disks. The
-/// VM stays paused if the snapshot had paused it; the user resumes it.
+/// After a daemon was killed during a snapshot of the running VM `vm` (as its record was
+/// before the adoption): its drives may still point at the (now removed) snapshot copies, so
+/// they are pointed back at its own disks, and a jailed VM's chroot loses the links to the
+/// snapshot's files (they would keep its memory and disk copies allocated). A VM the snapshot
+/// paused runs again, as the user had it; one the user had paused stays paused. A drive that
+/// cannot be pointed back keeps the VM paused, with the reason recorded: it must not run on a
+/// removed copy.
 pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
     let marker = d.paths.vm_dir(&vm.id).join(SNAPSHOTTING);
     if !marker.exists() {
@@ -607,6 +611,7 @@ pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
     if let Ok(Backend::Firecracker(fc)) = d.machines.backends.for_running(runtime.vmm) {
         let api_socket = Path::new(&runtime.api_socket);
         let api = fc.client(api_socket);
+        let mut stuck = Vec::new();
         for (id, file) in COPIED_DRIVES {
             let own = d.paths.vm_dir(&vm.id).join(file);
             if !own.exists() {
@@ -617,8 +622,46 @@ pub fn recover_interrupted(d: &Daemon, vm: &Vm) {
                 Ok(()) => {
                     tracing::info!(vm = %vm.name, drive = id, "drive pointed back after an interrupted snapshot")
                 }
+                Err(e) => stuck.push(format!(
+                    "drive {id} may still use a removed snapshot copy: {}",
+                    banger_vmm::error_chain(&e)
+                )),
+            }
+        }
+        if let Err(e) = fc.forget_snapshot_links(api_socket) {
+            tracing::warn!(vm = %vm.name, error = %banger_vmm::error_chain(&e), "cannot take an interrupted snapshot's links out of the jail");
+        }
+        let handle = machine::handle_of(vm, runtime);
+        if !stuck.is_empty() {
+            let reason = format!(
+                "a snapshot was interrupted: {}; stop the VM and start it again",
+                stuck.join("; ")
+            );
+            tracing::error!(vm = %vm.name, error = %reason, "VM kept paused");
+            if let Err(e) =
+                d.store
+                    .set_vm_run_state(&vm.id, VmState::Paused, Some(runtime), Some(&reason))
+            {
+                tracing::error!(vm = %vm.name, error = %e, "cannot record a VM kept paused");
+            }
+        } else if vm.state == VmState::Running
+            && matches!(
+                banger_vmm::Vmm::state(&fc, &handle),
+                Ok(banger_vmm::InstanceState::Paused)
+            )
+        {
+            match banger_vmm::Vmm::resume(&fc, &handle) {
+                Ok(()) => {
+                    tracing::info!(vm = %vm.name, "VM resumed after an interrupted snapshot");
+                    if let Err(e) =
+                        d.store
+                            .set_vm_run_state(&vm.id, VmState::Running, Some(runtime), None)
+                    {
+                        tracing::error!(vm = %vm.name, error = %e, "cannot record a resumed VM");
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(vm = %vm.name, drive = id, error = %banger_vmm::error_chain(&e), "cannot point a drive back after an interrupted snapshot; stop the VM")
+                    tracing::warn!(vm = %vm.name, error = %banger_vmm::error_chain(&e), "cannot resume a VM after an interrupted snapshot")
                 }
             }
         }

@@ -2672,3 +2672,133 @@ async fn a_pool_on_a_qemu_host_or_of_a_bad_size_is_refused_and_nothing_is_stored
     h.client.set_pool("base", 0).await.unwrap();
     assert!(stored_vms(&h).is_empty());
 }
+
+/// A daemon killed during a snapshot or during a restore leaves each VM whole: the next one
+/// points the snapshotted VM's drives back at its own disks and resumes it (its user had it
+/// running), removes the unfinished snapshot, and does not keep a restored guest that had not
+/// yet taken its own identity (it still had the snapshot's address and token): that VM is
+/// stopped, off the network, and its next start boots it as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
+    use banger_api::SnapshotVmRequest;
+    use banger_vmm::firecracker::vm::VmState as FcState;
+    let mut h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    support::register(&h.client, &h.dir.path().join("files"), "pooled", true).await;
+    let agent = IdentityAgent::default();
+    agent.serve_all(&h.paths);
+    h.create_from("src", "pooled").await;
+    h.client
+        .snapshot_vm(
+            "src",
+            &SnapshotVmRequest {
+                name: Some("s1".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let created = h
+        .client
+        .create_vm(&CreateVmRequest {
+            name: Some("restored".into()),
+            from_snapshot: Some("s1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = h
+        .client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(op.state, banger_api::OperationState::Succeeded, "{op:?}");
+    let src = h.vm("src").await;
+    let restored = h.vm("restored").await;
+    let src_run = src.runtime.clone().unwrap();
+    let restored_run = restored.runtime.clone().unwrap();
+
+    // The daemon goes away as if killed: during a snapshot of src (paused by it, its drives
+    // on the snapshot's copies, the snapshot's directory half written), and while `restored`
+    // was being restored (started, its guest not yet told who it is).
+    h.daemon.take().unwrap().stop().await;
+    let src_dir = h.paths.vm_dir(&src.id);
+    let unfinished = h.paths.snapshot_dir("00000000deadbeef");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("memory"), "half").unwrap();
+    std::fs::write(
+        src_dir.join(".snapshotting"),
+        unfinished.display().to_string(),
+    )
+    .unwrap();
+    let fc = h.fc.backend();
+    let api = fc.client(std::path::Path::new(&src_run.api_socket));
+    api.patch_vm(FcState::Paused).unwrap();
+    for drive in ["overlay", "work"] {
+        api.patch_drive(drive, &unfinished.join(format!("{drive}.ext4")))
+            .unwrap();
+    }
+    let restored_dir = h.paths.vm_dir(&restored.id);
+    std::fs::write(restored_dir.join("restore.agent-token"), "the snapshot's").unwrap();
+    let store = banger_store::Store::open(&h.paths.database()).unwrap();
+    store
+        .set_vm_run_state(&restored.id, VmState::Starting, Some(&restored_run), None)
+        .unwrap();
+    drop(store);
+
+    h.restart().await;
+    // src runs on its own disks, as its user had it.
+    let src = h.vm("src").await;
+    assert_eq!(src.state, VmState::Running, "{src:?}");
+    assert_eq!(src.runtime.as_ref().unwrap().pid, src_run.pid);
+    for (drive, file) in [("overlay", "overlay.ext4"), ("work", "work.ext4")] {
+        assert_eq!(
+            h.fc.drive_path(src_run.pid, drive),
+            Some(src_dir.join(file)),
+            "{drive}"
+        );
+    }
+    let handle = banger_vmm::VmHandle {
+        vm_id: src.id.clone(),
+        pid: src_run.pid,
+        api_socket: src_run.api_socket.clone().into(),
+        vsock_socket: None,
+    };
+    assert_eq!(
+        banger_vmm::Vmm::state(&fc, &handle).unwrap(),
+        InstanceState::Running
+    );
+    assert!(!src_dir.join(".snapshotting").exists());
+    assert!(!unfinished.exists(), "the unfinished snapshot goes");
+    assert_eq!(h.client.list_snapshots().await.unwrap().len(), 1);
+
+    // The half-restored VM is not kept: stopped, its Firecracker ended, its tap gone, the
+    // snapshot's token removed.
+    let stopped = h.vm("restored").await;
+    assert_eq!(stopped.state, VmState::Stopped, "{stopped:?}");
+    assert_eq!(stopped.runtime, None);
+    let why = stopped.last_error.clone().unwrap_or_default();
+    assert!(why.contains("restored from a snapshot"), "{why}");
+    assert!(!h.fc.alive(restored_run.pid));
+    assert!(!taps_left(&h).contains(&Harness::tap_of(&restored)));
+    assert!(!restored_dir.join("restore.agent-token").exists());
+    // Its next start boots it as itself.
+    let op = h.act("restored", VmAction::Start).await;
+    assert_eq!(op.state, banger_api::OperationState::Succeeded, "{op:?}");
+    let booted = h.vm("restored").await;
+    assert_eq!(booted.state, VmState::Running);
+    let stages: Vec<&str> = booted
+        .runtime
+        .as_ref()
+        .unwrap()
+        .boot
+        .iter()
+        .map(|s| s.stage.as_str())
+        .collect();
+    assert!(!stages.contains(&"identity"), "{stages:?}");
+
+    for vm in ["src", "restored"] {
+        h.client.delete_vm(vm).await.unwrap();
+    }
+    h.client.delete_snapshot("s1").await.unwrap();
+    assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
+    assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
+}

@@ -27,6 +27,10 @@ pub struct Record {
     pub pid: Option<u32>,
     pub api_socket: Option<PathBuf>,
     pub vsock_socket: Option<PathBuf>,
+    /// The VM was starting from a snapshot and its guest had not yet taken its own identity
+    /// (it still has the snapshot's address, hostname and agent token).
+    #[serde(default)]
+    pub identity_pending: bool,
 }
 
 /// What the host shows about a record's VMM process.
@@ -113,6 +117,9 @@ pub enum StopReason {
     NeverStarted,
     /// The daemon died while stopping it; the stop is finished.
     StopInterrupted,
+    /// The daemon died while restoring it from a snapshot, before its guest took its own
+    /// identity: a guest with another VM's identity is not kept.
+    RestoreInterrupted,
 }
 
 /// Why a VMM process is ended.
@@ -205,6 +212,7 @@ pub fn decide(
                 continue;
             }
             (VmState::Stopping, _, _) => StopReason::StopInterrupted,
+            (VmState::Starting, _, _) if record.identity_pending => StopReason::RestoreInterrupted,
             (_, false, _) => StopReason::SocketGone,
             (_, true, None) => StopReason::NotAnswering,
             (_, true, Some(InstanceState::NotStarted)) => StopReason::NeverStarted,
@@ -294,6 +302,7 @@ mod tests {
             pid,
             api_socket: pid.map(|_| sock(&format!("{vm}.sock"))),
             vsock_socket: pid.map(|_| sock(&format!("{vm}.vsock"))),
+            identity_pending: false,
         }
     }
 
@@ -372,6 +381,28 @@ mod tests {
                 "recorded {state:?}, observed {observation:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_restore_interrupted_before_the_guest_took_its_identity_is_ended() {
+        let restoring = |state: VmState| Record {
+            identity_pending: true,
+            ..record("a", state, Some(100))
+        };
+        let running = [Some(seen(true, true, true, RUNNING))];
+        let paused = [Some(seen(true, true, true, PAUSED))];
+        let none = HostScan::default();
+        for observed in [&running, &paused] {
+            assert_eq!(
+                decide(&[restoring(VmState::Starting)], observed, &none),
+                [stop(StopReason::RestoreInterrupted), kill()]
+            );
+        }
+        // Only a start under way: a running VM took its identity before it was recorded so.
+        assert_eq!(
+            decide(&[restoring(VmState::Running)], &running, &none),
+            [adopt(InstanceState::Running)]
+        );
     }
 
     #[test]

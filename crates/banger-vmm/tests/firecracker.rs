@@ -233,6 +233,7 @@ fn a_new_daemon_adopts_running_firecrackers_and_reconciles_the_dead() {
             pid: Some(vm.pid),
             api_socket: Some(vm.api_socket.clone()),
             vsock_socket: vm.vsock_socket.clone(),
+            identity_pending: false,
         })
         .collect();
     let observations: Vec<_> = [&kept, &dead]

@@ -293,6 +293,7 @@ fn a_fresh_backend_adopts_a_running_qemu_and_reconciles() {
         pid: Some(vm.pid),
         api_socket: Some(vm.api_socket.clone()),
         vsock_socket: None,
+        identity_pending: false,
     }];
     let observations = [Some(next.observe(vm.pid, &vm.api_socket))];
     let scan = next.scan(fx.path());

@@ -65,6 +65,11 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
                 .runtime
                 .as_ref()
                 .and_then(|r| r.vsock_socket.clone().map(Into::into)),
+            identity_pending: d
+                .paths
+                .vm_dir(&vm.id)
+                .join(crate::snapshot::RESTORE_TOKEN)
+                .exists(),
         })
         .collect();
     let observations: Vec<_> = records
@@ -302,6 +307,25 @@ fn mark_stopped(d: &Daemon, vm: &Vm, reason: StopReason) {
         StopReason::NoProcess | StopReason::NeverStarted | StopReason::StopInterrupted => {
             (VmState::Stopped, None)
         }
+        StopReason::RestoreInterrupted => {
+            // Its restore is over (the state and memory were loaded and their links removed);
+            // the snapshot's token goes too: its next start boots the guest as itself.
+            let vm_dir = d.paths.vm_dir(&vm.id);
+            crate::snapshot::RestoreFiles {
+                state: vm_dir.join(crate::snapshot::RESTORE_STATE),
+                memory: vm_dir.join(crate::snapshot::RESTORE_MEMORY),
+                token: vm_dir.join(crate::snapshot::RESTORE_TOKEN),
+            }
+            .finish();
+            (
+                VmState::Stopped,
+                Some(
+                    "banger's daemon stopped while this VM was being restored from a snapshot, \
+                     before its guest took its own identity; `banger vm start` boots it as itself"
+                        .to_owned(),
+                ),
+            )
+        }
         other => {
             let console = banger_vmm::console_tail(
                 &d.paths.vm_dir(&vm.id).join(disks::CONSOLE_LOG),
@@ -336,5 +360,6 @@ fn describe(reason: StopReason) -> &'static str {
         StopReason::NotAnswering => "it did not answer on its control socket",
         StopReason::NeverStarted => "the instance was never started",
         StopReason::StopInterrupted => "a stop was under way",
+        StopReason::RestoreInterrupted => "a restore from a snapshot was under way",
     }
 }

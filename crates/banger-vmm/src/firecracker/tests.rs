@@ -769,6 +769,7 @@ fn reconcile_after_a_daemon_restart() {
             pid: Some(alive.pid),
             api_socket: Some(alive.api_socket.clone()),
             vsock_socket: alive.vsock_socket.clone(),
+            identity_pending: false,
         },
         Record {
             vm_id: "vm-2".into(),
@@ -776,6 +777,7 @@ fn reconcile_after_a_daemon_restart() {
             pid: Some(crashed.pid),
             api_socket: Some(crashed.api_socket.clone()),
             vsock_socket: None,
+            identity_pending: false,
         },
     ];
     let observations: Vec<_> = records

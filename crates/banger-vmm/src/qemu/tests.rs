@@ -653,6 +653,7 @@ fn reconcile_after_a_daemon_restart() {
             pid: Some(alive.pid),
             api_socket: Some(alive.api_socket.clone()),
             vsock_socket: None,
+            identity_pending: false,
         },
         Record {
             vm_id: "vm-2".into(),
@@ -660,6 +661,7 @@ fn reconcile_after_a_daemon_restart() {
             pid: Some(crashed.pid),
             api_socket: Some(crashed.api_socket.clone()),
             vsock_socket: None,
+            identity_pending: false,
         },
     ];
     let observations: Vec<_> = records
