@@ -45,6 +45,9 @@ pub const RESTORE_TOKEN: &str = "restore.agent-token";
 /// In a VM's directory while a snapshot of it is being written: its drives may point at the
 /// snapshot's copies.
 pub const SNAPSHOTTING: &str = ".snapshotting";
+/// In a snapshot's directory: the snapshot is `vm clone`'s own, deleted once the clone's start
+/// is over (or, after a daemon died before that, by the next daemon).
+pub const CLONE_MARKER: &str = ".clone";
 
 /// The drives a snapshot copies (the base root is read-only and shared, and kept while a
 /// snapshot needs it). The config drive is copied too, though a restored VM gets its own: the
@@ -99,6 +102,10 @@ pub fn delete(d: &Daemon, name: &str) -> Result<Snapshot, ApiError> {
 /// The VM whose next (or current) start restores `snapshot`, if any: its restore files are
 /// links to the snapshot's, and a restore reads the snapshot's disk copies.
 fn restoring_from(d: &Daemon, snapshot: &Snapshot) -> Result<Option<String>, ApiError> {
+    Ok(vm_restoring_from(d, snapshot)?.map(|vm| vm.name))
+}
+
+fn vm_restoring_from(d: &Daemon, snapshot: &Snapshot) -> Result<Option<Vm>, ApiError> {
     use std::os::unix::fs::MetadataExt;
     let Ok(state) = fs::metadata(d.paths.snapshot_dir(&snapshot.id).join(STATE_FILE)) else {
         return Ok(None);
@@ -107,7 +114,7 @@ fn restoring_from(d: &Daemon, snapshot: &Snapshot) -> Result<Option<String>, Api
         if let Ok(link) = fs::metadata(d.paths.vm_dir(&vm.id).join(RESTORE_STATE))
             && (link.dev(), link.ino()) == (state.dev(), state.ino())
         {
-            return Ok(Some(vm.name));
+            return Ok(Some(vm));
         }
     }
     Ok(None)
@@ -390,11 +397,7 @@ pub fn restore_files(d: &Daemon, snapshot: &Snapshot, vm_dir: &Path) -> Result<(
 
 /// The restore files in `vm_dir`, when its next start is a restore.
 pub fn pending_restore(vm_dir: &Path) -> Option<RestoreFiles> {
-    let files = RestoreFiles {
-        state: vm_dir.join(RESTORE_STATE),
-        memory: vm_dir.join(RESTORE_MEMORY),
-        token: vm_dir.join(RESTORE_TOKEN),
-    };
+    let files = RestoreFiles::in_dir(vm_dir);
     (files.state.exists() && files.memory.exists()).then_some(files)
 }
 
@@ -407,6 +410,15 @@ pub struct RestoreFiles {
 }
 
 impl RestoreFiles {
+    /// Where they are in the VM directory `vm_dir`, whether they exist or not.
+    pub fn in_dir(vm_dir: &Path) -> RestoreFiles {
+        RestoreFiles {
+            state: vm_dir.join(RESTORE_STATE),
+            memory: vm_dir.join(RESTORE_MEMORY),
+            token: vm_dir.join(RESTORE_TOKEN),
+        }
+    }
+
     /// Removes the state and memory links (a running restored VM keeps its memory mapped).
     pub fn consume(&self) {
         for file in [&self.state, &self.memory] {
@@ -530,6 +542,10 @@ pub fn clone(d: &Arc<Daemon>, source: &str, req: CloneVmRequest) -> Result<Creat
             name: Some(format!("clone-{:08x}", rand::random::<u32>())),
         },
     )?;
+    let marker = d.paths.snapshot_dir(&snapshot.id).join(CLONE_MARKER);
+    if let Err(e) = fs::write(&marker, "") {
+        tracing::warn!(file = %marker.display(), error = %e, "cannot mark a clone's snapshot");
+    }
     let created = crate::vm::create(
         d,
         CreateVmRequest {
@@ -571,9 +587,13 @@ pub fn clone(d: &Arc<Daemon>, source: &str, req: CloneVmRequest) -> Result<Creat
     created
 }
 
-/// Removes what a daemon killed during a snapshot left: snapshot directories no record owns
-/// (a snapshot is recorded once its files are complete).
+/// Removes what a daemon killed during a snapshot or a clone left: snapshot directories no
+/// record owns (a snapshot is recorded once its files are complete), and the snapshots of
+/// clones whose daemon died before it deleted them. A clone not yet restored from its
+/// snapshot (the daemon died before its start restored it) boots from its disk copies instead:
+/// its restore files go with the snapshot.
 pub fn sweep(d: &Daemon) {
+    sweep_clones(d);
     let Ok(entries) = fs::read_dir(d.paths.snapshots_dir()) else {
         return;
     };
@@ -588,6 +608,26 @@ pub fn sweep(d: &Daemon) {
         if !known {
             tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
             disks::remove_tree(&entry.path());
+        }
+    }
+}
+
+fn sweep_clones(d: &Daemon) {
+    let Ok(snapshots) = d.store.list_snapshots() else {
+        return;
+    };
+    for snapshot in snapshots {
+        let dir = d.paths.snapshot_dir(&snapshot.id);
+        if !dir.join(CLONE_MARKER).exists() {
+            continue;
+        }
+        if let Ok(Some(vm)) = vm_restoring_from(d, &snapshot) {
+            tracing::info!(vm = %vm.name, "a clone whose restore a killed daemon did not start boots from its disks");
+            RestoreFiles::in_dir(&d.paths.vm_dir(&vm.id)).finish();
+        }
+        tracing::info!(snapshot = %snapshot.name, "removing a clone's snapshot a killed daemon left");
+        if let Err(e) = delete(d, &snapshot.id) {
+            tracing::warn!(snapshot = %snapshot.name, error = %e.message, "cannot delete a clone's snapshot");
         }
     }
 }

@@ -2711,6 +2711,30 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
         .await
         .unwrap();
     assert_eq!(op.state, banger_api::OperationState::Succeeded, "{op:?}");
+    // Two snapshots of `vm clone`s the daemon dies before deleting: one its clone was not yet
+    // restored from, one no VM needs any more.
+    for name in ["s-pending", "s-done"] {
+        let taken = h
+            .client
+            .snapshot_vm(
+                "src",
+                &SnapshotVmRequest {
+                    name: Some(name.into()),
+                },
+            )
+            .await
+            .unwrap();
+        std::fs::write(h.paths.snapshot_dir(&taken.id).join(".clone"), "").unwrap();
+    }
+    h.client
+        .create_vm(&CreateVmRequest {
+            name: Some("pending".into()),
+            from_snapshot: Some("s-pending".into()),
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let src = h.vm("src").await;
     let restored = h.vm("restored").await;
     let src_run = src.runtime.clone().unwrap();
@@ -2768,7 +2792,38 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
     );
     assert!(!src_dir.join(".snapshotting").exists());
     assert!(!unfinished.exists(), "the unfinished snapshot goes");
-    assert_eq!(h.client.list_snapshots().await.unwrap().len(), 1);
+    // The clones' snapshots go; the clone not yet restored boots from its disks.
+    let left: Vec<String> = h
+        .client
+        .list_snapshots()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, ["s1"]);
+    assert_eq!(snapshot_dirs(&h).len(), 1, "{:?}", snapshot_dirs(&h));
+    let pending = h.vm("pending").await;
+    assert!(
+        support::files_under(&h.paths.vm_dir(&pending.id))
+            .iter()
+            .all(|f| !f.contains("restore.")),
+        "{:?}",
+        support::files_under(&h.paths.vm_dir(&pending.id))
+    );
+    let op = h.act("pending", VmAction::Start).await;
+    assert_eq!(op.state, banger_api::OperationState::Succeeded, "{op:?}");
+    let pending = h.vm("pending").await;
+    assert!(
+        !pending
+            .runtime
+            .as_ref()
+            .unwrap()
+            .boot
+            .iter()
+            .any(|s| s.stage == "identity"),
+        "{pending:?}"
+    );
 
     // The half-restored VM is not kept: stopped, its Firecracker ended, its tap gone, the
     // snapshot's token removed.
@@ -2795,10 +2850,11 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
         .collect();
     assert!(!stages.contains(&"identity"), "{stages:?}");
 
-    for vm in ["src", "restored"] {
+    for vm in ["src", "restored", "pending"] {
         h.client.delete_vm(vm).await.unwrap();
     }
     h.client.delete_snapshot("s1").await.unwrap();
+    assert!(snapshot_dirs(&h).is_empty(), "{:?}", snapshot_dirs(&h));
     assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
     assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
 }

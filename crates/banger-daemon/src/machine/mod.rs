@@ -745,11 +745,7 @@ fn take_vm(d: &Arc<Daemon>, cx: &OperationContext, vm: &Vm, image: &Image) -> Re
     let handle = handle_of(vm, &runtime);
     let dir = d.paths.vm_dir(&vm.id);
     // The guest answers to its current token until it is told the new one.
-    let files = crate::snapshot::RestoreFiles {
-        state: dir.join(crate::snapshot::RESTORE_STATE),
-        memory: dir.join(crate::snapshot::RESTORE_MEMORY),
-        token: dir.join(crate::snapshot::RESTORE_TOKEN),
-    };
+    let files = crate::snapshot::RestoreFiles::in_dir(&dir);
     let release = |e: ApiError| -> ApiError {
         files.finish();
         if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {

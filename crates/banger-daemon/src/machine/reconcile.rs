@@ -310,13 +310,7 @@ fn mark_stopped(d: &Daemon, vm: &Vm, reason: StopReason) {
         StopReason::RestoreInterrupted => {
             // Its restore is over (the state and memory were loaded and their links removed);
             // the snapshot's token goes too: its next start boots the guest as itself.
-            let vm_dir = d.paths.vm_dir(&vm.id);
-            crate::snapshot::RestoreFiles {
-                state: vm_dir.join(crate::snapshot::RESTORE_STATE),
-                memory: vm_dir.join(crate::snapshot::RESTORE_MEMORY),
-                token: vm_dir.join(crate::snapshot::RESTORE_TOKEN),
-            }
-            .finish();
+            crate::snapshot::RestoreFiles::in_dir(&d.paths.vm_dir(&vm.id)).finish();
             (
                 VmState::Stopped,
                 Some(
