@@ -210,10 +210,12 @@ fn copy_disk(
         if cx.cancelled() {
             ApiError::new(ErrorCode::Cancelled, "the promotion was cancelled")
         } else {
+            // The whole chain: a full disk is told by its cause (`no_space`).
             ApiError::internal(format!(
-                "cannot copy {} to {}: {e}",
+                "cannot copy {} to {}: {}",
                 from.display(),
                 to.display(),
+                banger_vmm::error_chain(&e)
             ))
         }
     })?;

@@ -36,6 +36,66 @@ fn entries(t: &E2e, dir: &str) -> Vec<String> {
     names
 }
 
+/// A tmpfs of its own over a directory of the sandbox's state, mounted in the mount namespace
+/// of the daemon `pid` (`ip netns exec` gives each command one of its own, which a mount made
+/// outside does not reach), unmounted when dropped (lazily: the daemon may still hold a file
+/// in it).
+struct SmallStaging {
+    pid: u32,
+    at: std::path::PathBuf,
+}
+
+impl SmallStaging {
+    fn mount(pid: u32, at: &Path, size: &str) -> SmallStaging {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = SmallStaging {
+            pid,
+            at: at.to_owned(),
+        };
+        let out = mounted
+            .nsenter(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+            ])
+            .expect("mount a tmpfs");
+        assert!(out.success(), "mount a tmpfs on {}", at.display());
+        mounted
+    }
+
+    fn nsenter(
+        &self,
+        command: &[&str],
+    ) -> Result<banger_host::runner::CommandOutput, banger_host::runner::RunError> {
+        use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+        let pid = self.pid.to_string();
+        let at = self.at.display().to_string();
+        let mut args = vec!["-t", &pid, "-m"];
+        args.extend(command);
+        args.push(&at);
+        RealRunner.run(&CommandSpec::new("nsenter").args(args))
+    }
+
+    /// Its entries, as the daemon sees them.
+    fn entries(&self) -> Vec<String> {
+        let seen =
+            Path::new(&format!("/proc/{}/root", self.pid)).join(self.at.strip_prefix("/").unwrap());
+        std::fs::read_dir(&seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for SmallStaging {
+    fn drop(&mut self) {
+        let _ = self.nsenter(&["umount", "-l"]);
+    }
+}
+
 const RECIPE: &str = r#"
 name = "tools"
 packages = ["jq"]
@@ -277,6 +337,46 @@ fn images_are_built_from_recipes_and_promoted_from_vms() {
     assert!(entries(&t, "operations").is_empty());
     let (code, _, _) = t.banger(&["image", "show", "slow"]);
     assert_ne!(code, 0);
+
+    // The state directory fills up while a build saves its guest's root: the staging
+    // directory, where the build copies the build VM's disks, on a 48 MiB filesystem of its
+    // own, and a guest that wrote 64 MiB of data. The build fails with `no_space` (exit 12)
+    // naming the path, leaves no VM, staging, image or journal, and the daemon serves on.
+    let crammed = d.join("crammed.toml");
+    write(
+        &crammed,
+        "name = \"crammed\"\n[[run]]\ncommand = \"head -c 64M /dev/urandom >/var/crammed && sync\"\n",
+        0o644,
+    );
+    let staging = t.sandbox.root().join("state/banger/staging");
+    let pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as u32;
+    let small = SmallStaging::mount(pid, &staging, "48m");
+    let (code, out, err) = t.banger(&["image", "build", "-f", &crammed.display().to_string()]);
+    assert_eq!(code, 12, "{out}\n{err}");
+    println!(
+        "image build on a full disk: {}",
+        err.lines().find(|l| l.starts_with("error:")).unwrap_or("")
+    );
+    assert!(
+        err.contains("run scripts: done"),
+        "it failed saving the root: {err}"
+    );
+    assert!(
+        err.contains("no space") || err.contains("No space"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&staging.display().to_string()),
+        "names the path: {err}"
+    );
+    assert!(small.entries().is_empty(), "{:?}", small.entries());
+    drop(small);
+    assert_eq!(entries(&t, "vms"), vm_dirs_before, "the build's VM is gone");
+    assert_eq!(entries(&t, "images"), images_before);
+    assert!(entries(&t, "operations").is_empty());
+    let (code, _, _) = t.banger(&["image", "show", "crammed"]);
+    assert_ne!(code, 0);
+    assert_eq!(t.json(&["vm", "list"]).as_array().unwrap().len(), 1);
 
     // Promote: what a VM changed becomes an image; a running VM is refused.
     exec("b1", "echo changed-in-b1 >/etc/promoted; rm /etc/motd");
