@@ -304,6 +304,46 @@ fn a_start_that_fails_and_a_refused_stop_are_shown() {
         "a refused promotion made an image: {images}"
     );
 
+    // `n` and `C`: the snapshot and clone prompts send their names to bangerd, whose refusal
+    // of a VM that does not run shows in the prompt; nothing is made. `3`: the snapshots
+    // view says how to take one.
+    tmux.send("n");
+    tmux.wait_for("the snapshot prompt", |s| {
+        s.contains("Snapshot VM dev") && s.contains("(empty: a dated name)")
+    });
+    tmux.send("Enter");
+    tmux.wait_for("bangerd's refusal in the snapshot prompt", |s| {
+        s.contains("Snapshot VM dev") && s.contains(r#"✗ VM "dev" is stopped; only a running"#)
+    });
+    tmux.send("Escape");
+    // A key sent right after Escape would read as Alt and that key.
+    tmux.wait_for("the list again", |s| !s.contains("Snapshot VM dev"));
+    tmux.send("C");
+    tmux.wait_for("the clone prompt", |s| s.contains("Clone VM dev"));
+    tmux.send("dev2");
+    tmux.send("Enter");
+    tmux.wait_for("bangerd's refusal in the clone prompt", |s| {
+        s.contains("Clone VM dev") && s.contains(r#"✗ VM "dev" is stopped; only a running"#)
+    });
+    tmux.send("Escape");
+    tmux.wait_for("the list again", |s| !s.contains("Clone VM dev"));
+    tmux.send("3");
+    let screen = tmux.wait_for("the snapshots view", |s| {
+        s.contains("Snapshots (0)") && s.contains("No snapshots yet")
+    });
+    assert!(screen.contains("banger vm snapshot NAME"), "{screen}");
+    assert!(
+        sandbox
+            .json(&["snapshot", "list"])
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+    assert_eq!(
+        sandbox.json(&["vm", "list"]).as_array().map(Vec::len),
+        Some(1),
+        "a refused clone made a VM"
+    );
+
     tmux.send("q");
     let screen = tmux.wait_for("banger to exit", |s| s.contains("tui exited with status"));
     assert!(screen.contains("tui exited with status 0"), "{screen}");

@@ -12,6 +12,10 @@
 //! `P` asks for the image name a stopped VM becomes ([`Overlay::Promote`]) and starts the
 //! promotion, followed like any operation; bangerd decides whether the VM's state allows it.
 //!
+//! Snapshots: `n` snapshots the selected VM and `C` clones it, each after asking a name
+//! ([`Overlay::Name`]); the third view lists snapshots, where Enter restores the selected one
+//! into a new VM (asking its name) and `d` deletes it (asking first).
+//!
 //! Inside a VM: `l` opens its console ([`Overlay::Logs`], read on while open), `S` or Enter
 //! logs into a running VM with ssh — the one thing the TUI cannot do in the background: once
 //! bangerd said how to reach the VM, the session waits in [`App::take_session`] for the main
@@ -24,13 +28,14 @@ use std::time::Duration;
 use banger_agent::protocol::Health;
 use banger_api::{
     ApiError, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo, ErrorCode, Image,
-    Operation, OperationKind, OperationState, PromoteImageRequest, Timestamp, Vm, VmAction,
-    VmState,
+    Operation, OperationKind, OperationState, PromoteImageRequest, Snapshot, Timestamp, Vm,
+    VmAction, VmState,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::form::{CreateForm, Outcome};
 use super::logs::{Logs, LogsKey};
+use super::name_prompt::{NameOutcome, NamePrompt, Naming};
 use super::promote::{PromoteForm, PromoteOutcome};
 use super::theme::Theme;
 use crate::guest::SshSession;
@@ -119,6 +124,7 @@ impl<T> Load<T> {
 pub enum View {
     Vms,
     Images,
+    Snapshots,
 }
 
 /// What the user asks of the selected VM.
@@ -220,6 +226,10 @@ pub enum Overlay {
     Logs(Box<Logs>),
     /// The image name a VM is promoted to.
     Promote(Box<PromoteForm>),
+    /// The name of a snapshot, or of a new VM cloned or restored.
+    Name(Box<NamePrompt>),
+    /// Asks before deleting the snapshot of this name.
+    ConfirmSnapshotDelete(String),
 }
 
 /// The guest agent's last answer about a running VM.
@@ -285,6 +295,11 @@ pub enum Msg {
     /// Each load reports how long it took (the startup stages show it).
     Vms(Result<Vec<Vm>, ApiError>, Duration),
     Images(Result<Vec<Image>, ApiError>, Duration),
+    Snapshots(Result<Vec<Snapshot>, ApiError>),
+    /// bangerd answered a snapshot of the VM of this name.
+    Snapshotted(String, Result<Snapshot, ApiError>),
+    /// bangerd answered the deletion of the snapshot of this name.
+    SnapshotDeleted(String, Result<(), ApiError>),
     Capacity(Result<Capacity, ApiError>, Duration),
     Operations(Result<Vec<Operation>, ApiError>),
     Created(Result<CreatedVm, ApiError>),
@@ -309,9 +324,16 @@ pub enum Effect {
     Bootstrap,
     LoadVms,
     LoadImages,
+    LoadSnapshots,
     LoadCapacity,
     LoadOperations,
+    /// Create a VM; restoring a snapshot is one too (`from_snapshot`).
     CreateVm(CreateVmRequest),
+    /// Snapshot the VM of this name, under the name given (else bangerd's default).
+    Snapshot(String, Option<String>),
+    /// Clone the VM of the first name into a new VM of the second.
+    Clone(String, String),
+    DeleteSnapshot(String),
     /// Promote a stopped VM to an image.
     Promote(PromoteImageRequest),
     /// Do `Action` to the VM of this name.
@@ -329,6 +351,7 @@ pub enum Effect {
 struct InFlight {
     vms: bool,
     images: bool,
+    snapshots: bool,
     capacity: bool,
     operations: bool,
     /// Create requests and VM actions waiting for their answer.
@@ -348,12 +371,14 @@ pub struct App {
     pub daemon: Option<DaemonInfo>,
     pub vms: Load<Vec<Vm>>,
     pub images: Load<Vec<Image>>,
+    pub snapshots: Load<Vec<Snapshot>>,
     pub capacity: Load<Capacity>,
     /// Operations still running, as of the last poll.
     pub operations: Vec<Operation>,
     pub view: View,
     pub vm_cursor: usize,
     pub image_cursor: usize,
+    pub snapshot_cursor: usize,
     pub overlay: Option<Overlay>,
     pub notice: Option<Notice>,
     /// The last refresh failed: what is shown may be out of date.
@@ -401,11 +426,13 @@ impl App {
             daemon: None,
             vms: Load::Loading,
             images: Load::Loading,
+            snapshots: Load::Loading,
             capacity: Load::Loading,
             operations: Vec::new(),
             view: View::Vms,
             vm_cursor: 0,
             image_cursor: 0,
+            snapshot_cursor: 0,
             overlay: None,
             notice: None,
             poll_error: None,
@@ -479,6 +506,12 @@ impl App {
         self.images
             .ready()
             .and_then(|images| images.get(self.image_cursor))
+    }
+
+    pub fn selected_snapshot(&self) -> Option<&Snapshot> {
+        self.snapshots
+            .ready()
+            .and_then(|snapshots| snapshots.get(self.snapshot_cursor))
     }
 
     /// The names the create form's image field cycles through.
@@ -624,6 +657,7 @@ impl App {
                 self.stage(stage, StageState::Failed(took));
                 self.vms.fail(&error);
                 self.images.fail(&error);
+                self.snapshots.fail(&error);
                 self.capacity.fail(&error);
                 self.bootstrap_error = Some(error);
                 Vec::new()
@@ -665,6 +699,49 @@ impl App {
                 }
                 Vec::new()
             }
+            Msg::Snapshots(result) => {
+                self.in_flight.snapshots = false;
+                match result {
+                    Ok(snapshots) => {
+                        self.snapshot_cursor =
+                            self.snapshot_cursor.min(snapshots.len().saturating_sub(1));
+                        self.snapshots = Load::Ready(snapshots);
+                    }
+                    Err(e) => self.failed_load(e, |app| &mut app.snapshots),
+                }
+                Vec::new()
+            }
+            Msg::Snapshotted(vm, result) => {
+                self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
+                match result {
+                    Ok(snapshot) => {
+                        self.close_name_prompt();
+                        self.notify(
+                            NoticeKind::Success,
+                            format!(
+                                "Snapshot {} of VM {vm} taken ({} on disk).",
+                                snapshot.name,
+                                banger_api::validate::format_size(snapshot.size_bytes)
+                            ),
+                            Some("3 lists snapshots; Enter there restores one".into()),
+                        );
+                    }
+                    Err(e) => self.name_refused(&format!("Cannot snapshot VM {vm}"), e),
+                }
+                self.refresh_snapshots()
+            }
+            Msg::SnapshotDeleted(name, result) => {
+                self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
+                match result {
+                    Ok(()) => self.notify(
+                        NoticeKind::Success,
+                        format!("Deleted snapshot {name}."),
+                        None,
+                    ),
+                    Err(e) => self.notify_error(&format!("Cannot delete snapshot {name}"), e),
+                }
+                self.refresh_snapshots()
+            }
             Msg::Capacity(result, took) => {
                 self.in_flight.capacity = false;
                 self.loaded(Stage::LoadCapacity, result.as_ref().map(|_| ()), took);
@@ -691,6 +768,7 @@ impl App {
                         if matches!(self.overlay, Some(Overlay::Create(_))) {
                             self.overlay = None;
                         }
+                        self.close_name_prompt();
                         match operation {
                             Some(op) => {
                                 self.notify(
@@ -720,7 +798,7 @@ impl App {
                         if let Some(Overlay::Create(form)) = &mut self.overlay {
                             form.refused(e);
                         } else {
-                            self.notify_error("Creating the VM failed", e);
+                            self.name_refused("Creating the VM failed", e);
                         }
                         Vec::new()
                     }
@@ -856,7 +934,12 @@ impl App {
         if let Some(before) = &self.finished
             && finished.iter().any(|id| !before.contains(id))
         {
-            effects = vec![Effect::LoadImages, Effect::LoadVms, Effect::LoadCapacity];
+            effects = vec![
+                Effect::LoadImages,
+                Effect::LoadSnapshots,
+                Effect::LoadVms,
+                Effect::LoadCapacity,
+            ];
         }
         self.finished = Some(finished);
         // Operations that were running and are not any more: say how they ended.
@@ -868,7 +951,12 @@ impl App {
             .collect();
         for gone in &gone {
             self.ended(gone, all.iter().find(|op| op.id == gone.id));
-            effects = vec![Effect::LoadImages, Effect::LoadVms, Effect::LoadCapacity];
+            effects = vec![
+                Effect::LoadImages,
+                Effect::LoadSnapshots,
+                Effect::LoadVms,
+                Effect::LoadCapacity,
+            ];
         }
         let speeding_up = self.operations.is_empty() && !running.is_empty();
         self.operations = running;
@@ -930,6 +1018,7 @@ impl App {
         let flag = match effect {
             Effect::LoadVms => &mut self.in_flight.vms,
             Effect::LoadImages => &mut self.in_flight.images,
+            Effect::LoadSnapshots => &mut self.in_flight.snapshots,
             Effect::LoadCapacity => &mut self.in_flight.capacity,
             Effect::LoadOperations => &mut self.in_flight.operations,
             _ => return true,
@@ -945,7 +1034,7 @@ impl App {
             Effect::LoadOperations,
         ];
         if with_images {
-            effects.push(Effect::LoadImages);
+            effects.extend([Effect::LoadImages, Effect::LoadSnapshots]);
         }
         effects.retain(|e| self.claim(e));
         self.polls += 1;
@@ -996,6 +1085,30 @@ impl App {
         let mut effects = vec![Effect::LoadVms, Effect::LoadCapacity];
         effects.retain(|e| self.claim(e));
         effects
+    }
+
+    /// Reload after a snapshot was taken or deleted: the list, and the disk they take.
+    fn refresh_snapshots(&mut self) -> Vec<Effect> {
+        let mut effects = vec![Effect::LoadSnapshots, Effect::LoadVms, Effect::LoadCapacity];
+        effects.retain(|e| self.claim(e));
+        effects
+    }
+
+    /// The name prompt's request was answered yes: it closes.
+    fn close_name_prompt(&mut self) {
+        if matches!(self.overlay, Some(Overlay::Name(_))) {
+            self.overlay = None;
+        }
+    }
+
+    /// A refusal of what the name prompt sent shows in the prompt, which stays open to fix
+    /// the name; without the prompt, on the status line.
+    fn name_refused(&mut self, what: &str, error: ApiError) {
+        if let Some(Overlay::Name(prompt)) = &mut self.overlay {
+            prompt.refused(error);
+        } else {
+            self.notify_error(what, error);
+        }
     }
 
     fn notify(&mut self, kind: NoticeKind, text: String, hint: Option<String>) {
@@ -1049,6 +1162,46 @@ impl App {
                     Vec::new()
                 }
             },
+            Some(Overlay::ConfirmSnapshotDelete(name)) => match key.code {
+                KeyCode::Char('y' | 'Y') => {
+                    self.in_flight.actions += 1;
+                    self.notify(NoticeKind::Info, format!("Deleting snapshot {name}…"), None);
+                    vec![Effect::DeleteSnapshot(name)]
+                }
+                KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Vec::new(),
+                _ => {
+                    self.overlay = Some(Overlay::ConfirmSnapshotDelete(name));
+                    Vec::new()
+                }
+            },
+            Some(Overlay::Name(mut prompt)) => match prompt.handle_key(key) {
+                NameOutcome::Editing => {
+                    self.overlay = Some(Overlay::Name(prompt));
+                    Vec::new()
+                }
+                NameOutcome::Cancel => Vec::new(),
+                NameOutcome::Submit(name) => {
+                    let effect = match (&prompt.naming, name) {
+                        (Naming::Snapshot { vm }, name) => Effect::Snapshot(vm.clone(), name),
+                        (Naming::Clone { vm }, Some(name)) => Effect::Clone(vm.clone(), name),
+                        (Naming::Restore { snapshot }, Some(name)) => {
+                            Effect::CreateVm(CreateVmRequest {
+                                name: Some(name),
+                                from_snapshot: Some(snapshot.clone()),
+                                ..CreateVmRequest::default()
+                            })
+                        }
+                        // A new VM's name is never empty (the prompt refuses it).
+                        (_, None) => {
+                            self.overlay = Some(Overlay::Name(prompt));
+                            return Vec::new();
+                        }
+                    };
+                    self.overlay = Some(Overlay::Name(prompt));
+                    self.in_flight.actions += 1;
+                    vec![effect]
+                }
+            },
             Some(Overlay::Promote(mut form)) => match form.handle_key(key) {
                 PromoteOutcome::Editing => {
                     self.overlay = Some(Overlay::Promote(form));
@@ -1084,14 +1237,30 @@ impl App {
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
-            KeyCode::Tab | KeyCode::BackTab => {
+            KeyCode::Tab => {
                 self.view = match self.view {
                     View::Vms => View::Images,
+                    View::Images => View::Snapshots,
+                    View::Snapshots => View::Vms,
+                }
+            }
+            KeyCode::BackTab => {
+                self.view = match self.view {
+                    View::Vms => View::Snapshots,
                     View::Images => View::Vms,
+                    View::Snapshots => View::Images,
                 }
             }
             KeyCode::Char('1') => self.view = View::Vms,
             KeyCode::Char('2') => self.view = View::Images,
+            KeyCode::Char('3') => self.view = View::Snapshots,
+            KeyCode::Char('d') | KeyCode::Delete | KeyCode::Enter
+                if self.view == View::Snapshots =>
+            {
+                self.snapshot_key(key.code);
+            }
+            KeyCode::Char('n') => self.open_name(|vm| Naming::Snapshot { vm }),
+            KeyCode::Char('C') => self.open_name(|vm| Naming::Clone { vm }),
             KeyCode::Down | KeyCode::Char('j') => self.move_cursor(1),
             KeyCode::Up | KeyCode::Char('k') => self.move_cursor(-1),
             KeyCode::PageDown => self.move_cursor(10),
@@ -1125,6 +1294,36 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Enter and `d` in the snapshots view: restore the selected snapshot into a new VM (its
+    /// name asked first), or delete it (asked first).
+    fn snapshot_key(&mut self, code: KeyCode) {
+        let Some(snapshot) = self.selected_snapshot() else {
+            return;
+        };
+        let name = snapshot.name.clone();
+        self.overlay = Some(if code == KeyCode::Enter {
+            Overlay::Name(Box::new(NamePrompt::new(Naming::Restore {
+                snapshot: name,
+            })))
+        } else {
+            Overlay::ConfirmSnapshotDelete(name)
+        });
+    }
+
+    /// `n` and `C` in the VM view: the name prompt of a snapshot or a clone of the selected
+    /// VM. bangerd decides whether its state allows it (it must run or be paused, on
+    /// Firecracker) and says why not.
+    fn open_name(&mut self, naming: impl FnOnce(String) -> Naming) {
+        if self.view != View::Vms {
+            return;
+        }
+        if let Some(vm) = self.selected_vm() {
+            self.overlay = Some(Overlay::Name(Box::new(NamePrompt::new(naming(
+                vm.name.clone(),
+            )))));
+        }
     }
 
     /// `P`: the promote prompt for the selected VM. bangerd decides whether its state allows a
@@ -1242,6 +1441,10 @@ impl App {
             View::Images => (
                 self.images.ready().map_or(0, Vec::len),
                 &mut self.image_cursor,
+            ),
+            View::Snapshots => (
+                self.snapshots.ready().map_or(0, Vec::len),
+                &mut self.snapshot_cursor,
             ),
         };
         if len == 0 {

@@ -16,6 +16,7 @@ mod app;
 mod bars;
 mod form;
 mod logs;
+mod name_prompt;
 mod promote;
 mod terminal;
 mod theme;

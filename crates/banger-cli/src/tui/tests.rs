@@ -10,8 +10,8 @@ use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
     MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress,
-    PromoteImageRequest, ServiceCheck, Stage as OpStage, StageState as OpStageState, Timestamp, Vm,
-    VmRuntime, VmState, VmmKind,
+    PromoteImageRequest, ServiceCheck, Snapshot, Stage as OpStage, StageState as OpStageState,
+    Timestamp, Vm, VmRuntime, VmState, VmmKind,
 };
 use banger_api::{ConsoleChunk, SshAccess};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -155,6 +155,7 @@ fn loaded(theme: Theme, vms: Vec<Vm>, images: Vec<Image>, capacity: Capacity) ->
     at(&mut app, 9, Msg::Vms(Ok(vms), ms(5)));
     at(&mut app, 11, Msg::Capacity(Ok(capacity), ms(7)));
     at(&mut app, 16, Msg::Images(Ok(images), ms(12)));
+    at(&mut app, 16, Msg::Snapshots(Ok(Vec::new())));
     at(&mut app, 16, Msg::Operations(Ok(Vec::new())));
     app
 }
@@ -236,7 +237,8 @@ fn vms_appear_before_images_finish_loading() {
             Effect::LoadVms,
             Effect::LoadCapacity,
             Effect::LoadOperations,
-            Effect::LoadImages
+            Effect::LoadImages,
+            Effect::LoadSnapshots
         ]
     );
     app.set_clock(ms(9), NOW);
@@ -614,6 +616,7 @@ fn polling_is_cheap_and_never_piles_up() {
                 )),
                 Effect::LoadOperations => app.update(Msg::Operations(Ok(vec![]))),
                 Effect::LoadImages => app.update(Msg::Images(Ok(images()), ms(1))),
+                Effect::LoadSnapshots => app.update(Msg::Snapshots(Ok(snapshots()))),
                 other => panic!("{other:?}"),
             };
         }
@@ -1952,6 +1955,26 @@ fn every_state_renders_at_every_size() {
     app.update(key(KeyCode::Esc));
     press(&mut app, "2");
     states.push(app.clone());
+    // The snapshots view, its prompts and its question.
+    app.update(Msg::Snapshots(Ok(snapshots())));
+    press(&mut app, "3");
+    states.push(app.clone());
+    app.update(key(KeyCode::Enter));
+    press(&mut app, "a-new-vm");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Created(Err(ApiError::new(
+        ErrorCode::InvalidState,
+        "x ".repeat(300),
+    )
+    .with_hint("y ".repeat(90)))));
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "d");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
+    press(&mut app, "1jn");
+    states.push(app.clone());
+    app.update(key(KeyCode::Esc));
     states.push(bars_at(Theme::plain(), 100));
     // The console view, empty and with long lines shifted; health of every kind.
     let mut app = usual();
@@ -2068,4 +2091,201 @@ fn the_vm_detail_lists_image_services_with_their_addresses() {
     );
     assert!(contains(&app, 100, 30, "opencode http://127.0.0.1:8080"));
     assert!(contains(&app, 100, 30, "api 172.30.0.2:3000"));
+}
+
+// ---- snapshots ----------------------------------------------------------------------------
+
+fn snapshot(name: &str, vm: &str, memory_mib: u32, secs: i64) -> Snapshot {
+    Snapshot {
+        id: format!("{:0>16}", name.len()),
+        name: name.into(),
+        vm: banger_api::SnapshotOrigin {
+            id: "5c3e0a1b2d4f6e8a".into(),
+            name: vm.into(),
+        },
+        image: banger_api::ImageRef {
+            id: "0a1b2c3d4e5f6a7b".into(),
+            name: "debian".into(),
+        },
+        vcpus: 2,
+        memory_mib,
+        disk_bytes: 8 * GIB,
+        work_disk_bytes: 8 * GIB,
+        firecracker_version: "1.16.1".into(),
+        cpu: "AuthenticAMD AMD EPYC 7B13".into(),
+        size_bytes: u64::from(memory_mib) * MIB + 300 * MIB,
+        created_at: ago(secs),
+    }
+}
+
+fn snapshots() -> Vec<Snapshot> {
+    vec![
+        snapshot("before-upgrade", "web-1", 4096, 7_200),
+        snapshot("web-1-20251123-101500", "web-1", 4096, 120),
+    ]
+}
+
+#[test]
+fn the_snapshots_view_lists_them_with_details() {
+    let mut app = App::new(Theme::colored(), NOW);
+    app.update(Msg::DaemonReady(info()));
+    assert_eq!(app.snapshots, super::app::Load::Loading);
+    let mut app = usual();
+    app.update(Msg::Snapshots(Ok(snapshots())));
+    press(&mut app, "3");
+    assert_eq!(app.view, View::Snapshots);
+    insta::assert_snapshot!("snapshots_list_100x30", screen(&app, 100, 30));
+    press(&mut app, "j");
+    assert_eq!(
+        app.selected_snapshot().unwrap().name,
+        "web-1-20251123-101500"
+    );
+    // Tab goes round the three views, Shift-Tab the other way.
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.view, View::Vms);
+    app.update(key(KeyCode::BackTab));
+    assert_eq!(app.view, View::Snapshots);
+    app.update(Msg::Snapshots(Ok(Vec::new())));
+    insta::assert_snapshot!("snapshots_empty", screen(&app, 80, 12));
+    assert!(press(&mut app, "d").is_empty());
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert_eq!(app.overlay, None, "nothing to restore or delete");
+}
+
+#[test]
+fn n_snapshots_the_selected_vm_and_c_clones_it() {
+    let mut app = usual();
+    // web-1 runs: n asks the snapshot's name, which may stay empty for bangerd's default.
+    assert!(press(&mut app, "jn").is_empty());
+    insta::assert_snapshot!("snapshot_prompt", screen(&app, 80, 24));
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::Snapshot("web-1".into(), None)]
+    );
+    assert!(contains(&app, 80, 24, "Taking the snapshot…"));
+    let taken = snapshot("web-1-20251123-121000", "web-1", 4096, 0);
+    let effects = app.update(Msg::Snapshotted("web-1".into(), Ok(taken)));
+    assert_eq!(app.overlay, None);
+    assert!(effects.contains(&Effect::LoadSnapshots), "{effects:?}");
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "Snapshot web-1-20251123-121000 of VM web-1 taken (4.3G on disk)."
+    ));
+
+    // dev is stopped: bangerd's refusal shows in the prompt, which stays to try again.
+    press(&mut app, "kn");
+    press(&mut app, "s1");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::Snapshot("dev".into(), Some("s1".into()))]
+    );
+    let stopped = ApiError::new(
+        ErrorCode::InvalidState,
+        r#"VM "dev" is stopped; only a running or paused VM can be snapshotted"#,
+    )
+    .with_hint("start it with `banger vm start dev`");
+    app.update(Msg::Snapshotted("dev".into(), Err(stopped)));
+    assert!(matches!(&app.overlay, Some(Overlay::Name(_))));
+    assert!(contains(&app, 80, 24, "only a running or paused VM"));
+    assert!(contains(&app, 80, 24, "hint: start it with"));
+    app.update(key(KeyCode::Esc));
+
+    // C clones web-1 into a new VM, whose start is followed like a create's.
+    press(&mut app, "jC");
+    assert!(
+        app.update(key(KeyCode::Enter)).is_empty(),
+        "a name is needed"
+    );
+    press(&mut app, "web-2");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::Clone("web-1".into(), "web-2".into())]
+    );
+    let mut clone = vm("web-2", "172.30.0.9", VmState::Starting);
+    clone.vcpus = 4;
+    let op = operation("op-c", OperationKind::StartVm, "web-2", "vmm");
+    app.update(Msg::Created(Ok(banger_api::CreatedVm {
+        vm: clone,
+        operation: Some(op.clone()),
+    })));
+    assert_eq!(app.overlay, None);
+    assert_eq!(app.operations, [op]);
+    assert_eq!(app.selected_vm().unwrap().name, "web-2");
+    // The images and snapshots views have no VM to snapshot or clone.
+    press(&mut app, "2nC3nC");
+    assert_eq!(app.overlay, None);
+}
+
+#[test]
+fn the_snapshots_view_restores_and_deletes_the_selected_one() {
+    let mut app = usual();
+    app.update(Msg::Snapshots(Ok(snapshots())));
+    press(&mut app, "3");
+    // Enter: a new VM from the snapshot, named first.
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    press(&mut app, "again");
+    insta::assert_snapshot!("restore_prompt", screen(&app, 80, 24));
+    let request = banger_api::CreateVmRequest {
+        name: Some("again".into()),
+        from_snapshot: Some("before-upgrade".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::CreateVm(request)]
+    );
+    let refused = ApiError::new(
+        ErrorCode::InvalidState,
+        r#"snapshot "before-upgrade" was written by Firecracker 1.15.0; this host runs 1.16.1"#,
+    );
+    app.update(Msg::Created(Err(refused)));
+    assert!(contains(&app, 80, 24, "was written by Firecracker 1.15.0"));
+    app.update(key(KeyCode::Esc));
+    // VM keys do nothing here.
+    assert!(press(&mut app, "xsp").is_empty());
+    assert_eq!(app.overlay, None);
+
+    // d asks first; y deletes.
+    press(&mut app, "jd");
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::ConfirmSnapshotDelete(
+            "web-1-20251123-101500".into()
+        ))
+    );
+    insta::assert_snapshot!("snapshot_delete_confirm", screen(&app, 80, 24));
+    assert!(press(&mut app, "n").is_empty());
+    assert_eq!(app.overlay, None);
+    press(&mut app, "d");
+    assert_eq!(
+        press(&mut app, "y"),
+        vec![Effect::DeleteSnapshot("web-1-20251123-101500".into())]
+    );
+    let effects = app.update(Msg::SnapshotDeleted("web-1-20251123-101500".into(), Ok(())));
+    assert!(effects.contains(&Effect::LoadSnapshots), "{effects:?}");
+    assert!(contains(
+        &app,
+        100,
+        30,
+        "Deleted snapshot web-1-20251123-101500."
+    ));
+    // A refusal (a VM's first start still restores it) is said with its hint.
+    press(&mut app, "dy");
+    let in_use = ApiError::new(
+        ErrorCode::InUse,
+        r#"VM "again" starts from snapshot "web-1-20251123-101500": its first start restores it"#,
+    )
+    .with_hint("delete the snapshot once again's start is over");
+    app.update(Msg::SnapshotDeleted(
+        "web-1-20251123-101500".into(),
+        Err(in_use),
+    ));
+    assert!(contains(
+        &app,
+        120,
+        30,
+        "Cannot delete snapshot web-1-20251123-101500: VM \"again\" starts from"
+    ));
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use banger_api::validate::{MIB, format_size};
 use banger_api::{
-    Image, ImageFile, Operation, Stage as OpStage, StageState as OpStageState, Timestamp, Vm,
-    VmState,
+    Image, ImageFile, Operation, Snapshot, Stage as OpStage, StageState as OpStageState, Timestamp,
+    Vm, VmState,
 };
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -25,6 +25,7 @@ use super::app::{Action, App, HealthShown, Load, NoticeKind, Overlay, StageState
 use super::bars::{Meter, meter_row};
 use super::form::{CreateForm, Field};
 use super::logs::Logs;
+use super::name_prompt::NamePrompt;
 use super::promote::PromoteForm;
 use super::theme::Theme;
 use crate::output;
@@ -64,6 +65,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     match app.view {
         View::Vms => vms_view(frame, main, app),
         View::Images => images_view(frame, main, app),
+        View::Snapshots => snapshots_view(frame, main, app),
     }
     operations(frame, margin(ops_area), app);
     status(frame, margin(status_area), app);
@@ -73,6 +75,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Some(Overlay::Create(form)) => create_form(frame, area, app, form),
         Some(Overlay::Confirm(name, action)) => confirm(frame, area, &app.theme, name, *action),
         Some(Overlay::Promote(form)) => promote_form(frame, area, &app.theme, form),
+        Some(Overlay::Name(prompt)) => name_prompt(frame, area, &app.theme, prompt),
+        Some(Overlay::ConfirmSnapshotDelete(name)) => {
+            confirm_snapshot_delete(frame, area, &app.theme, name)
+        }
         // Over the lists and the operations; the status line stays in view.
         Some(Overlay::Logs(logs)) => logs_view(
             frame,
@@ -90,6 +96,7 @@ fn header(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let t = &app.theme;
     let vm_count = count(&app.vms);
     let image_count = count(&app.images);
+    let snapshot_count = count(&app.snapshots);
     let tab = |label: String, active: bool| {
         if active {
             Span::styled(label, t.tab_active())
@@ -103,6 +110,11 @@ fn header(frame: &mut Frame<'_>, area: Rect, app: &App) {
         tab(format!(" VMs {vm_count} "), app.view == View::Vms),
         Span::raw(" "),
         tab(format!(" Images {image_count} "), app.view == View::Images),
+        Span::raw(" "),
+        tab(
+            format!(" Snapshots {snapshot_count} "),
+            app.view == View::Snapshots,
+        ),
     ]);
     let right = Line::from(vec![
         Span::styled("?", t.key()),
@@ -825,6 +837,131 @@ fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
     }
 }
 
+fn snapshots_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let t = &app.theme;
+    let empty = vec![
+        Line::raw("No snapshots yet. Select a running Firecracker VM in the VM view and press"),
+        Line::from(vec![
+            Span::styled("n", t.key()),
+            Span::raw(" to snapshot it, or "),
+            Span::styled("C", t.key()),
+            Span::raw(" to clone it; from the command line:"),
+        ]),
+        Line::styled("banger vm snapshot NAME [--name SNAP]", t.key()),
+    ];
+    let title = pane_title("Snapshots", &app.snapshots);
+    let Some(snapshots) =
+        rows_or_placeholder(frame, area, app, &app.snapshots, &title, "snapshots", empty)
+    else {
+        return;
+    };
+    let (list_area, detail_area) = list_and_detail(area, snapshots.len());
+    let columns = [
+        Column::new(
+            "NAME",
+            text_width(snapshots.iter().map(|s| s.name.len()), "NAME", 32),
+            0,
+        )
+        .shrinks_to(12),
+        Column::new(
+            "VM",
+            text_width(snapshots.iter().map(|s| s.vm.name.len()), "VM", 24),
+            2,
+        )
+        .shrinks_to(8),
+        Column::new(
+            "IMAGE",
+            text_width(snapshots.iter().map(|s| s.image.name.len()), "IMAGE", 24),
+            3,
+        )
+        .shrinks_to(8),
+        Column::new("MEMORY", 7, 1).right(),
+        Column::new("SIZE", 6, 1).right(),
+        Column::new("CREATED", 10, 4),
+    ];
+    let plain = Style::new();
+    let cells = snapshots
+        .iter()
+        .map(|snapshot| {
+            vec![
+                (snapshot.name.clone(), plain),
+                (snapshot.vm.name.clone(), plain),
+                (snapshot.image.name.clone(), plain),
+                (format_size(u64::from(snapshot.memory_mib) * MIB), plain),
+                (format_size(snapshot.size_bytes), plain),
+                (output::age(snapshot.created_at, app.now), plain),
+            ]
+        })
+        .collect();
+    table(
+        &columns,
+        cells,
+        app.snapshot_cursor,
+        pane(title, t),
+        list_area,
+        frame,
+        t,
+    );
+    if let (Some(detail_area), Some(snapshot)) = (detail_area, app.selected_snapshot()) {
+        snapshot_detail(frame, detail_area, app, snapshot);
+    }
+}
+
+fn snapshot_detail(frame: &mut Frame<'_>, area: Rect, app: &App, snapshot: &Snapshot) {
+    let t = &app.theme;
+    let block = pane(format!(" {} · snapshot ", snapshot.name), t);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let pairs = [
+        (
+            "of VM",
+            format!("{} ({})", snapshot.vm.name, snapshot.vm.id),
+        ),
+        ("image", snapshot.image.name.clone()),
+        (
+            "resources",
+            format!(
+                "{} vCPU, {} memory, {} disk, {} work disk",
+                snapshot.vcpus,
+                format_size(u64::from(snapshot.memory_mib) * MIB),
+                format_size(snapshot.disk_bytes),
+                format_size(snapshot.work_disk_bytes)
+            ),
+        ),
+        (
+            "size",
+            format!("{} on disk", format_size(snapshot.size_bytes)),
+        ),
+        (
+            "restores on",
+            format!(
+                "Firecracker {} on a {}",
+                snapshot.firecracker_version, snapshot.cpu
+            ),
+        ),
+        ("created", output::age(snapshot.created_at, app.now)),
+        ("id", snapshot.id.clone()),
+    ];
+    let key_width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut lines: Vec<Line<'_>> = pairs
+        .into_iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<key_width$}  "), t.dim()),
+                Span::raw(v),
+            ])
+        })
+        .collect();
+    lines.push(Line::raw(""));
+    lines.push(Line::from(vec![
+        Span::styled("Enter", t.key()),
+        Span::raw(" restore into a new VM  "),
+        Span::styled("d", t.key()),
+        Span::raw(" delete"),
+    ]));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
 fn allocated(image: &Image) -> u64 {
     let f = &image.files;
     f.kernel.allocated_bytes
@@ -1094,6 +1231,7 @@ fn prompt_footer(
     pending: bool,
     busy: &'static str,
     action: &'static str,
+    fields: bool,
     t: &Theme,
 ) {
     if let Some(e) = error {
@@ -1105,14 +1243,12 @@ fn prompt_footer(
     if pending {
         lines.push(Line::styled(busy, t.busy()));
     } else {
-        lines.push(Line::from(vec![
-            Span::styled("Enter", t.key()),
-            Span::raw(action),
-            Span::styled("Tab", t.key()),
-            Span::raw(" next field  "),
-            Span::styled("Esc", t.key()),
-            Span::raw(" cancel"),
-        ]));
+        let mut keys = vec![Span::styled("Enter", t.key()), Span::raw(action)];
+        if fields {
+            keys.extend([Span::styled("Tab", t.key()), Span::raw(" next field  ")]);
+        }
+        keys.extend([Span::styled("Esc", t.key()), Span::raw(" cancel")]);
+        lines.push(Line::from(keys));
     }
 }
 
@@ -1216,7 +1352,7 @@ fn logs_view(frame: &mut Frame<'_>, area: Rect, app: &App, logs: &Logs) {
 fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
     let lines = vec![
         key_line(t, "↑ ↓  k j", "move the selection (g G: first, last)"),
-        key_line(t, "Tab  1 2", "switch between VMs and images"),
+        key_line(t, "Tab  1 2 3", "switch between VMs, images and snapshots"),
         key_line(t, "c", "create and start a VM (a form)"),
         key_line(t, "s  P", "start the selected VM; promote it to an image"),
         key_line(t, "x  R", "stop it, restart it (ask first while it runs)"),
@@ -1232,17 +1368,28 @@ fn help(frame: &mut Frame<'_>, area: Rect, t: &Theme) {
             "S  Enter",
             "ssh into it while it runs; leave the shell to return",
         ),
+        key_line(
+            t,
+            "n  C",
+            "snapshot it; clone it into a new VM (asks a name)",
+        ),
+        key_line(
+            t,
+            "Enter  d",
+            "snapshots view: restore one into a new VM; delete it",
+        ),
         key_line(t, "r", "reload now; starts bangerd if it is not answering"),
         key_line(t, "?  q", "this help (Esc closes it); q or Ctrl-C quits"),
-        Line::raw(""),
         Line::styled("In the create form", t.label()),
-        key_line(t, "Tab  ↑ ↓", "next or previous field"),
+        key_line(
+            t,
+            "Tab  ↑ ↓",
+            "next or previous field; Enter creates, Esc cancels",
+        ),
         key_line(t, "← →", "choose the image, toggle NAT (also Space)"),
-        key_line(t, "Enter  Esc", "create, cancel"),
-        Line::raw(""),
         Line::styled("The bars", t.label()),
-        Line::raw("CPU and RAM reserved by running VMs, of the host's total; disk"),
-        Line::raw("allocated by VMs' disks, of the filesystem holding banger's state."),
+        Line::raw("CPU and RAM reserved by running VMs, of the host's total; disk allocated"),
+        Line::raw("by VMs' disks and snapshots, of the filesystem holding banger's state."),
         Line::raw(if t.color {
             "Green below 70 %, yellow below 90 %, red from 90 %."
         } else {
@@ -1366,6 +1513,7 @@ fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm
         form.pending,
         "Promoting…",
         " promote  ",
+        true,
         t,
     );
     let rect = centered(area, width, rows(&lines, width) + 2);
@@ -1374,6 +1522,81 @@ fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
             .block(pane(" Promote VM to image ", t)),
+        rect,
+    );
+}
+
+/// The name prompt of a snapshot, a clone or a restore: what will happen, the name, and why
+/// the last try was refused.
+fn name_prompt(frame: &mut Frame<'_>, area: Rect, t: &Theme, prompt: &NamePrompt) {
+    let width = 68.min(area.width);
+    let (kind, optional) = prompt.naming.field();
+    let label = if kind == "VM" { "New VM" } else { "Name" };
+    let mut name = vec![
+        Span::styled("▶ ", t.focused()),
+        Span::styled(format!("{label:<12}"), t.focused()),
+        Span::raw(prompt.name.clone()),
+        Span::styled(" ", t.selected()),
+    ];
+    if optional && prompt.name.is_empty() {
+        name.push(Span::styled(" (empty: a dated name)", t.dim()));
+    }
+    let mut lines = vec![
+        Line::raw(prompt.naming.explain()),
+        Line::raw(""),
+        Line::from(name),
+        Line::raw(""),
+    ];
+    let (busy, action) = match prompt.naming {
+        super::name_prompt::Naming::Snapshot { .. } => ("Taking the snapshot…", " snapshot  "),
+        super::name_prompt::Naming::Clone { .. } => ("Cloning…", " clone  "),
+        super::name_prompt::Naming::Restore { .. } => ("Restoring…", " restore  "),
+    };
+    prompt_footer(
+        &mut lines,
+        prompt.error.as_ref(),
+        prompt.pending,
+        busy,
+        action,
+        false,
+        t,
+    );
+    let rect = centered(area, width, rows(&lines, width) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(prompt.naming.title(), t)),
+        rect,
+    );
+}
+
+/// The question before a snapshot is deleted.
+fn confirm_snapshot_delete(frame: &mut Frame<'_>, area: Rect, t: &Theme, name: &str) {
+    let lines = vec![
+        Line::from(vec![
+            Span::raw("Delete snapshot "),
+            Span::styled(name.to_string(), t.label()),
+            Span::raw("?"),
+        ]),
+        Line::raw(
+            "Its memory and disk copies are removed; VMs restored from it keep running. This \
+             cannot be undone.",
+        ),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled("y", t.key()),
+            Span::raw(" delete   "),
+            Span::styled("n", t.key()),
+            Span::raw(" keep"),
+        ]),
+    ];
+    let rect = centered(area, 68, rows(&lines, 68.min(area.width)) + 2);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(" Delete snapshot ", t).border_style(t.error())),
         rect,
     );
 }
@@ -1430,6 +1653,7 @@ fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) 
         form.pending,
         "Creating…",
         " create and start  ",
+        true,
         t,
     );
     let rect = centered(area, width, rows(&lines, width) + 2);

@@ -63,8 +63,34 @@ impl Worker {
                 Effect::LoadImages => {
                     Msg::Images(api(client.list_images().await), started.elapsed())
                 }
+                Effect::LoadSnapshots => Msg::Snapshots(api(client.list_snapshots().await)),
                 Effect::LoadCapacity => {
                     Msg::Capacity(api(client.capacity().await), started.elapsed())
+                }
+                Effect::Snapshot(vm, name) => {
+                    let request = banger_api::SnapshotVmRequest { name };
+                    let result = daemon
+                        .call(async |c| c.snapshot_vm(&vm, &request).await)
+                        .await
+                        .map_err(|f| f.error);
+                    Msg::Snapshotted(vm, result)
+                }
+                Effect::Clone(vm, name) => {
+                    let request = banger_api::CloneVmRequest { name, nat: None };
+                    Msg::Created(
+                        daemon
+                            .call(async |c| c.clone_vm(&vm, &request).await)
+                            .await
+                            .map_err(|f| f.error),
+                    )
+                }
+                Effect::DeleteSnapshot(name) => {
+                    let result = daemon
+                        .call(async |c| c.delete_snapshot(&name).await)
+                        .await
+                        .map(drop)
+                        .map_err(|f| f.error);
+                    Msg::SnapshotDeleted(name, result)
                 }
                 Effect::LoadOperations => Msg::Operations(api(client.list_operations().await)),
                 Effect::CreateVm(request) => Msg::Created(
@@ -168,6 +194,10 @@ fn not_ready(effect: Effect) -> Msg {
     match effect {
         Effect::Bootstrap | Effect::LoadVms => Msg::Vms(Err(error), Duration::ZERO),
         Effect::LoadImages => Msg::Images(Err(error), Duration::ZERO),
+        Effect::LoadSnapshots => Msg::Snapshots(Err(error)),
+        Effect::Snapshot(vm, _) => Msg::Snapshotted(vm, Err(error)),
+        Effect::Clone(..) => Msg::Created(Err(error)),
+        Effect::DeleteSnapshot(name) => Msg::SnapshotDeleted(name, Err(error)),
         Effect::LoadCapacity => Msg::Capacity(Err(error), Duration::ZERO),
         Effect::LoadOperations => Msg::Operations(Err(error)),
         Effect::CreateVm(_) => Msg::Created(Err(error)),
