@@ -126,12 +126,7 @@ impl Client {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let response = self.send_ok(method, path, body).await?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
+        let bytes = collect_body(response).await?;
         Ok((status, bytes))
     }
 
@@ -347,13 +342,7 @@ impl Client {
         let response = self
             .send_streaming(Method::PUT, &path, "application/x-tar", ReceiverBody(tar))
             .await?;
-        let response = ok_or_error(response).await?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
+        let bytes = collect_body(ok_or_error(response).await?).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -703,13 +692,18 @@ async fn ok_or_error(
     if !(status.is_client_error() || status.is_server_error()) {
         return Ok(response);
     }
-    let bytes = response
+    let bytes = collect_body(response).await?;
+    Err(ClientError::Api(decode_error(status, &bytes)))
+}
+
+/// The whole body of `response`.
+async fn collect_body(response: hyper::Response<Incoming>) -> Result<Bytes, ClientError> {
+    Ok(response
         .into_body()
         .collect()
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?
-        .to_bytes();
-    Err(ClientError::Api(decode_error(status, &bytes)))
+        .to_bytes())
 }
 
 fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
