@@ -15,12 +15,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_api::paths::Paths;
-use banger_api::{
-    Client, CreateVmRequest, OperationState, RegisterImageRequest, Vm, VmAction, VmState,
-};
+use banger_api::{Client, CreateVmRequest, OperationState, Vm, VmAction, VmState};
 use banger_daemon::HostDeps;
-use banger_host::network::netns::Netns;
 use banger_host::{CommandRunner, CommandSpec, RealRunner};
 use banger_vmm::{InstanceState, Vmm};
 
@@ -84,82 +80,22 @@ fn jailed_vm_lifecycle_with_the_real_jailer() {
 }
 
 fn in_a_namespace<F: std::future::Future<Output = ()>>(test: impl FnOnce(PathBuf) -> F) {
-    let Some(binary) = fixture::firecracker_or_skip() else {
-        return;
-    };
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps, bridges and nftables rules need root");
-        return;
-    }
-    if run("nft", &["--version"]).is_err() {
-        println!("SKIP: nft (nftables) not found");
-        return;
-    }
-    let netns = match Netns::create("banger-test-") {
-        Ok(netns) => netns,
-        Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
-            return;
-        }
-    };
-    // This thread, and every thread and process it starts from now on, lives in the namespace.
-    netns.enter().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(test(binary.path));
-    drop(runtime);
-    drop(netns);
+    let binary = fixture::firecracker_or_skip().map(|b| b.path);
+    support::in_a_namespace(binary, "banger-test-", test);
 }
 
 async fn lifecycle(firecracker: PathBuf) {
     let firecracker = firecracker.as_path();
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config_file: dir.path().join("config/banger/config.toml"),
-        state_dir: dir.path().join("state/banger"),
-        runtime_dir: dir.path().join("run/banger"),
-    };
-    let _vmms = support::KillVmms {
-        firecracker: firecracker.to_owned(),
-        paths: paths.clone(),
-    };
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &paths.config_file,
-        format!(
-            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\njailer = false\n[defaults]\n\
-             stop_timeout = \"300ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
-             [web]\nenabled = false\n",
-            firecracker.display()
-        ),
+    let (daemon, client, paths, _vmms) = support::tiny_daemon(
+        dir.path(),
+        firecracker,
+        "jailer = false\n",
+        "300ms",
+        &fixture::tiny_kernel(),
+        |p| fixture::ext4(p, 16),
     )
-    .unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let kernel = files.join("vmlinux");
-    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
-    let rootfs = files.join("rootfs.ext4");
-    fixture::ext4(&rootfs, 16);
-
-    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
-        .await
-        .unwrap();
-    let client = Client::new(daemon.socket());
-    let op = client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: "tiny".into(),
-            kernel: kernel.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
-        .await
-        .unwrap();
-    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    .await;
 
     // Create starts the VM: Firecracker reports the instance running, the tap is on the bridge.
     let created = client
@@ -310,49 +246,15 @@ async fn jailed_lifecycle(firecracker: PathBuf) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config_file: dir.path().join("config/banger/config.toml"),
-        state_dir: dir.path().join("state/banger"),
-        runtime_dir: dir.path().join("run/banger"),
-    };
-    let _vmms = support::KillVmms {
-        firecracker: firecracker.clone(),
-        paths: paths.clone(),
-    };
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &paths.config_file,
-        format!(
-            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\njailer = true\n\
-             jail_uids = \"900950-900959\"\n[defaults]\n\
-             stop_timeout = \"300ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
-             [web]\nenabled = false\n",
-            firecracker.display()
-        ),
+    let (daemon, client, paths, _vmms) = support::tiny_daemon(
+        dir.path(),
+        &firecracker,
+        "jailer = true\njail_uids = \"900950-900959\"\n",
+        "300ms",
+        &fixture::tiny_kernel(),
+        |p| fixture::ext4(p, 16),
     )
-    .unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let kernel = files.join("vmlinux");
-    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
-    let rootfs = files.join("rootfs.ext4");
-    fixture::ext4(&rootfs, 16);
-    let daemon = banger_daemon::start_with(paths.clone(), HostDeps::real())
-        .await
-        .unwrap();
-    let client = Client::new(daemon.socket());
-    let op = client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: "tiny".into(),
-            kernel: kernel.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
-        .await
-        .unwrap();
-    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    .await;
 
     let created = client
         .create_vm(&CreateVmRequest {

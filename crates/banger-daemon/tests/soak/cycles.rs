@@ -10,46 +10,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_api::paths::Paths;
-use banger_api::{Client, CreateVmRequest, OperationState, RegisterImageRequest, VmAction};
+use banger_api::{Client, CreateVmRequest, OperationState, VmAction};
 use banger_daemon::RunningDaemon;
-use banger_host::network::netns::Netns;
 
-/// Runs `soak`, given the Firecracker binary, on a runtime whose every thread lives in a
-/// throw-away network namespace (its name starting with `prefix`); prints `SKIP:` and returns
-/// without root or Firecracker.
+/// Runs `soak` in a throw-away network namespace (its name starting with `prefix`), given the
+/// Firecracker binary; prints `SKIP:` and returns without root, nftables or Firecracker.
 pub fn in_a_namespace<F: std::future::Future<Output = ()>>(
     prefix: &str,
     soak: impl FnOnce(PathBuf) -> F,
 ) {
-    let Some(binary) = crate::fixture::firecracker_or_skip() else {
-        return;
-    };
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps, bridges and nftables rules need root");
-        return;
-    }
-    let netns = match Netns::create(prefix) {
-        Ok(netns) => netns,
-        Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
-            return;
-        }
-    };
-    netns.enter().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(soak(binary.path));
-    drop(runtime);
-    drop(netns);
+    let binary = crate::fixture::firecracker_or_skip().map(|b| b.path);
+    crate::support::in_a_namespace(binary, prefix, soak);
 }
 
 /// One reading of the daemon's process and the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reading {
     pub rss_kib: u64,
+    /// What the allocator has handed out and not had back: the live heap, apart from what it
+    /// keeps for reuse (which RSS counts).
+    pub heap_kib: u64,
     pub fds: usize,
     pub threads: usize,
     pub db_bytes: u64,
@@ -65,9 +45,10 @@ impl std::fmt::Display for Reading {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "RSS {:.1} MiB, {} fds, {} threads, database {:.0} KiB (+ log {:.0} KiB); left: {} VM dirs, {} sockets, \
+            "RSS {:.1} MiB (heap in use {:.1} MiB), {} fds, {} threads, database {:.0} KiB (+ log {:.0} KiB); left: {} VM dirs, {} sockets, \
              {} Firecrackers, {} taps",
             self.rss_kib as f64 / 1024.0,
+            self.heap_kib as f64 / 1024.0,
             self.fds,
             self.threads,
             self.db_bytes as f64 / 1024.0,
@@ -87,6 +68,13 @@ fn status_field(name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// glibc's count of the bytes in use across its arenas.
+fn heap_in_use_kib() -> u64 {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks as u64 / 1024
 }
 
 fn count(dir: &Path) -> usize {
@@ -110,6 +98,7 @@ pub async fn read(paths: &Paths, firecracker: &Path, settle: Duration) -> Readin
         .unwrap();
     Reading {
         rss_kib: status_field("VmRSS:"),
+        heap_kib: heap_in_use_kib(),
         fds: count(Path::new("/proc/self/fd")),
         threads: status_field("Threads:") as usize,
         db_bytes: db(""),
@@ -132,49 +121,15 @@ pub async fn daemon(
     kernel: &[u8],
     make_rootfs: impl FnOnce(&Path),
 ) -> (RunningDaemon, Client, Paths, crate::support::KillVmms) {
-    let paths = Paths {
-        config_file: dir.join("config/banger/config.toml"),
-        state_dir: dir.join("state/banger"),
-        runtime_dir: dir.join("run/banger"),
-    };
-    let vmms = crate::support::KillVmms {
-        firecracker: firecracker.to_owned(),
-        paths: paths.clone(),
-    };
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &paths.config_file,
-        format!(
-            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\njailer = false\n[defaults]\n\
-             stop_timeout = \"200ms\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
-             [web]\nenabled = false\n",
-            firecracker.display()
-        ),
+    crate::support::tiny_daemon(
+        dir,
+        firecracker,
+        "jailer = false\n",
+        "200ms",
+        kernel,
+        make_rootfs,
     )
-    .unwrap();
-    let files = dir.join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let kernel_path = files.join("vmlinux");
-    std::fs::write(&kernel_path, kernel).unwrap();
-    let rootfs: PathBuf = files.join("rootfs.ext4");
-    make_rootfs(&rootfs);
-    let daemon = banger_daemon::start_with(paths.clone(), banger_daemon::HostDeps::real())
-        .await
-        .unwrap();
-    let client = Client::new(daemon.socket());
-    let op = client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: "tiny".into(),
-            kernel: kernel_path.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
-        .await
-        .unwrap();
-    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
-    (daemon, client, paths, vmms)
+    .await
 }
 
 /// `n` cycles of create (which starts), stop, start, delete, each step checked; returns how

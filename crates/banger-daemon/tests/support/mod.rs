@@ -165,3 +165,107 @@ impl Drop for KillVmms {
         }
     }
 }
+
+/// Runs `test`, given the Firecracker binary `firecracker` found (else `SKIP:`), on a runtime
+/// whose every thread lives in a throw-away network namespace (its name starting with
+/// `prefix`): every command the daemon runs and every Firecracker it starts live there too.
+/// Prints `SKIP:` and returns without root, nftables or a namespace.
+pub fn in_a_namespace<F: std::future::Future<Output = ()>>(
+    firecracker: Option<PathBuf>,
+    prefix: &str,
+    test: impl FnOnce(PathBuf) -> F,
+) {
+    let Some(firecracker) = firecracker else {
+        return;
+    };
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: taps, bridges and nftables rules need root");
+        return;
+    }
+    if RealRunner
+        .run(&CommandSpec::new("nft").arg("--version"))
+        .is_err()
+    {
+        println!("SKIP: nft (nftables) not found");
+        return;
+    }
+    let netns = match banger_host::network::netns::Netns::create(prefix) {
+        Ok(netns) => netns,
+        Err(error) => {
+            println!("SKIP: cannot create a network namespace: {error}");
+            return;
+        }
+    };
+    // This thread, and every thread and process it starts from now on, lives in the namespace.
+    netns.enter().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(test(firecracker));
+    drop(runtime);
+    drop(netns);
+}
+
+/// A real daemon in `dir` on the real Firecracker `firecracker` (VMs stop after
+/// `stop_timeout`; `config` adds top-level keys), with the image `tiny` registered from
+/// `kernel` and the root filesystem `make_rootfs` makes, and the guard that kills its
+/// Firecrackers when dropped (a test failing half way included).
+pub async fn tiny_daemon(
+    dir: &Path,
+    firecracker: &Path,
+    config: &str,
+    stop_timeout: &str,
+    kernel: &[u8],
+    make_rootfs: impl FnOnce(&Path),
+) -> (
+    banger_daemon::RunningDaemon,
+    Client,
+    banger_api::paths::Paths,
+    KillVmms,
+) {
+    let paths = banger_api::paths::Paths {
+        config_file: dir.join("config/banger/config.toml"),
+        state_dir: dir.join("state/banger"),
+        runtime_dir: dir.join("run/banger"),
+    };
+    let vmms = KillVmms {
+        firecracker: firecracker.to_owned(),
+        paths: paths.clone(),
+    };
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &paths.config_file,
+        format!(
+            "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n{config}[defaults]\n\
+             stop_timeout = \"{stop_timeout}\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
+             [web]\nenabled = false\n",
+            firecracker.display()
+        ),
+    )
+    .unwrap();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let kernel_path = files.join("vmlinux");
+    std::fs::write(&kernel_path, kernel).unwrap();
+    let rootfs = files.join("rootfs.ext4");
+    make_rootfs(&rootfs);
+    let daemon = banger_daemon::start_with(paths.clone(), banger_daemon::HostDeps::real())
+        .await
+        .unwrap();
+    let client = Client::new(daemon.socket());
+    let op = client
+        .register_image(&RegisterImageRequest {
+            publish: Vec::new(),
+            name: "tiny".into(),
+            kernel: kernel_path.display().to_string(),
+            initrd: None,
+            rootfs: rootfs.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
+    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    (daemon, client, paths, vmms)
+}
