@@ -339,16 +339,8 @@ pub fn find_binary(
     ))
 }
 
-/// An error and its causes on one line: host errors keep the OS error in their source.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
+// An error and its causes on one line: host errors keep the OS error in their source.
+use banger_host::error_chain as chain;
 
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -33,3 +33,16 @@ pub use resources::{MemInfo, ResourceError, host_cpus, meminfo};
 pub use runner::{
     CommandOutput, CommandRunner, CommandSpec, FakeRunner, Matcher, RealRunner, RunError,
 };
+
+/// `error` and its sources joined by `: `, the way a user reads it on one line ("cannot write
+/// X: No space left on device"): every crate of banger says errors this way.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

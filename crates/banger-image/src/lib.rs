@@ -22,14 +22,4 @@ pub use format::{
     check_kernel, check_rootfs,
 };
 
-/// An error and its causes on one line: "cannot write X: No space left on device".
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use banger_host::error_chain;

@@ -345,14 +345,4 @@ fn join_failures(failures: &[CleanupFailure]) -> String {
         .join("; ")
 }
 
-/// `error` and its sources joined by `: `, the way a user reads it on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use banger_host::error_chain;

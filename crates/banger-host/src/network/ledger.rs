@@ -171,14 +171,4 @@ fn describe(failures: &[ReleaseFailure]) -> String {
     )
 }
 
-/// `error` and its sources joined by `: `, the way a user should read it in one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::error_chain;
