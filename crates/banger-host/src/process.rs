@@ -289,6 +289,13 @@ mod tests {
             "reaped after TERM"
         );
         assert!(!pid_alive(pid));
+        // Exited is not yet reaped: a signal reaches a zombie until the reaper thread has
+        // waited for it, which a busy machine can delay.
+        let reaped = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < reaped, "the reaper never waited for {pid}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(matches!(
             signal(pid, Signal::Kill),
             Err(ProcessError::Gone { .. })
