@@ -1293,6 +1293,17 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
         .await
         .unwrap();
     let unmade = h.vm("unmade").await;
+    // And one it died in before it made the VM's directory at all.
+    h.client
+        .create_vm(&CreateVmRequest {
+            name: Some("dirless".into()),
+            image: Some("base".into()),
+            start: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dirless = h.vm("dirless").await;
 
     // The daemon goes away without stopping its VMs; one of them dies meanwhile.
     let daemon = h.daemon.take().unwrap();
@@ -1323,6 +1334,7 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
     };
     let unmade_dir = vms_dir.join(&unmade.id);
     std::fs::write(unmade_dir.join(".making"), "").unwrap();
+    std::fs::remove_dir_all(vms_dir.join(&dirless.id)).unwrap();
     let vms_before = owned(&vms_dir);
     let images_before = owned(&images_dir);
     h.restart().await;
@@ -1339,6 +1351,10 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
         "the unmade VM's record goes"
     );
     assert!(!unmade_dir.exists(), "and its files");
+    assert!(
+        h.client.get_vm("dirless").await.is_err(),
+        "a record without a directory goes"
+    );
     assert_eq!(
         owned(&vms_dir),
         without(without(vms_before, "0123456789abcdef"), &unmade.id)

@@ -233,12 +233,13 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
     // Directories no record owns: what a daemon killed between a VM's or an image's files
     // and its record left (a create, a register, a delete, which removes the record first).
     // Nothing runs yet, so nothing unrecorded is in the making.
-    // A VM whose create the daemon died in has its record but not all its files: it goes,
-    // record and files (its tap went above, with the taps of every VM that does not run).
+    // A VM whose create the daemon died in has its record but not all its files (or none: it
+    // died between the record and the directory): it goes, record and files (its tap went
+    // above, with the taps of every VM that does not run).
     if let Ok(vms) = d.store.list_vms() {
         for vm in &vms {
             let dir = d.paths.vm_dir(&vm.id);
-            if vm.runtime.is_none() && dir.join(disks::MAKING).exists() {
+            if vm.runtime.is_none() && (dir.join(disks::MAKING).exists() || !dir.exists()) {
                 tracing::info!(vm = %vm.name, "removing a VM whose create was interrupted");
                 // Its directory goes with the files no record owns, below.
                 if let Err(e) = d.store.delete_vm(&vm.id) {
