@@ -39,6 +39,8 @@ pub struct Config {
     pub spare_vmm: bool,
     /// Running Firecracker behind its jailer.
     pub jail: JailSettings,
+    /// `qemu_sandbox`, `qemu_uids`: how QEMU processes are confined.
+    pub qemu: QemuSettings,
     /// `[pool]`: how many ready VMs of each image (by name) the warm pool keeps when
     /// `banger pool set` has not said otherwise.
     pub pool: std::collections::BTreeMap<String, u32>,
@@ -106,6 +108,28 @@ pub struct JailSettings {
     pub dir: Option<PathBuf>,
     /// Added to a VM's memory for its cgroup's `memory.max`: Firecracker's own needs.
     pub memory_overhead_mib: u32,
+}
+
+/// `qemu_sandbox`, `qemu_uids`: QEMU under its seccomp sandbox, and (when bangerd runs as root)
+/// as a uid of its own once started (see `docs/security.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QemuSettings {
+    pub sandbox: bool,
+    /// The uids (and gids) a root bangerd's QEMUs drop to, first and last included.
+    pub uids: (u32, u32),
+}
+
+/// The uids QEMUs get unless configured otherwise: beside the jails' range, as far from any
+/// login user's.
+pub const DEFAULT_QEMU_UIDS: (u32, u32) = (901_000, 901_999);
+
+impl Default for QemuSettings {
+    fn default() -> Self {
+        QemuSettings {
+            sandbox: true,
+            uids: DEFAULT_QEMU_UIDS,
+        }
+    }
 }
 
 /// `jailer = "auto" | true | false`.
@@ -241,6 +265,7 @@ impl Default for Config {
             disk_pool: 1,
             spare_vmm: true,
             jail: JailSettings::default(),
+            qemu: QemuSettings::default(),
             pool: std::collections::BTreeMap::new(),
             defaults: VmDefaults {
                 vcpus: 2,
@@ -288,6 +313,8 @@ struct RawConfig {
     jail_uids: Option<String>,
     jail_dir: Option<PathBuf>,
     jail_memory_overhead: Option<String>,
+    qemu_sandbox: Option<bool>,
+    qemu_uids: Option<String>,
     pool: Option<std::collections::BTreeMap<String, i64>>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
@@ -452,6 +479,13 @@ impl Config {
         if let Some(uids) = raw.jail_uids {
             config.jail.uids = banger_vmm::firecracker::jail::parse_uid_range(&uids)
                 .map_err(|e| invalid(format!("`jail_uids`: {e}")))?;
+        }
+        if let Some(sandbox) = raw.qemu_sandbox {
+            config.qemu.sandbox = sandbox;
+        }
+        if let Some(uids) = raw.qemu_uids {
+            config.qemu.uids = banger_vmm::firecracker::jail::parse_uid_range(&uids)
+                .map_err(|e| invalid(format!("`qemu_uids`: {e}")))?;
         }
         if let Some(dir) = raw.jail_dir {
             config.jail.dir = Some(absolute("jail_dir", dir)?);
@@ -740,6 +774,25 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_the_qemu_keys() {
+        assert_eq!(parse("").unwrap().qemu, QemuSettings::default());
+        assert!(QemuSettings::default().sandbox);
+        let qemu = parse("qemu_sandbox = false\nqemu_uids = \"80000-80009\"")
+            .unwrap()
+            .qemu;
+        assert!(!qemu.sandbox);
+        assert_eq!(qemu.uids, (80_000, 80_009));
+        for text in [
+            "qemu_uids = \"0-9\"",
+            "qemu_uids = \"9-1\"",
+            "qemu_sandbox = \"on\"",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("qemu_"), "{text}: {err}");
         }
     }
 

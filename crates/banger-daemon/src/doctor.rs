@@ -48,6 +48,18 @@ pub fn report(d: &Daemon) -> DoctorReport {
     let bridge = net.bridge.clone();
     let mut checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run(backends.checks());
     checks.extend(jail_checks(d, &runner));
+    checks.push(qemu_check(
+        d.config.qemu,
+        rustix::process::geteuid().is_root(),
+    ));
+    checks.push(uid_ranges_check(
+        &[
+            ("jail_uids", d.config.jail.uids),
+            ("qemu_uids", d.config.qemu.uids),
+        ],
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+    ));
     let serving = d.dns.serving();
     checks.push(dns::serving_check(&serving, d.dns.domain()));
     checks.push(dns::host_resolver_check(
@@ -58,6 +70,95 @@ pub fn report(d: &Daemon) -> DoctorReport {
     ));
     DoctorReport {
         checks: checks.into_iter().map(to_wire).collect(),
+    }
+}
+
+/// The `qemu-confinement` line: how QEMU VMs are confined (their uid, the seccomp sandbox).
+fn qemu_check(settings: crate::config::QemuSettings, root: bool) -> Check {
+    const NAME: &str = "qemu-confinement";
+    match (settings.sandbox, root) {
+        (true, true) => Check::ok(
+            NAME,
+            format!(
+                "QEMU VMs drop to their own uid of {}-{} once started and run under QEMU's \
+                 seccomp sandbox (no spawning, no obsolete system calls, no resource changes)",
+                settings.uids.0, settings.uids.1
+            ),
+        ),
+        (true, false) => Check::ok(
+            NAME,
+            "QEMU VMs run as bangerd's user under QEMU's seccomp sandbox (no spawning, no \
+             privilege raising, no obsolete system calls, no resource changes)",
+        ),
+        (false, true) => Check::warn(
+            NAME,
+            format!(
+                "QEMU VMs drop to their own uid of {}-{} but run without QEMU's seccomp \
+                 sandbox (qemu_sandbox = false)",
+                settings.uids.0, settings.uids.1
+            ),
+            "remove `qemu_sandbox = false` from config.toml",
+        ),
+        (false, false) => Check::warn(
+            NAME,
+            "QEMU VMs run as bangerd's user without QEMU's seccomp sandbox (qemu_sandbox = \
+             false)",
+            "remove `qemu_sandbox = false` from config.toml",
+        ),
+    }
+}
+
+/// The `uid-ranges` line: the uids VMMs drop to must be nobody else's, on this host or of the
+/// other range: a VMM sharing a uid with a user or a service could signal its processes and
+/// read what it owns. `passwd` and `group` are the texts of `/etc/passwd` and `/etc/group`.
+fn uid_ranges_check(ranges: &[(&str, (u32, u32))], passwd: &str, group: &str) -> Check {
+    const NAME: &str = "uid-ranges";
+    let mut clashes = Vec::new();
+    for (key, (first, last)) in ranges {
+        for (file, text, what) in [
+            ("/etc/passwd", passwd, "user"),
+            ("/etc/group", group, "group"),
+        ] {
+            for line in text.lines() {
+                let mut fields = line.split(':');
+                let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                if let Ok(id) = id.parse::<u32>()
+                    && (*first..=*last).contains(&id)
+                {
+                    clashes.push(format!("{what} {name} ({file}) has id {id}, in {key}"));
+                }
+            }
+        }
+    }
+    for (i, (a, (a_first, a_last))) in ranges.iter().enumerate() {
+        for (b, (b_first, b_last)) in &ranges[i + 1..] {
+            if a_first <= b_last && b_first <= a_last {
+                clashes.push(format!(
+                    "{a} {a_first}-{a_last} and {b} {b_first}-{b_last} overlap"
+                ));
+            }
+        }
+    }
+    let described = ranges
+        .iter()
+        .map(|(key, (first, last))| format!("{key} {first}-{last}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if clashes.is_empty() {
+        Check::ok(
+            NAME,
+            format!("{described}: no user or group of this host has one of these ids"),
+        )
+    } else {
+        Check::warn(
+            NAME,
+            clashes.join("; "),
+            "give jail_uids and qemu_uids in config.toml ranges of their own that no user, \
+             group or service of this host uses",
+        )
     }
 }
 
@@ -167,5 +268,86 @@ mod refusal_tests {
             banger_api::ErrorCode::Unavailable
         );
         assert_eq!(refusal_code([&tun]), banger_api::ErrorCode::Unavailable);
+    }
+}
+
+#[cfg(test)]
+mod qemu_tests {
+    use super::*;
+    use banger_host::doctor::CheckStatus;
+
+    #[test]
+    fn the_qemu_line_says_what_confines_qemu_and_warns_without_the_sandbox() {
+        let on = crate::config::QemuSettings::default();
+        let off = crate::config::QemuSettings {
+            sandbox: false,
+            ..on
+        };
+        let root = qemu_check(on, true);
+        assert_eq!(root.status, CheckStatus::Ok);
+        assert!(root.detail.contains("901000-901999"), "{}", root.detail);
+        let user = qemu_check(on, false);
+        assert_eq!(user.status, CheckStatus::Ok);
+        assert!(user.detail.contains("as bangerd's user"), "{}", user.detail);
+        for check in [qemu_check(off, true), qemu_check(off, false)] {
+            assert_eq!(check.status, CheckStatus::Warn);
+            assert!(
+                check.detail.contains("qemu_sandbox = false"),
+                "{}",
+                check.detail
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod uid_range_tests {
+    use super::*;
+    use banger_host::doctor::CheckStatus;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+                          nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                          svc:x:900005:900005::/var/lib/svc:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nbuilders:x:901002:alice\n";
+
+    #[test]
+    fn uids_of_users_groups_or_the_other_range_are_warned_about() {
+        let ranges = [
+            ("jail_uids", (900_000, 900_999)),
+            ("qemu_uids", (901_000, 901_999)),
+        ];
+        let check = uid_ranges_check(&ranges, "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n");
+        assert_eq!(check.status, CheckStatus::Ok, "{}", check.detail);
+        assert!(
+            check
+                .detail
+                .contains("jail_uids 900000-900999, qemu_uids 901000-901999")
+        );
+
+        let check = uid_ranges_check(&ranges, PASSWD, GROUP);
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert!(
+            check
+                .detail
+                .contains("user svc (/etc/passwd) has id 900005, in jail_uids"),
+            "{}",
+            check.detail
+        );
+        assert!(
+            check
+                .detail
+                .contains("group builders (/etc/group) has id 901002, in qemu_uids"),
+            "{}",
+            check.detail
+        );
+        assert!(!check.detail.contains("nobody"), "{}", check.detail);
+
+        let overlapping = [
+            ("jail_uids", (900_000, 900_999)),
+            ("qemu_uids", (900_500, 901_500)),
+        ];
+        let check = uid_ranges_check(&overlapping, "", "");
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert!(check.detail.contains("overlap"), "{}", check.detail);
     }
 }

@@ -168,7 +168,8 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     machines.backends = machines
         .backends
         .clone()
-        .with_jail(config.jail.clone(), paths.jail_dir());
+        .with_jail(config.jail.clone(), paths.jail_dir())
+        .with_qemu_settings(config.qemu);
     let default_image = store.find_image(&config.default_image).ok().flatten();
     let disks = DiskPool::open(
         &paths.state_dir,

@@ -673,6 +673,26 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     // kill -9 of the daemon leaves the VM running; the next daemon (started by the next
     // command, with the new configuration) adopts it.
     let vm_pid = t.vm("e2e")["runtime"]["pid"].as_u64().unwrap();
+    // The guest has run all along as a uid of its own from qemu_uids, under QEMU's seccomp
+    // sandbox, which the kernel reports (mode 2: a filter) with NoNewPrivs.
+    let status = std::fs::read_to_string(format!("/proc/{vm_pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let uids = field("Uid:");
+    let uid: u32 = uids[0].parse().unwrap();
+    assert!((901_000..=901_999).contains(&uid), "QEMU runs as {uids:?}");
+    assert!(
+        uids.iter().all(|u| *u == uids[0]),
+        "every uid dropped: {uids:?}"
+    );
+    assert_eq!(field("Gid:")[0], uids[0]);
+    assert_eq!(field("Seccomp:"), ["2"], "{status}");
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
     let daemon_pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as i32;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(daemon_pid).unwrap(),

@@ -116,6 +116,8 @@ pub struct Backends {
     jail: Option<(JailSettings, PathBuf)>,
     /// The last jail decision, for the Firecracker binary and jailer file it was made with.
     checked_jail: Arc<std::sync::Mutex<Option<JailCache>>>,
+    /// How QEMUs are confined.
+    qemu_settings: crate::config::QemuSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -214,7 +216,18 @@ impl Backends {
             checked_firecracker: Arc::default(),
             jail: None,
             checked_jail: Arc::default(),
+            qemu_settings: crate::config::QemuSettings::default(),
         }
+    }
+
+    /// Confines QEMUs as `settings` say.
+    pub fn with_qemu_settings(mut self, settings: crate::config::QemuSettings) -> Backends {
+        self.qemu_settings = settings;
+        self
+    }
+
+    pub fn qemu_settings(&self) -> crate::config::QemuSettings {
+        self.qemu_settings
     }
 
     /// Jails Firecracker as `settings` say, in `default_dir` unless they name a directory.
@@ -377,7 +390,17 @@ impl Backends {
                  config.toml; `banger doctor` checks it",
             )
         })?;
-        Ok(Qemu::new(binary, accel))
+        Ok(self.confined(Qemu::new(binary, accel)))
+    }
+
+    /// `qemu` with the confinement the configuration asks for: the sandbox, and a uid of its
+    /// own when bangerd runs as root (tests on a fake host keep theirs).
+    fn confined(&self, qemu: Qemu) -> Qemu {
+        let root = rustix::process::geteuid().is_root();
+        qemu.confined(banger_vmm::qemu::Confinement {
+            uids: root.then_some(self.qemu_settings.uids),
+            sandbox: self.qemu_settings.sandbox,
+        })
     }
 
     /// The backend for a VM to be started with `requested` (`auto` resolved), and a note for

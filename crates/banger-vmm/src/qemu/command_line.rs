@@ -45,10 +45,32 @@ pub fn boot_args(spec: &VmSpec, accel: Accel) -> String {
     }
 }
 
+/// QEMU's seccomp sandbox: obsolete system calls, spawning processes (banger's taps need no
+/// scripts) and changing resource limits, affinity or scheduling are refused. Raising
+/// privileges is refused too when QEMU does not drop them itself ([`sandbox_arg`]).
+const SANDBOX: &str = "on,obsolete=deny,spawn=deny,resourcecontrol=deny";
+
+/// The `-sandbox` value. A QEMU that drops to another uid needs `setuid` for that, after the
+/// filter is in place; once it has, no uid it holds is root's, and `NoNewPrivs` is set.
+pub fn sandbox_arg(drops_to_uid: bool) -> String {
+    if drops_to_uid {
+        SANDBOX.to_owned()
+    } else {
+        format!("{SANDBOX},elevateprivileges=deny")
+    }
+}
+
+/// How the process is confined: the uid (and gid) it drops to once started, and the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confined {
+    pub uid: Option<u32>,
+    pub sandbox: bool,
+}
+
 /// The arguments `qemu-system-x86_64` runs `spec` with. The VM starts paused (`-S`): the launch
 /// connects to QMP first and then lets it run, so a VM never runs without a working QMP socket.
 /// `vsock` attaches a vhost-vsock device (only possible where [`VHOST_VSOCK`] exists).
-pub fn process_args(spec: &VmSpec, accel: Accel, vsock: bool) -> Vec<OsString> {
+pub fn process_args(spec: &VmSpec, accel: Accel, vsock: bool, confined: Confined) -> Vec<OsString> {
     let mut args = Args::default();
     args.pair("-name", opt(spec.vm_id.as_ref()))
         .pair("-machine", "microvm,acpi=on")
@@ -104,7 +126,20 @@ pub fn process_args(spec: &VmSpec, accel: Accel, vsock: bool) -> Vec<OsString> {
     qmp.push(",server=on,wait=off");
     args.pair("-chardev", qmp)
         .pair("-mon", join(&["chardev=", QMP_ID, ",mode=control"]));
+    if let Some(uid) = confined.uid {
+        args.pair("-runas", format!("{uid}:{uid}"));
+    }
+    if confined.sandbox {
+        args.pair("-sandbox", sandbox_arg(confined.uid.is_some()));
+    }
     args.0
+}
+
+/// The uid a QEMU command line drops to (`-runas UID:GID`), when it is a QEMU's and names one
+/// by number.
+pub fn runas_uid(argv: &[OsString]) -> Option<u32> {
+    let value = values_of(argv, "-runas")?.next()?.to_str()?;
+    value.split(':').next()?.parse().ok()
 }
 
 #[derive(Default)]

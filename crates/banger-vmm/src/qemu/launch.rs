@@ -118,7 +118,28 @@ pub fn validate(spec: &VmSpec) -> Result<(), VmmError> {
     Ok(())
 }
 
+/// Serializes the choice of a QEMU's uid with the spawn that shows it in the process list.
+static UIDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Qemu {
+    /// The lowest uid of `range` that no running QEMU's command line names.
+    fn free_uid(&self, (first, last): (u32, u32)) -> Result<u32, VmmError> {
+        let taken: Vec<u32> = self
+            .host
+            .processes()
+            .iter()
+            .filter_map(|(_, argv)| command_line::runas_uid(argv))
+            .collect();
+        (first..=last)
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| {
+                VmmError::InvalidSpec(format!(
+                    "every uid of qemu_uids {first}-{last} is taken by a running VM; widen the \
+                     range in config.toml"
+                ))
+            })
+    }
+
     pub(crate) fn launch_vm(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
         validate(spec)?;
         let mut acquired = Vec::new();
@@ -143,6 +164,16 @@ impl Qemu {
     ) -> Result<VmHandle, VmmError> {
         let host = &*self.host;
         let qmp_socket = &spec.paths.api_socket;
+        // One uid per QEMU: its choice and the spawn that shows it in the process list are one
+        // step, and a range used up refuses the launch before anything is made.
+        let uids = UIDS.lock().unwrap_or_else(|e| e.into_inner());
+        let confined = command_line::Confined {
+            uid: match self.confinement.uids {
+                Some(range) => Some(self.free_uid(range)?),
+                None => None,
+            },
+            sandbox: self.confinement.sandbox,
+        };
         escalate::clear_stale_socket(&*self.host, qmp_socket)?;
         // Created here, mode 0600, so that they are the user's alone (QEMU would create the
         // console log world-readable). They outlive the VM: they are how a failure is read.
@@ -158,10 +189,11 @@ impl Qemu {
         if spec.vsock.is_some() && !vsock {
             tracing::info!(vm = %spec.vm_id, "no {VHOST_VSOCK}: the VM gets no vsock device");
         }
-        let args = command_line::process_args(spec, self.accel, vsock);
+        let args = command_line::process_args(spec, self.accel, vsock, confined);
         let pid = host
             .spawn(&self.binary.path, &args, &spec.paths.vmm_log)
             .map_err(VmmError::QemuSpawn)?;
+        drop(uids);
         record(acquired, Resource::Process { pid });
         // QEMU binds the socket while it starts; recorded before the wait so that a socket
         // which appears late is still removed.

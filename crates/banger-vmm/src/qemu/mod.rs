@@ -12,6 +12,13 @@
 //! the process and QMP in tests. Process side effects go through the Firecracker backend's
 //! [`ProcessHost`], which is not specific to Firecracker.
 //!
+//! A root daemon confines each QEMU ([`Confinement`]): once QEMU has opened what it needs (its
+//! disks, tap, log files, QMP socket and `/dev/kvm` or `/dev/vhost-vsock`), it drops to a uid
+//! and gid of its own from a configured range (`-runas`), and it runs under QEMU's seccomp
+//! sandbox (`-sandbox`), which refuses obsolete system calls, spawning processes and changing
+//! resource limits or scheduling. The uid is in its command line, which is how the next launch
+//! knows it is taken.
+//!
 //! Differences from Firecracker a caller sees: no snapshots or metrics (the `metrics` path of
 //! [`crate::VmPaths`] is unused), and vsock only where the host has `/dev/vhost-vsock`, reached
 //! over `AF_VSOCK` at [`Qemu::vsock_cid`] rather than through a Unix socket.
@@ -49,6 +56,17 @@ const QUICK_REQUEST: Duration = Duration::from_secs(2);
 /// loop, which guest load under TCG can slow down but not stop.
 const LAUNCH_REQUEST: Duration = Duration::from_secs(10);
 
+/// How a QEMU is confined beyond being a process of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// The uids (and gids, the same numbers) QEMUs drop to, first and last included: each
+    /// gets the lowest one no running QEMU holds. Only a root daemon can give them; `None`
+    /// keeps the daemon's.
+    pub uids: Option<(u32, u32)>,
+    /// QEMU's seccomp sandbox.
+    pub sandbox: bool,
+}
+
 /// The QEMU [`Vmm`].
 #[derive(Debug, Clone)]
 pub struct Qemu {
@@ -57,6 +75,7 @@ pub struct Qemu {
     host: Arc<dyn ProcessHost>,
     qmp: Arc<dyn QmpTransport>,
     timeouts: Timeouts,
+    confinement: Confinement,
 }
 
 impl Qemu {
@@ -80,7 +99,25 @@ impl Qemu {
             host,
             qmp,
             timeouts: Timeouts::default(),
+            confinement: Confinement::default(),
         }
+    }
+
+    /// Confines the QEMUs this backend launches.
+    pub fn confined(mut self, confinement: Confinement) -> Self {
+        self.confinement = confinement;
+        self
+    }
+
+    pub fn confinement(&self) -> &Confinement {
+        &self.confinement
+    }
+
+    /// The uid the QEMU `pid` runs as when it was confined to one (read from its command line).
+    pub fn uid_of(&self, pid: u32) -> Option<u32> {
+        self.host
+            .cmdline(pid)
+            .and_then(|argv| command_line::runas_uid(&argv))
     }
 
     /// `api_socket` bounds the wait for the QMP socket.

@@ -73,14 +73,14 @@ fn lines(args: &[OsString]) -> String {
 
 #[test]
 fn the_command_line_of_a_full_spec() {
-    let args = command_line::process_args(&spec(), Accel::Tcg, false);
+    let args = command_line::process_args(&spec(), Accel::Tcg, false, Default::default());
     insta::assert_snapshot!(lines(&args));
 }
 
 #[test]
 fn kvm_vsock_and_commas_change_only_their_arguments() {
-    let tcg = command_line::process_args(&spec(), Accel::Tcg, true);
-    let kvm = command_line::process_args(&spec(), Accel::Kvm, true);
+    let tcg = command_line::process_args(&spec(), Accel::Tcg, true, Default::default());
+    let kvm = command_line::process_args(&spec(), Accel::Kvm, true, Default::default());
     let differing: Vec<(String, String)> = tcg
         .iter()
         .zip(&kvm)
@@ -108,7 +108,7 @@ fn kvm_vsock_and_commas_change_only_their_arguments() {
     odd.drives[1].path = "/var/lib/banger/vms/a,b/overlay.ext4".into();
     odd.paths.api_socket = "/run/banger/vms/a,b.sock".into();
     odd.boot_args = "console=ttyS0 tsc_early_khz=3000000".into();
-    let args = command_line::process_args(&odd, Accel::Tcg, false);
+    let args = command_line::process_args(&odd, Accel::Tcg, false, Default::default());
     assert!(args.contains(&OsString::from(
         "id=overlay,file=/var/lib/banger/vms/a,,b/overlay.ext4,format=raw,if=none"
     )));
@@ -125,7 +125,13 @@ fn kvm_vsock_and_commas_change_only_their_arguments() {
 
 /// The journal of a successful launch of [`spec`].
 fn launch_journal() -> Vec<String> {
-    let args = lines(&command_line::process_args(&spec(), Accel::Tcg, false)).replace('\n', " ");
+    let args = lines(&command_line::process_args(
+        &spec(),
+        Accel::Tcg,
+        false,
+        Default::default(),
+    ))
+    .replace('\n', " ");
     vec![
         format!("create {VM_DIR}/qemu.log"),
         format!("create {VM_DIR}/console.log"),
@@ -171,6 +177,70 @@ fn launch_starts_paused_then_runs_the_guest() {
     assert_eq!(handle.vsock_socket, None);
     fake.crash(handle.pid);
     assert_eq!(qemu.vsock_cid(&handle), None, "not running: no vsock");
+}
+
+#[test]
+fn a_confined_qemu_drops_to_a_uid_of_its_own_under_the_sandbox() {
+    use super::Confinement;
+    let arg = |fake: &FakeQemu, pid: u32, flag: &str| {
+        let argv = fake.argv(pid).unwrap();
+        argv.windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].to_string_lossy().into_owned())
+    };
+    // Unconfined: neither.
+    let fake = FakeQemu::new();
+    let vm = fake.backend(Accel::Tcg).launch(&spec()).unwrap();
+    assert_eq!(arg(&fake, vm.pid, "-runas"), None);
+    assert_eq!(arg(&fake, vm.pid, "-sandbox"), None);
+
+    // Each QEMU takes the lowest uid of the range no running QEMU holds; its gid is the same.
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg).confined(Confinement {
+        uids: Some((901_000, 901_001)),
+        sandbox: true,
+    });
+    let mut other = spec();
+    other.vm_id = "vm-2".into();
+    other.paths.api_socket = "/run/banger/vm-2.qmp".into();
+    let mut third = spec();
+    third.vm_id = "vm-3".into();
+    third.paths.api_socket = "/run/banger/vm-3.qmp".into();
+    let first = qemu.launch(&spec()).unwrap();
+    let second = qemu.launch(&other).unwrap();
+    assert_eq!(arg(&fake, first.pid, "-runas").unwrap(), "901000:901000");
+    assert_eq!(arg(&fake, second.pid, "-runas").unwrap(), "901001:901001");
+    assert_eq!(qemu.uid_of(second.pid), Some(901_001));
+    // A QEMU that drops its uid may not raise it again: dropping needs setuid first.
+    assert_eq!(
+        arg(&fake, first.pid, "-sandbox").unwrap(),
+        "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
+    );
+    // The range is used up: refused before anything is made.
+    let before = fake.journal().len();
+    let err = qemu.launch(&third).unwrap_err();
+    assert!(
+        crate::error_chain(&err).contains("every uid of qemu_uids 901000-901001 is taken"),
+        "{err}"
+    );
+    assert_eq!(fake.journal().len(), before);
+    // A stopped QEMU gives its uid back.
+    qemu.stop(&first, Duration::ZERO).unwrap();
+    let again = qemu.launch(&third).unwrap();
+    assert_eq!(arg(&fake, again.pid, "-runas").unwrap(), "901000:901000");
+
+    // A daemon that is not root keeps its uid; the sandbox then refuses raising privileges.
+    let fake = FakeQemu::new();
+    let qemu = fake.backend(Accel::Tcg).confined(Confinement {
+        uids: None,
+        sandbox: true,
+    });
+    let vm = qemu.launch(&spec()).unwrap();
+    assert_eq!(arg(&fake, vm.pid, "-runas"), None);
+    assert_eq!(
+        arg(&fake, vm.pid, "-sandbox").unwrap(),
+        "on,obsolete=deny,spawn=deny,resourcecontrol=deny,elevateprivileges=deny"
+    );
 }
 
 /// The whole journal of a launch whose step `failing` (an index into [`launch_journal`]) fails:
