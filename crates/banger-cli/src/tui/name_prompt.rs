@@ -53,6 +53,22 @@ impl Naming {
     }
 }
 
+/// A key typed into a name field: Backspace deletes, a printable character is added; an edit
+/// clears the last refusal (it was about the name as it was). Whether the key edited.
+pub fn edit_name(name: &mut String, error: &mut Option<ApiError>, key: KeyEvent) -> bool {
+    match key.code {
+        KeyCode::Backspace => {
+            name.pop();
+        }
+        KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) && !c.is_control() => {
+            name.push(c);
+        }
+        _ => return false,
+    }
+    *error = None;
+    true
+}
+
 /// What a key press did to the prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameOutcome {
@@ -106,18 +122,9 @@ impl NamePrompt {
                 self.pending = true;
                 return NameOutcome::Submit(Some(self.name.clone()));
             }
-            // An edit clears the last refusal: it was about the name as it was.
-            KeyCode::Backspace => {
-                self.name.pop();
-                self.error = None;
+            _ => {
+                edit_name(&mut self.name, &mut self.error, key);
             }
-            KeyCode::Char(c)
-                if !key.modifiers.contains(KeyModifiers::CONTROL) && !c.is_control() =>
-            {
-                self.name.push(c);
-                self.error = None;
-            }
-            _ => {}
         }
         NameOutcome::Editing
     }

@@ -4,7 +4,7 @@
 //! decides whether the VM's state allows a promotion, and its refusal is shown in the prompt.
 
 use banger_api::{ApiError, PromoteImageRequest, validate};
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent};
 
 /// What a key press did to the prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,18 +67,8 @@ impl PromoteForm {
             KeyCode::Left | KeyCode::Right if self.on_with_work => {
                 self.with_work = !self.with_work;
             }
-            // An edit clears the last refusal: it was about the name as it was.
-            KeyCode::Backspace if !self.on_with_work => {
-                self.name.pop();
-                self.error = None;
-            }
-            KeyCode::Char(c)
-                if !self.on_with_work
-                    && !key.modifiers.contains(KeyModifiers::CONTROL)
-                    && !c.is_control() =>
-            {
-                self.name.push(c);
-                self.error = None;
+            _ if !self.on_with_work => {
+                super::name_prompt::edit_name(&mut self.name, &mut self.error, key);
             }
             _ => {}
         }
@@ -95,6 +85,7 @@ impl PromoteForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossterm::event::KeyModifiers;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)

@@ -572,16 +572,25 @@ impl JailConfig {
             .filter_map(|dir| read_record(host, dir).ok())
             .map(|record| record.uid)
             .collect();
-        let (first, last) = self.uids;
-        (first..=last)
-            .find(|uid| !taken.contains(uid))
-            .ok_or_else(|| {
-                VmmError::InvalidSpec(format!(
-                    "every uid of jail_uids {first}-{last} is taken by a running VM; widen the \
-                     range in config.toml"
-                ))
-            })
+        lowest_free_uid(self.uids, &taken, "jail_uids")
     }
+}
+
+/// The lowest uid of `range` (the config key `key`) that is not `taken`; refused, saying which
+/// key to widen, when every one is.
+pub(crate) fn lowest_free_uid(
+    (first, last): (u32, u32),
+    taken: &[u32],
+    key: &str,
+) -> Result<u32, VmmError> {
+    (first..=last)
+        .find(|uid| !taken.contains(uid))
+        .ok_or_else(|| {
+            VmmError::InvalidSpec(format!(
+                "every uid of {key} {first}-{last} is taken by a running VM; widen the range in \
+                 config.toml"
+            ))
+        })
 }
 
 /// The file name of the Firecracker executable: the jailer names the jails' directory and the

@@ -123,21 +123,14 @@ static UIDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Qemu {
     /// The lowest uid of `range` that no running QEMU's command line names.
-    fn free_uid(&self, (first, last): (u32, u32)) -> Result<u32, VmmError> {
+    fn free_uid(&self, range: (u32, u32)) -> Result<u32, VmmError> {
         let taken: Vec<u32> = self
             .host
             .processes()
             .iter()
             .filter_map(|(_, argv)| command_line::runas_uid(argv))
             .collect();
-        (first..=last)
-            .find(|uid| !taken.contains(uid))
-            .ok_or_else(|| {
-                VmmError::InvalidSpec(format!(
-                    "every uid of qemu_uids {first}-{last} is taken by a running VM; widen the \
-                     range in config.toml"
-                ))
-            })
+        crate::firecracker::jail::lowest_free_uid(range, &taken, "qemu_uids")
     }
 
     pub(crate) fn launch_vm(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
