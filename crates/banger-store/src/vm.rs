@@ -408,10 +408,13 @@ impl Store {
     }
 
     /// The address of the VM called `name` (not an id): one row through the name's unique
-    /// index, for the DNS server, which asks at every question.
+    /// index, for the DNS server, which asks at every question. The warm pool's hidden VMs
+    /// have no name in DNS; a VM taken from it has its user's name from the take on.
     pub fn vm_ip_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT ip FROM vms WHERE name = ?1")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT ip FROM vms WHERE name = ?1 AND (pool IS NULL OR pool = 'taken')",
+        )?;
         Ok(stmt.query_row([name], |row| row.get(0)).optional()?)
     }
 
@@ -419,7 +422,9 @@ impl Store {
     /// DNS).
     pub fn vm_name_by_ip(&self, ip: &str) -> Result<Option<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT name FROM vms WHERE ip = ?1")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name FROM vms WHERE ip = ?1 AND (pool IS NULL OR pool = 'taken')",
+        )?;
         Ok(stmt.query_row([ip], |row| row.get(0)).optional()?)
     }
 

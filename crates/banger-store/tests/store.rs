@@ -1101,6 +1101,8 @@ fn a_ready_pool_vm_is_taken_once_with_the_spec_asked_and_a_name_not_taken() {
     let ready = store
         .create_vm(&pooled("pool-b", VmState::Paused), &p)
         .unwrap();
+    assert_eq!(store.vm_ip_by_name("pool-b").unwrap(), None);
+    assert_eq!(store.vm_name_by_ip(&ready.network.ip).unwrap(), None);
     store.create_vm(&new_vm(Some("dev"), "img1"), &p).unwrap();
     let spec = banger_store::PoolSpec {
         vcpus: 2,
@@ -1126,6 +1128,17 @@ fn a_ready_pool_vm_is_taken_once_with_the_spec_asked_and_a_name_not_taken() {
     assert_eq!(taken.state, VmState::Starting);
     assert_eq!(taken.pool, Some(banger_api::PoolRole::Taken));
     assert_eq!(taken.network, ready.network);
+    // DNS: the pool's hidden VMs have no name; a taken one answers under its new name at once.
+    assert_eq!(store.vm_ip_by_name("pool-a").unwrap(), None);
+    assert_eq!(store.vm_ip_by_name("pool-b").unwrap(), None);
+    assert_eq!(
+        store.vm_ip_by_name("fast").unwrap(),
+        Some(ready.network.ip.clone())
+    );
+    assert_eq!(
+        store.vm_name_by_ip(&ready.network.ip).unwrap().as_deref(),
+        Some("fast")
+    );
     // Only the one not paused is left to the pool, and it cannot be taken.
     assert_eq!(store.take_pooled_vm("img1", &spec, None).unwrap(), None);
     let hidden: Vec<String> = store

@@ -533,6 +533,58 @@ mod tests {
         assert_eq!(off.guest_resolver(host, upstream), theirs);
     }
 
+    /// A daemon that stops takes the bridge's per-link DNS away when it set it, and leaves
+    /// alone what it did not set.
+    #[test]
+    fn stopping_reverts_the_bridges_resolved_settings_only_when_banger_set_them() {
+        let rt = runtime();
+        let cfg = NetConfig {
+            bridge: "banger0".into(),
+            host_address: Ipv4Addr::new(172, 30, 0, 1),
+            prefix_len: 24,
+            privilege: banger_host::network::Privilege::Root,
+            tap_owner: 0,
+        };
+        for (resolver, reverted) in [
+            (
+                HostResolver::ResolvedConfigured,
+                vec!["resolvectl revert banger0"],
+            ),
+            (HostResolver::ResolvedLeftAlone, vec![]),
+            (HostResolver::NoResolved, vec![]),
+            (HostResolver::ResolvedFailed("denied".into()), vec![]),
+        ] {
+            let dns = Dns::new(&DnsConfig::default(), rt.handle().clone());
+            {
+                let _runtime = rt.enter();
+                let responder = Responder {
+                    zone: Zone::new("vm", cfg.host_address, cfg.prefix_len).unwrap(),
+                    names: Arc::new(StoreNames(Weak::new())),
+                    upstreams: Arc::new(Vec::<SocketAddr>::new()),
+                    timeout: answer::UPSTREAM_TIMEOUT,
+                };
+                let mut state = dns.lock();
+                state.server = Some(Server::with_access(
+                    Handler(Arc::new(responder)),
+                    [],
+                    clients(cfg.host_address, cfg.prefix_len),
+                ));
+                state.serving = DnsServing::Serving {
+                    address: SocketAddr::from((cfg.host_address, 53)),
+                    fallback: None,
+                };
+                state.resolver = Some(resolver.clone());
+            }
+            let fake = FakeRunner::new();
+            dns.stop(&fake, &cfg);
+            assert_eq!(fake.calls(), reverted, "{resolver:?}");
+            assert_eq!(dns.serving(), DnsServing::NotStarted);
+            // A second stop has nothing left to undo.
+            dns.stop(&fake, &cfg);
+            assert_eq!(fake.calls(), reverted, "{resolver:?}");
+        }
+    }
+
     #[test]
     fn resolved_is_configured_only_where_it_runs() {
         let cfg = NetConfig {

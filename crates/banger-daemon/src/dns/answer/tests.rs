@@ -73,6 +73,30 @@ async fn a_vm_name_has_its_address_whatever_the_case() {
     }
 }
 
+/// `[dns] domain`: names live under the configured domain, and `vm` is then just another
+/// domain, asked of the upstreams.
+#[tokio::test]
+async fn another_domain_holds_the_names_and_vm_is_forwarded() {
+    let (upstream, asked) = fake_upstream(Behaviour::Answer).await;
+    let r = Responder {
+        zone: Zone::new("dev.internal", HOST, 24).unwrap(),
+        ..responder(Table::with(&[("dev", [172, 30, 0, 2])]), vec![upstream])
+    };
+    let a = ask(&r, "dev.dev.internal.", RecordType::A).await;
+    assert!(a.metadata.authoritative);
+    assert_eq!(rdata(&a), ["172.30.0.2"]);
+    assert_eq!(
+        rdata(&ask(&r, "2.0.30.172.in-addr.arpa.", RecordType::PTR).await),
+        ["dev.dev.internal."]
+    );
+    let nx = ask(&r, "nope.dev.internal.", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(*asked.lock().unwrap(), 0);
+    let other = ask(&r, "dev.vm.", RecordType::A).await;
+    assert!(!other.metadata.authoritative);
+    assert_eq!(*asked.lock().unwrap(), 1, "dev.vm. went to the upstream");
+}
+
 #[tokio::test]
 async fn other_types_of_a_vm_name_are_empty_not_missing() {
     let r = responder(Table::with(&[("dev", [172, 30, 0, 2])]), vec![]);
