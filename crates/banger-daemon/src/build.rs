@@ -261,12 +261,24 @@ fn fetch_packages(
     let apt = Apt::for_image(&RealRunner, cache, &checked.base)?;
     let status = host_build::base_dpkg_status(&RealRunner, &d.paths.image_dir(&checked.base.id))?;
     apt.prepare(&status, &cancelled)?;
-    let plan = apt.plan(&recipe.packages, &cancelled)?;
+    let mut packages = recipe.packages.clone();
+    let mut plan = apt.plan(&packages, &cancelled)?;
+    // DKMS builds modules for the image's kernel only with that kernel's headers.
+    let headers = host_build::kernel_headers_needed(
+        &packages,
+        &plan,
+        checked.base.manifest.kernel_version.as_deref(),
+    );
+    if let Some(headers) = &headers {
+        tracing::info!(%headers, "the packages build kernel modules: adding the image kernel's headers");
+        packages.push(headers.clone());
+        plan = apt.plan(&packages, &cancelled)?;
+    }
     if plan.is_empty() {
         cx.done(S_PACKAGES, Some("the base image has them all".into()));
         return Ok(Vec::new());
     }
-    let debs = apt.download(&recipe.packages, &plan, &cancelled)?;
+    let debs = apt.download(&packages, &plan, &cancelled)?;
     let bytes: u64 = debs
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -275,9 +287,13 @@ fn fetch_packages(
     cx.done(
         S_PACKAGES,
         Some(format!(
-            "{} packages, {}",
+            "{} packages, {}{}",
             debs.len(),
-            validate::format_size(bytes)
+            validate::format_size(bytes),
+            match &headers {
+                Some(headers) => format!(" ({headers} for DKMS included)"),
+                None => String::new(),
+            }
         )),
     );
     Ok(debs)

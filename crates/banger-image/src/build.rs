@@ -295,6 +295,28 @@ impl<'a> Apt<'a> {
     }
 }
 
+/// The headers package of the base image's kernel, when the packages planned need it: DKMS
+/// (`dkms` itself or a `-dkms` package) builds modules for the running kernel, which in a build
+/// VM is the image's own, from `/lib/modules/RELEASE/build`, and only that kernel's headers
+/// package provides it. `None` when nothing planned uses DKMS, when the recipe names a headers
+/// package itself, or when the image's kernel release is not known.
+pub fn kernel_headers_needed(
+    requested: &[String],
+    plan: &[PlannedPackage],
+    kernel_release: Option<&str>,
+) -> Option<String> {
+    let dkms = plan
+        .iter()
+        .any(|p| p.name == "dkms" || p.name.ends_with("-dkms"));
+    let named = requested.iter().any(|p| p.starts_with("linux-headers-"));
+    match kernel_release {
+        Some(release) if dkms && !named && !release.is_empty() => {
+            Some(format!("linux-headers-{release}"))
+        }
+        _ => None,
+    }
+}
+
 /// The `Inst NAME [OLD] (VERSION ...)` lines of `apt-get -s install`.
 pub fn parse_simulation(text: &str) -> Vec<PlannedPackage> {
     text.lines()
@@ -551,6 +573,62 @@ pub fn write_archive(entries: &[ArchiveEntry], out: &Path) -> Result<u64, BuildE
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dkms_brings_the_headers_of_the_images_kernel() {
+        use super::{PlannedPackage, kernel_headers_needed};
+        let planned = |names: &[&str]| -> Vec<PlannedPackage> {
+            names
+                .iter()
+                .map(|n| PlannedPackage {
+                    name: (*n).to_owned(),
+                    version: "1".to_owned(),
+                })
+                .collect()
+        };
+        let asked =
+            |names: &[&str]| -> Vec<String> { names.iter().map(|n| (*n).to_owned()).collect() };
+        let release = Some("6.1.0-57-cloud-amd64");
+        let headers = Some("linux-headers-6.1.0-57-cloud-amd64".to_owned());
+        // A -dkms package, whether dkms comes with it or the base has it already.
+        assert_eq!(
+            kernel_headers_needed(
+                &asked(&["acpi-call-dkms"]),
+                &planned(&["dkms", "acpi-call-dkms"]),
+                release
+            ),
+            headers
+        );
+        assert_eq!(
+            kernel_headers_needed(
+                &asked(&["acpi-call-dkms"]),
+                &planned(&["acpi-call-dkms"]),
+                release
+            ),
+            headers
+        );
+        assert_eq!(
+            kernel_headers_needed(&asked(&["dkms"]), &planned(&["gcc-12", "dkms"]), release),
+            headers
+        );
+        // Nothing for DKMS, headers named by the recipe, or an unknown kernel: nothing added.
+        assert_eq!(
+            kernel_headers_needed(&asked(&["jq"]), &planned(&["jq", "libjq1"]), release),
+            None
+        );
+        assert_eq!(
+            kernel_headers_needed(
+                &asked(&["dkms", "linux-headers-amd64"]),
+                &planned(&["dkms", "linux-headers-amd64"]),
+                release
+            ),
+            None
+        );
+        assert_eq!(
+            kernel_headers_needed(&asked(&["dkms"]), &planned(&["dkms"]), None),
+            None
+        );
+    }
+
     #[test]
     fn the_cache_keeps_its_most_recently_used_entries_within_its_limit() {
         use std::time::{Duration, SystemTime};
