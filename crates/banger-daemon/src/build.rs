@@ -679,8 +679,8 @@ fn provision_and_promote(
         &format!("rm -rf {GUEST_STAGING}; sync"),
         Duration::from_secs(120),
     )?;
-    let stopped = crate::machine::stop_for_build(d, vm)?;
-    cx.done(S_SHUTDOWN, None);
+    let (stopped, how) = crate::machine::stop_for_build(d, vm)?;
+    cx.done(S_SHUTDOWN, Some(how.into()));
 
     let spec = PromoteSpec {
         name: checked.name.clone(),

@@ -202,8 +202,29 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
             .any(|p| p["port"] == 22 && p["process"] == "sshd"),
         "{ports}"
     );
+    // stats: the guest's own figures, which must agree with the VM's spec.
     let stats = lab.json(&["vm", "stats", "fc"]);
-    assert!(stats.is_object(), "{stats}");
+    let spec = lab.vm("fc");
+    assert_eq!(stats["cpus"], spec["vcpus"], "{stats}");
+    let total = stats["memory"]["total_bytes"].as_u64().unwrap_or(0);
+    let memory = spec["memory_mib"].as_u64().unwrap() << 20;
+    assert!(
+        total <= memory && total > memory / 2,
+        "the guest sees {total} bytes of {memory}: {stats}"
+    );
+    assert!(
+        stats["memory"]["available_bytes"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    assert!(stats["uptime_ms"].as_u64().unwrap_or(0) > 0, "{stats}");
+    let disks: Vec<&str> = stats["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["total_bytes"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert!(disks.contains(&"/") && disks.contains(&"/root"), "{stats}");
 
     lab::phase("restart, pause, a killed daemon, exec");
     // restart keeps /root (and the guest synced before powering off).
@@ -324,8 +345,9 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         || lab.vm("fc")["state"] == "stopped",
     );
 
-    // Firecracker killed with SIGKILL: noticed, the VM failed, its tap gone.
-    let (code, _, err) = lab.banger(&["vm", "start", "fc", "--no-wait"]);
+    // Firecracker killed with SIGKILL once its guest is up: noticed, the VM failed with the
+    // guest's last console lines, its tap gone.
+    let (code, _, err) = lab.banger(&["vm", "start", "fc"]);
     assert_eq!(code, 0, "{err}");
     let running = lab.vm("fc");
     let pid = running["runtime"]["pid"].as_u64().unwrap();
@@ -337,13 +359,14 @@ fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
         || lab.vm("fc")["state"] == "failed",
     );
     let failed = lab.vm("fc");
-    assert!(
-        failed["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("killed or crashed"),
-        "{failed}"
-    );
+    let last_error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("killed or crashed"), "{failed}");
+    let console = last_error
+        .split_once("last console lines:")
+        .map(|(_, lines)| lines.trim())
+        .unwrap_or_default();
+    assert!(!console.is_empty(), "the guest's console: {failed}");
+    println!("in the lab: a killed Firecracker's VM failed with: {last_error}");
     let links = lab.sh_ok("ip -br link");
     assert!(!links.contains(&tap), "{links}");
 
@@ -499,6 +522,17 @@ EOF",
         err.contains("on firecracker"),
         "the build VM is a Firecracker one: {err}"
     );
+    // The build VM's guest ends itself (a reboot, which ends Firecracker) rather than
+    // waiting out the stop's deadline.
+    let shutdown = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("shut down: done"))
+        .unwrap_or_default();
+    assert!(
+        shutdown.ends_with(": the guest shut down"),
+        "the build VM shut down cleanly: {err}"
+    );
+    println!("in the lab: build VM {}", shutdown.trim());
     assert!(
         lab.json(&["vm", "list"]).as_array().unwrap().is_empty(),
         "no build VM is left"

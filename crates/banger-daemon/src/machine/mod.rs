@@ -1255,7 +1255,18 @@ pub fn stop_vm(
     vm: &Vm,
     graceful: Duration,
 ) -> Result<Vm, ApiError> {
+    stop_vm_noting(d, cx, vm, graceful).map(|(vm, _)| vm)
+}
+
+/// [`stop_vm`], also saying how the VMM ended (`None` when the VM had none).
+fn stop_vm_noting(
+    d: &Daemon,
+    cx: Option<&OperationContext>,
+    vm: &Vm,
+    graceful: Duration,
+) -> Result<(Vm, Option<banger_vmm::StopOutcome>), ApiError> {
     let m = &d.machines;
+    let mut ended = None;
     let begin = |stage: &str| {
         if let Some(cx) = cx {
             cx.begin(stage);
@@ -1270,6 +1281,7 @@ pub fn stop_vm(
             Ok(backend) => match stop_guest(d, vm, runtime, &backend, graceful) {
                 Ok(outcome) => {
                     tracing::info!(vm = %vm.name, ?outcome, "VMM stopped");
+                    ended = Some(outcome);
                     if let Some(cx) = cx {
                         cx.done("vmm", Some(stop_note(outcome).into()));
                     }
@@ -1290,7 +1302,7 @@ pub fn stop_vm(
         d.store
             .set_vm_run_state(&vm.id, VmState::Stopped, None, None)?;
         tracing::info!(vm = %vm.name, "VM stopped");
-        crate::vm::find(d, &vm.id)
+        Ok((crate::vm::find(d, &vm.id)?, ended))
     } else {
         let message = errors.join("; ");
         // The VMM or tap may still exist: `failed` keeps the record pointing at them for the
@@ -1451,11 +1463,12 @@ pub fn pause_or_resume(d: &Daemon, name: &str, pause: bool) -> Result<Vm, ApiErr
 }
 
 /// Stops a build's VM, which must be running, giving its guest at least a minute to power
-/// off cleanly (its root becomes an image); the stopped VM.
-pub fn stop_for_build(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
+/// off cleanly (its root becomes an image); the stopped VM and how its VMM ended.
+pub fn stop_for_build(d: &Daemon, vm: &Vm) -> Result<(Vm, &'static str), ApiError> {
     let vm = begin_stop(d, &vm.id)?;
     let graceful = d.config.defaults.stop_timeout.max(Duration::from_secs(60));
-    stop_vm(d, None, &vm, graceful)
+    let (vm, outcome) = stop_vm_noting(d, None, &vm, graceful)?;
+    Ok((vm, outcome.map_or("the VM had no VMM", stop_note)))
 }
 
 /// Stops a running or paused VM before it is deleted, giving its guest `graceful` to power
