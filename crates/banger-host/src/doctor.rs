@@ -683,22 +683,33 @@ impl<'a> Doctor<'a> {
         }
     }
 
-    /// Only when the daemon is not root: whether `sudo` runs banger's privileged steps without
-    /// asking for a password.
+    /// Only when the daemon is not root: whether it can set up the network, either holding
+    /// `CAP_NET_ADMIN` or through a `sudo` that runs `ip`, `nft` and `sysctl` without asking
+    /// for a password.
     fn check_sudo(&self) -> Option<Check> {
         const NAME: &str = "sudo";
-        if self.net.privilege == Privilege::Root {
-            return None;
+        match self.net.privilege {
+            Privilege::Root => return None,
+            Privilege::NetAdmin => {
+                return Some(Check::ok(
+                    NAME,
+                    "not needed for the network: bangerd holds CAP_NET_ADMIN, so it makes taps, \
+                     the bridge and NAT rules itself",
+                ));
+            }
+            Privilege::Sudo => {}
         }
-        let rule = "echo \"$USER ALL=(root) NOPASSWD: /usr/sbin/ip, /usr/bin/ip, /usr/sbin/nft, \
-                    /usr/sbin/sysctl\" | sudo tee /etc/sudoers.d/banger && sudo chmod 0440 \
-                    /etc/sudoers.d/banger";
+        let rule = format!(
+            "{NET_ADMIN_FIX}; or allow the network commands in sudo: echo \"$USER ALL=(root) \
+             NOPASSWD: /usr/sbin/ip, /usr/bin/ip, /usr/sbin/nft, /usr/sbin/sysctl\" | sudo tee \
+             /etc/sudoers.d/banger && sudo chmod 0440 /etc/sudoers.d/banger"
+        );
         if self.find("sudo") == Found::Missing {
             return Some(Check::fail(
                 NAME,
-                "banger is not running as root and `sudo` is not installed: it cannot create \
-                 taps, the bridge or NAT rules",
-                format!("as root: apt-get install sudo; then {rule}"),
+                "banger is not running as root, bangerd does not hold CAP_NET_ADMIN and `sudo` \
+                 is not installed: it cannot create taps, the bridge or NAT rules",
+                rule,
             ));
         }
         let sudo = |args: &[&str]| {
@@ -722,14 +733,21 @@ impl<'a> Doctor<'a> {
         Some(Check::fail(
             NAME,
             format!(
-                "banger is not running as root and `sudo -n` refuses {} (a password would be \
-                 needed): taps, the bridge and NAT rules cannot be set up",
+                "banger is not running as root, bangerd does not hold CAP_NET_ADMIN and `sudo \
+                 -n` refuses {} (a password would be needed): taps, the bridge and NAT rules \
+                 cannot be set up",
                 refused.join(", ")
             ),
             rule,
         ))
     }
 }
+
+/// How a user gives `bangerd` what the network needs instead of root or sudo (the file
+/// capability is lost when the file is replaced, e.g. by `cargo install`; `scripts/setup` sets
+/// it again).
+pub const NET_ADMIN_FIX: &str = "give bangerd CAP_NET_ADMIN: sudo setcap cap_net_admin+ep \
+                                 \"$(command -v bangerd)\" && banger daemon restart";
 
 /// Debian's archive keyring on a Debian host: what signs the sources the host's apt reads when
 /// `image build` fetches packages.
@@ -793,14 +811,16 @@ impl Doctor<'_> {
     }
 
     /// When banger is not root, whether `sudo -n` runs what a bootstrap runs as root. `None`
-    /// when banger is root, or when sudo is missing or fully passwordless (the `sudo` check
-    /// says so).
+    /// when banger is root, or when sudo is missing or fully passwordless and the `sudo` check
+    /// says so.
     fn check_bootstrap_sudo(&self, strict: bool) -> Option<Check> {
         const NAME: &str = "sudo-bootstrap";
         let refused = match self.sudo_for(BOOTSTRAP_PRIVILEGED) {
             SudoFor::NotNeeded => return None,
+            // Said by the `sudo` check, unless the network needs no sudo (CAP_NET_ADMIN).
             SudoFor::Passwordless => {
-                return strict.then(|| Check::ok(NAME, "sudo -n works without a password"));
+                return (strict || self.net.privilege == Privilege::NetAdmin)
+                    .then(|| Check::ok(NAME, "sudo -n works without a password"));
             }
             SudoFor::Refuses(refused) => refused,
         };

@@ -6,6 +6,7 @@
 //! what a VM is beyond the id, tap and address its network needs; the daemon calls these from
 //! `spawn_blocking`. This is the only crate of the workspace allowed to create processes.
 
+pub mod capabilities;
 pub mod disk;
 pub mod doctor;
 pub mod network;

@@ -24,6 +24,10 @@ pub struct CommandSpec {
     pub stdin: Option<Vec<u8>>,
     /// Added to (not replacing) the environment the runner inherits.
     pub env: Vec<(String, String)>,
+    /// Hand the command `CAP_NET_ADMIN`, which a daemon that is not root may hold (see
+    /// [`crate::network::Privilege::NetAdmin`]): raised into its ambient set between fork and
+    /// exec, so that this command, and no other program banger starts, keeps it.
+    pub net_admin: bool,
 }
 
 impl CommandSpec {
@@ -55,6 +59,12 @@ impl CommandSpec {
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the command with `CAP_NET_ADMIN` ([`CommandSpec::net_admin`]).
+    pub fn with_net_admin(mut self) -> Self {
+        self.net_admin = true;
         self
     }
 
@@ -273,6 +283,15 @@ impl RealRunner {
             // Its own process group, so that cancelling reaches what it starts too (debootstrap
             // runs dpkg, sudo runs the real command).
             command.process_group(0);
+        }
+        if cmd.net_admin {
+            let sets = crate::capabilities::with_net_admin_inheritable()
+                .map_err(|source| spawn_error(cmd, source))?;
+            // SAFETY: between fork and exec the closure only makes two system calls (capset
+            // and prctl) on values prepared before the fork; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || crate::capabilities::raise_net_admin_ambient(sets));
+            }
         }
         command.spawn().map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use banger_api::{
     ApiError, ErrorCode, Image, Operation, OperationKind, Timestamp, Vm, VmRuntime, VmState,
 };
-use banger_host::network::{self, IpLinks, Links, NetConfig, NetlinkLinks, Privilege, VmNet};
+use banger_host::network::{self, IpLinks, Links, NetConfig, NetlinkLinks, VmNet};
 use banger_host::{CommandRunner, Doctor, Preflight};
 use banger_store::Demand;
 use banger_vmm::{DriveSpec, InstanceState, NetSpec, VmHandle, VmPaths, VmSpec, VsockSpec};
@@ -130,7 +130,7 @@ impl Machines {
         if let Some(privilege) = deps.privilege {
             net.privilege = privilege;
         }
-        let links: Arc<dyn Links> = if net.privilege == Privilege::Root && deps.runner.is_real() {
+        let links: Arc<dyn Links> = if net.privilege.manages_network() && deps.runner.is_real() {
             Arc::new(NetlinkLinks)
         } else {
             Arc::new(IpLinks)
@@ -1027,7 +1027,7 @@ fn not_ready(
             &d.machines
                 .net
                 .privilege
-                .command("nft", ["-j", "list", "table", "inet", network::NFT_TABLE]),
+                .net_command("nft", ["-j", "list", "table", "inet", network::NFT_TABLE]),
         );
         let comment = network::vm_comment(&vm.id);
         lines.push(match listing {

@@ -261,6 +261,28 @@ fn an_unprivileged_user_on_a_bare_host_is_told_what_to_install() {
     );
 }
 
+/// A daemon that holds `CAP_NET_ADMIN` needs no sudo for the network, and is not asked about
+/// it; a bootstrap or a promotion still goes through sudo, which the doctor still checks.
+#[test]
+fn a_daemon_with_net_admin_needs_sudo_only_for_images() {
+    let host = FakeHost::workstation();
+    let fake = links(versions(FakeRunner::new()), BRIDGE_UP);
+    let checks = doctor(&host, &fake, Privilege::NetAdmin).run(Vec::new());
+    let sudo = find(&checks, "sudo");
+    assert_eq!(sudo.status, CheckStatus::Ok, "{sudo:?}");
+    assert!(sudo.detail.contains("CAP_NET_ADMIN"), "{sudo:?}");
+    let asked = fake.calls_matching("sudo");
+    for program in ["ip", "nft", "sysctl"] {
+        assert!(
+            !asked.contains(&format!("sudo -n -l {program}")),
+            "{asked:?}"
+        );
+    }
+    // Passwordless here: asked once for the bootstrap's programs, once for the promotion's.
+    assert_eq!(asked, ["sudo -n true", "sudo -n true"]);
+    assert!(find(&checks, "sudo-bootstrap").status == CheckStatus::Ok);
+}
+
 #[test]
 fn bootstrap_preflight_fails_without_debootstrap_where_doctor_only_warns() {
     let host = FakeHost::workstation();

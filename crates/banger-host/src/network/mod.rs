@@ -44,21 +44,34 @@ const IFNAME_MAX: usize = 15;
 pub enum Privilege {
     /// The daemon is root and runs them directly.
     Root,
+    /// The daemon is not root but holds `CAP_NET_ADMIN`: the network's work (taps, the bridge,
+    /// NAT rules, forwarding) is done in-process or by commands it hands the capability to;
+    /// what needs root otherwise (an image bootstrap, a promotion) goes through `sudo -n`.
+    NetAdmin,
     /// The daemon is not root and runs them through `sudo -n` (never prompting).
     Sudo,
 }
 
 impl Privilege {
-    /// `Root` when the effective user is root, `Sudo` otherwise.
+    /// `Root` when the effective user is root, `NetAdmin` when this process holds
+    /// `CAP_NET_ADMIN`, `Sudo` otherwise.
     pub fn detect() -> Privilege {
         if rustix::process::geteuid().is_root() {
             Privilege::Root
+        } else if crate::capabilities::holds_net_admin() {
+            Privilege::NetAdmin
         } else {
             Privilege::Sudo
         }
     }
 
-    /// `program args...`, behind `sudo -n` when needed.
+    /// Whether the network's work is done without `sudo` (as root, or with `CAP_NET_ADMIN`).
+    pub fn manages_network(self) -> bool {
+        matches!(self, Privilege::Root | Privilege::NetAdmin)
+    }
+
+    /// `program args...` as root: directly when the daemon is root, otherwise behind
+    /// `sudo -n`.
     pub fn command<I, S>(self, program: &str, args: I) -> CommandSpec
     where
         I: IntoIterator<Item = S>,
@@ -66,9 +79,43 @@ impl Privilege {
     {
         match self {
             Privilege::Root => CommandSpec::new(program).args(args),
-            Privilege::Sudo => CommandSpec::new("sudo").args(["-n", program]).args(args),
+            Privilege::NetAdmin | Privilege::Sudo => {
+                CommandSpec::new("sudo").args(["-n", program]).args(args)
+            }
         }
     }
+
+    /// A network command (`ip`, `nft`, `sysctl`), which `CAP_NET_ADMIN` is enough for: run
+    /// directly by a root daemon, handed the capability by a `NetAdmin` one, behind `sudo -n`
+    /// otherwise.
+    pub fn net_command<I, S>(self, program: &str, args: I) -> CommandSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        match self {
+            Privilege::NetAdmin => CommandSpec::new(system_program(program))
+                .args(args)
+                .with_net_admin(),
+            Privilege::Root | Privilege::Sudo => self.command(program, args),
+        }
+    }
+}
+
+/// `program`'s path: from `PATH`, else from the sbin directories, which a user's `PATH` often
+/// lacks (root's and sudo's have them) although `ip`, `nft` and `sysctl` live there; `program`
+/// itself when it is in neither, so that running it says it is missing.
+fn system_program(program: &str) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.to_owned(), |found| found.display().to_string())
 }
 
 /// The host side of banger's network, from the daemon's configuration.
@@ -113,12 +160,13 @@ impl NetConfig {
         format!("{}/{}", Ipv4Addr::from(network), self.prefix_len)
     }
 
+    /// A network command as [`Privilege::net_command`] runs it.
     pub(crate) fn privileged<I, S>(&self, program: &str, args: I) -> CommandSpec
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.privilege.command(program, args)
+        self.privilege.net_command(program, args)
     }
 
     fn validate(&self) -> Result<(), NetworkError> {

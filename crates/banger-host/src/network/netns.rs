@@ -108,6 +108,7 @@ impl<R: CommandRunner> NetnsRunner<R> {
                 .collect(),
             stdin: cmd.stdin.clone(),
             env: cmd.env.clone(),
+            net_admin: cmd.net_admin,
         }
     }
 }

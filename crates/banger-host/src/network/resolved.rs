@@ -42,13 +42,15 @@ pub fn set_link_dns(
     let server = server_spec(address, port);
     run(
         runner,
-        &cfg.privileged("resolvectl", ["dns", bridge, server.as_str()]),
+        &cfg.privilege
+            .command("resolvectl", ["dns", bridge, server.as_str()]),
         format!("set {bridge}'s DNS server to {server} with resolvectl"),
     )?;
     let routing = format!("~{domain}");
     let domain_set = run(
         runner,
-        &cfg.privileged("resolvectl", ["domain", bridge, routing.as_str()]),
+        &cfg.privilege
+            .command("resolvectl", ["domain", bridge, routing.as_str()]),
         format!("route {domain} names to {bridge} with resolvectl"),
     );
     if let Err(cause) = domain_set {
@@ -65,7 +67,7 @@ pub fn revert_link_dns(runner: &dyn CommandRunner, cfg: &NetConfig) -> Result<()
     let bridge = cfg.bridge.as_str();
     run(
         runner,
-        &cfg.privileged("resolvectl", ["revert", bridge]),
+        &cfg.privilege.command("resolvectl", ["revert", bridge]),
         format!("revert {bridge}'s DNS settings with resolvectl"),
     )
     .map(|_| ())
