@@ -309,6 +309,36 @@ pub struct VmRuntime {
     /// Present when the VMM runs behind Firecracker's jailer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<Box<VmJail>>,
+    /// How a QEMU VMM is confined (QEMU VMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<Box<VmQemuConfinement>>,
+}
+
+/// How a QEMU runs: the uid and gid of its own a root daemon dropped it to (`-runas`), and
+/// whether QEMU's seccomp sandbox is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmQemuConfinement {
+    /// Its uid (and gid, the same number); `None` when it runs as bangerd's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// `-sandbox on,…`: obsolete system calls, spawning programs and changing resource
+    /// limits refused.
+    pub sandbox: bool,
+}
+
+impl VmQemuConfinement {
+    /// `uid 901000, gid 901000, seccomp sandbox`, as `vm show` and the web console say it.
+    pub fn describe(&self) -> String {
+        let user = match self.uid {
+            Some(uid) => format!("uid {uid}, gid {uid}"),
+            None => "bangerd's user".to_owned(),
+        };
+        if self.sandbox {
+            format!("{user}, seccomp sandbox")
+        } else {
+            format!("{user}, no seccomp sandbox (qemu_sandbox = false)")
+        }
+    }
 }
 
 /// How a jailed VMM runs: its own uid and gid, chroot and, where cgroup v2 allows, cgroup.

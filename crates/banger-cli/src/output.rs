@@ -166,6 +166,9 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
                 },
             );
         }
+        if let Some(qemu) = &rt.qemu {
+            kv = kv.add("confined", qemu.describe());
+        }
         if !rt.boot.is_empty() {
             let stages: Vec<String> = rt
                 .boot
@@ -869,6 +872,7 @@ pub(crate) mod tests {
             started_at: NOW,
             boot: Vec::new(),
             jail: None,
+            qemu: None,
         });
         vm.runtime.as_mut().unwrap().jail = Some(Box::new(banger_api::VmJail {
             uid: 900_000,
@@ -887,6 +891,42 @@ pub(crate) mod tests {
             vm_show(&vm, NOW).contains("none (no cgroup v2 with memory and cpu here"),
             "{}",
             vm_show(&vm, NOW)
+        );
+    }
+
+    #[test]
+    fn vm_show_says_how_a_qemu_is_confined() {
+        let mut vm = vms()[0].clone();
+        vm.state = VmState::Running;
+        vm.runtime = Some(banger_api::VmRuntime {
+            vmm: banger_api::VmmKind::Qemu,
+            pid: 4242,
+            api_socket: "/state/vms/0123/qmp.sock".into(),
+            vsock_socket: None,
+            tap: "bt-0123".into(),
+            started_at: NOW,
+            boot: Vec::new(),
+            jail: None,
+            qemu: Some(Box::new(banger_api::VmQemuConfinement {
+                uid: Some(901_000),
+                sandbox: true,
+            })),
+        });
+        let shown = vm_show(&vm, NOW);
+        assert!(
+            shown.contains("confined   uid 901000, gid 901000, seccomp sandbox")
+                || shown.lines().any(|l| l.starts_with("confined")
+                    && l.ends_with("uid 901000, gid 901000, seccomp sandbox")),
+            "{shown}"
+        );
+        vm.runtime.as_mut().unwrap().qemu = Some(Box::new(banger_api::VmQemuConfinement {
+            uid: None,
+            sandbox: false,
+        }));
+        let shown = vm_show(&vm, NOW);
+        assert!(
+            shown.contains("bangerd's user, no seccomp sandbox (qemu_sandbox = false)"),
+            "{shown}"
         );
     }
 

@@ -757,7 +757,16 @@ pub const DEBIAN_ARCHIVE_KEYRING: &str = "/usr/share/keyrings/debian-archive-key
 /// `sudo -n` when banger is not root: the VM's disks are checked (`sh -c 'e2fsck -p'`), the
 /// root merged by loop mounts in a mount namespace of its own (`unshare`), staged and made
 /// into a file system (`cp`, `chmod`, `du`, `mkfs.ext4`), the staging removed (`rm`).
-pub const PROMOTE_PRIVILEGED: &[&str] = &["sh", "unshare", "cp", "chmod", "du", "mkfs.ext4", "rm"];
+pub const PROMOTE_PRIVILEGED: &[&str] = &[
+    "sh",
+    "unshare",
+    "cp",
+    "chmod",
+    "chown",
+    "du",
+    "mkfs.ext4",
+    "rm",
+];
 
 /// The programs `image bootstrap` runs as root (through `sudo -n` when banger is not root).
 pub const BOOTSTRAP_PRIVILEGED: &[&str] = &[
@@ -891,8 +900,14 @@ impl Doctor<'_> {
     /// passwordless (the `sudo` check says so).
     fn check_promote_sudo(&self) -> Option<Check> {
         const NAME: &str = "sudo-promote";
-        let SudoFor::Refuses(refused) = self.sudo_for(PROMOTE_PRIVILEGED) else {
-            return None;
+        let refused = match self.sudo_for(PROMOTE_PRIVILEGED) {
+            SudoFor::NotNeeded => return None,
+            // Said by the `sudo` check, unless the network needs no sudo (CAP_NET_ADMIN).
+            SudoFor::Passwordless => {
+                return (self.net.privilege == Privilege::NetAdmin)
+                    .then(|| Check::ok(NAME, "sudo -n works without a password"));
+            }
+            SudoFor::Refuses(refused) => refused,
         };
         if refused.is_empty() {
             return Some(Check::ok(
@@ -910,7 +925,7 @@ impl Doctor<'_> {
                 refused.join(", ")
             ),
             "echo \"$USER ALL=(root) NOPASSWD: /usr/bin/sh, /usr/bin/unshare, /usr/bin/cp, \
-             /usr/bin/chmod, /usr/bin/du, /usr/sbin/mkfs.ext4, /usr/bin/rm\" | sudo tee \
+             /usr/bin/chmod, /usr/bin/chown, /usr/bin/du, /usr/sbin/mkfs.ext4, /usr/bin/rm\" | sudo tee \
              /etc/sudoers.d/banger-promote && sudo chmod 0440 /etc/sudoers.d/banger-promote \
              (this amounts to root for your user), or run bangerd as root",
         ))

@@ -327,6 +327,29 @@ impl Promotion<'_> {
                 self.host
                     .privileged("chmod", ["0700".to_owned(), seed.display().to_string()]),
             )?;
+            if self.host.privilege != banger_host::network::Privilege::Root {
+                // A daemon that is not root reads the seed (its fingerprint, the work disks
+                // made from it), so it gets the files; a work disk gives what this user owns
+                // to root again, as the guest had it (files of other guest users become
+                // root's).
+                let owner = format!(
+                    "{}:{}",
+                    rustix::process::getuid().as_raw(),
+                    rustix::process::getgid().as_raw()
+                );
+                self.run(
+                    "writing the work seed",
+                    self.host.privileged(
+                        "chown",
+                        [
+                            "-R".to_owned(),
+                            "--".to_owned(),
+                            owner,
+                            seed.display().to_string(),
+                        ],
+                    ),
+                )?;
+            }
         }
         let fingerprint = vmdisk::seed_fingerprint(seed.is_dir().then_some(seed.as_path()))?;
         self.reporter.done(s_seed, None);

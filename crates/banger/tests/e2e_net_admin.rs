@@ -4,8 +4,9 @@
 //! `ip`, `nft` and `sysctl` it hands the capability to, and by nothing else. Runs banger as
 //! `nobody` (with `setpriv`, which gives it no sudo) inside a network namespace the test makes,
 //! with the Debian image the root sandbox bootstrapped, exported and imported as `nobody`.
-//! Needs root, QEMU, debootstrap, nftables, setpriv and setcap; prints `SKIP:` and passes
-//! without them.
+//! What still needs root, a promotion, goes through `sudo -n` with the rule `banger doctor`
+//! gives (written for `nobody` for the test's duration). Needs root, QEMU, debootstrap,
+//! nftables, setpriv, setcap and sudo; prints `SKIP:` and passes without them.
 
 mod support;
 
@@ -128,6 +129,7 @@ fn a_daemon_with_cap_net_admin_runs_a_guest_with_nat_without_sudo() {
         ("debootstrap", "--version"),
         ("nft", "--version"),
         ("setpriv", "--version"),
+        ("sudo", "--version"),
     ]) else {
         return;
     };
@@ -228,10 +230,83 @@ fn a_daemon_with_cap_net_admin_runs_a_guest_with_nat_without_sudo() {
     assert_eq!(uid_of(qemu), NOBODY);
     assert_eq!(effective_capabilities(qemu), 0, "QEMU holds no capability");
 
+    // What still needs root goes through sudo: a promotion (loop mounts in a mount namespace),
+    // allowed by the rule `banger doctor` gives, for `nobody`, for the rest of the test.
+    nobody.ok(&[
+        "vm",
+        "exec",
+        "np",
+        "--",
+        "sh",
+        "-c",
+        "echo promoted >/etc/promoted; mkdir -p /root/work; echo kept >/root/work/notes; sync",
+    ]);
+    nobody.ok(&["vm", "stop", "np"]);
+    let rule = SudoRule::allow_promotion(&nobody);
+    let (code, out, err) = nobody.banger(&["image", "promote", "np", "np-image", "--with-work"]);
+    assert_eq!(code, 0, "promote as nobody through sudo:\n{out}\n{err}");
+    nobody.ok(&["vm", "create", "--name", "np2", "--image", "np-image"]);
+    let out = nobody.ok(&[
+        "vm",
+        "exec",
+        "np2",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/promoted /root/work/notes; stat -c %u /root/work/notes",
+    ]);
+    assert_eq!(out, "promoted\nkept\n0\n");
+    drop(rule);
+    nobody.ok(&["vm", "delete", "np2"]);
+
     // Delete takes the tap and the rules away again.
     nobody.ok(&["vm", "delete", "np"]);
     let links = in_namespace(&ns, "ip", &["-br", "link"]);
     assert!(!links.contains(&tap), "{links}");
     let rules = in_namespace(&ns, "nft", &["list", "table", "inet", "banger"]);
     assert!(!rules.contains(&id), "{rules}");
+}
+
+/// A sudoers rule for `nobody`, removed when dropped: the one `banger doctor`'s
+/// `sudo-promote` line gives as its fix.
+struct SudoRule(PathBuf);
+
+impl SudoRule {
+    fn allow_promotion(nobody: &Nobody<'_>) -> SudoRule {
+        let report = nobody.json(&["doctor"]);
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sudo-promote")
+            .unwrap_or_else(|| panic!("a sudo-promote check: {report}"))
+            .clone();
+        assert_eq!(check["status"], "warn", "no sudo rule yet: {check}");
+        let fix = check["fix"].as_str().unwrap();
+        let rule = fix
+            .split_once("echo \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(rule, _)| rule.replace("$USER", "nobody"))
+            .unwrap_or_else(|| panic!("a sudoers line in {fix}"));
+        let path = PathBuf::from(format!("/etc/sudoers.d/banger-test-{}", std::process::id()));
+        std::fs::write(&path, format!("{rule}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let rule = SudoRule(path);
+        let report = nobody.json(&["doctor"]);
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sudo-promote")
+            .unwrap()
+            .clone();
+        assert_eq!(check["status"], "ok", "with the rule: {check}");
+        rule
+    }
+}
+
+impl Drop for SudoRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

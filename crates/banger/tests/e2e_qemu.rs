@@ -693,6 +693,15 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     assert_eq!(field("Gid:")[0], uids[0]);
     assert_eq!(field("Seccomp:"), ["2"], "{status}");
     assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    // vm show says the same.
+    let confined = &t.vm("e2e")["runtime"]["qemu"];
+    assert_eq!(confined["uid"].as_u64(), Some(u64::from(uid)), "{confined}");
+    assert_eq!(confined["sandbox"], true, "{confined}");
+    let shown = t.ok(&["vm", "show", "e2e"]);
+    assert!(
+        shown.contains(&format!("uid {uid}, gid {uid}, seccomp sandbox")),
+        "{shown}"
+    );
     let daemon_pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as i32;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(daemon_pid).unwrap(),

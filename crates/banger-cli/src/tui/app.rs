@@ -211,7 +211,7 @@ pub enum Acted {
     /// Start, stop, restart: the operation doing it, followed by polling.
     Operation(Operation),
     /// Pause, resume, reset: the VM as it is now.
-    Vm(Vm),
+    Vm(Box<Vm>),
     Deleted,
 }
 
@@ -302,7 +302,7 @@ pub enum Msg {
     SnapshotDeleted(String, Result<(), ApiError>),
     Capacity(Result<Capacity, ApiError>, Duration),
     Operations(Result<Vec<Operation>, ApiError>),
-    Created(Result<CreatedVm, ApiError>),
+    Created(Box<Result<CreatedVm, ApiError>>),
     /// bangerd answered a promotion: its operation, or why not.
     Promoted(PromoteImageRequest, Result<Operation, ApiError>),
     /// bangerd answered `Action` on the VM of this name.
@@ -763,7 +763,7 @@ impl App {
             }
             Msg::Created(result) => {
                 self.in_flight.actions = self.in_flight.actions.saturating_sub(1);
-                match result {
+                match *result {
                     Ok(CreatedVm { vm, operation }) => {
                         if matches!(self.overlay, Some(Overlay::Create(_))) {
                             self.overlay = None;
@@ -843,7 +843,7 @@ impl App {
                         if let Load::Ready(vms) = &mut self.vms
                             && let Some(shown) = vms.iter_mut().find(|v| v.name == vm.name)
                         {
-                            *shown = vm;
+                            *shown = *vm;
                         }
                     }
                     Ok(Acted::Deleted) => self.notify(

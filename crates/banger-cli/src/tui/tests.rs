@@ -87,6 +87,7 @@ fn runtime(vm: &Vm, secs: i64) -> VmRuntime {
         started_at: ago(secs),
         boot: Vec::new(),
         jail: None,
+        qemu: None,
     }
 }
 
@@ -808,7 +809,7 @@ fn action_keys_act_on_the_selected_vm() {
     app.update(Msg::Acted(
         "web-1".into(),
         Action::Pause,
-        Ok(Acted::Vm(paused)),
+        Ok(Acted::Vm(Box::new(paused))),
     ));
     assert_eq!(
         app.selected_vm().unwrap().state,
@@ -1248,10 +1249,10 @@ fn errors_clear_as_they_are_fixed_and_a_valid_form_sends_the_clis_request() {
     );
 
     // bangerd refuses: the answer lands under the field it is about.
-    app.update(Msg::Created(Err(ApiError::new(
+    app.update(Msg::Created(Box::new(Err(ApiError::new(
         ErrorCode::InvalidInput,
         "vCPUs must be at most 16, the number of CPUs on this host (got 20)",
-    ))));
+    )))));
     assert_eq!(form(&app).focus, Field::Vcpus);
     assert!(!form(&app).pending);
     insta::assert_snapshot!("create_form_daemon_refusal", screen(&app, 80, 24));
@@ -1262,10 +1263,10 @@ fn errors_clear_as_they_are_fixed_and_a_valid_form_sends_the_clis_request() {
     let mut created = vm("dev2", "172.30.0.5", VmState::Starting);
     created.nat = true;
     let start = operation("op-start", OperationKind::StartVm, "dev2", "checks");
-    let effects = app.update(Msg::Created(Ok(banger_api::CreatedVm {
+    let effects = app.update(Msg::Created(Box::new(Ok(banger_api::CreatedVm {
         vm: created,
         operation: Some(start.clone()),
-    })));
+    }))));
     assert_eq!(effects, vec![Effect::LoadVms, Effect::LoadCapacity]);
     assert_eq!(app.overlay, None);
     assert_eq!(app.selected_vm().unwrap().name, "dev2");
@@ -1280,10 +1281,10 @@ fn a_vm_created_without_start_says_so() {
     let mut app = usual();
     press(&mut app, "c");
     app.update(key(KeyCode::Enter));
-    app.update(Msg::Created(Ok(banger_api::CreatedVm {
+    app.update(Msg::Created(Box::new(Ok(banger_api::CreatedVm {
         vm: vm("dev3", "172.30.0.6", VmState::Stopped),
         operation: None,
-    })));
+    }))));
     assert!(contains(&app, 80, 24, "✓ Created VM dev3 (not started)."));
     assert!(app.operations.is_empty());
 }
@@ -1369,13 +1370,13 @@ fn daemon_refusals_are_placed_under_their_field() {
     let mut app = usual();
     press(&mut app, "c");
     app.update(key(KeyCode::Enter));
-    app.update(Msg::Created(Err(ApiError::new(
+    app.update(Msg::Created(Box::new(Err(ApiError::new(
         ErrorCode::Exhausted,
         "no free guest IP left in 172.30.0.0/24",
     )
     .with_hint(
         "delete VMs you no longer need, or choose a larger subnet",
-    ))));
+    )))));
     insta::assert_snapshot!("create_form_general_error", screen(&app, 80, 24));
 }
 
@@ -1962,11 +1963,11 @@ fn every_state_renders_at_every_size() {
     app.update(key(KeyCode::Enter));
     press(&mut app, "a-new-vm");
     app.update(key(KeyCode::Enter));
-    app.update(Msg::Created(Err(ApiError::new(
+    app.update(Msg::Created(Box::new(Err(ApiError::new(
         ErrorCode::InvalidState,
         "x ".repeat(300),
     )
-    .with_hint("y ".repeat(90)))));
+    .with_hint("y ".repeat(90))))));
     states.push(app.clone());
     app.update(key(KeyCode::Esc));
     press(&mut app, "d");
@@ -2206,10 +2207,10 @@ fn n_snapshots_the_selected_vm_and_c_clones_it() {
     let mut clone = vm("web-2", "172.30.0.9", VmState::Starting);
     clone.vcpus = 4;
     let op = operation("op-c", OperationKind::StartVm, "web-2", "vmm");
-    app.update(Msg::Created(Ok(banger_api::CreatedVm {
+    app.update(Msg::Created(Box::new(Ok(banger_api::CreatedVm {
         vm: clone,
         operation: Some(op.clone()),
-    })));
+    }))));
     assert_eq!(app.overlay, None);
     assert_eq!(app.operations, [op]);
     assert_eq!(app.selected_vm().unwrap().name, "web-2");
@@ -2240,7 +2241,7 @@ fn the_snapshots_view_restores_and_deletes_the_selected_one() {
         ErrorCode::InvalidState,
         r#"snapshot "before-upgrade" was written by Firecracker 1.15.0; this host runs 1.16.1"#,
     );
-    app.update(Msg::Created(Err(refused)));
+    app.update(Msg::Created(Box::new(Err(refused))));
     assert!(contains(&app, 80, 24, "was written by Firecracker 1.15.0"));
     app.update(key(KeyCode::Esc));
     // VM keys do nothing here.

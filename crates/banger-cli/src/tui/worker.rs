@@ -77,12 +77,12 @@ impl Worker {
                 }
                 Effect::Clone(vm, name) => {
                     let request = banger_api::CloneVmRequest { name, nat: None };
-                    Msg::Created(
+                    Msg::Created(Box::new(
                         daemon
                             .call(async |c| c.clone_vm(&vm, &request).await)
                             .await
                             .map_err(|f| f.error),
-                    )
+                    ))
                 }
                 Effect::DeleteSnapshot(name) => {
                     let result = daemon
@@ -93,12 +93,12 @@ impl Worker {
                     Msg::SnapshotDeleted(name, result)
                 }
                 Effect::LoadOperations => Msg::Operations(api(client.list_operations().await)),
-                Effect::CreateVm(request) => Msg::Created(
+                Effect::CreateVm(request) => Msg::Created(Box::new(
                     daemon
                         .call(async |c| c.create_vm(&request).await)
                         .await
                         .map_err(|f| f.error),
-                ),
+                )),
                 Effect::Promote(request) => {
                     let result = daemon
                         .call(async |c| c.promote_image(&request).await)
@@ -148,13 +148,13 @@ async fn act(daemon: &Daemon, name: &str, action: Action) -> Result<Acted, Failu
         Action::Reset => daemon
             .call(async |c| c.reset_vm(name).await)
             .await
-            .map(Acted::Vm),
+            .map(|vm| Acted::Vm(Box::new(vm))),
         _ => {
             let pause = action == Action::Pause;
             daemon
                 .call(async |c| c.pause_vm(name, pause).await)
                 .await
-                .map(Acted::Vm)
+                .map(|vm| Acted::Vm(Box::new(vm)))
         }
     }
 }
@@ -196,11 +196,11 @@ fn not_ready(effect: Effect) -> Msg {
         Effect::LoadImages => Msg::Images(Err(error), Duration::ZERO),
         Effect::LoadSnapshots => Msg::Snapshots(Err(error)),
         Effect::Snapshot(vm, _) => Msg::Snapshotted(vm, Err(error)),
-        Effect::Clone(..) => Msg::Created(Err(error)),
+        Effect::Clone(..) => Msg::Created(Box::new(Err(error))),
         Effect::DeleteSnapshot(name) => Msg::SnapshotDeleted(name, Err(error)),
         Effect::LoadCapacity => Msg::Capacity(Err(error), Duration::ZERO),
         Effect::LoadOperations => Msg::Operations(Err(error)),
-        Effect::CreateVm(_) => Msg::Created(Err(error)),
+        Effect::CreateVm(_) => Msg::Created(Box::new(Err(error))),
         Effect::Promote(request) => Msg::Promoted(request, Err(error)),
         Effect::Act(name, action) => Msg::Acted(name, action, Err(error)),
         Effect::LoadConsole(name, offset) => Msg::Console(name, offset, Err(error)),

@@ -620,6 +620,13 @@ fn launch(
             Backend::Firecracker(fc) => jail_of(fc, &handle),
             Backend::Qemu(_) => None,
         },
+        qemu: match &backend {
+            Backend::Firecracker(_) => None,
+            Backend::Qemu(qemu) => Some(Box::new(banger_api::VmQemuConfinement {
+                uid: qemu.uid_of(handle.pid),
+                sandbox: qemu.confinement().sandbox,
+            })),
+        },
     };
     let release_all = |e: ApiError| -> ApiError {
         if let Err(stop) = backend.vmm().stop(&handle, Duration::ZERO) {

@@ -325,6 +325,8 @@ pub struct RuntimeView {
     pub up_since: String,
     /// How its VMM is confined, when it runs behind the jailer.
     pub jail: Option<JailView>,
+    /// How a QEMU is confined: its uid and sandbox.
+    pub qemu: Option<String>,
 }
 
 /// A jailed VMM's confinement, as the VM's page shows it.
@@ -345,6 +347,10 @@ impl From<&VmRuntime> for RuntimeView {
             tap: r.tap.clone(),
             api_socket: r.api_socket.clone(),
             up_since: time(r.started_at),
+            qemu: r
+                .qemu
+                .as_deref()
+                .map(banger_api::VmQemuConfinement::describe),
             jail: r.jail.as_deref().map(|j| JailView {
                 ids: format!("uid {}, gid {}", j.uid, j.gid),
                 chroot: j.chroot.clone(),
@@ -1873,6 +1879,7 @@ mod tests {
             started_at: Timestamp(T + 600_000),
             boot: Vec::new(),
             jail: None,
+            qemu: None,
         }
     }
 
@@ -1996,6 +2003,25 @@ mod tests {
         dev.runtime = Some(runtime());
         let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
         assert!(!page.contains("Jailed as"));
+        assert!(!page.contains("Confined as"));
+    }
+
+    /// A QEMU VM's page says as whom its QEMU runs and whether its sandbox is on.
+    #[test]
+    fn vm_page_shows_a_qemus_confinement() {
+        let mut dev = vm("dev", VmState::Running, 1);
+        let mut rt = runtime();
+        rt.vmm = VmmKind::Qemu;
+        rt.qemu = Some(Box::new(banger_api::VmQemuConfinement {
+            uid: Some(901_000),
+            sandbox: true,
+        }));
+        dev.runtime = Some(rt);
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
+        assert!(
+            page.contains("<dt>Confined as</dt><dd>uid 901000, gid 901000, seccomp sandbox</dd>"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -254,6 +254,7 @@ fn an_unprivileged_user_on_a_bare_host_is_told_what_to_install() {
             "sudo -n -l unshare",
             "sudo -n -l cp",
             "sudo -n -l chmod",
+            "sudo -n -l chown",
             "sudo -n -l du",
             "sudo -n -l mkfs.ext4",
             "sudo -n -l rm",
