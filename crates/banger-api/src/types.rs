@@ -324,20 +324,39 @@ pub struct VmQemuConfinement {
     /// `-sandbox on,…`: obsolete system calls, spawning programs and changing resource
     /// limits refused.
     pub sandbox: bool,
+    /// Its cgroup (the directory with its memory limit), when it runs in one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The cgroup's memory limit in bytes: guest memory plus QEMU's overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    /// The cgroup's CPU quota (`QUOTA PERIOD`, microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max: Option<String>,
 }
 
 impl VmQemuConfinement {
-    /// `uid 901000, gid 901000, seccomp sandbox`, as `vm show` and the web console say it.
+    /// `uid 901000, gid 901000, seccomp sandbox, cgroup /sys/fs/cgroup/banger/ID (memory.max
+    /// 1280 MiB, cpu.max 100000 100000)`, as `vm show` and the web console say it.
     pub fn describe(&self) -> String {
         let user = match self.uid {
             Some(uid) => format!("uid {uid}, gid {uid}"),
             None => "bangerd's user".to_owned(),
         };
-        if self.sandbox {
-            format!("{user}, seccomp sandbox")
+        let sandbox = if self.sandbox {
+            "seccomp sandbox"
         } else {
-            format!("{user}, no seccomp sandbox (qemu_sandbox = false)")
-        }
+            "no seccomp sandbox (qemu_sandbox = false)"
+        };
+        let cgroup = match (&self.cgroup, self.memory_max, &self.cpu_max) {
+            (Some(dir), Some(memory), Some(cpu)) => format!(
+                "cgroup {dir} (memory.max {} MiB, cpu.max {cpu})",
+                memory / (1024 * 1024)
+            ),
+            (Some(dir), _, _) => format!("cgroup {dir}"),
+            _ => "no cgroup of its own".to_owned(),
+        };
+        format!("{user}, {sandbox}, {cgroup}")
     }
 }
 

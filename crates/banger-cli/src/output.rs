@@ -910,22 +910,33 @@ pub(crate) mod tests {
             qemu: Some(Box::new(banger_api::VmQemuConfinement {
                 uid: Some(901_000),
                 sandbox: true,
+                cgroup: Some("/sys/fs/cgroup/memory/banger/0123".into()),
+                memory_max: Some((1024 + 256) << 20),
+                cpu_max: Some("200000 100000".into()),
             })),
         });
         let shown = vm_show(&vm, NOW);
         assert!(
-            shown.contains("confined   uid 901000, gid 901000, seccomp sandbox")
-                || shown.lines().any(|l| l.starts_with("confined")
-                    && l.ends_with("uid 901000, gid 901000, seccomp sandbox")),
+            shown.lines().any(|l| l.starts_with("confined")
+                && l.ends_with(
+                    "uid 901000, gid 901000, seccomp sandbox, cgroup \
+                     /sys/fs/cgroup/memory/banger/0123 (memory.max 1280 MiB, cpu.max 200000 \
+                     100000)"
+                )),
             "{shown}"
         );
         vm.runtime.as_mut().unwrap().qemu = Some(Box::new(banger_api::VmQemuConfinement {
             uid: None,
             sandbox: false,
+            cgroup: None,
+            memory_max: None,
+            cpu_max: None,
         }));
         let shown = vm_show(&vm, NOW);
         assert!(
-            shown.contains("bangerd's user, no seccomp sandbox (qemu_sandbox = false)"),
+            shown.contains(
+                "bangerd's user, no seccomp sandbox (qemu_sandbox = false), no cgroup of its own"
+            ),
             "{shown}"
         );
     }

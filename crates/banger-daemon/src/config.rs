@@ -110,14 +110,24 @@ pub struct JailSettings {
     pub memory_overhead_mib: u32,
 }
 
-/// `qemu_sandbox`, `qemu_uids`: QEMU under its seccomp sandbox, and (when bangerd runs as root)
-/// as a uid of its own once started (see `docs/security.md`).
+/// `qemu_sandbox`, `qemu_uids`, `qemu_cgroups`, `qemu_memory_overhead`: QEMU under its seccomp
+/// sandbox, and (when bangerd runs as root) as a uid of its own once started and in a cgroup
+/// of its own with memory and CPU limits (see `docs/security.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QemuSettings {
     pub sandbox: bool,
     /// The uids (and gids) a root bangerd's QEMUs drop to, first and last included.
     pub uids: (u32, u32),
+    /// A cgroup per QEMU (root only, where cgroup v2 or v1 offers memory and cpu).
+    pub cgroups: bool,
+    /// Added to a VM's memory for its QEMU's cgroup memory limit.
+    pub memory_overhead_mib: u32,
 }
+
+/// What a QEMU needs beyond its guest's memory unless configured otherwise: its own code and
+/// device state, I/O buffers and, under TCG, the translation cache (a busy 2-vCPU TCG guest
+/// was seen using about 120 MiB).
+pub const DEFAULT_QEMU_MEMORY_OVERHEAD_MIB: u32 = 256;
 
 /// The uids QEMUs get unless configured otherwise: beside the jails' range, as far from any
 /// login user's.
@@ -128,6 +138,8 @@ impl Default for QemuSettings {
         QemuSettings {
             sandbox: true,
             uids: DEFAULT_QEMU_UIDS,
+            cgroups: true,
+            memory_overhead_mib: DEFAULT_QEMU_MEMORY_OVERHEAD_MIB,
         }
     }
 }
@@ -315,6 +327,8 @@ struct RawConfig {
     jail_memory_overhead: Option<String>,
     qemu_sandbox: Option<bool>,
     qemu_uids: Option<String>,
+    qemu_cgroups: Option<bool>,
+    qemu_memory_overhead: Option<String>,
     pool: Option<std::collections::BTreeMap<String, i64>>,
     defaults: Option<RawDefaults>,
     web: Option<RawWeb>,
@@ -490,18 +504,27 @@ impl Config {
         if let Some(dir) = raw.jail_dir {
             config.jail.dir = Some(absolute("jail_dir", dir)?);
         }
-        if let Some(text) = raw.jail_memory_overhead {
-            let mib = validate::parse_size(&text)
+        // A VMM's memory overhead: a size up to 64G, in whole MiB.
+        let overhead = |key: &str, text: &str| {
+            validate::parse_size(text)
                 .ok()
                 .map(|bytes| bytes.div_ceil(1024 * 1024))
                 .and_then(|mib| u32::try_from(mib).ok())
                 .filter(|mib| *mib <= 64 * 1024)
                 .ok_or_else(|| {
                     invalid(format!(
-                        "`jail_memory_overhead`: {text:?} is not a size up to 64G (e.g. \"64M\")"
+                        "`{key}`: {text:?} is not a size up to 64G (e.g. \"64M\")"
                     ))
-                })?;
-            config.jail.memory_overhead_mib = mib;
+                })
+        };
+        if let Some(text) = raw.jail_memory_overhead {
+            config.jail.memory_overhead_mib = overhead("jail_memory_overhead", &text)?;
+        }
+        if let Some(cgroups) = raw.qemu_cgroups {
+            config.qemu.cgroups = cgroups;
+        }
+        if let Some(text) = raw.qemu_memory_overhead {
+            config.qemu.memory_overhead_mib = overhead("qemu_memory_overhead", &text)?;
         }
         for (image, size) in raw.pool.unwrap_or_default() {
             let key = format!("pool.{image}");
@@ -781,15 +804,24 @@ mod tests {
     fn reads_the_qemu_keys() {
         assert_eq!(parse("").unwrap().qemu, QemuSettings::default());
         assert!(QemuSettings::default().sandbox);
-        let qemu = parse("qemu_sandbox = false\nqemu_uids = \"80000-80009\"")
-            .unwrap()
-            .qemu;
+        let qemu = parse(
+            "qemu_sandbox = false\nqemu_uids = \"80000-80009\"\nqemu_cgroups = false\n\
+             qemu_memory_overhead = \"96M\"",
+        )
+        .unwrap()
+        .qemu;
         assert!(!qemu.sandbox);
         assert_eq!(qemu.uids, (80_000, 80_009));
+        assert!(!qemu.cgroups);
+        assert_eq!(qemu.memory_overhead_mib, 96);
+        assert!(QemuSettings::default().cgroups);
         for text in [
             "qemu_uids = \"0-9\"",
             "qemu_uids = \"9-1\"",
             "qemu_sandbox = \"on\"",
+            "qemu_cgroups = 1",
+            "qemu_memory_overhead = \"lots\"",
+            "qemu_memory_overhead = \"100G\"",
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains("qemu_"), "{text}: {err}");

@@ -48,9 +48,12 @@ pub fn report(d: &Daemon) -> DoctorReport {
     let bridge = net.bridge.clone();
     let mut checks = Doctor::new(&runner, net, d.paths.state_dir.clone()).run(backends.checks());
     checks.extend(jail_checks(d, &runner));
-    checks.push(qemu_check(
+    let root = rustix::process::geteuid().is_root();
+    checks.push(qemu_check(d.config.qemu, root));
+    checks.push(qemu_cgroups_check(
         d.config.qemu,
-        rustix::process::geteuid().is_root(),
+        root,
+        &banger_vmm::cgroup::Cgroups::detect(),
     ));
     checks.push(uid_ranges_check(
         &[
@@ -104,6 +107,59 @@ fn qemu_check(settings: crate::config::QemuSettings, root: bool) -> Check {
             "QEMU VMs run as bangerd's user without QEMU's seccomp sandbox (qemu_sandbox = \
              false)",
             "remove `qemu_sandbox = false` from config.toml",
+        ),
+    }
+}
+
+/// The `qemu-cgroups` line: whether each QEMU VM gets a cgroup of its own with memory and CPU
+/// limits, where, and why not.
+fn qemu_cgroups_check(
+    settings: crate::config::QemuSettings,
+    root: bool,
+    cgroups: &banger_vmm::cgroup::Cgroups,
+) -> Check {
+    use banger_vmm::cgroup::{Cgroups, Hierarchy};
+    const NAME: &str = "qemu-cgroups";
+    let limits = format!(
+        "a memory limit of its memory plus {} MiB, a CPU quota of its vCPUs",
+        settings.memory_overhead_mib
+    );
+    if !root {
+        return Check::ok(
+            NAME,
+            "QEMU VMs run in bangerd's own cgroup: only a root bangerd makes one for each \
+             (admission control still bounds what they reserve together)",
+        );
+    }
+    if !settings.cgroups {
+        return Check::warn(
+            NAME,
+            "QEMU VMs run in bangerd's own cgroup, without limits (qemu_cgroups = false)",
+            "remove `qemu_cgroups = false` from config.toml",
+        );
+    }
+    match cgroups {
+        Cgroups::Usable(Hierarchy::V2 { root }) => Check::ok(
+            NAME,
+            format!(
+                "each QEMU VM runs in a cgroup of its own under {}/banger (cgroup v2): {limits}",
+                root.display()
+            ),
+        ),
+        Cgroups::Usable(Hierarchy::V1 { memory, cpu }) => Check::ok(
+            NAME,
+            format!(
+                "each QEMU VM runs in a cgroup of its own under {}/banger and {}/banger \
+                 (cgroup v1): {limits}",
+                memory.display(),
+                cpu.display()
+            ),
+        ),
+        Cgroups::Unusable(why) => Check::warn(
+            NAME,
+            format!("QEMU VMs run without cgroup limits: {why}"),
+            "mount cgroup v2 with the memory and cpu controllers (or cgroup v1's memory and \
+             cpu controllers), then `banger daemon restart`",
         ),
     }
 }
@@ -275,6 +331,51 @@ mod refusal_tests {
 mod qemu_tests {
     use super::*;
     use banger_host::doctor::CheckStatus;
+
+    #[test]
+    fn the_qemu_cgroups_line_says_where_and_why_not() {
+        use banger_vmm::cgroup::{Cgroups, Hierarchy};
+        let on = crate::config::QemuSettings::default();
+        let v1 = Cgroups::Usable(Hierarchy::V1 {
+            memory: "/sys/fs/cgroup/memory".into(),
+            cpu: "/sys/fs/cgroup/cpu".into(),
+        });
+        let check = qemu_cgroups_check(on, true, &v1);
+        assert_eq!(check.status, CheckStatus::Ok);
+        assert!(
+            check.detail.contains("/sys/fs/cgroup/memory/banger")
+                && check.detail.contains("cgroup v1")
+                && check.detail.contains("plus 256 MiB"),
+            "{}",
+            check.detail
+        );
+        let v2 = Cgroups::Usable(Hierarchy::V2 {
+            root: "/sys/fs/cgroup".into(),
+        });
+        assert!(
+            qemu_cgroups_check(on, true, &v2)
+                .detail
+                .contains("cgroup v2")
+        );
+        let none = Cgroups::Unusable("no cgroup v2 hierarchy is mounted".into());
+        let check = qemu_cgroups_check(on, true, &none);
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert!(
+            check.detail.contains("no cgroup v2 hierarchy"),
+            "{}",
+            check.detail
+        );
+        let off = crate::config::QemuSettings {
+            cgroups: false,
+            ..on
+        };
+        let check = qemu_cgroups_check(off, true, &v1);
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert!(check.detail.contains("qemu_cgroups = false"));
+        let user = qemu_cgroups_check(on, false, &v1);
+        assert_eq!(user.status, CheckStatus::Ok);
+        assert!(user.detail.contains("only a root bangerd"));
+    }
 
     #[test]
     fn the_qemu_line_says_what_confines_qemu_and_warns_without_the_sandbox() {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auto;
 pub mod availability;
+pub mod cgroup;
 mod escalate;
 pub mod firecracker;
 pub mod qemu;
@@ -270,6 +271,10 @@ pub enum VmmError {
 
     #[error("cannot start QEMU")]
     QemuSpawn(#[source] banger_host::ProcessError),
+
+    /// The VM's cgroup could not be made, or its VMM not moved into it.
+    #[error("cannot confine the VMM to its cgroup: {0}")]
+    Cgroup(#[source] std::io::Error),
 
     #[error("QEMU did not open its QMP socket {} within {timeout:?}", socket.display())]
     QmpSocketTimeout { socket: PathBuf, timeout: Duration },

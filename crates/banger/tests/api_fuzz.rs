@@ -149,6 +149,7 @@ fn the_api_answers_what_its_document_says_and_leaves_nothing_it_does_not_show() 
     let t = E2e {
         sandbox: Sandbox::new(),
         netns,
+        cgroup_mounts: String::new(),
     };
     t.sandbox.config(
         "disk_pool = 0\n\

@@ -187,6 +187,7 @@ fn a_taken_port_53_falls_back_and_guests_keep_the_hosts_resolvers() {
     let t = E2e {
         sandbox: support::Sandbox::new(),
         netns,
+        cgroup_mounts: String::new(),
     };
     let (kernel, rootfs) = t.sandbox.boot_files();
     t.ok(&[

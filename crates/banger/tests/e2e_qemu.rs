@@ -260,7 +260,7 @@ fn exec_streams_and_terminals(t: &E2e) {
 
 #[test]
 fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
-    let Some(t) = E2e::with_debian_image(&[
+    let Some(mut t) = E2e::with_debian_image(&[
         ("qemu-system-x86_64", "--version"),
         ("debootstrap", "--version"),
         ("ssh", "-V"),
@@ -268,6 +268,8 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
     ]) else {
         return;
     };
+    // The daemon sees the host's cgroups, as one outside a namespace does.
+    let cgroups = t.with_host_cgroups();
     let image = t.json(&["image", "show", "debian"]);
     assert_eq!(
         image["manifest"]["init_features"],
@@ -702,6 +704,33 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
         shown.contains(&format!("uid {uid}, gid {uid}, seccomp sandbox")),
         "{shown}"
     );
+    // ... and runs in a cgroup of its own (cgroup v2, or v1's memory controller on a hybrid
+    // host) whose memory limit is its memory plus qemu_memory_overhead.
+    assert!(cgroups, "this host mounts no cgroup hierarchy");
+    let id = t.vm("e2e")["id"].as_str().unwrap().to_owned();
+    let cgroup = confined["cgroup"].as_str().expect("a cgroup").to_owned();
+    assert!(cgroup.ends_with(&format!("/banger/{id}")), "{confined}");
+    let memory = t.vm("e2e")["memory_mib"].as_u64().unwrap();
+    assert_eq!(
+        confined["memory_max"].as_u64(),
+        Some((memory + 256) << 20),
+        "{confined}"
+    );
+    let limit_file = ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .map(|f| std::path::Path::new(&cgroup).join(f))
+        .find(|p| p.exists())
+        .expect("the cgroup's memory limit file");
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        ((memory + 256) << 20).to_string()
+    );
+    let member = std::fs::read_to_string(format!("/proc/{vm_pid}/cgroup")).unwrap();
+    assert!(
+        member.contains(&format!("/banger/{id}\n")),
+        "QEMU is in its cgroup: {member}"
+    );
+    println!("QEMU {vm_pid} runs in {cgroup} ({})", limit_file.display());
     let daemon_pid = t.json(&["daemon", "status"])["pid"].as_u64().unwrap() as i32;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(daemon_pid).unwrap(),
@@ -741,11 +770,18 @@ fn a_bootstrapped_debian_vm_end_to_end_under_qemu() {
             .contains("did not become ready")
     );
 
-    // Deleting everything leaves no process, tap, rule, socket or file.
+    // Deleting everything leaves no process, tap, rule, socket, file or cgroup.
     let mut pids = Vec::new();
+    let mut cgroups = Vec::new();
     for name in ["e2e", "e2e-slow"] {
-        pids.push(t.vm(name)["runtime"]["pid"].as_u64().unwrap() as u32);
+        let vm = t.vm(name);
+        pids.push(vm["runtime"]["pid"].as_u64().unwrap() as u32);
+        cgroups.extend(vm["runtime"]["qemu"]["cgroup"].as_str().map(String::from));
         t.ok(&["vm", "delete", name]);
+    }
+    assert_eq!(cgroups.len(), 2, "both QEMUs had a cgroup");
+    for cgroup in &cgroups {
+        assert!(!Path::new(cgroup).exists(), "{cgroup} is left");
     }
     assert!(
         pids.iter()

@@ -393,14 +393,33 @@ impl Backends {
         Ok(self.confined(Qemu::new(binary, accel)))
     }
 
-    /// `qemu` with the confinement the configuration asks for: the sandbox, and a uid of its
-    /// own when bangerd runs as root (tests on a fake host keep theirs).
+    /// `qemu` with the confinement the configuration asks for: the sandbox, and a uid and a
+    /// cgroup of its own when bangerd runs as root (tests on a fake host keep theirs).
     fn confined(&self, qemu: Qemu) -> Qemu {
         let root = rustix::process::geteuid().is_root();
+        let cgroups = match (root && self.qemu_settings.cgroups, self.qemu_cgroups()) {
+            (true, banger_vmm::cgroup::Cgroups::Usable(hierarchy)) => {
+                Some(banger_vmm::qemu::QemuCgroups {
+                    hierarchy,
+                    memory_overhead_mib: self.qemu_settings.memory_overhead_mib,
+                })
+            }
+            _ => None,
+        };
         qemu.confined(banger_vmm::qemu::Confinement {
             uids: root.then_some(self.qemu_settings.uids),
             sandbox: self.qemu_settings.sandbox,
+            cgroups,
         })
+    }
+
+    /// Where QEMUs' cgroups can go on this host (read once).
+    fn qemu_cgroups(&self) -> banger_vmm::cgroup::Cgroups {
+        static DETECTED: std::sync::OnceLock<banger_vmm::cgroup::Cgroups> =
+            std::sync::OnceLock::new();
+        DETECTED
+            .get_or_init(banger_vmm::cgroup::Cgroups::detect)
+            .clone()
     }
 
     /// The backend for a VM to be started with `requested` (`auto` resolved), and a note for
@@ -466,8 +485,9 @@ impl Backends {
                     _ => fc,
                 })
             }
+            // Confined as a start would: its stop removes the VM's cgroup.
             VmmKind::Qemu => Backend::Qemu(self.qemu.clone().unwrap_or_else(|| {
-                Qemu::new(
+                self.confined(Qemu::new(
                     QemuBinary {
                         path: self
                             .qemu_bin
@@ -476,7 +496,7 @@ impl Backends {
                         version: banger_vmm::qemu::binary::MIN_VERSION,
                     },
                     Accel::for_kvm(&self.kvm).0,
-                )
+                ))
             })),
         })
     }

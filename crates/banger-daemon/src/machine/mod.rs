@@ -622,10 +622,16 @@ fn launch(
         },
         qemu: match &backend {
             Backend::Firecracker(_) => None,
-            Backend::Qemu(qemu) => Some(Box::new(banger_api::VmQemuConfinement {
-                uid: qemu.uid_of(handle.pid),
-                sandbox: qemu.confinement().sandbox,
-            })),
+            Backend::Qemu(qemu) => {
+                let cgroup = qemu.cgroup_of(&handle.vm_id);
+                Some(Box::new(banger_api::VmQemuConfinement {
+                    uid: qemu.uid_of(handle.pid),
+                    sandbox: qemu.confinement().sandbox,
+                    cgroup: cgroup.as_ref().map(|(dir, _, _)| dir.display().to_string()),
+                    memory_max: cgroup.as_ref().map(|(_, memory, _)| *memory),
+                    cpu_max: cgroup.map(|(_, _, cpu)| cpu),
+                }))
+            }
         },
     };
     let release_all = |e: ApiError| -> ApiError {
@@ -1526,6 +1532,21 @@ pub fn supervise(
     });
 }
 
+/// When the kernel's OOM killer killed a process of the VM's cgroup (a VMM that outgrew its
+/// memory limit): the limit, e.g. `1280 MiB`. Read before the cgroup is removed.
+fn out_of_memory(runtime: &VmRuntime) -> Option<String> {
+    let (dir, limit) = match (&runtime.qemu, &runtime.jail) {
+        (Some(qemu), _) => (qemu.cgroup.as_deref()?, qemu.memory_max),
+        (None, Some(jail)) => (jail.cgroup.as_deref()?, jail.memory_max),
+        (None, None) => return None,
+    };
+    let killed = banger_vmm::cgroup::oom_kills(std::path::Path::new(dir))?;
+    (killed > 0).then(|| match limit {
+        Some(bytes) => format!("{} MiB", bytes / (1024 * 1024)),
+        None => "its limit".to_owned(),
+    })
+}
+
 /// The VMM `pid` of VM `vm_id` exited. Unless a stop is under way (it releases everything
 /// itself), release the VM's resources and record why it ended.
 fn on_exit(d: &Daemon, vm_id: &str, pid: u32) {
@@ -1561,7 +1582,14 @@ fn on_exit(d: &Daemon, vm_id: &str, pid: u32) {
     let reason = match exit_code {
         Some(0) => None,
         Some(code) => Some(format!("its VMM (pid {pid}) exited with code {code}")),
-        None => Some(format!("its VMM (pid {pid}) was killed or crashed")),
+        None => Some(match out_of_memory(&runtime) {
+            Some(limit) => format!(
+                "its VMM (pid {pid}) was killed by the kernel's OOM killer: it reached its \
+                 cgroup's memory limit ({limit}; the guest's memory plus the VMM's overhead, \
+                 `qemu_memory_overhead` or `jail_memory_overhead` in config.toml)"
+            ),
+            None => format!("its VMM (pid {pid}) was killed or crashed"),
+        }),
     };
     let reason = reason.map(|r| {
         if console.is_empty() {

@@ -166,9 +166,17 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
         .map(|vm| vm.id)
         .collect();
     for backend in &backends {
-        if let super::Backend::Firecracker(fc) = backend {
-            for failure in fc.release_idle_jails(&|id| running.iter().any(|r| r == id)) {
-                tracing::warn!(error = %failure, "cannot release a leftover jail");
+        match backend {
+            super::Backend::Firecracker(fc) => {
+                for failure in fc.release_idle_jails(&|id| running.iter().any(|r| r == id)) {
+                    tracing::warn!(error = %failure, "cannot release a leftover jail");
+                }
+            }
+            // Cgroups of QEMU VMs that died while no daemon watched them.
+            super::Backend::Qemu(qemu) => {
+                for failure in qemu.release_idle_cgroups(&|id| running.iter().any(|r| r == id)) {
+                    tracing::warn!(error = %failure, "cannot remove a leftover cgroup");
+                }
             }
         }
     }

@@ -2015,11 +2015,17 @@ mod tests {
         rt.qemu = Some(Box::new(banger_api::VmQemuConfinement {
             uid: Some(901_000),
             sandbox: true,
+            cgroup: None,
+            memory_max: None,
+            cpu_max: None,
         }));
         dev.runtime = Some(rt);
         let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(Vec::new())));
         assert!(
-            page.contains("<dt>Confined as</dt><dd>uid 901000, gid 901000, seccomp sandbox</dd>"),
+            page.contains(
+                "<dt>Confined as</dt><dd>uid 901000, gid 901000, seccomp sandbox, no cgroup of \
+                 its own</dd>"
+            ),
             "{page}"
         );
     }

@@ -50,6 +50,9 @@ struct FakeState {
     exit_on_cont: bool,
     /// The run state `cont` leads to (a guest that crashes at once: `internal-error`).
     after_cont: Option<String>,
+    /// Directories made (cgroups), and what was written to files in them.
+    dirs: BTreeSet<PathBuf>,
+    written: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -179,6 +182,19 @@ impl FakeQemu {
     }
 
     /// The socket files that exist now.
+    /// The directories made and not removed (cgroups).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.lock().dirs.iter().cloned().collect()
+    }
+
+    /// What was last written to `path`.
+    pub fn written(&self, path: &Path) -> Option<String> {
+        self.lock()
+            .written
+            .get(path)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
     pub fn sockets(&self) -> Vec<PathBuf> {
         self.lock().sockets.iter().cloned().collect()
     }
@@ -407,6 +423,54 @@ impl ProcessHost for FakeQemu {
             .filter(|(_, p)| p.alive)
             .map(|(pid, p)| (*pid, p.argv.clone()))
             .collect()
+    }
+
+    // A cgroup file system: directories, files written into them, and a directory that a
+    // live process was moved into cannot be removed.
+    fn create_dir(&self, dir: &Path, _mode: u32) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("mkdir {}", dir.display())) {
+            return Err(injected_io());
+        }
+        state.dirs.insert(dir.to_owned());
+        Ok(())
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("write {}", path.display())) {
+            return Err(injected_io());
+        }
+        if !path.parent().is_some_and(|dir| state.dirs.contains(dir)) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        state.written.insert(path.to_owned(), contents.to_vec());
+        Ok(())
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.lock()
+            .written
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if state.step(format!("rmdir {}", dir.display())) {
+            return Err(injected_io());
+        }
+        let member = state
+            .written
+            .get(&dir.join("cgroup.procs"))
+            .and_then(|pid| String::from_utf8_lossy(pid).parse::<u32>().ok());
+        if member.is_some_and(|pid| state.alive(pid)) {
+            return Err(io::Error::from(io::ErrorKind::ResourceBusy));
+        }
+        state.dirs.remove(dir);
+        state.written.retain(|path, _| !path.starts_with(dir));
+        Ok(())
     }
 
     fn create_file(&self, path: &Path) -> io::Result<()> {

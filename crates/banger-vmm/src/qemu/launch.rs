@@ -37,6 +37,8 @@ pub enum Resource {
     Process { pid: u32 },
     /// Its QMP socket file: QEMU removes it when it exits cleanly, nobody when it is killed.
     QmpSocket { path: PathBuf },
+    /// Its cgroup's directories, made before QEMU starts.
+    Cgroup { dirs: Vec<PathBuf> },
 }
 
 impl fmt::Display for Resource {
@@ -44,6 +46,10 @@ impl fmt::Display for Resource {
         match self {
             Resource::Process { pid } => write!(f, "QEMU process {pid}"),
             Resource::QmpSocket { path } => write!(f, "QMP socket {}", path.display()),
+            Resource::Cgroup { dirs } => match dirs.first() {
+                Some(dir) => write!(f, "cgroup {}", dir.display()),
+                None => write!(f, "a cgroup"),
+            },
         }
     }
 }
@@ -67,6 +73,12 @@ pub fn release(
                     path: path.clone(),
                     source,
                 })
+        }
+        Resource::Cgroup { dirs } => {
+            crate::cgroup::remove(host, dirs).map_err(|source| CleanupFailure::Remove {
+                path: dirs.first().cloned().unwrap_or_default(),
+                source,
+            })
         }
     }
 }
@@ -183,11 +195,37 @@ impl Qemu {
             tracing::info!(vm = %spec.vm_id, "no {VHOST_VSOCK}: the VM gets no vsock device");
         }
         let args = command_line::process_args(spec, self.accel, vsock, confined);
+        // The cgroup and its limits before QEMU exists, so that releasing newest first ends
+        // QEMU before its cgroup goes.
+        if let Some(cgroups) = &self.confinement.cgroups {
+            let limits = crate::cgroup::Limits {
+                memory_bytes: (u64::from(spec.memory_mib) + u64::from(cgroups.memory_overhead_mib))
+                    << 20,
+                cpus: spec.vcpus,
+            };
+            cgroups
+                .hierarchy
+                .create(host, &spec.vm_id, limits)
+                .map_err(VmmError::Cgroup)?;
+            record(
+                acquired,
+                Resource::Cgroup {
+                    dirs: cgroups.hierarchy.dirs(&spec.vm_id),
+                },
+            );
+        }
         let pid = host
             .spawn(&self.binary.path, &args, &spec.paths.vmm_log)
             .map_err(VmmError::QemuSpawn)?;
         drop(uids);
         record(acquired, Resource::Process { pid });
+        // QEMU starts paused (-S): in its cgroup before its guest touches any memory.
+        if let Some(cgroups) = &self.confinement.cgroups {
+            cgroups
+                .hierarchy
+                .enter(host, &spec.vm_id, pid)
+                .map_err(VmmError::Cgroup)?;
+        }
         // QEMU binds the socket while it starts; recorded before the wait so that a socket
         // which appears late is still removed.
         record(

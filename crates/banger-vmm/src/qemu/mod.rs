@@ -23,7 +23,7 @@
 //! [`crate::VmPaths`] is unused), and vsock only where the host has `/dev/vhost-vsock`, reached
 //! over `AF_VSOCK` at [`Qemu::vsock_cid`] rather than through a Unix socket.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,17 @@ pub struct Confinement {
     pub uids: Option<(u32, u32)>,
     /// QEMU's seccomp sandbox.
     pub sandbox: bool,
+    /// A cgroup per QEMU with memory and CPU limits; `None` runs QEMU in bangerd's.
+    pub cgroups: Option<QemuCgroups>,
+}
+
+/// Where QEMUs' cgroups go and how much memory a QEMU needs beyond its guest's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuCgroups {
+    pub hierarchy: crate::cgroup::Hierarchy,
+    /// Added to the guest's memory for the cgroup's memory limit: QEMU's own code, device
+    /// state, I/O buffers and, under TCG, its translation cache.
+    pub memory_overhead_mib: u32,
 }
 
 /// The QEMU [`Vmm`].
@@ -111,6 +122,42 @@ impl Qemu {
 
     pub fn confinement(&self) -> &Confinement {
         &self.confinement
+    }
+
+    /// VM `vm_id`'s cgroup (its memory directory), memory limit in bytes and CPU quota
+    /// (`QUOTA PERIOD`), when its QEMU runs in one.
+    pub fn cgroup_of(&self, vm_id: &str) -> Option<(PathBuf, u64, String)> {
+        let cgroups = self.confinement.cgroups.as_ref()?;
+        let (memory, cpu) = cgroups.hierarchy.limits_of(&*self.host, vm_id)?;
+        Some((cgroups.hierarchy.memory_dir(vm_id), memory, cpu))
+    }
+
+    /// Removes the cgroups of VMs that do not run (`running` says which do): left by a daemon
+    /// that died before it could remove them. A cgroup something still runs in is kept.
+    pub fn release_idle_cgroups(&self, running: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let Some(cgroups) = &self.confinement.cgroups else {
+            return Vec::new();
+        };
+        let mut failures = Vec::new();
+        for parent in cgroups.hierarchy.parents() {
+            for dir in self.host.list_dir(&parent).unwrap_or_default() {
+                let Some(id) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                // VM ids only (hex), and only of VMs that do not run.
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) || running(&id) {
+                    continue;
+                }
+                match crate::cgroup::remove(&*self.host, std::slice::from_ref(&dir)) {
+                    Ok(()) => {
+                        tracing::info!(cgroup = %dir.display(), "removed the cgroup of a VM that does not run")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {}
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+        }
+        failures
     }
 
     /// The uid the QEMU `pid` runs as when it was confined to one (read from its command line).
@@ -263,10 +310,17 @@ impl Vmm for Qemu {
         } else {
             StopOutcome::AlreadyExited
         };
-        let socket = Resource::QmpSocket {
+        let mut held = Vec::new();
+        // Its cgroup goes once QEMU is gone (the VM's, whatever settings started it).
+        if let Some(cgroups) = &self.confinement.cgroups {
+            held.push(Resource::Cgroup {
+                dirs: cgroups.hierarchy.dirs(&vm.vm_id),
+            });
+        }
+        held.push(Resource::QmpSocket {
             path: vm.api_socket.clone(),
-        };
-        let failures = release_all(&*self.host, vec![socket], self.timeouts.kill_wait);
+        });
+        let failures = release_all(&*self.host, held, self.timeouts.kill_wait);
         tracing::info!(vm = %vm.vm_id, pid = vm.pid, ?outcome, "QEMU stopped");
         if failures.is_empty() {
             Ok(outcome)

@@ -199,6 +199,7 @@ fn a_confined_qemu_drops_to_a_uid_of_its_own_under_the_sandbox() {
     let qemu = fake.backend(Accel::Tcg).confined(Confinement {
         uids: Some((901_000, 901_001)),
         sandbox: true,
+        cgroups: None,
     });
     let mut other = spec();
     other.vm_id = "vm-2".into();
@@ -234,6 +235,7 @@ fn a_confined_qemu_drops_to_a_uid_of_its_own_under_the_sandbox() {
     let qemu = fake.backend(Accel::Tcg).confined(Confinement {
         uids: None,
         sandbox: true,
+        cgroups: None,
     });
     let vm = qemu.launch(&spec()).unwrap();
     assert_eq!(arg(&fake, vm.pid, "-runas"), None);
@@ -764,4 +766,107 @@ fn reconcile_after_a_daemon_restart() {
             },
         ]
     );
+}
+
+/// With cgroups, each QEMU runs in `banger/<vm id>` with its memory and CPU limits, written
+/// before QEMU starts; the cgroup goes with the VM. A launch failing at any step of it leaves
+/// no process and no cgroup.
+#[test]
+fn qemus_run_in_cgroups_of_their_own_and_leave_none() {
+    use crate::cgroup::Hierarchy;
+    let confined = |fake: &FakeQemu, hierarchy: Hierarchy| {
+        fake.backend(Accel::Tcg).confined(Confinement {
+            uids: None,
+            sandbox: false,
+            cgroups: Some(super::QemuCgroups {
+                hierarchy,
+                memory_overhead_mib: 64,
+            }),
+        })
+    };
+    let v2 = || Hierarchy::V2 { root: "/cg".into() };
+    let fake = FakeQemu::new();
+    let qemu = confined(&fake, v2());
+    let vm = qemu.launch(&spec()).unwrap();
+    let dir = std::path::PathBuf::from("/cg/banger").join(&vm.vm_id);
+    assert_eq!(
+        fake.written(&dir.join("memory.max")).unwrap(),
+        ((u64::from(spec().memory_mib) + 64) << 20).to_string()
+    );
+    assert_eq!(
+        fake.written(&dir.join("cpu.max")).unwrap(),
+        format!("{} 100000", u64::from(spec().vcpus) * 100_000)
+    );
+    assert_eq!(
+        fake.written(&std::path::PathBuf::from(
+            "/cg/banger/cgroup.subtree_control"
+        ))
+        .unwrap(),
+        "+memory +cpu"
+    );
+    assert_eq!(
+        fake.written(&dir.join("cgroup.procs")).unwrap(),
+        vm.pid.to_string()
+    );
+    let (memory_dir, memory, cpu) = qemu.cgroup_of(&vm.vm_id).unwrap();
+    assert_eq!(memory_dir, dir);
+    assert_eq!(memory, (u64::from(spec().memory_mib) + 64) << 20);
+    assert!(cpu.ends_with(" 100000"), "{cpu}");
+    qemu.stop(&vm, Duration::ZERO).unwrap();
+    assert_eq!(fake.dirs(), [std::path::PathBuf::from("/cg/banger")]);
+    assert!(fake.running().is_empty());
+
+    // cgroup v1: a directory under each controller, the limits in v1's files.
+    let fake = FakeQemu::new();
+    let qemu = confined(
+        &fake,
+        Hierarchy::V1 {
+            memory: "/m".into(),
+            cpu: "/c".into(),
+        },
+    );
+    let vm = qemu.launch(&spec()).unwrap();
+    let memory = std::path::PathBuf::from("/m/banger").join(&vm.vm_id);
+    let cpu = std::path::PathBuf::from("/c/banger").join(&vm.vm_id);
+    assert_eq!(
+        fake.written(&memory.join("memory.limit_in_bytes")).unwrap(),
+        ((u64::from(spec().memory_mib) + 64) << 20).to_string()
+    );
+    assert_eq!(
+        fake.written(&cpu.join("cpu.cfs_period_us")).unwrap(),
+        "100000"
+    );
+    for dir in [&memory, &cpu] {
+        assert_eq!(
+            fake.written(&dir.join("cgroup.procs")).unwrap(),
+            vm.pid.to_string()
+        );
+    }
+    qemu.stop(&vm, Duration::ZERO).unwrap();
+    assert!(!fake.dirs().contains(&memory) && !fake.dirs().contains(&cpu));
+
+    // Every step of the cgroup's making, and QEMU's move into it, failing in turn.
+    let steps = {
+        let fake = FakeQemu::new();
+        confined(&fake, v2()).launch(&spec()).unwrap();
+        fake.journal()
+    };
+    for (n, step) in steps.iter().enumerate() {
+        if !(step.starts_with("mkdir") || step.starts_with("write") || step.starts_with("spawn")) {
+            continue;
+        }
+        let fake = FakeQemu::new().fail_step(n + 1);
+        let err = confined(&fake, v2()).launch(&spec()).unwrap_err();
+        assert!(
+            crate::error_chain(&err).contains(INJECTED),
+            "step {step}: {err}"
+        );
+        assert!(fake.running().is_empty(), "step {step}: a QEMU is left");
+        let vm_dir = std::path::PathBuf::from("/cg/banger").join(&spec().vm_id);
+        assert!(
+            !fake.dirs().contains(&vm_dir),
+            "step {step}: its cgroup is left: {:?}",
+            fake.journal()
+        );
+    }
 }

@@ -86,6 +86,9 @@ impl Drop for Netns {
 pub struct E2e {
     pub sandbox: Sandbox,
     pub netns: Netns,
+    /// The shell commands that mount the host's cgroup hierarchies again inside each command's
+    /// mount namespace (see [`E2e::with_host_cgroups`]); empty for none.
+    pub cgroup_mounts: String,
 }
 
 impl E2e {
@@ -113,6 +116,7 @@ impl E2e {
         let t = E2e {
             sandbox: Sandbox::new(),
             netns,
+            cgroup_mounts: String::new(),
         };
         t.config("300s");
         t.sandbox.ok(&["image", "bootstrap", "debian"]);
@@ -165,10 +169,45 @@ impl E2e {
         )
     }
 
+    /// Gives the daemon the host's cgroup hierarchies, as a daemon outside a namespace has
+    /// them: `ip netns exec` gives each command a mount namespace with a fresh `/sys`, without
+    /// `/sys/fs/cgroup`'s mounts, so they are mounted again there (the same hierarchies: a
+    /// cgroup made inside is the host's) before banger runs; the daemon a command starts
+    /// inherits them. Returns `false` when the host mounts none.
+    pub fn with_host_cgroups(&mut self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut script = String::new();
+        for line in mounts.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [_, point, kind, options, ..] = fields[..] else {
+                continue;
+            };
+            if !point.starts_with("/sys/fs/cgroup") {
+                continue;
+            }
+            let mount = match kind {
+                "tmpfs" => format!("mount -t tmpfs -o mode=755 tmpfs {point}"),
+                "cgroup" | "cgroup2" => format!("mount -t {kind} -o {options} {kind} {point}"),
+                _ => continue,
+            };
+            script.push_str(&format!("mkdir -p {point} && {mount} && "));
+        }
+        self.cgroup_mounts = script;
+        !self.cgroup_mounts.is_empty()
+    }
+
     /// `banger ARGS` inside the namespace, to run with [`deadline::run`].
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns.0, env!("CARGO_BIN_EXE_banger")])
+        cmd.args(["netns", "exec", &self.netns.0]);
+        if !self.cgroup_mounts.is_empty() {
+            cmd.args([
+                "sh",
+                "-c",
+                &format!("{}exec \"$0\" \"$@\"", self.cgroup_mounts),
+            ]);
+        }
+        cmd.arg(env!("CARGO_BIN_EXE_banger"))
             .args(args)
             .current_dir(self.sandbox.root())
             .envs(self.sandbox.env());
@@ -221,13 +260,18 @@ impl E2e {
     }
 
     pub fn config(&self, ready_timeout: &str) {
+        self.config_with(ready_timeout, "");
+    }
+
+    /// [`E2e::config`] with `top_level` keys of its own (lines before the tables).
+    pub fn config_with(&self, ready_timeout: &str, top_level: &str) {
         let cache = std::env::var_os("BANGER_TEST_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
         self.sandbox.config(&format!(
-            "vmm = \"qemu\"\ncache_dir = \"{}\"\n[defaults]\nvcpus = 1\nmemory_mib = 1024\n\
-             disk = \"2G\"\nwork_disk = \"1G\"\nready_timeout = \"{ready_timeout}\"\n\
-             [web]\nlisten = \"127.0.0.1:0\"\n",
+            "vmm = \"qemu\"\ncache_dir = \"{}\"\n{top_level}[defaults]\nvcpus = 1\n\
+             memory_mib = 1024\ndisk = \"2G\"\nwork_disk = \"1G\"\n\
+             ready_timeout = \"{ready_timeout}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
             cache.display()
         ));
     }
