@@ -24,7 +24,8 @@
 //! prints the daemon's log with microsecond timestamps on stderr, which shows where a start's
 //! time goes. `BENCH_LINKS=ip` makes the daemon's taps with `ip` commands, as a daemon that is not
 //! root does (without sudo's own cost), instead of in-process. `BENCH_JAILER=1` runs the
-//! daemon's VMs behind Firecracker's jailer (`jailer = true`; the jailer from `PATH`): what
+//! daemon's VMs behind Firecracker's jailer (`jailer = true`, the jailer from `PATH`; otherwise
+//! `jailer = false`, so that a root run measures the unjailed start): what
 //! jailing adds to a start. The daemon keeps no spare Firecracker then (a jailed VM's uid,
 //! chroot and cgroup are chosen at its start), so the create-without-spare round is skipped.
 
@@ -127,7 +128,11 @@ async fn bench(firecracker: &Path, runs: usize) {
             "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n{}[defaults]\n\
              stop_timeout = \"0s\"\ndisk = \"1G\"\nwork_disk = \"1G\"\n[web]\nenabled = false\n",
             firecracker.display(),
-            if jailed { "jailer = true\n" } else { "" }
+            if jailed {
+                "jailer = true\n"
+            } else {
+                "jailer = false\n"
+            }
         ),
     )
     .unwrap();

@@ -14,7 +14,7 @@ use banger_vmm::Availability;
 use crate::Daemon;
 use crate::config::JailMode;
 use crate::machine::backend::JailDecision;
-use banger_vmm::firecracker::CgroupSupport;
+use banger_vmm::cgroup::{Cgroups, Hierarchy};
 
 /// The code of a request refused because preflight checks failed: `no_space` when all that
 /// fails is the state filesystem's free space (the `disk` check), `unavailable` otherwise.
@@ -247,7 +247,7 @@ fn jail_checks(d: &Daemon, runner: &RealRunner) -> Vec<Check> {
                 ),
             ));
             checks.push(match &jail.cgroup {
-                CgroupSupport::Usable(root) => Check::ok(
+                Cgroups::Usable(Hierarchy::V2 { root }) => Check::ok(
                     "cgroups",
                     format!(
                         "cgroup v2 at {} offers memory and cpu: each jailed VM gets \
@@ -256,12 +256,22 @@ fn jail_checks(d: &Daemon, runner: &RealRunner) -> Vec<Check> {
                         jail.memory_overhead_mib
                     ),
                 ),
-                CgroupSupport::Unusable(why) => Check::warn(
+                Cgroups::Usable(Hierarchy::V1 { memory, cpu }) => Check::ok(
+                    "cgroups",
+                    format!(
+                        "cgroup v1's memory controller at {} and cpu controller at {}: each \
+                         jailed VM gets memory.limit_in_bytes = its memory + {} MiB and a CPU \
+                         quota of its vCPUs",
+                        memory.display(),
+                        cpu.display(),
+                        jail.memory_overhead_mib
+                    ),
+                ),
+                Cgroups::Unusable(why) => Check::warn(
                     "cgroups",
                     format!("jailed VMs run without cgroup limits: {why}"),
-                    "boot the host with cgroup v2 alone (systemd.unified_cgroup_hierarchy=1 on \
-                     the kernel command line), so that its memory and cpu controllers are \
-                     available",
+                    "mount cgroup v2 with the memory and cpu controllers (or cgroup v1's memory \
+                     and cpu controllers), then `banger daemon restart`",
                 ),
             });
         }

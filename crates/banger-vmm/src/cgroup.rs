@@ -23,7 +23,7 @@ use crate::firecracker::jail::{CONTROLLERS, CPU_PERIOD_US, CgroupSupport, PARENT
 
 /// How long a removal waits for an exited VMM to leave its cgroup (the kernel takes it out as
 /// the process is reaped).
-const LEAVE_WAIT: Duration = Duration::from_secs(2);
+pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the memory and cpu controllers are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,7 @@ impl Hierarchy {
     pub fn create(&self, host: &dyn ProcessHost, vm_id: &str, limits: Limits) -> io::Result<()> {
         let result = self.create_steps(host, vm_id, limits);
         if result.is_err()
-            && let Err(e) = remove(host, &self.dirs(vm_id))
+            && let Err(e) = remove(host, &self.dirs(vm_id), Duration::ZERO)
         {
             tracing::error!(vm = vm_id, error = %e, "cannot remove a half-made cgroup");
         }
@@ -232,10 +232,10 @@ impl Hierarchy {
     }
 }
 
-/// Removes the cgroup directories `dirs`, waiting (at most [`LEAVE_WAIT`]) for an exited
-/// process to leave them; ones already gone are fine.
-pub fn remove(host: &dyn ProcessHost, dirs: &[PathBuf]) -> io::Result<()> {
-    let deadline = Instant::now() + LEAVE_WAIT;
+/// Removes the cgroup directories `dirs`, waiting (at most `wait`) for an exited process to
+/// leave them; ones already gone are fine.
+pub fn remove(host: &dyn ProcessHost, dirs: &[PathBuf], wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
     for dir in dirs {
         loop {
             match host.remove_dir(dir) {

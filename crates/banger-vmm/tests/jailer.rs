@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_host::runner::RealRunner;
-use banger_vmm::firecracker::jail::{self, CgroupSupport, JailConfig, JailerBinary};
+use banger_vmm::cgroup::{Cgroups, Hierarchy};
+use banger_vmm::firecracker::jail::{self, JailConfig, JailerBinary};
 use banger_vmm::firecracker::restore::{DriveCopy, SnapshotTarget};
 use banger_vmm::{Firecracker, FirecrackerBinary, InstanceState, Vmm, console_tail};
 use fixture::{Fixture, GUEST_HELLO, KillOnDrop};
@@ -44,7 +45,7 @@ fn config(jailer: JailerBinary, firecracker: &FirecrackerBinary, base: &Path) ->
         jailer,
         chroot_base: base.to_owned(),
         uids: UIDS,
-        cgroup: CgroupSupport::detect(),
+        cgroup: Cgroups::detect(),
         memory_overhead_mib: 32,
         libraries: jail::libraries_of(&firecracker.path, &RealRunner),
     }
@@ -171,18 +172,29 @@ fn jailed_life(base: &Path, id: &str, expect_binds: bool) {
         assert_eq!(inode(&inside), inode(overlay), "a hard link");
         assert!(mounts_under(&root).is_empty());
     }
-    // Its cgroup, where cgroup v2 offers the controllers.
+    // Its cgroup, under cgroup v2 or v1's controllers, whichever the host offers.
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    let memory = ((64 + 32) * 1024 * 1024).to_string();
     match (&cgroup, &record.cgroup) {
-        (CgroupSupport::Usable(_), Some(limits)) => {
+        (Cgroups::Usable(hierarchy), Some(limits)) => {
             let own = std::fs::read_to_string(format!("/proc/{}/cgroup", vm.pid)).unwrap();
-            assert!(own.contains(&format!("/banger/{id}")), "{own}");
-            let max = std::fs::read_to_string(limits.path.join("memory.max")).unwrap();
-            assert_eq!(max.trim(), ((64 + 32) * 1024 * 1024).to_string());
-            let cpu = std::fs::read_to_string(limits.path.join("cpu.max")).unwrap();
-            assert_eq!(cpu.trim(), "100000 100000");
+            assert!(own.contains(&format!("/banger/{id}\n")), "{own}");
+            match hierarchy {
+                Hierarchy::V2 { .. } => {
+                    assert_eq!(read(limits.path.join("memory.max")), memory);
+                    assert_eq!(read(limits.path.join("cpu.max")), "100000 100000");
+                }
+                Hierarchy::V1 { .. } => {
+                    assert_eq!(read(limits.path.join("memory.limit_in_bytes")), memory);
+                    let cpu = limits.v1_cpu_path.clone().unwrap();
+                    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "100000");
+                    assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+                }
+            }
+            println!("its cgroup: {:?}", limits.dirs());
         }
-        (CgroupSupport::Unusable(why), None) => {
-            println!("note: cgroup v2 limits not checked here: {why}")
+        (Cgroups::Unusable(why), None) => {
+            println!("note: cgroup limits not checked here: {why}")
         }
         other => panic!("the record does not follow the host's cgroups: {other:?}"),
     }
@@ -265,7 +277,9 @@ fn jailed_life(base: &Path, id: &str, expect_binds: bool) {
         "the disk is root's again"
     );
     if let Some(limits) = &record.cgroup {
-        assert!(!limits.path.exists(), "no cgroup left");
+        for dir in limits.dirs() {
+            assert!(!dir.exists(), "no cgroup left: {}", dir.display());
+        }
     }
     assert!(
         overlay.exists() && spec.paths.vmm_log.exists(),

@@ -70,6 +70,7 @@ fn main() {
     let t = E2e {
         sandbox: Sandbox::new(),
         netns,
+        cgroup_mounts: String::new(),
     };
     let (kernel, rootfs) = t.sandbox.boot_files();
     t.ok(&[

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use banger_api::{ApiError, ErrorCode, VmmKind};
 use banger_host::{CommandRunner, Kvm};
-use banger_vmm::firecracker::{CgroupSupport, JailConfig, JailerBinary};
+use banger_vmm::cgroup::Cgroups;
+use banger_vmm::firecracker::{JailConfig, JailerBinary};
 use banger_vmm::reconcile::{HostScan, Observation};
 use banger_vmm::{
     Accel, Firecracker, FirecrackerBinary, MIN_VERSION, Qemu, QemuBinary, VmHandle, Vmm, VmmChoice,
@@ -139,13 +140,13 @@ pub enum JailDecision {
 
 impl JailDecision {
     /// The decision for `settings` on a host where the daemon is root or not, with the jailer
-    /// `jailer` found (or not) and cgroup v2 as `cgroup` says.
+    /// `jailer` found (or not) and cgroups as `cgroup` says.
     pub fn decide(
         settings: &JailSettings,
         chroot_base: &Path,
         root: bool,
         jailer: Result<JailerBinary, String>,
-        cgroup: CgroupSupport,
+        cgroup: Cgroups,
         libraries: Vec<banger_vmm::firecracker::jail::JailFile>,
     ) -> JailDecision {
         let on = match settings.mode {
@@ -268,13 +269,13 @@ impl Backends {
             (
                 JailerBinary::detect(settings.jailer_bin.as_deref(), firecracker, &*self.runner)
                     .map_err(|e| banger_vmm::error_chain(&e)),
-                CgroupSupport::detect(),
+                Cgroups::detect(),
                 banger_vmm::firecracker::jail::libraries_of(&firecracker.path, &*self.runner),
             )
         } else {
             (
                 Err("not wanted".into()),
-                CgroupSupport::Unusable("not asked".into()),
+                Cgroups::Unusable("not asked".into()),
                 Vec::new(),
             )
         };
@@ -398,12 +399,10 @@ impl Backends {
     fn confined(&self, qemu: Qemu) -> Qemu {
         let root = rustix::process::geteuid().is_root();
         let cgroups = match (root && self.qemu_settings.cgroups, self.qemu_cgroups()) {
-            (true, banger_vmm::cgroup::Cgroups::Usable(hierarchy)) => {
-                Some(banger_vmm::qemu::QemuCgroups {
-                    hierarchy,
-                    memory_overhead_mib: self.qemu_settings.memory_overhead_mib,
-                })
-            }
+            (true, Cgroups::Usable(hierarchy)) => Some(banger_vmm::qemu::QemuCgroups {
+                hierarchy,
+                memory_overhead_mib: self.qemu_settings.memory_overhead_mib,
+            }),
             _ => None,
         };
         qemu.confined(banger_vmm::qemu::Confinement {
@@ -414,12 +413,9 @@ impl Backends {
     }
 
     /// Where QEMUs' cgroups can go on this host (read once).
-    fn qemu_cgroups(&self) -> banger_vmm::cgroup::Cgroups {
-        static DETECTED: std::sync::OnceLock<banger_vmm::cgroup::Cgroups> =
-            std::sync::OnceLock::new();
-        DETECTED
-            .get_or_init(banger_vmm::cgroup::Cgroups::detect)
-            .clone()
+    fn qemu_cgroups(&self) -> Cgroups {
+        static DETECTED: std::sync::OnceLock<Cgroups> = std::sync::OnceLock::new();
+        DETECTED.get_or_init(Cgroups::detect).clone()
     }
 
     /// The backend for a VM to be started with `requested` (`auto` resolved), and a note for
@@ -598,7 +594,7 @@ mod tests {
             })
         };
         let missing = || Err::<JailerBinary, _>("jailer not found in PATH".to_owned());
-        let cgroup = || CgroupSupport::Unusable("no cgroup v2 hierarchy is mounted".into());
+        let cgroup = || Cgroups::Unusable("no cgroup v2 hierarchy is mounted".into());
         let base = Path::new("/var/lib/banger/jail");
         let libs = Vec::<JailFile>::new;
         let settings = |mode| JailSettings {

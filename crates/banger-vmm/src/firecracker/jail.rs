@@ -321,7 +321,8 @@ pub struct JailConfig {
     pub chroot_base: PathBuf,
     /// The uids (and gids, the same numbers) given to jailed VMs, first and last included.
     pub uids: (u32, u32),
-    pub cgroup: CgroupSupport,
+    /// Where jailed VMs' cgroups go (cgroup v2, or v1's memory and cpu controllers).
+    pub cgroup: crate::cgroup::Cgroups,
     /// Memory the Firecracker process needs beyond its guest's, added to `memory.max`.
     pub memory_overhead_mib: u32,
     /// The loader and libraries of a dynamically linked Firecracker ([`libraries_of`]).
@@ -331,8 +332,12 @@ pub struct JailConfig {
 /// The cgroup limits of one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupLimits {
-    /// The VM's cgroup directory.
+    /// The VM's cgroup directory (under cgroup v1, the memory controller's).
     pub path: PathBuf,
+    /// Under cgroup v1 (`Some`): the cpu controller's directory of the VM, the same as `path`
+    /// when both controllers share a mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_cpu_path: Option<PathBuf>,
     /// `memory.max`, bytes: the guest's memory plus the configured overhead.
     pub memory_max: u64,
     /// `cpu.max`: as many CPUs' time as the VM has vCPUs.
@@ -435,13 +440,28 @@ impl JailConfig {
                 )));
             }
         }
-        let cgroup = self.cgroup.root().map(|cgroups| CgroupLimits {
-            path: cgroups.join(PARENT_CGROUP).join(&spec.vm_id),
-            memory_max: (u64::from(spec.memory_mib) + u64::from(self.memory_overhead_mib))
-                * 1024
-                * 1024,
-            cpu_max: format!("{} {CPU_PERIOD_US}", u64::from(spec.vcpus) * CPU_PERIOD_US),
-        });
+        let memory_max =
+            (u64::from(spec.memory_mib) + u64::from(self.memory_overhead_mib)) * 1024 * 1024;
+        let cpu_max = format!("{} {CPU_PERIOD_US}", u64::from(spec.vcpus) * CPU_PERIOD_US);
+        let cgroup = match &self.cgroup {
+            crate::cgroup::Cgroups::Usable(crate::cgroup::Hierarchy::V2 { root }) => {
+                Some(CgroupLimits {
+                    path: root.join(PARENT_CGROUP).join(&spec.vm_id),
+                    v1_cpu_path: None,
+                    memory_max,
+                    cpu_max,
+                })
+            }
+            crate::cgroup::Cgroups::Usable(crate::cgroup::Hierarchy::V1 { memory, cpu }) => {
+                Some(CgroupLimits {
+                    path: memory.join(PARENT_CGROUP).join(&spec.vm_id),
+                    v1_cpu_path: Some(cpu.join(PARENT_CGROUP).join(&spec.vm_id)),
+                    memory_max,
+                    cpu_max,
+                })
+            }
+            crate::cgroup::Cgroups::Unusable(_) => None,
+        };
         Ok(JailPlan {
             pid_file: root.join(format!("{}.pid", exec_name(firecracker).to_string_lossy())),
             dir,
@@ -474,8 +494,8 @@ impl JailConfig {
             self.chroot_base.clone().into(),
             "--new-pid-ns".into(),
         ];
-        if let Some(limits) = &plan.cgroup {
-            args.extend(
+        match plan.cgroup.as_ref().map(|l| (l, &l.v1_cpu_path)) {
+            Some((limits, None)) => args.extend(
                 [
                     "--cgroup-version".to_owned(),
                     "2".to_owned(),
@@ -487,7 +507,28 @@ impl JailConfig {
                     format!("cpu.max={}", limits.cpu_max),
                 ]
                 .map(OsString::from),
-            );
+            ),
+            // cgroup v1: the same limits in the v1 controllers' files; the jailer finds each
+            // controller's mount point itself.
+            Some((limits, Some(_))) => {
+                let quota = limits.cpu_max.split_whitespace().next().unwrap_or_default();
+                args.extend(
+                    [
+                        "--cgroup-version".to_owned(),
+                        "1".to_owned(),
+                        "--parent-cgroup".to_owned(),
+                        PARENT_CGROUP.to_owned(),
+                        "--cgroup".to_owned(),
+                        format!("memory.limit_in_bytes={}", limits.memory_max),
+                        "--cgroup".to_owned(),
+                        format!("cpu.cfs_period_us={CPU_PERIOD_US}"),
+                        "--cgroup".to_owned(),
+                        format!("cpu.cfs_quota_us={quota}"),
+                    ]
+                    .map(OsString::from),
+                )
+            }
+            None => {}
         }
         args.extend(
             ["--", "--api-sock"]
@@ -537,9 +578,12 @@ impl JailConfig {
         let result = self.place_all(host, plan, uid, acquired, &mut held);
         if let Some(limits) = &plan.cgroup {
             // Created by the jailer: the caller records it before it starts the jailer.
-            held.push(Resource::Cgroup {
-                path: limits.path.clone(),
-            });
+            held.extend(
+                limits
+                    .dirs()
+                    .into_iter()
+                    .map(|path| Resource::Cgroup { path }),
+            );
         }
         write_record(host, &plan.dir, uid, plan.cgroup.as_ref(), &held)?;
         result.map(|()| uid)
@@ -831,6 +875,18 @@ pub(crate) fn wait_for_pid(
             });
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+impl CgroupLimits {
+    /// Every directory of the cgroup: one under v2, the memory then the cpu controller's
+    /// under v1 (one when they share a mount).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.path.clone()];
+        if let Some(cpu) = self.v1_cpu_path.as_ref().filter(|cpu| **cpu != self.path) {
+            dirs.push(cpu.clone());
+        }
+        dirs
     }
 }
 

@@ -9,6 +9,7 @@ use super::fake::{FIRST_PID, FakeFirecracker};
 use super::jail::{CgroupSupport, JailConfig, JailFile, JailerBinary};
 use super::restore::{DriveCopy, SnapshotSource, SnapshotTarget};
 use super::*;
+use crate::cgroup::{Cgroups, Hierarchy};
 use crate::{DriveSpec, NetSpec, VmPaths, VmSpec, VsockSpec};
 
 const BASE: &str = "/var/lib/banger/jail";
@@ -68,9 +69,11 @@ fn config(cgroup: bool) -> JailConfig {
         chroot_base: BASE.into(),
         uids: (900_000, 900_001),
         cgroup: if cgroup {
-            CgroupSupport::Usable("/sys/fs/cgroup".into())
+            Cgroups::Usable(Hierarchy::V2 {
+                root: "/sys/fs/cgroup".into(),
+            })
         } else {
-            CgroupSupport::Unusable("no cgroup v2 hierarchy is mounted".into())
+            Cgroups::Unusable("no cgroup v2 hierarchy is mounted".into())
         },
         memory_overhead_mib: 64,
         libraries: vec![JailFile {
@@ -173,6 +176,35 @@ fn the_jail_holds_every_file_under_its_own_name_and_the_jailer_gets_the_limits()
     assert!(without.cgroup.is_none());
     let args = self::config(false).jailer_args(&without, &FakeFirecracker::binary(), 1);
     assert!(!args.iter().any(|a| a == "--cgroup"), "{args:?}");
+
+    // cgroup v1 (a hybrid host): the same limits in v1's files, a directory per controller.
+    let mut v1 = self::config(false);
+    v1.cgroup = Cgroups::Usable(Hierarchy::V1 {
+        memory: "/sys/fs/cgroup/memory".into(),
+        cpu: "/sys/fs/cgroup/cpu".into(),
+    });
+    let plan = v1.plan(&spec(), &FakeFirecracker::binary(), &[]).unwrap();
+    let limits = plan.cgroup.as_ref().unwrap();
+    assert_eq!(
+        limits.dirs(),
+        [
+            PathBuf::from("/sys/fs/cgroup/memory/banger/vm-1"),
+            PathBuf::from("/sys/fs/cgroup/cpu/banger/vm-1")
+        ]
+    );
+    let args: Vec<String> = v1
+        .jailer_args(&plan, &FakeFirecracker::binary(), 900_000)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        args.join(" ").contains(
+            "--new-pid-ns --cgroup-version 1 --parent-cgroup banger \
+             --cgroup memory.limit_in_bytes=1140850688 --cgroup cpu.cfs_period_us=100000 \
+             --cgroup cpu.cfs_quota_us=200000 -- --api-sock"
+        ),
+        "{args:?}"
+    );
 }
 
 #[test]

@@ -195,21 +195,12 @@ fn remove_cgroup(
     path: &Path,
     wait: Duration,
 ) -> Result<(), CleanupFailure> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match host.remove_dir(path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(16) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(source) => {
-                return Err(CleanupFailure::Remove {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+    crate::cgroup::remove(host, std::slice::from_ref(&path.to_owned()), wait).map_err(|source| {
+        CleanupFailure::Remove {
+            path: path.to_owned(),
+            source,
         }
-    }
+    })
 }
 
 /// Releases `acquired` newest first, returning every failure.
@@ -523,12 +514,9 @@ impl Firecracker {
                 if let Some(limits) = &plan.cgroup {
                     // The jailer creates it; recorded first so that a jailer which fails after
                     // creating it still has it removed.
-                    record(
-                        acquired,
-                        Resource::Cgroup {
-                            path: limits.path.clone(),
-                        },
-                    );
+                    for path in limits.dirs() {
+                        record(acquired, Resource::Cgroup { path });
+                    }
                 }
                 let jailer = host
                     .spawn(&jail.jailer.path, &args, &spec.paths.console_log)

@@ -74,12 +74,11 @@ pub fn release(
                     source,
                 })
         }
-        Resource::Cgroup { dirs } => {
-            crate::cgroup::remove(host, dirs).map_err(|source| CleanupFailure::Remove {
+        Resource::Cgroup { dirs } => crate::cgroup::remove(host, dirs, crate::cgroup::LEAVE_WAIT)
+            .map_err(|source| CleanupFailure::Remove {
                 path: dirs.first().cloned().unwrap_or_default(),
                 source,
-            })
-        }
+            }),
     }
 }
 

@@ -148,7 +148,11 @@ impl Qemu {
                 if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) || running(&id) {
                     continue;
                 }
-                match crate::cgroup::remove(&*self.host, std::slice::from_ref(&dir)) {
+                match crate::cgroup::remove(
+                    &*self.host,
+                    std::slice::from_ref(&dir),
+                    std::time::Duration::ZERO,
+                ) {
                     Ok(()) => {
                         tracing::info!(cgroup = %dir.display(), "removed the cgroup of a VM that does not run")
                     }
