@@ -196,6 +196,26 @@ fn images_are_built_from_recipes_and_promoted_from_vms() {
             .any(|p| p["name"] == "jq"),
         "the manifest lists the installed packages"
     );
+    // Where it came from: the base image and the recipe, in the image's manifest.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            t.sandbox
+                .root()
+                .join("state/banger/images")
+                .join(image["id"].as_str().unwrap())
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let derived = &manifest["derived_from"];
+    assert_eq!(derived["base_image"], "debian", "{derived}");
+    assert_eq!(
+        derived["recipe"]["packages"],
+        serde_json::json!(["jq"]),
+        "{derived}"
+    );
+    assert_eq!(derived["work_seed_from_vm"], true, "{derived}");
     // The build VM is gone, and so is the staging.
     assert!(t.json(&["vm", "list"]).as_array().unwrap().is_empty());
     assert!(

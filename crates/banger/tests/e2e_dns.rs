@@ -105,15 +105,7 @@ fn guests_have_names_that_the_host_and_other_guests_resolve() {
 
     // The doctor says where names are served.
     let report = t.json(&["doctor"]);
-    let check = |name: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} check in {report}"))
-            .clone()
-    };
+    let check = |name: &str| support::doctor_check(&report, name);
     let dns = check("dns");
     assert_eq!(dns["status"], "ok", "{dns}");
     assert!(
@@ -213,13 +205,7 @@ fn a_taken_port_53_falls_back_and_guests_keep_the_hosts_resolvers() {
     let ip = vm["network"]["ip"].as_str().unwrap().to_owned();
 
     let report = t.json(&["doctor"]);
-    let dns = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "dns")
-        .unwrap()
-        .clone();
+    let dns = support::doctor_check(&report, "dns");
     assert_eq!(dns["status"], "warn", "{dns}");
     let detail = dns["detail"].as_str().unwrap();
     assert!(detail.contains("listening on 172.30.0.1:5053"), "{detail}");
@@ -339,13 +325,7 @@ fn a_daemon_that_is_not_root_serves_on_the_fallback_port() {
 
     let report: serde_json::Value =
         serde_json::from_str(&banger(&["doctor", "-o", "json"])).expect("a doctor report");
-    let dns = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "dns")
-        .unwrap()
-        .clone();
+    let dns = support::doctor_check(&report, "dns");
     assert_eq!(dns["status"], "warn", "{dns}");
     let detail = dns["detail"].as_str().unwrap();
     assert!(

@@ -195,13 +195,7 @@ fn a_daemon_with_cap_net_admin_runs_a_guest_with_nat_without_sudo() {
         "bangerd holds CAP_NET_ADMIN and nothing else"
     );
     let report = nobody.json(&["doctor"]);
-    let sudo = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "sudo")
-        .unwrap()
-        .clone();
+    let sudo = support::doctor_check(&report, "sudo");
     assert_eq!(sudo["status"], "ok", "{sudo}");
     assert!(
         sudo["detail"].as_str().unwrap().contains("CAP_NET_ADMIN"),
@@ -274,13 +268,7 @@ struct SudoRule(PathBuf);
 impl SudoRule {
     fn allow_promotion(nobody: &Nobody<'_>) -> SudoRule {
         let report = nobody.json(&["doctor"]);
-        let check = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "sudo-promote")
-            .unwrap_or_else(|| panic!("a sudo-promote check: {report}"))
-            .clone();
+        let check = support::doctor_check(&report, "sudo-promote");
         assert_eq!(check["status"], "warn", "no sudo rule yet: {check}");
         let fix = check["fix"].as_str().unwrap();
         let rule = fix
@@ -293,13 +281,7 @@ impl SudoRule {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
         let rule = SudoRule(path);
         let report = nobody.json(&["doctor"]);
-        let check = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "sudo-promote")
-            .unwrap()
-            .clone();
+        let check = support::doctor_check(&report, "sudo-promote");
         assert_eq!(check["status"], "ok", "with the rule: {check}");
         rule
     }

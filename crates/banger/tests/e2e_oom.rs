@@ -27,13 +27,7 @@ fn a_vmm_past_its_memory_limit_fails_alone_and_says_why() {
     }
     t.config_with("300s", "qemu_memory_overhead = \"4M\"\n");
     let report = t.json(&["doctor"]);
-    let cgroups = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "qemu-cgroups")
-        .unwrap()
-        .clone();
+    let cgroups = support::doctor_check(&report, "qemu-cgroups");
     if cgroups["status"] != "ok" {
         println!("SKIP: QEMU VMs get no cgroups here: {}", cgroups["detail"]);
         return;

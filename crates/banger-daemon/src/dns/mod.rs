@@ -533,18 +533,23 @@ mod tests {
         assert_eq!(off.guest_resolver(host, upstream), theirs);
     }
 
-    /// A daemon that stops takes the bridge's per-link DNS away when it set it, and leaves
-    /// alone what it did not set.
-    #[test]
-    fn stopping_reverts_the_bridges_resolved_settings_only_when_banger_set_them() {
-        let rt = runtime();
-        let cfg = NetConfig {
+    /// The default bridge and subnet of a root daemon.
+    fn net_config() -> NetConfig {
+        NetConfig {
             bridge: "banger0".into(),
             host_address: Ipv4Addr::new(172, 30, 0, 1),
             prefix_len: 24,
             privilege: banger_host::network::Privilege::Root,
             tap_owner: 0,
-        };
+        }
+    }
+
+    /// A daemon that stops takes the bridge's per-link DNS away when it set it, and leaves
+    /// alone what it did not set.
+    #[test]
+    fn stopping_reverts_the_bridges_resolved_settings_only_when_banger_set_them() {
+        let rt = runtime();
+        let cfg = net_config();
         for (resolver, reverted) in [
             (
                 HostResolver::ResolvedConfigured,
@@ -587,13 +592,7 @@ mod tests {
 
     #[test]
     fn resolved_is_configured_only_where_it_runs() {
-        let cfg = NetConfig {
-            bridge: "banger0".into(),
-            host_address: Ipv4Addr::new(172, 30, 0, 1),
-            prefix_len: 24,
-            privilege: banger_host::network::Privilege::Root,
-            tap_owner: 0,
-        };
+        let cfg = net_config();
         let address = SocketAddr::from((cfg.host_address, 53));
         let root = tempfile::tempdir().unwrap();
         let fake = FakeRunner::new();

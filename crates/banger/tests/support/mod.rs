@@ -167,6 +167,17 @@ impl Drop for Sandbox {
     }
 }
 
+/// The check called `name` of a `banger doctor -o json` report.
+pub fn doctor_check(report: &Value, name: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a doctor report: {report}"))
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report}"))
+        .clone()
+}
+
 /// The smallest file bangerd takes for a kernel: an ELF64 x86_64 executable header, followed
 /// by a version banner like the one a real vmlinux carries.
 pub fn tiny_elf_kernel() -> Vec<u8> {
