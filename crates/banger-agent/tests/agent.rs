@@ -311,7 +311,7 @@ async fn a_command_runs_as_the_user_asked_for() {
     assert_eq!(err.code(), Some("no_such_user"), "{err}");
 
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: changing users needs root");
+        banger_test_support::skip!("changing users needs root");
         return;
     }
     let mut request = sh("id -un; id -u; echo \"$HOME $USER\"; pwd");

@@ -56,13 +56,13 @@ fn main() {
         return;
     };
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps and the bridge need root");
+        banger_test_support::skip!("taps and the bridge need root");
         return;
     }
     let netns = match Netns::create("banger-bench-") {
         Ok(netns) => netns,
         Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
+            banger_test_support::skip!("cannot create a network namespace: {error}");
             return;
         }
     };

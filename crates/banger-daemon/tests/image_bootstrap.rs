@@ -59,7 +59,7 @@ impl Harness {
         {
             Ok(op) => Some(op),
             Err(e) if e.is_code(ErrorCode::Unavailable) => {
-                println!("SKIP: the host cannot bootstrap: {e}");
+                banger_test_support::skip!("the host cannot bootstrap: {e}");
                 self.stop().await;
                 None
             }
@@ -71,10 +71,7 @@ impl Harness {
     /// package (no mirror, no cache): then it prints `SKIP:` and stops the daemon.
     async fn could_not_resolve(&mut self, done: &banger_api::Operation) -> bool {
         if done.state == OperationState::Failed && done.stages[0].state == StageState::Failed {
-            println!(
-                "SKIP: apt cannot resolve the kernel package: {:?}",
-                done.error
-            );
+            banger_test_support::skip!("apt cannot resolve the kernel package: {:?}", done.error);
             self.stop().await;
             return true;
         }
@@ -203,7 +200,7 @@ async fn an_image_named_bootstrap_is_still_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_operation_builds_and_records_an_image() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (debootstrap needs it)");
+        banger_test_support::skip!("root not available (debootstrap needs it)");
         return;
     }
     let mut h = Harness::start().await;

@@ -18,7 +18,7 @@ mod support;
 async fn the_console_works_in_headless_chromium() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !Path::new(CHROMIUM).exists() || !browser_dir.join("node_modules/playwright-core").is_dir() {
-        println!("SKIP: chromium/playwright-core not installed (run .ci/run)");
+        banger_test_support::skip!("chromium/playwright-core not installed (run .ci/run)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

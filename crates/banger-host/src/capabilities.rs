@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn only_commands_asked_for_get_net_admin() {
         if !super::holds_net_admin() {
-            println!("SKIP: this test process does not hold CAP_NET_ADMIN");
+            banger_test_support::skip!("this test process does not hold CAP_NET_ADMIN");
             return;
         }
         let grep = || CommandSpec::new("grep").args(["-E", "^Cap(Amb|Eff):", "/proc/self/status"]);

@@ -387,7 +387,7 @@ mod tests {
             ])
             .spawn()
         else {
-            println!("SKIP: python3 not found");
+            banger_test_support::skip!("python3 not found");
             return;
         };
         let pid = child.id();

@@ -30,7 +30,7 @@ fn missing_prerequisite() -> Option<String> {
 macro_rules! require_host {
     () => {
         if let Some(why) = missing_prerequisite() {
-            println!("SKIP: {why}");
+            banger_test_support::skip!("{why}");
             return;
         }
     };

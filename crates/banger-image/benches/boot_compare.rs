@@ -69,7 +69,7 @@ fn run(cmd: CommandSpec) -> BenchResult<String> {
 fn missing(program: &str, probe: &[&str]) -> bool {
     match RealRunner.run(&CommandSpec::new(program).args(probe.iter().copied())) {
         Err(RunError::NotFound { .. }) => {
-            println!("SKIP: {program} not found");
+            banger_test_support::skip!("{program} not found");
             true
         }
         _ => false,
@@ -554,7 +554,9 @@ fn boot_to_ssh(name: &str, machine: &Machine, port: u16) -> BenchResult<SshRun> 
 
 fn main() {
     if Privilege::detect() != Privilege::Root {
-        println!("SKIP: root not available (debootstrap, chroot and mkfs.ext4 -d need it)");
+        banger_test_support::skip!(
+            "root not available (debootstrap, chroot and mkfs.ext4 -d need it)"
+        );
         return;
     }
     if missing("qemu-system-x86_64", &["--version"])
@@ -606,7 +608,7 @@ fn main() {
     ) {
         match e {
             bootstrap::BootstrapError::NoKernelPackage { .. } => {
-                println!("SKIP: {e} (apt-get update?)");
+                banger_test_support::skip!("{e} (apt-get update?)");
                 return;
             }
             e => panic!("bootstrap failed: {e:?}\nhint: {:?}", e.hint()),

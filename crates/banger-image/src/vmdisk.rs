@@ -843,7 +843,7 @@ mod tests {
         assert!(commands.contains("sif \"/a b/x\" uid 0\n"), "{commands}");
         assert!(commands.contains("sif \"/a b\" gid 0\n"), "{commands}");
         if me != 0 {
-            println!("SKIP: the end-to-end part of the ownership test needs root");
+            banger_test_support::skip!("the end-to-end part of the ownership test needs root");
             return;
         }
         assert!(

@@ -158,7 +158,9 @@ fn debian_cloud_kernel_boots_to_the_image_init_under_qemu_tcg() {
     match run(CommandSpec::new("qemu-system-x86_64").arg("--version")) {
         Ok(_) => {}
         Err(RunError::NotFound { .. }) => {
-            println!("SKIP: qemu-system-x86_64 not found (Debian package qemu-system-x86)");
+            banger_test_support::skip!(
+                "qemu-system-x86_64 not found (Debian package qemu-system-x86)"
+            );
             return;
         }
         Err(e) => panic!("{e}"),
@@ -169,7 +171,7 @@ fn debian_cloud_kernel_boots_to_the_image_init_under_qemu_tcg() {
     let kernel_root = match debian_kernel(&cache) {
         Ok(root) => root,
         Err(why) => {
-            println!("SKIP: Debian cloud kernel unavailable: {why}");
+            banger_test_support::skip!("Debian cloud kernel unavailable: {why}");
             return;
         }
     };

@@ -38,7 +38,7 @@ fn run(cmd: CommandSpec) -> Result<String, RunError> {
 fn missing(program: &str, probe: &[&str]) -> bool {
     match run(CommandSpec::new(program).args(probe.iter().copied())) {
         Err(RunError::NotFound { .. }) => {
-            println!("SKIP: {program} not found");
+            banger_test_support::skip!("{program} not found");
             true
         }
         _ => false,
@@ -69,7 +69,7 @@ fn free_ports() -> (u16, u16) {
 #[test]
 fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     if Privilege::detect() != Privilege::Root {
-        println!("SKIP: root not available (debootstrap needs it)");
+        banger_test_support::skip!("root not available (debootstrap needs it)");
         return;
     }
     if missing("debootstrap", &["--version"])
@@ -110,7 +110,7 @@ fn bootstrap_debian_then_boot_it_to_an_ssh_login_under_qemu_tcg() {
     ) {
         Ok(image) => image,
         Err(e @ bootstrap::BootstrapError::NoKernelPackage { .. }) => {
-            println!("SKIP: {e} (apt-get update?)");
+            banger_test_support::skip!("{e} (apt-get update?)");
             return;
         }
         Err(e) => panic!("bootstrap failed: {:?}\nhint: {:?}", e, e.hint()),

@@ -239,7 +239,7 @@ fn is_root() -> bool {
 #[test]
 fn a_vms_root_becomes_an_image_without_what_made_it_that_vm() {
     if !is_root() {
-        eprintln!("SKIP: promote mounts loop devices and needs root, as bangerd runs");
+        banger_test_support::skip!("promote mounts loop devices and needs root, as bangerd runs");
         return;
     }
     let f = fixture();
@@ -353,7 +353,7 @@ fn a_vms_root_becomes_an_image_without_what_made_it_that_vm() {
 #[test]
 fn a_failed_or_cancelled_promotion_leaves_nothing() {
     if !is_root() {
-        eprintln!("SKIP: promote mounts loop devices and needs root, as bangerd runs");
+        banger_test_support::skip!("promote mounts loop devices and needs root, as bangerd runs");
         return;
     }
     let f = fixture();

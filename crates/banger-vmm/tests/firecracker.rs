@@ -327,13 +327,13 @@ fn a_firecracker_that_cannot_start_is_explained_by_its_own_output() {
 fn launch_with_a_tap_in_a_throwaway_network_namespace() {
     let binary = require_firecracker!();
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: a tap needs root");
+        banger_test_support::skip!("a tap needs root");
         return;
     }
     let netns = match Netns::create("banger-test-") {
         Ok(netns) => netns,
         Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
+            banger_test_support::skip!("cannot create a network namespace: {error}");
             return;
         }
     };

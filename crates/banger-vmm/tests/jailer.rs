@@ -27,14 +27,14 @@ fn jail_or_skip() -> Option<(FirecrackerBinary, JailerBinary)> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let binary = fixture::firecracker_or_skip()?;
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: the jailer needs root");
+        banger_test_support::skip!("the jailer needs root");
         return None;
     }
     let configured = std::env::var_os("JAILER_BIN").map(PathBuf::from);
     match JailerBinary::detect(configured.as_deref(), &binary, &RealRunner) {
         Ok(jailer) => Some((binary, jailer)),
         Err(error) => {
-            println!("SKIP: no usable jailer: {error}");
+            banger_test_support::skip!("no usable jailer: {error}");
             None
         }
     }
@@ -297,7 +297,7 @@ fn a_jailed_firecracker_runs_as_its_uid_in_its_chroot_and_leaves_nothing() {
 fn across_filesystems_the_jail_binds_the_files_and_unmounts_them() {
     let shm = Path::new("/dev/shm");
     if !shm.is_dir() {
-        println!("SKIP: no /dev/shm for a jail on another filesystem");
+        banger_test_support::skip!("no /dev/shm for a jail on another filesystem");
         return;
     }
     let base = tempfile::Builder::new()

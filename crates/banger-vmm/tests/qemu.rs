@@ -54,7 +54,7 @@ fn qemu_or_skip() -> Option<QemuBinary> {
     match QemuBinary::detect(configured.as_deref(), &RealRunner) {
         Ok(binary) => Some(binary),
         Err(QemuBinaryError::NotInPath | QemuBinaryError::Missing { .. }) => {
-            println!("SKIP: {PROGRAM} not found (Debian package qemu-system-x86)");
+            banger_test_support::skip!("{PROGRAM} not found (Debian package qemu-system-x86)");
             None
         }
         Err(error) => panic!("QEMU is unusable: {error}"),

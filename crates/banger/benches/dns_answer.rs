@@ -41,7 +41,7 @@ fn stats(mut samples: Vec<Duration>) -> String {
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (the benchmark makes a network namespace)");
+        banger_test_support::skip!("root not available (the benchmark makes a network namespace)");
         return;
     }
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -49,7 +49,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let Some(netns) = Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     };
     let ns = netns.0.clone();

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available");
+        banger_test_support::skip!("root not available");
         return;
     }
     for (program, arg) in [
@@ -31,7 +31,7 @@ fn main() {
             .output()
             .is_ok_and(|o| o.status.success())
         {
-            println!("SKIP: {program} not found");
+            banger_test_support::skip!("{program} not found");
             return;
         }
     }
@@ -50,7 +50,7 @@ fn main() {
         .status()
         .is_ok_and(|s| s.success())
     {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     }
     let sandbox = support::Sandbox::new();

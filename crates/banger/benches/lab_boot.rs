@@ -91,7 +91,7 @@ fn switch_root_ms(lab: &Lab<'_>, path: &str) -> f64 {
 
 fn main() {
     let Some(firecracker) = lab::firecracker() else {
-        println!("SKIP: firecracker not found");
+        banger_test_support::skip!("firecracker not found");
         return;
     };
     let runs: usize = std::env::var("BENCH_RUNS")

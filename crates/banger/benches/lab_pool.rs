@@ -28,7 +28,7 @@ fn to_agent(lab: &Lab<'_>, vm: &str) -> f64 {
 
 fn main() {
     let Some(firecracker) = lab::firecracker() else {
-        println!("SKIP: firecracker not found");
+        banger_test_support::skip!("firecracker not found");
         return;
     };
     let runs: usize = std::env::var("BENCH_RUNS")

@@ -48,7 +48,7 @@ impl Column {
 
 fn main() {
     let Some(firecracker) = lab::firecracker() else {
-        println!("SKIP: firecracker not found");
+        banger_test_support::skip!("firecracker not found");
         return;
     };
     let runs: usize = std::env::var("BENCH_RUNS")

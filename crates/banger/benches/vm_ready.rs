@@ -21,7 +21,7 @@ use serde_json::Value;
 
 fn main() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available");
+        banger_test_support::skip!("root not available");
         return;
     }
     if Command::new("debootstrap")
@@ -29,7 +29,7 @@ fn main() {
         .output()
         .is_err()
     {
-        println!("SKIP: debootstrap not found");
+        banger_test_support::skip!("debootstrap not found");
         return;
     }
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -44,7 +44,7 @@ fn main() {
         .status()
         .is_ok_and(|s| s.success())
     {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     }
     let sandbox = support::Sandbox::new();

@@ -127,23 +127,23 @@ fn vmm_pids(dir: &Path) -> Vec<u32> {
 #[test]
 fn the_api_answers_what_its_document_says_and_leaves_nothing_it_does_not_show() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (the namespace and taps need it)");
+        banger_test_support::skip!("root not available (the namespace and taps need it)");
         return;
     }
     let Some(fuzzer) = schemathesis() else {
-        println!(
-            "SKIP: schemathesis not found (pip install schemathesis, or set BANGER_SCHEMATHESIS)"
+        banger_test_support::skip!(
+            "schemathesis not found (pip install schemathesis, or set BANGER_SCHEMATHESIS)"
         );
         return;
     };
     for (program, arg) in [("curl", "--version"), ("mkfs.ext4", "-V")] {
         if !support::netns::have(program, arg) {
-            println!("SKIP: {program} not found");
+            banger_test_support::skip!("{program} not found");
             return;
         }
     }
     let Some(netns) = Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     };
     let t = E2e {

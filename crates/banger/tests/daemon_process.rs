@@ -83,11 +83,11 @@ fn concurrent_first_commands_share_one_daemon() {
 #[test]
 fn a_daemon_killed_during_a_bootstrap_leaves_nothing_and_the_next_reports_it() {
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (debootstrap needs it)");
+        banger_test_support::skip!("root not available (debootstrap needs it)");
         return;
     }
     if !support::netns::have("debootstrap", "--version") {
-        println!("SKIP: debootstrap not found");
+        banger_test_support::skip!("debootstrap not found");
         return;
     }
     let cache = std::env::var_os("BANGER_TEST_CACHE")

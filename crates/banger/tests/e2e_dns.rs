@@ -159,11 +159,13 @@ fn ip_in(ns: &str, args: &[&str]) {
 fn a_taken_port_53_falls_back_and_guests_keep_the_hosts_resolvers() {
     use std::net::UdpSocket;
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (the test makes a network namespace and a bridge)");
+        banger_test_support::skip!(
+            "root not available (the test makes a network namespace and a bridge)"
+        );
         return;
     }
     let Some(netns) = support::netns::Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     };
     let ns = netns.0.clone();
@@ -255,15 +257,17 @@ fn a_daemon_that_is_not_root_serves_on_the_fallback_port() {
     use std::process::Command;
     const NOBODY: u32 = 65534;
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: root not available (the test makes a network namespace and a bridge)");
+        banger_test_support::skip!(
+            "root not available (the test makes a network namespace and a bridge)"
+        );
         return;
     }
     if !support::netns::have("setpriv", "--version") {
-        println!("SKIP: setpriv not found");
+        banger_test_support::skip!("setpriv not found");
         return;
     }
     let Some(netns) = support::netns::Netns::create() else {
-        println!("SKIP: cannot create a network namespace");
+        banger_test_support::skip!("cannot create a network namespace");
         return;
     };
     let ns = netns.0.clone();

@@ -134,7 +134,7 @@ fn a_daemon_with_cap_net_admin_runs_a_guest_with_nat_without_sudo() {
         return;
     };
     if Command::new("setcap").arg("-h").output().is_err() {
-        println!("SKIP: setcap not found (Debian package libcap2-bin)");
+        banger_test_support::skip!("setcap not found (Debian package libcap2-bin)");
         return;
     }
     let ns = t.netns.0.clone();
@@ -174,8 +174,8 @@ fn a_daemon_with_cap_net_admin_runs_a_guest_with_nat_without_sudo() {
         .output()
         .unwrap();
     if !setcap.status.success() {
-        println!(
-            "SKIP: this filesystem keeps no file capabilities: {}",
+        banger_test_support::skip!(
+            "this filesystem keeps no file capabilities: {}",
             String::from_utf8_lossy(&setcap.stderr)
         );
         return;

@@ -22,14 +22,14 @@ fn a_vmm_past_its_memory_limit_fails_alone_and_says_why() {
         return;
     };
     if !t.with_host_cgroups() {
-        println!("SKIP: this host mounts no cgroup hierarchy");
+        banger_test_support::skip!("this host mounts no cgroup hierarchy");
         return;
     }
     t.config_with("300s", "qemu_memory_overhead = \"4M\"\n");
     let report = t.json(&["doctor"]);
     let cgroups = support::doctor_check(&report, "qemu-cgroups");
     if cgroups["status"] != "ok" {
-        println!("SKIP: QEMU VMs get no cgroups here: {}", cgroups["detail"]);
+        banger_test_support::skip!("QEMU VMs get no cgroups here: {}", cgroups["detail"]);
         return;
     }
     assert!(

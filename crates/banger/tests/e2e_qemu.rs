@@ -153,7 +153,7 @@ fn exec_streams_and_terminals(t: &E2e) {
 
     // An interactive shell on a terminal, typed into under tmux.
     if !have("tmux", "-V") {
-        println!("SKIP: tmux not found (the interactive exec)");
+        banger_test_support::skip!("tmux not found (the interactive exec)");
         return;
     }
     let socket = t.sandbox.root().join("tmux.sock");

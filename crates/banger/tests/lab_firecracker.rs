@@ -64,7 +64,9 @@ fn assert_jailed(lab: &Lab<'_>, vm: &Value, jailer: &Value, cgroups: &Value) {
 #[test]
 fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     let Some(firecracker) = lab::firecracker() else {
-        println!("SKIP: firecracker not found (put it in PATH or set BANGER_FIRECRACKER)");
+        banger_test_support::skip!(
+            "firecracker not found (put it in PATH or set BANGER_FIRECRACKER)"
+        );
         return;
     };
     lab::phase("the host's Debian image");

@@ -137,7 +137,7 @@ fn tui(sandbox: &Sandbox) -> Tmux {
 #[test]
 fn vms_appear_the_selection_moves_and_q_quits() {
     if !tmux_installed() {
-        println!("SKIP: tmux not installed");
+        banger_test_support::skip!("tmux not installed");
         return;
     }
     let sandbox = Sandbox::new();
@@ -209,7 +209,7 @@ fn vms_appear_the_selection_moves_and_q_quits() {
 #[test]
 fn a_start_that_fails_and_a_refused_stop_are_shown() {
     if !tmux_installed() {
-        println!("SKIP: tmux not installed");
+        banger_test_support::skip!("tmux not installed");
         return;
     }
     let sandbox = Sandbox::new();

@@ -1298,7 +1298,7 @@ mod tests {
         .unwrap();
         match name {
             Some(name) => assert_eq!(name, "clone-1"),
-            None => eprintln!("SKIP: cannot make a UTS namespace (needs root)"),
+            None => banger_test_support::skip!("cannot make a UTS namespace (needs root)"),
         }
     }
 
@@ -1383,7 +1383,9 @@ mod tests {
     #[test]
     fn the_network_is_replaced_over_netlink() {
         let Ok(ns) = Netns::create("banger-test-identity-") else {
-            eprintln!("SKIP: cannot create a network namespace (needs root and iproute2)");
+            banger_test_support::skip!(
+                "cannot create a network namespace (needs root and iproute2)"
+            );
             return;
         };
         ip(&ns, "link add d0 type veth peer name d1");
@@ -1480,7 +1482,7 @@ mod tests {
     #[test]
     fn entropy_reaches_the_kernel() {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIP: adding entropy needs root");
+            banger_test_support::skip!("adding entropy needs root");
             return;
         }
         let mut seed = [0u8; 32];

@@ -143,7 +143,7 @@ mod tests {
             let derived = match derived {
                 Ok(out) => out.stdout_lossy(),
                 Err(RunError::NotFound { .. }) => {
-                    println!("SKIP: ssh-keygen (openssh-client) is not installed");
+                    banger_test_support::skip!("ssh-keygen (openssh-client) is not installed");
                     return;
                 }
                 Err(e) => panic!("ssh-keygen cannot read the key: {e}"),

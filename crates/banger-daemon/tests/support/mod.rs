@@ -79,7 +79,7 @@ impl SmallDisk {
     /// one (mounting needs root).
     pub fn new(bytes: u64) -> Option<SmallDisk> {
         if !rustix::process::geteuid().is_root() {
-            println!("SKIP: mounting a small filesystem for the state needs root");
+            banger_test_support::skip!("mounting a small filesystem for the state needs root");
             return None;
         }
         Some(SmallDisk { bytes, at: None })
@@ -179,20 +179,20 @@ pub fn in_a_namespace<F: std::future::Future<Output = ()>>(
         return;
     };
     if !rustix::process::geteuid().is_root() {
-        println!("SKIP: taps, bridges and nftables rules need root");
+        banger_test_support::skip!("taps, bridges and nftables rules need root");
         return;
     }
     if RealRunner
         .run(&CommandSpec::new("nft").arg("--version"))
         .is_err()
     {
-        println!("SKIP: nft (nftables) not found");
+        banger_test_support::skip!("nft (nftables) not found");
         return;
     }
     let netns = match banger_host::network::netns::Netns::create(prefix) {
         Ok(netns) => netns,
         Err(error) => {
-            println!("SKIP: cannot create a network namespace: {error}");
+            banger_test_support::skip!("cannot create a network namespace: {error}");
             return;
         }
     };

@@ -869,7 +869,7 @@ mod tests {
             }
         };
         if which_sh().is_none() {
-            println!("SKIP: sh not found");
+            banger_test_support::skip!("sh not found");
             return;
         }
         let out = run("echo");
@@ -980,7 +980,7 @@ mod tests {
         let script = dir.path().join(RC_BOOT).display().to_string();
         match RealRunner.run(&CommandSpec::new("sh").args(["-n", &script])) {
             Ok(_) => {}
-            Err(RunError::NotFound { .. }) => println!("SKIP: sh not found"),
+            Err(RunError::NotFound { .. }) => banger_test_support::skip!("sh not found"),
             Err(e) => panic!("{e}"),
         }
     }
@@ -1009,7 +1009,7 @@ mod tests {
         match installed {
             Ok(true) => {}
             Err(AgentError::Install(RunError::NotFound { program })) => {
-                println!("SKIP: {program} not found");
+                banger_test_support::skip!("{program} not found");
                 return;
             }
             other => panic!("{other:?}"),

@@ -384,7 +384,7 @@ fn normalized(calls: Vec<String>) -> Vec<String> {
 fn mkfs_available() -> bool {
     match RealRunner.run(&CommandSpec::new("mkfs.ext4").arg("-V")) {
         Err(RunError::NotFound { .. }) => {
-            println!("SKIP: mkfs.ext4 not found (Debian package e2fsprogs)");
+            banger_test_support::skip!("mkfs.ext4 not found (Debian package e2fsprogs)");
             false
         }
         _ => true,

@@ -100,17 +100,19 @@ impl E2e {
     /// namespace runs it and is stopped; the one the next command starts runs inside.
     pub fn with_debian_image(programs: &[(&str, &str)]) -> Option<E2e> {
         if !rustix::process::geteuid().is_root() {
-            println!("SKIP: root not available (debootstrap, taps and the bridge need it)");
+            banger_test_support::skip!(
+                "root not available (debootstrap, taps and the bridge need it)"
+            );
             return None;
         }
         for (program, arg) in programs {
             if !have(program, arg) {
-                println!("SKIP: {program} not found");
+                banger_test_support::skip!("{program} not found");
                 return None;
             }
         }
         let Some(netns) = Netns::create() else {
-            println!("SKIP: cannot create a network namespace");
+            banger_test_support::skip!("cannot create a network namespace");
             return None;
         };
         let t = E2e {
