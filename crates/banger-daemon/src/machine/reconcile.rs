@@ -172,9 +172,11 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
                     tracing::warn!(error = %failure, "cannot release a leftover jail");
                 }
             }
-            // Cgroups of QEMU VMs that died while no daemon watched them.
+            // Cgroups of this daemon's QEMU VMs that died while no daemon watched them.
             super::Backend::Qemu(qemu) => {
-                for failure in qemu.release_idle_cgroups(&|id| running.iter().any(|r| r == id)) {
+                let idle =
+                    |id: &str| vms.iter().any(|vm| vm.id == id) && !running.iter().any(|r| r == id);
+                for failure in qemu.release_idle_cgroups(&idle) {
                     tracing::warn!(error = %failure, "cannot remove a leftover cgroup");
                 }
             }

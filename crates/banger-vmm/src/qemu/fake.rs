@@ -448,6 +448,16 @@ impl ProcessHost for FakeQemu {
         Ok(())
     }
 
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Ok(self
+            .lock()
+            .dirs
+            .iter()
+            .filter(|d| d.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.lock()
             .written

@@ -132,9 +132,10 @@ impl Qemu {
         Some((cgroups.hierarchy.memory_dir(vm_id), memory, cpu))
     }
 
-    /// Removes the cgroups of VMs that do not run (`running` says which do): left by a daemon
-    /// that died before it could remove them. A cgroup something still runs in is kept.
-    pub fn release_idle_cgroups(&self, running: &dyn Fn(&str) -> bool) -> Vec<String> {
+    /// Removes the cgroups of VMs that `idle` names (this daemon's VMs that do not run): left
+    /// by a daemon that died before it could remove them. Another daemon's cgroups (whose VMs
+    /// `idle` does not know) are never touched, and a cgroup something still runs in is kept.
+    pub fn release_idle_cgroups(&self, idle: &dyn Fn(&str) -> bool) -> Vec<String> {
         let Some(cgroups) = &self.confinement.cgroups else {
             return Vec::new();
         };
@@ -144,8 +145,7 @@ impl Qemu {
                 let Some(id) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                     continue;
                 };
-                // VM ids only (hex), and only of VMs that do not run.
-                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) || running(&id) {
+                if !idle(&id) {
                     continue;
                 }
                 match crate::cgroup::remove(

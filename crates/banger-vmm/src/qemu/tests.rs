@@ -845,6 +845,31 @@ fn qemus_run_in_cgroups_of_their_own_and_leave_none() {
     qemu.stop(&vm, Duration::ZERO).unwrap();
     assert!(!fake.dirs().contains(&memory) && !fake.dirs().contains(&cpu));
 
+    // A restarted daemon removes the cgroups of its VMs that no longer run, and only those:
+    // not another daemon's, not one a QEMU still runs in.
+    let fake = FakeQemu::new();
+    let qemu = confined(&fake, v2());
+    let mut other = spec();
+    other.vm_id = "vm-2".into();
+    other.paths.api_socket = "/run/banger/vm-2.qmp".into();
+    let live = qemu.launch(&spec()).unwrap();
+    let dead = qemu.launch(&other).unwrap();
+    fake.crash(dead.pid);
+    let stranger = std::path::PathBuf::from("/cg/banger/0123456789abcdef");
+    fake.create_dir(&stranger, 0o755).unwrap();
+    let idle = |id: &str| id == "vm-2" || id == live.vm_id;
+    assert!(qemu.release_idle_cgroups(&idle).is_empty());
+    let dirs = fake.dirs();
+    assert!(
+        !dirs.contains(&std::path::PathBuf::from("/cg/banger/vm-2")),
+        "{dirs:?}"
+    );
+    assert!(
+        dirs.contains(&std::path::PathBuf::from("/cg/banger").join(&live.vm_id)),
+        "{dirs:?}"
+    );
+    assert!(dirs.contains(&stranger), "{dirs:?}");
+
     // Every step of the cgroup's making, and QEMU's move into it, failing in turn.
     let steps = {
         let fake = FakeQemu::new();
