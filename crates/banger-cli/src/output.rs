@@ -153,7 +153,10 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
         if let Some(jail) = &rt.jail {
             kv = kv.add(
                 "jail",
-                format!("uid {}, gid {}, chroot {}", jail.uid, jail.gid, jail.chroot),
+                format!(
+                    "uid {}, gid {}, chroot {}, pid namespace, Firecracker's seccomp filters",
+                    jail.uid, jail.gid, jail.chroot
+                ),
             );
             kv = kv.add(
                 "cgroup",
@@ -162,8 +165,14 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
                         format!("{path} (memory.max {} MiB, cpu.max {cpu})", memory / MIB)
                     }
                     (Some(path), _, _) => path.clone(),
-                    _ => "none (no cgroup v2 with memory and cpu here; see banger doctor)".into(),
+                    _ => "none (no cgroup with memory and cpu here; see banger doctor)".into(),
                 },
+            );
+        } else if rt.vmm == banger_api::VmmKind::Firecracker {
+            kv = kv.add(
+                "jail",
+                "none: Firecracker runs as bangerd's user, under its seccomp filters (jailer = \
+                 false, or bangerd is not root; see banger doctor)",
             );
         }
         if let Some(qemu) = &rt.qemu {
@@ -874,6 +883,12 @@ pub(crate) mod tests {
             jail: None,
             qemu: None,
         });
+        // Unjailed, it says so.
+        assert!(
+            vm_show(&vm, NOW).contains("none: Firecracker runs as bangerd's user"),
+            "{}",
+            vm_show(&vm, NOW)
+        );
         vm.runtime.as_mut().unwrap().jail = Some(Box::new(banger_api::VmJail {
             uid: 900_000,
             gid: 900_000,
@@ -888,7 +903,7 @@ pub(crate) mod tests {
         jail.memory_max = None;
         jail.cpu_max = None;
         assert!(
-            vm_show(&vm, NOW).contains("none (no cgroup v2 with memory and cpu here"),
+            vm_show(&vm, NOW).contains("none (no cgroup with memory and cpu here"),
             "{}",
             vm_show(&vm, NOW)
         );
