@@ -242,7 +242,7 @@ async fn lifecycle(firecracker: PathBuf) {
 async fn jailed_lifecycle(firecracker: PathBuf) {
     let binary = banger_vmm::FirecrackerBinary::check(firecracker.clone(), &RealRunner).unwrap();
     if let Err(error) = banger_vmm::JailerBinary::detect(None, &binary, &RealRunner) {
-        banger_test_support::skip!("no usable jailer: {error}");
+        banger_test_support::skip_absent!("no usable jailer: {error}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ fn jail_or_skip() -> Option<(FirecrackerBinary, JailerBinary)> {
     match JailerBinary::detect(configured.as_deref(), &binary, &RealRunner) {
         Ok(jailer) => Some((binary, jailer)),
         Err(error) => {
-            banger_test_support::skip!("no usable jailer: {error}");
+            banger_test_support::skip_absent!("no usable jailer: {error}");
             None
         }
     }

@@ -64,7 +64,7 @@ fn assert_jailed(lab: &Lab<'_>, vm: &Value, jailer: &Value, cgroups: &Value) {
 #[test]
 fn firecracker_guests_boot_and_live_their_whole_life_in_the_lab() {
     let Some(firecracker) = lab::firecracker() else {
-        banger_test_support::skip!(
+        banger_test_support::skip_absent!(
             "firecracker not found (put it in PATH or set BANGER_FIRECRACKER)"
         );
         return;
