@@ -132,6 +132,11 @@ pub struct BuildImageRequest {
     /// make no image: a later build of the same recipe then needs no network at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_only: Option<bool>,
+    /// When an image of the recipe's name exists, the new image takes its name: the old one
+    /// is retired (renamed, and kept while VMs or snapshots use it). By default an existing
+    /// name is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 /// Where the build's memory defaults come from when the recipe sets none.

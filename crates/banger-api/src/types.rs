@@ -285,6 +285,10 @@ pub struct WorkSeedStatus {
     /// The image's seed directory on the host (absent when the image has none), to copy from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_dir: Option<String>,
+    /// Set when the VM's image was retired: `image`, `changed` and `seed_dir` then speak of
+    /// the image that took its name, whose seed a VM made now would get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<ImageRef>,
 }
 
 /// The VMM process of a running VM, as much as is needed to drive it and to find it again
@@ -658,6 +662,22 @@ pub struct Image {
     pub files: ImageFiles,
     pub manifest: ImageManifest,
     pub created_at: Timestamp,
+    /// Set when another image took this one's name (`image build --replace`, `image promote
+    /// --replace`): the image was renamed and is kept, under its retired name, while VMs or
+    /// snapshots use it, then deleted by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Box<RetiredImage>>,
+}
+
+/// How an image was retired: when, and which image holds its old name now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetiredImage {
+    /// The name the image had before it was retired.
+    pub name: String,
+    /// The image that holds that name now; absent once that image is gone too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<ImageRef>,
+    pub at: Timestamp,
 }
 
 /// `POST /v1/images`: adopt existing boot files. Paths must be absolute.
@@ -703,6 +723,11 @@ pub struct PromoteImageRequest {
     /// its VMs' work disks; by default the VM's image's seed is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with_work: Option<bool>,
+    /// When an image of that name exists, the new image takes its name: the old one is
+    /// retired (renamed, and kept while VMs or snapshots use it). By default an existing
+    /// name is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 /// `POST /v1/images/{name}/export`: write the image into one file. The path must be absolute.

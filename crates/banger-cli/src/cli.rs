@@ -646,6 +646,11 @@ pub struct BuildArgs {
     /// Check the recipe and print it as bangerd will get it, without building
     #[arg(long)]
     pub check: bool,
+
+    /// When an image of the recipe's name exists, the new image takes its name; the old one
+    /// is renamed and kept while VMs or snapshots use it, then deleted
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `banger image promote`.
@@ -663,6 +668,11 @@ pub struct PromoteArgs {
     /// /root (by default the VM's image's seed is kept)
     #[arg(long)]
     pub with_work: bool,
+
+    /// When an image named NAME exists, the new image takes its name; the old one is renamed
+    /// and kept while VMs or snapshots use it (the VM itself, perhaps), then deleted
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `banger image register`.

@@ -176,16 +176,30 @@ async fn register(args: &RegisterArgs, format: OutputFormat) -> Result<String, F
     if text_mode {
         output::eprint(&format!("Registering image {}\n", request.name));
     }
-    finish_image(&daemon, started, format, "Registered").await
+    finish_image(&daemon, started, format, "Registered", None).await
 }
 
 /// Follows an operation whose result is an image, then prints the image (`verb` starts the
 /// text: "Registered image NAME.").
+/// The image a `--replace` may replace: the one holding `name` now, if any.
+async fn to_replace(daemon: &Daemon, replace: bool, name: &str) -> Option<Image> {
+    if !replace {
+        return None;
+    }
+    daemon
+        .client()
+        .get_image(name)
+        .await
+        .ok()
+        .filter(|image| image.name == name)
+}
+
 async fn finish_image(
     daemon: &Daemon,
     started: banger_api::Operation,
     format: OutputFormat,
     verb: &str,
+    replaced: Option<Image>,
 ) -> Result<String, Failure> {
     let finished =
         operation::follow(daemon.client(), started, format == OutputFormat::Text).await?;
@@ -197,10 +211,24 @@ async fn finish_image(
         Some(image) => image,
         None => daemon.client().get_image(&finished.target).await?,
     };
+    // What became of the image it replaced, if it did.
+    let replaced = match replaced.filter(|old| old.id != image.id) {
+        None => String::new(),
+        Some(old) => match daemon.client().get_image(&old.id).await {
+            Ok(kept) => format!(
+                " It replaces the former {}, kept as {} while VMs or snapshots use it.",
+                old.name, kept.name
+            ),
+            Err(_) => format!(
+                " It replaces the former {}, deleted: nothing used it.",
+                old.name
+            ),
+        },
+    };
     Ok(match format {
         OutputFormat::Json => output::json(&image),
         OutputFormat::Text => format!(
-            "{verb} image {}.\n\n{}",
+            "{verb} image {}.{replaced}\n\n{}",
             image.name,
             output::image_show(&image, Timestamp::now())
         ),
@@ -222,7 +250,7 @@ async fn bootstrap(args: &BootstrapArgs, format: OutputFormat) -> Result<String,
             request.suite.as_deref().unwrap_or("(default suite)")
         ));
     }
-    finish_image(&daemon, started, format, "Bootstrapped").await
+    finish_image(&daemon, started, format, "Bootstrapped", None).await
 }
 
 async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Failure> {
@@ -231,8 +259,10 @@ async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Fai
         vm: args.vm.clone(),
         name: args.name.clone(),
         with_work: args.with_work.then_some(true),
+        replace: args.replace.then_some(true),
     };
     let daemon = Daemon::locate()?;
+    let replaced = to_replace(&daemon, args.replace, &args.name).await;
     let started = daemon
         .call(async |client| client.promote_image(&request).await)
         .await?;
@@ -242,7 +272,7 @@ async fn promote(args: &PromoteArgs, format: OutputFormat) -> Result<String, Fai
             request.vm, started.target
         ));
     }
-    finish_image(&daemon, started, format, "Promoted").await
+    finish_image(&daemon, started, format, "Promoted", replaced).await
 }
 
 /// The recipe `banger image build` sends: the file or built-in recipe, the flags added,
@@ -359,8 +389,13 @@ async fn build(args: &BuildArgs, format: OutputFormat) -> Result<String, Failure
         recipe,
         no_cache: args.no_cache.then_some(true),
         download_only: args.download_only.then_some(true),
+        replace: args.replace.then_some(true),
     };
     let daemon = Daemon::locate()?;
+    let replaced = match &request.recipe.name {
+        Some(name) => to_replace(&daemon, args.replace, name).await,
+        None => None,
+    };
     let started = daemon
         .call(async |client| client.build_image(&request).await)
         .await?;
@@ -386,7 +421,7 @@ async fn build(args: &BuildArgs, format: OutputFormat) -> Result<String, Failure
             ),
         });
     }
-    finish_image(&daemon, started, format, "Built").await
+    finish_image(&daemon, started, format, "Built", replaced).await
 }
 
 async fn export(args: &ExportArgs, format: OutputFormat) -> Result<String, Failure> {

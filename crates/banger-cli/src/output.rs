@@ -198,6 +198,16 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
             "work disk",
             format!("{} (mounted at /root)", format_size(vm.work_disk_bytes)),
         );
+    if let Some(by) = vm.work_seed.as_ref().and_then(|s| s.replaced_by.as_ref()) {
+        kv = kv.add(
+            "image retired",
+            format!(
+                "{} took the name of this VM's image, now {}: new VMs of {} get the new image; \
+                 this one keeps its own",
+                by.name, vm.image.name, by.name
+            ),
+        );
+    }
     if let Some(seed) = vm.work_seed.as_ref().filter(|s| s.changed) {
         let copy = match &seed.seed_dir {
             Some(dir) => format!(
@@ -206,11 +216,14 @@ pub fn vm_show_with_services(vm: &Vm, services: &[ServiceAddress], now: Timestam
             ),
             None => "; the image seeds nothing now".to_owned(),
         };
+        let image = seed
+            .replaced_by
+            .as_ref()
+            .map_or(&vm.image.name, |by| &by.name);
         kv = kv.add(
             "work seed",
             format!(
-                "changed in image {} since this work disk was made: what it seeds now is not in /root{copy}",
-                vm.image.name
+                "changed in image {image} since this work disk was made: what it seeds now is not in /root{copy}"
             ),
         );
     }
@@ -292,7 +305,17 @@ pub fn image_list(images: &[Image], now: Timestamp) -> String {
     for image in images {
         table.row([
             image.name.clone(),
-            image.source.as_str().into(),
+            match &image.retired {
+                // A retired image says so where its origin is: it is no one's to pick now.
+                Some(r) => format!(
+                    "{}, {}",
+                    image.source.as_str(),
+                    r.replaced_by
+                        .as_ref()
+                        .map_or_else(|| "retired".into(), |by| format!("replaced by {}", by.name))
+                ),
+                None => image.source.as_str().into(),
+            },
             image
                 .manifest
                 .kernel_version
@@ -363,7 +386,24 @@ pub fn image_show(image: &Image, now: Timestamp) -> String {
     if let Some(imported_from) = &m.imported_from {
         kv = kv.add("imported from", imported_from);
     }
-    kv.add("created", dated(image.created_at, now)).render()
+    kv = kv.add("created", dated(image.created_at, now));
+    if let Some(r) = &image.retired {
+        kv = kv.add("retired", retired(r, dated(r.at, now)));
+    }
+    kv.render()
+}
+
+/// What a retired image's `retired` line says, `when` it was retired told as the caller
+/// tells times.
+pub fn retired(r: &banger_api::RetiredImage, when: String) -> String {
+    let by = match &r.replaced_by {
+        Some(by) => format!("replaced by {} ({})", by.name, by.id),
+        None => "the image that replaced it is gone too".to_owned(),
+    };
+    format!(
+        "{when}: was {}, {by}; kept while VMs or snapshots use it, then deleted",
+        r.name
+    )
 }
 
 /// `banger snapshot list`.
@@ -795,6 +835,7 @@ pub(crate) mod tests {
                 imported_from: None,
             },
             created_at,
+            retired: None,
         }
     }
 
@@ -823,7 +864,16 @@ pub(crate) mod tests {
         old.source = ImageSource::Bootstrapped;
         let mut debian = image("debian", ago(3 * 60));
         debian.manifest.init_features = vec!["config-drive".into()];
-        vec![debian, bare, old]
+        let mut retired = image("debian-3f9a1c2b", ago(86_400));
+        retired.retired = Some(Box::new(banger_api::RetiredImage {
+            name: "debian".into(),
+            replaced_by: Some(banger_api::ImageRef {
+                id: "4567".into(),
+                name: "debian".into(),
+            }),
+            at: ago(3 * 60),
+        }));
+        vec![debian, bare, old, retired]
     }
 
     #[test]
@@ -859,6 +909,7 @@ pub(crate) mod tests {
             image: "bb".into(),
             changed: true,
             seed_dir: Some("/state/images/0123/work-seed".into()),
+            replaced_by: None,
         }));
         insta::assert_snapshot!(vm_show(&vm, NOW));
         vm.work_seed.as_mut().unwrap().changed = false;
@@ -866,6 +917,28 @@ pub(crate) mod tests {
             !vm_show(&vm, NOW).contains("work seed"),
             "silent when unchanged"
         );
+    }
+
+    #[test]
+    fn vm_show_says_when_its_image_was_replaced() {
+        let mut vm = vms()[1].clone();
+        vm.image.name = "debian-3f9a1c2b".into();
+        vm.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
+            vm: Some("aa".into()),
+            image: "bb".into(),
+            changed: true,
+            seed_dir: Some("/state/images/4567/work-seed".into()),
+            replaced_by: Some(banger_api::ImageRef {
+                id: "4567".into(),
+                name: "debian".into(),
+            }),
+        }));
+        insta::assert_snapshot!(vm_show(&vm, NOW));
+        // Replaced, with the same seed: the replacement is told, the seed is not.
+        vm.work_seed.as_mut().unwrap().changed = false;
+        let text = vm_show(&vm, NOW);
+        assert!(text.contains("image retired"), "{text}");
+        assert!(!text.contains("work seed"), "{text}");
     }
 
     #[test]
@@ -1041,6 +1114,14 @@ pub(crate) mod tests {
     #[test]
     fn image_show_text() {
         insta::assert_snapshot!(image_show(&images()[0], NOW));
+    }
+
+    #[test]
+    fn image_show_text_retired() {
+        insta::assert_snapshot!(image_show(&images()[3], NOW));
+        let mut orphan = images()[3].clone();
+        orphan.retired.as_mut().unwrap().replaced_by = None;
+        assert!(image_show(&orphan, NOW).contains("the image that replaced it is gone too"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use banger_image::build::{self as host_build, Apt, ArchiveEntry, EntrySource};
 use banger_image::promote::{PromoteSpec, STAGING_PREFIX};
 
 use crate::Daemon;
-use crate::image::{RECORD_STAGE, check_new_name};
+use crate::image::{RECORD_STAGE, check_name};
 use crate::operation::OperationContext;
 
 const S_CACHE: &str = "check cache";
@@ -58,6 +58,8 @@ pub struct CheckedBuild {
     pub base: Image,
     pub no_cache: bool,
     pub download_only: bool,
+    /// The image takes its name from an image that holds it (see [`crate::image::record`]).
+    pub replace: bool,
 }
 
 /// Checks a build request: the recipe, a new name, the base image, the host files.
@@ -70,7 +72,11 @@ pub fn check(d: &Daemon, req: &BuildImageRequest) -> Result<CheckedBuild, ApiErr
         ApiError::invalid("the recipe names no image")
             .with_hint("give the image a name: name = \"...\" in the recipe, or --name")
     })?;
-    check_new_name(d, &name)?;
+    let replace = req.replace.unwrap_or(false);
+    // Downloading makes no image: its name may be any image's.
+    if req.download_only != Some(true) {
+        check_name(d, &name, replace)?;
+    }
     let base_name = recipe.base.as_deref().unwrap_or(&d.config.default_image);
     let base = d.store.find_image(base_name)?.ok_or_else(|| {
         ApiError::invalid(format!("unknown base image {base_name:?}"))
@@ -106,6 +112,7 @@ pub fn check(d: &Daemon, req: &BuildImageRequest) -> Result<CheckedBuild, ApiErr
         base,
         no_cache: req.no_cache.unwrap_or(false),
         download_only: req.download_only.unwrap_or(false),
+        replace,
     })
 }
 
@@ -691,7 +698,7 @@ fn provision_and_promote(
         recipe: serde_json::to_value(recipe).ok(),
     };
     cx.skip(S_CACHED, "built");
-    crate::promote::run(d, cx, &stopped, &checked.base, true, &spec)
+    crate::promote::run(d, cx, &stopped, &checked.base, true, checked.replace, &spec)
 }
 
 /// The services of the recipe as the image declares them.
@@ -899,7 +906,7 @@ fn from_cache(
     cx.begin(RECORD_STAGE);
     if let Err(e) = cx
         .check_cancelled()
-        .and_then(|()| Ok(d.store.insert_image(&image)?))
+        .and_then(|()| crate::image::record(d, &image, checked.replace))
     {
         crate::machine::disks::remove_tree(&dir);
         return Err(e);

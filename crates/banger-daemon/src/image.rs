@@ -1,6 +1,8 @@
 //! The image service: registration, bootstrap and import as operations (build, copy or unpack
 //! into the image store, write the manifest, record), export into one file as an operation,
-//! listing, and deletion that refuses while VMs use the image.
+//! listing, and deletion that refuses while VMs use the image. Builds and promotions may
+//! replace an image of their name ([`record`]); the image they replace is retired while VMs
+//! or snapshots use it, and deleted by [`collect_retired`] once none does.
 
 use std::sync::Arc;
 
@@ -34,6 +36,83 @@ pub fn check_new_name(d: &Daemon, name: &str) -> Result<(), ApiError> {
         .with_hint("pick another name, or delete the old image with `banger image delete NAME`"));
     }
     Ok(())
+}
+
+/// A valid image name for a build or promotion: free, or with `replace` perhaps held by the
+/// image the new one replaces.
+pub fn check_name(d: &Daemon, name: &str, replace: bool) -> Result<(), ApiError> {
+    if replace {
+        return validate::name("image", name);
+    }
+    check_new_name(d, name).map_err(|e| {
+        if e.code == ErrorCode::AlreadyExists {
+            e.with_hint(format!(
+                "pick another name; or put the new image in its place with --replace (the old \
+                 one is kept, renamed, while VMs or snapshots use it); or delete the old image \
+                 first with `banger image delete {name}`"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// Records `image`, made by an operation. With `replace`, it takes the name of the image
+/// holding it, if any: that image's warm pool is drained, then the image is deleted when no
+/// VM or snapshot uses it, else retired (see [`banger_store::Replaced`]).
+pub fn record(d: &Daemon, image: &Image, replace: bool) -> Result<(), ApiError> {
+    if !replace {
+        return Ok(d.store.insert_image(image)?);
+    }
+    if let Some(old) = d.store.find_image(&image.name)?
+        && old.name == image.name
+    {
+        crate::warm::drain_image(d, &old);
+    }
+    match d.store.insert_image_replacing(image)? {
+        None => {}
+        Some(banger_store::Replaced::Deleted(old)) => {
+            remove_files(d, &old);
+            tracing::info!(image = %image.name, old = %old.id, "image replaced; the old one, unused, deleted");
+        }
+        Some(banger_store::Replaced::Retired { image: old, name }) => {
+            tracing::info!(image = %image.name, old = %old.id, retired = %name, "image replaced; the old one, in use, retired");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the retired images no VM or snapshot uses any more (after a VM or snapshot
+/// delete, and when the daemon starts). Failures are logged: the next call tries again.
+pub fn collect_retired(d: &Daemon) {
+    let unused = match d.store.unused_retired_images() {
+        Ok(unused) => unused,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list retired images");
+            return;
+        }
+    };
+    for image in unused {
+        // Refused, and kept, if a VM of it was made since.
+        match d.store.delete_image(&image.id) {
+            Ok(()) => {
+                remove_files(d, &image);
+                tracing::info!(image = %image.name, id = %image.id, "retired image deleted: nothing uses it any more");
+            }
+            Err(e) => tracing::info!(image = %image.name, error = %e, "retired image kept"),
+        }
+    }
+}
+
+/// Removes a deleted image's files.
+fn remove_files(d: &Daemon, image: &Image) {
+    d.disks.forget_image(&image.id);
+    let dir = d.paths.image_dir(&image.id);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot remove a deleted image's files");
+    }
 }
 
 /// Checks a registration request. Runs on the blocking pool (it reads file headers).
@@ -389,13 +468,7 @@ pub fn delete(d: &Daemon, name: &str) -> Result<Image, ApiError> {
     // The warm pool's hidden VMs and template of the image are no reason to refuse.
     crate::warm::drain_image(d, &image);
     d.store.delete_image(&image.id)?;
-    d.disks.forget_image(&image.id);
-    let dir = d.paths.image_dir(&image.id);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::error!(dir = %dir.display(), error = %e, "cannot remove a deleted image's files");
-    }
+    remove_files(d, &image);
     tracing::info!(image = %image.name, id = %image.id, "image deleted");
     Ok(image)
 }

@@ -239,6 +239,11 @@ pub async fn start_with(paths: Paths, deps: HostDeps) -> Result<RunningDaemon, D
     }
     // What the previous daemon was doing when it died, now that what it made is gone.
     daemon.ops.recover();
+    // Retired images whose last user went while no daemon ran (a VM forgotten by reconcile).
+    let d = daemon.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || crate::image::collect_retired(&d)).await {
+        tracing::error!(error = %e, "collecting retired images panicked");
+    }
     // After reconcile, which ends a previous daemon's spare like any VMM no record owns.
     daemon.spare.start();
     // After reconcile too: the hidden VMs a previous daemon left are adopted or ended first.

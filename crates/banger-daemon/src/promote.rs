@@ -15,7 +15,7 @@ use banger_image::bootstrap;
 use banger_image::promote::{self, PromoteSources, PromoteSpec};
 
 use crate::Daemon;
-use crate::image::{OpReporter, RECORD_STAGE, check_new_name};
+use crate::image::{OpReporter, RECORD_STAGE, check_name};
 use crate::machine::disks;
 use crate::operation::OperationContext;
 
@@ -29,11 +29,14 @@ pub struct CheckedPromote {
     pub image: Image,
     pub name: String,
     pub with_work: bool,
+    /// The image takes its name from an image that holds it (see [`crate::image::record`]).
+    pub replace: bool,
 }
 
 /// Checks a promote request: a new image name, and a VM that exists and is stopped.
 pub fn check(d: &Daemon, req: &PromoteImageRequest) -> Result<CheckedPromote, ApiError> {
-    check_new_name(d, &req.name)?;
+    let replace = req.replace.unwrap_or(false);
+    check_name(d, &req.name, replace)?;
     let vm = crate::vm::find(d, &req.vm)?;
     check_stopped(&vm)?;
     let image = d.store.find_image(&vm.image.id)?.ok_or_else(|| {
@@ -50,6 +53,7 @@ pub fn check(d: &Daemon, req: &PromoteImageRequest) -> Result<CheckedPromote, Ap
         image,
         name: req.name.clone(),
         with_work: req.with_work.unwrap_or(false),
+        replace,
     })
 }
 
@@ -116,6 +120,7 @@ pub fn start(d: Arc<Daemon>, checked: CheckedPromote) -> Operation {
             &checked.vm,
             &checked.image,
             checked.with_work,
+            checked.replace,
             &spec,
         )?;
         tracing::info!(image = %image.name, vm = %checked.vm.name, "image promoted");
@@ -123,15 +128,16 @@ pub fn start(d: Arc<Daemon>, checked: CheckedPromote) -> Operation {
     })
 }
 
-/// Copies the VM's disks, makes the image from the copies and records it, reporting the
-/// stages of [`stages`] on `cx`. On any failure nothing is left: no copy, no image
-/// directory, no record.
+/// Copies the VM's disks, makes the image from the copies and records it (replacing an image
+/// of its name when `replace`), reporting the stages of [`stages`] on `cx`. On any failure
+/// nothing is left: no copy, no image directory, no record.
 pub fn run(
     d: &Daemon,
     cx: &OperationContext,
     vm: &Vm,
     image: &Image,
     with_work: bool,
+    replace: bool,
     spec: &PromoteSpec,
 ) -> Result<Image, ApiError> {
     let staging_parent = d.paths.state_dir.join("staging");
@@ -181,7 +187,7 @@ pub fn run(
     cx.begin(RECORD_STAGE);
     if let Err(e) = cx
         .check_cancelled()
-        .and_then(|()| Ok(d.store.insert_image(&made)?))
+        .and_then(|()| crate::image::record(d, &made, replace))
     {
         disks::remove_tree(&dir);
         return Err(e);

@@ -95,6 +95,7 @@ pub fn delete(d: &Daemon, name: &str) -> Result<Snapshot, ApiError> {
     }
     d.store.delete_snapshot(&snapshot.id)?;
     disks::remove_tree(&d.paths.snapshot_dir(&snapshot.id));
+    crate::image::collect_retired(d);
     tracing::info!(snapshot = %snapshot.name, "snapshot deleted");
     Ok(snapshot)
 }

@@ -236,6 +236,7 @@ fn forget(d: &Daemon, vm: &Vm, dir: &std::path::Path) {
     if let Err(store) = d.store.delete_vm(&vm.id) {
         tracing::error!(vm = %vm.name, error = %store, "cannot remove the record of a VM whose create failed");
     }
+    crate::image::collect_retired(d);
 }
 
 /// Waits for operation `id` to end (a start that cannot get past its files ends within its
@@ -254,11 +255,19 @@ fn wait_ended(d: &Daemon, id: &str) {
     }
 }
 
-/// `GET /v1/vms/{name}`: the VM with how its work disk relates to its image's work seed.
+/// `GET /v1/vms/{name}`: the VM with how its work disk relates to its image's work seed, or,
+/// when its image was retired, to the seed of the image that took its name: what a VM made
+/// now would get.
 pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
     let mut vm = find(d, name)?;
     let recorded = d.store.vm_work_seed(&vm.id)?;
-    let seed_dir = d.paths.image_dir(&vm.image.id).join(disks::WORK_SEED_DIR);
+    let replaced_by = d
+        .store
+        .find_image(&vm.image.id)?
+        .and_then(|image| image.retired)
+        .and_then(|retired| retired.replaced_by);
+    let seed_image = replaced_by.as_ref().map_or(&vm.image.id, |r| &r.id);
+    let seed_dir = d.paths.image_dir(seed_image).join(disks::WORK_SEED_DIR);
     let seed = seed_dir.is_dir().then_some(seed_dir.as_path());
     // Read from the seed itself, not the manifest: what matters is what a new VM would get.
     match seed_fingerprint(seed) {
@@ -268,6 +277,7 @@ pub fn show(d: &Daemon, name: &str) -> Result<Vm, ApiError> {
                 vm: recorded,
                 image,
                 seed_dir: seed.map(|p| p.display().to_string()),
+                replaced_by,
             }));
         }
         // Showing the VM matters more than this detail; the log says why it is missing.
@@ -434,6 +444,7 @@ fn remove(d: &Daemon, vm: &Vm) -> Result<Vm, ApiError> {
     d.machines.forwards.close(&vm.id);
     let vm = d.store.delete_vm(&vm.id)?;
     disks::remove_tree(&d.paths.vm_dir(&vm.id));
+    crate::image::collect_retired(d);
     for socket in [
         d.paths.vm_api_socket(&vm.id),
         d.paths.vm_vsock_socket(&vm.id),

@@ -209,8 +209,21 @@ async fn serves_its_identity_and_openapi_on_a_private_socket() {
         "RecipeService",
         "BuildImageRequest",
         "PromoteImageRequest",
+        "RetiredImage",
     ] {
         assert!(schemas.get(schema).is_some(), "openapi lacks {schema}");
+    }
+    // Replacing an image by name, and what says an image was replaced.
+    for (schema, property) in [
+        ("BuildImageRequest", "replace"),
+        ("PromoteImageRequest", "replace"),
+        ("Image", "retired"),
+        ("WorkSeedStatus", "replaced_by"),
+    ] {
+        assert!(
+            schemas[schema]["properties"].get(property).is_some(),
+            "openapi lacks {schema}.{property}"
+        );
     }
     h.stop().await;
     assert!(

@@ -2134,6 +2134,7 @@ async fn a_failed_or_cancelled_build_leaves_nothing() {
                 recipe,
                 no_cache: None,
                 download_only: None,
+                replace: None,
             })
             .await
             .unwrap();
@@ -2884,4 +2885,83 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
     assert!(snapshot_dirs(&h).is_empty(), "{:?}", snapshot_dirs(&h));
     assert!(h.fc.running().is_empty(), "{:?}", h.fc.running());
     assert!(taps_left(&h).is_empty(), "{:?}", taps_left(&h));
+}
+
+/// `base` replaced, in the store as a build's or promotion's last stage does it, by a copy of
+/// the image `next`'s record under `base`'s name: what the replaced image became.
+fn replace_base(h: &Harness, next: &banger_api::Image) -> Option<banger_store::Replaced> {
+    let mut new = next.clone();
+    new.id = format!("{:016x}", rand::random::<u64>());
+    new.name = "base".into();
+    // The new image's files: the record's own directory, as a real one has.
+    let from = h.paths.image_dir(&next.id);
+    let to = h.paths.image_dir(&new.id);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    banger_store::Store::open(&h.paths.database())
+        .unwrap()
+        .insert_image_replacing(&new)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_image_goes_with_its_last_vm_and_at_a_restart() {
+    let mut h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
+    let next = support::register(&h.client, &h.dir.path().join("next"), "next", false).await;
+    let old = h.client.get_image("base").await.unwrap();
+    h.create("dev").await;
+    h.create("web").await;
+    let Some(banger_store::Replaced::Retired { name, .. }) = replace_base(&h, &next) else {
+        panic!("an image in use is retired");
+    };
+    // The VMs run on from it; `vm show` says what replaced it.
+    let dev = h.vm("dev").await;
+    assert_eq!(dev.image.name, name);
+    let seed = dev.work_seed.expect("vm show tells the seed");
+    assert_eq!(seed.replaced_by.unwrap().name, "base");
+    assert!(h.paths.image_dir(&old.id).exists());
+
+    // One VM left: kept.
+    h.client.delete_vm("dev").await.unwrap();
+    assert_eq!(h.client.get_image(&old.id).await.unwrap().name, name);
+    // The last one gone: the image and its files go.
+    h.client.delete_vm("web").await.unwrap();
+    let err = h.client.get_image(&old.id).await.unwrap_err();
+    assert!(err.to_string().contains("no image"), "{err}");
+    assert!(!h.paths.image_dir(&old.id).exists());
+
+    // A retired image whose last VM went while no daemon ran goes at the next start.
+    h.create("late").await;
+    let now = h.client.get_image("base").await.unwrap();
+    assert!(matches!(
+        replace_base(&h, &next),
+        Some(banger_store::Replaced::Retired { .. })
+    ));
+    h.client.delete_vm("late").await.unwrap();
+    assert!(!h.paths.image_dir(&now.id).exists(), "deleted with its VM");
+    h.create("last").await;
+    let current = h.client.get_image("base").await.unwrap();
+    assert!(matches!(
+        replace_base(&h, &next),
+        Some(banger_store::Replaced::Retired { .. })
+    ));
+    h.act("last", VmAction::Stop).await;
+    let last = h.vm("last").await;
+    h.daemon.take().unwrap().stop().await;
+    banger_store::Store::open(&h.paths.database())
+        .unwrap()
+        .delete_vm(&last.id)
+        .unwrap();
+    assert!(h.paths.image_dir(&current.id).exists());
+    h.restart().await;
+    assert!(h.client.get_image(&current.id).await.is_err());
+    assert!(!h.paths.image_dir(&current.id).exists());
+    // The image in service, and the one it was copied from, stay.
+    let base = h.client.get_image("base").await.unwrap();
+    assert!(base.retired.is_none());
+    assert!(h.paths.image_dir(&base.id).exists());
+    assert!(h.client.get_image("next").await.is_ok());
 }

@@ -888,6 +888,7 @@ fn import_into(
         },
         manifest,
         created_at: Timestamp::now(),
+        retired: None,
     })
 }
 

@@ -445,6 +445,7 @@ impl Promotion<'_> {
             files,
             manifest: image_manifest,
             created_at,
+            retired: None,
         })
     }
 }

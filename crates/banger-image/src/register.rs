@@ -244,6 +244,7 @@ fn install_into(
         },
         manifest,
         created_at,
+        retired: None,
     })
 }
 

@@ -209,6 +209,7 @@ fn fixture() -> Fixture {
             imported_from: None,
         },
         created_at: Timestamp::now(),
+        retired: None,
     };
     Fixture {
         base_dir,

@@ -17,6 +17,7 @@ mod store;
 mod vm;
 
 pub use error::StoreError;
+pub use image::Replaced;
 pub use network::{NetworkPool, mac_for_ip};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use store::Store;

@@ -107,6 +107,15 @@ pub const MIGRATIONS: &[&str] = &[
         size   INTEGER NOT NULL
     ) STRICT;
     ",
+    // 7: retired images. An image whose name another took (`--replace`) keeps its record,
+    // renamed, while VMs or snapshots use it: `retired_name` is the name it had,
+    // `replaced_by` the id of the image that holds that name now (no foreign key: it may go
+    // first), `retired_at` when. All three are NULL for an image in service.
+    "
+    ALTER TABLE images ADD COLUMN retired_name TEXT;
+    ALTER TABLE images ADD COLUMN replaced_by TEXT;
+    ALTER TABLE images ADD COLUMN retired_at INTEGER;
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use banger_api::{
-    Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Package, PublishedPort, ServiceCheck,
-    Timestamp, VmState, VmmKind,
+    Image, ImageFile, ImageFiles, ImageManifest, ImageRef, ImageSource, Package, PublishedPort,
+    ServiceCheck, Timestamp, VmState, VmmKind,
 };
 use banger_store::{
     Demand, MIGRATIONS, NetworkPool, NewVm, Reserved, SCHEMA_VERSION, Store, StoreError,
@@ -53,6 +53,7 @@ fn image(id: &str, name: &str) -> Image {
             imported_from: None,
         },
         created_at: Timestamp(1_763_900_000_456),
+        retired: None,
     }
 }
 
@@ -783,6 +784,137 @@ fn an_image_in_use_cannot_be_deleted() {
         store.delete_image("img1"),
         Err(StoreError::NotFound { kind: "image", .. })
     ));
+}
+
+#[test]
+fn a_replaced_image_nothing_uses_is_deleted() {
+    let store = store_with_image();
+    let replaced = store
+        .insert_image_replacing(&image("img2", "debian"))
+        .unwrap();
+    assert_eq!(
+        replaced,
+        Some(banger_store::Replaced::Deleted(image("img1", "debian")))
+    );
+    assert_eq!(store.find_image("debian").unwrap().unwrap().id, "img2");
+    assert!(store.find_image("img1").unwrap().is_none());
+    // A free name is simply taken.
+    assert_eq!(
+        store
+            .insert_image_replacing(&image("img3", "alpine"))
+            .unwrap(),
+        None
+    );
+    // A taken id is refused, replacing or not.
+    assert!(matches!(
+        store.insert_image_replacing(&image("img3", "debian")),
+        Err(StoreError::AlreadyExists {
+            kind: "image id",
+            ..
+        })
+    ));
+    assert_eq!(store.list_images().unwrap().len(), 2);
+}
+
+#[test]
+fn a_replaced_image_in_use_is_retired_until_nothing_uses_it() {
+    let store = store_with_image();
+    let p = pool("172.30.0.0/24");
+    let web = store.create_vm(&new_vm(Some("web"), "img1"), &p).unwrap();
+    let before = Timestamp::now();
+    let replaced = store
+        .insert_image_replacing(&image("img2", "debian"))
+        .unwrap();
+    let Some(banger_store::Replaced::Retired { image: old, name }) = replaced else {
+        panic!("expected Retired, got {replaced:?}");
+    };
+    assert_eq!(old.id, "img1");
+    // The name keeps the old one and a part of the id: a valid, findable image name.
+    assert_eq!(name, "debian-img1");
+    banger_api::validate::name("image", &name).unwrap();
+    let retired = store.find_image(&name).unwrap().unwrap();
+    assert_eq!(retired.id, "img1");
+    let r = retired.retired.as_ref().unwrap();
+    assert_eq!(r.name, "debian");
+    assert_eq!(
+        r.replaced_by,
+        Some(ImageRef {
+            id: "img2".into(),
+            name: "debian".into()
+        })
+    );
+    assert!(r.at >= before);
+    // The VM still runs on its own image, under the image's new name.
+    let vm = store.find_vm("web").unwrap().unwrap();
+    assert_eq!(
+        (vm.image.id.as_str(), vm.image.name.as_str()),
+        ("img1", name.as_str())
+    );
+    assert!(store.unused_retired_images().unwrap().is_empty());
+
+    // Replaced again, while a snapshot holds the second: every retired image points at the
+    // newest, which is never itself retired.
+    store
+        .insert_snapshot(&snapshot("s", &image("img2", "debian")))
+        .unwrap();
+    let again = store
+        .insert_image_replacing(&image("img3", "debian"))
+        .unwrap();
+    assert!(
+        matches!(again, Some(banger_store::Replaced::Retired { .. })),
+        "{again:?}"
+    );
+    for id in ["img1", "img2"] {
+        let old = store.find_image(id).unwrap().unwrap();
+        let by = old.retired.unwrap().replaced_by.unwrap();
+        assert_eq!(
+            (by.id.as_str(), by.name.as_str()),
+            ("img3", "debian"),
+            "{id}"
+        );
+    }
+    assert!(store.find_image("img3").unwrap().unwrap().retired.is_none());
+
+    // Unused once their last VM or snapshot goes, and only then.
+    store.delete_vm(&web.id).unwrap();
+    let unused: Vec<String> = store
+        .unused_retired_images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(unused, ["img1"]);
+    store.delete_snapshot("id-s").unwrap();
+    assert_eq!(store.unused_retired_images().unwrap().len(), 2);
+
+    // The replacement gone too: the retired ones say so, and stay retired.
+    store.delete_image("img3").unwrap();
+    let old = store.find_image("img1").unwrap().unwrap();
+    let r = old.retired.unwrap();
+    assert_eq!((r.name.as_str(), r.replaced_by), ("debian", None));
+}
+
+#[test]
+fn a_retired_name_that_is_taken_falls_back_to_the_whole_id() {
+    let store = Store::open_in_memory().unwrap();
+    let long = "a".repeat(63);
+    store
+        .insert_image(&image("0123456789abcdef", &long))
+        .unwrap();
+    store
+        .insert_image(&image("other", &format!("{}-01234567", "a".repeat(54))))
+        .unwrap();
+    let p = pool("172.30.0.0/24");
+    store
+        .create_vm(&new_vm(Some("web"), "0123456789abcdef"), &p)
+        .unwrap();
+    let Some(banger_store::Replaced::Retired { name, .. }) =
+        store.insert_image_replacing(&image("new", &long)).unwrap()
+    else {
+        panic!("expected Retired");
+    };
+    assert_eq!(name, format!("{}-0123456789abcdef", "a".repeat(46)));
+    banger_api::validate::name("image", &name).unwrap();
 }
 
 #[test]

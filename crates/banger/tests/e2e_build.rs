@@ -257,6 +257,35 @@ fn images_are_built_from_recipes_and_promoted_from_vms() {
     );
     assert!(err.contains("boot: skipped: cached"), "{err}");
     assert_eq!(t.json(&["image", "show", "tools-again"])["source"], "built");
+    // Built again in its place: the old image, unused, is deleted with its files.
+    let again = t.json(&["image", "show", "tools-again"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = t.banger(&["image", "build", "-f", &recipe, "--name", "tools-again"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("already exists") && err.contains("--replace"),
+        "{err}"
+    );
+    let out = t.ok(&[
+        "image",
+        "build",
+        "-f",
+        &recipe,
+        "--name",
+        "tools-again",
+        "--replace",
+    ]);
+    assert!(
+        out.contains("It replaces the former tools-again, deleted: nothing used it."),
+        "{out}"
+    );
+    assert_ne!(
+        t.json(&["image", "show", "tools-again"])["id"],
+        again.as_str()
+    );
+    assert!(!entries(&t, "images").contains(&again));
 
     // A failing script fails the build with its output; nothing is left.
     let broken = d.join("broken.toml");
@@ -425,4 +454,90 @@ fn images_are_built_from_recipes_and_promoted_from_vms() {
     t.ok(&["vm", "start", "b1"]);
     assert_eq!(exec("b1", "cat /etc/promoted"), "changed-in-b1\n");
     assert!(entries(&t, "staging").is_empty());
+
+    // Replace: b2's root and /root become the image `tools-plus`, b2's own image. That image,
+    // in use, is retired under a name of its own; b2 runs on from it, and `vm show` says its
+    // work disk lacks what `tools-plus` seeds now.
+    exec(
+        "b2",
+        "echo second >/etc/promoted; echo from-b2 >/root/marker",
+    );
+    t.ok(&["vm", "stop", "b2"]);
+    let old = t.json(&["image", "show", "tools-plus"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, err) = t.banger(&["image", "promote", "b2", "tools-plus", "--with-work"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--replace"),
+        "the refusal names the way: {err}"
+    );
+    let started = Instant::now();
+    let out = t.ok(&[
+        "image",
+        "promote",
+        "b2",
+        "tools-plus",
+        "--with-work",
+        "--replace",
+    ]);
+    println!(
+        "image promote --replace: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let retired = t.json(&["image", "show", &old]);
+    let retired_name = retired["name"].as_str().unwrap().to_owned();
+    assert!(retired_name.starts_with("tools-plus-"), "{retired}");
+    assert!(
+        out.contains(&format!(
+            "It replaces the former tools-plus, kept as {retired_name} while VMs or snapshots use it."
+        )),
+        "{out}"
+    );
+    assert_eq!(retired["retired"]["name"], "tools-plus");
+    let new = t.json(&["image", "show", "tools-plus"]);
+    assert_eq!(retired["retired"]["replaced_by"]["id"], new["id"]);
+    assert!(
+        t.ok(&["image", "list"])
+            .contains("promoted, replaced by tools-plus")
+    );
+    let b2 = t.json(&["vm", "show", "b2"]);
+    assert_eq!(b2["image"]["name"], retired_name.as_str());
+    assert_eq!(b2["work_seed"]["replaced_by"]["name"], "tools-plus");
+    assert_eq!(b2["work_seed"]["changed"], true, "{b2}");
+    let shown = t.ok(&["vm", "show", "b2"]);
+    assert!(shown.contains("image retired:"), "{shown}");
+    assert!(
+        shown.contains("work seed:") && shown.contains("changed in image tools-plus"),
+        "{shown}"
+    );
+    // A VM of the name now gets the new image, its root and its seed.
+    t.ok(&["vm", "create", "--name", "b3", "--image", "tools-plus"]);
+    assert_eq!(
+        exec("b3", "cat /etc/promoted /root/marker"),
+        "second\nfrom-b2\n"
+    );
+    // Its last user gone, the retired image goes with its files.
+    let images_with_retired = entries(&t, "images");
+    assert!(images_with_retired.contains(&old));
+    t.ok(&["vm", "delete", "b2"]);
+    let (code, _, _) = t.banger(&["image", "show", &old]);
+    assert_ne!(code, 0, "the retired image is gone");
+    assert!(!entries(&t, "images").contains(&old));
+
+    // A replaced image nothing uses is deleted at once.
+    t.ok(&["vm", "delete", "b3"]);
+    t.ok(&["vm", "stop", "b1"]);
+    let replaced = t.json(&["image", "show", "tools-plus"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = t.ok(&["image", "promote", "b1", "tools-plus", "--replace"]);
+    assert!(
+        out.contains("It replaces the former tools-plus, deleted: nothing used it."),
+        "{out}"
+    );
+    assert!(!entries(&t, "images").contains(&replaced));
+    assert_eq!(entries(&t, "images").len(), images_with_retired.len() - 1);
 }

@@ -1,5 +1,6 @@
-//! The promote prompt: the image name a stopped VM becomes, and whether its `/root` becomes
-//! the image's work seed, as `banger image promote VM NAME [--with-work]` takes them. The name
+//! The promote prompt: the image name a stopped VM becomes, whether its `/root` becomes the
+//! image's work seed, and whether it replaces an image of that name, as `banger image promote
+//! VM NAME [--with-work] [--replace]` takes them. The name
 //! is checked by the rule the CLI applies before anything is sent; bangerd checks it again and
 //! decides whether the VM's state allows a promotion, and its refusal is shown in the prompt.
 
@@ -14,6 +15,29 @@ pub enum PromoteOutcome {
     Submit(PromoteImageRequest),
 }
 
+/// The prompt's fields, in the order Tab visits them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromoteField {
+    #[default]
+    Name,
+    WithWork,
+    Replace,
+}
+
+impl PromoteField {
+    fn next(self) -> PromoteField {
+        match self {
+            PromoteField::Name => PromoteField::WithWork,
+            PromoteField::WithWork => PromoteField::Replace,
+            PromoteField::Replace => PromoteField::Name,
+        }
+    }
+
+    fn previous(self) -> PromoteField {
+        self.next().next()
+    }
+}
+
 /// The prompt over the VM list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PromoteForm {
@@ -23,8 +47,10 @@ pub struct PromoteForm {
     pub name: String,
     /// Its `/root` becomes the image's work seed.
     pub with_work: bool,
-    /// The checkbox has the focus (Tab moves it); else the name does.
-    pub on_with_work: bool,
+    /// The new image replaces an image of its name.
+    pub replace: bool,
+    /// The field with the focus (Tab moves it).
+    pub focus: PromoteField,
     /// Why the last submission was refused, here or by bangerd.
     pub error: Option<ApiError>,
     /// Sent; waiting for bangerd's answer.
@@ -58,16 +84,22 @@ impl PromoteForm {
                     vm: self.vm.clone(),
                     name: self.name.clone(),
                     with_work: self.with_work.then_some(true),
+                    replace: self.replace.then_some(true),
                 });
             }
-            KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
-                self.on_with_work = !self.on_with_work;
+            KeyCode::Tab | KeyCode::Down => self.focus = self.focus.next(),
+            KeyCode::BackTab | KeyCode::Up => self.focus = self.focus.previous(),
+            KeyCode::Char(' ') | KeyCode::Left | KeyCode::Right
+                if self.focus != PromoteField::Name =>
+            {
+                let checkbox = if self.focus == PromoteField::WithWork {
+                    &mut self.with_work
+                } else {
+                    &mut self.replace
+                };
+                *checkbox = !*checkbox;
             }
-            KeyCode::Char(' ') if self.on_with_work => self.with_work = !self.with_work,
-            KeyCode::Left | KeyCode::Right if self.on_with_work => {
-                self.with_work = !self.with_work;
-            }
-            _ if !self.on_with_work => {
+            _ if self.focus == PromoteField::Name => {
                 super::name_prompt::edit_name(&mut self.name, &mut self.error, key);
             }
             _ => {}
@@ -107,12 +139,24 @@ mod tests {
         assert!(form.with_work);
         typed(&mut form, "ignored");
         assert_eq!(form.name, "snap");
+        // The replace box is the next one; Up goes back to the work seed's.
+        form.handle_key(key(KeyCode::Tab));
+        form.handle_key(key(KeyCode::Right));
+        assert!(form.replace && form.with_work);
+        form.handle_key(key(KeyCode::Up));
+        form.handle_key(key(KeyCode::Char(' ')));
+        assert!(!form.with_work);
+        form.handle_key(key(KeyCode::Char(' ')));
+        form.handle_key(key(KeyCode::Tab));
+        form.handle_key(key(KeyCode::Tab));
+        assert_eq!(form.focus, PromoteField::Name);
         assert_eq!(
             form.handle_key(key(KeyCode::Enter)),
             PromoteOutcome::Submit(PromoteImageRequest {
                 vm: "dev".into(),
                 name: "snap".into(),
                 with_work: Some(true),
+                replace: Some(true),
             })
         );
         assert!(form.pending);

@@ -505,6 +505,37 @@ fn image_list_with_manifest() {
 }
 
 #[test]
+fn a_retired_image_says_so_and_what_replaced_it() {
+    let mut images = images();
+    let mut retired = images[0].clone();
+    retired.id = "img-retired".into();
+    retired.name = "builder-3f9a1c2b".into();
+    retired.retired = Some(Box::new(banger_api::RetiredImage {
+        name: "builder".into(),
+        replaced_by: Some(banger_api::ImageRef {
+            id: images[0].id.clone(),
+            name: "builder".into(),
+        }),
+        at: ago(120),
+    }));
+    images.insert(1, retired);
+    let mut app = loaded(
+        Theme::colored(),
+        vms(),
+        images,
+        capacity((4, 16), (8, 32), (120, 460)),
+    );
+    press(&mut app, "2j");
+    let screen = screen(&app, 120, 30);
+    assert!(screen.contains("builder-3f9a1c2b"), "{screen}");
+    assert!(screen.contains(" retired "), "the list says it: {screen}");
+    assert!(
+        screen.contains("was builder, replaced by builder"),
+        "the detail says what replaced it: {screen}"
+    );
+}
+
+#[test]
 fn operations_in_progress_show_their_current_stage() {
     let mut app = usual();
     let stage = |name: &str, state| OpStage {
@@ -849,6 +880,7 @@ fn promote_asks_the_image_name_then_follows_the_operation() {
         vm: "dev".into(),
         name: "snap".into(),
         with_work: Some(true),
+        replace: None,
     };
     assert_eq!(
         app.update(key(KeyCode::Enter)),
@@ -896,6 +928,7 @@ fn promote_asks_the_image_name_then_follows_the_operation() {
         vm: "web-1".into(),
         name: "snap2".into(),
         with_work: None,
+        replace: None,
     };
     assert_eq!(
         app.update(key(KeyCode::Enter)),
@@ -1949,6 +1982,7 @@ fn every_state_renders_at_every_size() {
             vm: "web-1".into(),
             name: "a-long-image-name".into(),
             with_work: None,
+            replace: None,
         },
         Err(ApiError::new(ErrorCode::InvalidState, "x ".repeat(300)).with_hint("y ".repeat(90))),
     ));

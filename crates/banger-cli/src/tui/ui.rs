@@ -26,7 +26,7 @@ use super::bars::{Meter, meter_row};
 use super::form::{CreateForm, Field};
 use super::logs::Logs;
 use super::name_prompt::NamePrompt;
-use super::promote::PromoteForm;
+use super::promote::{PromoteField, PromoteForm};
 use super::theme::Theme;
 use crate::output;
 
@@ -816,7 +816,11 @@ fn images_view(frame: &mut Frame<'_>, area: Rect, app: &App) {
         .map(|image| {
             vec![
                 (image.name.clone(), plain),
-                (image.source.as_str().to_string(), plain),
+                match image.retired {
+                    // No one's to pick now: the detail says what replaced it.
+                    Some(_) => ("retired".to_string(), t.dim()),
+                    None => (image.source.as_str().to_string(), plain),
+                },
                 (kernel(image), plain),
                 (format_size(allocated(image)), plain),
                 (output::age(image.created_at, app.now), plain),
@@ -1014,6 +1018,9 @@ fn image_detail(frame: &mut Frame<'_>, area: Rect, app: &App, image: &Image) {
     }
     pairs.push(("created from", m.created_from.clone()));
     pairs.push(("created", output::age(image.created_at, app.now)));
+    if let Some(r) = &image.retired {
+        pairs.push(("retired", output::retired(r, output::age(r.at, app.now))));
+    }
     pairs.push(("kernel", file(&image.files.kernel)));
     pairs.push((
         "initrd",
@@ -1476,7 +1483,7 @@ fn capitalized(word: &str) -> String {
 /// The promote prompt: the image name, the work-seed box, and why the last try was refused.
 fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm) {
     let width = 68.min(area.width);
-    let on_name = !form.on_with_work;
+    let on_name = form.focus == PromoteField::Name;
     let mut name = vec![
         Span::styled(if on_name { "▶ " } else { "  " }, t.focused()),
         Span::styled(
@@ -1488,6 +1495,18 @@ fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm
     if on_name {
         name.push(Span::styled(" ", t.selected()));
     }
+    let checkbox = |field: PromoteField, label: &str, on: bool, help: &'static str| {
+        let focused = form.focus == field;
+        Line::from(vec![
+            Span::styled(if focused { "▶ " } else { "  " }, t.focused()),
+            Span::styled(
+                format!("{label:<12}"),
+                if focused { t.focused() } else { t.label() },
+            ),
+            Span::raw(if on { "[x] " } else { "[ ] " }),
+            Span::styled(help, t.dim()),
+        ])
+    };
     let mut lines = vec![
         Line::from(vec![
             Span::raw("Promote VM "),
@@ -1496,15 +1515,18 @@ fn promote_form(frame: &mut Frame<'_>, area: Rect, t: &Theme, form: &PromoteForm
         ]),
         Line::raw(""),
         Line::from(name),
-        Line::from(vec![
-            Span::styled(if on_name { "  " } else { "▶ " }, t.focused()),
-            Span::styled(
-                format!("{:<12}", "Work seed"),
-                if on_name { t.label() } else { t.focused() },
-            ),
-            Span::raw(if form.with_work { "[x] " } else { "[ ] " }),
-            Span::styled("its /root seeds every new VM (Space)", t.dim()),
-        ]),
+        checkbox(
+            PromoteField::WithWork,
+            "Work seed",
+            form.with_work,
+            "its /root seeds every new VM (Space)",
+        ),
+        checkbox(
+            PromoteField::Replace,
+            "Replace",
+            form.replace,
+            "take the name of an image that has it (Space)",
+        ),
         Line::raw(""),
     ];
     prompt_footer(

@@ -598,6 +598,7 @@ mod tests {
                 imported_from: None,
             },
             created_at: Timestamp(0),
+            retired: None,
         }
     }
 

@@ -513,6 +513,8 @@ pub struct BuildInput {
     /// Replaces the recipe's `base` when not empty.
     pub base: String,
     pub no_cache: bool,
+    /// The new image replaces an image of its name (`--replace`).
+    pub replace: bool,
 }
 
 impl BuildInput {
@@ -533,6 +535,7 @@ impl BuildInput {
             name: f.get("name").to_owned(),
             base: f.get("base").to_owned(),
             no_cache: f.get("no_cache") == "on",
+            replace: f.get("replace") == "on",
         }
     }
 
@@ -580,11 +583,11 @@ impl BuildInput {
             }
         };
         if !self.name.is_empty() {
-            if let Err(e) = crate::image::check_new_name(d, &self.name) {
+            if let Err(e) = check_name(d, &self.name, self.replace) {
                 errors.insert("name", e);
             }
         } else if let Some(name) = recipe.as_ref().and_then(|r| r.name.as_deref())
-            && let Err(e) = crate::image::check_new_name(d, name)
+            && let Err(e) = check_name(d, name, self.replace)
         {
             errors.insert("name", e);
         } else if recipe.as_ref().is_some_and(|r| r.name.is_none()) {
@@ -641,6 +644,7 @@ impl BuildInput {
                 recipe,
                 no_cache: self.no_cache.then_some(true),
                 download_only: None,
+                replace: self.replace.then_some(true),
             }),
             _ => Err(errors),
         }
@@ -662,8 +666,24 @@ impl BuildInput {
             name: field(&self.name, errors, "name"),
             base: field(&self.base, errors, "base"),
             no_cache: self.no_cache,
+            replace: self.replace,
         }
     }
+}
+
+/// The name of an image a form builds or promotes, checked as the service does; a taken one's
+/// hint names the form's own way out.
+fn check_name(d: &Daemon, name: &str, replace: bool) -> Result<(), ApiError> {
+    crate::image::check_name(d, name, replace).map_err(|e| {
+        if e.code == ErrorCode::AlreadyExists {
+            e.with_hint(
+                "pick another name, or tick \u{201c}Replace an image of this name\u{201d}: the \
+                 old image is then kept, renamed, while VMs or snapshots use it",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// What a VM page's promote form holds, as typed.
@@ -672,6 +692,8 @@ pub struct PromoteInput {
     pub name: String,
     /// The VM's `/root` becomes the image's work seed.
     pub with_work: bool,
+    /// The new image replaces an image of its name (`--replace`).
+    pub replace: bool,
 }
 
 impl PromoteInput {
@@ -679,18 +701,19 @@ impl PromoteInput {
         PromoteInput {
             name: f.get("name").to_owned(),
             with_work: f.get("with_work") == "on",
+            replace: f.get("replace") == "on",
         }
     }
 
     /// Checks the name; the request for the promote service (which checks it again, and the
     /// VM's state).
     pub fn check(&self, d: &Daemon, vm: &str) -> Result<PromoteImageRequest, FieldErrors> {
-        crate::image::check_new_name(d, &self.name)
-            .map_err(|e| FieldErrors::from([("name", e)]))?;
+        check_name(d, &self.name, self.replace).map_err(|e| FieldErrors::from([("name", e)]))?;
         Ok(PromoteImageRequest {
             vm: vm.to_owned(),
             name: self.name.clone(),
             with_work: self.with_work.then_some(true),
+            replace: self.replace.then_some(true),
         })
     }
 
@@ -699,6 +722,7 @@ impl PromoteInput {
             form_error: form_error(errors),
             name: field(&self.name, errors, "name"),
             with_work: self.with_work,
+            replace: self.replace,
         }
     }
 }

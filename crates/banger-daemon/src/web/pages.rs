@@ -342,7 +342,8 @@ pub async fn vm_page(
     Query(notice): Query<Notice>,
 ) -> Page {
     let (vm, console, services) = blocking(&d, move |d| {
-        let vm = vm::find(d, &name)?;
+        // `show`: with how its work disk relates to its image's seed.
+        let vm = vm::show(d, &name)?;
         let console = console_tail(d, &vm, views::CONSOLE_LINES);
         // The page shows the VM even when its image's record cannot be read.
         let declared = match d.store.find_image(&vm.image.id) {

@@ -234,6 +234,7 @@ impl Web {
                 imported_from: None,
             },
             created_at: Timestamp::now(),
+            retired: None,
         };
         self.d.store.insert_image(&image).unwrap();
         image
@@ -2360,10 +2361,40 @@ async fn a_stopped_vms_page_promotes_it_and_a_running_one_is_refused() {
             vm: "dev".into(),
             name: "snap".into(),
             with_work: Some(true),
+            replace: None,
         }]
     );
     let page = w.page(&b, &op_page).await;
     assert!(page.contains("Promote VM to image snap"), "{page}");
+    w.act(&b, &format!("{op_page}/cancel")).await;
+    assert_eq!(w.finish(&op_page).await.state, OperationState::Cancelled);
+    // A taken name is refused with the way out the form has; ticked, it is the image to
+    // replace.
+    let page = w.page(&b, "/vms/dev").await;
+    assert!(page.contains("name=\"replace\" value=\"on\">"), "{page}");
+    let response = w.send(promote("base", false)).await;
+    let page = text(response).await;
+    assert!(
+        page.contains("tick \u{201c}Replace an image of this name\u{201d}"),
+        "{page}"
+    );
+    let fields = [
+        ("csrf", b.csrf.as_str()),
+        ("name", "base"),
+        ("replace", "on"),
+    ];
+    let response = w.send(w.post("/vms/dev/promote", Some(&b), &fields)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        started.lock().unwrap().last(),
+        Some(&banger_api::PromoteImageRequest {
+            vm: "dev".into(),
+            name: "base".into(),
+            with_work: None,
+            replace: Some(true),
+        })
+    );
+    let op_page = location(&response).to_owned();
     w.act(&b, &format!("{op_page}/cancel")).await;
     assert_eq!(w.finish(&op_page).await.state, OperationState::Cancelled);
     w.stop().await;

@@ -731,6 +731,8 @@ pub struct ImageRow {
     pub rootfs: String,
     pub allocated: String,
     pub created: String,
+    /// Set for a retired image: what replaced it.
+    pub retired: Option<String>,
 }
 
 impl From<&Image> for ImageRow {
@@ -752,6 +754,18 @@ impl From<&Image> for ImageRow {
             rootfs: size(files.rootfs.bytes),
             allocated: size(allocated),
             created: time(image.created_at),
+            retired: image.retired.as_ref().map(|r| {
+                let by = r
+                    .replaced_by
+                    .as_ref()
+                    .map(|by| format!(", replaced by {}", by.name))
+                    .unwrap_or_default();
+                format!(
+                    "retired {}{by}: was {}, kept while VMs or snapshots use it",
+                    time(r.at),
+                    r.name
+                )
+            }),
         }
     }
 }
@@ -1057,6 +1071,9 @@ pub struct VmPage {
     pub actions: Vec<VmAction>,
     pub runtime: Option<RuntimeView>,
     pub last_error: Option<String>,
+    /// Set when the image (or the image that replaced it) now seeds what the VM's work disk
+    /// lacks.
+    pub work_seed: Option<String>,
     /// A start, stop or restart of this VM in progress (polled, with Cancel).
     pub operation: Option<OpView>,
     /// The last finished start or restart, when the daemon still remembers it.
@@ -1139,6 +1156,20 @@ impl VmPage {
             updated: time(vm.updated_at),
             runtime: vm.runtime.as_ref().map(RuntimeView::from),
             last_error: vm.last_error.clone(),
+            work_seed: vm.work_seed.as_ref().filter(|s| s.changed).map(|s| {
+                let image = match &s.replaced_by {
+                    Some(by) => format!("Image {} (which replaced {})", by.name, vm.image.name),
+                    None => format!("Image {}", vm.image.name),
+                };
+                let copy = match &s.seed_dir {
+                    Some(dir) => format!("; copy what you need from {dir}"),
+                    None => "; it seeds nothing now".to_owned(),
+                };
+                format!(
+                    "{image} seeds other files than it did when this VM's work disk was made: \
+                     they are not in its /root{copy}"
+                )
+            }),
             operation,
             boot,
             console,
@@ -1381,6 +1412,7 @@ pub struct BuildFormPage {
     pub name: Field,
     pub base: Field,
     pub no_cache: bool,
+    pub replace: bool,
 }
 
 /// A stopped VM's promote form.
@@ -1389,6 +1421,7 @@ pub struct PromoteForm {
     pub form_error: Option<FormError>,
     pub name: Field,
     pub with_work: bool,
+    pub replace: bool,
 }
 
 #[derive(Template)]
@@ -1720,6 +1753,7 @@ mod tests {
                 imported_from: None,
             },
             created_at: Timestamp(T),
+            retired: None,
         }
     }
 
@@ -2304,6 +2338,7 @@ mod tests {
             name: "Tools".into(),
             base: "nope".into(),
             no_cache: true,
+            replace: true,
         };
         let errors = FieldErrors::from([
             (
@@ -2325,6 +2360,7 @@ mod tests {
         let input = PromoteInput {
             name: "snap".into(),
             with_work: true,
+            replace: false,
         };
         let errors = FieldErrors::from([(
             "form",
@@ -2558,6 +2594,56 @@ mod tests {
             .with_hint("delete VMs you no longer need"),
         )]);
         insta::assert_snapshot!(render(&input.page(chrome("vms"), &[], &errors)));
+    }
+
+    #[test]
+    fn a_retired_image_and_a_vm_whose_seed_changed_say_so() {
+        let mut old = image("debian-3f9a1c2b");
+        old.retired = Some(Box::new(banger_api::RetiredImage {
+            name: "debian".into(),
+            replaced_by: Some(banger_api::ImageRef {
+                id: "4567".into(),
+                name: "debian".into(),
+            }),
+            at: Timestamp(T),
+        }));
+        let page = render(&ImagePage::new(chrome("images"), &old, &["dev".into()]));
+        assert!(
+            page.contains("<dt>Retired</dt><dd>")
+                && page.contains(
+                    ", replaced by debian: was debian, kept while VMs or snapshots use it"
+                ),
+            "{page}"
+        );
+        assert!(ImageRow::from(&image("debian")).retired.is_none());
+
+        let mut dev = vm("dev", VmState::Stopped, 1);
+        dev.image.name = old.name.clone();
+        dev.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
+            vm: Some("aa".into()),
+            image: "bb".into(),
+            changed: true,
+            seed_dir: Some("/state/images/4567/work-seed".into()),
+            replaced_by: Some(banger_api::ImageRef {
+                id: "4567".into(),
+                name: "debian".into(),
+            }),
+        }));
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
+        assert!(
+            page.contains(
+                "Image debian (which replaced debian-3f9a1c2b) seeds other files than it did \
+                 when this VM&#39;s work disk was made: they are not in its /root; copy what you \
+                 need from /state/images/4567/work-seed"
+            ),
+            "{page}"
+        );
+        dev.work_seed.as_mut().unwrap().changed = false;
+        let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
+        assert!(
+            !page.contains("work-seed\""),
+            "silent when unchanged: {page}"
+        );
     }
 
     #[test]

@@ -133,6 +133,7 @@ fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
         },
         manifest,
         created_at: Timestamp::now(),
+        retired: None,
     };
     (image, dir)
 }

@@ -721,6 +721,7 @@ impl Run<'_> {
             files,
             manifest: image_manifest,
             created_at,
+            retired: None,
         })
     }
 
