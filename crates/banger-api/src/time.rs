@@ -1,5 +1,6 @@
 //! Wall-clock instants on the wire: RFC 3339 strings in UTC, millisecond precision kept
-//! internally so stage timings survive a round trip.
+//! internally so stage timings survive a round trip. Also how every client of banger writes a
+//! duration for people ([`format_duration`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,9 +82,42 @@ impl utoipa::PartialSchema for Timestamp {
 
 impl utoipa::ToSchema for Timestamp {}
 
+/// A duration for people, the one way the CLI, the TUI and the web console write one: `35ms`,
+/// `1.4s` (a start's stages take milliseconds), then coarser the longer it is: `12s`, `2m 5s`,
+/// `3h 2m`, `4d 1h`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    match s {
+        _ if ms < 1_000 => format!("{ms}ms"),
+        0..10 => format!("{:.1}s", d.as_secs_f64()),
+        10..60 => format!("{s}s"),
+        60..3_600 => format!("{}m {}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        let ms = Duration::from_millis;
+        assert_eq!(format_duration(ms(0)), "0ms");
+        assert_eq!(format_duration(ms(35)), "35ms");
+        assert_eq!(format_duration(ms(999)), "999ms");
+        assert_eq!(format_duration(ms(1_000)), "1.0s");
+        assert_eq!(format_duration(ms(1_340)), "1.3s");
+        assert_eq!(format_duration(ms(9_940)), "9.9s");
+        assert_eq!(format_duration(ms(12_345)), "12s");
+        assert_eq!(format_duration(ms(59_940)), "59s");
+        assert_eq!(format_duration(ms(60_000)), "1m 0s");
+        assert_eq!(format_duration(ms(125_000)), "2m 5s");
+        assert_eq!(format_duration(ms(3_720_000)), "1h 2m");
+        assert_eq!(format_duration(ms(97_200_000)), "1d 3h");
+    }
 
     #[test]
     fn round_trips_through_json() {

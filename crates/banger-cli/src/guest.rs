@@ -173,7 +173,7 @@ pub fn still_running(name: &str, guest: Guest) -> String {
         Guest::Answered { ready, uptime_ms } => format!(
             "VM {name} is still running (guest {}, up {}); stop it with `banger vm stop {name}`",
             if ready { "healthy" } else { "not ready" },
-            humanize(uptime_ms)
+            crate::output::duration_ms(uptime_ms)
         ),
         Guest::Silent => format!(
             "VM {name} is still running, but its guest agent does not answer; \
@@ -557,10 +557,14 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                         health.hostname,
                         if health.ready { "ready" } else { "not ready" },
                         health.version,
-                        humanize(health.uptime_ms)
+                        crate::output::duration_ms(health.uptime_ms)
                     );
                     for stage in &health.boot {
-                        text.push_str(&format!("  {:<24} {}\n", stage.name, humanize(stage.at_ms)));
+                        text.push_str(&format!(
+                            "  {:<24} {}\n",
+                            stage.name,
+                            crate::output::duration_ms(stage.at_ms)
+                        ));
                     }
                     text
                 }
@@ -604,7 +608,7 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
                     let m = &stats.memory;
                     let mut text = format!(
                         "uptime: {}\nload:   {:.2} {:.2} {:.2} ({} CPUs)\nmemory: {} used of {} ({} available)\n",
-                        humanize(stats.uptime_ms),
+                        crate::output::duration_ms(stats.uptime_ms),
                         stats.load[0],
                         stats.load[1],
                         stats.load[2],
@@ -634,18 +638,6 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Failure> {
     serde_json::from_value(value)
         .map_err(|e| Failure::internal(format!("bangerd sent an answer banger cannot read: {e}")))
-}
-
-fn humanize(ms: u64) -> String {
-    if ms < 10_000 {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    } else {
-        let secs = ms / 1000;
-        match secs {
-            0..3600 => format!("{}m {}s", secs / 60, secs % 60),
-            _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
-        }
-    }
 }
 
 #[cfg(test)]

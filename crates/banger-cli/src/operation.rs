@@ -197,7 +197,10 @@ pub fn stage_line(stage: &Stage) -> String {
         } else {
             "after"
         };
-        line.push_str(&format!(" {word} {}", output::elapsed(start.until(end))));
+        line.push_str(&format!(
+            " {word} {}",
+            output::format_duration(start.until(end))
+        ));
     }
     if let Some(progress) = &stage.progress
         && stage.state != StageState::Skipped

@@ -536,12 +536,15 @@ pub fn daemon_status(info: &DaemonInfo, outdated_against: Option<&str>) -> Strin
         (None, Some(error)) => format!("not serving: {error}"),
         (None, None) => "not serving".to_owned(),
     };
-    kv.add("uptime", uptime(Duration::from_secs(info.uptime_secs)))
-        .add("started", info.started_at)
-        .add("state dir", &info.state_dir)
-        .add("log file", &info.log_file)
-        .add("web console", web)
-        .render()
+    kv.add(
+        "uptime",
+        format_duration(Duration::from_secs(info.uptime_secs)),
+    )
+    .add("started", info.started_at)
+    .add("state dir", &info.state_dir)
+    .add("log file", &info.log_file)
+    .add("web console", web)
+    .render()
 }
 
 /// `banger web`: the one-time login URL and how long it stays valid.
@@ -621,13 +624,9 @@ fn allocated(image: &Image) -> u64 {
         + files.initrd.as_ref().map_or(0, |f| f.allocated_bytes)
 }
 
-/// `350ms`, `4.7s`.
-fn duration_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
+/// `350ms`, `4.7s`: [`format_duration`] of milliseconds.
+pub fn duration_ms(ms: u64) -> String {
+    format_duration(Duration::from_millis(ms))
 }
 
 fn dated(t: Timestamp, now: Timestamp) -> String {
@@ -647,28 +646,7 @@ pub fn age(then: Timestamp, now: Timestamp) -> String {
     }
 }
 
-/// A duration for people: `45s`, `12m 3s`, `5h 2m`, `3d 4h`.
-pub fn uptime(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3_600 => format!("{}m {}s", s / 60, s % 60),
-        3_600..86_400 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
-    }
-}
-
-/// A duration measured by an operation's stage: `12ms`, `1.3s`, `2m 5s`.
-pub fn elapsed(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        uptime(d)
-    }
-}
+pub use banger_api::time::format_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Align {
@@ -1345,12 +1323,5 @@ pub(crate) mod tests {
         assert_eq!(age(ago(60 * 86_400), NOW), "2025-09-24");
         // A clock that went backwards is not "in the future".
         assert_eq!(age(Timestamp(NOW.0 + 5_000), NOW), "just now");
-        assert_eq!(uptime(Duration::from_secs(45)), "45s");
-        assert_eq!(uptime(Duration::from_secs(725)), "12m 5s");
-        assert_eq!(uptime(Duration::from_secs(3_725)), "1h 2m");
-        assert_eq!(uptime(Duration::from_secs(3 * 86_400 + 7_200)), "3d 2h");
-        assert_eq!(elapsed(Duration::from_millis(12)), "12ms");
-        assert_eq!(elapsed(Duration::from_millis(1_340)), "1.3s");
-        assert_eq!(elapsed(Duration::from_secs(125)), "2m 5s");
     }
 }

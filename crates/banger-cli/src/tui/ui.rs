@@ -488,7 +488,9 @@ fn memory(mib: u32) -> String {
 /// before its VMM is up).
 fn uptime(vm: &Vm, app: &App) -> String {
     match &vm.runtime {
-        Some(rt) if vm.state.holds_resources() => output::uptime(rt.started_at.until(app.now)),
+        Some(rt) if vm.state.holds_resources() => {
+            output::format_duration(rt.started_at.until(app.now))
+        }
         _ => "-".into(),
     }
 }
@@ -518,7 +520,7 @@ fn health_detail(vm: &Vm, app: &App, width: u16) -> (Option<Pair>, Vec<Line<'sta
             .map_or(Duration::ZERO, |h| app.clock.saturating_sub(h.checked));
         format!(
             "{state} · up {} · agent {}",
-            output::uptime(Duration::from_millis(health.uptime_ms) + since),
+            output::format_duration(Duration::from_millis(health.uptime_ms) + since),
             health.version,
         )
     };
@@ -540,7 +542,13 @@ fn health_detail(vm: &Vm, app: &App, width: u16) -> (Option<Pair>, Vec<Line<'sta
         let stages: Vec<String> = health
             .boot
             .iter()
-            .map(|s| format!("{} {}", s.name, ms(Duration::from_millis(s.at_ms))))
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.name,
+                    output::format_duration(Duration::from_millis(s.at_ms))
+                )
+            })
             .collect();
         if stages.is_empty() {
             Vec::new()
@@ -1107,7 +1115,7 @@ fn operation_line(op: &Operation, app: &App) -> Line<'static> {
     }
     let took = op.created_at.until(app.now);
     spans.push(Span::styled(
-        format!(" · {}", output::elapsed(took)),
+        format!(" · {}", output::format_duration(took)),
         t.dim(),
     ));
     Line::from(spans)
@@ -1126,7 +1134,7 @@ fn operation_text(op: &Operation, app: &App) -> String {
     }
     text.push_str(&format!(
         " · {}",
-        output::elapsed(op.created_at.until(app.now))
+        output::format_duration(op.created_at.until(app.now))
     ));
     text
 }
@@ -1171,24 +1179,23 @@ fn stages(app: &App) -> Line<'static> {
         let label = report.stage.label();
         match report.state {
             StageState::Running { since } => spans.push(Span::styled(
-                format!("{label} {}…", ms(app.clock.saturating_sub(since))),
+                format!(
+                    "{label} {}…",
+                    output::format_duration(app.clock.saturating_sub(since))
+                ),
                 t.busy(),
             )),
             StageState::Done(took) => {
                 spans.push(Span::styled(format!("{label} "), t.dim()));
-                spans.push(Span::raw(ms(took)));
+                spans.push(Span::raw(output::format_duration(took)));
             }
             StageState::Failed(took) => spans.push(Span::styled(
-                format!("{label} failed after {}", ms(took)),
+                format!("{label} failed after {}", output::format_duration(took)),
                 t.error(),
             )),
         }
     }
     Line::from(spans)
-}
-
-fn ms(d: Duration) -> String {
-    output::elapsed(d)
 }
 
 /// Splits `text` into lines of at most `width` characters at spaces (a longer word is cut).

@@ -1696,8 +1696,8 @@ async fn a_running_vms_page_shows_its_guests_health_and_ports() {
     for shown in [
         "<span class=\"state state-running\">ready</span>",
         "<dd><code>dev</code></dd>",
-        "<dt>Up for</dt><dd>5 s</dd>",
-        "<tr><td>agent</td><td class=\"num\">2.4 s</td></tr>",
+        "<dt>Up for</dt><dd>5.2s</dd>",
+        "<tr><td>agent</td><td class=\"num\">2.4s</td></tr>",
         &format!(
             "<a href=\"http://{}:8080/\" target=\"_blank\" rel=\"noopener noreferrer\">",
             vm.network.ip
@@ -1730,7 +1730,7 @@ async fn a_running_vms_page_shows_its_guests_health_and_ports() {
         "{:?}",
         asked.elapsed()
     );
-    assert!(page.contains("it did not answer within 1.0 s"), "{page}");
+    assert!(page.contains("it did not answer within 1.0s"), "{page}");
     hung.abort();
 
     // A stopped VM has no guest to ask.

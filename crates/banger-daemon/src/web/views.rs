@@ -94,17 +94,10 @@ pub fn time(t: Timestamp) -> String {
     }
 }
 
-/// `35 ms`, `1.4 s`, `12 s`, `3 min 05 s`: a VM's start stages take milliseconds.
+/// `35ms`, `1.4s`, `12s`, `3m 5s`: a VM's start stages take milliseconds
+/// ([`banger_api::time::format_duration`], as the CLI and the TUI write them).
 pub fn duration(ms: u64) -> String {
-    if ms < 1_000 {
-        format!("{ms} ms")
-    } else if ms < 10_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else if ms < 60_000 {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
-    }
+    banger_api::time::format_duration(std::time::Duration::from_millis(ms))
 }
 
 pub fn size(bytes: u64) -> String {
@@ -511,17 +504,6 @@ impl ConsoleJson {
     }
 }
 
-/// `42 s`, `12 min`, `3 h 05 min`, `2 d 4 h`: how long a guest has been up.
-pub fn uptime(ms: u64) -> String {
-    let secs = ms / 1000;
-    match secs {
-        0..60 => format!("{secs} s"),
-        60..3600 => format!("{} min", secs / 60),
-        3600..86400 => format!("{} h {:02} min", secs / 3600, (secs / 60) % 60),
-        _ => format!("{} d {} h", secs / 86400, (secs / 3600) % 24),
-    }
-}
-
 /// Text that came from inside a guest (process names, its hostname): untrusted, so it is
 /// stripped of control characters and cut to `max` characters before askama escapes it.
 fn guest_text(text: &str, max: usize) -> String {
@@ -559,7 +541,7 @@ impl HealthView {
                 .then(|| format!("bangerd is {daemon_version}")),
             version,
             hostname: guest_text(&health.hostname, 64),
-            uptime: uptime(health.uptime_ms),
+            uptime: duration(health.uptime_ms),
             boot: health
                 .boot
                 .iter()
@@ -2278,10 +2260,10 @@ mod tests {
         assert_eq!(reach("127.0.0.53"), Reach::Loopback);
         assert_eq!(reach("::1"), Reach::Loopback);
         assert_eq!(reach("172.30.0.3"), Reach::Other);
-        assert_eq!(uptime(42_000), "42 s");
-        assert_eq!(uptime(720_000), "12 min");
-        assert_eq!(uptime(3_723_000), "1 h 02 min");
-        assert_eq!(uptime(187_200_000), "2 d 4 h");
+        assert_eq!(duration(42_000), "42s");
+        assert_eq!(duration(720_000), "12m 0s");
+        assert_eq!(duration(3_723_000), "1h 2m");
+        assert_eq!(duration(187_200_000), "2d 4h");
     }
 
     fn sudo_banner() -> Problem {
@@ -2710,7 +2692,7 @@ mod tests {
         // 4 counted stages (one skipped): 1 done + a quarter of the running one.
         assert_eq!(view.percent, 31);
         assert_eq!(view.current, "copy rootfs: 512M of 2G");
-        assert_eq!(view.stages[0].detail, "1.2 s");
+        assert_eq!(view.stages[0].detail, "1.2s");
         assert_eq!(view.stages[2].percent, 25);
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["running"], true);
@@ -2744,9 +2726,9 @@ mod tests {
             "/p?a=x%26y%3Dz&b=%2Fk"
         );
         assert_eq!(time(Timestamp(T)), "2025-11-23 12:13:20 UTC");
-        assert_eq!(duration(35), "35 ms");
-        assert_eq!(duration(1_400), "1.4 s");
-        assert_eq!(duration(12_345), "12 s");
-        assert_eq!(duration(185_000), "3 min 05 s");
+        assert_eq!(duration(35), "35ms");
+        assert_eq!(duration(1_400), "1.4s");
+        assert_eq!(duration(12_345), "12s");
+        assert_eq!(duration(185_000), "3m 5s");
     }
 }
