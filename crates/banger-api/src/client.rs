@@ -715,18 +715,19 @@ fn decode_error(status: StatusCode, bytes: &[u8]) -> ApiError {
     })
 }
 
-/// Percent-escapes a path segment. Names are DNS labels, but a user can type anything and
-/// the daemon must see it verbatim to say what was wrong with it.
-fn escape(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// What stays as it is in a percent-encoded path segment or query value: RFC 3986's
+/// unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-escapes a path segment or query value (RFC 3986 unreserved characters stay). Names
+/// are DNS labels, but a user can type anything and the daemon must see it verbatim to say what
+/// was wrong with it. The web console's links are encoded the same way.
+pub fn escape(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, UNRESERVED).to_string()
 }
 
 #[cfg(test)]
@@ -738,6 +739,8 @@ mod tests {
         assert_eq!(escape("dev-1"), "dev-1");
         assert_eq!(escape("a/b c"), "a%2Fb%20c");
         assert_eq!(escape("<x>"), "%3Cx%3E");
+        // Every byte of a multi-byte character, and the unreserved marks kept.
+        assert_eq!(escape("é~_."), "%C3%A9~_.");
     }
 
     #[test]

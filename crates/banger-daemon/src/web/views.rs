@@ -46,17 +46,10 @@ pub struct Link {
     pub href: String,
 }
 
-/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters stay).
+/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters stay), as
+/// the API's client does.
 pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    banger_api::client::escape(text)
 }
 
 /// `path?k=v&...`, leaving out empty values.
