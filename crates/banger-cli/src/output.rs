@@ -14,6 +14,7 @@ use banger_api::{
     Timestamp, Vm, WebLogin,
 };
 use serde::Serialize;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::cli::OutputFormat;
 
@@ -648,6 +649,26 @@ pub fn age(then: Timestamp, now: Timestamp) -> String {
 
 pub use banger_api::time::format_duration;
 
+/// `text` cut to `width` terminal columns, with an ellipsis when it was longer. Columns, not
+/// characters: a CJK character takes two, a combining mark none.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
+    cut.push('…');
+    cut
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Align {
     Left,
@@ -677,7 +698,7 @@ impl<const N: usize> Table<N> {
         let mut widths = [0; N];
         for row in std::iter::once(&header).chain(&self.rows) {
             for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
+                *width = (*width).max(cell.width());
             }
         }
         let mut out = String::new();
@@ -687,7 +708,7 @@ impl<const N: usize> Table<N> {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                let pad = widths[i] - cell.chars().count();
+                let pad = widths[i] - cell.width();
                 match self.columns[i].1 {
                     Align::Left => {
                         line.push_str(cell);
@@ -852,6 +873,19 @@ pub(crate) mod tests {
             at: ago(3 * 60),
         }));
         vec![debian, bare, old, retired]
+    }
+
+    #[test]
+    fn columns_and_cuts_count_terminal_columns() {
+        let mut table = Table::new([("NAME", Align::Left), ("N", Align::Right)]);
+        table.row(["東京".into(), "1".into()]);
+        table.row(["tokyo".into(), "22".into()]);
+        // `東京` takes four columns: both rows' second column starts at the same place.
+        assert_eq!(table.render(), "NAME    N\n東京    1\ntokyo  22\n");
+        assert_eq!(fit("東京タワー", 5), "東京…");
+        assert_eq!(fit("東京", 4), "東京");
+        assert_eq!(fit("tokyo", 3), "to…");
+        assert_eq!(fit("tokyo", 0), "…");
     }
 
     #[test]

@@ -333,15 +333,9 @@ fn fitting(columns: &[Column], width: u16) -> Vec<(usize, u16)> {
         .collect()
 }
 
-/// `text` cut to `width` characters, with an ellipsis when it was longer.
+/// `text` cut to `width` columns, with an ellipsis when it was longer.
 fn fit(text: &str, width: u16) -> String {
-    let width = usize::from(width);
-    if text.chars().count() <= width {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    output::fit(text, usize::from(width))
 }
 
 fn table<'a>(
@@ -1648,7 +1642,7 @@ fn create_form(frame: &mut Frame<'_>, area: Rect, app: &App, form: &CreateForm) 
             ),
         ];
         let (value, style) = field_value(form, field, app, focused);
-        let mut shown = value.chars().count();
+        let mut shown = unicode_width::UnicodeWidthStr::width(value.as_str());
         spans.push(Span::styled(value, style));
         if focused && field.is_text() {
             spans.push(Span::styled(" ", t.selected()));
