@@ -169,7 +169,7 @@ fn main() -> ExitCode {
         started_at,
         // Absent when the image brings its own initramfs: then health starts with the agent.
         boot_stages: std::fs::read_to_string(&args.boot_stages_file)
-            .map(|text| protocol::parse_boot_stages(&text))
+            .map(|text| guest::parse_boot_stages(&text))
             .unwrap_or_default(),
         heartbeat: args.heartbeat,
     };
