@@ -12,6 +12,3 @@
 //! `docs/guest-agent.md`.
 
 pub mod guest;
-
-// The shared modules, under the paths they had before they moved to banger-agent-protocol.
-pub use banger_agent_protocol::{archive, body, client, frame, protocol};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use banger_agent::guest::{self, Config, Token, shutdown};
-use banger_agent::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK_PORT};
+use banger_agent_protocol::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK_PORT};
 
 const USAGE: &str = "\
 usage: banger-agent [--listen IP:PORT]... [--listen-vm-ip] [--vsock-port N | --no-vsock]

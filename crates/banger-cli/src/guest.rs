@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use banger_agent::archive::{Owners, TopName};
-use banger_agent::protocol::{Health, ListeningPort, PathKind, PathStat, Stats};
+use banger_agent_protocol::archive::{Owners, TopName};
+use banger_agent_protocol::protocol::{Health, ListeningPort, PathKind, PathStat, Stats};
 use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
 use bytes::Bytes;
 
@@ -384,7 +384,7 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
                         .map(drop)
                         .map_err(|e| format!("cannot read standard input: {e}"))?,
                     Some(top) => {
-                        out = banger_agent::archive::pack_as(
+                        out = banger_agent_protocol::archive::pack_as(
                             std::path::Path::new(&source),
                             &top,
                             out,
@@ -474,7 +474,7 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
             let (tx, rx) = tokio::sync::mpsc::channel(ARCHIVE_CHUNKS_AHEAD);
             let into = plan.dir.clone();
             let unpacker = tokio::task::spawn_blocking(move || {
-                banger_agent::archive::unpack_with(
+                banger_agent_protocol::archive::unpack_with(
                     ChannelReader::new(rx),
                     std::path::Path::new(&into),
                     owners,

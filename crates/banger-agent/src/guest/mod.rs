@@ -23,6 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use banger_agent_protocol::archive::{self, ArchiveError};
+use banger_agent_protocol::body::ChannelBody;
+use banger_agent_protocol::protocol::{
+    self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted,
+};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -34,10 +39,6 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-use crate::archive::{self, ArchiveError};
-use crate::body::ChannelBody;
-use crate::protocol::{self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted};
 
 /// Largest request head (request line and headers) accepted; hyper's buffer bound.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;

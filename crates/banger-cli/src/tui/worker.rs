@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_agent::protocol::Health;
+use banger_agent_protocol::protocol::Health;
 use banger_api::{ApiError, ClientError, ErrorCode};
 use tokio::sync::mpsc::UnboundedSender;
 
