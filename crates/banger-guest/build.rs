@@ -23,6 +23,10 @@ const GUEST_BINARIES: &[(&str, &str, &str)] = &[
     ("AGENT", "banger-agent", "banger-agent"),
 ];
 
+/// The workspace's library crates the guest binaries are built from, besides the packages
+/// above: a change to one of them changes a guest binary too.
+const GUEST_LIBRARIES: &[&str] = &["banger-agent-protocol"];
+
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";
 
@@ -41,6 +45,13 @@ fn main() {
         "cargo:rerun-if-changed={}",
         workspace.join("Cargo.toml").display()
     );
+
+    for library in GUEST_LIBRARIES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join("crates").join(library).display()
+        );
+    }
 
     let mut generated = String::new();
     let mut to_build = Vec::new();

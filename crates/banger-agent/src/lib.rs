@@ -1,19 +1,14 @@
-//! banger's guest agent and the host's client for it.
+//! banger's guest agent, the program that runs inside every banger VM.
 //!
-//! The agent (`banger-agent`, [`guest`]) runs inside every banger VM and answers HTTP/1.1 on
-//! vsock port 1024 and, where vsock is unavailable, on the VM's private IP; every request
-//! carries the VM's token. It reports health and boot timings, runs commands with streamed
-//! input and output ([`frame`]), copies files in and out as tar archives ([`archive`]), lists
-//! listening ports and reports guest stats, powers the guest off, and gives a VM restored from
-//! another VM's snapshot its own identity ([`guest::identity`]).
+//! The agent (`banger-agent`, [`guest`]) answers HTTP/1.1 on vsock port 1024 and, where vsock
+//! is unavailable, on the VM's private IP; every request carries the VM's token. It reports
+//! health and boot timings, runs commands with streamed input and output, copies files in and
+//! out as tar archives, lists listening ports and reports guest stats, powers the guest off,
+//! and gives a VM restored from another VM's snapshot its own identity
+//! ([`guest::identity`]).
 //!
-//! The host side ([`client`]) speaks to it over any byte stream: a Firecracker hybrid-vsock
-//! connection, TCP, or anything else that is `AsyncRead + AsyncWrite`. It never creates
-//! processes. [`protocol`] holds the wire types both sides share. See `docs/guest-agent.md`.
+//! What both ends share (the wire types, exec frames, tar archives and the host's client) is
+//! the `banger-agent-protocol` crate; the host depends on that alone. See
+//! `docs/guest-agent.md`.
 
-pub mod archive;
-pub mod body;
-pub mod client;
-pub mod frame;
 pub mod guest;
-pub mod protocol;

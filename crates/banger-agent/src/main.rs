@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use banger_agent::guest::{self, Config, Token, shutdown};
-use banger_agent::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK_PORT};
+use banger_agent_protocol::protocol::{self, INIT_STAGES_FILE, TCP_PORT, TOKEN_FILE, VSOCK_PORT};
 
 const USAGE: &str = "\
 usage: banger-agent [--listen IP:PORT]... [--listen-vm-ip] [--vsock-port N | --no-vsock]
@@ -169,7 +169,7 @@ fn main() -> ExitCode {
         started_at,
         // Absent when the image brings its own initramfs: then health starts with the agent.
         boot_stages: std::fs::read_to_string(&args.boot_stages_file)
-            .map(|text| protocol::parse_boot_stages(&text))
+            .map(|text| guest::parse_boot_stages(&text))
             .unwrap_or_default(),
         heartbeat: args.heartbeat,
     };

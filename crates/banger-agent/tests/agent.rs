@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_agent::client::{AgentClient, AgentError, ConnectWith, ExecEvent, Tcp};
-use banger_agent::protocol::{ExecRequest, Transport, TtySize};
+use banger_agent_protocol::client::{AgentClient, AgentError, ConnectWith, ExecEvent, Tcp};
+use banger_agent_protocol::protocol::{ExecRequest, Transport, TtySize};
 
 /// A running agent; killed when dropped.
 struct Agent {
@@ -551,8 +551,8 @@ async fn cp_round_trips_a_directory_with_modes() {
 /// the name the destination needs (or a directory's bare contents).
 #[tokio::test]
 async fn the_agent_stats_paths_and_renames_what_it_sends() {
-    use banger_agent::archive::TopName;
-    use banger_agent::protocol::PathKind;
+    use banger_agent_protocol::archive::TopName;
+    use banger_agent_protocol::protocol::PathKind;
     let agent = Agent::start();
     let client = agent.client();
     let work = tempfile::tempdir().unwrap();
@@ -591,7 +591,7 @@ async fn the_agent_stats_paths_and_renames_what_it_sends() {
         names.sort();
         names
     };
-    let read_all = |mut out: banger_agent::client::CopyOut| async move {
+    let read_all = |mut out: banger_agent_protocol::client::CopyOut| async move {
         let mut tar = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut out, &mut tar)
             .await
@@ -766,7 +766,7 @@ fn raw_exchange(agent: &Agent, method: &str, path: &str, body: &[u8]) -> String 
 
 #[tokio::test]
 async fn malformed_exec_requests_are_refused_before_anything_runs() {
-    use banger_agent::frame::{Frame, FrameKind};
+    use banger_agent_protocol::frame::{Frame, FrameKind};
     let agent = Agent::start();
 
     let stdin_first = Frame::new(FrameKind::Stdin, &b"hello"[..]).encode();
@@ -813,7 +813,7 @@ async fn any_stream_will_do() {
 /// socket, expect `CONNECT 1024`, answer `OK`, then carry bytes to the agent (here on TCP).
 #[tokio::test]
 async fn through_firecrackers_hybrid_vsock_connector() {
-    use banger_agent::protocol::VSOCK_PORT;
+    use banger_agent_protocol::protocol::VSOCK_PORT;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
     let agent = Agent::start();

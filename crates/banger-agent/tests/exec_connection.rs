@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use banger_agent::frame::{Frame, FrameKind};
 use banger_agent::guest::{self, Config, Token};
-use banger_agent::protocol::ExecRequest;
+use banger_agent_protocol::frame::{Frame, FrameKind};
+use banger_agent_protocol::protocol::ExecRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "exec-token-0123456789";
@@ -22,7 +22,7 @@ fn config() -> Config {
         proc_root: "/proc".into(),
         started_at: Duration::ZERO,
         boot_stages: Vec::new(),
-        heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
+        heartbeat: banger_agent_protocol::protocol::HEARTBEAT_EVERY,
     }
 }
 

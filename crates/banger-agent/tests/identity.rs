@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_agent::client::{AgentClient, AgentError, Tcp};
 use banger_agent::guest::identity::{Effects, Recorder};
 use banger_agent::guest::{self, Config, Token};
-use banger_agent::protocol::{IdentityFile, IdentityRequest};
+use banger_agent_protocol::client::{AgentClient, AgentError, Tcp};
+use banger_agent_protocol::protocol::{IdentityFile, IdentityRequest};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -40,7 +40,7 @@ impl Agent {
             proc_root: "/proc".into(),
             started_at: Duration::ZERO,
             boot_stages: Vec::new(),
-            heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
+            heartbeat: banger_agent_protocol::protocol::HEARTBEAT_EVERY,
         };
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_agent_protocol::protocol::{CopyInSummary, Health, ListeningPort, PathStat, Stats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, body::Incoming};
@@ -237,12 +238,27 @@ impl Client {
         .await
     }
 
-    /// The guest agent's answer about VM `name`: `what` is `health`, `ports` or `stats`.
-    pub async fn guest_info(
+    /// The guest agent's health in VM `name`, as bangerd relays it.
+    pub async fn guest_health(&self, name: &str) -> Result<Health, ClientError> {
+        self.guest_info(name, "health").await
+    }
+
+    /// The listening sockets in VM `name`, as its guest agent lists them.
+    pub async fn guest_ports(&self, name: &str) -> Result<Vec<ListeningPort>, ClientError> {
+        self.guest_info(name, "ports").await
+    }
+
+    /// The memory, load and disks of VM `name`, as its guest agent reports them.
+    pub async fn guest_stats(&self, name: &str) -> Result<Stats, ClientError> {
+        self.guest_info(name, "stats").await
+    }
+
+    /// `GET /v1/vms/{name}/{what}`: one of the guest agent's answers that bangerd relays.
+    async fn guest_info<T: DeserializeOwned>(
         &self,
         name: &str,
         what: &str,
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<T, ClientError> {
         self.call(
             Method::GET,
             &format!("/v1/vms/{}/{what}", escape(name)),
@@ -334,7 +350,7 @@ impl Client {
         dir: &str,
         keep_owners: bool,
         tar: tokio::sync::mpsc::Receiver<Bytes>,
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<CopyInSummary, ClientError> {
         let mut path = format!("/v1/vms/{}/files?path={}", escape(name), escape(dir));
         if keep_owners {
             path.push_str("&owners=archive");
@@ -363,11 +379,7 @@ impl Client {
     }
 
     /// What `path` is in VM `name` (the agent's `PathStat`: `kind`, `target`, `mode`).
-    pub async fn file_stat(
-        &self,
-        name: &str,
-        path: &str,
-    ) -> Result<serde_json::Value, ClientError> {
+    pub async fn file_stat(&self, name: &str, path: &str) -> Result<PathStat, ClientError> {
         self.call(
             Method::GET,
             &format!("/v1/vms/{}/files/stat?path={}", escape(name), escape(path)),

@@ -1,5 +1,5 @@
 //! `vm cp`'s rules for where a copy lands, which are `docker cp`'s, in both directions. Both
-//! ends speak the same tar archives ([`banger_agent::archive`]): the receiving side extracts
+//! ends speak the same tar archives ([`banger_agent_protocol::archive`]): the receiving side extracts
 //! into an existing directory, and the sending side names the archive's top entry. This
 //! module looks at the source and the destination (a `stat` through the agent for the guest
 //! side, the filesystem for the host side) and decides the directory to extract into and
@@ -19,7 +19,7 @@
 //! | anything      | missing parent               | error: the parent directory does not exist        |
 //! | missing       | anything                     | error: the source does not exist (named)          |
 
-use banger_agent::archive::TopName;
+use banger_agent_protocol::archive::TopName;
 
 /// Why a copy was refused before it started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -479,8 +479,8 @@ mod tests {
             &side(d, local_kind(d, false)),
             |p| local_kind(p, false) == Kind::Directory,
         )?;
-        let tar = banger_agent::archive::pack_as(src, &plan.top, Vec::new()).unwrap();
-        banger_agent::archive::unpack(&tar[..], Path::new(&plan.dir)).unwrap();
+        let tar = banger_agent_protocol::archive::pack_as(src, &plan.top, Vec::new()).unwrap();
+        banger_agent_protocol::archive::unpack(&tar[..], Path::new(&plan.dir)).unwrap();
         Ok(())
     }
 

@@ -11,8 +11,8 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use banger_agent::frame::{Frame, FrameDecoder, FrameKind};
-use banger_agent::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
+use banger_agent_protocol::frame::{Frame, FrameDecoder, FrameKind};
+use banger_agent_protocol::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
 use banger_api::{ApiError, ErrorCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;

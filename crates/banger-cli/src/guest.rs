@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use banger_agent::archive::{Owners, TopName};
-use banger_agent::protocol::{Health, ListeningPort, PathKind, PathStat, Stats};
+use banger_agent_protocol::archive::{Owners, TopName};
+use banger_agent_protocol::protocol::{Health, ListeningPort, PathKind, Stats};
 use banger_api::{ApiError, ErrorCode, SshAccess, VmState, validate};
 use bytes::Bytes;
 
@@ -139,16 +139,13 @@ impl SshSession {
         }
         let health = tokio::time::timeout(
             REMINDER_HEALTH_WAIT,
-            daemon.client().guest_info(&self.name, "health"),
+            daemon.client().guest_health(&self.name),
         )
         .await;
         let found = match health {
-            Ok(Ok(value)) => match serde_json::from_value::<Health>(value) {
-                Ok(h) => Guest::Answered {
-                    ready: h.ready,
-                    uptime_ms: h.uptime_ms,
-                },
-                Err(_) => Guest::Silent,
+            Ok(Ok(h)) => Guest::Answered {
+                ready: h.ready,
+                uptime_ms: h.uptime_ms,
             },
             _ => Guest::Silent,
         };
@@ -207,10 +204,9 @@ async fn guest_kind(
     path: &str,
     as_source: bool,
 ) -> Result<cp::Kind, Failure> {
-    let value = daemon
+    let stat = daemon
         .call(async |client| client.file_stat(name, cp::bare(path)).await)
         .await?;
-    let stat: PathStat = decode(value)?;
     let kind = if as_source && !cp::insists_on_directory(path) {
         stat.kind
     } else {
@@ -384,7 +380,7 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
                         .map(drop)
                         .map_err(|e| format!("cannot read standard input: {e}"))?,
                     Some(top) => {
-                        out = banger_agent::archive::pack_as(
+                        out = banger_agent_protocol::archive::pack_as(
                             std::path::Path::new(&source),
                             &top,
                             out,
@@ -474,7 +470,7 @@ async fn copy(daemon: &Daemon, src: &str, dst: &str, keep_owners: bool) -> Resul
             let (tx, rx) = tokio::sync::mpsc::channel(ARCHIVE_CHUNKS_AHEAD);
             let into = plan.dir.clone();
             let unpacker = tokio::task::spawn_blocking(move || {
-                banger_agent::archive::unpack_with(
+                banger_agent_protocol::archive::unpack_with(
                     ChannelReader::new(rx),
                     std::path::Path::new(&into),
                     owners,
@@ -545,99 +541,106 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             Ok(())
         }
         VmCommand::Health { name } => {
-            let value = daemon
-                .call(async |client| client.guest_info(name, "health").await)
+            let health = daemon
+                .call(async |client| client.guest_health(name).await)
                 .await?;
-            let text = match format {
-                OutputFormat::Json => output::json(&value),
-                OutputFormat::Text => {
-                    let health: Health = decode(value)?;
-                    let mut text = format!(
-                        "{}: {} (agent {}, up {})\n",
-                        health.hostname,
-                        if health.ready { "ready" } else { "not ready" },
-                        health.version,
-                        crate::output::duration_ms(health.uptime_ms)
-                    );
-                    for stage in &health.boot {
-                        text.push_str(&format!(
-                            "  {:<24} {}\n",
-                            stage.name,
-                            crate::output::duration_ms(stage.at_ms)
-                        ));
-                    }
-                    text
-                }
-            };
-            output::print(&text);
+            output::print(&match format {
+                OutputFormat::Json => agent_json(&health),
+                OutputFormat::Text => health_text(&health),
+            });
             Ok(())
         }
         VmCommand::Ports { name } => {
-            let value = daemon
-                .call(async |client| client.guest_info(name, "ports").await)
+            let ports = daemon
+                .call(async |client| client.guest_ports(name).await)
                 .await?;
-            let text = match format {
-                OutputFormat::Json => output::json(&value),
-                OutputFormat::Text => {
-                    let ports: Vec<ListeningPort> = decode(value)?;
-                    let mut text =
-                        format!("{:<6} {:<40} {:>5}  PROCESS\n", "PROTO", "ADDRESS", "PORT");
-                    for p in &ports {
-                        text.push_str(&format!(
-                            "{:<6} {:<40} {:>5}  {}\n",
-                            format!("{:?}", p.protocol).to_lowercase(),
-                            p.address,
-                            p.port,
-                            p.process.as_deref().unwrap_or("-")
-                        ));
-                    }
-                    text
-                }
-            };
-            output::print(&text);
+            output::print(&match format {
+                OutputFormat::Json => agent_json(&ports),
+                OutputFormat::Text => ports_text(&ports),
+            });
             Ok(())
         }
         VmCommand::Stats { name } => {
-            let value = daemon
-                .call(async |client| client.guest_info(name, "stats").await)
+            let stats = daemon
+                .call(async |client| client.guest_stats(name).await)
                 .await?;
-            let text = match format {
-                OutputFormat::Json => output::json(&value),
-                OutputFormat::Text => {
-                    let stats: Stats = decode(value)?;
-                    let m = &stats.memory;
-                    let mut text = format!(
-                        "uptime: {}\nload:   {:.2} {:.2} {:.2} ({} CPUs)\nmemory: {} used of {} ({} available)\n",
-                        crate::output::duration_ms(stats.uptime_ms),
-                        stats.load[0],
-                        stats.load[1],
-                        stats.load[2],
-                        stats.cpus,
-                        validate::format_size(m.total_bytes.saturating_sub(m.available_bytes)),
-                        validate::format_size(m.total_bytes),
-                        validate::format_size(m.available_bytes),
-                    );
-                    for disk in &stats.disks {
-                        text.push_str(&format!(
-                            "disk {}: {} used of {}\n",
-                            disk.path,
-                            validate::format_size(disk.used_bytes),
-                            validate::format_size(disk.total_bytes)
-                        ));
-                    }
-                    text
-                }
-            };
-            output::print(&text);
+            output::print(&match format {
+                OutputFormat::Json => agent_json(&stats),
+                OutputFormat::Text => stats_text(&stats),
+            });
             Ok(())
         }
         _ => Err(Failure::internal("not a guest command")),
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Failure> {
-    serde_json::from_value(value)
-        .map_err(|e| Failure::internal(format!("bangerd sent an answer banger cannot read: {e}")))
+/// `--json` of `vm health`, `vm ports` and `vm stats`: the agent's answer with every object's
+/// keys in alphabetical order, as banger has always printed them (it printed the answer as a
+/// generic JSON value, whose objects sort their keys).
+fn agent_json<T: serde::Serialize>(answer: &T) -> String {
+    match serde_json::to_value(answer) {
+        Ok(value) => output::json(&value),
+        Err(_) => output::json(answer),
+    }
+}
+
+/// `vm health`: the guest's name, readiness and agent, then its boot milestones.
+fn health_text(health: &Health) -> String {
+    let mut text = format!(
+        "{}: {} (agent {}, up {})\n",
+        health.hostname,
+        if health.ready { "ready" } else { "not ready" },
+        health.version,
+        crate::output::duration_ms(health.uptime_ms)
+    );
+    for stage in &health.boot {
+        text.push_str(&format!(
+            "  {:<24} {}\n",
+            stage.name,
+            crate::output::duration_ms(stage.at_ms)
+        ));
+    }
+    text
+}
+
+/// `vm ports`: one line per listening socket.
+fn ports_text(ports: &[ListeningPort]) -> String {
+    let mut text = format!("{:<6} {:<40} {:>5}  PROCESS\n", "PROTO", "ADDRESS", "PORT");
+    for p in ports {
+        text.push_str(&format!(
+            "{:<6} {:<40} {:>5}  {}\n",
+            format!("{:?}", p.protocol).to_lowercase(),
+            p.address,
+            p.port,
+            p.process.as_deref().unwrap_or("-")
+        ));
+    }
+    text
+}
+
+/// `vm stats`: uptime, load, memory, then one line per disk.
+fn stats_text(stats: &Stats) -> String {
+    let m = &stats.memory;
+    let mut text = format!(
+        "uptime: {}\nload:   {:.2} {:.2} {:.2} ({} CPUs)\nmemory: {} used of {} ({} available)\n",
+        crate::output::duration_ms(stats.uptime_ms),
+        stats.load[0],
+        stats.load[1],
+        stats.load[2],
+        stats.cpus,
+        validate::format_size(m.total_bytes.saturating_sub(m.available_bytes)),
+        validate::format_size(m.total_bytes),
+        validate::format_size(m.available_bytes),
+    );
+    for disk in &stats.disks {
+        text.push_str(&format!(
+            "disk {}: {} used of {}\n",
+            disk.path,
+            validate::format_size(disk.used_bytes),
+            validate::format_size(disk.total_bytes)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -704,5 +707,94 @@ mod tests {
             "VM web-1 is still running, but its guest agent does not answer; \
              `banger vm logs web-1` shows its console, `banger vm stop web-1` stops it"
         );
+    }
+
+    fn health() -> Health {
+        use banger_agent_protocol::protocol::BootStage;
+        Health {
+            ready: true,
+            version: "0.1.0".into(),
+            hostname: "web-1".into(),
+            uptime_ms: 3_723_000,
+            boot: vec![
+                BootStage {
+                    name: "init_started".into(),
+                    at_ms: 412,
+                },
+                BootStage {
+                    name: "agent_listening".into(),
+                    at_ms: 12_500,
+                },
+            ],
+            listeners: vec!["vsock:1024".into(), "tcp:172.30.0.2:1024".into()],
+        }
+    }
+
+    fn ports() -> Vec<ListeningPort> {
+        use banger_agent_protocol::protocol::Transport;
+        vec![
+            ListeningPort {
+                protocol: Transport::Tcp,
+                address: "0.0.0.0".parse().unwrap(),
+                port: 22,
+                inode: 7001,
+                pid: Some(310),
+                process: Some("sshd".into()),
+            },
+            ListeningPort {
+                protocol: Transport::Udp,
+                address: "::".parse().unwrap(),
+                port: 5353,
+                inode: 7002,
+                pid: None,
+                process: None,
+            },
+        ]
+    }
+
+    fn stats() -> Stats {
+        use banger_agent_protocol::protocol::{DiskUsage, Memory};
+        Stats {
+            uptime_ms: 8_500,
+            load: [0.5, 1.25, 0.0],
+            cpus: 2,
+            memory: Memory {
+                total_bytes: 1 << 30,
+                available_bytes: 768 << 20,
+                free_bytes: 512 << 20,
+                swap_total_bytes: 0,
+                swap_free_bytes: 0,
+            },
+            disks: vec![DiskUsage {
+                path: "/root".into(),
+                total_bytes: 8 << 30,
+                used_bytes: 3 << 30,
+                available_bytes: 5 << 30,
+            }],
+        }
+    }
+
+    /// What `--json` printed when the answer was read as a generic JSON value: bangerd's
+    /// JSON of the agent's answer, parsed and printed again.
+    fn as_generic_value<T: serde::Serialize>(answer: &T) -> String {
+        let wire = serde_json::to_vec(answer).unwrap();
+        output::json(&serde_json::from_slice::<serde_json::Value>(&wire).unwrap())
+    }
+
+    #[test]
+    fn agent_answers_print_as_json_exactly_as_the_generic_value_did() {
+        assert_eq!(agent_json(&health()), as_generic_value(&health()));
+        assert_eq!(agent_json(&ports()), as_generic_value(&ports()));
+        assert_eq!(agent_json(&stats()), as_generic_value(&stats()));
+        insta::assert_snapshot!("health_json", agent_json(&health()));
+        insta::assert_snapshot!("ports_json", agent_json(&ports()));
+        insta::assert_snapshot!("stats_json", agent_json(&stats()));
+    }
+
+    #[test]
+    fn agent_answers_as_text() {
+        insta::assert_snapshot!("health_text", health_text(&health()));
+        insta::assert_snapshot!("ports_text", ports_text(&ports()));
+        insta::assert_snapshot!("stats_text", stats_text(&stats()));
     }
 }

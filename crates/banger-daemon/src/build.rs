@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_agent::client::AgentError;
-use banger_agent::protocol::ExecRequest;
+use banger_agent_protocol::client::AgentError;
+use banger_agent_protocol::protocol::ExecRequest;
 use banger_api::recipe::{self, DEFAULT_BUILD_DISK, DEFAULT_BUILD_MEMORY_MIB};
 use banger_api::{
     ApiError, BuildImageRequest, CreateVmRequest, ErrorCode, Image, ImageSource, Operation,

@@ -9,9 +9,9 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use banger_agent::client::{ExecEvent, ExecEvents};
-use banger_agent::frame::{Frame, FrameDecoder, FrameKind};
-use banger_agent::protocol::ExecRequest;
+use banger_agent_protocol::client::{ExecEvent, ExecEvents};
+use banger_agent_protocol::frame::{Frame, FrameDecoder, FrameKind};
+use banger_agent_protocol::protocol::ExecRequest;
 use banger_api::{ApiError, ConsoleChunk, ErrorCode, SshAccess};
 use serde::Deserialize;
 
@@ -22,12 +22,12 @@ use crate::machine::{console, disks, guest};
 /// The API error for a failed call to the guest agent. An answer from the agent (a missing
 /// file, a refused archive, a path that is in the way) is the user's to fix and carries the
 /// agent's own status and hint; only a call that got no answer suggests the agent is down.
-fn agent_error(vm: &str) -> impl FnOnce(banger_agent::client::AgentError) -> Failure + '_ {
+fn agent_error(vm: &str) -> impl FnOnce(banger_agent_protocol::client::AgentError) -> Failure + '_ {
     move |e| agent_failure(vm, e)
 }
 
-fn agent_failure(vm: &str, e: banger_agent::client::AgentError) -> Failure {
-    use banger_agent::client::AgentError;
+fn agent_failure(vm: &str, e: banger_agent_protocol::client::AgentError) -> Failure {
+    use banger_agent_protocol::client::AgentError;
     let hint = e.hint().map(str::to_owned);
     let code = match &e {
         AgentError::Api { status, .. } => match status {
@@ -70,7 +70,7 @@ async fn running_vm(d: &Arc<Daemon>, name: String) -> Result<banger_api::Vm, Fai
 
 /// `GET /v1/vms/{name}/health`: the guest agent's health.
 #[utoipa::path(get, path = "/v1/vms/{name}/health", params(("name" = String, Path, description = "VM name or id")), responses(
-    (status = 200, body = banger_agent::protocol::Health),
+    (status = 200, body = banger_agent_protocol::protocol::Health),
     (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
     (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
@@ -86,7 +86,7 @@ pub async fn health(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> R
 
 /// `GET /v1/vms/{name}/ports`: the guest's listening sockets.
 #[utoipa::path(get, path = "/v1/vms/{name}/ports", params(("name" = String, Path, description = "VM name or id")), responses(
-    (status = 200, body = [banger_agent::protocol::ListeningPort]),
+    (status = 200, body = [banger_agent_protocol::protocol::ListeningPort]),
     (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
     (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
@@ -101,7 +101,7 @@ pub async fn ports(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Re
 
 /// `GET /v1/vms/{name}/stats`: the guest's memory, load and disks.
 #[utoipa::path(get, path = "/v1/vms/{name}/stats", params(("name" = String, Path, description = "VM name or id")), responses(
-    (status = 200, body = banger_agent::protocol::Stats),
+    (status = 200, body = banger_agent_protocol::protocol::Stats),
     (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the VM is not running"),
     (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
 pub async fn stats(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
@@ -131,7 +131,7 @@ pub const EXEC_FRAMES: &str = "application/vnd.banger.exec-frames";
     request_body(description = "a JSON exec request (no standard input, no terminal), or a \
         framed conversation (application/vnd.banger.exec-frames: a start frame holding the \
         same request, then stdin, stdin-EOF, resize and signal frames; docs/guest-agent.md)",
-        content((banger_agent::protocol::ExecRequest = "application/json"),
+        content((banger_agent_protocol::protocol::ExecRequest = "application/json"),
                 (crate::api::Binary = "application/vnd.banger.exec-frames"))),
     responses(
     (status = 200, description = "the command's stdout, stderr, then exit (or error) frames, \
@@ -353,7 +353,7 @@ fn frames_answer(
 }
 
 fn error_frame(code: &str, message: String) -> Frame {
-    let body = banger_agent::protocol::ErrorBody {
+    let body = banger_agent_protocol::protocol::ErrorBody {
         code: code.to_owned(),
         message,
         hint: None,
@@ -402,7 +402,7 @@ pub struct CopyOutQuery {
 /// when there is nothing), so a client can apply `docker cp`'s rules before copying.
 #[utoipa::path(get, path = "/v1/vms/{name}/files/stat",
     params(("name" = String, Path, description = "VM name or id"), ("path" = String, Query, description = "an absolute guest path")),
-    responses((status = 200, body = banger_agent::protocol::PathStat),
+    responses((status = 200, body = banger_agent_protocol::protocol::PathStat),
     (status = 400, body = ApiError), (status = 404, body = ApiError),
     (status = 409, body = ApiError, description = "the VM is not running"),
     (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
@@ -432,7 +432,7 @@ pub async fn stat(
             gids; by default the files are root's")),
     request_body(content = crate::api::Binary, content_type = "application/x-tar",
         description = "a tar archive"),
-    responses((status = 200, body = banger_agent::protocol::CopyInSummary),
+    responses((status = 200, body = banger_agent_protocol::protocol::CopyInSummary),
     (status = 400, body = ApiError, description = "a bad query, or an archive entry the agent refuses"),
     (status = 404, body = ApiError), (status = 409, body = ApiError),
     (status = 500, body = ApiError), (status = 503, body = ApiError, description = "the guest agent does not answer")))]
@@ -450,8 +450,8 @@ pub async fn copy_in(
             body.into_data_stream().map_err(std::io::Error::other),
         );
         let owners = match query.owners {
-            Some(CopyOwners::Archive) => banger_agent::archive::Owners::Archive,
-            _ => banger_agent::archive::Owners::Extractor,
+            Some(CopyOwners::Archive) => banger_agent_protocol::archive::Owners::Archive,
+            _ => banger_agent_protocol::archive::Owners::Extractor,
         };
         let summary = agent
             .copy_in_with(&query.path, owners, reader)
@@ -481,9 +481,9 @@ pub async fn copy_out(
     let result: Answer<Response> = async {
         let top = match query.name.as_deref() {
             None => None,
-            Some(".") => Some(banger_agent::archive::TopName::Contents),
+            Some(".") => Some(banger_agent_protocol::archive::TopName::Contents),
             Some(n) => Some(
-                banger_agent::archive::TopName::named(n)
+                banger_agent_protocol::archive::TopName::named(n)
                     .map_err(|e| Failure(ApiError::invalid(e.to_string())))?,
             ),
         };
@@ -588,8 +588,8 @@ pub async fn ssh(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banger_agent::client::AgentError;
-    use banger_agent::protocol::ErrorBody;
+    use banger_agent_protocol::client::AgentError;
+    use banger_agent_protocol::protocol::ErrorBody;
 
     /// Regression: copying a file over an existing directory was answered by the agent, yet
     /// the CLI said "the guest agent may not be up yet". An answer is the agent's story.

@@ -722,8 +722,8 @@ pub fn apply_identity(
     files: &RestoreFiles,
     deadline: std::time::Instant,
 ) -> Result<String, ApiError> {
-    use banger_agent::client::{AgentClient, AgentError};
-    use banger_agent::protocol::{IdentityFile, IdentityRequest};
+    use banger_agent_protocol::client::{AgentClient, AgentError};
+    use banger_agent_protocol::protocol::{IdentityFile, IdentityRequest};
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let token = fs::read_to_string(&files.token)
@@ -786,7 +786,7 @@ pub fn apply_identity(
 }
 
 /// What a guest did with its identity, for the `identity` stage.
-fn identity_summary(applied: &banger_agent::protocol::IdentityApplied) -> String {
+fn identity_summary(applied: &banger_agent_protocol::protocol::IdentityApplied) -> String {
     let mut parts = Vec::new();
     if let Some(hostname) = &applied.hostname {
         parts.push(format!("hostname {hostname}"));

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_agent::frame::{Frame, FrameKind};
-use banger_agent::protocol::{ExecRequest, ExitStatus, TtySize};
+use banger_agent_protocol::frame::{Frame, FrameKind};
+use banger_agent_protocol::protocol::{ExecRequest, ExitStatus, TtySize};
 use banger_api::paths::Paths;
 use banger_api::{
     Client, CreateVmRequest, ErrorCode, Operation, OperationState, StageState, Vm, VmAction,
@@ -239,7 +239,7 @@ fn serve_agent(h: &Harness, vm: &Vm) {
         proc_root: "/proc".into(),
         started_at: Duration::ZERO,
         boot_stages: Vec::new(),
-        heartbeat: banger_agent::protocol::HEARTBEAT_EVERY,
+        heartbeat: banger_agent_protocol::protocol::HEARTBEAT_EVERY,
     };
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
@@ -261,7 +261,7 @@ fn serve_agent(h: &Harness, vm: &Vm) {
 struct Exec {
     input: tokio::sync::mpsc::Sender<bytes::Bytes>,
     body: hyper::body::Incoming,
-    decoder: banger_agent::frame::FrameDecoder,
+    decoder: banger_agent_protocol::frame::FrameDecoder,
 }
 
 impl Exec {
@@ -276,7 +276,7 @@ impl Exec {
         Exec {
             input,
             body: response.into_body(),
-            decoder: banger_agent::frame::FrameDecoder::new(),
+            decoder: banger_agent_protocol::frame::FrameDecoder::new(),
         }
     }
 
@@ -389,7 +389,7 @@ async fn exec_relays_input_written_after_output_was_read() {
     let response = h.client.exec("dev", json).await.unwrap();
     use http_body_util::BodyExt;
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let mut decoder = banger_agent::frame::FrameDecoder::new();
+    let mut decoder = banger_agent_protocol::frame::FrameDecoder::new();
     decoder.push(&bytes);
     let frame = decoder.next_frame().unwrap().unwrap();
     assert_eq!(frame.payload, &b"plain\n"[..]);
@@ -2285,7 +2285,7 @@ impl IdentityAgent {
                 r#"{"code":"internal","message":"refused by the test"}"#.to_owned(),
             )
         } else {
-            let request: banger_agent::protocol::IdentityRequest =
+            let request: banger_agent_protocol::protocol::IdentityRequest =
                 serde_json::from_slice(&body).unwrap();
             let hostname = request
                 .files
@@ -2299,7 +2299,7 @@ impl IdentityAgent {
                 .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
                 .unwrap_or_default();
             self.seen.lock().unwrap().push((token, hostname.clone()));
-            let applied = banger_agent::protocol::IdentityApplied {
+            let applied = banger_agent_protocol::protocol::IdentityApplied {
                 files: Vec::new(),
                 hostname: Some(hostname),
                 network: None,

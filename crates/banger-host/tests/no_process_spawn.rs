@@ -3,8 +3,8 @@
 //! are exempt because they launch banger's own binaries, and so are crates' build scripts
 //! (`crates/<crate>/build.rs`), which run at compile time, never in banger. The guest agent's
 //! guest side (`banger-agent/src/guest/`) is exempt too: running commands inside the VM is its
-//! job. The rest of `banger-agent`, its host-side client included, is checked like any other
-//! crate.
+//! job. The rest of `banger-agent`, and `banger-agent-protocol` with the host's client of the
+//! agent, are checked like any other crate.
 
 use std::path::{Path, PathBuf};
 

@@ -33,7 +33,7 @@ pub const BASE_MOUNT: &str = "/run/banger/base";
 pub const OVERLAY_MOUNT: &str = "/run/banger/overlay";
 /// Where the init leaves its boot milestones for the guest agent (`/run` moves into the new
 /// root with it): one `name milliseconds-since-kernel-start` line each, in order. The agent's
-/// health answer (banger_agent::protocol::INIT_STAGES_FILE) starts with them.
+/// health answer (banger_agent_protocol::protocol::INIT_STAGES_FILE) starts with them.
 pub const BOOT_STAGES_FILE: &str = "/run/banger/boot-stages";
 pub const NEW_ROOT: &str = "/newroot";
 /// Prefix of every line the init prints.

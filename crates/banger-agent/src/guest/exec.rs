@@ -1,6 +1,6 @@
 //! `POST /v1/exec`: runs a command for the host and streams it both ways in the framing of
-//! [`crate::frame`]. The request body's first frame says what to run (and as whom); later
-//! frames carry standard input, terminal resizes and signals. The answer streams
+//! [`banger_agent_protocol::frame`]. The request body's first frame says what to run (and as
+//! whom); later frames carry standard input, terminal resizes and signals. The answer streams
 //! stdout/stderr frames and ends with one exit frame.
 //!
 //! Every command runs in its own process group (with a TTY: its own session, the terminal
@@ -24,6 +24,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use banger_agent_protocol::frame::{Frame, FrameDecoder, FrameError, FrameKind};
+use banger_agent_protocol::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -33,8 +35,6 @@ use tokio::sync::mpsc;
 
 use super::account::{Account, AccountError};
 use super::fdio::FdStream;
-use crate::frame::{Frame, FrameDecoder, FrameError, FrameKind};
-use crate::protocol::{ErrorBody, ExecRequest, ExitStatus, TtySize};
 
 /// How long output is still forwarded after the command exited.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);

@@ -1,19 +1,19 @@
 //! `PUT /v1/files?path=DIR` (extract the tar body into `DIR`), `GET /v1/files?path=P` (a
 //! tar of `P`) and `GET /v1/stat?path=P` (what `P` is, so the host can apply `docker cp`'s
-//! rules before it sends or asks for anything). The archive work is [`crate::archive`]'s, on a blocking thread; this module
-//! moves the bytes between hyper's async bodies and the synchronous tar code through bounded
-//! channels, so a large copy streams in constant memory.
+//! rules before it sends or asks for anything). The archive work is
+//! [`banger_agent_protocol::archive`]'s, on a blocking thread; this module moves the bytes
+//! between hyper's async bodies and the synchronous tar code through bounded channels, so a
+//! large copy streams in constant memory.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use banger_agent_protocol::archive::{self, ArchiveError, Owners, TopName, Unpacked};
+use banger_agent_protocol::body::{CHANNEL_DEPTH, ChannelBody, ChannelReader, ChannelWriter};
+use banger_agent_protocol::protocol::{PathKind, PathStat};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-
-use crate::archive::{self, ArchiveError, Owners, TopName, Unpacked};
-use crate::body::{CHANNEL_DEPTH, ChannelBody, ChannelReader, ChannelWriter};
-use crate::protocol::{PathKind, PathStat};
 
 /// How long the rest of a refused upload is read before answering.
 const DRAIN_REFUSED_UPLOAD: std::time::Duration = std::time::Duration::from_secs(5);

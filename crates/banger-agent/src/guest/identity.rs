@@ -42,14 +42,14 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use banger_agent_protocol::protocol::{
+    IDENTITY_MIN_ENTROPY, IdentityApplied, IdentityRequest, NetworkApplied, TOKEN_FILE,
+};
 use banger_init::netconf::{self, NetConfig};
 use banger_init::netlink;
 use base64::Engine as _;
 
 use super::Token;
-use crate::protocol::{
-    IDENTITY_MIN_ENTROPY, IdentityApplied, IdentityRequest, NetworkApplied, TOKEN_FILE,
-};
 
 /// The hostname file, relative to the guest's root.
 pub const HOSTNAME_FILE: &str = "etc/hostname";
@@ -870,7 +870,7 @@ impl Effects for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::IdentityFile;
+    use banger_agent_protocol::protocol::IdentityFile;
     use banger_host::network::netns::Netns;
     use hyper::header::HeaderValue;
 

@@ -1,6 +1,6 @@
 //! The agent itself, as it runs in the guest: listeners, the token check, and the routing of
-//! the `/v1` endpoints to their modules. This is the only part of the crate that creates
-//! processes (exec and shutdown); the host-side client never does.
+//! the `/v1` endpoints to their modules. This is the only part of the agent that creates
+//! processes (exec and shutdown); the host's client (in banger-agent-protocol) never does.
 //!
 //! Robustness: each connection is its own task (a panic or a bad request ends that connection
 //! only), request heads are bounded ([`MAX_HEAD_BYTES`], [`HEAD_TIMEOUT`]), and at most
@@ -23,6 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use banger_agent_protocol::archive::{self, ArchiveError};
+use banger_agent_protocol::body::ChannelBody;
+use banger_agent_protocol::protocol::{
+    self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted,
+};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -34,10 +39,6 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-
-use crate::archive::{self, ArchiveError};
-use crate::body::ChannelBody;
-use crate::protocol::{self, BootStage, CopyInSummary, ErrorBody, Health, ShutdownAccepted};
 
 /// Largest request head (request line and headers) accepted; hyper's buffer bound.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -154,6 +155,25 @@ pub struct Config {
     /// How often a running exec sends its alive frame
     /// ([`HEARTBEAT_EVERY`](protocol::HEARTBEAT_EVERY) unless told otherwise).
     pub heartbeat: Duration,
+}
+
+/// The stages of an [`INIT_STAGES_FILE`](protocol::INIT_STAGES_FILE); lines that do not parse are skipped (an image with
+/// its own initramfs may leave anything there, or nothing).
+pub fn parse_boot_stages(text: &str) -> Vec<BootStage> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, ms) = line.trim().split_once(' ')?;
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            valid.then_some(())?;
+            Some(BootStage {
+                name: name.to_owned(),
+                at_ms: ms.trim().parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The agent cannot serve.
@@ -752,6 +772,18 @@ fn error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_stages_file_lines() {
+        let stages = parse_boot_stages("init_started 5\n\ngarbage\nx y\ninit_switch_root 2400\n");
+        let got: Vec<(&str, u64)> = stages.iter().map(|s| (s.name.as_str(), s.at_ms)).collect();
+        assert_eq!(got, [("init_started", 5), ("init_switch_root", 2400)]);
+        assert!(parse_boot_stages("").is_empty());
+        assert!(
+            parse_boot_stages("<b> 5\n").is_empty(),
+            "names are plain words"
+        );
+    }
 
     #[test]
     fn the_token_must_match_exactly() {

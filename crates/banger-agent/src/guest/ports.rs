@@ -7,7 +7,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use crate::protocol::{ListeningPort, Transport};
+use banger_agent_protocol::protocol::{ListeningPort, Transport};
 
 /// `st` of a listening TCP socket (`TCP_LISTEN`).
 const TCP_LISTEN: u8 = 0x0A;

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::protocol::{DiskUsage, Memory, Stats};
+use banger_agent_protocol::protocol::{DiskUsage, Memory, Stats};
 
 /// The filesystems reported: the VM's root and its work disk.
 pub const DISKS: [&str; 2] = ["/", "/root"];

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use banger_agent::protocol::Health;
+use banger_agent_protocol::protocol::Health;
 use banger_api::{
     ApiError, Capacity, ConsoleChunk, CreateVmRequest, CreatedVm, DaemonInfo, ErrorCode, Image,
     Operation, OperationKind, OperationState, PromoteImageRequest, Snapshot, Timestamp, Vm,

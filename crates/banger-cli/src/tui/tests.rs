@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use banger_agent::protocol::{BootStage, Health};
+use banger_agent_protocol::protocol::{BootStage, Health};
 use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,

@@ -506,7 +506,7 @@ fn health_cell(vm: &Vm, app: &App) -> Content<'static> {
 /// boot's milestones as the guest timed them, or why the agent did not answer.
 fn health_detail(vm: &Vm, app: &App, width: u16) -> (Option<Pair>, Vec<Line<'static>>) {
     let t = &app.theme;
-    let summary = |state: &str, health: &banger_agent::protocol::Health| {
+    let summary = |state: &str, health: &banger_agent_protocol::protocol::Health| {
         // The guest's uptime as of now, not as of the answer.
         let since = app
             .health
@@ -532,7 +532,7 @@ fn health_detail(vm: &Vm, app: &App, width: u16) -> (Option<Pair>, Vec<Line<'sta
             })
             .collect()
     };
-    let boot = |health: &banger_agent::protocol::Health| {
+    let boot = |health: &banger_agent_protocol::protocol::Health| {
         let stages: Vec<String> = health
             .boot
             .iter()

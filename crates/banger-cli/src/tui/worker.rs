@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_agent::protocol::Health;
+use banger_agent_protocol::protocol::Health;
 use banger_api::{ApiError, ClientError, ErrorCode};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -161,7 +161,7 @@ async fn act(daemon: &Daemon, name: &str, action: Action) -> Result<Acted, Failu
 
 /// The guest agent's health of VM `name`, within [`HEALTH_TIMEOUT`].
 async fn health(daemon: &Daemon, name: &str) -> Result<Health, ApiError> {
-    let answer = tokio::time::timeout(HEALTH_TIMEOUT, daemon.client().guest_info(name, "health"))
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, daemon.client().guest_health(name))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -173,11 +173,7 @@ async fn health(daemon: &Daemon, name: &str) -> Result<Health, ApiError> {
             )
             .with_hint(format!("`banger vm logs {name}` shows the guest console"))
         })?;
-    serde_json::from_value(api(answer)?).map_err(|e| {
-        ApiError::internal(format!(
-            "bangerd sent a health answer banger cannot read: {e}"
-        ))
-    })
+    api(answer)
 }
 
 fn api<T>(result: Result<T, ClientError>) -> Result<T, ApiError> {

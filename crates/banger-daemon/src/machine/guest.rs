@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use banger_agent::client::{AgentClient, Connect};
+use banger_agent_protocol::client::{AgentClient, Connect};
 use banger_api::{ApiError, ErrorCode, ServiceCheck, Vm};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -83,7 +83,7 @@ impl Connect for GuestLink {
             GuestLink::Tcp(addr) => TcpStream::connect(addr).await.map(GuestStream::Tcp),
             GuestLink::HybridVsock(socket) => banger_vmm::firecracker::hybrid_vsock::connect(
                 socket,
-                banger_agent::protocol::VSOCK_PORT,
+                banger_agent_protocol::protocol::VSOCK_PORT,
             )
             .await
             .map(GuestStream::Unix)
@@ -134,7 +134,7 @@ pub fn agent(d: &Daemon, vm: &Vm) -> Result<AgentClient<GuestLink>, ApiError> {
         }
         _ => GuestLink::Tcp(SocketAddr::new(
             vm_ip(vm)?.into(),
-            banger_agent::protocol::TCP_PORT,
+            banger_agent_protocol::protocol::TCP_PORT,
         )),
     };
     Ok(AgentClient::new(link, token.trim().to_owned()))
@@ -308,7 +308,7 @@ pub async fn service_log_tail(
     name: &str,
 ) -> Result<Vec<String>, String> {
     let log = format!("/{}", service_log(name));
-    let request = banger_agent::protocol::ExecRequest::new([
+    let request = banger_agent_protocol::protocol::ExecRequest::new([
         "tail".to_owned(),
         "-n".to_owned(),
         SERVICE_LOG_LINES.to_string(),

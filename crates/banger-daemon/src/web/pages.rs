@@ -369,7 +369,7 @@ pub async fn vm_page(
 pub const GUEST_DEADLINE: Duration = Duration::from_secs(1);
 
 async fn within<T>(
-    answer: impl std::future::Future<Output = Result<T, banger_agent::client::AgentError>>,
+    answer: impl std::future::Future<Output = Result<T, banger_agent_protocol::client::AgentError>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(GUEST_DEADLINE, answer).await {
         Ok(Ok(value)) => Ok(value),

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use std::net::{IpAddr, Ipv4Addr};
 
-use banger_agent::protocol::{Health, ListeningPort, Transport};
+use banger_agent_protocol::protocol::{Health, ListeningPort, Transport};
 use banger_api::{
     Capacity, Image, Operation, OperationKind, OperationState, Stage, StageState, Timestamp, Vm,
     VmRuntime, VmState, validate,
@@ -1635,7 +1635,7 @@ mod tests {
         ImageSource, MemoryCapacity, Package, Progress, ServiceCheck, VmNetwork, VmmKind,
     };
 
-    use banger_agent::protocol::BootStage as GuestBootStage;
+    use banger_agent_protocol::protocol::BootStage as GuestBootStage;
 
     use super::*;
     use crate::web::forms::{

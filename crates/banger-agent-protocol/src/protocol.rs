@@ -22,25 +22,6 @@ pub const TOKEN_FILE: &str = "/etc/banger/agent-token";
 /// one `name milliseconds-since-kernel-start` line each. The health answer starts with them.
 pub const INIT_STAGES_FILE: &str = "/run/banger/boot-stages";
 
-/// The stages of an [`INIT_STAGES_FILE`]; lines that do not parse are skipped (an image with
-/// its own initramfs may leave anything there, or nothing).
-pub fn parse_boot_stages(text: &str) -> Vec<BootStage> {
-    text.lines()
-        .filter_map(|line| {
-            let (name, ms) = line.trim().split_once(' ')?;
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            valid.then_some(())?;
-            Some(BootStage {
-                name: name.to_owned(),
-                at_ms: ms.trim().parse().ok()?,
-            })
-        })
-        .collect()
-}
-
 /// Header carrying the bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 
@@ -431,19 +412,6 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn boot_stages_file_lines() {
-        let stages = parse_boot_stages("init_started 5\n\ngarbage\nx y\ninit_switch_root 2400\n");
-        let got: Vec<(&str, u64)> = stages.iter().map(|s| (s.name.as_str(), s.at_ms)).collect();
-        assert_eq!(got, [("init_started", 5), ("init_switch_root", 2400)]);
-        assert!(parse_boot_stages("").is_empty());
-        assert!(
-            parse_boot_stages("<b> 5\n").is_empty(),
-            "names are plain words"
-        );
-    }
-
     use super::*;
 
     #[test]
