@@ -1,7 +1,8 @@
 //! The virtual machine monitors banger runs VMs with, behind one small [`Vmm`] trait: launch a
 //! VM from a [`VmSpec`] (spawn, configure, start), pause, resume, stop, ask its state, and adopt
 //! a VMM process a previous daemon left running. The Firecracker backend lives in
-//! [`firecracker`], the QEMU microvm backend in [`qemu`]; [`auto`] says which of them
+//! [`firecracker`], the QEMU microvm backend in [`qemu`]; both reach the host (processes,
+//! sockets, files) through [`host`]; [`auto`] says which of them
 //! `vmm = "auto"` picks on this host and why; [`availability`] checks both binaries the way a
 //! launch does and words the result as `banger doctor`'s backend checks; [`supervise`] notices
 //! VMM processes that exit on their own and reads their console; [`reconcile`] decides, as a
@@ -22,6 +23,7 @@ pub mod availability;
 pub mod cgroup;
 mod escalate;
 pub mod firecracker;
+pub mod host;
 pub mod qemu;
 pub mod reconcile;
 pub mod supervise;
@@ -32,6 +34,7 @@ pub use firecracker::{
     BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, JailerBinary, MIN_VERSION,
     Resource, Timeouts, TransportError, Version,
 };
+pub use host::{ProcessHost, RealHost};
 pub use qemu::{Accel, Qemu, QemuBinary, QemuBinaryError, QmpError};
 pub use supervise::{console_tail, exit_code_from_log, watch_exit};
 

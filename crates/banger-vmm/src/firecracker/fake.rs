@@ -14,9 +14,10 @@ use std::time::Duration;
 use banger_host::{ProcessError, Signal};
 
 use super::client::{ApiRequest, ApiResponse, Method, SentRequest, Transport, TransportError};
-use super::host::{ProcessHost, SocketWaitError, firecracker_api_socket};
+use super::launch::firecracker_api_socket;
 use super::{Firecracker, FirecrackerBinary, Timeouts, Version};
 use crate::InstanceState;
+use crate::host::{ProcessHost, SocketWaitError};
 
 /// The pid the first spawned process gets; the next ones count up.
 pub const FIRST_PID: u32 = 4242;

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use banger_host::{CommandRunner, CommandSpec};
 
 use super::binary::{FirecrackerBinary, Version};
-use super::host::ProcessHost;
 use super::launch::{CleanupFailure, MAX_SOCKET_PATH, Resource, record, release_all};
+use crate::host::ProcessHost;
 use crate::{VmSpec, VmmError};
 
 /// The API socket inside the chroot.

@@ -25,7 +25,6 @@ use super::actions::ActionType;
 use super::boot_source::BootSource;
 use super::client::{ApiClient, ApiRequest, Method, json_request};
 use super::drive::Drive;
-use super::host::{ProcessHost, SocketWaitError};
 use super::jail::{self, JailFile, JailPlan};
 use super::logger::{LogLevel, Logger};
 use super::machine_config::MachineConfiguration;
@@ -34,6 +33,7 @@ use super::network_interface::NetworkInterface;
 use super::spare::{Spare, spare_resources};
 use super::vm_config::FullVmConfiguration;
 use super::vsock::Vsock;
+use crate::host::{ProcessHost, SocketWaitError};
 use crate::{VmHandle, VmSpec, VmmError, error_chain};
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -337,6 +337,25 @@ pub fn process_args(spec: &VmSpec) -> Vec<OsString> {
         "--id".into(),
         spec.vm_id.clone().into(),
     ]
+}
+
+/// The API socket a Firecracker command line serves (`--api-sock PATH`), `None` when `argv`
+/// is not a Firecracker's: its program's file name must start with `firecracker`.
+pub fn firecracker_api_socket(argv: &[OsString]) -> Option<PathBuf> {
+    let program = Path::new(argv.first()?).file_name()?.to_str()?;
+    if !program.starts_with("firecracker") {
+        return None;
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--api-sock" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--api-sock=")) {
+            return Some(PathBuf::from(value));
+        }
+    }
+    None
 }
 
 impl Firecracker {

@@ -6,8 +6,8 @@
 //! [`boot_source`], [`drive`], [`network_interface`], [`vsock`], [`actions`], [`logger`],
 //! [`metrics`], [`vm`] (pause/resume), [`instance_info`], [`snapshot`] and [`vm_config`]. The
 //! snapshots of running VMs and the VMs restored from them are [`restore`]'s. The
-//! [`client`] sends them; [`launch`] orders them and rolls back; [`host`] holds the process and
-//! file side effects; [`fake`] stands in for both in tests; [`hybrid_vsock`] connects to a
+//! [`client`] sends them; [`launch`] orders them and rolls back; the process and file side
+//! effects go through [`crate::host`]; `fake` stands in for both in tests; [`hybrid_vsock`] connects to a
 //! guest port through the vsock socket; [`binary`] finds and checks the executable; [`jail`]
 //! runs it behind Firecracker's jailer (own uid, chroot, pid namespace, cgroup limits).
 
@@ -21,7 +21,6 @@ pub mod boot_source;
 pub mod client;
 pub mod drive;
 pub mod fake;
-pub mod host;
 pub mod hybrid_vsock;
 pub mod instance_info;
 pub mod jail;
@@ -45,18 +44,18 @@ mod tests;
 
 pub use binary::{BinaryError, FirecrackerBinary, MIN_VERSION, Version};
 pub use client::{ApiClient, Transport, TransportError, UnixTransport};
-pub use host::{ProcessHost, RealHost};
 pub use jail::{CgroupSupport, JailConfig, JailRecord, JailerBinary, JailerError};
 pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 pub use spare::Spare;
 
 use crate::escalate::{self, Stubborn};
+use crate::host::{ProcessHost, RealHost};
 use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
 use actions::ActionType;
 use banger_host::Signal;
-use host::firecracker_api_socket;
+use launch::firecracker_api_socket;
 use snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 
 /// How long stop, adopt and reconcile give a request to a Firecracker that may be hung.

@@ -350,7 +350,7 @@ impl Firecracker {
 /// drive copies (`snapshot-*`), links Firecracker no longer needs once a snapshot is written or
 /// a restore loaded. A link does not hold an open file: a running restored guest keeps its
 /// memory.
-fn clear_snapshot_links(host: &dyn super::host::ProcessHost, root: &Path) -> std::io::Result<()> {
+fn clear_snapshot_links(host: &dyn crate::host::ProcessHost, root: &Path) -> std::io::Result<()> {
     let prefix = jail::snapshot_drive_name("");
     for path in host.list_dir(root)? {
         let snapshot_file = path

@@ -1,6 +1,7 @@
 //! The Firecracker backend on [`FakeFirecracker`]: the requests it sends, the rollback of every
 //! launch step, stop sequences, adoption and reconcile observations.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1253,4 +1254,36 @@ fn a_second_start_keeps_the_previous_log_aside_and_writes_a_new_one() {
             "{file}: {files:?}"
         );
     }
+}
+
+fn argv(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn api_socket_is_read_from_a_firecracker_command_line() {
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&[
+            "/usr/local/bin/firecracker",
+            "--api-sock",
+            "/run/b/vm.sock",
+            "--id",
+            "vm"
+        ])),
+        Some(PathBuf::from("/run/b/vm.sock"))
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["firecracker", "--api-sock=/s"])),
+        Some(PathBuf::from("/s"))
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["sleep", "--api-sock", "/s"])),
+        None,
+        "another program reusing the pid"
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["firecracker", "--no-api"])),
+        None
+    );
+    assert_eq!(launch::firecracker_api_socket(&[]), None);
 }

@@ -19,7 +19,7 @@ use super::qmp::{QmpCommand, QmpError, QmpTransport};
 use super::{Accel, Qemu, QemuBinary};
 use crate::Timeouts;
 use crate::firecracker::Version;
-use crate::firecracker::host::{ProcessHost, SocketWaitError};
+use crate::host::{ProcessHost, SocketWaitError};
 
 /// The pid the first spawned process gets; the next ones count up.
 pub const FIRST_PID: u32 = 5150;

@@ -19,7 +19,7 @@ use super::command_line::{self, VHOST_VSOCK};
 use super::qmp::{QmpClient, QmpError};
 use super::{LAUNCH_REQUEST, Qemu};
 use crate::firecracker::CleanupFailure;
-use crate::firecracker::host::{ProcessHost, SocketWaitError};
+use crate::host::{ProcessHost, SocketWaitError};
 use crate::{InstanceState, VmHandle, VmSpec, VmmError};
 
 /// How many lines of QEMU's log an error about a dead QEMU carries.

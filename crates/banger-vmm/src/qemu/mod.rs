@@ -8,9 +8,9 @@
 //!
 //! It exists for hosts where Firecracker cannot boot a guest: no `/dev/kvm`, or a paravirtual
 //! `kvm_pvm` that crashes stock kernels. There it runs with TCG ([`Accel`]). [`binary`] finds
-//! and checks the executable; [`launch`] orders the steps and rolls back; [`fake`] stands in for
-//! the process and QMP in tests. Process side effects go through the Firecracker backend's
-//! [`ProcessHost`], which is not specific to Firecracker.
+//! and checks the executable; [`launch`] orders the steps and rolls back; `fake` stands in for
+//! the process and QMP in tests. Process side effects go through [`crate::host`], as
+//! Firecracker's do.
 //!
 //! A root daemon confines each QEMU ([`Confinement`]): once QEMU has opened what it needs (its
 //! disks, tap, log files, QMP socket and `/dev/kvm` or `/dev/vhost-vsock`), it drops to a uid
@@ -44,7 +44,7 @@ pub use binary::{QemuBinary, QemuBinaryError};
 pub use launch::{Resource, release, release_all};
 pub use qmp::{QmpClient, QmpError, QmpTransport, UnixQmp};
 
-use crate::firecracker::host::{ProcessHost, RealHost};
+use crate::host::{ProcessHost, RealHost};
 use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, Timeouts, VmHandle, VmSpec, Vmm, VmmError};
 use command_line::{guest_cid, qmp_socket, vm_name};

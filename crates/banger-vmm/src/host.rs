@@ -1,8 +1,10 @@
-//! The host side effects of running Firecracker (starting and signalling its process, waiting
-//! for its API socket, creating and removing its files, reading `/proc`) behind the
-//! [`ProcessHost`] trait, so that launch, stop and rollback are tested without a binary.
-//! [`RealHost`] does them through banger-host's [`process`](banger_host::process) functions;
-//! [`super::fake::FakeFirecracker`] records them.
+//! The host side effects of running a VMM, whichever backend (starting and signalling its
+//! process, waiting for its API or QMP socket, creating and removing its files, reading
+//! `/proc`, and for Firecracker's jails and QEMU's cgroups directories, mounts and owners)
+//! behind the [`ProcessHost`] trait, so that launch, stop and rollback are tested without a
+//! binary. [`RealHost`] does them through banger-host's [`process`](banger_host::process)
+//! functions; the fake host of the `fake` module (built for tests and with the `fake`
+//! feature) records them.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -25,7 +27,7 @@ pub enum SocketWaitError {
     TimedOut(Duration),
 }
 
-/// The host operations the Firecracker backend performs. Every method is one observable step.
+/// The host operations a VMM backend performs. Every method is one observable step.
 pub trait ProcessHost: Send + Sync + fmt::Debug {
     /// Starts `program` detached, stdout and stderr appended to `output_log`; returns its pid.
     fn spawn(
@@ -81,8 +83,8 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
     /// The Unix sockets directly inside `dir`.
     fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
-    // What a jail needs (see [`super::jail`]). A host that never jails VMs (QEMU's) keeps
-    // these defaults, which refuse.
+    // What Firecracker's jails (see [`crate::firecracker::jail`]) and QEMU's cgroups (see
+    // [`crate::cgroup`]) need. A host that builds neither keeps these defaults, which refuse.
 
     /// Creates `dir` (and its missing parents) with `mode`; one that exists is fine.
     fn create_dir(&self, dir: &Path, _mode: u32) -> io::Result<()> {
@@ -416,60 +418,9 @@ fn read_cmdline(path: &Path) -> Option<Vec<OsString>> {
     )
 }
 
-/// The API socket a Firecracker command line serves (`--api-sock PATH`), `None` when `argv`
-/// is not a Firecracker's: its program's file name must start with `firecracker`.
-pub fn firecracker_api_socket(argv: &[OsString]) -> Option<PathBuf> {
-    let program = Path::new(argv.first()?).file_name()?.to_str()?;
-    if !program.starts_with("firecracker") {
-        return None;
-    }
-    let mut args = argv.iter().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--api-sock" {
-            return args.next().map(PathBuf::from);
-        }
-        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--api-sock=")) {
-            return Some(PathBuf::from(value));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(args: &[&str]) -> Vec<OsString> {
-        args.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn api_socket_is_read_from_a_firecracker_command_line() {
-        assert_eq!(
-            firecracker_api_socket(&argv(&[
-                "/usr/local/bin/firecracker",
-                "--api-sock",
-                "/run/b/vm.sock",
-                "--id",
-                "vm"
-            ])),
-            Some(PathBuf::from("/run/b/vm.sock"))
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["firecracker", "--api-sock=/s"])),
-            Some(PathBuf::from("/s"))
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["sleep", "--api-sock", "/s"])),
-            None,
-            "another program reusing the pid"
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["firecracker", "--no-api"])),
-            None
-        );
-        assert_eq!(firecracker_api_socket(&[]), None);
-    }
 
     #[test]
     fn real_host_files_and_sockets() {
