@@ -84,82 +84,47 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
     fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
     // What Firecracker's jails (see [`crate::firecracker::jail`]) and QEMU's cgroups (see
-    // [`crate::cgroup`]) need. A host that builds neither keeps these defaults, which refuse.
+    // [`crate::cgroup`]) are made of.
 
     /// Creates `dir` (and its missing parents) with `mode`; one that exists is fine.
-    fn create_dir(&self, dir: &Path, _mode: u32) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn create_dir(&self, dir: &Path, mode: u32) -> io::Result<()>;
 
     /// Removes the directory tree `dir`; one that does not exist is not an error.
-    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
 
     /// Removes the empty directory `dir` (a cgroup); one that does not exist is not an error.
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// The entries directly inside `dir`.
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Err(no_jails(dir))
-    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
     /// Makes `link` a hard link to `target`; fails with `EXDEV` across filesystems.
-    fn hard_link(&self, _target: &Path, link: &Path) -> io::Result<()> {
-        Err(no_jails(link))
-    }
+    fn hard_link(&self, target: &Path, link: &Path) -> io::Result<()>;
 
     /// Creates `mount_point` as an empty file and binds the file `source` onto it.
-    fn bind_mount(&self, _source: &Path, mount_point: &Path) -> io::Result<()> {
-        Err(no_jails(mount_point))
-    }
+    fn bind_mount(&self, source: &Path, mount_point: &Path) -> io::Result<()>;
 
     /// Detaches the mount at `mount_point`; one that is not mounted is not an error.
-    fn unmount(&self, mount_point: &Path) -> io::Result<()> {
-        Err(no_jails(mount_point))
-    }
+    fn unmount(&self, mount_point: &Path) -> io::Result<()>;
 
     /// The mount points at or below `dir`.
-    fn mounts_under(&self, _dir: &Path) -> Vec<PathBuf> {
-        Vec::new()
-    }
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf>;
 
     /// The owner, group and permission bits of `path` (not following a final symlink).
-    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
-        Err(no_jails(path))
-    }
+    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)>;
 
-    fn chown(&self, path: &Path, _uid: u32, _gid: u32) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
 
-    fn chmod(&self, path: &Path, _mode: u32) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()>;
 
-    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        Err(no_jails(path))
-    }
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
 
     /// Writes `path` whole, mode 0600 when created.
-    fn write_file(&self, path: &Path, _contents: &[u8]) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
 
     /// Gives the existing tap `name` to `uid` (and the gid of the same number), so that a
     /// VMM running as them may open it.
-    fn give_tap(&self, name: &str, _uid: u32) -> io::Result<()> {
-        Err(no_jails(Path::new(name)))
-    }
-}
-
-fn no_jails(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{}: this host builds no jails", path.display()),
-    )
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()>;
 }
 
 /// The real host.

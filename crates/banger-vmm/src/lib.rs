@@ -22,6 +22,8 @@ pub mod auto;
 pub mod availability;
 pub mod cgroup;
 mod escalate;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod firecracker;
 pub mod host;
 pub mod qemu;

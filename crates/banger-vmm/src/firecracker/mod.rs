@@ -20,6 +20,7 @@ pub mod binary;
 pub mod boot_source;
 pub mod client;
 pub mod drive;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod hybrid_vsock;
 pub mod instance_info;

@@ -32,6 +32,7 @@ use crate::escalate::{self, Stubborn};
 pub mod accel;
 pub mod binary;
 pub mod command_line;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod launch;
 pub mod qmp;
