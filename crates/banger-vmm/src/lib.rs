@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod auto;
 pub mod availability;
+#[cfg(test)]
+mod backend_tests;
 pub mod cgroup;
 mod escalate;
 #[cfg(any(test, feature = "fake"))]

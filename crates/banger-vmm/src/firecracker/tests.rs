@@ -5,13 +5,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fake::{FIRST_PID, FakeFirecracker, INJECTED};
+use super::fake::{FIRST_PID, FakeFirecracker, FirecrackerVmm, INJECTED};
 use super::snapshot::{
     MemoryBackend, MemoryBackendType, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams,
     SnapshotType, VsockOverride,
 };
 use super::*;
-use crate::reconcile::{self, Action, KillReason, Record, StopReason};
+use crate::backend_tests::{self, Harness};
 use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
 const API: &str = "/run/banger/vms/vm-1.sock";
@@ -468,22 +468,33 @@ fn after_launch(fake: &FakeFirecracker) -> Vec<String> {
     fake.journal()[launch_journal().len()..].to_vec()
 }
 
+impl Harness for FirecrackerVmm {
+    fn backend(fake: &FakeFirecracker) -> Box<dyn Vmm> {
+        Box::new(fake.backend())
+    }
+
+    fn launched(fake: &FakeFirecracker) -> VmHandle {
+        launched(fake)
+    }
+
+    fn after_launch(fake: &FakeFirecracker) -> Vec<String> {
+        after_launch(fake)
+    }
+
+    fn ignoring_the_request(fake: FakeFirecracker) -> FakeFirecracker {
+        fake.ignoring_ctrl_alt_del()
+    }
+
+    const REQUEST: [&'static str; 2] = ["GET /", "PUT /actions"];
+
+    fn sockets() -> Vec<String> {
+        strings(&[VSOCK, API])
+    }
+}
+
 #[test]
 fn stop_asks_the_guest_first() {
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::ShutDown);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "GET /",
-            "PUT /actions",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {VSOCK}"),
-            &format!("remove {API}"),
-        ])
-    );
+    let fake = backend_tests::stop_asks_the_guest_first::<FirecrackerVmm>();
     let last = fake
         .requests()
         .last()
@@ -497,42 +508,11 @@ fn stop_asks_the_guest_first() {
 
 #[test]
 fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
-    let fake = FakeFirecracker::new().ignoring_ctrl_alt_del();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "GET /",
-            "PUT /actions",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {VSOCK}"),
-            &format!("remove {API}"),
-        ])
-    );
-
-    let fake = FakeFirecracker::new()
-        .ignoring_ctrl_alt_del()
-        .ignoring_term();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::Killed);
-    assert_eq!(
-        after_launch(&fake)[3..6],
-        strings(&[
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGKILL"),
-        ])
-    );
-    assert!(fake.running().is_empty());
+    backend_tests::stop_terminates_then_kills_a_guest_that_does_not_listen::<FirecrackerVmm>();
 }
 
 #[test]
-fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
+fn stop_skips_the_key_press_for_a_paused_guest() {
     let fake = FakeFirecracker::new().with_version("1.17.0");
     let vm = launched(&fake);
     fake.backend().pause(&vm).unwrap();
@@ -564,57 +544,28 @@ fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
         ])
     );
     assert!(fake.running().is_empty());
+}
 
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::ZERO).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake)[0],
-        format!("signal {FIRST_PID} SIGTERM")
-    );
+#[test]
+fn stop_with_a_zero_timeout_terminates_at_once() {
+    backend_tests::stop_with_a_zero_timeout_terminates_at_once::<FirecrackerVmm>();
 }
 
 #[test]
 fn stopping_a_crashed_vmm_only_releases_its_sockets() {
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    fake.crash(vm.pid);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::AlreadyExited);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[&format!("remove {VSOCK}"), &format!("remove {API}")])
-    );
+    backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<FirecrackerVmm>();
 }
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let fake = FakeFirecracker::new();
-    let mut vm = launched(&fake);
-    fake.crash(vm.pid);
-    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
-    assert_eq!(
-        fake.backend().stop(&vm, Duration::from_secs(5)).unwrap(),
-        StopOutcome::AlreadyExited
-    );
-    assert!(fake.alive(vm.pid), "the other process lives on");
-    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+    backend_tests::a_reused_pid_is_never_signalled::<FirecrackerVmm>(|fake| {
+        fake.add_other_process(&["/usr/bin/sleep", "1000"])
+    });
 }
 
 #[test]
 fn a_failing_socket_removal_is_reported_by_stop() {
-    let fake = FakeFirecracker::new().fail(format!("remove {VSOCK}"));
-    let vm = launched(&fake);
-    let err = fake.backend().stop(&vm, Duration::ZERO).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("cannot release cannot remove {VSOCK}: injected failure")
-    );
-    assert_eq!(
-        after_launch(&fake).last().unwrap(),
-        &format!("remove {API}")
-    );
+    backend_tests::a_failing_socket_removal_is_reported_by_stop::<FirecrackerVmm>();
 }
 
 #[test]
@@ -763,53 +714,13 @@ fn reconcile_after_a_daemon_restart() {
         InstanceState::Running,
     );
 
-    let records = vec![
-        Record {
-            vm_id: "vm-1".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(alive.pid),
-            api_socket: Some(alive.api_socket.clone()),
-            vsock_socket: alive.vsock_socket.clone(),
-            identity_pending: false,
-        },
-        Record {
-            vm_id: "vm-2".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(crashed.pid),
-            api_socket: Some(crashed.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-    ];
-    let observations: Vec<_> = records
-        .iter()
-        .map(|r| Some(fc.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
-        .collect();
-    let scan = fc.scan(dir);
-    assert_eq!(
-        reconcile::decide(&records, &observations, &scan),
-        vec![
-            Action::Adopt {
-                vm_id: "vm-1".into(),
-                pid: alive.pid,
-                state: InstanceState::Running
-            },
-            Action::MarkStopped {
-                vm_id: "vm-2".into(),
-                reason: StopReason::ProcessGone
-            },
-            Action::Kill {
-                pid: orphan,
-                api_socket: dir.join("lost.sock"),
-                reason: KillReason::Orphan
-            },
-            Action::RemoveSocket {
-                path: dir.join("lost.sock")
-            },
-            Action::RemoveSocket {
-                path: dir.join("vm-2.sock")
-            },
-        ]
+    backend_tests::reconcile_after_a_daemon_restart(
+        dir,
+        &alive,
+        &crashed,
+        orphan,
+        |pid, socket| fc.observe(pid, socket),
+        fc.scan(dir),
     );
 }
 

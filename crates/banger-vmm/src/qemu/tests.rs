@@ -5,9 +5,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fake::{FIRST_PID, FakeQemu, INJECTED};
+use super::fake::{FIRST_PID, FakeQemu, INJECTED, QemuVmm};
 use super::*;
-use crate::reconcile::{self, Action, KillReason, Record, StopReason};
+use crate::backend_tests::{self, Harness};
 use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
 const QMP: &str = "/run/banger/vms/vm-1.sock";
@@ -454,74 +454,42 @@ fn after_launch(fake: &FakeQemu) -> Vec<String> {
     fake.journal()[launch_journal().len()..].to_vec()
 }
 
+impl Harness for QemuVmm {
+    fn backend(fake: &FakeQemu) -> Box<dyn Vmm> {
+        Box::new(fake.backend(Accel::Tcg))
+    }
+
+    fn launched(fake: &FakeQemu) -> VmHandle {
+        launched(fake)
+    }
+
+    fn after_launch(fake: &FakeQemu) -> Vec<String> {
+        after_launch(fake)
+    }
+
+    fn ignoring_the_request(fake: FakeQemu) -> FakeQemu {
+        fake.ignoring_powerdown()
+    }
+
+    const REQUEST: [&'static str; 2] = ["qmp query-status", "qmp system_powerdown"];
+
+    fn sockets() -> Vec<String> {
+        strings(&[QMP])
+    }
+}
+
 #[test]
 fn stop_presses_the_power_button_first() {
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::ShutDown);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "qmp query-status",
-            "qmp system_powerdown",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-    assert!(fake.sockets().is_empty());
+    backend_tests::stop_asks_the_guest_first::<QemuVmm>();
 }
 
 #[test]
 fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
-    let fake = FakeQemu::new().ignoring_powerdown();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "qmp query-status",
-            "qmp system_powerdown",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-
-    let fake = FakeQemu::new().ignoring_powerdown().ignoring_term();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::Killed);
-    assert_eq!(
-        after_launch(&fake)[3..],
-        strings(&[
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGKILL"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-    assert!(fake.running().is_empty());
-    assert!(
-        fake.sockets().is_empty(),
-        "a killed QEMU's socket is removed"
-    );
+    backend_tests::stop_terminates_then_kills_a_guest_that_does_not_listen::<QemuVmm>();
 }
 
 #[test]
-fn stop_skips_the_button_for_a_paused_guest_or_a_zero_timeout() {
+fn stop_skips_the_button_for_a_paused_guest() {
     let fake = FakeQemu::new();
     let qemu = fake.backend(Accel::Tcg);
     let vm = launched(&fake);
@@ -539,59 +507,28 @@ fn stop_skips_the_button_for_a_paused_guest_or_a_zero_timeout() {
             &format!("wait-exit {FIRST_PID}")
         ])
     );
+}
 
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend(Accel::Tcg).stop(&vm, Duration::ZERO).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake)[0],
-        format!("signal {FIRST_PID} SIGTERM")
-    );
+#[test]
+fn stop_with_a_zero_timeout_terminates_at_once() {
+    backend_tests::stop_with_a_zero_timeout_terminates_at_once::<QemuVmm>();
 }
 
 #[test]
 fn stopping_a_crashed_qemu_only_releases_its_socket() {
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    fake.crash(vm.pid);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::AlreadyExited);
-    assert_eq!(after_launch(&fake), strings(&[&format!("remove {QMP}")]));
-    assert!(fake.sockets().is_empty());
+    backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<QemuVmm>();
 }
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let fake = FakeQemu::new();
-    let mut vm = launched(&fake);
-    fake.crash(vm.pid);
-    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
-    assert_eq!(
-        fake.backend(Accel::Tcg)
-            .stop(&vm, Duration::from_secs(5))
-            .unwrap(),
-        StopOutcome::AlreadyExited
-    );
-    assert!(fake.alive(vm.pid), "the other process lives on");
-    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+    backend_tests::a_reused_pid_is_never_signalled::<QemuVmm>(|fake| {
+        fake.add_other_process(&["/usr/bin/sleep", "1000"])
+    });
 }
 
 #[test]
 fn a_failing_socket_removal_is_reported_by_stop() {
-    let fake = FakeQemu::new().fail(format!("remove {QMP}"));
-    let vm = launched(&fake);
-    let err = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::ZERO)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("cannot release cannot remove {QMP}: injected failure")
-    );
+    backend_tests::a_failing_socket_removal_is_reported_by_stop::<QemuVmm>();
 }
 
 #[test]
@@ -718,53 +655,13 @@ fn reconcile_after_a_daemon_restart() {
         "running",
     );
 
-    let records = vec![
-        Record {
-            vm_id: "vm-1".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(alive.pid),
-            api_socket: Some(alive.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-        Record {
-            vm_id: "vm-2".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(crashed.pid),
-            api_socket: Some(crashed.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-    ];
-    let observations: Vec<_> = records
-        .iter()
-        .map(|r| Some(qemu.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
-        .collect();
-    let scan = qemu.scan(dir);
-    assert_eq!(
-        reconcile::decide(&records, &observations, &scan),
-        vec![
-            Action::Adopt {
-                vm_id: "vm-1".into(),
-                pid: alive.pid,
-                state: InstanceState::Running
-            },
-            Action::MarkStopped {
-                vm_id: "vm-2".into(),
-                reason: StopReason::ProcessGone
-            },
-            Action::Kill {
-                pid: orphan,
-                api_socket: dir.join("lost.sock"),
-                reason: KillReason::Orphan
-            },
-            Action::RemoveSocket {
-                path: dir.join("lost.sock")
-            },
-            Action::RemoveSocket {
-                path: dir.join("vm-2.sock")
-            },
-        ]
+    backend_tests::reconcile_after_a_daemon_restart(
+        dir,
+        &alive,
+        &crashed,
+        orphan,
+        |pid, socket| qemu.observe(pid, socket),
+        qemu.scan(dir),
     );
 }
 
