@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FirecrackerError;
 use crate::escalate::{self, Stubborn};
 use banger_host::ProcessError;
 
@@ -512,7 +513,7 @@ impl Firecracker {
                         &process_args(spec),
                         &spec.paths.console_log,
                     )
-                    .map_err(VmmError::Spawn)?;
+                    .map_err(FirecrackerError::Spawn)?;
                 record(acquired, Resource::Process { pid });
                 // The socket is Firecracker's from the moment it starts; recorded before the
                 // wait so that a socket which appears late is still removed.
@@ -539,7 +540,7 @@ impl Firecracker {
                 }
                 let jailer = host
                     .spawn(&jail.jailer.path, &args, &spec.paths.console_log)
-                    .map_err(VmmError::Spawn)?;
+                    .map_err(FirecrackerError::Spawn)?;
                 record(acquired, Resource::Process { pid: jailer });
                 record(
                     acquired,
@@ -581,12 +582,12 @@ impl Firecracker {
         self.host
             .wait_for_socket(api_socket, pid, self.timeouts.api_socket)
             .map_err(|e| match e {
-                SocketWaitError::Exited => VmmError::Exited {
+                SocketWaitError::Exited => FirecrackerError::Exited {
                     pid,
                     during: "before opening its API socket".into(),
                     console: Vec::new(),
                 },
-                SocketWaitError::TimedOut(timeout) => VmmError::SocketTimeout {
+                SocketWaitError::TimedOut(timeout) => FirecrackerError::SocketTimeout {
                     socket: api_socket.clone(),
                     timeout,
                 },
@@ -636,20 +637,22 @@ impl Firecracker {
         };
         let console = || crate::console_tail(console_log, CONSOLE_LINES).unwrap_or_default();
         match error {
-            VmmError::Exited { pid, during, .. } => VmmError::Exited {
-                pid,
-                during,
-                console: console(),
-            },
-            VmmError::Transport { .. } | VmmError::SocketTimeout { .. }
-                if !self.host.pid_alive(pid) =>
-            {
-                VmmError::Exited {
+            VmmError::Firecracker(FirecrackerError::Exited { pid, during, .. }) => {
+                FirecrackerError::Exited {
                     pid,
-                    during: "while being configured".into(),
+                    during,
                     console: console(),
                 }
+                .into()
             }
+            VmmError::Firecracker(
+                FirecrackerError::Transport { .. } | FirecrackerError::SocketTimeout { .. },
+            ) if !self.host.pid_alive(pid) => FirecrackerError::Exited {
+                pid,
+                during: "while being configured".into(),
+                console: console(),
+            }
+            .into(),
             other => other,
         }
     }

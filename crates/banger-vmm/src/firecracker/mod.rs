@@ -50,6 +50,7 @@ pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 pub use spare::Spare;
 
+use crate::FirecrackerError;
 use crate::escalate::{self, Stubborn};
 use crate::host::{ProcessHost, RealHost};
 use crate::reconcile::{HostScan, Observation};
@@ -292,7 +293,7 @@ impl Firecracker {
         if self.host.is_stopped(vm.pid) {
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             api.patch_vm(vm::VmState::Paused)
                 .map_err(|e| self.not_running_or(vm, e))?;
         }
@@ -331,7 +332,7 @@ impl Firecracker {
         if frozen {
             self.host
                 .signal(pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
         }
         let ask_guest = || {
             if frozen {
@@ -366,8 +367,8 @@ impl Firecracker {
             ask_guest,
         )
         .map_err(|e| match e {
-            Stubborn::Signal(e) => VmmError::Signal(e),
-            Stubborn::StillRunning => VmmError::StillRunning { pid },
+            Stubborn::Signal(e) => FirecrackerError::Signal(e).into(),
+            Stubborn::StillRunning => FirecrackerError::StillRunning { pid }.into(),
         })
     }
 
@@ -395,7 +396,9 @@ impl Firecracker {
 
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
         match error {
-            VmmError::Transport { .. } if !self.host.pid_alive(vm.pid) => {
+            VmmError::Firecracker(FirecrackerError::Transport { .. })
+                if !self.host.pid_alive(vm.pid) =>
+            {
                 VmmError::NotRunning { pid: vm.pid }
             }
             other => other,
@@ -419,14 +422,15 @@ impl Firecracker {
                 return Err(VmmError::NotRunning { pid });
             }
             if std::time::Instant::now() >= deadline {
-                return Err(VmmError::Signal(banger_host::ProcessError::Signal {
+                return Err(FirecrackerError::Signal(banger_host::ProcessError::Signal {
                     pid,
                     signal: sent,
                     source: std::io::Error::other(format!(
                         "the process did not {} within {SETTLE:?}",
                         if want_stopped { "stop" } else { "continue" }
                     )),
-                }));
+                })
+                .into());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -483,7 +487,7 @@ impl Vmm for Firecracker {
             tracing::info!(pid = vm.pid, %version, "pausing Firecracker with SIGSTOP");
             self.host
                 .signal(vm.pid, Signal::Stop)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             return self.settle(vm.pid, Signal::Stop);
         }
         api.patch_vm(vm::VmState::Paused)
@@ -496,7 +500,7 @@ impl Vmm for Firecracker {
         if self.host.is_stopped(vm.pid) {
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             return self.settle(vm.pid, Signal::Cont);
         }
         self.client(&vm.api_socket)

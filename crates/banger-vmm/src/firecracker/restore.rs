@@ -23,6 +23,7 @@ use super::snapshot::{
     SnapshotType, VsockOverride,
 };
 use super::vm::VmState;
+use crate::FirecrackerError;
 use crate::{InstanceState, VmHandle, VmSpec, VmmError};
 use banger_host::Signal;
 
@@ -189,7 +190,7 @@ impl Firecracker {
             // Firecracker only snapshots a VM it paused itself, and its process must run.
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             self.settle(vm.pid, Signal::Cont)?;
         }
         if frozen || was_running {

@@ -11,6 +11,7 @@ use super::snapshot::{
     SnapshotType, VsockOverride,
 };
 use super::*;
+use crate::FirecrackerError;
 use crate::backend_tests::{self, Harness};
 use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
@@ -310,11 +311,11 @@ fn a_refused_request_is_reported_with_firecrackers_words() {
     let fake = FakeFirecracker::new().fail("PUT /boot-source");
     let err = fake.backend().launch(&spec()).unwrap_err();
     match err.root() {
-        VmmError::Api {
+        VmmError::Firecracker(FirecrackerError::Api {
             resource,
             status,
             fault_message,
-        } => {
+        }) => {
             assert_eq!(resource, "PUT /boot-source");
             assert_eq!(*status, 400);
             assert_eq!(fault_message, INJECTED);
@@ -382,7 +383,7 @@ fn a_firecracker_that_dies_at_start_is_reported_with_its_console() {
     let fake = FakeFirecracker::new().dying_at_start();
     let err = fake.backend().launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::Exited { pid, during, .. }
+        matches!(err.root(), VmmError::Firecracker(FirecrackerError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "before opening its API socket"),
         "{err:?}"
     );

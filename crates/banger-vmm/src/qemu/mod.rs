@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::QemuError;
 use crate::escalate::{self, Stubborn};
 
 pub mod accel;
@@ -276,17 +277,17 @@ impl Qemu {
             ask_guest,
         )
         .map_err(|e| match e {
-            Stubborn::Signal(e) => VmmError::QemuSignal(e),
-            Stubborn::StillRunning => VmmError::QemuStillRunning { pid },
+            Stubborn::Signal(e) => QemuError::Signal(e).into(),
+            Stubborn::StillRunning => QemuError::StillRunning { pid }.into(),
         })
     }
 
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
         match error {
-            VmmError::Qmp {
+            VmmError::Qemu(QemuError::Qmp {
                 source: QmpError::Connect(_) | QmpError::Closed,
                 ..
-            } if !self.host.pid_alive(vm.pid) => VmmError::NotRunning { pid: vm.pid },
+            }) if !self.host.pid_alive(vm.pid) => VmmError::NotRunning { pid: vm.pid },
             other => other,
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::fake::{FIRST_PID, FakeQemu, INJECTED, QemuVmm};
 use super::*;
+use crate::QemuError;
 use crate::backend_tests::{self, Harness};
 use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
@@ -355,7 +356,7 @@ fn a_qemu_that_dies_at_start_is_reported_with_its_log() {
     let fake = FakeQemu::new().dying_at_start();
     let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+        matches!(err.root(), VmmError::Qemu(QemuError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "before opening its QMP socket"),
         "{err:?}"
     );
@@ -375,7 +376,7 @@ fn a_qemu_that_exits_while_starting_is_reported_as_exited() {
     let fake = FakeQemu::new().exiting_on_cont();
     let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+        matches!(err.root(), VmmError::Qemu(QemuError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "while starting the guest"),
         "{err:?}"
     );
