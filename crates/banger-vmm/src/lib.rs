@@ -2,7 +2,8 @@
 //! VM from a [`VmSpec`] (spawn, configure, start), pause, resume, stop, ask its state, and adopt
 //! a VMM process a previous daemon left running. The Firecracker backend lives in
 //! [`firecracker`], the QEMU microvm backend in [`qemu`]; both reach the host (processes,
-//! sockets, files) through [`host`]; [`auto`] says which of them
+//! sockets, files) through [`host`], which `fake` (built for tests and with the `fake` feature)
+//! stands in for, each backend's fake VMM on top; [`auto`] says which of them
 //! `vmm = "auto"` picks on this host and why; [`availability`] checks both binaries the way a
 //! launch does and words the result as `banger doctor`'s backend checks; [`supervise`] notices
 //! VMM processes that exit on their own and reads their console; [`reconcile`] decides, as a
