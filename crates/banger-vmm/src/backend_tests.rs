@@ -1,5 +1,5 @@
-//! What both backends do alike, tested once and run by each backend's tests on its fake host:
-//! the stop sequence (ask the guest, terminate, kill, then remove the sockets), a stop after a
+//! What both backends do alike, tested once and run by each backend's tests on its fake host
+//! with the same VM ([`spec`]): the stop sequence (ask the guest, terminate, kill, then remove the sockets), a stop after a
 //! crash or with a zero timeout, a pid another process reused, a socket removal that fails,
 //! and what reconcile decides after a daemon restart. A backend's tests implement [`Harness`]
 //! for its [`FakeVmm`] and call these with it.
@@ -9,7 +9,65 @@ use std::time::Duration;
 
 use crate::fake::{FakeHost, FakeVmm, INJECTED};
 use crate::reconcile::{self, Action, HostScan, KillReason, Observation, Record, StopReason};
-use crate::{InstanceState, StopOutcome, VmHandle, Vmm};
+use crate::{
+    DriveSpec, InstanceState, NetSpec, StopOutcome, VmHandle, VmPaths, VmSpec, Vmm, VsockSpec,
+};
+
+/// The VM the backends' tests run: `vm-1` with 2 vCPUs and 1 GiB, the kernel, initrd and
+/// read-only root of the image in `image`, an overlay and a work disk in `vm_dir`, a tap, a
+/// vsock, its console log in `vm_dir` and its VMM's log `vmm_log` there too.
+pub(crate) fn spec(
+    image: &str,
+    vm_dir: &str,
+    boot_args: &str,
+    api_socket: &str,
+    vmm_log: &str,
+) -> VmSpec {
+    let image = Path::new(image);
+    let vm = Path::new(vm_dir);
+    VmSpec {
+        vm_id: "vm-1".into(),
+        vcpus: 2,
+        memory_mib: 1024,
+        kernel: image.join("vmlinux"),
+        initrd: Some(image.join("initrd")),
+        boot_args: boot_args.into(),
+        drives: vec![
+            DriveSpec {
+                id: "rootfs".into(),
+                path: image.join("rootfs.ext4"),
+                read_only: true,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "overlay".into(),
+                path: vm.join("overlay.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+            DriveSpec {
+                id: "work".into(),
+                path: vm.join("work.ext4"),
+                read_only: false,
+                is_root: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: "bt-0123456789ab".into(),
+            mac: "06:00:ac:1e:00:02".into(),
+        }),
+        vsock: Some(VsockSpec {
+            cid: 3,
+            uds_path: "/run/banger/vms/vm-1.vsock".into(),
+        }),
+        paths: VmPaths {
+            api_socket: api_socket.into(),
+            console_log: vm.join("console.log"),
+            vmm_log: vm.join(vmm_log),
+            metrics: vm.join("metrics.json"),
+        },
+    }
+}
 
 /// A backend on its fake host, as the shared tests drive it.
 pub(crate) trait Harness: FakeVmm {

@@ -13,56 +13,18 @@ use super::snapshot::{
 use super::*;
 use crate::FirecrackerError;
 use crate::backend_tests::{self, Harness};
-use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
 const API: &str = "/run/banger/vms/vm-1.sock";
 const VSOCK: &str = "/run/banger/vms/vm-1.vsock";
 
 fn spec() -> VmSpec {
-    let image = Path::new("/var/lib/banger/images/01j9image");
-    let vm = Path::new("/var/lib/banger/vms/vm-1");
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: "console=ttyS0 reboot=k panic=1 i8042.noaux quiet".into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: vm.join("work.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: VSOCK.into(),
-        }),
-        paths: VmPaths {
-            api_socket: API.into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join("firecracker.log"),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    backend_tests::spec(
+        "/var/lib/banger/images/01j9image",
+        "/var/lib/banger/vms/vm-1",
+        "console=ttyS0 reboot=k panic=1 i8042.noaux quiet",
+        API,
+        "firecracker.log",
+    )
 }
 
 /// The requests a fake received: `METHOD /path`, the socket, and the body exactly as sent.

@@ -9,56 +9,18 @@ use super::fake::{FIRST_PID, FakeQemu, INJECTED, QemuVmm};
 use super::*;
 use crate::QemuError;
 use crate::backend_tests::{self, Harness};
-use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
 
 const QMP: &str = "/run/banger/vms/vm-1.sock";
 const VM_DIR: &str = "/var/lib/banger/vms/vm-1";
 
 fn spec() -> VmSpec {
-    let image = Path::new("/var/lib/banger/images/01j9image");
-    let vm = Path::new(VM_DIR);
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: "console=ttyS0 reboot=k panic=1 quiet".into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: vm.join("work.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: "/run/banger/vms/vm-1.vsock".into(),
-        }),
-        paths: VmPaths {
-            api_socket: QMP.into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join("qemu.log"),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    backend_tests::spec(
+        "/var/lib/banger/images/01j9image",
+        VM_DIR,
+        "console=ttyS0 reboot=k panic=1 quiet",
+        QMP,
+        "qemu.log",
+    )
 }
 
 fn strings(lines: &[&str]) -> Vec<String> {
