@@ -1,8 +1,8 @@
 //! What both backends do alike, tested once and run by each backend's tests on its fake host
-//! with the same VM ([`spec`]): the stop sequence (ask the guest, terminate, kill, then remove the sockets), a stop after a
-//! crash or with a zero timeout, a pid another process reused, a socket removal that fails,
-//! and what reconcile decides after a daemon restart. A backend's tests implement [`Harness`]
-//! for its [`FakeVmm`] and call these with it.
+//! with the same VM ([`spec`]): the stop sequence (ask the guest, terminate, kill, then remove
+//! the sockets), a stop after a crash or with a zero timeout, a pid another process reused, a
+//! socket removal that fails, and what reconcile decides after a daemon restart. A backend's
+//! tests implement [`Harness`] for its [`FakeVmm`] and call these with it.
 
 use std::path::Path;
 use std::time::Duration;

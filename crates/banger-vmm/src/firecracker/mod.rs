@@ -7,9 +7,10 @@
 //! [`metrics`], [`vm`] (pause/resume), [`instance_info`], [`snapshot`] and [`vm_config`]. The
 //! snapshots of running VMs and the VMs restored from them are [`restore`]'s. The
 //! [`client`] sends them; [`launch`] orders them and rolls back; the process and file side
-//! effects go through [`crate::host`]; `fake` stands in for both in tests; [`hybrid_vsock`] connects to a
-//! guest port through the vsock socket; [`binary`] finds and checks the executable; [`jail`]
-//! runs it behind Firecracker's jailer (own uid, chroot, pid namespace, cgroup limits).
+//! effects go through [`crate::host`]; `fake` stands in for both in tests; [`hybrid_vsock`]
+//! connects to a guest port through the vsock socket; [`binary`] finds and checks the
+//! executable; [`jail`] runs it behind Firecracker's jailer (own uid, chroot, pid namespace,
+//! cgroup limits). Its own failures are [`crate::FirecrackerError`]s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! `kvm_pvm` that crashes stock kernels. There it runs with TCG ([`Accel`]). [`binary`] finds
 //! and checks the executable; [`launch`] orders the steps and rolls back; `fake` stands in for
 //! the process and QMP in tests. Process side effects go through [`crate::host`], as
-//! Firecracker's do.
+//! Firecracker's do; its own failures are [`crate::QemuError`]s.
 //!
 //! A root daemon confines each QEMU ([`Confinement`]): once QEMU has opened what it needs (its
 //! disks, tap, log files, QMP socket and `/dev/kvm` or `/dev/vhost-vsock`), it drops to a uid

@@ -8,7 +8,7 @@
 //! means a daemon restart, a second banger process or a user's `socat` never finds it taken.
 //!
 //! The [`QmpTransport`] trait is what the backend talks to; [`UnixQmp`] is the real one and
-//! [`super::fake::FakeQemu`] answers like QEMU does in tests.
+//! `FakeQemu` (in `qemu::fake`, built for tests) answers like QEMU does.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
