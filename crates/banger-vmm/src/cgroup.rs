@@ -18,8 +18,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::firecracker::host::ProcessHost;
 use crate::firecracker::jail::{CONTROLLERS, CPU_PERIOD_US, CgroupSupport, PARENT_CGROUP};
+use crate::host::ProcessHost;
 
 /// How long a removal waits for an exited VMM to leave its cgroup (the kernel takes it out as
 /// the process is reaped).

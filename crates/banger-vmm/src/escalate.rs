@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use banger_host::{ProcessError, Signal};
 
-use crate::firecracker::ProcessHost;
+use crate::host::ProcessHost;
 use crate::{StopOutcome, Timeouts, VmmError};
 
 /// Removes a socket file nobody listens on (left by a VMM that died); refuses one a live process

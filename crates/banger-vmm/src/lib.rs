@@ -1,7 +1,9 @@
 //! The virtual machine monitors banger runs VMs with, behind one small [`Vmm`] trait: launch a
 //! VM from a [`VmSpec`] (spawn, configure, start), pause, resume, stop, ask its state, and adopt
 //! a VMM process a previous daemon left running. The Firecracker backend lives in
-//! [`firecracker`], the QEMU microvm backend in [`qemu`]; [`auto`] says which of them
+//! [`firecracker`], the QEMU microvm backend in [`qemu`]; both reach the host (processes,
+//! sockets, files) through [`host`], which `fake` (built for tests and with the `fake` feature)
+//! stands in for, each backend's fake VMM on top; [`auto`] says which of them
 //! `vmm = "auto"` picks on this host and why; [`availability`] checks both binaries the way a
 //! launch does and words the result as `banger doctor`'s backend checks; [`supervise`] notices
 //! VMM processes that exit on their own and reads their console; [`reconcile`] decides, as a
@@ -19,9 +21,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod auto;
 pub mod availability;
+#[cfg(test)]
+mod backend_tests;
 pub mod cgroup;
 mod escalate;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod firecracker;
+pub mod host;
 pub mod qemu;
 pub mod reconcile;
 pub mod supervise;
@@ -32,6 +39,7 @@ pub use firecracker::{
     BinaryError, CleanupFailure, Firecracker, FirecrackerBinary, JailerBinary, MIN_VERSION,
     Resource, Timeouts, TransportError, Version,
 };
+pub use host::{ProcessHost, RealHost};
 pub use qemu::{Accel, Qemu, QemuBinary, QemuBinaryError, QmpError};
 pub use supervise::{console_tail, exit_code_from_log, watch_exit};
 
@@ -188,13 +196,65 @@ pub enum VmmError {
     #[error("invalid VM spec: {0}")]
     InvalidSpec(String),
 
+    /// What only the Firecracker backend runs into.
+    #[error(transparent)]
+    Firecracker(#[from] FirecrackerError),
+
+    /// What only the QEMU backend runs into.
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+
+    #[error("{} belongs to a running process", path.display())]
+    SocketInUse { path: PathBuf },
+
+    #[error("cannot prepare {}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the VMM process {pid} is not running")]
+    NotRunning { pid: u32 },
+
+    /// What [`Vmm::launch_beside`] ran beside the launch failed.
+    #[error("{0}")]
+    Beside(String),
+
+    /// A launch failed and was rolled back; `cleanup` lists the rollback steps that failed too.
+    #[error("cannot launch VM {vm_id}{}", cleanup_suffix(cleanup))]
+    Launch {
+        vm_id: String,
+        #[source]
+        error: Box<VmmError>,
+        cleanup: Vec<CleanupFailure>,
+    },
+
+    /// The VM's cgroup could not be made, or its VMM not moved into it.
+    #[error("cannot confine the VMM to its cgroup: {0}")]
+    Cgroup(#[source] std::io::Error),
+
+    /// The VMM runs but its guest does not, and cannot be resumed (it crashed, panicked or
+    /// hit an emulation error); `status` is the VMM's own word for it.
+    #[error("the guest is not running: the VMM reports {status:?}")]
+    GuestStopped { status: String },
+
+    /// A snapshot could not be written.
+    #[error("cannot snapshot the VM: {0}")]
+    Snapshot(String),
+
+    /// Releasing a stopped VMM's resources failed for some of them.
+    #[error("cannot release {}", join_failures(.0))]
+    Release(Vec<CleanupFailure>),
+}
+
+/// A failure of the Firecracker backend: its binary, its API, its process.
+#[derive(Debug, thiserror::Error)]
+pub enum FirecrackerError {
     #[error(transparent)]
     Binary(#[from] BinaryError),
 
-    #[error(transparent)]
-    QemuBinary(#[from] QemuBinaryError),
-
-    /// The VMM refused a request; `fault_message` is its own words, verbatim.
+    /// Firecracker refused a request; `fault_message` is its own words, verbatim.
     #[error("{resource}: Firecracker answered {status}: {fault_message}")]
     Api {
         /// Method and path, e.g. `PUT /boot-source`.
@@ -213,23 +273,13 @@ pub enum VmmError {
     #[error("{resource}: Firecracker sent an answer banger cannot read: {detail}")]
     BadAnswer { resource: String, detail: String },
 
-    #[error("{} belongs to a running process", path.display())]
-    SocketInUse { path: PathBuf },
-
-    #[error("cannot prepare {}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-
     #[error("cannot start Firecracker")]
     Spawn(#[source] banger_host::ProcessError),
 
     #[error("Firecracker did not open its API socket {} within {timeout:?}", socket.display())]
     SocketTimeout { socket: PathBuf, timeout: Duration },
 
-    /// The VMM process went away while it was being set up.
+    /// Firecracker went away while it was being set up.
     #[error("Firecracker (pid {pid}) exited {during}{}", console_suffix(console))]
     Exited {
         pid: u32,
@@ -243,22 +293,13 @@ pub enum VmmError {
 
     #[error("Firecracker (pid {pid}) is still running after SIGKILL")]
     StillRunning { pid: u32 },
+}
 
-    #[error("the VMM process {pid} is not running")]
-    NotRunning { pid: u32 },
-
-    /// What [`Vmm::launch_beside`] ran beside the launch failed.
-    #[error("{0}")]
-    Beside(String),
-
-    /// A launch failed and was rolled back; `cleanup` lists the rollback steps that failed too.
-    #[error("cannot launch VM {vm_id}{}", cleanup_suffix(cleanup))]
-    Launch {
-        vm_id: String,
-        #[source]
-        error: Box<VmmError>,
-        cleanup: Vec<CleanupFailure>,
-    },
+/// A failure of the QEMU backend: its binary, QMP, its process.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error(transparent)]
+    Binary(#[from] QemuBinaryError),
 
     /// A QMP command failed: QEMU refused it, or could not be reached or understood.
     #[error("QMP {command} on {}", socket.display())]
@@ -270,18 +311,14 @@ pub enum VmmError {
     },
 
     #[error("cannot start QEMU")]
-    QemuSpawn(#[source] banger_host::ProcessError),
-
-    /// The VM's cgroup could not be made, or its VMM not moved into it.
-    #[error("cannot confine the VMM to its cgroup: {0}")]
-    Cgroup(#[source] std::io::Error),
+    Spawn(#[source] banger_host::ProcessError),
 
     #[error("QEMU did not open its QMP socket {} within {timeout:?}", socket.display())]
-    QmpSocketTimeout { socket: PathBuf, timeout: Duration },
+    SocketTimeout { socket: PathBuf, timeout: Duration },
 
     /// QEMU went away while it was being set up.
     #[error("QEMU (pid {pid}) exited {during}{}", log_suffix(log))]
-    QemuExited {
+    Exited {
         pid: u32,
         during: String,
         /// The last lines of QEMU's own log, where it prints why it exits.
@@ -289,23 +326,22 @@ pub enum VmmError {
     },
 
     #[error("cannot signal QEMU")]
-    QemuSignal(#[source] banger_host::ProcessError),
+    Signal(#[source] banger_host::ProcessError),
 
     #[error("QEMU (pid {pid}) is still running after SIGKILL")]
-    QemuStillRunning { pid: u32 },
+    StillRunning { pid: u32 },
+}
 
-    /// The VMM runs but its guest does not, and cannot be resumed (it crashed, panicked or
-    /// hit an emulation error); `status` is the VMM's own word for it.
-    #[error("the guest is not running: the VMM reports {status:?}")]
-    GuestStopped { status: String },
+impl From<BinaryError> for VmmError {
+    fn from(error: BinaryError) -> Self {
+        VmmError::Firecracker(error.into())
+    }
+}
 
-    /// A snapshot could not be written.
-    #[error("cannot snapshot the VM: {0}")]
-    Snapshot(String),
-
-    /// Releasing a stopped VMM's resources failed for some of them.
-    #[error("cannot release {}", join_failures(.0))]
-    Release(Vec<CleanupFailure>),
+impl From<QemuBinaryError> for VmmError {
+    fn from(error: QemuBinaryError) -> Self {
+        VmmError::Qemu(error.into())
+    }
 }
 
 impl VmmError {

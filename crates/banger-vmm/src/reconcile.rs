@@ -67,7 +67,7 @@ impl HostScan {
     /// (`socket_of`, one backend's parser) names a control socket there. `socket_dir` must hold
     /// nothing but VM sockets (not the daemon's own).
     pub(crate) fn of(
-        host: &dyn crate::firecracker::ProcessHost,
+        host: &dyn crate::host::ProcessHost,
         socket_dir: &Path,
         socket_of: impl Fn(&[std::ffi::OsString]) -> Option<PathBuf>,
     ) -> HostScan {

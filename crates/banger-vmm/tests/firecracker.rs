@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use banger_host::network::netns::Netns;
 use banger_host::{CommandRunner, CommandSpec, Signal};
+use banger_vmm::FirecrackerError;
 use banger_vmm::firecracker::metrics::latest_metrics;
 use banger_vmm::firecracker::snapshot::{SnapshotCreateParams, SnapshotType};
 use banger_vmm::reconcile::{self, Action, Record, StopReason};
@@ -279,11 +280,11 @@ fn a_refused_configuration_is_reported_verbatim_and_rolled_back() {
     let err = fc.launch(&spec).unwrap_err();
     println!("{}", banger_vmm::error_chain(&err));
     match err.root() {
-        VmmError::Api {
+        VmmError::Firecracker(FirecrackerError::Api {
             resource,
             status,
             fault_message,
-        } => {
+        }) => {
             assert_eq!(resource, "PUT /boot-source");
             assert_eq!(*status, 400);
             assert!(
@@ -310,9 +311,9 @@ fn a_firecracker_that_cannot_start_is_explained_by_its_own_output() {
     let text = banger_vmm::error_chain(&err);
     println!("{text}");
     match err.root() {
-        VmmError::Exited {
+        VmmError::Firecracker(FirecrackerError::Exited {
             during, console, ..
-        } => {
+        }) => {
             assert_eq!(during, "before opening its API socket");
             assert!(
                 console.iter().any(|l| l.contains("Failed to bind")),

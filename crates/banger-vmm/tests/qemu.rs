@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_host::{RealRunner, Signal};
+use banger_vmm::QemuError;
 use banger_vmm::qemu::binary::PROGRAM;
 use banger_vmm::reconcile::{self, Action, Record, StopReason};
 use banger_vmm::{
@@ -339,7 +340,7 @@ fn a_qemu_that_refuses_its_configuration_is_rolled_back_with_its_words() {
         panic!("expected a launch error, got {err:?}");
     };
     assert!(cleanup.is_empty(), "{cleanup:?}");
-    let VmmError::QemuExited { log, .. } = &**error else {
+    let VmmError::Qemu(QemuError::Exited { log, .. }) = &**error else {
         panic!("expected QEMU's exit, got {error:?}");
     };
     assert!(

@@ -10,7 +10,7 @@
 //! pipelined on one connection ([`Transport::send_all`]): with one round trip instead of eight
 //! and no runtime hop per request, talking to the API costs a launch about a millisecond.
 //!
-//! Firecracker's error bodies (`{"fault_message": "..."}`) become [`VmmError::Api`] with the
+//! Firecracker's error bodies (`{"fault_message": "..."}`) become [`FirecrackerError::Api`] with the
 //! message verbatim.
 
 use std::fmt;
@@ -34,6 +34,7 @@ use super::snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 use super::vm::{Vm, VmState};
 use super::vm_config::FullVmConfiguration;
 use super::vsock::Vsock;
+use crate::FirecrackerError;
 use crate::VmmError;
 
 /// A response body larger than this is not Firecracker talking.
@@ -312,18 +313,21 @@ impl<'a> ApiClient<'a> {
         self.socket
     }
 
-    /// Sends `request`; a non-2xx answer becomes [`VmmError::Api`] with Firecracker's
+    /// Sends `request`; a non-2xx answer becomes [`FirecrackerError::Api`] with Firecracker's
     /// `fault_message` verbatim (or the raw body when it is not the usual JSON).
     pub fn send(&self, request: &ApiRequest) -> Result<ApiResponse, VmmError> {
         let mut answers = self.send_all(std::slice::from_ref(request))?;
-        answers.pop().ok_or_else(|| VmmError::BadAnswer {
-            resource: request.resource(),
-            detail: "no answer".into(),
+        answers.pop().ok_or_else(|| {
+            FirecrackerError::BadAnswer {
+                resource: request.resource(),
+                detail: "no answer".into(),
+            }
+            .into()
         })
     }
 
     /// Sends `requests` together (see [`Transport::send_all`]); the first refusal among the
-    /// answers becomes [`VmmError::Api`], with Firecracker's `fault_message` verbatim (or the
+    /// answers becomes [`FirecrackerError::Api`], with Firecracker's `fault_message` verbatim (or the
     /// raw body when it is not the usual JSON). Every request is sent whatever the answers, so
     /// only requests that may all be applied belong in one call.
     pub fn send_all(&self, requests: &[ApiRequest]) -> Result<Vec<ApiResponse>, VmmError> {
@@ -340,26 +344,28 @@ impl<'a> ApiClient<'a> {
         let answers = self
             .transport
             .send_all(self.socket, &requests)
-            .map_err(|source| VmmError::Transport {
+            .map_err(|source| FirecrackerError::Transport {
                 socket: self.socket.to_owned(),
                 source,
             })?;
         if answers.len() != requests.len() {
-            return Err(VmmError::BadAnswer {
+            return Err(FirecrackerError::BadAnswer {
                 resource: requests
                     .last()
                     .map(ApiRequest::resource)
                     .unwrap_or_default(),
                 detail: format!("{} answers to {} requests", answers.len(), requests.len()),
-            });
+            }
+            .into());
         }
         for (request, response) in requests.iter().zip(&answers) {
             if !(200..300).contains(&response.status) {
-                return Err(VmmError::Api {
+                return Err(FirecrackerError::Api {
                     resource: request.resource(),
                     status: response.status,
                     fault_message: fault_message(&response.body),
-                });
+                }
+                .into());
             }
         }
         Ok(answers)
@@ -382,9 +388,12 @@ impl<'a> ApiClient<'a> {
             timeout: None,
         };
         let response = self.send(&request)?;
-        serde_json::from_slice(&response.body).map_err(|e| VmmError::BadAnswer {
-            resource: request.resource(),
-            detail: e.to_string(),
+        serde_json::from_slice(&response.body).map_err(|e| {
+            FirecrackerError::BadAnswer {
+                resource: request.resource(),
+                detail: e.to_string(),
+            }
+            .into()
         })
     }
 
@@ -653,11 +662,11 @@ mod tests {
             })
             .unwrap_err();
         match &err {
-            VmmError::Api {
+            VmmError::Firecracker(FirecrackerError::Api {
                 resource,
                 status,
                 fault_message,
-            } => {
+            }) => {
                 assert_eq!(resource, "PUT /boot-source");
                 assert_eq!(*status, 400);
                 assert_eq!(
@@ -691,10 +700,10 @@ mod tests {
         assert!(
             matches!(
                 err,
-                VmmError::Transport {
+                VmmError::Firecracker(FirecrackerError::Transport {
                     source: TransportError::Connect(_),
                     ..
-                }
+                })
             ),
             "{err:?}"
         );

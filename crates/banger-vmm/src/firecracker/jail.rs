@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 use banger_host::{CommandRunner, CommandSpec};
 
 use super::binary::{FirecrackerBinary, Version};
-use super::host::ProcessHost;
 use super::launch::{CleanupFailure, MAX_SOCKET_PATH, Resource, record, release_all};
+use crate::FirecrackerError;
+use crate::host::ProcessHost;
 use crate::{VmSpec, VmmError};
 
 /// The API socket inside the chroot.
@@ -859,20 +860,22 @@ pub(crate) fn wait_for_pid(
             return Ok(pid);
         }
         if !host.pid_alive(jailer) && host.read_file(pid_file).is_err() {
-            return Err(VmmError::Exited {
+            return Err(FirecrackerError::Exited {
                 pid: jailer,
                 during: format!(
                     "before the jailer wrote Firecracker's pid to {}",
                     pid_file.display()
                 ),
                 console: Vec::new(),
-            });
+            }
+            .into());
         }
         if Instant::now() >= deadline {
-            return Err(VmmError::SocketTimeout {
+            return Err(FirecrackerError::SocketTimeout {
                 socket: pid_file.to_owned(),
                 timeout,
-            });
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(1));
     }

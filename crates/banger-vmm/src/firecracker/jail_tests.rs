@@ -9,8 +9,8 @@ use super::fake::{FIRST_PID, FakeFirecracker};
 use super::jail::{CgroupSupport, JailConfig, JailFile, JailerBinary};
 use super::restore::{DriveCopy, SnapshotSource, SnapshotTarget};
 use super::*;
+use crate::VmSpec;
 use crate::cgroup::{Cgroups, Hierarchy};
-use crate::{DriveSpec, NetSpec, VmPaths, VmSpec, VsockSpec};
 
 const BASE: &str = "/var/lib/banger/jail";
 const JAIL: &str = "/var/lib/banger/jail/firecracker/vm-1";
@@ -20,44 +20,16 @@ const VM: &str = "/var/lib/banger/vms/vm-1";
 const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 
 fn spec() -> VmSpec {
-    let image = Path::new(IMAGE);
-    let vm = Path::new(VM);
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: "console=ttyS0 reboot=k".into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: "/run/banger/vms/vm-1.vsock".into(),
-        }),
-        paths: VmPaths {
-            api_socket: "/run/banger/vms/vm-1.api".into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join("vmm.log"),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    let mut spec = crate::backend_tests::spec(
+        IMAGE,
+        VM,
+        "console=ttyS0 reboot=k",
+        "/run/banger/vms/vm-1.api",
+        "vmm.log",
+    );
+    // No work disk.
+    spec.drives.truncate(2);
+    spec
 }
 
 fn config(cgroup: bool) -> JailConfig {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FirecrackerError;
 use crate::escalate::{self, Stubborn};
 use banger_host::ProcessError;
 
@@ -25,7 +26,6 @@ use super::actions::ActionType;
 use super::boot_source::BootSource;
 use super::client::{ApiClient, ApiRequest, Method, json_request};
 use super::drive::Drive;
-use super::host::{ProcessHost, SocketWaitError};
 use super::jail::{self, JailFile, JailPlan};
 use super::logger::{LogLevel, Logger};
 use super::machine_config::MachineConfiguration;
@@ -34,6 +34,7 @@ use super::network_interface::NetworkInterface;
 use super::spare::{Spare, spare_resources};
 use super::vm_config::FullVmConfiguration;
 use super::vsock::Vsock;
+use crate::host::{ProcessHost, SocketWaitError};
 use crate::{VmHandle, VmSpec, VmmError, error_chain};
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -339,6 +340,25 @@ pub fn process_args(spec: &VmSpec) -> Vec<OsString> {
     ]
 }
 
+/// The API socket a Firecracker command line serves (`--api-sock PATH`), `None` when `argv`
+/// is not a Firecracker's: its program's file name must start with `firecracker`.
+pub fn firecracker_api_socket(argv: &[OsString]) -> Option<PathBuf> {
+    let program = Path::new(argv.first()?).file_name()?.to_str()?;
+    if !program.starts_with("firecracker") {
+        return None;
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--api-sock" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--api-sock=")) {
+            return Some(PathBuf::from(value));
+        }
+    }
+    None
+}
+
 impl Firecracker {
     pub(crate) fn launch_vm(
         &self,
@@ -493,7 +513,7 @@ impl Firecracker {
                         &process_args(spec),
                         &spec.paths.console_log,
                     )
-                    .map_err(VmmError::Spawn)?;
+                    .map_err(FirecrackerError::Spawn)?;
                 record(acquired, Resource::Process { pid });
                 // The socket is Firecracker's from the moment it starts; recorded before the
                 // wait so that a socket which appears late is still removed.
@@ -520,7 +540,7 @@ impl Firecracker {
                 }
                 let jailer = host
                     .spawn(&jail.jailer.path, &args, &spec.paths.console_log)
-                    .map_err(VmmError::Spawn)?;
+                    .map_err(FirecrackerError::Spawn)?;
                 record(acquired, Resource::Process { pid: jailer });
                 record(
                     acquired,
@@ -562,12 +582,12 @@ impl Firecracker {
         self.host
             .wait_for_socket(api_socket, pid, self.timeouts.api_socket)
             .map_err(|e| match e {
-                SocketWaitError::Exited => VmmError::Exited {
+                SocketWaitError::Exited => FirecrackerError::Exited {
                     pid,
                     during: "before opening its API socket".into(),
                     console: Vec::new(),
                 },
-                SocketWaitError::TimedOut(timeout) => VmmError::SocketTimeout {
+                SocketWaitError::TimedOut(timeout) => FirecrackerError::SocketTimeout {
                     socket: api_socket.clone(),
                     timeout,
                 },
@@ -617,20 +637,22 @@ impl Firecracker {
         };
         let console = || crate::console_tail(console_log, CONSOLE_LINES).unwrap_or_default();
         match error {
-            VmmError::Exited { pid, during, .. } => VmmError::Exited {
-                pid,
-                during,
-                console: console(),
-            },
-            VmmError::Transport { .. } | VmmError::SocketTimeout { .. }
-                if !self.host.pid_alive(pid) =>
-            {
-                VmmError::Exited {
+            VmmError::Firecracker(FirecrackerError::Exited { pid, during, .. }) => {
+                FirecrackerError::Exited {
                     pid,
-                    during: "while being configured".into(),
+                    during,
                     console: console(),
                 }
+                .into()
             }
+            VmmError::Firecracker(
+                FirecrackerError::Transport { .. } | FirecrackerError::SocketTimeout { .. },
+            ) if !self.host.pid_alive(pid) => FirecrackerError::Exited {
+                pid,
+                during: "while being configured".into(),
+                console: console(),
+            }
+            .into(),
             other => other,
         }
     }

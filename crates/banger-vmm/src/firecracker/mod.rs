@@ -6,10 +6,11 @@
 //! [`boot_source`], [`drive`], [`network_interface`], [`vsock`], [`actions`], [`logger`],
 //! [`metrics`], [`vm`] (pause/resume), [`instance_info`], [`snapshot`] and [`vm_config`]. The
 //! snapshots of running VMs and the VMs restored from them are [`restore`]'s. The
-//! [`client`] sends them; [`launch`] orders them and rolls back; [`host`] holds the process and
-//! file side effects; [`fake`] stands in for both in tests; [`hybrid_vsock`] connects to a
-//! guest port through the vsock socket; [`binary`] finds and checks the executable; [`jail`]
-//! runs it behind Firecracker's jailer (own uid, chroot, pid namespace, cgroup limits).
+//! [`client`] sends them; [`launch`] orders them and rolls back; the process and file side
+//! effects go through [`crate::host`]; `fake` stands in for both in tests; [`hybrid_vsock`]
+//! connects to a guest port through the vsock socket; [`binary`] finds and checks the
+//! executable; [`jail`] runs it behind Firecracker's jailer (own uid, chroot, pid namespace,
+//! cgroup limits). Its own failures are [`crate::FirecrackerError`]s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +21,8 @@ pub mod binary;
 pub mod boot_source;
 pub mod client;
 pub mod drive;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
-pub mod host;
 pub mod hybrid_vsock;
 pub mod instance_info;
 pub mod jail;
@@ -45,18 +46,19 @@ mod tests;
 
 pub use binary::{BinaryError, FirecrackerBinary, MIN_VERSION, Version};
 pub use client::{ApiClient, Transport, TransportError, UnixTransport};
-pub use host::{ProcessHost, RealHost};
 pub use jail::{CgroupSupport, JailConfig, JailRecord, JailerBinary, JailerError};
 pub use launch::{CleanupFailure, Resource, configuration, release, release_all};
 pub use logger::LogLevel;
 pub use spare::Spare;
 
+use crate::FirecrackerError;
 use crate::escalate::{self, Stubborn};
+use crate::host::{ProcessHost, RealHost};
 use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, VmHandle, VmSpec, Vmm, VmmError};
 use actions::ActionType;
 use banger_host::Signal;
-use host::firecracker_api_socket;
+use launch::firecracker_api_socket;
 use snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 
 /// How long stop, adopt and reconcile give a request to a Firecracker that may be hung.
@@ -292,7 +294,7 @@ impl Firecracker {
         if self.host.is_stopped(vm.pid) {
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             api.patch_vm(vm::VmState::Paused)
                 .map_err(|e| self.not_running_or(vm, e))?;
         }
@@ -331,7 +333,7 @@ impl Firecracker {
         if frozen {
             self.host
                 .signal(pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
         }
         let ask_guest = || {
             if frozen {
@@ -366,8 +368,8 @@ impl Firecracker {
             ask_guest,
         )
         .map_err(|e| match e {
-            Stubborn::Signal(e) => VmmError::Signal(e),
-            Stubborn::StillRunning => VmmError::StillRunning { pid },
+            Stubborn::Signal(e) => FirecrackerError::Signal(e).into(),
+            Stubborn::StillRunning => FirecrackerError::StillRunning { pid }.into(),
         })
     }
 
@@ -395,7 +397,9 @@ impl Firecracker {
 
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
         match error {
-            VmmError::Transport { .. } if !self.host.pid_alive(vm.pid) => {
+            VmmError::Firecracker(FirecrackerError::Transport { .. })
+                if !self.host.pid_alive(vm.pid) =>
+            {
                 VmmError::NotRunning { pid: vm.pid }
             }
             other => other,
@@ -419,14 +423,15 @@ impl Firecracker {
                 return Err(VmmError::NotRunning { pid });
             }
             if std::time::Instant::now() >= deadline {
-                return Err(VmmError::Signal(banger_host::ProcessError::Signal {
+                return Err(FirecrackerError::Signal(banger_host::ProcessError::Signal {
                     pid,
                     signal: sent,
                     source: std::io::Error::other(format!(
                         "the process did not {} within {SETTLE:?}",
                         if want_stopped { "stop" } else { "continue" }
                     )),
-                }));
+                })
+                .into());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -483,7 +488,7 @@ impl Vmm for Firecracker {
             tracing::info!(pid = vm.pid, %version, "pausing Firecracker with SIGSTOP");
             self.host
                 .signal(vm.pid, Signal::Stop)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             return self.settle(vm.pid, Signal::Stop);
         }
         api.patch_vm(vm::VmState::Paused)
@@ -496,7 +501,7 @@ impl Vmm for Firecracker {
         if self.host.is_stopped(vm.pid) {
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             return self.settle(vm.pid, Signal::Cont);
         }
         self.client(&vm.api_socket)

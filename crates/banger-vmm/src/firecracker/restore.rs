@@ -23,6 +23,7 @@ use super::snapshot::{
     SnapshotType, VsockOverride,
 };
 use super::vm::VmState;
+use crate::FirecrackerError;
 use crate::{InstanceState, VmHandle, VmSpec, VmmError};
 use banger_host::Signal;
 
@@ -189,7 +190,7 @@ impl Firecracker {
             // Firecracker only snapshots a VM it paused itself, and its process must run.
             self.host
                 .signal(vm.pid, Signal::Cont)
-                .map_err(VmmError::Signal)?;
+                .map_err(FirecrackerError::Signal)?;
             self.settle(vm.pid, Signal::Cont)?;
         }
         if frozen || was_running {
@@ -350,7 +351,7 @@ impl Firecracker {
 /// drive copies (`snapshot-*`), links Firecracker no longer needs once a snapshot is written or
 /// a restore loaded. A link does not hold an open file: a running restored guest keeps its
 /// memory.
-fn clear_snapshot_links(host: &dyn super::host::ProcessHost, root: &Path) -> std::io::Result<()> {
+fn clear_snapshot_links(host: &dyn crate::host::ProcessHost, root: &Path) -> std::io::Result<()> {
     let prefix = jail::snapshot_drive_name("");
     for path in host.list_dir(root)? {
         let snapshot_file = path

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use super::Firecracker;
 use super::binary::FirecrackerBinary;
 use super::launch::{CleanupFailure, MAX_SOCKET_PATH, Resource, release_all};
+use crate::FirecrackerError;
 use crate::VmmError;
 use crate::escalate;
 
@@ -64,7 +65,7 @@ impl Firecracker {
         let pid = self
             .host
             .spawn(&self.binary.path, &args, &console_log)
-            .map_err(VmmError::Spawn)?;
+            .map_err(FirecrackerError::Spawn)?;
         tracing::debug!(pid, %id, "started a spare Firecracker");
         Ok(Spare {
             pid,

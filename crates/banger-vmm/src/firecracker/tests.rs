@@ -1,66 +1,30 @@
 //! The Firecracker backend on [`FakeFirecracker`]: the requests it sends, the rollback of every
 //! launch step, stop sequences, adoption and reconcile observations.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fake::{FIRST_PID, FakeFirecracker, INJECTED};
+use super::fake::{FIRST_PID, FakeFirecracker, FirecrackerVmm, INJECTED};
 use super::snapshot::{
     MemoryBackend, MemoryBackendType, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams,
     SnapshotType, VsockOverride,
 };
 use super::*;
-use crate::reconcile::{self, Action, KillReason, Record, StopReason};
-use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
+use crate::FirecrackerError;
+use crate::backend_tests::{self, Harness};
 
 const API: &str = "/run/banger/vms/vm-1.sock";
 const VSOCK: &str = "/run/banger/vms/vm-1.vsock";
 
 fn spec() -> VmSpec {
-    let image = Path::new("/var/lib/banger/images/01j9image");
-    let vm = Path::new("/var/lib/banger/vms/vm-1");
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: "console=ttyS0 reboot=k panic=1 i8042.noaux quiet".into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: vm.join("work.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: VSOCK.into(),
-        }),
-        paths: VmPaths {
-            api_socket: API.into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join("firecracker.log"),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    backend_tests::spec(
+        "/var/lib/banger/images/01j9image",
+        "/var/lib/banger/vms/vm-1",
+        "console=ttyS0 reboot=k panic=1 i8042.noaux quiet",
+        API,
+        "firecracker.log",
+    )
 }
 
 /// The requests a fake received: `METHOD /path`, the socket, and the body exactly as sent.
@@ -309,11 +273,11 @@ fn a_refused_request_is_reported_with_firecrackers_words() {
     let fake = FakeFirecracker::new().fail("PUT /boot-source");
     let err = fake.backend().launch(&spec()).unwrap_err();
     match err.root() {
-        VmmError::Api {
+        VmmError::Firecracker(FirecrackerError::Api {
             resource,
             status,
             fault_message,
-        } => {
+        }) => {
             assert_eq!(resource, "PUT /boot-source");
             assert_eq!(*status, 400);
             assert_eq!(fault_message, INJECTED);
@@ -381,7 +345,7 @@ fn a_firecracker_that_dies_at_start_is_reported_with_its_console() {
     let fake = FakeFirecracker::new().dying_at_start();
     let err = fake.backend().launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::Exited { pid, during, .. }
+        matches!(err.root(), VmmError::Firecracker(FirecrackerError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "before opening its API socket"),
         "{err:?}"
     );
@@ -467,22 +431,33 @@ fn after_launch(fake: &FakeFirecracker) -> Vec<String> {
     fake.journal()[launch_journal().len()..].to_vec()
 }
 
+impl Harness for FirecrackerVmm {
+    fn backend(fake: &FakeFirecracker) -> Box<dyn Vmm> {
+        Box::new(fake.backend())
+    }
+
+    fn launched(fake: &FakeFirecracker) -> VmHandle {
+        launched(fake)
+    }
+
+    fn after_launch(fake: &FakeFirecracker) -> Vec<String> {
+        after_launch(fake)
+    }
+
+    fn ignoring_the_request(fake: FakeFirecracker) -> FakeFirecracker {
+        fake.ignoring_ctrl_alt_del()
+    }
+
+    const REQUEST: [&'static str; 2] = ["GET /", "PUT /actions"];
+
+    fn sockets() -> Vec<String> {
+        strings(&[VSOCK, API])
+    }
+}
+
 #[test]
 fn stop_asks_the_guest_first() {
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::ShutDown);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "GET /",
-            "PUT /actions",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {VSOCK}"),
-            &format!("remove {API}"),
-        ])
-    );
+    let fake = backend_tests::stop_asks_the_guest_first::<FirecrackerVmm>();
     let last = fake
         .requests()
         .last()
@@ -496,42 +471,11 @@ fn stop_asks_the_guest_first() {
 
 #[test]
 fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
-    let fake = FakeFirecracker::new().ignoring_ctrl_alt_del();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "GET /",
-            "PUT /actions",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {VSOCK}"),
-            &format!("remove {API}"),
-        ])
-    );
-
-    let fake = FakeFirecracker::new()
-        .ignoring_ctrl_alt_del()
-        .ignoring_term();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::Killed);
-    assert_eq!(
-        after_launch(&fake)[3..6],
-        strings(&[
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGKILL"),
-        ])
-    );
-    assert!(fake.running().is_empty());
+    backend_tests::stop_terminates_then_kills_a_guest_that_does_not_listen::<FirecrackerVmm>();
 }
 
 #[test]
-fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
+fn stop_skips_the_key_press_for_a_paused_guest() {
     let fake = FakeFirecracker::new().with_version("1.17.0");
     let vm = launched(&fake);
     fake.backend().pause(&vm).unwrap();
@@ -563,57 +507,28 @@ fn stop_skips_the_key_press_for_a_paused_guest_or_a_zero_timeout() {
         ])
     );
     assert!(fake.running().is_empty());
+}
 
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend().stop(&vm, Duration::ZERO).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake)[0],
-        format!("signal {FIRST_PID} SIGTERM")
-    );
+#[test]
+fn stop_with_a_zero_timeout_terminates_at_once() {
+    backend_tests::stop_with_a_zero_timeout_terminates_at_once::<FirecrackerVmm>();
 }
 
 #[test]
 fn stopping_a_crashed_vmm_only_releases_its_sockets() {
-    let fake = FakeFirecracker::new();
-    let vm = launched(&fake);
-    fake.crash(vm.pid);
-    let outcome = fake.backend().stop(&vm, Duration::from_secs(5)).unwrap();
-    assert_eq!(outcome, StopOutcome::AlreadyExited);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[&format!("remove {VSOCK}"), &format!("remove {API}")])
-    );
+    backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<FirecrackerVmm>();
 }
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let fake = FakeFirecracker::new();
-    let mut vm = launched(&fake);
-    fake.crash(vm.pid);
-    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
-    assert_eq!(
-        fake.backend().stop(&vm, Duration::from_secs(5)).unwrap(),
-        StopOutcome::AlreadyExited
-    );
-    assert!(fake.alive(vm.pid), "the other process lives on");
-    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+    backend_tests::a_reused_pid_is_never_signalled::<FirecrackerVmm>(|fake| {
+        fake.add_other_process(&["/usr/bin/sleep", "1000"])
+    });
 }
 
 #[test]
 fn a_failing_socket_removal_is_reported_by_stop() {
-    let fake = FakeFirecracker::new().fail(format!("remove {VSOCK}"));
-    let vm = launched(&fake);
-    let err = fake.backend().stop(&vm, Duration::ZERO).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("cannot release cannot remove {VSOCK}: injected failure")
-    );
-    assert_eq!(
-        after_launch(&fake).last().unwrap(),
-        &format!("remove {API}")
-    );
+    backend_tests::a_failing_socket_removal_is_reported_by_stop::<FirecrackerVmm>();
 }
 
 #[test]
@@ -762,53 +677,13 @@ fn reconcile_after_a_daemon_restart() {
         InstanceState::Running,
     );
 
-    let records = vec![
-        Record {
-            vm_id: "vm-1".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(alive.pid),
-            api_socket: Some(alive.api_socket.clone()),
-            vsock_socket: alive.vsock_socket.clone(),
-            identity_pending: false,
-        },
-        Record {
-            vm_id: "vm-2".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(crashed.pid),
-            api_socket: Some(crashed.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-    ];
-    let observations: Vec<_> = records
-        .iter()
-        .map(|r| Some(fc.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
-        .collect();
-    let scan = fc.scan(dir);
-    assert_eq!(
-        reconcile::decide(&records, &observations, &scan),
-        vec![
-            Action::Adopt {
-                vm_id: "vm-1".into(),
-                pid: alive.pid,
-                state: InstanceState::Running
-            },
-            Action::MarkStopped {
-                vm_id: "vm-2".into(),
-                reason: StopReason::ProcessGone
-            },
-            Action::Kill {
-                pid: orphan,
-                api_socket: dir.join("lost.sock"),
-                reason: KillReason::Orphan
-            },
-            Action::RemoveSocket {
-                path: dir.join("lost.sock")
-            },
-            Action::RemoveSocket {
-                path: dir.join("vm-2.sock")
-            },
-        ]
+    backend_tests::reconcile_after_a_daemon_restart(
+        dir,
+        &alive,
+        &crashed,
+        orphan,
+        |pid, socket| fc.observe(pid, socket),
+        fc.scan(dir),
     );
 }
 
@@ -1253,4 +1128,36 @@ fn a_second_start_keeps_the_previous_log_aside_and_writes_a_new_one() {
             "{file}: {files:?}"
         );
     }
+}
+
+fn argv(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn api_socket_is_read_from_a_firecracker_command_line() {
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&[
+            "/usr/local/bin/firecracker",
+            "--api-sock",
+            "/run/b/vm.sock",
+            "--id",
+            "vm"
+        ])),
+        Some(PathBuf::from("/run/b/vm.sock"))
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["firecracker", "--api-sock=/s"])),
+        Some(PathBuf::from("/s"))
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["sleep", "--api-sock", "/s"])),
+        None,
+        "another program reusing the pid"
+    );
+    assert_eq!(
+        launch::firecracker_api_socket(&argv(&["firecracker", "--no-api"])),
+        None
+    );
+    assert_eq!(launch::firecracker_api_socket(&[]), None);
 }

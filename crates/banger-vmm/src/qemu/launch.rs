@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::QemuError;
 use crate::escalate::{self, Stubborn};
 
 use super::command_line::{self, VHOST_VSOCK};
 use super::qmp::{QmpClient, QmpError};
 use super::{LAUNCH_REQUEST, Qemu};
 use crate::firecracker::CleanupFailure;
-use crate::firecracker::host::{ProcessHost, SocketWaitError};
+use crate::host::{ProcessHost, SocketWaitError};
 use crate::{InstanceState, VmHandle, VmSpec, VmmError};
 
 /// How many lines of QEMU's log an error about a dead QEMU carries.
@@ -215,7 +216,7 @@ impl Qemu {
         }
         let pid = host
             .spawn(&self.binary.path, &args, &spec.paths.vmm_log)
-            .map_err(VmmError::QemuSpawn)?;
+            .map_err(QemuError::Spawn)?;
         drop(uids);
         record(acquired, Resource::Process { pid });
         // QEMU starts paused (-S): in its cgroup before its guest touches any memory.
@@ -235,12 +236,12 @@ impl Qemu {
         );
         host.wait_for_socket(qmp_socket, pid, self.timeouts.api_socket)
             .map_err(|e| match e {
-                SocketWaitError::Exited => VmmError::QemuExited {
+                SocketWaitError::Exited => QemuError::Exited {
                     pid,
                     during: "before opening its QMP socket".into(),
                     log: Vec::new(),
                 },
-                SocketWaitError::TimedOut(timeout) => VmmError::QmpSocketTimeout {
+                SocketWaitError::TimedOut(timeout) => QemuError::SocketTimeout {
                     socket: qmp_socket.clone(),
                     timeout,
                 },
@@ -274,29 +275,32 @@ impl Qemu {
         };
         let log = || crate::console_tail(vmm_log, LOG_LINES).unwrap_or_default();
         match error {
-            VmmError::QemuExited { pid, during, .. } => VmmError::QemuExited {
+            VmmError::Qemu(QemuError::Exited { pid, during, .. }) => QemuError::Exited {
                 pid,
                 during,
                 log: log(),
-            },
+            }
+            .into(),
             // QEMU opens its QMP socket before it checks the rest of its command line, and
             // a connection it drops is often the first sign that it is exiting.
-            VmmError::Qmp {
+            VmmError::Qemu(QemuError::Qmp {
                 source: QmpError::Connect(_) | QmpError::Closed | QmpError::Io(_),
                 ..
-            } if self.host.wait_for_exit(pid, DYING_WAIT) => VmmError::QemuExited {
+            }) if self.host.wait_for_exit(pid, DYING_WAIT) => QemuError::Exited {
                 pid,
                 during: "while starting the guest".into(),
                 log: log(),
-            },
-            VmmError::Qmp { .. } | VmmError::QmpSocketTimeout { .. }
+            }
+            .into(),
+            VmmError::Qemu(QemuError::Qmp { .. } | QemuError::SocketTimeout { .. })
                 if !self.host.pid_alive(pid) =>
             {
-                VmmError::QemuExited {
+                QemuError::Exited {
                     pid,
                     during: "while starting the guest".into(),
                     log: log(),
                 }
+                .into()
             }
             other => other,
         }

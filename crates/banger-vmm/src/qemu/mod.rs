@@ -8,9 +8,9 @@
 //!
 //! It exists for hosts where Firecracker cannot boot a guest: no `/dev/kvm`, or a paravirtual
 //! `kvm_pvm` that crashes stock kernels. There it runs with TCG ([`Accel`]). [`binary`] finds
-//! and checks the executable; [`launch`] orders the steps and rolls back; [`fake`] stands in for
-//! the process and QMP in tests. Process side effects go through the Firecracker backend's
-//! [`ProcessHost`], which is not specific to Firecracker.
+//! and checks the executable; [`launch`] orders the steps and rolls back; `fake` stands in for
+//! the process and QMP in tests. Process side effects go through [`crate::host`], as
+//! Firecracker's do; its own failures are [`crate::QemuError`]s.
 //!
 //! A root daemon confines each QEMU ([`Confinement`]): once QEMU has opened what it needs (its
 //! disks, tap, log files, QMP socket and `/dev/kvm` or `/dev/vhost-vsock`), it drops to a uid
@@ -27,11 +27,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::QemuError;
 use crate::escalate::{self, Stubborn};
 
 pub mod accel;
 pub mod binary;
 pub mod command_line;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod launch;
 pub mod qmp;
@@ -44,7 +46,7 @@ pub use binary::{QemuBinary, QemuBinaryError};
 pub use launch::{Resource, release, release_all};
 pub use qmp::{QmpClient, QmpError, QmpTransport, UnixQmp};
 
-use crate::firecracker::host::{ProcessHost, RealHost};
+use crate::host::{ProcessHost, RealHost};
 use crate::reconcile::{HostScan, Observation};
 use crate::{InstanceState, StopOutcome, Timeouts, VmHandle, VmSpec, Vmm, VmmError};
 use command_line::{guest_cid, qmp_socket, vm_name};
@@ -275,17 +277,17 @@ impl Qemu {
             ask_guest,
         )
         .map_err(|e| match e {
-            Stubborn::Signal(e) => VmmError::QemuSignal(e),
-            Stubborn::StillRunning => VmmError::QemuStillRunning { pid },
+            Stubborn::Signal(e) => QemuError::Signal(e).into(),
+            Stubborn::StillRunning => QemuError::StillRunning { pid }.into(),
         })
     }
 
     fn not_running_or(&self, vm: &VmHandle, error: VmmError) -> VmmError {
         match error {
-            VmmError::Qmp {
+            VmmError::Qemu(QemuError::Qmp {
                 source: QmpError::Connect(_) | QmpError::Closed,
                 ..
-            } if !self.host.pid_alive(vm.pid) => VmmError::NotRunning { pid: vm.pid },
+            }) if !self.host.pid_alive(vm.pid) => VmmError::NotRunning { pid: vm.pid },
             other => other,
         }
     }

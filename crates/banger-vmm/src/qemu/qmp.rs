@@ -8,7 +8,7 @@
 //! means a daemon restart, a second banger process or a user's `socat` never finds it taken.
 //!
 //! The [`QmpTransport`] trait is what the backend talks to; [`UnixQmp`] is the real one and
-//! [`super::fake::FakeQemu`] answers like QEMU does in tests.
+//! `FakeQemu` (in `qemu::fake`, built for tests) answers like QEMU does.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -299,19 +299,25 @@ impl<'a> QmpClient<'a> {
     fn execute(&self, command: &str) -> Result<Value, crate::VmmError> {
         self.transport
             .execute(self.socket, &QmpCommand::named(command), self.timeout)
-            .map_err(|source| crate::VmmError::Qmp {
-                socket: self.socket.to_owned(),
-                command: command.to_owned(),
-                source,
+            .map_err(|source| {
+                crate::QemuError::Qmp {
+                    socket: self.socket.to_owned(),
+                    command: command.to_owned(),
+                    source,
+                }
+                .into()
             })
     }
 
     pub fn query_status(&self) -> Result<StatusInfo, crate::VmmError> {
         let value = self.execute("query-status")?;
-        serde_json::from_value(value.clone()).map_err(|e| crate::VmmError::Qmp {
-            socket: self.socket.to_owned(),
-            command: "query-status".into(),
-            source: QmpError::Protocol(format!("{e} in {value}")),
+        serde_json::from_value(value.clone()).map_err(|e| {
+            crate::QemuError::Qmp {
+                socket: self.socket.to_owned(),
+                command: "query-status".into(),
+                source: QmpError::Protocol(format!("{e} in {value}")),
+            }
+            .into()
         })
     }
 

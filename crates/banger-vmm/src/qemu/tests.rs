@@ -5,59 +5,22 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::fake::{FIRST_PID, FakeQemu, INJECTED};
+use super::fake::{FIRST_PID, FakeQemu, INJECTED, QemuVmm};
 use super::*;
-use crate::reconcile::{self, Action, KillReason, Record, StopReason};
-use crate::{DriveSpec, NetSpec, VmPaths, VsockSpec};
+use crate::QemuError;
+use crate::backend_tests::{self, Harness};
 
 const QMP: &str = "/run/banger/vms/vm-1.sock";
 const VM_DIR: &str = "/var/lib/banger/vms/vm-1";
 
 fn spec() -> VmSpec {
-    let image = Path::new("/var/lib/banger/images/01j9image");
-    let vm = Path::new(VM_DIR);
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: "console=ttyS0 reboot=k panic=1 quiet".into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: vm.join("work.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: "/run/banger/vms/vm-1.vsock".into(),
-        }),
-        paths: VmPaths {
-            api_socket: QMP.into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join("qemu.log"),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    backend_tests::spec(
+        "/var/lib/banger/images/01j9image",
+        VM_DIR,
+        "console=ttyS0 reboot=k panic=1 quiet",
+        QMP,
+        "qemu.log",
+    )
 }
 
 fn strings(lines: &[&str]) -> Vec<String> {
@@ -355,7 +318,7 @@ fn a_qemu_that_dies_at_start_is_reported_with_its_log() {
     let fake = FakeQemu::new().dying_at_start();
     let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+        matches!(err.root(), VmmError::Qemu(QemuError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "before opening its QMP socket"),
         "{err:?}"
     );
@@ -375,7 +338,7 @@ fn a_qemu_that_exits_while_starting_is_reported_as_exited() {
     let fake = FakeQemu::new().exiting_on_cont();
     let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
     assert!(
-        matches!(err.root(), VmmError::QemuExited { pid, during, .. }
+        matches!(err.root(), VmmError::Qemu(QemuError::Exited { pid, during, .. })
             if *pid == FIRST_PID && during == "while starting the guest"),
         "{err:?}"
     );
@@ -454,74 +417,42 @@ fn after_launch(fake: &FakeQemu) -> Vec<String> {
     fake.journal()[launch_journal().len()..].to_vec()
 }
 
+impl Harness for QemuVmm {
+    fn backend(fake: &FakeQemu) -> Box<dyn Vmm> {
+        Box::new(fake.backend(Accel::Tcg))
+    }
+
+    fn launched(fake: &FakeQemu) -> VmHandle {
+        launched(fake)
+    }
+
+    fn after_launch(fake: &FakeQemu) -> Vec<String> {
+        after_launch(fake)
+    }
+
+    fn ignoring_the_request(fake: FakeQemu) -> FakeQemu {
+        fake.ignoring_powerdown()
+    }
+
+    const REQUEST: [&'static str; 2] = ["qmp query-status", "qmp system_powerdown"];
+
+    fn sockets() -> Vec<String> {
+        strings(&[QMP])
+    }
+}
+
 #[test]
 fn stop_presses_the_power_button_first() {
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::ShutDown);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "qmp query-status",
-            "qmp system_powerdown",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-    assert!(fake.sockets().is_empty());
+    backend_tests::stop_asks_the_guest_first::<QemuVmm>();
 }
 
 #[test]
 fn stop_terminates_then_kills_a_guest_that_does_not_listen() {
-    let fake = FakeQemu::new().ignoring_powerdown();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake),
-        strings(&[
-            "qmp query-status",
-            "qmp system_powerdown",
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-
-    let fake = FakeQemu::new().ignoring_powerdown().ignoring_term();
-    let vm = launched(&fake);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::Killed);
-    assert_eq!(
-        after_launch(&fake)[3..],
-        strings(&[
-            &format!("signal {FIRST_PID} SIGTERM"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("signal {FIRST_PID} SIGKILL"),
-            &format!("wait-exit {FIRST_PID}"),
-            &format!("remove {QMP}"),
-        ])
-    );
-    assert!(fake.running().is_empty());
-    assert!(
-        fake.sockets().is_empty(),
-        "a killed QEMU's socket is removed"
-    );
+    backend_tests::stop_terminates_then_kills_a_guest_that_does_not_listen::<QemuVmm>();
 }
 
 #[test]
-fn stop_skips_the_button_for_a_paused_guest_or_a_zero_timeout() {
+fn stop_skips_the_button_for_a_paused_guest() {
     let fake = FakeQemu::new();
     let qemu = fake.backend(Accel::Tcg);
     let vm = launched(&fake);
@@ -539,59 +470,28 @@ fn stop_skips_the_button_for_a_paused_guest_or_a_zero_timeout() {
             &format!("wait-exit {FIRST_PID}")
         ])
     );
+}
 
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    let outcome = fake.backend(Accel::Tcg).stop(&vm, Duration::ZERO).unwrap();
-    assert_eq!(outcome, StopOutcome::Terminated);
-    assert_eq!(
-        after_launch(&fake)[0],
-        format!("signal {FIRST_PID} SIGTERM")
-    );
+#[test]
+fn stop_with_a_zero_timeout_terminates_at_once() {
+    backend_tests::stop_with_a_zero_timeout_terminates_at_once::<QemuVmm>();
 }
 
 #[test]
 fn stopping_a_crashed_qemu_only_releases_its_socket() {
-    let fake = FakeQemu::new();
-    let vm = launched(&fake);
-    fake.crash(vm.pid);
-    let outcome = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(outcome, StopOutcome::AlreadyExited);
-    assert_eq!(after_launch(&fake), strings(&[&format!("remove {QMP}")]));
-    assert!(fake.sockets().is_empty());
+    backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<QemuVmm>();
 }
 
 #[test]
 fn a_reused_pid_is_never_signalled() {
-    let fake = FakeQemu::new();
-    let mut vm = launched(&fake);
-    fake.crash(vm.pid);
-    vm.pid = fake.add_other_process(&["/usr/bin/sleep", "1000"]);
-    assert_eq!(
-        fake.backend(Accel::Tcg)
-            .stop(&vm, Duration::from_secs(5))
-            .unwrap(),
-        StopOutcome::AlreadyExited
-    );
-    assert!(fake.alive(vm.pid), "the other process lives on");
-    assert!(!after_launch(&fake).iter().any(|s| s.starts_with("signal")));
+    backend_tests::a_reused_pid_is_never_signalled::<QemuVmm>(|fake| {
+        fake.add_other_process(&["/usr/bin/sleep", "1000"])
+    });
 }
 
 #[test]
 fn a_failing_socket_removal_is_reported_by_stop() {
-    let fake = FakeQemu::new().fail(format!("remove {QMP}"));
-    let vm = launched(&fake);
-    let err = fake
-        .backend(Accel::Tcg)
-        .stop(&vm, Duration::ZERO)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("cannot release cannot remove {QMP}: injected failure")
-    );
+    backend_tests::a_failing_socket_removal_is_reported_by_stop::<QemuVmm>();
 }
 
 #[test]
@@ -718,53 +618,13 @@ fn reconcile_after_a_daemon_restart() {
         "running",
     );
 
-    let records = vec![
-        Record {
-            vm_id: "vm-1".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(alive.pid),
-            api_socket: Some(alive.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-        Record {
-            vm_id: "vm-2".into(),
-            state: banger_api::VmState::Running,
-            pid: Some(crashed.pid),
-            api_socket: Some(crashed.api_socket.clone()),
-            vsock_socket: None,
-            identity_pending: false,
-        },
-    ];
-    let observations: Vec<_> = records
-        .iter()
-        .map(|r| Some(qemu.observe(r.pid.unwrap(), r.api_socket.as_deref().unwrap())))
-        .collect();
-    let scan = qemu.scan(dir);
-    assert_eq!(
-        reconcile::decide(&records, &observations, &scan),
-        vec![
-            Action::Adopt {
-                vm_id: "vm-1".into(),
-                pid: alive.pid,
-                state: InstanceState::Running
-            },
-            Action::MarkStopped {
-                vm_id: "vm-2".into(),
-                reason: StopReason::ProcessGone
-            },
-            Action::Kill {
-                pid: orphan,
-                api_socket: dir.join("lost.sock"),
-                reason: KillReason::Orphan
-            },
-            Action::RemoveSocket {
-                path: dir.join("lost.sock")
-            },
-            Action::RemoveSocket {
-                path: dir.join("vm-2.sock")
-            },
-        ]
+    backend_tests::reconcile_after_a_daemon_restart(
+        dir,
+        &alive,
+        &crashed,
+        orphan,
+        |pid, socket| qemu.observe(pid, socket),
+        qemu.scan(dir),
     );
 }
 

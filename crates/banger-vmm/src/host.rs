@@ -1,8 +1,10 @@
-//! The host side effects of running Firecracker (starting and signalling its process, waiting
-//! for its API socket, creating and removing its files, reading `/proc`) behind the
-//! [`ProcessHost`] trait, so that launch, stop and rollback are tested without a binary.
-//! [`RealHost`] does them through banger-host's [`process`](banger_host::process) functions;
-//! [`super::fake::FakeFirecracker`] records them.
+//! The host side effects of running a VMM, whichever backend (starting and signalling its
+//! process, waiting for its API or QMP socket, creating and removing its files, reading
+//! `/proc`, and for Firecracker's jails and QEMU's cgroups directories, mounts and owners)
+//! behind the [`ProcessHost`] trait, so that launch, stop and rollback are tested without a
+//! binary. [`RealHost`] does them through banger-host's [`process`](banger_host::process)
+//! functions; the fake host of the `fake` module (built for tests and with the `fake`
+//! feature) records them.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -25,7 +27,7 @@ pub enum SocketWaitError {
     TimedOut(Duration),
 }
 
-/// The host operations the Firecracker backend performs. Every method is one observable step.
+/// The host operations a VMM backend performs. Every method is one observable step.
 pub trait ProcessHost: Send + Sync + fmt::Debug {
     /// Starts `program` detached, stdout and stderr appended to `output_log`; returns its pid.
     fn spawn(
@@ -81,83 +83,48 @@ pub trait ProcessHost: Send + Sync + fmt::Debug {
     /// The Unix sockets directly inside `dir`.
     fn sockets_in(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
-    // What a jail needs (see [`super::jail`]). A host that never jails VMs (QEMU's) keeps
-    // these defaults, which refuse.
+    // What Firecracker's jails (see [`crate::firecracker::jail`]) and QEMU's cgroups (see
+    // [`crate::cgroup`]) are made of.
 
     /// Creates `dir` (and its missing parents) with `mode`; one that exists is fine.
-    fn create_dir(&self, dir: &Path, _mode: u32) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn create_dir(&self, dir: &Path, mode: u32) -> io::Result<()>;
 
     /// Removes the directory tree `dir`; one that does not exist is not an error.
-    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
 
     /// Removes the empty directory `dir` (a cgroup); one that does not exist is not an error.
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        Err(no_jails(dir))
-    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// The entries directly inside `dir`.
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Err(no_jails(dir))
-    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
 
     /// Makes `link` a hard link to `target`; fails with `EXDEV` across filesystems.
-    fn hard_link(&self, _target: &Path, link: &Path) -> io::Result<()> {
-        Err(no_jails(link))
-    }
+    fn hard_link(&self, target: &Path, link: &Path) -> io::Result<()>;
 
     /// Creates `mount_point` as an empty file and binds the file `source` onto it.
-    fn bind_mount(&self, _source: &Path, mount_point: &Path) -> io::Result<()> {
-        Err(no_jails(mount_point))
-    }
+    fn bind_mount(&self, source: &Path, mount_point: &Path) -> io::Result<()>;
 
     /// Detaches the mount at `mount_point`; one that is not mounted is not an error.
-    fn unmount(&self, mount_point: &Path) -> io::Result<()> {
-        Err(no_jails(mount_point))
-    }
+    fn unmount(&self, mount_point: &Path) -> io::Result<()>;
 
     /// The mount points at or below `dir`.
-    fn mounts_under(&self, _dir: &Path) -> Vec<PathBuf> {
-        Vec::new()
-    }
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf>;
 
     /// The owner, group and permission bits of `path` (not following a final symlink).
-    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
-        Err(no_jails(path))
-    }
+    fn owner(&self, path: &Path) -> io::Result<(u32, u32, u32)>;
 
-    fn chown(&self, path: &Path, _uid: u32, _gid: u32) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
 
-    fn chmod(&self, path: &Path, _mode: u32) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()>;
 
-    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        Err(no_jails(path))
-    }
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
 
     /// Writes `path` whole, mode 0600 when created.
-    fn write_file(&self, path: &Path, _contents: &[u8]) -> io::Result<()> {
-        Err(no_jails(path))
-    }
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
 
     /// Gives the existing tap `name` to `uid` (and the gid of the same number), so that a
     /// VMM running as them may open it.
-    fn give_tap(&self, name: &str, _uid: u32) -> io::Result<()> {
-        Err(no_jails(Path::new(name)))
-    }
-}
-
-fn no_jails(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{}: this host builds no jails", path.display()),
-    )
+    fn give_tap(&self, name: &str, uid: u32) -> io::Result<()>;
 }
 
 /// The real host.
@@ -416,60 +383,9 @@ fn read_cmdline(path: &Path) -> Option<Vec<OsString>> {
     )
 }
 
-/// The API socket a Firecracker command line serves (`--api-sock PATH`), `None` when `argv`
-/// is not a Firecracker's: its program's file name must start with `firecracker`.
-pub fn firecracker_api_socket(argv: &[OsString]) -> Option<PathBuf> {
-    let program = Path::new(argv.first()?).file_name()?.to_str()?;
-    if !program.starts_with("firecracker") {
-        return None;
-    }
-    let mut args = argv.iter().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--api-sock" {
-            return args.next().map(PathBuf::from);
-        }
-        if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--api-sock=")) {
-            return Some(PathBuf::from(value));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(args: &[&str]) -> Vec<OsString> {
-        args.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn api_socket_is_read_from_a_firecracker_command_line() {
-        assert_eq!(
-            firecracker_api_socket(&argv(&[
-                "/usr/local/bin/firecracker",
-                "--api-sock",
-                "/run/b/vm.sock",
-                "--id",
-                "vm"
-            ])),
-            Some(PathBuf::from("/run/b/vm.sock"))
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["firecracker", "--api-sock=/s"])),
-            Some(PathBuf::from("/s"))
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["sleep", "--api-sock", "/s"])),
-            None,
-            "another program reusing the pid"
-        );
-        assert_eq!(
-            firecracker_api_socket(&argv(&["firecracker", "--no-api"])),
-            None
-        );
-        assert_eq!(firecracker_api_socket(&[]), None);
-    }
 
     #[test]
     fn real_host_files_and_sockets() {
