@@ -2,6 +2,7 @@
 //! client: what `banger vm exec`, `vm cp`, `vm ports`, `vm health`, `vm stats` and `vm stop`
 //! will rely on. The agent runs on the host here, as the test's user.
 
+use banger_test_support::wait_until_async;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -89,18 +90,6 @@ impl Drop for Agent {
 
 fn sh(script: &str) -> ExecRequest {
     ExecRequest::new(["sh", "-c", script])
-}
-
-/// Waits until `cond` holds or `timeout` passes; returns whether it held.
-async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }
 
 /// The process is gone (or a zombie waiting for its new parent).
@@ -402,7 +391,7 @@ async fn hanging_up_kills_the_process_group() {
     assert!(pids.iter().all(|p| !process_gone(*p)));
     drop(session);
     assert!(
-        wait_until(Duration::from_secs(10), || pids
+        wait_until_async(Duration::from_secs(10), || pids
             .iter()
             .all(|p| process_gone(*p)))
         .await,
@@ -691,7 +680,7 @@ async fn shutdown_answers_then_powers_off() {
         accepted.method
     );
     let marker = agent.dir.path().join("powered-off");
-    assert!(wait_until(Duration::from_secs(10), || marker.exists()).await);
+    assert!(wait_until_async(Duration::from_secs(10), || marker.exists()).await);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ mod fixture;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_api::{Client, CreateVmRequest, OperationState, Vm, VmAction, VmState};
 use banger_daemon::HostDeps;
@@ -59,12 +59,15 @@ fn instance_state(vm: &Vm) -> Result<InstanceState, banger_vmm::VmmError> {
     })
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits up to 15 s for `check`, failing the test with `what` when it never holds.
+async fn wait_for(what: &str, check: impl AsyncFnMut() -> bool) {
+    banger_test_support::wait_for_async(
+        what,
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        check,
+    )
+    .await;
 }
 
 #[test]

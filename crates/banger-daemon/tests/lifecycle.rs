@@ -214,12 +214,15 @@ impl Harness {
     }
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits up to 10 s for `check`, failing the test with `what` when it never holds.
+async fn wait_for(what: &str, check: impl AsyncFnMut() -> bool) {
+    banger_test_support::wait_for_async(
+        what,
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        check,
+    )
+    .await;
 }
 
 /// Plays Firecracker's hybrid vsock for VM `vm`: accepts on its vsock socket, answers

@@ -5,8 +5,12 @@
 //! everything is installed (CI: `.ci/run` sets `BANGER_REQUIRE_VM_TESTS=1`), the same call fails
 //! the test instead, so a prerequisite that went missing cannot turn a real test into a silent
 //! pass.
+//!
+//! Every wait of a test has a deadline and says what it waited for: [`wait_until`] and
+//! [`wait_for`] (threads), [`wait_until_async`] and [`wait_for_async`] (tokio tests).
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 /// The environment variable that turns every skip into a failure.
 pub const REQUIRE: &str = "BANGER_REQUIRE_VM_TESTS";
@@ -51,9 +55,95 @@ macro_rules! skip_absent {
     };
 }
 
+/// Checks `condition` every `every` until it holds or `timeout` has passed (then once more);
+/// whether it held.
+pub fn poll_until(timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    condition()
+}
+
+/// [`poll_until`] every 20 ms: for what a test then asserts on with its own words.
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, Duration::from_millis(20), condition)
+}
+
+/// [`poll_until`], failing the test with `timed out waiting for WHAT` when `check` never held.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, every: Duration, check: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, every, check),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// [`wait_until`] in a tokio test: the runtime goes on (it may run what is awaited) while
+/// the wait sleeps on tokio's timer.
+pub async fn wait_until_async(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+/// [`wait_for`] in a tokio test: `check` may await, and the wait sleeps on tokio's timer.
+pub async fn wait_for_async(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    /// The only test of this crate, so nothing else reads the variable meanwhile.
+    use std::time::Duration;
+
+    #[test]
+    fn waits_end_when_the_condition_holds_or_at_the_deadline() {
+        let mut calls = 0;
+        assert!(crate::wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+        // Never true: false, after one last look at the deadline.
+        let mut looked = 0;
+        assert!(!crate::poll_until(
+            Duration::from_millis(30),
+            Duration::from_millis(10),
+            || {
+                looked += 1;
+                false
+            }
+        ));
+        assert!(looked >= 2, "{looked}");
+        let failed = std::panic::catch_unwind(|| {
+            crate::wait_for("nothing", Duration::ZERO, Duration::ZERO, || false)
+        });
+        let message = *failed.unwrap_err().downcast::<String>().unwrap();
+        assert_eq!(message, "timed out after 0ns waiting for nothing");
+    }
+
+    /// The only test of this crate that touches the variable, so nothing else reads it
+    /// meanwhile.
     #[test]
     fn a_skip_passes_unless_skipping_is_refused() {
         // SAFETY: no other thread of this test binary reads or writes the environment.

@@ -8,6 +8,7 @@
 
 mod fixture;
 
+use banger_test_support::wait_until;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,19 +36,6 @@ macro_rules! require_firecracker {
 
 /// The tiny guest never answers Ctrl-Alt-Del; a short graceful wait keeps stops quick.
 const GRACEFUL: Duration = Duration::from_millis(300);
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn is_socket(path: &Path) -> bool {
     path.symlink_metadata()

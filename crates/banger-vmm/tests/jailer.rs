@@ -8,9 +8,10 @@
 
 mod fixture;
 
+use banger_test_support::wait_until;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_host::runner::RealRunner;
 use banger_vmm::cgroup::{Cgroups, Hierarchy};
@@ -64,17 +65,6 @@ impl Drop for CleanBase {
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    condition()
 }
 
 fn status_field(pid: u32, field: &str) -> String {

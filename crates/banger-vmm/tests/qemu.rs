@@ -27,6 +27,7 @@
 
 mod fixture;
 
+use banger_test_support::wait_until;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -149,19 +150,6 @@ fn spec(fx: &Fixture, id: &str) -> VmSpec {
     spec.kernel = kernel;
     spec.paths.vmm_log = fx.path().join(id).join("qemu.log");
     spec
-}
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn console_has(spec: &VmSpec, text: &str) -> bool {

@@ -107,12 +107,8 @@ impl Lab<'_> {
         out
     }
 
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+    pub fn wait_for(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        banger_test_support::wait_for(what, timeout, Duration::from_millis(500), check);
     }
 
     pub fn stages(vm: &Value) -> Vec<String> {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -236,12 +236,8 @@ impl E2e {
         self.json(&["vm", "show", name])
     }
 
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    pub fn wait_for(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        banger_test_support::wait_for(what, timeout, Duration::from_millis(200), check);
     }
 
     pub fn taps(&self) -> Vec<String> {
