@@ -40,9 +40,14 @@ impl Backend {
         }
     }
 
-    /// What a restarting daemon needs to know about a recorded VMM process.
-    pub fn observe(&self, pid: u32, api_socket: &Path) -> Observation {
+    /// What a restarting daemon needs to know about a recorded VMM process. A Firecracker
+    /// that was writing a snapshot (`snapshotting`) is given time to finish before it is
+    /// taken for one that does not answer.
+    pub fn observe(&self, pid: u32, api_socket: &Path, snapshotting: bool) -> Observation {
         match self {
+            Backend::Firecracker(fc) if snapshotting => {
+                fc.observe_within(pid, api_socket, banger_vmm::firecracker::SNAPSHOT_PATIENCE)
+            }
             Backend::Firecracker(fc) => fc.observe(pid, api_socket),
             Backend::Qemu(qemu) => qemu.observe(pid, api_socket),
         }

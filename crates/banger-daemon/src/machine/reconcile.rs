@@ -77,7 +77,18 @@ pub fn reconcile(d: &Arc<Daemon>) -> Summary {
         .map(|r| {
             let runtime = by_id.get(r.vm_id.as_str())?.runtime.as_ref()?;
             let backend = backend_of(runtime.vmm)?;
-            Some(backend.observe(runtime.pid, std::path::Path::new(&runtime.api_socket)))
+            // A VM its last daemon was snapshotting when it died: its Firecracker answers
+            // once the snapshot is written.
+            let snapshotting = d
+                .paths
+                .vm_dir(&r.vm_id)
+                .join(crate::snapshot::SNAPSHOTTING)
+                .exists();
+            Some(backend.observe(
+                runtime.pid,
+                std::path::Path::new(&runtime.api_socket),
+                snapshotting,
+            ))
         })
         .collect();
     let scan = backends

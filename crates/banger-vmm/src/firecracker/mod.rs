@@ -64,6 +64,11 @@ use snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 /// How long stop, adopt and reconcile give a request to a Firecracker that may be hung.
 const QUICK_REQUEST: Duration = Duration::from_secs(2);
 
+/// How long a restarting daemon waits for a Firecracker it left writing a snapshot to answer
+/// ([`Firecracker::observe_within`]): writing a large guest's memory takes a while, all the
+/// more on a loaded host.
+pub const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(120);
+
 /// How long the backend waits for Firecracker at each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -211,6 +216,21 @@ impl Firecracker {
                 .cmdline(pid)
                 .and_then(|argv| self.socket_of(&argv))
                 .is_some_and(|socket| socket == api_socket)
+    }
+
+    /// [`Firecracker::observe`], asking again until `patience` has passed while the process
+    /// runs but does not answer: a Firecracker left in the middle of writing a snapshot answers
+    /// only once the snapshot is written, and must not be taken for a hung one meanwhile.
+    pub fn observe_within(&self, pid: u32, api_socket: &Path, patience: Duration) -> Observation {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let seen = self.observe(pid, api_socket);
+            let busy = seen.owned && seen.socket_exists && seen.answer.is_none();
+            if !busy || std::time::Instant::now() >= deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// What a restarting daemon needs to know about a VMM it recorded, for

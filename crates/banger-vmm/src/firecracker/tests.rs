@@ -654,6 +654,40 @@ fn a_fresh_backend_adopts_what_another_launched() {
     assert_eq!(next.adopt(vm.pid, &vm.api_socket), None);
 }
 
+/// A Firecracker that is busy (writing a snapshot) answers late: observed with patience it
+/// is found running, where one quick look finds it not answering.
+#[test]
+fn a_busy_firecracker_is_asked_again_until_it_answers() {
+    let fake = FakeFirecracker::new();
+    let fc = fake.backend();
+    let vm = fc.launch(&spec()).unwrap();
+    let socket = Path::new(API);
+    // The next request (the first look's `GET /`) fails.
+    let next = fake.journal().len() + 1;
+    let _ = fake.clone().fail_step(next);
+    assert_eq!(
+        fc.observe(vm.pid, socket).answer,
+        None,
+        "one look, no answer"
+    );
+    let next = fake.journal().len() + 1;
+    let _ = fake.clone().fail_step(next);
+    let before = fake.requests().len();
+    let seen = fc.observe_within(vm.pid, socket, Duration::from_secs(10));
+    assert_eq!(seen.answer, Some(InstanceState::Running), "{seen:?}");
+    let asked: Vec<String> = fake.requests()[before..]
+        .iter()
+        .map(|r| r.request.resource())
+        .collect();
+    assert_eq!(asked, ["GET /", "GET /"]);
+    // A process that is gone is not asked, nor waited for.
+    fake.crash(vm.pid);
+    let before = fake.requests().len();
+    let seen = fc.observe_within(vm.pid, socket, Duration::from_secs(600));
+    assert!(!seen.alive && seen.answer.is_none(), "{seen:?}");
+    assert_eq!(fake.requests().len(), before);
+}
+
 #[test]
 fn reconcile_after_a_daemon_restart() {
     let fake = FakeFirecracker::new();
