@@ -25,7 +25,7 @@ const GUEST_BINARIES: &[(&str, &str, &str)] = &[
 
 /// The workspace's library crates the guest binaries are built from, besides the packages
 /// above: a change to one of them changes a guest binary too.
-const GUEST_LIBRARIES: &[&str] = &["banger-agent-protocol"];
+const GUEST_LIBRARIES: &[&str] = &["banger-agent-protocol", "banger-guest-contract"];
 
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";

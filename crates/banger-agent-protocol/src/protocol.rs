@@ -14,13 +14,13 @@ pub const VSOCK_PORT: u32 = 1024;
 /// The TCP port the agent listens on at the VM's private IP (`--listen-vm-ip`).
 pub const TCP_PORT: u16 = 1024;
 
-/// Where the VM's token sits in the guest: banger writes it into the overlay disk when the VM
-/// is created (`banger_image::vmdisk::AGENT_TOKEN_FILE`, relative to the guest's root).
-pub const TOKEN_FILE: &str = "/etc/banger/agent-token";
+/// Where the VM's token sits in the guest: banger writes it into the overlay disk (or config
+/// drive) when the VM is created.
+pub use banger_guest_contract::paths::AGENT_TOKEN_FILE_ABS as TOKEN_FILE;
 
-/// Where banger's guest `/init` leaves its boot milestones (banger_init::boot::BOOT_STAGES_FILE):
-/// one `name milliseconds-since-kernel-start` line each. The health answer starts with them.
-pub const INIT_STAGES_FILE: &str = "/run/banger/boot-stages";
+/// Where banger's guest `/init` leaves its boot milestones: one
+/// `name milliseconds-since-kernel-start` line each. The health answer starts with them.
+pub use banger_guest_contract::paths::BOOT_STAGES_FILE as INIT_STAGES_FILE;
 
 /// Header carrying the bearer token.
 pub const AUTHORIZATION: &str = "authorization";

@@ -105,8 +105,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-/// The VM's network file, written by banger into the overlay disk and applied by its /init.
-const NETWORK_FILE: &str = "/etc/banger/network";
+// The VM's network file, written by banger into the overlay disk and applied by its /init.
+use banger_guest_contract::paths::NETWORK_FILE_ABS as NETWORK_FILE;
 
 /// The IP of the `address=IP/PREFIX` line of the network file.
 fn vm_address(text: &str) -> Option<IpAddr> {

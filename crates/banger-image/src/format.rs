@@ -18,11 +18,7 @@ const BANNER: &[u8] = b"Linux version ";
 /// The longest version token accepted after [`BANNER`].
 const MAX_VERSION_LEN: usize = 64;
 
-const EXT_MAGIC: u16 = 0xEF53;
-const EXT_COMPAT_HAS_JOURNAL: u32 = 0x4;
-const EXT_INCOMPAT_EXTENTS: u32 = 0x40;
-const EXT_INCOMPAT_64BIT: u32 = 0x80;
-const EXT_INCOMPAT_FLEX_BG: u32 = 0x200;
+use banger_guest_contract::ext;
 
 /// Which boot file of an image a file was given as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,34 +406,24 @@ pub fn check_rootfs(path: &Path) -> Result<RootfsInfo, FormatError> {
             });
         }
     }
-    let sb = &head[1024..];
     let corrupt = |problem: String| FormatError::CorruptExt4 {
         path: path.to_owned(),
         problem,
     };
+    let sb = ext::Superblock::read(&head).ok_or_else(|| corrupt("no superblock".to_owned()))?;
 
-    let incompat = le32(sb, 0x60);
-    if incompat & (EXT_INCOMPAT_EXTENTS | EXT_INCOMPAT_FLEX_BG | EXT_INCOMPAT_64BIT) == 0 {
-        let fs = if le32(sb, 0x5C) & EXT_COMPAT_HAS_JOURNAL != 0 {
-            "ext3"
-        } else {
-            "ext2"
-        };
+    if !sb.is_ext4() {
+        let fs = if sb.has_journal() { "ext3" } else { "ext2" };
         return Err(FormatError::OldExt {
             path: path.to_owned(),
             fs,
         });
     }
 
-    let log_block_size = le32(sb, 0x18);
-    if log_block_size > 6 {
-        return Err(corrupt(format!("block size 2^{} KiB", log_block_size)));
-    }
-    let block_size = 1024u32 << log_block_size;
-    let mut blocks = u64::from(le32(sb, 0x04));
-    if incompat & EXT_INCOMPAT_64BIT != 0 {
-        blocks |= u64::from(le32(sb, 0x150)) << 32;
-    }
+    let block_size = sb
+        .block_size()
+        .ok_or_else(|| corrupt(format!("block size 2^{} KiB", sb.log_block_size)))?;
+    let blocks = sb.blocks();
     if blocks == 0 {
         return Err(corrupt("zero blocks".to_owned()));
     }
@@ -450,19 +436,12 @@ pub fn check_rootfs(path: &Path) -> Result<RootfsInfo, FormatError> {
         });
     }
 
-    let label_bytes = &sb[0x78..0x88];
-    let label_end = label_bytes
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(label_bytes.len());
-    let label = String::from_utf8_lossy(&label_bytes[..label_end])
-        .trim()
-        .to_owned();
+    let label = sb.label().trim().to_owned();
     Ok(RootfsInfo {
         block_size,
         blocks,
         label: (!label.is_empty()).then_some(label),
-        uuid: format_uuid(&sb[0x68..0x78]),
+        uuid: sb.uuid(),
     })
 }
 
@@ -574,7 +553,7 @@ pub fn sniff(head: &[u8]) -> FileKind {
         FileKind::Cpio
     } else if at(0, b"070707") {
         FileKind::OldCpio
-    } else if head.len() >= HEAD_LEN && le16(head, 1024 + 0x38) == EXT_MAGIC {
+    } else if head.len() >= HEAD_LEN && ext::Superblock::read(head).is_some() {
         FileKind::ExtFilesystem
     } else if at(512, b"EFI PART") {
         FileKind::GptDisk
@@ -689,18 +668,6 @@ pub(crate) fn le32(bytes: &[u8], offset: usize) -> u32 {
         bytes[offset + 2],
         bytes[offset + 3],
     ])
-}
-
-fn format_uuid(bytes: &[u8]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 #[cfg(test)]
@@ -1023,8 +990,8 @@ mod tests {
     fn corrupt_superblock_is_refused_without_panicking() {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = vec![0u8; 2048];
-        bytes[1024 + 0x38..1024 + 0x3A].copy_from_slice(&EXT_MAGIC.to_le_bytes());
-        bytes[1024 + 0x60..1024 + 0x64].copy_from_slice(&EXT_INCOMPAT_EXTENTS.to_le_bytes());
+        bytes[1024 + 0x38..1024 + 0x3A].copy_from_slice(&ext::MAGIC.to_le_bytes());
+        bytes[1024 + 0x60..1024 + 0x64].copy_from_slice(&ext::INCOMPAT_EXTENTS.to_le_bytes());
         bytes[1024 + 0x18..1024 + 0x1C].copy_from_slice(&40u32.to_le_bytes());
         let path = write(dir.path(), "rootfs.ext4", &bytes);
         let err = check_rootfs(&path).unwrap_err();

@@ -46,9 +46,7 @@ pub const OVERLAY_LABEL: &str = "banger-overlay";
 pub const WORK_LABEL: &str = "banger-work";
 
 /// Where the guest init reads the network configuration, relative to the guest's root.
-pub const NETWORK_FILE: &str = "etc/banger/network";
-pub const AUTHORIZED_KEYS_FILE: &str = "etc/banger/authorized_keys";
-pub const AGENT_TOKEN_FILE: &str = "etc/banger/agent-token";
+pub use banger_guest_contract::paths::{AGENT_TOKEN_FILE, AUTHORIZED_KEYS_FILE, NETWORK_FILE};
 pub const SSHD_DROP_IN: &str = "etc/ssh/sshd_config.d/banger.conf";
 
 /// Every file that makes a VM's root its own, relative to the root: what [`VmFiles`] writes

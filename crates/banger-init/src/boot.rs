@@ -27,14 +27,12 @@ use crate::config_drive::{self, ConfigDriveError};
 use crate::netconf::{self, NetConfig, NetConfigError};
 use crate::sys::{Mount, Sys};
 
-/// Where the initramfs lists the modules to load (banger-image writes it).
-pub const MODULE_LIST: &str = "/lib/modules/banger.load";
-pub const BASE_MOUNT: &str = "/run/banger/base";
-pub const OVERLAY_MOUNT: &str = "/run/banger/overlay";
 /// Where the init leaves its boot milestones for the guest agent (`/run` moves into the new
-/// root with it): one `name milliseconds-since-kernel-start` line each, in order. The agent's
-/// health answer (banger_agent_protocol::protocol::INIT_STAGES_FILE) starts with them.
-pub const BOOT_STAGES_FILE: &str = "/run/banger/boot-stages";
+/// root with it). The agent's health answer starts with them.
+pub use banger_guest_contract::paths::BOOT_STAGES_FILE;
+/// Where the initramfs lists the modules to load (banger-image writes it).
+pub use banger_guest_contract::paths::MODULE_LIST_ABS as MODULE_LIST;
+pub use banger_guest_contract::paths::{BASE_MOUNT, OVERLAY_MOUNT};
 pub const NEW_ROOT: &str = "/newroot";
 /// Prefix of every line the init prints.
 pub const PREFIX: &str = "banger-init:";
@@ -342,15 +340,7 @@ fn find_by_label(sys: &mut dyn Sys, label: &str) -> Option<String> {
 }
 
 /// The volume label of an ext2/3/4 filesystem, from the superblock at byte 1024.
-pub fn ext_label(head: &[u8]) -> Option<String> {
-    let sb = head.get(1024..1024 + 0x88)?;
-    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
-        return None;
-    }
-    let raw = &sb[0x78..0x88];
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
-}
+pub use banger_guest_contract::ext::label as ext_label;
 
 fn mount_root(
     sys: &mut dyn Sys,
@@ -1129,16 +1119,5 @@ mod tests {
             "no network interface with MAC 52:54:00:ab:cd:ef appeared within 1 s; interfaces \
              present: eth0 lo"
         );
-    }
-
-    #[test]
-    fn ext_labels() {
-        let mut sb = vec![0u8; 2048];
-        assert_eq!(ext_label(&sb), None);
-        sb[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
-        assert_eq!(ext_label(&sb).as_deref(), Some(""));
-        sb[1024 + 0x78..1024 + 0x78 + 11].copy_from_slice(b"banger-work");
-        assert_eq!(ext_label(&sb).as_deref(), Some("banger-work"));
-        assert_eq!(ext_label(&sb[..1100]), None);
     }
 }

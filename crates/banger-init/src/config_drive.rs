@@ -16,23 +16,18 @@
 
 use std::fmt::Write as _;
 
+use banger_guest_contract::newc::{self, S_IFDIR, S_IFMT, S_IFREG};
+
+/// Where, relative to the guest's root, the init keeps the copy of the drive it applied.
+pub use banger_guest_contract::paths::CONFIG_DRIVE_COPY as APPLIED_COPY;
 /// The label the init matches (`banger.config=LABEL=banger-config`).
-pub const LABEL: &str = "banger-config";
+pub use banger_guest_contract::paths::CONFIG_DRIVE_LABEL as LABEL;
 /// The archive's first entry.
-pub const MARKER_ENTRY: &str = ".banger-config";
+pub use banger_guest_contract::paths::CONFIG_DRIVE_MARKER as MARKER_ENTRY;
 /// What the marker entry holds.
-pub const MARKER_CONTENTS: &str = "banger config drive 1\n";
+pub use banger_guest_contract::paths::CONFIG_DRIVE_MARKER_CONTENTS as MARKER_CONTENTS;
 /// The largest drive the init reads; banger's are a few KiB.
 pub const MAX_SIZE: usize = 1 << 20;
-/// Where, relative to the guest's root, the init keeps the copy of the drive it applied.
-pub const APPLIED_COPY: &str = "etc/banger/config-drive";
-
-const MAGIC: &[u8] = b"070701";
-const HEADER_LEN: usize = 110;
-const TRAILER: &str = "TRAILER!!!";
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
 
 /// One entry of the drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,38 +51,33 @@ pub struct ConfigDriveError(String);
 /// The label of a config drive whose first bytes are `head`: the name of its first entry
 /// without the leading dot, when that entry is a dot-file at the archive's root.
 pub fn label(head: &[u8]) -> Option<String> {
-    let (name, _, _, _) = header(head, 0).ok()?;
+    let (_, name, _) = newc::entry_name(head, 0).ok()?;
     let label = name.strip_prefix('.')?;
     (!label.is_empty() && !label.contains('/')).then(|| label.to_owned())
 }
 
 /// The entries of the drive `bytes`, the marker first and without the trailer.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, ConfigDriveError> {
+    let damaged = |e: newc::NewcError| ConfigDriveError(e.to_string());
     let mut entries = Vec::new();
-    let mut at = 0;
-    loop {
-        let (name, mode, size, data_at) = header(bytes, at)?;
-        if name == TRAILER {
-            break;
-        }
-        let data = bytes
-            .get(data_at..data_at + size)
-            .ok_or_else(|| ConfigDriveError(format!("{name}: its data runs past the end")))?;
+    let mut reader = newc::Reader::new(bytes);
+    while let Some(entry) = reader.next_entry().map_err(damaged)? {
+        let (name, mode) = (entry.name, entry.metadata.mode);
         if entries.is_empty() && name != MARKER_ENTRY {
             return Err(ConfigDriveError(format!(
                 "the first entry is {name:?}, not {MARKER_ENTRY}"
             )));
         }
-        check_path(&name)?;
+        check_path(name)?;
         entries.push(match mode & S_IFMT {
             S_IFDIR => Entry::Dir {
-                path: name,
+                path: name.to_owned(),
                 mode: mode & 0o7777,
             },
             S_IFREG => Entry::File {
-                path: name,
+                path: name.to_owned(),
                 mode: mode & 0o7777,
-                data: data.to_vec(),
+                data: entry.data.to_vec(),
             },
             other => {
                 return Err(ConfigDriveError(format!(
@@ -95,7 +85,6 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, ConfigDriveError> {
                 )));
             }
         });
-        at = align4(data_at + size);
     }
     Ok(entries)
 }
@@ -110,41 +99,6 @@ pub fn describe(entries: &[Entry]) -> String {
         };
     }
     out
-}
-
-/// Name, mode, data size and data offset of the entry at `at`.
-fn header(bytes: &[u8], at: usize) -> Result<(String, u32, usize, usize), ConfigDriveError> {
-    let head = bytes
-        .get(at..at + HEADER_LEN)
-        .ok_or_else(|| ConfigDriveError(format!("it ends inside an entry header at {at}")))?;
-    if &head[..6] != MAGIC {
-        return Err(ConfigDriveError(format!("no newc header at byte {at}")));
-    }
-    let field = |i: usize| {
-        let raw = &head[6 + 8 * i..6 + 8 * (i + 1)];
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| u32::from_str_radix(s, 16).ok())
-            .ok_or_else(|| ConfigDriveError(format!("a bad header field at byte {at}")))
-    };
-    let mode = field(1)?;
-    let size = field(6)? as usize;
-    let name_len = field(11)? as usize;
-    let name = bytes
-        .get(at + HEADER_LEN..at + HEADER_LEN + name_len)
-        .and_then(|n| n.strip_suffix(&[0]))
-        .and_then(|n| std::str::from_utf8(n).ok())
-        .ok_or_else(|| ConfigDriveError(format!("a bad entry name at byte {at}")))?;
-    Ok((
-        name.to_owned(),
-        mode,
-        size,
-        align4(at + HEADER_LEN + name_len),
-    ))
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 fn check_path(path: &str) -> Result<(), ConfigDriveError> {
@@ -167,43 +121,18 @@ fn check_path(path: &str) -> Result<(), ConfigDriveError> {
 pub(crate) mod testing {
     use super::*;
 
-    fn entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
-        let mut out = format!(
-            "070701{:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            1,
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            0,
-            0,
-            name.len() + 1,
-            0
-        )
-        .into_bytes();
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out
-    }
-
     pub fn drive(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut writer = newc::Writer::new(Vec::new());
         for (name, mode, data) in entries {
-            out.extend(entry(name, *mode, data));
+            let metadata = newc::Metadata {
+                ino: 1,
+                mode: *mode,
+                nlink: 1,
+                ..newc::Metadata::default()
+            };
+            writer.entry(name, &metadata, data).expect("write to a Vec");
         }
-        out.extend(entry(TRAILER, 0, b""));
-        out.resize(out.len().div_ceil(512) * 512, 0);
-        out
+        writer.finish().expect("write to a Vec").1
     }
 }
 

@@ -15,7 +15,7 @@
 use std::net::Ipv4Addr;
 
 /// Where the file is, relative to the guest's root.
-pub const NETWORK_FILE: &str = "etc/banger/network";
+pub use banger_guest_contract::paths::NETWORK_FILE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {

@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use banger_agent_protocol::protocol::{
-    IDENTITY_MIN_ENTROPY, IdentityApplied, IdentityRequest, NetworkApplied, TOKEN_FILE,
+    IDENTITY_MIN_ENTROPY, IdentityApplied, IdentityRequest, NetworkApplied,
 };
 use banger_init::netconf::{self, NetConfig};
 use banger_init::netlink;
@@ -197,7 +197,7 @@ fn validate(request: &IdentityRequest) -> Result<Plan, IdentityError> {
             "time_unix_ms is 0; send the host's wall clock in milliseconds since the epoch".into(),
         ));
     }
-    let token_path = TOKEN_FILE.trim_start_matches('/');
+    let token_path = banger_guest_contract::paths::AGENT_TOKEN_FILE;
     let network_path = netconf::NETWORK_FILE;
     let mut plan = Plan {
         entropy,

@@ -34,7 +34,7 @@ use banger_api::ServiceCheck;
 use banger_host::{CommandRunner, CommandSpec, Privilege, RunError};
 
 /// The sysinit script, relative to the guest's root.
-pub const RC_BOOT: &str = "etc/banger/rc.boot";
+pub use banger_guest_contract::paths::RC_BOOT;
 /// Where [`install_agent`] puts the guest agent, relative to the guest's root.
 pub const AGENT_PATH: &str = "usr/local/sbin/banger-agent";
 /// The image-wide sshd policy, read before the per-VM drop-in (`banger.conf`).
@@ -141,7 +141,7 @@ pub fn services_in_inittab(inittab: &str) -> Vec<ServiceCheck> {
 /// `/etc/banger/services/NAME` ([`SERVICES_DIR`]) with its output in [`service_log`].
 pub const SERVICE_RUNNER: &str = "usr/local/sbin/banger-service";
 /// Where each declared service's script lives, relative to the guest's root.
-pub const SERVICES_DIR: &str = "etc/banger/services";
+pub use banger_guest_contract::paths::SERVICES_DIR;
 /// Where the runner keeps the services' logs, relative to the guest's root.
 pub const SERVICE_LOG_DIR: &str = "var/log/banger";
 /// The size past which a service's log is moved to `NAME.log.1` when it (re)starts.
