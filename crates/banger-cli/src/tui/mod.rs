@@ -3,11 +3,13 @@
 //! bangerd and loading VMs, images and capacity run as background tasks whose stages and
 //! timings show on the status line, and the render loop never waits for the network.
 //!
-//! The parts: `app` holds the state and turns messages (keys, answers, ticks) into new state
-//! plus effects; `worker` runs those effects as tasks; `ui` draws an `&App` (pure, so every
-//! screen has a snapshot test), with `bars` for the capacity row, `form` for VM creation,
-//! `promote` for the image name a VM is promoted to and `logs` for a VM's console; `theme` holds the styles (honouring `NO_COLOR`); `terminal`
-//! enters and restores the terminal on every way out, panics included.
+//! The parts: `app` holds the state and turns messages (keys, answers, ticks) into new state plus
+//! effects; `worker` runs those effects as tasks; `ui` draws an `&App` (pure, so every screen has a
+//! snapshot test), from the toolkit in `layout` (panes, tables that fit their width, wrapping),
+//! with `overlays` for what is drawn over a screen, `bars` for the capacity row, `form` for VM
+//! creation, `promote` for the image name a VM is promoted to and `logs` for a VM's console;
+//! `theme` holds the styles (honouring `NO_COLOR`); `terminal` enters and restores the terminal on
+//! every way out, panics included.
 //!
 //! One thing runs in the foreground: an ssh session, which gets the terminal while the TUI
 //! waits (see [`ssh_in_foreground`]).
@@ -15,8 +17,10 @@
 mod app;
 mod bars;
 mod form;
+mod layout;
 mod logs;
 mod name_prompt;
+mod overlays;
 mod promote;
 mod terminal;
 mod theme;
