@@ -7,7 +7,11 @@ use super::*;
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::PermissionsExt;
 
+use banger_api::ImageSource;
 use banger_host::{CommandOutput, FakeRunner, Matcher, RealRunner};
+
+use crate::register::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
+use crate::{initramfs, vmdisk};
 
 const RELEASE: &str = "6.1.0-99-cloud-amd64";
 const PACKAGE: &str = "linux-image-6.1.0-99-cloud-amd64";
