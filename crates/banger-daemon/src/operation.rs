@@ -40,8 +40,15 @@ impl Entry {
             let op = self.tx.borrow().clone();
             if let Ok(json) = serde_json::to_vec(&op) {
                 let partial = path.with_extension("partial");
-                if std::fs::write(&partial, json).is_ok() {
-                    let _ = std::fs::rename(&partial, path);
+                match std::fs::write(&partial, json) {
+                    Ok(()) => {
+                        let _ = std::fs::rename(&partial, path);
+                    }
+                    // A full disk cut it short: what was written goes, the last whole
+                    // journal stays.
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&partial);
+                    }
                 }
             }
         }
@@ -575,5 +582,52 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0);
         assert!(next.recover().is_empty(), "recovered once");
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    /// A journal write the disk cannot take leaves no `.partial` file behind, and the last
+    /// whole journal of the operation stays readable.
+    #[test]
+    fn a_journal_write_on_a_full_disk_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("op-1.json");
+        let op = Operation {
+            id: "op-1".into(),
+            kind: OperationKind::StartVm,
+            target: "dev".into(),
+            state: OperationState::Running,
+            stages: Vec::new(),
+            error: None,
+            result: None,
+            cancel_requested: false,
+            created_at: Timestamp::now(),
+            ended_at: None,
+            version: 1,
+        };
+        let entry = Entry {
+            tx: watch::Sender::new(op),
+            cancel: AtomicBool::new(false),
+            journal: Some(path.clone()),
+        };
+        entry.journal();
+        let whole = std::fs::read(&path).unwrap();
+        // The next write goes to /dev/full: every write there fails with ENOSPC.
+        let partial = path.with_extension("partial");
+        std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
+        entry.tx.send_modify(|op| op.version = 2);
+        entry.journal();
+        assert!(
+            std::fs::symlink_metadata(&partial).is_err(),
+            "the cut-short write is removed"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "the last whole one stays"
+        );
     }
 }
