@@ -8,6 +8,7 @@
 //! a finished build is kept in the cache under it as an image archive, and a build of the
 //! same inputs unpacks that instead of booting anything.
 
+use crate::api_error::ToApi;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +84,7 @@ pub fn check(d: &Daemon, req: &BuildImageRequest) -> Result<CheckedBuild, ApiErr
             .with_hint("list images with `banger image list`, or bootstrap one with `banger image bootstrap debian`")
     })?;
     if !recipe.packages.is_empty() {
-        Apt::for_image(&RealRunner, Path::new("/"), &base).map_err(ApiError::from)?;
+        Apt::for_image(&RealRunner, Path::new("/"), &base).map_err(ToApi::to_api)?;
     }
     let readable = |what: &str, path: &str| -> Result<(), ApiError> {
         let meta = std::fs::metadata(path).map_err(|e| {
@@ -165,7 +166,8 @@ fn build(
     let recipe = &checked.recipe;
     let cache = cache_dir(d);
     cx.begin(S_CACHE);
-    let key = host_build::cache_key(&checked.base, recipe, env!("CARGO_PKG_VERSION"))?;
+    let key = host_build::cache_key(&checked.base, recipe, env!("CARGO_PKG_VERSION"))
+        .map_err(ToApi::to_api)?;
     let cached = cache.join(format!("{key}{}", archive::SUFFIX));
     if !checked.no_cache && cached.is_file() {
         cx.done(S_CACHE, Some(format!("hit: {key}")));
@@ -265,11 +267,12 @@ fn fetch_packages(
     }
     cx.begin(S_PACKAGES);
     let cancelled = || cx.cancelled();
-    let apt = Apt::for_image(&RealRunner, cache, &checked.base)?;
-    let status = host_build::base_dpkg_status(&RealRunner, &d.paths.image_dir(&checked.base.id))?;
-    apt.prepare(&status, &cancelled)?;
+    let apt = Apt::for_image(&RealRunner, cache, &checked.base).map_err(ToApi::to_api)?;
+    let status = host_build::base_dpkg_status(&RealRunner, &d.paths.image_dir(&checked.base.id))
+        .map_err(ToApi::to_api)?;
+    apt.prepare(&status, &cancelled).map_err(ToApi::to_api)?;
     let mut packages = recipe.packages.clone();
-    let mut plan = apt.plan(&packages, &cancelled)?;
+    let mut plan = apt.plan(&packages, &cancelled).map_err(ToApi::to_api)?;
     // DKMS builds modules for the image's kernel only with that kernel's headers.
     let headers = host_build::kernel_headers_needed(
         &packages,
@@ -279,13 +282,15 @@ fn fetch_packages(
     if let Some(headers) = &headers {
         tracing::info!(%headers, "the packages build kernel modules: adding the image kernel's headers");
         packages.push(headers.clone());
-        plan = apt.plan(&packages, &cancelled)?;
+        plan = apt.plan(&packages, &cancelled).map_err(ToApi::to_api)?;
     }
     if plan.is_empty() {
         cx.done(S_PACKAGES, Some("the base image has them all".into()));
         return Ok(Vec::new());
     }
-    let debs = apt.download(&packages, &plan, &cancelled)?;
+    let debs = apt
+        .download(&packages, &plan, &cancelled)
+        .map_err(ToApi::to_api)?;
     let bytes: u64 = debs
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -322,7 +327,8 @@ fn fetch_downloads(
         let (path, hit) =
             host_build::download(&RealRunner, cache, &download.url, &download.sha256, &|| {
                 cx.cancelled()
-            })?;
+            })
+            .map_err(ToApi::to_api)?;
         hits += usize::from(hit);
         paths.push(path);
     }
@@ -762,7 +768,7 @@ struct Guest<'a> {
 impl Guest<'_> {
     fn copy_in(&self, stage: &str, entries: &[ArchiveEntry]) -> Result<(), ApiError> {
         let tar = self.staging.join("files.tar");
-        host_build::write_archive(entries, &tar)?;
+        host_build::write_archive(entries, &tar).map_err(ToApi::to_api)?;
         let agent = crate::machine::guest::agent(self.d, self.vm)?;
         let copied = self.d.machines.block_on(async {
             let file = tokio::fs::File::open(&tar)
@@ -899,7 +905,8 @@ fn from_cache(
     }
     let id = format!("{:016x}", rand::random::<u64>());
     let dir = d.paths.image_dir(&id);
-    let mut image = archive::import(&id, &checked.name, cached, &dir, &Silent(cx))?;
+    let mut image =
+        archive::import(&id, &checked.name, cached, &dir, &Silent(cx)).map_err(ToApi::to_api)?;
     image.source = ImageSource::Built;
     image.manifest.imported_from = None;
     cx.done(S_CACHED, None);
@@ -948,7 +955,8 @@ fn save_to_cache(
         cached,
         true,
         &Silent(cx),
-    )?;
+    )
+    .map_err(ToApi::to_api)?;
     Ok(exported.bytes)
 }
 

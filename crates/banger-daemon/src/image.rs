@@ -4,6 +4,7 @@
 //! replace an image of their name ([`record`]); the image they replace is retired while VMs
 //! or snapshots use it, and deleted by [`collect_retired`] once none does.
 
+use crate::api_error::ToApi;
 use std::sync::Arc;
 
 use std::path::{Path, PathBuf};
@@ -122,7 +123,8 @@ pub fn check_register(
 ) -> Result<register::CheckedSources, ApiError> {
     check_new_name(d, &req.name)?;
     let publish = banger_api::validate::image_ports(&req.publish)?;
-    let mut sources = register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)?;
+    let mut sources = register::check_sources(&req.kernel, req.initrd.as_deref(), &req.rootfs)
+        .map_err(ToApi::to_api)?;
     sources.publish = publish;
     sources.services = register::services_in_rootfs(&RealRunner, &sources.rootfs);
     Ok(sources)
@@ -147,7 +149,7 @@ pub fn start_register(
             &dir,
             &OpReporter(cx),
             &mut banger_host::disk::copy_file,
-        )?;
+        ).map_err(ToApi::to_api)?;
         cx.begin(RECORD_STAGE);
         if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
             if let Err(rm) = std::fs::remove_dir_all(&dir) {
@@ -254,7 +256,7 @@ pub fn start_bootstrap(d: Arc<Daemon>, checked: CheckedBootstrap) -> Operation {
             }
         }
         let image = bootstrap::bootstrap(&id, &spec, &host, &dir, &OpReporter(cx))
-            .map_err(ApiError::from)?;
+            .map_err(ToApi::to_api)?;
         cx.begin(RECORD_STAGE);
         if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
             if let Err(rm) = std::fs::remove_dir_all(&dir) {
@@ -332,7 +334,7 @@ pub fn start_export(d: Arc<Daemon>, checked: CheckedExport) -> Operation {
                 &checked.path,
                 checked.replace,
                 &OpReporter(cx),
-            )?;
+            ).map_err(ToApi::to_api)?;
             tracing::info!(image = %image.name, path = %exported.path.display(), bytes = exported.bytes, "image exported");
             let result = ExportedImage {
                 name: image.name.clone(),
@@ -366,7 +368,7 @@ pub fn check_import(d: &Daemon, req: &ImportImageRequest) -> Result<CheckedImpor
                 .with_hint("pass the file `banger image export` wrote"),
         );
     }
-    let head = archive::read_head(&path)?;
+    let head = archive::read_head(&path).map_err(ToApi::to_api)?;
     let name = match &req.name {
         Some(name) => name.clone(),
         None => {
@@ -409,7 +411,7 @@ pub fn start_import(d: Arc<Daemon>, checked: CheckedImport) -> Operation {
     ops.spawn(OperationKind::ImportImage, &target, &stages, move |cx| {
         let id = format!("{:016x}", rand::random::<u64>());
         let dir = d.paths.image_dir(&id);
-        let image = archive::import(&id, &checked.name, &checked.path, &dir, &OpReporter(cx))?;
+        let image = archive::import(&id, &checked.name, &checked.path, &dir, &OpReporter(cx)).map_err(ToApi::to_api)?;
         cx.begin(RECORD_STAGE);
         if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
             if let Err(rm) = std::fs::remove_dir_all(&dir) {

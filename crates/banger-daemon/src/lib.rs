@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+mod api_error;
 pub mod build;
 pub mod capacity;
 pub mod config;

@@ -3,6 +3,7 @@
 //! from the copies ([`banger_image::promote`]), so the VM is untouched and free to start
 //! again as soon as the copies exist. `image build` ends with the same promotion.
 
+use crate::api_error::ToApi;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -182,7 +183,7 @@ pub fn run(
         work: work.as_deref(),
     };
     let made = promote::promote(&id, &sources, spec, &host, &dir, &OpReporter(cx))
-        .map_err(ApiError::from)?;
+        .map_err(ToApi::to_api)?;
     drop(copies);
     cx.begin(RECORD_STAGE);
     if let Err(e) = cx

@@ -23,9 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use banger_api::{
-    ApiError, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Timestamp,
-};
+use banger_api::{Image, ImageFile, ImageFiles, ImageManifest, ImageSource, Timestamp};
 use banger_host::disk::{SparseWriteError, write_sparse};
 use serde::{Deserialize, Serialize};
 use tar::{Archive, Builder, EntryType, Header};
@@ -157,27 +155,6 @@ impl ArchiveError {
                 Some("pick another file name, or pass --force to replace it".to_owned())
             }
             _ => None,
-        }
-    }
-}
-
-impl From<ArchiveError> for ApiError {
-    fn from(e: ArchiveError) -> ApiError {
-        let hint = e.hint();
-        let code = match &e {
-            ArchiveError::Cancelled(_) => ErrorCode::Cancelled,
-            ArchiveError::Exists { .. } => ErrorCode::AlreadyExists,
-            ArchiveError::Foreign { .. }
-            | ArchiveError::Newer { .. }
-            | ArchiveError::Corrupt { .. }
-            | ArchiveError::Unsafe { .. }
-            | ArchiveError::BadFile { .. } => ErrorCode::InvalidInput,
-            ArchiveError::Io { .. } | ArchiveError::WorkSeed(_) => ErrorCode::Internal,
-        };
-        let error = ApiError::new(code, crate::error_chain(&e));
-        match hint {
-            Some(h) => error.with_hint(h),
-            None => error,
         }
     }
 }

@@ -14,7 +14,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use banger_api::{ApiError, ErrorCode, Image, Recipe};
+use banger_api::{Image, Recipe};
 use banger_host::{CommandRunner, CommandSpec, RunError};
 use sha2::{Digest, Sha256};
 
@@ -63,42 +63,52 @@ pub enum BuildError {
     Unresolved(Vec<String>),
 }
 
-impl From<BuildError> for ApiError {
-    fn from(e: BuildError) -> ApiError {
-        let text = crate::error_chain(&e);
-        match &e {
-            BuildError::Cancelled => ApiError::new(ErrorCode::Cancelled, text),
+impl BuildError {
+    /// What the user can do about it, where there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
             BuildError::Command {
                 source: RunError::NotFound { program },
                 ..
-            } => ApiError::new(ErrorCode::Unavailable, text).with_hint(match program.as_str() {
+            } => Some(match program.as_str() {
                 "apt-get" => "building with packages needs a Debian host with apt".to_owned(),
                 "curl" => "install it: apt-get install curl".to_owned(),
                 other => format!("install {other}"),
             }),
             BuildError::Command {
                 step,
-                source: RunError::Failed { stderr, .. },
-            } => {
-                let last: Vec<&str> = stderr.lines().rev().take(8).collect();
-                let tail: Vec<&str> = last.into_iter().rev().collect();
-                ApiError::new(ErrorCode::InvalidInput, format!("{step} failed: {}", tail.join("\n")))
-                    .with_hint(if step.contains("apt") {
-                        "check the package names (`apt-cache policy NAME` on a Debian host) and that the host reaches the Debian mirror"
-                    } else {
-                        "check the URL, and that the host reaches it"
-                    }
-                    .to_owned())
+                source: RunError::Failed { .. },
+            } => Some(if step.contains("apt") {
+                "check the package names (`apt-cache policy NAME` on a Debian host) and that the host reaches the Debian mirror"
+            } else {
+                "check the URL, and that the host reaches it"
             }
-            BuildError::Checksum { .. } => ApiError::new(ErrorCode::InvalidInput, text).with_hint(
+            .to_owned()),
+            BuildError::Checksum { .. } => Some(
                 "the file at the URL changed, or the recipe's sha256 is wrong: check it with sha256sum"
                     .to_owned(),
             ),
-            BuildError::NotDebian { .. } => ApiError::new(ErrorCode::InvalidInput, text)
-                .with_hint("build on a Debian image (`banger image bootstrap debian`), or install software with [[download]] and [[run]]".to_owned()),
-            BuildError::Unresolved(_) => ApiError::new(ErrorCode::InvalidInput, text),
-            _ => ApiError::internal(text),
+            BuildError::NotDebian { .. } => Some(
+                "build on a Debian image (`banger image bootstrap debian`), or install software with [[download]] and [[run]]"
+                    .to_owned(),
+            ),
+            _ => None,
         }
+    }
+
+    /// For a host command that failed: the step and the last lines it wrote to stderr, which
+    /// say why (apt's or curl's own words) where the whole chain would bury them.
+    pub fn failed_command(&self) -> Option<String> {
+        let BuildError::Command {
+            step,
+            source: RunError::Failed { stderr, .. },
+        } = self
+        else {
+            return None;
+        };
+        let last: Vec<&str> = stderr.lines().rev().take(8).collect();
+        let tail: Vec<&str> = last.into_iter().rev().collect();
+        Some(format!("{step} failed: {}", tail.join("\n")))
     }
 }
 

@@ -10,8 +10,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use banger_api::{
-    ApiError, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, ServiceCheck,
-    Timestamp,
+    Image, ImageFile, ImageFiles, ImageManifest, ImageSource, ServiceCheck, Timestamp,
 };
 use banger_host::disk::{CopyError, CopyMethod};
 use banger_host::{CommandRunner, CommandSpec};
@@ -32,6 +31,58 @@ pub const STAGES: [&str; 4] = [
     "write manifest",
 ];
 
+/// A registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{role} path {path:?} is not absolute")]
+    NotAbsolute { role: &'static str, path: String },
+
+    /// A source file is not what its role needs (an ELF kernel, an ext4 root, a known initrd).
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+
+    #[error(transparent)]
+    Initrd(#[from] crate::initramfs::InitramfsError),
+
+    #[error("copying {} into the image store failed", path.display())]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: CopyError,
+    },
+
+    #[error("cannot {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot encode the manifest")]
+    Manifest(#[from] serde_json::Error),
+
+    #[error("the registration was cancelled")]
+    Cancelled,
+}
+
+impl RegisterError {
+    /// What the user can do about it, where there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RegisterError::NotAbsolute { .. } => {
+                Some("bangerd runs in another directory; pass absolute paths".to_owned())
+            }
+            RegisterError::Format(e) => e.hint(),
+            _ => None,
+        }
+    }
+
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegisterError {
+        let what = what.into();
+        move |source| RegisterError::Io { what, source }
+    }
+}
+
 /// Source files that passed the format checks.
 #[derive(Debug, Clone)]
 pub struct CheckedSources {
@@ -51,25 +102,25 @@ pub fn check_sources(
     kernel: &str,
     initrd: Option<&str>,
     rootfs: &str,
-) -> Result<CheckedSources, ApiError> {
-    let absolute = |role: &str, path: &str| -> Result<PathBuf, ApiError> {
+) -> Result<CheckedSources, RegisterError> {
+    let absolute = |role: &'static str, path: &str| -> Result<PathBuf, RegisterError> {
         let p = PathBuf::from(path);
         if p.is_absolute() {
             Ok(p)
         } else {
-            Err(
-                ApiError::invalid(format!("{role} path {path:?} is not absolute"))
-                    .with_hint("bangerd runs in another directory; pass absolute paths"),
-            )
+            Err(RegisterError::NotAbsolute {
+                role,
+                path: path.to_owned(),
+            })
         }
     };
     let kernel = absolute("kernel", kernel)?;
     let rootfs = absolute("rootfs", rootfs)?;
     let initrd = initrd.map(|p| absolute("initrd", p)).transpose()?;
-    let info = format::check_kernel(&kernel).map_err(format_error)?;
-    format::check_rootfs(&rootfs).map_err(format_error)?;
+    let info = format::check_kernel(&kernel)?;
+    format::check_rootfs(&rootfs)?;
     if let Some(initrd) = &initrd {
-        format::check_initrd(initrd).map_err(format_error)?;
+        format::check_initrd(initrd)?;
     }
     Ok(CheckedSources {
         kernel,
@@ -96,15 +147,6 @@ pub fn services_in_rootfs(runner: &dyn CommandRunner, rootfs: &Path) -> Vec<Serv
             tracing::warn!(rootfs = %rootfs.display(), error = %e, "cannot read the root's inittab");
             Vec::new()
         }
-    }
-}
-
-fn format_error(e: format::FormatError) -> ApiError {
-    let hint = e.hint();
-    let error = ApiError::invalid(e.to_string());
-    match hint {
-        Some(h) => error.with_hint(h),
-        None => error,
     }
 }
 
@@ -135,11 +177,11 @@ pub fn install(
     image_dir: &Path,
     reporter: &dyn Reporter,
     copier: &mut Copier<'_>,
-) -> Result<Image, ApiError> {
+) -> Result<Image, RegisterError> {
     std::fs::create_dir_all(image_dir.parent().unwrap_or(Path::new("/")))
-        .map_err(|e| ApiError::internal(format!("cannot create the image store: {e}")))?;
+        .map_err(RegisterError::io("create the image store"))?;
     std::fs::create_dir(image_dir)
-        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", image_dir.display())))?;
+        .map_err(RegisterError::io(format!("create {}", image_dir.display())))?;
     let result = install_into(id, name, sources, image_dir, reporter, copier);
     if result.is_err()
         && let Err(e) = std::fs::remove_dir_all(image_dir)
@@ -156,8 +198,8 @@ fn install_into(
     image_dir: &Path,
     reporter: &dyn Reporter,
     copier: &mut Copier<'_>,
-) -> Result<Image, ApiError> {
-    let mut copy = |stage: &str, src: &Path, file: &str| -> Result<ImageFile, ApiError> {
+) -> Result<Image, RegisterError> {
+    let mut copy = |stage: &str, src: &Path, file: &str| -> Result<ImageFile, RegisterError> {
         reporter.begin(stage);
         let dst = image_dir.join(file);
         let method = copier(src, &dst, &mut |done, total| {
@@ -169,12 +211,11 @@ fn install_into(
             }
         })
         .map_err(|e| match e {
-            CopyError::Cancelled => cancelled(),
-            other => ApiError::internal(format!(
-                "copying {} into the image store failed: {}",
-                src.display(),
-                crate::error_chain(&other)
-            )),
+            CopyError::Cancelled => RegisterError::Cancelled,
+            source => RegisterError::Copy {
+                path: src.to_owned(),
+                source,
+            },
         })?;
         reporter.done(
             stage,
@@ -195,7 +236,7 @@ fn install_into(
     };
     let rootfs = copy(STAGES[2], &sources.rootfs, ROOTFS_FILE)?;
     if reporter.cancelled() {
-        return Err(cancelled());
+        return Err(RegisterError::Cancelled);
     }
 
     reporter.begin(STAGES[3]);
@@ -219,18 +260,16 @@ fn install_into(
         // Read from the initrd: an image registered with an initrd banger made gets the same
         // fast VM creation as a bootstrapped one.
         init_features: match &sources.initrd {
-            Some(initrd) => crate::initramfs::init_features(initrd)
-                .map_err(|e| ApiError::invalid(crate::error_chain(&e)))?,
+            Some(initrd) => crate::initramfs::init_features(initrd)?,
             None => Vec::new(),
         },
         created_from,
         created_at,
         imported_from: None,
     };
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| ApiError::internal(format!("cannot encode the manifest: {e}")))?;
+    let json = serde_json::to_vec_pretty(&manifest)?;
     std::fs::write(image_dir.join(MANIFEST_FILE), json)
-        .map_err(|e| ApiError::internal(format!("cannot write the manifest: {e}")))?;
+        .map_err(RegisterError::io("write the manifest"))?;
     reporter.done(STAGES[3], None);
 
     Ok(Image {
@@ -248,13 +287,9 @@ fn install_into(
     })
 }
 
-fn cancelled() -> ApiError {
-    ApiError::new(ErrorCode::Cancelled, "the registration was cancelled")
-}
-
-fn stored_file(path: &Path) -> Result<ImageFile, ApiError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ApiError::internal(format!("cannot stat {}: {e}", path.display())))?;
+fn stored_file(path: &Path) -> Result<ImageFile, RegisterError> {
+    let meta =
+        std::fs::metadata(path).map_err(RegisterError::io(format!("stat {}", path.display())))?;
     Ok(ImageFile {
         path: path.display().to_string(),
         bytes: meta.len(),
@@ -450,7 +485,9 @@ mod tests {
             &mut failing,
         )
         .unwrap_err();
-        assert!(err.message.contains("disk full"), "{}", err.message);
+        let text = crate::error_chain(&err);
+        assert!(matches!(err, RegisterError::Copy { .. }), "{err:?}");
+        assert!(text.contains("disk full"), "{text}");
         assert_eq!(calls.get(), 3);
         assert!(
             !image_dir.exists(),
@@ -474,7 +511,7 @@ mod tests {
         let log = Log::default();
         log.cancel_after_progress.set(Some(1));
         let err = install("abc", "base", &src, &image_dir, &log, &mut real_copy).unwrap_err();
-        assert_eq!(err.code, ErrorCode::Cancelled);
+        assert!(matches!(err, RegisterError::Cancelled), "{err:?}");
         assert!(!image_dir.exists());
     }
 
@@ -492,6 +529,7 @@ mod tests {
     #[test]
     fn relative_paths_are_refused_before_any_check() {
         let err = check_sources("vmlinux", None, "/r").unwrap_err();
-        assert!(err.message.contains("not absolute"));
+        assert!(err.to_string().contains("not absolute"));
+        assert!(err.hint().unwrap().contains("absolute paths"));
     }
 }

@@ -40,7 +40,7 @@ use run::Run;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use banger_api::{ApiError, ErrorCode, Image, ImageManifest};
+use banger_api::{Image, ImageManifest};
 use banger_host::{CommandRunner, CommandSpec, Privilege, RunError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -340,27 +340,6 @@ impl BootstrapError {
 
 fn needs_password(stderr: &str) -> bool {
     stderr.contains("a password is required") || stderr.contains("may not run sudo")
-}
-
-impl From<BootstrapError> for ApiError {
-    fn from(e: BootstrapError) -> ApiError {
-        let hint = e.hint();
-        let error = match &e {
-            BootstrapError::Cancelled => ApiError::new(ErrorCode::Cancelled, e.to_string()),
-            BootstrapError::Exists { .. } => {
-                ApiError::new(ErrorCode::AlreadyExists, crate::error_chain(&e))
-            }
-            BootstrapError::Command {
-                source: RunError::NotFound { .. },
-                ..
-            } => ApiError::new(ErrorCode::Unavailable, crate::error_chain(&e)),
-            _ => ApiError::internal(crate::error_chain(&e)),
-        };
-        match hint {
-            Some(h) => error.with_hint(h),
-            None => error,
-        }
-    }
 }
 
 /// Bootstraps image `id` into `image_dir` (which must not exist) and returns the image to
