@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use banger_agent_protocol::protocol::{CopyInSummary, Health, ListeningPort, PathStat, Stats};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
@@ -77,12 +78,13 @@ impl Client {
         &self.socket
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    /// A fresh HTTP/1.1 connection to the daemon, ready for one request.
+    async fn connect<B>(&self) -> Result<SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -90,20 +92,36 @@ impl Client {
                     socket: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         tokio::spawn(async move {
             // The connection ends with the response; its error, if any, surfaces there.
             let _ = conn.await;
         });
-        let mut request = Request::builder()
+        Ok(sender)
+    }
+
+    /// A request to the daemon, with this client's build id when it expects one.
+    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        let request = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "bangerd");
-        if let Some(id) = &self.build_id {
-            request = request.header(BUILD_ID_HEADER, id);
+        match &self.build_id {
+            Some(id) => request.header(BUILD_ID_HEADER, id),
+            None => request,
         }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let mut sender = self.connect().await?;
+        let mut request = self.request(method, path);
         let has_body = body.is_some();
         if has_body {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -142,6 +160,26 @@ impl Client {
         ok_or_error(self.send(method, path, body).await?).await
     }
 
+    /// `GET path`, the answer decoded.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// `method path` without a body, the answer decoded.
+    async fn act<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, ClientError> {
+        self.call(method, path, None::<&()>).await
+    }
+
+    /// `method path` with `body` as JSON, the answer decoded.
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        self.call(method, path, Some(body)).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -159,7 +197,7 @@ impl Client {
     }
 
     pub async fn daemon_info(&self) -> Result<DaemonInfo, ClientError> {
-        self.call(Method::GET, "/v1/daemon", None::<&()>).await
+        self.get("/v1/daemon").await
     }
 
     /// Asks the daemon to exit gracefully.
@@ -172,45 +210,36 @@ impl Client {
     /// Mints a one-time login URL for the web console (valid for a few minutes, single use).
     /// Only the socket's owner can ask, which is what makes the console the owner's.
     pub async fn web_login(&self) -> Result<WebLogin, ClientError> {
-        self.call(Method::POST, "/v1/web/login", None::<&()>).await
+        self.act(Method::POST, "/v1/web/login").await
     }
 
     /// Runs the daemon's host checks.
     pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
-        self.call(Method::GET, "/v1/doctor", None::<&()>).await
+        self.get("/v1/doctor").await
     }
 
     pub async fn capacity(&self) -> Result<Capacity, ClientError> {
-        self.call(Method::GET, "/v1/capacity", None::<&()>).await
+        self.get("/v1/capacity").await
     }
 
     pub async fn list_vms(&self) -> Result<Vec<Vm>, ClientError> {
-        self.call(Method::GET, "/v1/vms", None::<&()>).await
+        self.get("/v1/vms").await
     }
 
     pub async fn get_vm(&self, name: &str) -> Result<Vm, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/vms/{}", escape(name))).await
     }
 
     /// Creates a VM; when it is being started, the answer carries the start operation.
     pub async fn create_vm(&self, request: &CreateVmRequest) -> Result<CreatedVm, ClientError> {
-        self.call(Method::POST, "/v1/vms", Some(request)).await
+        self.send_json(Method::POST, "/v1/vms", request).await
     }
 
     /// Starts, stops or restarts VM `name` (`action` is `start`, `stop` or `restart`); follow
     /// the operation with [`Client::watch_operation`].
     pub async fn vm_action(&self, name: &str, action: VmAction) -> Result<Operation, ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/vms/{}/{}", escape(name), action.as_str()),
-            None::<&()>,
-        )
-        .await
+        let path = format!("/v1/vms/{}/{}", escape(name), action.as_str());
+        self.act(Method::POST, &path).await
     }
 
     /// A piece of VM `name`'s guest console from byte `offset` (the end when `None`).
@@ -220,22 +249,13 @@ impl Client {
         offset: Option<u64>,
     ) -> Result<ConsoleChunk, ClientError> {
         let query = offset.map(|o| format!("?offset={o}")).unwrap_or_default();
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}/console{query}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/vms/{}/console{query}", escape(name)))
+            .await
     }
 
     /// What OpenSSH needs to log into VM `name`.
     pub async fn ssh_access(&self, name: &str) -> Result<SshAccess, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}/ssh", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/vms/{}/ssh", escape(name))).await
     }
 
     /// The guest agent's health in VM `name`, as bangerd relays it.
@@ -259,12 +279,7 @@ impl Client {
         name: &str,
         what: &str,
     ) -> Result<T, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}/{what}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/vms/{}/{what}", escape(name))).await
     }
 
     /// Starts a command in VM `name`; `request` is the agent's exec request as JSON (no
@@ -310,28 +325,10 @@ impl Client {
         content_type: &str,
         body: ReceiverBody,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "bangerd")
-            .header(hyper::header::CONTENT_TYPE, content_type);
-        if let Some(id) = &self.build_id {
-            request = request.header(BUILD_ID_HEADER, id);
-        }
-        let request = request
+        let mut sender = self.connect().await?;
+        let request = self
+            .request(method, path)
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         sender
@@ -380,33 +377,25 @@ impl Client {
 
     /// What `path` is in VM `name` (the agent's `PathStat`: `kind`, `target`, `mode`).
     pub async fn file_stat(&self, name: &str, path: &str) -> Result<PathStat, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}/files/stat?path={}", escape(name), escape(path)),
-            None::<&()>,
-        )
+        self.get(&format!(
+            "/v1/vms/{}/files/stat?path={}",
+            escape(name),
+            escape(path)
+        ))
         .await
     }
 
     /// Gives stopped VM `name` a fresh root from its image; its work disk and identity stay.
     pub async fn reset_vm(&self, name: &str) -> Result<Vm, ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/vms/{}/reset", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.act(Method::POST, &format!("/v1/vms/{}/reset", escape(name)))
+            .await
     }
 
     /// Pauses (`pause = true`) or resumes VM `name`.
     pub async fn pause_vm(&self, name: &str, pause: bool) -> Result<Vm, ClientError> {
         let verb = if pause { "pause" } else { "resume" };
-        self.call(
-            Method::POST,
-            &format!("/v1/vms/{}/{verb}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.act(Method::POST, &format!("/v1/vms/{}/{verb}", escape(name)))
+            .await
     }
 
     pub async fn update_vm(
@@ -414,22 +403,14 @@ impl Client {
         name: &str,
         request: &UpdateVmRequest,
     ) -> Result<Vm, ClientError> {
-        self.call(
-            Method::PATCH,
-            &format!("/v1/vms/{}", escape(name)),
-            Some(request),
-        )
-        .await
+        self.send_json(Method::PATCH, &format!("/v1/vms/{}", escape(name)), request)
+            .await
     }
 
     /// The host ports forwarded to VM `name`.
     pub async fn published_ports(&self, name: &str) -> Result<Vec<PublishedPort>, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/vms/{}/ports/published", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/vms/{}/ports/published", escape(name)))
+            .await
     }
 
     /// Publishes a host port to VM `name` (bound at once when the VM runs); answers with the
@@ -439,20 +420,19 @@ impl Client {
         name: &str,
         request: &PublishPortRequest,
     ) -> Result<Vm, ClientError> {
-        self.call(
+        self.send_json(
             Method::POST,
             &format!("/v1/vms/{}/ports/published", escape(name)),
-            Some(request),
+            request,
         )
         .await
     }
 
     /// Stops forwarding `host_port` to VM `name`; answers with the VM as stored.
     pub async fn unpublish_port(&self, name: &str, host_port: u16) -> Result<Vm, ClientError> {
-        self.call(
+        self.act(
             Method::DELETE,
             &format!("/v1/vms/{}/ports/published/{host_port}", escape(name)),
-            None::<&()>,
         )
         .await
     }
@@ -469,10 +449,10 @@ impl Client {
         name: &str,
         request: &crate::SnapshotVmRequest,
     ) -> Result<crate::Snapshot, ClientError> {
-        self.call(
+        self.send_json(
             Method::POST,
             &format!("/v1/vms/{}/snapshot", escape(name)),
-            Some(request),
+            request,
         )
         .await
     }
@@ -483,62 +463,48 @@ impl Client {
         name: &str,
         request: &crate::CloneVmRequest,
     ) -> Result<CreatedVm, ClientError> {
-        self.call(
+        self.send_json(
             Method::POST,
             &format!("/v1/vms/{}/clone", escape(name)),
-            Some(request),
+            request,
         )
         .await
     }
 
     /// The warm pool of every image that has one.
     pub async fn list_pool(&self) -> Result<Vec<crate::PoolEntry>, ClientError> {
-        self.call(Method::GET, "/v1/pool", None::<&()>).await
+        self.get("/v1/pool").await
     }
 
     /// Keeps `size` ready VMs of `image` (0 turns its pool off).
     pub async fn set_pool(&self, image: &str, size: i64) -> Result<crate::PoolEntry, ClientError> {
-        self.call(
+        self.send_json(
             Method::PUT,
             &format!("/v1/pool/{}", escape(image)),
-            Some(&crate::SetPoolRequest { size }),
+            &crate::SetPoolRequest { size },
         )
         .await
     }
 
     pub async fn list_snapshots(&self) -> Result<Vec<crate::Snapshot>, ClientError> {
-        self.call(Method::GET, "/v1/snapshots", None::<&()>).await
+        self.get("/v1/snapshots").await
     }
 
     pub async fn get_snapshot(&self, name: &str) -> Result<crate::Snapshot, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/snapshots/{}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/snapshots/{}", escape(name))).await
     }
 
     pub async fn delete_snapshot(&self, name: &str) -> Result<crate::Snapshot, ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/v1/snapshots/{}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.act(Method::DELETE, &format!("/v1/snapshots/{}", escape(name)))
+            .await
     }
 
     pub async fn list_images(&self) -> Result<Vec<Image>, ClientError> {
-        self.call(Method::GET, "/v1/images", None::<&()>).await
+        self.get("/v1/images").await
     }
 
     pub async fn get_image(&self, name: &str) -> Result<Image, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/images/{}", escape(name)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/images/{}", escape(name))).await
     }
 
     /// Starts an image registration; follow it with [`Client::watch_operation`].
@@ -546,7 +512,7 @@ impl Client {
         &self,
         request: &RegisterImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(Method::POST, "/v1/images", Some(request)).await
+        self.send_json(Method::POST, "/v1/images", request).await
     }
 
     /// Starts an image bootstrap; follow it with [`Client::watch_operation`].
@@ -554,7 +520,7 @@ impl Client {
         &self,
         request: &BootstrapImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(Method::POST, "/v1/images/bootstrap", Some(request))
+        self.send_json(Method::POST, "/v1/images/bootstrap", request)
             .await
     }
 
@@ -563,7 +529,7 @@ impl Client {
         &self,
         request: &crate::BuildImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(Method::POST, "/v1/images/build", Some(request))
+        self.send_json(Method::POST, "/v1/images/build", request)
             .await
     }
 
@@ -573,7 +539,7 @@ impl Client {
         &self,
         request: &crate::PromoteImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(Method::POST, "/v1/images/promote", Some(request))
+        self.send_json(Method::POST, "/v1/images/promote", request)
             .await
     }
 
@@ -583,10 +549,10 @@ impl Client {
         name: &str,
         request: &ExportImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(
+        self.send_json(
             Method::POST,
             &format!("/v1/images/{}/export", escape(name)),
-            Some(request),
+            request,
         )
         .await
     }
@@ -597,7 +563,7 @@ impl Client {
         &self,
         request: &ImportImageRequest,
     ) -> Result<Operation, ClientError> {
-        self.call(Method::POST, "/v1/images/import", Some(request))
+        self.send_json(Method::POST, "/v1/images/import", request)
             .await
     }
 
@@ -612,23 +578,17 @@ impl Client {
     }
 
     pub async fn list_operations(&self) -> Result<Vec<Operation>, ClientError> {
-        self.call(Method::GET, "/v1/operations", None::<&()>).await
+        self.get("/v1/operations").await
     }
 
     pub async fn get_operation(&self, id: &str) -> Result<Operation, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/operations/{}", escape(id)),
-            None::<&()>,
-        )
-        .await
+        self.get(&format!("/v1/operations/{}", escape(id))).await
     }
 
     pub async fn cancel_operation(&self, id: &str) -> Result<Operation, ClientError> {
-        self.call(
+        self.act(
             Method::POST,
             &format!("/v1/operations/{}/cancel", escape(id)),
-            None::<&()>,
         )
         .await
     }
