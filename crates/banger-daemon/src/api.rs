@@ -174,11 +174,7 @@ async fn blocking<T: Send + 'static>(
     d: &Arc<Daemon>,
     f: impl FnOnce(&Daemon) -> Result<T, ApiError> + Send + 'static,
 ) -> Answer<T> {
-    let d = d.clone();
-    tokio::task::spawn_blocking(move || f(&d))
-        .await
-        .map_err(|e| Failure(ApiError::internal(format!("request task failed: {e}"))))?
-        .map_err(Failure)
+    blocking_arc(d, move |d| f(d)).await
 }
 
 /// [`blocking`] for work that keeps a handle on the daemon (operations, supervision).

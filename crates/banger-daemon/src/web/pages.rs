@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use banger_api::{ApiError, ErrorCode, Image, OperationState, Vm, VmState};
+use banger_api::{ApiError, ErrorCode, Image, Operation, OperationState, Vm, VmState};
 use serde::Deserialize;
 
 use super::auth::{self, unix_now};
@@ -36,6 +36,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&d))
         .await
         .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+/// Starts the operation a form asks for and shows it, or the refusal on the form's page.
+async fn show_operation(
+    d: &Arc<Daemon>,
+    form: &CsrfForm,
+    start: impl FnOnce(&Arc<Daemon>) -> Result<Operation, ApiError> + Send + 'static,
+) -> Page {
+    let d2 = d.clone();
+    let op = blocking(d, move |_| start(&d2))
+        .await
+        .map_err(|e| PageError::new(&form.viewer, e))?;
+    Ok(see_other(&views::operation_href(&op.id)))
 }
 
 /// An error page in the console's layout; the status follows the error's code.
@@ -528,11 +541,7 @@ pub async fn start_vm(
     Path(name): Path<String>,
     form: CsrfForm,
 ) -> Page {
-    let d2 = d.clone();
-    let op = blocking(&d, move |_| machine::request_start(&d2, &name))
-        .await
-        .map_err(|e| PageError::new(&form.viewer, e))?;
-    Ok(see_other(&views::operation_href(&op.id)))
+    show_operation(&d, &form, move |d| machine::request_start(d, &name)).await
 }
 
 /// `POST /vms/{name}/promote`: checks the image name, then the VM (the promote service: it
@@ -617,11 +626,7 @@ pub async fn stop_vm(
     Path(name): Path<String>,
     form: CsrfForm,
 ) -> Page {
-    let d2 = d.clone();
-    let op = blocking(&d, move |_| machine::request_stop(&d2, &name))
-        .await
-        .map_err(|e| PageError::new(&form.viewer, e))?;
-    Ok(see_other(&views::operation_href(&op.id)))
+    show_operation(&d, &form, move |d| machine::request_stop(d, &name)).await
 }
 
 /// `GET /vms/{name}/restart`: the confirmation step. Shows, changes nothing.
@@ -644,11 +649,7 @@ pub async fn restart_vm(
     Path(name): Path<String>,
     form: CsrfForm,
 ) -> Page {
-    let d2 = d.clone();
-    let op = blocking(&d, move |_| machine::request_restart(&d2, &name))
-        .await
-        .map_err(|e| PageError::new(&form.viewer, e))?;
-    Ok(see_other(&views::operation_href(&op.id)))
+    show_operation(&d, &form, move |d| machine::request_restart(d, &name)).await
 }
 
 /// `GET /vms/{name}/reset`: the confirmation step. Shows, changes nothing; a VM that is not
