@@ -544,40 +544,43 @@ pub async fn run(command: &VmCommand, format: OutputFormat) -> Result<(), Failur
             let health = daemon
                 .call(async |client| client.guest_health(name).await)
                 .await?;
-            output::print(&match format {
-                OutputFormat::Json => agent_json(&health),
-                OutputFormat::Text => health_text(&health),
-            });
+            print_agent_answer(format, &health, health_text);
             Ok(())
         }
         VmCommand::Ports { name } => {
             let ports = daemon
                 .call(async |client| client.guest_ports(name).await)
                 .await?;
-            output::print(&match format {
-                OutputFormat::Json => agent_json(&ports),
-                OutputFormat::Text => ports_text(&ports),
-            });
+            print_agent_answer(format, ports.as_slice(), ports_text);
             Ok(())
         }
         VmCommand::Stats { name } => {
             let stats = daemon
                 .call(async |client| client.guest_stats(name).await)
                 .await?;
-            output::print(&match format {
-                OutputFormat::Json => agent_json(&stats),
-                OutputFormat::Text => stats_text(&stats),
-            });
+            print_agent_answer(format, &stats, stats_text);
             Ok(())
         }
         _ => Err(Failure::internal("not a guest command")),
     }
 }
 
+/// Prints one of the agent's answers as `format` asks: JSON, or `text`'s lines.
+fn print_agent_answer<T: serde::Serialize + ?Sized>(
+    format: OutputFormat,
+    answer: &T,
+    text: fn(&T) -> String,
+) {
+    output::print(&match format {
+        OutputFormat::Json => agent_json(answer),
+        OutputFormat::Text => text(answer),
+    });
+}
+
 /// `--json` of `vm health`, `vm ports` and `vm stats`: the agent's answer with every object's
 /// keys in alphabetical order, as banger has always printed them (it printed the answer as a
 /// generic JSON value, whose objects sort their keys).
-fn agent_json<T: serde::Serialize>(answer: &T) -> String {
+fn agent_json<T: serde::Serialize + ?Sized>(answer: &T) -> String {
     match serde_json::to_value(answer) {
         Ok(value) => output::json(&value),
         Err(_) => output::json(answer),
