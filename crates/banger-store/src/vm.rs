@@ -149,16 +149,7 @@ impl Store {
             .ok_or_else(|| StoreError::ImageNotFound {
                 image: new.image_id.clone(),
             })?;
-        let name = match &new.name {
-            Some(name) if name_taken(&tx, name)? => {
-                return Err(StoreError::AlreadyExists {
-                    kind: "VM",
-                    name: name.clone(),
-                });
-            }
-            Some(name) => name.clone(),
-            None => generate_name(&tx, &mut rng)?,
-        };
+        let name = claim_name(&tx, new.name.as_deref(), &mut rng)?;
         if let Some(admit) = admit
             && new.state.holds_resources()
         {
@@ -306,16 +297,7 @@ impl Store {
         let Some(id) = found else {
             return Ok(None);
         };
-        let name = match name {
-            Some(name) if name_taken(&tx, name)? => {
-                return Err(StoreError::AlreadyExists {
-                    kind: "VM",
-                    name: name.to_owned(),
-                });
-            }
-            Some(name) => name.to_owned(),
-            None => generate_name(&tx, &mut rng)?,
-        };
+        let name = claim_name(&tx, name, &mut rng)?;
         tx.prepare_cached(
             "UPDATE vms SET name = ?2, pool = 'taken', state = 'starting', updated_at = ?3
              WHERE id = ?1",
@@ -747,6 +729,23 @@ fn name_taken(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 
 /// A random `adjective-noun` that no VM has; after [`NAME_ATTEMPTS`] collisions, one of them
 /// with the lowest free numeric suffix (`brave-otter-2`).
+/// The name a new VM gets: `wanted` when no VM has it, else a refusal; a generated one when
+/// the caller left it to banger.
+fn claim_name(
+    conn: &Connection,
+    wanted: Option<&str>,
+    rng: &mut impl Rng,
+) -> Result<String, StoreError> {
+    match wanted {
+        Some(name) if name_taken(conn, name)? => Err(StoreError::AlreadyExists {
+            kind: "VM",
+            name: name.to_owned(),
+        }),
+        Some(name) => Ok(name.to_owned()),
+        None => generate_name(conn, rng),
+    }
+}
+
 fn generate_name(conn: &Connection, rng: &mut impl Rng) -> Result<String, StoreError> {
     for _ in 0..NAME_ATTEMPTS {
         let name = random_name(rng);

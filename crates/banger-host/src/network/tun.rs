@@ -32,12 +32,12 @@ struct IfReq {
     _rest: [u8; 22],
 }
 
-/// Creates persistent tap `name` owned by user `owner`. A link of that name that already
-/// exists is an error (`EBUSY`), never reused.
-pub(crate) fn create_tap(name: &str, owner: u32) -> io::Result<()> {
+/// `/dev/net/tun` opened, and the `struct ifreq` that names tap `name` with `flags`, ready for
+/// TUNSETIFF.
+fn open_tap(name: &str, flags: u16) -> io::Result<(std::os::fd::OwnedFd, IfReq)> {
     let mut request = IfReq {
         name: [0; 16],
-        flags: IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL,
+        flags,
         _rest: [0; 22],
     };
     // One byte is left for the NUL the kernel expects.
@@ -50,6 +50,13 @@ pub(crate) fn create_tap(name: &str, owner: u32) -> io::Result<()> {
     request.name[..name.len()].copy_from_slice(name.as_bytes());
     let tun = rustix::fs::open(TUN_DEVICE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{TUN_DEVICE}: {e}")))?;
+    Ok((tun, request))
+}
+
+/// Creates persistent tap `name` owned by user `owner`. A link of that name that already
+/// exists is an error (`EBUSY`), never reused.
+pub(crate) fn create_tap(name: &str, owner: u32) -> io::Result<()> {
+    let (tun, mut request) = open_tap(name, IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)?;
     // SAFETY: TUNSETIFF reads and writes back a `struct ifreq`, which `IfReq` lays out in full
     // (name, flags, the rest of the union zeroed) and which outlives the call.
     unsafe { ioctl(&tun, Updater::<TUNSETIFF, IfReq>::new(&mut request)) }?;
@@ -69,20 +76,7 @@ pub(crate) fn create_tap(name: &str, owner: u32) -> io::Result<()> {
 /// Gives the existing persistent tap `name` to `uid` and `gid`, so that a VMM running as them
 /// (a jailed Firecracker) may open it. Needs root; the tap stays persistent.
 pub fn give_tap(name: &str, uid: u32, gid: u32) -> io::Result<()> {
-    let mut request = IfReq {
-        name: [0; 16],
-        flags: IFF_TAP | IFF_NO_PI,
-        _rest: [0; 22],
-    };
-    if name.is_empty() || name.len() >= request.name.len() || name.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not a valid interface name"),
-        ));
-    }
-    request.name[..name.len()].copy_from_slice(name.as_bytes());
-    let tun = rustix::fs::open(TUN_DEVICE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{TUN_DEVICE}: {e}")))?;
+    let (tun, mut request) = open_tap(name, IFF_TAP | IFF_NO_PI)?;
     // SAFETY: as in `create_tap`: a whole `struct ifreq` that outlives the call. Without
     // IFF_TUN_EXCL this attaches to the existing device of that name.
     unsafe { ioctl(&tun, Updater::<TUNSETIFF, IfReq>::new(&mut request)) }?;

@@ -97,17 +97,16 @@ pub enum CleanupFailure {
     #[error("cannot remove {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
 
-    #[error("cannot kill Firecracker (pid {pid}): {}", error_chain(source))]
-    Kill { pid: u32, source: ProcessError },
+    /// `vmm` names the process: `Firecracker` or `QEMU`.
+    #[error("cannot kill {vmm} (pid {pid}): {}", error_chain(source))]
+    Kill {
+        vmm: &'static str,
+        pid: u32,
+        source: ProcessError,
+    },
 
-    #[error("Firecracker (pid {pid}) is still running after SIGKILL")]
-    StillRunning { pid: u32 },
-
-    #[error("cannot kill QEMU (pid {pid}): {}", error_chain(source))]
-    KillQemu { pid: u32, source: ProcessError },
-
-    #[error("QEMU (pid {pid}) is still running after SIGKILL")]
-    QemuStillRunning { pid: u32 },
+    #[error("{vmm} (pid {pid}) is still running after SIGKILL")]
+    StillRunning { vmm: &'static str, pid: u32 },
 
     #[error("cannot give {} back to {uid}:{gid}: {source}", path.display())]
     Chown {
@@ -135,8 +134,15 @@ pub fn release(
     tracing::debug!(%resource, "releasing");
     match resource {
         Resource::Process { pid } => escalate::kill(host, *pid, kill_wait).map_err(|e| match e {
-            Stubborn::Signal(source) => CleanupFailure::Kill { pid: *pid, source },
-            Stubborn::StillRunning => CleanupFailure::StillRunning { pid: *pid },
+            Stubborn::Signal(source) => CleanupFailure::Kill {
+                vmm: "Firecracker",
+                pid: *pid,
+                source,
+            },
+            Stubborn::StillRunning => CleanupFailure::StillRunning {
+                vmm: "Firecracker",
+                pid: *pid,
+            },
         }),
         Resource::ApiSocket { path } | Resource::VsockSocket { path } => host
             .remove_file(path)

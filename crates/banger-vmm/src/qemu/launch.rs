@@ -65,8 +65,15 @@ pub fn release(
     tracing::debug!(%resource, "releasing");
     match resource {
         Resource::Process { pid } => escalate::kill(host, *pid, kill_wait).map_err(|e| match e {
-            Stubborn::Signal(source) => CleanupFailure::KillQemu { pid: *pid, source },
-            Stubborn::StillRunning => CleanupFailure::QemuStillRunning { pid: *pid },
+            Stubborn::Signal(source) => CleanupFailure::Kill {
+                vmm: "QEMU",
+                pid: *pid,
+                source,
+            },
+            Stubborn::StillRunning => CleanupFailure::StillRunning {
+                vmm: "QEMU",
+                pid: *pid,
+            },
         }),
         Resource::QmpSocket { path } => {
             host.remove_file(path)
