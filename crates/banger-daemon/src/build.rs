@@ -910,15 +910,7 @@ fn from_cache(
     image.source = ImageSource::Built;
     image.manifest.imported_from = None;
     cx.done(S_CACHED, None);
-    cx.begin(RECORD_STAGE);
-    if let Err(e) = cx
-        .check_cancelled()
-        .and_then(|()| crate::image::record(d, &image, checked.replace))
-    {
-        crate::machine::disks::remove_tree(&dir);
-        return Err(e);
-    }
-    cx.done(RECORD_STAGE, None);
+    crate::image::record_stage(d, cx, &image, &dir, checked.replace)?;
     cx.skip(S_SAVE, "already in the cache");
     Ok(image)
 }

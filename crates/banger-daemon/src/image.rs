@@ -83,6 +83,30 @@ pub fn record(d: &Daemon, image: &Image, replace: bool) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// An operation's record stage: unless the operation was cancelled, `image` is recorded (see
+/// [`record`]); when it is not, its directory `dir` goes too, so no image is left on disk
+/// without its record.
+pub fn record_stage(
+    d: &Daemon,
+    cx: &OperationContext,
+    image: &Image,
+    dir: &Path,
+    replace: bool,
+) -> Result<(), ApiError> {
+    cx.begin(RECORD_STAGE);
+    if let Err(e) = cx
+        .check_cancelled()
+        .and_then(|()| record(d, image, replace))
+    {
+        if let Err(rm) = std::fs::remove_dir_all(dir) {
+            tracing::error!(dir = %dir.display(), error = %rm, "cannot remove an unrecorded image");
+        }
+        return Err(e);
+    }
+    cx.done(RECORD_STAGE, None);
+    Ok(())
+}
+
 /// Deletes the retired images no VM or snapshot uses any more (after a VM or snapshot
 /// delete, and when the daemon starts). Failures are logged: the next call tries again.
 pub fn collect_retired(d: &Daemon) {
@@ -139,28 +163,27 @@ pub fn start_register(
     let mut stages: Vec<&str> = register::STAGES.to_vec();
     stages.push(RECORD_STAGE);
     let ops = d.ops.clone();
-    ops.spawn(OperationKind::RegisterImage, &name.clone(), &stages, move |cx| {
-        let id = format!("{:016x}", rand::random::<u64>());
-        let dir = d.paths.image_dir(&id);
-        let image = register::install(
-            &id,
-            &name,
-            &sources,
-            &dir,
-            &OpReporter(cx),
-            &mut banger_host::disk::copy_file,
-        ).map_err(ToApi::to_api)?;
-        cx.begin(RECORD_STAGE);
-        if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                tracing::error!(dir = %dir.display(), error = %rm, "cannot remove an unrecorded image");
-            }
-            return Err(e);
-        }
-        cx.done(RECORD_STAGE, None);
-        tracing::info!(image = %image.name, id = %image.id, "image registered");
-        serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
-    })
+    ops.spawn(
+        OperationKind::RegisterImage,
+        &name.clone(),
+        &stages,
+        move |cx| {
+            let id = format!("{:016x}", rand::random::<u64>());
+            let dir = d.paths.image_dir(&id);
+            let image = register::install(
+                &id,
+                &name,
+                &sources,
+                &dir,
+                &OpReporter(cx),
+                &mut banger_host::disk::copy_file,
+            )
+            .map_err(ToApi::to_api)?;
+            record_stage(&d, cx, &image, &dir, false)?;
+            tracing::info!(image = %image.name, id = %image.id, "image registered");
+            serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
+        },
+    )
 }
 
 /// A bootstrap request, checked: the image name and the suite.
@@ -257,14 +280,7 @@ pub fn start_bootstrap(d: Arc<Daemon>, checked: CheckedBootstrap) -> Operation {
         }
         let image = bootstrap::bootstrap(&id, &spec, &host, &dir, &OpReporter(cx))
             .map_err(ToApi::to_api)?;
-        cx.begin(RECORD_STAGE);
-        if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                tracing::error!(dir = %dir.display(), error = %rm, "cannot remove an unrecorded image");
-            }
-            return Err(e);
-        }
-        cx.done(RECORD_STAGE, None);
+        record_stage(&d, cx, &image, &dir, false)?;
         tracing::info!(image = %image.name, id = %image.id, suite = %checked.suite, "image bootstrapped");
         serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
     })
@@ -334,7 +350,8 @@ pub fn start_export(d: Arc<Daemon>, checked: CheckedExport) -> Operation {
                 &checked.path,
                 checked.replace,
                 &OpReporter(cx),
-            ).map_err(ToApi::to_api)?;
+            )
+            .map_err(ToApi::to_api)?;
             tracing::info!(image = %image.name, path = %exported.path.display(), bytes = exported.bytes, "image exported");
             let result = ExportedImage {
                 name: image.name.clone(),
@@ -411,15 +428,9 @@ pub fn start_import(d: Arc<Daemon>, checked: CheckedImport) -> Operation {
     ops.spawn(OperationKind::ImportImage, &target, &stages, move |cx| {
         let id = format!("{:016x}", rand::random::<u64>());
         let dir = d.paths.image_dir(&id);
-        let image = archive::import(&id, &checked.name, &checked.path, &dir, &OpReporter(cx)).map_err(ToApi::to_api)?;
-        cx.begin(RECORD_STAGE);
-        if let Err(e) = cx.check_cancelled().and_then(|()| Ok(d.store.insert_image(&image)?)) {
-            if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                tracing::error!(dir = %dir.display(), error = %rm, "cannot remove an unrecorded image");
-            }
-            return Err(e);
-        }
-        cx.done(RECORD_STAGE, None);
+        let image = archive::import(&id, &checked.name, &checked.path, &dir, &OpReporter(cx))
+            .map_err(ToApi::to_api)?;
+        record_stage(&d, cx, &image, &dir, false)?;
         tracing::info!(image = %image.name, id = %image.id, from = %checked.path.display(), "image imported");
         serde_json::to_value(&image).map_err(|e| ApiError::internal(e.to_string()))
     })

@@ -185,15 +185,7 @@ pub fn run(
     let made = promote::promote(&id, &sources, spec, &host, &dir, &OpReporter(cx))
         .map_err(ToApi::to_api)?;
     drop(copies);
-    cx.begin(RECORD_STAGE);
-    if let Err(e) = cx
-        .check_cancelled()
-        .and_then(|()| crate::image::record(d, &made, replace))
-    {
-        disks::remove_tree(&dir);
-        return Err(e);
-    }
-    cx.done(RECORD_STAGE, None);
+    crate::image::record_stage(d, cx, &made, &dir, replace)?;
     Ok(made)
 }
 
