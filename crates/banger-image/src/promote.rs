@@ -290,8 +290,7 @@ impl Promotion<'_> {
         // The new filesystem is checked as a whole before anything boots from it.
         self.run(
             "checking the new rootfs.ext4 (e2fsck -fn)",
-            banger_host::CommandSpec::new("e2fsck")
-                .args(["-fn".to_owned(), rootfs.display().to_string()]),
+            banger_host::ext4::E2fsck::check(&rootfs).command(),
         )?;
         let status_path = root.join("var/lib/dpkg/status");
         let packages = std::fs::read_to_string(&status_path)

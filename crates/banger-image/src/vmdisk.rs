@@ -38,7 +38,8 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use banger_host::{CommandRunner, CommandSpec, RunError};
+use banger_host::ext4::{Debugfs, Mkfs};
+use banger_host::{CommandRunner, RunError};
 use sha2::{Digest, Sha256};
 
 /// The filesystem labels banger gives its disks; the guest init can find disks by them.
@@ -433,16 +434,14 @@ fn make_disk(
             source,
         })?;
         drop(file);
-        let mut mkfs = CommandSpec::new("mkfs.ext4").args(["-q", "-F", "-L", label]);
+        let mut mkfs = Mkfs::new(path).label(label);
         if let Some(dir) = contents {
-            mkfs = mkfs.arg("-d").arg(dir.to_string_lossy());
+            mkfs = mkfs.contents(dir);
         }
         // The file is new and sparse, so its journal already reads as zeros: writing them
         // would only allocate 64 MiB (for 8 GiB) of the host's disk per disk for nothing.
-        mkfs = mkfs
-            .args(["-E", "root_owner=0:0,lazy_journal_init=1"])
-            .arg(path.to_string_lossy());
-        runner.run(&mkfs).map_err(VmDiskError::Mkfs)?;
+        let mkfs = mkfs.root_owner().lazy_journal_init();
+        runner.run(&mkfs.command()).map_err(VmDiskError::Mkfs)?;
         if let Some(dir) = contents {
             give_to_root(runner, dir, path)?;
         }
@@ -489,12 +488,7 @@ fn give_to_root(runner: &dyn CommandRunner, dir: &Path, image: &Path) -> Result<
         return Ok(());
     }
     let out = runner
-        .run(
-            &CommandSpec::new("debugfs")
-                .args(["-w", "-f", "-"])
-                .arg(image.to_string_lossy())
-                .stdin(commands),
-        )
+        .run(&Debugfs::script(image, commands).command())
         .map_err(|source| VmDiskError::Ownership {
             path: image.to_owned(),
             source,
@@ -613,6 +607,7 @@ fn hex_digest(hash: Sha256) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_host::ext4::Dumpe2fs;
     use banger_host::{FakeRunner, Matcher, RealRunner};
     use std::os::unix::fs::symlink;
 
@@ -665,12 +660,7 @@ mod tests {
     /// `debugfs -R REQUEST image` through the real runner; stdout.
     fn debugfs(image: &Path, request: &str) -> String {
         RealRunner
-            .run(
-                &CommandSpec::new("debugfs")
-                    .arg("-R")
-                    .arg(request)
-                    .arg(image.to_string_lossy()),
-            )
+            .run(&Debugfs::request(image, request).command())
             .unwrap()
             .stdout_lossy()
     }
@@ -705,17 +695,11 @@ mod tests {
 
     fn label(image: &Path) -> String {
         let out = RealRunner
-            .run(
-                &CommandSpec::new("dumpe2fs")
-                    .arg("-h")
-                    .arg(image.to_string_lossy()),
-            )
+            .run(&Dumpe2fs::header(image).command())
             .unwrap()
             .stdout_lossy();
-        out.lines()
-            .find_map(|l| l.strip_prefix("Filesystem volume name:"))
+        Dumpe2fs::field(&out, "Filesystem volume name")
             .unwrap()
-            .trim()
             .to_owned()
     }
 

@@ -5,6 +5,7 @@
 use std::io;
 use std::path::Path;
 
+use banger_host::ext4::Mkfs;
 use banger_host::{CommandSpec, RunError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -132,22 +133,14 @@ pub(crate) fn make_rootfs(
         cancelled,
         "making rootfs.ext4 (mkfs.ext4 -d)",
         host.privileged(
-            "mkfs.ext4",
-            [
-                "-q".to_owned(),
-                "-F".to_owned(),
-                "-L".to_owned(),
-                ROOTFS_LABEL.to_owned(),
-                "-m".to_owned(),
-                "0".to_owned(),
-                "-i".to_owned(),
-                "8192".to_owned(),
-                "-d".to_owned(),
-                root.display().to_string(),
-                "-E".to_owned(),
-                "root_owner=0:0".to_owned(),
-                rootfs.display().to_string(),
-            ],
+            Mkfs::PROGRAM,
+            Mkfs::new(rootfs)
+                .label(ROOTFS_LABEL)
+                .reserved_percent(0)
+                .bytes_per_inode(8192)
+                .contents(root)
+                .root_owner()
+                .args(),
         ),
     )?;
     crate::format::check_rootfs(rootfs)?;
