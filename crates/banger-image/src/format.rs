@@ -18,6 +18,7 @@ const BANNER: &[u8] = b"Linux version ";
 /// The longest version token accepted after [`BANNER`].
 const MAX_VERSION_LEN: usize = 64;
 
+use banger_guest_contract::endian::le16;
 use banger_guest_contract::ext;
 
 /// Which boot file of an image a file was given as.
@@ -653,21 +654,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         from = at + 1;
     }
     None
-}
-
-/// Little-endian integers at `offset`, as on-disk formats (ext4, ELF, the x86 boot header) store
-/// them. The caller has checked the length.
-pub(crate) fn le16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
-}
-
-pub(crate) fn le32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([
-        bytes[offset],
-        bytes[offset + 1],
-        bytes[offset + 2],
-        bytes[offset + 3],
-    ])
 }
 
 #[cfg(test)]
