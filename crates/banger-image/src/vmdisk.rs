@@ -43,8 +43,7 @@ use banger_host::{CommandRunner, RunError};
 use sha2::{Digest, Sha256};
 
 /// The filesystem labels banger gives its disks; the guest init can find disks by them.
-pub const OVERLAY_LABEL: &str = "banger-overlay";
-pub const WORK_LABEL: &str = "banger-work";
+pub use banger_guest_contract::paths::{OVERLAY_LABEL, WORK_LABEL};
 
 /// Where the guest init reads the network configuration, relative to the guest's root.
 pub use banger_guest_contract::paths::{AGENT_TOKEN_FILE, AUTHORIZED_KEYS_FILE, NETWORK_FILE};
