@@ -390,37 +390,31 @@ impl Run<'_> {
                 self.spec.cache_key(),
                 self.id
             ));
-            let cached = self
-                .run(
-                    "caching the installed root filesystem",
-                    self.host.privileged(
-                        "tar",
-                        [
-                            "-C".to_owned(),
-                            root.display().to_string(),
-                            "--numeric-owner".to_owned(),
-                            "--xattrs".to_owned(),
-                            "--one-file-system".to_owned(),
-                            "-cpf".to_owned(),
-                            partial.display().to_string(),
-                            ".".to_owned(),
-                        ],
-                    ),
-                )
-                .and_then(|_| {
-                    std::fs::rename(&partial, &cached_root).map_err(|source| BootstrapError::Io {
-                        what: "move the root tarball to",
-                        path: cached_root.clone(),
-                        source,
-                    })
-                });
+            let cached = through_partial(
+                &partial,
+                &cached_root,
+                ("root tarball", "move the root tarball to"),
+                || {
+                    self.run(
+                        "caching the installed root filesystem",
+                        self.host.privileged(
+                            "tar",
+                            [
+                                "-C".to_owned(),
+                                root.display().to_string(),
+                                "--numeric-owner".to_owned(),
+                                "--xattrs".to_owned(),
+                                "--one-file-system".to_owned(),
+                                "-cpf".to_owned(),
+                                partial.display().to_string(),
+                                ".".to_owned(),
+                            ],
+                        ),
+                    )
+                },
+            );
             if let Err(e) = cached {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot cache the installed root; the next bootstrap installs the packages again");
-                if let Err(rm) = std::fs::remove_file(&partial)
-                    && rm.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial root tarball");
-                }
             }
         }
         Ok((
@@ -456,33 +450,24 @@ impl Run<'_> {
                 self.spec.cache_key(),
                 self.id
             ));
-            let made = self
-                .run(
-                    "downloading the packages (debootstrap --make-tarball)",
-                    self.host.privileged(
-                        "debootstrap",
-                        self.debootstrap_args(
-                            &partial.display().to_string(),
-                            false,
-                            &self.staging.join("download"),
+            through_partial(
+                &partial,
+                &tarball,
+                ("package tarball", "move the package tarball to"),
+                || {
+                    self.run(
+                        "downloading the packages (debootstrap --make-tarball)",
+                        self.host.privileged(
+                            "debootstrap",
+                            self.debootstrap_args(
+                                &partial.display().to_string(),
+                                false,
+                                &self.staging.join("download"),
+                            ),
                         ),
-                    ),
-                )
-                .and_then(|_| {
-                    std::fs::rename(&partial, &tarball).map_err(|source| BootstrapError::Io {
-                        what: "move the package tarball to",
-                        path: tarball.clone(),
-                        source,
-                    })
-                });
-            if let Err(e) = made {
-                if let Err(rm) = std::fs::remove_file(&partial)
-                    && rm.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial package tarball");
-                }
-                return Err(e);
-            }
+                    )
+                },
+            )?;
             if self.reporter.cancelled() {
                 return Err(BootstrapError::Cancelled);
             }
@@ -662,4 +647,29 @@ impl Run<'_> {
         }
         Ok(vmdisk::fingerprint(&seed)?)
     }
+}
+
+/// Makes the cache file `dest` through `partial`: `make` writes `partial`, which then takes
+/// `dest`'s name (`moving` says so in an error), so the cache never holds half a `what` (a
+/// root tarball). On any failure `partial` is removed.
+fn through_partial(
+    partial: &Path,
+    dest: &Path,
+    (what, moving): (&str, &'static str),
+    make: impl FnOnce() -> Result<String, BootstrapError>,
+) -> Result<(), BootstrapError> {
+    let made = make().and_then(|_| {
+        std::fs::rename(partial, dest).map_err(|source| BootstrapError::Io {
+            what: moving,
+            path: dest.to_owned(),
+            source,
+        })
+    });
+    if made.is_err()
+        && let Err(rm) = std::fs::remove_file(partial)
+        && rm.kind() != io::ErrorKind::NotFound
+    {
+        tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial {what}");
+    }
+    made
 }
