@@ -307,14 +307,21 @@ impl FormatError {
     }
 }
 
+/// The hint for a file given as `given` that looks like a file for `other` (whose option is
+/// named after its role, `--rootfs`).
+fn swapped(given: FileRole, other: FileRole) -> String {
+    let looks_like = match other {
+        FileRole::Kernel => "a kernel",
+        FileRole::Initrd => "an initrd",
+        FileRole::Rootfs => "a root filesystem",
+    };
+    format!("this looks like {looks_like}; were --{given} and --{other} swapped?")
+}
+
 fn kernel_hint(found: FileKind) -> String {
     match found {
-        FileKind::Cpio | FileKind::OldCpio => {
-            "this looks like an initrd; were --kernel and --initrd swapped?".to_owned()
-        }
-        FileKind::ExtFilesystem => {
-            "this looks like a root filesystem; were --kernel and --rootfs swapped?".to_owned()
-        }
+        FileKind::Cpio | FileKind::OldCpio => swapped(FileRole::Kernel, FileRole::Initrd),
+        FileKind::ExtFilesystem => swapped(FileRole::Kernel, FileRole::Rootfs),
         kind if kind.is_compressed() => format!(
             "if it is a compressed vmlinux, decompress it first; a compressed kernel inside a \
              bzImage can be extracted with `scripts/extract-vmlinux` ({kind})"
@@ -326,12 +333,8 @@ fn kernel_hint(found: FileKind) -> String {
 
 fn rootfs_hint(found: FileKind) -> String {
     match found {
-        FileKind::Elf | FileKind::BzImage => {
-            "this looks like a kernel; were --rootfs and --kernel swapped?".to_owned()
-        }
-        FileKind::Cpio => {
-            "this looks like an initrd; were --rootfs and --initrd swapped?".to_owned()
-        }
+        FileKind::Elf | FileKind::BzImage => swapped(FileRole::Rootfs, FileRole::Kernel),
+        FileKind::Cpio => swapped(FileRole::Rootfs, FileRole::Initrd),
         kind if kind.is_compressed() => {
             format!("it is {kind}; decompress it first and register the ext4 image inside")
         }
@@ -342,12 +345,8 @@ fn rootfs_hint(found: FileKind) -> String {
 
 fn initrd_hint(found: FileKind) -> String {
     match found {
-        FileKind::Elf | FileKind::BzImage => {
-            "this looks like a kernel; were --initrd and --kernel swapped?".to_owned()
-        }
-        FileKind::ExtFilesystem => {
-            "this looks like a root filesystem; were --initrd and --rootfs swapped?".to_owned()
-        }
+        FileKind::Elf | FileKind::BzImage => swapped(FileRole::Initrd, FileRole::Kernel),
+        FileKind::ExtFilesystem => swapped(FileRole::Initrd, FileRole::Rootfs),
         FileKind::OldCpio => {
             "Linux only unpacks newc cpio archives; repack with `cpio -o -H newc`".to_owned()
         }

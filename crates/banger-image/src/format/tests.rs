@@ -453,3 +453,19 @@ fn unreadable_file_is_permission_denied() {
     );
     assert_hint(&err, &["chmod a+r"]);
 }
+
+#[test]
+fn a_swapped_file_is_named_by_what_it_looks_like_and_both_options() {
+    assert_eq!(
+        swapped(FileRole::Kernel, FileRole::Initrd),
+        "this looks like an initrd; were --kernel and --initrd swapped?"
+    );
+    assert_eq!(
+        swapped(FileRole::Initrd, FileRole::Rootfs),
+        "this looks like a root filesystem; were --initrd and --rootfs swapped?"
+    );
+    assert_eq!(
+        swapped(FileRole::Rootfs, FileRole::Kernel),
+        "this looks like a kernel; were --rootfs and --kernel swapped?"
+    );
+}
