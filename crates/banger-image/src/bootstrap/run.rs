@@ -364,16 +364,9 @@ impl Run<'_> {
             })?;
             self.run(
                 "unpacking the cached root filesystem",
-                self.host.privileged(
-                    "tar",
-                    [
-                        "-C".to_owned(),
-                        root.display().to_string(),
-                        "--numeric-owner".to_owned(),
-                        "--xattrs".to_owned(),
-                        "-xpf".to_owned(),
-                        cached_root.display().to_string(),
-                    ],
+                self.root_tar(
+                    &root,
+                    ["-xpf".to_owned(), cached_root.display().to_string()],
                 ),
             )?;
             return Ok((root, RootSource::RootCached));
@@ -397,13 +390,9 @@ impl Run<'_> {
                 || {
                     self.run(
                         "caching the installed root filesystem",
-                        self.host.privileged(
-                            "tar",
+                        self.root_tar(
+                            &root,
                             [
-                                "-C".to_owned(),
-                                root.display().to_string(),
-                                "--numeric-owner".to_owned(),
-                                "--xattrs".to_owned(),
                                 "--one-file-system".to_owned(),
                                 "-cpf".to_owned(),
                                 partial.display().to_string(),
@@ -425,6 +414,23 @@ impl Run<'_> {
                 RootSource::Downloaded
             },
         ))
+    }
+
+    /// `tar` in `root` as root, keeping numeric owners and extended attributes: the cached root
+    /// tarball is packed and unpacked with the same options, so an unpacked root is the one
+    /// that was packed.
+    fn root_tar(&self, root: &Path, args: impl IntoIterator<Item = String>) -> CommandSpec {
+        self.host.privileged(
+            "tar",
+            [
+                "-C".to_owned(),
+                root.display().to_string(),
+                "--numeric-owner".to_owned(),
+                "--xattrs".to_owned(),
+            ]
+            .into_iter()
+            .chain(args),
+        )
     }
 
     /// debootstraps into `root` from the cached package tarball, making the tarball first
