@@ -9,8 +9,8 @@ use banger_api::{Image, ImageFiles, ImageManifest, ImageSource, ServiceCheck, Ti
 use banger_host::CommandSpec;
 
 use super::steps::{
-    cached_note, clean_root, file_sha256, make_rootfs, run_step, stored, vmdisk_size_note,
-    write_manifest,
+    begin_stage, cached_note, clean_root, file_sha256, make_rootfs, run_step, stored,
+    vmdisk_size_note, write_manifest,
 };
 use super::{
     ARCH, BootstrapError, BootstrapInputs, BootstrapManifest, BootstrapSpec, DISTRO, Host,
@@ -48,11 +48,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     fn begin(&self, stage: &str) -> Result<(), BootstrapError> {
-        if self.reporter.cancelled() {
-            return Err(BootstrapError::Cancelled);
-        }
-        self.reporter.begin(stage);
-        Ok(())
+        begin_stage(self.reporter, stage)
     }
 
     /// Runs one forward step. A cancel request stops it while it runs (debootstrap can take

@@ -1,6 +1,6 @@
-//! The steps a bootstrap shares with other image builds: running one command as a stage that
-//! a cancel stops, cleaning a root, making `rootfs.ext4`, writing the manifest, and recording
-//! a stored file with its size and digest.
+//! The steps a bootstrap shares with other image builds: beginning a stage and running one
+//! command in it, both stopped by a cancel, cleaning a root, making `rootfs.ext4`, writing the
+//! manifest, and recording a stored file with its size and digest.
 
 use std::io;
 use std::path::Path;
@@ -12,7 +12,17 @@ use sha2::{Digest, Sha256};
 
 use super::debian;
 use super::{BootstrapError, Host, MIB, ROOTFS_LABEL};
-use crate::register::MANIFEST_FILE;
+use crate::register::{MANIFEST_FILE, Reporter};
+
+/// Reports that stage `stage` of an image build begins, unless the user asked to cancel: a
+/// cancel request is honoured between stages as well as during a command.
+pub(crate) fn begin_stage(reporter: &dyn Reporter, stage: &str) -> Result<(), BootstrapError> {
+    if reporter.cancelled() {
+        return Err(BootstrapError::Cancelled);
+    }
+    reporter.begin(stage);
+    Ok(())
+}
 
 /// Runs one forward step of an image build, stopped when `cancelled` says so while it runs
 /// (the command's processes are terminated).
