@@ -363,17 +363,21 @@ pub fn path_query(path: &str) -> String {
     param("path", path)
 }
 
-/// `key=value`, the value percent-encoded.
+/// What stays as it is in a query value: RFC 3986's unreserved characters and `/`, so that a
+/// path reads as one in a request line and a log.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `key=value`, the value percent-encoded (UTF-8, upper-case hex).
 pub fn param(key: &str, value: &str) -> String {
-    let mut out = format!("{key}=");
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!(
+        "{key}={}",
+        percent_encoding::utf8_percent_encode(value, QUERY_VALUE)
+    )
 }
 
 /// The `path` parameter of a query string, percent-decoded; `None` when absent or malformed.
@@ -425,6 +429,18 @@ mod tests {
         assert_eq!(query_path(Some("path=%zz")), None);
         assert_eq!(query_path(Some("other=1")), None);
         assert_eq!(query_path(None), None);
+    }
+
+    #[test]
+    fn a_path_with_spaces_and_unicode_is_escaped_byte_by_byte_and_keeps_its_slashes() {
+        let path = "/root/Jürgen's notes/日記 2024.txt";
+        let query = path_query(path);
+        assert_eq!(
+            query,
+            "path=/root/J%C3%BCrgen%27s%20notes/%E6%97%A5%E8%A8%98%202024.txt"
+        );
+        assert_eq!(query_path(Some(&query)).as_deref(), Some(path));
+        assert_eq!(param("cwd", "/a b/~x-y_z.q"), "cwd=/a%20b/~x-y_z.q");
     }
 
     #[test]

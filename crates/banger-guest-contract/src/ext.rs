@@ -4,6 +4,8 @@
 //! an older ext), the size, the UUID and the volume label. `banger-image` checks a root
 //! filesystem with it; `banger-init` finds the VM's disks by label with it.
 
+use crate::endian::{le16, le32};
+
 /// Where the superblock starts.
 pub const SUPERBLOCK_OFFSET: usize = 1024;
 /// The superblock's length; a filesystem's first `SUPERBLOCK_OFFSET + SUPERBLOCK_LEN` bytes
@@ -130,19 +132,6 @@ impl Superblock {
 /// The volume label of an ext2/3/4 filesystem whose first bytes are `head`.
 pub fn label(head: &[u8]) -> Option<String> {
     Superblock::read(head).map(|sb| sb.label())
-}
-
-fn le16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
-}
-
-fn le32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([
-        bytes[offset],
-        bytes[offset + 1],
-        bytes[offset + 2],
-        bytes[offset + 3],
-    ])
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@
 //!   drives, and in which the init reads its config drive.
 //! - [`ext`]: the ext2/3/4 superblock, which the image builder checks a root filesystem by
 //!   and the init finds disks by label with.
+//! - [`endian`]: the little-endian integers of on-disk formats, for the superblock here and
+//!   for the kernel and ELF headers the image builder reads.
 //!
 //! The crate depends on nothing beyond std, so the static guest binaries can use it.
 
+pub mod endian;
 pub mod ext;
 pub mod newc;
 pub mod paths;

@@ -68,6 +68,12 @@ pub const CONFIG_DRIVE_MARKER: &str = ".banger-config";
 /// What the config drive's marker entry holds.
 pub const CONFIG_DRIVE_MARKER_CONTENTS: &str = "banger config drive 1\n";
 
+/// The ext4 label of a VM's overlay disk, by which `banger-init` finds it
+/// (`banger.overlay=LABEL=banger-overlay`) when the VMM's device order is not the attach order.
+pub const OVERLAY_LABEL: &str = "banger-overlay";
+/// The ext4 label of a VM's work disk (`banger.work=LABEL=banger-work`).
+pub const WORK_LABEL: &str = "banger-work";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +99,10 @@ mod tests {
         }
         for path in [BASE_MOUNT, OVERLAY_MOUNT, BOOT_STAGES_FILE] {
             assert!(path.starts_with(RUN_DIR), "{path}");
+        }
+        // An ext4 volume name holds at most 16 bytes.
+        for label in [CONFIG_DRIVE_LABEL, OVERLAY_LABEL, WORK_LABEL] {
+            assert!(label.len() <= 16, "{label}");
         }
     }
 }

@@ -15,6 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use banger_api::{Image, Recipe};
+use banger_host::ext4::Debugfs;
 use banger_host::{CommandRunner, CommandSpec, RunError};
 use sha2::{Digest, Sha256};
 
@@ -134,11 +135,7 @@ pub fn base_dpkg_status(
         runner,
         &|| false,
         "reading the base image's package state (debugfs)",
-        CommandSpec::new("debugfs").args([
-            "-R".to_owned(),
-            "cat /var/lib/dpkg/status".to_owned(),
-            image_dir.join(ROOTFS_FILE).display().to_string(),
-        ]),
+        Debugfs::cat(&image_dir.join(ROOTFS_FILE), "/var/lib/dpkg/status").command(),
     )
 }
 

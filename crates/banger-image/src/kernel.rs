@@ -16,7 +16,9 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FileKind, FormatError, KernelInfo, le16, le32};
+use banger_guest_contract::endian::{le16, le32};
+
+use crate::format::{self, FileKind, FormatError, KernelInfo};
 
 /// Offsets into the x86 boot protocol's setup header (Documentation/arch/x86/boot.rst).
 const SETUP_SECTS: usize = 0x1f1;

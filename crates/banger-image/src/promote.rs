@@ -31,8 +31,8 @@ use banger_api::{Image, ImageFiles, ImageManifest, ImageSource, ServiceCheck, Ti
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{
-    self, BootstrapError, Host, ImageSizes, WORK_SEED_DIR, WorkSeed, clean_root, debian,
-    make_rootfs, run_step,
+    self, BootstrapError, Host, ImageSizes, WORK_SEED_DIR, WorkSeed, begin_stage, clean_root,
+    debian, make_rootfs, run_step,
 };
 use crate::register::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE, Reporter};
 use crate::vmdisk;
@@ -210,11 +210,7 @@ fi
 
 impl Promotion<'_> {
     fn begin(&self, stage: &str) -> Result<(), BootstrapError> {
-        if self.reporter.cancelled() {
-            return Err(BootstrapError::Cancelled);
-        }
-        self.reporter.begin(stage);
-        Ok(())
+        begin_stage(self.reporter, stage)
     }
 
     fn run(
@@ -290,8 +286,7 @@ impl Promotion<'_> {
         // The new filesystem is checked as a whole before anything boots from it.
         self.run(
             "checking the new rootfs.ext4 (e2fsck -fn)",
-            banger_host::CommandSpec::new("e2fsck")
-                .args(["-fn".to_owned(), rootfs.display().to_string()]),
+            banger_host::ext4::E2fsck::check(&rootfs).command(),
         )?;
         let status_path = root.join("var/lib/dpkg/status");
         let packages = std::fs::read_to_string(&status_path)

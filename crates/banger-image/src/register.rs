@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use banger_api::{
     Image, ImageFile, ImageFiles, ImageManifest, ImageSource, ServiceCheck, Timestamp,
 };
+use banger_host::CommandRunner;
 use banger_host::disk::{CopyError, CopyMethod};
-use banger_host::{CommandRunner, CommandSpec};
+use banger_host::ext4::Debugfs;
 
 use crate::bootstrap::guest;
 use crate::format;
@@ -138,9 +139,7 @@ pub fn check_sources(
 /// must not be called ready before the agent answers. A root whose inittab cannot be read
 /// (another init, no such file) declares none: its VMs are ready once started.
 pub fn services_in_rootfs(runner: &dyn CommandRunner, rootfs: &Path) -> Vec<ServiceCheck> {
-    let command = CommandSpec::new("debugfs")
-        .args(["-R", "cat /etc/inittab"])
-        .arg(rootfs.to_string_lossy());
+    let command = Debugfs::cat(rootfs, "/etc/inittab").command();
     match runner.run(&command) {
         Ok(output) => guest::services_in_inittab(&output.stdout_lossy()),
         Err(e) => {
@@ -300,6 +299,7 @@ fn stored_file(path: &Path) -> Result<ImageFile, RegisterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_host::CommandSpec;
     use std::cell::{Cell, RefCell};
 
     #[derive(Default)]

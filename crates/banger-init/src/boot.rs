@@ -559,6 +559,7 @@ fn switch_root(sys: &mut dyn Sys) -> Result<(), BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_guest_contract::paths::OVERLAY_LABEL;
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::Ipv4Addr;
 
@@ -960,14 +961,15 @@ mod tests {
 
     #[test]
     fn parameters_change_devices_and_init() {
-        let mut sys = FakeSys::vm(
-            "banger.base=/dev/vdc banger.overlay=LABEL=banger-overlay banger.work=none \
+        let mut sys = FakeSys::vm(&format!(
+            "banger.base=/dev/vdc banger.overlay=LABEL={OVERLAY_LABEL} banger.work=none \
              banger.init=/bin/sh",
-        );
+        ));
         // vdb carries the overlay label.
         let mut sb = vec![0u8; 2048];
         sb[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
-        sb[1024 + 0x78..1024 + 0x78 + 14].copy_from_slice(b"banger-overlay");
+        sb[1024 + 0x78..1024 + 0x78 + OVERLAY_LABEL.len()]
+            .copy_from_slice(OVERLAY_LABEL.as_bytes());
         sys.file("/dev/vdb", sb);
         sys.file("/sys/class/block/vda", "");
         sys.file("/sys/class/block/vdb", "");

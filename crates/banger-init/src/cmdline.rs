@@ -12,9 +12,14 @@
 //! | `banger.timeout=SECONDS` | `10` | how long to wait for each device and the NIC |
 //!
 //! `DEV` is a device path (`/dev/vdb`) or `LABEL=name`, matched against ext4 filesystem
-//! labels (banger labels its disks `banger-overlay` and `banger-work`; the config drive's label
-//! is `banger-config`), for VMMs whose device order is not the attach order. An unknown `banger.*` parameter is an error rather than
-//! silently ignored: a typo would otherwise boot with a default the user did not ask for.
+//! labels (banger labels its disks [`OVERLAY_LABEL`] and [`WORK_LABEL`]; the config drive's
+//! label is [`CONFIG_DRIVE_LABEL`]), for VMMs whose device order is not the attach order. An
+//! unknown `banger.*` parameter is an error rather than silently ignored: a typo would
+//! otherwise boot with a default the user did not ask for.
+//!
+//! [`OVERLAY_LABEL`]: banger_guest_contract::paths::OVERLAY_LABEL
+//! [`WORK_LABEL`]: banger_guest_contract::paths::WORK_LABEL
+//! [`CONFIG_DRIVE_LABEL`]: banger_guest_contract::paths::CONFIG_DRIVE_LABEL
 
 use std::fmt;
 use std::path::PathBuf;
@@ -160,6 +165,7 @@ fn split(cmdline: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_guest_contract::paths::{CONFIG_DRIVE_LABEL, OVERLAY_LABEL, WORK_LABEL};
 
     #[test]
     fn defaults_without_banger_parameters() {
@@ -171,25 +177,25 @@ mod tests {
 
     #[test]
     fn every_parameter() {
-        let c = parse(
-            "console=ttyS0 banger.base=/dev/vdc banger.overlay=LABEL=banger-overlay \
+        let c = parse(&format!(
+            "console=ttyS0 banger.base=/dev/vdc banger.overlay=LABEL={OVERLAY_LABEL} \
              banger.work=none banger.init=/lib/systemd/systemd banger.timeout=30 \
-             banger.config=LABEL=banger-config",
-        )
+             banger.config=LABEL={CONFIG_DRIVE_LABEL}",
+        ))
         .unwrap();
-        assert_eq!(c.config, Some(DeviceSpec::Label("banger-config".into())));
+        assert_eq!(c.config, Some(DeviceSpec::Label(CONFIG_DRIVE_LABEL.into())));
         assert_eq!(c.base, DeviceSpec::Path("/dev/vdc".into()));
-        assert_eq!(c.overlay, DeviceSpec::Label("banger-overlay".into()));
+        assert_eq!(c.overlay, DeviceSpec::Label(OVERLAY_LABEL.into()));
         assert_eq!(c.work, None);
         assert_eq!(c.init, "/lib/systemd/systemd");
         assert_eq!(c.timeout, Duration::from_secs(30));
-        assert_eq!(c.overlay.to_string(), "LABEL=banger-overlay");
+        assert_eq!(c.overlay.to_string(), format!("LABEL={OVERLAY_LABEL}"));
     }
 
     #[test]
     fn quotes_group_words() {
-        let c = parse(r#"foo="a b" banger.work="LABEL=banger-work" x"#).unwrap();
-        assert_eq!(c.work, Some(DeviceSpec::Label("banger-work".into())));
+        let c = parse(&format!(r#"foo="a b" banger.work="LABEL={WORK_LABEL}" x"#)).unwrap();
+        assert_eq!(c.work, Some(DeviceSpec::Label(WORK_LABEL.into())));
         assert_eq!(split(r#"a "b c" d="e f""#), ["a", "b c", "d=e f"]);
     }
 

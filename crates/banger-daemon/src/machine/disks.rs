@@ -13,7 +13,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use banger_api::{ApiError, Image, Vm};
-use banger_host::{CommandRunner, CommandSpec};
+use banger_host::CommandRunner;
+use banger_host::ext4::{E2fsck, Resize2fs};
 use banger_image::vmdisk::{self, GuestNetwork, SshHostKey, VmFiles};
 
 use super::pool::{DiskKind, DiskPool};
@@ -522,10 +523,7 @@ pub fn grow_work_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Re
         ))
         .with_hint("`banger doctor` checks that e2fsprogs (e2fsck, resize2fs) is installed")
     };
-    let fsck = CommandSpec::new("e2fsck")
-        .args(["-f", "-p"])
-        .arg(path.to_string_lossy());
-    match runner.run(&fsck) {
+    match runner.run(&E2fsck::preen(path).command()) {
         Ok(_) => {}
         Err(banger_host::RunError::Failed { code: Some(1), .. }) => {}
         Err(e) => return Err(tool_error("check", &e)),
@@ -536,7 +534,7 @@ pub fn grow_work_disk(runner: &dyn CommandRunner, path: &Path, bytes: u64) -> Re
         .and_then(|f| f.set_len(bytes))
         .map_err(|e| ApiError::internal(format!("cannot extend {}: {e}", path.display())))?;
     runner
-        .run(&CommandSpec::new("resize2fs").arg(path.to_string_lossy()))
+        .run(&Resize2fs::fill(path).command())
         .map_err(|e| tool_error("grow", &e))?;
     Ok(())
 }

@@ -9,8 +9,8 @@ use banger_api::{Image, ImageFiles, ImageManifest, ImageSource, ServiceCheck, Ti
 use banger_host::CommandSpec;
 
 use super::steps::{
-    cached_note, clean_root, file_sha256, make_rootfs, run_step, stored, vmdisk_size_note,
-    write_manifest,
+    begin_stage, cached_note, clean_root, file_sha256, make_rootfs, run_step, stored,
+    vmdisk_size_note, write_manifest,
 };
 use super::{
     ARCH, BootstrapError, BootstrapInputs, BootstrapManifest, BootstrapSpec, DISTRO, Host,
@@ -48,11 +48,7 @@ pub(super) struct Run<'a> {
 
 impl Run<'_> {
     fn begin(&self, stage: &str) -> Result<(), BootstrapError> {
-        if self.reporter.cancelled() {
-            return Err(BootstrapError::Cancelled);
-        }
-        self.reporter.begin(stage);
-        Ok(())
+        begin_stage(self.reporter, stage)
     }
 
     /// Runs one forward step. A cancel request stops it while it runs (debootstrap can take
@@ -364,16 +360,9 @@ impl Run<'_> {
             })?;
             self.run(
                 "unpacking the cached root filesystem",
-                self.host.privileged(
-                    "tar",
-                    [
-                        "-C".to_owned(),
-                        root.display().to_string(),
-                        "--numeric-owner".to_owned(),
-                        "--xattrs".to_owned(),
-                        "-xpf".to_owned(),
-                        cached_root.display().to_string(),
-                    ],
+                self.root_tar(
+                    &root,
+                    ["-xpf".to_owned(), cached_root.display().to_string()],
                 ),
             )?;
             return Ok((root, RootSource::RootCached));
@@ -390,37 +379,27 @@ impl Run<'_> {
                 self.spec.cache_key(),
                 self.id
             ));
-            let cached = self
-                .run(
-                    "caching the installed root filesystem",
-                    self.host.privileged(
-                        "tar",
-                        [
-                            "-C".to_owned(),
-                            root.display().to_string(),
-                            "--numeric-owner".to_owned(),
-                            "--xattrs".to_owned(),
-                            "--one-file-system".to_owned(),
-                            "-cpf".to_owned(),
-                            partial.display().to_string(),
-                            ".".to_owned(),
-                        ],
-                    ),
-                )
-                .and_then(|_| {
-                    std::fs::rename(&partial, &cached_root).map_err(|source| BootstrapError::Io {
-                        what: "move the root tarball to",
-                        path: cached_root.clone(),
-                        source,
-                    })
-                });
+            let cached = through_partial(
+                &partial,
+                &cached_root,
+                ("root tarball", "move the root tarball to"),
+                || {
+                    self.run(
+                        "caching the installed root filesystem",
+                        self.root_tar(
+                            &root,
+                            [
+                                "--one-file-system".to_owned(),
+                                "-cpf".to_owned(),
+                                partial.display().to_string(),
+                                ".".to_owned(),
+                            ],
+                        ),
+                    )
+                },
+            );
             if let Err(e) = cached {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot cache the installed root; the next bootstrap installs the packages again");
-                if let Err(rm) = std::fs::remove_file(&partial)
-                    && rm.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial root tarball");
-                }
             }
         }
         Ok((
@@ -431,6 +410,23 @@ impl Run<'_> {
                 RootSource::Downloaded
             },
         ))
+    }
+
+    /// `tar` in `root` as root, keeping numeric owners and extended attributes: the cached root
+    /// tarball is packed and unpacked with the same options, so an unpacked root is the one
+    /// that was packed.
+    fn root_tar(&self, root: &Path, args: impl IntoIterator<Item = String>) -> CommandSpec {
+        self.host.privileged(
+            "tar",
+            [
+                "-C".to_owned(),
+                root.display().to_string(),
+                "--numeric-owner".to_owned(),
+                "--xattrs".to_owned(),
+            ]
+            .into_iter()
+            .chain(args),
+        )
     }
 
     /// debootstraps into `root` from the cached package tarball, making the tarball first
@@ -456,33 +452,24 @@ impl Run<'_> {
                 self.spec.cache_key(),
                 self.id
             ));
-            let made = self
-                .run(
-                    "downloading the packages (debootstrap --make-tarball)",
-                    self.host.privileged(
-                        "debootstrap",
-                        self.debootstrap_args(
-                            &partial.display().to_string(),
-                            false,
-                            &self.staging.join("download"),
+            through_partial(
+                &partial,
+                &tarball,
+                ("package tarball", "move the package tarball to"),
+                || {
+                    self.run(
+                        "downloading the packages (debootstrap --make-tarball)",
+                        self.host.privileged(
+                            "debootstrap",
+                            self.debootstrap_args(
+                                &partial.display().to_string(),
+                                false,
+                                &self.staging.join("download"),
+                            ),
                         ),
-                    ),
-                )
-                .and_then(|_| {
-                    std::fs::rename(&partial, &tarball).map_err(|source| BootstrapError::Io {
-                        what: "move the package tarball to",
-                        path: tarball.clone(),
-                        source,
-                    })
-                });
-            if let Err(e) = made {
-                if let Err(rm) = std::fs::remove_file(&partial)
-                    && rm.kind() != io::ErrorKind::NotFound
-                {
-                    tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial package tarball");
-                }
-                return Err(e);
-            }
+                    )
+                },
+            )?;
             if self.reporter.cancelled() {
                 return Err(BootstrapError::Cancelled);
             }
@@ -662,4 +649,29 @@ impl Run<'_> {
         }
         Ok(vmdisk::fingerprint(&seed)?)
     }
+}
+
+/// Makes the cache file `dest` through `partial`: `make` writes `partial`, which then takes
+/// `dest`'s name (`moving` says so in an error), so the cache never holds half a `what` (a
+/// root tarball). On any failure `partial` is removed.
+fn through_partial(
+    partial: &Path,
+    dest: &Path,
+    (what, moving): (&str, &'static str),
+    make: impl FnOnce() -> Result<String, BootstrapError>,
+) -> Result<(), BootstrapError> {
+    let made = make().and_then(|_| {
+        std::fs::rename(partial, dest).map_err(|source| BootstrapError::Io {
+            what: moving,
+            path: dest.to_owned(),
+            source,
+        })
+    });
+    if made.is_err()
+        && let Err(rm) = std::fs::remove_file(partial)
+        && rm.kind() != io::ErrorKind::NotFound
+    {
+        tracing::error!(file = %partial.display(), error = %rm, "cannot remove a partial {what}");
+    }
+    made
 }

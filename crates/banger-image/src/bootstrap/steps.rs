@@ -1,17 +1,28 @@
-//! The steps a bootstrap shares with other image builds: running one command as a stage that
-//! a cancel stops, cleaning a root, making `rootfs.ext4`, writing the manifest, and recording
-//! a stored file with its size and digest.
+//! The steps a bootstrap shares with other image builds: beginning a stage and running one
+//! command in it, both stopped by a cancel, cleaning a root, making `rootfs.ext4`, writing the
+//! manifest, and recording a stored file with its size and digest.
 
 use std::io;
 use std::path::Path;
 
+use banger_host::ext4::Mkfs;
 use banger_host::{CommandSpec, RunError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::debian;
 use super::{BootstrapError, Host, MIB, ROOTFS_LABEL};
-use crate::register::MANIFEST_FILE;
+use crate::register::{MANIFEST_FILE, Reporter};
+
+/// Reports that stage `stage` of an image build begins, unless the user asked to cancel: a
+/// cancel request is honoured between stages as well as during a command.
+pub(crate) fn begin_stage(reporter: &dyn Reporter, stage: &str) -> Result<(), BootstrapError> {
+    if reporter.cancelled() {
+        return Err(BootstrapError::Cancelled);
+    }
+    reporter.begin(stage);
+    Ok(())
+}
 
 /// Runs one forward step of an image build, stopped when `cancelled` says so while it runs
 /// (the command's processes are terminated).
@@ -132,22 +143,14 @@ pub(crate) fn make_rootfs(
         cancelled,
         "making rootfs.ext4 (mkfs.ext4 -d)",
         host.privileged(
-            "mkfs.ext4",
-            [
-                "-q".to_owned(),
-                "-F".to_owned(),
-                "-L".to_owned(),
-                ROOTFS_LABEL.to_owned(),
-                "-m".to_owned(),
-                "0".to_owned(),
-                "-i".to_owned(),
-                "8192".to_owned(),
-                "-d".to_owned(),
-                root.display().to_string(),
-                "-E".to_owned(),
-                "root_owner=0:0".to_owned(),
-                rootfs.display().to_string(),
-            ],
+            Mkfs::PROGRAM,
+            Mkfs::new(rootfs)
+                .label(ROOTFS_LABEL)
+                .reserved_percent(0)
+                .bytes_per_inode(8192)
+                .contents(root)
+                .root_owner()
+                .args(),
         ),
     )?;
     crate::format::check_rootfs(rootfs)?;
