@@ -8,9 +8,15 @@
 //!
 //! Every wait of a test has a deadline and says what it waited for: [`wait_until`] and
 //! [`wait_for`] (threads), [`wait_until_async`] and [`wait_for_async`] (tokio tests).
+//!
+//! With the `fixtures` feature, [`fixtures`] builds the API's records (VMs, images,
+//! snapshots) that the CLI's, the TUI's, the web pages' and the store's tests all show or keep.
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 
 /// The environment variable that turns every skip into a failure.
 pub const REQUIRE: &str = "BANGER_REQUIRE_VM_TESTS";
