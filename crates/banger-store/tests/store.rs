@@ -91,6 +91,14 @@ fn raw(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
+/// A connection to a new database at `path` that only migration 1 made.
+fn at_schema_1(path: &Path) -> rusqlite::Connection {
+    let conn = raw(path);
+    conn.execute_batch(MIGRATIONS[0]).unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn
+}
+
 fn user_version(path: &Path) -> i64 {
     raw(path)
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -146,9 +154,7 @@ fn database_written_by_schema_1_migrates_and_decodes() {
     let (_dir, path) = database_file();
     {
         // What banger with only migration 1 left behind, written row by row as it wrote them.
-        let conn = raw(&path);
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let conn = at_schema_1(&path);
         conn.execute(
             "INSERT INTO images (id, name, source, files, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
@@ -244,9 +250,7 @@ fn database_from_a_newer_banger_is_refused_untouched() {
 fn a_failing_migration_leaves_the_database_as_it_was() {
     let (_dir, path) = database_file();
     {
-        let conn = raw(&path);
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let conn = at_schema_1(&path);
         // Something migration 2 wants to create is already there.
         conn.execute_batch("CREATE TABLE vms_image_id (x)").unwrap();
     }
