@@ -906,16 +906,7 @@ pub(crate) mod tests {
     fn vm_show_says_when_its_image_was_replaced() {
         let mut vm = vms()[1].clone();
         vm.image.name = "debian-3f9a1c2b".into();
-        vm.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
-            vm: Some("aa".into()),
-            image: "bb".into(),
-            changed: true,
-            seed_dir: Some("/state/images/4567/work-seed".into()),
-            replaced_by: Some(banger_api::ImageRef {
-                id: "4567".into(),
-                name: "debian".into(),
-            }),
-        }));
+        vm.work_seed = Some(Box::new(fixtures::replaced_work_seed()));
         insta::assert_snapshot!(vm_show(&vm, NOW));
         // Replaced, with the same seed: the replacement is told, the seed is not.
         vm.work_seed.as_mut().unwrap().changed = false;

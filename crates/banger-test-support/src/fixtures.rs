@@ -8,6 +8,7 @@ use banger_api::validate::GIB;
 use banger_api::{
     Image, ImageFile, ImageFiles, ImageManifest, ImageRef, ImageSource, Package, PublishedPort,
     ServiceCheck, Snapshot, SnapshotOrigin, Timestamp, Vm, VmNetwork, VmState, VmmKind,
+    WorkSeedStatus,
 };
 
 /// Stopped VM `name` (id `vm-NAME`) of image `debian`: 2 vCPUs, 1024 MiB, 8 GiB disks, no NAT,
@@ -87,6 +88,21 @@ pub fn image(name: &str) -> Image {
         manifest: manifest(name),
         created_at: Timestamp(0),
         retired: None,
+    }
+}
+
+/// The work seed of a VM whose image was replaced by `debian` (id `4567`), whose seed
+/// changed with it.
+pub fn replaced_work_seed() -> WorkSeedStatus {
+    WorkSeedStatus {
+        vm: Some("aa".into()),
+        image: "bb".into(),
+        changed: true,
+        seed_dir: Some("/state/images/4567/work-seed".into()),
+        replaced_by: Some(ImageRef {
+            id: "4567".into(),
+            name: "debian".into(),
+        }),
     }
 }
 

@@ -265,7 +265,11 @@ impl Web {
         let files = self.dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
         let kernel = files.join("vmlinux");
-        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        std::fs::write(
+            &kernel,
+            banger_test_support::fake_vmlinux("6.1.0-banger-test"),
+        )
+        .unwrap();
         let rootfs = files.join("rootfs.ext4");
         std::fs::File::create(&rootfs)
             .unwrap()
@@ -296,20 +300,6 @@ impl CommandRunner for SplitRunner {
             RealRunner.run(cmd)
         }
     }
-}
-
-pub(crate) fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
 }
 
 /// An operation that runs until it is cancelled (the daemon cancels it when it stops).

@@ -21,21 +21,6 @@ pub fn home(root: &Path, config: &str) -> banger_api::paths::Paths {
     paths
 }
 
-/// An ELF64 x86_64 executable header and a kernel version banner: what bangerd checks.
-pub fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // 64-bit
-    elf[5] = 1; // little-endian
-    elf[6] = 1; // ELF version
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
-}
-
 /// Writes (once) a kernel, a 16 MiB ext4 rootfs and an initrd into `dir`; returns their paths.
 pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (kernel, rootfs, initrd) = (
@@ -45,7 +30,11 @@ pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     if !kernel.exists() {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        std::fs::write(
+            &kernel,
+            banger_test_support::fake_vmlinux("6.1.0-banger-test"),
+        )
+        .unwrap();
         std::fs::File::create(&rootfs)
             .unwrap()
             .set_len(16 << 20)

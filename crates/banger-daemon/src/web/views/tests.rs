@@ -930,16 +930,7 @@ fn a_retired_image_and_a_vm_whose_seed_changed_say_so() {
 
     let mut dev = vm("dev", VmState::Stopped, 1);
     dev.image.name = old.name.clone();
-    dev.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
-        vm: Some("aa".into()),
-        image: "bb".into(),
-        changed: true,
-        seed_dir: Some("/state/images/4567/work-seed".into()),
-        replaced_by: Some(banger_api::ImageRef {
-            id: "4567".into(),
-            name: "debian".into(),
-        }),
-    }));
+    dev.work_seed = Some(Box::new(fixtures::replaced_work_seed()));
     let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
     assert!(
         page.contains(
