@@ -758,9 +758,9 @@ pub(crate) mod tests {
     use super::*;
     use banger_api::validate::GIB;
     use banger_api::{
-        ErrorCode, ImageFiles, ImageManifest, ImageRef, ImageSource, Package, ServiceCheck,
-        VmNetwork, VmState, VmmKind,
+        ErrorCode, ImageFiles, ImageManifest, ImageRef, ImageSource, VmNetwork, VmState,
     };
+    use banger_test_support::fixtures::{self, image_file};
 
     /// 2025-11-23T12:13:20Z, the "now" of every snapshot.
     pub(crate) const NOW: Timestamp = Timestamp(1_763_900_000_000);
@@ -770,42 +770,22 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn vm(name: &str, ip: &str, state: VmState) -> Vm {
+        let base = fixtures::vm(name);
         Vm {
             id: format!("vm-{name}-0123456789abcdef"),
-            name: name.into(),
             image: ImageRef {
                 id: "img-0123456789abcdef".into(),
                 name: "debian".into(),
             },
-            vcpus: 2,
-            memory_mib: 1024,
-            disk_bytes: 8 * GIB,
             work_disk_bytes: 16 * GIB,
-            nat: false,
-            vmm: VmmKind::Auto,
             state,
             network: VmNetwork {
                 ip: ip.into(),
-                gateway: "172.30.0.1".into(),
-                prefix_len: 24,
-                mac: "06:00:ac:1e:00:02".into(),
-                vsock_cid: 3,
+                ..base.network
             },
-            runtime: None,
-            last_error: None,
-            work_seed: None,
-            published_ports: Vec::new(),
-            pool: None,
             created_at: ago(180),
             updated_at: ago(42),
-        }
-    }
-
-    fn image_file(path: &str, bytes: u64, allocated_bytes: u64) -> ImageFile {
-        ImageFile {
-            path: path.into(),
-            bytes,
-            allocated_bytes,
+            ..base
         }
     }
 
@@ -813,28 +793,19 @@ pub(crate) mod tests {
         let dir = format!("/home/u/.local/state/banger/images/img-{name}");
         Image {
             id: format!("img-{name}-0123456789abcdef"),
-            name: name.into(),
-            source: ImageSource::Registered,
             files: ImageFiles {
-                kernel: image_file(&format!("{dir}/vmlinux"), 40 * MIB, 40 * MIB),
-                initrd: Some(image_file(&format!("{dir}/initrd"), 12 * MIB, 12 * MIB)),
-                rootfs: image_file(&format!("{dir}/rootfs.ext4"), 2 * GIB, 700 * MIB),
+                kernel: image_file(format!("{dir}/vmlinux"), 40 * MIB, 40 * MIB),
+                initrd: Some(image_file(format!("{dir}/initrd"), 12 * MIB, 12 * MIB)),
+                rootfs: image_file(format!("{dir}/rootfs.ext4"), 2 * GIB, 700 * MIB),
             },
             manifest: ImageManifest {
-                publish: Vec::new(),
-                name: name.into(),
-                distro: None,
-                suite: None,
                 kernel_version: Some("6.1.0-40-cloud-amd64".into()),
-                packages: vec![],
-                services: vec![],
-                init_features: Vec::new(),
                 created_from: "/srv/boot/vmlinux, /srv/boot/initrd, /srv/boot/rootfs.ext4".into(),
                 created_at,
-                imported_from: None,
+                ..fixtures::manifest(name)
             },
             created_at,
-            retired: None,
+            ..fixtures::image(name)
         }
     }
 
@@ -935,16 +906,7 @@ pub(crate) mod tests {
     fn vm_show_says_when_its_image_was_replaced() {
         let mut vm = vms()[1].clone();
         vm.image.name = "debian-3f9a1c2b".into();
-        vm.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
-            vm: Some("aa".into()),
-            image: "bb".into(),
-            changed: true,
-            seed_dir: Some("/state/images/4567/work-seed".into()),
-            replaced_by: Some(banger_api::ImageRef {
-                id: "4567".into(),
-                name: "debian".into(),
-            }),
-        }));
+        vm.work_seed = Some(Box::new(fixtures::replaced_work_seed()));
         insta::assert_snapshot!(vm_show(&vm, NOW));
         // Replaced, with the same seed: the replacement is told, the seed is not.
         vm.work_seed.as_mut().unwrap().changed = false;
@@ -1047,18 +1009,7 @@ pub(crate) mod tests {
     }
 
     fn with_ports(mut vm: Vm) -> Vm {
-        vm.published_ports = vec![
-            banger_api::PublishedPort {
-                address: "127.0.0.1".into(),
-                host_port: 8080,
-                guest_port: 4096,
-            },
-            banger_api::PublishedPort {
-                address: "0.0.0.0".into(),
-                host_port: 9000,
-                guest_port: 80,
-            },
-        ];
+        vm.published_ports = fixtures::published_ports();
         vm
     }
 
@@ -1078,12 +1029,7 @@ pub(crate) mod tests {
             ("opencode", 4096),
             ("api", 3000),
         ]
-        .map(|(name, port)| ServiceCheck {
-            name: name.into(),
-            port,
-            timeout_secs: None,
-            http: None,
-        });
+        .map(|(name, port)| fixtures::service(name, port));
         // opencode's port is published, api's is reached by name and address; the agent and
         // sshd are not listed.
         let services = banger_api::service::service_addresses(&vm, &declared, Some("vm"));
@@ -1143,28 +1089,12 @@ pub(crate) mod tests {
         image.manifest.distro = Some("debian".into());
         image.manifest.suite = Some("bookworm".into());
         image.manifest.packages = vec![
-            Package {
-                name: "openssh-server".into(),
-                version: "1:9.2p1-2".into(),
-            },
-            Package {
-                name: "systemd".into(),
-                version: "252.39-1".into(),
-            },
+            fixtures::package("openssh-server", "1:9.2p1-2"),
+            fixtures::package("systemd", "252.39-1"),
         ];
         image.manifest.services = vec![
-            ServiceCheck {
-                name: "ssh".into(),
-                port: 22,
-                timeout_secs: None,
-                http: None,
-            },
-            ServiceCheck {
-                name: "opencode".into(),
-                port: 4096,
-                timeout_secs: None,
-                http: None,
-            },
+            fixtures::service("ssh", 22),
+            fixtures::service("opencode", 4096),
         ];
         insta::assert_snapshot!(image_show(&image, NOW));
     }

@@ -62,37 +62,15 @@ pub fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banger_api::{ImageRef, Timestamp, VmNetwork, VmState, VmmKind};
+    use banger_api::VmState;
 
     fn vm(name: &str, state: VmState, vcpus: u32, memory_mib: u32) -> Vm {
         Vm {
             id: name.into(),
-            name: name.into(),
-            image: ImageRef {
-                id: "i".into(),
-                name: "img".into(),
-            },
+            state,
             vcpus,
             memory_mib,
-            disk_bytes: 8 * validate::GIB,
-            work_disk_bytes: 8 * validate::GIB,
-            nat: false,
-            vmm: VmmKind::Auto,
-            state,
-            network: VmNetwork {
-                ip: "172.30.0.2".into(),
-                gateway: "172.30.0.1".into(),
-                prefix_len: 24,
-                mac: "06:00:ac:1e:00:02".into(),
-                vsock_cid: 3,
-            },
-            runtime: None,
-            last_error: None,
-            work_seed: None,
-            published_ports: Vec::new(),
-            pool: None,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
+            ..banger_test_support::fixtures::vm(name)
         }
     }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use banger_api::paths::Paths;
 use banger_api::{
     Client, CreateVmRequest, ErrorCode, ExportImageRequest, ExportedImage, ImageSource,
-    ImportImageRequest, OperationState, RegisterImageRequest, StageState, UpdateVmRequest, VmState,
-    validate,
+    ImportImageRequest, Operation, OperationState, RegisterImageRequest, StageState,
+    UpdateVmRequest, VmState, validate,
 };
 use banger_daemon::RunningDaemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,16 +26,10 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths {
-            config_file: dir.path().join("config/banger/config.toml"),
-            state_dir: dir.path().join("state/banger"),
-            runtime_dir: dir.path().join("run/banger"),
-        };
+        // Keep test daemons off the default console port a real banger may be using.
+        let paths = support::home(dir.path(), "[web]\nlisten = \"127.0.0.1:0\"\n");
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
-        // Keep test daemons off the default console port a real banger may be using.
-        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-        std::fs::write(&paths.config_file, "[web]\nlisten = \"127.0.0.1:0\"\n").unwrap();
         Self::with(dir, paths, files).await
     }
 
@@ -78,6 +72,18 @@ impl Harness {
             .await
             .unwrap()
             .vm
+    }
+
+    /// Operation `op` as it ended.
+    async fn watch(&self, op: &Operation) -> Operation {
+        self.client.watch_operation(&op.id, |_| {}).await.unwrap()
+    }
+
+    /// Operation `op` as it ended, failing the test unless it succeeded.
+    async fn succeeds(&self, op: &Operation) -> Operation {
+        let done = self.watch(op).await;
+        assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+        done
     }
 
     /// Sends raw bytes on the socket and returns status and body.
@@ -248,13 +254,7 @@ async fn image_registration_copies_and_records() {
     let (kernel, rootfs, _) = h.boot_files();
     let op = h
         .client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: "base".into(),
-            kernel: kernel.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
+        .register_image(&support::register_request("base", &kernel, None, &rootfs))
         .await
         .unwrap();
     assert_eq!(op.state, OperationState::Running);
@@ -914,12 +914,7 @@ async fn state_survives_a_daemon_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_stops_the_daemon_from_starting() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config_file: dir.path().join("config.toml"),
-        state_dir: dir.path().join("state"),
-        runtime_dir: dir.path().join("run"),
-    };
-    std::fs::write(&paths.config_file, "[defaults]\nvcpu = 2\n").unwrap();
+    let paths = support::home(dir.path(), "[defaults]\nvcpu = 2\n");
     let err = banger_daemon::start(paths.clone())
         .await
         .unwrap_err()
@@ -969,21 +964,14 @@ async fn doctor_reports_every_check_with_a_fix_for_each_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_checks_the_configured_firecracker_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config_file: dir.path().join("config/banger/config.toml"),
-        state_dir: dir.path().join("state/banger"),
-        runtime_dir: dir.path().join("run/banger"),
-    };
     let missing = dir.path().join("no-such-firecracker");
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &paths.config_file,
-        format!(
+    let paths = support::home(
+        dir.path(),
+        &format!(
             "firecracker_bin = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
             missing.display()
         ),
-    )
-    .unwrap();
+    );
     let files = dir.path().join("files");
     let mut h = Harness::with(dir, paths, files).await;
     let report = h.client.doctor().await.unwrap();
@@ -1054,8 +1042,7 @@ async fn an_exported_image_imports_under_another_name() {
             "write file"
         ]
     );
-    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    let done = h.succeeds(&op).await;
     let exported: ExportedImage = serde_json::from_value(done.result.unwrap()).unwrap();
     assert_eq!(exported.path, file.display().to_string());
     assert_eq!(exported.bytes, std::fs::metadata(&file).unwrap().len());
@@ -1111,8 +1098,7 @@ async fn an_exported_image_imports_under_another_name() {
         .export_image("base", &export(&file, Some(true)))
         .await
         .unwrap();
-    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    h.succeeds(&op).await;
 
     // Importing under the exported name collides, and says how to avoid it.
     let import = |name: Option<&str>, path: &Path| ImportImageRequest {
@@ -1141,8 +1127,7 @@ async fn an_exported_image_imports_under_another_name() {
         .unwrap();
     assert_eq!(op.target, "copy");
     assert_eq!(op.stages.last().unwrap().name, "record");
-    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    h.succeeds(&op).await;
     let copy = h.client.get_image("copy").await.unwrap();
     assert_eq!(copy.source, ImageSource::Imported);
     assert_ne!(copy.id, original.id);
@@ -1191,7 +1176,7 @@ async fn a_damaged_import_fails_and_leaves_no_image() {
         )
         .await
         .unwrap();
-    h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    h.succeeds(&op).await;
     let images_before = std::fs::read_dir(h.paths.images_dir()).unwrap().count();
 
     // Cut short: its label and manifest still read, so the import starts, then fails.
@@ -1206,7 +1191,7 @@ async fn a_damaged_import_fails_and_leaves_no_image() {
         })
         .await
         .unwrap();
-    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let done = h.watch(&op).await;
     assert_eq!(done.state, OperationState::Failed, "{done:?}");
     let error = done.error.unwrap();
     assert_eq!(error.code, ErrorCode::InvalidInput, "{error:?}");
@@ -1317,24 +1302,16 @@ async fn published_ports_of_a_stopped_vm_are_recorded_checked_and_removed() {
         (status, &error["code"]),
         (400, &serde_json::json!("invalid_input"))
     );
-    let (status, vm) = h
-        .raw_http(&http(
-            "DELETE",
-            &format!("/v1/vms/dev/ports/published/{free}"),
-            "",
-            "",
-        ))
-        .await;
+    let unpublish = http(
+        "DELETE",
+        &format!("/v1/vms/dev/ports/published/{free}"),
+        "",
+        "",
+    );
+    let (status, vm) = h.raw_http(&unpublish).await;
     assert_eq!(status, 200, "{vm}");
     assert!(vm.get("published_ports").is_none(), "{vm}");
-    let (status, error) = h
-        .raw_http(&http(
-            "DELETE",
-            &format!("/v1/vms/dev/ports/published/{free}"),
-            "",
-            "",
-        ))
-        .await;
+    let (status, error) = h.raw_http(&unpublish).await;
     assert_eq!(
         (status, &error["code"]),
         (404, &serde_json::json!("not_found"))
@@ -1366,8 +1343,7 @@ async fn an_images_ports_are_published_by_its_vms() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = i64::from(holder.local_addr().unwrap().port());
     let op = h.client.register_image(&request(vec![held])).await.unwrap();
-    let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
-    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    h.succeeds(&op).await;
     let image = h.client.get_image("web").await.unwrap();
     assert_eq!(image.manifest.publish, [held as u16]);
 

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use banger_api::paths::Paths;
 use banger_api::{
     BootstrapImageRequest, Client, ErrorCode, ImageSource, OperationKind, OperationState,
     StageState,
@@ -32,13 +31,7 @@ impl Harness {
     async fn start_on(small_disk: Option<support::SmallDisk>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let small_disk = small_disk.map(|d| d.mount(&dir.path().join("state/banger")));
-        let paths = Paths {
-            config_file: dir.path().join("config/banger/config.toml"),
-            state_dir: dir.path().join("state/banger"),
-            runtime_dir: dir.path().join("run/banger"),
-        };
-        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-        std::fs::write(&paths.config_file, "[web]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        let paths = support::home(dir.path(), "[web]\nlisten = \"127.0.0.1:0\"\n");
         let daemon = banger_daemon::start(paths).await.unwrap();
         let client = Client::new(daemon.socket());
         Harness {

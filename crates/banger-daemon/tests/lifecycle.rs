@@ -115,26 +115,19 @@ impl Harness {
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let small_disk = small_disk.map(|d| d.mount(&dir.path().join("state")));
-        let paths = Paths {
-            config_file: dir.path().join("config/banger/config.toml"),
-            state_dir: dir.path().join("state/banger"),
-            runtime_dir: dir.path().join("run/banger"),
-        };
-        std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
         // The fake's journals are exact: a spare Firecracker only where a test asks for one.
         let spare = if config.contains("spare_vmm") {
             ""
         } else {
             "spare_vmm = false\n"
         };
-        std::fs::write(
-            &paths.config_file,
-            format!(
+        let paths = support::home(
+            dir.path(),
+            &format!(
                 "{config}{spare}[defaults]\nstop_timeout = \"100ms\"\n\
                  disk = \"256M\"\nwork_disk = \"64M\"\n[web]\nenabled = false\n"
             ),
-        )
-        .unwrap();
+        );
         let mut h = Harness {
             small_disk,
             dir,
@@ -191,14 +184,34 @@ impl Harness {
             })
             .await
             .unwrap();
-        let op = created.operation.expect("a start operation");
-        let op = self.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        let op = self
+            .watch(&created.operation.expect("a start operation"))
+            .await;
         (self.vm(name).await, op)
     }
 
     async fn act(&self, name: &str, action: VmAction) -> Operation {
         let op = self.client.vm_action(name, action).await.unwrap();
+        self.watch(&op).await
+    }
+
+    /// Operation `op` as it ended.
+    async fn watch(&self, op: &Operation) -> Operation {
         self.client.watch_operation(&op.id, |_| {}).await.unwrap()
+    }
+
+    /// Creates VM `name` of image `base` without starting it.
+    async fn create_stopped(&self, name: &str) -> Vm {
+        self.client
+            .create_vm(&CreateVmRequest {
+                name: Some(name.into()),
+                image: Some("base".into()),
+                start: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        self.vm(name).await
     }
 
     async fn vm(&self, name: &str) -> Vm {
@@ -211,6 +224,26 @@ impl Harness {
 
     fn net_calls(&self) -> Vec<String> {
         self.net.calls()
+    }
+
+    /// The fake Firecracker's state of VM `id`'s instance, which runs as `runtime` records.
+    fn instance_state(&self, id: &str, runtime: &banger_api::VmRuntime) -> InstanceState {
+        use banger_vmm::Vmm;
+        let handle = banger_vmm::VmHandle {
+            vm_id: id.into(),
+            pid: runtime.pid,
+            api_socket: runtime.api_socket.clone().into(),
+            vsock_socket: None,
+        };
+        self.fc.backend().state(&handle).unwrap()
+    }
+
+    /// Fails the test, naming `case`, when a Firecracker process or API socket is left.
+    #[track_caller]
+    fn assert_no_vmm(&self, case: &str) {
+        let (running, sockets) = (self.fc.running(), self.fc.sockets());
+        assert!(running.is_empty(), "{case}: {running:?}");
+        assert!(sockets.is_empty(), "{case}: {sockets:?}");
     }
 }
 
@@ -635,25 +668,12 @@ async fn create_starts_the_vm_and_stop_releases_everything() {
     // Pause and resume reach Firecracker.
     let paused = h.client.pause_vm("dev", true).await.unwrap();
     assert_eq!(paused.state, VmState::Paused);
-    let handle = banger_vmm::VmHandle {
-        vm_id: vm.id.clone(),
-        pid: runtime.pid,
-        api_socket: runtime.api_socket.clone().into(),
-        vsock_socket: None,
-    };
-    use banger_vmm::Vmm;
-    assert_eq!(
-        h.fc.backend().state(&handle).unwrap(),
-        InstanceState::Paused
-    );
+    assert_eq!(h.instance_state(&vm.id, &runtime), InstanceState::Paused);
     let err = h.client.pause_vm("dev", true).await.unwrap_err();
     assert!(err.is_code(ErrorCode::InvalidState), "{err}");
     let resumed = h.client.pause_vm("dev", false).await.unwrap();
     assert_eq!(resumed.state, VmState::Running);
-    assert_eq!(
-        h.fc.backend().state(&handle).unwrap(),
-        InstanceState::Running
-    );
+    assert_eq!(h.instance_state(&vm.id, &runtime), InstanceState::Running);
 
     let before = h.net_calls().len();
     let op = h.act("dev", VmAction::Stop).await;
@@ -730,16 +750,10 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
     let free_before = disk.free();
     let op = h
         .client
-        .register_image(&banger_api::RegisterImageRequest {
-            publish: Vec::new(),
-            name: "big".into(),
-            kernel: kernel.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
+        .register_image(&support::register_request("big", &kernel, None, &rootfs))
         .await
         .unwrap();
-    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let op = h.watch(&op).await;
     assert_eq!(op.state, OperationState::Failed, "{op:?}");
     let error = op.error.unwrap();
     assert_eq!(error.code, ErrorCode::NoSpace, "{error:?}");
@@ -787,11 +801,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
         Err(e) => panic!("{e}"),
         // The files may be made by the create's operation rather than before its answer.
         Ok(created) => {
-            let op = h
-                .client
-                .watch_operation(&created.operation.unwrap().id, |_| {})
-                .await
-                .unwrap();
+            let op = h.watch(&created.operation.unwrap()).await;
             assert_eq!(op.state, OperationState::Failed, "{op:?}");
             op.error.unwrap()
         }
@@ -836,15 +846,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_daemon_serves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_held_for_a_reset_does_not_start_meanwhile() {
     let h = Harness::start(FakeFirecracker::new(), fresh_net()).await;
-    h.client
-        .create_vm(&CreateVmRequest {
-            name: Some("held".into()),
-            image: Some("base".into()),
-            start: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    h.create_stopped("held").await;
     let d = h.daemon.as_ref().unwrap().daemon.clone();
     let action = "only a stopped VM's root can be reset";
     let (vm, claim) = d
@@ -1190,11 +1192,7 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
             .await
             .unwrap();
         let tap = Harness::tap_of(&created.vm);
-        let op = h
-            .client
-            .watch_operation(&created.operation.unwrap().id, |_| {})
-            .await
-            .unwrap();
+        let op = h.watch(&created.operation.unwrap()).await;
         assert_eq!(op.state, OperationState::Failed, "{}: {op:?}", case.name);
         let error = op.error.clone().unwrap();
         assert!(
@@ -1212,18 +1210,7 @@ async fn a_failure_at_each_step_of_a_start_is_rolled_back() {
             case.name,
             vm.last_error
         );
-        assert!(
-            h.fc.running().is_empty(),
-            "{}: {:?}",
-            case.name,
-            h.fc.running()
-        );
-        assert!(
-            h.fc.sockets().is_empty(),
-            "{}: {:?}",
-            case.name,
-            h.fc.sockets()
-        );
+        h.assert_no_vmm(case.name);
         // The calls after the failing one are exactly the cleanup.
         let calls = h.net_calls();
         let uid = rustix::process::getuid().as_raw().to_string();
@@ -1286,27 +1273,9 @@ async fn a_restarted_daemon_adopts_running_vms_and_cleans_up_dead_ones() {
     h.client.pause_vm("alive", true).await.unwrap();
     // One whose create the daemon will have died in (its marker is put back below): the
     // record is there, its files are not all made.
-    h.client
-        .create_vm(&CreateVmRequest {
-            name: Some("unmade".into()),
-            image: Some("base".into()),
-            start: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let unmade = h.vm("unmade").await;
+    let unmade = h.create_stopped("unmade").await;
     // And one it died in before it made the VM's directory at all.
-    h.client
-        .create_vm(&CreateVmRequest {
-            name: Some("dirless".into()),
-            image: Some("base".into()),
-            start: Some(false),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let dirless = h.vm("dirless").await;
+    let dirless = h.create_stopped("dirless").await;
 
     // The daemon goes away without stopping its VMs; one of them dies meanwhile.
     let daemon = h.daemon.take().unwrap();
@@ -1624,11 +1593,7 @@ async fn published_ports_listen_while_the_vm_runs_and_a_taken_port_fails_the_sta
         .await
         .unwrap();
     assert_eq!(created.vm.published_ports.len(), 2);
-    let op = h
-        .client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
+    let op = h.watch(&created.operation.unwrap()).await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     assert!(listening(a) && listening(b));
     std::net::TcpStream::connect(("127.0.0.1", a)).expect("the forward accepts");
@@ -1757,13 +1722,20 @@ async fn create_sized(h: &Harness, name: &str, vcpus: i64, memory_mib: i64, star
         .await
         .unwrap();
     if let Some(op) = created.operation {
-        let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        let op = h.watch(&op).await;
         assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     }
     h.vm(name).await
 }
 
 /// Entries of the VMs directory.
+/// Fails the test unless `err` refuses for want of room with a message starting `start`.
+#[track_caller]
+fn assert_over_capacity(err: &banger_api::ClientError, start: &str) {
+    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
+    assert!(err.api().unwrap().message.starts_with(start), "{err}");
+}
+
 fn vm_dirs(h: &Harness) -> Vec<String> {
     let mut dirs: Vec<String> = std::fs::read_dir(h.paths.vms_dir())
         .map(|d| {
@@ -1936,14 +1908,7 @@ async fn a_create_that_cannot_fit_is_refused_before_anything_is_made() {
         )
         .await
         .unwrap_err();
-    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
-    assert!(
-        err.api()
-            .unwrap()
-            .message
-            .starts_with("not enough room to create and start VM \"a2\""),
-        "{err}"
-    );
+    assert_over_capacity(&err, "not enough room to create and start VM \"a2\"");
     assert_eq!(h.vm("a").await.state, VmState::Running);
     assert!(h.client.list_snapshots().await.unwrap().is_empty());
     assert!(h.client.get_vm("a2").await.is_err());
@@ -1988,7 +1953,7 @@ async fn of_concurrent_starts_only_those_that_fit_pass() {
     }
     assert_eq!(admitted.len(), 1, "{admitted:?}");
     let (winner, op) = admitted.pop().unwrap();
-    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let op = h.watch(&op).await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     for name in names {
         let vm = h.vm(name).await;
@@ -2015,7 +1980,7 @@ async fn of_concurrent_starts_only_those_that_fit_pass() {
     }
     assert_eq!(created.len(), 1);
     let op = created[0].operation.clone().unwrap();
-    let op = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+    let op = h.watch(&op).await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     assert_eq!(h.client.list_vms().await.unwrap().len(), names.len() + 1);
     assert_eq!(vm_dirs(&h).len(), names.len() + 1);
@@ -2070,13 +2035,9 @@ async fn a_restart_is_admitted_again_and_refused_when_the_room_is_gone() {
         .vm_action("a", VmAction::Restart)
         .await
         .unwrap_err();
-    assert!(err.is_code(ErrorCode::OverCapacity), "{err}");
-    assert!(
-        err.api()
-            .unwrap()
-            .message
-            .starts_with("VM \"a\" could never start on this host: its 2560 MiB"),
-        "{err}"
+    assert_over_capacity(
+        &err,
+        "VM \"a\" could never start on this host: its 2560 MiB",
     );
     let a_now = h.vm("a").await;
     assert_eq!(a_now.state, VmState::Running);
@@ -2168,7 +2129,7 @@ async fn a_failed_or_cancelled_build_leaves_nothing() {
             .await;
             h.client.cancel_operation(&op.id).await.unwrap();
         }
-        let done = h.client.watch_operation(&op.id, |_| {}).await.unwrap();
+        let done = h.watch(&op).await;
         let error = done.error.clone().expect("the build failed");
         if cancel {
             assert_eq!(done.state, OperationState::Cancelled, "{error:?}");
@@ -2368,6 +2329,19 @@ async fn pooled(fc: FakeFirecracker, size: i64) -> (Harness, IdentityAgent) {
     (h, agent)
 }
 
+/// Creates VM `name` of image `pooled` at the default size: it takes a ready VM of the pool
+/// when there is one.
+async fn take_from_pool(h: &Harness, name: &str) -> banger_api::CreatedVm {
+    h.client
+        .create_vm(&CreateVmRequest {
+            name: Some(name.into()),
+            image: Some("pooled".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 async fn pool_entry(h: &Harness) -> banger_api::PoolEntry {
     let entries = h.client.list_pool().await.unwrap();
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -2405,25 +2379,13 @@ async fn the_warm_pool_hands_over_a_ready_vm_with_a_new_identity_and_refills() {
     let ready_token =
         std::fs::read_to_string(h.paths.vm_dir(&hidden[0].id).join("agent-token")).unwrap();
 
-    let created = h
-        .client
-        .create_vm(&CreateVmRequest {
-            name: Some("fast".into()),
-            image: Some("pooled".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = take_from_pool(&h, "fast").await;
     assert_eq!(
         created.vm.id, hidden[0].id,
         "the ready VM is the one handed over"
     );
     assert_eq!(created.vm.pool, Some(banger_api::PoolRole::Taken));
-    let op = h
-        .client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
+    let op = h.watch(&created.operation.unwrap()).await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     let stages: Vec<&str> = op.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stages, ["pool", "identity", "started"]);
@@ -2601,18 +2563,7 @@ async fn a_failure_at_each_step_of_filling_the_pool_leaves_nothing() {
             stored_vms(&h)
         );
         assert!(vm_dirs(&h).is_empty(), "{}: {:?}", case.name, vm_dirs(&h));
-        assert!(
-            h.fc.running().is_empty(),
-            "{}: {:?}",
-            case.name,
-            h.fc.running()
-        );
-        assert!(
-            h.fc.sockets().is_empty(),
-            "{}: {:?}",
-            case.name,
-            h.fc.sockets()
-        );
+        h.assert_no_vmm(case.name);
         assert!(
             taps_left(&h).is_empty(),
             "{}: {:?}",
@@ -2645,22 +2596,10 @@ async fn a_take_whose_guest_refuses_its_identity_leaves_the_vm_stopped_and_relea
     agent
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let created = h
-        .client
-        .create_vm(&CreateVmRequest {
-            name: Some("taken".into()),
-            image: Some("pooled".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = take_from_pool(&h, "taken").await;
     let pid = created.vm.runtime.as_ref().unwrap().pid;
     let tap = Harness::tap_of(&created.vm);
-    let op = h
-        .client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
+    let op = h.watch(&created.operation.unwrap()).await;
     assert_eq!(op.state, OperationState::Failed, "{op:?}");
     let vm = h.vm("taken").await;
     assert_eq!(vm.state, VmState::Stopped);
@@ -2736,11 +2675,7 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
         })
         .await
         .unwrap();
-    let op = h
-        .client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
+    let op = h.watch(&created.operation.unwrap()).await;
     assert_eq!(op.state, banger_api::OperationState::Succeeded, "{op:?}");
     // Two snapshots of `vm clone`s the daemon dies before deleting: one its clone was not yet
     // restored from, one no VM needs any more.
@@ -2811,16 +2746,7 @@ async fn a_daemon_killed_during_a_snapshot_or_a_restore_leaves_each_vm_whole() {
             "{drive}"
         );
     }
-    let handle = banger_vmm::VmHandle {
-        vm_id: src.id.clone(),
-        pid: src_run.pid,
-        api_socket: src_run.api_socket.clone().into(),
-        vsock_socket: None,
-    };
-    assert_eq!(
-        banger_vmm::Vmm::state(&fc, &handle).unwrap(),
-        InstanceState::Running
-    );
+    assert_eq!(h.instance_state(&src.id, &src_run), InstanceState::Running);
     assert!(!src_dir.join(".snapshotting").exists());
     assert!(!unfinished.exists(), "the unfinished snapshot goes");
     // The clones' snapshots go; the clone not yet restored boots from its disks.

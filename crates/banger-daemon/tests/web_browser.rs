@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_api::paths::Paths;
 use banger_api::{Client, OperationKind, OperationState};
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 
@@ -22,20 +21,13 @@ async fn the_console_works_in_headless_chromium() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config_file: dir.path().join("config/banger/config.toml"),
-        state_dir: dir.path().join("state/banger"),
-        runtime_dir: dir.path().join("run/banger"),
-    };
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
     // A Firecracker that does not exist: a start fails the same way on every machine, which
     // is what the browser checks the console shows.
-    std::fs::write(
-        &paths.config_file,
+    let paths = support::home(
+        dir.path(),
         "vmm = \"firecracker\"\nfirecracker_bin = \"/nonexistent/fc\"\n\
          [web]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    );
     let daemon = banger_daemon::start(paths).await.unwrap();
     let client = Client::new(daemon.socket());
     let info = client.daemon_info().await.unwrap();

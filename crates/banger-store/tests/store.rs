@@ -4,27 +4,26 @@
 //! rules (duplicates, images in use, unknown images).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_api::{
-    Image, ImageFile, ImageFiles, ImageManifest, ImageRef, ImageSource, Package, PublishedPort,
-    ServiceCheck, Timestamp, VmState, VmmKind,
+    Image, ImageFiles, ImageManifest, ImageRef, ImageSource, PublishedPort, ServiceCheck,
+    Timestamp, VmState, VmmKind,
 };
 use banger_store::{
     Demand, MIGRATIONS, NetworkPool, NewVm, Reserved, SCHEMA_VERSION, Store, StoreError,
     VmResources,
 };
+use banger_test_support::fixtures::{self, snapshot};
 
+/// A bootstrapped image with a distribution, packages and a service, so a round trip carries
+/// them.
 fn image(id: &str, name: &str) -> Image {
-    let file = |file: &str, bytes| ImageFile {
-        path: format!("images/{id}/{file}"),
-        bytes,
-        allocated_bytes: bytes / 2,
-    };
+    let file =
+        |file: &str, bytes| fixtures::image_file(format!("images/{id}/{file}"), bytes, bytes / 2);
     Image {
         id: id.into(),
-        name: name.into(),
         source: ImageSource::Bootstrapped,
         files: ImageFiles {
             kernel: file("vmlinux", 40 << 20),
@@ -32,28 +31,17 @@ fn image(id: &str, name: &str) -> Image {
             rootfs: file("rootfs.ext4", 2 << 30),
         },
         manifest: ImageManifest {
-            publish: Vec::new(),
-            name: name.into(),
             distro: Some("debian".into()),
             suite: Some("trixie".into()),
             kernel_version: Some("6.12.0-1-cloud-amd64".into()),
-            packages: vec![Package {
-                name: "openssh-server".into(),
-                version: "1:9.9p1-1".into(),
-            }],
-            services: vec![ServiceCheck {
-                name: "opencode".into(),
-                port: 4096,
-                timeout_secs: None,
-                http: None,
-            }],
-            init_features: Vec::new(),
+            packages: vec![fixtures::package("openssh-server", "1:9.9p1-1")],
+            services: vec![fixtures::service("opencode", 4096)],
             created_from: "banger image bootstrap debian".into(),
             created_at: Timestamp(1_763_900_000_123),
-            imported_from: None,
+            ..fixtures::manifest(name)
         },
         created_at: Timestamp(1_763_900_000_456),
-        retired: None,
+        ..fixtures::image(name)
     }
 }
 
@@ -84,13 +72,47 @@ fn store_with_image() -> Store {
     store
 }
 
+/// Where a test's database file goes (not made yet), in a directory removed when the first
+/// value is dropped.
+fn database_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banger.db");
+    (dir, path)
+}
+
+/// VM `name` of `img1` at the defaults of [`new_vm`], on 172.30.0.0/24.
+fn create(store: &Store, name: &str) -> banger_api::Vm {
+    store
+        .create_vm(&new_vm(Some(name), "img1"), &pool("172.30.0.0/24"))
+        .unwrap()
+}
+
 fn raw(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
+}
+
+/// A connection to a new database at `path` that only migration 1 made.
+fn at_schema_1(path: &Path) -> rusqlite::Connection {
+    let conn = raw(path);
+    conn.execute_batch(MIGRATIONS[0]).unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn
 }
 
 fn user_version(path: &Path) -> i64 {
     raw(path)
         .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap()
+}
+
+/// The SQL of everything in the schema of the database at `path`, by name.
+fn schema(path: &Path) -> Vec<String> {
+    raw(path)
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap()
 }
 
@@ -117,37 +139,22 @@ fn opening_twice_migrates_once() {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         store.insert_image(&image("img1", "debian")).unwrap();
     }
-    let schema_before: Vec<String> = raw(&path)
-        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let schema_before = schema(&path);
 
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
-    let schema_after: Vec<String> = raw(&path)
-        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let schema_after = schema(&path);
     assert_eq!(schema_before, schema_after);
     assert_eq!(store.list_images().unwrap(), vec![image("img1", "debian")]);
 }
 
 #[test]
 fn database_written_by_schema_1_migrates_and_decodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     {
         // What banger with only migration 1 left behind, written row by row as it wrote them.
-        let conn = raw(&path);
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let conn = at_schema_1(&path);
         conn.execute(
             "INSERT INTO images (id, name, source, files, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
@@ -221,8 +228,7 @@ fn database_written_by_schema_1_migrates_and_decodes() {
 
 #[test]
 fn database_from_a_newer_banger_is_refused_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     raw(&path).pragma_update(None, "user_version", 999).unwrap();
 
     match Store::open(&path) {
@@ -242,12 +248,9 @@ fn database_from_a_newer_banger_is_refused_untouched() {
 
 #[test]
 fn a_failing_migration_leaves_the_database_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     {
-        let conn = raw(&path);
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let conn = at_schema_1(&path);
         // Something migration 2 wants to create is already there.
         conn.execute_batch("CREATE TABLE vms_image_id (x)").unwrap();
     }
@@ -287,8 +290,7 @@ fn corrupt_rows_are_reported_by_id_not_panicked_on() {
         ("nat = 7", "nat"),
     ];
     for (set, needle) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("banger.db");
+        let (_dir, path) = database_file();
         let store = Store::open(&path).unwrap();
         store.insert_image(&image("img1", "debian")).unwrap();
         let p = pool("172.30.0.0/24");
@@ -308,8 +310,7 @@ fn corrupt_rows_are_reported_by_id_not_panicked_on() {
 
 #[test]
 fn an_image_with_bad_json_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     let store = Store::open(&path).unwrap();
     store.insert_image(&image("img1", "debian")).unwrap();
     raw(&path)
@@ -331,13 +332,10 @@ fn an_image_with_bad_json_is_corrupt() {
 
 #[test]
 fn a_vm_whose_image_vanished_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     let store = Store::open(&path).unwrap();
     store.insert_image(&image("img1", "debian")).unwrap();
-    let vm = store
-        .create_vm(&new_vm(Some("dev"), "img1"), &pool("172.30.0.0/24"))
-        .unwrap();
+    let vm = create(&store, "dev");
     // Only possible with foreign keys off, i.e. from outside banger.
     raw(&path)
         .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM images WHERE id = 'img1';")
@@ -473,9 +471,7 @@ fn deleted_vms_free_their_name_ip_mac_and_cid_for_reuse() {
 #[test]
 fn vms_keep_their_address_when_the_subnet_changes() {
     let store = store_with_image();
-    let old = store
-        .create_vm(&new_vm(Some("old"), "img1"), &pool("172.30.0.0/24"))
-        .unwrap();
+    let old = create(&store, "old");
     let new = store
         .create_vm(&new_vm(Some("new"), "img1"), &pool("10.20.0.0/16"))
         .unwrap();
@@ -524,8 +520,7 @@ fn assert_all_distinct(vms: &[banger_api::Vm], expected: usize) {
 
 #[test]
 fn separate_handles_on_one_file_never_allocate_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     Store::open(&path)
         .unwrap()
         .insert_image(&image("img1", "debian"))
@@ -571,8 +566,7 @@ fn four_vcpus(demand: &Demand<'_>, reserved: Reserved) -> Result<(), banger_api:
 /// stopped ones.
 #[test]
 fn admission_is_decided_under_the_write_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banger.db");
+    let (_dir, path) = database_file();
     let store = Store::open(&path).unwrap();
     store.insert_image(&image("img1", "debian")).unwrap();
     let p = pool("172.30.0.0/24");
@@ -970,9 +964,7 @@ fn find_prefers_an_id_over_a_name() {
 #[test]
 fn resources_and_state_change_in_place() {
     let store = store_with_image();
-    let vm = store
-        .create_vm(&new_vm(Some("dev"), "img1"), &pool("172.30.0.0/24"))
-        .unwrap();
+    let vm = create(&store, "dev");
     std::thread::sleep(std::time::Duration::from_millis(5));
 
     let changed = store
@@ -1032,29 +1024,6 @@ fn sizes_beyond_sqlite_integers_are_refused() {
 fn store_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
-}
-
-fn snapshot(name: &str, image: &Image) -> banger_api::Snapshot {
-    banger_api::Snapshot {
-        id: format!("id-{name}"),
-        name: name.into(),
-        vm: banger_api::SnapshotOrigin {
-            id: "vm1".into(),
-            name: "dev".into(),
-        },
-        image: banger_api::ImageRef {
-            id: image.id.clone(),
-            name: image.name.clone(),
-        },
-        vcpus: 1,
-        memory_mib: 256,
-        disk_bytes: 1 << 30,
-        work_disk_bytes: 1 << 30,
-        firecracker_version: "1.16.1".into(),
-        cpu: "AMD EPYC".into(),
-        size_bytes: 300 << 20,
-        created_at: Timestamp::from_millis(5),
-    }
 }
 
 #[test]
@@ -1199,9 +1168,7 @@ fn a_host_port_another_vm_publishes_is_refused_naming_it() {
 #[test]
 fn names_and_addresses_for_dns() {
     let store = store_with_image();
-    let vm = store
-        .create_vm(&new_vm(Some("dev"), "img1"), &pool("172.30.0.0/24"))
-        .unwrap();
+    let vm = create(&store, "dev");
     assert_eq!(
         store.vm_ip_by_name("dev").unwrap(),
         Some(vm.network.ip.clone())

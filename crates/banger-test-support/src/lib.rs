@@ -8,9 +8,17 @@
 //!
 //! Every wait of a test has a deadline and says what it waited for: [`wait_until`] and
 //! [`wait_for`] (threads), [`wait_until_async`] and [`wait_for_async`] (tokio tests).
+//!
+//! [`fake_vmlinux`] is a kernel image as small as banger's kernel checks accept.
+//!
+//! With the `fixtures` feature, [`fixtures`] builds the API's records (VMs, images,
+//! snapshots) that the CLI's, the TUI's, the web pages' and the store's tests all show or keep.
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 
 /// The environment variable that turns every skip into a failure.
 pub const REQUIRE: &str = "BANGER_REQUIRE_VM_TESTS";
@@ -110,6 +118,22 @@ pub async fn wait_for_async(
         );
         tokio::time::sleep(every).await;
     }
+}
+
+/// An ELF64 x86_64 executable header and the banner of kernel `version`: all that banger
+/// reads of a kernel when it registers or archives an image (4 KiB).
+pub fn fake_vmlinux(version: &str) -> Vec<u8> {
+    let mut elf = vec![0u8; 4096];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // ELF version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let banner = format!("Linux version {version} (test@banger) #1 SMP");
+    elf[1024..1024 + banner.len()].copy_from_slice(banner.as_bytes());
+    elf
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ const USAGE: i32 = 2;
 
 mod support;
 
-use support::Sandbox;
+use support::{Sandbox, create_stopped};
 
 /// Snapshot settings that hide what differs between runs.
 fn settings(sandbox: &Sandbox) -> insta::Settings {
@@ -151,39 +151,26 @@ fn images_and_vms_through_their_lifecycle() {
     assert_eq!(shown, images[0]);
 
     // One vCPU: bangerd caps vCPUs at the host's CPUs, and a CI machine may have one.
-    let printed = sandbox.json_text(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
+    let printed = sandbox.json_text(&create_stopped(
         "dev",
-        "--image",
         "base",
-        "--vcpus",
-        "1",
-        "--memory",
-        "512",
-        "--disk",
-        "1G",
-        "--work-disk",
-        "256M",
-        "--nat",
-    ]);
+        &[
+            "--vcpus",
+            "1",
+            "--memory",
+            "512",
+            "--disk",
+            "1G",
+            "--work-disk",
+            "256M",
+            "--nat",
+        ],
+    ));
     settings(&sandbox).bind(|| {
         insta::assert_snapshot!("vm_create_json", printed);
     });
     let created: Value = serde_json::from_str(&printed).unwrap();
-    let second = sandbox.ok(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
-        "web-1",
-        "--image",
-        "base",
-        "--vcpus",
-        "1",
-    ]);
+    let second = sandbox.ok(&create_stopped("web-1", "base", &["--vcpus", "1"]));
     assert!(
         second.starts_with("Created VM web-1 (not started).\n\nname:"),
         "{second}"
@@ -329,43 +316,13 @@ fn bad_values_are_refused_before_reaching_the_daemon() {
 fn refusals_from_the_daemon_leave_state_unchanged() {
     let sandbox = Sandbox::new();
     sandbox.register("base");
-    sandbox.ok(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
-        "dev",
-        "--image",
-        "base",
-    ]);
+    sandbox.ok(&create_stopped("dev", "base", &[]));
     let before = sandbox.json(&["vm", "list"]);
 
-    let (_, stderr) = sandbox.run(
-        &[
-            "vm",
-            "create",
-            "--no-start",
-            "--name",
-            "dev",
-            "--image",
-            "base",
-        ],
-        CONFLICT,
-    );
+    let (_, stderr) = sandbox.run(&create_stopped("dev", "base", &[]), CONFLICT);
     assert!(stderr.starts_with("error: "), "{stderr}");
     // bangerd treats an unknown image in a create request as an invalid value.
-    sandbox.run(
-        &[
-            "vm",
-            "create",
-            "--no-start",
-            "--name",
-            "other",
-            "--image",
-            "nope",
-        ],
-        INVALID_INPUT,
-    );
+    sandbox.run(&create_stopped("other", "nope", &[]), INVALID_INPUT);
     sandbox.run(
         &["vm", "create", "--no-start", "--name", "x", "--vcpus", "0"],
         INVALID_INPUT,
@@ -475,15 +432,7 @@ fn an_image_moves_through_an_exported_file() {
         imported["manifest"]["created_from"],
         base["manifest"]["created_from"]
     );
-    sandbox.ok(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
-        "dev",
-        "--image",
-        "copy",
-    ]);
+    sandbox.ok(&create_stopped("dev", "copy", &[]));
 
     // Not an export: refused before anything starts.
     let (_, stderr) = sandbox.run(
@@ -744,19 +693,11 @@ fn admission_refusals_exit_11_with_the_figures_and_a_hint() {
     assert!(left.is_empty(), "{left:?}");
 
     // A VM that fits is made; it cannot be set to sizes that never would.
-    sandbox.ok(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
+    sandbox.ok(&create_stopped(
         "small",
-        "--image",
         "base",
-        "--vcpus",
-        "1",
-        "--memory",
-        "256",
-    ]);
+        &["--vcpus", "1", "--memory", "256"],
+    ));
     let (_, stderr) = sandbox.run(&["vm", "set", "small", "--memory", "1024"], OVER_CAPACITY);
     assert!(
         stderr.starts_with("error: VM \"small\" could never start on this host: its 1024 MiB"),

@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 mod support;
 
-use support::Sandbox;
+use support::{Sandbox, create_stopped};
 
 struct Tmux {
     socket: PathBuf,
@@ -143,15 +143,7 @@ fn vms_appear_the_selection_moves_and_q_quits() {
     let sandbox = Sandbox::new();
     sandbox.register("debian");
     for name in ["alpha", "bravo"] {
-        sandbox.ok(&[
-            "vm",
-            "create",
-            "--no-start",
-            "--name",
-            name,
-            "--image",
-            "debian",
-        ]);
+        sandbox.ok(&create_stopped(name, "debian", &[]));
     }
 
     let tmux = tui(&sandbox);
@@ -218,17 +210,7 @@ fn a_start_that_fails_and_a_refused_stop_are_shown() {
          [web]\nlisten = \"127.0.0.1:0\"\n",
     );
     sandbox.register("debian");
-    sandbox.ok(&[
-        "vm",
-        "create",
-        "--no-start",
-        "--name",
-        "dev",
-        "--image",
-        "debian",
-        "--vcpus",
-        "1",
-    ]);
+    sandbox.ok(&create_stopped("dev", "debian", &["--vcpus", "1"]));
     let tmux = tui(&sandbox);
     tmux.wait_for("the VM", |s| selected(s).is_some_and(|l| l.contains("dev")));
 

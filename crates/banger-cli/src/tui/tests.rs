@@ -9,9 +9,9 @@ use banger_agent_protocol::protocol::{BootStage, Health};
 use banger_api::validate::{GIB, MIB};
 use banger_api::{
     ApiError, Capacity, CpuCapacity, DaemonInfo, DiskCapacity, ErrorCode, Image, ImageSource,
-    MemoryCapacity, Operation, OperationKind, OperationState, Package, Progress,
-    PromoteImageRequest, ServiceCheck, Snapshot, Stage as OpStage, StageState as OpStageState,
-    Timestamp, Vm, VmRuntime, VmState, VmmKind,
+    MemoryCapacity, Operation, OperationKind, OperationState, Progress, PromoteImageRequest,
+    ServiceCheck, Snapshot, Stage as OpStage, StageState as OpStageState, Timestamp, Vm, VmRuntime,
+    VmState, VmmKind,
 };
 use banger_api::{ConsoleChunk, SshAccess};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -26,6 +26,7 @@ use super::theme::Theme;
 use super::ui;
 use crate::guest::SshSession;
 use crate::output::tests::{NOW, image, vm};
+use banger_test_support::fixtures;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -121,24 +122,11 @@ fn images() -> Vec<Image> {
     built.manifest.suite = Some("bookworm".into());
     built.manifest.packages = ["openssh-server", "systemd", "ca-certificates", "curl"]
         .iter()
-        .map(|name| Package {
-            name: (*name).into(),
-            version: "1".into(),
-        })
+        .map(|name| fixtures::package(name, "1"))
         .collect();
     built.manifest.services = vec![
-        ServiceCheck {
-            name: "ssh".into(),
-            port: 22,
-            timeout_secs: None,
-            http: None,
-        },
-        ServiceCheck {
-            name: "opencode".into(),
-            port: 4096,
-            timeout_secs: None,
-            http: None,
-        },
+        fixtures::service("ssh", 22),
+        fixtures::service("opencode", 4096),
     ];
     vec![built, image("debian", ago(180))]
 }
@@ -162,10 +150,15 @@ fn loaded(theme: Theme, vms: Vec<Vm>, images: Vec<Image>, capacity: Capacity) ->
 }
 
 fn usual() -> App {
+    usual_with(vms(), images())
+}
+
+/// The app of [`usual`] with these VMs and images instead.
+fn usual_with(vms: Vec<Vm>, images: Vec<Image>) -> App {
     loaded(
         Theme::colored(),
-        vms(),
-        images(),
+        vms,
+        images,
         capacity((4, 16), (8, 32), (120, 460)),
     )
 }
@@ -317,46 +310,33 @@ fn bars_at(theme: Theme, percent: u64) -> App {
     loaded(theme, vms(), images(), c)
 }
 
+/// The usual VMs and images on a host of `capacity`.
+fn on_host(capacity: Capacity) -> App {
+    loaded(Theme::colored(), vms(), images(), capacity)
+}
+
+/// The capacity row of `app` as one line of a table, after `label`.
+fn bars_row(label: &str, app: &App) -> String {
+    format!("{label:<5} |{}|\n", row_text(&render(app, 100, 30), 1))
+}
+
 #[test]
 fn bars_at_0_50_90_100_percent_and_unknown_totals() {
     let mut rows = String::new();
     for percent in [0, 50, 70, 90, 100] {
         let app = bars_at(Theme::colored(), percent);
-        rows.push_str(&format!(
-            "{percent:>3}%  |{}|\n",
-            row_text(&render(&app, 100, 30), 1)
-        ));
+        rows.push_str(&bars_row(&format!("{percent:>3}%"), &app));
     }
-    let zero = loaded(
-        Theme::colored(),
-        vms(),
-        images(),
-        capacity((3, 0), (0, 0), (0, 0)),
-    );
-    rows.push_str(&format!(
-        " n/a  |{}|\n",
-        row_text(&render(&zero, 100, 30), 1)
-    ));
-    let over = loaded(
-        Theme::colored(),
-        vms(),
-        images(),
-        capacity((24, 16), (40, 32), (10, 460)),
-    );
-    rows.push_str(&format!(
-        "over  |{}|\n",
-        row_text(&render(&over, 100, 30), 1)
-    ));
+    let zero = on_host(capacity((3, 0), (0, 0), (0, 0)));
+    rows.push_str(&bars_row(" n/a", &zero));
+    let over = on_host(capacity((24, 16), (40, 32), (10, 460)));
+    rows.push_str(&bars_row("over", &over));
     // Admission control on (the default): CPU and RAM against its limits, 4 vCPUs per CPU and
     // the host's memory less 1G.
     let mut limited = capacity((6, 16), (8, 32), (120, 460));
     limited.cpu.vcpu_limit = Some(64);
     limited.memory.limit_bytes = Some(31 * GIB);
-    let limited = loaded(Theme::colored(), vms(), images(), limited);
-    rows.push_str(&format!(
-        "limit |{}|\n",
-        row_text(&render(&limited, 100, 30), 1)
-    ));
+    rows.push_str(&bars_row("limit", &on_host(limited)));
     insta::assert_snapshot!("bars_levels", rows);
 }
 
@@ -519,12 +499,7 @@ fn a_retired_image_says_so_and_what_replaced_it() {
         at: ago(120),
     }));
     images.insert(1, retired);
-    let mut app = loaded(
-        Theme::colored(),
-        vms(),
-        images,
-        capacity((4, 16), (8, 32), (120, 460)),
-    );
+    let mut app = usual_with(vms(), images);
     press(&mut app, "2j");
     let screen = screen(&app, 120, 30);
     assert!(screen.contains("builder-3f9a1c2b"), "{screen}");
@@ -1882,12 +1857,7 @@ fn the_health_column_and_the_details_at_80x24() {
         running("build-worker-7", "172.30.0.5"),
         running("fresh", "172.30.0.6"),
     ];
-    let mut app = loaded(
-        Theme::colored(),
-        list,
-        images(),
-        capacity((4, 16), (8, 32), (120, 460)),
-    );
+    let mut app = usual_with(list, images());
     app.set_clock(ms(100), NOW);
     app.update(Msg::Health("web-1".into(), Ok(health(true))));
     app.update(Msg::Health("api".into(), Ok(health(false))));
@@ -2053,24 +2023,8 @@ fn every_state_renders_at_every_size() {
 fn the_vm_detail_lists_published_ports_as_urls() {
     let mut dev = vm("dev", "172.30.0.2", VmState::Running);
     dev.runtime = Some(runtime(&dev, 60));
-    dev.published_ports = vec![
-        banger_api::PublishedPort {
-            address: "127.0.0.1".into(),
-            host_port: 8080,
-            guest_port: 4096,
-        },
-        banger_api::PublishedPort {
-            address: "0.0.0.0".into(),
-            host_port: 9000,
-            guest_port: 80,
-        },
-    ];
-    let app = loaded(
-        Theme::colored(),
-        vec![dev],
-        images(),
-        capacity((4, 16), (8, 32), (120, 460)),
-    );
+    dev.published_ports = fixtures::published_ports();
+    let app = usual_with(vec![dev], images());
     assert!(contains(&app, 100, 30, "http://127.0.0.1:8080 → 4096"));
     assert!(contains(&app, 100, 30, "http://127.0.0.1:9000 → 80"));
     insta::assert_snapshot!("vm_detail_published_ports", screen(&app, 100, 30));
@@ -2091,12 +2045,7 @@ fn the_vm_detail_lists_image_services_with_their_addresses() {
         timeout_secs: Some(300),
         http: None,
     });
-    let mut app = loaded(
-        Theme::colored(),
-        vec![dev.clone()],
-        images.clone(),
-        capacity((4, 16), (8, 32), (120, 460)),
-    );
+    let mut app = usual_with(vec![dev.clone()], images.clone());
     // Not published: the VM's DNS name when banger serves one, and its address.
     let mut info = info();
     info.dns_domain = Some("vm".into());
@@ -2118,12 +2067,7 @@ fn the_vm_detail_lists_image_services_with_their_addresses() {
         host_port: 8080,
         guest_port: 4096,
     }];
-    let app = loaded(
-        Theme::colored(),
-        vec![dev],
-        images,
-        capacity((4, 16), (8, 32), (120, 460)),
-    );
+    let app = usual_with(vec![dev], images);
     assert!(contains(&app, 100, 30, "opencode http://127.0.0.1:8080"));
     assert!(contains(&app, 100, 30, "api 172.30.0.2:3000"));
 }

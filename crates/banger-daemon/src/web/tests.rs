@@ -12,14 +12,15 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use banger_api::paths::Paths;
 use banger_api::{
-    Client, ErrorCode, Image, ImageFile, ImageFiles, ImageManifest, ImageSource, OperationKind,
-    OperationState, Timestamp, VmState, VmmKind,
+    Client, ErrorCode, Image, ImageFiles, ImageManifest, OperationKind, OperationState, Timestamp,
+    VmState, VmmKind,
 };
 use banger_host::network::Privilege;
 use banger_host::runner::{
     CommandOutput, CommandRunner, CommandSpec, FakeRunner, Matcher, RealRunner, RunError,
 };
 use banger_store::NewVm;
+use banger_test_support::fixtures;
 use banger_vmm::Accel;
 use banger_vmm::firecracker::fake::{FIRST_PID, FakeFirecracker};
 use banger_vmm::qemu::fake::FakeQemu;
@@ -206,35 +207,21 @@ impl Web {
     }
 
     fn insert_image_at(&self, name: &str, kernel: &str, rootfs: &str) -> Image {
-        let file = |path: &str, bytes| ImageFile {
-            path: path.into(),
-            bytes,
-            allocated_bytes: bytes / 2,
-        };
+        let file = |path: &str, bytes| fixtures::image_file(path, bytes, bytes / 2);
         let image = Image {
             id: format!("{:016x}", rand::random::<u64>()),
-            name: name.into(),
-            source: ImageSource::Registered,
             files: ImageFiles {
                 kernel: file(kernel, 4096),
                 initrd: None,
                 rootfs: file(rootfs, 16 << 20),
             },
             manifest: ImageManifest {
-                publish: Vec::new(),
-                name: name.into(),
-                distro: None,
-                suite: None,
                 kernel_version: Some("6.1.0-test".into()),
-                packages: vec![],
-                services: vec![],
-                init_features: Vec::new(),
-                created_from: "test".into(),
                 created_at: Timestamp::now(),
-                imported_from: None,
+                ..fixtures::manifest(name)
             },
             created_at: Timestamp::now(),
-            retired: None,
+            ..fixtures::image(name)
         };
         self.d.store.insert_image(&image).unwrap();
         image
@@ -278,7 +265,11 @@ impl Web {
         let files = self.dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
         let kernel = files.join("vmlinux");
-        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        std::fs::write(
+            &kernel,
+            banger_test_support::fake_vmlinux("6.1.0-banger-test"),
+        )
+        .unwrap();
         let rootfs = files.join("rootfs.ext4");
         std::fs::File::create(&rootfs)
             .unwrap()
@@ -309,20 +300,6 @@ impl CommandRunner for SplitRunner {
             RealRunner.run(cmd)
         }
     }
-}
-
-pub(crate) fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
 }
 
 /// An operation that runs until it is cancelled (the daemon cancels it when it stops).
@@ -502,10 +479,7 @@ async fn expired_forged_and_signed_out_sessions_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_for_another_host_are_refused() {
-    let w = Web::start().await;
-    let b = w.sign_in().await;
-    let image = w.insert_image("base");
-    w.insert_vm("dev", &image);
+    let (w, b) = Web::with_stopped_dev().await;
     let port = w.host.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let other_port = format!("127.0.0.1:{}", port.wrapping_add(1));
     for host in [
@@ -557,10 +531,7 @@ async fn requests_for_another_host_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_changes_are_refused_even_with_a_good_token() {
-    let w = Web::start().await;
-    let b = w.sign_in().await;
-    let image = w.insert_image("base");
-    w.insert_vm("dev", &image);
+    let (w, b) = Web::with_stopped_dev().await;
     let cases: &[(&str, &str)] = &[
         ("origin", "http://evil.example"),
         ("origin", "null"),
@@ -657,10 +628,7 @@ async fn every_change_needs_the_sessions_csrf_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_change_nothing() {
-    let w = Web::start().await;
-    let b = w.sign_in().await;
-    let image = w.insert_image("base");
-    w.insert_vm("dev", &image);
+    let (w, b) = Web::with_stopped_dev().await;
     let id = slow_operation(&w).id;
     // The confirmation page is a page: the VM is still there after it.
     let response = w.send(w.get("/vms/dev/delete", Some(&b))).await;
@@ -867,10 +835,7 @@ async fn the_create_form_creates_a_stopped_vm_or_shows_errors_inline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_goes_through_a_confirmation() {
-    let w = Web::start().await;
-    let b = w.sign_in().await;
-    let image = w.insert_image("base");
-    w.insert_vm("dev", &image);
+    let (w, b) = Web::with_stopped_dev().await;
     let page = text(w.send(w.get("/vms/dev", Some(&b))).await).await;
     assert!(page.contains("href=\"/vms/dev/delete\""));
     let confirm = text(w.send(w.get("/vms/dev/delete", Some(&b))).await).await;
@@ -952,17 +917,7 @@ async fn registering_an_image_runs_an_operation_the_page_can_poll() {
 async fn running_operations_are_polled_and_can_be_cancelled() {
     let w = Web::start().await;
     let b = w.sign_in().await;
-    let first =
-        w.d.ops
-            .spawn(OperationKind::RegisterImage, "slow", &["wait"], |cx| {
-                cx.begin("wait");
-                cx.progress("wait", 1, 4, "bytes");
-                for _ in 0..1000 {
-                    cx.check_cancelled()?;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Ok(serde_json::Value::Null)
-            });
+    let first = slow_operation(&w);
     let href = format!("/operations/{}", first.id);
     let dashboard = text(w.send(w.get("/", Some(&b))).await).await;
     assert!(dashboard.contains("Operations in progress"));
@@ -978,13 +933,7 @@ async fn running_operations_are_polled_and_can_be_cancelled() {
         location(&response),
         format!("{href}?notice=cancel-requested")
     );
-    let mut rx = w.d.ops.subscribe(&first.id).unwrap();
-    let done = rx
-        .wait_for(|op| op.state.is_finished())
-        .await
-        .unwrap()
-        .clone();
-    assert_eq!(done.state, OperationState::Cancelled);
+    assert_eq!(w.finish(&href).await.state, OperationState::Cancelled);
     let response = w
         .send(w.post("/operations/op-nope/cancel", Some(&b), &[("csrf", &b.csrf)]))
         .await;
@@ -1167,6 +1116,39 @@ impl Web {
         text(response).await
     }
 
+    /// Creates VM `name` of image `base` through the form with "start" ticked, as `b`: the
+    /// start's operation page (where the answer's 303 leads) and the operation as it ended.
+    async fn create_started(&self, b: &Browser, name: &str) -> (String, banger_api::Operation) {
+        let response = self
+            .send(self.post("/vms", Some(b), &Web::vm_form(b, name, true)))
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let op_page = location(&response).to_owned();
+        let op = self.finish(&op_page).await;
+        (op_page, op)
+    }
+
+    /// A daemon with image `base` and a stopped VM `dev` in its store, and a signed-in
+    /// browser.
+    async fn with_stopped_dev() -> (Web, Browser) {
+        let w = Web::start().await;
+        let b = w.sign_in().await;
+        let image = w.insert_image("base");
+        w.insert_vm("dev", &image);
+        (w, b)
+    }
+
+    /// A daemon on the fake host with VM `dev` of a bootable image `base` started through the
+    /// form by the signed-in browser it returns.
+    async fn with_running_dev() -> (Web, FakeFirecracker, Browser) {
+        let (w, fc) = Web::with_fake_host().await;
+        let b = w.sign_in().await;
+        w.insert_bootable_image("base");
+        let (_, op) = w.create_started(&b, "dev").await;
+        assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+        (w, fc, b)
+    }
+
     fn vm_form<'a>(b: &'a Browser, name: &'a str, start: bool) -> Vec<(&'a str, &'a str)> {
         let mut fields = vec![
             ("csrf", b.csrf.as_str()),
@@ -1197,12 +1179,7 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
     );
 
     // Creating with "start" ticked shows the start's progress, which links to the VM.
-    let response = w
-        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let op_page = location(&response).to_owned();
-    let op = w.finish(&op_page).await;
+    let (op_page, op) = w.create_started(&b, "dev").await;
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     assert_eq!(op.kind, OperationKind::StartVm);
     let page = w.page(&b, &op_page).await;
@@ -1403,14 +1380,7 @@ async fn the_vm_page_drives_a_vm_through_its_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_vm_stops_it_first() {
-    let (w, fc) = Web::with_fake_host().await;
-    let b = w.sign_in().await;
-    w.insert_bootable_image("base");
-    let response = w
-        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
-        .await;
-    let op = w.finish(location(&response)).await;
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let (w, fc, b) = Web::with_running_dev().await;
     let confirm = w.page(&b, "/vms/dev/delete").await;
     assert!(confirm.contains("It is stopped first."), "{confirm}");
     assert_eq!(
@@ -1431,12 +1401,7 @@ async fn a_start_that_cannot_happen_shows_the_daemons_reason() {
     .await;
     let b = w.sign_in().await;
     w.insert_bootable_image("base");
-    let response = w
-        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let op_page = location(&response).to_owned();
-    let op = w.finish(&op_page).await;
+    let (op_page, op) = w.create_started(&b, "dev").await;
     assert_eq!(op.state, OperationState::Failed, "{op:?}");
     let reason = op.error.unwrap().message;
     assert!(reason.contains("/nonexistent/fc"), "{reason}");
@@ -1666,14 +1631,7 @@ fn fake_agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_vms_page_shows_its_guests_health_and_ports() {
-    let (w, _fc) = Web::with_fake_host().await;
-    let b = w.sign_in().await;
-    w.insert_bootable_image("base");
-    let response = w
-        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
-        .await;
-    let op = w.finish(location(&response)).await;
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let (w, _fc, b) = Web::with_running_dev().await;
     let vm = w.vm("dev");
     let socket = PathBuf::from(vm.runtime.clone().unwrap().vsock_socket.unwrap());
     let token = std::fs::read_to_string(w.d.paths.vm_dir(&vm.id).join(disks::AGENT_TOKEN))
@@ -1755,10 +1713,7 @@ fn sudo_check(status: banger_host::doctor::CheckStatus) -> banger_host::doctor::
 async fn every_page_carries_the_sudo_banner_while_sudo_is_not_ready() {
     use super::privilege::Privileges;
     use banger_host::doctor::CheckStatus;
-    let w = Web::start().await;
-    let b = w.sign_in().await;
-    let image = w.insert_image("base");
-    w.insert_vm("dev", &image);
+    let (w, b) = Web::with_stopped_dev().await;
     let pages = [
         "/",
         "/vms",
@@ -2274,15 +2229,7 @@ async fn the_build_form_checks_its_recipe_then_starts_a_build_that_can_be_cancel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_vms_page_promotes_it_and_a_running_one_is_refused() {
-    let (w, _fc) = Web::with_fake_host().await;
-    let b = w.sign_in().await;
-    w.insert_bootable_image("base");
-    let response = w
-        .send(w.post("/vms", Some(&b), &Web::vm_form(&b, "dev", true)))
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let op = w.finish(location(&response)).await;
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    let (w, _fc, b) = Web::with_running_dev().await;
     assert_eq!(w.vm("dev").state, VmState::Running);
 
     // A running VM's page offers no promotion, and the promote service refuses one.
@@ -2504,25 +2451,17 @@ async fn a_create_beyond_the_limits_is_refused_on_its_form() {
 /// A snapshot record with its directory, as `vm snapshot` leaves them, written by a Firecracker
 /// no host runs (so a restore of it is refused).
 fn insert_snapshot(w: &Web, name: &str, image: &Image) -> banger_api::Snapshot {
+    let base = fixtures::snapshot(name, image);
     let snapshot = banger_api::Snapshot {
         id: "00000000000000aa".into(),
-        name: name.into(),
         vm: banger_api::SnapshotOrigin {
             id: "00000000000000bb".into(),
-            name: "dev".into(),
+            ..base.vm
         },
-        image: banger_api::ImageRef {
-            id: image.id.clone(),
-            name: image.name.clone(),
-        },
-        vcpus: 1,
-        memory_mib: 256,
-        disk_bytes: 1 << 30,
-        work_disk_bytes: 1 << 30,
         firecracker_version: "0.0.1".into(),
         cpu: "a test CPU".into(),
-        size_bytes: 300 << 20,
         created_at: Timestamp::from_millis(1_796_524_445_000),
+        ..base
     };
     w.d.store.insert_snapshot(&snapshot).unwrap();
     std::fs::create_dir_all(w.d.paths.snapshot_dir(&snapshot.id)).unwrap();

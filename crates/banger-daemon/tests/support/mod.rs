@@ -8,19 +8,17 @@ use std::path::{Path, PathBuf};
 use banger_api::{Client, Image, OperationState, RegisterImageRequest};
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 
-/// An ELF64 x86_64 executable header and a kernel version banner: what bangerd checks.
-pub fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2; // 64-bit
-    elf[5] = 1; // little-endian
-    elf[6] = 1; // ELF version
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-banger-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
+/// Where a daemon whose home is `root` keeps its config, state and runtime files (laid out as
+/// banger lays them out under the XDG directories), with `config` written as its config.toml.
+pub fn home(root: &Path, config: &str) -> banger_api::paths::Paths {
+    let paths = banger_api::paths::Paths {
+        config_file: root.join("config/banger/config.toml"),
+        state_dir: root.join("state/banger"),
+        runtime_dir: root.join("run/banger"),
+    };
+    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
+    std::fs::write(&paths.config_file, config).unwrap();
+    paths
 }
 
 /// Writes (once) a kernel, a 16 MiB ext4 rootfs and an initrd into `dir`; returns their paths.
@@ -32,7 +30,11 @@ pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     if !kernel.exists() {
         std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(&kernel, fake_vmlinux()).unwrap();
+        std::fs::write(
+            &kernel,
+            banger_test_support::fake_vmlinux("6.1.0-banger-test"),
+        )
+        .unwrap();
         std::fs::File::create(&rootfs)
             .unwrap()
             .set_len(16 << 20)
@@ -49,19 +51,27 @@ pub fn boot_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (kernel, rootfs, initrd)
 }
 
+/// The request to register image `name` from these files, publishing no ports.
+pub fn register_request(
+    name: &str,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    rootfs: &Path,
+) -> RegisterImageRequest {
+    RegisterImageRequest {
+        publish: Vec::new(),
+        name: name.into(),
+        kernel: kernel.display().to_string(),
+        initrd: initrd.map(|i| i.display().to_string()),
+        rootfs: rootfs.display().to_string(),
+    }
+}
+
 /// Registers an image named `name` from the boot files in `dir` and waits for it.
 pub async fn register(client: &Client, dir: &Path, name: &str, with_initrd: bool) -> Image {
     let (kernel, rootfs, initrd) = boot_files(dir);
-    let op = client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: name.into(),
-            kernel: kernel.display().to_string(),
-            initrd: with_initrd.then(|| initrd.display().to_string()),
-            rootfs: rootfs.display().to_string(),
-        })
-        .await
-        .unwrap();
+    let request = register_request(name, &kernel, with_initrd.then_some(&*initrd), &rootfs);
+    let op = client.register_image(&request).await.unwrap();
     let done = client.watch_operation(&op.id, |_| {}).await.unwrap();
     assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
     serde_json::from_value(done.result.unwrap()).unwrap()
@@ -225,26 +235,19 @@ pub async fn tiny_daemon(
     banger_api::paths::Paths,
     KillVmms,
 ) {
-    let paths = banger_api::paths::Paths {
-        config_file: dir.join("config/banger/config.toml"),
-        state_dir: dir.join("state/banger"),
-        runtime_dir: dir.join("run/banger"),
-    };
-    let vmms = KillVmms {
-        firecracker: firecracker.to_owned(),
-        paths: paths.clone(),
-    };
-    std::fs::create_dir_all(paths.config_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &paths.config_file,
-        format!(
+    let paths = home(
+        dir,
+        &format!(
             "vmm = \"firecracker\"\nfirecracker_bin = \"{}\"\n{config}[defaults]\n\
              stop_timeout = \"{stop_timeout}\"\ndisk = \"256M\"\nwork_disk = \"64M\"\n\
              [web]\nenabled = false\n",
             firecracker.display()
         ),
-    )
-    .unwrap();
+    );
+    let vmms = KillVmms {
+        firecracker: firecracker.to_owned(),
+        paths: paths.clone(),
+    };
     let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
     let kernel_path = files.join("vmlinux");
@@ -256,13 +259,7 @@ pub async fn tiny_daemon(
         .unwrap();
     let client = Client::new(daemon.socket());
     let op = client
-        .register_image(&RegisterImageRequest {
-            publish: Vec::new(),
-            name: "tiny".into(),
-            kernel: kernel_path.display().to_string(),
-            initrd: None,
-            rootfs: rootfs.display().to_string(),
-        })
+        .register_image(&register_request("tiny", &kernel_path, None, &rootfs))
         .await
         .unwrap();
     let op = client.watch_operation(&op.id, |_| {}).await.unwrap();

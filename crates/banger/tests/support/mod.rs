@@ -19,6 +19,22 @@ pub mod dns;
 pub mod lab;
 pub mod netns;
 
+/// The arguments of `banger vm create` for a VM `name` of `image` that is not started, then
+/// `more` of them.
+pub fn create_stopped<'a>(name: &'a str, image: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        name,
+        "--image",
+        image,
+    ];
+    args.extend(more);
+    args
+}
+
 /// An isolated banger installation; dropping it stops its daemon.
 pub struct Sandbox {
     dir: tempfile::TempDir,

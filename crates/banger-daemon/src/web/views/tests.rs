@@ -4,10 +4,9 @@
 use std::net::Ipv4Addr;
 
 use banger_api::{
-    ApiError, Capacity, CpuCapacity, DiskCapacity, Image, ImageFile, ImageFiles, ImageManifest,
-    ImageRef, ImageSource, MemoryCapacity, Operation, OperationKind, OperationState, Package,
-    Progress, ServiceCheck, Stage, StageState, Timestamp, Vm, VmNetwork, VmRuntime, VmState,
-    VmmKind, validate,
+    ApiError, Capacity, CpuCapacity, DiskCapacity, Image, ImageFiles, ImageManifest, ImageRef,
+    ImageSource, MemoryCapacity, Operation, OperationKind, OperationState, Progress, Stage,
+    StageState, Timestamp, Vm, VmNetwork, VmRuntime, VmState, VmmKind, validate,
 };
 
 use banger_agent_protocol::protocol::{
@@ -18,6 +17,7 @@ use super::*;
 use crate::web::forms::{
     BootstrapInput, BuildInput, FieldErrors, ImageInput, PromoteInput, VmInput,
 };
+use banger_test_support::fixtures;
 
 const T: i64 = 1_763_900_000_000;
 
@@ -30,20 +30,16 @@ fn chrome(nav: &'static str) -> Chrome {
     }
 }
 
+/// VM number `n` (1 to 254) of image `debian`: its addresses and times follow from `n`, and
+/// the even ones have NAT.
 fn vm(name: &str, state: VmState, n: u8) -> Vm {
     Vm {
         id: format!("vm{n:014}"),
-        name: name.into(),
         image: ImageRef {
             id: "img0000000000001".into(),
             name: "debian".into(),
         },
-        vcpus: 2,
-        memory_mib: 1024,
-        disk_bytes: 8 * validate::GIB,
-        work_disk_bytes: 8 * validate::GIB,
         nat: n.is_multiple_of(2),
-        vmm: VmmKind::Auto,
         state,
         network: VmNetwork {
             ip: format!("172.30.0.{}", n + 1),
@@ -52,25 +48,22 @@ fn vm(name: &str, state: VmState, n: u8) -> Vm {
             mac: format!("06:00:ac:1e:00:{:02x}", n + 1),
             vsock_cid: u32::from(n) + 2,
         },
-        runtime: None,
-        last_error: None,
-        work_seed: None,
-        published_ports: Vec::new(),
-        pool: None,
         created_at: Timestamp(T + i64::from(n) * 60_000),
         updated_at: Timestamp(T + i64::from(n) * 120_000),
+        ..fixtures::vm(name)
     }
 }
 
 fn image(name: &str) -> Image {
-    let file = |path: &str, bytes: u64| ImageFile {
-        path: format!("/home/u/.local/state/banger/images/img0000000000001/{path}"),
-        bytes,
-        allocated_bytes: bytes / 3,
+    let file = |path: &str, bytes: u64| {
+        fixtures::image_file(
+            format!("/home/u/.local/state/banger/images/img0000000000001/{path}"),
+            bytes,
+            bytes / 3,
+        )
     };
     Image {
         id: "img0000000000001".into(),
-        name: name.into(),
         source: ImageSource::Bootstrapped,
         files: ImageFiles {
             kernel: file("vmlinux", 38 * validate::MIB),
@@ -78,34 +71,20 @@ fn image(name: &str) -> Image {
             rootfs: file("rootfs.ext4", 2 * validate::GIB),
         },
         manifest: ImageManifest {
-            publish: Vec::new(),
-            name: name.into(),
             distro: Some("debian".into()),
             suite: Some("bookworm".into()),
             kernel_version: Some("6.1.0-28-cloud-amd64".into()),
             packages: vec![
-                Package {
-                    name: "openssh-server".into(),
-                    version: "1:9.2p1-2+deb12u3".into(),
-                },
-                Package {
-                    name: "systemd".into(),
-                    version: "252.33-1~deb12u1".into(),
-                },
+                fixtures::package("openssh-server", "1:9.2p1-2+deb12u3"),
+                fixtures::package("systemd", "252.33-1~deb12u1"),
             ],
-            services: vec![ServiceCheck {
-                name: "opencode".into(),
-                port: 4096,
-                timeout_secs: None,
-                http: None,
-            }],
-            init_features: Vec::new(),
+            services: vec![fixtures::service("opencode", 4096)],
             created_from: "debootstrap bookworm (minbase)".into(),
             created_at: Timestamp(T),
-            imported_from: None,
+            ..fixtures::manifest(name)
         },
         created_at: Timestamp(T),
-        retired: None,
+        ..fixtures::image(name)
     }
 }
 
@@ -223,18 +202,7 @@ fn dashboard_empty() {
 fn vm_page_links_published_ports() {
     let mut dev = vm("dev", VmState::Running, 1);
     dev.runtime = Some(runtime());
-    dev.published_ports = vec![
-        banger_api::PublishedPort {
-            address: "127.0.0.1".into(),
-            host_port: 8080,
-            guest_port: 4096,
-        },
-        banger_api::PublishedPort {
-            address: "0.0.0.0".into(),
-            host_port: 9000,
-            guest_port: 80,
-        },
-    ];
+    dev.published_ports = fixtures::published_ports();
     let html = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
     assert!(html.contains(
         r#"<a href="http://127.0.0.1:8080" target="_blank" rel="noopener noreferrer">http://127.0.0.1:8080</a> &rarr; guest port 4096</dd>"#
@@ -591,13 +559,8 @@ fn the_vm_page_links_each_image_service() {
         host_port: 8080,
         guest_port: 4096,
     }];
-    let declared =
-        [("ssh", 22), ("opencode", 4096), ("api", 3000)].map(|(name, port)| ServiceCheck {
-            name: name.into(),
-            port,
-            timeout_secs: None,
-            http: None,
-        });
+    let declared = [("ssh", 22), ("opencode", 4096), ("api", 3000)]
+        .map(|(name, port)| fixtures::service(name, port));
     let services = banger_api::service::service_addresses(&dev, &declared, Some("vm"));
     let html = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])).with_services(&services));
     let ip = &dev.network.ip;
@@ -967,16 +930,7 @@ fn a_retired_image_and_a_vm_whose_seed_changed_say_so() {
 
     let mut dev = vm("dev", VmState::Stopped, 1);
     dev.image.name = old.name.clone();
-    dev.work_seed = Some(Box::new(banger_api::WorkSeedStatus {
-        vm: Some("aa".into()),
-        image: "bb".into(),
-        changed: true,
-        seed_dir: Some("/state/images/4567/work-seed".into()),
-        replaced_by: Some(banger_api::ImageRef {
-            id: "4567".into(),
-            name: "debian".into(),
-        }),
-    }));
+    dev.work_seed = Some(Box::new(fixtures::replaced_work_seed()));
     let page = render(&VmPage::new(chrome("vms"), &dev, &[], Ok(vec![])));
     assert!(
         page.contains(
