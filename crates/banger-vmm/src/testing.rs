@@ -350,8 +350,8 @@ pub fn median(samples: &mut [Duration]) -> Duration {
 mod tests {
     use super::*;
 
-    /// The kernel is byte for byte the one written out by hand before [`elf_executable`]
-    /// built it: the 69-byte program behind a single `PT_LOAD` header.
+    /// The tiny kernel is its 69-byte program behind one `PT_LOAD` header, entered where it
+    /// is loaded: what Firecracker's loader accepts as a `vmlinux`.
     #[test]
     fn the_tiny_kernel_is_one_load_segment_entered_at_1_mib() {
         let elf = tiny_kernel();
