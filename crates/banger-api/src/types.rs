@@ -2,6 +2,9 @@
 //! omit are `Option`s so that "not given" (use the default) differs from "given but invalid"
 //! (a 400). Numbers a user types are `i64` on the way in so that a negative value reaches
 //! validation and gets a precise message instead of a decoding error.
+//!
+//! The types stay in one file: they are the API's one vocabulary, each small, read side by side
+//! when the API changes.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -5,14 +5,14 @@
 //! figures; asserts nothing (`tests/soak.rs` does). Needs root, iproute2, nftables and
 //! Firecracker; prints `SKIP:` otherwise.
 
-#[path = "../../banger-vmm/tests/fixture/mod.rs"]
-mod fixture;
 #[path = "../tests/soak/cycles.rs"]
 mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
+
+use banger_vmm::testing;
 
 fn main() {
     let env = |name: &str, default: usize| {
@@ -27,8 +27,8 @@ fn main() {
     soak::in_a_namespace("banger-bench-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, client, paths, _vmms) =
-            soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
-                fixture::ext4(p, 16)
+            soak::daemon(dir.path(), &firecracker, &testing::tiny_kernel(), |p| {
+                testing::ext4(p, 16)
             })
             .await;
         let settle = Duration::from_secs(11);

@@ -29,9 +29,6 @@
 //! jailing adds to a start. The daemon keeps no spare Firecracker then (a jailed VM's uid,
 //! chroot and cgroup are chosen at its start), so the create-without-spare round is skipped.
 
-#[path = "../../banger-vmm/tests/fixture/mod.rs"]
-mod fixture;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,6 +40,7 @@ use banger_api::{
 use banger_daemon::HostDeps;
 use banger_host::network::netns::Netns;
 use banger_host::runner::{CommandOutput, CommandRunner, CommandSpec, RealRunner, RunError};
+use banger_vmm::testing;
 
 fn main() {
     if let Ok(filter) = std::env::var("BENCH_TRACE") {
@@ -52,7 +50,7 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    let Some(binary) = fixture::firecracker_or_skip() else {
+    let Some(binary) = testing::firecracker_or_skip() else {
         return;
     };
     if !rustix::process::geteuid().is_root() {
@@ -137,7 +135,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     )
     .unwrap();
     let kernel = dir.path().join("vmlinux");
-    std::fs::write(&kernel, fixture::tiny_kernel()).unwrap();
+    std::fs::write(&kernel, testing::tiny_kernel()).unwrap();
     // An initrd that lists banger's init features, so the VMs get config drives (the guest
     // never gets that far: the tiny kernel has nothing to run).
     let initrd = dir.path().join("initrd");
@@ -145,7 +143,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     cpio.init_features().unwrap();
     std::fs::write(&initrd, cpio.to_bytes()).unwrap();
     let rootfs = dir.path().join("rootfs.ext4");
-    fixture::ext4(&rootfs, 64);
+    testing::ext4(&rootfs, 64);
     let mut deps = HostDeps::real();
     let links = if std::env::var("BENCH_LINKS").as_deref() == Ok("ip") {
         deps.runner = std::sync::Arc::new(Commands);
@@ -306,7 +304,7 @@ async fn bench(firecracker: &Path, runs: usize) {
     running.stop().await;
 
     let raw_rounds = raw.clone();
-    let raw_median = fixture::median(&mut raw);
+    let raw_median = testing::median(&mut raw);
     // Two ratios: of the medians, and the median of each round's ratio to that round's raw
     // launch, which a change in the machine's load during the run moves less.
     let row = |what: &str, samples: &mut Vec<Duration>| {
@@ -316,7 +314,7 @@ async fn bench(firecracker: &Path, runs: usize) {
             .map(|(s, r)| s.as_secs_f64() / r.as_secs_f64())
             .collect();
         per_round.sort_by(f64::total_cmp);
-        let m = fixture::median(samples);
+        let m = testing::median(samples);
         println!(
             "{what:<44} median {}  min {}  {:.2}x raw  (per round {:.2}x)",
             ms(m),
@@ -377,7 +375,7 @@ fn launch_raw(
     if let Some(net) = &mut spec.net {
         net.tap = tap.to_owned();
     }
-    fixture::launch_raw(firecracker, &spec)
+    testing::launch_raw(firecracker, &spec)
 }
 
 fn ms(d: Duration) -> String {

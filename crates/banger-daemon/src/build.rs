@@ -7,6 +7,9 @@
 //! A build's inputs (base image, recipe, the contents of the host files it names) have a key;
 //! a finished build is kept in the cache under it as an image archive, and a build of the
 //! same inputs unpacks that instead of booting anything.
+//!
+//! It stays one file: it is one operation, its stages in the order they run, sharing the build VM
+//! and the guest it provisions.
 
 use crate::api_error::ToApi;
 use std::path::{Path, PathBuf};

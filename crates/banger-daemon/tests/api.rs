@@ -1,5 +1,8 @@
 //! Daemon tests: a real bangerd (in-process) on a temporary socket with temporary XDG
 //! directories, driven through the real API client and, for malformed requests, raw HTTP.
+//!
+//! It stays one file, one test binary: every test drives the same [`Harness`], and each further
+//! file would link the whole daemon again.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -8,8 +8,6 @@
 //! what the host shows. Needs root, iproute2, nftables and Firecracker; prints a visible `SKIP:`
 //! line and passes without them.
 
-#[path = "../../banger-vmm/tests/fixture/mod.rs"]
-mod fixture;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +16,7 @@ use std::time::Duration;
 use banger_api::{Client, CreateVmRequest, OperationState, Vm, VmAction, VmState};
 use banger_daemon::HostDeps;
 use banger_host::{CommandRunner, CommandSpec, RealRunner};
+use banger_vmm::testing;
 use banger_vmm::{InstanceState, Vmm};
 
 fn run(program: &str, args: &[&str]) -> Result<String, String> {
@@ -83,7 +82,7 @@ fn jailed_vm_lifecycle_with_the_real_jailer() {
 }
 
 fn in_a_namespace<F: std::future::Future<Output = ()>>(test: impl FnOnce(PathBuf) -> F) {
-    let binary = fixture::firecracker_or_skip().map(|b| b.path);
+    let binary = testing::firecracker_or_skip().map(|b| b.path);
     support::in_a_namespace(binary, "banger-test-", test);
 }
 
@@ -95,8 +94,8 @@ async fn lifecycle(firecracker: PathBuf) {
         firecracker,
         "jailer = false\n",
         "300ms",
-        &fixture::tiny_kernel(),
-        |p| fixture::ext4(p, 16),
+        &testing::tiny_kernel(),
+        |p| testing::ext4(p, 16),
     )
     .await;
 
@@ -141,7 +140,7 @@ async fn lifecycle(firecracker: PathBuf) {
         .path()
         .join(format!("state/banger/vms/{}/console.log", vm.id));
     wait_for("the guest's console line", async || {
-        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(fixture::GUEST_HELLO))
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(testing::GUEST_HELLO))
     })
     .await;
 
@@ -176,7 +175,7 @@ async fn lifecycle(firecracker: PathBuf) {
         vm.last_error
             .as_deref()
             .unwrap()
-            .contains(fixture::GUEST_HELLO),
+            .contains(testing::GUEST_HELLO),
         "the failure carries the console: {:?}",
         vm.last_error
     );
@@ -254,8 +253,8 @@ async fn jailed_lifecycle(firecracker: PathBuf) {
         &firecracker,
         "jailer = true\njail_uids = \"900950-900959\"\n",
         "300ms",
-        &fixture::tiny_kernel(),
-        |p| fixture::ext4(p, 16),
+        &testing::tiny_kernel(),
+        |p| testing::ext4(p, 16),
     )
     .await;
 
@@ -295,7 +294,7 @@ async fn jailed_lifecycle(firecracker: PathBuf) {
     assert!(link.contains("\"master\":\"banger0\""), "{link}");
     let console = paths.vm_dir(&vm.id).join("console.log");
     wait_for("the guest's console line", async || {
-        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(fixture::GUEST_HELLO))
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains(testing::GUEST_HELLO))
     })
     .await;
     assert!(

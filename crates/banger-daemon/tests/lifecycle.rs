@@ -4,6 +4,10 @@
 //! fake runner, while the disk tools (`mkfs.ext4`, `debugfs`) run for real. This
 //! is where every step of a start is failed in turn and the exact cleanup checked; the real
 //! Firecracker and real taps are exercised by `firecracker_vm.rs`.
+//!
+//! It stays one file, one test binary: every test drives the same [`Harness`] (the daemon, the fake
+//! Firecracker, the split runner, a fake agent), and each further file would link the whole daemon
+//! again.
 
 use std::path::PathBuf;
 use std::sync::Arc;

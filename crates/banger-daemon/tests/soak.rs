@@ -7,13 +7,13 @@
 //! `SOAK_CYCLES` sets the number of cycles (default 40). Needs root, iproute2, nftables and
 //! Firecracker; prints a visible `SKIP:` line and passes without them.
 
-#[path = "../../banger-vmm/tests/fixture/mod.rs"]
-mod fixture;
 #[path = "soak/cycles.rs"]
 mod soak;
 mod support;
 
 use std::time::Duration;
+
+use banger_vmm::testing;
 
 #[test]
 fn many_create_start_stop_delete_cycles_leak_nothing() {
@@ -24,8 +24,8 @@ fn many_create_start_stop_delete_cycles_leak_nothing() {
     soak::in_a_namespace("banger-test-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, client, paths, _vmms) =
-            soak::daemon(dir.path(), &firecracker, &fixture::tiny_kernel(), |p| {
-                fixture::ext4(p, 16)
+            soak::daemon(dir.path(), &firecracker, &testing::tiny_kernel(), |p| {
+                testing::ext4(p, 16)
             })
             .await;
         // Idle blocking threads of the daemon's runtime end 10 s after their last task.

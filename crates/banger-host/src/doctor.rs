@@ -7,6 +7,9 @@
 //! describes. The VMM binaries and what `vmm = "auto"` picks are not judged here but by
 //! banger-vmm's `availability`, with the checks a launch applies; [`Doctor::run`] takes its
 //! [`Check`]s from the caller.
+//!
+//! The checks stay in one file because they share the [`Doctor`]'s runner, root and `sudo`
+//! handling, and read as the one list of what banger needs from a host.
 
 use std::ffi::OsString;
 use std::io;

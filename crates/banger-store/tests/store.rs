@@ -2,6 +2,9 @@
 //! older schema, from a newer one), decoding of corrupt rows, allocation of names / IPs / MACs
 //! / CIDs (also under concurrency from threads and from separate handles), and the integrity
 //! rules (duplicates, images in use, unknown images).
+//!
+//! It stays one file, one test binary: every test uses the same fixtures (`store_with_image`,
+//! `new_vm`, the raw SQL helpers) on the store's one public API.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

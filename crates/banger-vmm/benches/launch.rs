@@ -13,18 +13,16 @@
 //! each is not counted. Besides the ratio of the medians, the median of the per-pair ratios and
 //! the ratio of the fastest runs are printed: on a shared, busy machine they are the steadier
 //! figures (the fastest runs are the ones the load disturbed least). The guest is the tiny
-//! kernel of the tests' fixture. `BENCH_RUNS` changes the number of runs (default 10).
-
-#[path = "../tests/fixture/mod.rs"]
-mod fixture;
+//! kernel of `banger_vmm::testing`. `BENCH_RUNS` changes the number of runs (default 10).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use banger_vmm::testing;
 use banger_vmm::{Firecracker, Vmm};
 
 fn main() {
-    let Some(binary) = fixture::firecracker_or_skip() else {
+    let Some(binary) = testing::firecracker_or_skip() else {
         return;
     };
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -32,7 +30,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10)
         .max(1);
-    let fx = fixture::Fixture::new();
+    let fx = testing::Fixture::new();
     let fc = Firecracker::new(binary.clone());
 
     let mut banger = Vec::new();
@@ -55,7 +53,7 @@ fn main() {
         .collect();
     paired.sort_by(f64::total_cmp);
     let paired_median = paired[paired.len() / 2];
-    let (banger_median, raw_median) = (fixture::median(&mut banger), fixture::median(&mut raw));
+    let (banger_median, raw_median) = (testing::median(&mut banger), testing::median(&mut raw));
     println!(
         "launch until InstanceStart is accepted, Firecracker {}, {runs} runs each:",
         binary.version
@@ -83,7 +81,7 @@ fn main() {
     );
 }
 
-fn launch_banger(fc: &Firecracker, fx: &fixture::Fixture, run: usize) -> Duration {
+fn launch_banger(fc: &Firecracker, fx: &testing::Fixture, run: usize) -> Duration {
     let spec = fx.spec(&format!("b{run}"), None);
     let started = Instant::now();
     let vm = fc.launch(&spec).expect("banger launch");
@@ -92,8 +90,8 @@ fn launch_banger(fc: &Firecracker, fx: &fixture::Fixture, run: usize) -> Duratio
     elapsed
 }
 
-fn launch_raw(firecracker: &Path, fx: &fixture::Fixture, run: usize) -> Duration {
-    fixture::launch_raw(firecracker, &fx.spec(&format!("r{run}"), None))
+fn launch_raw(firecracker: &Path, fx: &testing::Fixture, run: usize) -> Duration {
+    testing::launch_raw(firecracker, &fx.spec(&format!("r{run}"), None))
 }
 
 fn ms(d: Duration) -> String {

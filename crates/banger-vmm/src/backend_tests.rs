@@ -1,21 +1,22 @@
 //! What both backends do alike, tested once and run by each backend's tests on its fake host
 //! with the same VM ([`spec`]): the stop sequence (ask the guest, terminate, kill, then remove
 //! the sockets), a stop after a crash or with a zero timeout, a pid another process reused, a
-//! socket removal that fails, and what reconcile decides after a daemon restart. A backend's
-//! tests implement [`Harness`] for its [`FakeVmm`] and call these with it.
+//! socket removal that fails, a spec refused or a live socket found before anything runs, and
+//! what reconcile decides after a daemon restart. A backend's tests implement [`Harness`] for
+//! its [`FakeVmm`] and call these with it; [`shared_stop_tests!`] makes the stop tests a
+//! backend adds nothing to into its own `#[test]`s.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::fake::{FakeHost, FakeVmm, INJECTED};
 use crate::reconcile::{self, Action, HostScan, KillReason, Observation, Record, StopReason};
-use crate::{
-    DriveSpec, InstanceState, NetSpec, StopOutcome, VmHandle, VmPaths, VmSpec, Vmm, VsockSpec,
-};
+use crate::testing;
+use crate::{InstanceState, NetSpec, StopOutcome, VmHandle, VmSpec, Vmm, VmmError, VsockSpec};
 
-/// The VM the backends' tests run: `vm-1` with 2 vCPUs and 1 GiB, the kernel, initrd and
-/// read-only root of the image in `image`, an overlay and a work disk in `vm_dir`, a tap, a
-/// vsock, its console log in `vm_dir` and its VMM's log `vmm_log` there too.
+/// The VM the backends' tests run: [`testing::vm_spec`]'s `vm-1` with 2 vCPUs and 1 GiB, the
+/// image's boot set in `image`, the VM's disks and console log in `vm_dir` with its VMM's log
+/// `vmm_log` there too, a tap and a vsock.
 pub(crate) fn spec(
     image: &str,
     vm_dir: &str,
@@ -23,50 +24,21 @@ pub(crate) fn spec(
     api_socket: &str,
     vmm_log: &str,
 ) -> VmSpec {
-    let image = Path::new(image);
     let vm = Path::new(vm_dir);
-    VmSpec {
-        vm_id: "vm-1".into(),
-        vcpus: 2,
-        memory_mib: 1024,
-        kernel: image.join("vmlinux"),
-        initrd: Some(image.join("initrd")),
-        boot_args: boot_args.into(),
-        drives: vec![
-            DriveSpec {
-                id: "rootfs".into(),
-                path: image.join("rootfs.ext4"),
-                read_only: true,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "overlay".into(),
-                path: vm.join("overlay.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-            DriveSpec {
-                id: "work".into(),
-                path: vm.join("work.ext4"),
-                read_only: false,
-                is_root: false,
-            },
-        ],
-        net: Some(NetSpec {
-            tap: "bt-0123456789ab".into(),
-            mac: "06:00:ac:1e:00:02".into(),
-        }),
-        vsock: Some(VsockSpec {
-            cid: 3,
-            uds_path: "/run/banger/vms/vm-1.vsock".into(),
-        }),
-        paths: VmPaths {
-            api_socket: api_socket.into(),
-            console_log: vm.join("console.log"),
-            vmm_log: vm.join(vmm_log),
-            metrics: vm.join("metrics.json"),
-        },
-    }
+    let mut spec = testing::vm_spec("vm-1", Path::new(image), vm, api_socket.into());
+    spec.vcpus = 2;
+    spec.memory_mib = 1024;
+    spec.boot_args = boot_args.into();
+    spec.net = Some(NetSpec {
+        tap: "bt-0123456789ab".into(),
+        mac: "06:00:ac:1e:00:02".into(),
+    });
+    spec.vsock = Some(VsockSpec {
+        cid: 3,
+        uds_path: "/run/banger/vms/vm-1.vsock".into(),
+    });
+    spec.paths.vmm_log = vm.join(vmm_log);
+    spec
 }
 
 /// A backend on its fake host, as the shared tests drive it.
@@ -97,7 +69,8 @@ fn removals<H: Harness>() -> Vec<String> {
         .collect()
 }
 
-fn steps(lines: &[&str]) -> Vec<String> {
+/// Expected journal lines, as owned strings.
+pub(crate) fn strings(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|s| s.to_string()).collect()
 }
 
@@ -107,7 +80,7 @@ pub(crate) fn stop_asks_the_guest_first<H: Harness>() -> FakeHost<H> {
     let vm = H::launched(&fake);
     let outcome = H::backend(&fake).stop(&vm, Duration::from_secs(5)).unwrap();
     assert_eq!(outcome, StopOutcome::ShutDown);
-    let mut expected = steps(&H::REQUEST);
+    let mut expected = strings(&H::REQUEST);
     expected.push(format!("wait-exit {}", vm.pid));
     expected.extend(removals::<H>());
     assert_eq!(H::after_launch(&fake), expected);
@@ -122,7 +95,7 @@ pub(crate) fn stop_terminates_then_kills_a_guest_that_does_not_listen<H: Harness
     let outcome = H::backend(&fake).stop(&vm, Duration::from_secs(5)).unwrap();
     assert_eq!(outcome, StopOutcome::Terminated);
     let pid = vm.pid;
-    let mut expected = steps(&H::REQUEST);
+    let mut expected = strings(&H::REQUEST);
     expected.extend([
         format!("wait-exit {pid}"),
         format!("signal {pid} SIGTERM"),
@@ -206,6 +179,89 @@ pub(crate) fn a_failing_socket_removal_is_reported_by_stop<H: Harness>() {
     );
     let journal = H::after_launch(&fake);
     assert_eq!(journal[journal.len() - sockets.len()..], removals::<H>());
+}
+
+/// The stop tests a backend has nothing of its own to add to, as `#[test]`s of the backend
+/// whose [`Harness`] is `$vmm` (its fake can add a process that is not a VMM).
+macro_rules! shared_stop_tests {
+    ($vmm:ty) => {
+        #[test]
+        fn stop_with_a_zero_timeout_terminates_at_once() {
+            $crate::backend_tests::stop_with_a_zero_timeout_terminates_at_once::<$vmm>();
+        }
+
+        #[test]
+        fn stopping_a_crashed_vmm_only_releases_its_sockets() {
+            $crate::backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<$vmm>();
+        }
+
+        #[test]
+        fn a_reused_pid_is_never_signalled() {
+            $crate::backend_tests::a_reused_pid_is_never_signalled::<$vmm>(|fake| {
+                fake.add_other_process(&["/usr/bin/sleep", "1000"])
+            });
+        }
+
+        #[test]
+        fn a_failing_socket_removal_is_reported_by_stop() {
+            $crate::backend_tests::a_failing_socket_removal_is_reported_by_stop::<$vmm>();
+        }
+    };
+}
+pub(crate) use shared_stop_tests;
+
+/// A launch that failed at step `failing` left no process and no socket behind, and says so:
+/// a launch error of `vm-1` whose every cleanup step succeeded.
+pub(crate) fn assert_rolled_back<V: FakeVmm>(fake: &FakeHost<V>, err: &VmmError, failing: &str) {
+    assert!(fake.running().is_empty(), "no process after {failing}");
+    assert!(
+        fake.sockets().is_empty(),
+        "no socket left after {failing}: {:?}",
+        fake.sockets()
+    );
+    match err {
+        VmmError::Launch { vm_id, cleanup, .. } => {
+            assert_eq!(vm_id, "vm-1");
+            assert!(cleanup.is_empty(), "{failing}: {cleanup:?}");
+        }
+        other => panic!("{failing}: expected a launch error, got {other:?}"),
+    }
+}
+
+/// A change to the spec the backend would misread.
+pub(crate) type SpecChange = fn(&mut VmSpec);
+
+/// Each of `changes` to `spec` is refused as an invalid spec whose message holds the text
+/// paired with it, before the backend does anything.
+pub(crate) fn misread_specs_are_refused_before_anything_runs<H: Harness>(
+    spec: &VmSpec,
+    changes: &[(SpecChange, &str)],
+) {
+    for (change, message) in changes {
+        let mut spec = spec.clone();
+        change(&mut spec);
+        let fake = FakeHost::<H>::new();
+        let err = H::backend(&fake).launch(&spec).unwrap_err();
+        assert!(matches!(err, VmmError::InvalidSpec(_)), "{err:?}");
+        assert!(err.to_string().contains(message), "{err} lacks {message:?}");
+        assert!(fake.journal().is_empty());
+    }
+}
+
+/// A launch whose API socket a live process listens on is refused before anything starts.
+pub(crate) fn a_live_socket_is_refused<H: Harness>(spec: &VmSpec) {
+    let socket = &spec.paths.api_socket;
+    let fake = FakeHost::<H>::new().with_listener(socket);
+    let err = H::backend(&fake).launch(spec).unwrap_err();
+    assert!(
+        matches!(err.root(), VmmError::SocketInUse { path } if path == socket),
+        "{err:?}"
+    );
+    assert!(
+        fake.journal().is_empty(),
+        "nothing started: {:?}",
+        fake.journal()
+    );
 }
 
 /// What a restarted daemon decides about the VM `alive` that runs on, the VM `crashed` whose

@@ -32,6 +32,8 @@ pub mod host;
 pub mod qemu;
 pub mod reconcile;
 pub mod supervise;
+#[cfg(any(test, feature = "fake"))]
+pub mod testing;
 
 pub use auto::{VmmChoice, auto_choice};
 pub use availability::Availability;

@@ -1,16 +1,12 @@
 //! The Firecracker backend against the real `firecracker` binary: real process, real API socket,
-//! real signals. The guest is the tiny kernel of [`fixture`] (a stock kernel cannot boot under
-//! the paravirtual KVM of banger's build machines), so everything asserted is what Firecracker
-//! itself reports: the instance state through its API, its sockets and files, its process.
-//! Without the binary or an accessible `/dev/kvm` each test prints a visible `SKIP:` line and
-//! passes. The network test also needs root and iproute2: its tap lives in a throw-away network
-//! namespace, and Firecracker is started from a thread inside it.
-
-mod fixture;
+//! real signals. The guest is the tiny kernel of [`banger_vmm::testing`] (a stock kernel cannot
+//! boot under the paravirtual KVM of banger's build machines), so everything asserted is what
+//! Firecracker itself reports: the instance state through its API, its sockets and files, its
+//! process. Without the binary or an accessible `/dev/kvm` each test prints a visible `SKIP:`
+//! line and passes. The network test also needs root and iproute2: its tap lives in a
+//! throw-away network namespace, and Firecracker is started from a thread inside it.
 
 use banger_test_support::wait_until;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_host::network::netns::Netns;
@@ -19,31 +15,21 @@ use banger_vmm::FirecrackerError;
 use banger_vmm::firecracker::metrics::latest_metrics;
 use banger_vmm::firecracker::snapshot::{SnapshotCreateParams, SnapshotType};
 use banger_vmm::reconcile::{self, Action, Record, StopReason};
+use banger_vmm::testing::{
+    self, Fixture, GRACEFUL, GUEST_HELLO, KillOnDrop, console_has, is_socket, mode,
+};
 use banger_vmm::{
     Firecracker, InstanceState, NetSpec, StopOutcome, Vmm, VmmError, console_tail,
     exit_code_from_log, watch_exit,
 };
-use fixture::{Fixture, GUEST_HELLO, KillOnDrop};
 
 macro_rules! require_firecracker {
     () => {
-        match fixture::firecracker_or_skip() {
+        match testing::firecracker_or_skip() {
             Some(binary) => binary,
             None => return,
         }
     };
-}
-
-/// The tiny guest never answers Ctrl-Alt-Del; a short graceful wait keeps stops quick.
-const GRACEFUL: Duration = Duration::from_millis(300);
-
-fn is_socket(path: &Path) -> bool {
-    path.symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_socket())
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
@@ -67,13 +53,7 @@ fn launch_pause_resume_snapshot_and_stop() {
         "vsock socket bound"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || console_tail(
-            &spec.paths.console_log,
-            50
-        )
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(GUEST_HELLO))),
+        wait_until(Duration::from_secs(10), || console_has(&spec, GUEST_HELLO)),
         "the guest's serial output reaches the console log: {:?}",
         console_tail(&spec.paths.console_log, 50)
     );

@@ -6,8 +6,6 @@
 //! Needs root, the `firecracker` binary, a `jailer` of its release and `/dev/kvm`; prints a
 //! visible `SKIP:` line and passes without them.
 
-mod fixture;
-
 use banger_test_support::wait_until;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -17,16 +15,15 @@ use banger_host::runner::RealRunner;
 use banger_vmm::cgroup::{Cgroups, Hierarchy};
 use banger_vmm::firecracker::jail::{self, JailConfig, JailerBinary};
 use banger_vmm::firecracker::restore::{DriveCopy, SnapshotTarget};
-use banger_vmm::{Firecracker, FirecrackerBinary, InstanceState, Vmm, console_tail};
-use fixture::{Fixture, GUEST_HELLO, KillOnDrop};
+use banger_vmm::testing::{self, Fixture, GRACEFUL, GUEST_HELLO, KillOnDrop, console_has};
+use banger_vmm::{Firecracker, FirecrackerBinary, InstanceState, Vmm};
 
 const UIDS: (u32, u32) = (900_900, 900_909);
-const GRACEFUL: Duration = Duration::from_millis(300);
 
 fn jail_or_skip() -> Option<(FirecrackerBinary, JailerBinary)> {
     // As bangerd runs: whatever a jail needs others to reach must not depend on the umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let binary = fixture::firecracker_or_skip()?;
+    let binary = testing::firecracker_or_skip()?;
     if !rustix::process::geteuid().is_root() {
         banger_test_support::skip!("the jailer needs root");
         return None;
@@ -189,13 +186,7 @@ fn jailed_life(base: &Path, id: &str, expect_binds: bool) {
         other => panic!("the record does not follow the host's cgroups: {other:?}"),
     }
     assert!(
-        wait_until(Duration::from_secs(10), || console_tail(
-            &spec.paths.console_log,
-            50
-        )
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(GUEST_HELLO))),
+        wait_until(Duration::from_secs(10), || console_has(&spec, GUEST_HELLO)),
         "the guest's serial output reaches the console log"
     );
 

@@ -25,10 +25,7 @@
 //! is what the command line's `tsc_early_khz` is for, and panics for want of a root file system,
 //! which with `-no-reboot` ends QEMU by itself.
 
-mod fixture;
-
 use banger_test_support::wait_until;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,20 +33,19 @@ use banger_host::{RealRunner, Signal};
 use banger_vmm::QemuError;
 use banger_vmm::qemu::binary::PROGRAM;
 use banger_vmm::reconcile::{self, Action, Record, StopReason};
+use banger_vmm::testing::{
+    self, Fixture, GRACEFUL, KillOnDrop, Segment, console_has, is_socket, mode,
+};
 use banger_vmm::{
     Accel, InstanceState, Qemu, QemuBinary, QemuBinaryError, StopOutcome, VmSpec, Vmm, VmmError,
     console_tail, watch_exit,
 };
-use fixture::{Fixture, KillOnDrop};
 
 /// The line the tiny PVH kernel prints on its console.
 const GUEST_HELLO: &str = "banger-test-guest: hello from the tiny PVH kernel";
 
 /// Where the segment is loaded and entered.
 const LOAD_ADDRESS: u32 = 0x10_0000;
-
-/// The tiny guest never answers the power button; a short graceful wait keeps stops quick.
-const GRACEFUL: Duration = Duration::from_millis(300);
 
 fn qemu_or_skip() -> Option<QemuBinary> {
     let configured = std::env::var_os("QEMU_BIN").map(PathBuf::from);
@@ -78,15 +74,7 @@ fn pvh_kernel() -> Vec<u8> {
     let msg_address = LOAD_ADDRESS + 20;
     let mut payload = vec![0x66, 0xba, 0xf8, 0x03, 0xbe]; // mov dx, 0x3f8; mov esi, imm32
     payload.extend_from_slice(&msg_address.to_le_bytes());
-    payload.extend_from_slice(&[
-        0xac, // next: lodsb
-        0x84, 0xc0, // test al, al
-        0x74, 0x03, // jz done
-        0xee, // out dx, al
-        0xeb, 0xf8, // jmp next
-        0xf4, // done: hlt
-        0xeb, 0xfd, // jmp done
-    ]);
+    payload.extend_from_slice(&testing::PRINT_AND_HALT);
     assert_eq!(payload.len(), 20);
     payload.extend_from_slice(GUEST_HELLO.as_bytes());
     payload.extend_from_slice(b"\n\0");
@@ -99,45 +87,26 @@ fn pvh_kernel() -> Vec<u8> {
     note.extend_from_slice(b"Xen\0");
     note.extend_from_slice(&LOAD_ADDRESS.to_le_bytes());
 
-    const EHDR: u16 = 64;
-    const PHDR: u16 = 56;
-    let payload_offset = u64::from(EHDR + 2 * PHDR);
-    let note_offset = payload_offset + payload.len() as u64;
-
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF");
-    elf.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little endian, version 1, SysV
-    elf.extend_from_slice(&[0; 8]);
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&u64::from(LOAD_ADDRESS).to_le_bytes()); // e_entry
-    elf.extend_from_slice(&u64::from(EHDR).to_le_bytes()); // e_phoff
-    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    elf.extend_from_slice(&EHDR.to_le_bytes());
-    elf.extend_from_slice(&PHDR.to_le_bytes());
-    elf.extend_from_slice(&2u16.to_le_bytes()); // e_phnum
-    elf.extend_from_slice(&[0; 6]); // no section headers
-    assert_eq!(elf.len(), usize::from(EHDR));
-
-    let mut phdr = |kind: u32, flags: u32, offset: u64, address: u64, size: u64, align: u64| {
-        elf.extend_from_slice(&kind.to_le_bytes());
-        elf.extend_from_slice(&flags.to_le_bytes());
-        elf.extend_from_slice(&offset.to_le_bytes());
-        elf.extend_from_slice(&address.to_le_bytes()); // p_vaddr
-        elf.extend_from_slice(&address.to_le_bytes()); // p_paddr
-        elf.extend_from_slice(&size.to_le_bytes()); // p_filesz
-        elf.extend_from_slice(&size.to_le_bytes()); // p_memsz
-        elf.extend_from_slice(&align.to_le_bytes());
-    };
     let load = u64::from(LOAD_ADDRESS);
-    phdr(1, 5, payload_offset, load, payload.len() as u64, 0x1000); // PT_LOAD, R + X
-    phdr(4, 4, note_offset, 0, note.len() as u64, 4); // PT_NOTE
-    assert_eq!(elf.len() as u64, payload_offset);
-    elf.extend_from_slice(&payload);
-    elf.extend_from_slice(&note);
-    elf
+    testing::elf_executable(
+        load,
+        &[
+            Segment {
+                kind: 1,  // PT_LOAD
+                flags: 5, // R + X
+                address: load,
+                align: 0x1000,
+                bytes: &payload,
+            },
+            Segment {
+                kind: 4,  // PT_NOTE
+                flags: 4, // R
+                address: 0,
+                align: 4,
+                bytes: &note,
+            },
+        ],
+    )
 }
 
 /// A VM `id` of the fixture booting the tiny PVH kernel, with QEMU's own log file.
@@ -150,22 +119,6 @@ fn spec(fx: &Fixture, id: &str) -> VmSpec {
     spec.kernel = kernel;
     spec.paths.vmm_log = fx.path().join(id).join("qemu.log");
     spec
-}
-
-fn console_has(spec: &VmSpec, text: &str) -> bool {
-    console_tail(&spec.paths.console_log, 200)
-        .unwrap()
-        .iter()
-        .any(|l| l.contains(text))
-}
-
-fn is_socket(path: &Path) -> bool {
-    path.symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_socket())
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]

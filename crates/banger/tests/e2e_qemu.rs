@@ -12,6 +12,9 @@
 //! daemon it starts are run with `ip netns exec`, so the bridge, taps, rules and the guests'
 //! traffic never touch the host's network. Needs root, QEMU, debootstrap and the OpenSSH client;
 //! prints `SKIP:` and passes without them.
+//!
+//! It stays one file: its tests share the namespace harness and the bootstrapped image, and each
+//! test's steps build on the VMs the steps before made.
 
 mod support;
 

@@ -11,6 +11,9 @@
 //! The lab VM lives in a network namespace the test makes; the inner daemon makes its own bridge
 //! and taps inside the lab. Needs root, QEMU, debootstrap, the OpenSSH client and Firecracker
 //! (`firecracker` in PATH, or `BANGER_FIRECRACKER`); prints `SKIP:` and passes without them.
+//!
+//! It stays one file because it is one test: opening the lab costs minutes, so every phase (life,
+//! soak, builds, snapshots, a killed daemon, the warm pool) runs in the one lab the test opens.
 
 mod support;
 

@@ -21,6 +21,10 @@
 //! bangerd said how to reach the VM, the session waits in [`App::take_session`] for the main
 //! loop, which hands it the terminal. The guest agent's health of each running VM is polled
 //! one request at a time on a schedule of its own ([`App::health_of`]).
+//!
+//! It stays one file because it is one screen's state machine: every arm of [`App::update`] reads
+//! and changes the same fields (selection, loads, requests in flight, the overlay), and the
+//! overlays' own editing state is already in `form`, `name_prompt` and `promote`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! messages the real loop would, frames are rendered into ratatui's `TestBackend` and compared
 //! as text snapshots (a change in what users see is a reviewed change), and colours are
 //! checked on the cells that carry them.
+//!
+//! They stay in one file because they test one screen's state machine with one set of helpers (the
+//! fixed data, `loaded`, `press`, the frame renderer) that every test uses.
 
 use std::time::Duration;
 

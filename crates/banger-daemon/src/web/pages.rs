@@ -3,6 +3,10 @@
 //! ([`super::views`]) and renders it. GET handlers only read. POST handlers take a
 //! CSRF-checked form, call the service, and answer with a 303 to the page that shows the
 //! result (Post/Redirect/Get), or re-render the form with its errors.
+//!
+//! The handlers stay in one file because they all have that one shape over the same few helpers
+//! ([`PageError`], `chrome`, `see_other`); the views, forms, picker and guards they use are modules
+//! of their own.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! router is driven with `tower::ServiceExt::oneshot`, plus a few requests over the real TCP
 //! listener. Each security rule has a test that a request breaking it is refused and changes
 //! nothing.
+//!
+//! They stay in one file because every test drives the same fixture, a [`Web`] daemon and a
+//! signed-in [`Browser`], and the tests of one rule read best side by side.
 
 use std::path::PathBuf;
 use std::sync::Arc;

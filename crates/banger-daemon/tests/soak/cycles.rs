@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use banger_api::paths::Paths;
 use banger_api::{Client, CreateVmRequest, OperationState, VmAction};
 use banger_daemon::RunningDaemon;
+use banger_vmm::testing;
 
 /// Runs `soak` in a throw-away network namespace (its name starting with `prefix`), given the
 /// Firecracker binary; prints `SKIP:` and returns without root, nftables or Firecracker.
@@ -19,7 +20,7 @@ pub fn in_a_namespace<F: std::future::Future<Output = ()>>(
     prefix: &str,
     soak: impl FnOnce(PathBuf) -> F,
 ) {
-    let binary = crate::fixture::firecracker_or_skip().map(|b| b.path);
+    let binary = testing::firecracker_or_skip().map(|b| b.path);
     crate::support::in_a_namespace(binary, prefix, soak);
 }
 

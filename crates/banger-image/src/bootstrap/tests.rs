@@ -2,6 +2,9 @@
 //! ones a test names, and [`Scripted`] gives the successful ones the effects the real tools
 //! have on the files the next stage reads (a debootstrapped tree, an unpacked kernel package,
 //! a real `mkfs.ext4`).
+//!
+//! They stay in one file because every test runs the bootstrap against the same [`Env`] and
+//! [`Scripted`] host.
 
 use super::*;
 use std::cell::{Cell, RefCell};

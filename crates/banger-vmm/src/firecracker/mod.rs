@@ -42,6 +42,8 @@ pub mod vsock;
 #[cfg(test)]
 mod jail_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 
 pub use binary::{BinaryError, FirecrackerBinary, MIN_VERSION, Version};

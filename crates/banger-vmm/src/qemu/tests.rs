@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::fake::{FIRST_PID, FakeQemu, INJECTED, QemuVmm};
 use super::*;
 use crate::QemuError;
-use crate::backend_tests::{self, Harness};
+use crate::backend_tests::{self, Harness, SpecChange, strings};
 
 const QMP: &str = "/run/banger/vms/vm-1.sock";
 const VM_DIR: &str = "/var/lib/banger/vms/vm-1";
@@ -21,10 +21,6 @@ fn spec() -> VmSpec {
         QMP,
         "qemu.log",
     )
-}
-
-fn strings(lines: &[&str]) -> Vec<String> {
-    lines.iter().map(|s| s.to_string()).collect()
 }
 
 fn lines(args: &[OsString]) -> String {
@@ -233,19 +229,7 @@ fn every_failing_launch_step_is_rolled_back_exactly() {
         let fake = FakeQemu::new().fail_step(i + 1);
         let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
         assert_eq!(fake.journal(), expected_journal(i), "when {failing} fails");
-        assert!(fake.running().is_empty(), "no process after {failing}");
-        assert!(
-            fake.sockets().is_empty(),
-            "no socket left after {failing}: {:?}",
-            fake.sockets()
-        );
-        match &err {
-            VmmError::Launch { vm_id, cleanup, .. } => {
-                assert_eq!(vm_id, "vm-1");
-                assert!(cleanup.is_empty(), "{failing}: {cleanup:?}");
-            }
-            other => panic!("{failing}: expected a launch error, got {other:?}"),
-        }
+        backend_tests::assert_rolled_back(&fake, &err, failing);
     }
 }
 
@@ -361,19 +345,12 @@ fn a_stale_socket_is_removed_and_a_live_one_refused() {
     fake.backend(Accel::Tcg).launch(&spec()).unwrap();
     assert_eq!(fake.journal()[0], format!("remove {QMP}"));
 
-    let fake = FakeQemu::new().with_listener(QMP);
-    let err = fake.backend(Accel::Tcg).launch(&spec()).unwrap_err();
-    assert!(
-        matches!(err.root(), VmmError::SocketInUse { path } if path == Path::new(QMP)),
-        "{err:?}"
-    );
-    assert!(fake.journal().is_empty(), "{:?}", fake.journal());
+    backend_tests::a_live_socket_is_refused::<QemuVmm>(&spec());
 }
 
 #[test]
 fn specs_qemu_would_misread_are_refused_before_anything_runs() {
-    type Change = fn(&mut VmSpec);
-    let cases: Vec<(Change, &str)> = vec![
+    let cases: [(SpecChange, &str); 9] = [
         (
             |s| s.boot_args.push_str(" ip=dhcp"),
             "must not configure the network",
@@ -396,15 +373,7 @@ fn specs_qemu_would_misread_are_refused_before_anything_runs() {
             "Unix sockets allow 107",
         ),
     ];
-    for (change, message) in cases {
-        let mut spec = spec();
-        change(&mut spec);
-        let fake = FakeQemu::new();
-        let err = fake.backend(Accel::Tcg).launch(&spec).unwrap_err();
-        assert!(matches!(err, VmmError::InvalidSpec(_)), "{err:?}");
-        assert!(err.to_string().contains(message), "{err} lacks {message:?}");
-        assert!(fake.journal().is_empty());
-    }
+    backend_tests::misread_specs_are_refused_before_anything_runs::<QemuVmm>(&spec(), &cases);
 }
 
 fn launched(fake: &FakeQemu) -> VmHandle {
@@ -472,27 +441,7 @@ fn stop_skips_the_button_for_a_paused_guest() {
     );
 }
 
-#[test]
-fn stop_with_a_zero_timeout_terminates_at_once() {
-    backend_tests::stop_with_a_zero_timeout_terminates_at_once::<QemuVmm>();
-}
-
-#[test]
-fn stopping_a_crashed_qemu_only_releases_its_socket() {
-    backend_tests::stopping_a_crashed_vmm_only_releases_its_sockets::<QemuVmm>();
-}
-
-#[test]
-fn a_reused_pid_is_never_signalled() {
-    backend_tests::a_reused_pid_is_never_signalled::<QemuVmm>(|fake| {
-        fake.add_other_process(&["/usr/bin/sleep", "1000"])
-    });
-}
-
-#[test]
-fn a_failing_socket_removal_is_reported_by_stop() {
-    backend_tests::a_failing_socket_removal_is_reported_by_stop::<QemuVmm>();
-}
+backend_tests::shared_stop_tests!(QemuVmm);
 
 #[test]
 fn pause_resume_and_state() {

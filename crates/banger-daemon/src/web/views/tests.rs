@@ -1,5 +1,8 @@
 //! Snapshots of pages rendered from fixed data: a change in what users see is a reviewed
 //! change. (Pages rendered by a live daemon are in `web::tests`.)
+//!
+//! They stay in one file because every snapshot is rendered from the same fixed data (`vm`,
+//! `image`, `capacity`, `chrome`).
 
 use std::net::Ipv4Addr;
 
