@@ -1,6 +1,9 @@
 //! The REST API on the Unix socket: routes, the JSON error shape for every failure (including
 //! malformed bodies, unknown routes and wrong methods), the request body limit, the build-id
 //! check, and the OpenAPI document generated from the handlers' annotations.
+//!
+//! It stays one file: the router, each handler and its OpenAPI annotation are the API's one
+//! table, read side by side when a route changes; the work itself is in the services.
 
 use std::convert::Infallible;
 use std::sync::Arc;
