@@ -12,25 +12,12 @@ mod support;
 
 use std::time::Duration;
 
-use banger_vmm::testing;
-
 fn main() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-            .max(1)
-    };
-    let total = env("SOAK_CYCLES", 1000);
-    let every = env("SOAK_EVERY", 250);
+    let total = banger_test_support::bench_setting("SOAK_CYCLES", 1000);
+    let every = banger_test_support::bench_setting("SOAK_EVERY", 250);
     soak::in_a_namespace("banger-bench-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
-        let (daemon, client, paths, _vmms) =
-            soak::daemon(dir.path(), &firecracker, &testing::tiny_kernel(), |p| {
-                testing::ext4(p, 16)
-            })
-            .await;
+        let (daemon, client, paths, _vmms) = soak::daemon(dir.path(), &firecracker).await;
         let settle = Duration::from_secs(11);
         soak::cycles(&client, 70).await;
         println!(

@@ -65,11 +65,7 @@ fn main() {
         }
     };
     netns.enter().unwrap();
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10)
-        .max(1);
+    let runs = banger_test_support::bench_runs(10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,7 +13,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_api::{Client, CreateVmRequest, OperationState, Vm, VmAction, VmState};
+use banger_api::{Client, OperationState, Vm, VmAction, VmState};
 use banger_daemon::HostDeps;
 use banger_host::{CommandRunner, CommandSpec, RealRunner};
 use banger_vmm::testing;
@@ -100,22 +100,7 @@ async fn lifecycle(firecracker: PathBuf) {
     .await;
 
     // Create starts the VM: Firecracker reports the instance running, the tap is on the bridge.
-    let created = client
-        .create_vm(&CreateVmRequest {
-            name: Some("dev".into()),
-            image: Some("tiny".into()),
-            vcpus: Some(1),
-            memory_mib: Some(128),
-            nat: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let op = client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    support::create_tiny(&client, "dev", true).await;
     let vm = client.get_vm("dev").await.unwrap();
     assert_eq!(vm.state, VmState::Running);
     let rt = vm.runtime.clone().unwrap();
@@ -258,22 +243,7 @@ async fn jailed_lifecycle(firecracker: PathBuf) {
     )
     .await;
 
-    let created = client
-        .create_vm(&CreateVmRequest {
-            name: Some("jailed".into()),
-            image: Some("tiny".into()),
-            vcpus: Some(1),
-            memory_mib: Some(128),
-            nat: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let op = client
-        .watch_operation(&created.operation.unwrap().id, |_| {})
-        .await
-        .unwrap();
-    assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
+    support::create_tiny(&client, "jailed", true).await;
     let vm = client.get_vm("jailed").await.unwrap();
     let rt = vm.runtime.clone().unwrap();
     let jail = rt.jail.clone().expect("the VM is jailed");

@@ -13,21 +13,12 @@ mod support;
 
 use std::time::Duration;
 
-use banger_vmm::testing;
-
 #[test]
 fn many_create_start_stop_delete_cycles_leak_nothing() {
-    let n: usize = std::env::var("SOAK_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+    let n = banger_test_support::bench_setting("SOAK_CYCLES", 40);
     soak::in_a_namespace("banger-test-", async |firecracker| {
         let dir = tempfile::tempdir().unwrap();
-        let (daemon, client, paths, _vmms) =
-            soak::daemon(dir.path(), &firecracker, &testing::tiny_kernel(), |p| {
-                testing::ext4(p, 16)
-            })
-            .await;
+        let (daemon, client, paths, _vmms) = soak::daemon(dir.path(), &firecracker).await;
         // Idle blocking threads of the daemon's runtime end 10 s after their last task.
         let settle = Duration::from_secs(11);
         // The warm-up fills what the daemon keeps by design: the last 200 finished operations

@@ -568,11 +568,7 @@ fn main() {
     {
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let runs = banger_test_support::bench_runs(3);
     let cache = std::env::var_os("BANGER_TEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));

@@ -120,6 +120,21 @@ pub async fn wait_for_async(
     }
 }
 
+/// How many times a benchmark measures: `BENCH_RUNS`, else `default`, and at least once.
+pub fn bench_runs(default: usize) -> usize {
+    bench_setting("BENCH_RUNS", default)
+}
+
+/// A benchmark's numeric setting from the environment variable `name`, else `default`; at
+/// least 1.
+pub fn bench_setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// An ELF64 x86_64 executable header and the banner of kernel `version`: all that banger
 /// reads of a kernel when it registers or archives an image (4 KiB).
 pub fn fake_vmlinux(version: &str) -> Vec<u8> {

@@ -25,11 +25,7 @@ fn main() {
     let Some(binary) = testing::firecracker_or_skip() else {
         return;
     };
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10)
-        .max(1);
+    let runs = banger_test_support::bench_runs(10);
     let fx = testing::Fixture::new();
     let fc = Firecracker::new(binary.clone());
 

@@ -44,10 +44,7 @@ fn main() {
         banger_test_support::skip!("root not available (the benchmark makes a network namespace)");
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let runs = banger_test_support::bench_runs(2000);
     let Some(netns) = Netns::create() else {
         banger_test_support::skip!("cannot create a network namespace");
         return;

@@ -35,15 +35,8 @@ fn main() {
             return;
         }
     }
-    let env_number = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(default)
-            .max(1)
-    };
-    let mib = env_number("BENCH_MIB", 64);
-    let runs = env_number("BENCH_RUNS", 3);
+    let mib = banger_test_support::bench_setting("BENCH_MIB", 64);
+    let runs = banger_test_support::bench_runs(3);
     let netns = format!("banger-bench-{}", std::process::id());
     if !Command::new("ip")
         .args(["netns", "add", &netns])

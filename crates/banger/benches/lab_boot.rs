@@ -19,7 +19,6 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use support::lab::{self, Lab, median, stage_ms as stages, timed};
-use support::netns::E2e;
 
 /// Reads one HTTP answer's body from a Unix socket (`GET PATH`), with perl's core modules: the
 /// lab's image has no curl or socat.
@@ -90,23 +89,10 @@ fn switch_root_ms(lab: &Lab<'_>, path: &str) -> f64 {
 }
 
 fn main() {
-    let Some(firecracker) = lab::firecracker() else {
-        banger_test_support::skip!("firecracker not found");
+    let runs = banger_test_support::bench_runs(3);
+    let Some(t) = lab::open_for_bench(&[]) else {
         return;
     };
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let Some(t) = E2e::with_debian_image(&[
-        ("qemu-system-x86_64", "--version"),
-        ("debootstrap", "--version"),
-    ]) else {
-        return;
-    };
-    let (out, err, ok) = lab::open(&t, &firecracker);
-    assert!(ok, "scripts/lab failed\n{out}\n{err}");
     let lab = Lab { t: &t };
     lab.sh_ok(&format!(
         "cat > /root/http-get.pl <<'EOF'\n{HTTP_GET}\nEOF\ncat > /root/agent-wait.pl <<'EOF'\n{AGENT_WAIT}\nEOF\n\

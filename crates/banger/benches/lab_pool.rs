@@ -14,7 +14,6 @@ mod support;
 use std::time::Duration;
 
 use support::lab::{self, Lab, median, stage_ms, timed};
-use support::netns::E2e;
 
 /// Milliseconds of a VM's start stages up to its agent answering (ssh and services after it
 /// left out).
@@ -27,23 +26,10 @@ fn to_agent(lab: &Lab<'_>, vm: &str) -> f64 {
 }
 
 fn main() {
-    let Some(firecracker) = lab::firecracker() else {
-        banger_test_support::skip!("firecracker not found");
+    let runs = banger_test_support::bench_runs(3);
+    let Some(t) = lab::open_for_bench(&[]) else {
         return;
     };
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let Some(t) = E2e::with_debian_image(&[
-        ("qemu-system-x86_64", "--version"),
-        ("debootstrap", "--version"),
-    ]) else {
-        return;
-    };
-    let (out, err, ok) = lab::open(&t, &firecracker);
-    assert!(ok, "scripts/lab failed\n{out}\n{err}");
     let lab = Lab { t: &t };
     let pool_ready = || {
         lab.json(&["pool", "list"])

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use serde_json::Value;
 use support::lab::{self, Lab, median, stage_ms as stages, timed};
-use support::netns::E2e;
 
 /// One column of figures: the whole create and each stage, over the rounds.
 #[derive(Default)]
@@ -47,23 +46,10 @@ impl Column {
 }
 
 fn main() {
-    let Some(firecracker) = lab::firecracker() else {
-        banger_test_support::skip!("firecracker not found");
+    let runs = banger_test_support::bench_runs(3);
+    let Some(t) = lab::open_for_bench(&[("LAB_QEMU", "1")]) else {
         return;
     };
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let Some(t) = E2e::with_debian_image(&[
-        ("qemu-system-x86_64", "--version"),
-        ("debootstrap", "--version"),
-    ]) else {
-        return;
-    };
-    let (out, err, ok) = lab::open_with(&t, &firecracker, &[("LAB_QEMU", "1")]);
-    assert!(ok, "scripts/lab failed\n{out}\n{err}");
     let lab = Lab { t: &t };
     let doctor = lab.ok(&["doctor"]);
     println!("inside the lab:\n{doctor}");

@@ -75,15 +75,8 @@ fn main() {
     ]) else {
         return;
     };
-    let env_number = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(default)
-            .max(1)
-    };
-    let mib = env_number("BENCH_MIB", 64);
-    let runs = env_number("BENCH_RUNS", 3);
+    let mib = banger_test_support::bench_setting("BENCH_MIB", 64);
+    let runs = banger_test_support::bench_runs(3);
     let publish = format!("{HOST_PORT}:{GUEST_PORT}");
     t.ok(&["vm", "create", "--name", "bench", "--publish", &publish]);
     let guest: Ipv4Addr = t.vm("bench")["network"]["ip"]

@@ -32,11 +32,7 @@ fn main() {
         banger_test_support::skip!("debootstrap not found");
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let runs = banger_test_support::bench_runs(5);
     let vmm = std::env::var("BANGER_BENCH_VMM").unwrap_or_else(|_| "auto".into());
     let netns = format!("banger-bench-{}", std::process::id());
     if !Command::new("ip")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_api::paths::Paths;
-use banger_api::{Client, CreateVmRequest, OperationState, VmAction};
+use banger_api::{Client, OperationState, VmAction};
 use banger_daemon::RunningDaemon;
 use banger_vmm::testing;
 
@@ -119,16 +119,14 @@ pub async fn read(paths: &Paths, firecracker: &Path, settle: Duration) -> Readin
 pub async fn daemon(
     dir: &Path,
     firecracker: &Path,
-    kernel: &[u8],
-    make_rootfs: impl FnOnce(&Path),
 ) -> (RunningDaemon, Client, Paths, crate::support::KillVmms) {
     crate::support::tiny_daemon(
         dir,
         firecracker,
         "jailer = false\n",
         "200ms",
-        kernel,
-        make_rootfs,
+        &testing::tiny_kernel(),
+        |p| testing::ext4(p, 16),
     )
     .await
 }
@@ -139,22 +137,7 @@ pub async fn cycles(client: &Client, n: usize) -> Duration {
     let started = Instant::now();
     for i in 0..n {
         let name = format!("soak-{}", i % 7);
-        let created = client
-            .create_vm(&CreateVmRequest {
-                name: Some(name.clone()),
-                image: Some("tiny".into()),
-                vcpus: Some(1),
-                memory_mib: Some(128),
-                nat: Some(i % 2 == 0),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let op = client
-            .watch_operation(&created.operation.unwrap().id, |_| {})
-            .await
-            .unwrap();
-        assert_eq!(op.state, OperationState::Succeeded, "cycle {i}: {op:?}");
+        crate::support::create_tiny(client, &name, i % 2 == 0).await;
         for action in [VmAction::Stop, VmAction::Start] {
             let op = client.vm_action(&name, action).await.unwrap();
             let op = client.watch_operation(&op.id, |_| {}).await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_api::{Client, Image, OperationState, RegisterImageRequest};
+use banger_api::{Client, CreateVmRequest, Image, OperationState, RegisterImageRequest};
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
 
 /// Where a daemon whose home is `root` keeps its config, state and runtime files (laid out as
@@ -265,4 +265,29 @@ pub async fn tiny_daemon(
     let op = client.watch_operation(&op.id, |_| {}).await.unwrap();
     assert_eq!(op.state, OperationState::Succeeded, "{op:?}");
     (daemon, client, paths, vmms)
+}
+
+/// Creates VM `name` of the image `tiny` (1 vCPU, 128 MiB; `nat` as given), which starts it,
+/// and waits for the start to succeed.
+pub async fn create_tiny(client: &Client, name: &str, nat: bool) {
+    let created = client
+        .create_vm(&CreateVmRequest {
+            name: Some(name.into()),
+            image: Some("tiny".into()),
+            vcpus: Some(1),
+            memory_mib: Some(128),
+            nat: Some(nat),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let op = client
+        .watch_operation(&created.operation.unwrap().id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        op.state,
+        OperationState::Succeeded,
+        "creating {name}: {op:?}"
+    );
 }

@@ -39,24 +39,41 @@ pub fn open_with(t: &E2e, firecracker: &Path, env: &[(&str, &str)]) -> (String, 
     )
 }
 
-/// The Firecracker binary the host uses.
+/// The Firecracker binary the host uses (`BANGER_FIRECRACKER`, else PATH's).
 pub fn firecracker() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BANGER_FIRECRACKER") {
-        return Some(PathBuf::from(path));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("firecracker"))
-        .find(|p| p.is_file())
+    program("BANGER_FIRECRACKER", "firecracker")
 }
 
 /// The jailer the host has (`BANGER_JAILER`, else PATH's); the lab runs its VMs behind it.
 pub fn jailer() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BANGER_JAILER") {
+    program("BANGER_JAILER", "jailer")
+}
+
+/// The program `var` names, else the first `name` on PATH.
+fn program(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
         return Some(PathBuf::from(path));
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("jailer"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// A lab benchmark's start: a sandboxed banger with the Debian image, and the lab opened with
+/// `env` among `scripts/lab`'s settings; `None`, with a visible skip, on a host without what
+/// the lab needs.
+pub fn open_for_bench(env: &[(&str, &str)]) -> Option<E2e> {
+    let Some(firecracker) = firecracker() else {
+        banger_test_support::skip!("firecracker not found");
+        return None;
+    };
+    let t = E2e::with_debian_image(&[
+        ("qemu-system-x86_64", "--version"),
+        ("debootstrap", "--version"),
+    ])?;
+    let (out, err, ok) = open_with(&t, &firecracker, env);
+    assert!(ok, "scripts/lab failed\n{out}\n{err}");
+    Some(t)
 }
 
 /// banger inside the lab, through `banger vm exec lab -- ...`.
