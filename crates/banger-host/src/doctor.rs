@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::disk::{DiskError, FsUsage, filesystem_usage};
+use crate::ext4::{Debugfs, E2fsck, Mkfs, Resize2fs};
 use crate::network::{self, NetConfig, Privilege};
 use crate::runner::{CommandRunner, CommandSpec, RunError};
 
@@ -244,7 +245,12 @@ impl<'a> Doctor<'a> {
             self.check_bridge(),
             self.check_ip_forward(),
             self.check_disk(),
-            self.check_e2fsprogs(&["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"]),
+            self.check_e2fsprogs(&[
+                Mkfs::PROGRAM,
+                Debugfs::PROGRAM,
+                Resize2fs::PROGRAM,
+                E2fsck::PROGRAM,
+            ]),
             self.check_openssh(),
             self.check_debootstrap(false),
         ]);
@@ -264,13 +270,13 @@ impl<'a> Doctor<'a> {
             Preflight::Host => vec![self.check_tun(), self.check_iproute2(), self.check_disk()],
             Preflight::Nat => vec![self.check_nftables(true), self.check_ip_forward()],
             Preflight::Resize => vec![
-                self.check_e2fsprogs(&["resize2fs", "e2fsck"]),
+                self.check_e2fsprogs(&[Resize2fs::PROGRAM, E2fsck::PROGRAM]),
                 self.check_disk(),
             ],
             Preflight::Bootstrap => {
                 let mut checks = vec![
                     self.check_debootstrap(true),
-                    self.check_e2fsprogs(&["mkfs.ext4"]),
+                    self.check_e2fsprogs(&[Mkfs::PROGRAM]),
                     self.check_disk(),
                 ];
                 checks.extend(self.check_bootstrap_sudo(true));
@@ -767,14 +773,14 @@ pub const PROMOTE_PRIVILEGED: &[&str] = &[
     "chmod",
     "chown",
     "du",
-    "mkfs.ext4",
+    Mkfs::PROGRAM,
     "rm",
 ];
 
 /// The programs `image bootstrap` runs as root (through `sudo -n` when banger is not root).
 pub const BOOTSTRAP_PRIVILEGED: &[&str] = &[
     "debootstrap",
-    "mkfs.ext4",
+    Mkfs::PROGRAM,
     "cp",
     "rm",
     "du",

@@ -247,7 +247,7 @@ fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossterm::event::KeyModifiers;
+    use crate::tui::plain_key as key;
 
     fn chunk(offset: u64, text: &str) -> ConsoleChunk {
         ConsoleChunk {
@@ -255,10 +255,6 @@ mod tests {
             next_offset: offset + text.len() as u64,
             text: text.into(),
         }
-    }
-
-    fn key(code: KeyCode) -> KeyEvent {
-        KeyEvent::new(code, KeyModifiers::NONE)
     }
 
     #[test]

@@ -30,6 +30,12 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+/// A key pressed without modifiers: what the screens' tests type.
+#[cfg(test)]
+fn plain_key(code: crossterm::event::KeyCode) -> crossterm::event::KeyEvent {
+    crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE)
+}
+
 use std::io::IsTerminal;
 use std::time::Instant;
 

@@ -139,10 +139,7 @@ impl NamePrompt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(code: KeyCode) -> KeyEvent {
-        KeyEvent::new(code, KeyModifiers::NONE)
-    }
+    use crate::tui::plain_key as key;
 
     fn typed(prompt: &mut NamePrompt, text: &str) {
         for c in text.chars() {

@@ -117,11 +117,7 @@ impl PromoteForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossterm::event::KeyModifiers;
-
-    fn key(code: KeyCode) -> KeyEvent {
-        KeyEvent::new(code, KeyModifiers::NONE)
-    }
+    use crate::tui::plain_key as key;
 
     fn typed(form: &mut PromoteForm, text: &str) {
         for c in text.chars() {

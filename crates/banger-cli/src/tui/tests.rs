@@ -167,7 +167,7 @@ fn usual_with(vms: Vec<Vm>, images: Vec<Image>) -> App {
 }
 
 fn key(code: KeyCode) -> Msg {
-    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    Msg::Key(super::plain_key(code))
 }
 
 fn press(app: &mut App, keys: &str) -> Vec<Effect> {
@@ -1315,20 +1315,20 @@ fn the_image_choice_cycles_through_the_default_and_the_loaded_images() {
     form.focus = Field::Image;
     let mut seen = vec![];
     for _ in 0..4 {
-        form.handle_key(KeyEvent::new(KeyCode::Right, KeyModifiers::NONE), &images);
+        form.handle_key(super::plain_key(KeyCode::Right), &images);
         seen.push(form.image.clone());
     }
     assert_eq!(
         seen,
         [Some("a".into()), Some("b".into()), None, Some("a".into())]
     );
-    form.handle_key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE), &images);
+    form.handle_key(super::plain_key(KeyCode::Left), &images);
     assert_eq!(form.image, None);
     // With no images loaded there is only the default.
-    form.handle_key(KeyEvent::new(KeyCode::Right, KeyModifiers::NONE), &[]);
+    form.handle_key(super::plain_key(KeyCode::Right), &[]);
     assert_eq!(form.image, None);
     assert_eq!(
-        form.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &[]),
+        form.handle_key(super::plain_key(KeyCode::Enter), &[]),
         Outcome::Submit(banger_api::CreateVmRequest {
             start: Some(true),
             ..Default::default()

@@ -6,10 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::os::unix::fs::MetadataExt;
 
 use banger_host::runner::{CommandRunner, CommandSpec, RealRunner};
+use banger_test_support::fake_vmlinux;
 
 use super::*;
 
 const MIB: u64 = 1 << 20;
+/// The kernel release of the synthetic image's kernel.
+const KERNEL_VERSION: &str = "6.1.0-archive-test";
 
 #[derive(Default)]
 struct Log {
@@ -38,28 +41,13 @@ impl Reporter for Log {
     }
 }
 
-/// An ELF64 x86_64 executable header and a kernel version banner: what the kernel check reads.
-fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 4096];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-    elf[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let banner = b"Linux version 6.1.0-archive-test (test@banger) #1 SMP";
-    elf[1024..1024 + banner.len()].copy_from_slice(banner);
-    elf
-}
-
 /// A stored image in `root/images/src` with a `rootfs_bytes` ext4 root, an initrd, a work
 /// seed (a file, a directory, a symlink) and a bootstrap-style manifest carrying the seed's
 /// fingerprint and fields the record does not know.
 fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
     let dir = root.join("images/src");
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(KERNEL_FILE), fake_vmlinux()).unwrap();
+    fs::write(dir.join(KERNEL_FILE), fake_vmlinux(KERNEL_VERSION)).unwrap();
     let mut cpio = crate::initramfs::Initramfs::new();
     cpio.file("init", 0o755, b"\x7fELF".to_vec()).unwrap();
     cpio.init_features().unwrap();
@@ -93,7 +81,7 @@ fn stored_image(root: &Path, rootfs_bytes: u64) -> (Image, PathBuf) {
         name: "debian".into(),
         distro: Some("debian".into()),
         suite: Some("bookworm".into()),
-        kernel_version: Some("6.1.0-archive-test".into()),
+        kernel_version: Some(KERNEL_VERSION.into()),
         packages: vec![banger_api::Package {
             name: "openssh-server".into(),
             version: "1:9.2p1-2".into(),
@@ -590,7 +578,7 @@ fn a_damaged_or_incomplete_file_fails_the_import_and_leaves_nothing() {
 #[test]
 fn unpacked_files_must_pass_the_registration_checks() {
     let tmp = tempfile::tempdir().unwrap();
-    let elf = fake_vmlinux();
+    let elf = fake_vmlinux(KERNEL_VERSION);
     let missing_rootfs = tmp.path().join("no-rootfs");
     craft(
         &missing_rootfs,

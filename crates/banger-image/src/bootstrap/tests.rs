@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use banger_api::ImageSource;
 use banger_host::{CommandOutput, FakeRunner, Matcher, RealRunner};
+use banger_test_support::fake_vmlinux;
 
 use crate::register::{INITRD_FILE, KERNEL_FILE, ROOTFS_FILE};
 use crate::{initramfs, vmdisk};
@@ -59,7 +60,7 @@ impl Scripted {
             );
         Scripted {
             fake,
-            vmlinuz: fake_vmlinux(),
+            vmlinuz: fake_vmlinux(RELEASE),
             builtin: initramfs::GUEST_MODULES.to_vec(),
             cancel_during: None,
         }
@@ -175,20 +176,6 @@ impl CommandRunner for Scripted {
         }
         Ok(out)
     }
-}
-
-/// A small x86_64 ELF executable carrying a version banner, as `format::check_kernel` wants.
-fn fake_vmlinux() -> Vec<u8> {
-    let mut elf = vec![0u8; 64];
-    elf[..4].copy_from_slice(b"\x7fELF");
-    elf[4] = 2;
-    elf[5] = 1;
-    elf[6] = 1;
-    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes());
-    elf[0x12..0x14].copy_from_slice(&0x3Eu16.to_le_bytes());
-    elf.extend_from_slice(format!("Linux version {RELEASE} (debian-kernel@lists) #1\0").as_bytes());
-    elf.resize(8192, b'k');
-    elf
 }
 
 /// What debootstrap leaves: a dpkg status, host keys, apt lists and caches, base-files' dot
