@@ -6,73 +6,30 @@
 //! test, with the bootstrapped Debian image (cached in `$BANGER_TEST_CACHE`, default
 //! `/var/cache/banger-test`). `BENCH_MIB` sets the size per transfer (default 64), `BENCH_RUNS`
 //! the repetitions (default 3). Needs root, debootstrap, QEMU and the OpenSSH client; prints
-//! `SKIP:` otherwise.
+//! `SKIP:` otherwise. The sandbox, namespace and VM go when it ends.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use support::lab::median;
+use support::netns::E2e;
+
 fn main() {
-    if !rustix::process::geteuid().is_root() {
-        banger_test_support::skip!("root not available");
-        return;
-    }
-    for (program, arg) in [
+    let mib = banger_test_support::bench_setting("BENCH_MIB", 64);
+    let runs = banger_test_support::bench_runs(3);
+    let Some(e2e) = E2e::with_debian_image(&[
         ("debootstrap", "--version"),
         ("qemu-system-x86_64", "--version"),
         ("ssh", "-V"),
-    ] {
-        if !Command::new(program)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            banger_test_support::skip!("{program} not found");
-            return;
-        }
-    }
-    let mib = banger_test_support::bench_setting("BENCH_MIB", 64);
-    let runs = banger_test_support::bench_runs(3);
-    let netns = format!("banger-bench-{}", std::process::id());
-    if !Command::new("ip")
-        .args(["netns", "add", &netns])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        banger_test_support::skip!("cannot create a network namespace");
+    ]) else {
         return;
-    }
-    let sandbox = support::Sandbox::new();
-    let cache = std::env::var_os("BANGER_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
-    sandbox.config(&format!(
-        "vmm = \"auto\"\ncache_dir = \"{}\"\n[defaults]\nvcpus = 1\nmemory_mib = 1024\n\
-         disk = \"2G\"\nwork_disk = \"1G\"\nready_timeout = \"300s\"\n[web]\nenabled = false\n",
-        cache.display()
-    ));
-    let banger = |args: &[&str]| {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns, env!("CARGO_BIN_EXE_banger")])
-            .args(args)
-            .envs(sandbox.env());
-        cmd
     };
-    let ok = |args: &[&str]| {
-        let out = banger(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "banger {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sandbox.ok(&["image", "bootstrap", "debian"]);
-    sandbox.ok(&["daemon", "stop"]);
-    ok(&["vm", "create", "--name", "bench"]);
+    e2e.config_on("auto", "300s", "");
+    e2e.ok(&["vm", "create", "--name", "bench"]);
 
     let bytes = mib << 20;
     let chunk = vec![0x5au8; 1 << 20];
@@ -113,16 +70,12 @@ fn main() {
         bytes as f64 / 1e6 / started.elapsed().as_secs_f64()
     };
     let size = format!("{mib}M");
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let mut rows = Vec::new();
     for via in ["exec", "ssh"] {
         let command = |tail: &[&str]| {
             let mut args = vec!["vm", via, "bench", "--"];
             args.extend(tail);
-            banger(&args)
+            e2e.command(&args)
         };
         let stdin: Vec<f64> = (0..runs)
             .map(|_| push(&mut command(&["sh", "-c", "cat > /dev/null"])))
@@ -132,9 +85,6 @@ fn main() {
             .collect();
         rows.push((via, median(stdin), median(stdout)));
     }
-    let _ = banger(&["vm", "delete", "bench"]).output();
-    let _ = banger(&["daemon", "stop"]).output();
-    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
 
     println!(
         "{mib} MiB per transfer, median of {runs}, 1 vCPU guest, MB/s end to end from the host"

@@ -263,11 +263,16 @@ impl E2e {
 
     /// [`E2e::config`] with `top_level` keys of its own (lines before the tables).
     pub fn config_with(&self, ready_timeout: &str, top_level: &str) {
+        self.config_on("qemu", ready_timeout, top_level);
+    }
+
+    /// [`E2e::config_with`] on the VMM `vmm` (`qemu`, `firecracker`, `auto`).
+    pub fn config_on(&self, vmm: &str, ready_timeout: &str, top_level: &str) {
         let cache = std::env::var_os("BANGER_TEST_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/banger-test"));
         self.sandbox.config(&format!(
-            "vmm = \"qemu\"\ncache_dir = \"{}\"\n{top_level}[defaults]\nvcpus = 1\n\
+            "vmm = \"{vmm}\"\ncache_dir = \"{}\"\n{top_level}[defaults]\nvcpus = 1\n\
              memory_mib = 1024\ndisk = \"2G\"\nwork_disk = \"1G\"\n\
              ready_timeout = \"{ready_timeout}\"\n[web]\nlisten = \"127.0.0.1:0\"\n",
             cache.display()
