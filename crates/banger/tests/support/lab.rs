@@ -91,11 +91,127 @@ impl Lab<'_> {
 
     pub fn ok(&self, args: &[&str]) -> String {
         let (code, out, err) = self.banger(args);
-        assert_eq!(
-            code, 0,
-            "in the lab: banger {args:?}\n--- stdout\n{out}\n--- stderr\n{err}"
-        );
+        if code != 0 {
+            panic!(
+                "in the lab: banger {args:?} exited with {code}\n--- stdout\n{out}\n--- stderr\n{err}\n{}",
+                self.diagnosis()
+            );
+        }
         out
+    }
+
+    /// What the host knows of the lab VM when a command in it failed: its state and the last
+    /// lines of its console (a guest that stalled or ran out of memory says so there).
+    pub fn diagnosis(&self) -> String {
+        let (_, show, _) = self.t.banger(&["vm", "show", "lab"]);
+        let (_, console, _) = self.t.banger(&["vm", "logs", "lab"]);
+        let lines: Vec<&str> = console.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        // Firecracker's own log of the VM that changed last, when the lab still answers.
+        let (_, vmm_log, _) = self.sh(
+            "log=$(ls -t $(find /root/.local/state/banger -name vmm.log 2>/dev/null) 2>/dev/null \
+             | head -n 1); [ -n \"$log\" ] && echo \"$log:\" && tail -n 20 \"$log\"; \
+             free -m; cat /proc/loadavg",
+        );
+        format!(
+            "--- the lab VM, from the host\n{show}\n--- the lab's console, last lines\n{tail}\n\
+             --- inside the lab: the newest Firecracker log, memory, load\n{vmm_log}"
+        )
+    }
+
+    /// Runs `phase` of a lab test after its mark; when it fails because the lab VM itself died
+    /// or froze under it, deletes that lab, opens a fresh one and runs the phase once more there.
+    ///
+    /// The lab's KVM is QEMU's software emulation of AMD SVM, and it has faults of its own: now
+    /// and then the lab's kernel panics (an interrupt let in right after a guest exits, before
+    /// KVM restored the host's state), or the whole lab VM stops running for a minute or more,
+    /// after dozens of nested boots. A whole lab test boots many dozens, so without this it would
+    /// fail for the emulator about as often as not. Only a lab that died or froze during the
+    /// phase earns the second run, each phase gets one, and the evidence goes to the test's
+    /// standard error; any failure of banger's, in a lab that ran on, fails at once.
+    pub fn run_phase(&self, firecracker: &Path, what: &str, phase: impl Fn(&Lab<'_>)) {
+        self.phase(what);
+        let console_before = self.console().len();
+        let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| phase(self))) {
+            Ok(()) => return,
+            Err(failure) => failure,
+        };
+        let Some(evidence) = self.died_since(console_before) else {
+            std::panic::resume_unwind(failure);
+        };
+        deadline::note(&format!(
+            "  lab: the lab VM died during \"{what}\", not banger: {evidence}\n  \
+             lab: opening a fresh lab to run \"{what}\" once more"
+        ));
+        let (code, out, err) = self
+            .t
+            .banger_within(&["vm", "delete", "lab"], Duration::from_secs(300));
+        assert_eq!(code, 0, "deleting the dead lab\n{out}\n{err}");
+        let (out, err, ok) = open(self.t, firecracker);
+        assert!(
+            ok,
+            "reopening the lab failed\n--- stdout\n{out}\n--- stderr\n{err}"
+        );
+        self.phase(&format!("{what} (again, in a fresh lab)"));
+        phase(self);
+    }
+
+    /// The lab VM's console, line by line, as the host keeps it.
+    fn console(&self) -> Vec<String> {
+        let (_, console, _) = self.t.banger(&["vm", "logs", "lab"]);
+        console.lines().map(str::to_owned).collect()
+    }
+
+    /// Why the lab VM died or froze after its console's first `since` lines, if it did: it is
+    /// not running (its QEMU ended: a kernel panic ends it), its kernel reported a panic, a
+    /// lockup, a stall or a clock it could not read for over 30 s (the whole VM stood still),
+    /// or it does not answer a trivial command within two minutes. `None` for a lab that ran on.
+    pub fn died_since(&self, since: usize) -> Option<String> {
+        let (_, shown, _) = self.t.banger(&["vm", "show", "lab", "-o", "json"]);
+        let vm: Value = serde_json::from_str(&shown).unwrap_or_default();
+        let console = self.console();
+        let fault = console.iter().skip(since).find(|line| {
+            [
+                "Kernel panic",
+                "BUG: soft lockup",
+                "self-detected stall",
+                "blocked for more than",
+            ]
+            .iter()
+            .any(|sign| line.contains(sign))
+                || frozen_for_secs(line) > 30
+        });
+        if vm["state"] != "running" {
+            return Some(format!(
+                "it is {}: {}",
+                vm["state"].as_str().unwrap_or("gone"),
+                fault.map_or(
+                    vm["failure"].as_str().unwrap_or("no failure recorded"),
+                    String::as_str
+                )
+            ));
+        }
+        if let Some(line) = fault {
+            return Some(format!("its console says {}", line.trim()));
+        }
+        match self.t.banger_cleanup(
+            &["vm", "exec", "lab", "--", "true"],
+            Duration::from_secs(120),
+        ) {
+            Some((0, _, _)) => None,
+            Some((_, _, err)) => Some(format!("it does not answer: {}", err.trim())),
+            None => Some("a trivial command in it did not end within two minutes".into()),
+        }
+    }
+
+    /// The lab's memory and load, printed beside a phase mark.
+    pub fn phase(&self, what: &str) {
+        phase(what);
+        let (_, out, _) = self.sh("free -m | sed -n 2p; cat /proc/loadavg");
+        println!(
+            "  lab: at \"{what}\": {}",
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }
 
     pub fn json(&self, args: &[&str]) -> Value {
@@ -117,10 +233,12 @@ impl Lab<'_> {
 
     pub fn sh_ok(&self, script: &str) -> String {
         let (code, out, err) = self.sh(script);
-        assert_eq!(
-            code, 0,
-            "in the lab: {script}\n--- stdout\n{out}\n--- stderr\n{err}"
-        );
+        if code != 0 {
+            panic!(
+                "in the lab: {script} exited with {code}\n--- stdout\n{out}\n--- stderr\n{err}\n{}",
+                self.diagnosis()
+            );
+        }
         out
     }
 
@@ -149,6 +267,19 @@ impl Drop for Lab<'_> {
             Duration::from_secs(180),
         );
     }
+}
+
+/// How long the kernel's clock watchdog found the whole VM standing still, from a console line
+/// such as `clocksource: Long readout interval, skipping watchdog check: cs_nsec: 73491776390
+/// wd_nsec: 73496593250`; 0 for any other line.
+fn frozen_for_secs(line: &str) -> u64 {
+    if !line.contains("Long readout interval") {
+        return 0;
+    }
+    line.split_once("cs_nsec:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .map_or(0, |ns| ns / 1_000_000_000)
 }
 
 /// Marks the start of a phase on the test's real standard error, with the time since the
