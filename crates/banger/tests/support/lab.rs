@@ -132,6 +132,7 @@ impl Lab<'_> {
     pub fn run_phase(&self, firecracker: &Path, what: &str, phase: impl Fn(&Lab<'_>)) {
         self.phase(what);
         let console_before = self.console().len();
+        let _ = self.sh(&format!("touch {PHASE_MARK}"));
         let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| phase(self))) {
             Ok(()) => return,
             Err(failure) => failure,
@@ -165,7 +166,8 @@ impl Lab<'_> {
     /// Why the lab VM died or froze after its console's first `since` lines, if it did: it is
     /// not running (its QEMU ended: a kernel panic ends it), its kernel reported a panic, a
     /// lockup, a stall or a clock it could not read for over 30 s (the whole VM stood still),
-    /// or it does not answer a trivial command within two minutes. `None` for a lab that ran on.
+    /// it does not answer a trivial command within two minutes, or a Firecracker inside logged,
+    /// since the phase began, that KVM could not run its guest on. `None` for a lab that ran on.
     pub fn died_since(&self, since: usize) -> Option<String> {
         let (_, shown, _) = self.t.banger(&["vm", "show", "lab", "-o", "json"]);
         let vm: Value = serde_json::from_str(&shown).unwrap_or_default();
@@ -198,10 +200,19 @@ impl Lab<'_> {
             &["vm", "exec", "lab", "--", "true"],
             Duration::from_secs(120),
         ) {
-            Some((0, _, _)) => None,
-            Some((_, _, err)) => Some(format!("it does not answer: {}", err.trim())),
-            None => Some("a trivial command in it did not end within two minutes".into()),
+            Some((0, _, _)) => {}
+            Some((_, _, err)) => return Some(format!("it does not answer: {}", err.trim())),
+            None => return Some("a trivial command in it did not end within two minutes".into()),
         }
+        // The lab ran on, but the emulated SVM can fail a nested guest too: its vCPU stops
+        // with a triple fault (KVM's shutdown exit) or KVM cannot run it, at a boot that the
+        // same VM passed a moment before.
+        let (_, crashed, _) = self.sh(&format!(
+            "find /root/.local/state/banger -name vmm.log -newer {PHASE_MARK} 2>/dev/null \
+             | xargs -r grep -h -m 1 -E '{NESTED_FAULTS}' | head -n 1"
+        ));
+        let crashed = crashed.trim();
+        (!crashed.is_empty()).then(|| format!("a Firecracker guest inside it crashed: {crashed}"))
     }
 
     /// The lab's memory and load, printed beside a phase mark.
@@ -268,6 +279,16 @@ impl Drop for Lab<'_> {
         );
     }
 }
+
+/// The file inside the lab whose time marks a phase's start (see [`Lab::run_phase`]).
+const PHASE_MARK: &str = "/tmp/banger-lab-phase";
+
+/// What Firecracker logs when KVM could not run a nested guest's vCPU on: a triple fault
+/// (`Shutdown`), an internal error, a failed entry or emulation, a failed `KVM_RUN`.
+const NESTED_FAULTS: &str = concat!(
+    "Unexpected exit reason on vcpu run: Shutdown|KVM_EXIT_INTERNAL_ERROR|KVM_EXIT_FAIL_ENTRY",
+    "|KVM failed to emulate|Failure during vcpu run"
+);
 
 /// How long the kernel's clock watchdog found the whole VM standing still, from a console line
 /// such as `clocksource: Long readout interval, skipping watchdog check: cs_nsec: 73491776390
