@@ -137,7 +137,12 @@ impl Lab<'_> {
             Ok(()) => return,
             Err(failure) => failure,
         };
-        let Some(evidence) = self.died_since(console_before) else {
+        let message = failure
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| failure.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let Some(evidence) = self.died_since(console_before, message) else {
             std::panic::resume_unwind(failure);
         };
         deadline::note(&format!(
@@ -166,11 +171,27 @@ impl Lab<'_> {
     /// Why the lab VM died or froze after its console's first `since` lines, if it did: it is
     /// not running (its QEMU ended: a kernel panic ends it), its kernel reported a panic, a
     /// lockup, a stall or a clock it could not read for over 30 s (the whole VM stood still),
-    /// it does not answer a trivial command within two minutes, or a Firecracker inside logged,
-    /// since the phase began, that KVM could not run its guest on. `None` for a lab that ran on.
-    pub fn died_since(&self, since: usize) -> Option<String> {
+    /// it does not answer a trivial command within two minutes, a Firecracker inside logged,
+    /// since the phase began, that KVM could not run its guest on, or the phase's `failure` is
+    /// the lab's own agent going silent. `None` for a lab that ran on.
+    pub fn died_since(&self, since: usize, failure: &str) -> Option<String> {
         let (_, shown, _) = self.t.banger(&["vm", "show", "lab", "-o", "json"]);
         let vm: Value = serde_json::from_str(&shown).unwrap_or_default();
+        // The lab's own agent (not one inside) sent no heartbeat for a minute: the lab stood
+        // still, whether or not its kernel noticed.
+        if let Some(ip) = vm["network"]["ip"].as_str()
+            && failure.contains(&format!("the guest agent over tcp {ip}:"))
+            && failure.contains("did not say the running command is still there")
+        {
+            return Some(format!(
+                "its own agent went silent for a minute while it ran a command ({})",
+                failure
+                    .lines()
+                    .find(|l| l.contains("did not say"))
+                    .unwrap_or_default()
+                    .trim()
+            ));
+        }
         let console = self.console();
         let fault = console.iter().skip(since).find(|line| {
             [
