@@ -107,15 +107,16 @@ impl Lab<'_> {
         let (_, console, _) = self.t.banger(&["vm", "logs", "lab"]);
         let lines: Vec<&str> = console.lines().collect();
         let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-        // Firecracker's own log of the VM that changed last, when the lab still answers.
-        let (_, vmm_log, _) = self.sh(
-            "log=$(ls -t $(find /root/.local/state/banger -name vmm.log 2>/dev/null) 2>/dev/null \
-             | head -n 1); [ -n \"$log\" ] && echo \"$log:\" && tail -n 20 \"$log\"; \
-             free -m; cat /proc/loadavg",
-        );
+        // Firecracker's own log and the guest console of the VM that changed last, when the
+        // lab still answers.
+        let (_, vmm_log, _) = self.sh("for f in vmm.log console.log; do \
+               log=$(ls -t $(find /root/.local/state/banger -name $f 2>/dev/null) 2>/dev/null \
+                 | head -n 1); [ -n \"$log\" ] && echo \"$log:\" && tail -n 25 \"$log\"; \
+             done; free -m; cat /proc/loadavg");
         format!(
             "--- the lab VM, from the host\n{show}\n--- the lab's console, last lines\n{tail}\n\
-             --- inside the lab: the newest Firecracker log, memory, load\n{vmm_log}"
+             --- inside the lab: the newest Firecracker log and guest console, memory, load\n\
+             {vmm_log}"
         )
     }
 
@@ -172,8 +173,9 @@ impl Lab<'_> {
     /// not running (its QEMU ended: a kernel panic ends it), its kernel reported a panic, a
     /// lockup, a stall or a clock it could not read for over 30 s (the whole VM stood still),
     /// it does not answer a trivial command within two minutes, a Firecracker inside logged,
-    /// since the phase began, that KVM could not run its guest on, or the phase's `failure` is
-    /// the lab's own agent going silent. `None` for a lab that ran on.
+    /// since the phase began, that KVM could not run its guest on or its guest's kernel
+    /// crashed or stalled, or the phase's `failure` is the lab's own agent going silent or a
+    /// wait inside the lab running out. `None` for a lab that ran on.
     pub fn died_since(&self, since: usize, failure: &str) -> Option<String> {
         let (_, shown, _) = self.t.banger(&["vm", "show", "lab", "-o", "json"]);
         let vm: Value = serde_json::from_str(&shown).unwrap_or_default();
@@ -191,6 +193,17 @@ impl Lab<'_> {
                     .unwrap_or_default()
                     .trim()
             ));
+        }
+        // A wait inside the lab ran out (Firecracker's API, a guest agent): in a lab that
+        // stands still for a minute at a time that is the emulator's doing as often as not,
+        // and a wait that runs out every time fails the second run too. A wrong answer is
+        // never this.
+        if let Some(line) = failure.lines().find(|l| {
+            l.starts_with("error: ")
+                && (l.contains("no answer within")
+                    || (l.contains("did not") && l.contains(" within ")))
+        }) {
+            return Some(format!("a wait inside it ran out ({})", line.trim()));
         }
         let console = self.console();
         let fault = console.iter().skip(since).find(|line| {
@@ -226,13 +239,15 @@ impl Lab<'_> {
             None => return Some("a trivial command in it did not end within two minutes".into()),
         }
         // The lab ran on, but the emulated SVM can fail a nested guest too: its vCPU stops
-        // with a triple fault (KVM's shutdown exit) or KVM cannot run it, at a boot that the
-        // same VM passed a moment before.
+        // with a triple fault (KVM's shutdown exit) or KVM cannot run it, or its kernel
+        // crashes or stalls, at a boot that the same VM passed a moment before.
         let (_, crashed, _) = self.sh(&format!(
             "find /root/.local/state/banger -name vmm.log -newer {PHASE_MARK} 2>/dev/null \
-             | xargs -r grep -h -m 1 -E '{NESTED_FAULTS}' | head -n 1"
+             | xargs -r grep -h -m 1 -E '{NESTED_FAULTS}' | head -n 1; \
+             find /root/.local/state/banger -name console.log -newer {PHASE_MARK} 2>/dev/null \
+             | xargs -r grep -h -m 1 -E '{GUEST_CRASHES}' | head -n 1"
         ));
-        let crashed = crashed.trim();
+        let crashed = crashed.lines().next().unwrap_or_default().trim();
         (!crashed.is_empty()).then(|| format!("a Firecracker guest inside it crashed: {crashed}"))
     }
 
@@ -309,6 +324,12 @@ const PHASE_MARK: &str = "/tmp/banger-lab-phase";
 const NESTED_FAULTS: &str = concat!(
     "Unexpected exit reason on vcpu run: Shutdown|KVM_EXIT_INTERNAL_ERROR|KVM_EXIT_FAIL_ENTRY",
     "|KVM failed to emulate|Failure during vcpu run"
+);
+
+/// What a nested guest's kernel prints on its console when it crashes or stalls.
+const GUEST_CRASHES: &str = concat!(
+    "Kernel panic|BUG: |Oops:|general protection fault|double fault",
+    "|self-detected stall|blocked for more than"
 );
 
 /// How long the kernel's clock watchdog found the whole VM standing still, from a console line
