@@ -111,7 +111,7 @@ impl Lab<'_> {
         // lab still answers.
         let (_, vmm_log, _) = self.sh("for f in vmm.log console.log; do \
                log=$(ls -t $(find /root/.local/state/banger -name $f 2>/dev/null) 2>/dev/null \
-                 | head -n 1); [ -n \"$log\" ] && echo \"$log:\" && tail -n 25 \"$log\"; \
+                 | head -n 1); [ -n \"$log\" ] && echo \"$log:\" && tail -n 80 \"$log\"; \
              done; free -m; cat /proc/loadavg");
         format!(
             "--- the lab VM, from the host\n{show}\n--- the lab's console, last lines\n{tail}\n\
