@@ -121,46 +121,57 @@ impl Lab<'_> {
     }
 
     /// Runs `phase` of a lab test after its mark; when it fails because the lab VM itself died
-    /// or froze under it, deletes that lab, opens a fresh one and runs the phase once more there.
+    /// or froze under it, deletes that lab, opens a fresh one and runs the phase again there,
+    /// up to [`PHASE_RUNS`] runs in all.
     ///
     /// The lab's KVM is QEMU's software emulation of AMD SVM, and it has faults of its own: now
     /// and then the lab's kernel panics (an interrupt let in right after a guest exits, before
     /// KVM restored the host's state), or the whole lab VM stops running for a minute or more,
-    /// after dozens of nested boots, or a guest inside dies at boot. A whole lab test boots many
-    /// dozens, so without this it would fail for the emulator about as often as not. Only the
-    /// signs [`Lab::died_since`] names earn the second run, each phase gets one, and the
-    /// evidence goes to the test's standard error; a wrong answer fails at once.
+    /// after dozens of nested boots, or a guest inside dies at boot or while it runs. A whole
+    /// lab test boots many dozens, so without this it would fail for the emulator about as
+    /// often as not; a phase that boots a dozen guests can meet two faults in a row. Only the
+    /// signs [`Lab::died_since`] names earn another run, and the evidence goes to the test's
+    /// standard error, on the last run too; a wrong answer in a lab that ran on fails at once.
     pub fn run_phase(&self, firecracker: &Path, what: &str, phase: impl Fn(&Lab<'_>)) {
         self.phase(what);
-        let console_before = self.console().len();
-        let _ = self.sh(&format!("touch {PHASE_MARK}"));
-        let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| phase(self))) {
-            Ok(()) => return,
-            Err(failure) => failure,
-        };
-        let message = failure
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| failure.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        let Some(evidence) = self.died_since(console_before, message) else {
-            std::panic::resume_unwind(failure);
-        };
-        deadline::note(&format!(
-            "  lab: the emulator failed the lab during \"{what}\": {evidence}\n  \
-             lab: opening a fresh lab to run \"{what}\" once more"
-        ));
-        let (code, out, err) = self
-            .t
-            .banger_within(&["vm", "delete", "lab"], Duration::from_secs(300));
-        assert_eq!(code, 0, "deleting the dead lab\n{out}\n{err}");
-        let (out, err, ok) = open(self.t, firecracker);
-        assert!(
-            ok,
-            "reopening the lab failed\n--- stdout\n{out}\n--- stderr\n{err}"
-        );
-        self.phase(&format!("{what} (again, in a fresh lab)"));
-        phase(self);
+        for run in 1..=PHASE_RUNS {
+            let console_before = self.console().len();
+            let _ = self.sh(&format!("touch {PHASE_MARK}"));
+            let failure =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| phase(self))) {
+                    Ok(()) => return,
+                    Err(failure) => failure,
+                };
+            let message = failure
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| failure.downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            let Some(evidence) = self.died_since(console_before, message) else {
+                std::panic::resume_unwind(failure);
+            };
+            if run == PHASE_RUNS {
+                deadline::note(&format!(
+                    "  lab: the emulator failed the lab during \"{what}\" in each of its \
+                     {PHASE_RUNS} runs; the last time: {evidence}"
+                ));
+                std::panic::resume_unwind(failure);
+            }
+            deadline::note(&format!(
+                "  lab: the emulator failed the lab during \"{what}\": {evidence}\n  \
+                 lab: opening a fresh lab to run \"{what}\" again"
+            ));
+            let (code, out, err) = self
+                .t
+                .banger_within(&["vm", "delete", "lab"], Duration::from_secs(300));
+            assert_eq!(code, 0, "deleting the dead lab\n{out}\n{err}");
+            let (out, err, ok) = open(self.t, firecracker);
+            assert!(
+                ok,
+                "reopening the lab failed\n--- stdout\n{out}\n--- stderr\n{err}"
+            );
+            self.phase(&format!("{what} (run {}, in a fresh lab)", run + 1));
+        }
     }
 
     /// The lab VM's console, line by line, as the host keeps it.
@@ -180,10 +191,9 @@ impl Lab<'_> {
         let (_, shown, _) = self.t.banger(&["vm", "show", "lab", "-o", "json"]);
         let vm: Value = serde_json::from_str(&shown).unwrap_or_default();
         // A wait inside the lab ran out (Firecracker's API, a guest agent, the lab's own agent
-        // sending no heartbeat for a minute): in a lab that
-        // stands still for a minute at a time that is the emulator's doing as often as not,
-        // and a wait that runs out every time fails the second run too. A wrong answer is
-        // never this.
+        // sending no heartbeat for a minute): in a lab that stands still for a minute at a
+        // time that is the emulator's doing as often as not, and a wait that runs out every
+        // time fails every run. A wrong answer is never this.
         if let Some(line) = failure.lines().find(|l| {
             l.starts_with("error: ")
                 && (l.contains("no answer within")
@@ -228,9 +238,9 @@ impl Lab<'_> {
         // with a triple fault (KVM's shutdown exit) or KVM cannot run it, or its kernel
         // crashes or stalls, at a boot that the same VM passed a moment before.
         let (_, crashed, _) = self.sh(&format!(
-            "find /root/.local/state/banger -name vmm.log -newer {PHASE_MARK} 2>/dev/null \
+            "find /root/.local/state/banger -name 'vmm.log*' -newer {PHASE_MARK} 2>/dev/null \
              | xargs -r grep -h -m 1 -E '{NESTED_FAULTS}' | head -n 1; \
-             find /root/.local/state/banger -name console.log -newer {PHASE_MARK} 2>/dev/null \
+             find /root/.local/state/banger -name 'console.log*' -newer {PHASE_MARK} 2>/dev/null \
              | xargs -r grep -h -m 1 -E '{GUEST_CRASHES}' | head -n 1"
         ));
         let crashed = crashed.lines().next().unwrap_or_default().trim();
@@ -301,6 +311,9 @@ impl Drop for Lab<'_> {
         );
     }
 }
+
+/// How many times [`Lab::run_phase`] runs a phase that the emulator keeps failing.
+const PHASE_RUNS: u32 = 4;
 
 /// The file inside the lab whose time marks a phase's start (see [`Lab::run_phase`]).
 const PHASE_MARK: &str = "/tmp/banger-lab-phase";
