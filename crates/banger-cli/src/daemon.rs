@@ -10,7 +10,7 @@
 //! itself.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use banger_api::build::build_id_of;
 use banger_api::paths::Paths;
 use banger_api::{Client, ClientError, DaemonInfo, ErrorCode};
 use banger_host::process::{self, Signal};
+use banger_host::program::{self, is_executable};
 use tokio::time::{Instant, sleep};
 
 use crate::cli::{DaemonCommand, OutputFormat};
@@ -313,16 +314,10 @@ pub fn find_binary(
         .as_deref()
         .and_then(Path::parent)
         .map(|dir| dir.join("bangerd"));
-    let in_path = path_var
-        .iter()
-        .flat_map(std::env::split_paths)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("bangerd"));
     if let Some(found) = beside
         .clone()
-        .into_iter()
-        .chain(in_path)
-        .find(|p| is_executable(p))
+        .filter(|p| is_executable(p))
+        .or_else(|| program::find_in_path(path_var.as_deref(), "bangerd"))
     {
         return Ok(found);
     }
@@ -341,10 +336,6 @@ pub fn find_binary(
 
 // An error and its causes on one line: host errors keep the OS error in their source.
 use banger_host::error_chain as chain;
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
 
 /// The last `lines` non-empty lines of a log, introduced for an error message.
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -444,6 +435,7 @@ async fn status(format: OutputFormat) -> Result<String, Failure> {
 mod tests {
     use super::*;
     use crate::exit::Exit;
+    use std::os::unix::fs::PermissionsExt;
 
     fn executable(dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);

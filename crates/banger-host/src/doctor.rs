@@ -13,7 +13,6 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use crate::disk::{DiskError, FsUsage, filesystem_usage};
 use crate::ext4::{Debugfs, E2fsck, Mkfs, Resize2fs};
 use crate::network::{self, NetConfig, Privilege};
+use crate::program::{self, is_executable};
 use crate::runner::{CommandRunner, CommandSpec, RunError};
 
 pub mod dns;
@@ -292,13 +292,10 @@ impl<'a> Doctor<'a> {
     }
 
     fn find(&self, program: &str) -> Found {
-        for dir in std::env::split_paths(&self.path) {
-            let candidate = dir.join(program);
-            if is_executable(&candidate) {
-                return Found::InPath(candidate);
-            }
+        if let Some(found) = program::find_in_path(Some(&self.path), program) {
+            return Found::InPath(found);
         }
-        for dir in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        for dir in program::SBIN_DIRS {
             let candidate = self.under_root(dir).join(program);
             if is_executable(&candidate) {
                 return Found::OutsidePath(candidate);
@@ -971,10 +968,6 @@ impl Doctor<'_> {
                 .collect(),
         )
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn gib(bytes: u64) -> String {

@@ -2,10 +2,11 @@
 //! running commands ([`runner`]) and the e2fsprogs command lines among them ([`ext4`]),
 //! starting and signalling long-lived processes ([`process`]), reading CPU and memory figures
 //! ([`resources`]), measuring and copying disk files ([`disk`]), the bridge, taps and nftables
-//! rules of banger's private network ([`network`]), and the host checks of `banger doctor` and
-//! of preflights ([`doctor`]). Nothing here knows what a VM is beyond the id, tap and address
-//! its network needs; the daemon calls these from `spawn_blocking`. This is the only crate of
-//! the workspace allowed to create processes.
+//! rules of banger's private network ([`network`]), where the programs it runs are
+//! ([`program`]), and the host checks of `banger doctor` and of preflights ([`doctor`]).
+//! Nothing here knows what a VM is beyond the id, tap and address its network needs; the daemon
+//! calls these from `spawn_blocking`. This is the only crate of the workspace allowed to create
+//! processes.
 
 pub mod capabilities;
 pub mod disk;
@@ -13,6 +14,7 @@ pub mod doctor;
 pub mod ext4;
 pub mod network;
 pub mod process;
+pub mod program;
 pub mod resources;
 pub mod runner;
 

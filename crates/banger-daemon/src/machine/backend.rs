@@ -252,13 +252,9 @@ impl Backends {
     /// Firecracker binary changed.
     pub fn jail_decision(&self, firecracker: &FirecrackerBinary) -> Option<JailDecision> {
         let (settings, dir) = self.jail.as_ref()?;
-        let path_var = std::env::var_os("PATH");
+        // Found as the jailer's launch finds it, so the cache below keys on that file.
         let jailer_path = settings.jailer_bin.clone().or_else(|| {
-            path_var.as_deref().and_then(|p| {
-                std::env::split_paths(p)
-                    .map(|d| d.join("jailer"))
-                    .find(|c| c.is_file())
-            })
+            banger_host::program::find_in_path(std::env::var_os("PATH").as_deref(), "jailer")
         });
         let jailer_id = jailer_path.as_deref().and_then(FileId::of);
         let mut cache = self.checked_jail.lock().unwrap_or_else(|e| e.into_inner());

@@ -102,19 +102,11 @@ impl Privilege {
     }
 }
 
-/// `program`'s path: from `PATH`, else from the sbin directories, which a user's `PATH` often
-/// lacks (root's and sudo's have them) although `ip`, `nft` and `sysctl` live there; `program`
-/// itself when it is in neither, so that running it says it is missing.
+/// `program`'s path ([`crate::program::find_system_program`]: `ip`, `nft` and `sysctl` live in
+/// sbin directories that a user's `PATH` often lacks); `program` itself when it is nowhere, so
+/// that running it says it is missing.
 fn system_program(program: &str) -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::program::find_system_program(std::env::var_os("PATH").as_deref(), program)
         .map_or_else(|| program.to_owned(), |found| found.display().to_string())
 }
 

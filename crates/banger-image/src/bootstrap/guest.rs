@@ -524,13 +524,10 @@ pub fn install_agent(
     root: &Path,
     agent: Option<&Path>,
 ) -> Result<bool, AgentError> {
-    use std::os::unix::fs::PermissionsExt;
     let Some(agent) = agent else {
         return Ok(false);
     };
-    let executable =
-        std::fs::metadata(agent).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if !executable {
+    if !banger_host::program::is_executable(agent) {
         return Err(AgentError::NotExecutable {
             path: agent.to_owned(),
         });

@@ -10,10 +10,10 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use banger_host::program::{self, LocateError};
 use banger_host::{CommandRunner, CommandSpec, RunError};
 
 /// The oldest Firecracker banger drives.
@@ -187,34 +187,18 @@ pub fn parse_version_output(output: &str) -> Result<Version, BinaryError> {
 /// The binary to run: `configured` when given (it must exist and be executable), otherwise the
 /// first executable `firecracker` in `path_var`.
 pub fn locate(configured: Option<&Path>, path_var: Option<&OsStr>) -> Result<PathBuf, BinaryError> {
-    if let Some(path) = configured {
-        return match std::fs::metadata(path) {
-            Err(_) => Err(BinaryError::Missing {
-                path: path.to_owned(),
-            }),
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                Ok(path.to_owned())
-            }
-            Ok(_) => Err(BinaryError::NotExecutable {
-                path: path.to_owned(),
-            }),
-        };
-    }
-    let path_var = path_var.ok_or(BinaryError::NotInPath)?;
-    std::env::split_paths(path_var)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("firecracker"))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or(BinaryError::NotInPath)
+    program::locate(configured, path_var, "firecracker").map_err(|e| match e {
+        LocateError::Missing(path) => BinaryError::Missing { path },
+        LocateError::NotExecutable(path) => BinaryError::NotExecutable { path },
+        LocateError::NotInPath => BinaryError::NotInPath,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use banger_host::{CommandOutput, FakeRunner};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn versions_parse_with_prefix_and_suffix() {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use banger_host::program::{self, LocateError};
 use banger_host::{CommandRunner, CommandSpec};
 
 use super::binary::{FirecrackerBinary, Version};
@@ -164,32 +165,13 @@ fn locate(
     path_var: Option<&OsStr>,
     firecracker: &Version,
 ) -> Result<PathBuf, JailerError> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if let Some(path) = configured {
-        if !path.exists() {
-            return Err(JailerError::Missing {
-                path: path.to_owned(),
-            });
-        }
-        if !executable(path) {
-            return Err(JailerError::NotExecutable {
-                path: path.to_owned(),
-            });
-        }
-        return Ok(path.to_owned());
-    }
-    path_var
-        .into_iter()
-        .flat_map(std::env::split_paths)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("jailer"))
-        .find(|candidate| executable(candidate))
-        .ok_or_else(|| JailerError::NotInPath {
+    program::locate(configured, path_var, "jailer").map_err(|e| match e {
+        LocateError::Missing(path) => JailerError::Missing { path },
+        LocateError::NotExecutable(path) => JailerError::NotExecutable { path },
+        LocateError::NotInPath => JailerError::NotInPath {
             firecracker: firecracker.clone(),
-        })
+        },
+    })
 }
 
 /// The loader and shared libraries a dynamically linked `binary` needs, as `ldd` lists them,

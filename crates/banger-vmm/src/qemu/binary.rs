@@ -11,9 +11,9 @@
 //! (Debian 12).
 
 use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use banger_host::program::{self, LocateError};
 use banger_host::{CommandRunner, CommandSpec, RunError};
 
 use crate::firecracker::Version;
@@ -166,32 +166,18 @@ pub fn locate(
     configured: Option<&Path>,
     path_var: Option<&OsStr>,
 ) -> Result<PathBuf, QemuBinaryError> {
-    let executable = |path: &Path| {
-        std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if let Some(path) = configured {
-        return match executable(path) {
-            Err(_) => Err(QemuBinaryError::Missing {
-                path: path.to_owned(),
-            }),
-            Ok(true) => Ok(path.to_owned()),
-            Ok(false) => Err(QemuBinaryError::NotExecutable {
-                path: path.to_owned(),
-            }),
-        };
-    }
-    let path_var = path_var.ok_or(QemuBinaryError::NotInPath)?;
-    std::env::split_paths(path_var)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(PROGRAM))
-        .find(|candidate| executable(candidate).unwrap_or(false))
-        .ok_or(QemuBinaryError::NotInPath)
+    program::locate(configured, path_var, PROGRAM).map_err(|e| match e {
+        LocateError::Missing(path) => QemuBinaryError::Missing { path },
+        LocateError::NotExecutable(path) => QemuBinaryError::NotExecutable { path },
+        LocateError::NotInPath => QemuBinaryError::NotInPath,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use banger_host::{CommandOutput, FakeRunner, Matcher};
+    use std::os::unix::fs::PermissionsExt;
 
     const MACHINES: &str = "Supported machines are:\n\
         microvm              microvm (i386)\n\
