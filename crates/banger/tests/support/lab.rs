@@ -142,12 +142,7 @@ impl Lab<'_> {
                     Ok(()) => return,
                     Err(failure) => failure,
                 };
-            let message = failure
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| failure.downcast_ref::<&str>().copied())
-                .unwrap_or_default();
-            let Some(evidence) = self.died_since(console_before, message) else {
+            let Some(evidence) = self.died_since(console_before, panic_message(&*failure)) else {
                 std::panic::resume_unwind(failure);
             };
             if run == PHASE_RUNS {
@@ -171,6 +166,24 @@ impl Lab<'_> {
                 "reopening the lab failed\n--- stdout\n{out}\n--- stderr\n{err}"
             );
             self.phase(&format!("{what} (run {}, in a fresh lab)", run + 1));
+        }
+    }
+
+    /// Runs `step`; when it fails because a Firecracker guest inside the lab crashed while the
+    /// lab itself ran on (what [`Lab::died_since`] calls the emulator's doing, and nothing
+    /// else), `Err` with the evidence, so that the caller may clean up and go on in the same
+    /// lab. Any other failure goes up as it was. The phase mark is touched first: only a crash
+    /// under `step` counts.
+    pub fn unless_a_guest_crashed(&self, step: impl FnOnce()) -> Result<(), String> {
+        let console_before = self.console().len();
+        let _ = self.sh(&format!("touch {PHASE_MARK}"));
+        let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        match self.died_since(console_before, panic_message(&*failure)) {
+            Some(evidence) if evidence.starts_with(GUEST_CRASHED) => Err(evidence),
+            _ => std::panic::resume_unwind(failure),
         }
     }
 
@@ -244,7 +257,7 @@ impl Lab<'_> {
              | xargs -r grep -h -m 1 -E '{GUEST_CRASHES}' | head -n 1"
         ));
         let crashed = crashed.lines().next().unwrap_or_default().trim();
-        (!crashed.is_empty()).then(|| format!("a Firecracker guest inside it crashed: {crashed}"))
+        (!crashed.is_empty()).then(|| format!("{GUEST_CRASHED}: {crashed}"))
     }
 
     /// The lab's memory and load, printed beside a phase mark.
@@ -314,6 +327,18 @@ impl Drop for Lab<'_> {
 
 /// How many times [`Lab::run_phase`] runs a phase that the emulator keeps failing.
 const PHASE_RUNS: u32 = 4;
+
+/// What a panic said, when it said it in words.
+fn panic_message(failure: &(dyn std::any::Any + Send)) -> &str {
+    failure
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| failure.downcast_ref::<&str>().copied())
+        .unwrap_or_default()
+}
+
+/// How [`Lab::died_since`] begins the evidence of a nested guest's crash in a lab that ran on.
+const GUEST_CRASHED: &str = "a Firecracker guest inside it crashed";
 
 /// The file inside the lab whose time marks a phase's start (see [`Lab::run_phase`]).
 const PHASE_MARK: &str = "/tmp/banger-lab-phase";
