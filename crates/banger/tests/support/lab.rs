@@ -340,7 +340,8 @@ fn panic_message(failure: &(dyn std::any::Any + Send)) -> &str {
 /// How [`Lab::died_since`] begins the evidence of a nested guest's crash in a lab that ran on.
 const GUEST_CRASHED: &str = "a Firecracker guest inside it crashed";
 
-/// The file inside the lab whose time marks a phase's start (see [`Lab::run_phase`]).
+/// The file inside the lab whose time marks the start of a phase (see [`Lab::run_phase`]) or of
+/// a step in it (see [`Lab::unless_a_guest_crashed`]).
 const PHASE_MARK: &str = "/tmp/banger-lab-phase";
 
 /// What Firecracker logs when KVM could not run a nested guest's vCPU on: a triple fault
